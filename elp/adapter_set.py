@@ -1,0 +1,186 @@
+"""An adapter set: E-adapters + L-adapters (or weighted layer sum) + P-adapter + head + metadata.
+
+On disk it is one folder holding ``adapter_config.json`` and ``adapter_model.safetensors``: data,
+never pickle. Loading is strict: the config is validated, the weights' sha256 must match the one
+recorded in the config, and the tensor names and shapes must be exactly those the config implies,
+so a truncated, tampered or mismatched set raises ``AdapterFormatError`` before it can be used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import nn
+
+from elp.backbones.base import Backbone, BackboneIdentity
+from elp.config import AdapterSetConfig
+from elp.errors import AdapterFormatError, ConfigError
+from elp.heads import build_head
+from elp.tuners.e_adapter import EAdapterStack
+from elp.tuners.l_adapter import LAdapterStack, WeightedLayerSum
+from elp.tuners.p_adapter import PAdapter
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+
+# LayerNorm attribute names per family, so a set can be rebuilt without loading its backbone.
+_LAYER_NORM_NAMES = {
+    "whisper": ("self_attn_layer_norm", "final_layer_norm"),
+    "wav2vec2": ("layer_norm", "final_layer_norm"),
+    "hubert": ("layer_norm", "final_layer_norm"),
+    "wavlm": ("layer_norm", "final_layer_norm"),
+}
+
+
+class AdapterSet(nn.Module):
+    """The trained parameters of one task on one backbone. Build with :meth:`create` (fresh, for
+    training) or :meth:`load` (from disk); ``config`` is always fully resolved (no size left None)."""
+
+    def __init__(self, config: AdapterSetConfig) -> None:
+        super().__init__()
+        identity = BackboneIdentity.from_dict(config.backbone)
+        hidden, layers = identity.hidden_size, identity.num_layers
+        self.config = config
+        self.e_adapters: EAdapterStack | None = None
+        self.p_adapter: PAdapter | None = None
+        if config.e_adapter is not None:
+            config.e_adapter = config.e_adapter.resolve(hidden, layers)
+            norm_names = list(_LAYER_NORM_NAMES.get(identity.model_type, ()))
+            self.e_adapters = EAdapterStack(config.e_adapter, hidden, norm_names)
+        if config.p_adapter is not None:
+            config.p_adapter = config.p_adapter.resolve(hidden)
+            self.p_adapter = PAdapter(config.p_adapter, hidden)
+        self.featurizer: LAdapterStack | WeightedLayerSum
+        if config.l_adapter is not None:
+            config.l_adapter = config.l_adapter.resolve(hidden, layers)
+            self.featurizer = LAdapterStack(config.l_adapter, hidden)
+        else:
+            if config.weighted_sum_layers is None:
+                config.weighted_sum_layers = list(range(1, layers + 1))
+            bad = [i for i in config.weighted_sum_layers if not 0 <= i <= layers]
+            if bad:
+                raise ConfigError(f"weighted_sum_layers {bad} outside 0..{layers}")
+            self.featurizer = WeightedLayerSum(config.weighted_sum_layers, hidden)
+        self.head = build_head(config.head, config.task, self.featurizer.output_dim, config.num_outputs)
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def create(cls, config: AdapterSetConfig, backbone: Backbone) -> AdapterSet:
+        """A fresh set for ``backbone``: E near identity, per-set LayerNorms copied from the backbone."""
+        config.backbone = backbone.identity.to_dict()
+        adapter_set = cls(config)
+        if adapter_set.e_adapters is not None and adapter_set.e_adapters.layer_norms:
+            layers = backbone.encoder_layers()
+            norms = {
+                f"{i}_{name}": norm
+                for i in adapter_set.e_adapters.config.layers or []
+                for name, norm in backbone.layer_norms(layers[i]).items()
+            }
+            adapter_set.e_adapters.copy_layer_norms_from(norms)
+        return adapter_set.to(backbone.device)
+
+    @property
+    def task(self) -> str:
+        return self.config.task
+
+    @property
+    def backbone_identity(self) -> BackboneIdentity:
+        return BackboneIdentity.from_dict(self.config.backbone)
+
+    @property
+    def has_backbone_changes(self) -> bool:
+        """True when the set alters the backbone pass itself (E or P); else it can share a plain pass."""
+        return self.e_adapters is not None or self.p_adapter is not None
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @property
+    def size_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.state_dict().values())
+
+    def parameter_report(self) -> dict[str, int]:
+        """Trained parameters per component (E, L or weighted sum, P, head)."""
+        report = {
+            "e_adapters": sum(p.numel() for p in self.e_adapters.parameters()) if self.e_adapters else 0,
+            "l_adapters" if isinstance(self.featurizer, LAdapterStack) else "weighted_sum": sum(
+                p.numel() for p in self.featurizer.parameters()
+            ),
+            "p_adapter": sum(p.numel() for p in self.p_adapter.parameters()) if self.p_adapter else 0,
+            "head": sum(p.numel() for p in self.head.parameters()),
+        }
+        report["total"] = sum(report.values())
+        return report
+
+    # ----------------------------------------------------------------- save / load
+    def to_bytes(self) -> tuple[bytes, bytes]:
+        """(config JSON, safetensors) with the weights' sha256 recorded in the config."""
+        tensors = {name: t.detach().to("cpu").contiguous() for name, t in self.state_dict().items()}
+        weights = save_safetensors_bytes(tensors, metadata={"format": "elp-adapter-set"})
+        self.config.weights_sha256 = hashlib.sha256(weights).hexdigest()
+        config = json.dumps(self.config.to_dict(), indent=2, sort_keys=True).encode()
+        return config, weights
+
+    def save(self, folder: str | Path) -> Path:
+        """Write the folder; files are written to temporaries and renamed, so a reader never sees a
+        new config beside old weights."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config, weights = self.to_bytes()
+        for name, payload in ((WEIGHTS_NAME, weights), (CONFIG_NAME, config)):
+            tmp = folder / f".{name}.tmp"
+            tmp.write_bytes(payload)
+            tmp.replace(folder / name)
+        return folder
+
+    @classmethod
+    def from_bytes(cls, config_bytes: bytes, weights_bytes: bytes, device: str | torch.device = "cpu") -> AdapterSet:
+        """Parse a set from bytes already read (the server hashes exactly what it parses)."""
+        try:
+            config = AdapterSetConfig.from_dict(json.loads(config_bytes))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise AdapterFormatError(f"{CONFIG_NAME} is not valid JSON: {exc}") from exc
+        except ConfigError as exc:
+            raise AdapterFormatError(f"{CONFIG_NAME} is invalid: {exc}") from exc
+        if config.weights_sha256 is None:
+            raise AdapterFormatError(f"{CONFIG_NAME} records no weights_sha256")
+        actual = hashlib.sha256(weights_bytes).hexdigest()
+        if actual != config.weights_sha256:
+            raise AdapterFormatError(
+                f"{WEIGHTS_NAME} does not match its config (sha256 {actual[:12]}..., expected "
+                f"{config.weights_sha256[:12]}...): truncated, tampered with, or from another set"
+            )
+        try:
+            tensors = load_safetensors_bytes(weights_bytes)
+        except (SafetensorError, ValueError, RuntimeError) as exc:
+            raise AdapterFormatError(f"{WEIGHTS_NAME} is not a readable safetensors file: {exc}") from exc
+        try:
+            adapter_set = cls(config)
+        except ConfigError as exc:
+            raise AdapterFormatError(f"{CONFIG_NAME} is invalid: {exc}") from exc
+        expected = {name: tuple(t.shape) for name, t in adapter_set.state_dict().items()}
+        found = {name: tuple(t.shape) for name, t in tensors.items()}
+        missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+        if missing or unexpected:
+            raise AdapterFormatError(f"weights do not match config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        wrong = [f"{n}: {found[n]} != {expected[n]}" for n in expected if found[n] != expected[n]]
+        if wrong:
+            raise AdapterFormatError(f"weights have wrong shapes: {wrong[:5]}")
+        adapter_set.load_state_dict(tensors, strict=True)
+        return adapter_set.to(device).eval()
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> AdapterSet:
+        folder = Path(folder)
+        try:
+            config_bytes = (folder / CONFIG_NAME).read_bytes()
+            weights_bytes = (folder / WEIGHTS_NAME).read_bytes()
+        except OSError as exc:
+            raise AdapterFormatError(f"cannot read adapter set in {folder}: {exc}") from exc
+        return cls.from_bytes(config_bytes, weights_bytes, device)

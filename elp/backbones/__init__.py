@@ -1,0 +1,99 @@
+"""Backbone loading: one family file per architecture, picked by the config's ``model_type``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, WhisperFeatureExtractor, WhisperModel
+
+from elp.backbones.base import Backbone, BackboneIdentity, fingerprint_module
+from elp.backbones.wav2vec2 import Wav2Vec2FamilyBackbone
+from elp.backbones.whisper import WhisperEncoderBackbone
+from elp.errors import BackboneLoadError
+
+# ContentVec loads as HuBERT and WavLM+ as WavLM: same architectures, other weights.
+WAV2VEC2_FAMILY = ("wav2vec2", "hubert", "wavlm")
+SUPPORTED_MODEL_TYPES = (*WAV2VEC2_FAMILY, "whisper")
+_STRUCTURE_KEYS = (
+    "model_type", "hidden_size", "d_model", "num_hidden_layers", "encoder_layers", "num_attention_heads",
+    "encoder_attention_heads", "intermediate_size", "encoder_ffn_dim", "do_stable_layer_norm",
+    "feat_extract_norm", "conv_dim", "conv_kernel", "conv_stride", "num_mel_bins", "max_source_positions",
+)
+
+
+def _structure_json(config) -> str:
+    """The config fields that define the computation (not paths, versions or dtypes)."""
+    values = {key: getattr(config, key) for key in _STRUCTURE_KEYS if hasattr(config, key)}
+    return json.dumps(values, sort_keys=True, default=list)
+
+
+def _wants_waveform_normalization(name_or_path: str, config) -> bool:
+    try:
+        return bool(getattr(AutoFeatureExtractor.from_pretrained(name_or_path), "do_normalize", False))
+    except Exception:  # no preprocessor_config.json: fall back to the convention of released models
+        return getattr(config, "feat_extract_norm", "group") == "layer"
+
+
+def load_backbone(
+    name_or_path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    attn_implementation: str | None = None,
+) -> Backbone:
+    """Load a frozen encoder from a local folder or a hub id (``microsoft/wavlm-base-plus``, ...).
+
+    The fingerprint is taken on the float32 weights as loaded, so the same checkpoint served in
+    fp16 on a GPU still accepts adapter sets trained in fp32 on a CPU.
+    """
+    name = str(name_or_path)
+    options: dict = {"dtype": torch.float32}
+    if attn_implementation:
+        options["attn_implementation"] = attn_implementation
+    try:
+        config = AutoConfig.from_pretrained(name)
+    except Exception as exc:  # transformers raises OSError/ValueError/HTTP errors alike
+        raise BackboneLoadError(f"cannot read a transformers config from {name!r}: {exc}") from exc
+    model_type = config.model_type
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise BackboneLoadError(f"unsupported backbone type {model_type!r}; supported: {SUPPORTED_MODEL_TYPES}")
+    try:
+        if model_type == "whisper":
+            full = WhisperModel.from_pretrained(name, **options)
+            module = full.get_encoder()
+            del full
+            try:
+                extractor = WhisperFeatureExtractor.from_pretrained(name)
+            except Exception:
+                extractor = WhisperFeatureExtractor(feature_size=config.num_mel_bins)
+            hidden_size, num_layers = config.d_model, config.encoder_layers
+        else:
+            module = AutoModel.from_pretrained(name, **options)
+            hidden_size, num_layers = config.hidden_size, config.num_hidden_layers
+    except Exception as exc:
+        raise BackboneLoadError(f"cannot load backbone weights from {name!r}: {exc}") from exc
+
+    identity = BackboneIdentity(
+        model_type=model_type,
+        hidden_size=int(hidden_size),
+        num_layers=int(num_layers),
+        fingerprint=fingerprint_module(_structure_json(config), module),
+        name=Path(name).name if Path(name).exists() else name,
+    )
+    backbone: Backbone
+    if model_type == "whisper":
+        backbone = WhisperEncoderBackbone(module, identity, torch.from_numpy(extractor.mel_filters))
+    else:
+        backbone = Wav2Vec2FamilyBackbone(module, identity, _wants_waveform_normalization(name, config))
+    return backbone.to(device=device, dtype=dtype)
+
+
+__all__ = [
+    "SUPPORTED_MODEL_TYPES",
+    "Backbone",
+    "BackboneIdentity",
+    "Wav2Vec2FamilyBackbone",
+    "WhisperEncoderBackbone",
+    "load_backbone",
+]

@@ -1,0 +1,91 @@
+"""wav2vec 2.0, HuBERT (and ContentVec) and WavLM (and WavLM+): CNN feature encoder, feature
+projection, positional convolution, post-LN ("base") or pre-LN ("stable layer norm", "large") layers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.masking_utils import create_bidirectional_mask
+
+from elp.backbones.base import Backbone, BackboneIdentity, first_tensor, lengths_to_mask
+
+
+class Wav2Vec2FamilyBackbone(Backbone):
+    """Drives ``Wav2Vec2Model`` / ``HubertModel`` / ``WavLMModel`` step by step."""
+
+    layer_norm_names = ("layer_norm", "final_layer_norm")
+
+    def __init__(self, model: nn.Module, identity: BackboneIdentity, normalize_waveform: bool) -> None:
+        super().__init__(model, identity)
+        self.config = model.config
+        self.normalize_waveform = normalize_waveform
+        self.is_stable_layer_norm = bool(getattr(self.config, "do_stable_layer_norm", False))
+        # GroupNorm in the first conv layer normalises over time: padding would leak into every
+        # frame, so those models run their CNN one clip at a time.
+        self.cnn_needs_unpadded = getattr(self.config, "feat_extract_norm", "layer") == "group"
+        self.is_wavlm = identity.model_type == "wavlm"
+
+    def encoder_layers(self) -> list[nn.Module]:
+        return list(self.model.encoder.layers)
+
+    def ffn_output_module(self, layer: nn.Module) -> nn.Module:
+        return layer.feed_forward
+
+    def front_end_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return self.model._get_feat_extract_output_lengths(lengths).long()
+
+    def _normalize(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if not self.normalize_waveform:
+            return waveforms
+        valid = lengths_to_mask(lengths, waveforms.shape[1]).to(waveforms.dtype)
+        count = valid.sum(dim=1, keepdim=True).clamp(min=1.0)
+        mean = (waveforms * valid).sum(dim=1, keepdim=True) / count
+        var = (((waveforms - mean) ** 2) * valid).sum(dim=1, keepdim=True) / count
+        return (waveforms - mean) / torch.sqrt(var + 1e-7) * valid
+
+    def front_end(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        waveforms = self._normalize(waveforms.to(self.dtype), lengths)
+        frame_lengths = self.front_end_lengths(lengths)
+        if self.cnn_needs_unpadded:
+            max_frames = int(frame_lengths.max())
+            rows = []
+            for row, length in enumerate(lengths.tolist()):
+                feats = self.model.feature_extractor(waveforms[row : row + 1, :length])
+                rows.append(nn.functional.pad(feats, (0, max_frames - feats.shape[-1])))
+            features = torch.cat(rows, dim=0)
+        else:
+            features = self.model.feature_extractor(waveforms)
+        frames = first_tensor(self.model.feature_projection(features.transpose(1, 2)))
+        frames = frames[:, : int(frame_lengths.max())]
+        valid = lengths_to_mask(frame_lengths, frames.shape[1])
+        return frames * valid.unsqueeze(-1).to(frames.dtype), frame_lengths
+
+    def before_layers(self, frames: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        encoder = self.model.encoder
+        frames = frames * valid.unsqueeze(-1).to(frames.dtype)
+        hidden = frames + encoder.pos_conv_embed(frames)
+        if not self.is_stable_layer_norm:
+            hidden = encoder.layer_norm(hidden)
+        return hidden
+
+    def attention_state(self, frames: torch.Tensor, valid: torch.Tensor) -> dict[str, Any]:
+        if self.is_wavlm:
+            # WavLM's attention takes the 2-D mask and turns it into a key padding mask itself.
+            return {"attention_mask": valid.long(), "position_bias": None}
+        mask = create_bidirectional_mask(config=self.config, inputs_embeds=frames, attention_mask=valid)
+        return {"attention_mask": mask}
+
+    def run_layer(self, index: int, layer: nn.Module, hidden: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
+        if self.is_wavlm:
+            hidden, state["position_bias"] = layer(
+                hidden, attention_mask=state["attention_mask"], position_bias=state["position_bias"], index=index
+            )
+            return hidden
+        return first_tensor(layer(hidden, attention_mask=state["attention_mask"]))
+
+    def after_layers(self, last_hidden: torch.Tensor) -> torch.Tensor:
+        if self.is_stable_layer_norm:
+            return self.model.encoder.layer_norm(last_hidden)
+        return last_hidden

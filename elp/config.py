@@ -1,0 +1,146 @@
+"""The adapter-set configuration: what is stored in ``adapter_config.json``.
+
+One dataclass per adapter kind lives in its own folder (``elp/tuners/*/config.py``); this module
+composes them with the head, the task metadata and the backbone identity, and validates strictly
+on load so a hand-edited or foreign file is refused, not half-used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from elp.errors import ConfigError
+from elp.heads.config import TASKS, HeadConfig
+from elp.tuners.e_adapter.config import EAdapterConfig
+from elp.tuners.l_adapter.config import LAdapterConfig
+from elp.tuners.p_adapter.config import PAdapterConfig
+
+FORMAT_VERSION = 1
+METHODS = ("elp", "el", "ep", "lp", "e", "l", "p", "none")
+# Reference activations per task (ELP.md): GELU for ASR and intent, ReLU for speaker and emotion.
+TASK_ACTIVATION = {"asr": "gelu", "intent": "gelu", "verification": "relu", "emotion": "relu"}
+
+
+@dataclass
+class AdapterSetConfig:
+    """Everything needed to rebuild an adapter set and to serve it.
+
+    ``labels``: class names (emotion, intent) in output order. ``vocab``: CTC symbols, index 0 the
+    blank. ``slot_names``: for intents written ``action_object_location``. ``threshold``: the
+    calibrated cosine threshold of a verification set. ``weighted_sum_layers``: the layers the
+    plain weighted sum reads when there are no L-adapters.
+    """
+
+    task: str
+    backbone: dict[str, Any]
+    method: str = "elp"
+    e_adapter: EAdapterConfig | None = None
+    l_adapter: LAdapterConfig | None = None
+    p_adapter: PAdapterConfig | None = None
+    head: HeadConfig = field(default_factory=HeadConfig)
+    weighted_sum_layers: list[int] | None = None
+    labels: list[str] | None = None
+    vocab: list[str] | None = None
+    slot_names: list[str] | None = None
+    threshold: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    format_version: int = FORMAT_VERSION
+    weights_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.format_version != FORMAT_VERSION:
+            raise ConfigError(f"adapter format version {self.format_version} is not {FORMAT_VERSION}")
+        if self.task == "asr" and not self.vocab:
+            raise ConfigError("an ASR adapter set needs a CTC vocabulary")
+        if self.task in ("emotion", "intent") and not self.labels:
+            raise ConfigError(f"a {self.task} adapter set needs its class labels")
+        if self.slot_names and self.labels:
+            for label in self.labels:
+                if len(label.split("_")) != len(self.slot_names):
+                    raise ConfigError(f"intent {label!r} does not split into slots {self.slot_names}")
+        for key in ("model_type", "hidden_size", "num_layers", "fingerprint"):
+            if key not in self.backbone:
+                raise ConfigError(f"backbone identity lacks {key!r}")
+
+    @property
+    def num_outputs(self) -> int:
+        if self.task == "asr":
+            return len(self.vocab or [])
+        if self.task == "verification":
+            return self.head.embedding_dim
+        return len(self.labels or [])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdapterSetConfig:
+        """Strict: unknown keys anywhere are an error (a newer or foreign format)."""
+        if not isinstance(data, dict):
+            raise ConfigError("adapter config must be a JSON object")
+        data = dict(data)
+        kinds = {"e_adapter": EAdapterConfig, "l_adapter": LAdapterConfig, "p_adapter": PAdapterConfig}
+        for key, kind in kinds.items():
+            if data.get(key) is not None:
+                data[key] = _build(kind, data[key], key)
+        if "head" in data:
+            data["head"] = _build(HeadConfig, data["head"], "head")
+        return _build(cls, data, "adapter config")
+
+
+def _build(kind: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a JSON object")
+    known = {f.name for f in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"unknown keys in {where}: {unknown}")
+    try:
+        return kind(**values)
+    except TypeError as exc:
+        raise ConfigError(f"invalid {where}: {exc}") from exc
+
+
+def config_for_method(
+    method: str,
+    task: str,
+    backbone: dict[str, Any],
+    *,
+    labels: list[str] | None = None,
+    vocab: list[str] | None = None,
+    slot_names: list[str] | None = None,
+    num_prompt_frames: int = 8,
+    prompt_position: str = "prefix",
+    prompt_form: str = "nonlinear",
+    head: HeadConfig | None = None,
+) -> AdapterSetConfig:
+    """The adapter set of one of the paper's methods (``elp``, ``el``, ``e``, ``l``, ``p``, ...,
+    ``none`` = head on the weighted layer sum); ``full`` fine-tuning uses ``none`` plus an
+    unfrozen backbone and is a training mode, not an adapter set."""
+    method = method.lower()
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
+    activation = TASK_ACTIVATION[task]
+    parts = set() if method == "none" else set(method)
+    return AdapterSetConfig(
+        task=task,
+        backbone=backbone,
+        method=method,
+        e_adapter=EAdapterConfig(activation=activation) if "e" in parts else None,
+        l_adapter=LAdapterConfig(activation=activation) if "l" in parts else None,
+        p_adapter=(
+            PAdapterConfig(num_frames=num_prompt_frames, position=prompt_position, form=prompt_form)
+            if "p" in parts
+            else None
+        ),
+        head=head or HeadConfig(hidden_dim=0 if task == "asr" else 256),
+        labels=labels,
+        vocab=vocab,
+        slot_names=slot_names,
+    )

@@ -1,0 +1,246 @@
+"""The multi-adapter model: one frozen backbone pass per batch, each row with its own adapter set.
+
+How a mixed batch runs (the serving analogue of multi-LoRA batching):
+1. the backbone's front end runs once for all rows;
+2. each row gets its own set's P-adapter frames (different K per set; rows padded and masked);
+3. the encoder layers run once for the whole batch; forward hooks on the library's own modules apply
+   each set's E-adapter (and LayerNorm copies) to that set's rows only, gathered by index;
+4. pseudo frames are dropped, then each set's L-adapters (or weighted sum) and head read its rows.
+Rows whose sets have no E and no P pass through the hooks untouched: they share the plain pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elp.adapter_set import AdapterSet
+from elp.backbones.base import Backbone, lengths_to_mask
+from elp.errors import ELPError
+from elp.heads import ctc_greedy_decode
+
+# (row indices or None for "every row", adapter set) for the sets that change the backbone pass.
+Route = list[tuple[torch.Tensor | None, AdapterSet]]
+
+
+@dataclass
+class EncoderOutput:
+    """Per-layer outputs over real frames only: ``hidden_states[0]`` = embeddings, ``[l]`` = layer l."""
+
+    hidden_states: list[torch.Tensor]
+    lengths: torch.Tensor
+
+
+@dataclass
+class GroupOutput:
+    """One adapter set's rows of a batch and its head's output for them."""
+
+    rows: list[int]
+    output: torch.Tensor
+    lengths: torch.Tensor
+
+
+@dataclass
+class Prediction:
+    """A served answer for one row."""
+
+    task: str
+    adapter: str
+    text: str | None = None
+    embedding: torch.Tensor | None = None
+    label: str | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+def pad_waveforms(waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([int(w.shape[-1]) for w in waveforms], dtype=torch.long)
+    batch = torch.zeros(len(waveforms), int(lengths.max()), dtype=torch.float32)
+    for row, wave in enumerate(waveforms):
+        batch[row, : wave.shape[-1]] = wave.detach().to("cpu", torch.float32).reshape(-1)
+    return batch, lengths
+
+
+class MultiAdapterModel(nn.Module):
+    """A frozen backbone plus any number of named adapter sets, runnable in mixed batches."""
+
+    def __init__(self, backbone: Backbone) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.adapter_sets = nn.ModuleDict()
+        self._route: Route = []
+        self._hooks = [self._install_hooks(i, layer) for i, layer in enumerate(backbone.encoder_layers())]
+
+    # ----------------------------------------------------------------- adapter registry
+    def add_adapter_set(self, key: str, adapter_set: AdapterSet) -> None:
+        """Register a set; refused (``BackboneMismatchError``) if trained for another backbone."""
+        self.backbone.identity.check_compatible(adapter_set.backbone_identity)
+        self.adapter_sets[key] = adapter_set.to(device=self.backbone.device)
+
+    def remove_adapter_set(self, key: str) -> None:
+        del self.adapter_sets[key]
+
+    @property
+    def adapter_keys(self) -> list[str]:
+        return list(self.adapter_sets.keys())
+
+    def train(self, mode: bool = True) -> MultiAdapterModel:
+        super().train(mode)
+        self.backbone.train(False)
+        return self
+
+    # ----------------------------------------------------------------- hooks
+    def _install_hooks(self, index: int, layer: nn.Module) -> list[torch.utils.hooks.RemovableHandle]:
+        handles = [self.backbone.ffn_output_module(layer).register_forward_hook(self._ffn_hook(index))]
+        for name, norm in self.backbone.layer_norms(layer).items():
+            handles.append(norm.register_forward_hook(self._layer_norm_hook(index, name)))
+        return handles
+
+    def _ffn_hook(self, index: int):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+            result = output
+            for rows, adapter_set in self._route:
+                adapter = adapter_set.e_adapters.adapter_for(index) if adapter_set.e_adapters else None
+                if adapter is None:
+                    continue
+                if rows is None:
+                    return adapter(output)
+                result = result.index_copy(0, rows, adapter(output.index_select(0, rows)))
+            return None if result is output else result
+
+        return hook
+
+    def _layer_norm_hook(self, index: int, name: str):
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+            result = output
+            for rows, adapter_set in self._route:
+                norm = adapter_set.e_adapters.layer_norm_for(index, name) if adapter_set.e_adapters else None
+                if norm is None:
+                    continue
+                if rows is None:
+                    return norm(inputs[0])
+                result = result.index_copy(0, rows, norm(inputs[0].index_select(0, rows)))
+            return None if result is output else result
+
+        return hook
+
+    @contextmanager
+    def _routing(self, route: Route) -> Iterator[None]:
+        self._route = route
+        try:
+            yield
+        finally:
+            self._route = []
+
+    # ----------------------------------------------------------------- forward
+    def _groups(self, adapter_keys: list[str]) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {}
+        for row, key in enumerate(adapter_keys):
+            if key not in self.adapter_sets:
+                raise ELPError(f"adapter set {key!r} is not registered")
+            groups.setdefault(key, []).append(row)
+        return groups
+
+    def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str]) -> EncoderOutput:
+        """Backbone pass with each row's E- and P-adapters; returns real frames of every layer."""
+        device = self.backbone.device
+        waveforms, lengths = waveforms.to(device), lengths.to(device)
+        groups = self._groups(adapter_keys)
+        batch = len(adapter_keys)
+        frames, frame_lengths = self.backbone.front_end(waveforms, lengths)
+
+        prompts = {
+            key: self.adapter_sets[key].p_adapter().to(frames.dtype)
+            for key in groups
+            if self.adapter_sets[key].p_adapter is not None
+        }
+        offsets = torch.zeros(batch, dtype=torch.long, device=device)
+        if prompts:
+            row_prompt: list[tuple[torch.Tensor, bool] | None] = [None] * batch
+            for key, rows in groups.items():
+                if key in prompts:
+                    for row in rows:
+                        row_prompt[row] = (prompts[key], self.adapter_sets[key].p_adapter.is_prefix)
+            sequences = []
+            for row in range(batch):
+                real = frames[row, : int(frame_lengths[row])]
+                if row_prompt[row] is None:
+                    sequences.append(real)
+                    continue
+                prompt, is_prefix = row_prompt[row]
+                sequences.append(torch.cat([prompt, real] if is_prefix else [real, prompt]))
+                if is_prefix:
+                    offsets[row] = prompt.shape[0]
+            sequence_lengths = torch.tensor([s.shape[0] for s in sequences], device=device)
+            frames = nn.utils.rnn.pad_sequence(sequences, batch_first=True)
+        else:
+            sequence_lengths = frame_lengths
+        valid = lengths_to_mask(sequence_lengths, frames.shape[1])
+
+        changing = [key for key in groups if self.adapter_sets[key].has_backbone_changes]
+        everyone = len(groups) == 1
+        route: Route = [
+            (None if everyone else torch.tensor(groups[key], device=device), self.adapter_sets[key])
+            for key in changing
+        ]
+        hidden = self.backbone.before_layers(frames, valid)
+        state = self.backbone.attention_state(hidden, valid)
+        states = [hidden]
+        with self._routing(route):
+            for index, layer in enumerate(self.backbone.encoder_layers()):
+                hidden = self.backbone.run_layer(index, layer, hidden, state)
+                states.append(hidden)
+        states[-1] = self.backbone.after_layers(states[-1])
+
+        max_real = int(frame_lengths.max())
+        if prompts:
+            positions = offsets[:, None] + torch.arange(max_real, device=device)[None, :]
+            positions = positions.clamp(max=frames.shape[1] - 1)
+            index = positions.unsqueeze(-1).expand(-1, -1, states[0].shape[-1])
+            states = [torch.gather(s, 1, index) for s in states]
+        else:
+            states = [s[:, :max_real] for s in states]
+        return EncoderOutput(states, frame_lengths)
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str]) -> dict[str, GroupOutput]:
+        """Head outputs per adapter set: CTC log-probs (b, T, V), speaker embeddings (b, E) or
+        class logits (b, C), each for the rows of the batch that use that set."""
+        encoded = self.encode(waveforms, lengths, adapter_keys)
+        outputs: dict[str, GroupOutput] = {}
+        for key, rows in self._groups(adapter_keys).items():
+            adapter_set = self.adapter_sets[key]
+            index = torch.tensor(rows, device=encoded.lengths.device)
+            group_lengths = encoded.lengths.index_select(0, index)
+            width = int(group_lengths.max())
+            states = [s.index_select(0, index)[:, :width] for s in encoded.hidden_states]
+            features = adapter_set.featurizer(states)
+            outputs[key] = GroupOutput(rows, adapter_set.head(features, group_lengths), group_lengths)
+        return outputs
+
+    @torch.inference_mode()
+    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[Prediction]:
+        """Served answers for a mixed batch of clips (1-D, 16 kHz), row i with ``adapter_keys[i]``."""
+        if len(waveforms) != len(adapter_keys):
+            raise ELPError("one adapter key per waveform is required")
+        batch, lengths = pad_waveforms(waveforms)
+        predictions: list[Prediction | None] = [None] * len(waveforms)
+        for key, group in self.forward(batch, lengths, adapter_keys).items():
+            config = self.adapter_sets[key].config
+            for position, row in enumerate(group.rows):
+                output = group.output[position].float().cpu()
+                if config.task == "asr":
+                    text = ctc_greedy_decode(output, int(group.lengths[position]), config.vocab or [])
+                    predictions[row] = Prediction(config.task, key, text=text)
+                elif config.task == "verification":
+                    predictions[row] = Prediction(config.task, key, embedding=output)
+                else:
+                    probs = F.softmax(output, dim=-1).tolist()
+                    labels = config.labels or []
+                    best = max(range(len(labels)), key=probs.__getitem__)
+                    scores = dict(zip(labels, probs, strict=True))
+                    predictions[row] = Prediction(config.task, key, label=labels[best], scores=scores)
+        return [p for p in predictions if p is not None]

@@ -1,0 +1,124 @@
+"""Tiny real backbones and random adapter sets for tests (transformers' own tests do the same).
+
+The configs are the real classes with small sizes; the weights are random but saved and loaded
+through ``save_pretrained`` / ``from_pretrained`` exactly as a downloaded checkpoint would be.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import (
+    HubertConfig,
+    HubertModel,
+    Wav2Vec2Config,
+    Wav2Vec2Model,
+    WavLMConfig,
+    WavLMModel,
+    WhisperConfig,
+    WhisperModel,
+)
+
+from elp.adapter_set import AdapterSet
+from elp.backbones.base import Backbone
+from elp.config import config_for_method
+
+FAMILIES = ("wav2vec2", "hubert", "wavlm", "whisper")
+CTC_VOCAB = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
+
+_W2V_COMMON = dict(
+    hidden_size=32,
+    num_hidden_layers=3,
+    num_attention_heads=2,
+    intermediate_size=64,
+    conv_dim=(32, 32, 32),
+    conv_stride=(5, 8, 8),
+    conv_kernel=(10, 8, 8),
+    num_conv_pos_embeddings=16,
+    num_conv_pos_embedding_groups=2,
+    layerdrop=0.1,
+    vocab_size=32,
+)
+
+
+def tiny_config(family: str, stable_layer_norm: bool = False):
+    """A small config of the real class; ``stable_layer_norm`` selects the pre-LN ("large") variant."""
+    norm = dict(do_stable_layer_norm=True, feat_extract_norm="layer") if stable_layer_norm else dict(
+        do_stable_layer_norm=False, feat_extract_norm="group"
+    )
+    if family == "wav2vec2":
+        return Wav2Vec2Config(**_W2V_COMMON, **norm)
+    if family == "hubert":
+        return HubertConfig(**_W2V_COMMON, **norm)
+    if family == "wavlm":
+        return WavLMConfig(**_W2V_COMMON, **norm, num_buckets=32, max_bucket_distance=64)
+    if family == "whisper":
+        return WhisperConfig(
+            d_model=32, encoder_layers=3, encoder_attention_heads=2, encoder_ffn_dim=64, decoder_layers=1,
+            decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=80, vocab_size=64,
+            max_source_positions=1500, max_target_positions=32, encoder_layerdrop=0.1,
+            pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1, suppress_tokens=[],
+            begin_suppress_tokens=[],
+        )
+    raise ValueError(f"unknown family {family!r}")
+
+
+def save_tiny_backbone(folder: str | Path, family: str = "wavlm", stable_layer_norm: bool = False, seed: int = 0) -> Path:
+    """Write a tiny randomly initialised checkpoint of ``family`` to ``folder`` and return it."""
+    torch.manual_seed(seed)
+    config = tiny_config(family, stable_layer_norm)
+    model_class = {"wav2vec2": Wav2Vec2Model, "hubert": HubertModel, "wavlm": WavLMModel, "whisper": WhisperModel}
+    model = model_class[family](config)
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    return folder
+
+
+def make_random_adapter_set(
+    backbone: Backbone,
+    task: str,
+    method: str = "elp",
+    labels: list[str] | None = None,
+    seed: int = 0,
+    num_prompt_frames: int = 4,
+    prompt_position: str = "prefix",
+    scale: float = 0.05,
+) -> AdapterSet:
+    """A set whose every parameter is random (not the near-identity initialisation), so tests see
+    each component's effect; labels default to a few made-up classes."""
+    if task in ("emotion", "intent") and labels is None:
+        labels = ["neutral", "happy", "sad", "angry"] if task == "emotion" else [
+            "activate_lights_kitchen", "deactivate_lights_kitchen", "increase_volume_none"
+        ]
+    slot_names = ["action", "object", "location"] if task == "intent" else None
+    config = config_for_method(
+        method, task, backbone.identity.to_dict(), labels=labels,
+        vocab=CTC_VOCAB if task == "asr" else None, slot_names=slot_names,
+        num_prompt_frames=num_prompt_frames, prompt_position=prompt_position,
+    )
+    config.head.hidden_dim = 16
+    config.head.embedding_dim = 16
+    if config.e_adapter is not None:
+        config.e_adapter.bottleneck = 8
+    if config.l_adapter is not None:
+        config.l_adapter.dim = 16
+    adapter_set = AdapterSet.create(config, backbone)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in adapter_set.parameters():
+            noise = torch.randn(parameter.shape, generator=generator) * scale
+            parameter.add_(noise.to(parameter.device, parameter.dtype))
+    return adapter_set.eval()
+
+
+def seeded_waveform(seconds: float, seed: int = 0, sample_rate: int = 16000) -> torch.Tensor:
+    """A deterministic speech-like test signal: a few harmonics with vibrato plus noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    f0 = rng.uniform(90, 220) * (1 + 0.05 * np.sin(2 * np.pi * rng.uniform(2, 6) * t))
+    phase = 2 * np.pi * np.cumsum(f0) / sample_rate
+    wave = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2)
+    wave = 0.3 * wave / np.max(np.abs(wave)) + 0.01 * rng.standard_normal(t.shape)
+    return torch.from_numpy(wave.astype(np.float32))

@@ -1,0 +1,1 @@
+"""Adapter kinds, one folder each (config + layer), in the layout of HuggingFace peft's tuners."""
