@@ -206,7 +206,9 @@ class MultiAdapterModel(nn.Module):
             states = [s[:, :max_real] for s in states]
         return EncoderOutput(states, frame_lengths)
 
-    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str]) -> dict[str, GroupOutput]:
+    def forward(
+        self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str]
+    ) -> dict[str, GroupOutput]:
         """Head outputs per adapter set: CTC log-probs (b, T, V), speaker embeddings (b, E) or
         class logits (b, C), each for the rows of the batch that use that set."""
         encoded = self.encode(waveforms, lengths, adapter_keys)

@@ -65,7 +65,9 @@ def tiny_config(family: str, stable_layer_norm: bool = False):
     raise ValueError(f"unknown family {family!r}")
 
 
-def save_tiny_backbone(folder: str | Path, family: str = "wavlm", stable_layer_norm: bool = False, seed: int = 0) -> Path:
+def save_tiny_backbone(
+    folder: str | Path, family: str = "wavlm", stable_layer_norm: bool = False, seed: int = 0
+) -> Path:
     """Write a tiny randomly initialised checkpoint of ``family`` to ``folder`` and return it."""
     torch.manual_seed(seed)
     config = tiny_config(family, stable_layer_norm)

