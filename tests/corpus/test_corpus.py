@@ -1,0 +1,143 @@
+"""Tiny-scale checks of the synthetic corpus: determinism, held-out splits, balance, schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from training.corpus.plan import EMOTIONS, make_plan
+from training.corpus.synth import missing_synthesisers
+from training.corpus.text import normalise, spell_number, split_phrasings
+
+MISSING = missing_synthesisers()
+needs_synth = pytest.mark.skipif(bool(MISSING), reason=f"synthesiser binaries missing: {MISSING} "
+                                 "(apt-get install espeak-ng flite festival festvox-kallpc16k "
+                                 "festvox-kdlpc16k festvox-us-slt-hts)")
+TASKS = ("asr", "verification", "emotion", "intent")
+KEYS = {"id", "path", "duration_s", "split", "task", "speaker", "text", "label", "meta"}
+
+
+def _audio_hashes(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.glob("audio/**/*.flac"))}
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if MISSING:
+        pytest.skip(f"synthesiser binaries missing: {MISSING}")
+    from training.corpus.generate import generate
+
+    a, b = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
+    generate(a, seed=0, scale="tiny", workers=2, log=lambda m: None)
+    generate(b, seed=0, scale="tiny", workers=1, log=lambda m: None)  # other scheduling
+    return a, b
+
+
+def _read(root: Path, task: str) -> list[dict]:
+    return [json.loads(line) for line in (root / f"{task}.jsonl").read_text().splitlines()]
+
+
+def test_normalise_to_ctc_vocabulary() -> None:
+    assert spell_number(3500) == "three thousand five hundred"
+    assert normalise("In 1984, I had 3,500 dollars & it's 20%!") == \
+        "in nineteen eighty four i had three thousand five hundred dollars and it's twenty percent"
+    assert set(normalise("Héllo -- 'quoted' World's end?")) <= set("abcdefghijklmnopqrstuvwxyz' ")
+
+
+def test_held_out_phrasings_and_sentences() -> None:
+    for intent, parts in split_phrasings(0).items():
+        assert "_" not in intent.split("_", 2)[2] and intent.count("_") == 2
+        assert not set(parts["test"]) & set(parts["train"]), intent
+        assert not set(parts["valid"]) & set(parts["train"]), intent
+    speakers, clips, _ = make_plan(0, "small")
+    train_text = {c.text for c in clips if c.split == "train"}
+    assert not any(c.text in train_text for c in clips if c.split in ("valid", "test"))
+
+
+def test_plan_speakers_disjoint_and_all_synths() -> None:
+    speakers, _, _ = make_plan(0, "small")
+    for split in ("train", "valid", "test"):
+        assert {s.synth for s in speakers if s.split == split} == {"espeak", "flite", "festival"}
+    assert len({s.id for s in speakers}) == len(speakers)
+
+
+@needs_synth
+def test_deterministic(corpora: tuple[Path, Path]) -> None:
+    a, b = corpora
+    ja, jb = json.loads((a / "corpus.json").read_text()), json.loads((b / "corpus.json").read_text())
+    assert ja["manifest_sha256"] == jb["manifest_sha256"]
+    assert ja["audio_sha256"] == jb["audio_sha256"]
+    assert _audio_hashes(a) == _audio_hashes(b)
+
+
+@needs_synth
+def test_schema(corpora: tuple[Path, Path]) -> None:
+    root = corpora[0]
+    for task in TASKS:
+        rows = _read(root, task)
+        assert rows, task
+        assert len({r["id"] for r in rows}) == len(rows)
+        for r in rows:
+            assert set(r) == KEYS and r["task"] == task and r["split"] in ("train", "valid", "test")
+            assert isinstance(r["duration_s"], float) and 1.0 <= r["duration_s"] <= 8.0
+            assert (root / r["path"]).is_file() and not Path(r["path"]).is_absolute()
+            assert isinstance(r["text"], str) and set(r["text"]) <= set("abcdefghijklmnopqrstuvwxyz' ")
+            assert isinstance(r["meta"], dict) and {"synth", "voice", "snr_db"} <= set(r["meta"])
+            if task == "asr":
+                assert r["label"] is None
+            elif task == "verification":
+                assert r["label"] == r["speaker"]
+            elif task == "emotion":
+                assert r["label"] in EMOTIONS
+            else:
+                assert r["label"].count("_") == 2
+    summary = json.loads((root / "corpus.json").read_text())
+    for key in ("seed", "scale", "counts", "speakers", "total_hours", "generator_version", "manifest_sha256"):
+        assert key in summary
+
+
+@needs_synth
+def test_verification_speaker_disjoint_and_trials(corpora: tuple[Path, Path]) -> None:
+    root = corpora[0]
+    rows = _read(root, "verification")
+    spk = {s: {r["speaker"] for r in rows if r["split"] == s} for s in ("train", "valid", "test")}
+    assert not spk["train"] & spk["test"] and not spk["train"] & spk["valid"]
+    assert not spk["valid"] & spk["test"]
+    for split in ("test", "valid"):
+        path_spk = {r["path"]: r["speaker"] for r in rows if r["split"] == split}
+        lines = (root / f"verification_trials_{split}.txt").read_text().split("\n")[:-1]
+        labels = Counter()
+        for line in lines:
+            lab, pa, pb = line.split(" ")
+            assert pa in path_spk and pb in path_spk and (root / pa).is_file() and pa != pb
+            assert int(lab) == int(path_spk[pa] == path_spk[pb])
+            labels[lab] += 1
+        assert abs(labels["1"] - labels["0"]) <= 1
+
+
+@needs_synth
+def test_label_balance_and_held_out(corpora: tuple[Path, Path]) -> None:
+    root = corpora[0]
+    emo = _read(root, "emotion")
+    for split in ("train", "valid", "test"):
+        counts = Counter(r["label"] for r in emo if r["split"] == split)
+        assert set(counts) == set(EMOTIONS) and len(set(counts.values())) == 1
+    # same sentence and speaker across the four classes of a group
+    groups: dict[str, set] = {}
+    for r in emo:
+        groups.setdefault(r["id"].rsplit("-", 1)[0], set()).add((r["speaker"], r["text"]))
+    assert all(len(v) == 1 for v in groups.values())
+    intent = _read(root, "intent")
+    train_text = {r["text"] for r in intent if r["split"] == "train"}
+    train_spk = {r["speaker"] for r in intent if r["split"] == "train"}
+    for r in intent:
+        if r["split"] == "test":
+            assert r["text"] not in train_text and r["speaker"] not in train_spk
+    asr = _read(root, "asr")
+    asr_train = {r["text"] for r in asr if r["split"] == "train"}
+    assert not any(r["text"] in asr_train for r in asr if r["split"] == "test")

@@ -1,0 +1,240 @@
+"""Text side of the corpus: transcript normalisation, the sentence pool and the intent phrasings.
+
+Transcripts are normalised to the CTC vocabulary (lower-case a-z, apostrophe, space) *before*
+synthesis, so the synthesiser reads exactly the string stored as the label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+FORTUNES_DIR = Path("/usr/share/games/fortunes")
+# Fortune files that are mostly prose quotes (skip ascii art, code, song lyrics, riddles).
+FORTUNE_FILES = (
+    "fortunes", "wisdom", "literature", "people", "platitudes", "science", "education",
+    "food", "humorists", "law", "love", "magic", "medicine", "miscellaneous", "news",
+    "pets", "politics", "sports", "work", "goedel", "kids", "computers", "cookie",
+)
+
+_ONES = [
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
+
+
+def spell_number(n: int) -> str:
+    """Spell a non-negative integer in words, because the CTC vocabulary has no digits."""
+    if n < 20:
+        return _ONES[n]
+    if n < 100:
+        return _TENS[n // 10] + ("" if n % 10 == 0 else " " + _ONES[n % 10])
+    if n < 1000:
+        rest = n % 100
+        return _ONES[n // 100] + " hundred" + ("" if rest == 0 else " and " + spell_number(rest))
+    for size, name in ((10**9, "billion"), (10**6, "million"), (1000, "thousand")):
+        if n >= size:
+            rest = n % size
+            head = spell_number(n // size) + " " + name
+            if rest == 0:
+                return head
+            return head + (" and " if rest < 100 else " ") + spell_number(rest)
+    raise AssertionError("unreachable")
+
+
+def _spell_token(match: re.Match[str]) -> str:
+    digits = match.group(0)
+    n = int(digits)
+    if len(digits) == 4 and 1100 <= n <= 2099 and n % 100 != 0 and n // 100 != 20:
+        # Read years as pairs: "1984" -> "nineteen eighty four".
+        return spell_number(n // 100) + " " + (spell_number(n % 100) if n % 100 >= 10
+                                                 else "oh " + spell_number(n % 100))
+    return spell_number(n)
+
+
+def normalise(text: str) -> str:
+    """Map free text to the CTC vocabulary: lower-case letters, apostrophe and single spaces."""
+    text = text.replace("\u2019", "'").replace("`", "'").replace("&", " and ").replace("%", " percent")
+    text = re.sub(r"(?<=\d),(?=\d{3})", "", text)
+    text = re.sub(r"\d+", _spell_token, text)
+    text = text.lower().replace("-", " ")
+    text = re.sub(r"[^a-z' ]+", " ", text)
+    text = re.sub(r"(?<![a-z])'|'(?![a-z])", " ", text)  # quotes, not contractions
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _fortune_sentences(min_words: int, max_words: int) -> list[str]:
+    """Single sentences from the Debian fortune files, kept only if they read as plain prose."""
+    out: list[str] = []
+    for name in FORTUNE_FILES:
+        path = FORTUNES_DIR / name
+        if not path.is_file():
+            continue
+        raw = path.read_text(encoding="utf-8", errors="replace")
+        for entry in raw.split("\n%\n"):
+            if re.search(r"^\s*(--|[A-Z][a-z]+:)|\t|  {3}|[<>{}\[\]|\\=#*_@/~^]", entry, re.M):
+                continue  # attributions, dialogues, code, tables
+            body = " ".join(entry.split())
+            for sent in re.split(r"(?<=[.!?])\s+", body):
+                if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9 ,;:'\"\-.!?()]*[.!?]", sent):
+                    continue
+                if re.search(r"\b[A-Z]{2,}\b|\b[A-Z]\.|\(|\)|\d[A-Za-z]|[A-Za-z]\d", sent):
+                    continue  # acronyms, initials and "4pm" are read inconsistently by the synthesisers
+                norm = normalise(sent)
+                words = norm.split()
+                n = len(words)
+                if sum(len(w) == 1 and w not in ("a", "i") for w in words) > 1 or \
+                        sum(len(w) for w in words) < 3 * n:
+                    continue  # "f u cn rd ths" style text
+                if min_words <= n <= max_words and len(norm) <= 90:
+                    out.append(norm)
+    return out
+
+
+_SUBJ = ("the old man", "my sister", "a young doctor", "the small dog", "our neighbour", "the teacher",
+         "a tired farmer", "the quiet student", "her brother", "the pilot", "a busy nurse", "the baker",
+         "the little girl", "his uncle", "the captain", "a stranger", "the gardener", "my friend",
+         "the driver", "the singer", "a clever fox", "the children", "the new manager", "grandma")
+_VERB = ("painted", "carried", "found", "lost", "cleaned", "opened", "borrowed", "sold", "fixed",
+         "watched", "bought", "dropped", "hid", "washed", "measured", "followed", "repaired", "packed",
+         "wrapped", "counted", "moved", "checked", "filled", "tasted")
+_OBJ = ("a red wagon", "the heavy box", "two blue cups", "the silver key", "a wooden chair",
+        "the broken clock", "three green apples", "an old map", "the paper kite", "a warm coat",
+        "the brass bell", "a jar of honey", "the long rope", "a basket of eggs", "the yellow boat",
+        "a pile of leaves", "the tall ladder", "a loaf of bread", "the iron gate", "a small lamp")
+_PLACE = ("near the river", "in the garden", "behind the barn", "at the station", "before dinner",
+          "after the storm", "on a cold morning", "under the bridge", "by the window", "in the market",
+          "at the edge of town", "during the game", "late last night", "on the top shelf",
+          "beside the lake", "in the dusty attic")
+
+
+def _grammar_sentences(rng: np.random.Generator, n: int) -> list[str]:
+    """Template sentences: a fallback when the fortune files are absent, and extra variety."""
+    out = set()
+    while len(out) < n:
+        s = f"{_SUBJ[rng.integers(len(_SUBJ))]} {_VERB[rng.integers(len(_VERB))]} " \
+            f"{_OBJ[rng.integers(len(_OBJ))]}"
+        if rng.random() < 0.7:
+            s += " " + _PLACE[rng.integers(len(_PLACE))]
+        if rng.random() < 0.15:
+            s += f" at {spell_number(int(rng.integers(1, 13)))} o'clock"
+        out.add(s)
+    return sorted(out)
+
+
+def sentence_pool(seed: int, min_words: int = 4, max_words: int = 12, n_grammar: int = 900,
+                  ) -> tuple[list[str], dict[str, object]]:
+    """Deterministically shuffled, de-duplicated sentence pool and a description of its source."""
+    rng = np.random.default_rng([seed, 11])
+    fortunes = sorted(set(_fortune_sentences(min_words, max_words)))
+    grammar = _grammar_sentences(rng, n_grammar)
+    pool = sorted(t for t in set(fortunes) | set(grammar) if len(t.split()) <= max_words)
+    order = rng.permutation(len(pool))
+    pool = [pool[i] for i in order]
+    digest = hashlib.sha256("\n".join(pool).encode()).hexdigest()
+    info = {"fortune_sentences": len(fortunes), "grammar_sentences": len(grammar),
+            "pool_size": len(pool), "pool_sha256": digest}
+    return pool, info
+
+
+# --- intents (Fluent-Speech-Commands-like) ---------------------------------------------------
+LOCATIONS = ("kitchen", "bedroom", "washroom")
+LANGUAGES = ("Chinese", "English", "German", "Korean")
+
+_LIGHTS_ON_LOC = ("turn on the lights in the {loc}", "switch on the {loc} lights", "{loc} lights on",
+                  "lights on in the {loc}", "turn the {loc} lights on", "switch the lights on in the {loc}",
+                  "put the {loc} lights on", "could you turn on the {loc} lights",
+                  "please switch on the lights in the {loc}", "light up the {loc}")
+_LIGHTS_OFF_LOC = ("turn off the lights in the {loc}", "switch off the {loc} lights", "{loc} lights off",
+                   "lights off in the {loc}", "turn the {loc} lights off",
+                   "switch the lights off in the {loc}", "kill the lights in the {loc}",
+                   "could you turn off the {loc} lights",
+                   "please switch off the lights in the {loc}", "no more light in the {loc}")
+_HEAT_UP_LOC = ("turn up the heat in the {loc}", "increase the temperature in the {loc}",
+                "make the {loc} warmer", "heat up the {loc}", "{loc} heat up",
+                "raise the heating in the {loc}", "it's too cold in the {loc}",
+                "turn the heat up in the {loc}", "warm up the {loc} please", "more heat in the {loc}")
+_HEAT_DOWN_LOC = ("turn down the heat in the {loc}", "decrease the temperature in the {loc}",
+                  "make the {loc} cooler", "cool down the {loc}", "{loc} heat down",
+                  "lower the heating in the {loc}", "it's too hot in the {loc}",
+                  "turn the heat down in the {loc}", "reduce the heat in the {loc}", "less heat in the {loc}")
+_BRING = ("bring me the {obj}", "get me my {obj}", "fetch the {obj}", "i need my {obj}",
+          "could you bring my {obj}", "go get the {obj}", "bring the {obj} please", "{obj} please",
+          "fetch me my {obj}", "i want my {obj}")
+_LANG = ("change the language to {lang}", "switch to {lang}", "set the language to {lang}",
+         "{lang} please", "use {lang}", "i want to use {lang}", "switch the language to {lang}",
+         "language {lang}", "change language to {lang}", "i'd like {lang} please")
+
+_FIXED: dict[str, tuple[str, ...]] = {
+    "activate_lights_none": ("turn on the lights", "switch on the lights", "lights on", "turn the lights on",
+                             "put the lights on", "i need some light", "it's too dark in here",
+                             "could you turn on the lights please", "switch the lights on", "lights please"),
+    "deactivate_lights_none": ("turn off the lights", "switch off the lights", "lights off",
+                               "turn the lights off", "kill the lights", "it's too bright in here",
+                               "could you turn off the lights please", "switch the lights off",
+                               "put the lights out", "no lights please"),
+    "activate_lamp_none": ("turn on the lamp", "switch on the lamp", "lamp on", "turn the lamp on",
+                           "put the lamp on", "could you switch the lamp on", "switch the lamp on please",
+                           "i need the lamp on", "light the lamp", "lamp on please"),
+    "deactivate_lamp_none": ("turn off the lamp", "switch off the lamp", "lamp off", "turn the lamp off",
+                             "put the lamp out", "could you switch the lamp off",
+                             "switch the lamp off please", "i want the lamp off", "kill the lamp", "lamp off please"),
+    "activate_music_none": ("play some music", "start the music", "put on some music", "music on",
+                            "turn the music on", "i want to hear some music", "play music",
+                            "could you play some music", "start playing music", "music please"),
+    "deactivate_music_none": ("stop the music", "pause the music", "music off", "turn off the music",
+                              "stop playing music", "turn the music off", "silence the music",
+                              "no more music", "could you stop the music", "kill the music"),
+    "increase_volume_none": ("turn up the volume", "increase the volume", "louder please", "make it louder",
+                             "volume up", "i can't hear that", "raise the volume", "turn it up",
+                             "more volume", "could you turn the volume up"),
+    "decrease_volume_none": ("turn down the volume", "decrease the volume", "make it quieter", "volume down",
+                             "that's too loud", "lower the volume", "turn it down", "quieter please",
+                             "less volume", "could you turn the volume down"),
+    "increase_heat_none": ("turn up the heat", "increase the temperature", "make it warmer", "heat up",
+                           "it's too cold in here", "turn the heating up", "i'm cold",
+                           "raise the temperature", "more heat please", "could you warm it up"),
+    "decrease_heat_none": ("turn down the heat", "decrease the temperature", "make it cooler", "heat down",
+                           "it's too hot in here", "turn the heating down", "i'm too warm",
+                           "lower the temperature", "less heat please", "could you cool it down"),
+    "change language_none_none": ("change the language", "switch the language", "change language",
+                                  "use a different language", "i want another language", "language settings",
+                                  "switch language", "could you change the language",
+                                  "another language please", "set a new language"),
+}
+
+
+def intent_phrasings() -> dict[str, list[str]]:
+    """All intents (action_object_location) with their normalised phrasings, in a fixed order."""
+    table: dict[str, list[str]] = {k: list(v) for k, v in _FIXED.items()}
+    for loc in LOCATIONS:
+        table[f"activate_lights_{loc}"] = [t.format(loc=loc) for t in _LIGHTS_ON_LOC]
+        table[f"deactivate_lights_{loc}"] = [t.format(loc=loc) for t in _LIGHTS_OFF_LOC]
+        table[f"increase_heat_{loc}"] = [t.format(loc=loc) for t in _HEAT_UP_LOC]
+        table[f"decrease_heat_{loc}"] = [t.format(loc=loc) for t in _HEAT_DOWN_LOC]
+    for obj in ("newspaper", "juice", "socks", "shoes"):
+        table[f"bring_{obj}_none"] = [t.format(obj=obj) for t in _BRING]
+    for lang in LANGUAGES:
+        table[f"change language_{lang}_none"] = [t.format(lang=lang) for t in _LANG]
+    return {k: [normalise(p) for p in table[k]] for k in sorted(table)}
+
+
+def split_phrasings(seed: int, n_valid: int = 1, n_test: int = 2) -> dict[str, dict[str, list[str]]]:
+    """Hold out phrasings per intent so test (and valid) phrasings never occur in training."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for k, (intent, phr) in enumerate(intent_phrasings().items()):
+        rng = np.random.default_rng([seed, 23, k])
+        order = [phr[i] for i in rng.permutation(len(phr))]
+        out[intent] = {"test": order[:n_test], "valid": order[n_test:n_test + n_valid],
+                       "train": order[n_test + n_valid:]}
+    return out
+
+
+def all_words(texts: Iterable[str]) -> set[str]:
+    """Word set of some transcripts (used by tests and docs to show vocabulary coverage)."""
+    return {w for t in texts for w in t.split()}
