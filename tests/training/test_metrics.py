@@ -1,0 +1,125 @@
+"""Metric definitions checked against hand-computed values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from training.metrics import (
+    EditCounts,
+    cer,
+    char_errors,
+    compute_eer,
+    compute_min_dcf,
+    confusion_matrix,
+    unweighted_accuracy,
+    verification_metrics,
+    weighted_accuracy,
+    wer,
+    word_errors,
+)
+
+
+def test_wer_one_sub_one_del() -> None:
+    # "cat" -> "dog" (substitution), second "the" dropped (deletion): 2 / 6
+    assert wer("the cat sat on the mat", "the dog sat on mat") == pytest.approx(2 / 6)
+    assert word_errors("the cat sat on the mat", "the dog sat on mat") == EditCounts(4, 1, 1, 0)
+
+
+def test_wer_is_corpus_level_not_mean_of_utterances() -> None:
+    refs, hyps = ["a b c d", "e f"], ["a b c d", "x"]  # 0/4 and 2/2 -> 2/6, not mean 0.5
+    assert wer(refs, hyps) == pytest.approx(2 / 6)
+    assert wer(["a"], ["a b c"]) == pytest.approx(2.0)  # insertions can push WER above 1
+
+
+def test_wer_empty_references() -> None:
+    assert word_errors(["", "a b"], ["x y", "a b"]) == EditCounts(2, 0, 0, 2)
+    assert wer(["", "a b"], ["x y", "a b"]) == pytest.approx(1.0)  # 2 insertions / 2 ref words
+    assert wer([""], [""]) == 0.0
+    assert wer(["  "], ["hello"]) == 1.0  # no reference words at all: anything said is all wrong
+    assert wer([], []) == 0.0
+    with pytest.raises(ValueError):
+        wer(["a"], ["a", "b"])
+
+
+def test_cer() -> None:
+    assert cer("abcd", "abed") == pytest.approx(1 / 4)
+    assert cer("the cat", "the bat") == pytest.approx(1 / 7)  # the space counts as a character
+    assert char_errors(["ab", ""], ["a", "z"]) == EditCounts(1, 0, 1, 1)
+    assert cer(["ab", ""], ["a", "z"]) == pytest.approx(2 / 2)
+
+
+def test_eer_perfectly_separable_is_zero() -> None:
+    r = compute_eer([0.9, 0.8, 0.7, 0.3, 0.2, 0.1], [1, 1, 1, 0, 0, 0])
+    assert r.eer == 0.0
+    assert 0.3 < r.threshold <= 0.7  # any threshold in the gap separates; we report the lowest target
+
+
+def test_eer_known_crossing() -> None:
+    # targets 0.9 0.8 0.3, non-targets 0.7 0.2 0.1; accept at >= 0.7: 1 of 3 targets missed
+    # (0.3), 1 of 3 non-targets accepted (0.7) -> miss = fa = 1/3 exactly
+    r = compute_eer([0.9, 0.8, 0.3, 0.7, 0.2, 0.1], [1, 1, 1, 0, 0, 0])
+    assert r.eer == pytest.approx(1 / 3)
+    assert r.threshold == pytest.approx(0.7)
+
+
+def test_eer_interpolates_between_roc_points() -> None:
+    # accept >= 0.8: miss 2/3, fa 1/2; accept >= 0.7: miss 1/3, fa 1/2 -> curves cross at 1/2
+    r = compute_eer([0.9, 0.7, 0.5, 0.8, 0.1], [1, 1, 1, 0, 0])
+    assert r.eer == pytest.approx(0.5)
+    # fully inverted scores: everything wrong at every threshold but the extremes
+    assert compute_eer([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0]).eer == pytest.approx(1.0)
+
+
+def test_eer_gaussian_matches_theory() -> None:
+    # targets N(1,1) vs non-targets N(-1,1): EER = Phi(-1) = 0.1587
+    rng = np.random.default_rng(0)
+    s = np.concatenate([rng.normal(1, 1, 20000), rng.normal(-1, 1, 20000)])
+    y = np.concatenate([np.ones(20000), np.zeros(20000)])
+    r = compute_eer(s, y)
+    assert r.eer == pytest.approx(0.1587, abs=0.006)
+    assert r.threshold == pytest.approx(0.0, abs=0.05)
+
+
+def test_min_dcf_simple_case() -> None:
+    # targets 0.9 0.4, non-targets 0.5 0.1, p_target=0.05, c_miss=c_fa=1, c_def=0.05
+    # accept >= 0.9: P_miss=.5, P_fa=0 -> .025 -> normalised 0.5 (best); >= 0.4: .475 -> 9.5
+    r = compute_min_dcf([0.9, 0.4, 0.5, 0.1], [1, 1, 0, 0], p_target=0.05)
+    assert r.min_dcf == pytest.approx(0.5)
+    assert r.threshold == pytest.approx(0.9)
+    assert compute_min_dcf([0.9, 0.4, 0.5, 0.1], [1, 1, 0, 0], p_target=0.01).min_dcf == pytest.approx(0.5)
+    assert compute_min_dcf([0.9, 0.8, 0.2, 0.1], [1, 1, 0, 0]).min_dcf == 0.0
+    # never worse than the trivial system (always reject = 1.0 normalised)
+    assert compute_min_dcf([0.1, 0.2, 0.8, 0.9], [1, 1, 0, 0]).min_dcf == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        compute_min_dcf([0.1, 0.2], [1, 0], p_target=0.0)
+
+
+def test_verification_input_checks_and_summary() -> None:
+    with pytest.raises(ValueError, match="target"):
+        compute_eer([0.1, 0.2], [1, 1])
+    with pytest.raises(ValueError, match="labels"):
+        compute_eer([0.1, 0.2], [1, 2])
+    with pytest.raises(ValueError):
+        compute_eer([0.1, 0.2, 0.3], [1, 0])
+    m = verification_metrics([0.9, 0.8, 0.3, 0.7, 0.2, 0.1], [1, 1, 1, 0, 0, 0])
+    assert set(m) == {"eer", "eer_threshold", "min_dcf_0.01", "min_dcf_0.05"}
+    assert m["eer"] == pytest.approx(1 / 3)
+
+
+def test_wa_vs_ua_on_imbalanced_set() -> None:
+    # 8 neu all right, 2 ang both predicted neu: WA = 8/10, UA = (1 + 0) / 2
+    y_true = ["neu"] * 8 + ["ang"] * 2
+    y_pred = ["neu"] * 10
+    assert weighted_accuracy(y_true, y_pred) == pytest.approx(0.8)
+    assert unweighted_accuracy(y_true, y_pred) == pytest.approx(0.5)
+    # a listed class with no samples is skipped, not counted as zero recall
+    assert unweighted_accuracy(y_true, y_pred, labels=["neu", "hap", "ang", "sad"]) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        weighted_accuracy([], [])
+
+
+def test_confusion_matrix_rows_true_cols_pred() -> None:
+    cm = confusion_matrix(["a", "a", "b", "c"], ["a", "b", "b", "a"], labels=["a", "b", "c"])
+    assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
+    assert confusion_matrix([0, 1], [1, 1]).tolist() == [[0, 1], [0, 1]]
