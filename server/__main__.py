@@ -1,0 +1,67 @@
+"""``python -m server`` / ``elp-server``: run the app under uvicorn.
+
+Flags are generated from ``Settings`` (``--max-batch-size`` for ``max_batch_size``) and override the
+``ELP_*`` environment, which overrides the defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from server.settings import Settings
+
+
+def _flag_type(annotation: Any) -> Any:
+    """argparse type for a settings field; None for fields without a CLI flag."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType) else annotation
+    if typing.get_origin(base) is typing.Literal:
+        return str
+    if base in (str, int, float, Path, SecretStr):
+        return str if base is SecretStr else base
+    return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elp-server", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for name, field in Settings.model_fields.items():
+        flag_type = _flag_type(field.annotation)
+        if flag_type is None:
+            continue
+        choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=flag_type, choices=choices,
+                            default=argparse.SUPPRESS, help=f"{field.description} (env ELP_{name.upper()})")
+    return parser
+
+
+def settings_from_args(argv: Sequence[str] | None = None) -> Settings:
+    overrides = vars(build_parser().parse_args(argv))
+    return Settings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = settings_from_args(argv)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.shutdown_drain_s) + 5,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,294 @@
+"""The batching worker: the one thread that touches the model.
+
+Handlers validate, then ``submit`` a job and await its future. The worker thread collects jobs until
+the batch is full (rows) or the oldest job has waited ``max_wait_s``, groups jobs of similar length
+(oldest first, so nothing starves), drops jobs past their deadline (504) or whose client left, and
+runs ONE ``model.predict`` for the whole mixed-task batch. An exception fails only that batch's
+futures; the loop goes on. Adapter registration runs here too (``call``), between batches, so the
+model never changes under a running batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from server.errors import OverloadedError, RequestTimeoutError
+from server.metrics import ServerMetrics
+
+logger = logging.getLogger("server.batching")
+
+#: how many queued jobs the worker looks at when grouping by length
+_GROUPING_WINDOW_FACTOR = 4
+
+
+class PredictingModel(Protocol):
+    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> Sequence[Any]: ...
+
+
+@dataclass
+class InferenceJob:
+    """One request's rows (verify sends two) and the future its handler awaits."""
+
+    task: str
+    waveforms: list[torch.Tensor]
+    adapter_keys: list[str]
+    deadline: float  # time.monotonic() after which the job is dropped unrun
+    enqueued_at: float = field(default_factory=time.monotonic)
+    future: Future = field(default_factory=Future)
+    started_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.waveforms) != len(self.adapter_keys) or not self.waveforms:
+            raise ValueError("a job needs one adapter key per waveform, and at least one waveform")
+
+    @property
+    def rows(self) -> int:
+        return len(self.waveforms)
+
+    @property
+    def length(self) -> int:
+        return max(int(w.shape[-1]) for w in self.waveforms)
+
+
+@dataclass
+class JobResult:
+    predictions: list[Any]
+    queue_wait_s: float
+    inference_s: float
+
+
+class WorkerStoppedError(OverloadedError):
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down", retry_after_s=5)
+
+
+class BatchWorker:
+    """Owns the model; forms and runs batches on a single daemon thread."""
+
+    def __init__(
+        self,
+        model: PredictingModel,
+        *,
+        max_batch_rows: int,
+        max_wait_s: float,
+        max_queue: int,
+        metrics: ServerMetrics,
+    ) -> None:
+        self.model = model
+        self.max_batch_rows = max_batch_rows
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self._metrics = metrics
+        self._jobs: deque[InferenceJob] = deque()
+        self._controls: deque[tuple[Callable[[Any], Any], Future]] = deque()
+        self._cond = threading.Condition()
+        self._accepting = False
+        self._stop_requested = False
+        self._thread: threading.Thread | None = None
+        self._batch_seconds_ema = 0.05
+        self.batches_run = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._cond:
+            self._accepting = True
+        self._thread = threading.Thread(target=self._run, name="elp-model-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, drain_timeout_s: float) -> None:
+        """Refuse new jobs, answer the queued ones for up to ``drain_timeout_s``, refuse the rest."""
+        with self._cond:
+            self._accepting = False
+            self._cond.notify_all()
+        deadline = time.monotonic() + drain_timeout_s
+        while time.monotonic() < deadline:
+            with self._cond:
+                if not self._jobs and not self._controls:
+                    break
+            time.sleep(0.01)
+        with self._cond:
+            self._stop_requested = True
+            leftovers = list(self._jobs)
+            controls = list(self._controls)
+            self._jobs.clear()
+            self._controls.clear()
+            self._cond.notify_all()
+            self._metrics.queue_depth.set(0)
+        for job in leftovers:
+            _fail(job.future, WorkerStoppedError())
+        for _, future in controls:
+            _fail(future, WorkerStoppedError())
+        if self._thread is not None:
+            self._thread.join(timeout=max(1.0, drain_timeout_s))
+            if self._thread.is_alive():
+                logger.warning("model worker still busy after shutdown timeout; leaving it (daemon thread)")
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._jobs)
+
+    # -- producers (any thread) ------------------------------------------------------------------
+    def submit(self, job: InferenceJob) -> Future:
+        """Queue a job or raise ``OverloadedError`` (queue full / shutting down) at once."""
+        with self._cond:
+            if not self._accepting:
+                raise WorkerStoppedError()
+            if len(self._jobs) >= self.max_queue:
+                raise OverloadedError(
+                    f"request queue is full ({self.max_queue} waiting)", retry_after_s=self._retry_after_s()
+                )
+            self._jobs.append(job)
+            self._metrics.queue_depth.set(len(self._jobs))
+            self._cond.notify_all()
+        return job.future
+
+    def call(self, fn: Callable[[Any], Any]) -> Future:
+        """Run ``fn(model)`` on the worker thread between batches (adapter add/remove)."""
+        future: Future = Future()
+        with self._cond:
+            if self._stop_requested or not self.alive:
+                _fail(future, WorkerStoppedError())
+                return future
+            self._controls.append((fn, future))
+            self._cond.notify_all()
+        return future
+
+    def _retry_after_s(self) -> float:
+        batches_ahead = len(self._jobs) / self.max_batch_rows + 1
+        return batches_ahead * self._batch_seconds_ema
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                batch = self._next_batch()
+            except Exception:  # pragma: no cover - defensive: the loop must never die
+                logger.exception("batch formation failed")
+                continue
+            if batch is None:
+                return
+            if batch:
+                self._run_batch(batch)
+
+    def _next_batch(self) -> list[InferenceJob] | None:
+        """Block until there is work; run controls; return a batch ([] = nothing to run), None = stop."""
+        with self._cond:
+            while not self._jobs and not self._controls and not self._stop_requested:
+                self._cond.wait()
+            if self._stop_requested:
+                return None
+            controls = list(self._controls)
+            self._controls.clear()
+        if controls:
+            for fn, future in controls:
+                if future.set_running_or_notify_cancel():
+                    try:
+                        future.set_result(fn(self.model))
+                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                        future.set_exception(exc)
+            return []
+
+        with self._cond:
+            # wait for company: until full, or the oldest job has waited max_wait_s, or a control op
+            while self._jobs and not self._controls and not self._stop_requested:
+                rows = sum(job.rows for job in self._jobs)
+                remaining = self._jobs[0].enqueued_at + self.max_wait_s - time.monotonic()
+                if rows >= self.max_batch_rows or remaining <= 0 or not self._accepting:
+                    break
+                self._cond.wait(timeout=remaining)
+            if self._controls or self._stop_requested or not self._jobs:
+                return []
+            batch = self._take_batch_locked()
+            self._metrics.queue_depth.set(len(self._jobs))
+        return batch
+
+    def _take_batch_locked(self) -> list[InferenceJob]:
+        """Oldest job first, then the queued jobs closest to its length, up to max rows."""
+        now = time.monotonic()
+        window: list[InferenceJob] = []
+        while self._jobs and len(window) < self.max_batch_rows * _GROUPING_WINDOW_FACTOR:
+            job = self._jobs.popleft()
+            if job.future.cancelled():
+                continue  # client went away
+            if now > job.deadline:
+                waited = now - job.enqueued_at
+                _fail(job.future, RequestTimeoutError(f"request waited {waited:.2f} s in the queue; dropped"))
+                continue
+            window.append(job)
+        if not window:
+            return []
+        anchor, rest = window[0], window[1:]
+        rest.sort(key=lambda job: abs(job.length - anchor.length))
+        batch, rows, leftover = [anchor], anchor.rows, []
+        for job in rest:
+            if rows + job.rows <= self.max_batch_rows:
+                batch.append(job)
+                rows += job.rows
+            else:
+                leftover.append(job)
+        leftover.sort(key=lambda job: job.enqueued_at)
+        self._jobs.extendleft(reversed(leftover))
+        return batch
+
+    def _run_batch(self, batch: list[InferenceJob]) -> None:
+        started = time.monotonic()
+        runnable = [job for job in batch if job.future.set_running_or_notify_cancel()]
+        if not runnable:
+            return
+        # rows sorted by length: adjacent rows pad little if the model chunks the batch
+        rows = [(job_index, row) for job_index, job in enumerate(runnable) for row in range(job.rows)]
+        rows.sort(key=lambda ir: int(runnable[ir[0]].waveforms[ir[1]].shape[-1]))
+        waveforms = [runnable[i].waveforms[r] for i, r in rows]
+        keys = [runnable[i].adapter_keys[r] for i, r in rows]
+        for job in runnable:
+            job.started_at = started
+            self._metrics.queue_wait.labels(job.task).observe(started - job.enqueued_at)
+            self._metrics.inference_rows.labels(job.task).inc(job.rows)
+        self._metrics.batch_size.observe(len(waveforms))
+        self._metrics.batch_tasks.observe(len({job.task for job in runnable}))
+        try:
+            predictions = list(self.model.predict(waveforms, keys))
+            if len(predictions) != len(waveforms):
+                raise RuntimeError(f"model returned {len(predictions)} predictions for {len(waveforms)} rows")
+        except Exception as exc:
+            self._metrics.batch_failures.inc()
+            logger.exception("batch of %d rows failed; failing its %d requests", len(waveforms), len(runnable))
+            for job in runnable:
+                _fail(job.future, exc)
+            return
+        finally:
+            elapsed = time.monotonic() - started
+            self._metrics.batch_duration.observe(elapsed)
+            self._batch_seconds_ema = 0.8 * self._batch_seconds_ema + 0.2 * elapsed
+            self.batches_run += 1
+
+        per_job: list[list[Any]] = [[None] * job.rows for job in runnable]
+        for (job_index, row), prediction in zip(rows, predictions, strict=True):
+            per_job[job_index][row] = prediction
+        for job, job_predictions in zip(runnable, per_job, strict=True):
+            if not job.future.done():
+                job.future.set_result(JobResult(job_predictions, started - job.enqueued_at, elapsed))
+
+
+def _fail(future: Future, exc: BaseException) -> None:
+    """Set an exception unless the future is already settled (cancelled by a leaving client)."""
+    if future.done():
+        return
+    if not future.running() and not future.set_running_or_notify_cancel():
+        return
+    with contextlib.suppress(Exception):  # raced with another settle
+        future.set_exception(exc)

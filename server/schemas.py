@@ -1,0 +1,104 @@
+"""Response models: they document the contract in OpenAPI (/docs) and shape every answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Timings(BaseModel):
+    decode: float = Field(description="decoding + resampling the upload(s), ms")
+    queue: float = Field(description="waiting for a batch, ms")
+    inference: float = Field(description="the model call of the batch, ms")
+    total: float = Field(description="whole request inside the server, ms")
+
+
+class TaskAnswer(BaseModel):
+    adapter: str = Field(description="adapter id and version (content hash prefix): id@sha256[:12]")
+    duration_s: float = Field(description="duration of the clip in `file`, seconds")
+    timings_ms: Timings
+
+
+class AsrAnswer(TaskAnswer):
+    text: str
+
+
+class VerifyAnswer(TaskAnswer):
+    score: float = Field(ge=-1.0, le=1.0, description="cosine similarity of the two embeddings")
+    same_speaker: bool
+    threshold: float
+    reference_duration_s: float | None = Field(None, description="duration of `reference` (absent for `speaker`)")
+    speaker: str | None = Field(None, description="enrolled speaker compared against, when `speaker` was sent")
+
+
+class EmotionAnswer(TaskAnswer):
+    label: str
+    scores: dict[str, float] = Field(description="probability per emotion; sums to 1")
+
+
+class IntentAnswer(TaskAnswer):
+    intent: str
+    scores: dict[str, float] = Field(description="probability per intent; sums to 1")
+    slots: dict[str, str] | None = Field(None, description="slot values when intents are slot_slot_slot")
+
+
+class AdapterEntry(BaseModel):
+    id: str
+    task: str | None
+    backbone: dict[str, Any] | None
+    num_params: int | None
+    size_bytes: int | None
+    sha256: str | None
+    resident: bool
+    default: bool
+    error: str | None = Field(None, description="why the set cannot be served (corrupt files), if so")
+
+
+class AdapterAction(BaseModel):
+    id: str
+    resident: bool
+    adapter: str | None = Field(None, description="id@version now resident")
+
+
+class SpeakerEntry(BaseModel):
+    speaker: str
+    adapter: str = Field(description="verification adapter id@version the embedding belongs to")
+    num_clips: int
+    total_duration_s: float
+    created_at: float = Field(description="unix time")
+
+
+class SpeakerDeleted(BaseModel):
+    speaker: str
+    deleted: int = Field(description="enrolment files removed (one per adapter version)")
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    ready: bool
+    backbone: dict[str, Any] | None
+    default_adapters: dict[str, str | None]
+    problems: list[str]
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in {
+        400: "invalid_audio", 404: "adapter_not_found", 413: "payload_too_large",
+        415: "unsupported_media_type", 422: "invalid_request", 503: "overloaded (Retry-After)",
+        504: "timeout", 500: "internal",
+    }.items()
+}

@@ -1,0 +1,221 @@
+"""The inference service: backbone, model worker, adapter cache and speakers, wired for one app.
+
+Lives on ``app.state.service``; route handlers only call it. Nothing here imports training code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from server.adapters import AdapterCache, AdapterLease, AdapterStore, is_marked_default
+from server.audio import AudioLimits, DecodedAudio, decode_audio
+from server.batching import BatchWorker, InferenceJob, JobResult
+from server.errors import AdapterNotFoundError, RequestTimeoutError
+from server.metrics import ServerMetrics
+from server.settings import Settings
+from server.speakers import SpeakerStore
+
+logger = logging.getLogger("server.service")
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: extra seconds a handler waits past the queue deadline for a batch that is already running
+_RUNNING_GRACE_S = 60.0
+
+
+@dataclass
+class InferenceOutcome:
+    predictions: list[Any]
+    queue_ms: float
+    inference_ms: float
+
+
+class InferenceService:
+    """Everything behind the routes. ``start``/``stop`` are called by the app lifespan."""
+
+    def __init__(self, settings: Settings, metrics: ServerMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.limits = AudioLimits(settings.max_duration_s, settings.min_duration_s)
+        self.store = AdapterStore(settings.adapters_dir)
+        self.speakers = SpeakerStore(settings.speakers_dir)
+        self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="elp-decode")
+        self.io_pool = ThreadPoolExecutor(4, thread_name_prefix="elp-adapter-io")
+        self.backbone: Any = None
+        self.worker: BatchWorker | None = None
+        self.cache: AdapterCache | None = None
+        self.sample_rate = 16000
+        self._defaults: dict[str, str | None] = {}
+        self._default_problems: dict[str, str] = {}
+        self._warmup: asyncio.Task | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the backbone (fail fast if it cannot), start the worker, warm defaults in background."""
+        from elp import AdapterSet, MultiAdapterModel, load_backbone
+
+        device = self.settings.resolved_device()
+        dtype = _DTYPES[self.settings.dtype]
+        started = time.perf_counter()
+        self.backbone = await asyncio.to_thread(load_backbone, self.settings.backbone, device, dtype)
+        self.sample_rate = int(getattr(self.backbone, "sample_rate", 16000))
+        logger.info("backbone %s loaded on %s in %.1f s", self.settings.backbone, device,
+                    time.perf_counter() - started)
+        if device.startswith("cuda"):
+            self.metrics.watch_cuda(device)
+        model = MultiAdapterModel(self.backbone)
+        self.worker = BatchWorker(
+            model,
+            max_batch_rows=self.settings.max_batch_size,
+            max_wait_s=self.settings.max_wait_ms / 1000.0,
+            max_queue=self.settings.max_queue,
+            metrics=self.metrics,
+        )
+        self.worker.start()
+        self.cache = AdapterCache(
+            self.store,
+            parse_adapter_set=lambda config, weights: AdapterSet.from_bytes(config, weights, device=device),
+            run_on_model=self.worker.call,
+            budget_bytes=self.settings.adapter_cache_bytes,
+            executor=self.io_pool,
+            metrics=self.metrics,
+        )
+        self.resolve_defaults()
+        self._warmup = asyncio.create_task(self._load_defaults(), name="elp-load-default-adapters")
+
+    async def stop(self) -> None:
+        if self._warmup is not None and not self._warmup.done():
+            self._warmup.cancel()
+        if self.worker is not None:
+            await asyncio.to_thread(self.worker.stop, self.settings.shutdown_drain_s)
+        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        self.io_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _load_defaults(self) -> None:
+        assert self.cache is not None
+        for task, adapter_id in self._defaults.items():
+            if adapter_id is None:
+                continue
+            self.cache.pinned.add(adapter_id)
+            try:
+                lease = await self.cache.acquire(adapter_id, task)
+                lease.release()
+                self._default_problems.pop(task, None)
+            except Exception as exc:  # reported by /readyz; requests get the error on demand
+                message = getattr(exc, "message", None) or type(exc).__name__
+                self._default_problems[task] = f"default {task} adapter '{adapter_id}': {message}"
+                logger.error("%s", self._default_problems[task])
+        self.metrics.ready.set(1 if self.readiness()[0] else 0)
+
+    # -- defaults & readiness --------------------------------------------------------------------
+    def resolve_defaults(self) -> dict[str, str | None]:
+        """Per task: the configured id if it exists, else a set marked ``"default": true``, else the
+        only set of that task, else none (requests then must name an adapter)."""
+        configured = self.settings.default_adapter_ids()
+        by_task: dict[str, list[str]] = {task: [] for task in configured}
+        marked: dict[str, list[str]] = {task: [] for task in configured}
+        for adapter_id in self.store.ids():
+            config = self.store.read_config(adapter_id)
+            task = config.get("task")
+            if task in by_task:
+                by_task[task].append(adapter_id)
+                if is_marked_default(config):
+                    marked[task].append(adapter_id)
+        defaults: dict[str, str | None] = {}
+        for task, adapter_id in configured.items():
+            if adapter_id in by_task[task]:
+                defaults[task] = adapter_id
+            elif marked[task]:
+                defaults[task] = marked[task][0]
+            elif len(by_task[task]) == 1:
+                defaults[task] = by_task[task][0]
+            else:
+                defaults[task] = None
+        self._defaults = defaults
+        return defaults
+
+    def default_adapter(self, task: str) -> str:
+        adapter_id = self._defaults.get(task)
+        if adapter_id is None or not self.store.exists(adapter_id):
+            adapter_id = self.resolve_defaults().get(task)
+        if adapter_id is None:
+            raise AdapterNotFoundError(f"no default {task} adapter is installed; name one with the 'adapter' field")
+        return adapter_id
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        problems: list[str] = []
+        if self.backbone is None or self.worker is None or not self.worker.alive:
+            problems.append("backbone or model worker not running")
+        if self.cache is not None:
+            for task, adapter_id in self._defaults.items():
+                if adapter_id is not None and self.cache.resident(adapter_id) is None:
+                    problems.append(self._default_problems.get(task, f"default {task} adapter '{adapter_id}' "
+                                                               "not resident yet"))
+        ready = not problems
+        self.metrics.ready.set(1 if ready else 0)
+        return ready, problems
+
+    @property
+    def defaults(self) -> dict[str, str | None]:
+        return dict(self._defaults)
+
+    # -- request path ------------------------------------------------------------------------------
+    async def decode(self, data: bytes, field: str = "file") -> DecodedAudio:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.decode_pool,
+            lambda: decode_audio(data, target_rate=self.sample_rate, limits=self.limits, field=field),
+        )
+
+    async def lease(self, task: str, adapter_id: str | None) -> AdapterLease:
+        assert self.cache is not None
+        return await self.cache.acquire(adapter_id or self.default_adapter(task), task)
+
+    async def infer(self, task: str, lease: AdapterLease, clips: list[DecodedAudio]) -> InferenceOutcome:
+        """Queue the clips as one job and wait for the batch that runs them."""
+        assert self.worker is not None
+        deadline_s = self.settings.request_deadline_s
+        job = InferenceJob(
+            task=task,
+            waveforms=[torch.from_numpy(clip.waveform) for clip in clips],
+            adapter_keys=[lease.entry.model_key] * len(clips),
+            deadline=time.monotonic() + deadline_s,
+        )
+        future = self.worker.submit(job)
+        try:
+            result: JobResult = await asyncio.wait_for(asyncio.wrap_future(future), deadline_s + _RUNNING_GRACE_S)
+        except asyncio.TimeoutError:
+            raise RequestTimeoutError(f"no answer within {deadline_s + _RUNNING_GRACE_S:.0f} s") from None
+        return InferenceOutcome(result.predictions, result.queue_wait_s * 1000.0, result.inference_s * 1000.0)
+
+    async def list_adapters(self) -> list[dict[str, Any]]:
+        """Listing rows for ``GET /adapters`` (hashing happens off the event loop)."""
+        defaults = set(filter(None, self.resolve_defaults().values()))
+        loop = asyncio.get_running_loop()
+
+        def collect() -> list[Any]:
+            rows = []
+            for adapter_id in self.store.ids():
+                try:
+                    rows.append(self.store.info(adapter_id))
+                except AdapterNotFoundError:
+                    continue  # deleted while listing
+            return rows
+
+        infos = await loop.run_in_executor(self.io_pool, collect)
+        rows = []
+        for info in infos:
+            entry = self.cache.resident(info.id) if self.cache else None
+            rows.append({
+                "id": info.id, "task": info.task, "backbone": info.backbone, "num_params": info.num_params,
+                "size_bytes": info.size_bytes, "sha256": info.sha256,
+                "resident": entry is not None and entry.sha256 == info.sha256,
+                "default": info.id in defaults, "error": info.error,
+            })
+        return rows

@@ -1,0 +1,88 @@
+"""The one settings object of the server.
+
+Every knob lives here once: environment variables (prefix ``ELP_``), the ``elp-server`` CLI flags
+(generated from these fields, flags override env), the app factory and docker-compose all read it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+#: endpoint task name -> the ``task`` written in an adapter set's config
+TASKS: dict[str, str] = {"asr": "asr", "verify": "verification", "emotion": "emotion", "intent": "intent"}
+
+
+class Settings(BaseSettings):
+    """Server configuration; see docs/server.md for the table of env vars."""
+
+    model_config = SettingsConfigDict(env_prefix="ELP_", extra="ignore", validate_default=True)
+
+    # model
+    backbone: str = Field("models/whisper-base", description="backbone folder or hub id")
+    device: str = Field("cpu", description="cpu, cuda, cuda:N, or auto (cuda when available)")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32", description="backbone dtype")
+
+    # adapter store and cache
+    adapters_dir: Path = Field(Path("adapters_store"), description="folder of adapter set folders")
+    default_asr_adapter: str = Field("asr-default", description="adapter id used by /asr by default")
+    default_verify_adapter: str = Field("verify-default", description="adapter id used by /verify by default")
+    default_emotion_adapter: str = Field("emotion-default", description="adapter id used by /emotion by default")
+    default_intent_adapter: str = Field("intent-default", description="adapter id used by /intent by default")
+    adapter_cache_bytes: int = Field(1024 * MIB, ge=0, description="budget of resident adapter tensors (bytes)")
+    speakers_dir: Path = Field(Path("speakers_store"), description="folder of enrolled speaker embeddings")
+    verify_threshold: float = Field(
+        0.5, ge=-1.0, le=1.0, description="threshold when a verification set has no calibrated one"
+    )
+
+    # batching
+    max_batch_size: int = Field(16, ge=1, description="most waveform rows in one model call")
+    max_wait_ms: float = Field(10.0, ge=0, description="how long the first request waits for company")
+    max_queue: int = Field(256, ge=1, description="queued requests before 503 overloaded")
+    request_deadline_s: float = Field(30.0, gt=0, description="queue wait after which a request gets 504")
+    shutdown_drain_s: float = Field(10.0, ge=0, description="how long shutdown keeps answering queued work")
+    decode_workers: int = Field(2, ge=1, description="threads decoding and resampling uploads")
+
+    # request limits
+    max_upload_bytes: int = Field(10 * MIB, ge=1, description="largest request body")
+    max_duration_s: float = Field(30.0, gt=0, description="longest clip")
+    min_duration_s: float = Field(0.1, ge=0, description="shortest clip")
+
+    # HTTP
+    api_key: SecretStr | None = Field(None, description="key for admin calls; unset = admin open")
+    host: str = Field("127.0.0.1", description="bind address")
+    port: int = Field(8000, ge=0, le=65535, description="bind port")
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_means_none(cls, value: object) -> object:
+        """An empty ELP_API_KEY (common in compose files) means "no key", not "the empty key"."""
+        return None if value in ("", None) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_log_level(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    def default_adapter_ids(self) -> dict[str, str]:
+        """Configured default adapter id per config task (``verification``, not ``verify``)."""
+        return {
+            "asr": self.default_asr_adapter,
+            "verification": self.default_verify_adapter,
+            "emotion": self.default_emotion_adapter,
+            "intent": self.default_intent_adapter,
+        }
+
+    def resolved_device(self) -> str:
+        """``auto`` becomes cuda when torch sees a GPU."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,135 @@
+"""Enrolled speakers: one mean embedding per speaker per verification adapter version.
+
+Layout: ``<speakers_dir>/<adapter_id>/<adapter_sha256[:12]>/<speaker_id>.safetensors``. Each file holds
+one tensor ``embedding`` (the L2-normalised mean of the enrolment clips' embeddings) and metadata
+(speaker, adapter id, full adapter hash, clip count, total seconds, creation time). safetensors, never
+pickle. An embedding is only comparable with embeddings of the same adapter version, so a changed
+adapter set means re-enrolling.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from server.errors import InvalidRequestError, SpeakerNotFoundError
+
+SPEAKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def validate_speaker_id(speaker_id: str) -> str:
+    if not SPEAKER_ID_PATTERN.fullmatch(speaker_id or ""):
+        raise InvalidRequestError(
+            "speaker ids are 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return speaker_id
+
+
+@dataclass(frozen=True)
+class EnrolledSpeaker:
+    speaker: str
+    adapter: str  # id@version
+    adapter_sha256: str
+    num_clips: int
+    total_duration_s: float
+    created_at: float
+    embedding: torch.Tensor | None = None
+
+
+class SpeakerStore:
+    """File-backed enrolment store; every write is atomic (temp file + rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def _path(self, speaker_id: str, adapter_id: str, adapter_sha256: str) -> Path:
+        validate_speaker_id(speaker_id)
+        path = (self.root / adapter_id / adapter_sha256[:12] / f"{speaker_id}.safetensors").resolve()
+        if not path.is_relative_to(self.root):
+            raise InvalidRequestError("invalid speaker or adapter id")
+        return path
+
+    def enroll(
+        self, speaker_id: str, adapter_id: str, adapter_sha256: str, embeddings: list[torch.Tensor],
+        total_duration_s: float,
+    ) -> EnrolledSpeaker:
+        unit = [torch.nn.functional.normalize(e.detach().float().cpu().flatten(), dim=0) for e in embeddings]
+        mean = torch.stack(unit).mean(dim=0)
+        mean = torch.nn.functional.normalize(mean, dim=0).contiguous()
+        path = self._path(speaker_id, adapter_id, adapter_sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = EnrolledSpeaker(
+            speaker_id, f"{adapter_id}@{adapter_sha256[:12]}", adapter_sha256, len(embeddings),
+            round(total_duration_s, 3), time.time(), mean,
+        )
+        metadata = {
+            "speaker": speaker_id,
+            "adapter_id": adapter_id,
+            "adapter_sha256": adapter_sha256,
+            "num_clips": str(record.num_clips),
+            "total_duration_s": str(record.total_duration_s),
+            "created_at": str(record.created_at),
+        }
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        try:
+            save_file({"embedding": mean}, tmp, metadata=metadata)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return record
+
+    def get(self, speaker_id: str, adapter_id: str, adapter_sha256: str) -> EnrolledSpeaker:
+        path = self._path(speaker_id, adapter_id, adapter_sha256)
+        if not path.is_file():
+            other_versions = [p for p in self._files_of(speaker_id) if p.parent.parent.name == adapter_id]
+            hint = " under an older version of this adapter; enrol again" if other_versions else ""
+            raise SpeakerNotFoundError(
+                f"speaker '{speaker_id}' is not enrolled for adapter {adapter_id}@{adapter_sha256[:12]}{hint}"
+            )
+        return _read(path, with_embedding=True)
+
+    def list(self) -> list[EnrolledSpeaker]:
+        if not self.root.is_dir():
+            return []
+        return [_read(path) for path in sorted(self.root.glob("*/*/*.safetensors"))]
+
+    def delete(self, speaker_id: str) -> int:
+        """Remove every enrolment of ``speaker_id`` (all adapters, all versions)."""
+        validate_speaker_id(speaker_id)
+        files = self._files_of(speaker_id)
+        if not files:
+            raise SpeakerNotFoundError(f"speaker '{speaker_id}' is not enrolled")
+        for path in files:
+            path.unlink(missing_ok=True)
+        return len(files)
+
+    def _files_of(self, speaker_id: str) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(self.root.glob(f"*/*/{speaker_id}.safetensors"))
+
+
+def _read(path: Path, with_embedding: bool = False) -> EnrolledSpeaker:
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata() or {}
+        embedding = handle.get_tensor("embedding") if with_embedding else None
+    sha = meta.get("adapter_sha256", path.parent.name)
+    return EnrolledSpeaker(
+        speaker=meta.get("speaker", path.stem),
+        adapter=f"{meta.get('adapter_id', path.parent.parent.name)}@{sha[:12]}",
+        adapter_sha256=sha,
+        num_clips=int(meta.get("num_clips", 0)),
+        total_duration_s=float(meta.get("total_duration_s", 0.0)),
+        created_at=float(meta.get("created_at", 0.0)),
+        embedding=embedding,
+    )
