@@ -1,0 +1,115 @@
+"""``elp-client``: the server from the shell.
+
+    elp-client asr clip.wav
+    elp-client verify a.wav b.wav            # or: elp-client verify a.wav --speaker alice
+    elp-client emotion clip.wav --adapter emotion-alt
+    elp-client intent clip.wav
+    elp-client enroll alice a1.wav a2.wav ; elp-client speakers ; elp-client delete-speaker alice
+    elp-client adapters ; elp-client load ID ; elp-client unload ID ; elp-client ready
+
+Server URL from ``--url`` or ``ELP_SERVER_URL``; admin key from ``--api-key`` or ``ELP_API_KEY``.
+Prints JSON; exits 1 on an error answer (printed to stderr as the server's error body).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from clients.client import DEFAULT_URL, ELPClient
+from clients.errors import ELPClientError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="elp-client", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default=os.environ.get("ELP_SERVER_URL", DEFAULT_URL), help="server base URL")
+    parser.add_argument("--api-key", default=os.environ.get("ELP_API_KEY"), help="admin API key")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    for task in ("asr", "emotion", "intent"):
+        sub = commands.add_parser(task, help=f"{task} of one clip")
+        sub.add_argument("clip")
+        sub.add_argument("--adapter", help="adapter id (default: the task's default)")
+    sub = commands.add_parser("verify", help="are two clips the same speaker (or clip vs enrolled speaker)")
+    sub.add_argument("clip")
+    sub.add_argument("reference", nargs="?")
+    sub.add_argument("--speaker", help="enrolled speaker id instead of a reference clip")
+    sub.add_argument("--adapter")
+    sub = commands.add_parser("enroll", help="enrol a speaker from one or more clips")
+    sub.add_argument("speaker")
+    sub.add_argument("clips", nargs="+")
+    sub.add_argument("--adapter")
+    commands.add_parser("speakers", help="list enrolled speakers")
+    sub = commands.add_parser("delete-speaker", help="forget an enrolled speaker")
+    sub.add_argument("speaker")
+    commands.add_parser("adapters", help="list adapter sets")
+    for name, text in (("load", "bring an adapter set into memory"), ("unload", "drop an adapter set from memory")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("adapter_id")
+    commands.add_parser("health", help="liveness")
+    commands.add_parser("ready", help="readiness report")
+    return parser
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: v for k, v in dataclasses.asdict(value).items() if k != "raw"}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def run(args: argparse.Namespace, client: ELPClient) -> Any:
+    command = args.command
+    if command in ("asr", "emotion", "intent"):
+        return getattr(client, command)(args.clip, adapter=args.adapter).raw
+    if command == "verify":
+        if (args.reference is None) == (args.speaker is None):
+            raise SystemExit("verify needs a reference clip or --speaker, not both")
+        return client.verify(args.clip, args.reference, speaker=args.speaker, adapter=args.adapter).raw
+    if command == "enroll":
+        return client.enroll_speaker(args.speaker, args.clips, adapter=args.adapter)
+    if command == "speakers":
+        return client.speakers()
+    if command == "delete-speaker":
+        return {"speaker": args.speaker, "deleted": client.delete_speaker(args.speaker)}
+    if command == "adapters":
+        return client.adapters()
+    if command == "load":
+        return client.load_adapter(args.adapter_id)
+    if command == "unload":
+        return client.unload_adapter(args.adapter_id)
+    if command == "health":
+        return {"healthy": client.health()}
+    if command == "ready":
+        return client.ready()
+    raise SystemExit(f"unknown command {command}")  # pragma: no cover - argparse refuses first
+
+
+def main(argv: Sequence[str] | None = None, *, transport: httpx.BaseTransport | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with ELPClient(args.url, api_key=args.api_key, timeout=args.timeout, transport=transport) as client:
+            result = run(args, client)
+    except ELPClientError as exc:
+        print(json.dumps({"error": {"code": exc.code, "message": exc.message}, "status": exc.status}),
+              file=sys.stderr)
+        return 1
+    except (httpx.HTTPError, OSError) as exc:
+        print(f"elp-client: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(_jsonable(result), indent=2, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

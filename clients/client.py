@@ -1,0 +1,198 @@
+"""Python client for the ELP speech server: ``ELPClient`` (sync) and ``AsyncELPClient`` (async).
+
+Both share request building and answer parsing, so they cannot drift apart. Audio may be a path,
+raw bytes, or a binary file object. Error answers raise the typed errors of ``clients.errors``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from clients import models
+from clients.errors import error_from_response
+
+AudioInput = str | os.PathLike | bytes | IO[bytes]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _file_part(audio: AudioInput, default_name: str) -> tuple[str, bytes, str]:
+    if isinstance(audio, bytes | bytearray):
+        return default_name, bytes(audio), "application/octet-stream"
+    if isinstance(audio, str | os.PathLike):
+        path = Path(audio)
+        return path.name, path.read_bytes(), "application/octet-stream"
+    name = Path(getattr(audio, "name", default_name) or default_name).name
+    return name, audio.read(), "application/octet-stream"
+
+
+def _task_request(
+    path: str, files: Sequence[tuple[str, AudioInput]], fields: dict[str, str | None]
+) -> dict[str, Any]:
+    return {
+        "method": "POST",
+        "url": path,
+        "files": [(name, _file_part(audio, f"{name}.wav")) for name, audio in files],
+        "data": {k: v for k, v in fields.items() if v is not None},
+    }
+
+
+class _Shared:
+    def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+
+    def _headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.api_key} if self.api_key else {}
+
+    @staticmethod
+    def _parse(response: httpx.Response) -> Any:
+        if response.status_code >= 400:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            raise error_from_response(response.status_code, body, response.headers)
+        if response.headers.get("content-type", "").startswith("application/json"):
+            return response.json()
+        return response.text
+
+
+class ELPClient(_Shared):
+    """Blocking client. ``with ELPClient(url) as client: client.asr("clip.wav").text``"""
+
+    def __init__(self, base_url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        super().__init__(base_url, api_key, timeout)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=self._headers(),
+                                  transport=transport)
+
+    def __enter__(self) -> ELPClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, **request: Any) -> Any:
+        return self._parse(self._http.request(**request))
+
+    def asr(self, audio: AudioInput, *, adapter: str | None = None) -> models.AsrResult:
+        return models.parse_asr(self._call(**_task_request("/asr", [("file", audio)], {"adapter": adapter})))
+
+    def verify(self, audio: AudioInput, reference: AudioInput | None = None, *, speaker: str | None = None,
+               adapter: str | None = None) -> models.VerifyResult:
+        files = [("file", audio)] + ([("reference", reference)] if reference is not None else [])
+        request = _task_request("/verify", files, {"adapter": adapter, "speaker": speaker})
+        return models.parse_verify(self._call(**request))
+
+    def emotion(self, audio: AudioInput, *, adapter: str | None = None) -> models.EmotionResult:
+        return models.parse_emotion(self._call(**_task_request("/emotion", [("file", audio)], {"adapter": adapter})))
+
+    def intent(self, audio: AudioInput, *, adapter: str | None = None) -> models.IntentResult:
+        return models.parse_intent(self._call(**_task_request("/intent", [("file", audio)], {"adapter": adapter})))
+
+    def enroll_speaker(self, speaker: str, clips: Sequence[AudioInput], *,
+                       adapter: str | None = None) -> models.SpeakerInfo:
+        request = _task_request(f"/speakers/{speaker}", [("file", clip) for clip in clips], {"adapter": adapter})
+        return models.parse_speakers([self._call(**request)])[0]
+
+    def speakers(self) -> list[models.SpeakerInfo]:
+        return models.parse_speakers(self._call(method="GET", url="/speakers"))
+
+    def delete_speaker(self, speaker: str) -> int:
+        return int(self._call(method="DELETE", url=f"/speakers/{speaker}")["deleted"])
+
+    def adapters(self) -> list[models.AdapterInfo]:
+        return models.parse_adapters(self._call(method="GET", url="/adapters"))
+
+    def load_adapter(self, adapter_id: str) -> dict[str, Any]:
+        return self._call(method="POST", url=f"/adapters/{adapter_id}/load")
+
+    def unload_adapter(self, adapter_id: str) -> dict[str, Any]:
+        return self._call(method="DELETE", url=f"/adapters/{adapter_id}/resident")
+
+    def health(self) -> bool:
+        return self._http.get("/healthz").status_code == 200
+
+    def ready(self) -> dict[str, Any]:
+        """The readiness report; raises ``OverloadedError`` while not ready."""
+        return self._call(method="GET", url="/readyz")
+
+    def metrics(self) -> str:
+        return self._call(method="GET", url="/metrics")
+
+
+class AsyncELPClient(_Shared):
+    """Asyncio client with the same methods as ``ELPClient``, awaited."""
+
+    def __init__(self, base_url: str = DEFAULT_URL, *, api_key: str | None = None, timeout: float = 60.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        super().__init__(base_url, api_key, timeout)
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=self._headers(),
+                                       transport=transport)
+
+    async def __aenter__(self) -> AsyncELPClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, **request: Any) -> Any:
+        return self._parse(await self._http.request(**request))
+
+    async def asr(self, audio: AudioInput, *, adapter: str | None = None) -> models.AsrResult:
+        return models.parse_asr(await self._call(**_task_request("/asr", [("file", audio)], {"adapter": adapter})))
+
+    async def verify(self, audio: AudioInput, reference: AudioInput | None = None, *, speaker: str | None = None,
+                     adapter: str | None = None) -> models.VerifyResult:
+        files = [("file", audio)] + ([("reference", reference)] if reference is not None else [])
+        request = _task_request("/verify", files, {"adapter": adapter, "speaker": speaker})
+        return models.parse_verify(await self._call(**request))
+
+    async def emotion(self, audio: AudioInput, *, adapter: str | None = None) -> models.EmotionResult:
+        request = _task_request("/emotion", [("file", audio)], {"adapter": adapter})
+        return models.parse_emotion(await self._call(**request))
+
+    async def intent(self, audio: AudioInput, *, adapter: str | None = None) -> models.IntentResult:
+        request = _task_request("/intent", [("file", audio)], {"adapter": adapter})
+        return models.parse_intent(await self._call(**request))
+
+    async def enroll_speaker(self, speaker: str, clips: Sequence[AudioInput], *,
+                             adapter: str | None = None) -> models.SpeakerInfo:
+        request = _task_request(f"/speakers/{speaker}", [("file", clip) for clip in clips], {"adapter": adapter})
+        return models.parse_speakers([await self._call(**request)])[0]
+
+    async def speakers(self) -> list[models.SpeakerInfo]:
+        return models.parse_speakers(await self._call(method="GET", url="/speakers"))
+
+    async def delete_speaker(self, speaker: str) -> int:
+        return int((await self._call(method="DELETE", url=f"/speakers/{speaker}"))["deleted"])
+
+    async def adapters(self) -> list[models.AdapterInfo]:
+        return models.parse_adapters(await self._call(method="GET", url="/adapters"))
+
+    async def load_adapter(self, adapter_id: str) -> dict[str, Any]:
+        return await self._call(method="POST", url=f"/adapters/{adapter_id}/load")
+
+    async def unload_adapter(self, adapter_id: str) -> dict[str, Any]:
+        return await self._call(method="DELETE", url=f"/adapters/{adapter_id}/resident")
+
+    async def health(self) -> bool:
+        return (await self._http.get("/healthz")).status_code == 200
+
+    async def ready(self) -> dict[str, Any]:
+        return await self._call(method="GET", url="/readyz")
+
+    async def metrics(self) -> str:
+        return await self._call(method="GET", url="/metrics")
