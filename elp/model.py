@@ -71,7 +71,9 @@ class MultiAdapterModel(nn.Module):
     def __init__(self, backbone: Backbone) -> None:
         super().__init__()
         self.backbone = backbone
-        self.adapter_sets = nn.ModuleDict()
+        # A plain dict, not an nn.ModuleDict: adapter ids are user data and must not collide with
+        # module attribute names ("train", "to", ...); devices and modes are propagated by hand.
+        self.adapter_sets: dict[str, AdapterSet] = {}
         self._route: Route = []
         self._hooks = [self._install_hooks(i, layer) for i, layer in enumerate(backbone.encoder_layers())]
 
@@ -79,7 +81,8 @@ class MultiAdapterModel(nn.Module):
     def add_adapter_set(self, key: str, adapter_set: AdapterSet) -> None:
         """Register a set; refused (``BackboneMismatchError``) if trained for another backbone."""
         self.backbone.identity.check_compatible(adapter_set.backbone_identity)
-        self.adapter_sets[key] = adapter_set.to(device=self.backbone.device)
+        self.adapter_sets[key] = adapter_set.to(device=self.backbone.device, dtype=self.backbone.dtype)
+        adapter_set.train(self.training)
 
     def remove_adapter_set(self, key: str) -> None:
         del self.adapter_sets[key]
@@ -91,6 +94,8 @@ class MultiAdapterModel(nn.Module):
     def train(self, mode: bool = True) -> MultiAdapterModel:
         super().train(mode)
         self.backbone.train(False)
+        for adapter_set in self.adapter_sets.values():
+            adapter_set.train(mode)
         return self
 
     # ----------------------------------------------------------------- hooks
@@ -108,8 +113,9 @@ class MultiAdapterModel(nn.Module):
                 if adapter is None:
                     continue
                 if rows is None:
-                    return adapter(output)
-                result = result.index_copy(0, rows, adapter(output.index_select(0, rows)))
+                    return adapter(output).to(output.dtype)
+                adapted = adapter(output.index_select(0, rows)).to(output.dtype)
+                result = result.index_copy(0, rows, adapted)
             return None if result is output else result
 
         return hook
@@ -122,8 +128,9 @@ class MultiAdapterModel(nn.Module):
                 if norm is None:
                     continue
                 if rows is None:
-                    return norm(inputs[0])
-                result = result.index_copy(0, rows, norm(inputs[0].index_select(0, rows)))
+                    return norm(inputs[0]).to(output.dtype)
+                normed = norm(inputs[0].index_select(0, rows)).to(output.dtype)
+                result = result.index_copy(0, rows, normed)
             return None if result is output else result
 
         return hook

@@ -1,0 +1,116 @@
+"""Test-set metrics for one adapter set: WER/CER, EER/minDCF, weighted/unweighted accuracy."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from elp import MultiAdapterModel
+from training.data.manifest import ManifestRow, Trial
+from training.dataset import load_audio
+from training.metrics import cer, confusion_matrix, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
+
+
+def _batches(rows: Sequence[ManifestRow], batch_size: int) -> list[list[ManifestRow]]:
+    ordered = sorted(rows, key=lambda r: r.duration_s)
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+def predict_rows(model: MultiAdapterModel, key: str, rows: Sequence[ManifestRow], batch_size: int = 16):
+    """Predictions for each row id, in batches of similar length; also returns seconds of compute."""
+    was_training = model.training
+    model.eval()
+    results = {}
+    started = time.perf_counter()
+    for batch in _batches(rows, batch_size):
+        waves = [torch.from_numpy(load_audio(r.path)) for r in batch]
+        for row, prediction in zip(batch, model.predict(waves, [key] * len(batch)), strict=True):
+            results[row.id] = prediction
+    elapsed = time.perf_counter() - started
+    model.train(was_training)
+    return results, elapsed
+
+
+def trials_from_rows(rows: Sequence[ManifestRow], max_trials: int = 2000, seed: int = 0) -> list[Trial]:
+    """Balanced target/non-target pairs when a split has no trial list."""
+    generator = torch.Generator().manual_seed(seed)
+    by_speaker: dict[str, list[ManifestRow]] = {}
+    for row in rows:
+        by_speaker.setdefault(row.speaker, []).append(row)
+    speakers = sorted(s for s, clips in by_speaker.items() if len(clips) >= 2)
+    trials: list[Trial] = []
+    for i in range(max_trials):
+        pick = lambda n: int(torch.randint(n, (1,), generator=generator))  # noqa: E731
+        a = speakers[pick(len(speakers))]
+        if i % 2 == 0:
+            clips = by_speaker[a]
+            x, y = pick(len(clips)), pick(len(clips) - 1)
+            y = y + (y >= x)
+            trials.append(Trial(1, clips[x].path, clips[y].path))
+        else:
+            b = speakers[pick(len(speakers))]
+            while b == a:
+                b = speakers[pick(len(speakers))]
+            clip_a = by_speaker[a][pick(len(by_speaker[a]))]
+            clip_b = by_speaker[b][pick(len(by_speaker[b]))]
+            trials.append(Trial(0, clip_a.path, clip_b.path))
+    return trials
+
+
+def evaluate_set(
+    model: MultiAdapterModel,
+    key: str,
+    rows: Sequence[ManifestRow],
+    trials: Sequence[Trial] | None = None,
+    batch_size: int = 16,
+) -> dict:
+    """Metrics of the set ``key`` on ``rows`` (and ``trials`` for verification)."""
+    task = model.adapter_sets[key].config.task
+    if task == "verification":
+        trials = list(trials) if trials else trials_from_rows(rows)
+        paths = sorted({p for t in trials for p in (t.path_a, t.path_b)})
+        clip_rows = [ManifestRow(id=p, path=p, duration_s=0.0, split="test", task="verification", speaker="?")
+                     for p in paths]
+        predictions, seconds = predict_rows(model, key, clip_rows, batch_size)
+        scores = [float(F.cosine_similarity(predictions[t.path_a].embedding, predictions[t.path_b].embedding, dim=0))
+                  for t in trials]
+        labels = [t.label for t in trials]
+        metrics = verification_metrics(scores, labels)
+        metrics.update(num_trials=len(trials), compute_seconds=seconds)
+        metrics["_scores"] = scores
+        metrics["_labels"] = labels
+        return metrics
+    predictions, seconds = predict_rows(model, key, rows, batch_size)
+    if task == "asr":
+        refs = [r.text or "" for r in rows]
+        hyps = [predictions[r.id].text or "" for r in rows]
+        return {"wer": wer(refs, hyps), "cer": cer(refs, hyps), "num_clips": len(rows), "compute_seconds": seconds,
+                "_examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:10]]}
+    truth = [r.label for r in rows]
+    guess = [predictions[r.id].label for r in rows]
+    labels = model.adapter_sets[key].config.labels or []
+    return {
+        "accuracy": weighted_accuracy(truth, guess),
+        "unweighted_accuracy": unweighted_accuracy(truth, guess),
+        "num_clips": len(rows),
+        "compute_seconds": seconds,
+        "_confusion": confusion_matrix(truth, guess, labels=labels).tolist(),
+        "_labels": labels,
+    }
+
+
+def headline(task: str, metrics: dict) -> tuple[str, float, bool]:
+    """(name, value, higher_is_better) of the metric that selects checkpoints for a task."""
+    if task == "asr":
+        return "cer", metrics["cer"], False
+    if task == "verification":
+        return "eer", metrics["eer"], False
+    return "accuracy", metrics["accuracy"], True
+
+
+def public(metrics: dict) -> dict:
+    """Metrics without the bulky underscore-prefixed arrays kept for plots."""
+    return {k: v for k, v in metrics.items() if not k.startswith("_")}

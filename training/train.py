@@ -1,0 +1,337 @@
+"""``elp-train``: train one adapter set (or a baseline) for one task and write it to the store.
+
+Methods: ``elp`` and every subset (``el``, ``e``, ``l``, ``p``, ...), ``none`` (head on the frozen
+weighted layer sum) and ``full`` (fine-tune the whole backbone with the same head; a baseline whose
+result is measured but not served). Per-group learning rates follow ELP.md (head > L > E).
+Checkpoints are safetensors + JSON (never pickle); ``--resume`` continues from the last one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from elp import AdapterSet, MultiAdapterModel, config_for_method, load_backbone
+from elp.heads import AMSoftmaxLoss
+from training.data.manifest import filter_split, read_manifest, read_trials
+from training.dataset import CTC_VOCAB, AugmentConfig, ClipDataset, LengthBucketSampler, collate
+from training.evaluation import evaluate_set, headline, public
+
+TRAIN_KEY = "train"
+TRIALS = {"valid": "verification_trials_valid.txt", "test": "verification_trials_test.txt"}
+# (head, L-adapters/weighted sum, E-adapters) learning rates. "paper": ELP.md's reference values for
+# long schedules; "fast": the values this recipe uses for its short schedules on the small corpus.
+LEARNING_RATES = {
+    "paper": {"asr": (2e-3, 1e-3, 1e-3), "verification": (5e-4, 1e-4, 1e-5),
+              "emotion": (5e-4, 1e-4, 5e-5), "intent": (5e-4, 1e-5, 1e-5)},
+    "fast": {"asr": (2e-3, 1e-3, 5e-4), "verification": (2e-3, 1e-3, 2e-4),
+             "emotion": (1e-3, 5e-4, 2e-4), "intent": (1e-3, 5e-4, 2e-4)},
+}
+
+
+@dataclass
+class TrainResult:
+    task: str
+    method: str
+    trained_parameters: int
+    valid: dict
+    test: dict | None
+    steps: int
+    seconds: float
+    output: str | None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="elp-train", description=__doc__.splitlines()[0])
+    p.add_argument("--task", required=True, choices=["asr", "verification", "emotion", "intent"])
+    p.add_argument("--backbone", default="models/whisper-base", help="local folder or hub id")
+    p.add_argument("--corpus", default="data/corpus", help="folder with <task>.jsonl manifests")
+    p.add_argument("--method", default="elp", help="elp, el, ep, lp, e, l, p, none or full")
+    p.add_argument("--out", help="adapter-set folder to write (e.g. adapters_store/asr-default)")
+    p.add_argument("--run-dir", default=None, help="checkpoints, history and plots (default runs/<task>-<method>)")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0 = epochs decide)")
+    p.add_argument("--max-minutes", type=float, default=0.0, help="wall-clock budget (0 = none)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr-preset", choices=sorted(LEARNING_RATES), default="fast")
+    p.add_argument("--lr-head", type=float)
+    p.add_argument("--lr-l", type=float)
+    p.add_argument("--lr-e", type=float)
+    p.add_argument("--lr-p", type=float, help="default: the L rate")
+    p.add_argument("--lr-backbone", type=float, default=5e-5, help="full fine-tuning only")
+    p.add_argument("--warmup", type=float, default=0.05, help="fraction of steps with linear warm-up")
+    p.add_argument("--prompt-frames", type=int, default=8)
+    p.add_argument("--prompt-position", choices=["prefix", "suffix"], default="prefix")
+    p.add_argument("--prompt-form", choices=["linear", "nonlinear"], default="nonlinear")
+    p.add_argument("--eval-every", type=int, default=200, help="steps between validations")
+    p.add_argument("--patience", type=int, default=6, help="validations without improvement before stopping")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--max-train-clips", type=int, default=0)
+    p.add_argument("--max-eval-clips", type=int, default=0)
+    p.add_argument("--test", action="store_true", help="also evaluate the best set on the test split")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--results-json", help="append this run's result as one JSON line")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _limit(rows: list, limit: int, seed: int) -> list:
+    if not limit or len(rows) <= limit:
+        return rows
+    return random.Random(seed).sample(rows, limit)
+
+
+def _param_groups(adapter_set: AdapterSet, loss: nn.Module, backbone: nn.Module | None, rates: dict[str, float]):
+    groups = [
+        {"name": "head", "params": [*adapter_set.head.parameters(), *loss.parameters()], "lr": rates["head"]},
+        {"name": "l", "params": list(adapter_set.featurizer.parameters()), "lr": rates["l"]},
+    ]
+    if adapter_set.e_adapters is not None:
+        groups.append({"name": "e", "params": list(adapter_set.e_adapters.parameters()), "lr": rates["e"]})
+    if adapter_set.p_adapter is not None:
+        groups.append({"name": "p", "params": list(adapter_set.p_adapter.parameters()), "lr": rates["p"]})
+    if backbone is not None:
+        groups.append({"name": "backbone", "params": [p for p in backbone.parameters() if p.requires_grad],
+                       "lr": rates["backbone"]})
+    return [g for g in groups if g["params"]]
+
+
+# ------------------------------------------------------------------ checkpoints (no pickle)
+def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, state: dict):
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items()
+               for k, v in m.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, values in opt["state"].items():
+        for k, v in values.items():
+            tensors[f"optimizer.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+    tmp = run_dir / "checkpoint.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(run_dir / "checkpoint.safetensors")
+    meta = dict(state, param_groups=[{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
+                                     for g in opt["param_groups"]])
+    (run_dir / "checkpoint.json").write_text(json.dumps(meta, indent=1))
+
+
+def load_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> dict:
+    tensors = load_file(str(run_dir / "checkpoint.safetensors"))
+    meta = json.loads((run_dir / "checkpoint.json").read_text())
+    for name, module in modules.items():
+        prefix = f"{name}."
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
+    return meta
+
+
+def train(args: argparse.Namespace) -> TrainResult:
+    seed_everything(args.seed)
+    started = time.perf_counter()
+    device = torch.device(args.device)
+    method = args.method.lower()
+    corpus = Path(args.corpus)
+    run_dir = Path(args.run_dir or f"runs/{args.task}-{method}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    rows = read_manifest(corpus / f"{args.task}.jsonl")
+    train_rows = _limit(filter_split(rows, "train"), args.max_train_clips, args.seed)
+    valid_rows = _limit(filter_split(rows, "valid"), args.max_eval_clips, args.seed)
+    test_rows = _limit(filter_split(rows, "test"), args.max_eval_clips, args.seed)
+    trials = {split: read_trials(corpus / name) for split, name in TRIALS.items()
+              if args.task == "verification" and (corpus / name).exists()}
+
+    backbone = load_backbone(args.backbone, device=device)
+    labels = vocab = slot_names = None
+    if args.task == "asr":
+        vocab = CTC_VOCAB
+    elif args.task in ("emotion", "intent"):
+        labels = sorted({r.label for r in rows if r.label})
+        if args.task == "intent" and all(len(label.split("_")) == 3 for label in labels):
+            slot_names = ["action", "object", "location"]
+    config = config_for_method(
+        "none" if method == "full" else method, args.task, backbone.identity.to_dict(),
+        labels=labels, vocab=vocab, slot_names=slot_names, num_prompt_frames=args.prompt_frames,
+        prompt_position=args.prompt_position, prompt_form=args.prompt_form,
+    )
+    config.method = method
+    adapter_set = AdapterSet.create(config, backbone)
+    if method == "full":
+        backbone.unfreeze()
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set(TRAIN_KEY, adapter_set)
+
+    speakers = sorted({r.speaker for r in train_rows})
+    if args.task == "verification":
+        loss_fn: nn.Module = AMSoftmaxLoss(config.head.embedding_dim, len(speakers))
+        dataset_labels = speakers
+    elif args.task == "asr":
+        loss_fn = nn.CTCLoss(blank=0, zero_infinity=True)
+        dataset_labels = None
+    else:
+        loss_fn = nn.CrossEntropyLoss()
+        dataset_labels = labels
+    loss_fn.to(device)
+
+    augment_config = AugmentConfig(enabled=not args.no_augment)
+    dataset = ClipDataset(train_rows, args.task, dataset_labels, augment_config, seed=args.seed)
+    sampler = LengthBucketSampler(dataset.lengths(), args.batch_size, shuffle=True, seed=args.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
+                        persistent_workers=args.num_workers > 0)
+
+    head_lr, l_lr, e_lr = LEARNING_RATES[args.lr_preset][args.task]
+    rates = {"head": args.lr_head or head_lr, "l": args.lr_l or l_lr, "e": args.lr_e or e_lr,
+             "backbone": args.lr_backbone}
+    rates["p"] = args.lr_p or rates["l"]
+    optimizer = torch.optim.Adam(_param_groups(adapter_set, loss_fn, backbone if method == "full" else None, rates))
+    steps_per_epoch = len(sampler)
+    total_steps = args.max_steps or args.epochs * steps_per_epoch
+    warmup = max(1, int(args.warmup * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
+    )
+    checkpoint_modules: dict[str, nn.Module] = {"adapter_set": adapter_set, "loss": loss_fn}
+    if method == "full":
+        checkpoint_modules["backbone"] = backbone
+    state = {"step": 0, "epoch": 0, "best": None, "best_step": 0, "stale": 0, "history": []}
+    if args.resume and (run_dir / "checkpoint.json").exists():
+        state = load_checkpoint(run_dir, checkpoint_modules, optimizer)
+        for _ in range(state["step"]):
+            scheduler.step()
+    best_weights = copy.deepcopy(adapter_set.state_dict())
+    best_backbone = None
+    best_path = run_dir / "best"
+    if args.resume and (best_path / "adapter_model.safetensors").exists():
+        best_weights = AdapterSet.load(best_path).state_dict()
+
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda")
+    progress = tqdm(total=total_steps, initial=state["step"], disable=args.quiet, desc=f"{args.task}/{method}")
+    eval_rows = valid_rows
+    stop = False
+    model.train()
+    while not stop and state["step"] < total_steps:
+        sampler.epoch = dataset.epoch = state["epoch"]
+        for batch in loader:
+            waves = batch["waveforms"].to(device, non_blocking=True)
+            lengths = batch["lengths"].to(device)
+            targets = batch["targets"].to(device)
+            with autocast:
+                group = model(waves, lengths, [TRAIN_KEY] * len(lengths))[TRAIN_KEY]
+            output = group.output.float()
+            if args.task == "asr":
+                loss = loss_fn(output.transpose(0, 1), targets, group.lengths, batch["target_lengths"].to(device))
+            else:
+                loss = loss_fn(output, targets)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 5.0)
+            optimizer.step()
+            scheduler.step()
+            state["step"] += 1
+            progress.update(1)
+            progress.set_postfix(loss=f"{loss.item():.3f}", best=state["best"])
+            out_of_time = args.max_minutes and (time.perf_counter() - started) > 60 * args.max_minutes
+            if state["step"] % args.eval_every == 0 or state["step"] >= total_steps or out_of_time:
+                metrics = evaluate_set(model, TRAIN_KEY, eval_rows, trials.get("valid"))
+                name, value, higher = headline(args.task, metrics)
+                state["history"].append({"step": state["step"], "loss": loss.item(), f"valid_{name}": value})
+                improved = state["best"] is None or (value > state["best"] if higher else value < state["best"])
+                if improved:
+                    state.update(best=value, best_step=state["step"], stale=0)
+                    best_weights = copy.deepcopy(adapter_set.state_dict())
+                    if method == "full":
+                        best_backbone = copy.deepcopy(backbone.state_dict())
+                    else:
+                        adapter_set.save(best_path)
+                else:
+                    state["stale"] += 1
+                progress.write(f"step {state['step']}: loss {loss.item():.4f} valid {name} {value:.4f}")
+                save_checkpoint(run_dir, checkpoint_modules, optimizer, state)
+                model.train()
+                if state["stale"] >= args.patience or out_of_time:
+                    stop = True
+            if stop or state["step"] >= total_steps:
+                break
+        state["epoch"] += 1
+    progress.close()
+
+    adapter_set.load_state_dict(best_weights)
+    if best_backbone is not None:
+        backbone.load_state_dict(best_backbone)
+    model.eval()
+    valid_metrics = evaluate_set(model, TRAIN_KEY, valid_rows, trials.get("valid"))
+    test_metrics = evaluate_set(model, TRAIN_KEY, test_rows, trials.get("test")) if args.test else None
+    trained = sum(p.numel() for p in adapter_set.parameters())
+    if method == "full":
+        trained += sum(p.numel() for p in backbone.parameters())
+    if args.task == "verification":
+        adapter_set.config.threshold = float(valid_metrics["eer_threshold"])
+    adapter_set.config.metrics = {"valid": public(valid_metrics)}
+    if test_metrics:
+        adapter_set.config.metrics["test"] = public(test_metrics)
+    adapter_set.config.training = {
+        "corpus": str(corpus), "steps": state["step"], "best_step": state["best_step"], "batch_size": args.batch_size,
+        "learning_rates": rates, "augment": not args.no_augment, "seed": args.seed, "method": method,
+        "train_clips": len(train_rows),
+    }
+    adapter_set.config.description = f"{method.upper()} {args.task} set trained by elp-train on {corpus.name}"
+    output = None
+    if args.out and method != "full":
+        output = str(adapter_set.save(args.out))
+    (run_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
+    _write_plots(run_dir, args.task, state["history"], valid_metrics, test_metrics)
+    result = TrainResult(args.task, method, trained, public(valid_metrics),
+                         public(test_metrics) if test_metrics else None, state["step"],
+                         round(time.perf_counter() - started, 1), output)
+    if args.results_json:
+        with open(args.results_json, "a") as fh:
+            fh.write(json.dumps(result.__dict__) + "\n")
+    return result
+
+
+def _write_plots(run_dir: Path, task: str, history: list[dict], valid: dict, test: dict | None) -> None:
+    from training.plots import plot_confusion_matrix, plot_det_curve, plot_training_curves
+
+    if history:
+        plot_training_curves(history, run_dir / "training_curves.png")
+    final = test or valid
+    if task == "verification":
+        plot_det_curve(final["_scores"], final["_labels"], run_dir / "det_curve.png")
+    elif task in ("emotion", "intent"):
+        plot_confusion_matrix(np.array(final["_confusion"]), final["_labels"], run_dir / "confusion_matrix.png")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result = train(args)
+    print(json.dumps(result.__dict__, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
