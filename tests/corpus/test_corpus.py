@@ -133,6 +133,9 @@ def test_label_balance_and_held_out(corpora: tuple[Path, Path]) -> None:
         groups.setdefault(r["id"].rsplit("-", 1)[0], set()).add((r["speaker"], r["text"]))
     assert all(len(v) == 1 for v in groups.values())
     intent = _read(root, "intent")
+    for split in ("train", "valid", "test"):
+        per_intent = Counter(r["label"] for r in intent if r["split"] == split)
+        assert max(per_intent.values()) - min(per_intent.values()) <= 1
     train_text = {r["text"] for r in intent if r["split"] == "train"}
     train_spk = {r["speaker"] for r in intent if r["split"] == "train"}
     for r in intent:

@@ -202,8 +202,7 @@ def make_plan(seed: int, scale: str) -> tuple[list[Speaker], list[Clip], dict[st
                 add(f"emo-{split}-{g:05d}-{emo}", split, sp, text, "emotion", emotion=emo)
         # Intent: balanced over intents, phrasings from this split's held-out set only.
         for i in range(cfg[f"int_{split}"]):
-            intent = intents[(i + int(rng.integers(len(intents)))) % len(intents)] if split != "train" \
-                else intents[i % len(intents)]
+            intent = intents[i % len(intents)]
             phrase_list = phr[intent][split]
             text = phrase_list[int(rng.integers(len(phrase_list)))]
             add(f"int-{split}-{i:05d}", split, spk[int(rng.integers(len(spk)))], text, "intent",
