@@ -316,9 +316,12 @@ class AdapterCache:
             self._metrics.adapter_cache_hits.inc()
         if task is not None and entry.task != task:
             raise AdapterNotFoundError(f"adapter '{adapter_id}' is for task '{entry.task}', not '{task}'")
-        entry.leases += 1
+        entry.leases += 1  # before any eviction, so the set cannot go while this request needs it
         entry.last_used = time.monotonic()
-        self._current.move_to_end(adapter_id)
+        if adapter_id in self._current:
+            self._current.move_to_end(adapter_id)
+        self._evict_to_budget()
+        self._update_gauges()
         return AdapterLease(self, entry)
 
     def _fresh_entry(self, adapter_id: str) -> ResidentAdapter | None:
@@ -371,7 +374,6 @@ class AdapterCache:
         self._metrics.adapter_loads.inc()
         self._metrics.adapter_load_seconds.observe(time.perf_counter() - started)
         logger.info("loaded adapter %s (%s, %d bytes)", entry.label, entry.task, entry.size_bytes)
-        self._evict_to_budget()
         self._update_gauges()
         return entry
 

@@ -69,7 +69,8 @@ class InferenceService:
                     time.perf_counter() - started)
         if device.startswith("cuda"):
             self.metrics.watch_cuda(device)
-        model = MultiAdapterModel(self.backbone)
+        # nn.Module starts in training mode: without eval() dropout makes answers random and batch-dependent
+        model = MultiAdapterModel(self.backbone).eval()
         self.worker = BatchWorker(
             model,
             max_batch_rows=self.settings.max_batch_size,

@@ -1,0 +1,396 @@
+"""The HTTP contract in-process (httpx.ASGITransport, lifespan running, tiny real elp models):
+every endpoint, every error code followed by a request that succeeds, the adapter cache, enrolment,
+mixed-task batching equal to solo answers."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server.helpers import make_settings, running_app, wav_bytes
+
+pytestmark = pytest.mark.anyio
+
+CLIP = wav_bytes(1.0, seed=1)
+
+
+def clip_files(data: bytes = CLIP, **extra: bytes) -> dict[str, tuple[str, bytes, str]]:
+    files = {"file": ("clip.wav", data, "audio/wav")}
+    files.update({name: (f"{name}.wav", payload, "audio/wav") for name, payload in extra.items()})
+    return files
+
+
+def metric(app, name: str, labels: dict[str, str] | None = None) -> float:
+    return app.state.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code and body["error"]["message"]
+    assert "Traceback" not in body["error"]["message"]
+    return body["error"]
+
+
+async def assert_serving(client: httpx.AsyncClient) -> None:
+    """A normal request right after an error still succeeds."""
+    response = await client.post("/emotion", files=clip_files())
+    assert response.status_code == 200, response.text
+
+
+@pytest.fixture
+def settings(tiny_store, tmp_path):
+    backbone, store = tiny_store
+    return make_settings(backbone, store, tmp_path)
+
+
+# -- endpoints ------------------------------------------------------------------------------------
+
+
+async def test_every_task_endpoint_answers_per_contract(settings) -> None:
+    async with running_app(settings) as (app, client):
+        listing = {row["id"]: row for row in (await client.get("/adapters")).json()}
+
+        def version_of(adapter_id: str) -> str:
+            return f"{adapter_id}@{listing[adapter_id]['sha256'][:12]}"
+
+        asr = (await client.post("/asr", files=clip_files())).json()
+        assert isinstance(asr["text"], str) and asr["adapter"] == version_of("asr-default")
+        assert asr["duration_s"] == pytest.approx(1.0) and {"decode", "queue", "inference", "total"} <= set(
+            asr["timings_ms"])
+
+        stereo_44k = wav_bytes(1.2, seed=2, sample_rate=44100, channels=2)
+        verify = (await client.post("/verify", files=clip_files(reference=stereo_44k))).json()
+        assert -1.0 <= verify["score"] <= 1.0 and verify["threshold"] == pytest.approx(0.7)
+        assert verify["same_speaker"] == (verify["score"] >= verify["threshold"])
+        assert verify["adapter"] == version_of("verify-default")
+
+        emotion = (await client.post("/emotion", files=clip_files())).json()
+        assert emotion["label"] in emotion["scores"] and math.isclose(sum(emotion["scores"].values()), 1.0,
+                                                                      rel_tol=1e-5)
+        assert emotion["adapter"] == version_of("emotion-default")
+
+        intent = (await client.post("/intent", files=clip_files())).json()
+        assert math.isclose(sum(intent["scores"].values()), 1.0, rel_tol=1e-5)
+        assert "_".join(intent["slots"][s] for s in ("action", "object", "location")) == intent["intent"]
+
+        alt = (await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-alt"})).json()
+        assert alt["adapter"] == version_of("emotion-alt") and alt["scores"] != emotion["scores"]
+
+
+async def test_listing_health_readiness_metrics_and_docs(settings) -> None:
+    async with running_app(settings) as (_, client):
+        rows = (await client.get("/adapters")).json()
+        assert {r["id"] for r in rows} == {"asr-default", "verify-default", "emotion-default", "intent-default",
+                                           "emotion-alt"}
+        for row in rows:
+            assert {"id", "task", "backbone", "num_params", "size_bytes", "sha256", "resident", "default"} <= set(row)
+            assert row["num_params"] > 0 and row["size_bytes"] >= 4 * row["num_params"] // 2
+            assert len(row["sha256"]) == 64
+            assert row["default"] == row["resident"] == row["id"].endswith("-default")
+        assert (await client.get("/healthz")).status_code == 200
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["ready"] is True
+        text = (await client.get("/metrics")).text
+        assert "elp_requests_total" in text and "elp_adapter_loads_total 4.0" in text
+        assert (await client.get("/docs")).status_code == 200
+        paths = (await client.get("/openapi.json")).json()["paths"]
+        assert {"/asr", "/verify", "/emotion", "/intent", "/adapters", "/healthz", "/readyz", "/metrics"} <= set(paths)
+
+
+async def test_default_falls_back_to_a_set_marked_default(tiny_store, store_copy, tmp_path) -> None:
+    import json
+
+    (store_copy / "emotion-default").rename(store_copy / "emotion-main")
+    config_path = store_copy / "emotion-main" / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["training"]["default"] = True  # the free-form section of the strict config
+    config_path.write_text(json.dumps(config))
+    settings = make_settings(tiny_store[0], store_copy, tmp_path)
+    async with running_app(settings) as (_, client):
+        answer = (await client.post("/emotion", files=clip_files())).json()
+        assert answer["adapter"].startswith("emotion-main@")
+
+
+# -- errors: each code of the contract, then a normal request ------------------------------------
+
+
+async def test_invalid_audio_unsupported_media_and_invalid_request(settings) -> None:
+    async with running_app(settings) as (_, client):
+        assert_error(await client.post("/asr", files=clip_files(b"definitely not audio")), 400, "invalid_audio")
+        await assert_serving(client)
+        assert_error(await client.post("/asr", files=clip_files(wav_bytes(0.05))), 400, "invalid_audio")
+        assert_error(await client.post("/asr", files=clip_files(b"")), 400, "invalid_audio")
+        await assert_serving(client)
+        assert_error(await client.post("/asr", json={"file": "x"}), 415, "unsupported_media_type")
+        assert_error(await client.post("/asr", files={"audio": ("a.wav", CLIP)}), 415, "unsupported_media_type")
+        await assert_serving(client)
+        assert_error(await client.post("/verify", files=clip_files()), 422, "invalid_request")
+        both = await client.post("/verify", files=clip_files(reference=CLIP), data={"speaker": "alice"})
+        assert_error(both, 422, "invalid_request")
+        assert_error(await client.post("/asr", data={"file": "not a file"},
+                                       files={"other": ("x", b"1")}), 422, "invalid_request")
+        await assert_serving(client)
+        assert_error(await client.get("/no/such/route"), 404, "not_found")
+        assert_error(await client.put("/asr"), 405, "method_not_allowed")
+
+
+async def test_adapter_not_found_unknown_other_task_and_bad_ids(settings) -> None:
+    async with running_app(settings) as (_, client):
+        for adapter in ("nope", "emotion-alt", "../adapters", "a/b", ".hidden", "x" * 200):
+            response = await client.post("/asr", files=clip_files(), data={"adapter": adapter})
+            assert_error(response, 404, "adapter_not_found")
+        assert_error(await client.post("/adapters/nope/load"), 404, "adapter_not_found")
+        escape = await client.delete("/adapters/..%2F..%2Fetc/resident")  # never reaches the file system
+        assert escape.status_code == 404 and escape.json()["error"]["code"] in ("not_found", "adapter_not_found")
+        await assert_serving(client)
+
+
+async def test_payload_too_large_declared_lying_streamed_and_too_long(tiny_store, tmp_path) -> None:
+    settings = make_settings(*tiny_store, tmp_path, max_upload_bytes=100_000, max_duration_s=2.0)
+    big = wav_bytes(4.0)  # ~128 kB of WAV, over the 100 kB limit
+    async with running_app(settings) as (_, client):
+        assert_error(await client.post("/asr", files=clip_files(big)), 413, "payload_too_large")
+        await assert_serving(client)
+        # a client that lies in Content-Length: the body is counted while it is read
+        body, content_type = _multipart(big)
+        lying = await client.post("/asr", content=body, headers={"content-type": content_type,
+                                                                  "content-length": "1000"})
+        assert_error(lying, 413, "payload_too_large")
+
+        async def chunks():
+            for start in range(0, len(body), 8192):
+                yield body[start:start + 8192]
+
+        streamed = await client.post("/asr", content=chunks(), headers={"content-type": content_type})
+        assert_error(streamed, 413, "payload_too_large")
+        await assert_serving(client)
+        too_long = wav_bytes(2.5, sample_rate=8000)  # small file, but over the 2 s duration limit
+        assert_error(await client.post("/asr", files=clip_files(too_long)), 413, "payload_too_large")
+        await assert_serving(client)
+
+
+def _multipart(data: bytes) -> tuple[bytes, str]:
+    request = httpx.Request("POST", "http://x/asr", files=clip_files(data))
+    return request.read(), request.headers["content-type"]
+
+
+async def test_admin_calls_need_the_api_key(tiny_store, tmp_path) -> None:
+    settings = make_settings(*tiny_store, tmp_path, api_key="s3cret")
+    async with running_app(settings) as (_, client):
+        assert_error(await client.post("/adapters/emotion-alt/load"), 401, "unauthorized")
+        wrong = await client.post("/adapters/emotion-alt/load", headers={"X-API-Key": "nope"})
+        assert_error(wrong, 401, "unauthorized")
+        assert_error(await client.delete("/adapters/emotion-alt/resident"), 401, "unauthorized")
+        await assert_serving(client)
+        loaded = await client.post("/adapters/emotion-alt/load", headers={"X-API-Key": "s3cret"})
+        assert loaded.status_code == 200 and loaded.json()["resident"] is True
+        dropped = await client.delete("/adapters/emotion-alt/resident", headers={"Authorization": "Bearer s3cret"})
+        assert dropped.status_code == 200 and dropped.json()["resident"] is False
+
+
+def _slow_predict(app, seconds: float):
+    model = app.state.service.worker.model
+    original = model.predict
+
+    def slow(waveforms, adapter_keys):
+        time.sleep(seconds)
+        return original(waveforms, adapter_keys)
+
+    model.predict = slow
+    return lambda: setattr(model, "predict", original)
+
+
+async def test_overloaded_with_retry_after_then_serving(tiny_store, tmp_path) -> None:
+    settings = make_settings(*tiny_store, tmp_path, max_queue=1, max_batch_size=1, max_wait_ms=0)
+    async with running_app(settings) as (app, client):
+        restore = _slow_predict(app, 0.3)
+        responses = await asyncio.gather(*(client.post("/emotion", files=clip_files()) for _ in range(6)))
+        restore()
+        refused = [r for r in responses if r.status_code == 503]
+        assert refused and any(r.status_code == 200 for r in responses)
+        for response in refused:
+            assert_error(response, 503, "overloaded")
+            assert int(response.headers["Retry-After"]) >= 1
+        await assert_serving(client)
+
+
+async def test_timeout_when_waiting_past_the_deadline_then_serving(tiny_store, tmp_path) -> None:
+    settings = make_settings(*tiny_store, tmp_path, request_deadline_s=0.2, max_batch_size=1, max_wait_ms=0)
+    async with running_app(settings) as (app, client):
+        restore = _slow_predict(app, 0.5)
+        responses = await asyncio.gather(*(client.post("/emotion", files=clip_files()) for _ in range(3)))
+        restore()
+        assert sorted(r.status_code for r in responses)[0] == 200
+        timed_out = [r for r in responses if r.status_code == 504]
+        assert timed_out
+        for response in timed_out:
+            assert_error(response, 504, "timeout")
+        await assert_serving(client)
+
+
+async def test_a_raising_batch_gives_generic_500_and_the_worker_lives_on(settings) -> None:
+    async with running_app(settings) as (app, client):
+        model = app.state.service.worker.model
+        original = model.predict
+
+        def explode(waveforms, adapter_keys):
+            model.predict = original
+            raise RuntimeError("secret internal detail")
+
+        model.predict = explode
+        error = assert_error(await client.post("/asr", files=clip_files()), 500, "internal")
+        assert "secret" not in error["message"]
+        assert app.state.service.worker.alive
+        await assert_serving(client)
+        assert metric(app, "elp_batch_failures_total") == 1
+
+
+async def test_corrupt_set_fails_only_its_requests(tiny_store, store_copy, tmp_path) -> None:
+    import shutil
+
+    shutil.copytree(store_copy / "emotion-alt", store_copy / "emotion-broken")
+    weights = store_copy / "emotion-broken" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    settings = make_settings(tiny_store[0], store_copy, tmp_path)
+    async with running_app(settings) as (app, client):
+        error = assert_error(await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-broken"}),
+                             500, "internal")
+        assert "emotion-broken" in error["message"] and "corrupt" in error["message"]
+        await assert_serving(client)
+        assert metric(app, "elp_adapter_load_failures_total") == 1
+        listing = {r["id"]: r for r in (await client.get("/adapters")).json()}
+        assert listing["emotion-broken"]["resident"] is False and listing["emotion-alt"]["error"] is None
+
+
+# -- adapter cache --------------------------------------------------------------------------------
+
+
+async def test_twenty_concurrent_first_requests_load_the_set_once(settings) -> None:
+    async with running_app(settings) as (app, client):
+        loads_before = metric(app, "elp_adapter_loads_total")
+        responses = await asyncio.gather(*(
+            client.post("/emotion", files=clip_files(), data={"adapter": "emotion-alt"}) for _ in range(20)))
+        assert all(r.status_code == 200 for r in responses)
+        assert len({r.json()["adapter"] for r in responses}) == 1
+        assert metric(app, "elp_adapter_loads_total") - loads_before == 1
+        assert metric(app, "elp_adapter_cache_misses_total") == 4 + 1  # four defaults at startup, then one
+
+
+async def test_lru_bounded_in_bytes_keeps_pinned_defaults(tiny_store, tmp_path) -> None:
+    settings = make_settings(*tiny_store, tmp_path, adapter_cache_bytes=1)  # nothing unpinned may stay
+    async with running_app(settings) as (app, client):
+        answer = await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-alt"})
+        assert answer.status_code == 200
+        assert metric(app, "elp_adapter_evictions_total") == 1
+        resident = {r["id"]: r["resident"] for r in (await client.get("/adapters")).json()}
+        assert resident == {"asr-default": True, "verify-default": True, "emotion-default": True,
+                            "intent-default": True, "emotion-alt": False}
+        assert metric(app, "elp_resident_adapters") == 4
+
+
+async def test_admin_unload_of_a_default_makes_it_unready_until_reloaded(settings) -> None:
+    async with running_app(settings) as (_, client):
+        assert (await client.delete("/adapters/emotion-default/resident")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 503
+        await assert_serving(client)  # loads it again on demand
+        assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_set_changed_on_disk_is_served_under_its_new_hash(tiny_store, store_copy, tmp_path) -> None:
+    from elp import load_backbone
+    from elp.testing import make_random_adapter_set
+    from tests.server.helpers import EMOTION_LABELS
+
+    settings = make_settings(tiny_store[0], store_copy, tmp_path)
+    async with running_app(settings) as (_, client):
+        before = (await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-alt"})).json()
+        replacement = make_random_adapter_set(load_backbone(str(tiny_store[0])), "emotion", labels=EMOTION_LABELS,
+                                              seed=42)
+        replacement.save(store_copy / "emotion-alt")
+        listing = {r["id"]: r for r in (await client.get("/adapters")).json()}
+        after = (await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-alt"})).json()
+        assert after["adapter"] != before["adapter"]
+        assert after["adapter"] == f"emotion-alt@{listing['emotion-alt']['sha256'][:12]}"
+        assert after["scores"] != before["scores"]
+        # weights of another set under this config: rejected as a whole, never mixed
+        other = store_copy / "emotion-default" / "adapter_model.safetensors"
+        (store_copy / "emotion-alt" / "adapter_model.safetensors").write_bytes(other.read_bytes())
+        mixed = await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-alt"})
+        assert_error(mixed, 500, "internal")
+        await assert_serving(client)
+
+
+# -- mixed batches ---------------------------------------------------------------------------------
+
+
+async def test_mixed_burst_shares_batches_and_matches_solo_answers(tiny_store, tmp_path) -> None:
+    settings = make_settings(*tiny_store, tmp_path, max_wait_ms=300.0, max_batch_size=32)
+    clips = {i: wav_bytes(0.6 + 0.15 * i, seed=10 + i) for i in range(8)}
+    requests = []
+    for i, clip in clips.items():
+        requests.append(("/asr", clip_files(clip), {}))
+        requests.append(("/emotion", clip_files(clip), {"adapter": "emotion-alt" if i % 2 else "emotion-default"}))
+        requests.append(("/intent", clip_files(clip), {}))
+        requests.append(("/verify", clip_files(clip, reference=clips[(i + 1) % len(clips)]), {}))
+    async with running_app(settings) as (app, client):
+        worker = app.state.service.worker
+        worker.max_wait_s = 0.0  # solo: each request runs alone at once
+        solo = []
+        for path, files, data in requests:
+            response = await client.post(path, files=files, data=data)
+            assert response.status_code == 200, response.text
+            solo.append(response.json())
+        def batch_counts() -> tuple[float, float]:
+            total = metric(app, "elp_batch_tasks_count")
+            return total, total - metric(app, "elp_batch_tasks_bucket", {"le": "1.0"})
+
+        batches_before, mixed_before = batch_counts()
+        assert mixed_before == 0
+        worker.max_wait_s = 0.3  # burst: wait for company
+        burst = await asyncio.gather(*(client.post(path, files=files, data=data) for path, files, data in requests))
+        batches_after, mixed_after = batch_counts()
+        assert batches_after - batches_before < len(requests) / 4, "requests were not batched together"
+        assert mixed_after - mixed_before >= 1, "no batch mixed several tasks"
+    for alone, together in zip(solo, burst, strict=True):
+        together = together.json()
+        assert together["adapter"] == alone["adapter"]
+        for key in ("text", "label", "intent", "same_speaker"):
+            assert together.get(key) == alone.get(key), key
+        if "score" in alone:
+            assert together["score"] == pytest.approx(alone["score"], abs=1e-4)
+        for name, probability in (alone.get("scores") or {}).items():
+            assert together["scores"][name] == pytest.approx(probability, abs=1e-4)
+
+
+# -- enrolment ------------------------------------------------------------------------------------
+
+
+async def test_enrol_list_verify_against_speaker_and_delete(settings) -> None:
+    alice = [wav_bytes(1.0, seed=21), wav_bytes(1.3, seed=22)]
+    async with running_app(settings) as (_, client):
+        enrolled = await client.post("/speakers/alice", files=[("file", ("a1.wav", alice[0])),
+                                                               ("file", ("a2.wav", alice[1]))])
+        assert enrolled.status_code == 200, enrolled.text
+        assert enrolled.json()["num_clips"] == 2 and enrolled.json()["adapter"].startswith("verify-default@")
+        listing = (await client.get("/speakers")).json()
+        assert [row["speaker"] for row in listing] == ["alice"]
+        stored = list(Path(settings.speakers_dir).glob("verify-default/*/alice.safetensors"))
+        assert len(stored) == 1
+        answer = await client.post("/verify", files=clip_files(alice[0]), data={"speaker": "alice"})
+        assert answer.status_code == 200 and answer.json()["speaker"] == "alice"
+        assert -1.0 <= answer.json()["score"] <= 1.0
+        unknown = await client.post("/verify", files=clip_files(), data={"speaker": "bob"})
+        assert_error(unknown, 404, "speaker_not_found")
+        bad = await client.post("/speakers/bad$id", files=clip_files())
+        assert_error(bad, 422, "invalid_request")
+        deleted = await client.delete("/speakers/alice")
+        assert deleted.status_code == 200 and deleted.json()["deleted"] == 1
+        assert_error(await client.delete("/speakers/alice"), 404, "speaker_not_found")
+        assert (await client.get("/speakers")).json() == []

@@ -1,0 +1,187 @@
+"""The batching worker alone, with a recording fake model: batch formation, deadlines, overload,
+failure isolation and shutdown. Fast: no torch model involved."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import Future
+
+import pytest
+import torch
+
+from server.batching import BatchWorker, InferenceJob, JobResult, WorkerStoppedError
+from server.errors import OverloadedError, RequestTimeoutError
+from server.metrics import ServerMetrics
+
+
+class RecordingModel:
+    """Echoes each row's key and length; can block, or raise on chosen calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[tuple[str, int]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_next = 0
+
+    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[tuple[str, int]]:
+        self.gate.wait(10)
+        rows = [(key, int(w.shape[-1])) for w, key in zip(waveforms, adapter_keys, strict=True)]
+        self.calls.append(rows)
+        if self.fail_next:
+            self.fail_next -= 1
+            raise RuntimeError("boom")
+        return rows
+
+
+def make_worker(model: RecordingModel, **overrides: float) -> BatchWorker:
+    options = dict(max_batch_rows=4, max_wait_s=0.05, max_queue=8)
+    options.update(overrides)
+    worker = BatchWorker(model, metrics=ServerMetrics(), **options)
+    worker.start()
+    return worker
+
+
+def job(task: str = "asr", key: str = "a", length: int = 100, rows: int = 1, deadline_s: float = 10.0) -> InferenceJob:
+    return InferenceJob(task, [torch.zeros(length)] * rows, [key] * rows, deadline=time.monotonic() + deadline_s)
+
+
+def result(future: Future) -> JobResult:
+    return future.result(timeout=10)
+
+
+def test_jobs_of_different_tasks_share_a_batch_and_answers_map_back() -> None:
+    model = RecordingModel()
+    worker = make_worker(model, max_wait_s=0.2)
+    jobs = [job("asr", "a", 100), job("verification", "v", 300, rows=2), job("emotion", "e", 200)]
+    futures = [worker.submit(j) for j in jobs]
+    answers = [result(f).predictions for f in futures]
+    worker.stop(1.0)
+    assert len(model.calls) == 1 and len(model.calls[0]) == 4
+    assert answers == [[("a", 100)], [("v", 300), ("v", 300)], [("e", 200)]]
+    assert [length for _, length in model.calls[0]] == sorted(length for _, length in model.calls[0])
+
+
+def test_full_batches_run_without_waiting_for_max_wait() -> None:
+    model = RecordingModel()
+    model.gate.clear()
+    worker = make_worker(model, max_wait_s=5.0, max_batch_rows=2)
+    futures = [worker.submit(job(length=100 + i)) for i in range(4)]
+    started = time.monotonic()
+    model.gate.set()
+    for future in futures:
+        result(future)
+    worker.stop(1.0)
+    assert time.monotonic() - started < 4.0  # full batches never waited max_wait_s
+    assert all(len(call) <= 2 for call in model.calls)
+
+
+def test_similar_lengths_are_grouped_together() -> None:
+    model = RecordingModel()
+    model.gate.clear()
+    worker = make_worker(model, max_batch_rows=2, max_wait_s=0.0)
+    blocker = worker.submit(job(length=1))  # occupies the worker while the queue fills
+    time.sleep(0.1)
+    futures = [worker.submit(job(length=n)) for n in (1000, 16000, 1010, 16010)]
+    model.gate.set()
+    for future in [blocker, *futures]:
+        result(future)
+    worker.stop(1.0)
+    lengths = [sorted(n for _, n in call) for call in model.calls[1:]]
+    assert [1000, 1010] in lengths and [16000, 16010] in lengths
+
+
+def test_expired_jobs_are_dropped_with_timeout_before_running() -> None:
+    model = RecordingModel()
+    model.gate.clear()
+    worker = make_worker(model, max_wait_s=0.0)
+    blocker = worker.submit(job(length=1))
+    time.sleep(0.05)
+    late = worker.submit(job(length=7, deadline_s=0.05))
+    time.sleep(0.2)
+    model.gate.set()
+    result(blocker)
+    with pytest.raises(RequestTimeoutError):
+        result(late)
+    worker.stop(1.0)
+    assert all(length != 7 for call in model.calls for _, length in call)
+
+
+def test_full_queue_is_refused_with_retry_after() -> None:
+    model = RecordingModel()
+    model.gate.clear()
+    worker = make_worker(model, max_queue=2, max_wait_s=0.0)
+    first = worker.submit(job())
+    time.sleep(0.05)  # the worker now holds `first`; the queue is empty again
+    queued = [worker.submit(job()), worker.submit(job())]
+    with pytest.raises(OverloadedError) as info:
+        worker.submit(job())
+    assert int(info.value.headers["Retry-After"]) >= 1
+    model.gate.set()
+    for future in [first, *queued]:
+        result(future)
+    worker.stop(1.0)
+
+
+def test_a_raising_batch_fails_only_its_jobs_and_the_worker_lives_on() -> None:
+    model = RecordingModel()
+    model.fail_next = 1
+    worker = make_worker(model, max_wait_s=0.0)
+    with pytest.raises(RuntimeError, match="boom"):
+        result(worker.submit(job()))
+    assert result(worker.submit(job(length=5))).predictions == [("a", 5)]
+    assert worker.alive
+    worker.stop(1.0)
+
+
+def test_cancelled_jobs_are_skipped() -> None:
+    model = RecordingModel()
+    model.gate.clear()
+    worker = make_worker(model, max_wait_s=0.0)
+    blocker = worker.submit(job(length=1))
+    time.sleep(0.05)
+    gone = worker.submit(job(length=9))
+    assert gone.cancel()  # the client disconnected
+    model.gate.set()
+    result(blocker)
+    result(worker.submit(job(length=3)))
+    worker.stop(1.0)
+    assert all(length != 9 for call in model.calls for _, length in call)
+
+
+def test_graceful_stop_answers_the_queue_then_refuses() -> None:
+    model = RecordingModel()
+    model.gate.clear()
+    worker = make_worker(model, max_wait_s=0.0, max_batch_rows=1)
+    futures = [worker.submit(job(length=n)) for n in range(1, 6)]
+    threading.Timer(0.1, model.gate.set).start()
+    worker.stop(drain_timeout_s=10.0)
+    assert [result(f).predictions[0][1] for f in futures] == [1, 2, 3, 4, 5]
+    with pytest.raises(WorkerStoppedError):
+        worker.submit(job())
+    assert not worker.alive
+
+
+def test_stop_without_drain_time_refuses_queued_jobs_and_nothing_hangs() -> None:
+    model = RecordingModel()
+    model.gate.clear()
+    worker = make_worker(model, max_wait_s=0.0, max_batch_rows=1)
+    futures = [worker.submit(job(length=n)) for n in range(1, 6)]
+    time.sleep(0.05)
+    threading.Timer(0.2, model.gate.set).start()
+    worker.stop(drain_timeout_s=0.0)
+    outcomes = []
+    for future in futures:
+        try:
+            outcomes.append(result(future).predictions[0][1])
+        except WorkerStoppedError:
+            outcomes.append("refused")
+    assert "refused" in outcomes and all(o == "refused" or isinstance(o, int) for o in outcomes)
+
+
+def test_control_calls_run_on_the_worker_thread_between_batches() -> None:
+    model = RecordingModel()
+    worker = make_worker(model)
+    name = worker.call(lambda m: threading.current_thread().name).result(timeout=5)
+    worker.stop(1.0)
+    assert name == "elp-model-worker"
