@@ -1,0 +1,41 @@
+# ELP speech server. CPU by default; for NVIDIA GPUs build with e.g.
+#   docker build --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 \
+#                --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124 -t elp-server:cuda .
+# (a CUDA base needs python3.11 + pip installed; the default slim base has them)
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
+    ELP_HOST=0.0.0.0 ELP_PORT=8000 \
+    ELP_ADAPTERS_DIR=/data/adapters ELP_SPEAKERS_DIR=/data/speakers \
+    HF_HOME=/data/hf-cache
+
+# libsndfile for soundfile (FLAC/OGG/OPUS); curl-free healthcheck uses python
+RUN apt-get update && apt-get install -y --no-install-recommends libsndfile1 \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+# torch first, from the chosen index (CPU wheels by default), so the layer caches across code edits
+RUN pip install --index-url ${TORCH_INDEX_URL} "torch>=2.4"
+COPY pyproject.toml ./
+COPY elp ./elp
+COPY server ./server
+COPY clients ./clients
+RUN touch README.md && pip install --no-deps . \
+    && pip install "transformers>=5.0,<6" "numpy>=1.26" "scipy>=1.11" "soundfile>=0.12" "safetensors>=0.4" \
+       "fastapi>=0.110" "uvicorn>=0.29" "pydantic>=2.6" "pydantic-settings>=2.2" "python-multipart>=0.0.9" \
+       "prometheus-client>=0.20" "httpx>=0.27" "psutil>=5.9"
+
+RUN useradd --create-home --uid 10001 elp && mkdir -p /data/adapters /data/speakers /data/hf-cache /models \
+    && chown -R elp:elp /data /models
+USER elp
+
+# the adapter store (and enrolments) live on a volume; mount the backbone under /models
+VOLUME ["/data"]
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD python -c "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('ELP_PORT', '8000'), timeout=4)"
+
+ENTRYPOINT ["elp-server"]
+CMD ["--log-level", "info"]
