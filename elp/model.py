@@ -76,6 +76,7 @@ class MultiAdapterModel(nn.Module):
         self.adapter_sets: dict[str, AdapterSet] = {}
         self._route: Route = []
         self._hooks = [self._install_hooks(i, layer) for i, layer in enumerate(backbone.encoder_layers())]
+        self.eval()  # serving is the default; the training loop calls train() itself
 
     # ----------------------------------------------------------------- adapter registry
     def add_adapter_set(self, key: str, adapter_set: AdapterSet) -> None:

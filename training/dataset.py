@@ -6,6 +6,7 @@ Augmentation is what makes sets trained on synthetic voices carry over to human 
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,11 @@ from training.data.manifest import CTC_CHARS, ManifestRow
 
 SAMPLE_RATE = 16000
 CTC_VOCAB = ["<blank>", *CTC_CHARS]
+
+
+@functools.cache
+def _cached_int16(path: str) -> np.ndarray:
+    return (np.clip(load_audio(path), -1, 1) * 32767).astype(np.int16)
 
 
 def load_audio(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
@@ -100,9 +106,8 @@ class ClipDataset(Dataset):
         self.max_samples = int(max_seconds * SAMPLE_RATE)
         self.seed = seed
         self.epoch = 0
-        self.audio = [
-            (np.clip(load_audio(row.path)[: self.max_samples], -1, 1) * 32767).astype(np.int16) for row in self.rows
-        ]
+        # Cached per process: the comparison runs many methods over the same clips.
+        self.audio = [_cached_int16(row.path)[: self.max_samples] for row in self.rows]
         self.char_index = {c: i for i, c in enumerate(CTC_VOCAB)}
 
     def __len__(self) -> int:

@@ -45,8 +45,10 @@ class WhisperEncoderBackbone(Backbone):
 
     def log_mel(self, waveform: torch.Tensor) -> torch.Tensor:
         """Whisper's log-mel of one clip (80, N // 160), normalised over that clip alone."""
-        stft = torch.stft(waveform.float(), N_FFT, HOP_LENGTH, window=self.window.float(), return_complex=True)
-        power = stft[..., :-1].abs() ** 2
+        # Zeros after the clip, as in Whisper's own 30 s zero-padded input, so the last frames match.
+        padded = F.pad(waveform.float(), (0, N_FFT // 2))
+        stft = torch.stft(padded, N_FFT, HOP_LENGTH, window=self.window.float(), return_complex=True)
+        power = stft[..., : waveform.shape[-1] // HOP_LENGTH].abs() ** 2
         mel = self.mel_filters.float().t() @ power
         log_spec = torch.clamp(mel, min=1e-10).log10()
         log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)

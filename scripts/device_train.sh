@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs on a lent GPU machine (no network): unpack the bundle made by
+#   python -m training.device_bundle pack --out .device && cp wheels .device/wheels
+# then train the default adapter sets and the method comparison in one go, four tasks in parallel.
+# Usage: scripts/device_train.sh STEPS MINUTES_PER_RUN [extra compare args]
+set -euo pipefail
+steps=${1:-1200}; minutes=${2:-0.75}; shift 2 || true
+out=${OUT:-/tmp/out}
+python3 -m pip install --no-index --no-deps -q .device/wheels/*.whl
+python3 -m training.device_bundle unpack --corpus .device/corpus --workers 16
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -m training.compare --backbone .device/whisper-base --corpus .device/corpus --parallel --amp \
+  --steps "$steps" --minutes "$minutes" --batch-size 32 --eval-every 150 --num-workers 3 \
+  --random-backbone --store store --out-dir results "$@" || echo "compare exited $?"
+for set in store/*/; do tar -czf "$out/$(basename "$set").tgz" -C store "$(basename "$set")"; done
+tar -czf "$out/results.tgz" --exclude='*.safetensors' --exclude='random-backbone' results
+cp results/comparison.md "$out/" 2>/dev/null || true

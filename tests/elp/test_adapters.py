@@ -1,0 +1,200 @@
+"""Adapter sets: training touches only adapters, E starts near identity, round trips are exact,
+and a mixed batch gives every row what it gets alone (the contract of the core)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from elp import AdapterFormatError, AdapterSet, BackboneMismatchError, MultiAdapterModel, config_for_method
+from elp.model import pad_waveforms
+from elp.testing import make_random_adapter_set, save_tiny_backbone, seeded_waveform
+
+WAVES = [seeded_waveform(s, seed=i) for i, s in enumerate((1.0, 0.63, 1.37, 0.5))]
+
+
+def _outputs(model, waves, keys):
+    batch, lengths = pad_waveforms(waves)
+    with torch.no_grad():
+        groups = model(batch, lengths, keys)
+    per_row = {}
+    for group in groups.values():
+        for position, row in enumerate(group.rows):
+            out = group.output[position]
+            if out.dim() == 2:  # CTC: only the valid frames
+                out = out[: int(group.lengths[position])]
+            per_row[row] = out
+    return [per_row[i] for i in range(len(waves))]
+
+
+def test_only_adapter_parameters_train_and_frozen_weights_stay_bit_identical(backbone):
+    adapter_set = make_random_adapter_set(backbone, "emotion", method="elp", num_prompt_frames=3)
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("emotion", adapter_set)
+    frozen_before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert trainable == [], "the backbone must not expose trainable parameters"
+    assert all(p.requires_grad for p in adapter_set.parameters())
+    optimizer = torch.optim.Adam(adapter_set.parameters(), lr=1e-2)
+    model.train()
+    batch, lengths = pad_waveforms(WAVES[:2])
+    logits = model(batch, lengths, ["emotion", "emotion"])["emotion"].output
+    before = {k: v.clone() for k, v in adapter_set.state_dict().items()}
+    torch.nn.functional.cross_entropy(logits, torch.tensor([0, 1])).backward()
+    optimizer.step()
+    for key, value in backbone.state_dict().items():
+        assert torch.equal(value, frozen_before[key]), key
+    changed = [k for k, v in adapter_set.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("e_adapters") for k in changed)
+    assert any(k.startswith("p_adapter") for k in changed)
+    assert any(k.startswith("featurizer") for k in changed)
+
+
+def test_e_adapters_at_initialisation_stay_close_to_the_plain_backbone(backbone):
+    config = config_for_method("e", "emotion", backbone.identity.to_dict(), labels=["a", "b"])
+    fresh = AdapterSet.create(config, backbone)
+    plain = AdapterSet.create(config_for_method("none", "emotion", backbone.identity.to_dict(), labels=["a", "b"]),
+                              backbone)
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("fresh", fresh)
+    model.add_adapter_set("plain", plain)
+    batch, lengths = pad_waveforms(WAVES[:1])
+    with torch.no_grad():
+        adapted = model.encode(batch, lengths, ["fresh"]).hidden_states
+        reference = model.encode(batch, lengths, ["plain"]).hidden_states
+    for a, r in zip(adapted, reference, strict=True):
+        assert (a - r).norm() / r.norm() < 0.05
+
+
+def test_save_load_round_trip_gives_identical_outputs(backbone, tmp_path):
+    adapter_set = make_random_adapter_set(backbone, "asr", method="elp", num_prompt_frames=2)
+    adapter_set.save(tmp_path / "asr-set")
+    assert sorted(p.name for p in (tmp_path / "asr-set").iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors"
+    ]
+    loaded = AdapterSet.load(tmp_path / "asr-set")
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("original", adapter_set)
+    model.add_adapter_set("loaded", loaded)
+    for a, b in zip(_outputs(model, WAVES, ["original"] * 4), _outputs(model, WAVES, ["loaded"] * 4), strict=True):
+        assert torch.equal(a, b)
+    assert loaded.config.to_dict() == adapter_set.config.to_dict()
+
+
+MIXED_SETS = [
+    ("asr-elp", dict(task="asr", method="elp", num_prompt_frames=3, prompt_position="prefix", seed=1)),
+    ("spk-el", dict(task="verification", method="el", seed=2)),
+    ("emo-ep", dict(task="emotion", method="ep", num_prompt_frames=5, prompt_position="suffix", seed=3)),
+    ("int-l", dict(task="intent", method="l", seed=4)),
+]
+
+
+def test_mixed_batch_equals_each_row_alone_and_padding_changes_nothing(backbone):
+    model = MultiAdapterModel(backbone)
+    for key, options in MIXED_SETS:
+        options = dict(options)
+        model.add_adapter_set(key, make_random_adapter_set(backbone, options.pop("task"), **options))
+    keys = [key for key, _ in MIXED_SETS]
+    mixed = _outputs(model, WAVES, keys)
+    for row, key in enumerate(keys):
+        alone = _outputs(model, [WAVES[row]], [key])[0]
+        torch.testing.assert_close(mixed[row], alone, atol=1e-5, rtol=1e-5)
+    # Same sets, rows reordered and each row repeated beside a much longer clip: still identical.
+    long_clip = seeded_waveform(2.2, seed=9)
+    again = _outputs(model, [long_clip, WAVES[2], WAVES[0]], ["int-l", "emo-ep", "asr-elp"])
+    torch.testing.assert_close(again[1], mixed[2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(again[2], mixed[0], atol=1e-5, rtol=1e-5)
+
+
+def test_rows_without_e_or_p_share_the_plain_pass(backbone):
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("l-only", make_random_adapter_set(backbone, "intent", method="l"))
+    model.add_adapter_set("e-set", make_random_adapter_set(backbone, "emotion", method="e"))
+    plain = make_random_adapter_set(backbone, "emotion", method="none")
+    model.add_adapter_set("plain", plain)
+    batch, lengths = pad_waveforms(WAVES[:2])
+    with torch.no_grad():
+        shared = model.encode(batch, lengths, ["l-only", "e-set"]).hidden_states
+        reference = model.encode(batch, lengths, ["plain", "plain"]).hidden_states
+    torch.testing.assert_close(shared[-1][0], reference[-1][0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(shared[-1][1], reference[-1][1], atol=1e-3)
+
+
+def test_predict_answers_each_task(backbone):
+    model = MultiAdapterModel(backbone)
+    for key, options in MIXED_SETS:
+        options = dict(options)
+        model.add_adapter_set(key, make_random_adapter_set(backbone, options.pop("task"), **options))
+    predictions = model.predict(WAVES, [key for key, _ in MIXED_SETS])
+    assert isinstance(predictions[0].text, str)
+    assert predictions[1].embedding.shape == (16,) and abs(float(predictions[1].embedding.norm()) - 1) < 1e-5
+    assert predictions[2].label in predictions[2].scores and abs(sum(predictions[2].scores.values()) - 1) < 1e-5
+    assert predictions[3].label.count("_") == 2
+
+
+# ---------------------------------------------------------------- refusals
+@pytest.fixture
+def saved_set(backbone, tmp_path):
+    folder = tmp_path / "emotion-set"
+    make_random_adapter_set(backbone, "emotion", method="elp").save(folder)
+    return folder
+
+
+@pytest.mark.parametrize("variant", ["wavlm-postln"])
+def test_set_for_another_backbone_is_refused(backbone, saved_set, tmp_path):
+    from elp import load_backbone
+
+    other = load_backbone(save_tiny_backbone(tmp_path / "other", "wavlm", seed=7))
+    model = MultiAdapterModel(other)
+    with pytest.raises(BackboneMismatchError, match="fingerprint"):
+        model.add_adapter_set("x", AdapterSet.load(saved_set))
+    whisper = load_backbone(save_tiny_backbone(tmp_path / "whisper", "whisper"))
+    with pytest.raises(BackboneMismatchError, match="model_type"):
+        MultiAdapterModel(whisper).add_adapter_set("x", AdapterSet.load(saved_set))
+
+
+@pytest.mark.parametrize("variant", ["wavlm-postln"])
+@pytest.mark.parametrize("damage", ["truncate", "flip_byte", "delete", "garbage"])
+def test_damaged_weights_are_refused(saved_set, damage):
+    weights = saved_set / "adapter_model.safetensors"
+    data = weights.read_bytes()
+    if damage == "truncate":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "flip_byte":
+        weights.write_bytes(data[:-10] + bytes([data[-10] ^ 0xFF]) + data[-9:])
+    elif damage == "delete":
+        weights.unlink()
+    else:
+        weights.write_bytes(b"PK\x03\x04 not a safetensors file")
+    with pytest.raises(AdapterFormatError):
+        AdapterSet.load(saved_set)
+
+
+@pytest.mark.parametrize("variant", ["wavlm-postln"])
+def test_config_tampering_is_refused(saved_set):
+    config_path = saved_set / "adapter_config.json"
+    original = json.loads(config_path.read_text())
+    for edit in (
+        lambda c: c.update(unexpected_field=1),
+        lambda c: c["e_adapter"].update(bottleneck=c["e_adapter"]["bottleneck"] + 1),
+        lambda c: c.update(task="dance"),
+        lambda c: c.pop("weights_sha256"),
+    ):
+        config = json.loads(json.dumps(original))
+        edit(config)
+        config_path.write_text(json.dumps(config))
+        with pytest.raises(AdapterFormatError):
+            AdapterSet.load(saved_set)
+    config_path.write_text("{not json")
+    with pytest.raises(AdapterFormatError, match="JSON"):
+        AdapterSet.load(saved_set)
+
+
+@pytest.mark.parametrize("variant", ["wavlm-postln"])
+def test_adapter_ids_may_be_any_string(backbone):
+    model = MultiAdapterModel(backbone)
+    for key in ("train", "to", "forward", "asr-default"):
+        model.add_adapter_set(key, make_random_adapter_set(backbone, "emotion", method="l"))
+    assert model.predict(WAVES[:1], ["train"])[0].label

@@ -1,0 +1,88 @@
+"""Pack what a GPU training run needs into a small folder (the device tool carries at most 64 MiB).
+
+The encoder weights go as fp16 (lossless: the converted Whisper weights are fp16 values) without
+the decoder; the corpus audio goes as Ogg/Opus at ~14 kbit/s with the manifests unchanged, and
+``unpack`` on the GPU machine decodes it back to FLAC at the manifest paths, in parallel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import soundfile as sf
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def pack_encoder(source: Path, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "preprocessor_config.json"):
+        if (source / name).exists():
+            shutil.copy(source / name, out / name)
+    tensors = load_file(str(source / "model.safetensors"))
+    encoder = {k: v.to(torch.float16).contiguous() for k, v in tensors.items() if k.startswith("model.encoder.")}
+    for key, value in encoder.items():
+        if not torch.equal(value.float(), tensors[key].float()):
+            raise SystemExit(f"{key} is not exactly representable in fp16; ship float32 instead")
+    save_file(encoder, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _encode(job: tuple[str, str]) -> None:
+    src, dst = job
+    audio, rate = sf.read(src, dtype="float32")
+    sf.write(dst, audio, rate, format="OGG", subtype="OPUS", compression_level=0.98)
+
+
+def _decode(job: tuple[str, str]) -> None:
+    src, dst = job
+    audio, rate = sf.read(src, dtype="float32")
+    sf.write(dst, audio, rate, format="FLAC")
+
+
+def pack_corpus(source: Path, out: Path, workers: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.is_file():
+            shutil.copy(item, out / item.name)
+    jobs = []
+    for flac in sorted(source.glob("audio/**/*.flac")):
+        target = out / flac.relative_to(source).with_suffix(".ogg")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        jobs.append((str(flac), str(target)))
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_encode, jobs, chunksize=32))
+
+
+def unpack_corpus(folder: Path, workers: int) -> None:
+    jobs = [(str(ogg), str(ogg.with_suffix(".flac"))) for ogg in sorted(folder.glob("audio/**/*.ogg"))]
+    with ProcessPoolExecutor(workers) as pool:
+        list(pool.map(_decode, jobs, chunksize=32))
+    print(json.dumps({"decoded": len(jobs)}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    pack = sub.add_parser("pack")
+    pack.add_argument("--backbone", default="models/whisper-base")
+    pack.add_argument("--corpus", default="data/corpus")
+    pack.add_argument("--out", default=".device")
+    pack.add_argument("--workers", type=int, default=2)
+    unpack = sub.add_parser("unpack")
+    unpack.add_argument("--corpus", default=".device/corpus")
+    unpack.add_argument("--workers", type=int, default=16)
+    args = p.parse_args(argv)
+    if args.command == "pack":
+        pack_encoder(Path(args.backbone), Path(args.out) / "backbone")
+        pack_corpus(Path(args.corpus), Path(args.out) / "corpus", args.workers)
+    else:
+        unpack_corpus(Path(args.corpus), args.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
