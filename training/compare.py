@@ -13,13 +13,15 @@ import argparse
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 from training.train import build_parser, train
 
-METHODS = ("full", "elp", "e", "l", "p", "none")
+# ELP first: it becomes the stored default set, so it must finish even if the budget runs out.
+METHODS = ("elp", "full", "e", "l", "p", "none")
 TASKS = ("asr", "verification", "emotion", "intent")
 HEADLINE = {
     "asr": ("cer", "wer"),
@@ -42,6 +44,7 @@ def randomized_backbone(source: str, out_dir: Path, seed: int = 0) -> str:
 
 def run_task(args: argparse.Namespace, task: str) -> list[dict]:
     results = []
+    deadline = args.deadline or float("inf")
     backbones = [("pretrained", args.backbone)]
     if args.random_backbone:
         backbones.append(("random", randomized_backbone(args.backbone, Path(args.out_dir) / "random-backbone")))
@@ -49,11 +52,16 @@ def run_task(args: argparse.Namespace, task: str) -> list[dict]:
         methods = args.methods if backbone_name == "pretrained" else ["elp"]
         for method in methods:
             write_default = args.store and method == "elp" and backbone_name == "pretrained"
+            minutes = args.minutes * (args.default_step_factor if write_default else 1)
+            remaining = (deadline - time.time()) / 60 - 0.5  # keep time for the final evaluation
+            if remaining < 0.2:
+                print(json.dumps({"task": task, "method": method, "skipped": "deadline"}), flush=True)
+                continue
             argv = [
                 "--task", task, "--backbone", backbone, "--corpus", args.corpus, "--method", method,
                 "--run-dir", f"{args.out_dir}/runs/{backbone_name}-{task}-{method}",
                 "--max-steps", str(args.steps * (args.default_step_factor if write_default else 1)),
-                "--max-minutes", str(args.minutes * (args.default_step_factor if write_default else 1)),
+                "--max-minutes", str(min(minutes, remaining)),
                 "--batch-size", str(args.batch_size), "--eval-every", str(args.eval_every),
                 "--num-workers", str(args.num_workers), "--device", args.device, "--test", "--quiet",
                 "--seed", str(args.seed),
@@ -103,14 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--store", help="write the ELP sets here as <task>-default")
     p.add_argument("--out-dir", default="results")
     p.add_argument("--parallel", action="store_true", help="one process per task (share one GPU)")
+    p.add_argument("--deadline", type=float, default=0.0, help="unix time after which no new run starts")
+    p.add_argument("--budget-minutes", type=float, default=0.0, help="sets --deadline from now")
     p.add_argument("--table-only", action="store_true", help="re-render the table from existing JSONL files")
     args = p.parse_args(argv)
+    if args.budget_minutes and not args.deadline:
+        args.deadline = time.time() + 60 * args.budget_minutes
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     if not args.table_only:
         if args.parallel and len(args.tasks) > 1:
             base = [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--parallel"]
+            base += ["--deadline", str(args.deadline)] if args.deadline else []
             children = []
             for task in args.tasks:
                 child_argv = [*base, "--tasks", task]
