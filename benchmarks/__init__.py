@@ -1,0 +1,1 @@
+"""Benchmarks of the ELP speech server against the alternatives users would otherwise pick."""

@@ -1,0 +1,355 @@
+"""Shared pieces of the benchmarks: backbones, random adapter stores, clips, server processes,
+process-tree memory sampling, percentiles, and the table/JSON output every script writes.
+
+Benchmarks never import test code: the server processes they start are the real ``python -m server``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import psutil
+import soundfile as sf
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+CORPUS_DIR = REPO_ROOT / "data" / "corpus"
+DEFAULT_BACKBONE = "models/whisper-base"
+#: ``--backbone`` shortcuts; anything else is taken as a folder
+BACKBONE_CHOICES = ("whisper-base", "wavlm-base-plus")
+#: endpoint -> adapter-set task, as in server.settings.TASKS (copied: benchmarks do not import the server)
+ENDPOINT_TASKS = {"asr": "asr", "verify": "verification", "emotion": "emotion", "intent": "intent"}
+DEFAULT_IDS = {"asr": "asr-default", "verification": "verify-default", "emotion": "emotion-default",
+               "intent": "intent-default"}
+EMOTION_LABELS = ["neutral", "happy", "sad", "angry"]
+INTENT_LABELS = ["activate_lights_kitchen", "deactivate_lights_kitchen", "increase_volume_none",
+                 "decrease_volume_none"]
+MIB = 1024 * 1024
+
+# child processes and this one: no progress bars in benchmark output
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", default="whisper-base",
+                        help=f"{' or '.join(BACKBONE_CHOICES)} (random weights, base-sized), or a backbone folder")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (server, baselines and raw model)")
+    parser.add_argument("--quick", action="store_true", help="fewer requests per point (a few minutes on 2 cores)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temp dir)")
+
+
+# ------------------------------------------------------------------------------------------------ backbones
+
+
+def prepare_backbone(name: str, workdir: Path) -> Path:
+    """A backbone folder for ``name``: the embedded Whisper base, or WavLM Base+-shaped random weights."""
+    if name in ("whisper-base", DEFAULT_BACKBONE):
+        path = REPO_ROOT / DEFAULT_BACKBONE
+        if not (path / "config.json").is_file():
+            raise SystemExit(f"{path} is missing: run scripts/setup_default_backbone.sh first")
+        return path
+    if name == "wavlm-base-plus":
+        folder = workdir / "wavlm-base-plus-random"
+        if not (folder / "config.json").is_file():
+            import torch
+            from transformers import WavLMConfig, WavLMModel
+
+            torch.manual_seed(0)
+            WavLMModel(WavLMConfig()).save_pretrained(folder)  # WavLMConfig() defaults = Base / Base+ shape
+        return folder
+    path = Path(name)
+    if not (path / "config.json").is_file():
+        raise SystemExit(f"--backbone {name!r}: not {BACKBONE_CHOICES} and not a folder with config.json")
+    return path
+
+
+def perturbed_backbone_copy(source: Path, target: Path, seed: int, scale: float = 1e-3) -> Path:
+    """Same architecture, its own weights: how a per-task fully fine-tuned model is emulated."""
+    if (target / "config.json").is_file():
+        return target
+    import torch
+    from transformers import AutoConfig, AutoModel, WhisperModel
+
+    config = AutoConfig.from_pretrained(source)
+    model_class = WhisperModel if config.model_type == "whisper" else AutoModel
+    model = model_class.from_pretrained(source)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * scale)
+    model.save_pretrained(target)
+    for extra in ("preprocessor_config.json",):
+        if (source / extra).is_file():
+            (target / extra).write_bytes((source / extra).read_bytes())
+    return target
+
+
+# ------------------------------------------------------------------------------------------------ adapters
+
+
+def build_random_store(backbone_dir: Path, store: Path, sets: dict[str, str], seed: int = 0,
+                       device: str = "cpu") -> Path:
+    """Write random adapter sets ``{id: task}`` for ``backbone_dir`` into ``store`` (skips existing ones)."""
+    from elp import load_backbone
+    from elp.testing import make_random_adapter_set
+
+    backbone = None
+    for offset, (adapter_id, task) in enumerate(sorted(sets.items())):
+        if (store / adapter_id / "adapter_config.json").is_file():
+            continue
+        backbone = backbone or load_backbone(str(backbone_dir))
+        labels = EMOTION_LABELS if task == "emotion" else INTENT_LABELS if task == "intent" else None
+        make_random_adapter_set(backbone, task, labels=labels, seed=seed + offset).save(store / adapter_id)
+    return store
+
+
+def default_sets() -> dict[str, str]:
+    return {adapter_id: task for task, adapter_id in DEFAULT_IDS.items()}
+
+
+# ------------------------------------------------------------------------------------------------ audio
+
+
+@dataclass(frozen=True)
+class Clip:
+    name: str
+    data: bytes  # the encoded file as uploaded
+    duration_s: float
+    speaker: str = ""
+    text: str | None = None
+
+
+def corpus_rows(task: str, split: str = "test") -> list[Any]:
+    """Manifest rows of one task and split ([] when the corpus is absent)."""
+    path = CORPUS_DIR / f"{task}.jsonl"
+    if not path.is_file():
+        return []
+    from training.data.manifest import read_manifest
+
+    return [row for row in read_manifest(path) if row.split == split]
+
+
+def corpus_clips(count: int, seed: int = 0, min_s: float = 1.0, max_s: float = 10.0) -> list[Clip]:
+    """``count`` clips with lengths spread uniformly over [min_s, max_s]: test-split corpus speech
+    (clips joined with 0.2 s pauses where the target is longer than one clip), or seeded audio when
+    the corpus is absent. Encoded as 16 kHz PCM-16 WAV, as a client would upload."""
+    rng = random.Random(seed)
+    rows = [row for task in ("asr", "verification", "emotion", "intent") for row in corpus_rows(task)]
+    targets = [min_s + (max_s - min_s) * (i + rng.random()) / count for i in range(count)]
+    rng.shuffle(targets)
+    if not rows:
+        return [seeded_clip(target, seed=seed + i) for i, target in enumerate(targets)]
+    pause = np.zeros(3200, dtype=np.float32)
+    clips = []
+    for index, target in enumerate(targets):
+        pieces, samples = [], 0
+        while samples < target * 16000:
+            row = rng.choice(rows)
+            piece = decode_clip((CORPUS_DIR / row.path).read_bytes())
+            pieces += [piece, pause]
+            samples += len(piece) + len(pause)
+        wave = np.concatenate(pieces)[: int(target * 16000)]
+        buffer = io.BytesIO()
+        sf.write(buffer, wave, 16000, format="WAV", subtype="PCM_16")
+        clips.append(Clip(f"corpus-mix-{index}", buffer.getvalue(), len(wave) / 16000))
+    return clips
+
+
+def seeded_clip(seconds: float, seed: int = 0, sample_rate: int = 16000) -> Clip:
+    from elp.testing import seeded_waveform
+
+    buffer = io.BytesIO()
+    sf.write(buffer, seeded_waveform(seconds, seed, sample_rate).numpy(), sample_rate, format="WAV",
+             subtype="PCM_16")
+    return Clip(f"seeded-{seed}", buffer.getvalue(), seconds)
+
+
+def decode_clip(data: bytes, sample_rate: int = 16000) -> np.ndarray:
+    """Mono float32 at ``sample_rate`` (what the server feeds the model)."""
+    from scipy.signal import resample_poly
+
+    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    mono = samples.mean(axis=1)
+    if rate != sample_rate:
+        divisor = np.gcd(rate, sample_rate)
+        mono = resample_poly(mono, sample_rate // divisor, rate // divisor)
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen | None, timeout_s: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+            raise RuntimeError(f"process exited with {process.returncode}:\n{output[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} not ready within {timeout_s} s")
+
+
+@contextlib.contextmanager
+def started_processes(commands: Sequence[tuple[list[str], dict[str, str], int]],
+                      ready_path: str = "/readyz") -> Iterator[list[subprocess.Popen]]:
+    """Start every ``(argv, extra env, port)`` at once (they load in parallel), wait until each is
+    ready, and SIGTERM them all afterwards."""
+    processes = []
+    try:
+        for argv, env, _ in commands:
+            full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
+            processes.append(subprocess.Popen(argv, cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT))
+        for process, (_, _, port) in zip(processes, commands, strict=True):
+            wait_ready(f"http://127.0.0.1:{port}{ready_path}", process)
+        yield processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def server_command(backbone: Path, store: Path, port: int, device: str = "cpu", *extra: str) -> list[str]:
+    return [sys.executable, "-m", "server", "--backbone", str(backbone), "--adapters-dir", str(store),
+            "--speakers-dir", str(store.parent / f"speakers-{port}"), "--port", str(port), "--device", device,
+            "--log-level", "warning", *extra]
+
+
+def tree_rss_bytes(pids: Sequence[int]) -> int:
+    """Resident memory of the processes and all their children (each counted once)."""
+    seen: set[int] = set()
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                if process.pid in seen:
+                    continue
+                seen.add(process.pid)
+                with contextlib.suppress(psutil.Error):
+                    total += process.memory_info().rss
+    return total
+
+
+class PeakRssSampler:
+    """Samples the summed RSS of a process tree on a thread; ``peak`` after the ``with`` block."""
+
+    def __init__(self, pids: Sequence[int], interval_s: float = 0.25) -> None:
+        self.pids = list(pids)
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss_bytes(self.pids))
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakRssSampler:
+        self.peak = tree_rss_bytes(self.pids)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, tree_rss_bytes(self.pids))
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+
+def percentiles_ms(latencies_s: Sequence[float]) -> dict[str, float]:
+    if not latencies_s:
+        return {"p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
+    values = np.asarray(latencies_s) * 1000.0
+    return {f"p{q}_ms": round(float(np.percentile(values, q)), 1) for q in (50, 95, 99)}
+
+
+def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def write_results(name: str, payload: dict[str, Any], table: str) -> Path:
+    """Print the table and save ``benchmarks/results/<name>.json`` (with the table and environment)."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    document = {"benchmark": name, "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                "environment": environment(), **payload, "table": table}
+    path.write_text(json.dumps(document, indent=2, default=str))
+    print(table)
+    print(f"\nwrote {path.relative_to(REPO_ROOT)}")
+    return path
+
+
+def workdir_for(args: argparse.Namespace, name: str) -> contextlib.AbstractContextManager[Path]:
+    """``--workdir`` (kept: backbones and stores are reused across runs) or a temp dir removed after."""
+    import tempfile
+
+    if args.workdir is not None:
+        folder = Path(args.workdir) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        return contextlib.nullcontext(folder)
+    return _temp_path(tempfile.TemporaryDirectory(prefix=f"elp-bench-{name}-"))
+
+
+@contextlib.contextmanager
+def _temp_path(temp: Any) -> Iterator[Path]:
+    with temp as name:
+        yield Path(name)
+
+
+def backbone_label(name: str) -> str:
+    return Path(name).name if name not in BACKBONE_CHOICES else name

@@ -1,0 +1,105 @@
+"""Closed-loop load generator on the project's own async client.
+
+``concurrency`` workers each send one request, wait for its answer, send the next, until the
+point's request budget is spent. Each request picks a task (the mixed stream) and a clip; verify
+sends a second clip as reference. ``route`` maps a task to a base URL, so one stream can be spread
+over several single-task servers (the per-task-process baseline) or sent to one server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from benchmarks.common import Clip, percentiles_ms
+from clients import AsyncELPClient
+from clients.errors import ELPClientError
+
+TASKS = ("asr", "verify", "emotion", "intent")
+
+
+@dataclass
+class LoadResult:
+    concurrency: int
+    requests: int
+    elapsed_s: float
+    latencies_s: list[float]
+    outcomes: Counter = field(default_factory=Counter)
+    ok_rows: int = 0  # model rows answered: verify sends two clips
+
+
+    @property
+    def ok(self) -> int:
+        return self.outcomes.get("200", 0)
+
+    def summary(self) -> dict[str, Any]:
+        return {"concurrency": self.concurrency, "requests": self.requests, "ok": self.ok,
+                "errors": self.requests - self.ok, "req_per_s": round(self.ok / self.elapsed_s, 3),
+                "rows_per_s": round(self.ok_rows / self.elapsed_s, 3),
+                **percentiles_ms(self.latencies_s), "outcomes": dict(self.outcomes)}
+
+
+async def _one_request(client: AsyncELPClient, task: str, clip: Clip, reference: Clip,
+                       adapter: str | None) -> None:
+    if task == "asr":
+        await client.asr(clip.data, adapter=adapter)
+    elif task == "verify":
+        await client.verify(clip.data, reference.data, adapter=adapter)
+    elif task == "emotion":
+        await client.emotion(clip.data, adapter=adapter)
+    else:
+        await client.intent(clip.data, adapter=adapter)
+
+
+async def run_load(
+    route: Callable[[str], str],
+    clips: Sequence[Clip],
+    *,
+    concurrency: int,
+    total_requests: int,
+    tasks: Sequence[str] = TASKS,
+    adapter_for: Callable[[str, random.Random], str | None] | None = None,
+    seed: int = 0,
+    timeout_s: float = 600.0,
+) -> LoadResult:
+    """Send ``total_requests`` mixed requests with ``concurrency`` in flight; latency of every answer."""
+    rng = random.Random(seed)
+    plan = []
+    for _ in range(total_requests):
+        task = rng.choice(list(tasks))
+        adapter = adapter_for(task, rng) if adapter_for else None
+        plan.append((task, rng.choice(clips), rng.choice(clips), adapter))
+    clients: dict[str, AsyncELPClient] = {}
+    for task in set(tasks):
+        url = route(task)
+        clients.setdefault(url, AsyncELPClient(url, timeout=timeout_s))
+    latencies: list[float] = []
+    outcomes: Counter = Counter()
+    rows = [0]
+    cursor = iter(plan)
+
+    async def worker() -> None:
+        for task, clip, reference, adapter in cursor:
+            started = time.perf_counter()
+            try:
+                await _one_request(clients[route(task)], task, clip, reference, adapter)
+                outcomes["200"] += 1
+                rows[0] += 2 if task == "verify" else 1
+                latencies.append(time.perf_counter() - started)
+            except ELPClientError as exc:
+                outcomes[f"{exc.status} {exc.code}"] += 1
+            except Exception as exc:  # connection errors count, they must not stop the run
+                outcomes[type(exc).__name__] += 1
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    return LoadResult(concurrency, total_requests, time.perf_counter() - started, latencies, outcomes, rows[0])

@@ -1,0 +1,150 @@
+"""Benchmark 2: what serving costs on top of the model, and what mixing tasks in a batch costs.
+
+* Raw: ``MultiAdapterModel.predict`` in this process on batches of B rows (no HTTP, no decoding),
+  rows grouped by length the way the server's worker groups them. Mixed batches hold the four
+  task sets; single-task batches of the same clips hold one set. ``mixed_vs_single`` = time of the
+  mixed batch / mean time of the four single-task batches.
+* Server: ``python -m server --max-batch-size B`` driven at saturation (concurrency 2B) with the
+  same four-task mix (verify = two rows). ``served_fraction`` = server rows/s / raw mixed rows/s:
+  the share of the model's batched throughput that survives HTTP, multipart parsing, decoding,
+  resampling, queueing and the load generator itself (which shares the same CPUs).
+
+    python -m benchmarks.overhead --quick [--batch-sizes 1 4 8 16] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import (
+    DEFAULT_IDS,
+    Clip,
+    add_common_args,
+    backbone_label,
+    build_random_store,
+    corpus_clips,
+    decode_clip,
+    default_sets,
+    free_port,
+    markdown_table,
+    prepare_backbone,
+    server_command,
+    started_processes,
+    workdir_for,
+    write_results,
+)
+from benchmarks.loadgen import run_load
+
+TASK_KEYS = tuple(DEFAULT_IDS.values())
+
+
+def load_model(backbone: Path, store: Path, device: str) -> Any:
+    from elp import AdapterSet, MultiAdapterModel, load_backbone
+
+    model = MultiAdapterModel(load_backbone(str(backbone), device=device)).eval()
+    for adapter_id in TASK_KEYS:
+        model.add_adapter_set(adapter_id, AdapterSet.load(store / adapter_id, device=device))
+    return model
+
+
+def length_grouped_batches(waveforms: list[torch.Tensor], batch_size: int) -> list[list[torch.Tensor]]:
+    """Batches of ``batch_size`` rows, each sorted window of 4 batches split in order (as the worker does)."""
+    batches = []
+    window = 4 * batch_size
+    for start in range(0, len(waveforms), window):
+        chunk = sorted(waveforms[start : start + window], key=len)
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [b for b in batches if len(b) == batch_size]
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed_predict(model: Any, batch: list[torch.Tensor], keys: list[str], device: str) -> float:
+    sync(device)
+    started = time.perf_counter()
+    model.predict(batch, keys)
+    sync(device)
+    return time.perf_counter() - started
+
+
+def raw_point(model: Any, waveforms: list[torch.Tensor], batch_size: int, repeats: int, device: str,
+              seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    batches = length_grouped_batches(waveforms, batch_size)[:repeats]
+    timed_predict(model, batches[0], [TASK_KEYS[0]] * batch_size, device)  # warm-up at this shape
+    mixed, single = [], []
+    for batch in batches:
+        keys = [TASK_KEYS[i % 4] for i in range(batch_size)]
+        rng.shuffle(keys)
+        mixed.append(timed_predict(model, batch, keys, device))
+        single.append(statistics.mean(timed_predict(model, batch, [key] * batch_size, device) for key in TASK_KEYS))
+    rows = batch_size * len(batches)
+    return {"batch_size": batch_size, "batches": len(batches),
+            "raw_mixed_rows_per_s": round(rows / sum(mixed), 3),
+            "raw_single_rows_per_s": round(rows / sum(single), 3),
+            "mixed_vs_single": round(sum(mixed) / sum(single), 3)}
+
+
+def server_point(backbone: Path, store: Path, clips: list[Clip], batch_size: int, requests: int,
+                 device: str, seed: int) -> dict[str, Any]:
+    port = free_port()
+    command = server_command(backbone, store, port, device, "--max-batch-size", str(batch_size),
+                             "--max-queue", "1024")
+    with started_processes([(command, {}, port)]):
+        def route(task: str) -> str:
+            return f"http://127.0.0.1:{port}"
+
+        asyncio.run(run_load(route, clips, concurrency=4, total_requests=8, seed=999))
+        result = asyncio.run(run_load(route, clips, concurrency=2 * batch_size, total_requests=requests, seed=seed))
+    summary = result.summary()
+    return {"server_rows_per_s": summary["rows_per_s"], "server_req_per_s": summary["req_per_s"],
+            "server_p50_ms": summary["p50_ms"], "server_errors": summary["errors"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(parser)
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: 1 8 (quick), 1 4 8 16")
+    parser.add_argument("--clips", type=int, default=48)
+    args = parser.parse_args(argv)
+    batch_sizes = args.batch_sizes or ([1, 8] if args.quick else [1, 4, 8, 16])
+    repeats = 2 if args.quick else 4
+    clips = corpus_clips(args.clips, seed=args.seed)
+    waveforms = [torch.from_numpy(decode_clip(c.data)) for c in clips]
+    rows = []
+    with workdir_for(args, f"overhead-{backbone_label(args.backbone)}") as workdir:
+        backbone = prepare_backbone(args.backbone, workdir)
+        store = build_random_store(backbone, workdir / "store", default_sets())
+        model = load_model(backbone, store, args.device)
+        for batch_size in batch_sizes:
+            rows.append(raw_point(model, waveforms, batch_size, repeats, args.device, args.seed))
+            print(f"  raw B={batch_size}: {rows[-1]}", flush=True)
+        del model
+        for row in rows:
+            batch_size = row["batch_size"]
+            requests = max(8, (repeats + 1) * batch_size)
+            row.update(server_point(backbone, store, clips, batch_size, requests, args.device, args.seed))
+            row["served_fraction"] = round(row["server_rows_per_s"] / row["raw_mixed_rows_per_s"], 3)
+            print(f"  server B={batch_size}: {row}", flush=True)
+    columns = ["batch_size", "raw_mixed_rows_per_s", "raw_single_rows_per_s", "mixed_vs_single",
+               "server_rows_per_s", "server_req_per_s", "served_fraction", "server_errors"]
+    title = f"serving overhead, backbone {backbone_label(args.backbone)}, device {args.device}"
+    write_results(f"overhead-{backbone_label(args.backbone)}", {"title": title, "rows": rows},
+                  f"{title}\n\n" + markdown_table(rows, columns))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
