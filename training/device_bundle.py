@@ -11,6 +11,7 @@ import argparse
 import gzip
 import json
 import shutil
+import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -57,11 +58,19 @@ def pack_corpus(source: Path, out: Path, workers: int) -> None:
         jobs.append((str(flac), str(target)))
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_encode, jobs, chunksize=32))
+    # One archive instead of thousands of 4 KiB-block files: the size limit counts disk blocks.
+    with tarfile.open(out / "audio.tar.gz", "w:gz") as archive:
+        archive.add(out / "audio", arcname="audio")
+    shutil.rmtree(out / "audio")
 
 
 def unpack_corpus(folder: Path, workers: int) -> None:
+    if (folder / "audio.tar.gz").exists():
+        with tarfile.open(folder / "audio.tar.gz") as archive:
+            archive.extractall(folder, filter="data")
     for packed in folder.glob("*.gz"):
-        packed.with_suffix("").write_bytes(gzip.decompress(packed.read_bytes()))
+        if not packed.name.endswith(".tar.gz"):
+            packed.with_suffix("").write_bytes(gzip.decompress(packed.read_bytes()))
     jobs = [(str(ogg), str(ogg.with_suffix(".flac"))) for ogg in sorted(folder.glob("audio/**/*.ogg"))]
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_decode, jobs, chunksize=32))

@@ -24,6 +24,9 @@ class EAdapter(nn.Module):
         for linear in (self.down, self.up):
             nn.init.normal_(linear.weight, std=init_std)
             nn.init.zeros_(linear.bias)
+        # LN_E renormalises the tiny bottleneck output to unit scale, which would inject unit-variance
+        # noise at step 0; a small initial gain keeps g_E within ~1% of identity until it has learnt.
+        nn.init.constant_(self.norm.weight, 0.01)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.norm(self.up(self.act(self.down(hidden)))) + hidden
