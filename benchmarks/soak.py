@@ -43,6 +43,8 @@ from clients import AsyncELPClient
 from clients.errors import ELPClientError
 
 EXTRA_SETS = {f"churn-{i}": "emotion" for i in range(4)}
+#: sets that only the admin loop touches (load/unload without traffic racing it)
+ADMIN_ONLY_SETS = {f"admin-{i}": "emotion" for i in range(2)}
 
 
 @dataclass
@@ -92,8 +94,12 @@ def sample(process: psutil.Process, started: float) -> dict[str, float]:
             "threads": process.num_threads()}
 
 
-async def traffic(base: str, clips: list, stop_at: float, concurrency: int, seed: int) -> tuple[int, int, dict]:
-    """Mixed requests until ``stop_at``; returns (sent, ok, unexpected outcomes)."""
+async def traffic(base: str, clips: list, stop_at: float, concurrency: int, seed: int,
+                  traffic_uses_churned_sets: bool = True) -> tuple[int, int, dict]:
+    """Mixed requests until ``stop_at``; returns (sent, ok, unexpected outcomes). The admin loop
+    loads and drops ``EXTRA_SETS`` (which emotion requests also use, so unloads race in-flight
+    requests) or, with ``traffic_uses_churned_sets=False``, ``ADMIN_ONLY_SETS``."""
+    churned = list(EXTRA_SETS if traffic_uses_churned_sets else ADMIN_ONLY_SETS)
     rng = random.Random(seed)
     counts = {"sent": 0, "ok": 0}
     unexpected: dict[str, int] = {}
@@ -126,7 +132,7 @@ async def traffic(base: str, clips: list, stop_at: float, concurrency: int, seed
 
     async def churn(client: AsyncELPClient) -> None:
         while time.monotonic() < stop_at:
-            adapter_id = rng.choice(list(EXTRA_SETS))
+            adapter_id = rng.choice(churned)
             try:
                 await client.load_adapter(adapter_id)
                 await asyncio.sleep(0.2)
@@ -143,7 +149,7 @@ async def traffic(base: str, clips: list, stop_at: float, concurrency: int, seed
 
 def run_soak(backbone: Path, store: Path, seconds: float, *, concurrency: int = 4, clips: list | None = None,
              warmup_fraction: float = 0.3, device: str = "cpu", seed: int = 0,
-             extra_server_args: tuple[str, ...] = ()) -> SoakReport:
+             extra_server_args: tuple[str, ...] = (), traffic_uses_churned_sets: bool = True) -> SoakReport:
     """Start a server on ``store``, soak it for ``seconds``, stop it, and report."""
     clips = clips or [seeded_clip(1.0 + (i % 4) * 0.5, seed=i) for i in range(8)]
     port = free_port()
@@ -155,7 +161,8 @@ def run_soak(backbone: Path, store: Path, seconds: float, *, concurrency: int = 
         started = time.monotonic()
 
         async def run() -> tuple[int, int, dict]:
-            load = asyncio.create_task(traffic(base, clips, started + seconds, concurrency, seed))
+            load = asyncio.create_task(traffic(base, clips, started + seconds, concurrency, seed,
+                                               traffic_uses_churned_sets))
             while not load.done():
                 samples.append(sample(server, started))
                 await asyncio.sleep(min(1.0, seconds / 30))
@@ -168,7 +175,7 @@ def run_soak(backbone: Path, store: Path, seconds: float, *, concurrency: int = 
 
 
 def soak_store(backbone: Path, store: Path, seed: int = 0) -> Path:
-    return build_random_store(backbone, store, {**default_sets(), **EXTRA_SETS}, seed=seed)
+    return build_random_store(backbone, store, {**default_sets(), **EXTRA_SETS, **ADMIN_ONLY_SETS}, seed=seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--churn-idle-sets-only", action="store_true",
+                        help="load/unload only sets no request uses (avoids the unload-while-leased race)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="elp-soak-") as temp:
         workdir = Path(args.workdir or temp)
@@ -189,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             clips = corpus_clips(16, seed=args.seed)
         store = soak_store(backbone, workdir / "soak-store", seed=args.seed)
         report = run_soak(backbone, store, args.minutes * 60, concurrency=args.concurrency, clips=clips,
-                          device=args.device, seed=args.seed)
+                          device=args.device, seed=args.seed,
+                          traffic_uses_churned_sets=not args.churn_idle_sets_only)
     summary = report.summary()
     title = f"soak, backbone {Path(str(args.backbone)).name}, {args.minutes} min, concurrency {args.concurrency}"
     columns = list(summary)
