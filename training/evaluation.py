@@ -40,23 +40,25 @@ def trials_from_rows(rows: Sequence[ManifestRow], max_trials: int = 2000, seed: 
     by_speaker: dict[str, list[ManifestRow]] = {}
     for row in rows:
         by_speaker.setdefault(row.speaker, []).append(row)
-    speakers = sorted(s for s, clips in by_speaker.items() if len(clips) >= 2)
+    everyone = sorted(by_speaker)
+    repeated = [s for s in everyone if len(by_speaker[s]) >= 2]
+    if not repeated or len(everyone) < 2:
+        raise ValueError("verification needs a speaker with two clips and two speakers to build trials")
+
+    def pick(n: int) -> int:
+        return int(torch.randint(n, (1,), generator=generator))
+
     trials: list[Trial] = []
     for i in range(max_trials):
-        pick = lambda n: int(torch.randint(n, (1,), generator=generator))  # noqa: E731
-        a = speakers[pick(len(speakers))]
         if i % 2 == 0:
-            clips = by_speaker[a]
+            clips = by_speaker[repeated[pick(len(repeated))]]
             x, y = pick(len(clips)), pick(len(clips) - 1)
-            y = y + (y >= x)
-            trials.append(Trial(1, clips[x].path, clips[y].path))
+            trials.append(Trial(1, clips[x].path, clips[y + (y >= x)].path))
         else:
-            b = speakers[pick(len(speakers))]
-            while b == a:
-                b = speakers[pick(len(speakers))]
-            clip_a = by_speaker[a][pick(len(by_speaker[a]))]
-            clip_b = by_speaker[b][pick(len(by_speaker[b]))]
-            trials.append(Trial(0, clip_a.path, clip_b.path))
+            a = pick(len(everyone))
+            b = (a + 1 + pick(len(everyone) - 1)) % len(everyone)
+            clip_a, clip_b = by_speaker[everyone[a]], by_speaker[everyone[b]]
+            trials.append(Trial(0, clip_a[pick(len(clip_a))].path, clip_b[pick(len(clip_b))].path))
     return trials
 
 

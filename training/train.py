@@ -42,6 +42,11 @@ LEARNING_RATES = {
 }
 
 
+# Speed and level perturbation would erase what emotion classes are made of (rate, pitch, loudness)
+# and, for speakers, turn one voice into another under the same label: off for those tasks.
+TASK_AUGMENT = {"emotion": {"speed_prob": 0.0, "gain_db": (-2.0, 2.0)}, "verification": {"speed_prob": 0.0}}
+
+
 @dataclass
 class TrainResult:
     task: str
@@ -79,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=200, help="steps between validations")
     p.add_argument("--patience", type=int, default=6, help="validations without improvement before stopping")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--init-from", help="start from this adapter set (same backbone) instead of a fresh one")
+    p.add_argument("--train-only", default="", help="comma list of e,l,p,head to train; the rest stay frozen")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
     p.add_argument("--max-train-clips", type=int, default=0)
     p.add_argument("--max-eval-clips", type=int, default=0)
     p.add_argument("--test", action="store_true", help="also evaluate the best set on the test split")
@@ -180,7 +188,21 @@ def train(args: argparse.Namespace) -> TrainResult:
         prompt_position=args.prompt_position, prompt_form=args.prompt_form,
     )
     config.method = method
-    adapter_set = AdapterSet.create(config, backbone)
+    if args.init_from:
+        adapter_set = AdapterSet.load(args.init_from, device=device)
+        backbone.identity.check_compatible(adapter_set.backbone_identity)
+        if (adapter_set.config.labels, adapter_set.config.vocab) != (config.labels, config.vocab):
+            raise SystemExit(f"{args.init_from} was trained with other labels than {corpus}")
+        config = adapter_set.config
+    else:
+        adapter_set = AdapterSet.create(config, backbone)
+    if args.train_only:
+        keep = {part.strip() for part in args.train_only.split(",")}
+        parts = {"e": adapter_set.e_adapters, "l": adapter_set.featurizer, "p": adapter_set.p_adapter,
+                 "head": adapter_set.head}
+        for name, module in parts.items():
+            if module is not None and name not in keep:
+                module.requires_grad_(False)
     if method == "full":
         backbone.unfreeze()
     model = MultiAdapterModel(backbone)
@@ -198,7 +220,7 @@ def train(args: argparse.Namespace) -> TrainResult:
         dataset_labels = labels
     loss_fn.to(device)
 
-    augment_config = AugmentConfig(enabled=not args.no_augment)
+    augment_config = AugmentConfig(enabled=not args.no_augment, **TASK_AUGMENT.get(args.task, {}))
     dataset = ClipDataset(train_rows, args.task, dataset_labels, augment_config, seed=args.seed)
     sampler = LengthBucketSampler(dataset.lengths(), args.batch_size, shuffle=True, seed=args.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
@@ -208,7 +230,9 @@ def train(args: argparse.Namespace) -> TrainResult:
     rates = {"head": args.lr_head or head_lr, "l": args.lr_l or l_lr, "e": args.lr_e or e_lr,
              "backbone": args.lr_backbone}
     rates["p"] = args.lr_p or rates["l"]
-    optimizer = torch.optim.Adam(_param_groups(adapter_set, loss_fn, backbone if method == "full" else None, rates))
+    groups = _param_groups(adapter_set, loss_fn, backbone if method == "full" else None, rates)
+    groups = [g | {"params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=args.weight_decay)
     steps_per_epoch = len(sampler)
     total_steps = args.max_steps or args.epochs * steps_per_epoch
     warmup = max(1, int(args.warmup * total_steps))

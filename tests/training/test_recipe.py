@@ -1,0 +1,111 @@
+"""End to end on a tiny real backbone: train -> save -> load -> evaluate, resume, comparison table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp.testing import save_tiny_backbone
+from training import compare, evaluate, train
+
+SR = 16000
+
+
+def _tone(f0: float, seconds: float, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    wave = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 4))
+    return (0.3 * wave / np.abs(wave).max() + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Emotion-like classes carried by pitch and verification "speakers" by timbre, seeded."""
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "audio").mkdir()
+    rng = np.random.default_rng(0)
+    emotion, speakers = [], []
+    classes = {"low": 110.0, "high": 330.0}
+    for split, count in (("train", 12), ("valid", 8), ("test", 8)):
+        for i in range(count):
+            label = list(classes)[i % 2]
+            path = f"audio/emo-{split}-{i}.wav"
+            sf.write(root / path, _tone(classes[label] * rng.uniform(0.95, 1.05), rng.uniform(0.6, 1.0), rng), SR)
+            emotion.append({"id": f"emo-{split}-{i}", "path": path, "duration_s": 1.0, "split": split,
+                            "task": "emotion", "speaker": f"s{i % 3}", "text": None, "label": label, "meta": {}})
+            speaker = f"{split}-spk{i % 4}"
+            spk_path = f"audio/spk-{split}-{i}.wav"
+            sf.write(root / spk_path, _tone(90 + 40 * (i % 4), rng.uniform(0.6, 1.0), rng), SR)
+            speakers.append({"id": f"spk-{split}-{i}", "path": spk_path, "duration_s": 1.0, "split": split,
+                             "task": "verification", "speaker": speaker, "text": None, "label": speaker, "meta": {}})
+    for name, rows in (("emotion", emotion), ("verification", speakers)):
+        (root / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.fixture(scope="module")
+def backbone_dir(tmp_path_factory):
+    return save_tiny_backbone(tmp_path_factory.mktemp("bb") / "whisper", "whisper")
+
+
+def _train(corpus, backbone_dir, tmp_path, task, *extra):
+    argv = ["--task", task, "--backbone", str(backbone_dir), "--corpus", str(corpus), "--method", "elp",
+            "--out", str(tmp_path / f"{task}-set"), "--run-dir", str(tmp_path / f"run-{task}"), "--batch-size", "4",
+            "--num-workers", "0", "--eval-every", "3", "--prompt-frames", "2", "--test", "--quiet", "--device", "cpu",
+            *extra]
+    return train.train(train.build_parser().parse_args(argv))
+
+
+@pytest.mark.slow
+def test_train_save_load_evaluate(corpus, backbone_dir, tmp_path):
+    result = _train(corpus, backbone_dir, tmp_path, "emotion", "--max-steps", "9")
+    assert result.steps == 9 and result.output
+    adapter_set = AdapterSet.load(result.output)
+    assert adapter_set.config.metrics["valid"]["accuracy"] == result.valid["accuracy"]
+    assert adapter_set.config.training["steps"] == 9 and adapter_set.config.labels == ["high", "low"]
+    assert (tmp_path / "run-emotion" / "training_curves.png").stat().st_size > 1000
+    assert (tmp_path / "run-emotion" / "confusion_matrix.png").exists()
+    out = tmp_path / "eval.json"
+    evaluate.main([result.output, "--backbone", str(backbone_dir), "--corpus", str(corpus), "--out", str(out),
+                   "--plots", str(tmp_path / "plots"), "--device", "cpu"])
+    metrics = json.loads(out.read_text())[0]
+    assert metrics["task"] == "emotion" and metrics["num_clips"] == 8
+    assert metrics["accuracy"] == pytest.approx(result.test["accuracy"])
+    model = MultiAdapterModel(load_backbone(backbone_dir))
+    model.add_adapter_set("emotion", adapter_set)
+    assert model.predict([torch.zeros(8000)], ["emotion"])[0].label in ("high", "low")
+
+
+@pytest.mark.slow
+def test_verification_set_gets_a_calibrated_threshold_and_resume_continues(corpus, backbone_dir, tmp_path):
+    first = _train(corpus, backbone_dir, tmp_path, "verification", "--max-steps", "3")
+    config = AdapterSet.load(first.output).config
+    assert config.threshold is not None and -1.0 <= config.threshold <= 1.0
+    assert config.threshold == pytest.approx(first.valid["eer_threshold"])
+    resumed = _train(corpus, backbone_dir, tmp_path, "verification", "--max-steps", "6", "--resume")
+    assert resumed.steps == 6
+    history = json.loads((tmp_path / "run-verification" / "history.json").read_text())
+    assert [h["step"] for h in history] == [3, 6]
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_trains_the_backbone_but_writes_no_adapter_set(corpus, backbone_dir, tmp_path):
+    result = _train(corpus, backbone_dir, tmp_path, "emotion", "--max-steps", "2", "--method", "full")
+    assert result.output is None and result.trained_parameters > 50_000
+
+
+def test_comparison_table_renders_from_results(tmp_path):
+    rows = [{"task": "emotion", "method": "elp", "backbone": "pretrained", "trained_parameters": 1234, "steps": 5,
+             "test": {"accuracy": 0.875, "unweighted_accuracy": 0.8}},
+            {"task": "asr", "method": "l", "backbone": "random", "trained_parameters": 99, "steps": 5,
+             "test": {"cer": 0.25, "wer": 0.5}}]
+    (tmp_path / "comparison-emotion.jsonl").write_text(json.dumps(rows[0]) + "\n")
+    (tmp_path / "comparison-asr.jsonl").write_text(json.dumps(rows[1]) + "\n")
+    compare.main(["--table-only", "--out-dir", str(tmp_path)])
+    table = (tmp_path / "comparison.md").read_text()
+    assert "| emotion | elp | pretrained | 1,234 | accuracy | 87.50% |" in table
+    assert "| asr | l | random | 99 | cer | 25.00% | wer | 50.00% |" in table

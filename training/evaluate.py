@@ -1,0 +1,68 @@
+"""``elp-evaluate``: test-split metrics of adapter sets, as JSON, with plots.
+
+WER/CER (ASR), EER and minDCF from trial scores (verification), weighted and unweighted accuracy
+with a confusion matrix (emotion, intent). Several sets are evaluated in one backbone load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from elp import AdapterSet, MultiAdapterModel, load_backbone
+from training.data.manifest import filter_split, read_manifest, read_trials
+from training.evaluation import evaluate_set, public
+from training.plots import plot_confusion_matrix, plot_det_curve
+
+
+def evaluate_adapter(
+    model: MultiAdapterModel, key: str, corpus: Path, split: str, out_dir: Path | None, max_clips: int = 0
+) -> dict:
+    task = model.adapter_sets[key].config.task
+    rows = filter_split(read_manifest(corpus / f"{task}.jsonl"), split)
+    if max_clips:
+        rows = rows[:max_clips]
+    trials_path = corpus / f"verification_trials_{split}.txt"
+    trials = read_trials(trials_path) if task == "verification" and trials_path.exists() else None
+    if trials and max_clips:
+        trials = trials[:: max(1, len(trials) // (4 * max_clips))]  # both kinds, evenly spread
+    metrics = evaluate_set(model, key, rows, trials)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if task == "verification":
+            plot_det_curve(metrics["_scores"], metrics["_labels"], out_dir / f"{key}-det.png", name=key)
+        elif task in ("emotion", "intent"):
+            plot_confusion_matrix(np.array(metrics["_confusion"]), metrics["_labels"], out_dir / f"{key}-confusion.png")
+    return {"adapter": key, "task": task, "split": split, **public(metrics)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="elp-evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("adapters", nargs="+", help="adapter-set folders")
+    p.add_argument("--backbone", default="models/whisper-base")
+    p.add_argument("--corpus", default="data/corpus")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--out", default="results/evaluation.json")
+    p.add_argument("--plots", default="results/plots")
+    p.add_argument("--max-clips", type=int, default=0, help="evaluate on the first N clips only")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = p.parse_args(argv)
+    model = MultiAdapterModel(load_backbone(args.backbone, device=args.device))
+    results = []
+    for folder in args.adapters:
+        key = Path(folder).name
+        model.add_adapter_set(key, AdapterSet.load(folder))
+        result = evaluate_adapter(model, key, Path(args.corpus), args.split, Path(args.plots), args.max_clips)
+        print(json.dumps(result), flush=True)
+        results.append(result)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
