@@ -22,6 +22,8 @@ from training.train import build_parser, train
 
 # ELP first: it becomes the stored default set, so it must finish even if the budget runs out.
 METHODS = ("elp", "full", "e", "l", "p", "none")
+# Adapter ids of the defaults follow the endpoint names (/verify -> verify-default).
+STORE_IDS = {"verification": "verify"}
 TASKS = ("asr", "verification", "emotion", "intent")
 HEADLINE = {
     "asr": ("cer", "wer"),
@@ -69,7 +71,7 @@ def run_task(args: argparse.Namespace, task: str) -> list[dict]:
             if args.amp:
                 argv.append("--amp")
             if write_default:
-                argv += ["--out", f"{args.store}/{task}-default"]
+                argv += ["--out", f"{args.store}/{STORE_IDS.get(task, task)}-default"]
             result = train(build_parser().parse_args(argv)).__dict__
             result["backbone"] = backbone_name
             results.append(result)
