@@ -9,8 +9,16 @@ from __future__ import annotations
 import argparse
 
 import torch
-from transformers import HubertConfig, HubertModel, Wav2Vec2Config, Wav2Vec2Model, WavLMConfig, WavLMModel
-from transformers import WhisperConfig, WhisperModel
+from transformers import (
+    HubertConfig,
+    HubertModel,
+    Wav2Vec2Config,
+    Wav2Vec2Model,
+    WavLMConfig,
+    WavLMModel,
+    WhisperConfig,
+    WhisperModel,
+)
 
 from elp.adapter_set import AdapterSet
 from elp.config import config_for_method
