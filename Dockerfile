@@ -22,10 +22,9 @@ COPY pyproject.toml ./
 COPY elp ./elp
 COPY server ./server
 COPY clients ./clients
-RUN touch README.md && pip install --no-deps . \
-    && pip install "transformers>=5.0,<6" "numpy>=1.26" "scipy>=1.11" "soundfile>=0.12" "safetensors>=0.4" \
-       "fastapi>=0.110" "uvicorn>=0.29" "pydantic>=2.6" "pydantic-settings>=2.2" "python-multipart>=0.0.9" \
-       "prometheus-client>=0.20" "httpx>=0.27" "psutil>=5.9"
+# dependencies come from pyproject.toml alone; torch is already satisfied by the layer above
+COPY README.md ./
+RUN pip install .
 
 RUN useradd --create-home --uid 10001 elp && mkdir -p /data/adapters /data/speakers /data/hf-cache /models \
     && chown -R elp:elp /data /models
