@@ -109,3 +109,20 @@ def test_comparison_table_renders_from_results(tmp_path):
     table = (tmp_path / "comparison.md").read_text()
     assert "| emotion | elp | pretrained | 1,234 | accuracy | 87.50% |" in table
     assert "| asr | l | random | 99 | cer | 25.00% | wer | 50.00% |" in table
+
+
+@pytest.mark.slow
+def test_refit_on_a_cached_encoder_pass_keeps_e_and_p_and_records_both_results(corpus, backbone_dir, tmp_path):
+    from training import cached
+
+    trained = _train(corpus, backbone_dir, tmp_path, "emotion", "--max-steps", "3")
+    cached.main([trained.output, "--out", str(tmp_path / "refit"), "--backbone", str(backbone_dir),
+                 "--corpus", str(corpus), "--epochs", "3", "--patience", "5"])
+    before, after = AdapterSet.load(trained.output), AdapterSet.load(tmp_path / "refit")
+    for name, tensor in before.state_dict().items():
+        if name.startswith(("e_adapters", "p_adapter")):
+            assert torch.equal(tensor, after.state_dict()[name]), name
+    metrics = after.config.metrics
+    assert set(metrics) == {"valid", "test", "before_refit"}
+    assert metrics["valid"]["accuracy"] >= metrics["before_refit"]["valid"]["accuracy"]  # best epoch or the start
+    assert after.config.training["refit"]["epochs"] >= 1

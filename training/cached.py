@@ -1,0 +1,155 @@
+"""Stage-two training on a cached encoder pass: refit a set's L-adapters and head on CPU.
+
+The encoder pass (frozen backbone + the set's own E-adapters and P-adapter) is run once per clip
+and its per-layer outputs are kept in memory (fp16); then only the featurizer and the head train,
+for many epochs in minutes instead of hours. This is s3prl's "extract upstream features once"
+applied to an adapter set: E and P stay as they are; use it to refit L and the head with other
+regularisation or without augmentation that destroys a task's cues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp.heads import AMSoftmaxLoss
+from training.data.manifest import filter_split, read_manifest, read_trials
+from training.dataset import load_audio
+from training.evaluation import headline, public
+from training.metrics import unweighted_accuracy, verification_metrics, weighted_accuracy
+
+KEY = "set"
+
+
+@torch.no_grad()
+def encode_rows(model: MultiAdapterModel, rows, batch_size: int = 16) -> dict[str, list[torch.Tensor]]:
+    """Per clip id: the real frames of every layer output, fp16."""
+    cache: dict[str, list[torch.Tensor]] = {}
+    ordered = sorted(rows, key=lambda r: r.duration_s)
+    for start in range(0, len(ordered), batch_size):
+        batch = ordered[start : start + batch_size]
+        waves = [torch.from_numpy(load_audio(r.path)) for r in batch]
+        lengths = torch.tensor([w.numel() for w in waves])
+        padded = torch.zeros(len(waves), int(lengths.max()))
+        for i, wave in enumerate(waves):
+            padded[i, : wave.numel()] = wave
+        encoded = model.encode(padded, lengths, [KEY] * len(batch))
+        for i, row in enumerate(batch):
+            frames = int(encoded.lengths[i])
+            cache[row.path] = [state[i, :frames].to(torch.float16).clone() for state in encoded.hidden_states]
+    return cache
+
+
+def _head_outputs(adapter_set: AdapterSet, states: list[list[torch.Tensor]]) -> torch.Tensor:
+    lengths = torch.tensor([s[0].shape[0] for s in states])
+    layers = [
+        nn.utils.rnn.pad_sequence([s[k].float() for s in states], batch_first=True) for k in range(len(states[0]))
+    ]
+    return adapter_set.head(adapter_set.featurizer(layers), lengths)
+
+
+def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None) -> dict:
+    adapter_set.eval()
+    with torch.no_grad():
+        if adapter_set.task == "verification":
+            paths = sorted({p for t in trials for p in (t.path_a, t.path_b)})
+            emb = {p: _head_outputs(adapter_set, [cache[p]])[0] for p in paths}
+            scores = [float(emb[t.path_a] @ emb[t.path_b]) for t in trials]
+            return verification_metrics(scores, [t.label for t in trials])
+        labels = adapter_set.config.labels or []
+        guesses = []
+        for start in range(0, len(rows), 32):
+            chunk = rows[start : start + 32]
+            logits = _head_outputs(adapter_set, [cache[r.path] for r in chunk])
+            guesses += [labels[i] for i in logits.argmax(-1).tolist()]
+        truth = [r.label for r in rows]
+        return {"accuracy": weighted_accuracy(truth, guesses),
+                "unweighted_accuracy": unweighted_accuracy(truth, guesses)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("adapter", help="adapter-set folder to refit")
+    p.add_argument("--out", required=True)
+    p.add_argument("--backbone", default="models/whisper-base")
+    p.add_argument("--corpus", default="data/corpus")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=5e-4)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--patience", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    model = MultiAdapterModel(load_backbone(args.backbone))
+    adapter_set = AdapterSet.load(args.adapter)
+    model.add_adapter_set(KEY, adapter_set)
+    task = adapter_set.task
+    corpus = Path(args.corpus)
+    rows = read_manifest(corpus / f"{task}.jsonl")
+    splits = {s: filter_split(rows, s) for s in ("train", "valid", "test")}
+    trials = {}
+    if task == "verification":
+        trials = {s: read_trials(corpus / f"verification_trials_{s}.txt") for s in ("valid", "test")}
+    cache = encode_rows(model, [r for split in splits.values() for r in split])
+    print(json.dumps({"cached_clips": len(cache), "seconds": round(time.perf_counter() - started, 1)}), flush=True)
+
+    before = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s)) for s in ("valid", "test")}
+    print(json.dumps({"before": before}), flush=True)
+    trainable = [*adapter_set.featurizer.parameters(), *adapter_set.head.parameters()]
+    if task == "verification":
+        speakers = sorted({r.speaker for r in splits["train"]})
+        loss_fn: nn.Module = AMSoftmaxLoss(adapter_set.config.head.embedding_dim, len(speakers))
+        targets = {r.path: speakers.index(r.speaker) for r in splits["train"]}
+    else:
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+        labels = adapter_set.config.labels or []
+        targets = {r.path: labels.index(r.label) for r in splits["train"]}
+    optimizer = torch.optim.AdamW([*trainable, *loss_fn.parameters()], lr=args.lr, weight_decay=args.weight_decay)
+    name, best, higher = headline(task, before["valid"])
+    best_state, stale, history = copy.deepcopy(adapter_set.state_dict()), 0, []
+    train_paths = [r.path for r in splits["train"]]
+    for epoch in range(args.epochs):
+        adapter_set.train()
+        order = torch.randperm(len(train_paths)).tolist()
+        for start in range(0, len(order), args.batch_size):
+            paths = [train_paths[i] for i in order[start : start + args.batch_size]]
+            output = _head_outputs(adapter_set, [cache[p] for p in paths])
+            loss = loss_fn(output, torch.tensor([targets[p] for p in paths]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        valid = evaluate_cached(adapter_set, cache, splits["valid"], trials.get("valid"))
+        value = headline(task, valid)[1]
+        history.append({"epoch": epoch + 1, "loss": loss.item(), f"valid_{name}": value})
+        print(json.dumps(history[-1]), flush=True)
+        if (value > best) if higher else (value < best):
+            best, best_state, stale = value, copy.deepcopy(adapter_set.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= args.patience:
+                break
+    adapter_set.load_state_dict(best_state)
+    after = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s)) for s in ("valid", "test")}
+    print(json.dumps({"after": after}), flush=True)
+    if task == "verification":
+        adapter_set.config.threshold = float(after["valid"]["eer_threshold"])
+    adapter_set.config.metrics = {"valid": public(after["valid"]), "test": public(after["test"]),
+                                  "before_refit": {"valid": public(before["valid"]), "test": public(before["test"])}}
+    adapter_set.config.training = adapter_set.config.training | {
+        "refit": {"stage": "cached encoder pass, L-adapters + head", "epochs": len(history), "lr": args.lr,
+                  "weight_decay": args.weight_decay, "label_smoothing": 0.1 if task != "verification" else None}}
+    adapter_set.save(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
