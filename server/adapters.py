@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import re
+import stat
 import struct
 import time
 from collections import OrderedDict
@@ -92,9 +93,11 @@ class AdapterStore:
         self._info_cache: dict[str, tuple[FileSignature, AdapterInfo]] = {}
 
     def folder(self, adapter_id: str) -> Path:
+        """The set's folder; symlinks are never followed, so nothing outside the store is reachable."""
         validate_adapter_id(adapter_id)
-        folder = (self.root / adapter_id).resolve()
-        if folder.parent != self.root:
+        candidate = self.root / adapter_id
+        folder = candidate.resolve()
+        if candidate.is_symlink() or folder.parent != self.root:
             raise AdapterNotFoundError(f"adapter '{adapter_id}' not found")
         return folder
 
@@ -103,7 +106,8 @@ class AdapterStore:
             return []
         return sorted(
             entry.name for entry in self.root.iterdir()
-            if ADAPTER_ID_PATTERN.fullmatch(entry.name) and entry.is_dir() and (entry / CONFIG_FILE).is_file()
+            if ADAPTER_ID_PATTERN.fullmatch(entry.name) and not entry.is_symlink() and entry.is_dir()
+            and _is_regular_file(entry / CONFIG_FILE)
         )
 
     def exists(self, adapter_id: str) -> bool:
@@ -116,9 +120,11 @@ class AdapterStore:
         """Cheap change detector (mtime, size, inode of both files); raises if the set is gone."""
         folder = self.folder(adapter_id)
         try:
-            stats = [os.stat(folder / name) for name in ADAPTER_FILES]
+            stats = [os.lstat(folder / name) for name in ADAPTER_FILES]
         except FileNotFoundError:
             raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
+        if not all(stat.S_ISREG(s.st_mode) for s in stats):  # a symlinked file may point anywhere
+            raise AdapterNotFoundError(f"adapter '{adapter_id}' not found")
         return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
 
     def snapshot(self, adapter_id: str) -> AdapterSnapshot:
@@ -127,8 +133,8 @@ class AdapterStore:
         for _ in range(_READ_RETRIES):
             before = self.signature(adapter_id)
             try:
-                files = {name: (folder / name).read_bytes() for name in ADAPTER_FILES}
-            except FileNotFoundError:
+                files = {name: _read_no_follow(folder / name) for name in ADAPTER_FILES}
+            except (FileNotFoundError, OSError):  # ELOOP: swapped for a symlink since the lstat
                 raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
             if self.signature(adapter_id) == before:
                 return AdapterSnapshot(adapter_id, files, _hash_files(files), before)
@@ -148,11 +154,25 @@ class AdapterStore:
 
     def read_config(self, adapter_id: str) -> dict[str, Any]:
         try:
-            return json.loads((self.folder(adapter_id) / CONFIG_FILE).read_text())
-        except FileNotFoundError:
+            return json.loads(_read_no_follow(self.folder(adapter_id) / CONFIG_FILE))
+        except OSError:
             raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
         except (ValueError, UnicodeDecodeError):
             return {}
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_no_follow(path: Path) -> bytes:
+    """Read a file, refusing a symlink (O_NOFOLLOW) even if one appears after the checks."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
 
 
 def _hash_files(files: dict[str, bytes]) -> str:
@@ -286,6 +306,7 @@ class AdapterCache:
         self._locks: dict[str, asyncio.Lock] = {}
         self.pinned: set[str] = set()
         self.loads = 0
+        self._load_serial = 0
 
     # -- queries -----------------------------------------------------------------------------------
     def resident(self, adapter_id: str) -> ResidentAdapter | None:
@@ -349,7 +370,10 @@ class AdapterCache:
             if old is not None and old.sha256 == snapshot.sha256:
                 old.signature = snapshot.signature  # touched, same bytes: keep serving the same version
                 return old
-            model_key = f"{adapter_id}@{snapshot.sha256[:16]}"
+            # A load counter in the key: after unload + reload of the same bytes, the retiring entry
+            # (still leased by a queued request) and the new one must not share a model key.
+            self._load_serial += 1
+            model_key = f"{adapter_id}@{snapshot.sha256[:16]}#{self._load_serial}"
             await asyncio.wrap_future(self._run_on_model(lambda model: model.add_adapter_set(model_key, aset)))
         except AdapterNotFoundError:
             raise

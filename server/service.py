@@ -122,7 +122,10 @@ class InferenceService:
         by_task: dict[str, list[str]] = {task: [] for task in configured}
         marked: dict[str, list[str]] = {task: [] for task in configured}
         for adapter_id in self.store.ids():
-            config = self.store.read_config(adapter_id)
+            try:
+                config = self.store.read_config(adapter_id)
+            except AdapterNotFoundError:  # removed since the listing
+                continue
             task = config.get("task")
             if task in by_task:
                 by_task[task].append(adapter_id)
