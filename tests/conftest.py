@@ -1,4 +1,5 @@
-"""Fixtures for the deploy tests: the same tiny backbone + adapter store as the server tests."""
+"""Shared fixtures: one tiny real backbone + adapter store per session, for the server, client,
+deploy and reliability tests (built once, read-only; tests that edit it take a private copy)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
