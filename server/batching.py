@@ -83,9 +83,11 @@ class BatchWorker:
         max_wait_s: float,
         max_queue: int,
         metrics: ServerMetrics,
+        length_ratio: float = 0.0,
     ) -> None:
         self.model = model
         self.max_batch_rows = max_batch_rows
+        self.length_ratio = length_ratio
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self._metrics = metrics
@@ -217,7 +219,8 @@ class BatchWorker:
         return batch
 
     def _take_batch_locked(self) -> list[InferenceJob]:
-        """Oldest job first, then the queued jobs closest to its length, up to max rows."""
+        """Oldest job first, then the queued jobs closest to its length, up to max rows, keeping the
+        shortest clip at least ``length_ratio`` of the longest."""
         now = time.monotonic()
         window: list[InferenceJob] = []
         while self._jobs and len(window) < self.max_batch_rows * _GROUPING_WINDOW_FACTOR:
@@ -234,10 +237,15 @@ class BatchWorker:
         anchor, rest = window[0], window[1:]
         rest.sort(key=lambda job: abs(job.length - anchor.length))
         batch, rows, leftover = [anchor], anchor.rows, []
+        shortest = longest = anchor.length
         for job in rest:
-            if rows + job.rows <= self.max_batch_rows:
+            low, high = min(shortest, job.length), max(longest, job.length)
+            # Rows pad to the longest one: a clip far shorter than the batch's longest would cost its
+            # padding in compute, so it waits for a batch of its own length instead.
+            if rows + job.rows <= self.max_batch_rows and low >= self.length_ratio * high:
                 batch.append(job)
                 rows += job.rows
+                shortest, longest = low, high
             else:
                 leftover.append(job)
         leftover.sort(key=lambda job: job.enqueued_at)

@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     # batching
     max_batch_size: int = Field(16, ge=1, description="most waveform rows in one model call")
     max_wait_ms: float = Field(10.0, ge=0, description="how long the first request waits for company")
+    batch_length_ratio: float = Field(
+        0.5, ge=0, le=1,
+        description="shortest/longest clip allowed in one batch (padding is wasted compute; 0 = any mix)",
+    )
     max_queue: int = Field(256, ge=1, description="queued requests before 503 overloaded")
     request_deadline_s: float = Field(30.0, gt=0, description="queue wait after which a request gets 504")
     shutdown_drain_s: float = Field(10.0, ge=0, description="how long shutdown keeps answering queued work")

@@ -185,3 +185,20 @@ def test_control_calls_run_on_the_worker_thread_between_batches() -> None:
     name = worker.call(lambda m: threading.current_thread().name).result(timeout=5)
     worker.stop(1.0)
     assert name == "elp-model-worker"
+
+
+def test_clips_far_shorter_than_the_batch_wait_for_their_own_batch() -> None:
+    model = RecordingModel()
+    model.gate.clear()  # hold the worker so all jobs are queued before the first batch forms
+    worker = make_worker(model, max_wait_s=0.05, length_ratio=0.5)
+    futures = [worker.submit(job("asr", "a", n)) for n in (1000, 1200, 4000, 900)]
+    model.gate.set()
+    for future in futures:
+        result(future)
+    worker.stop(1.0)
+    lengths = [sorted(n for _, n in call) for call in model.calls]
+    assert [4000] in lengths and sum(len(call) for call in lengths) == 4
+    assert any(len(call) > 1 for call in lengths)  # the similar clips still share a batch
+    for call in model.calls:
+        sizes = [n for _, n in call]
+        assert min(sizes) >= 0.5 * max(sizes)
