@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on a lent GPU machine (no network): unpack the bundle made by
-#   python -m training.device_bundle pack --out .device && cp wheels .device/wheels
+#   python -m training.device_bundle pack --out .device   (encoder, corpus as Opus, py3.12 wheels)
 # then train the default adapter sets and the method comparison in one go, four tasks in parallel.
 # Usage: scripts/device_train.sh STEPS MINUTES_PER_RUN [extra compare args]
 set -euo pipefail

@@ -11,6 +11,8 @@ import argparse
 import gzip
 import json
 import shutil
+import subprocess
+import sys
 import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -77,6 +79,21 @@ def unpack_corpus(folder: Path, workers: int) -> None:
     print(json.dumps({"decoded": len(jobs)}))
 
 
+# What the GPU image lacks (its Python is 3.12): soundfile for the audio, jiwer for WER/CER.
+DEVICE_WHEELS = ("soundfile", "cffi", "pycparser", "jiwer", "rapidfuzz")
+
+
+def download_wheels(out: Path, python_version: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+         "--python-version", python_version, "--platform", "manylinux_2_28_x86_64",
+         "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64", "-d", str(out),
+         *DEVICE_WHEELS],
+        check=True,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -85,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     pack.add_argument("--corpus", default="data/corpus")
     pack.add_argument("--out", default=".device")
     pack.add_argument("--workers", type=int, default=2)
+    pack.add_argument("--device-python", default="3.12", help="Python version of the GPU image's wheels")
     unpack = sub.add_parser("unpack")
     unpack.add_argument("--corpus", default=".device/corpus")
     unpack.add_argument("--workers", type=int, default=16)
@@ -92,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pack":
         pack_encoder(Path(args.backbone), Path(args.out) / Path(args.backbone).name)
         pack_corpus(Path(args.corpus), Path(args.out) / "corpus", args.workers)
+        download_wheels(Path(args.out) / "wheels", args.device_python)
     else:
         unpack_corpus(Path(args.corpus), args.workers)
     return 0
