@@ -67,7 +67,8 @@ class AdapterSet(nn.Module):
             if bad:
                 raise ConfigError(f"weighted_sum_layers {bad} outside 0..{layers}")
             self.featurizer = WeightedLayerSum(config.weighted_sum_layers, hidden)
-        self.head = build_head(config.head, config.task, self.featurizer.output_dim, config.num_outputs)
+        self.head = build_head(config.head, config.task, self.featurizer.output_dim, config.num_outputs,
+                               labels=config.labels, slot_names=config.slot_names)
 
     # ----------------------------------------------------------------- construction
     @classmethod

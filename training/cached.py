@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
-from elp.heads import AMSoftmaxLoss
+from elp.heads import AMSoftmaxLoss, build_head
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import load_audio
 from training.evaluation import headline, public
@@ -86,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--patience", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pooling", choices=["mean", "stats", "max"], help="rebuild the head with this pooling")
+    p.add_argument("--factorized-slots", action="store_true", help="rebuild the head to score intent slots")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
@@ -104,6 +106,14 @@ def main(argv: list[str] | None = None) -> int:
 
     before = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s)) for s in ("valid", "test")}
     print(json.dumps({"before": before}), flush=True)
+    if args.pooling or args.factorized_slots:
+        # A new head (fresh weights) on the set's own E, P and L: the refit then picks the best epoch
+        # by validation, which may be worse than "before"; the saved set records both.
+        config = adapter_set.config
+        config.head.pooling = args.pooling or config.head.pooling
+        config.head.factorized_slots = args.factorized_slots or config.head.factorized_slots
+        adapter_set.head = build_head(config.head, task, adapter_set.featurizer.output_dim, config.num_outputs,
+                                      labels=config.labels, slot_names=config.slot_names)
     trainable = [*adapter_set.featurizer.parameters(), *adapter_set.head.parameters()]
     if task == "verification":
         speakers = sorted({r.speaker for r in splits["train"]})
@@ -115,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         targets = {r.path: labels.index(r.label) for r in splits["train"]}
     optimizer = torch.optim.AdamW([*trainable, *loss_fn.parameters()], lr=args.lr, weight_decay=args.weight_decay)
     name, best, higher = headline(task, before["valid"])
+    if args.pooling or args.factorized_slots:
+        best = -1.0 if higher else float("inf")  # the old head's score says nothing about the new one
     best_state, stale, history = copy.deepcopy(adapter_set.state_dict()), 0, []
     train_paths = [r.path for r in splits["train"]]
     for epoch in range(args.epochs):
@@ -146,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "before_refit": {"valid": public(before["valid"]), "test": public(before["test"])}}
     adapter_set.config.training = adapter_set.config.training | {
         "refit": {"stage": "cached encoder pass, L-adapters + head", "epochs": len(history), "lr": args.lr,
+                  "new_head": bool(args.pooling or args.factorized_slots),
                   "weight_decay": args.weight_decay, "label_smoothing": 0.1 if task != "verification" else None}}
     adapter_set.save(args.out)
     return 0

@@ -18,10 +18,13 @@ __all__ = [
 ]
 
 
-def build_head(config: HeadConfig, task: str, input_dim: int, num_outputs: int):
+def build_head(
+    config: HeadConfig, task: str, input_dim: int, num_outputs: int,
+    labels: list[str] | None = None, slot_names: list[str] | None = None,
+):
     """The head for a task; ``num_outputs`` is the vocabulary size (ASR) or the class count."""
     if task == "asr":
         return CTCHead(input_dim, num_outputs, config)
     if task == "verification":
         return SpeakerEmbeddingHead(input_dim, config)
-    return ClassifierHead(input_dim, num_outputs, config)
+    return ClassifierHead(input_dim, num_outputs, config, labels=labels, slot_names=slot_names)

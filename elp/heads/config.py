@@ -7,19 +7,23 @@ from dataclasses import dataclass
 from elp.errors import ConfigError
 
 TASKS = ("asr", "verification", "emotion", "intent")
-POOLINGS = ("mean", "stats")
+POOLINGS = ("mean", "stats", "max")
 
 
 @dataclass
 class HeadConfig:
     """``hidden_dim``: width of the projection before pooling (pooled heads) or of the optional
     hidden layer of the CTC head (0 = linear CTC head, the reference setup). ``embedding_dim``:
-    speaker embedding size. ``dropout`` applies in training only."""
+    speaker embedding size. ``dropout`` applies in training only. ``pooling``: ``max`` keeps the
+    strongest frame per unit (keyword-like evidence), ``stats`` is mean and std. ``factorized_slots``
+    (intents written ``action_object_location``): score each slot value and sum them per intent, so an
+    intent's score is shared with every intent that has the same action, object or location."""
 
     hidden_dim: int = 256
     pooling: str = "mean"
     embedding_dim: int = 256
     dropout: float = 0.1
+    factorized_slots: bool = False
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:

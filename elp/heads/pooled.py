@@ -6,13 +6,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from elp.errors import ConfigError
 from elp.heads.config import HeadConfig
 
 
 def masked_pool(features: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Mean (or mean+std) over the valid frames only, so padding never changes a row's result."""
+    """Mean, mean+std or max over the valid frames only, so padding never changes a row's result."""
     steps = torch.arange(features.shape[1], device=features.device)
     mask = (steps[None, :] < lengths[:, None]).to(features.dtype).unsqueeze(-1)
+    if pooling == "max":
+        return features.masked_fill(mask == 0, torch.finfo(features.dtype).min).amax(dim=1)
     count = mask.sum(dim=1).clamp(min=1.0)
     mean = (features * mask).sum(dim=1) / count
     if pooling == "mean":
@@ -45,11 +48,36 @@ class SpeakerEmbeddingHead(_PooledHead):
         return F.normalize(self.output(self.pooled(features, lengths)).float(), dim=-1)
 
 
-class ClassifierHead(_PooledHead):
-    """Projection, pooling, linear -> class logits."""
+def slot_incidence(labels: list[str], slot_names: list[str]) -> torch.Tensor:
+    """(intents x slot values) 0/1 matrix: which value of each slot an intent label is made of."""
+    values = [sorted({label.split("_")[i] for label in labels}) for i in range(len(slot_names))]
+    offsets = [sum(len(v) for v in values[:i]) for i in range(len(values))]
+    incidence = torch.zeros(len(labels), sum(len(v) for v in values))
+    for row, label in enumerate(labels):
+        for slot, value in enumerate(label.split("_")):
+            incidence[row, offsets[slot] + values[slot].index(value)] = 1.0
+    return incidence
 
-    def __init__(self, input_dim: int, num_classes: int, config: HeadConfig) -> None:
-        super().__init__(input_dim, num_classes, config)
+
+class ClassifierHead(_PooledHead):
+    """Projection, pooling, linear -> class logits; with ``factorized_slots`` the linear scores slot
+    values and an intent's logit is the sum of its values' scores."""
+
+    def __init__(
+        self, input_dim: int, num_classes: int, config: HeadConfig,
+        labels: list[str] | None = None, slot_names: list[str] | None = None,
+    ) -> None:
+        incidence = None
+        if config.factorized_slots:
+            if not labels or not slot_names:
+                raise ConfigError("factorized_slots needs intent labels and slot names")
+            incidence = slot_incidence(labels, slot_names)
+        super().__init__(input_dim, num_classes if incidence is None else incidence.shape[1], config)
+        # Derived from the config's labels, so not stored with the weights.
+        self.register_buffer("slot_incidence", incidence, persistent=False)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return self.output(self.pooled(features, lengths)).float()
+        logits = self.output(self.pooled(features, lengths)).float()
+        if self.slot_incidence is not None:
+            logits = logits @ self.slot_incidence.t()
+        return logits

@@ -198,3 +198,34 @@ def test_adapter_ids_may_be_any_string(backbone):
     for key in ("train", "to", "forward", "asr-default"):
         model.add_adapter_set(key, make_random_adapter_set(backbone, "emotion", method="l"))
     assert model.predict(WAVES[:1], ["train"])[0].label
+
+
+@pytest.mark.parametrize("variant", ["wavlm-postln", "whisper-postln"])
+def test_max_pooled_slot_factorized_intent_head_round_trips_and_ignores_padding(backbone, tmp_path):
+    adapter_set = make_random_adapter_set(backbone, "intent", method="elp")
+    adapter_set.config.head.pooling = "max"
+    adapter_set.config.head.factorized_slots = True
+    from elp.heads import build_head
+
+    config = adapter_set.config
+    adapter_set.head = build_head(config.head, "intent", adapter_set.featurizer.output_dim, config.num_outputs,
+                                  labels=config.labels, slot_names=config.slot_names)
+    # 3 intents over actions {activate, deactivate, increase}, objects {lights, volume}, locations
+    # {kitchen, none}: the head scores 7 slot values, not 3 intents.
+    assert adapter_set.head.output[-1].out_features == 7
+    assert "head.slot_incidence" not in adapter_set.state_dict()
+    adapter_set.save(tmp_path / "intent")
+    loaded = AdapterSet.load(tmp_path / "intent")
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("original", adapter_set)
+    model.add_adapter_set("loaded", loaded)
+    model.add_adapter_set("other", make_random_adapter_set(backbone, "emotion", method="l"))
+    alone = _outputs(model, WAVES[:2], ["original", "original"])
+    padded = _outputs(model, [WAVES[0], seeded_waveform(2.0, seed=8), WAVES[1]], ["loaded", "other", "loaded"])
+    torch.testing.assert_close(padded[0], alone[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded[2], alone[1], atol=1e-5, rtol=1e-5)
+    # Each intent is made of exactly one value per slot; the two "lights_kitchen" intents share two.
+    incidence = adapter_set.head.slot_incidence
+    assert incidence.sum(dim=1).tolist() == [3.0, 3.0, 3.0]
+    on, off = config.labels.index("activate_lights_kitchen"), config.labels.index("deactivate_lights_kitchen")
+    assert float(incidence[on] @ incidence[off]) == 2.0
