@@ -106,33 +106,32 @@ class MultiAdapterModel(nn.Module):
             handles.append(norm.register_forward_hook(self._layer_norm_hook(index, name)))
         return handles
 
+    def _routed(self, source: torch.Tensor, output: torch.Tensor, pick) -> torch.Tensor | None:
+        """Apply each routed set's module (``pick(adapter_set)``, or None to skip) to ``source``, on
+        that set's rows only, and put the results in place of ``output``'s rows; None = unchanged."""
+        result = output
+        for rows, adapter_set in self._route:
+            module = pick(adapter_set) if adapter_set.e_adapters is not None else None
+            if module is None:
+                continue
+            if rows is None:
+                return module(source).to(output.dtype)
+            result = result.index_copy(0, rows, module(source.index_select(0, rows)).to(output.dtype))
+        return None if result is output else result
+
     def _ffn_hook(self, index: int):
+        """E-adapter on the feed-forward output: ``g_E`` takes that output itself."""
+
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
-            result = output
-            for rows, adapter_set in self._route:
-                adapter = adapter_set.e_adapters.adapter_for(index) if adapter_set.e_adapters else None
-                if adapter is None:
-                    continue
-                if rows is None:
-                    return adapter(output).to(output.dtype)
-                adapted = adapter(output.index_select(0, rows)).to(output.dtype)
-                result = result.index_copy(0, rows, adapted)
-            return None if result is output else result
+            return self._routed(output, output, lambda adapter_set: adapter_set.e_adapters.adapter_for(index))
 
         return hook
 
     def _layer_norm_hook(self, index: int, name: str):
+        """Per-set LayerNorm copy: recomputed from the norm's input for that set's rows."""
+
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
-            result = output
-            for rows, adapter_set in self._route:
-                norm = adapter_set.e_adapters.layer_norm_for(index, name) if adapter_set.e_adapters else None
-                if norm is None:
-                    continue
-                if rows is None:
-                    return norm(inputs[0]).to(output.dtype)
-                normed = norm(inputs[0].index_select(0, rows)).to(output.dtype)
-                result = result.index_copy(0, rows, normed)
-            return None if result is output else result
+            return self._routed(inputs[0], output, lambda aset: aset.e_adapters.layer_norm_for(index, name))
 
         return hook
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp import AdapterSet, MultiAdapterModel, load_backbone, pad_waveforms
 from elp.heads import AMSoftmaxLoss, build_head
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import load_audio
@@ -35,11 +35,7 @@ def encode_rows(model: MultiAdapterModel, rows, batch_size: int = 16) -> dict[st
     ordered = sorted(rows, key=lambda r: r.duration_s)
     for start in range(0, len(ordered), batch_size):
         batch = ordered[start : start + batch_size]
-        waves = [torch.from_numpy(load_audio(r.path)) for r in batch]
-        lengths = torch.tensor([w.numel() for w in waves])
-        padded = torch.zeros(len(waves), int(lengths.max()))
-        for i, wave in enumerate(waves):
-            padded[i, : wave.numel()] = wave
+        padded, lengths = pad_waveforms([torch.from_numpy(load_audio(r.path)) for r in batch])
         encoded = model.encode(padded, lengths, [KEY] * len(batch))
         for i, row in enumerate(batch):
             frames = int(encoded.lengths[i])

@@ -17,6 +17,7 @@ import torch
 from scipy.signal import fftconvolve, resample_poly
 from torch.utils.data import Dataset, Sampler
 
+from elp.model import pad_waveforms
 from training.data.manifest import CTC_CHARS, ManifestRow
 
 SAMPLE_RATE = 16000
@@ -134,10 +135,7 @@ class ClipDataset(Dataset):
 
 def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
     waves, targets = zip(*batch, strict=True)
-    lengths = torch.tensor([w.numel() for w in waves])
-    padded = torch.zeros(len(waves), int(lengths.max()))
-    for row, wave in enumerate(waves):
-        padded[row, : wave.numel()] = wave
+    padded, lengths = pad_waveforms(list(waves))
     out = {"waveforms": padded, "lengths": lengths}
     if targets[0].dim() == 0:
         out["targets"] = torch.stack(targets)
