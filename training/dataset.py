@@ -1,7 +1,8 @@
 """Audio datasets for the recipe: clips from a manifest, decoded once, augmented on the fly.
 
 Augmentation is what makes sets trained on synthetic voices carry over to human speech: speed
-(0.9-1.1), gain, additive white/pink noise at random SNR, and synthetic room reverberation.
+(0.9-1.1), gain, additive white/pink noise at random SNR, synthetic room reverberation and, for
+ASR, short silenced spans (time masking).
 """
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ class AugmentConfig:
     noise_prob: float = 0.6
     snr_db: tuple[float, float] = (5.0, 35.0)
     reverb_prob: float = 0.3
+    time_mask_prob: float = 0.0
+    time_masks: int = 2
+    time_mask_seconds: float = 0.06
+
+
+def time_mask(audio: np.ndarray, rng: np.random.Generator, count: int, max_seconds: float) -> np.ndarray:
+    """Silence ``count`` random spans of up to ``max_seconds`` each (SpecAugment's time masks)."""
+    audio = audio.copy()
+    for _ in range(count):
+        width = int(rng.uniform(0, max_seconds) * SAMPLE_RATE)
+        if 0 < width < audio.size:
+            start = int(rng.integers(0, audio.size - width))
+            audio[start : start + width] = 0.0
+    return audio
 
 
 def _pink_noise(rng: np.random.Generator, length: int) -> np.ndarray:
@@ -79,6 +94,8 @@ def augment(audio: np.ndarray, rng: np.random.Generator, config: AugmentConfig) 
         power = float(np.mean(audio**2)) + 1e-10
         noise = noise * np.sqrt(power / (float(np.mean(noise**2)) + 1e-10) / 10 ** (snr / 10))
         audio = audio + noise.astype(np.float32)
+    if rng.random() < config.time_mask_prob:
+        audio = time_mask(audio, rng, config.time_masks, config.time_mask_seconds)
     audio = audio * 10 ** (rng.uniform(*config.gain_db) / 20)
     peak = np.abs(audio).max()
     return (audio / peak * 0.99 if peak > 0.99 else audio).astype(np.float32)

@@ -48,13 +48,16 @@ def _decode(job: tuple[str, str]) -> None:
     sf.write(dst, audio, rate, format="FLAC")
 
 
-def pack_corpus(source: Path, out: Path, workers: int) -> None:
+def pack_corpus(source: Path, out: Path, workers: int, splits: tuple[str, ...] = ("train", "valid", "test")) -> None:
+    """Manifests whole, audio of ``splits`` only (held-out test audio can stay home: it is scored there)."""
     out.mkdir(parents=True, exist_ok=True)
     for item in source.iterdir():
         if item.is_file():  # manifests and trial lists: text, gzipped (5 MB -> 0.5 MB)
             (out / f"{item.name}.gz").write_bytes(gzip.compress(item.read_bytes(), mtime=0))
     jobs = []
     for flac in sorted(source.glob("audio/**/*.flac")):
+        if flac.relative_to(source / "audio").parts[0] not in splits:
+            continue
         target = out / flac.relative_to(source).with_suffix(".ogg")
         target.parent.mkdir(parents=True, exist_ok=True)
         jobs.append((str(flac), str(target)))
@@ -81,15 +84,31 @@ def unpack_corpus(folder: Path, workers: int) -> None:
 
 # What the GPU image lacks (its Python is 3.12): soundfile for the audio, jiwer for WER/CER.
 DEVICE_WHEELS = ("soundfile", "cffi", "pycparser", "jiwer", "rapidfuzz")
+# And what the server needs for the benchmarks there, at the versions installed here (they must agree).
+SERVER_WHEELS = ("fastapi", "starlette", "pydantic", "pydantic-core", "pydantic-settings", "python-dotenv",
+                 "uvicorn", "python-multipart", "annotated-types", "typing-inspection")
 
 
-def download_wheels(out: Path, python_version: str) -> None:
+def _pinned(names: tuple[str, ...]) -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pins = []
+    for name in names:
+        try:
+            pins.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
+def download_wheels(out: Path, python_version: str, serve: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    names = DEVICE_WHEELS + (SERVER_WHEELS if serve else ())
     subprocess.run(
         [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
          "--python-version", python_version, "--platform", "manylinux_2_28_x86_64",
          "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64", "-d", str(out),
-         *DEVICE_WHEELS],
+         *_pinned(names)],
         check=True,
     )
 
@@ -103,14 +122,16 @@ def main(argv: list[str] | None = None) -> int:
     pack.add_argument("--out", default=".device")
     pack.add_argument("--workers", type=int, default=2)
     pack.add_argument("--device-python", default="3.12", help="Python version of the GPU image's wheels")
+    pack.add_argument("--splits", default="train,valid,test", help="corpus splits whose audio travels")
+    pack.add_argument("--serve", action="store_true", help="also the server's wheels (benchmarks on the GPU)")
     unpack = sub.add_parser("unpack")
     unpack.add_argument("--corpus", default=".device/corpus")
     unpack.add_argument("--workers", type=int, default=16)
     args = p.parse_args(argv)
     if args.command == "pack":
         pack_encoder(Path(args.backbone), Path(args.out) / Path(args.backbone).name)
-        pack_corpus(Path(args.corpus), Path(args.out) / "corpus", args.workers)
-        download_wheels(Path(args.out) / "wheels", args.device_python)
+        pack_corpus(Path(args.corpus), Path(args.out) / "corpus", args.workers, tuple(args.splits.split(",")))
+        download_wheels(Path(args.out) / "wheels", args.device_python, args.serve)
     else:
         unpack_corpus(Path(args.corpus), args.workers)
     return 0

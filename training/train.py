@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from elp import AdapterSet, MultiAdapterModel, config_for_method, load_backbone
 from elp.heads import AMSoftmaxLoss
+from elp.heads.config import HeadConfig
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import CTC_VOCAB, AugmentConfig, ClipDataset, LengthBucketSampler, collate
 from training.evaluation import evaluate_set, headline, public
@@ -44,7 +45,10 @@ LEARNING_RATES = {
 
 # Speed and level perturbation would erase what emotion classes are made of (rate, pitch, loudness)
 # and, for speakers, turn one voice into another under the same label: off for those tasks.
-TASK_AUGMENT = {"emotion": {"speed_prob": 0.0, "gain_db": (-2.0, 2.0)}, "verification": {"speed_prob": 0.0}}
+# ASR also drops short spans (SpecAugment-style time masking on the waveform) so the CTC head must
+# spell from context rather than memorise the few thousand training sentences.
+TASK_AUGMENT = {"emotion": {"speed_prob": 0.0, "gain_db": (-2.0, 2.0)}, "verification": {"speed_prob": 0.0},
+                "asr": {"time_mask_prob": 0.5}}
 
 
 @dataclass
@@ -81,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompt-frames", type=int, default=8)
     p.add_argument("--prompt-position", choices=["prefix", "suffix"], default="prefix")
     p.add_argument("--prompt-form", choices=["linear", "nonlinear"], default="nonlinear")
+    p.add_argument("--pooling", choices=["mean", "stats", "max"], default="mean",
+                   help="pooled heads: mean, stats (mean + std) or max over frames")
+    p.add_argument("--factorized-slots", action="store_true",
+                   help="intent head scores action / object / location and sums them per intent")
     p.add_argument("--eval-every", type=int, default=200, help="steps between validations")
     p.add_argument("--patience", type=int, default=6, help="validations without improvement before stopping")
     p.add_argument("--no-augment", action="store_true")
@@ -186,6 +194,8 @@ def train(args: argparse.Namespace) -> TrainResult:
         "none" if method == "full" else method, args.task, backbone.identity.to_dict(),
         labels=labels, vocab=vocab, slot_names=slot_names, num_prompt_frames=args.prompt_frames,
         prompt_position=args.prompt_position, prompt_form=args.prompt_form,
+        head=HeadConfig(hidden_dim=0 if args.task == "asr" else 256, pooling=args.pooling,
+                        factorized_slots=args.factorized_slots and slot_names is not None),
     )
     config.method = method
     if args.init_from:
@@ -236,9 +246,17 @@ def train(args: argparse.Namespace) -> TrainResult:
     steps_per_epoch = len(sampler)
     total_steps = args.max_steps or args.epochs * steps_per_epoch
     warmup = max(1, int(args.warmup * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps)))
-    )
+    budget_s = 60 * args.max_minutes
+
+    def schedule(step: int) -> float:
+        """Linear warm-up, then a cosine over whichever budget ends first: steps or wall-clock minutes
+        (so a time-boxed run still anneals instead of stopping at full learning rate)."""
+        progress = step / total_steps
+        if budget_s:
+            progress = max(progress, (time.perf_counter() - started) / budget_s)
+        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     checkpoint_modules: dict[str, nn.Module] = {"adapter_set": adapter_set, "loss": loss_fn}
     if method == "full":
         checkpoint_modules["backbone"] = backbone

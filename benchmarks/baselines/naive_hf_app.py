@@ -34,17 +34,18 @@ SAMPLE_RATE = 16000
 
 
 class NaiveModel:
-    """One HF encoder plus random linear heads; ``run`` handles one clip end to end."""
+    """One HF encoder plus random linear heads; ``run`` handles one clip end to end. Float32 like the
+    server's default, whatever dtype the checkpoint was saved in (the GPU bundle's encoder is fp16)."""
 
     def __init__(self, backbone: str, device: str) -> None:
         config = AutoConfig.from_pretrained(backbone)
         self.is_whisper = config.model_type == "whisper"
         if self.is_whisper:
-            self.encoder = WhisperModel.from_pretrained(backbone).get_encoder()
+            self.encoder = WhisperModel.from_pretrained(backbone, dtype=torch.float32).get_encoder()
             self.extractor = WhisperFeatureExtractor.from_pretrained(backbone)
             hidden = config.d_model
         else:
-            self.encoder = AutoModel.from_pretrained(backbone)
+            self.encoder = AutoModel.from_pretrained(backbone, dtype=torch.float32)
             try:
                 self.extractor = AutoFeatureExtractor.from_pretrained(backbone)
             except Exception:  # random checkpoints have no preprocessor_config.json

@@ -126,3 +126,19 @@ def test_refit_on_a_cached_encoder_pass_keeps_e_and_p_and_records_both_results(c
     assert set(metrics) == {"valid", "test", "before_refit"}
     assert metrics["valid"]["accuracy"] >= metrics["before_refit"]["valid"]["accuracy"]  # best epoch or the start
     assert after.config.training["refit"]["epochs"] >= 1
+
+
+@pytest.mark.slow
+def test_head_pooling_flag_is_trained_and_saved(corpus, backbone_dir, tmp_path):
+    result = _train(corpus, backbone_dir, tmp_path, "emotion", "--max-steps", "2", "--pooling", "stats")
+    assert AdapterSet.load(result.output).config.head.pooling == "stats"
+
+
+def test_time_mask_silences_bounded_spans_and_leaves_the_input_alone():
+    from training.dataset import SAMPLE_RATE, time_mask
+
+    audio = np.ones(SAMPLE_RATE, dtype=np.float32)
+    masked = time_mask(audio, np.random.default_rng(3), count=2, max_seconds=0.06)
+    silenced = int((masked == 0).sum())
+    assert 0 < silenced <= 2 * int(0.06 * SAMPLE_RATE) and audio.min() == 1.0
+    assert np.array_equal(masked, time_mask(audio, np.random.default_rng(3), count=2, max_seconds=0.06))

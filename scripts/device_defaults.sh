@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Runs on a lent GPU machine (no network), in one call: retrain the four default adapter sets with
+# the per-task recipe below (two variants where one choice is open; the better on *validation*
+# comes back), then the throughput benchmark on the GPU for both backbones.
+# Bundle first, here:  python -m training.device_bundle pack --out .device --splits train,valid --serve
+# Usage: scripts/device_defaults.sh MINUTES_PER_RUN [BENCH_SECONDS]
+# Smoke test on a CPU (no wheels, no benchmarks, a copy of the bundle):
+#   BUNDLE=/tmp/bundle SKIP_WHEELS=1 EXTRA="--max-train-clips 32 --max-eval-clips 16" \
+#     scripts/device_defaults.sh 0.2 0
+set -uo pipefail
+shopt -s nullglob
+minutes=${1:-5}; bench_seconds=${2:-150}
+out=${OUT:-/tmp/out}; bundle=${BUNDLE:-.device}; mkdir -p "$out" store runs
+export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+[ -n "${SKIP_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
+  "$bundle"/wheels/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD
+python3 -m training.device_bundle unpack --corpus "$bundle/corpus" --workers 16 || exit 1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+
+common=(--backbone "$bundle/whisper-base" --corpus "$bundle/corpus" --method elp --amp --batch-size 32
+        --max-minutes "$minutes" --max-steps 20000 --weight-decay 0.01 --num-workers 2 --quiet
+        --results-json runs/results.jsonl ${EXTRA:-})  # EXTRA: e.g. a smoke test's --max-train-clips
+declare -A variants=(
+  [asr]="--task asr --eval-every 400 --patience 100"
+  [verification-fast]="--task verification --eval-every 200 --patience 8"
+  [verification-paper]="--task verification --eval-every 200 --patience 8 --lr-preset paper"
+  [emotion-fast]="--task emotion --pooling stats --eval-every 150 --patience 10"
+  [emotion-paper]="--task emotion --pooling stats --eval-every 150 --patience 10 --lr-preset paper"
+  [intent]="--task intent --pooling max --factorized-slots --eval-every 150 --patience 10"
+)
+for name in "${!variants[@]}"; do
+  # shellcheck disable=SC2086
+  python3 -m training.train "${common[@]}" ${variants[$name]} --out "store/$name" --run-dir "runs/$name" \
+    >"runs/$name.log" 2>&1 &
+done
+wait
+tail -n 3 runs/*.log
+# The better variant per task on validation (never on test: test is scored at home, lossless).
+python3 - "$out" <<'EOF'
+import json, sys, tarfile
+rows = [json.loads(line) for line in open("runs/results.jsonl")]
+best = {}
+for row in rows:
+    name = row["output"].split("/")[-1]
+    key = {"asr": "cer", "verification": "eer"}.get(row["task"], "accuracy")
+    score = row["valid"][key] * (1 if key == "accuracy" else -1)
+    print(name, row["steps"], "steps", key, row["valid"][key])
+    if row["task"] not in best or score > best[row["task"]][0]:
+        best[row["task"]] = (score, name)
+for task, (_, name) in best.items():
+    with tarfile.open(f"{sys.argv[1]}/{task}.tgz", "w:gz") as archive:
+        archive.add(f"store/{name}", arcname=name)
+        for extra in ("history.json", "training_curves.png", "confusion_matrix.png", "det_curve.png"):
+            try:
+                archive.add(f"runs/{name}/{extra}", arcname=f"{name}-run/{extra}")
+            except FileNotFoundError:
+                pass
+print(json.dumps({task: name for task, (_, name) in best.items()}))
+EOF
+tar -czf "$out/runs.tgz" runs/results.jsonl runs/*.log
+
+# GPU throughput: the server against per-task processes and naive per-request transformers.
+per=$((bench_seconds / 2))
+[ "$per" -gt 0 ] && for backbone in "$bundle/whisper-base" wavlm-base-plus; do
+  timeout "$per" python3 -m benchmarks.throughput --backbone "$backbone" --device cuda --quick \
+    --concurrency 4 16 64 --workdir /tmp/bench || echo "throughput $backbone exited $?"
+done
+tar -czf "$out/bench.tgz" benchmarks/results
