@@ -20,8 +20,9 @@ from torch import nn
 
 from elp.backbones.base import Backbone, BackboneIdentity
 from elp.config import AdapterSetConfig
+from elp.decoding.bigram import WordBigramLM
 from elp.errors import AdapterFormatError, ConfigError
-from elp.heads import build_head
+from elp.heads import build_head, ctc_greedy_decode
 from elp.tuners.e_adapter import EAdapterStack
 from elp.tuners.l_adapter import LAdapterStack, WeightedLayerSum
 from elp.tuners.p_adapter import PAdapter
@@ -69,6 +70,8 @@ class AdapterSet(nn.Module):
             self.featurizer = WeightedLayerSum(config.weighted_sum_layers, hidden)
         self.head = build_head(config.head, config.task, self.featurizer.output_dim, config.num_outputs,
                                labels=config.labels, slot_names=config.slot_names)
+        self.language_model = WordBigramLM(config.language_model) if config.language_model is not None else None
+        self._beam_decoder = None
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -98,6 +101,26 @@ class AdapterSet(nn.Module):
     def has_backbone_changes(self) -> bool:
         """True when the set alters the backbone pass itself (E or P); else it can share a plain pass."""
         return self.e_adapters is not None or self.p_adapter is not None
+
+    def attach_language_model(self, language_model: WordBigramLM | None) -> None:
+        """Decode with ``language_model`` from now on (None: greedy); saved with the set."""
+        if language_model is not None and self.config.task != "asr":
+            raise ConfigError("only an ASR adapter set can carry a language model")
+        self.language_model = language_model
+        self.config.language_model = language_model.config if language_model is not None else None
+        self._beam_decoder = None
+
+    def decode_ctc(self, log_probs: torch.Tensor) -> str:
+        """Transcript of one clip's CTC log-probabilities: beam search under the set's LM if it has
+        one, else best path."""
+        vocab = self.config.vocab or []
+        if self.language_model is None:
+            return ctc_greedy_decode(log_probs, log_probs.shape[0], vocab)
+        if self._beam_decoder is None:
+            from elp.decoding.beam import CTCBeamDecoder  # pyctcdecode only where a set has an LM
+
+            self._beam_decoder = CTCBeamDecoder(vocab, self.language_model)
+        return self._beam_decoder.decode(log_probs.float().cpu().numpy())
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from elp.decoding.config import LanguageModelConfig
 from elp.errors import ConfigError
 from elp.heads.config import TASKS, HeadConfig
 from elp.tuners.e_adapter.config import EAdapterConfig
@@ -30,7 +31,8 @@ class AdapterSetConfig:
     ``labels``: class names (emotion, intent) in output order. ``vocab``: CTC symbols, index 0 the
     blank. ``slot_names``: for intents written ``action_object_location``. ``threshold``: the
     calibrated cosine threshold of a verification set. ``weighted_sum_layers``: the layers the
-    plain weighted sum reads when there are no L-adapters.
+    plain weighted sum reads when there are no L-adapters. ``language_model``: an ASR set's optional
+    word LM for beam search (its tensors live in the weights file); without one, greedy decoding.
     """
 
     task: str
@@ -45,6 +47,7 @@ class AdapterSetConfig:
     vocab: list[str] | None = None
     slot_names: list[str] | None = None
     threshold: float | None = None
+    language_model: LanguageModelConfig | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -60,6 +63,8 @@ class AdapterSetConfig:
             raise ConfigError("an ASR adapter set needs a CTC vocabulary")
         if self.task in ("emotion", "intent") and not self.labels:
             raise ConfigError(f"a {self.task} adapter set needs its class labels")
+        if self.language_model is not None and self.task != "asr":
+            raise ConfigError("only an ASR adapter set can carry a language model")
         if self.slot_names and self.labels:
             for label in self.labels:
                 if len(label.split("_")) != len(self.slot_names):
@@ -91,6 +96,8 @@ class AdapterSetConfig:
                 data[key] = _build(kind, data[key], key)
         if "head" in data:
             data["head"] = _build(HeadConfig, data["head"], "head")
+        if data.get("language_model") is not None:
+            data["language_model"] = _build(LanguageModelConfig, data["language_model"], "language_model")
         return _build(cls, data, "adapter config")
 
 

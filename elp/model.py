@@ -22,7 +22,6 @@ from torch import nn
 from elp.adapter_set import AdapterSet
 from elp.backbones.base import Backbone, lengths_to_mask
 from elp.errors import ELPError
-from elp.heads import ctc_greedy_decode
 
 # (row indices or None for "every row", adapter set) for the sets that change the backbone pass.
 Route = list[tuple[torch.Tensor | None, AdapterSet]]
@@ -242,7 +241,7 @@ class MultiAdapterModel(nn.Module):
             for position, row in enumerate(group.rows):
                 output = group.output[position].float().cpu()
                 if config.task == "asr":
-                    text = ctc_greedy_decode(output, int(group.lengths[position]), config.vocab or [])
+                    text = self.adapter_sets[key].decode_ctc(output[: int(group.lengths[position])])
                     predictions[row] = Prediction(config.task, key, text=text)
                 elif config.task == "verification":
                     predictions[row] = Prediction(config.task, key, embedding=output)

@@ -1,0 +1,29 @@
+"""Configuration of the optional word language model an ASR set decodes with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from elp.errors import ConfigError
+
+
+@dataclass
+class LanguageModelConfig:
+    """A word bigram model for CTC beam search with shallow fusion. ``alpha`` weighs the LM's log
+    probability, ``beta`` rewards each word (both tuned on validation clips), ``beam_width`` bounds the
+    search. The sizes fix the shapes of the LM tensors stored beside the set's weights, so a set
+    whose tensors do not match its config is refused on load like any other."""
+
+    num_words: int
+    num_word_bytes: int
+    num_bigrams: int
+    alpha: float = 0.5
+    beta: float = 1.0
+    beam_width: int = 32
+    unk_score_offset: float = -10.0
+
+    def __post_init__(self) -> None:
+        if self.num_words < 3 or self.num_word_bytes < self.num_words or self.num_bigrams < 0:
+            raise ConfigError("language model sizes are inconsistent")
+        if not 1 <= self.beam_width <= 1024 or self.alpha < 0:
+            raise ConfigError("beam_width must be in [1, 1024] and alpha >= 0")

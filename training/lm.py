@@ -1,0 +1,109 @@
+"""``elp-add-lm``: give an ASR set a word bigram LM for beam-search decoding, tuned on validation.
+
+The LM is built from the corpus' *training* transcripts, its unigrams mixed with general English
+word frequencies (``wordfreq``) so unseen words still score; ``alpha``/``beta`` are chosen on the
+validation split by CER. Test clips are only scored (greedy and LM) for the record.
+
+    elp-add-lm adapters_store/asr-default --corpus data/corpus
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp.decoding import WordBigramLM
+from elp.model import pad_waveforms
+from training.data.manifest import filter_split, read_manifest
+from training.dataset import load_audio
+from training.metrics import cer, wer
+
+KEY = "asr"
+
+
+def general_frequencies(num_words: int, alphabet: str) -> dict[str, float]:
+    """The ``num_words`` most frequent English words (``wordfreq``) spelled in ``alphabet``."""
+    from wordfreq import top_n_list, word_frequency
+
+    allowed = set(alphabet)
+    return {w: word_frequency(w, "en") for w in top_n_list("en", num_words) if set(w) <= allowed}
+
+
+@torch.inference_mode()
+def clip_log_probs(model: MultiAdapterModel, rows: list, batch_size: int = 16) -> list[tuple[str, torch.Tensor]]:
+    """(reference, CTC log-probabilities) per clip: the acoustic pass runs once for the whole grid."""
+    out = []
+    ordered = sorted(rows, key=lambda r: r.duration_s)
+    for start in range(0, len(ordered), batch_size):
+        batch = ordered[start : start + batch_size]
+        waves, lengths = pad_waveforms([torch.from_numpy(load_audio(r.path)) for r in batch])
+        group = model(waves, lengths, [KEY] * len(batch))[KEY]
+        for position, row in enumerate(group.rows):
+            out.append((batch[row].text or "", group.output[position, : int(group.lengths[position])].float()))
+    return out
+
+
+def score(adapter_set: AdapterSet, clips: list[tuple[str, torch.Tensor]]) -> dict[str, float]:
+    refs = [ref for ref, _ in clips]
+    hyps = [adapter_set.decode_ctc(log_probs) for _, log_probs in clips]
+    return {"cer": cer(refs, hyps), "wer": wer(refs, hyps)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("adapter_set", help="ASR adapter-set folder (rewritten in place unless --out)")
+    p.add_argument("--out", help="write the set with its LM here instead")
+    p.add_argument("--backbone", default="models/whisper-base")
+    p.add_argument("--corpus", default="data/corpus")
+    p.add_argument("--general-words", type=int, default=50000, help="wordfreq words in the vocabulary (0: none)")
+    p.add_argument("--alphas", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
+    p.add_argument("--betas", type=float, nargs="+", default=[1.5, 3.0, 4.5])
+    p.add_argument("--beam-width", type=int, default=32)
+    p.add_argument("--max-clips", type=int, default=0, help="score the first N clips of each split only")
+    p.add_argument("--device", default="cpu")
+    args = p.parse_args(argv)
+
+    adapter_set = AdapterSet.load(args.adapter_set, device=args.device)
+    if adapter_set.config.task != "asr":
+        raise SystemExit(f"{args.adapter_set} is a {adapter_set.config.task} set, not ASR")
+    rows = read_manifest(Path(args.corpus) / "asr.jsonl")
+    splits = {s: filter_split(rows, s)[: args.max_clips or None] for s in ("train", "valid", "test")}
+    vocab = adapter_set.config.vocab or []
+    general = general_frequencies(args.general_words, "".join(vocab[1:])) if args.general_words else None
+
+    model = MultiAdapterModel(load_backbone(args.backbone, device=args.device))
+    model.add_adapter_set(KEY, adapter_set)
+    clips = {s: clip_log_probs(model, splits[s]) for s in ("valid", "test")}
+    adapter_set.attach_language_model(None)
+    report: dict[str, object] = {"greedy": {s: score(adapter_set, clips[s]) for s in clips}}
+    texts = [r.text for r in filter_split(rows, "train") if r.text]
+    best = None
+    for alpha in args.alphas:
+        for beta in args.betas:
+            lm = WordBigramLM.build(texts, general, alpha=alpha, beta=beta, beam_width=args.beam_width)
+            adapter_set.attach_language_model(lm)
+            valid = score(adapter_set, clips["valid"])
+            print(f"alpha {alpha} beta {beta}: valid CER {valid['cer']:.4f} WER {valid['wer']:.4f}", flush=True)
+            if best is None or valid["cer"] < best[0]["cer"]:
+                best = (valid, lm)
+    assert best is not None
+    adapter_set.attach_language_model(best[1])
+    report["lm"] = {"valid": best[0], "test": score(adapter_set, clips["test"]),
+                    "alpha": best[1].config.alpha, "beta": best[1].config.beta,
+                    "words": best[1].config.num_words, "bigrams": best[1].config.num_bigrams}
+    metrics = adapter_set.config.metrics
+    metrics["greedy"] = report["greedy"]
+    for split in ("valid", "test"):
+        if split in metrics:
+            metrics[split].update(report["lm"][split])  # type: ignore[index]
+    adapter_set.save(args.out or args.adapter_set)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
