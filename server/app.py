@@ -10,7 +10,7 @@ from fastapi import FastAPI
 
 from server.errors import install_error_handlers
 from server.metrics import ServerMetrics
-from server.middleware import BodyLimitMiddleware, RequestMetricsMiddleware
+from server.middleware import BodyLimitMiddleware, RequestMetricsMiddleware, UploadTimeoutMiddleware
 from server.routes import router
 from server.service import InferenceService
 from server.settings import Settings
@@ -44,7 +44,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     install_error_handlers(app)
     app.include_router(router)
-    # outermost first: metrics see every answer, including the body limit's 413s
+    # added innermost first: metrics see every answer, including the body limit's 413s and the upload
+    # timeout's 408s; the timeout wraps the receive() that the body limit reads from
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(UploadTimeoutMiddleware, timeout_s=settings.upload_timeout_s)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app

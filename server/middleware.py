@@ -2,11 +2,14 @@
 
 ``BodyLimitMiddleware`` enforces the upload limit while the body is read, so a client that sends no
 Content-Length, or lies in it, is cut off at the limit instead of filling memory or disk.
+``UploadTimeoutMiddleware`` bounds how long the body may take to arrive (uvicorn has no body read
+timeout), so a slow-loris client that trickles or stalls gets a 408 instead of holding a connection.
 ``RequestMetricsMiddleware`` counts every answer, errors included, by endpoint and status code.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -79,6 +82,64 @@ class BodyLimitMiddleware:
             return await receive()  # after the body: waits for http.disconnect
 
         await self.app(scope, replay, send)
+
+
+class UploadTimeoutMiddleware:
+    """The whole request body must arrive within ``timeout_s`` of the app's first ``receive()``.
+
+    Past the deadline the app is told the client left (``http.disconnect``, so it stops reading),
+    whatever it sends from then on is dropped, and the client gets a 408 ``request_timeout`` with
+    ``Connection: close``; if the response had already started, it is left unfinished, which makes
+    the server drop the connection. Reads after the body is complete (waiting for a disconnect) are
+    not timed.
+    """
+
+    def __init__(self, app: ASGIApp, timeout_s: float) -> None:
+        self.app = app
+        self.timeout_s = timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = {"deadline": None, "body_done": False, "timed_out": False, "started": False}
+
+        async def timed_receive() -> Message:
+            if state["timed_out"]:
+                return {"type": "http.disconnect"}
+            if state["body_done"]:
+                return await receive()
+            if state["deadline"] is None:
+                state["deadline"] = time.monotonic() + self.timeout_s
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, state["deadline"] - time.monotonic()))
+            except asyncio.TimeoutError:
+                state["timed_out"] = True
+                return {"type": "http.disconnect"}
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                state["body_done"] = True
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if state["timed_out"]:
+                return  # the client gets the 408 (or a dropped connection), not what the app makes of it
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        try:
+            await self.app(scope, timed_receive, guarded_send)
+        except Exception:
+            if not state["timed_out"]:
+                raise
+            # e.g. a body parser that raises on the disconnect we made up: the timeout is the answer
+        if not state["timed_out"]:
+            return
+        logger.warning("%s %s: request body not received within %.3g s", scope.get("method"), scope.get("path"),
+                       self.timeout_s)
+        if not state["started"]:
+            await _send_error(send, 408, "request_timeout",
+                              f"request body not received within {self.timeout_s:g} s")
 
 
 class RequestMetricsMiddleware:

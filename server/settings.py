@@ -54,6 +54,10 @@ class Settings(BaseSettings):
 
     # request limits
     max_upload_bytes: int = Field(10 * MIB, ge=1, description="largest request body")
+    upload_timeout_s: float = Field(
+        30.0, gt=0,
+        description="seconds from the first body read until the whole request body must have arrived, else 408",
+    )
     max_duration_s: float = Field(30.0, gt=0, description="longest clip")
     min_duration_s: float = Field(0.1, ge=0, description="shortest clip")
 
