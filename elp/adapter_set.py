@@ -117,7 +117,7 @@ class AdapterSet(nn.Module):
         if self.language_model is None:
             return ctc_greedy_decode(log_probs, log_probs.shape[0], vocab)
         if self._beam_decoder is None:
-            from elp.decoding.beam import CTCBeamDecoder  # pyctcdecode only where a set has an LM
+            from elp.decoding.beam import CTCBeamDecoder
 
             self._beam_decoder = CTCBeamDecoder(vocab, self.language_model)
         return self._beam_decoder.decode(log_probs.float().cpu().numpy())
