@@ -142,3 +142,34 @@ def test_time_mask_silences_bounded_spans_and_leaves_the_input_alone():
     silenced = int((masked == 0).sum())
     assert 0 < silenced <= 2 * int(0.06 * SAMPLE_RATE) and audio.min() == 1.0
     assert np.array_equal(masked, time_mask(audio, np.random.default_rng(3), count=2, max_seconds=0.06))
+
+
+@pytest.mark.slow
+def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(backbone_dir, tmp_path):
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training import lm
+
+    root = tmp_path / "asr-corpus"
+    (root / "audio").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    texts = {"train": ["turn on the lights", "open the door"], "valid": ["turn on the door"],
+             "test": ["open the lights"]}
+    rows = []
+    for split, sentences in texts.items():
+        for i, text in enumerate(sentences):
+            path = f"audio/{split}-{i}.wav"
+            sf.write(root / path, _tone(150 + 30 * i, 0.6, rng), SR)
+            rows.append({"id": f"{split}-{i}", "path": path, "duration_s": 0.6, "split": split, "task": "asr",
+                         "speaker": "s", "text": text, "label": None, "meta": {}})
+    (root / "asr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
+    assert lm.main([str(tmp_path / "asr-set"), "--out", str(tmp_path / "asr-lm"), "--backbone", str(backbone_dir),
+                    "--corpus", str(root), "--general-words", "0", "--alphas", "0.5", "--betas", "1.0", "2.0"]) == 0
+    adapter_set = AdapterSet.load(tmp_path / "asr-lm")
+    assert adapter_set.config.language_model.alpha == 0.5
+    assert adapter_set.config.language_model.beta in (1.0, 2.0)
+    assert "greedy" in adapter_set.config.metrics
+    # the LM knows exactly the training words (no general vocabulary asked for)
+    unigram, _ = adapter_set.language_model.tables()
+    assert set(unigram) - {"<s>", "</s>"} == {"turn", "on", "the", "lights", "open", "door"}
