@@ -108,15 +108,17 @@ class MultiAdapterModel(nn.Module):
     def _routed(self, source: torch.Tensor, output: torch.Tensor, pick) -> torch.Tensor | None:
         """Apply each routed set's module (``pick(adapter_set)``, or None to skip) to ``source``, on
         that set's rows only, and put the results in place of ``output``'s rows; None = unchanged."""
-        result = output
+        result = None
         for rows, adapter_set in self._route:
             module = pick(adapter_set) if adapter_set.e_adapters is not None else None
             if module is None:
                 continue
             if rows is None:
                 return module(source).to(output.dtype)
-            result = result.index_copy(0, rows, module(source.index_select(0, rows)).to(output.dtype))
-        return None if result is output else result
+            if result is None:
+                result = output.clone()  # one copy per hook, then each set writes its rows in place
+            result.index_copy_(0, rows, module(source.index_select(0, rows)).to(output.dtype))
+        return result
 
     def _ffn_hook(self, index: int):
         """E-adapter on the feed-forward output: ``g_E`` takes that output itself."""
