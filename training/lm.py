@@ -2,7 +2,8 @@
 
 The LM is built from the corpus' *training* transcripts, its unigrams mixed with general English
 word frequencies (``wordfreq``) so unseen words still score; ``alpha``/``beta`` are chosen on the
-validation split by CER. Test clips are only scored (greedy and LM) for the record.
+validation split (by the mean of CER and WER unless ``--select`` says otherwise). Test clips are
+only scored (greedy and LM) for the record.
 
     elp-add-lm adapters_store/asr-default --corpus data/corpus
 """
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--alphas", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
     p.add_argument("--betas", type=float, nargs="+", default=[1.5, 3.0, 4.5])
     p.add_argument("--beam-width", type=int, default=32)
+    p.add_argument("--select", choices=["cer", "wer", "mean"], default="mean",
+                   help="validation criterion for alpha/beta (CER alone can buy characters with words)")
     p.add_argument("--max-clips", type=int, default=0, help="score the first N clips of each split only")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
@@ -81,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     adapter_set.attach_language_model(None)
     report: dict[str, object] = {"greedy": {s: score(adapter_set, clips[s]) for s in clips}}
     texts = [r.text for r in filter_split(rows, "train") if r.text]
+    def criterion(metrics: dict[str, float]) -> float:
+        return (metrics["cer"] + metrics["wer"]) / 2 if args.select == "mean" else metrics[args.select]
+
     best = None
     for alpha in args.alphas:
         for beta in args.betas:
@@ -88,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             adapter_set.attach_language_model(lm)
             valid = score(adapter_set, clips["valid"])
             print(f"alpha {alpha} beta {beta}: valid CER {valid['cer']:.4f} WER {valid['wer']:.4f}", flush=True)
-            if best is None or valid["cer"] < best[0]["cer"]:
+            if best is None or criterion(valid) < criterion(best[0]):
                 best = (valid, lm)
     assert best is not None
     adapter_set.attach_language_model(best[1])
