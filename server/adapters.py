@@ -212,7 +212,8 @@ def describe_snapshot(snapshot: AdapterSnapshot) -> AdapterInfo:
 
 
 def _safetensors_totals(data: bytes) -> tuple[int, int]:
-    """(parameter count, tensor bytes) from the safetensors header alone."""
+    """(parameter count, tensor bytes) from the safetensors header alone; an ASR set's language
+    model tensors (``language_model.*``: word table, n-gram scores) take bytes but are no parameters."""
     if len(data) < 8:
         raise ValueError("file too short")
     (header_len,) = struct.unpack("<Q", data[:8])
@@ -224,7 +225,8 @@ def _safetensors_totals(data: bytes) -> tuple[int, int]:
         if name == "__metadata__":
             continue
         count = math.prod(entry["shape"])
-        params += count
+        if not name.startswith("language_model."):
+            params += count
         size += count * _SAFETENSORS_BYTES_PER_DTYPE.get(entry["dtype"], 4)
     return params, size
 

@@ -5,6 +5,7 @@ mixed-task batching equal to solo answers."""
 from __future__ import annotations
 
 import asyncio
+import io
 import math
 import time
 from pathlib import Path
@@ -394,3 +395,29 @@ async def test_enrol_list_verify_against_speaker_and_delete(settings) -> None:
         assert deleted.status_code == 200 and deleted.json()["deleted"] == 1
         assert_error(await client.delete("/speakers/alice"), 404, "speaker_not_found")
         assert (await client.get("/speakers")).json() == []
+
+
+async def test_an_asr_set_with_a_language_model_is_served_with_beam_search(tiny_store, store_copy, tmp_path) -> None:
+    """The LM travels inside the set's safetensors: the store loads it, sizes it, and /asr decodes
+    with it (the answer equals the library's own beam search on the same clip)."""
+    import soundfile as sf
+    import torch
+
+    from elp import AdapterSet, MultiAdapterModel, load_backbone
+    from elp.decoding import WordBigramLM
+
+    with_lm = AdapterSet.load(store_copy / "asr-default")
+    with_lm.attach_language_model(WordBigramLM.build(["turn on the lights", "open the door"], alpha=0.5))
+    with_lm.save(store_copy / "asr-lm")
+    settings = make_settings(tiny_store[0], store_copy, tmp_path)
+    async with running_app(settings) as (_, client):
+        response = await client.post("/asr", files=clip_files(), data={"adapter": "asr-lm"})
+        assert response.status_code == 200, response.text
+        listing = {r["id"]: r for r in (await client.get("/adapters")).json()}
+    assert listing["asr-lm"]["size_bytes"] > listing["asr-default"]["size_bytes"] > 0  # LM counts in the budget
+    assert listing["asr-lm"]["num_params"] == listing["asr-default"]["num_params"]  # but is no parameter
+    model = MultiAdapterModel(load_backbone(str(tiny_store[0])))
+    model.add_adapter_set("asr-lm", AdapterSet.load(store_copy / "asr-lm"))
+    audio, _ = sf.read(io.BytesIO(CLIP), dtype="float32")
+    expected = model.predict([torch.from_numpy(audio)], ["asr-lm"])[0].text
+    assert response.json()["text"] == expected
