@@ -181,9 +181,22 @@ def _stalling_receive(first: list[dict]) -> object:
     return receive
 
 
+async def _through_middleware(app, more_body: bool) -> list[dict]:
+    """Run ``app`` behind a 0.2 s upload timeout on a body of b"abc" that then stalls; the messages sent."""
+    sent: list[dict] = []
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    middleware = UploadTimeoutMiddleware(app, timeout_s=0.2)
+    receive = _stalling_receive([{"type": "http.request", "body": b"abc", "more_body": more_body}])
+    with anyio.fail_after(5):
+        await middleware({"type": "http", "method": "POST", "path": "/x", "headers": []}, receive, send)
+    return sent
+
+
 @pytest.mark.anyio
 async def test_once_the_response_started_a_timeout_only_aborts_it() -> None:
-    sent: list[dict] = []
     seen: list[dict] = []
 
     async def app(scope, receive, send) -> None:  # answers first, reads the body after (a streaming echo)
@@ -192,13 +205,7 @@ async def test_once_the_response_started_a_timeout_only_aborts_it() -> None:
         seen.append(await receive())  # stalls: the middleware must answer disconnect, not hang
         await send({"type": "http.response.body", "body": b"late", "more_body": False})
 
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    middleware = UploadTimeoutMiddleware(app, timeout_s=0.2)
-    receive = _stalling_receive([{"type": "http.request", "body": b"abc", "more_body": True}])
-    with anyio.fail_after(5):
-        await middleware({"type": "http", "method": "POST", "path": "/x", "headers": []}, receive, send)
+    sent = await _through_middleware(app, more_body=True)
     assert seen[1] == {"type": "http.disconnect"}
     # no second start, no 408, and the body is never completed: the server drops the connection
     assert [m["type"] for m in sent] == ["http.response.start"], sent
@@ -206,8 +213,6 @@ async def test_once_the_response_started_a_timeout_only_aborts_it() -> None:
 
 @pytest.mark.anyio
 async def test_waiting_for_a_disconnect_after_the_body_is_not_timed() -> None:
-    sent: list[dict] = []
-
     async def app(scope, receive, send) -> None:
         assert (await receive())["more_body"] is False
         with anyio.move_on_after(0.4):  # twice the timeout: the wait for a disconnect must not end in a 408
@@ -215,13 +220,7 @@ async def test_waiting_for_a_disconnect_after_the_body_is_not_timed() -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    middleware = UploadTimeoutMiddleware(app, timeout_s=0.2)
-    receive = _stalling_receive([{"type": "http.request", "body": b"abc", "more_body": False}])
-    with anyio.fail_after(5):
-        await middleware({"type": "http", "method": "POST", "path": "/x", "headers": []}, receive, send)
+    sent = await _through_middleware(app, more_body=False)
     assert [m.get("status") for m in sent[:1]] == [200], sent
 
 
