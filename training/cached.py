@@ -19,11 +19,11 @@ import torch
 from torch import nn
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone, pad_waveforms
-from elp.heads import AMSoftmaxLoss, build_head
+from elp.heads import AMSoftmaxLoss, build_head, ctc_greedy_decode
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import load_audio
 from training.evaluation import headline, public
-from training.metrics import unweighted_accuracy, verification_metrics, weighted_accuracy
+from training.metrics import cer, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
 
 KEY = "set"
 
@@ -59,6 +59,14 @@ def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None) -> dict:
             emb = {p: _head_outputs(adapter_set, [cache[p]])[0] for p in paths}
             scores = [float(emb[t.path_a] @ emb[t.path_b]) for t in trials]
             return verification_metrics(scores, [t.label for t in trials])
+        if adapter_set.task == "asr":  # greedy: the LM (if any) is tuned afterwards by elp-add-lm
+            vocab, hyps = adapter_set.config.vocab or [], []
+            for start in range(0, len(rows), 32):
+                states = [cache[r.path] for r in rows[start : start + 32]]
+                log_probs = _head_outputs(adapter_set, states)
+                hyps += [ctc_greedy_decode(lp, s[0].shape[0], vocab) for lp, s in zip(log_probs, states, strict=True)]
+            refs = [r.text or "" for r in rows]
+            return {"cer": cer(refs, hyps), "wer": wer(refs, hyps)}
         labels = adapter_set.config.labels or []
         guesses = []
         for start in range(0, len(rows), 32):
@@ -115,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         speakers = sorted({r.speaker for r in splits["train"]})
         loss_fn: nn.Module = AMSoftmaxLoss(adapter_set.config.head.embedding_dim, len(speakers))
         targets = {r.path: speakers.index(r.speaker) for r in splits["train"]}
+    elif task == "asr":
+        loss_fn = nn.CTCLoss(blank=0, zero_infinity=True)
+        index = {c: i for i, c in enumerate(adapter_set.config.vocab or [])}
+        targets = {r.path: [index[c] for c in (r.text or "") if c in index] for r in splits["train"]}
     else:
         loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
         labels = adapter_set.config.labels or []
@@ -130,8 +142,14 @@ def main(argv: list[str] | None = None) -> int:
         order = torch.randperm(len(train_paths)).tolist()
         for start in range(0, len(order), args.batch_size):
             paths = [train_paths[i] for i in order[start : start + args.batch_size]]
-            output = _head_outputs(adapter_set, [cache[p] for p in paths])
-            loss = loss_fn(output, torch.tensor([targets[p] for p in paths]))
+            states = [cache[p] for p in paths]
+            output = _head_outputs(adapter_set, states)
+            if task == "asr":
+                loss = loss_fn(output.float().transpose(0, 1), torch.tensor([i for p in paths for i in targets[p]]),
+                               torch.tensor([s[0].shape[0] for s in states]),
+                               torch.tensor([len(targets[p]) for p in paths]))
+            else:
+                loss = loss_fn(output, torch.tensor([targets[p] for p in paths]))
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -155,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     adapter_set.config.training = adapter_set.config.training | {
         "refit": {"stage": "cached encoder pass, L-adapters + head", "epochs": len(history), "lr": args.lr,
                   "new_head": bool(args.pooling or args.factorized_slots),
-                  "weight_decay": args.weight_decay, "label_smoothing": 0.1 if task != "verification" else None}}
+                  "weight_decay": args.weight_decay,
+                  "label_smoothing": 0.1 if task in ("emotion", "intent") else None}}
     adapter_set.save(args.out)
     return 0
 

@@ -144,3 +144,20 @@ def test_label_balance_and_held_out(corpora: tuple[Path, Path]) -> None:
     asr = _read(root, "asr")
     asr_train = {r["text"] for r in asr if r["split"] == "train"}
     assert not any(r["text"] in asr_train for r in asr if r["split"] == "test")
+
+
+def test_full_plus_is_full_with_extra_training_asr_only() -> None:
+    """The larger scale keeps every clip of "full" as it was (so held-out results stay comparable)
+    and adds only training ASR clips of unused sentences by training speakers."""
+    _, full, full_info = make_plan(0, "full")
+    _, plus, plus_info = make_plan(0, "full-plus")
+    before = {c.id: (c.split, c.text, c.speaker.id, c.seed) for c in full}
+    after = {c.id: (c.split, c.text, c.speaker.id, c.seed) for c in plus}
+    assert {k: after[k] for k in before} == before
+    assert full_info["babble_sentences"] == plus_info["babble_sentences"]
+    extra = [c for c in plus if c.id not in before]
+    assert len(extra) > 2000
+    assert {(c.split, c.speaker.split, c.source) for c in extra} == {("train", "train", "asr")}
+    held_out = {c.text for c in full if c.split != "train"} | set(full_info["babble_sentences"])
+    assert not held_out & {c.text for c in extra}
+    assert len({c.text for c in extra}) * 2 == len(extra)  # each new sentence by two voices

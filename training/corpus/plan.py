@@ -28,6 +28,10 @@ SCALES: dict[str, dict[str, int]] = {
                  emo_train=250, emo_valid=20, emo_test=60, int_train=1200, int_valid=150, int_test=300,
                  trials_test=3000, trials_valid=1000),
 }
+# "full-plus": every clip of "full" (same ids, same audio, same valid/test splits and trials) plus
+# the sentence pool's leftover sentences as extra *training* ASR clips, each by two training
+# speakers: more sentences and voices to learn spelling from, nothing new to be tested on.
+SCALES["full-plus"] = dict(SCALES["full"], asr_extra_voices=2)
 
 ESPEAK_ACCENTS = ("en", "en-us", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-gb-x-gbclan",
                   "en-gb-x-gbcwmd", "en-us-nyc")
@@ -168,6 +172,7 @@ def _partition_sentences(pool: list[str], cfg: dict[str, int]) -> dict[str, dict
     if i > len(rest):
         raise ValueError(f"sentence pool too small: need {i}, have {len(rest)}")
     out["babble"] = {"asr": rest[i: i + 24], "emotion": []}
+    out["extra"] = {"asr": rest[i + 24:], "emotion": []}
     return out
 
 
@@ -207,6 +212,11 @@ def make_plan(seed: int, scale: str) -> tuple[list[Speaker], list[Clip], dict[st
             text = phrase_list[int(rng.integers(len(phrase_list)))]
             add(f"int-{split}-{i:05d}", split, spk[int(rng.integers(len(spk)))], text, "intent",
                 intent=intent)
+    voices = cfg.get("asr_extra_voices", 0)
+    rng = np.random.default_rng([seed, 4])
+    for i, text in enumerate(sents["extra"]["asr"] if voices else []):
+        for k, position in enumerate(rng.choice(len(by_split["train"]), size=voices, replace=False)):
+            add(f"asrx-train-{i:05d}-{k}", "train", by_split["train"][int(position)], text, "asr")
     info = {"sentence_pool": pool_info, "babble_sentences": sents["babble"]["asr"]}
     return speakers, clips, info
 
