@@ -144,14 +144,11 @@ def test_time_mask_silences_bounded_spans_and_leaves_the_input_alone():
     assert np.array_equal(masked, time_mask(audio, np.random.default_rng(3), count=2, max_seconds=0.06))
 
 
-@pytest.mark.slow
-def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(backbone_dir, tmp_path):
-    from elp import load_backbone as load
-    from elp.testing import make_random_adapter_set
-    from training import lm
-
-    root = tmp_path / "asr-corpus"
-    (root / "audio").mkdir(parents=True)
+@pytest.fixture(scope="module")
+def asr_corpus(tmp_path_factory):
+    """Four ASR clips (tones) with transcripts: enough to run the ASR-only tools end to end."""
+    root = tmp_path_factory.mktemp("asr-corpus")
+    (root / "audio").mkdir()
     rng = np.random.default_rng(0)
     texts = {"train": ["turn on the lights", "open the door"], "valid": ["turn on the door"],
              "test": ["open the lights"]}
@@ -163,6 +160,36 @@ def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(backbone_di
             rows.append({"id": f"{split}-{i}", "path": path, "duration_s": 0.6, "split": split, "task": "asr",
                          "speaker": "s", "text": text, "label": None, "meta": {}})
     (root / "asr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+@pytest.mark.slow
+def test_cached_refit_of_an_asr_set_trains_l_and_the_ctc_head_only(asr_corpus, backbone_dir, tmp_path, capsys):
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training import cached
+
+    make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
+    cached.main([str(tmp_path / "asr-set"), "--out", str(tmp_path / "refit"), "--backbone", str(backbone_dir),
+                 "--corpus", str(asr_corpus), "--epochs", "2", "--patience", "5"])
+    before, after = AdapterSet.load(tmp_path / "asr-set"), AdapterSet.load(tmp_path / "refit")
+    changed = {n for n, t in before.state_dict().items() if not torch.equal(t, after.state_dict()[n])}
+    assert all(n.startswith(("featurizer", "head")) for n in changed), changed  # E and P never move
+    metrics = after.config.metrics
+    assert set(metrics["valid"]) == {"cer", "wer"} and set(metrics["before_refit"]["test"]) == {"cer", "wer"}
+    assert metrics["valid"]["cer"] <= metrics["before_refit"]["valid"]["cer"]  # the best epoch, or the start
+    assert after.config.training["refit"]["epochs"] == 2
+    epochs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"epoch"')]
+    assert [e["epoch"] for e in epochs] == [1, 2] and all(0 < e["loss"] < 1e4 for e in epochs)  # CTC ran
+
+
+@pytest.mark.slow
+def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(asr_corpus, backbone_dir, tmp_path):
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training import lm
+
+    root = asr_corpus
     make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
     assert lm.main([str(tmp_path / "asr-set"), "--out", str(tmp_path / "asr-lm"), "--backbone", str(backbone_dir),
                     "--corpus", str(root), "--general-words", "0", "--alphas", "0.5", "--betas", "1.0", "2.0"]) == 0
