@@ -39,13 +39,14 @@ tail -n 3 runs/*.log
 # The better variant per task on validation (never on test: test is scored at home, lossless).
 python3 - "$out" <<'EOF'
 import json, sys, tarfile
+from training.evaluation import headline
 rows = [json.loads(line) for line in open("runs/results.jsonl")]
 best = {}
 for row in rows:
     name = row["output"].split("/")[-1]
-    key = {"asr": "cer", "verification": "eer"}.get(row["task"], "accuracy")
-    score = row["valid"][key] * (1 if key == "accuracy" else -1)
-    print(name, row["steps"], "steps", key, row["valid"][key])
+    key, value, higher = headline(row["task"], row["valid"])
+    score = value if higher else -value
+    print(name, row["steps"], "steps", key, value)
     if row["task"] not in best or score > best[row["task"]][0]:
         best[row["task"]] = (score, name)
 for task, (_, name) in best.items():

@@ -134,7 +134,7 @@ class AdapterStore:
             before = self.signature(adapter_id)
             try:
                 files = {name: _read_no_follow(folder / name) for name in ADAPTER_FILES}
-            except (FileNotFoundError, OSError):  # ELOOP: swapped for a symlink since the lstat
+            except OSError:  # gone, or ELOOP: swapped for a symlink since the lstat
                 raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
             if self.signature(adapter_id) == before:
                 return AdapterSnapshot(adapter_id, files, _hash_files(files), before)

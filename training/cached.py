@@ -22,7 +22,7 @@ from elp import AdapterSet, MultiAdapterModel, load_backbone, pad_waveforms
 from elp.heads import AMSoftmaxLoss, build_head, ctc_greedy_decode
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import load_audio
-from training.evaluation import headline, public
+from training.evaluation import headline, length_batches, public
 from training.metrics import cer, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
 
 KEY = "set"
@@ -32,9 +32,7 @@ KEY = "set"
 def encode_rows(model: MultiAdapterModel, rows, batch_size: int = 16) -> dict[str, list[torch.Tensor]]:
     """Per clip id: the real frames of every layer output, fp16."""
     cache: dict[str, list[torch.Tensor]] = {}
-    ordered = sorted(rows, key=lambda r: r.duration_s)
-    for start in range(0, len(ordered), batch_size):
-        batch = ordered[start : start + batch_size]
+    for batch in length_batches(rows, batch_size):
         padded, lengths = pad_waveforms([torch.from_numpy(load_audio(r.path)) for r in batch])
         encoded = model.encode(padded, lengths, [KEY] * len(batch))
         for i, row in enumerate(batch):

@@ -14,7 +14,8 @@ from training.dataset import load_audio
 from training.metrics import cer, confusion_matrix, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
 
 
-def _batches(rows: Sequence[ManifestRow], batch_size: int) -> list[list[ManifestRow]]:
+def length_batches(rows: Sequence[ManifestRow], batch_size: int) -> list[list[ManifestRow]]:
+    """Rows sorted by duration, in batches of ``batch_size``: little padding per batch."""
     ordered = sorted(rows, key=lambda r: r.duration_s)
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
@@ -25,7 +26,7 @@ def predict_rows(model: MultiAdapterModel, key: str, rows: Sequence[ManifestRow]
     model.eval()
     results = {}
     started = time.perf_counter()
-    for batch in _batches(rows, batch_size):
+    for batch in length_batches(rows, batch_size):
         waves = [torch.from_numpy(load_audio(r.path)) for r in batch]
         for row, prediction in zip(batch, model.predict(waves, [key] * len(batch)), strict=True):
             results[row.id] = prediction

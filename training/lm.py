@@ -11,6 +11,7 @@ only scored (greedy and LM) for the record.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from elp.decoding import WordBigramLM
 from elp.model import pad_waveforms
 from training.data.manifest import filter_split, read_manifest
 from training.dataset import load_audio
+from training.evaluation import length_batches
 from training.metrics import cer, wer
 
 KEY = "asr"
@@ -38,9 +40,7 @@ def general_frequencies(num_words: int, alphabet: str) -> dict[str, float]:
 def clip_log_probs(model: MultiAdapterModel, rows: list, batch_size: int = 16) -> list[tuple[str, torch.Tensor]]:
     """(reference, CTC log-probabilities) per clip: the acoustic pass runs once for the whole grid."""
     out = []
-    ordered = sorted(rows, key=lambda r: r.duration_s)
-    for start in range(0, len(ordered), batch_size):
-        batch = ordered[start : start + batch_size]
+    for batch in length_batches(rows, batch_size):
         waves, lengths = pad_waveforms([torch.from_numpy(load_audio(r.path)) for r in batch])
         group = model(waves, lengths, [KEY] * len(batch))[KEY]
         for position, row in enumerate(group.rows):
@@ -87,20 +87,22 @@ def main(argv: list[str] | None = None) -> int:
     def criterion(metrics: dict[str, float]) -> float:
         return (metrics["cer"] + metrics["wer"]) / 2 if args.select == "mean" else metrics[args.select]
 
+    # One LM for the whole grid: only the fusion weights change between points.
+    lm = WordBigramLM.build(texts, general, beam_width=args.beam_width)
     best = None
     for alpha in args.alphas:
         for beta in args.betas:
-            lm = WordBigramLM.build(texts, general, alpha=alpha, beta=beta, beam_width=args.beam_width)
-            adapter_set.attach_language_model(lm)
+            lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta)  # re-validated
+            adapter_set.attach_language_model(lm)  # a fresh decoder with these weights
             valid = score(adapter_set, clips["valid"])
             print(f"alpha {alpha} beta {beta}: valid CER {valid['cer']:.4f} WER {valid['wer']:.4f}", flush=True)
             if best is None or criterion(valid) < criterion(best[0]):
-                best = (valid, lm)
+                best = (valid, alpha, beta)
     assert best is not None
-    adapter_set.attach_language_model(best[1])
-    report["lm"] = {"valid": best[0], "test": score(adapter_set, clips["test"]),
-                    "alpha": best[1].config.alpha, "beta": best[1].config.beta,
-                    "words": best[1].config.num_words, "bigrams": best[1].config.num_bigrams}
+    lm.config = dataclasses.replace(lm.config, alpha=best[1], beta=best[2])
+    adapter_set.attach_language_model(lm)
+    report["lm"] = {"valid": best[0], "test": score(adapter_set, clips["test"]), "alpha": best[1], "beta": best[2],
+                    "words": lm.config.num_words, "bigrams": lm.config.num_bigrams}
     metrics = adapter_set.config.metrics
     metrics["greedy"] = report["greedy"]
     for split in ("valid", "test"):

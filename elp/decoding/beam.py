@@ -30,15 +30,11 @@ def _logaddexp(a: float, b: float) -> float:
     return high + math.log1p(math.exp(low - high))
 
 
-def _accumulator(beams: dict[str, list[float]]):  # type: ignore[no-untyped-def]
-    """``add(prefix, blank, symbol)``: log-sum a path's probability into ``beams[prefix]``."""
-
-    def add(prefix: str, blank: float, symbol: float) -> None:
-        slot = beams.setdefault(prefix, [NEG_INF, NEG_INF])
-        slot[0] = _logaddexp(slot[0], blank)
-        slot[1] = _logaddexp(slot[1], symbol)
-
-    return add
+def _add(beams: dict[str, list[float]], prefix: str, blank: float, symbol: float) -> None:
+    """Log-sum a path's probability (ending in blank / in a symbol) into ``beams[prefix]``."""
+    slot = beams.setdefault(prefix, [NEG_INF, NEG_INF])
+    slot[0] = _logaddexp(slot[0], blank)
+    slot[1] = _logaddexp(slot[1], symbol)
 
 
 class CTCBeamDecoder:
@@ -102,23 +98,21 @@ class CTCBeamDecoder:
                 continue
             candidates = [int(i) for i in np.nonzero(frame > self.prune_logp)[0]] or [int(frame.argmax())]
             nxt: dict[str, list[float]] = {}
-            add = _accumulator(nxt)
-
             for prefix, (b, n) in beams.items():
                 total = _logaddexp(b, n)
                 for index in candidates:
                     p = float(frame[index])
                     if index == 0:
-                        add(prefix, total + p, NEG_INF)
+                        _add(nxt, prefix, total + p, NEG_INF)
                         continue
                     char = self.vocab[index]
                     if index == space and (not prefix or prefix.endswith(" ")):
-                        add(prefix, NEG_INF, total + p)  # no leading or double spaces
+                        _add(nxt, prefix, NEG_INF, total + p)  # no leading or double spaces
                     elif prefix and prefix[-1] == char:
-                        add(prefix, NEG_INF, n + p)  # a repeat without a blank collapses
-                        add(prefix + char, NEG_INF, b + p)
+                        _add(nxt, prefix, NEG_INF, n + p)  # a repeat without a blank collapses
+                        _add(nxt, prefix + char, NEG_INF, b + p)
                     else:
-                        add(prefix + char, NEG_INF, total + p)
+                        _add(nxt, prefix + char, NEG_INF, total + p)
             scored = []
             for prefix, (b, n) in nxt.items():
                 if prefix not in lm_cache:
