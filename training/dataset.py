@@ -56,6 +56,14 @@ class AugmentConfig:
     time_mask_seconds: float = 0.06
 
 
+# Per task: speed changes pitch (an emotion and speaker cue) and loudness is an emotion cue.
+TASK_AUGMENT: dict[str, dict[str, object]] = {
+    "emotion": {"speed_prob": 0.0, "gain_db": (-2.0, 2.0)},
+    "verification": {"speed_prob": 0.0},
+    "asr": {"time_mask_prob": 0.5},
+}
+
+
 def time_mask(audio: np.ndarray, rng: np.random.Generator, count: int, max_seconds: float) -> np.ndarray:
     """Silence ``count`` random spans of up to ``max_seconds`` each (SpecAugment's time masks)."""
     audio = audio.copy()

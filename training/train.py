@@ -28,7 +28,7 @@ from elp import AdapterSet, MultiAdapterModel, config_for_method, load_backbone
 from elp.heads import AMSoftmaxLoss
 from elp.heads.config import HeadConfig
 from training.data.manifest import filter_split, read_manifest, read_trials
-from training.dataset import CTC_VOCAB, AugmentConfig, ClipDataset, LengthBucketSampler, collate
+from training.dataset import CTC_VOCAB, TASK_AUGMENT, AugmentConfig, ClipDataset, LengthBucketSampler, collate
 from training.evaluation import evaluate_set, headline, public
 
 TRAIN_KEY = "train"
@@ -47,8 +47,6 @@ LEARNING_RATES = {
 # and, for speakers, turn one voice into another under the same label: off for those tasks.
 # ASR also drops short spans (SpecAugment-style time masking on the waveform) so the CTC head must
 # spell from context rather than memorise the few thousand training sentences.
-TASK_AUGMENT = {"emotion": {"speed_prob": 0.0, "gain_db": (-2.0, 2.0)}, "verification": {"speed_prob": 0.0},
-                "asr": {"time_mask_prob": 0.5}}
 
 
 @dataclass

@@ -183,6 +183,53 @@ def test_cached_refit_of_an_asr_set_trains_l_and_the_ctc_head_only(asr_corpus, b
     assert [e["epoch"] for e in epochs] == [1, 2] and all(0 < e["loss"] < 1e4 for e in epochs)  # CTC ran
 
 
+def test_frame_masks_zero_the_same_spans_in_every_layer_and_leave_the_cache_alone():
+    from training.cached import mask_frames
+
+    states = [torch.ones(50, 4), 2 * torch.ones(50, 4)]
+    masked = mask_frames(states, torch.Generator().manual_seed(1), spans=2, max_frames=10)
+    zeroed = [set(torch.nonzero((m == 0).all(dim=1)).flatten().tolist()) for m in masked]
+    assert zeroed[0] == zeroed[1] and 0 < len(zeroed[0]) <= 20
+    assert all(bool((s != 0).all()) for s in states)  # the cached tensors are not modified in place
+    again = mask_frames(states, torch.Generator().manual_seed(1), spans=2, max_frames=10)
+    assert all(torch.equal(a, b) for a, b in zip(masked, again, strict=True))
+
+
+@pytest.mark.slow
+def test_cached_refit_with_augmented_views_trains_on_every_view(asr_corpus, backbone_dir, tmp_path, capsys):
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training import cached
+
+    make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
+    cached.main([str(tmp_path / "asr-set"), "--out", str(tmp_path / "refit"), "--backbone", str(backbone_dir),
+                 "--corpus", str(asr_corpus), "--epochs", "1", "--augmented-views", "2", "--frame-mask-prob", "1",
+                 "--batch-size", "1"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert lines[0]["augmented_views"] == 2
+    refit = AdapterSet.load(tmp_path / "refit").config.training["refit"]
+    assert refit["augmented_views"] == 2 and refit["frame_mask_prob"] == 1.0
+
+
+def test_augmented_views_differ_from_the_clean_pass_and_repeat_with_the_seed(asr_corpus, backbone_dir):
+    from elp import MultiAdapterModel
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training.cached import KEY, encode_rows
+    from training.data.manifest import filter_split, read_manifest
+    from training.dataset import AugmentConfig
+
+    model = MultiAdapterModel(load(backbone_dir)).eval()
+    model.add_adapter_set(KEY, make_random_adapter_set(model.backbone, "asr", seed=0))
+    rows = filter_split(read_manifest(asr_corpus / "asr.jsonl"), "train")
+    config = AugmentConfig(speed_prob=0.0, noise_prob=1.0, reverb_prob=0.0)
+    clean = encode_rows(model, rows)
+    view, again = (encode_rows(model, rows, augment_config=config, seed=7) for _ in range(2))
+    for row in rows:
+        assert not torch.equal(clean[row.path][-1], view[row.path][-1])
+        assert all(torch.equal(a, b) for a, b in zip(view[row.path], again[row.path], strict=True))
+
+
 @pytest.mark.slow
 def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(asr_corpus, backbone_dir, tmp_path):
     from elp import load_backbone as load
