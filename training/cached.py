@@ -60,6 +60,28 @@ def encode_rows(
     return cache
 
 
+def transplant(target: AdapterSet, source: AdapterSet) -> AdapterSet:
+    """A fresh-headed set for ``target``'s task and labels on ``source``'s E-, P- and L-adapters.
+
+    Spoken-language understanding on top of a recogniser's representation: an intent set that starts
+    from the ASR set's adapters hears words it was never given a command for (s3prl's and Lugosch et
+    al.'s ASR-pretrained SLU). Only the head is new; the result is an ordinary self-contained set."""
+    if source.config.backbone.get("fingerprint") != target.config.backbone.get("fingerprint"):
+        raise ValueError("both sets must be trained on the same backbone")
+    config = copy.deepcopy(target.config)
+    for part in ("e_adapter", "p_adapter", "l_adapter", "weighted_sum_layers"):
+        setattr(config, part, copy.deepcopy(getattr(source.config, part)))
+    config.metrics, config.weights_sha256 = {}, None
+    config.training = {"adapters_from": {"task": source.task, "description": source.config.description,
+                                         "weights_sha256": source.config.weights_sha256}}
+    result = AdapterSet(config)
+    moved = {k: v for k, v in source.state_dict().items() if k.startswith(("e_adapters.", "p_adapter.", "featurizer."))}
+    missing, unexpected = result.load_state_dict(moved, strict=False)
+    if unexpected or any(not name.startswith("head.") for name in missing):
+        raise ValueError(f"adapter shapes differ: missing {missing}, unexpected {unexpected}")
+    return result
+
+
 def mask_frames(states: list[torch.Tensor], generator: torch.Generator, spans: int = 2,
                 max_frames: int = 10) -> list[torch.Tensor]:
     """Zero the same random spans of frames in every layer of one clip (time masks)."""
@@ -122,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pooling", choices=["mean", "stats", "max"], help="rebuild the head with this pooling")
     p.add_argument("--factorized-slots", action="store_true", help="rebuild the head to score intent slots")
+    p.add_argument("--adapters-from", help="start from this set's E-, P- and L-adapters with a fresh head")
     p.add_argument("--augmented-views", type=int, default=0,
                    help="extra cached passes of each training clip through elp-train's waveform augmentation")
     p.add_argument("--frame-mask-prob", type=float, default=0.0,
@@ -131,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model = MultiAdapterModel(load_backbone(args.backbone))
     adapter_set = AdapterSet.load(args.adapter)
+    if args.adapters_from:
+        adapter_set = transplant(adapter_set, AdapterSet.load(args.adapters_from))
     model.add_adapter_set(KEY, adapter_set)
     task = adapter_set.task
     corpus = Path(args.corpus)
@@ -149,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
 
     before = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s)) for s in ("valid", "test")}
     print(json.dumps({"before": before}), flush=True)
-    if args.pooling or args.factorized_slots:
+    new_head = bool(args.pooling or args.factorized_slots or args.adapters_from)
+    if new_head:
         # A new head (fresh weights) on the set's own E, P and L: the refit then picks the best epoch
         # by validation, which may be worse than "before"; the saved set records both.
         config = adapter_set.config
@@ -172,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = {r.path: labels.index(r.label) for r in splits["train"]}
     optimizer = torch.optim.AdamW([*trainable, *loss_fn.parameters()], lr=args.lr, weight_decay=args.weight_decay)
     name, best, higher = headline(task, before["valid"])
-    if args.pooling or args.factorized_slots:
+    if new_head:
         best = -1.0 if higher else float("inf")  # the old head's score says nothing about the new one
     best_state, stale, history = copy.deepcopy(adapter_set.state_dict()), 0, []
     samples = [(view, r.path) for view in range(len(views)) for r in splits["train"]]
@@ -216,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                                   "before_refit": {"valid": public(before["valid"]), "test": public(before["test"])}}
     adapter_set.config.training = adapter_set.config.training | {
         "refit": {"stage": "cached encoder pass, L-adapters + head", "epochs": len(history), "lr": args.lr,
-                  "new_head": bool(args.pooling or args.factorized_slots),
+                  "new_head": new_head,
                   "augmented_views": args.augmented_views, "frame_mask_prob": args.frame_mask_prob,
                   "weight_decay": args.weight_decay,
                   "label_smoothing": 0.1 if task in ("emotion", "intent") else None}}

@@ -230,6 +230,30 @@ def test_augmented_views_differ_from_the_clean_pass_and_repeat_with_the_seed(asr
         assert all(torch.equal(a, b) for a, b in zip(view[row.path], again[row.path], strict=True))
 
 
+def test_transplant_keeps_the_source_adapters_and_the_target_labels_with_a_fresh_head(backbone_dir):
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training.cached import transplant
+
+    backbone = load(backbone_dir)
+    asr, intent = (make_random_adapter_set(backbone, task, seed=seed) for task, seed in (("asr", 1), ("intent", 2)))
+    moved = transplant(intent, asr)
+    assert moved.task == "intent" and moved.config.labels == intent.config.labels
+    assert moved.config.slot_names == intent.config.slot_names and moved.language_model is None
+    source = asr.state_dict()
+    for name, tensor in moved.state_dict().items():
+        if name.startswith(("e_adapters.", "p_adapter.", "featurizer.")):
+            assert torch.equal(tensor, source[name]), name
+    assert moved.config.training["adapters_from"]["task"] == "asr"
+    states = [torch.randn(1, 7, backbone.hidden_size) for _ in range(backbone.num_layers + 1)]
+    logits = moved.head(moved.featurizer(states), torch.tensor([7]))
+    assert logits.shape == (1, len(intent.config.labels))
+    other = make_random_adapter_set(backbone, "asr", seed=1)
+    other.config.backbone = dict(other.config.backbone, fingerprint="another backbone")
+    with pytest.raises(ValueError, match="same backbone"):
+        transplant(intent, other)
+
+
 @pytest.mark.slow
 def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(asr_corpus, backbone_dir, tmp_path):
     from elp import load_backbone as load
