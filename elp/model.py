@@ -240,10 +240,12 @@ class MultiAdapterModel(nn.Module):
         predictions: list[Prediction | None] = [None] * len(waveforms)
         for key, group in self.forward(batch, lengths, adapter_keys).items():
             config = self.adapter_sets[key].config
+            # one device-to-host copy per set, not one per row (each would synchronise a GPU)
+            outputs, frame_counts = group.output.float().cpu(), group.lengths.tolist()
             for position, row in enumerate(group.rows):
-                output = group.output[position].float().cpu()
+                output = outputs[position]
                 if config.task == "asr":
-                    text = self.adapter_sets[key].decode_ctc(output[: int(group.lengths[position])])
+                    text = self.adapter_sets[key].decode_ctc(output[: frame_counts[position]])
                     predictions[row] = Prediction(config.task, key, text=text)
                 elif config.task == "verification":
                     predictions[row] = Prediction(config.task, key, embedding=output)
