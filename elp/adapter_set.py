@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -101,6 +102,22 @@ class AdapterSet(nn.Module):
     def has_backbone_changes(self) -> bool:
         """True when the set alters the backbone pass itself (E or P); else it can share a plain pass."""
         return self.e_adapters is not None or self.p_adapter is not None
+
+    def backbone_change_signature(self) -> str | None:
+        """sha256 of the E- and P-adapters (configs and tensors); None when the set changes nothing.
+
+        Two sets with the same signature alter the backbone pass identically (an intent set started
+        from the ASR set's adapters, say), so a mixed batch can route their rows as one group."""
+        if not self.has_backbone_changes:
+            return None
+        digest = hashlib.sha256()
+        for part in (self.config.e_adapter, self.config.p_adapter):
+            digest.update(json.dumps(asdict(part) if part is not None else None, sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            if name.startswith(("e_adapters.", "p_adapter.")):
+                digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def attach_language_model(self, language_model: WordBigramLM | None) -> None:
         """Decode with ``language_model`` from now on (None: greedy); saved with the set."""

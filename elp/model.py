@@ -7,6 +7,8 @@ How a mixed batch runs (the serving analogue of multi-LoRA batching):
    each set's E-adapter (and LayerNorm copies) to that set's rows only, gathered by index;
 4. pseudo frames are dropped, then each set's L-adapters (or weighted sum) and head read its rows.
 Rows whose sets have no E and no P pass through the hooks untouched: they share the plain pass.
+In eval mode, sets with identical E- and P-adapters (the same ``backbone_change_signature``) are
+routed as one group: their rows take the same path through the encoder anyway.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class MultiAdapterModel(nn.Module):
         # A plain dict, not an nn.ModuleDict: adapter ids are user data and must not collide with
         # module attribute names ("train", "to", ...); devices and modes are propagated by hand.
         self.adapter_sets: dict[str, AdapterSet] = {}
+        self._signatures: dict[str, str | None] = {}
         self._route: Route = []
         self._hooks = [self._install_hooks(i, layer) for i, layer in enumerate(backbone.encoder_layers())]
         self.eval()  # serving is the default; the training loop calls train() itself
@@ -83,9 +86,12 @@ class MultiAdapterModel(nn.Module):
         self.backbone.identity.check_compatible(adapter_set.backbone_identity)
         self.adapter_sets[key] = adapter_set.to(device=self.backbone.device, dtype=self.backbone.dtype)
         adapter_set.train(self.training)
+        # taken once, as registered; only used in eval mode, where the weights do not move
+        self._signatures[key] = adapter_set.backbone_change_signature()
 
     def remove_adapter_set(self, key: str) -> None:
         del self.adapter_sets[key]
+        self._signatures.pop(key, None)
 
     @property
     def adapter_keys(self) -> list[str]:
@@ -153,6 +159,22 @@ class MultiAdapterModel(nn.Module):
             groups.setdefault(key, []).append(row)
         return groups
 
+    def _route_for(self, groups: dict[str, list[int]], batch: int, device: torch.device) -> Route:
+        """Row groups for the hooks: one per set that changes the pass, or per distinct E/P signature
+        in eval mode; ``None`` rows when one group covers the whole batch (no gather needed)."""
+        merged: dict[str, tuple[list[int], AdapterSet]] = {}
+        for key, rows in groups.items():
+            adapter_set = self.adapter_sets[key]
+            if not adapter_set.has_backbone_changes:
+                continue
+            group = (self._signatures.get(key) or key) if not self.training else key
+            merged.setdefault(group, ([], adapter_set))[0].extend(rows)
+        if len(merged) == 1:
+            rows, adapter_set = next(iter(merged.values()))
+            if len(rows) == batch:
+                return [(None, adapter_set)]
+        return [(torch.tensor(sorted(rows), device=device), adapter_set) for rows, adapter_set in merged.values()]
+
     def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str]) -> EncoderOutput:
         """Backbone pass with each row's E- and P-adapters; returns real frames of every layer."""
         device = self.backbone.device
@@ -189,12 +211,7 @@ class MultiAdapterModel(nn.Module):
             sequence_lengths = frame_lengths
         valid = lengths_to_mask(sequence_lengths, frames.shape[1])
 
-        changing = [key for key in groups if self.adapter_sets[key].has_backbone_changes]
-        everyone = len(groups) == 1
-        route: Route = [
-            (None if everyone else torch.tensor(groups[key], device=device), self.adapter_sets[key])
-            for key in changing
-        ]
+        route = self._route_for(groups, batch, device)
         hidden = self.backbone.before_layers(frames, valid)
         state = self.backbone.attention_state(hidden, valid)
         states = [hidden]

@@ -122,6 +122,31 @@ def test_rows_without_e_or_p_share_the_plain_pass(backbone):
     assert not torch.allclose(shared[-1][1], reference[-1][1], atol=1e-3)
 
 
+def test_sets_with_the_same_e_and_p_adapters_route_as_one_group_with_the_same_answers(backbone):
+    asr = make_random_adapter_set(backbone, "asr", seed=1)
+    intent = make_random_adapter_set(backbone, "intent", seed=2)
+    shared = {k: v for k, v in asr.state_dict().items() if k.startswith(("e_adapters.", "p_adapter."))}
+    intent.load_state_dict(shared, strict=False)  # an intent set started from the ASR set's adapters
+    emotion = make_random_adapter_set(backbone, "emotion", seed=3)
+    assert asr.backbone_change_signature() == intent.backbone_change_signature()
+    assert asr.backbone_change_signature() != emotion.backbone_change_signature()
+    assert make_random_adapter_set(backbone, "emotion", method="l").backbone_change_signature() is None
+    model = MultiAdapterModel(backbone).eval()
+    for key, adapter_set in (("asr", asr), ("intent", intent), ("emotion", emotion)):
+        model.add_adapter_set(key, adapter_set)
+    route = model._route_for({"asr": [0, 2], "intent": [1]}, 3, backbone.device)
+    assert len(route) == 1 and route[0][0] is None  # no gather at all
+    route = model._route_for({"asr": [0], "intent": [2], "emotion": [1]}, 3, backbone.device)
+    assert sorted(rows.tolist() for rows, _ in route) == [[0, 2], [1]]
+    model.train()
+    assert len(model._route_for({"asr": [0, 2], "intent": [1]}, 3, backbone.device)) == 2  # weights may move
+    model.eval()
+    keys = ["asr", "intent", "emotion", "intent"]
+    mixed = _outputs(model, WAVES, keys)
+    for row, key in enumerate(keys):
+        torch.testing.assert_close(mixed[row], _outputs(model, [WAVES[row]], [key])[0], atol=1e-5, rtol=1e-5)
+
+
 def test_predict_answers_each_task(backbone):
     model = MultiAdapterModel(backbone)
     for key, options in MIXED_SETS:
