@@ -56,6 +56,9 @@ class Prediction:
     embedding: torch.Tensor | None = None
     label: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
+    #: an ASR row whose beam search was deferred (``predict(defer_beam_search=True)``): its CTC
+    #: log-probabilities over real frames, to be decoded by the caller; ``text`` is None until then
+    log_probs: torch.Tensor | None = None
 
 
 def pad_waveforms(waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -249,8 +252,14 @@ class MultiAdapterModel(nn.Module):
         return outputs
 
     @torch.inference_mode()
-    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[Prediction]:
-        """Served answers for a mixed batch of clips (1-D, 16 kHz), row i with ``adapter_keys[i]``."""
+    def predict(
+        self, waveforms: list[torch.Tensor], adapter_keys: list[str], defer_beam_search: bool = False
+    ) -> list[Prediction]:
+        """Served answers for a mixed batch of clips (1-D, 16 kHz), row i with ``adapter_keys[i]``.
+
+        ``defer_beam_search``: ASR rows of sets with a language model come back with ``log_probs``
+        instead of ``text`` (greedy rows are decoded here: that is cheap), so a server can run the
+        ~25 ms-per-clip search elsewhere while this thread runs the next batch."""
         if len(waveforms) != len(adapter_keys):
             raise ELPError("one adapter key per waveform is required")
         batch, lengths = pad_waveforms(waveforms)
@@ -262,8 +271,11 @@ class MultiAdapterModel(nn.Module):
             for position, row in enumerate(group.rows):
                 output = outputs[position]
                 if config.task == "asr":
-                    text = self.adapter_sets[key].decode_ctc(output[: frame_counts[position]])
-                    predictions[row] = Prediction(config.task, key, text=text)
+                    real = output[: frame_counts[position]]
+                    if defer_beam_search and self.adapter_sets[key].language_model is not None:
+                        predictions[row] = Prediction(config.task, key, log_probs=real.clone())
+                    else:
+                        predictions[row] = Prediction(config.task, key, text=self.adapter_sets[key].decode_ctc(real))
                 elif config.task == "verification":
                     predictions[row] = Prediction(config.task, key, embedding=output)
                 else:

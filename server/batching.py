@@ -32,6 +32,9 @@ _GROUPING_WINDOW_FACTOR = 4
 
 
 class PredictingModel(Protocol):
+    """``predict`` returns one answer per row, or a ``Future`` of it for work finished elsewhere
+    (ASR beam search in another process): the job is answered when its last future settles."""
+
     def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> Sequence[Any]: ...
 
 
@@ -288,8 +291,35 @@ class BatchWorker:
         for (job_index, row), prediction in zip(rows, predictions, strict=True):
             per_job[job_index][row] = prediction
         for job, job_predictions in zip(runnable, per_job, strict=True):
-            if not job.future.done():
-                job.future.set_result(JobResult(job_predictions, started - job.enqueued_at, elapsed))
+            result = JobResult(job_predictions, started - job.enqueued_at, elapsed)
+            if any(isinstance(p, Future) for p in job_predictions):
+                _settle_when_resolved(job.future, result)
+            elif not job.future.done():
+                job.future.set_result(result)
+
+
+def _settle_when_resolved(future: Future, result: JobResult) -> None:
+    """Answer ``future`` with ``result`` once every Future among its predictions has settled (each
+    replaced by its value), or fail it with the first error; runs on whichever thread settles last."""
+    pending = [(i, p) for i, p in enumerate(result.predictions) if isinstance(p, Future)]
+    remaining = [len(pending)]
+    lock = threading.Lock()
+
+    def settled(index: int, done: Future) -> None:
+        error = done.exception() if not done.cancelled() else RuntimeError("decoding was cancelled")
+        if error is not None:
+            _fail(future, error)
+            return
+        result.predictions[index] = done.result()
+        with lock:
+            remaining[0] -= 1
+            last = remaining[0] == 0
+        if last and not future.done():
+            with contextlib.suppress(Exception):  # raced with a cancel by a leaving client
+                future.set_result(result)
+
+    for index, prediction in pending:
+        prediction.add_done_callback(lambda done, index=index: settled(index, done))
 
 
 def _fail(future: Future, exc: BaseException) -> None:

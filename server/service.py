@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ import torch
 from server.adapters import AdapterCache, AdapterLease, AdapterStore, is_marked_default
 from server.audio import AudioLimits, DecodedAudio, decode_audio
 from server.batching import BatchWorker, InferenceJob, JobResult
+from server.beam_search import BeamSearchPool
 from server.errors import AdapterNotFoundError, RequestTimeoutError
 from server.metrics import ServerMetrics
 from server.settings import Settings
@@ -27,6 +28,44 @@ logger = logging.getLogger("server.service")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: extra seconds a handler waits past the queue deadline for a batch that is already running
 _RUNNING_GRACE_S = 60.0
+
+
+class OffWorkerBeamSearch:
+    """The model as the batch worker sees it when beam search runs in other processes: ASR rows of
+    sets with a language model come back as Futures of their Prediction (see ``PredictingModel``);
+    everything else (adapter registration, other rows) is the model itself."""
+
+    def __init__(self, model: Any, pool: Any) -> None:
+        self.model = model
+        self.pool = pool
+
+    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[Any]:
+        answers: list[Any] = []
+        for prediction in self.model.predict(waveforms, adapter_keys, defer_beam_search=True):
+            if prediction.log_probs is None:
+                answers.append(prediction)
+                continue
+            text = self.pool.submit(self.model.adapter_sets[prediction.adapter], prediction.log_probs.numpy())
+            answers.append(_then(text, lambda value, row=prediction: replace(row, text=value, log_probs=None)))
+        return answers
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def _then(source: Future, transform: Any) -> Future:
+    """A Future of ``transform(source.result())`` (errors pass through)."""
+    target: Future = Future()
+    target.set_running_or_notify_cancel()
+
+    def settle(done: Future) -> None:
+        try:
+            target.set_result(transform(done.result()))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the answer
+            target.set_exception(exc)
+
+    source.add_done_callback(settle)
+    return target
 
 
 @dataclass
@@ -47,6 +86,7 @@ class InferenceService:
         self.speakers = SpeakerStore(settings.speakers_dir)
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="elp-decode")
         self.io_pool = ThreadPoolExecutor(4, thread_name_prefix="elp-adapter-io")
+        self.beam_search: BeamSearchPool | None = None
         self.backbone: Any = None
         self.worker: BatchWorker | None = None
         self.cache: AdapterCache | None = None
@@ -70,7 +110,10 @@ class InferenceService:
         if device.startswith("cuda"):
             self.metrics.watch_cuda(device)
         # nn.Module starts in training mode: without eval() dropout makes answers random and batch-dependent
-        model = MultiAdapterModel(self.backbone).eval()
+        model: Any = MultiAdapterModel(self.backbone).eval()
+        if self.settings.beam_search_processes:
+            self.beam_search = BeamSearchPool(self.settings.beam_search_processes)
+            model = OffWorkerBeamSearch(model, self.beam_search)
         self.worker = BatchWorker(
             model,
             max_batch_rows=self.settings.max_batch_size,
@@ -96,6 +139,8 @@ class InferenceService:
             self._warmup.cancel()
         if self.worker is not None:
             await asyncio.to_thread(self.worker.stop, self.settings.shutdown_drain_s)
+        if self.beam_search is not None:  # after the drain: its last clips finish decoding
+            await asyncio.to_thread(self.beam_search.shutdown)
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.io_pool.shutdown(wait=False, cancel_futures=True)
 

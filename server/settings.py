@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     request_deadline_s: float = Field(30.0, gt=0, description="queue wait after which a request gets 504")
     shutdown_drain_s: float = Field(10.0, ge=0, description="how long shutdown keeps answering queued work")
     decode_workers: int = Field(2, ge=1, description="threads decoding and resampling uploads")
+    beam_search_processes: int = Field(
+        0, ge=0,
+        description="processes running ASR language-model beam search off the model worker (0 = on it; "
+        "set 1-4 on a GPU so the worker goes on to the next batch)",
+    )
 
     # request limits
     max_upload_bytes: int = Field(10 * MIB, ge=1, description="largest request body")

@@ -202,3 +202,37 @@ def test_clips_far_shorter_than_the_batch_wait_for_their_own_batch() -> None:
     for call in model.calls:
         sizes = [n for _, n in call]
         assert min(sizes) >= 0.5 * max(sizes)
+
+
+class FutureModel:
+    """Answers row 0 of each batch at once and every other row with a Future the test settles."""
+
+    def __init__(self) -> None:
+        self.pending: list[Future] = []
+
+    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[object]:
+        answers: list[object] = [adapter_keys[0]]
+        for _ in adapter_keys[1:]:
+            later: Future = Future()
+            self.pending.append(later)
+            answers.append(later)
+        return answers
+
+
+def test_future_answers_settle_their_jobs_later_and_a_failed_one_fails_only_its_job() -> None:
+    model = FutureModel()
+    worker = make_worker(model, max_wait_s=0.2)
+    first, second, third = (worker.submit(job("asr", key, 100)) for key in ("a", "b", "c"))
+    deadline = time.monotonic() + 10
+    while len(model.pending) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert result(first).predictions == ["a"]  # no Future in it: answered with the batch
+    assert not second.done() and not third.done()  # the worker did not wait for them ...
+    follow_up = worker.submit(job("emotion", "e", 100))
+    assert result(follow_up).predictions == ["e"]  # ... and went on to the next batch
+    model.pending[0].set_result("decoded b")
+    model.pending[1].set_exception(RuntimeError("decoder died"))
+    assert result(second).predictions == ["decoded b"]
+    with pytest.raises(RuntimeError, match="decoder died"):
+        result(third)
+    worker.stop(1.0)

@@ -1,0 +1,96 @@
+"""ASR beam search in worker processes: same transcripts as on the worker thread, each language
+model shipped to a process once, a dead process costing only its clips, and the served answer."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from elp import AdapterSet, load_backbone
+from elp.decoding import WordBigramLM
+from elp.testing import make_random_adapter_set, save_tiny_backbone
+from server.beam_search import BeamSearchPool
+from tests.server.helpers import make_settings, running_app, wav_bytes
+
+TEXTS = ["turn on the lights", "turn off the lights", "open the door", "close the window"]
+
+
+@pytest.fixture(scope="module")
+def asr_set(tmp_path_factory) -> AdapterSet:
+    backbone = load_backbone(save_tiny_backbone(tmp_path_factory.mktemp("bb") / "w", "whisper"))
+    adapter_set = make_random_adapter_set(backbone, "asr", seed=0)
+    adapter_set.attach_language_model(WordBigramLM.build(TEXTS, alpha=0.8, beta=1.0, beam_width=8))
+    return adapter_set
+
+
+def spelled(text: str, vocab: list[str], typo_at: int | None = None) -> np.ndarray:
+    """Log-probs whose best path spells ``text``, with an optional near-tie typo."""
+    frames = []
+    for position, char in enumerate(text):
+        row = torch.full((len(vocab),), -8.0)
+        row[vocab.index(char)] = -0.4
+        if position == typo_at:
+            row[vocab.index("x")] = -0.3
+        frames += [row, torch.full((len(vocab),), -8.0).index_fill(0, torch.tensor([0]), -0.01)]
+    return torch.log_softmax(torch.stack(frames), dim=-1).numpy()
+
+
+@pytest.mark.slow
+def test_processes_decode_exactly_as_the_worker_thread_would(asr_set: AdapterSet) -> None:
+    vocab = asr_set.config.vocab
+    clips = [spelled(text, vocab, typo_at=2) for text in TEXTS] * 2
+    pool = BeamSearchPool(2)
+    try:
+        answers = [future.result(timeout=120) for future in [pool.submit(asr_set, clip) for clip in clips]]
+        assert answers == [asr_set.decode_ctc(torch.from_numpy(clip)) for clip in clips]
+        assert answers[0] == "turn on the lights"  # the LM repaired the typo
+        # each process got the LM once: both now hold it
+        assert all(len(process.holds) == 1 for process in pool._processes)
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.slow
+def test_a_killed_process_fails_nothing_later_and_is_replaced(asr_set: AdapterSet) -> None:
+    clip = spelled("open the door", asr_set.config.vocab)
+    pool = BeamSearchPool(1)
+    try:
+        assert pool.submit(asr_set, clip).result(timeout=120) == "open the door"
+        process = pool._processes[0]
+        for pid in list(process.executor._processes):  # the one child of this executor
+            os.kill(pid, signal.SIGKILL)
+        # whatever was in flight may fail; the next clips start a fresh process and ship the LM again
+        answers = []
+        for _ in range(3):
+            try:
+                answers.append(pool.submit(asr_set, clip).result(timeout=120))
+            except Exception:  # noqa: BLE001 - the clip the dying process held
+                answers.append(None)
+        assert answers[-1] == "open the door"
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_served_transcripts_equal_with_and_without_beam_search_processes(
+    tiny_store, store_copy, tmp_path
+) -> None:
+    backbone, _ = tiny_store
+    with_lm = AdapterSet.load(store_copy / "asr-default")
+    with_lm.attach_language_model(WordBigramLM.build(TEXTS, alpha=0.5, beta=1.0, beam_width=8))
+    with_lm.save(store_copy / "asr-default")
+    clips = [wav_bytes(1.0 + 0.3 * i, seed=i) for i in range(4)]
+    answers = {}
+    for processes in (0, 1):
+        settings = make_settings(backbone, store_copy, tmp_path / str(processes), beam_search_processes=processes)
+        async with running_app(settings) as (app, client):
+            replies = [await client.post("/asr", files={"file": ("a.wav", clip, "audio/wav")}) for clip in clips]
+            assert all(reply.status_code == 200 for reply in replies), [r.text for r in replies]
+            answers[processes] = [reply.json()["text"] for reply in replies]
+            assert (app.state.service.beam_search is not None) == bool(processes)
+    assert answers[0] == answers[1]
