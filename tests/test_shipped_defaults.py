@@ -53,6 +53,9 @@ def test_every_default_set_matches_the_converted_backbone_and_carries_its_metada
     assert model.adapter_sets["intent-default"].config.slot_names == ["action", "object", "location"]
     for adapter_id in DEFAULTS.values():
         assert "test" in model.adapter_sets[adapter_id].config.metrics
+    # the intent set is built on the ASR set's E/P adapters, so the two route as one group
+    asr, intent = (model.adapter_sets[key] for key in ("asr-default", "intent-default"))
+    assert asr.backbone_change_signature() == intent.backbone_change_signature() is not None
 
 
 def test_default_sets_answer_real_speech_in_one_mixed_batch(model, tmp_path):
