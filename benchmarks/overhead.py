@@ -8,6 +8,9 @@
   same four-task mix (verify = two rows). ``served_fraction`` = server rows/s / raw mixed rows/s:
   the share of the model's batched throughput that survives HTTP, multipart parsing, decoding,
   resampling, queueing and the load generator itself (which shares the same CPUs).
+* Shared E/P: half ASR, half intent rows, once with an intent set that has its own E/P adapters and
+  once with one that carries the ASR set's (as the shipped intent set does): the model routes the
+  latter as one group. ``shared_ep_vs_distinct`` = time with shared / time with distinct adapters.
 
     python -m benchmarks.overhead --quick [--batch-sizes 1 4 8 16] [--device cuda]
 """
@@ -45,6 +48,8 @@ from benchmarks.common import (
 from benchmarks.loadgen import run_load
 
 TASK_KEYS = tuple(DEFAULT_IDS.values())
+#: the intent set again, but on the ASR set's E- and P-adapters
+SHARED_INTENT_KEY = "intent-on-asr-adapters"
 
 
 def load_model(backbone: Path, store: Path, device: str) -> Any:
@@ -53,6 +58,11 @@ def load_model(backbone: Path, store: Path, device: str) -> Any:
     model = MultiAdapterModel(load_backbone(str(backbone), device=device)).eval()
     for adapter_id in TASK_KEYS:
         model.add_adapter_set(adapter_id, AdapterSet.load(store / adapter_id, device=device))
+    shared = AdapterSet.load(store / DEFAULT_IDS["intent"], device=device)
+    asr_state = model.adapter_sets[DEFAULT_IDS["asr"]].state_dict()
+    shared.load_state_dict({k: v for k, v in asr_state.items() if k.startswith(("e_adapters.", "p_adapter."))},
+                           strict=False)
+    model.add_adapter_set(SHARED_INTENT_KEY, shared)
     return model
 
 
@@ -84,17 +94,23 @@ def raw_point(model: Any, waveforms: list[torch.Tensor], batch_size: int, repeat
     rng = random.Random(seed)
     batches = length_grouped_batches(waveforms, batch_size)[:repeats]
     timed_predict(model, batches[0], [TASK_KEYS[0]] * batch_size, device)  # warm-up at this shape
-    mixed, single = [], []
+    mixed, single, distinct, shared = [], [], [], []
     for batch in batches:
         keys = [TASK_KEYS[i % 4] for i in range(batch_size)]
         rng.shuffle(keys)
         mixed.append(timed_predict(model, batch, keys, device))
         single.append(statistics.mean(timed_predict(model, batch, [key] * batch_size, device) for key in TASK_KEYS))
+        if batch_size > 1:
+            halves = [DEFAULT_IDS["asr"] if i % 2 else DEFAULT_IDS["intent"] for i in range(batch_size)]
+            distinct.append(timed_predict(model, batch, halves, device))
+            halves = [DEFAULT_IDS["asr"] if i % 2 else SHARED_INTENT_KEY for i in range(batch_size)]
+            shared.append(timed_predict(model, batch, halves, device))
     rows = batch_size * len(batches)
     return {"batch_size": batch_size, "batches": len(batches),
             "raw_mixed_rows_per_s": round(rows / sum(mixed), 3),
             "raw_single_rows_per_s": round(rows / sum(single), 3),
-            "mixed_vs_single": round(sum(mixed) / sum(single), 3)}
+            "mixed_vs_single": round(sum(mixed) / sum(single), 3),
+            "shared_ep_vs_distinct": round(sum(shared) / sum(distinct), 3) if distinct else None}
 
 
 def server_point(backbone: Path, store: Path, clips: list[Clip], batch_size: int, requests: int,
@@ -139,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             row["served_fraction"] = round(row["server_rows_per_s"] / row["raw_mixed_rows_per_s"], 3)
             print(f"  server B={batch_size}: {row}", flush=True)
     columns = ["batch_size", "raw_mixed_rows_per_s", "raw_single_rows_per_s", "mixed_vs_single",
-               "server_rows_per_s", "server_req_per_s", "served_fraction", "server_errors"]
+               "shared_ep_vs_distinct", "server_rows_per_s", "server_req_per_s", "served_fraction", "server_errors"]
     title = f"serving overhead, backbone {backbone_label(args.backbone)}, device {args.device}"
     write_results(f"overhead-{backbone_label(args.backbone)}", {"title": title, "rows": rows},
                   f"{title}\n\n" + markdown_table(rows, columns))
