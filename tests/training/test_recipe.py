@@ -271,3 +271,29 @@ def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(asr_corpus,
     # the LM knows exactly the training words (no general vocabulary asked for)
     unigram, _ = adapter_set.language_model.tables()
     assert set(unigram) - {"<s>", "</s>"} == {"turn", "on", "the", "lights", "open", "door"}
+
+
+def test_condition_groups_follow_the_corpus_meta():
+    from training.breakdown import condition_groups
+
+    groups = condition_groups({"synth": "flite", "noise": "babble", "snr_db": 7.5, "reverb": True}, "spk-test-001")
+    assert groups == ["all", "speaker=unseen", "synth=flite", "noise=babble", "snr<12dB", "reverb=True"]
+    clean = condition_groups({"synth": "espeak", "noise": "none", "snr_db": None, "reverb": False}, "spk-train-004")
+    assert clean[1] == "speaker=seen" and clean[4] == "snr>=12dB or clean"
+
+
+@pytest.mark.slow
+def test_breakdown_scores_every_group_against_the_same_predictions(asr_corpus, backbone_dir, tmp_path):
+    from elp import MultiAdapterModel
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training.breakdown import breakdown
+    from training.data.manifest import filter_split, read_manifest
+    from training.evaluation import evaluate_set
+
+    model = MultiAdapterModel(load(backbone_dir))
+    model.add_adapter_set("set", make_random_adapter_set(model.backbone, "asr", seed=0))
+    table = breakdown(model, "set", asr_corpus, "train")
+    rows = filter_split(read_manifest(asr_corpus / "asr.jsonl"), "train")
+    assert table["all"]["clips"] == len(rows) == table["speaker=unseen"]["clips"]  # speaker "s" is no spk-train
+    assert table["all"]["cer"] == round(evaluate_set(model, "set", rows)["cer"], 4)
