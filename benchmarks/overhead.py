@@ -59,9 +59,7 @@ def load_model(backbone: Path, store: Path, device: str) -> Any:
     for adapter_id in TASK_KEYS:
         model.add_adapter_set(adapter_id, AdapterSet.load(store / adapter_id, device=device))
     shared = AdapterSet.load(store / DEFAULT_IDS["intent"], device=device)
-    asr_state = model.adapter_sets[DEFAULT_IDS["asr"]].state_dict()
-    shared.load_state_dict({k: v for k, v in asr_state.items() if k.startswith(("e_adapters.", "p_adapter."))},
-                           strict=False)
+    shared.load_state_dict(model.adapter_sets[DEFAULT_IDS["asr"]].backbone_change_state(), strict=False)
     model.add_adapter_set(SHARED_INTENT_KEY, shared)
     return model
 

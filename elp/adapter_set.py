@@ -103,6 +103,10 @@ class AdapterSet(nn.Module):
         """True when the set alters the backbone pass itself (E or P); else it can share a plain pass."""
         return self.e_adapters is not None or self.p_adapter is not None
 
+    def backbone_change_state(self) -> dict[str, torch.Tensor]:
+        """The E- and P-adapter tensors (state-dict names): everything that alters the backbone pass."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(("e_adapters.", "p_adapter."))}
+
     def backbone_change_signature(self) -> str | None:
         """sha256 of the E- and P-adapters (configs and tensors); None when the set changes nothing.
 
@@ -113,10 +117,9 @@ class AdapterSet(nn.Module):
         digest = hashlib.sha256()
         for part in (self.config.e_adapter, self.config.p_adapter):
             digest.update(json.dumps(asdict(part) if part is not None else None, sort_keys=True).encode())
-        for name, tensor in sorted(self.state_dict().items()):
-            if name.startswith(("e_adapters.", "p_adapter.")):
-                digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-                digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        for name, tensor in sorted(self.backbone_change_state().items()):
+            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
         return digest.hexdigest()
 
     def attach_language_model(self, language_model: WordBigramLM | None) -> None:

@@ -265,17 +265,18 @@ class MultiAdapterModel(nn.Module):
         batch, lengths = pad_waveforms(waveforms)
         predictions: list[Prediction | None] = [None] * len(waveforms)
         for key, group in self.forward(batch, lengths, adapter_keys).items():
-            config = self.adapter_sets[key].config
+            adapter_set = self.adapter_sets[key]
+            config = adapter_set.config
             # one device-to-host copy per set, not one per row (each would synchronise a GPU)
             outputs, frame_counts = group.output.float().cpu(), group.lengths.tolist()
             for position, row in enumerate(group.rows):
                 output = outputs[position]
                 if config.task == "asr":
                     real = output[: frame_counts[position]]
-                    if defer_beam_search and self.adapter_sets[key].language_model is not None:
+                    if defer_beam_search and adapter_set.language_model is not None:
                         predictions[row] = Prediction(config.task, key, log_probs=real.clone())
                     else:
-                        predictions[row] = Prediction(config.task, key, text=self.adapter_sets[key].decode_ctc(real))
+                        predictions[row] = Prediction(config.task, key, text=adapter_set.decode_ctc(real))
                 elif config.task == "verification":
                     predictions[row] = Prediction(config.task, key, embedding=output)
                 else:

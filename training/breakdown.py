@@ -41,19 +41,13 @@ def breakdown(model: MultiAdapterModel, key: str, corpus: Path, split: str) -> d
     task = model.adapter_sets[key].config.task
     if task == "verification":
         raise ValueError("verification is scored on trials, not clips: use elp-evaluate")
-    manifest = corpus / f"{task}.jsonl"
-    rows = filter_split(read_manifest(manifest), split)
-    meta = {}
-    with manifest.open() as lines:
-        for line in lines:
-            record = json.loads(line)
-            meta[record["id"]] = record.get("meta") or {}
+    rows = filter_split(read_manifest(corpus / f"{task}.jsonl"), split)
     predictions, _ = predict_rows(model, key, rows)
     truth: dict[str, list[str]] = defaultdict(list)
     guess: dict[str, list[str]] = defaultdict(list)
     for row in rows:
         answer = predictions[row.id]
-        for group in condition_groups(meta.get(row.id, {}), row.speaker):
+        for group in condition_groups(row.meta, row.speaker):
             truth[group].append((row.text if task == "asr" else row.label) or "")
             guess[group].append((answer.text if task == "asr" else answer.label) or "")
     metric = cer if task == "asr" else weighted_accuracy

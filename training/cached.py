@@ -75,7 +75,7 @@ def transplant(target: AdapterSet, source: AdapterSet) -> AdapterSet:
     config.training = {"adapters_from": {"task": source.task, "description": source.config.description,
                                          "weights_sha256": source.config.weights_sha256}}
     result = AdapterSet(config)
-    moved = {k: v for k, v in source.state_dict().items() if k.startswith(("e_adapters.", "p_adapter.", "featurizer."))}
+    moved = source.backbone_change_state() | {f"featurizer.{k}": v for k, v in source.featurizer.state_dict().items()}
     missing, unexpected = result.load_state_dict(moved, strict=False)
     if unexpected or any(not name.startswith("head.") for name in missing):
         raise ValueError(f"adapter shapes differ: missing {missing}, unexpected {unexpected}")

@@ -56,7 +56,10 @@ class AugmentConfig:
     time_mask_seconds: float = 0.06
 
 
-# Per task: speed changes pitch (an emotion and speaker cue) and loudness is an emotion cue.
+# Speed and level perturbation would erase what emotion classes are made of (rate, pitch, loudness)
+# and, for speakers, turn one voice into another under the same label: off for those tasks.
+# ASR also drops short spans (SpecAugment-style time masking on the waveform) so the CTC head must
+# spell from context rather than memorise the few thousand training sentences.
 TASK_AUGMENT: dict[str, dict[str, object]] = {
     "emotion": {"speed_prob": 0.0, "gain_db": (-2.0, 2.0)},
     "verification": {"speed_prob": 0.0},

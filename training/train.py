@@ -43,11 +43,6 @@ LEARNING_RATES = {
 }
 
 
-# Speed and level perturbation would erase what emotion classes are made of (rate, pitch, loudness)
-# and, for speakers, turn one voice into another under the same label: off for those tasks.
-# ASR also drops short spans (SpecAugment-style time masking on the waveform) so the CTC head must
-# spell from context rather than memorise the few thousand training sentences.
-
 
 @dataclass
 class TrainResult:
