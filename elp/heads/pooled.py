@@ -79,5 +79,5 @@ class ClassifierHead(_PooledHead):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         logits = self.output(self.pooled(features, lengths)).float()
         if self.slot_incidence is not None:
-            logits = logits @ self.slot_incidence.t()
+            logits = logits @ self.slot_incidence.t().to(logits.dtype)  # the buffer follows the model dtype
         return logits

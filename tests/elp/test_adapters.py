@@ -8,7 +8,14 @@ import json
 import pytest
 import torch
 
-from elp import AdapterFormatError, AdapterSet, BackboneMismatchError, MultiAdapterModel, config_for_method
+from elp import (
+    AdapterFormatError,
+    AdapterSet,
+    BackboneMismatchError,
+    MultiAdapterModel,
+    config_for_method,
+    load_backbone,
+)
 from elp.model import pad_waveforms
 from elp.testing import make_random_adapter_set, save_tiny_backbone, seeded_waveform
 
@@ -225,15 +232,21 @@ def test_adapter_ids_may_be_any_string(backbone):
 
 
 @pytest.mark.parametrize("variant", ["wavlm-postln", "whisper-postln"])
-def test_max_pooled_slot_factorized_intent_head_round_trips_and_ignores_padding(backbone, tmp_path):
-    adapter_set = make_random_adapter_set(backbone, "intent", method="elp")
-    adapter_set.config.head.pooling = "max"
-    adapter_set.config.head.factorized_slots = True
+def _max_pooled_factorized_intent_set(backbone, seed: int = 0) -> AdapterSet:
     from elp.heads import build_head
 
+    adapter_set = make_random_adapter_set(backbone, "intent", method="elp", seed=seed)
     config = adapter_set.config
+    config.head.pooling = "max"
+    config.head.factorized_slots = True
     adapter_set.head = build_head(config.head, "intent", adapter_set.featurizer.output_dim, config.num_outputs,
                                   labels=config.labels, slot_names=config.slot_names)
+    return adapter_set
+
+
+def test_max_pooled_slot_factorized_intent_head_round_trips_and_ignores_padding(backbone, tmp_path):
+    adapter_set = _max_pooled_factorized_intent_set(backbone)
+    config = adapter_set.config
     # 3 intents over actions {activate, deactivate, increase}, objects {lights, volume}, locations
     # {kitchen, none}: the head scores 7 slot values, not 3 intents.
     assert adapter_set.head.output[-1].out_features == 7
@@ -253,3 +266,23 @@ def test_max_pooled_slot_factorized_intent_head_round_trips_and_ignores_padding(
     assert incidence.sum(dim=1).tolist() == [3.0, 3.0, 3.0]
     on, off = config.labels.index("activate_lights_kitchen"), config.labels.index("deactivate_lights_kitchen")
     assert float(incidence[on] @ incidence[off]) == 2.0
+
+
+@pytest.mark.parametrize("variant", ["wavlm-postln", "whisper-postln"])
+def test_bfloat16_backbone_serves_every_head_kind_close_to_float32(backbone_dirs, variant, tmp_path):
+    # ELP_DTYPE=bfloat16 is the fast setting on CPUs with AVX512-BF16 and on GPUs: every head kind
+    # (the slot-factorised intent head's derived buffer included) must run, near the float32 answers.
+    sets = {task: make_random_adapter_set(load_backbone(backbone_dirs[variant]), task, seed=i)
+            for i, task in enumerate(("asr", "verification", "emotion"))}
+    sets["intent"] = _max_pooled_factorized_intent_set(load_backbone(backbone_dirs[variant]))
+    outputs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        model = MultiAdapterModel(load_backbone(backbone_dirs[variant], dtype=dtype))
+        for task, adapter_set in sets.items():
+            adapter_set.save(tmp_path / task)
+            model.add_adapter_set(task, AdapterSet.load(tmp_path / task))
+        keys = list(sets)
+        outputs[dtype] = _outputs(model, WAVES[:1] * len(keys), keys)
+        assert model.predict(WAVES[:1] * len(keys), keys)[3].label in sets["intent"].config.labels
+    for full, reduced in zip(outputs[torch.float32], outputs[torch.bfloat16], strict=True):
+        torch.testing.assert_close(reduced.float(), full.float(), atol=0.05, rtol=0.05)
