@@ -13,6 +13,7 @@ routed as one group: their rows take the same path through the encoder anyway.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -79,7 +80,9 @@ class MultiAdapterModel(nn.Module):
         # module attribute names ("train", "to", ...); devices and modes are propagated by hand.
         self.adapter_sets: dict[str, AdapterSet] = {}
         self._signatures: dict[str, str | None] = {}
-        self._route: Route = []
+        # The hooks read the running batch's routing from here; thread-local, so that several
+        # threads may run inference on the one model (the server's workers) without mixing routes.
+        self._routing_state = threading.local()
         self._hooks = [self._install_hooks(i, layer) for i, layer in enumerate(backbone.encoder_layers())]
         self.eval()  # serving is the default; the training loop calls train() itself
 
@@ -118,7 +121,7 @@ class MultiAdapterModel(nn.Module):
         """Apply each routed set's module (``pick(adapter_set)``, or None to skip) to ``source``, on
         that set's rows only, and put the results in place of ``output``'s rows; None = unchanged."""
         result = None
-        for rows, adapter_set in self._route:
+        for rows, adapter_set in getattr(self._routing_state, "route", ()):
             module = pick(adapter_set) if adapter_set.e_adapters is not None else None
             if module is None:
                 continue
@@ -147,11 +150,11 @@ class MultiAdapterModel(nn.Module):
 
     @contextmanager
     def _routing(self, route: Route) -> Iterator[None]:
-        self._route = route
+        self._routing_state.route = route
         try:
             yield
         finally:
-            self._route = []
+            self._routing_state.route = []
 
     # ----------------------------------------------------------------- forward
     def _groups(self, adapter_keys: list[str]) -> dict[str, list[int]]:

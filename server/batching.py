@@ -1,11 +1,16 @@
-"""The batching worker: the one thread that touches the model.
+"""The batching worker: the only threads that touch the model.
 
-Handlers validate, then ``submit`` a job and await its future. The worker thread collects jobs until
+Handlers validate, then ``submit`` a job and await its future. A worker thread collects jobs until
 the batch is full (rows) or the oldest job has waited ``max_wait_s``, groups jobs of similar length
 (oldest first, so nothing starves), drops jobs past their deadline (504) or whose client left, and
 runs ONE ``model.predict`` for the whole mixed-task batch. An exception fails only that batch's
-futures; the loop goes on. Adapter registration runs here too (``call``), between batches, so the
+futures; the loop goes on. Adapter registration runs here too (``call``), when no batch runs, so the
 model never changes under a running batch.
+
+``workers`` > 1 runs that many such threads over the same model (one copy of the weights): each forms
+and runs its own batches. On a CPU that is inter-op parallelism over the cores (each thread with a
+share of the intra-op threads), and on a GPU one thread's Python and host work overlaps another's
+kernels. Inference only reads the model; the per-batch adapter routing is thread-local.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -87,8 +92,17 @@ class BatchWorker:
         max_queue: int,
         metrics: ServerMetrics,
         length_ratio: float = 0.0,
+        workers: int = 1,
+        wait_only_while_incoming: bool = False,
     ) -> None:
+        if workers < 1:
+            raise ValueError("a batch worker needs at least one thread")
         self.model = model
+        self.workers = workers
+        # Waiting for company only pays while some is on its way: with this set, a batch waits (up to
+        # max_wait_s) only while a request marked by ``incoming()`` is still being decoded.
+        self.wait_only_while_incoming = wait_only_while_incoming
+        self._incoming = 0
         self.max_batch_rows = max_batch_rows
         self.length_ratio = length_ratio
         self.max_wait_s = max_wait_s
@@ -99,7 +113,9 @@ class BatchWorker:
         self._cond = threading.Condition()
         self._accepting = False
         self._stop_requested = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._running_batches = 0  # batches in model.predict now; controls wait for 0
+        self._controls_running = False
         self._batch_seconds_ema = 0.05
         self.batches_run = 0
 
@@ -107,8 +123,10 @@ class BatchWorker:
     def start(self) -> None:
         with self._cond:
             self._accepting = True
-        self._thread = threading.Thread(target=self._run, name="elp-model-worker", daemon=True)
-        self._thread.start()
+        names = ["elp-model-worker"] if self.workers == 1 else [f"elp-model-worker-{i}" for i in range(self.workers)]
+        self._threads = [threading.Thread(target=self._run, name=name, daemon=True) for name in names]
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, drain_timeout_s: float) -> None:
         """Refuse new jobs, answer the queued ones for up to ``drain_timeout_s``, refuse the rest."""
@@ -133,14 +151,15 @@ class BatchWorker:
             _fail(job.future, WorkerStoppedError())
         for _, future in controls:
             _fail(future, WorkerStoppedError())
-        if self._thread is not None:
-            self._thread.join(timeout=max(1.0, drain_timeout_s))
-            if self._thread.is_alive():
-                logger.warning("model worker still busy after shutdown timeout; leaving it (daemon thread)")
+        join_until = time.monotonic() + max(1.0, drain_timeout_s)
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, join_until - time.monotonic()))
+            if thread.is_alive():
+                logger.warning("%s still busy after shutdown timeout; leaving it (daemon thread)", thread.name)
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return bool(self._threads) and all(thread.is_alive() for thread in self._threads)
 
     @property
     def queue_depth(self) -> int:
@@ -160,6 +179,18 @@ class BatchWorker:
             self._metrics.queue_depth.set(len(self._jobs))
             self._cond.notify_all()
         return job.future
+
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Mark a request on its way to ``submit`` (upload being decoded) for the span of the block."""
+        with self._cond:
+            self._incoming += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._incoming -= 1
+                self._cond.notify_all()
 
     def call(self, fn: Callable[[Any], Any]) -> Future:
         """Run ``fn(model)`` on the worker thread between batches (adapter add/remove)."""
@@ -187,24 +218,43 @@ class BatchWorker:
             if batch is None:
                 return
             if batch:
-                self._run_batch(batch)
+                try:
+                    self._run_batch(batch)
+                finally:
+                    with self._cond:
+                        self._running_batches -= 1
+                        self._cond.notify_all()
 
     def _next_batch(self) -> list[InferenceJob] | None:
         """Block until there is work; run controls; return a batch ([] = nothing to run), None = stop."""
         with self._cond:
-            while not self._jobs and not self._controls and not self._stop_requested:
+            # (another thread running controls: wait for it, not spin)
+            while (self._controls_running or not (self._jobs or self._controls)) and not self._stop_requested:
                 self._cond.wait()
             if self._stop_requested:
                 return None
-            controls = list(self._controls)
-            self._controls.clear()
+            controls = []
+            if self._controls:
+                # controls change the model: only when no batch runs, one thread at a time
+                while (self._running_batches or self._controls_running) and not self._stop_requested:
+                    self._cond.wait()
+                if self._stop_requested or not self._controls:
+                    return []  # stopping, or another thread ran them
+                controls = list(self._controls)
+                self._controls.clear()
+                self._controls_running = True
         if controls:
-            for fn, future in controls:
-                if future.set_running_or_notify_cancel():
-                    try:
-                        future.set_result(fn(self.model))
-                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                        future.set_exception(exc)
+            try:
+                for fn, future in controls:
+                    if future.set_running_or_notify_cancel():
+                        try:
+                            future.set_result(fn(self.model))
+                        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                            future.set_exception(exc)
+            finally:
+                with self._cond:
+                    self._controls_running = False
+                    self._cond.notify_all()
             return []
 
         with self._cond:
@@ -214,11 +264,15 @@ class BatchWorker:
                 remaining = self._jobs[0].enqueued_at + self.max_wait_s - time.monotonic()
                 if rows >= self.max_batch_rows or remaining <= 0 or not self._accepting:
                     break
+                if self.wait_only_while_incoming and not self._incoming:
+                    break  # nobody on the way: waiting would only add latency
                 self._cond.wait(timeout=remaining)
-            if self._controls or self._stop_requested or not self._jobs:
+            if self._controls or self._controls_running or self._stop_requested or not self._jobs:
                 return []
             batch = self._take_batch_locked()
             self._metrics.queue_depth.set(len(self._jobs))
+            if batch:
+                self._running_batches += 1
         return batch
 
     def _take_batch_locked(self) -> list[InferenceJob]:
@@ -284,8 +338,10 @@ class BatchWorker:
         finally:
             elapsed = time.monotonic() - started
             self._metrics.batch_duration.observe(elapsed)
-            self._batch_seconds_ema = 0.8 * self._batch_seconds_ema + 0.2 * elapsed
-            self.batches_run += 1
+            with self._cond:
+                # per worker thread: a batch's share of the device time when several run at once
+                self._batch_seconds_ema = 0.8 * self._batch_seconds_ema + 0.2 * elapsed / self.workers
+                self.batches_run += 1
 
         per_job: list[list[Any]] = [[None] * job.rows for job in runnable]
         for (job_index, row), prediction in zip(rows, predictions, strict=True):

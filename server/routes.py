@@ -97,7 +97,8 @@ async def _decode_and_lease(
     decode_task = asyncio.ensure_future(decode_all())
     lease_task = asyncio.ensure_future(service.lease(task, adapter))
     try:
-        await asyncio.gather(decode_task, lease_task)
+        with service.incoming():  # batches being formed may wait for this request (it is on its way)
+            await asyncio.gather(decode_task, lease_task)
     except BaseException:
         if lease_task.done() and not lease_task.cancelled() and lease_task.exception() is None:
             lease_task.result().release()

@@ -6,6 +6,7 @@ Lives on ``app.state.service``; route handlers only call it. Nothing here import
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -25,6 +26,8 @@ from server.speakers import SpeakerStore
 
 logger = logging.getLogger("server.service")
 
+#: torch's own choice (the cores this process may use), before any app in this process changed it
+_DEFAULT_TORCH_THREADS = torch.get_num_threads()
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 #: extra seconds a handler waits past the queue deadline for a batch that is already running
 _RUNNING_GRACE_S = 60.0
@@ -51,6 +54,15 @@ class OffWorkerBeamSearch:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.model, name)
+
+
+def _set_torch_threads(torch_threads: int, model_workers: int) -> None:
+    """Intra-op threads: as configured, or torch's default split over the model workers, so that
+    N workers on a CPU use its cores side by side instead of N x cores threads fighting over them."""
+    threads = torch_threads or max(1, _DEFAULT_TORCH_THREADS // model_workers)
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    logger.info("torch intra-op threads: %d, model workers: %d", threads, model_workers)
 
 
 def _then(source: Future, transform: Any) -> Future:
@@ -102,6 +114,7 @@ class InferenceService:
 
         device = self.settings.resolved_device()
         dtype = _DTYPES[self.settings.dtype]
+        _set_torch_threads(self.settings.torch_threads, self.settings.model_workers)
         started = time.perf_counter()
         self.backbone = await asyncio.to_thread(load_backbone, self.settings.backbone, device, dtype)
         self.sample_rate = int(getattr(self.backbone, "sample_rate", 16000))
@@ -121,6 +134,8 @@ class InferenceService:
             length_ratio=self.settings.batch_length_ratio,
             max_queue=self.settings.max_queue,
             metrics=self.metrics,
+            workers=self.settings.model_workers,
+            wait_only_while_incoming=self.settings.batch_wait == "while-incoming",
         )
         self.worker.start()
         self.cache = AdapterCache(
@@ -226,6 +241,10 @@ class InferenceService:
     async def lease(self, task: str, adapter_id: str | None) -> AdapterLease:
         assert self.cache is not None
         return await self.cache.acquire(adapter_id or self.default_adapter(task), task)
+
+    def incoming(self) -> contextlib.AbstractContextManager[None]:
+        """Around a request's decoding: tells the worker that company for its batch is on the way."""
+        return self.worker.incoming() if self.worker is not None else contextlib.nullcontext()
 
     async def infer(self, task: str, lease: AdapterLease, clips: list[DecodedAudio]) -> InferenceOutcome:
         """Queue the clips as one job and wait for the batch that runs them."""

@@ -43,9 +43,22 @@ class Settings(BaseSettings):
     # batching
     max_batch_size: int = Field(16, ge=1, description="most waveform rows in one model call")
     max_wait_ms: float = Field(10.0, ge=0, description="how long the first request waits for company")
+    batch_wait: Literal["while-incoming", "always"] = Field(
+        "while-incoming",
+        description="when a batch waits up to max_wait_ms for company: while another request is being "
+        "decoded, or always (the classic fixed queue delay)",
+    )
     batch_length_ratio: float = Field(
         0.5, ge=0, le=1,
         description="shortest/longest clip allowed in one batch (padding is wasted compute; 0 = any mix)",
+    )
+    model_workers: int = Field(
+        1, ge=1, le=16,
+        description="threads forming and running batches on the one model (CPU: up to one per core, each "
+        "with cores/workers intra-op threads; GPU: 2 overlaps one batch's host work with another's kernels)",
+    )
+    torch_threads: int = Field(
+        0, ge=0, description="torch intra-op threads (0 = torch's default split evenly over model_workers)"
     )
     max_queue: int = Field(256, ge=1, description="queued requests before 503 overloaded")
     request_deadline_s: float = Field(30.0, gt=0, description="queue wait after which a request gets 504")

@@ -4,6 +4,7 @@ and a mixed batch gives every row what it gets alone (the contract of the core).
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 import torch
@@ -286,3 +287,30 @@ def test_bfloat16_backbone_serves_every_head_kind_close_to_float32(backbone_dirs
         assert model.predict(WAVES[:1] * len(keys), keys)[3].label in sets["intent"].config.labels
     for full, reduced in zip(outputs[torch.float32], outputs[torch.bfloat16], strict=True):
         torch.testing.assert_close(reduced.float(), full.float(), atol=0.05, rtol=0.05)
+
+
+@pytest.mark.parametrize("variant", ["wavlm-postln"])
+def test_threads_running_one_model_at_once_get_their_own_rows_answers(backbone):
+    # The server may run several batch workers over one model: the E-adapter routing of one thread's
+    # batch must never reach another's (it is thread-local state read by the layer hooks).
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("first", make_random_adapter_set(backbone, "emotion", seed=1))
+    model.add_adapter_set("second", make_random_adapter_set(backbone, "emotion", seed=2))
+    jobs = {"first": (WAVES[:2], ["first", "first"]), "second": (WAVES[1:4], ["second", "first", "second"])}
+    expected = {name: _outputs(model, *job) for name, job in jobs.items()}
+    barrier = threading.Barrier(2)
+    mismatches: list[str] = []
+
+    def run(name: str) -> None:
+        for _ in range(15):
+            barrier.wait(timeout=10)
+            for got, want in zip(_outputs(model, *jobs[name]), expected[name], strict=True):
+                if not torch.allclose(got, want, atol=1e-5, rtol=1e-5):
+                    mismatches.append(name)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in jobs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not mismatches

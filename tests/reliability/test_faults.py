@@ -229,7 +229,9 @@ def _wait_for(predicate, timeout_s: float) -> bool:
 @pytest.mark.slow
 def test_sigterm_with_a_full_queue_answers_or_refuses_every_request(tiny_store, tmp_path) -> None:
     backbone, store = tiny_store
-    extra = ("--max-queue", "4", "--max-wait-ms", "1500", "--max-batch-size", "64", "--shutdown-drain-s", "5")
+    # batches always wait 1.5 s for company: the queue is still full when SIGTERM arrives
+    extra = ("--max-queue", "4", "--max-wait-ms", "1500", "--batch-wait", "always", "--max-batch-size", "64",
+             "--shutdown-drain-s", "5")
     with live_server(backbone, store, tmp_path, *extra) as (port, process):
         url = f"http://127.0.0.1:{port}/emotion"
 

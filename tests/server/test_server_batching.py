@@ -236,3 +236,68 @@ def test_future_answers_settle_their_jobs_later_and_a_failed_one_fails_only_its_
     with pytest.raises(RuntimeError, match="decoder died"):
         result(third)
     worker.stop(1.0)
+
+
+def test_a_lone_job_does_not_wait_for_company_that_is_not_on_its_way() -> None:
+    model = RecordingModel()
+    worker = make_worker(model, max_wait_s=30.0, wait_only_while_incoming=True)
+    answered = result(worker.submit(job(length=100)))  # would wait 30 s under the plain max-wait rule
+    worker.stop(1.0)
+    assert answered.queue_wait_s < 5.0 and model.calls == [[("a", 100)]]
+
+
+def test_a_batch_waits_for_a_request_still_being_decoded() -> None:
+    model = RecordingModel()
+    worker = make_worker(model, max_wait_s=30.0, wait_only_while_incoming=True)
+    with worker.incoming():  # a second request is being decoded...
+        first = worker.submit(job(length=100))
+        time.sleep(0.3)
+        assert not first.done()  # ...so the first one waits for it
+        second = worker.submit(job(length=110))
+    assert result(first).predictions == [("a", 100)] and result(second).predictions == [("a", 110)]
+    worker.stop(1.0)
+    assert model.calls == [[("a", 100), ("a", 110)]]
+
+
+class ConcurrencyProbe(RecordingModel):
+    """Each call blocks until ``release``; records how many calls ran at the same time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.active = 0
+        self.most_active = 0
+
+    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[tuple[str, int]]:
+        with self.lock:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+        try:
+            self.release.wait(10)
+            return super().predict(waveforms, adapter_keys)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+
+def test_several_workers_run_batches_side_by_side_and_controls_wait_for_them() -> None:
+    model = ConcurrencyProbe()
+    worker = make_worker(model, max_batch_rows=1, max_wait_s=0.0, workers=2)
+    futures = [worker.submit(job(length=100 + i)) for i in range(2)]
+    deadline = time.monotonic() + 5
+    while model.active < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert model.active == 2  # both workers are inside predict at once
+    seen_by_control: list[int] = []
+    control = worker.call(lambda m: seen_by_control.append(m.active) or threading.current_thread().name)
+    time.sleep(0.2)
+    assert not control.done()  # a control (adapter add/remove) never runs beside a batch
+    model.release.set()
+    assert control.result(timeout=5).startswith("elp-model-worker-")
+    assert seen_by_control == [0]
+    assert sorted(result(f).predictions[0][1] for f in futures) == [100, 101]
+    later = worker.submit(job(length=300))  # the workers go on after the control
+    assert result(later).predictions == [("a", 300)]
+    worker.stop(1.0)
+    assert model.most_active == 2 and worker.batches_run == 3

@@ -1,0 +1,53 @@
+"""Several batch workers over one model (``ELP_MODEL_WORKERS``): the same answers as one worker."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import torch
+
+from tests.server.helpers import make_settings, running_app, wav_bytes
+
+pytestmark = pytest.mark.anyio
+
+REQUESTS = [("/asr", {}), ("/emotion", {}), ("/intent", {}), ("/verify", {"reference": 7})] * 3
+
+
+async def _answers(settings) -> tuple[list[dict], str]:
+    async with running_app(settings) as (app, client):
+        async def send(index: int, path: str, extra: dict) -> dict:
+            files = {"file": ("a.wav", wav_bytes(0.6 + 0.15 * index, seed=index), "audio/wav")}
+            if "reference" in extra:
+                files["reference"] = ("b.wav", wav_bytes(0.8, seed=extra["reference"]), "audio/wav")
+            reply = await client.post(path, files=files)
+            assert reply.status_code == 200, reply.text
+            answer = reply.json()
+            answer.pop("timings_ms")
+            return answer
+
+        answers = await asyncio.gather(*(send(i, path, extra) for i, (path, extra) in enumerate(REQUESTS)))
+        threads = sorted(t.name for t in app.state.service.worker._threads)
+    return list(answers), ",".join(threads)
+
+
+async def test_two_model_workers_answer_concurrent_requests_like_one(tiny_store, tmp_path) -> None:
+    backbone, store = tiny_store
+    torch_threads = torch.get_num_threads()
+    try:
+        one, one_names = await _answers(make_settings(backbone, store, tmp_path / "one"))
+        two, two_names = await _answers(make_settings(backbone, store, tmp_path / "two", model_workers=2))
+    finally:
+        torch.set_num_threads(torch_threads)
+    assert one_names == "elp-model-worker"
+    assert two_names == "elp-model-worker-0,elp-model-worker-1"
+    for single, double in zip(one, two, strict=True):
+        assert single.keys() == double.keys()
+        for key, value in single.items():
+            if key == "scores":
+                assert value.keys() == double[key].keys()
+                assert all(abs(value[k] - double[key][k]) < 1e-4 for k in value)
+            elif isinstance(value, float):
+                assert value == pytest.approx(double[key], abs=1e-4)
+            else:
+                assert value == double[key], key
