@@ -5,6 +5,8 @@ Systems, each started fresh as real processes and driven by the same closed-loop
 
 * ``elp``: one ``python -m server`` holding one backbone and the four task adapter sets, batching
   across tasks.
+* ``elp_2w``: the same server with ``--model-workers 2``: two batch workers over the one model
+  (on a CPU each with half the intra-op threads).
 * ``per_task``: four ``python -m server`` processes, one per task, each with its *own* backbone copy
   (same architecture, weights perturbed by N(0, 1e-3): how a per-task fully fine-tuned model is
   emulated) and only that task's set. Requests are routed to the process of their task.
@@ -45,7 +47,9 @@ from benchmarks.common import (
 )
 from benchmarks.loadgen import TASKS, run_load
 
-SYSTEMS = ("elp", "per_task", "naive")
+SYSTEMS = ("elp", "elp_2w", "per_task", "naive")
+#: extra server flags per ELP system: ``elp_2w`` runs two batch workers over the one model
+SYSTEM_SERVER_ARGS = {"elp": [], "elp_2w": ["--model-workers", "2"]}
 
 
 def requests_for(concurrency: int, quick: bool, override: int | None) -> int:
@@ -58,11 +62,11 @@ def requests_for(concurrency: int, quick: bool, override: int | None) -> int:
 def system_commands(system: str, backbone: Path, workdir: Path, device: str,
                     extra_server_args: list[str]) -> tuple[list[tuple[list[str], dict[str, str], int]], dict[str, int]]:
     """(process commands, task -> port) for one system."""
-    if system == "elp":
+    if system in SYSTEM_SERVER_ARGS:
         store = build_random_store(backbone, workdir / "store-elp", default_sets())
         port = free_port()
-        return [(server_command(backbone, store, port, device, *extra_server_args), {}, port)], \
-            dict.fromkeys(TASKS, port)
+        argv = server_command(backbone, store, port, device, *SYSTEM_SERVER_ARGS[system], *extra_server_args)
+        return [(argv, {}, port)], dict.fromkeys(TASKS, port)
     if system == "per_task":
         commands, ports = [], {}
         for index, (endpoint, task) in enumerate((("asr", "asr"), ("verify", "verification"),
@@ -102,9 +106,14 @@ def run_system(system: str, backbone: Path, workdir: Path, args: argparse.Namesp
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """ELP's req/s and peak RSS relative to each system at the same concurrency (same run)."""
+    """ELP's req/s and peak RSS relative to each system at the same concurrency (same run), and each
+    system's req/s relative to the naive baseline."""
     elp = {row["concurrency"]: row for row in rows if row["system"] == "elp"}
+    naive = {row["concurrency"]: row for row in rows if row["system"] == "naive"}
     for row in rows:
+        baseline = naive.get(row["concurrency"])
+        if baseline is not None and baseline["req_per_s"]:
+            row["vs_naive"] = round(row["req_per_s"] / baseline["req_per_s"], 2)
         reference = elp.get(row["concurrency"])
         if reference is None or not row["req_per_s"]:
             continue
@@ -131,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             rows += run_system(system, backbone, workdir, args, clips)
     add_ratios(rows)
     columns = ["system", "concurrency", "requests", "errors", "req_per_s", "p50_ms", "p95_ms", "p99_ms",
-               "peak_rss_mib", "processes", "elp_speedup", "elp_memory_ratio"]
+               "peak_rss_mib", "processes", "elp_speedup", "elp_memory_ratio", "vs_naive"]
     title = (f"throughput, backbone {backbone_label(args.backbone)}, device {args.device}, "
              f"clips {min(c.duration_s for c in clips):.1f}-{max(c.duration_s for c in clips):.1f} s, mixed 4 tasks")
     write_results(f"throughput-{backbone_label(args.backbone)}", {"title": title, "rows": rows},

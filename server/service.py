@@ -131,7 +131,7 @@ class InferenceService:
             model,
             max_batch_rows=self.settings.max_batch_size,
             max_wait_s=self.settings.max_wait_ms / 1000.0,
-            length_ratio=self.settings.batch_length_ratio,
+            length_ratio=self.settings.resolved_length_ratio(device),
             max_queue=self.settings.max_queue,
             metrics=self.metrics,
             workers=self.settings.model_workers,

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 import pytest
 import torch
 
-from server.batching import BatchWorker, InferenceJob, JobResult, WorkerStoppedError
+from server.batching import BatchWorker, InferenceJob, JobResult, WorkerStoppedError, length_chunks
 from server.errors import OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
 
@@ -301,3 +301,28 @@ def test_several_workers_run_batches_side_by_side_and_controls_wait_for_them() -
     assert result(later).predictions == [("a", 300)]
     worker.stop(1.0)
     assert model.most_active == 2 and worker.batches_run == 3
+
+
+def test_length_chunks_keep_each_run_within_the_ratio() -> None:
+    assert length_chunks([10, 12, 19, 21, 40, 100], 0.5) == [(0, 3), (3, 5), (5, 6)]
+    assert length_chunks([7], 0.5) == [(0, 1)]
+    assert length_chunks([1, 50, 900], 0.0) == [(0, 3)]  # ratio 0: one call, any mix
+
+
+def test_rows_of_one_job_far_apart_in_length_run_in_separate_model_calls() -> None:
+    # a verify request (two rows) of a short and a long clip: the short one is not padded to the long
+    model = RecordingModel()
+    worker = make_worker(model, length_ratio=0.5)
+    pair = InferenceJob("verification", [torch.zeros(9000), torch.zeros(2000)], ["v", "v"],
+                        deadline=time.monotonic() + 10)
+    assert result(worker.submit(pair)).predictions == [("v", 9000), ("v", 2000)]
+    worker.stop(1.0)
+    assert model.calls == [[("v", 2000)], [("v", 9000)]]
+
+
+def test_length_ratio_defaults_to_the_device_and_an_explicit_one_wins() -> None:
+    from server.settings import Settings
+
+    assert Settings().resolved_length_ratio("cpu") == 0.9  # CPU: batching buys nothing, padding costs
+    assert Settings().resolved_length_ratio("cuda:0") == 0.5
+    assert Settings(batch_length_ratio=0.0).resolved_length_ratio("cpu") == 0.0
