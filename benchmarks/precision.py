@@ -19,24 +19,23 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import CORPUS_DIR, DEFAULT_BACKBONE, REPO_ROOT, markdown_table, write_results
+from benchmarks.common import CORPUS_DIR, DEFAULT_BACKBONE, DEFAULT_IDS, REPO_ROOT, markdown_table, write_results
 
-SETS = ("asr-default", "verify-default", "emotion-default", "intent-default")
-HEADLINE = {"asr": "cer", "verification": "eer", "emotion": "accuracy", "intent": "accuracy"}
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = ("float32", "bfloat16", "float16")  # torch.<name>, as ELP_DTYPE names them
 
 
 def evaluate_dtype(dtype: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     from elp import AdapterSet, MultiAdapterModel, load_backbone
     from training.evaluate import evaluate_adapter
+    from training.evaluation import headline
 
-    model = MultiAdapterModel(load_backbone(args.backbone, device=args.device, dtype=DTYPES[dtype]))
+    model = MultiAdapterModel(load_backbone(args.backbone, device=args.device, dtype=getattr(torch, dtype)))
     rows = []
-    for name in SETS:
+    for name in DEFAULT_IDS.values():
         model.add_adapter_set(name, AdapterSet.load(Path(args.store) / name, device=args.device))
         result = evaluate_adapter(model, name, Path(args.corpus), "test", None, max_clips=args.clips)
-        metric = HEADLINE[result["task"]]
-        rows.append({"dtype": dtype, "set": name, "metric": metric, "value": round(result[metric], 4),
+        metric, value, _ = headline(result["task"], result)
+        rows.append({"dtype": dtype, "set": name, "metric": metric, "value": round(value, 4),
                      "compute_s": round(result["compute_seconds"], 2)})
         print(f"  {dtype:9s} {name:16s} {metric} {rows[-1]['value']} in {rows[-1]['compute_s']} s", flush=True)
     return rows
@@ -49,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", default=str(CORPUS_DIR))
     parser.add_argument("--clips", type=int, default=120, help="first N test clips per task")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtypes", nargs="+", choices=sorted(DTYPES), default=None,
+    parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=None,
                         help="default: float32 bfloat16 (and float16 on a GPU)")
     args = parser.parse_args(argv)
     dtypes = args.dtypes or ["float32", "bfloat16"] + (["float16"] if args.device.startswith("cuda") else [])
