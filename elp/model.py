@@ -5,7 +5,8 @@ How a mixed batch runs (the serving analogue of multi-LoRA batching):
 2. each row gets its own set's P-adapter frames (different K per set; rows padded and masked);
 3. the encoder layers run once for the whole batch; forward hooks on the library's own modules apply
    each set's E-adapter (and LayerNorm copies) to that set's rows only, gathered by index;
-4. pseudo frames are dropped, then each set's L-adapters (or weighted sum) and head read its rows.
+4. pseudo frames are dropped, then each set's L-adapters (or weighted sum) and head read its rows
+   (a head with ``prosody`` also reads pitch/loudness statistics of its rows' waveforms).
 Rows whose sets have no E and no P pass through the hooks untouched: they share the plain pass.
 In eval mode, sets with identical E- and P-adapters (the same ``backbone_change_signature``) are
 routed as one group: their rows take the same path through the encoder anyway.
@@ -25,6 +26,7 @@ from torch import nn
 from elp.adapter_set import AdapterSet
 from elp.backbones.base import Backbone, lengths_to_mask
 from elp.errors import ELPError
+from elp.heads.prosody import prosody_features
 
 # (row indices or None for "every row", adapter set) for the sets that change the backbone pass.
 Route = list[tuple[torch.Tensor | None, AdapterSet]]
@@ -251,7 +253,13 @@ class MultiAdapterModel(nn.Module):
             width = int(group_lengths.max())
             states = [s.index_select(0, index)[:, :width] for s in encoded.hidden_states]
             features = adapter_set.featurizer(states)
-            outputs[key] = GroupOutput(rows, adapter_set.head(features, group_lengths), group_lengths)
+            if getattr(adapter_set.head, "uses_prosody", False):
+                samples = waveforms.to(index.device).index_select(0, index)
+                prosody = prosody_features(samples, lengths.to(index.device).index_select(0, index))
+                output = adapter_set.head(features, group_lengths, prosody)
+            else:
+                output = adapter_set.head(features, group_lengths)
+            outputs[key] = GroupOutput(rows, output, group_lengths)
         return outputs
 
     @torch.inference_mode()

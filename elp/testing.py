@@ -87,6 +87,7 @@ def make_random_adapter_set(
     num_prompt_frames: int = 4,
     prompt_position: str = "prefix",
     scale: float = 0.05,
+    prosody: bool = False,
 ) -> AdapterSet:
     """A set whose every parameter is random (not the near-identity initialisation), so tests see
     each component's effect; labels default to a few made-up classes."""
@@ -102,6 +103,8 @@ def make_random_adapter_set(
     )
     config.head.hidden_dim = 16
     config.head.embedding_dim = 16
+    config.head.prosody = prosody and task != "asr"
+    config.head.prosody_dim = 8
     if config.e_adapter is not None:
         config.e_adapter.bottleneck = 8
     if config.l_adapter is not None:

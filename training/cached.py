@@ -28,12 +28,27 @@ from torch import nn
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone, pad_waveforms
 from elp.heads import AMSoftmaxLoss, build_head, ctc_greedy_decode
+from elp.heads.prosody import clip_prosody
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import TASK_AUGMENT, AugmentConfig, augment, load_audio
 from training.evaluation import headline, length_batches, public
 from training.metrics import cer, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
 
 KEY = "set"
+
+
+def _clip_audio(rows, augment_config: AugmentConfig | None, seed: int):
+    """Loads a row's clip, augmented when ``augment_config`` is given (seeded by ``seed`` and the
+    row's position in ``rows``, so every pass over the same rows hears the same audio)."""
+    position = {r.path: i for i, r in enumerate(rows)}
+
+    def audio(row) -> torch.Tensor:
+        wave = load_audio(row.path)
+        if augment_config is not None:
+            wave = augment(wave, np.random.default_rng((seed, position[row.path])), augment_config)
+        return torch.from_numpy(wave)
+
+    return audio
 
 
 @torch.no_grad()
@@ -43,14 +58,7 @@ def encode_rows(
     """Per clip path: the real frames of every layer output, fp16; each clip augmented first when
     ``augment_config`` is given (seeded by ``seed`` and the clip's position, so reruns match)."""
     cache: dict[str, list[torch.Tensor]] = {}
-    position = {r.path: i for i, r in enumerate(rows)}
-
-    def audio(row) -> torch.Tensor:
-        wave = load_audio(row.path)
-        if augment_config is not None:
-            wave = augment(wave, np.random.default_rng((seed, position[row.path])), augment_config)
-        return torch.from_numpy(wave)
-
+    audio = _clip_audio(rows, augment_config, seed)
     for batch in length_batches(rows, batch_size):
         padded, lengths = pad_waveforms([audio(r) for r in batch])
         encoded = model.encode(padded, lengths, [KEY] * len(batch))
@@ -58,6 +66,12 @@ def encode_rows(
             frames = int(encoded.lengths[i])
             cache[row.path] = [state[i, :frames].to(torch.float16).clone() for state in encoded.hidden_states]
     return cache
+
+
+def prosody_rows(rows, augment_config: AugmentConfig | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Per clip path: the prosody statistics of the same (augmented) audio :func:`encode_rows` hears."""
+    audio = _clip_audio(rows, augment_config, seed)
+    return {row.path: clip_prosody(audio(row)) for row in rows}
 
 
 def transplant(target: AdapterSet, source: AdapterSet) -> AdapterSet:
@@ -82,6 +96,25 @@ def transplant(target: AdapterSet, source: AdapterSet) -> AdapterSet:
     return result
 
 
+def warm_start(new_head: nn.Module, old_head: nn.Module) -> None:
+    """Copy the old head's weights into a rebuilt one: tensors of equal shape as they are; a layer that
+    gained inputs (the prosody branch widens the output layer) keeps its old columns first and starts
+    the new ones at zero, so the new head's answers equal the old head's until training moves them."""
+    old = old_head.state_dict()
+    with torch.no_grad():
+        for name, tensor in new_head.state_dict().items():
+            source = old.get(name)
+            if source is None:
+                continue
+            if source.shape == tensor.shape:
+                tensor.copy_(source)
+            elif source.dim() == 2 and source.shape[0] == tensor.shape[0] and source.shape[1] < tensor.shape[1]:
+                tensor.zero_()
+                tensor[:, : source.shape[1]] = source
+            else:
+                raise ValueError(f"cannot warm-start {name}: {tuple(source.shape)} -> {tuple(tensor.shape)}")
+
+
 def mask_frames(states: list[torch.Tensor], generator: torch.Generator, spans: int = 2,
                 max_frames: int = 10) -> list[torch.Tensor]:
     """Zero the same random spans of frames in every layer of one clip (time masks)."""
@@ -95,27 +128,39 @@ def mask_frames(states: list[torch.Tensor], generator: torch.Generator, spans: i
     return [state * keep for state in states]
 
 
-def _head_outputs(adapter_set: AdapterSet, states: list[list[torch.Tensor]]) -> torch.Tensor:
+def _head_outputs(adapter_set: AdapterSet, states: list[list[torch.Tensor]],
+                  prosody: list[torch.Tensor] | None = None) -> torch.Tensor:
     lengths = torch.tensor([s[0].shape[0] for s in states])
     layers = [
         nn.utils.rnn.pad_sequence([s[k].float() for s in states], batch_first=True) for k in range(len(states[0]))
     ]
-    return adapter_set.head(adapter_set.featurizer(layers), lengths)
+    features = adapter_set.featurizer(layers)
+    if getattr(adapter_set.head, "uses_prosody", False):
+        if prosody is None:
+            raise ValueError("this head reads prosody statistics: cache them with prosody_rows")
+        return adapter_set.head(features, lengths, torch.stack(prosody))
+    return adapter_set.head(features, lengths)
 
 
-def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None) -> dict:
+def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None, prosody=None) -> dict:
+    """Validation/test metrics from cached layers (and cached prosody, for heads that read it)."""
     adapter_set.eval()
+
+    def outputs(paths: list[str]) -> torch.Tensor:
+        return _head_outputs(adapter_set, [cache[p] for p in paths], [prosody[p] for p in paths] if prosody else None)
+
     with torch.no_grad():
         if adapter_set.task == "verification":
             paths = sorted({p for t in trials for p in (t.path_a, t.path_b)})
-            emb = {p: _head_outputs(adapter_set, [cache[p]])[0] for p in paths}
+            emb = {p: outputs([p])[0] for p in paths}
             scores = [float(emb[t.path_a] @ emb[t.path_b]) for t in trials]
             return verification_metrics(scores, [t.label for t in trials])
         if adapter_set.task == "asr":  # greedy: the LM (if any) is tuned afterwards by elp-add-lm
             vocab, hyps = adapter_set.config.vocab or [], []
             for start in range(0, len(rows), 32):
-                states = [cache[r.path] for r in rows[start : start + 32]]
-                log_probs = _head_outputs(adapter_set, states)
+                chunk = rows[start : start + 32]
+                states = [cache[r.path] for r in chunk]
+                log_probs = outputs([r.path for r in chunk])
                 hyps += [ctc_greedy_decode(lp, s[0].shape[0], vocab) for lp, s in zip(log_probs, states, strict=True)]
             refs = [r.text or "" for r in rows]
             return {"cer": cer(refs, hyps), "wer": wer(refs, hyps)}
@@ -123,7 +168,7 @@ def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None) -> dict:
         guesses = []
         for start in range(0, len(rows), 32):
             chunk = rows[start : start + 32]
-            logits = _head_outputs(adapter_set, [cache[r.path] for r in chunk])
+            logits = outputs([r.path for r in chunk])
             guesses += [labels[i] for i in logits.argmax(-1).tolist()]
         truth = [r.label for r in rows]
         return {"accuracy": weighted_accuracy(truth, guesses),
@@ -144,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pooling", choices=["mean", "stats", "max"], help="rebuild the head with this pooling")
     p.add_argument("--factorized-slots", action="store_true", help="rebuild the head to score intent slots")
+    p.add_argument("--prosody", action="store_true",
+                   help="rebuild the head to also read pitch/loudness/tilt statistics (elp.heads.prosody)")
+    p.add_argument("--warm-start", action="store_true",
+                   help="the rebuilt head starts as the old one (same pooling; new inputs such as --prosody start "
+                        "at zero weight), so it begins at the old head's answers")
+    p.add_argument("--dropout", type=float, help="rebuild the head with this dropout (before its layers)")
     p.add_argument("--adapters-from", help="start from this set's E-, P- and L-adapters with a fresh head")
     p.add_argument("--augmented-views", type=int, default=0,
                    help="extra cached passes of each training clip through elp-train's waveform augmentation")
@@ -164,25 +215,39 @@ def main(argv: list[str] | None = None) -> int:
     trials = {}
     if task == "verification":
         trials = {s: read_trials(corpus / f"verification_trials_{s}.txt") for s in ("valid", "test")}
-    cache = encode_rows(model, [r for split in splits.values() for r in split])
+    every_row = [r for split in splits.values() for r in split]
+    cache = encode_rows(model, every_row)
     views = [cache]
     augment_config = AugmentConfig(**TASK_AUGMENT.get(task, {}) | {"time_mask_prob": 0.0})
     for view in range(1, args.augmented_views + 1):
         views.append(encode_rows(model, splits["train"], augment_config=augment_config, seed=args.seed * 1000 + view))
+    prosody_views: list[dict[str, torch.Tensor]] = []
+    if args.prosody or adapter_set.config.head.prosody:
+        prosody_views = [prosody_rows(every_row)] + [
+            prosody_rows(splits["train"], augment_config=augment_config, seed=args.seed * 1000 + view)
+            for view in range(1, args.augmented_views + 1)
+        ]
+    prosody = prosody_views[0] if prosody_views else None
     print(json.dumps({"cached_clips": len(cache), "augmented_views": args.augmented_views,
                       "seconds": round(time.perf_counter() - started, 1)}), flush=True)
 
-    before = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s)) for s in ("valid", "test")}
+    before = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s), prosody) for s in ("valid", "test")}
     print(json.dumps({"before": before}), flush=True)
-    new_head = bool(args.pooling or args.factorized_slots or args.adapters_from)
+    new_head = bool(args.pooling or args.factorized_slots or args.prosody or args.adapters_from
+                    or args.dropout is not None)
     if new_head:
         # A new head (fresh weights) on the set's own E, P and L: the refit then picks the best epoch
         # by validation, which may be worse than "before"; the saved set records both.
         config = adapter_set.config
         config.head.pooling = args.pooling or config.head.pooling
         config.head.factorized_slots = args.factorized_slots or config.head.factorized_slots
+        config.head.prosody = args.prosody or config.head.prosody
+        config.head.dropout = config.head.dropout if args.dropout is None else args.dropout
+        old_head = adapter_set.head
         adapter_set.head = build_head(config.head, task, adapter_set.featurizer.output_dim, config.num_outputs,
                                       labels=config.labels, slot_names=config.slot_names)
+        if args.warm_start:
+            warm_start(adapter_set.head, old_head)
     trainable = [*adapter_set.featurizer.parameters(), *adapter_set.head.parameters()]
     if task == "verification":
         speakers = sorted({r.speaker for r in splits["train"]})
@@ -198,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = {r.path: labels.index(r.label) for r in splits["train"]}
     optimizer = torch.optim.AdamW([*trainable, *loss_fn.parameters()], lr=args.lr, weight_decay=args.weight_decay)
     name, best, higher = headline(task, before["valid"])
-    if new_head:
+    if new_head and not args.warm_start:
         best = -1.0 if higher else float("inf")  # the old head's score says nothing about the new one
     best_state, stale, history = copy.deepcopy(adapter_set.state_dict()), 0, []
     samples = [(view, r.path) for view in range(len(views)) for r in splits["train"]]
@@ -213,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.frame_mask_prob:
                 masked = torch.rand(len(states), generator=mask_generator) < args.frame_mask_prob
                 states = [mask_frames(s, mask_generator) if m else s for s, m in zip(states, masked, strict=True)]
-            output = _head_outputs(adapter_set, states)
+            output = _head_outputs(adapter_set, states,
+                                   [prosody_views[view][path] for view, path in picked] if prosody_views else None)
             if task == "asr":
                 loss = loss_fn(output.float().transpose(0, 1), torch.tensor([i for p in paths for i in targets[p]]),
                                torch.tensor([s[0].shape[0] for s in states]),
@@ -223,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        valid = evaluate_cached(adapter_set, cache, splits["valid"], trials.get("valid"))
+        valid = evaluate_cached(adapter_set, cache, splits["valid"], trials.get("valid"), prosody)
         value = headline(task, valid)[1]
         history.append({"epoch": epoch + 1, "loss": loss.item(), f"valid_{name}": value})
         print(json.dumps(history[-1]), flush=True)
@@ -234,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             if stale >= args.patience:
                 break
     adapter_set.load_state_dict(best_state)
-    after = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s)) for s in ("valid", "test")}
+    after = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s), prosody) for s in ("valid", "test")}
     print(json.dumps({"after": after}), flush=True)
     if task == "verification":
         adapter_set.config.threshold = float(after["valid"]["eer_threshold"])

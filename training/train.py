@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pooled heads: mean, stats (mean + std) or max over frames")
     p.add_argument("--factorized-slots", action="store_true",
                    help="intent head scores action / object / location and sums them per intent")
+    p.add_argument("--prosody", action="store_true",
+                   help="pooled heads also read pitch/loudness/tilt statistics of the clip (elp.heads.prosody)")
     p.add_argument("--eval-every", type=int, default=200, help="steps between validations")
     p.add_argument("--patience", type=int, default=6, help="validations without improvement before stopping")
     p.add_argument("--no-augment", action="store_true")
@@ -188,7 +190,8 @@ def train(args: argparse.Namespace) -> TrainResult:
         labels=labels, vocab=vocab, slot_names=slot_names, num_prompt_frames=args.prompt_frames,
         prompt_position=args.prompt_position, prompt_form=args.prompt_form,
         head=HeadConfig(hidden_dim=0 if args.task == "asr" else 256, pooling=args.pooling,
-                        factorized_slots=args.factorized_slots and slot_names is not None),
+                        factorized_slots=args.factorized_slots and slot_names is not None,
+                        prosody=args.prosody and args.task != "asr"),
     )
     config.method = method
     if args.init_from:

@@ -8,6 +8,7 @@ from torch import nn
 
 from elp.errors import ConfigError
 from elp.heads.config import HeadConfig
+from elp.heads.prosody import NUM_PROSODY_FEATURES
 
 
 def masked_pool(features: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -24,6 +25,36 @@ def masked_pool(features: torch.Tensor, lengths: torch.Tensor, pooling: str) -> 
     return torch.cat([mean, var.clamp(min=1e-6).sqrt()], dim=-1)
 
 
+class RunningStandardizer(nn.Module):
+    """Standardises features in dB, semitones and seconds by running mean and variance.
+
+    Unlike batch norm it always uses the running statistics (set from the first training batch, then
+    an exponential average), so a batch of one trains fine and training and serving agree; the
+    statistics are saved with the weights and kept in float32 whatever the model's dtype."""
+
+    def __init__(self, num_features: int, momentum: float = 0.01) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("running_mean", torch.zeros(num_features))
+        self.register_buffer("running_var", torch.ones(num_features))
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+
+    def forward(self, values: torch.Tensor) -> torch.Tensor:
+        values = values.float()
+        if self.training:
+            with torch.no_grad():
+                mean, var = values.mean(dim=0), values.var(dim=0, unbiased=False)
+                if int(self.batches_seen) == 0:
+                    self.running_mean.copy_(mean)
+                    self.running_var.copy_(var if values.shape[0] > 1 else torch.ones_like(var))
+                else:
+                    self.running_mean.lerp_(mean, self.momentum)
+                    if values.shape[0] > 1:
+                        self.running_var.lerp_(var, self.momentum)
+                self.batches_seen += 1
+        return (values - self.running_mean.float()) / (self.running_var.float() + 1e-5).sqrt()
+
+
 class _PooledHead(nn.Module):
     def __init__(self, input_dim: int, output_dim: int, config: HeadConfig) -> None:
         super().__init__()
@@ -32,10 +63,23 @@ class _PooledHead(nn.Module):
             nn.Dropout(config.dropout), nn.Linear(input_dim, config.hidden_dim), nn.ReLU()
         )
         pooled_dim = config.hidden_dim * (2 if config.pooling == "stats" else 1)
+        self.uses_prosody = config.prosody
+        if config.prosody:
+            self.prosody_norm = RunningStandardizer(NUM_PROSODY_FEATURES)
+            self.prosody_projection = nn.Sequential(nn.Linear(NUM_PROSODY_FEATURES, config.prosody_dim), nn.ReLU())
+            pooled_dim += config.prosody_dim
         self.output = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(pooled_dim, output_dim))
 
-    def pooled(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return masked_pool(self.projection(features), lengths, self.pooling)
+    def pooled(
+        self, features: torch.Tensor, lengths: torch.Tensor, prosody: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        pooled = masked_pool(self.projection(features), lengths, self.pooling)
+        if not self.uses_prosody:
+            return pooled
+        if prosody is None:
+            raise ConfigError("this head reads prosody statistics: pass prosody=prosody_features(waveforms, lengths)")
+        normalised = self.prosody_norm(prosody).to(pooled.dtype)
+        return torch.cat([pooled, self.prosody_projection(normalised)], dim=-1)
 
 
 class SpeakerEmbeddingHead(_PooledHead):
@@ -44,8 +88,10 @@ class SpeakerEmbeddingHead(_PooledHead):
     def __init__(self, input_dim: int, config: HeadConfig) -> None:
         super().__init__(input_dim, config.embedding_dim, config)
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.output(self.pooled(features, lengths)).float(), dim=-1)
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor, prosody: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return F.normalize(self.output(self.pooled(features, lengths, prosody)).float(), dim=-1)
 
 
 def slot_incidence(labels: list[str], slot_names: list[str]) -> torch.Tensor:
@@ -76,8 +122,10 @@ class ClassifierHead(_PooledHead):
         # Derived from the config's labels, so not stored with the weights.
         self.register_buffer("slot_incidence", incidence, persistent=False)
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        logits = self.output(self.pooled(features, lengths)).float()
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor, prosody: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        logits = self.output(self.pooled(features, lengths, prosody)).float()
         if self.slot_incidence is not None:
             logits = logits @ self.slot_incidence.t().to(logits.dtype)  # the buffer follows the model dtype
         return logits

@@ -134,6 +134,50 @@ def test_head_pooling_flag_is_trained_and_saved(corpus, backbone_dir, tmp_path):
     assert AdapterSet.load(result.output).config.head.pooling == "stats"
 
 
+@pytest.mark.slow
+def test_prosody_head_trains_saves_and_serves(corpus, backbone_dir, tmp_path):
+    result = _train(corpus, backbone_dir, tmp_path, "emotion", "--max-steps", "6", "--prosody")
+    loaded = AdapterSet.load(result.output)
+    assert loaded.config.head.prosody and int(loaded.head.prosody_norm.batches_seen) > 0
+    # the running statistics are the training clips' (110/330 Hz tones): pitch is about 9-21 semitones re 100 Hz
+    assert 5.0 < float(loaded.head.prosody_norm.running_mean[0]) < 25.0
+    model = MultiAdapterModel(load_backbone(backbone_dir))
+    model.add_adapter_set("emotion", loaded)
+    assert model.predict([torch.from_numpy(_tone(330.0, 0.8, np.random.default_rng(5)))], ["emotion"])[0].label in (
+        "low", "high")
+
+
+@pytest.mark.slow
+def test_cached_refit_adds_a_warm_started_prosody_head(corpus, backbone_dir, tmp_path, capsys):
+    from training import cached
+
+    trained = _train(corpus, backbone_dir, tmp_path, "emotion", "--max-steps", "3")
+    cached.main([trained.output, "--out", str(tmp_path / "refit"), "--backbone", str(backbone_dir),
+                 "--corpus", str(corpus), "--epochs", "2", "--prosody", "--warm-start", "--dropout", "0.2"])
+    after = AdapterSet.load(tmp_path / "refit")
+    assert after.config.head.prosody and after.config.head.dropout == 0.2
+    metrics = after.config.metrics  # warm start: the refit keeps the start unless validation improves
+    assert metrics["valid"]["accuracy"] >= metrics["before_refit"]["valid"]["accuracy"]
+
+
+def test_warm_start_gives_a_head_that_gained_prosody_the_old_heads_answers():
+    from elp.heads import HeadConfig, build_head
+    from elp.heads.prosody import NUM_PROSODY_FEATURES
+    from training.cached import warm_start
+
+    torch.manual_seed(0)
+    old = build_head(HeadConfig(hidden_dim=16, pooling="stats"), "emotion", 8, 4).eval()
+    new = build_head(HeadConfig(hidden_dim=16, pooling="stats", prosody=True, prosody_dim=4), "emotion", 8, 4).eval()
+    features, lengths = torch.randn(3, 10, 8), torch.tensor([10, 7, 3])
+    prosody = torch.randn(3, NUM_PROSODY_FEATURES) * 10
+    assert not torch.allclose(new(features, lengths, prosody), old(features, lengths))
+    warm_start(new, old)
+    torch.testing.assert_close(new(features, lengths, prosody), old(features, lengths))
+    other = build_head(HeadConfig(hidden_dim=12, pooling="stats"), "emotion", 8, 4)
+    with pytest.raises(ValueError, match="cannot warm-start"):
+        warm_start(other, old)
+
+
 def test_time_mask_silences_bounded_spans_and_leaves_the_input_alone():
     from training.dataset import SAMPLE_RATE, time_mask
 
