@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm-start", action="store_true",
                    help="the rebuilt head starts as the old one (same pooling; new inputs such as --prosody start "
                         "at zero weight), so it begins at the old head's answers")
+    p.add_argument("--description", help="the saved set's description (default: the input set's)")
     p.add_argument("--dropout", type=float, help="rebuild the head with this dropout (before its layers)")
     p.add_argument("--adapters-from", help="start from this set's E-, P- and L-adapters with a fresh head")
     p.add_argument("--augmented-views", type=int, default=0,
@@ -308,10 +309,13 @@ def main(argv: list[str] | None = None) -> int:
                                   "before_refit": {"valid": public(before["valid"]), "test": public(before["test"])}}
     adapter_set.config.training = adapter_set.config.training | {
         "refit": {"stage": "cached encoder pass, L-adapters + head", "epochs": len(history), "lr": args.lr,
-                  "new_head": new_head,
+                  "new_head": new_head, "warm_start": bool(new_head and args.warm_start),
+                  "prosody": adapter_set.config.head.prosody, "dropout": adapter_set.config.head.dropout,
                   "augmented_views": args.augmented_views, "frame_mask_prob": args.frame_mask_prob,
                   "weight_decay": args.weight_decay,
                   "label_smoothing": 0.1 if task in ("emotion", "intent") else None}}
+    if args.description:
+        adapter_set.config.description = args.description
     adapter_set.save(args.out)
     return 0
 
