@@ -115,6 +115,25 @@ def warm_start(new_head: nn.Module, old_head: nn.Module) -> None:
                 raise ValueError(f"cannot warm-start {name}: {tuple(source.shape)} -> {tuple(tensor.shape)}")
 
 
+def speaker_prototypes(adapter_set: AdapterSet, cache, rows, speakers: list[str], prosody=None) -> torch.Tensor:
+    """(speakers, dim) mean normalised embedding of each training speaker's clips under the current head.
+
+    Starting the AM-softmax class weights here instead of at random: random class weights give a
+    loss of ~7 whose gradients first scramble a trained embedding (validation EER 7.2% -> 9.6-10.6%
+    in the first epochs of a refit); prototypes start the loss where the embedding already is."""
+    adapter_set.eval()
+    sums = torch.zeros(len(speakers), adapter_set.config.head.embedding_dim)
+    with torch.no_grad():
+        for start in range(0, len(rows), 32):
+            chunk = rows[start : start + 32]
+            paths = [r.path for r in chunk]
+            embeddings = _head_outputs(adapter_set, [cache[p] for p in paths],
+                                       [prosody[p] for p in paths] if prosody else None)
+            for row, embedding in zip(chunk, embeddings, strict=True):
+                sums[speakers.index(row.speaker)] += embedding.float()
+    return torch.nn.functional.normalize(sums, dim=-1)
+
+
 def mask_frames(states: list[torch.Tensor], generator: torch.Generator, spans: int = 2,
                 max_frames: int = 10) -> list[torch.Tensor]:
     """Zero the same random spans of frames in every layer of one clip (time masks)."""
@@ -254,6 +273,8 @@ def main(argv: list[str] | None = None) -> int:
         speakers = sorted({r.speaker for r in splits["train"]})
         loss_fn: nn.Module = AMSoftmaxLoss(adapter_set.config.head.embedding_dim, len(speakers))
         targets = {r.path: speakers.index(r.speaker) for r in splits["train"]}
+        with torch.no_grad():
+            loss_fn.weight.copy_(speaker_prototypes(adapter_set, cache, splits["train"], speakers, prosody))
     elif task == "asr":
         loss_fn = nn.CTCLoss(blank=0, zero_infinity=True)
         index = {c: i for i, c in enumerate(adapter_set.config.vocab or [])}

@@ -178,6 +178,37 @@ def test_warm_start_gives_a_head_that_gained_prosody_the_old_heads_answers():
         warm_start(other, old)
 
 
+def test_speaker_prototypes_start_the_am_softmax_loss_below_random_class_weights(backbone_dir):
+    from types import SimpleNamespace
+
+    from elp.heads import AMSoftmaxLoss
+    from elp.testing import make_random_adapter_set
+    from training.cached import _head_outputs, speaker_prototypes
+
+    backbone = load_backbone(backbone_dir)
+    adapter_set = make_random_adapter_set(backbone, "verification", seed=0).eval()
+    generator = torch.Generator().manual_seed(0)
+    layers = backbone.num_layers + 1
+    # two "speakers" whose cached frames differ by a constant offset in every layer
+    rows, cache = [], {}
+    for i in range(8):
+        speaker = f"s{i % 2}"
+        offset = 3.0 if speaker == "s1" else -3.0
+        cache[f"c{i}"] = [torch.randn(12, backbone.hidden_size, generator=generator) + offset for _ in range(layers)]
+        rows.append(SimpleNamespace(path=f"c{i}", speaker=speaker))
+    speakers = ["s0", "s1"]
+    prototypes = speaker_prototypes(adapter_set, cache, rows, speakers)
+    assert prototypes.shape == (2, adapter_set.config.head.embedding_dim)
+    torch.testing.assert_close(prototypes.norm(dim=-1), torch.ones(2))
+    embeddings = _head_outputs(adapter_set, [cache[r.path] for r in rows])
+    targets = torch.tensor([speakers.index(r.speaker) for r in rows])
+    random_init = AMSoftmaxLoss(adapter_set.config.head.embedding_dim, 2)
+    warm = AMSoftmaxLoss(adapter_set.config.head.embedding_dim, 2)
+    with torch.no_grad():
+        warm.weight.copy_(prototypes)
+        assert warm(embeddings, targets) < random_init(embeddings, targets)
+
+
 def test_time_mask_silences_bounded_spans_and_leaves_the_input_alone():
     from training.dataset import SAMPLE_RATE, time_mask
 
