@@ -122,7 +122,7 @@ def speaker_prototypes(adapter_set: AdapterSet, cache, rows, speakers: list[str]
     loss of ~7 whose gradients first scramble a trained embedding (validation EER 7.2% -> 9.6-10.6%
     in the first epochs of a refit); prototypes start the loss where the embedding already is."""
     adapter_set.eval()
-    sums = torch.zeros(len(speakers), adapter_set.config.head.embedding_dim)
+    sums = torch.zeros(len(speakers), adapter_set.head.embedding_size)
     with torch.no_grad():
         for start in range(0, len(rows), 32):
             chunk = rows[start : start + 32]
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     trainable = [*adapter_set.featurizer.parameters(), *adapter_set.head.parameters()]
     if task == "verification":
         speakers = sorted({r.speaker for r in splits["train"]})
-        loss_fn: nn.Module = AMSoftmaxLoss(adapter_set.config.head.embedding_dim, len(speakers))
+        loss_fn: nn.Module = AMSoftmaxLoss(adapter_set.head.embedding_size, len(speakers))
         targets = {r.path: speakers.index(r.speaker) for r in splits["train"]}
         with torch.no_grad():
             loss_fn.weight.copy_(speaker_prototypes(adapter_set, cache, splits["train"], speakers, prosody))

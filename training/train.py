@@ -216,7 +216,7 @@ def train(args: argparse.Namespace) -> TrainResult:
 
     speakers = sorted({r.speaker for r in train_rows})
     if args.task == "verification":
-        loss_fn: nn.Module = AMSoftmaxLoss(config.head.embedding_dim, len(speakers))
+        loss_fn: nn.Module = AMSoftmaxLoss(adapter_set.head.embedding_size, len(speakers))
         dataset_labels = speakers
     elif args.task == "asr":
         loss_fn = nn.CTCLoss(blank=0, zero_infinity=True)

@@ -8,7 +8,9 @@ from torch import nn
 
 from elp.errors import ConfigError
 from elp.heads.config import HeadConfig
-from elp.heads.prosody import NUM_PROSODY_FEATURES
+from elp.heads.prosody import NUM_PROSODY_FEATURES, PROSODY_FEATURES
+
+PITCH_INDEX = PROSODY_FEATURES.index("f0_median_semitones")
 
 
 def masked_pool(features: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -63,9 +65,11 @@ class _PooledHead(nn.Module):
             nn.Dropout(config.dropout), nn.Linear(input_dim, config.hidden_dim), nn.ReLU()
         )
         pooled_dim = config.hidden_dim * (2 if config.pooling == "stats" else 1)
-        self.uses_prosody = config.prosody
-        if config.prosody:
+        self.fuses_prosody = config.prosody
+        self.uses_prosody = config.prosody or config.pitch_weight > 0
+        if self.uses_prosody:
             self.prosody_norm = RunningStandardizer(NUM_PROSODY_FEATURES)
+        if config.prosody:
             self.prosody_projection = nn.Sequential(nn.Linear(NUM_PROSODY_FEATURES, config.prosody_dim), nn.ReLU())
             pooled_dim += config.prosody_dim
         self.output = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(pooled_dim, output_dim))
@@ -74,24 +78,42 @@ class _PooledHead(nn.Module):
         self, features: torch.Tensor, lengths: torch.Tensor, prosody: torch.Tensor | None = None
     ) -> torch.Tensor:
         pooled = masked_pool(self.projection(features), lengths, self.pooling)
-        if not self.uses_prosody:
+        if not self.fuses_prosody:
             return pooled
+        normalised = self.prosody_norm(self.checked(prosody)).to(pooled.dtype)
+        return torch.cat([pooled, self.prosody_projection(normalised)], dim=-1)
+
+    def checked(self, prosody: torch.Tensor | None) -> torch.Tensor:
         if prosody is None:
             raise ConfigError("this head reads prosody statistics: pass prosody=prosody_features(waveforms, lengths)")
-        normalised = self.prosody_norm(prosody).to(pooled.dtype)
-        return torch.cat([pooled, self.prosody_projection(normalised)], dim=-1)
+        return prosody
+
+
+def append_pitch(embeddings: torch.Tensor, pitch_z: torch.Tensor, weight: float, angle: float) -> torch.Tensor:
+    """Unit embeddings (b, E) -> unit (b, E + 2) whose cosine is the weighted mean of the voice cosine
+    and ``cos(angle * (z_a - z_b))`` of the standardised pitches (see ``HeadConfig.pitch_weight``)."""
+    radius = weight**0.5
+    circle = torch.stack([torch.cos(angle * pitch_z), torch.sin(angle * pitch_z)], dim=-1) * radius
+    return torch.cat([embeddings.float(), circle.float()], dim=-1) / (1.0 + weight) ** 0.5
 
 
 class SpeakerEmbeddingHead(_PooledHead):
-    """Projection, pooling, linear -> L2-normalised speaker embedding (scored by cosine)."""
+    """Projection, pooling, linear -> L2-normalised speaker embedding (scored by cosine); with
+    ``pitch_weight`` the clip's standardised median pitch rides along as two more coordinates."""
 
     def __init__(self, input_dim: int, config: HeadConfig) -> None:
         super().__init__(input_dim, config.embedding_dim, config)
+        self.pitch_weight, self.pitch_angle = config.pitch_weight, config.pitch_angle
+        self.embedding_size = config.embedding_dim + (2 if config.pitch_weight > 0 else 0)
 
     def forward(
         self, features: torch.Tensor, lengths: torch.Tensor, prosody: torch.Tensor | None = None
     ) -> torch.Tensor:
-        return F.normalize(self.output(self.pooled(features, lengths, prosody)).float(), dim=-1)
+        embeddings = F.normalize(self.output(self.pooled(features, lengths, prosody)).float(), dim=-1)
+        if self.pitch_weight <= 0:
+            return embeddings
+        pitch_z = self.prosody_norm(self.checked(prosody))[:, PITCH_INDEX]
+        return append_pitch(embeddings, pitch_z, self.pitch_weight, self.pitch_angle)
 
 
 def slot_incidence(labels: list[str], slot_names: list[str]) -> torch.Tensor:

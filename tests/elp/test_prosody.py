@@ -110,3 +110,42 @@ def test_a_prosody_head_called_without_prosody_says_so(backbone):
     emotion = make_random_adapter_set(backbone, "emotion", prosody=True)
     with pytest.raises(ConfigError, match="prosody"):
         emotion.head(torch.randn(1, 5, emotion.featurizer.output_dim), torch.tensor([5]))
+
+
+def test_append_pitch_keeps_unit_norm_and_fuses_the_cosines_by_weight():
+    from elp.heads.pooled import append_pitch
+
+    torch.manual_seed(0)
+    voice = torch.nn.functional.normalize(torch.randn(2, 6), dim=-1)
+    pitch_z = torch.tensor([-0.4, 1.1])
+    fused = append_pitch(voice, pitch_z, weight=0.5, angle=0.75)
+    assert fused.shape == (2, 8)
+    torch.testing.assert_close(fused.norm(dim=-1), torch.ones(2))
+    expected = (voice[0] @ voice[1] + 0.5 * math.cos(0.75 * 1.5)) / 1.5
+    assert float(fused[0] @ fused[1]) == pytest.approx(float(expected), abs=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["whisper-postln"])
+def test_speaker_head_with_pitch_scores_a_pitch_shift_lower_and_round_trips(backbone, tmp_path):
+    speaker = make_random_adapter_set(backbone, "verification", seed=4)
+    speaker.config.head.pitch_weight = 0.5
+    fused = AdapterSet(speaker.config)  # the config now implies the standardiser's buffers
+    state = speaker.state_dict() | {
+        "head.prosody_norm.running_mean": torch.zeros(NUM_PROSODY_FEATURES),
+        "head.prosody_norm.running_var": torch.full((NUM_PROSODY_FEATURES,), 36.0),  # 6 semitones
+        "head.prosody_norm.batches_seen": torch.tensor(100),
+    }
+    fused.load_state_dict(state)
+    fused.save(tmp_path / "speaker")
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("fused", AdapterSet.load(tmp_path / "speaker"))
+    model.add_adapter_set("plain", make_random_adapter_set(backbone, "verification", seed=4))
+    low, high = voiced_tone(110.0), voiced_tone(220.0)  # one octave: 12 semitones = 2 standard deviations
+    plain_a, plain_b, fused_a, fused_b = model.predict([low, high, low, high], ["plain", "plain", "fused", "fused"])
+    assert fused_a.embedding.shape == (plain_a.embedding.shape[0] + 2,)
+    plain_cos = float(plain_a.embedding @ plain_b.embedding)
+    dz = float(clip_prosody(high)[0] - clip_prosody(low)[0]) / 6.0  # ~2 (integer-lag pitch: 11.9 semitones)
+    assert dz == pytest.approx(2.0, abs=0.05)
+    expected = (plain_cos + 0.5 * math.cos(0.75 * dz)) / 1.5
+    assert float(fused_a.embedding @ fused_b.embedding) == pytest.approx(expected, abs=1e-4)
+    assert float(fused_a.embedding @ fused_b.embedding) < plain_cos

@@ -372,3 +372,36 @@ def test_breakdown_scores_every_group_against_the_same_predictions(asr_corpus, b
     rows = filter_split(read_manifest(asr_corpus / "asr.jsonl"), "train")
     assert table["all"]["clips"] == len(rows) == table["speaker=unseen"]["clips"]  # speaker "s" is no spk-train
     assert table["all"]["cer"] == round(evaluate_set(model, "set", rows)["cer"], 4)
+
+
+@pytest.mark.slow
+def test_pitch_fusion_fits_on_validation_and_writes_a_set_that_serves_the_fused_score(
+        corpus, backbone_dir, tmp_path, capsys):
+    import shutil
+
+    from elp.testing import make_random_adapter_set
+    from training import pitch_fusion
+    from training.data.manifest import Trial, filter_split, read_manifest, write_trials
+
+    # The fixture's "speakers" are tones at 90-210 Hz: pitch separates them, the random set does not.
+    root = tmp_path / "corpus"
+    shutil.copytree(corpus, root)
+    rows = read_manifest(root / "verification.jsonl")
+    for split in ("valid", "test"):
+        clips = filter_split(rows, split)
+        trials = [Trial(int(a.speaker == b.speaker), a.path, b.path)
+                  for i, a in enumerate(clips) for b in clips[i + 1:]]
+        write_trials(trials, root / f"verification_trials_{split}.txt")
+    make_random_adapter_set(load_backbone(backbone_dir), "verification", seed=0).save(tmp_path / "speaker")
+    pitch_fusion.main([str(tmp_path / "speaker"), "--out", str(tmp_path / "fused"), "--backbone", str(backbone_dir),
+                       "--corpus", str(root), "--device", "cpu"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    grid = [line for line in lines if "valid_eer" in line]
+    chosen = lines[-1]["chosen"]
+    assert {g["weight"] for g in grid} >= {0.0, 0.5}
+    assert chosen["valid_eer"] == min(g["valid_eer"] for g in grid)
+    assert chosen["weight"] > 0 and chosen["valid_eer"] < next(g["valid_eer"] for g in grid if g["weight"] == 0)
+    fused = AdapterSet.load(tmp_path / "fused")
+    assert fused.config.head.pitch_weight == chosen["weight"] and fused.config.threshold is not None
+    # the served (model) path gives the EER the grid computed from the same embeddings
+    assert fused.config.metrics["valid"]["eer"] == pytest.approx(chosen["valid_eer"], abs=1e-6)
