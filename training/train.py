@@ -14,6 +14,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,8 +260,10 @@ def train(args: argparse.Namespace) -> TrainResult:
     state = {"step": 0, "epoch": 0, "best": None, "best_step": 0, "stale": 0, "history": []}
     if args.resume and (run_dir / "checkpoint.json").exists():
         state = load_checkpoint(run_dir, checkpoint_modules, optimizer)
-        for _ in range(state["step"]):
-            scheduler.step()
+        with warnings.catch_warnings():  # replaying the schedule, not skipping an optimizer step
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            for _ in range(state["step"]):
+                scheduler.step()
     best_weights = copy.deepcopy(adapter_set.state_dict())
     best_backbone = None
     best_path = run_dir / "best"
