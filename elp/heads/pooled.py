@@ -32,7 +32,8 @@ class RunningStandardizer(nn.Module):
 
     Unlike batch norm it always uses the running statistics (set from the first training batch, then
     an exponential average), so a batch of one trains fine and training and serving agree; the
-    statistics are saved with the weights and kept in float32 whatever the model's dtype."""
+    statistics are saved with the weights and applied in float32 whatever the model's dtype (a
+    bfloat16 model rounds them to ~3 significant digits: a ~0.1 dB / 0.03 semitone change)."""
 
     def __init__(self, num_features: int, momentum: float = 0.01) -> None:
         super().__init__()
