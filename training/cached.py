@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     for view in range(1, args.augmented_views + 1):
         views.append(encode_rows(model, splits["train"], augment_config=augment_config, seed=args.seed * 1000 + view))
     prosody_views: list[dict[str, torch.Tensor]] = []
-    if args.prosody or adapter_set.config.head.prosody:
+    if args.prosody or getattr(adapter_set.head, "uses_prosody", False):
         prosody_views = [prosody_rows(every_row)] + [
             prosody_rows(splits["train"], augment_config=augment_config, seed=args.seed * 1000 + view)
             for view in range(1, args.augmented_views + 1)
@@ -256,8 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     new_head = bool(args.pooling or args.factorized_slots or args.prosody or args.adapters_from
                     or args.dropout is not None)
     if new_head:
-        # A new head (fresh weights) on the set's own E, P and L: the refit then picks the best epoch
-        # by validation, which may be worse than "before"; the saved set records both.
+        # A new head on the set's own E, P and L (fresh weights, or the old ones with --warm-start): the
+        # refit then picks the best epoch by validation, which may be worse than "before" for a fresh
+        # head; the saved set records both.
         config = adapter_set.config
         config.head.pooling = args.pooling or config.head.pooling
         config.head.factorized_slots = args.factorized_slots or config.head.factorized_slots
