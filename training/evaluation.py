@@ -63,6 +63,12 @@ def trials_from_rows(rows: Sequence[ManifestRow], max_trials: int = 2000, seed: 
     return trials
 
 
+def trial_clip_rows(trials: Sequence[Trial]) -> list[ManifestRow]:
+    """One row per distinct clip of a trial list, id = path, so each clip is embedded once."""
+    paths = sorted({p for t in trials for p in (t.path_a, t.path_b)})
+    return [ManifestRow(id=p, path=p, duration_s=0.0, split="test", task="verification", speaker="?") for p in paths]
+
+
 def evaluate_set(
     model: MultiAdapterModel,
     key: str,
@@ -74,10 +80,7 @@ def evaluate_set(
     task = model.adapter_sets[key].config.task
     if task == "verification":
         trials = list(trials) if trials else trials_from_rows(rows)
-        paths = sorted({p for t in trials for p in (t.path_a, t.path_b)})
-        clip_rows = [ManifestRow(id=p, path=p, duration_s=0.0, split="test", task="verification", speaker="?")
-                     for p in paths]
-        predictions, seconds = predict_rows(model, key, clip_rows, batch_size)
+        predictions, seconds = predict_rows(model, key, trial_clip_rows(trials), batch_size)
         scores = [float(F.cosine_similarity(predictions[t.path_a].embedding, predictions[t.path_b].embedding, dim=0))
                   for t in trials]
         labels = [t.label for t in trials]

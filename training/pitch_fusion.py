@@ -20,17 +20,12 @@ import torch
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.heads.pooled import PITCH_INDEX, append_pitch
 from elp.heads.prosody import clip_prosody
-from training.data.manifest import ManifestRow, filter_split, read_manifest, read_trials
+from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import load_audio
-from training.evaluation import evaluate_set, predict_rows, public
+from training.evaluation import evaluate_set, predict_rows, public, trial_clip_rows
 from training.metrics import verification_metrics
 
 KEY = "set"
-
-
-def trial_clips(trials) -> list[ManifestRow]:
-    paths = sorted({p for t in trials for p in (t.path_a, t.path_b)})
-    return [ManifestRow(id=p, path=p, duration_s=0.0, split="test", task="verification", speaker="?") for p in paths]
 
 
 def fused_eer(trials, embeddings: dict[str, torch.Tensor], pitch_z: dict[str, float], weight: float,
@@ -71,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     train_stats = torch.stack([clip_prosody(torch.from_numpy(load_audio(r.path))) for r in filter_split(rows, "train")])
     mean, var = train_stats.mean(dim=0), train_stats.var(dim=0, unbiased=False)
     valid_trials = read_trials(corpus / "verification_trials_valid.txt")
-    clips = trial_clips(valid_trials)
+    clips = trial_clip_rows(valid_trials)
     predictions, _ = predict_rows(model, KEY, clips)
     embeddings = {c.path: predictions[c.id].embedding.float() for c in clips}
     pitch_z = {c.path: float((clip_prosody(torch.from_numpy(load_audio(c.path)))[PITCH_INDEX] - mean[PITCH_INDEX])
