@@ -254,8 +254,9 @@ class MultiAdapterModel(nn.Module):
             states = [s.index_select(0, index)[:, :width] for s in encoded.hidden_states]
             features = adapter_set.featurizer(states)
             if getattr(adapter_set.head, "uses_prosody", False):
-                samples = waveforms.to(index.device).index_select(0, index)
-                prosody = prosody_features(samples, lengths.to(index.device).index_select(0, index))
+                picked = index.to(waveforms.device)  # select this set's rows before any device copy
+                samples = waveforms.index_select(0, picked).to(index.device)
+                prosody = prosody_features(samples, lengths.to(waveforms.device).index_select(0, picked))
                 output = adapter_set.head(features, group_lengths, prosody)
             else:
                 output = adapter_set.head(features, group_lengths)
