@@ -37,9 +37,15 @@ from training.metrics import cer, unweighted_accuracy, verification_metrics, wei
 KEY = "set"
 
 
-def _clip_audio(rows, augment_config: AugmentConfig | None, seed: int):
-    """Loads a row's clip, augmented when ``augment_config`` is given (seeded by ``seed`` and the
-    row's position in ``rows``, so every pass over the same rows hears the same audio)."""
+@torch.no_grad()
+def encode_rows(
+    model: MultiAdapterModel, rows, batch_size: int = 16, augment_config: AugmentConfig | None = None, seed: int = 0,
+    prosody: dict[str, torch.Tensor] | None = None,
+) -> dict[str, list[torch.Tensor]]:
+    """Per clip path: the real frames of every layer output, fp16; each clip augmented first when
+    ``augment_config`` is given (seeded by ``seed`` and the clip's position, so reruns match).
+    A ``prosody`` dict is filled with each clip's prosody statistics of the same (augmented) audio."""
+    cache: dict[str, list[torch.Tensor]] = {}
     position = {r.path: i for i, r in enumerate(rows)}
 
     def audio(row) -> torch.Tensor:
@@ -48,30 +54,16 @@ def _clip_audio(rows, augment_config: AugmentConfig | None, seed: int):
             wave = augment(wave, np.random.default_rng((seed, position[row.path])), augment_config)
         return torch.from_numpy(wave)
 
-    return audio
-
-
-@torch.no_grad()
-def encode_rows(
-    model: MultiAdapterModel, rows, batch_size: int = 16, augment_config: AugmentConfig | None = None, seed: int = 0
-) -> dict[str, list[torch.Tensor]]:
-    """Per clip path: the real frames of every layer output, fp16; each clip augmented first when
-    ``augment_config`` is given (seeded by ``seed`` and the clip's position, so reruns match)."""
-    cache: dict[str, list[torch.Tensor]] = {}
-    audio = _clip_audio(rows, augment_config, seed)
     for batch in length_batches(rows, batch_size):
-        padded, lengths = pad_waveforms([audio(r) for r in batch])
+        waves = [audio(r) for r in batch]
+        if prosody is not None:
+            prosody.update({row.path: clip_prosody(wave) for row, wave in zip(batch, waves, strict=True)})
+        padded, lengths = pad_waveforms(waves)
         encoded = model.encode(padded, lengths, [KEY] * len(batch))
         for i, row in enumerate(batch):
             frames = int(encoded.lengths[i])
             cache[row.path] = [state[i, :frames].to(torch.float16).clone() for state in encoded.hidden_states]
     return cache
-
-
-def prosody_rows(rows, augment_config: AugmentConfig | None = None, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Per clip path: the prosody statistics of the same (augmented) audio :func:`encode_rows` hears."""
-    audio = _clip_audio(rows, augment_config, seed)
-    return {row.path: clip_prosody(audio(row)) for row in rows}
 
 
 def transplant(target: AdapterSet, source: AdapterSet) -> AdapterSet:
@@ -127,8 +119,7 @@ def speaker_prototypes(adapter_set: AdapterSet, cache, rows, speakers: list[str]
         for start in range(0, len(rows), 32):
             chunk = rows[start : start + 32]
             paths = [r.path for r in chunk]
-            embeddings = _head_outputs(adapter_set, [cache[p] for p in paths],
-                                       [prosody[p] for p in paths] if prosody else None)
+            embeddings = _outputs_for(adapter_set, cache, paths, prosody)
             for row, embedding in zip(chunk, embeddings, strict=True):
                 sums[speakers.index(row.speaker)] += embedding.float()
     return torch.nn.functional.normalize(sums, dim=-1)
@@ -154,11 +145,14 @@ def _head_outputs(adapter_set: AdapterSet, states: list[list[torch.Tensor]],
         nn.utils.rnn.pad_sequence([s[k].float() for s in states], batch_first=True) for k in range(len(states[0]))
     ]
     features = adapter_set.featurizer(layers)
-    if getattr(adapter_set.head, "uses_prosody", False):
-        if prosody is None:
-            raise ValueError("this head reads prosody statistics: cache them with prosody_rows")
-        return adapter_set.head(features, lengths, torch.stack(prosody))
+    if getattr(adapter_set.head, "uses_prosody", False):  # the head says so when prosody is missing
+        return adapter_set.head(features, lengths, torch.stack(prosody) if prosody is not None else None)
     return adapter_set.head(features, lengths)
+
+
+def _outputs_for(adapter_set: AdapterSet, cache, paths: list[str], prosody=None) -> torch.Tensor:
+    """Head outputs for cached clips by path (with their cached prosody when given)."""
+    return _head_outputs(adapter_set, [cache[p] for p in paths], [prosody[p] for p in paths] if prosody else None)
 
 
 def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None, prosody=None) -> dict:
@@ -166,7 +160,7 @@ def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None, prosody=N
     adapter_set.eval()
 
     def outputs(paths: list[str]) -> torch.Tensor:
-        return _head_outputs(adapter_set, [cache[p] for p in paths], [prosody[p] for p in paths] if prosody else None)
+        return _outputs_for(adapter_set, cache, paths, prosody)
 
     with torch.no_grad():
         if adapter_set.task == "verification":
@@ -235,19 +229,18 @@ def main(argv: list[str] | None = None) -> int:
     trials = {}
     if task == "verification":
         trials = {s: read_trials(corpus / f"verification_trials_{s}.txt") for s in ("valid", "test")}
-    every_row = [r for split in splits.values() for r in split]
-    cache = encode_rows(model, every_row)
+    wants_prosody = args.prosody or getattr(adapter_set.head, "uses_prosody", False)
+    prosody_views: list[dict[str, torch.Tensor]] = (
+        [{} for _ in range(args.augmented_views + 1)] if wants_prosody else []
+    )
+    cache = encode_rows(model, [r for split in splits.values() for r in split],
+                        prosody=prosody_views[0] if wants_prosody else None)
     views = [cache]
     augment_config = AugmentConfig(**TASK_AUGMENT.get(task, {}) | {"time_mask_prob": 0.0})
     for view in range(1, args.augmented_views + 1):
-        views.append(encode_rows(model, splits["train"], augment_config=augment_config, seed=args.seed * 1000 + view))
-    prosody_views: list[dict[str, torch.Tensor]] = []
-    if args.prosody or getattr(adapter_set.head, "uses_prosody", False):
-        prosody_views = [prosody_rows(every_row)] + [
-            prosody_rows(splits["train"], augment_config=augment_config, seed=args.seed * 1000 + view)
-            for view in range(1, args.augmented_views + 1)
-        ]
-    prosody = prosody_views[0] if prosody_views else None
+        views.append(encode_rows(model, splits["train"], augment_config=augment_config, seed=args.seed * 1000 + view,
+                                 prosody=prosody_views[view] if wants_prosody else None))
+    prosody = prosody_views[0] if wants_prosody else None
     print(json.dumps({"cached_clips": len(cache), "augmented_views": args.augmented_views,
                       "seconds": round(time.perf_counter() - started, 1)}), flush=True)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
-from elp.heads.pooled import PITCH_INDEX, append_pitch
-from elp.heads.prosody import clip_prosody
+from elp.heads.pooled import PITCH_INDEX, RunningStandardizer, append_pitch
+from elp.heads.prosody import NUM_PROSODY_FEATURES, clip_prosody
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import load_audio
 from training.evaluation import evaluate_set, predict_rows, public, trial_clip_rows
@@ -64,13 +64,17 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = read_manifest(corpus / "verification.jsonl")
     train_stats = torch.stack([clip_prosody(torch.from_numpy(load_audio(r.path))) for r in filter_split(rows, "train")])
-    mean, var = train_stats.mean(dim=0), train_stats.var(dim=0, unbiased=False)
+    standardizer = RunningStandardizer(NUM_PROSODY_FEATURES).eval()  # the head's own, with the training statistics
+    with torch.no_grad():
+        standardizer.running_mean.copy_(train_stats.mean(dim=0))
+        standardizer.running_var.copy_(train_stats.var(dim=0, unbiased=False))
+        standardizer.batches_seen.fill_(len(train_stats))
     valid_trials = read_trials(corpus / "verification_trials_valid.txt")
     clips = trial_clip_rows(valid_trials)
     predictions, _ = predict_rows(model, KEY, clips)
     embeddings = {c.path: predictions[c.id].embedding.float() for c in clips}
-    pitch_z = {c.path: float((clip_prosody(torch.from_numpy(load_audio(c.path)))[PITCH_INDEX] - mean[PITCH_INDEX])
-                             / (var[PITCH_INDEX] + 1e-5).sqrt()) for c in clips}
+    clip_stats = torch.stack([clip_prosody(torch.from_numpy(load_audio(c.path))) for c in clips])
+    pitch_z = dict(zip([c.path for c in clips], standardizer(clip_stats)[:, PITCH_INDEX].tolist(), strict=True))
     grid = []
     for weight in sorted(set(args.weights)):
         for angle in sorted(set(args.angles)) if weight else [config.head.pitch_angle]:
@@ -82,10 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     fitted_config = copy.deepcopy(source.config)
     fitted_config.head.pitch_weight, fitted_config.head.pitch_angle = best["weight"], best["angle"]
     fitted = AdapterSet(fitted_config)
-    state = {k: v for k, v in base.state_dict().items() if not k.startswith("head.prosody_norm.")}
+    state = base.state_dict()
     if best["weight"]:
-        state |= {"head.prosody_norm.running_mean": mean, "head.prosody_norm.running_var": var,
-                  "head.prosody_norm.batches_seen": torch.tensor(len(train_stats))}
+        state |= {f"head.prosody_norm.{name}": tensor for name, tensor in standardizer.state_dict().items()}
     fitted.load_state_dict(state, strict=True)
     model.add_adapter_set("fitted", fitted.to(model.backbone.device))
     metrics = {split: evaluate_set(model, "fitted", filter_split(rows, split),
