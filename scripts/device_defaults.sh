@@ -15,7 +15,7 @@ export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 [ -n "${SKIP_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
   "$bundle"/wheels/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD
-python3 -m training.device_bundle unpack --corpus "$bundle/corpus" --workers 16 || exit 1
+python3 -m training.device_bundle unpack --corpus "$bundle/corpus" --backbone "$bundle/whisper-base" --adapter-sets "$bundle/sets" --workers 16 || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
 common=(--backbone "$bundle/whisper-base" --corpus "$bundle/corpus" --method elp --amp --batch-size 32

@@ -8,7 +8,7 @@ shopt -s nullglob
 steps=${1:-1200}; minutes=${2:-0.75}; shift 2 || true
 out=${OUT:-/tmp/out}; bundle=${BUNDLE:-.device}; mkdir -p "$out"
 python3 -c "import soundfile, jiwer" 2>/dev/null || python3 -m pip install --no-index --no-deps -q "$bundle"/wheels/*.whl
-python3 -m training.device_bundle unpack --corpus "$bundle/corpus" --workers 16
+python3 -m training.device_bundle unpack --corpus "$bundle/corpus" --backbone "$bundle/whisper-base" --adapter-sets "$bundle/sets" --workers 16
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -m training.compare --backbone "$bundle/whisper-base" --corpus "$bundle/corpus" --parallel --amp --budget-minutes "${BUDGET_MINUTES:-7.5}" \
   --steps "$steps" --minutes "$minutes" --batch-size 32 --eval-every 150 --num-workers 3 \

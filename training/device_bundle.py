@@ -1,8 +1,10 @@
 """Pack what a GPU training run needs into a small folder (the device tool carries at most 64 MiB).
 
 The encoder weights go as fp16 (lossless: the converted Whisper weights are fp16 values) without
-the decoder; the corpus audio goes as Ogg/Opus at ~14 kbit/s with the manifests unchanged, and
-``unpack`` on the GPU machine decodes it back to FLAC at the manifest paths, in parallel.
+the decoder, their bytes split into low and high halves and xz-compressed (41 -> 34 MB: the high
+bytes hold the exponents, which repeat); the corpus audio goes as Ogg/Opus at ~14 kbit/s with the
+manifests unchanged, and ``unpack`` on the GPU machine decodes it back to FLAC at the manifest
+paths, in parallel. Adapter sets to start from travel as fp16 and come back as float32.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import lzma
 import shutil
 import subprocess
 import sys
@@ -17,9 +20,28 @@ import tarfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import soundfile as sf
 import torch
 from safetensors.torch import load_file, save_file
+
+from elp.adapter_set import AdapterSet
+
+PACKED_SUFFIX = ".halves.xz"
+
+
+def pack_halves(data: bytes) -> bytes:
+    """Lossless: 16-bit words stored as all low bytes then all high bytes, xz-compressed."""
+    padded = data + b"\0" * (len(data) % 2)
+    words = np.frombuffer(padded, dtype=np.uint8).reshape(-1, 2)
+    header = len(data).to_bytes(8, "little")
+    return header + lzma.compress(np.ascontiguousarray(words.T).tobytes(), preset=6)
+
+
+def unpack_halves(packed: bytes) -> bytes:
+    length = int.from_bytes(packed[:8], "little")
+    halves = np.frombuffer(lzma.decompress(packed[8:]), dtype=np.uint8).reshape(2, -1)
+    return np.ascontiguousarray(halves.T).tobytes()[:length]
 
 
 def pack_encoder(source: Path, out: Path) -> None:
@@ -34,6 +56,25 @@ def pack_encoder(source: Path, out: Path) -> None:
         if not torch.equal(value.float(), tensors[key].float()):
             raise SystemExit(f"{key} is not exactly representable in fp16; ship float32 instead")
     save_file(encoder, str(out / "model.safetensors"), metadata={"format": "pt"})
+    weights = out / "model.safetensors"
+    weights.with_name(weights.name + PACKED_SUFFIX).write_bytes(pack_halves(weights.read_bytes()))
+    weights.unlink()
+
+
+def unpack_encoder(folder: Path) -> None:
+    for packed in folder.glob(f"*{PACKED_SUFFIX}"):
+        packed.with_name(packed.name.removesuffix(PACKED_SUFFIX)).write_bytes(unpack_halves(packed.read_bytes()))
+        packed.unlink()
+
+
+def pack_adapter_set(source: Path, out: Path) -> None:
+    """fp16 for the journey (half the bytes); a start point loses nothing that training cannot redo."""
+    AdapterSet.load(source).half().save(out)
+
+
+def unpack_adapter_sets(folder: Path) -> None:
+    for config in sorted(folder.glob("*/adapter_config.json")):
+        AdapterSet.load(config.parent).float().save(config.parent)
 
 
 def _encode(job: tuple[str, str]) -> None:
@@ -48,15 +89,27 @@ def _decode(job: tuple[str, str]) -> None:
     sf.write(dst, audio, rate, format="FLAC")
 
 
-def pack_corpus(source: Path, out: Path, workers: int, splits: tuple[str, ...] = ("train", "valid", "test")) -> None:
-    """Manifests whole, audio of ``splits`` only (held-out test audio can stay home: it is scored there)."""
+def pack_corpus(source: Path, out: Path, workers: int, splits: tuple[str, ...] = ("train", "valid", "test"),
+                tasks: tuple[str, ...] = ()) -> None:
+    """Manifests whole, audio of ``splits`` only (held-out test audio can stay home: it is scored there)
+    and, when ``tasks`` names some, only of those tasks' clips (an ASR run needs no emotion audio)."""
     out.mkdir(parents=True, exist_ok=True)
+    wanted = None
+    if tasks:
+        wanted = {
+            json.loads(line)["path"]
+            for task in tasks
+            for line in (source / f"{task}.jsonl").read_text().splitlines()
+            if line.strip()
+        }
     for item in source.iterdir():
         if item.is_file():  # manifests and trial lists: text, gzipped (5 MB -> 0.5 MB)
             (out / f"{item.name}.gz").write_bytes(gzip.compress(item.read_bytes(), mtime=0))
     jobs = []
     for flac in sorted(source.glob("audio/**/*.flac")):
         if flac.relative_to(source / "audio").parts[0] not in splits:
+            continue
+        if wanted is not None and flac.relative_to(source).as_posix() not in wanted:
             continue
         target = out / flac.relative_to(source).with_suffix(".ogg")
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -123,16 +176,25 @@ def main(argv: list[str] | None = None) -> int:
     pack.add_argument("--workers", type=int, default=2)
     pack.add_argument("--device-python", default="3.12", help="Python version of the GPU image's wheels")
     pack.add_argument("--splits", default="train,valid,test", help="corpus splits whose audio travels")
+    pack.add_argument("--tasks", default="", help="comma list: only these tasks' audio travels (default all)")
+    pack.add_argument("--adapter-sets", nargs="*", default=[], help="sets to start from (travel as fp16)")
     pack.add_argument("--serve", action="store_true", help="also the server's wheels (benchmarks on the GPU)")
     unpack = sub.add_parser("unpack")
     unpack.add_argument("--corpus", default=".device/corpus")
+    unpack.add_argument("--backbone", default=".device/whisper-base")
+    unpack.add_argument("--adapter-sets", default=".device/sets")
     unpack.add_argument("--workers", type=int, default=16)
     args = p.parse_args(argv)
     if args.command == "pack":
         pack_encoder(Path(args.backbone), Path(args.out) / Path(args.backbone).name)
-        pack_corpus(Path(args.corpus), Path(args.out) / "corpus", args.workers, tuple(args.splits.split(",")))
+        tasks = tuple(t for t in args.tasks.split(",") if t)
+        pack_corpus(Path(args.corpus), Path(args.out) / "corpus", args.workers, tuple(args.splits.split(",")), tasks)
+        for source in map(Path, args.adapter_sets):
+            pack_adapter_set(source, Path(args.out) / "sets" / source.name)
         download_wheels(Path(args.out) / "wheels", args.device_python, args.serve)
     else:
+        unpack_encoder(Path(args.backbone))
+        unpack_adapter_sets(Path(args.adapter_sets))
         unpack_corpus(Path(args.corpus), args.workers)
     return 0
 
