@@ -218,6 +218,13 @@ def wait_ready(url: str, process: subprocess.Popen | None, timeout_s: float = 18
     raise RuntimeError(f"{url} not ready within {timeout_s} s")
 
 
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process' environment for a child, with the repository first on PYTHONPATH and whatever
+    was there kept (wheels installed with ``--target`` on a GPU machine live there)."""
+    paths = [str(REPO_ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), **(extra or {})}
+
+
 @contextlib.contextmanager
 def started_processes(commands: Sequence[tuple[list[str], dict[str, str], int]],
                       ready_path: str = "/readyz") -> Iterator[list[subprocess.Popen]]:
@@ -226,8 +233,7 @@ def started_processes(commands: Sequence[tuple[list[str], dict[str, str], int]],
     processes = []
     try:
         for argv, env, _ in commands:
-            full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **env}
-            processes.append(subprocess.Popen(argv, cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE,
+            processes.append(subprocess.Popen(argv, cwd=REPO_ROOT, env=child_env(env), stdout=subprocess.PIPE,
                                               stderr=subprocess.STDOUT))
         for process, (_, _, port) in zip(processes, commands, strict=True):
             wait_ready(f"http://127.0.0.1:{port}{ready_path}", process)

@@ -139,7 +139,7 @@ def unpack_corpus(folder: Path, workers: int) -> None:
 DEVICE_WHEELS = ("soundfile", "cffi", "pycparser", "jiwer", "rapidfuzz")
 # And what the server needs for the benchmarks there, at the versions installed here (they must agree).
 SERVER_WHEELS = ("fastapi", "starlette", "pydantic", "pydantic-core", "pydantic-settings", "python-dotenv",
-                 "uvicorn", "python-multipart", "annotated-types", "typing-inspection")
+                 "uvicorn", "python-multipart", "annotated-types", "typing-inspection", "opentelemetry-api")
 
 
 def _pinned(names: tuple[str, ...]) -> list[str]:
