@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 from pathlib import Path
 
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--general-words", type=int, default=50000, help="wordfreq words in the vocabulary (0: none)")
     p.add_argument("--alphas", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
     p.add_argument("--betas", type=float, nargs="+", default=[1.5, 3.0, 4.5])
+    p.add_argument("--unk-offsets", type=float, nargs="+", default=[-10.0, -20.0, -40.0],
+                   help="log-score a word outside the vocabulary pays (a spelling no word starts with pays at once)")
     p.add_argument("--beam-width", type=int, default=32)
     p.add_argument("--select", choices=["cer", "wer", "mean"], default="mean",
                    help="validation criterion for alpha/beta (CER alone can buy characters with words)")
@@ -90,19 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     # One LM for the whole grid: only the fusion weights change between points.
     lm = WordBigramLM.build(texts, general, beam_width=args.beam_width)
     best = None
-    for alpha in args.alphas:
-        for beta in args.betas:
-            lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta)  # re-validated
-            adapter_set.attach_language_model(lm)  # a fresh decoder with these weights
-            valid = score(adapter_set, clips["valid"])
-            print(f"alpha {alpha} beta {beta}: valid CER {valid['cer']:.4f} WER {valid['wer']:.4f}", flush=True)
-            if best is None or criterion(valid) < criterion(best[0]):
-                best = (valid, alpha, beta)
+    for alpha, beta, unk in itertools.product(args.alphas, args.betas, args.unk_offsets):
+        lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk)  # re-validated
+        adapter_set.attach_language_model(lm)  # a fresh decoder with these weights
+        valid = score(adapter_set, clips["valid"])
+        print(f"alpha {alpha} beta {beta} unk {unk}: valid CER {valid['cer']:.4f} WER {valid['wer']:.4f}", flush=True)
+        if best is None or criterion(valid) < criterion(best[0]):
+            best = (valid, alpha, beta, unk)
     assert best is not None
-    lm.config = dataclasses.replace(lm.config, alpha=best[1], beta=best[2])
+    lm.config = dataclasses.replace(lm.config, alpha=best[1], beta=best[2], unk_score_offset=best[3])
     adapter_set.attach_language_model(lm)
     report["lm"] = {"valid": best[0], "test": score(adapter_set, clips["test"]), "alpha": best[1], "beta": best[2],
-                    "words": lm.config.num_words, "bigrams": lm.config.num_bigrams}
+                    "unk_score_offset": best[3], "words": lm.config.num_words, "bigrams": lm.config.num_bigrams}
     metrics = adapter_set.config.metrics
     metrics["greedy"] = report["greedy"]
     for split in ("valid", "test"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -55,6 +56,22 @@ def test_beam_search_with_the_lm_repairs_a_misspelling_greedy_keeps(asr_set: Ada
     assert asr_set.decode_ctc(log_probs) == "turn on the lixhts"
     asr_set.attach_language_model(WordBigramLM.build(TEXTS, alpha=0.8, beta=1.0, beam_width=16))
     assert asr_set.decode_ctc(log_probs) == "turn on the lights"
+
+
+def test_a_stronger_unknown_word_penalty_repairs_a_confident_misspelling(asr_set: AdapterSet) -> None:
+    """The acoustics favour "lixhts" by ~2.7 nats: a mild penalty for leaving the vocabulary keeps the
+    non-word, a strong one (what elp-add-lm can now choose on validation) spells the known word."""
+    log_probs = _one_hot_path("turn on the lights")
+    confident = torch.full((len(VOCAB),), -8.0)
+    confident[VOCAB.index("x")], confident[VOCAB.index("g")] = -0.3, -3.0
+    log_probs[2 * 14] = torch.log_softmax(confident, dim=-1)  # the frame of the "g": "x" far likelier
+    lm = WordBigramLM.build(TEXTS, alpha=0.8, beta=1.0, beam_width=16)
+    decoded = {}
+    for unk in (-1.0, -30.0):
+        lm.config = dataclasses.replace(lm.config, unk_score_offset=unk)
+        asr_set.attach_language_model(lm)
+        decoded[unk] = asr_set.decode_ctc(log_probs)
+    assert decoded == {-1.0: "turn on the lixhts", -30.0: "turn on the lights"}
 
 
 def test_lm_round_trips_inside_the_weights_and_is_checked(asr_set: AdapterSet, tmp_path) -> None:

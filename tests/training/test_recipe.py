@@ -338,9 +338,11 @@ def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(asr_corpus,
     root = asr_corpus
     make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
     assert lm.main([str(tmp_path / "asr-set"), "--out", str(tmp_path / "asr-lm"), "--backbone", str(backbone_dir),
-                    "--corpus", str(root), "--general-words", "0", "--alphas", "0.5", "--betas", "1.0", "2.0"]) == 0
+                    "--corpus", str(root), "--general-words", "0", "--alphas", "0.5", "--betas", "1.0", "2.0",
+                    "--unk-offsets", "-10", "-25"]) == 0
     adapter_set = AdapterSet.load(tmp_path / "asr-lm")
     assert adapter_set.config.language_model.alpha == 0.5
+    assert adapter_set.config.language_model.unk_score_offset in (-10.0, -25.0)
     assert adapter_set.config.language_model.beta in (1.0, 2.0)
     assert "greedy" in adapter_set.config.metrics
     # the LM knows exactly the training words (no general vocabulary asked for)
