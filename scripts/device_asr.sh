@@ -17,11 +17,9 @@ shopt -s nullglob
 minutes=${1:-6}; start=${2:-set}
 out=${OUT:-/tmp/out}; bundle=${BUNDLE:-.device}; mkdir -p "$out" store runs
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-[ -n "${SKIP_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
-  "$bundle"/wheels/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-python3 -m training.device_bundle unpack --corpus "$bundle/corpus" --backbone "$bundle/whisper-base" \
-  --adapter-sets "$bundle/sets" --workers 16 || exit 1
+# shellcheck source=scripts/device_lib.sh
+. "$(dirname "$0")/device_lib.sh"
+prepare_bundle "$bundle" || exit 1
 [ -n "${DEVICE:-}" ] || nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
 common=(--task asr --backbone "$bundle/whisper-base" --corpus "$bundle/corpus" --init-from "$bundle/sets/$start"
@@ -33,12 +31,7 @@ declare -A variants=(
   [asr-x1]="--lr-head 5e-4 --lr-l 3e-4 --lr-e 1e-4 --lr-p 3e-4 --seed 11"
   [asr-x2]="--lr-head 1e-3 --lr-l 6e-4 --lr-e 2e-4 --lr-p 6e-4 --seed 12"
 )
-for name in "${!variants[@]}"; do
-  # shellcheck disable=SC2086
-  python3 -m training.train "${common[@]}" ${variants[$name]} --out "store/$name" --run-dir "runs/$name" \
-    >"runs/$name.log" 2>&1 &
-done
-wait
+train_variants
 tail -n 4 runs/*.log
 for name in "${!variants[@]}"; do
   [ -d "store/$name" ] && tar -czf "$out/$name.tgz" -C store "$name" -C ../runs "$name/history.json"

@@ -10,11 +10,9 @@ set -uo pipefail
 per=${1:-75}; out=${OUT:-/tmp/out}; bundle=${BUNDLE:-.device-bench}; device=${DEVICE:-cuda}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-[ -n "${SKIP_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
-  "$bundle"/wheels/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-python3 -m training.device_bundle unpack --corpus /nonexistent --backbone "$bundle/whisper-base" \
-  --adapter-sets /nonexistent --workers 1 || exit 1
+# shellcheck source=scripts/device_lib.sh
+. "$(dirname "$0")/device_lib.sh"
+prepare_bundle "$bundle" || exit 1  # this bundle has no corpus or sets: only the encoder unpacks
 for benchmark in overhead churn memory; do
   timeout "$per" python3 -m benchmarks.$benchmark --backbone "$bundle/whisper-base" --device "$device" \
     --workdir /tmp/bench --quick ${EXTRA:-} || echo "$benchmark exited $?"

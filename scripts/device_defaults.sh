@@ -12,10 +12,9 @@ shopt -s nullglob
 minutes=${1:-5}; bench_seconds=${2:-150}
 out=${OUT:-/tmp/out}; bundle=${BUNDLE:-.device}; mkdir -p "$out" store runs
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
-[ -n "${SKIP_WHEELS:-}" ] || python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site \
-  "$bundle"/wheels/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-python3 -m training.device_bundle unpack --corpus "$bundle/corpus" --backbone "$bundle/whisper-base" --adapter-sets "$bundle/sets" --workers 16 || exit 1
+# shellcheck source=scripts/device_lib.sh
+. "$(dirname "$0")/device_lib.sh"
+prepare_bundle "$bundle" || exit 1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 
 common=(--backbone "$bundle/whisper-base" --corpus "$bundle/corpus" --method elp --amp --batch-size 32
@@ -29,12 +28,7 @@ declare -A variants=(
   [emotion-paper]="--task emotion --pooling stats --eval-every 150 --patience 10 --lr-preset paper"
   [intent]="--task intent --pooling max --factorized-slots --eval-every 150 --patience 10"
 )
-for name in "${!variants[@]}"; do
-  # shellcheck disable=SC2086
-  python3 -m training.train "${common[@]}" ${variants[$name]} --out "store/$name" --run-dir "runs/$name" \
-    >"runs/$name.log" 2>&1 &
-done
-wait
+train_variants
 tail -n 3 runs/*.log
 # The better variant per task on validation (never on test: test is scored at home, lossless).
 python3 - "$out" <<'EOF'
