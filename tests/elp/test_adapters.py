@@ -116,6 +116,40 @@ def test_mixed_batch_equals_each_row_alone_and_padding_changes_nothing(backbone)
     torch.testing.assert_close(again[2], mixed[0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("gathered", [False, True])
+def test_gathered_and_per_group_routing_give_every_row_its_answer_alone(backbone, gathered, monkeypatch):
+    """Both implementations of the E-adapter/LayerNorm routing: sets with E and P, E only, P only (routed
+    but no E: the identity slot), no backbone change (rows outside the route) and two sets sharing E/P."""
+    import elp.model as model_module
+
+    calls = []
+    real = model_module._gathered
+    monkeypatch.setattr(model_module, "_gathered", lambda *a: calls.append(real(*a)) or calls[-1])
+    sets = {key: make_random_adapter_set(backbone, **dict(options)) for key, options in MIXED_SETS}
+    sets["int-p"] = make_random_adapter_set(backbone, "intent", method="p", seed=5)
+    sets["asr-shared"] = make_random_adapter_set(backbone, "asr", num_prompt_frames=3, seed=6)
+    sets["asr-shared"].load_state_dict(sets["asr-elp"].backbone_change_state(), strict=False)
+    model = MultiAdapterModel(backbone, gathered_routing=gathered)
+    for key, adapter_set in sets.items():
+        model.add_adapter_set(key, adapter_set)
+    keys = ["asr-elp", "int-p", "spk-el", "emo-ep", "int-l", "asr-shared", "emo-ep"]
+    waves = [seeded_waveform(0.4 + 0.17 * i, seed=20 + i) for i in range(len(keys))]
+    mixed = _outputs(model, waves, keys)
+    assert bool(calls) == gathered and all(result is not None for result in calls)
+    for row, key in enumerate(keys):
+        torch.testing.assert_close(mixed[row], _outputs(model, [waves[row]], [key])[0], atol=1e-5, rtol=1e-5)
+
+
+def test_gathered_routing_is_the_cuda_default_and_never_trains(backbone):
+    model = MultiAdapterModel(backbone)
+    source = torch.zeros(1)
+    assert model._use_gathered(source) is False  # CPU: per group
+    assert MultiAdapterModel(backbone, gathered_routing=True)._use_gathered(source) is True
+    model.gathered_routing = True
+    model.train()
+    assert model._use_gathered(source) is False
+
+
 def test_rows_without_e_or_p_share_the_plain_pass(backbone):
     model = MultiAdapterModel(backbone)
     model.add_adapter_set("l-only", make_random_adapter_set(backbone, "intent", method="l"))
