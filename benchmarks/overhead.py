@@ -8,6 +8,9 @@
   same four-task mix (verify = two rows). ``served_fraction`` = server rows/s / raw mixed rows/s:
   the share of the model's batched throughput that survives HTTP, multipart parsing, decoding,
   resampling, queueing and the load generator itself (which shares the same CPUs).
+* Routing: the mixed batch again with the E-adapters routed per group and gathered (one batched
+  matmul over every row's own weights); ``gathered_vs_per_group`` = time gathered / time per group.
+  The other columns use the device's default (per group on a CPU, gathered on a GPU).
 * Shared E/P: half ASR, half intent rows, once with an intent set that has its own E/P adapters and
   once with one that carries the ASR set's (as the shipped intent set does): the model routes the
   latter as one group. ``shared_ep_vs_distinct`` = time with shared / time with distinct adapters.
@@ -93,10 +96,16 @@ def raw_point(model: Any, waveforms: list[torch.Tensor], batch_size: int, repeat
     batches = length_grouped_batches(waveforms, batch_size)[:repeats]
     timed_predict(model, batches[0], [TASK_KEYS[0]] * batch_size, device)  # warm-up at this shape
     mixed, single, distinct, shared = [], [], [], []
+    routed: dict[bool, list[float]] = {True: [], False: []}
+    default_routing = model.gathered_routing
     for batch in batches:
         keys = [TASK_KEYS[i % 4] for i in range(batch_size)]
         rng.shuffle(keys)
         mixed.append(timed_predict(model, batch, keys, device))
+        for gathered in (True, False):  # the same mixed batch under both E-adapter routings
+            model.gathered_routing = gathered
+            routed[gathered].append(timed_predict(model, batch, keys, device))
+        model.gathered_routing = default_routing
         single.append(statistics.mean(timed_predict(model, batch, [key] * batch_size, device) for key in TASK_KEYS))
         if batch_size > 1:
             halves = [DEFAULT_IDS["asr"] if i % 2 else DEFAULT_IDS["intent"] for i in range(batch_size)]
@@ -108,6 +117,7 @@ def raw_point(model: Any, waveforms: list[torch.Tensor], batch_size: int, repeat
             "raw_mixed_rows_per_s": round(rows / sum(mixed), 3),
             "raw_single_rows_per_s": round(rows / sum(single), 3),
             "mixed_vs_single": round(sum(mixed) / sum(single), 3),
+            "gathered_vs_per_group": round(sum(routed[True]) / sum(routed[False]), 3),
             "shared_ep_vs_distinct": round(sum(shared) / sum(distinct), 3) if distinct else None}
 
 
@@ -153,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             row["served_fraction"] = round(row["server_rows_per_s"] / row["raw_mixed_rows_per_s"], 3)
             print(f"  server B={batch_size}: {row}", flush=True)
     columns = ["batch_size", "raw_mixed_rows_per_s", "raw_single_rows_per_s", "mixed_vs_single",
-               "shared_ep_vs_distinct", "server_rows_per_s", "server_req_per_s", "served_fraction", "server_errors"]
+               "gathered_vs_per_group", "shared_ep_vs_distinct", "server_rows_per_s", "server_req_per_s",
+               "served_fraction", "server_errors"]
     title = f"serving overhead, backbone {backbone_label(args.backbone)}, device {args.device}"
     write_results(f"overhead-{backbone_label(args.backbone)}", {"title": title, "rows": rows},
                   f"{title}\n\n" + markdown_table(rows, columns))

@@ -123,7 +123,8 @@ class InferenceService:
         if device.startswith("cuda"):
             self.metrics.watch_cuda(device)
         # nn.Module starts in training mode: without eval() dropout makes answers random and batch-dependent
-        model: Any = MultiAdapterModel(self.backbone).eval()
+        routing = {"auto": None, "gathered": True, "per-group": False}[self.settings.adapter_routing]
+        model: Any = MultiAdapterModel(self.backbone, gathered_routing=routing).eval()
         if self.settings.beam_search_processes:
             self.beam_search = BeamSearchPool(self.settings.beam_search_processes)
             model = OffWorkerBeamSearch(model, self.beam_search)

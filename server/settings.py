@@ -55,6 +55,12 @@ class Settings(BaseSettings):
         description="shortest/longest clip in one model call (padding is wasted compute; 0 = any mix); "
         "unset = 0.9 on a CPU (batching buys nothing there) and 0.5 on a GPU",
     )
+    adapter_routing: Literal["auto", "gathered", "per-group"] = Field(
+        "auto",
+        description="how a mixed batch reaches each row's E-adapters: gathered weights and batched matmuls "
+        "(a constant number of kernels, for GPUs) or one set at a time (fewer, larger kernels, for CPUs); "
+        "auto = gathered on a GPU",
+    )
     model_workers: int = Field(
         1, ge=1, le=16,
         description="threads forming and running batches on the one model (CPU: up to one per core, each "

@@ -28,19 +28,33 @@ async def _answers(settings) -> tuple[list[dict], str]:
 
         answers = await asyncio.gather(*(send(i, path, extra) for i, (path, extra) in enumerate(REQUESTS)))
         threads = sorted(t.name for t in app.state.service.worker._threads)
-    return list(answers), ",".join(threads)
+        routing = getattr(app.state.service.worker.model, "gathered_routing", None)
+    return list(answers), ",".join(threads), routing
 
 
 async def test_two_model_workers_answer_concurrent_requests_like_one(tiny_store, tmp_path) -> None:
     backbone, store = tiny_store
     torch_threads = torch.get_num_threads()
     try:
-        one, one_names = await _answers(make_settings(backbone, store, tmp_path / "one"))
-        two, two_names = await _answers(make_settings(backbone, store, tmp_path / "two", model_workers=2))
+        one, one_names, _ = await _answers(make_settings(backbone, store, tmp_path / "one"))
+        two, two_names, _ = await _answers(make_settings(backbone, store, tmp_path / "two", model_workers=2))
     finally:
         torch.set_num_threads(torch_threads)
     assert one_names == "elp-model-worker"
     assert two_names == "elp-model-worker-0,elp-model-worker-1"
+    _assert_same_answers(one, two)
+
+
+async def test_gathered_adapter_routing_serves_the_answers_of_per_group_routing(tiny_store, tmp_path) -> None:
+    """ELP_ADAPTER_ROUTING reaches the model, and both routings answer a mixed stream alike."""
+    backbone, store = tiny_store
+    per_group, _, off = await _answers(make_settings(backbone, store, tmp_path / "p", adapter_routing="per-group"))
+    gathered, _, on = await _answers(make_settings(backbone, store, tmp_path / "g", adapter_routing="gathered"))
+    assert (off, on) == (False, True)
+    _assert_same_answers(per_group, gathered)
+
+
+def _assert_same_answers(one: list[dict], two: list[dict]) -> None:
     for single, double in zip(one, two, strict=True):
         assert single.keys() == double.keys()
         for key, value in single.items():
