@@ -10,7 +10,9 @@
   resampling, queueing and the load generator itself (which shares the same CPUs).
 * Routing: the mixed batch again with the E-adapters routed per group and gathered (one batched
   matmul over every row's own weights); ``gathered_vs_per_group`` = time gathered / time per group.
-  The other columns use the device's default (per group on a CPU, gathered on a GPU).
+  The other columns use the server's default routing (per group).
+  ``ops_*``: operators one mixed ``predict`` dispatches under each routing (aten operators on a CPU,
+  kernels on a GPU): what a launch-bound GPU pays for one by one.
 * Shared E/P: half ASR, half intent rows, once with an intent set that has its own E/P adapters and
   once with one that carries the ASR set's (as the shipped intent set does): the model routes the
   latter as one group. ``shared_ep_vs_distinct`` = time with shared / time with distinct adapters.
@@ -90,6 +92,19 @@ def timed_predict(model: Any, batch: list[torch.Tensor], keys: list[str], device
     return time.perf_counter() - started
 
 
+def operator_count(model: Any, batch: list[torch.Tensor], keys: list[str], device: str) -> int:
+    """Operators one ``predict`` dispatches: aten operators on a CPU, kernels on a GPU (what a
+    launch-bound GPU pays for one by one)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
+    with profile(activities=activities) as prof:
+        timed_predict(model, batch, keys, device)
+    if device.startswith("cuda"):
+        return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
+    return sum(1 for e in prof.events() if e.name.startswith("aten::"))
+
+
 def raw_point(model: Any, waveforms: list[torch.Tensor], batch_size: int, repeats: int, device: str,
               seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
@@ -112,12 +127,18 @@ def raw_point(model: Any, waveforms: list[torch.Tensor], batch_size: int, repeat
             distinct.append(timed_predict(model, batch, halves, device))
             halves = [DEFAULT_IDS["asr"] if i % 2 else SHARED_INTENT_KEY for i in range(batch_size)]
             shared.append(timed_predict(model, batch, halves, device))
+    counts = {}
+    for gathered in (True, False):
+        model.gathered_routing = gathered
+        counts[gathered] = operator_count(model, batches[0], keys, device)
+    model.gathered_routing = default_routing
     rows = batch_size * len(batches)
     return {"batch_size": batch_size, "batches": len(batches),
             "raw_mixed_rows_per_s": round(rows / sum(mixed), 3),
             "raw_single_rows_per_s": round(rows / sum(single), 3),
             "mixed_vs_single": round(sum(mixed) / sum(single), 3),
             "gathered_vs_per_group": round(sum(routed[True]) / sum(routed[False]), 3),
+            "ops_gathered": counts[True], "ops_per_group": counts[False],
             "shared_ep_vs_distinct": round(sum(shared) / sum(distinct), 3) if distinct else None}
 
 
@@ -163,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             row["served_fraction"] = round(row["server_rows_per_s"] / row["raw_mixed_rows_per_s"], 3)
             print(f"  server B={batch_size}: {row}", flush=True)
     columns = ["batch_size", "raw_mixed_rows_per_s", "raw_single_rows_per_s", "mixed_vs_single",
-               "gathered_vs_per_group", "shared_ep_vs_distinct", "server_rows_per_s", "server_req_per_s",
-               "served_fraction", "server_errors"]
+               "gathered_vs_per_group", "ops_gathered", "ops_per_group", "shared_ep_vs_distinct",
+               "server_rows_per_s", "server_req_per_s", "served_fraction", "server_errors"]
     title = f"serving overhead, backbone {backbone_label(args.backbone)}, device {args.device}"
     write_results(f"overhead-{backbone_label(args.backbone)}", {"title": title, "rows": rows},
                   f"{title}\n\n" + markdown_table(rows, columns))

@@ -11,12 +11,13 @@ Rows whose sets have no E and no P pass through the hooks untouched: they share 
 In eval mode, sets with identical E- and P-adapters (the same ``backbone_change_signature``) are
 routed as one group: their rows take the same path through the encoder anyway.
 
-Step 3 has two implementations with the same result. Per group: each set's module runs on its rows
-(index_select, module, index_copy): few large kernels per set, best where arithmetic dominates (CPU).
-Gathered: each row's weights are gathered from the sets' stacked weights and one batched matmul
-serves every row (the multi-LoRA "BGMV" idea): a constant number of kernels however many sets share
-the batch, for launch-bound GPUs, where per-group routing made a 4-set batch of 8 cost 1.8x a
-1-set batch (H200). ``gathered_routing=None`` picks gathered on CUDA, per group elsewhere.
+Step 3 has two implementations with the same result. Per group (the default): each set's module runs
+on its rows (index_select, module, index_copy), so the operator count grows with the number of sets
+in the batch, which a launch-bound GPU feels (a 4-set batch of 8 cost 1.8x a 1-set batch on an
+H200). Gathered: each row's weights are indexed out of the sets' stacked weights and one batched
+matmul serves every row (the multi-LoRA "BGMV" idea), a count that does not grow with the sets; as
+written it restacks the weights in every forward, which costs about what it saves with three sets
+(CPU operator counts), so it stays opt-in until a GPU measures it.
 """
 
 from __future__ import annotations
@@ -83,10 +84,10 @@ def pad_waveforms(waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Te
 class MultiAdapterModel(nn.Module):
     """A frozen backbone plus any number of named adapter sets, runnable in mixed batches."""
 
-    def __init__(self, backbone: Backbone, gathered_routing: bool | None = None) -> None:
+    def __init__(self, backbone: Backbone, gathered_routing: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
-        #: True: gathered-weight batched matmuls for mixed batches; False: per group; None: by device
+        #: True: gathered-weight batched matmuls for mixed batches; False: one set at a time
         self.gathered_routing = gathered_routing
         # A plain dict, not an nn.ModuleDict: adapter ids are user data and must not collide with
         # module attribute names ("train", "to", ...); devices and modes are propagated by hand.
@@ -140,7 +141,7 @@ class MultiAdapterModel(nn.Module):
             return None
         if len(entries) == 1 and entries[0][0] is None:
             return entries[0][1](source).to(output.dtype)
-        if self._use_gathered(source):
+        if self._use_gathered():
             gathered = _gathered(source, entries, identity)
             if gathered is not None:
                 return gathered.to(output.dtype)
@@ -150,10 +151,9 @@ class MultiAdapterModel(nn.Module):
                 result.index_copy_(0, rows, module(source.index_select(0, rows)).to(output.dtype))
         return result
 
-    def _use_gathered(self, source: torch.Tensor) -> bool:
-        if self.training:
-            return False  # training keeps the per-set modules in the autograd graph as they are
-        return source.device.type == "cuda" if self.gathered_routing is None else self.gathered_routing
+    def _use_gathered(self) -> bool:
+        # training keeps the per-set modules in the autograd graph as they are
+        return self.gathered_routing and not self.training
 
     def _ffn_hook(self, index: int):
         """E-adapter on the feed-forward output: ``g_E`` takes that output itself."""

@@ -123,8 +123,8 @@ class InferenceService:
         if device.startswith("cuda"):
             self.metrics.watch_cuda(device)
         # nn.Module starts in training mode: without eval() dropout makes answers random and batch-dependent
-        routing = {"auto": None, "gathered": True, "per-group": False}[self.settings.adapter_routing]
-        model: Any = MultiAdapterModel(self.backbone, gathered_routing=routing).eval()
+        gathered = self.settings.adapter_routing == "gathered"
+        model: Any = MultiAdapterModel(self.backbone, gathered_routing=gathered).eval()
         if self.settings.beam_search_processes:
             self.beam_search = BeamSearchPool(self.settings.beam_search_processes)
             model = OffWorkerBeamSearch(model, self.beam_search)

@@ -55,11 +55,11 @@ class Settings(BaseSettings):
         description="shortest/longest clip in one model call (padding is wasted compute; 0 = any mix); "
         "unset = 0.9 on a CPU (batching buys nothing there) and 0.5 on a GPU",
     )
-    adapter_routing: Literal["auto", "gathered", "per-group"] = Field(
-        "auto",
-        description="how a mixed batch reaches each row's E-adapters: gathered weights and batched matmuls "
-        "(a constant number of kernels, for GPUs) or one set at a time (fewer, larger kernels, for CPUs); "
-        "auto = gathered on a GPU",
+    adapter_routing: Literal["per-group", "gathered"] = Field(
+        "per-group",
+        description="how a mixed batch reaches each row's E-adapters: one set at a time, or gathered weights "
+        "and batched matmuls (an operator count that does not grow with the sets in a batch; opt-in until "
+        "measured on a GPU: benchmarks/overhead.py reports gathered_vs_per_group)",
     )
     model_workers: int = Field(
         1, ge=1, le=16,

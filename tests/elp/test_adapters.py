@@ -140,14 +140,12 @@ def test_gathered_and_per_group_routing_give_every_row_its_answer_alone(backbone
         torch.testing.assert_close(mixed[row], _outputs(model, [waves[row]], [key])[0], atol=1e-5, rtol=1e-5)
 
 
-def test_gathered_routing_is_the_cuda_default_and_never_trains(backbone):
-    model = MultiAdapterModel(backbone)
-    source = torch.zeros(1)
-    assert model._use_gathered(source) is False  # CPU: per group
-    assert MultiAdapterModel(backbone, gathered_routing=True)._use_gathered(source) is True
-    model.gathered_routing = True
+def test_gathered_routing_is_opt_in_and_never_trains(backbone):
+    assert MultiAdapterModel(backbone)._use_gathered() is False
+    model = MultiAdapterModel(backbone, gathered_routing=True)
+    assert model._use_gathered() is True
     model.train()
-    assert model._use_gathered(source) is False
+    assert model._use_gathered() is False
 
 
 def test_rows_without_e_or_p_share_the_plain_pass(backbone):
