@@ -72,5 +72,6 @@ def test_speaker_trials_follow_the_documented_assumptions() -> None:
     assert trials[("librivox-0", "librivox-1")] == 1 and trials[("alsa-0", "alsa-1")] == 1
     assert trials[("librivox-0", "alsa-1")] == 0 and trials[("alsa-0", "goforward-0")] == 0
     assert ("cards-0", "cards-1") not in trials  # one CMU speaker or several: unknown, so unpaired
-    assert ("cards-0", "goforward-0") not in trials
-    assert sum(trials.values()) == 2 and len(trials) == 2 + 2 * 2 + 2 * 3 + 2 * 3
+    # who recorded the pocketsphinx clips is undocumented: no pairs across them either
+    assert ("librivox-0", "cards-0") not in trials and ("cards-0", "goforward-0") not in trials
+    assert sum(trials.values()) == 2 and len(trials) == 2 + 2 * (2 + 2 + 1)
