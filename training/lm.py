@@ -1,9 +1,9 @@
 """``elp-add-lm``: give an ASR set a word bigram LM for beam-search decoding, tuned on validation.
 
 The LM is built from the corpus' *training* transcripts, its unigrams mixed with general English
-word frequencies (``wordfreq``) so unseen words still score; ``alpha``/``beta`` are chosen on the
-validation split (by the mean of CER and WER unless ``--select`` says otherwise). Test clips are
-only scored (greedy and LM) for the record.
+word frequencies (``wordfreq``) so unseen words still score; ``alpha``, ``beta`` and the penalty
+for a word outside the vocabulary are chosen on the validation split (by the mean of CER and WER
+unless ``--select`` says otherwise). Test clips are only scored (greedy and LM) for the record.
 
     elp-add-lm adapters_store/asr-default --corpus data/corpus
 """
