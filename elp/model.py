@@ -15,9 +15,8 @@ Step 3 has two implementations with the same result. Per group (the default): ea
 on its rows (index_select, module, index_copy), so the operator count grows with the number of sets
 in the batch, which a launch-bound GPU feels (a 4-set batch of 8 cost 1.8x a 1-set batch on an
 H200). Gathered: each row's weights are indexed out of the sets' stacked weights and one batched
-matmul serves every row (the multi-LoRA "BGMV" idea), a count that does not grow with the sets. It
-computes the row slots once per forward but restacks the weights in every hook: 14% fewer operators
-than per group for a 4-set batch of 8, at 1.04x the time on a CPU; opt-in until a GPU measures it.
+matmul serves every row (the multi-LoRA "BGMV" idea), a count that does not grow with the sets
+(``elp/routing.py``); opt-in until a GPU measures it.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ from elp.adapter_set import AdapterSet
 from elp.backbones.base import Backbone, lengths_to_mask
 from elp.errors import ELPError
 from elp.heads.prosody import prosody_features
-from elp.tuners.e_adapter.layer import EAdapter
+from elp.routing import WeightStacks, gathered_apply, row_slots
 
 # (row indices or None for "every row", adapter set) for the sets that change the backbone pass.
 Route = list[tuple[torch.Tensor | None, AdapterSet]]
@@ -89,6 +88,7 @@ class MultiAdapterModel(nn.Module):
         self.backbone = backbone
         #: True: gathered-weight batched matmuls for mixed batches; False: one set at a time
         self.gathered_routing = gathered_routing
+        self._stacks = WeightStacks()  # the gathered routing's stacked weights, kept between batches
         # A plain dict, not an nn.ModuleDict: adapter ids are user data and must not collide with
         # module attribute names ("train", "to", ...); devices and modes are propagated by hand.
         self.adapter_sets: dict[str, AdapterSet] = {}
@@ -111,6 +111,7 @@ class MultiAdapterModel(nn.Module):
     def remove_adapter_set(self, key: str) -> None:
         del self.adapter_sets[key]
         self._signatures.pop(key, None)
+        self._stacks.clear()  # free stacked copies of the removed set's weights now
 
     @property
     def adapter_keys(self) -> list[str]:
@@ -142,7 +143,7 @@ class MultiAdapterModel(nn.Module):
         if len(entries) == 1 and entries[0][0] is None:
             return entries[0][1](source).to(output.dtype)
         if self._use_gathered():
-            gathered = _gathered(source, entries, identity, self._slots_for(entries, source))
+            gathered = gathered_apply(source, entries, identity, self._slots_for(entries, source), self._stacks)
             if gathered is not None:
                 return gathered.to(output.dtype)
         result = output.clone()  # one copy per hook, then each set writes its rows in place
@@ -158,7 +159,7 @@ class MultiAdapterModel(nn.Module):
         pattern = tuple(module is None for _, module in entries)
         cache = getattr(self._routing_state, "slots", None)
         if cache is None or pattern not in cache:
-            slots = _row_slots(source.shape[0], entries, source.device)
+            slots = row_slots(source.shape[0], entries, source.device)
             if cache is None:
                 return slots
             cache[pattern] = slots
@@ -336,65 +337,3 @@ class MultiAdapterModel(nn.Module):
                     predictions[row] = Prediction(config.task, key, label=labels[best], scores=scores)
         return [p for p in predictions if p is not None]
 
-
-def _row_slots(batch: int, entries: list[tuple[torch.Tensor, nn.Module | None]], device: torch.device
-               ) -> tuple[torch.Tensor, bool]:
-    """Each row's slot in the stacked weights: the rank of its group among the groups that have a
-    module here (route groups are distinct, so are their modules), then one identity slot for rows
-    that no module covers (sets without E-adapters here, or without backbone changes)."""
-    covered = [rows for rows, module in entries if module is not None]
-    slot = torch.full((batch,), len(covered), dtype=torch.long, device=device)
-    for rank, rows in enumerate(covered):
-        slot[rows] = rank
-    return slot, sum(len(rows) for rows in covered) < batch
-
-
-def _gathered(source: torch.Tensor, entries: list[tuple[torch.Tensor, nn.Module | None]],
-              identity: nn.LayerNorm | None, slots: tuple[torch.Tensor, bool]) -> torch.Tensor | None:
-    """Every row through its own set's E-adapter or LayerNorm copy with gathered weights and batched
-    matmuls; None when the modules cannot share one computation (then the per-group path runs)."""
-    slot, uncovered = slots
-    modules = [module for _, module in entries if module is not None]
-    dtype = source.dtype
-
-    def stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
-        return torch.stack([t if t.dtype == dtype else t.to(dtype) for t in tensors])[slot]
-
-    first = modules[0]
-    if isinstance(first, nn.LayerNorm):
-        norms = [*modules, identity] if uncovered else modules
-        if any(not isinstance(m, nn.LayerNorm) or m.weight is None or m.bias is None
-               or (m.normalized_shape, m.eps) != (first.normalized_shape, first.eps) for m in norms):
-            return None
-        normed = F.layer_norm(source, first.normalized_shape, None, None, first.eps)
-        weight, bias = stacked([m.weight for m in norms]), stacked([m.bias for m in norms])
-        return torch.addcmul(bias.unsqueeze(1), normed, weight.unsqueeze(1))
-    if not isinstance(first, EAdapter) or any(
-        not isinstance(m, EAdapter) or m.down.out_features != first.down.out_features or m.norm.eps != first.norm.eps
-        for m in modules
-    ):
-        return None
-    adapters: list[EAdapter] = modules  # type: ignore[assignment]
-    # The identity slot: zero weights and a zero LayerNorm gain give g_E(X) = 0 + X.
-    extra = 1 if uncovered else 0
-
-    def with_identity(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-        return tensors + [torch.zeros_like(tensors[0])] * extra
-
-    down_w = stacked(with_identity([a.down.weight for a in adapters]))  # (B, r, D)
-    down_b = stacked(with_identity([a.down.bias for a in adapters]))  # (B, r)
-    up_w = stacked(with_identity([a.up.weight for a in adapters]))  # (B, D, r)
-    up_b = stacked(with_identity([a.up.bias for a in adapters]))  # (B, D)
-    gain = stacked(with_identity([a.norm.weight for a in adapters]))
-    shift = stacked(with_identity([a.norm.bias for a in adapters]))
-    hidden = torch.baddbmm(down_b.unsqueeze(1), source, down_w.transpose(1, 2))
-    activations = list({type(a.act): a.act for a in adapters}.values())
-    if len(activations) == 1:
-        hidden = activations[0](hidden)
-    else:  # sets with other activations: each kind over every row, each row keeps its own set's
-        types = [type(act) for act in activations]
-        kind = torch.tensor([types.index(type(a.act)) for a in adapters] + [0] * extra, device=source.device)[slot]
-        hidden = torch.stack([act(hidden) for act in activations])[kind, torch.arange(len(kind), device=kind.device)]
-    up = torch.baddbmm(up_b.unsqueeze(1), hidden, up_w.transpose(1, 2))
-    normed = F.layer_norm(up, first.norm.normalized_shape, None, None, first.norm.eps)
-    return torch.addcmul(shift.unsqueeze(1), normed, gain.unsqueeze(1)) + source

@@ -123,8 +123,8 @@ def test_gathered_and_per_group_routing_give_every_row_its_answer_alone(backbone
     import elp.model as model_module
 
     calls = []
-    real = model_module._gathered
-    monkeypatch.setattr(model_module, "_gathered", lambda *a: calls.append(real(*a)) or calls[-1])
+    real = model_module.gathered_apply
+    monkeypatch.setattr(model_module, "gathered_apply", lambda *a: calls.append(real(*a)) or calls[-1])
     sets = {key: make_random_adapter_set(backbone, **dict(options)) for key, options in MIXED_SETS}
     sets["int-p"] = make_random_adapter_set(backbone, "intent", method="p", seed=5)
     sets["asr-shared"] = make_random_adapter_set(backbone, "asr", num_prompt_frames=3, seed=6)
