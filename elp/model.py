@@ -291,14 +291,12 @@ class MultiAdapterModel(nn.Module):
             width = int(group_lengths.max())
             states = [s.index_select(0, index)[:, :width] for s in encoded.hidden_states]
             features = adapter_set.featurizer(states)
-            if getattr(adapter_set.head, "uses_prosody", False):
+            prosody = None
+            if adapter_set.head.uses_prosody:  # computed only for the sets whose head reads it
                 picked = index.to(waveforms.device)  # select this set's rows before any device copy
                 samples = waveforms.index_select(0, picked).to(index.device)
                 prosody = prosody_features(samples, lengths.to(waveforms.device).index_select(0, picked))
-                output = adapter_set.head(features, group_lengths, prosody)
-            else:
-                output = adapter_set.head(features, group_lengths)
-            outputs[key] = GroupOutput(rows, output, group_lengths)
+            outputs[key] = GroupOutput(rows, adapter_set.head(features, group_lengths, prosody), group_lengths)
         return outputs
 
     @torch.inference_mode()
@@ -336,4 +334,3 @@ class MultiAdapterModel(nn.Module):
                     scores = dict(zip(labels, probs, strict=True))
                     predictions[row] = Prediction(config.task, key, label=labels[best], scores=scores)
         return [p for p in predictions if p is not None]
-

@@ -144,10 +144,9 @@ def _head_outputs(adapter_set: AdapterSet, states: list[list[torch.Tensor]],
     layers = [
         nn.utils.rnn.pad_sequence([s[k].float() for s in states], batch_first=True) for k in range(len(states[0]))
     ]
-    features = adapter_set.featurizer(layers)
-    if getattr(adapter_set.head, "uses_prosody", False):  # the head says so when prosody is missing
-        return adapter_set.head(features, lengths, torch.stack(prosody) if prosody is not None else None)
-    return adapter_set.head(features, lengths)
+    # a head that reads prosody raises when it is missing; the others ignore it
+    return adapter_set.head(adapter_set.featurizer(layers), lengths,
+                            torch.stack(prosody) if prosody is not None else None)
 
 
 def _outputs_for(adapter_set: AdapterSet, cache, paths: list[str], prosody=None) -> torch.Tensor:
@@ -229,18 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     trials = {}
     if task == "verification":
         trials = {s: read_trials(corpus / f"verification_trials_{s}.txt") for s in ("valid", "test")}
-    wants_prosody = args.prosody or getattr(adapter_set.head, "uses_prosody", False)
-    prosody_views: list[dict[str, torch.Tensor]] = (
-        [{} for _ in range(args.augmented_views + 1)] if wants_prosody else []
-    )
-    cache = encode_rows(model, [r for split in splits.values() for r in split],
-                        prosody=prosody_views[0] if wants_prosody else None)
+    wants_prosody = args.prosody or adapter_set.head.uses_prosody
+    # per view: each clip's prosody statistics of that view's audio (None: the head reads none)
+    prosody_views: list[dict[str, torch.Tensor] | None] = [
+        {} if wants_prosody else None for _ in range(args.augmented_views + 1)
+    ]
+    prosody = prosody_views[0]
+    cache = encode_rows(model, [r for split in splits.values() for r in split], prosody=prosody)
     views = [cache]
     augment_config = AugmentConfig(**TASK_AUGMENT.get(task, {}) | {"time_mask_prob": 0.0})
     for view in range(1, args.augmented_views + 1):
         views.append(encode_rows(model, splits["train"], augment_config=augment_config, seed=args.seed * 1000 + view,
-                                 prosody=prosody_views[view] if wants_prosody else None))
-    prosody = prosody_views[0] if wants_prosody else None
+                                 prosody=prosody_views[view]))
     print(json.dumps({"cached_clips": len(cache), "augmented_views": args.augmented_views,
                       "seconds": round(time.perf_counter() - started, 1)}), flush=True)
 
@@ -295,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                 masked = torch.rand(len(states), generator=mask_generator) < args.frame_mask_prob
                 states = [mask_frames(s, mask_generator) if m else s for s, m in zip(states, masked, strict=True)]
             output = _head_outputs(adapter_set, states,
-                                   [prosody_views[view][path] for view, path in picked] if prosody_views else None)
+                                   [prosody_views[view][path] for view, path in picked] if wants_prosody else None)
             if task == "asr":
                 loss = loss_fn(output.float().transpose(0, 1), torch.tensor([i for p in paths for i in targets[p]]),
                                torch.tensor([s[0].shape[0] for s in states]),

@@ -13,6 +13,8 @@ BLANK = "<blank>"
 class CTCHead(nn.Module):
     """Frame-wise log-probabilities over the vocabulary; index 0 is the CTC blank."""
 
+    uses_prosody = False  # every head takes the same call; only pooled heads may read prosody
+
     def __init__(self, input_dim: int, vocab_size: int, config: HeadConfig) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Dropout(config.dropout)]
@@ -22,7 +24,9 @@ class CTCHead(nn.Module):
         layers.append(nn.Linear(input_dim, vocab_size))
         self.net = nn.Sequential(*layers)
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor, prosody: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return torch.log_softmax(self.net(features).float(), dim=-1)
 
 
