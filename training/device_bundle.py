@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 
 from elp.adapter_set import AdapterSet
 
@@ -55,10 +56,8 @@ def pack_encoder(source: Path, out: Path) -> None:
     for key, value in encoder.items():
         if not torch.equal(value.float(), tensors[key].float()):
             raise SystemExit(f"{key} is not exactly representable in fp16; ship float32 instead")
-    save_file(encoder, str(out / "model.safetensors"), metadata={"format": "pt"})
-    weights = out / "model.safetensors"
-    weights.with_name(weights.name + PACKED_SUFFIX).write_bytes(pack_halves(weights.read_bytes()))
-    weights.unlink()
+    packed = pack_halves(save_safetensors(encoder, metadata={"format": "pt"}))
+    (out / f"model.safetensors{PACKED_SUFFIX}").write_bytes(packed)
 
 
 def unpack_encoder(folder: Path) -> None:

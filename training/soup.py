@@ -38,8 +38,9 @@ def soup(members: Sequence[AdapterSet], weights: Sequence[float] | None = None) 
         raise ValueError("one non-negative weight per set, not all zero")
     first = _architecture(members[0])
     for index, member in enumerate(members[1:], start=1):
-        if _architecture(member) != first:
-            differing = sorted(k for k in first if _architecture(member).get(k) != first[k])
+        architecture = _architecture(member)
+        if architecture != first:
+            differing = sorted(k for k in first if architecture.get(k) != first[k])
             raise ValueError(f"set {index} differs from set 0 in {differing}: only one architecture can be averaged")
     states = [member.state_dict() for member in members]
     total = sum(weights)
