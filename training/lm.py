@@ -1,11 +1,15 @@
 """``elp-add-lm``: give an ASR set a word bigram LM for beam-search decoding, tuned on validation.
 
 The LM is built from the corpus' *training* transcripts, its unigrams mixed with general English
-word frequencies (``wordfreq``) so unseen words still score; ``alpha``, ``beta`` and the penalty
-for a word outside the vocabulary are chosen on the validation split (by the mean of CER and WER
-unless ``--select`` says otherwise). Test clips are only scored (greedy and LM) for the record.
+word frequencies (``wordfreq``) so unseen words still score. With ``--background-arpa`` it is
+interpolated with a general-English bigram (``python -m training.general_lm`` makes one offline),
+which knows the word pairs a few thousand training sentences never show. ``alpha``, ``beta``, the
+penalty for a word outside the vocabulary and the interpolation weight are chosen on the validation
+split (by the mean of CER and WER unless ``--select`` says otherwise). Test clips are only scored
+(greedy and LM) for the record.
 
     elp-add-lm adapters_store/asr-default --corpus data/corpus
+    elp-add-lm adapters_store/asr-default --corpus data/corpus --background-arpa data/lm/en-us-bigram.arpa
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.decoding import WordBigramLM
+from elp.decoding.arpa import read_arpa_bigrams
 from elp.model import pad_waveforms
 from training.data.manifest import filter_split, read_manifest
 from training.dataset import load_audio
@@ -66,6 +71,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--betas", type=float, nargs="+", default=[1.5, 3.0, 4.5])
     p.add_argument("--unk-offsets", type=float, nargs="+", default=[-10.0, -20.0, -40.0],
                    help="log-score a word outside the vocabulary pays (a spelling no word starts with pays at once)")
+    p.add_argument("--background-arpa", help="general-English ARPA model to interpolate with (bigram level used)")
+    p.add_argument("--interpolations", type=float, nargs="+", default=[0.3, 0.5],
+                   help="weights of the corpus bigram against the background (with --background-arpa)")
+    p.add_argument("--background-bigrams", type=int, default=600_000,
+                   help="keep the background's N most frequent pairs (0: all); ~12 bytes each in the set")
     p.add_argument("--beam-width", type=int, default=32)
     p.add_argument("--select", choices=["cer", "wer", "mean"], default="mean",
                    help="validation criterion for alpha/beta (CER alone can buy characters with words)")
@@ -90,21 +100,29 @@ def main(argv: list[str] | None = None) -> int:
     def criterion(metrics: dict[str, float]) -> float:
         return (metrics["cer"] + metrics["wer"]) / 2 if args.select == "mean" else metrics[args.select]
 
-    # One LM for the whole grid: only the fusion weights change between points.
-    lm = WordBigramLM.build(texts, general, beam_width=args.beam_width)
+    background = None
+    if args.background_arpa:
+        background = read_arpa_bigrams(args.background_arpa).restricted("".join(vocab[1:]))
     best = None
-    for alpha, beta, unk in itertools.product(args.alphas, args.betas, args.unk_offsets):
-        lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk)  # re-validated
-        adapter_set.attach_language_model(lm)  # a fresh decoder with these weights
-        valid = score(adapter_set, clips["valid"])
-        print(f"alpha {alpha} beta {beta} unk {unk}: valid CER {valid['cer']:.4f} WER {valid['wer']:.4f}", flush=True)
-        if best is None or criterion(valid) < criterion(best[0]):
-            best = (valid, alpha, beta, unk)
+    # One LM per interpolation weight: only the fusion weights change between the other points.
+    for interpolation in args.interpolations if background is not None else [1.0]:
+        lm = WordBigramLM.build(texts, general, background=background, interpolation=interpolation,
+                                max_background_bigrams=args.background_bigrams, beam_width=args.beam_width)
+        for alpha, beta, unk in itertools.product(args.alphas, args.betas, args.unk_offsets):
+            lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk)  # re-validated
+            adapter_set.attach_language_model(lm)  # a fresh decoder with these weights
+            valid = score(adapter_set, clips["valid"])
+            print(f"interpolation {interpolation} alpha {alpha} beta {beta} unk {unk}: "
+                  f"valid CER {valid['cer']:.4f} WER {valid['wer']:.4f}", flush=True)
+            if best is None or criterion(valid) < criterion(best[0]):
+                best = (valid, alpha, beta, unk, interpolation, lm)
     assert best is not None
-    lm.config = dataclasses.replace(lm.config, alpha=best[1], beta=best[2], unk_score_offset=best[3])
+    valid, alpha, beta, unk, interpolation, lm = best
+    lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk)
     adapter_set.attach_language_model(lm)
-    report["lm"] = {"valid": best[0], "test": score(adapter_set, clips["test"]), "alpha": best[1], "beta": best[2],
-                    "unk_score_offset": best[3], "words": lm.config.num_words, "bigrams": lm.config.num_bigrams}
+    report["lm"] = {"valid": valid, "test": score(adapter_set, clips["test"]), "alpha": alpha, "beta": beta,
+                    "unk_score_offset": unk, "words": lm.config.num_words, "bigrams": lm.config.num_bigrams,
+                    "background": args.background_arpa, "interpolation": interpolation if background else None}
     metrics = adapter_set.config.metrics
     metrics["greedy"] = report["greedy"]
     for split in ("valid", "test"):

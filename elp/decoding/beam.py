@@ -50,8 +50,7 @@ class CTCBeamDecoder:
         self.beam_width = lm.config.beam_width
         self.prune_logp = prune_logp
         self.blank_skip_logp = blank_skip_logp
-        unigram, _ = lm.tables()
-        self.sorted_words = sorted(w for w in unigram if w not in (BOS, EOS))
+        self.sorted_words = sorted(w for w in lm.vocabulary() if w not in (BOS, EOS))
         self._word_cache: dict[tuple[str, str], float] = {}
         self._prefix_cache: dict[str, bool] = {}
 

@@ -10,10 +10,13 @@ import collections
 import math
 from collections.abc import Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
+from elp.decoding.arpa import ArpaBigrams
 from elp.decoding.config import LanguageModelConfig
+from elp.errors import ConfigError
 
 BOS, EOS = "<s>", "</s>"
 
@@ -28,76 +31,156 @@ class WordBigramLM(nn.Module):
         self.register_buffer("unigram_log10", torch.zeros(config.num_words, 2))
         self.register_buffer("bigram_index", torch.zeros(config.num_bigrams, 2, dtype=torch.int32))
         self.register_buffer("bigram_log10", torch.zeros(config.num_bigrams))
-        self._tables: tuple[dict[str, tuple[float, float]], dict[tuple[str, str], float]] | None = None
+        self._arrays: tuple[list[str], dict[str, int], np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def build(cls, texts: Iterable[str], general: Mapping[str, float] | None = None, *, discount: float = 0.75,
-              mix: float = 0.5, end_probability: float = 0.08, **decoder: float) -> WordBigramLM:
+    def build(cls, texts: Iterable[str], general: Mapping[str, float] | None = None, *,
+              background: ArpaBigrams | None = None, interpolation: float = 0.5,
+              max_background_bigrams: int = 0, discount: float = 0.75, mix: float = 0.5,
+              end_probability: float = 0.08, **decoder: float) -> WordBigramLM:
         """Interpolated absolute-discount bigram over ``texts`` (training transcripts), its unigram
         mixed with ``general`` word frequencies (an English prior, e.g. from ``wordfreq``) so words
-        never seen in training still get a probability."""
+        never seen in training still get a probability.
+
+        With a ``background`` ARPA model (general English) the result is the linear interpolation
+        ``interpolation * p_corpus(w | v) + (1 - interpolation) * p_background(w | v)``, exact for every
+        stored pair and with back-off weights that keep each history's distribution normalised;
+        ``max_background_bigrams`` keeps only the background's most frequent pairs (by p(v) p(w | v))
+        to bound the set's size."""
+        if not 0.0 <= interpolation <= 1.0:
+            raise ConfigError("interpolation must be in [0, 1]")
         sentences = [text.split() for text in texts if text.split()]
         counts = collections.Counter(word for words in sentences for word in words)
         total = sum(counts.values()) or 1
+        background_unigram: dict[str, float] = {}
+        if background is not None:
+            background_unigram = {w: 10.0 ** p for w, (p, _) in background.unigrams.items() if w != BOS}
+            if general is None:
+                general = {w: p for w, p in background_unigram.items() if w != EOS}
         general = dict(general or {})
         general_total = sum(general.values()) or 1.0
-        vocab = sorted(set(counts) | set(general))
         weight = mix if general else 1.0
-        unigram = {w: max(weight * counts[w] / total + (1 - weight) * general.get(w, 0.0) / general_total, 1e-9)
-                   for w in vocab}
-        norm = sum(unigram.values()) / (1 - end_probability)
-        unigram = {w: p / norm for w, p in unigram.items()}
-        unigram[EOS] = end_probability
-        pairs: collections.Counter[tuple[str, str]] = collections.Counter()
-        history: collections.Counter[str] = collections.Counter()
-        for words in sentences:
-            tokens = [BOS, *words, EOS]
-            for a, b in zip(tokens, tokens[1:], strict=False):
-                pairs[(a, b)] += 1
-                history[a] += 1
-        followers = collections.Counter(a for a, _ in pairs)
-        backoff = {v: discount * followers[v] / c for v, c in history.items()}
-        bigrams = {(v, w): max(c - discount, 0.0) / history[v] + backoff[v] * unigram[w] for (v, w), c in pairs.items()}
-        words = [BOS, EOS, *sorted(w for w in unigram if w != EOS)]
+        vocab = sorted(set(counts) | set(general) | (set(background_unigram) - {EOS}))
+        corpus_unigram = {w: weight * counts[w] / total + (1 - weight) * general.get(w, 0.0) / general_total
+                          for w in vocab}
+        words = [BOS, EOS, *vocab]
         index = {w: i for i, w in enumerate(words)}
+        size = len(words)
+        unigram = np.zeros(size)  # the corpus side, </s> at its fixed share
+        unigram[2:] = np.maximum([corpus_unigram[w] for w in vocab], 1e-9)
+        unigram[2:] *= (1 - end_probability) / unigram[2:].sum()
+        unigram[1] = end_probability
+
+        pairs: collections.Counter[tuple[str, str]] = collections.Counter()
+        for words_ in sentences:
+            tokens = [BOS, *words_, EOS]
+            pairs.update(zip(tokens, tokens[1:], strict=False))
+        corpus_keys = np.array([index[v] * size + index[w] for v, w in pairs], dtype=np.int64)
+        corpus_counts = np.array(list(pairs.values()), dtype=np.float64)
+        order = np.argsort(corpus_keys)
+        corpus_keys, corpus_counts = corpus_keys[order], corpus_counts[order]
+        history_counts = np.bincount(corpus_keys // size, corpus_counts, minlength=size)
+        followers = np.bincount(corpus_keys // size, minlength=size)
+        corpus_backoff = np.where(history_counts > 0, discount * followers / np.maximum(history_counts, 1), 1.0)
+
+        keys, lam = corpus_keys, 1.0
+        if background is not None:
+            lam = interpolation
+            background_p = np.zeros(size)
+            for w, p in background_unigram.items():
+                if w in index:
+                    background_p[index[w]] = p
+            background_p /= background_p.sum()
+            background_backoff = np.ones(size)
+            for w, (_, b) in background.unigrams.items():
+                if w in index:
+                    background_backoff[index[w]] = 10.0 ** b
+            known = [(index[v] * size + index[w], p) for (v, w), p in background.bigrams.items()
+                     if v in index and w in index]
+            background_keys = np.array([k for k, _ in known], dtype=np.int64)
+            background_log10 = np.array([p for _, p in known])
+            if max_background_bigrams and len(background_keys) > max_background_bigrams:
+                joint = background_log10 + np.log10(np.maximum(background_p[background_keys // size], 1e-30))
+                starts = background_keys // size == 0  # <s> has no unigram: count it once per ~10 words
+                joint[starts] = background_log10[starts] - 1.0
+                keep = np.argpartition(-joint, max_background_bigrams)[:max_background_bigrams]
+                background_keys, background_log10 = background_keys[keep], background_log10[keep]
+            order_ = np.argsort(background_keys)
+            background_keys, background_log10 = background_keys[order_], background_log10[order_]
+            keys = np.union1d(corpus_keys, background_keys)
+        history, word = keys // size, keys % size
+        count = np.zeros(len(keys))
+        if len(corpus_keys):
+            at = np.minimum(np.searchsorted(corpus_keys, keys), len(corpus_keys) - 1)
+            hit = corpus_keys[at] == keys
+            count[hit] = corpus_counts[at[hit]]
+        seen = history_counts[history] > 0
+        p_corpus = np.where(seen, np.maximum(count - discount, 0.0) / np.maximum(history_counts[history], 1)
+                            + corpus_backoff[history] * unigram[word], unigram[word])
+        stored_unigram = unigram
+        probability = p_corpus
+        if background is not None:
+            p_background = background_backoff[history] * background_p[word]
+            if len(background_keys):
+                at = np.minimum(np.searchsorted(background_keys, keys), len(background_keys) - 1)
+                hit = background_keys[at] == keys
+                p_background[hit] = 10.0 ** background_log10[at[hit]]
+            probability = lam * p_corpus + (1 - lam) * p_background
+            stored_unigram = lam * unigram + (1 - lam) * background_p
+            stored_unigram /= stored_unigram.sum()
+        mass = np.bincount(history, probability, minlength=size)
+        unigram_mass = np.bincount(history, stored_unigram[word], minlength=size)
+        has_pairs = np.bincount(history, minlength=size) > 0
+        backoff = np.where(has_pairs, np.maximum(1 - mass, 1e-12) / np.maximum(1 - unigram_mass, 1e-12), 1.0)
+
         blob = "\n".join(words).encode()
-        config = LanguageModelConfig(num_words=len(words), num_word_bytes=len(blob), num_bigrams=len(bigrams),
-                                     **decoder)
+        config = LanguageModelConfig(num_words=size, num_word_bytes=len(blob), num_bigrams=len(keys), **decoder)
         model = cls(config)
         model.words_utf8.copy_(torch.frombuffer(bytearray(blob), dtype=torch.uint8))
-        table = torch.zeros(len(words), 2)
-        for w, i in index.items():
-            table[i, 0] = -99.0 if w == BOS else math.log10(unigram[w])
-            table[i, 1] = math.log10(backoff[w]) if backoff.get(w) else 0.0
-        model.unigram_log10.copy_(table)
-        if bigrams:
-            model.bigram_index.copy_(torch.tensor([[index[v], index[w]] for v, w in bigrams], dtype=torch.int32))
-            model.bigram_log10.copy_(torch.tensor([math.log10(p) for p in bigrams.values()]))
+        table = np.stack([np.log10(np.maximum(stored_unigram, 1e-99)), np.log10(backoff)], axis=1)
+        table[0, 0] = -99.0
+        table[~has_pairs, 1] = 0.0
+        model.unigram_log10.copy_(torch.from_numpy(table))
+        if len(keys):
+            model.bigram_index.copy_(torch.from_numpy(np.stack([history, word], axis=1).astype(np.int32)))
+            model.bigram_log10.copy_(torch.from_numpy(np.log10(probability)))
         return model
 
-    def tables(self) -> tuple[dict[str, tuple[float, float]], dict[tuple[str, str], float]]:
-        """``({word: (log10 p, log10 backoff)}, {(history, word): log10 p})``, built once."""
-        if self._tables is None:
+    def vocabulary(self) -> list[str]:
+        """Every word the LM knows, the sentence markers first."""
+        return self._lookup()[0]
+
+    def _lookup(self) -> tuple[list[str], dict[str, int], np.ndarray, np.ndarray, np.ndarray]:
+        """(words, word -> index, unigram table, sorted bigram keys history * V + word, their log10 p),
+        built once: sorted arrays instead of a dict keep a million-pair LM at ~12 bytes a pair."""
+        if self._arrays is None:
             words = bytes(self.words_utf8.cpu().numpy()).decode().split("\n")
-            uni = {w: (float(p), float(b)) for w, (p, b) in zip(words, self.unigram_log10.cpu().tolist(), strict=True)}
-            pairs = self.bigram_index.cpu().tolist()
-            bi = {(words[a], words[b]): float(p) for (a, b), p in zip(pairs, self.bigram_log10.cpu().tolist(),
-                                                                      strict=True)}
-            self._tables = (uni, bi)
-        return self._tables
+            pairs = self.bigram_index.cpu().numpy().astype(np.int64)
+            keys = pairs[:, 0] * len(words) + pairs[:, 1]
+            order = np.argsort(keys, kind="stable")
+            self._arrays = (words, {w: i for i, w in enumerate(words)},
+                            self.unigram_log10.cpu().double().numpy(), keys[order],
+                            self.bigram_log10.cpu().double().numpy()[order])
+        return self._arrays
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        self._tables = None
+        self._arrays = None
         super()._load_from_state_dict(*args, **kwargs)
 
     def log10_prob(self, history: str, word: str) -> float | None:
         """ARPA bigram lookup with back-off; None for a word outside the vocabulary."""
-        unigram, bigram = self.tables()
-        if word not in unigram:
+        words, index, unigram, keys, values = self._lookup()
+        w = index.get(word)
+        if w is None:
             return None
-        if (history, word) in bigram:
-            return bigram[(history, word)]
-        return unigram.get(history, (0.0, 0.0))[1] + unigram[word][0]
+        v = index.get(history)
+        if v is None:
+            return float(unigram[w, 0])
+        key = v * len(words) + w
+        at = int(np.searchsorted(keys, key))
+        if at < len(keys) and keys[at] == key:
+            return float(values[at])
+        return float(unigram[v, 1] + unigram[w, 0])
 
     def sentence_log10_prob(self, words: list[str]) -> float:
         """Total log10 probability of a sentence, ``</s>`` included (OOV words count as -inf)."""

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from training.corpus.plan import EMOTIONS, make_plan
+from training.corpus.plan import EMOTIONS, SCALES, make_plan
 from training.corpus.synth import missing_synthesisers
-from training.corpus.text import normalise, spell_number, split_phrasings
+from training.corpus.text import WORDNET_DIR, normalise, spell_number, split_phrasings
 
 MISSING = missing_synthesisers()
 needs_synth = pytest.mark.skipif(bool(MISSING), reason=f"synthesiser binaries missing: {MISSING} "
@@ -161,3 +161,41 @@ def test_full_plus_is_full_with_extra_training_asr_only() -> None:
     held_out = {c.text for c in full if c.split != "train"} | set(full_info["babble_sentences"])
     assert not held_out & {c.text for c in extra}
     assert len({c.text for c in extra}) * 2 == len(extra)  # each new sentence by two voices
+
+
+@pytest.mark.skipif(not (WORDNET_DIR / "data.noun").is_file(), reason="wordnet-base not installed")
+def test_full_wide_adds_wordnet_sentences_for_training_only() -> None:
+    """ "full-wide" keeps every clip of "full-plus" and adds WordNet usage examples, one training
+    speaker each; none of them is a pool sentence, so valid and test are untouched and unseen."""
+    _, plus, plus_info = make_plan(0, "full-plus")
+    _, wide, wide_info = make_plan(0, "full-wide")
+    before = {c.id: (c.split, c.text, c.speaker.id, c.seed) for c in plus}
+    after = {c.id: (c.split, c.text, c.speaker.id, c.seed) for c in wide}
+    assert {k: after[k] for k in before} == before
+    extra = [c for c in wide if c.id not in before]
+    assert len(extra) == SCALES["full-wide"]["asr_wordnet"] == wide_info["sentence_pool"]["wordnet_sentences"]
+    assert {(c.split, c.speaker.split, c.source) for c in extra} == {("train", "train", "asr")}
+    assert len({c.text for c in extra}) == len(extra)
+    assert not {c.text for c in plus} & {c.text for c in extra}
+    assert all(set(c.text) <= set("abcdefghijklmnopqrstuvwxyz' ") and 5 <= len(c.text.split()) <= 14 for c in extra)
+    _, again, again_info = make_plan(0, "full-wide")  # seeded: the same sentences, voices and clip seeds
+    assert [(c.id, c.text, c.speaker.id, c.seed) for c in again] == [(c.id, c.text, c.speaker.id, c.seed) for c in wide]
+    assert again_info == wide_info and plus_info["sentence_pool"]["pool_sha256"] == \
+        wide_info["sentence_pool"]["pool_sha256"]
+
+
+def test_wordnet_examples_are_read_from_the_glosses_and_normalised(tmp_path, monkeypatch) -> None:
+    from training.corpus import text
+
+    (tmp_path / "data.noun").write_text(
+        "  1 This software and database is being provided to you, the LICENSEE\n"
+        '00001740 03 n 01 entity 0 003 ~ 00001930 n 0000 | that which exists; "the 3 dogs barked at the mailman"; '
+        '"NASA sent it up"; "too short"\n'
+        '00002137 03 n 01 thing 0 000 | a separate entity; "she bought a thing-of-beauty for her mother\'s house"\n')
+    monkeypatch.setattr(text, "WORDNET_DIR", tmp_path)
+    assert text.wordnet_sentences() == ["she bought a thing of beauty for her mother's house",
+                                        "the three dogs barked at the mailman"]
+    monkeypatch.setattr(text, "WORDNET_DIR", tmp_path / "absent")
+    assert text.wordnet_sentences() == []
+    with pytest.raises(ValueError, match="wordnet-base"):
+        make_plan(0, "full-wide")

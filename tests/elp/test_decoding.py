@@ -11,7 +11,7 @@ import torch
 from elp import AdapterSet, load_backbone
 from elp.decoding import WordBigramLM
 from elp.decoding.bigram import BOS, EOS
-from elp.errors import AdapterFormatError
+from elp.errors import AdapterFormatError, ConfigError
 from elp.testing import make_random_adapter_set, save_tiny_backbone
 
 TEXTS = ["turn on the lights", "turn off the lights", "the lights are on", "open the door"]
@@ -20,8 +20,7 @@ VOCAB = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
 
 def test_bigram_distribution_sums_to_one_for_every_history() -> None:
     lm = WordBigramLM.build(TEXTS, {"door": 2.0, "window": 1.0, "the": 5.0})
-    unigram, _ = lm.tables()
-    words = [w for w in unigram if w != BOS]
+    words = [w for w in lm.vocabulary() if w != BOS]
     for history in (BOS, "the", "turn", "window"):
         total = sum(10 ** lm.log10_prob(history, w) for w in words)
         assert total == pytest.approx(1.0, abs=1e-4)
@@ -80,7 +79,11 @@ def test_lm_round_trips_inside_the_weights_and_is_checked(asr_set: AdapterSet, t
     assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
     loaded = AdapterSet.load(folder)
     assert loaded.config.language_model == asr_set.config.language_model
-    assert loaded.language_model.tables() == asr_set.language_model.tables()
+    words = loaded.language_model.vocabulary()
+    assert words == asr_set.language_model.vocabulary()
+    for history in ("<s>", "the", "open"):
+        assert [loaded.language_model.log10_prob(history, w) for w in words[1:]] == \
+            [asr_set.language_model.log10_prob(history, w) for w in words[1:]]
     log_probs = _one_hot_path("open the door")
     assert loaded.decode_ctc(log_probs) == "open the door"
     # a config that claims another vocabulary size no longer fits the stored tensors
@@ -98,5 +101,83 @@ def test_only_asr_sets_take_a_language_model(tmp_path) -> None:
 
 
 def test_eos_and_bos_are_in_the_vocabulary() -> None:
-    unigram, _ = WordBigramLM.build(TEXTS).tables()
-    assert BOS in unigram and EOS in unigram
+    words = WordBigramLM.build(TEXTS).vocabulary()
+    assert words[:2] == [BOS, EOS]
+
+
+# A background "general English" model in ARPA form: tab-separated like CMU Sphinx writes it, with a
+# back-off weight on "the" and pairs the corpus texts never show.
+ARPA = """\\data\\
+ngram 1=7
+ngram 2=5
+
+\\1-grams:
+-99\t<s>\t-0.3
+-1.0\t</s>
+-0.8\tthe\t-0.4
+-1.2\tzebra
+-1.5\topen\t-0.2
+-1.6\tdoor
+-2.0\tA.B.
+
+\\2-grams:
+-0.5\t<s>\tthe
+-0.3\tthe\tzebra
+-0.9\tthe\tdoor
+-0.4\topen\tthe
+-0.2\tzebra\t</s>
+
+\\end\\
+"""
+
+
+def _background(tmp_path, text: str = ARPA):
+    from elp.decoding.arpa import read_arpa_bigrams
+
+    path = tmp_path / "general.arpa"
+    path.write_text(text)
+    return read_arpa_bigrams(path)
+
+
+def test_arpa_reader_takes_both_levels_and_tells_a_cut_file(tmp_path) -> None:
+    import gzip
+
+    arpa = _background(tmp_path)
+    assert arpa.complete and arpa.unigrams["the"] == (-0.8, -0.4) and arpa.unigrams["door"] == (-1.6, 0.0)
+    assert arpa.bigrams[("the", "zebra")] == -0.3 and len(arpa.bigrams) == 5
+    assert "A.B." not in arpa.restricted("abcdefghijklmnopqrstuvwxyz' ").unigrams
+    cut = _background(tmp_path, ARPA[: ARPA.index("-0.4\topen")] + "-0.4\tope")  # the writer died mid-line
+    assert not cut.complete and len(cut.bigrams) == 3
+    (tmp_path / "g.arpa.gz").write_bytes(gzip.compress(ARPA.replace("\t", " ").encode()))
+    from elp.decoding.arpa import read_arpa_bigrams
+
+    assert read_arpa_bigrams(tmp_path / "g.arpa.gz").bigrams == arpa.bigrams
+
+
+@pytest.mark.parametrize("prune", [0, 2])
+def test_background_interpolation_stays_normalised_and_brings_its_pairs(tmp_path, prune: int) -> None:
+    background = _background(tmp_path).restricted("abcdefghijklmnopqrstuvwxyz' ")
+    lm = WordBigramLM.build(TEXTS, background=background, interpolation=0.6, max_background_bigrams=prune)
+    words = [w for w in lm.vocabulary() if w != BOS]
+    assert "zebra" in words and "A.B." not in words
+    for history in (BOS, "the", "open", "zebra", "lights"):
+        assert sum(10 ** lm.log10_prob(history, w) for w in words) == pytest.approx(1.0, abs=1e-6)
+    general = {w: 10 ** p for w, (p, _) in background.unigrams.items() if w not in (BOS, EOS)}
+    corpus_only = WordBigramLM.build(TEXTS, general)
+    if not prune:  # every background pair kept: the exact mixture, pair by pair
+        assert lm.config.num_bigrams == len(set(corpus_only_pairs(corpus_only)) | set(background.bigrams))
+        the_zebra = 0.6 * 10 ** corpus_only.log10_prob("the", "zebra") + 0.4 * 10 ** -0.3
+        assert 10 ** lm.log10_prob("the", "zebra") == pytest.approx(the_zebra, rel=1e-6)  # float32 storage
+    # the pair the corpus never saw but English knows now beats another unseen pair by far more
+    gain = lm.log10_prob("the", "zebra") - lm.log10_prob("the", "open")
+    assert gain > corpus_only.log10_prob("the", "zebra") - corpus_only.log10_prob("the", "open") + 0.5
+
+
+def corpus_only_pairs(lm: WordBigramLM) -> list[tuple[str, str]]:
+    words = lm.vocabulary()
+    return [(words[v], words[w]) for v, w in lm.bigram_index.tolist()]
+
+
+def test_interpolation_outside_zero_one_is_refused(tmp_path) -> None:
+    with pytest.raises(ConfigError):
+        WordBigramLM.build(TEXTS, background=_background(tmp_path), interpolation=1.5)

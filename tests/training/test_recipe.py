@@ -346,8 +346,29 @@ def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(asr_corpus,
     assert adapter_set.config.language_model.beta in (1.0, 2.0)
     assert "greedy" in adapter_set.config.metrics
     # the LM knows exactly the training words (no general vocabulary asked for)
-    unigram, _ = adapter_set.language_model.tables()
-    assert set(unigram) - {"<s>", "</s>"} == {"turn", "on", "the", "lights", "open", "door"}
+    assert set(adapter_set.language_model.vocabulary()) - {"<s>", "</s>"} == {
+        "turn", "on", "the", "lights", "open", "door"}
+
+
+@pytest.mark.slow
+def test_add_lm_interpolates_a_background_arpa_and_records_it(asr_corpus, backbone_dir, tmp_path):
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training import lm
+
+    (tmp_path / "bg.arpa").write_text(
+        "\\data\\\nngram 1=5\nngram 2=2\n\n\\1-grams:\n-99 <s> -0.2\n-1 </s>\n-0.6 the -0.3\n-0.9 kettle\n"
+        "-1.2 NASA\n\n\\2-grams:\n-0.2 <s> the\n-0.1 the kettle\n\n\\end\\\n")
+    make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
+    assert lm.main([str(tmp_path / "asr-set"), "--out", str(tmp_path / "asr-lm"), "--backbone", str(backbone_dir),
+                    "--corpus", str(asr_corpus), "--general-words", "0", "--alphas", "0.5", "--betas", "1.0",
+                    "--unk-offsets", "-10", "--background-arpa", str(tmp_path / "bg.arpa"),
+                    "--interpolations", "0.4"]) == 0
+    language_model = AdapterSet.load(tmp_path / "asr-lm").language_model
+    words = set(language_model.vocabulary())
+    # the background brings its words (only those the CTC vocabulary can spell) and its pairs
+    assert {"kettle", "turn", "lights"} <= words and "NASA" not in words
+    assert language_model.log10_prob("the", "kettle") > language_model.log10_prob("the", "door")
 
 
 def test_condition_groups_follow_the_corpus_meta():

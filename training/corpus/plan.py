@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from training.corpus.text import sentence_pool, split_phrasings
+from training.corpus.text import sentence_pool, split_phrasings, wordnet_sentences
 
 SPLITS = ("train", "valid", "test")
 
@@ -32,6 +32,10 @@ SCALES: dict[str, dict[str, int]] = {
 # the sentence pool's leftover sentences as extra *training* ASR clips, each by two training
 # speakers: more sentences and voices to learn spelling from, nothing new to be tested on.
 SCALES["full-plus"] = dict(SCALES["full"], asr_extra_voices=2)
+# "full-wide": every clip of "full-plus" plus WordNet usage examples as extra training ASR clips,
+# one training speaker each (the fortune pool's ~3,600 sentences bound what the ASR set can learn
+# to spell; test and valid stay the fortune/template sentences, so the test is unchanged).
+SCALES["full-wide"] = dict(SCALES["full-plus"], asr_wordnet=8000)
 
 ESPEAK_ACCENTS = ("en", "en-us", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-gb-x-gbclan",
                   "en-gb-x-gbcwmd", "en-us-nyc")
@@ -217,6 +221,21 @@ def make_plan(seed: int, scale: str) -> tuple[list[Speaker], list[Clip], dict[st
     for i, text in enumerate(sents["extra"]["asr"] if voices else []):
         for k, position in enumerate(rng.choice(len(by_split["train"]), size=voices, replace=False)):
             add(f"asrx-train-{i:05d}-{k}", "train", by_split["train"][int(position)], text, "asr")
+    wide = cfg.get("asr_wordnet", 0)
+    if wide:
+        held_out = set(pool)  # no WordNet example may repeat any pool sentence (test and valid included)
+        examples = [s for s in wordnet_sentences() if s not in held_out]
+        if len(examples) < wide:
+            raise ValueError(f"{scale} needs {wide} WordNet sentences, found {len(examples)}: "
+                             "install wordnet-base")
+        wide_rng = np.random.default_rng([seed, 5])
+        order = wide_rng.permutation(len(examples))[:wide]
+        chosen = [examples[i] for i in order]
+        pool_info = dict(pool_info, wordnet_sentences=len(chosen),
+                         wordnet_sha256=hashlib.sha256("\n".join(chosen).encode()).hexdigest())
+        for i, text in enumerate(chosen):
+            spk = by_split["train"][int(wide_rng.integers(len(by_split["train"])))]
+            add(f"asrw-train-{i:05d}", "train", spk, text, "asr")
     info = {"sentence_pool": pool_info, "babble_sentences": sents["babble"]["asr"]}
     return speakers, clips, info
 
