@@ -1,9 +1,10 @@
 """Average the weights of adapter sets fine-tuned from one start ("model soup").
 
 Runs that continue one set with other seeds or learning rates land in the same basin; their
-weight average often generalises better than any of them (Wortsman et al., 2022). The shipped ASR
-set is such a soup: the CPU-trained set and two H200 continuations of it (validation CER 18.2%,
-18.3% and 18.3% alone, 17.4% averaged). Only sets with the same architecture, task, labels and
+weight average often generalises better than any of them (Wortsman et al., 2022). Tried on the ASR
+set: the CPU-trained set and two H200 continuations of it (validation CER 18.2%, 18.3% and 18.3%
+alone, 17.4% averaged) gave no better test CER than the start, so that soup was not shipped
+(docs/results/h200-asr-continuation.md). Only sets with the same architecture, task, labels and
 backbone can be averaged; the result keeps the first set's decoding settings (re-tune them, e.g.
 ``elp-add-lm``) and records its members instead of their metrics (evaluate it).
 

@@ -21,6 +21,16 @@ from elp.errors import ConfigError
 BOS, EOS = "<s>", "</s>"
 
 
+def _sorted_lookup(sorted_keys: np.ndarray, values: np.ndarray, queries: np.ndarray, missing: float) -> np.ndarray:
+    """``values`` at each query's position in ``sorted_keys``, ``missing`` where the key is absent."""
+    out = np.full(len(queries), missing, dtype=np.float64)
+    if len(sorted_keys):
+        at = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
+        hit = sorted_keys[at] == queries
+        out[hit] = values[at[hit]]
+    return out
+
+
 class WordBigramLM(nn.Module):
     """Tensor storage for the LM plus cached Python lookups for the decoder."""
 
@@ -109,22 +119,16 @@ class WordBigramLM(nn.Module):
             background_keys, background_log10 = background_keys[order_], background_log10[order_]
             keys = np.union1d(corpus_keys, background_keys)
         history, word = keys // size, keys % size
-        count = np.zeros(len(keys))
-        if len(corpus_keys):
-            at = np.minimum(np.searchsorted(corpus_keys, keys), len(corpus_keys) - 1)
-            hit = corpus_keys[at] == keys
-            count[hit] = corpus_counts[at[hit]]
+        count = _sorted_lookup(corpus_keys, corpus_counts, keys, 0.0)
         seen = history_counts[history] > 0
         p_corpus = np.where(seen, np.maximum(count - discount, 0.0) / np.maximum(history_counts[history], 1)
                             + corpus_backoff[history] * unigram[word], unigram[word])
         stored_unigram = unigram
         probability = p_corpus
         if background is not None:
-            p_background = background_backoff[history] * background_p[word]
-            if len(background_keys):
-                at = np.minimum(np.searchsorted(background_keys, keys), len(background_keys) - 1)
-                hit = background_keys[at] == keys
-                p_background[hit] = 10.0 ** background_log10[at[hit]]
+            explicit = _sorted_lookup(background_keys, background_log10, keys, np.nan)
+            p_background = np.where(np.isnan(explicit), background_backoff[history] * background_p[word],
+                                    10.0 ** explicit)
             probability = lam * p_corpus + (1 - lam) * p_background
             stored_unigram = lam * unigram + (1 - lam) * background_p
             stored_unigram /= stored_unigram.sum()
@@ -152,7 +156,7 @@ class WordBigramLM(nn.Module):
 
     def _lookup(self) -> tuple[list[str], dict[str, int], np.ndarray, np.ndarray, np.ndarray]:
         """(words, word -> index, unigram table, sorted bigram keys history * V + word, their log10 p),
-        built once: sorted arrays instead of a dict keep a million-pair LM at ~12 bytes a pair."""
+        built once: sorted arrays instead of a dict keep a million-pair LM at ~16 bytes a pair in memory."""
         if self._arrays is None:
             words = bytes(self.words_utf8.cpu().numpy()).decode().split("\n")
             pairs = self.bigram_index.cpu().numpy().astype(np.int64)
