@@ -6,10 +6,12 @@ interpolated with a general-English bigram (``python -m training.general_lm`` ma
 which knows the word pairs a few thousand training sentences never show. ``alpha``, ``beta``, the
 penalty for a word outside the vocabulary and the interpolation weight are chosen on the validation
 split (by the mean of CER and WER unless ``--select`` says otherwise). Test clips are only scored
-(greedy and LM) for the record.
+(greedy and LM) for the record. ``--keep-lm`` re-tunes only the fusion weights, beam and look-ahead of
+the LM the set already carries (no rebuild: the same tensors).
 
     elp-add-lm adapters_store/asr-default --corpus data/corpus
     elp-add-lm adapters_store/asr-default --corpus data/corpus --background-arpa data/lm/en-us-bigram.arpa
+    elp-add-lm adapters_store/asr-default --corpus data/corpus --keep-lm --beam-width 64
 """
 
 from __future__ import annotations
@@ -77,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--background-bigrams", type=int, default=600_000,
                    help="keep the background's N most frequent pairs (0: all); ~12 bytes each in the set")
     p.add_argument("--beam-width", type=int, default=32)
+    p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=True,
+                   help="score partial words by the best word they can become (LM look-ahead)")
+    p.add_argument("--keep-lm", action="store_true",
+                   help="keep the set's LM tensors and re-tune only alpha, beta, the unknown-word penalty, "
+                        "beam width and look-ahead")
     p.add_argument("--select", choices=["cer", "wer", "mean"], default="mean",
                    help="validation criterion for alpha/beta (CER alone can buy characters with words)")
     p.add_argument("--max-clips", type=int, default=0, help="score the first N clips of each split only")
@@ -89,11 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_manifest(Path(args.corpus) / "asr.jsonl")
     splits = {s: filter_split(rows, s)[: args.max_clips or None] for s in ("train", "valid", "test")}
     vocab = adapter_set.config.vocab or []
-    general = general_frequencies(args.general_words, "".join(vocab[1:])) if args.general_words else None
+    general = None
+    if args.general_words and not args.keep_lm:
+        general = general_frequencies(args.general_words, "".join(vocab[1:]))
 
     model = MultiAdapterModel(load_backbone(args.backbone, device=args.device))
     model.add_adapter_set(KEY, adapter_set)
     clips = {s: clip_log_probs(model, splits[s]) for s in ("valid", "test")}
+    kept = adapter_set.language_model
+    if args.keep_lm and kept is None:
+        raise SystemExit(f"{args.adapter_set} has no language model to keep")
     adapter_set.attach_language_model(None)
     report: dict[str, object] = {"greedy": {s: score(adapter_set, clips[s]) for s in clips}}
     texts = [r.text for r in filter_split(rows, "train") if r.text]
@@ -101,15 +113,23 @@ def main(argv: list[str] | None = None) -> int:
         return (metrics["cer"] + metrics["wer"]) / 2 if args.select == "mean" else metrics[args.select]
 
     background = None
-    if args.background_arpa:
+    if args.background_arpa and not args.keep_lm:
         background = read_arpa_bigrams(args.background_arpa).restricted("".join(vocab[1:]))
+
+    def language_models():
+        """(interpolation weight, LM) per LM to tune: only the fusion weights change within one."""
+        if args.keep_lm:
+            yield None, kept
+            return
+        for weight in args.interpolations if background is not None else [1.0]:
+            yield weight, WordBigramLM.build(texts, general, background=background, interpolation=weight,
+                                             max_background_bigrams=args.background_bigrams)
+
     best = None
-    # One LM per interpolation weight: only the fusion weights change between the other points.
-    for interpolation in args.interpolations if background is not None else [1.0]:
-        lm = WordBigramLM.build(texts, general, background=background, interpolation=interpolation,
-                                max_background_bigrams=args.background_bigrams, beam_width=args.beam_width)
+    for interpolation, lm in language_models():
         for alpha, beta, unk in itertools.product(args.alphas, args.betas, args.unk_offsets):
-            lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk)  # re-validated
+            lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk,  # re-validated
+                                            beam_width=args.beam_width, lookahead=args.lookahead)
             adapter_set.attach_language_model(lm)  # a fresh decoder with these weights
             valid = score(adapter_set, clips["valid"])
             print(f"interpolation {interpolation} alpha {alpha} beta {beta} unk {unk}: "
@@ -121,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk)
     adapter_set.attach_language_model(lm)
     report["lm"] = {"valid": valid, "test": score(adapter_set, clips["test"]), "alpha": alpha, "beta": beta,
-                    "unk_score_offset": unk, "words": lm.config.num_words, "bigrams": lm.config.num_bigrams,
-                    "background": args.background_arpa, "interpolation": interpolation if background else None}
+                    "unk_score_offset": unk, "beam_width": args.beam_width, "lookahead": args.lookahead,
+                    "words": lm.config.num_words, "bigrams": lm.config.num_bigrams, "kept": args.keep_lm,
+                    "background": args.background_arpa if background else None,
+                    "interpolation": interpolation if background else None}
     metrics = adapter_set.config.metrics
     metrics["greedy"] = report["greedy"]
     for split in ("valid", "test"):

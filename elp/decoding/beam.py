@@ -5,7 +5,10 @@ almost surely blank only carries the beams forward: ~25 ms per corpus clip (~2 s
 with beam 32 (the stricter -8 / -0.0005 cost ~40 ms for 0.1 point of CER).
 Words are scored by the LM as they complete (``alpha * ln p(word | previous) + beta``); a partial
 word that no vocabulary word starts with pays ``unk_score_offset`` at once, so hopeless spellings
-leave the beam early.
+leave the beam early. With the LM's ``lookahead`` a partial word is scored by the best word it can
+still become (``alpha * ln max p(w | previous)`` over the words it starts) until it completes: the
+prefix-tree look-ahead of token-passing decoders, which lets a beam of 32 keep the spellings that an
+LM-blind beam needs several times the width to keep.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ from elp.decoding.bigram import BOS, EOS, WordBigramLM
 
 LN10 = math.log(10)
 NEG_INF = -math.inf
+MAX_CACHED = 500_000
+
+# (score of the completed words, the last completed word, the partial word after it)
+_PrefixState = tuple[float, str, str]
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -48,11 +55,13 @@ class CTCBeamDecoder:
         self.alpha, self.beta = lm.config.alpha, lm.config.beta
         self.unk = lm.config.unk_score_offset
         self.beam_width = lm.config.beam_width
+        self.lookahead = lm.config.lookahead
         self.prune_logp = prune_logp
         self.blank_skip_logp = blank_skip_logp
         self.sorted_words = sorted(w for w in lm.vocabulary() if w not in (BOS, EOS))
         self._word_cache: dict[tuple[str, str], float] = {}
         self._prefix_cache: dict[str, bool] = {}
+        self._lookahead_cache: dict[tuple[str, str], float] = {}
 
     # ------------------------------------------------------------------ LM scores (natural log)
     def _word_score(self, history: str, word: str) -> float:
@@ -68,28 +77,54 @@ class CTCBeamDecoder:
             self._prefix_cache[partial] = i < len(self.sorted_words) and self.sorted_words[i].startswith(partial)
         return self._prefix_cache[partial]
 
-    def _lm_score(self, text: str, final: bool = False) -> float:
-        """LM score of a prefix: its completed words, plus a penalty for an impossible partial word;
-        with ``final`` the last word and the sentence end are scored too."""
-        words = text.split(" ")
-        partial = words.pop() if not final else ""
-        score, history = 0.0, BOS
-        for word in words:
-            if word:
-                score += self._word_score(history, word)
-                history = word
-        if final:
-            log10 = self.lm.log10_prob(history, EOS)
-            score += self.alpha * (log10 if log10 is not None else 0.0) * LN10
-        elif partial and not self._known_prefix(partial):
-            score += self.unk
-        return score
+    def _lookahead_score(self, history: str, partial: str) -> float:
+        key = (history, partial)
+        if key not in self._lookahead_cache:
+            best = self.lm.best_log10_prob(history, self.lm.prefix_span(partial))
+            self._lookahead_cache[key] = self.unk if best is None else self.alpha * best * LN10
+        return self._lookahead_cache[key]
+
+    def _partial_score(self, history: str, partial: str) -> float:
+        """What a partial word adds to its prefix: nothing, the unknown-word penalty if no vocabulary
+        word starts with it, or (with look-ahead) the best score of a word it can still become."""
+        if not partial:
+            return 0.0
+        if not self._known_prefix(partial):
+            return self.unk
+        return self._lookahead_score(history, partial) if self.lookahead else 0.0
+
+    def _extend(self, state: _PrefixState, char: str) -> _PrefixState:
+        """The LM state of a prefix one character longer: a space completes the partial word."""
+        completed, history, partial = state
+        if char != " ":
+            return completed, history, partial + char
+        if not partial:
+            return state
+        return completed + self._word_score(history, partial), partial, ""
+
+    def _final_score(self, state: _PrefixState) -> float:
+        """A whole transcript's LM score: its last word and the sentence end scored too."""
+        completed, history, partial = state
+        if partial:
+            completed += self._word_score(history, partial)
+            history = partial
+        log10 = self.lm.log10_prob(history, EOS)
+        return completed + self.alpha * (log10 if log10 is not None else 0.0) * LN10
+
+    def _bound_caches(self) -> None:
+        """A long-lived decoder (a server's) meets new word pairs forever: start its caches afresh
+        once they hold ``MAX_CACHED`` entries, so memory stays bounded."""
+        for cache in (self._word_cache, self._prefix_cache, self._lookahead_cache):
+            if len(cache) > MAX_CACHED:
+                cache.clear()
 
     # ------------------------------------------------------------------ search
     def decode(self, log_probs: np.ndarray) -> str:
         log_probs = np.asarray(log_probs, dtype=np.float64)
         space = self.vocab.index(" ") if " " in self.vocab else -1
         beams: dict[str, tuple[float, float]] = {"": (0.0, NEG_INF)}  # prefix -> (ends in blank, ends in symbol)
+        self._bound_caches()
+        states: dict[str, _PrefixState] = {"": (0.0, BOS, "")}  # every prefix ever in a beam or extended
         lm_cache: dict[str, float] = {"": 0.0}
         for frame in log_probs:
             if frame[0] > self.blank_skip_logp:  # (almost) surely blank: every beam just continues
@@ -114,10 +149,11 @@ class CTCBeamDecoder:
                         _add(nxt, prefix + char, NEG_INF, total + p)
             scored = []
             for prefix, (b, n) in nxt.items():
-                if prefix not in lm_cache:
-                    lm_cache[prefix] = self._lm_score(prefix)
+                if prefix not in lm_cache:  # new prefixes are a beam's prefix plus one character
+                    state = states[prefix] = self._extend(states[prefix[:-1]], prefix[-1])
+                    lm_cache[prefix] = state[0] + self._partial_score(state[1], state[2])
                 scored.append((_logaddexp(b, n) + lm_cache[prefix], prefix))
             scored.sort(reverse=True)
             beams = {prefix: (nxt[prefix][0], nxt[prefix][1]) for _, prefix in scored[: self.beam_width]}
-        best = max(beams, key=lambda p: _logaddexp(*beams[p]) + self._lm_score(p.strip(), final=True))
+        best = max(beams, key=lambda p: _logaddexp(*beams[p]) + self._final_score(states[p]))
         return " ".join(best.split())

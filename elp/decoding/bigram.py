@@ -6,6 +6,7 @@ bigrams are (history, word) index pairs with their log10 probability: ARPA seman
 
 from __future__ import annotations
 
+import bisect
 import collections
 import math
 from collections.abc import Iterable, Mapping
@@ -42,6 +43,7 @@ class WordBigramLM(nn.Module):
         self.register_buffer("bigram_index", torch.zeros(config.num_bigrams, 2, dtype=torch.int32))
         self.register_buffer("bigram_log10", torch.zeros(config.num_bigrams))
         self._arrays: tuple[list[str], dict[str, int], np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._vocabulary_sorted = True
 
     @classmethod
     def build(cls, texts: Iterable[str], general: Mapping[str, float] | None = None, *,
@@ -159,6 +161,7 @@ class WordBigramLM(nn.Module):
         built once: sorted arrays instead of a dict keep a million-pair LM at ~16 bytes a pair in memory."""
         if self._arrays is None:
             words = bytes(self.words_utf8.cpu().numpy()).decode().split("\n")
+            self._vocabulary_sorted = words[2:] == sorted(words[2:])
             pairs = self.bigram_index.cpu().numpy().astype(np.int64)
             keys = pairs[:, 0] * len(words) + pairs[:, 1]
             order = np.argsort(keys, kind="stable")
@@ -185,6 +188,34 @@ class WordBigramLM(nn.Module):
         if at < len(keys) and keys[at] == key:
             return float(values[at])
         return float(unigram[v, 1] + unigram[w, 0])
+
+    def prefix_span(self, prefix: str) -> tuple[int, int]:
+        """Word indices ``[lo, hi)`` of the vocabulary words that start with ``prefix`` (empty if none):
+        ``build`` stores the vocabulary sorted after the two sentence markers."""
+        words = self._lookup()[0]
+        if not self._vocabulary_sorted:
+            raise ConfigError("LM look-ahead needs the vocabulary stored sorted, as build() stores it")
+        if not prefix:
+            return 2, len(words)
+        lo = bisect.bisect_left(words, prefix, 2)
+        successor = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        return lo, bisect.bisect_left(words, successor, lo)
+
+    def best_log10_prob(self, history: str, span: tuple[int, int]) -> float | None:
+        """Highest ``log10 p(w | history)`` of any word ``w`` in ``span`` (a :meth:`prefix_span`), with
+        back-off: the LM look-ahead of a partial word. None for an empty span."""
+        lo, hi = span
+        if hi <= lo:
+            return None
+        words, index, unigram, keys, values = self._lookup()
+        best_unigram = float(unigram[lo:hi, 0].max())
+        v = index.get(history)
+        if v is None:
+            return best_unigram
+        base = v * len(words)
+        first, last = np.searchsorted(keys, [base + lo, base + hi])
+        best = float(unigram[v, 1]) + best_unigram
+        return max(best, float(values[first:last].max())) if last > first else best
 
     def sentence_log10_prob(self, words: list[str]) -> float:
         """Total log10 probability of a sentence, ``</s>`` included (OOV words count as -inf)."""

@@ -12,7 +12,13 @@ class LanguageModelConfig:
     """A word bigram model for CTC beam search with shallow fusion. ``alpha`` weighs the LM's log
     probability, ``beta`` rewards each word (both tuned on validation clips), ``beam_width`` bounds the
     search. The sizes fix the shapes of the LM tensors stored beside the set's weights, so a set
-    whose tensors do not match its config is refused on load like any other."""
+    whose tensors do not match its config is refused on load like any other.
+
+    ``lookahead``: a partial word is scored at once by the best LM probability of any vocabulary word
+    it starts (given the previous word), and that estimate is replaced by the word's own score when
+    it completes. Without it a word's LM score arrives only at its last letter, so a narrow beam drops
+    spellings of likely words before they can be rewarded (sets saved before it existed decode as
+    they did)."""
 
     num_words: int
     num_word_bytes: int
@@ -21,6 +27,7 @@ class LanguageModelConfig:
     beta: float = 1.0
     beam_width: int = 32
     unk_score_offset: float = -10.0
+    lookahead: bool = False
 
     def __post_init__(self) -> None:
         if self.num_words < 3 or self.num_word_bytes < self.num_words or self.num_bigrams < 0:

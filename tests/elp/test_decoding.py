@@ -181,3 +181,45 @@ def corpus_only_pairs(lm: WordBigramLM) -> list[tuple[str, str]]:
 def test_interpolation_outside_zero_one_is_refused(tmp_path) -> None:
     with pytest.raises(ConfigError):
         WordBigramLM.build(TEXTS, background=_background(tmp_path), interpolation=1.5)
+
+
+@pytest.mark.parametrize("with_background", [False, True])
+def test_lookahead_is_the_best_word_a_prefix_can_become(tmp_path, with_background: bool) -> None:
+    """best_log10_prob over a prefix_span equals the brute-force maximum over the vocabulary, for
+    histories with stored pairs, histories that back off, and an unknown history."""
+    background = _background(tmp_path).restricted("abcdefghijklmnopqrstuvwxyz' ") if with_background else None
+    lm = WordBigramLM.build([*TEXTS, "the door is open", "the dog ate the lights"],
+                            {"door": 2.0, "dormant": 0.5, "window": 1.0}, background=background)
+    words = [w for w in lm.vocabulary() if w not in (BOS, EOS)]
+    for history in (BOS, "the", "open", "window", "never-seen"):
+        for prefix in ("", "d", "do", "dor", "li", "lights", "t", "zz"):
+            brute = [lm.log10_prob(history, w) for w in words if w.startswith(prefix)]
+            best = lm.best_log10_prob(history, lm.prefix_span(prefix))
+            assert best == (pytest.approx(max(brute), abs=1e-9) if brute else None), (history, prefix)
+
+
+def test_lookahead_keeps_a_likely_word_a_narrow_beam_otherwise_drops(asr_set: AdapterSet) -> None:
+    """At the "g" of "lights" the acoustics slightly prefer "x", and "lix" starts a (rare) word too, so
+    an LM-blind beam of one follows it to "lixhts"; the look-ahead sees that "lig" can still become the
+    likely "lights" and keeps it."""
+    log_probs = _one_hot_path("turn on the lights", noise={14: "x"})
+    lm = WordBigramLM.build(TEXTS, {"lixivium": 0.01, "lights": 1.0}, alpha=0.8, beta=1.0, beam_width=1)
+    decoded = {}
+    for lookahead in (False, True):
+        lm.config = dataclasses.replace(lm.config, lookahead=lookahead)
+        asr_set.attach_language_model(lm)
+        decoded[lookahead] = asr_set.decode_ctc(log_probs)
+    assert decoded == {False: "turn on the lixhts", True: "turn on the lights"}
+
+
+def test_a_long_lived_decoder_keeps_its_caches_bounded(asr_set: AdapterSet, monkeypatch) -> None:
+    import elp.decoding.beam as beam
+
+    monkeypatch.setattr(beam, "MAX_CACHED", 3)
+    asr_set.attach_language_model(WordBigramLM.build(TEXTS, alpha=0.8, beta=1.0, beam_width=8, lookahead=True))
+    assert asr_set.decode_ctc(_one_hot_path("turn on the lights")) == "turn on the lights"
+    decoder = asr_set._beam_decoder
+    assert ("the", "lights") in decoder._word_cache and len(decoder._word_cache) > 3  # filled by one clip ...
+    assert asr_set.decode_ctc(_one_hot_path("open the door")) == "open the door"
+    assert ("the", "lights") not in decoder._word_cache  # ... started afresh by the next
+    assert ("the", "door") in decoder._word_cache

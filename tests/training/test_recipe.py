@@ -348,6 +348,20 @@ def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(asr_corpus,
     # the LM knows exactly the training words (no general vocabulary asked for)
     assert set(adapter_set.language_model.vocabulary()) - {"<s>", "</s>"} == {
         "turn", "on", "the", "lights", "open", "door"}
+    # --keep-lm re-tunes the fusion weights, beam and look-ahead of that same LM without rebuilding it
+    assert lm.main([str(tmp_path / "asr-lm"), "--out", str(tmp_path / "asr-retuned"), "--backbone", str(backbone_dir),
+                    "--corpus", str(root), "--keep-lm", "--alphas", "0.9", "--betas", "0.5", "--unk-offsets", "-30",
+                    "--beam-width", "8", "--no-lookahead"]) == 0
+    retuned = AdapterSet.load(tmp_path / "asr-retuned")
+    config = retuned.config.language_model
+    assert (config.alpha, config.beta, config.unk_score_offset, config.beam_width, config.lookahead) == (
+        0.9, 0.5, -30.0, 8, False)
+    for name, tensor in adapter_set.language_model.state_dict().items():
+        assert torch.equal(retuned.language_model.state_dict()[name], tensor), name
+    assert adapter_set.config.language_model.lookahead  # look-ahead is on unless switched off
+    make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "no-lm")
+    with pytest.raises(SystemExit, match="no language model"):
+        lm.main([str(tmp_path / "no-lm"), "--backbone", str(backbone_dir), "--corpus", str(root), "--keep-lm"])
 
 
 @pytest.mark.slow
