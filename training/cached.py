@@ -12,6 +12,11 @@ while validation CER stays at 25%), so two regularisers stand in for on-the-fly 
 augmentation of ``elp-train`` (speed, reverberation, noise, gain), and ``--frame-mask-prob``
 zeroes random spans of frames in every cached layer at once (SpecAugment-style time masks on the
 upstream features, as s3prl's ASR downstream does).
+
+``--freeze-featurizer`` caches the L-adapters' output instead of every layer (~7x less memory: the
+whole full-wide corpus fits) and trains the head alone; ``--context-blocks N`` gives an ASR head N
+convolution blocks (:class:`elp.heads.ctc.ContextBlock`) that start as the identity, so the refit
+starts at the set's own answers.
 """
 
 from __future__ import annotations
@@ -40,11 +45,12 @@ KEY = "set"
 @torch.no_grad()
 def encode_rows(
     model: MultiAdapterModel, rows, batch_size: int = 16, augment_config: AugmentConfig | None = None, seed: int = 0,
-    prosody: dict[str, torch.Tensor] | None = None,
+    prosody: dict[str, torch.Tensor] | None = None, featurizer: nn.Module | None = None,
 ) -> dict[str, list[torch.Tensor]]:
     """Per clip path: the real frames of every layer output, fp16; each clip augmented first when
     ``augment_config`` is given (seeded by ``seed`` and the clip's position, so reruns match).
-    A ``prosody`` dict is filled with each clip's prosody statistics of the same (augmented) audio."""
+    A ``prosody`` dict is filled with each clip's prosody statistics of the same (augmented) audio.
+    With a ``featurizer`` its output is kept instead (a one-element list per clip)."""
     cache: dict[str, list[torch.Tensor]] = {}
     position = {r.path: i for i, r in enumerate(rows)}
 
@@ -60,10 +66,18 @@ def encode_rows(
             prosody.update({row.path: clip_prosody(wave) for row, wave in zip(batch, waves, strict=True)})
         padded, lengths = pad_waveforms(waves)
         encoded = model.encode(padded, lengths, [KEY] * len(batch))
+        states = encoded.hidden_states if featurizer is None else [featurizer(encoded.hidden_states)]
         for i, row in enumerate(batch):
             frames = int(encoded.lengths[i])
-            cache[row.path] = [state[i, :frames].to(torch.float16).clone() for state in encoded.hidden_states]
+            cache[row.path] = [state[i, :frames].to(torch.float16).clone() for state in states]
     return cache
+
+
+class Precomputed(nn.Module):
+    """Stands in for a frozen featurizer whose output was cached: passes that output through."""
+
+    def forward(self, layers: list[torch.Tensor]) -> torch.Tensor:
+        return layers[0]
 
 
 def transplant(target: AdapterSet, source: AdapterSet) -> AdapterSet:
@@ -213,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="extra cached passes of each training clip through elp-train's waveform augmentation")
     p.add_argument("--frame-mask-prob", type=float, default=0.0,
                    help="probability of time-masking a training clip's cached frames (2 spans, <= 10 frames each)")
+    p.add_argument("--freeze-featurizer", action="store_true",
+                   help="cache the L-adapters' output instead of every layer and train the head alone")
+    p.add_argument("--context-blocks", type=int, default=0,
+                   help="ASR: rebuild the CTC head with this many context blocks (they start as the identity)")
+    p.add_argument("--context-kernel", type=int, default=9, help="frames each context block's convolution spans")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
@@ -222,6 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         adapter_set = transplant(adapter_set, AdapterSet.load(args.adapters_from))
     model.add_adapter_set(KEY, adapter_set)
     task = adapter_set.task
+    if args.context_blocks and task != "asr":
+        raise SystemExit("--context-blocks is for ASR sets")
+    featurizer = adapter_set.featurizer if args.freeze_featurizer else None
+    feature_dim = adapter_set.featurizer.output_dim
     corpus = Path(args.corpus)
     rows = read_manifest(corpus / f"{task}.jsonl")
     splits = {s: filter_split(rows, s) for s in ("train", "valid", "test")}
@@ -234,15 +257,18 @@ def main(argv: list[str] | None = None) -> int:
         {} if wants_prosody else None for _ in range(args.augmented_views + 1)
     ]
     prosody = prosody_views[0]
-    cache = encode_rows(model, [r for split in splits.values() for r in split], prosody=prosody)
+    cache = encode_rows(model, [r for split in splits.values() for r in split], prosody=prosody,
+                        featurizer=featurizer)
     views = [cache]
     augment_config = AugmentConfig(**TASK_AUGMENT.get(task, {}) | {"time_mask_prob": 0.0})
     for view in range(1, args.augmented_views + 1):
         views.append(encode_rows(model, splits["train"], augment_config=augment_config, seed=args.seed * 1000 + view,
-                                 prosody=prosody_views[view]))
+                                 prosody=prosody_views[view], featurizer=featurizer))
     print(json.dumps({"cached_clips": len(cache), "augmented_views": args.augmented_views,
                       "seconds": round(time.perf_counter() - started, 1)}), flush=True)
 
+    if featurizer is not None:  # from here on the head reads the cached featurizer output
+        adapter_set.featurizer = Precomputed()
     before = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s), prosody) for s in ("valid", "test")}
     print(json.dumps({"before": before}), flush=True)
     new_head = bool(args.pooling or args.factorized_slots or args.prosody or args.adapters_from
@@ -257,10 +283,16 @@ def main(argv: list[str] | None = None) -> int:
         config.head.prosody = args.prosody or config.head.prosody
         config.head.dropout = config.head.dropout if args.dropout is None else args.dropout
         old_head = adapter_set.head
-        adapter_set.head = build_head(config.head, task, adapter_set.featurizer.output_dim, config.num_outputs,
+        adapter_set.head = build_head(config.head, task, feature_dim, config.num_outputs,
                                       labels=config.labels, slot_names=config.slot_names)
         if args.warm_start:
             warm_start(adapter_set.head, old_head)
+    if args.context_blocks:  # the old output layer carries over; the new blocks start as the identity
+        config = adapter_set.config
+        config.head.context_blocks, config.head.context_kernel = args.context_blocks, args.context_kernel
+        old_head = adapter_set.head
+        adapter_set.head = build_head(config.head, task, feature_dim, config.num_outputs)
+        warm_start(adapter_set.head, old_head)
     trainable = [*adapter_set.featurizer.parameters(), *adapter_set.head.parameters()]
     if task == "verification":
         speakers = sorted({r.speaker for r in splits["train"]})
@@ -316,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
                 break
     adapter_set.load_state_dict(best_state)
     after = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s), prosody) for s in ("valid", "test")}
+    if featurizer is not None:
+        adapter_set.featurizer = featurizer
     print(json.dumps({"after": after}), flush=True)
     if task == "verification":
         adapter_set.config.threshold = float(after["valid"]["eer_threshold"])
@@ -326,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
                   "new_head": new_head, "warm_start": bool(new_head and args.warm_start),
                   "prosody": adapter_set.config.head.prosody, "dropout": adapter_set.config.head.dropout,
                   "augmented_views": args.augmented_views, "frame_mask_prob": args.frame_mask_prob,
-                  "weight_decay": args.weight_decay,
+                  "weight_decay": args.weight_decay, "freeze_featurizer": args.freeze_featurizer,
+                  "context_blocks": args.context_blocks,
                   "label_smoothing": 0.1 if task in ("emotion", "intent") else None}}
     if args.description:
         adapter_set.config.description = args.description

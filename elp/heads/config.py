@@ -24,7 +24,11 @@ class HeadConfig:
     coordinates on a circle (angle ``pitch_angle`` radians per standard deviation of the training
     clips' pitch) weighted so that the cosine of two embeddings becomes
     ``(cos_voice + pitch_weight * cos(pitch_angle * dz)) / (1 + pitch_weight)``: score fusion of a
-    prosodic speaker cue that enrolment averaging and cosine scoring handle unchanged."""
+    prosodic speaker cue that enrolment averaging and cosine scoring handle unchanged.
+    ``context_blocks`` (CTC head): residual depthwise-convolution blocks (``context_kernel`` frames wide)
+    before the output layer. Every other trained part of a set works frame by frame (E-adapters on the
+    FFN output, L-adapters per layer), so spelling a sound from its neighbours (English orthography)
+    rests on the frozen attention alone; these blocks give the head its own trained context."""
 
     hidden_dim: int = 256
     pooling: str = "mean"
@@ -35,6 +39,8 @@ class HeadConfig:
     prosody_dim: int = 64
     pitch_weight: float = 0.0
     pitch_angle: float = 0.75
+    context_blocks: int = 0
+    context_kernel: int = 9
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -43,5 +49,7 @@ class HeadConfig:
             raise ConfigError("head sizes must be positive")
         if self.pitch_weight < 0 or not 0 < self.pitch_angle <= 3.15:
             raise ConfigError("pitch_weight must be >= 0 and pitch_angle in (0, pi]")
+        if self.context_blocks < 0 or self.context_kernel < 1 or self.context_kernel % 2 == 0:
+            raise ConfigError("context_blocks must be >= 0 and context_kernel a positive odd width")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout must be in [0, 1)")

@@ -10,13 +10,38 @@ from elp.heads.config import HeadConfig
 BLANK = "<blank>"
 
 
+class ContextBlock(nn.Module):
+    """Pre-norm convolution module (Conformer's, with LayerNorm): pointwise GLU, depthwise conv over
+    time, pointwise back, added to its input. Padded frames are zeroed before the convolution, so a
+    clip's answer does not depend on what it is batched with; the last projection starts at zero, so
+    a new block starts as the identity and a warm-started head at its old answers."""
+
+    def __init__(self, dim: int, kernel: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.expand = nn.Linear(dim, 2 * dim)
+        self.depthwise = nn.Conv1d(dim, dim, kernel, padding=kernel // 2, groups=dim)
+        self.project = nn.Linear(dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        nn.init.zeros_(self.project.weight)
+        nn.init.zeros_(self.project.bias)
+
+    def forward(self, features: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        gated = nn.functional.glu(self.expand(self.norm(features)), dim=-1) * real
+        mixed = self.depthwise(gated.transpose(1, 2)).transpose(1, 2)
+        return features + self.dropout(self.project(nn.functional.gelu(mixed))) * real
+
+
 class CTCHead(nn.Module):
-    """Frame-wise log-probabilities over the vocabulary; index 0 is the CTC blank."""
+    """Frame-wise log-probabilities over the vocabulary; index 0 is the CTC blank. With
+    ``context_blocks`` the frames first pass through :class:`ContextBlock` s."""
 
     uses_prosody = False  # every head takes the same call; only pooled heads may read prosody
 
     def __init__(self, input_dim: int, vocab_size: int, config: HeadConfig) -> None:
         super().__init__()
+        self.context = nn.ModuleList(
+            ContextBlock(input_dim, config.context_kernel, config.dropout) for _ in range(config.context_blocks))
         layers: list[nn.Module] = [nn.Dropout(config.dropout)]
         if config.hidden_dim:
             layers += [nn.Linear(input_dim, config.hidden_dim), nn.GELU(), nn.Dropout(config.dropout)]
@@ -27,6 +52,11 @@ class CTCHead(nn.Module):
     def forward(
         self, features: torch.Tensor, lengths: torch.Tensor, prosody: torch.Tensor | None = None
     ) -> torch.Tensor:
+        if len(self.context):
+            positions = torch.arange(features.shape[1], device=features.device)
+            real = (positions[None, :] < lengths.to(features.device)[:, None]).unsqueeze(-1).to(features.dtype)
+            for block in self.context:
+                features = block(features, real)
         return torch.log_softmax(self.net(features).float(), dim=-1)
 
 

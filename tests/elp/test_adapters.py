@@ -346,3 +346,54 @@ def test_threads_running_one_model_at_once_get_their_own_rows_answers(backbone):
     for thread in threads:
         thread.join(timeout=60)
     assert not mismatches
+
+
+def _context_asr_set(backbone, blocks: int = 2) -> AdapterSet:
+    """A random ASR set whose CTC head has context blocks, their zero-started projections made random
+    too so the blocks really mix frames."""
+    config = make_random_adapter_set(backbone, "asr", method="elp", num_prompt_frames=2, seed=5).config
+    config.head.context_blocks, config.head.context_kernel = blocks, 5
+    adapter_set = AdapterSet.create(config, backbone)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for parameter in adapter_set.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
+    return adapter_set.eval()
+
+
+def test_context_head_round_trips_and_ignores_padding_and_batch_mates(backbone, tmp_path):
+    adapter_set = _context_asr_set(backbone)
+    assert len(adapter_set.head.context) == 2
+    adapter_set.save(tmp_path / "asr-context")
+    loaded = AdapterSet.load(tmp_path / "asr-context")
+    assert loaded.config.head.context_blocks == 2 and loaded.config.head.context_kernel == 5
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("original", adapter_set)
+    model.add_adapter_set("loaded", loaded)
+    model.add_adapter_set("other", make_random_adapter_set(backbone, "emotion", method="ep", seed=6))
+    alone = [_outputs(model, [wave], ["original"])[0] for wave in WAVES[:2]]
+    padded = _outputs(model, [WAVES[0], seeded_waveform(2.0, seed=8), WAVES[1]], ["loaded", "other", "loaded"])
+    torch.testing.assert_close(padded[0], alone[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(padded[2], alone[1], atol=1e-5, rtol=1e-5)
+    # the blocks do mix neighbouring frames: changing one frame's features moves its neighbours' outputs
+    features = torch.randn(1, 12, adapter_set.featurizer.output_dim)
+    moved = features.clone()
+    moved[0, 6] += torch.randn(features.shape[-1])  # not a constant shift: LayerNorm removes those
+    lengths = torch.tensor([12])
+    difference = (adapter_set.head(moved, lengths) - adapter_set.head(features, lengths)).abs().sum(-1)[0]
+    assert difference[5] > 1e-4 and difference[7] > 1e-4 and difference[0] < 1e-6  # kernel 5, two blocks: +-4
+
+
+def test_new_context_blocks_start_as_the_identity(backbone):
+    from training.cached import warm_start
+
+    linear = make_random_adapter_set(backbone, "asr", method="elp", seed=7)
+    config = linear.config
+    config.head.context_blocks = 3
+    from elp.heads import build_head
+
+    head = build_head(config.head, "asr", linear.featurizer.output_dim, config.num_outputs)
+    warm_start(head, linear.head)
+    head.eval()
+    features, lengths = torch.randn(2, 9, linear.featurizer.output_dim), torch.tensor([9, 6])
+    assert torch.equal(head(features, lengths), linear.head(features, lengths))

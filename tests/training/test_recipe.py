@@ -271,6 +271,30 @@ def test_frame_masks_zero_the_same_spans_in_every_layer_and_leave_the_cache_alon
 
 
 @pytest.mark.slow
+def test_cached_refit_with_a_frozen_featurizer_adds_context_blocks_to_the_ctc_head(asr_corpus, backbone_dir, tmp_path,
+                                                                                   capsys):
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training import cached
+
+    make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
+    cached.main([str(tmp_path / "asr-set"), "--out", str(tmp_path / "refit"), "--backbone", str(backbone_dir),
+                 "--corpus", str(asr_corpus), "--epochs", "2", "--patience", "5", "--lr", "1e-2",
+                 "--freeze-featurizer", "--context-blocks", "2", "--context-kernel", "3"])
+    before, after = AdapterSet.load(tmp_path / "asr-set"), AdapterSet.load(tmp_path / "refit")
+    assert after.config.head.context_blocks == 2 and len(after.head.context) == 2
+    old = before.state_dict()
+    for name, tensor in after.state_dict().items():
+        if not name.startswith("head."):  # E, P and the frozen L-adapters are the input set's, bit for bit
+            assert torch.equal(tensor, old[name]), name
+    assert after.config.training["refit"]["freeze_featurizer"] is True
+    metrics = after.config.metrics
+    assert metrics["valid"]["cer"] <= metrics["before_refit"]["valid"]["cer"]  # the best epoch, or the start
+    epochs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"epoch"')]
+    assert [e["epoch"] for e in epochs] == [1, 2] and all(0 < e["loss"] < 1e4 for e in epochs)  # CTC ran
+
+
+@pytest.mark.slow
 def test_cached_refit_with_augmented_views_trains_on_every_view(asr_corpus, backbone_dir, tmp_path, capsys):
     from elp import load_backbone as load
     from elp.testing import make_random_adapter_set
