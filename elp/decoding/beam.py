@@ -14,6 +14,7 @@ LM-blind beam needs several times the width to keep.
 from __future__ import annotations
 
 import bisect
+import heapq
 import math
 
 import numpy as np
@@ -130,19 +131,18 @@ class CTCBeamDecoder:
             if frame[0] > self.blank_skip_logp:  # (almost) surely blank: every beam just continues
                 beams = {p: (_logaddexp(b, n) + frame[0], NEG_INF) for p, (b, n) in beams.items()}
                 continue
-            candidates = [int(i) for i in np.nonzero(frame > self.prune_logp)[0]] or [int(frame.argmax())]
+            indices = [int(i) for i in np.nonzero(frame > self.prune_logp)[0]] or [int(frame.argmax())]
+            candidates = [(index, float(frame[index]), self.vocab[index]) for index in indices]  # once per frame
             nxt: dict[str, list[float]] = {}
             for prefix, (b, n) in beams.items():
                 total = _logaddexp(b, n)
-                for index in candidates:
-                    p = float(frame[index])
+                last = prefix[-1] if prefix else ""
+                for index, p, char in candidates:
                     if index == 0:
                         _add(nxt, prefix, total + p, NEG_INF)
-                        continue
-                    char = self.vocab[index]
-                    if index == space and (not prefix or prefix.endswith(" ")):
+                    elif index == space and last in ("", " "):
                         _add(nxt, prefix, NEG_INF, total + p)  # no leading or double spaces
-                    elif prefix and prefix[-1] == char:
+                    elif last == char:
                         _add(nxt, prefix, NEG_INF, n + p)  # a repeat without a blank collapses
                         _add(nxt, prefix + char, NEG_INF, b + p)
                     else:
@@ -153,7 +153,6 @@ class CTCBeamDecoder:
                     state = states[prefix] = self._extend(states[prefix[:-1]], prefix[-1])
                     lm_cache[prefix] = state[0] + self._partial_score(state[1], state[2])
                 scored.append((_logaddexp(b, n) + lm_cache[prefix], prefix))
-            scored.sort(reverse=True)
-            beams = {prefix: (nxt[prefix][0], nxt[prefix][1]) for _, prefix in scored[: self.beam_width]}
+            beams = {prefix: (nxt[prefix][0], nxt[prefix][1]) for _, prefix in heapq.nlargest(self.beam_width, scored)}
         best = max(beams, key=lambda p: _logaddexp(*beams[p]) + self._final_score(states[p]))
         return " ".join(best.split())
