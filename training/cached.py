@@ -356,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     adapter_set.config.metrics = {"valid": public(after["valid"]), "test": public(after["test"]),
                                   "before_refit": {"valid": public(before["valid"]), "test": public(before["test"])}}
     adapter_set.config.training = adapter_set.config.training | {
-        "refit": {"stage": "cached encoder pass, L-adapters + head", "epochs": len(history), "lr": args.lr,
+        "refit": {"stage": "cached featurizer output, head only" if args.freeze_featurizer
+                  else "cached encoder pass, L-adapters + head", "epochs": len(history), "lr": args.lr,
                   "new_head": new_head, "warm_start": bool(new_head and args.warm_start),
                   "prosody": adapter_set.config.head.prosody, "dropout": adapter_set.config.head.dropout,
                   "augmented_views": args.augmented_views, "frame_mask_prob": args.frame_mask_prob,
