@@ -304,10 +304,12 @@ def test_max_pooled_slot_factorized_intent_head_round_trips_and_ignores_padding(
 @pytest.mark.parametrize("variant", ["wavlm-postln", "whisper-postln"])
 def test_bfloat16_backbone_serves_every_head_kind_close_to_float32(backbone_dirs, variant, tmp_path):
     # ELP_DTYPE=bfloat16 is the fast setting on CPUs with AVX512-BF16 and on GPUs: every head kind
-    # (the slot-factorised intent head's derived buffer included) must run, near the float32 answers.
+    # (the slot-factorised intent head's derived buffer and the CTC context blocks included) must run,
+    # near the float32 answers.
     sets = {task: make_random_adapter_set(load_backbone(backbone_dirs[variant]), task, seed=i)
             for i, task in enumerate(("asr", "verification", "emotion"))}
     sets["intent"] = _max_pooled_factorized_intent_set(load_backbone(backbone_dirs[variant]))
+    sets["asr-context"] = _context_asr_set(load_backbone(backbone_dirs[variant]))
     outputs = {}
     for dtype in (torch.float32, torch.bfloat16):
         model = MultiAdapterModel(load_backbone(backbone_dirs[variant], dtype=dtype))
