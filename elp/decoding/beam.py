@@ -13,7 +13,6 @@ LM-blind beam needs several times the width to keep.
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 
@@ -59,9 +58,8 @@ class CTCBeamDecoder:
         self.lookahead = lm.config.lookahead
         self.prune_logp = prune_logp
         self.blank_skip_logp = blank_skip_logp
-        self.sorted_words = sorted(w for w in lm.vocabulary() if w not in (BOS, EOS))
         self._word_cache: dict[tuple[str, str], float] = {}
-        self._prefix_cache: dict[str, bool] = {}
+        self._span_cache: dict[str, tuple[int, int]] = {}
         self._lookahead_cache: dict[tuple[str, str], float] = {}
 
     # ------------------------------------------------------------------ LM scores (natural log)
@@ -72,16 +70,16 @@ class CTCBeamDecoder:
             self._word_cache[key] = (self.unk if log10 is None else self.alpha * log10 * LN10) + self.beta
         return self._word_cache[key]
 
-    def _known_prefix(self, partial: str) -> bool:
-        if partial not in self._prefix_cache:
-            i = bisect.bisect_left(self.sorted_words, partial)
-            self._prefix_cache[partial] = i < len(self.sorted_words) and self.sorted_words[i].startswith(partial)
-        return self._prefix_cache[partial]
+    def _span(self, partial: str) -> tuple[int, int]:
+        """The vocabulary words ``partial`` starts (:meth:`WordBigramLM.prefix_span`), cached."""
+        if partial not in self._span_cache:
+            self._span_cache[partial] = self.lm.prefix_span(partial)
+        return self._span_cache[partial]
 
-    def _lookahead_score(self, history: str, partial: str) -> float:
+    def _lookahead_score(self, history: str, partial: str, span: tuple[int, int]) -> float:
         key = (history, partial)
         if key not in self._lookahead_cache:
-            best = self.lm.best_log10_prob(history, self.lm.prefix_span(partial))
+            best = self.lm.best_log10_prob(history, span)
             self._lookahead_cache[key] = self.unk if best is None else self.alpha * best * LN10
         return self._lookahead_cache[key]
 
@@ -90,9 +88,10 @@ class CTCBeamDecoder:
         word starts with it, or (with look-ahead) the best score of a word it can still become."""
         if not partial:
             return 0.0
-        if not self._known_prefix(partial):
+        span = self._span(partial)
+        if span[1] <= span[0]:
             return self.unk
-        return self._lookahead_score(history, partial) if self.lookahead else 0.0
+        return self._lookahead_score(history, partial, span) if self.lookahead else 0.0
 
     def _extend(self, state: _PrefixState, char: str) -> _PrefixState:
         """The LM state of a prefix one character longer: a space completes the partial word."""
@@ -115,7 +114,7 @@ class CTCBeamDecoder:
     def _bound_caches(self) -> None:
         """A long-lived decoder (a server's) meets new word pairs forever: start its caches afresh
         once they hold ``MAX_CACHED`` entries, so memory stays bounded."""
-        for cache in (self._word_cache, self._prefix_cache, self._lookahead_cache):
+        for cache in (self._word_cache, self._span_cache, self._lookahead_cache):
             if len(cache) > MAX_CACHED:
                 cache.clear()
 

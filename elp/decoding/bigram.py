@@ -198,6 +198,8 @@ class WordBigramLM(nn.Module):
         if not prefix:
             return 2, len(words)
         lo = bisect.bisect_left(words, prefix, 2)
+        if lo == len(words) or not words[lo].startswith(prefix):
+            return lo, lo  # no word starts with it (the common case for a beam's hopeless spellings)
         successor = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         return lo, bisect.bisect_left(words, successor, lo)
 
