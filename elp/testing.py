@@ -88,9 +88,12 @@ def make_random_adapter_set(
     prompt_position: str = "prefix",
     scale: float = 0.05,
     prosody: bool = False,
+    context_blocks: int = 0,
+    context_kernel: int = 9,
 ) -> AdapterSet:
-    """A set whose every parameter is random (not the near-identity initialisation), so tests see
-    each component's effect; labels default to a few made-up classes."""
+    """A set whose every parameter is random (not the near-identity initialisation, so the context
+    blocks of an ASR head mix frames from the start), so tests see each component's effect; labels
+    default to a few made-up classes."""
     if task in ("emotion", "intent") and labels is None:
         labels = ["neutral", "happy", "sad", "angry"] if task == "emotion" else [
             "activate_lights_kitchen", "deactivate_lights_kitchen", "increase_volume_none"
@@ -105,6 +108,7 @@ def make_random_adapter_set(
     config.head.embedding_dim = 16
     config.head.prosody = prosody and task != "asr"
     config.head.prosody_dim = 8
+    config.head.context_blocks, config.head.context_kernel = context_blocks, context_kernel
     if config.e_adapter is not None:
         config.e_adapter.bottleneck = 8
     if config.l_adapter is not None:
@@ -116,6 +120,19 @@ def make_random_adapter_set(
             noise = torch.randn(parameter.shape, generator=generator) * scale
             parameter.add_(noise.to(parameter.device, parameter.dtype))
     return adapter_set.eval()
+
+
+def spelled_log_probs(text: str, vocab: list[str] = CTC_VOCAB, noise: dict[int, str] | None = None) -> torch.Tensor:
+    """CTC log-probabilities whose best path spells ``text`` (one frame per character, a blank frame
+    after each); at the character positions in ``noise`` the given wrong letter is slightly likelier."""
+    frames = []
+    for position, char in enumerate(text):
+        row = torch.full((len(vocab),), -8.0)
+        row[vocab.index(char)] = -0.4
+        if noise and position in noise:
+            row[vocab.index(noise[position])] = -0.3
+        frames += [row, torch.full((len(vocab),), -8.0).index_fill(0, torch.tensor([0]), -0.01)]
+    return torch.log_softmax(torch.stack(frames), dim=-1)
 
 
 def seeded_waveform(seconds: float, seed: int = 0, sample_rate: int = 16000) -> torch.Tensor:

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import torch
-
 from benchmarks.decoding import decode_grid
 from elp import load_backbone
 from elp.decoding import WordBigramLM
-from elp.testing import CTC_VOCAB, make_random_adapter_set, save_tiny_backbone
-
-
-def _path(text: str) -> torch.Tensor:
-    frames = []
-    for char in text:
-        row = torch.full((len(CTC_VOCAB),), -9.0)
-        row[CTC_VOCAB.index(char)] = -0.1
-        frames += [row, torch.full((len(CTC_VOCAB),), -9.0).index_fill(0, torch.tensor([0]), -0.01)]
-    return torch.log_softmax(torch.stack(frames), dim=-1)
+from elp.testing import make_random_adapter_set, save_tiny_backbone, spelled_log_probs
 
 
 def test_decode_grid_scores_greedy_and_each_beam_against_the_baseline(tmp_path) -> None:
     adapter_set = make_random_adapter_set(load_backbone(save_tiny_backbone(tmp_path / "w", "whisper")), "asr")
     lm = WordBigramLM.build(["open the door", "turn on the lights"], alpha=0.5, beta=1.0, beam_width=8)
     adapter_set.attach_language_model(lm)
-    clips = [(text, _path(text)) for text in ("open the door", "turn on the lights")]
+    clips = [(text, spelled_log_probs(text)) for text in ("open the door", "turn on the lights")]
     rows = decode_grid(adapter_set, clips, [4, 8])
     assert [(r["decoder"], r["beam"], r["lookahead"]) for r in rows] == [
         ("greedy", None, None), ("beam", 4, False), ("beam", 4, True), ("beam", 8, False), ("beam", 8, True),

@@ -351,16 +351,8 @@ def test_threads_running_one_model_at_once_get_their_own_rows_answers(backbone):
 
 
 def _context_asr_set(backbone, blocks: int = 2) -> AdapterSet:
-    """A random ASR set whose CTC head has context blocks, their zero-started projections made random
-    too so the blocks really mix frames."""
-    config = make_random_adapter_set(backbone, "asr", method="elp", num_prompt_frames=2, seed=5).config
-    config.head.context_blocks, config.head.context_kernel = blocks, 5
-    adapter_set = AdapterSet.create(config, backbone)
-    generator = torch.Generator().manual_seed(5)
-    with torch.no_grad():
-        for parameter in adapter_set.parameters():
-            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.05)
-    return adapter_set.eval()
+    return make_random_adapter_set(backbone, "asr", method="elp", num_prompt_frames=2, seed=5,
+                                   context_blocks=blocks, context_kernel=5)
 
 
 def test_context_head_round_trips_and_ignores_padding_and_batch_mates(backbone, tmp_path):

@@ -12,10 +12,9 @@ from elp import AdapterSet, load_backbone
 from elp.decoding import WordBigramLM
 from elp.decoding.bigram import BOS, EOS
 from elp.errors import AdapterFormatError, ConfigError
-from elp.testing import make_random_adapter_set, save_tiny_backbone
+from elp.testing import CTC_VOCAB, make_random_adapter_set, save_tiny_backbone, spelled_log_probs
 
 TEXTS = ["turn on the lights", "turn off the lights", "the lights are on", "open the door"]
-VOCAB = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
 
 
 def test_bigram_distribution_sums_to_one_for_every_history() -> None:
@@ -30,19 +29,6 @@ def test_bigram_distribution_sums_to_one_for_every_history() -> None:
     assert lm.sentence_log10_prob(["turn", "on", "the", "lights"]) > lm.sentence_log10_prob(["lights", "the", "on"])
 
 
-def _one_hot_path(text: str, noise: dict[int, str] | None = None) -> torch.Tensor:
-    """Log-probs whose best path spells ``text`` (one frame per char, blanks between); at frame
-    positions in ``noise`` a wrong letter is slightly more likely than the right one."""
-    frames = []
-    for position, char in enumerate(text):
-        row = torch.full((len(VOCAB),), -8.0)
-        row[VOCAB.index(char)] = -0.4
-        if noise and position in noise:
-            row[VOCAB.index(noise[position])] = -0.3
-        frames += [row, torch.full((len(VOCAB),), -8.0).index_fill(0, torch.tensor([0]), -0.01)]
-    return torch.log_softmax(torch.stack(frames), dim=-1)
-
-
 @pytest.fixture(scope="module")
 def asr_set(tmp_path_factory) -> AdapterSet:
     backbone = load_backbone(save_tiny_backbone(tmp_path_factory.mktemp("bb") / "w", "whisper"))
@@ -50,7 +36,7 @@ def asr_set(tmp_path_factory) -> AdapterSet:
 
 
 def test_beam_search_with_the_lm_repairs_a_misspelling_greedy_keeps(asr_set: AdapterSet) -> None:
-    log_probs = _one_hot_path("turn on the lights", noise={14: "x"})  # "lights" -> "lixhts"
+    log_probs = spelled_log_probs("turn on the lights", noise={14: "x"})  # "lights" -> "lixhts"
     asr_set.attach_language_model(None)
     assert asr_set.decode_ctc(log_probs) == "turn on the lixhts"
     asr_set.attach_language_model(WordBigramLM.build(TEXTS, alpha=0.8, beta=1.0, beam_width=16))
@@ -60,9 +46,9 @@ def test_beam_search_with_the_lm_repairs_a_misspelling_greedy_keeps(asr_set: Ada
 def test_a_stronger_unknown_word_penalty_repairs_a_confident_misspelling(asr_set: AdapterSet) -> None:
     """The acoustics favour "lixhts" by ~2.7 nats: a mild penalty for leaving the vocabulary keeps the
     non-word, a strong one (what elp-add-lm can now choose on validation) spells the known word."""
-    log_probs = _one_hot_path("turn on the lights")
-    confident = torch.full((len(VOCAB),), -8.0)
-    confident[VOCAB.index("x")], confident[VOCAB.index("g")] = -0.3, -3.0
+    log_probs = spelled_log_probs("turn on the lights")
+    confident = torch.full((len(CTC_VOCAB),), -8.0)
+    confident[CTC_VOCAB.index("x")], confident[CTC_VOCAB.index("g")] = -0.3, -3.0
     log_probs[2 * 14] = torch.log_softmax(confident, dim=-1)  # the frame of the "g": "x" far likelier
     lm = WordBigramLM.build(TEXTS, alpha=0.8, beta=1.0, beam_width=16)
     decoded = {}
@@ -84,7 +70,7 @@ def test_lm_round_trips_inside_the_weights_and_is_checked(asr_set: AdapterSet, t
     for history in ("<s>", "the", "open"):
         assert [loaded.language_model.log10_prob(history, w) for w in words[1:]] == \
             [asr_set.language_model.log10_prob(history, w) for w in words[1:]]
-    log_probs = _one_hot_path("open the door")
+    log_probs = spelled_log_probs("open the door")
     assert loaded.decode_ctc(log_probs) == "open the door"
     # a config that claims another vocabulary size no longer fits the stored tensors
     config, weights = asr_set.to_bytes()
@@ -202,7 +188,7 @@ def test_lookahead_keeps_a_likely_word_a_narrow_beam_otherwise_drops(asr_set: Ad
     """At the "g" of "lights" the acoustics slightly prefer "x", and "lix" starts a (rare) word too, so
     an LM-blind beam of one follows it to "lixhts"; the look-ahead sees that "lig" can still become the
     likely "lights" and keeps it."""
-    log_probs = _one_hot_path("turn on the lights", noise={14: "x"})
+    log_probs = spelled_log_probs("turn on the lights", noise={14: "x"})
     lm = WordBigramLM.build(TEXTS, {"lixivium": 0.01, "lights": 1.0}, alpha=0.8, beta=1.0, beam_width=1)
     decoded = {}
     for lookahead in (False, True):
@@ -217,9 +203,9 @@ def test_a_long_lived_decoder_keeps_its_caches_bounded(asr_set: AdapterSet, monk
 
     monkeypatch.setattr(beam, "MAX_CACHED", 3)
     asr_set.attach_language_model(WordBigramLM.build(TEXTS, alpha=0.8, beta=1.0, beam_width=8, lookahead=True))
-    assert asr_set.decode_ctc(_one_hot_path("turn on the lights")) == "turn on the lights"
+    assert asr_set.decode_ctc(spelled_log_probs("turn on the lights")) == "turn on the lights"
     decoder = asr_set._beam_decoder
     assert ("the", "lights") in decoder._word_cache and len(decoder._word_cache) > 3  # filled by one clip ...
-    assert asr_set.decode_ctc(_one_hot_path("open the door")) == "open the door"
+    assert asr_set.decode_ctc(spelled_log_probs("open the door")) == "open the door"
     assert ("the", "lights") not in decoder._word_cache  # ... started afresh by the next
     assert ("the", "door") in decoder._word_cache

@@ -12,7 +12,7 @@ import torch
 
 from elp import AdapterSet, load_backbone
 from elp.decoding import WordBigramLM
-from elp.testing import make_random_adapter_set, save_tiny_backbone
+from elp.testing import make_random_adapter_set, save_tiny_backbone, spelled_log_probs
 from server.beam_search import BeamSearchPool
 from tests.server.helpers import make_settings, running_app, wav_bytes
 
@@ -29,14 +29,7 @@ def asr_set(tmp_path_factory) -> AdapterSet:
 
 def spelled(text: str, vocab: list[str], typo_at: int | None = None) -> np.ndarray:
     """Log-probs whose best path spells ``text``, with an optional near-tie typo."""
-    frames = []
-    for position, char in enumerate(text):
-        row = torch.full((len(vocab),), -8.0)
-        row[vocab.index(char)] = -0.4
-        if position == typo_at:
-            row[vocab.index("x")] = -0.3
-        frames += [row, torch.full((len(vocab),), -8.0).index_fill(0, torch.tensor([0]), -0.01)]
-    return torch.log_softmax(torch.stack(frames), dim=-1).numpy()
+    return spelled_log_probs(text, vocab, noise=None if typo_at is None else {typo_at: "x"}).numpy()
 
 
 @pytest.mark.slow
