@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from elp.backbones.base import lengths_to_mask
 from elp.heads.config import HeadConfig
 
 BLANK = "<blank>"
@@ -53,8 +54,7 @@ class CTCHead(nn.Module):
         self, features: torch.Tensor, lengths: torch.Tensor, prosody: torch.Tensor | None = None
     ) -> torch.Tensor:
         if len(self.context):
-            positions = torch.arange(features.shape[1], device=features.device)
-            real = (positions[None, :] < lengths.to(features.device)[:, None]).unsqueeze(-1).to(features.dtype)
+            real = lengths_to_mask(lengths.to(features.device), features.shape[1]).unsqueeze(-1).to(features.dtype)
             for block in self.context:
                 features = block(features, real)
         return torch.log_softmax(self.net(features).float(), dim=-1)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from elp.backbones.base import lengths_to_mask
 from elp.errors import ConfigError
 from elp.heads.config import HeadConfig
 from elp.heads.prosody import NUM_PROSODY_FEATURES, PROSODY_FEATURES
@@ -15,8 +16,7 @@ PITCH_INDEX = PROSODY_FEATURES.index("f0_median_semitones")
 
 def masked_pool(features: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
     """Mean, mean+std or max over the valid frames only, so padding never changes a row's result."""
-    steps = torch.arange(features.shape[1], device=features.device)
-    mask = (steps[None, :] < lengths[:, None]).to(features.dtype).unsqueeze(-1)
+    mask = lengths_to_mask(lengths, features.shape[1]).to(features.dtype).unsqueeze(-1)
     if pooling == "max":
         return features.masked_fill(mask == 0, torch.finfo(features.dtype).min).amax(dim=1)
     count = mask.sum(dim=1).clamp(min=1.0)
