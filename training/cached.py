@@ -38,6 +38,7 @@ from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import TASK_AUGMENT, AugmentConfig, augment, load_audio
 from training.evaluation import headline, length_batches, public
 from training.metrics import cer, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
+from training.train import warmup_cosine
 
 KEY = "set"
 
@@ -201,6 +202,20 @@ def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None, prosody=N
                 "unweighted_accuracy": unweighted_accuracy(truth, guesses)}
 
 
+def _save_best_so_far(adapter_set: AdapterSet, featurizer: nn.Module | None, out: str, history: list[dict]) -> None:
+    """Write the best set so far to ``out`` (marked unfinished) so that a long refit cut short still
+    leaves a usable set; the finished refit overwrites it with test metrics and the full record."""
+    cached_featurizer = adapter_set.featurizer
+    if featurizer is not None:
+        adapter_set.featurizer = featurizer
+    training = adapter_set.config.training
+    adapter_set.config.training = training | {"refit": {"finished": False, "history": history}}
+    try:
+        adapter_set.save(out)
+    finally:
+        adapter_set.featurizer, adapter_set.config.training = cached_featurizer, training
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("adapter", help="adapter-set folder to refit")
@@ -232,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context-blocks", type=int, default=0,
                    help="ASR: rebuild the CTC head with this many context blocks (they start as the identity)")
     p.add_argument("--context-kernel", type=int, default=9, help="frames each context block's convolution spans")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="learning rate: constant, or a 5%% linear warm-up then a cosine to zero over --epochs")
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
     started = time.perf_counter()
@@ -314,6 +331,10 @@ def main(argv: list[str] | None = None) -> int:
         best = -1.0 if higher else float("inf")  # the old head's score says nothing about the new one
     best_state, stale, history = copy.deepcopy(adapter_set.state_dict()), 0, []
     samples = [(view, r.path) for view in range(len(views)) for r in splits["train"]]
+    total_steps = args.epochs * -(-len(samples) // args.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, (lambda step: warmup_cosine(step, int(0.05 * total_steps), step / total_steps))
+        if args.schedule == "cosine" else (lambda step: 1.0))
     mask_generator = torch.Generator().manual_seed(args.seed)
     for epoch in range(args.epochs):
         adapter_set.train()
@@ -336,12 +357,14 @@ def main(argv: list[str] | None = None) -> int:
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+            scheduler.step()
         valid = evaluate_cached(adapter_set, cache, splits["valid"], trials.get("valid"), prosody)
         value = headline(task, valid)[1]
         history.append({"epoch": epoch + 1, "loss": loss.item(), f"valid_{name}": value})
         print(json.dumps(history[-1]), flush=True)
         if (value > best) if higher else (value < best):
             best, best_state, stale = value, copy.deepcopy(adapter_set.state_dict()), 0
+            _save_best_so_far(adapter_set, featurizer, args.out, history)
         else:
             stale += 1
             if stale >= args.patience:
@@ -362,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                   "prosody": adapter_set.config.head.prosody, "dropout": adapter_set.config.head.dropout,
                   "augmented_views": args.augmented_views, "frame_mask_prob": args.frame_mask_prob,
                   "weight_decay": args.weight_decay, "freeze_featurizer": args.freeze_featurizer,
-                  "context_blocks": args.context_blocks,
+                  "context_blocks": args.context_blocks, "schedule": args.schedule, "finished": True,
                   "label_smoothing": 0.1 if task in ("emotion", "intent") else None}}
     if args.description:
         adapter_set.config.description = args.description

@@ -131,6 +131,12 @@ def _param_groups(adapter_set: AdapterSet, loss: nn.Module, backbone: nn.Module 
     return [g for g in groups if g["params"]]
 
 
+def warmup_cosine(step: int, warmup_steps: int, progress: float) -> float:
+    """Learning-rate factor: linear warm-up over ``warmup_steps``, times a cosine from 1 to 0 over
+    ``progress`` in [0, 1] (shared by elp-train and the cached refit)."""
+    return min(1.0, (step + 1) / max(1, warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 # ------------------------------------------------------------------ checkpoints (no pickle)
 def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, state: dict):
     tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items()
@@ -246,12 +252,12 @@ def train(args: argparse.Namespace) -> TrainResult:
     budget_s = 60 * args.max_minutes
 
     def schedule(step: int) -> float:
-        """Linear warm-up, then a cosine over whichever budget ends first: steps or wall-clock minutes
-        (so a time-boxed run still anneals instead of stopping at full learning rate)."""
+        """Cosine over whichever budget ends first: steps or wall-clock minutes (so a time-boxed run
+        still anneals instead of stopping at full learning rate)."""
         progress = step / total_steps
         if budget_s:
             progress = max(progress, (time.perf_counter() - started) / budget_s)
-        return min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return warmup_cosine(step, warmup, progress)
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     checkpoint_modules: dict[str, nn.Module] = {"adapter_set": adapter_set, "loss": loss_fn}
@@ -365,6 +371,7 @@ def _write_plots(run_dir: Path, task: str, history: list[dict], valid: dict, tes
         plot_det_curve(final["_scores"], final["_labels"], run_dir / "det_curve.png")
     elif task in ("emotion", "intent"):
         plot_confusion_matrix(np.array(final["_confusion"]), final["_labels"], run_dir / "confusion_matrix.png")
+
 
 
 def main(argv: list[str] | None = None) -> int:

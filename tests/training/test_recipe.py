@@ -258,6 +258,44 @@ def test_cached_refit_of_an_asr_set_trains_l_and_the_ctc_head_only(asr_corpus, b
     assert [e["epoch"] for e in epochs] == [1, 2] and all(0 < e["loss"] < 1e4 for e in epochs)  # CTC ran
 
 
+@pytest.mark.slow
+def test_cosine_refit_records_its_schedule_and_saves_the_best_set_as_it_goes(asr_corpus, backbone_dir, tmp_path,
+                                                                           monkeypatch):
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training import cached
+
+    make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
+    saved_while_training = []
+    real_save = cached._save_best_so_far
+
+    def spy(adapter_set, featurizer, out, history):
+        real_save(adapter_set, featurizer, out, history)
+        saved_while_training.append(AdapterSet.load(out))
+
+    monkeypatch.setattr(cached, "_save_best_so_far", spy)
+    cached.main([str(tmp_path / "asr-set"), "--out", str(tmp_path / "refit"), "--backbone", str(backbone_dir),
+                 "--corpus", str(asr_corpus), "--epochs", "3", "--patience", "5", "--lr", "5e-3",
+                 "--schedule", "cosine", "--freeze-featurizer"])
+    final = AdapterSet.load(tmp_path / "refit")
+    assert final.config.training["refit"]["schedule"] == "cosine" and final.config.training["refit"]["finished"]
+    assert saved_while_training, "validation CER improved at least once at this learning rate"
+    partial = saved_while_training[-1]
+    assert partial.config.training["refit"]["finished"] is False
+    # the unfinished save carries the real featurizer, not the cached pass-through stand-in
+    assert partial.featurizer.state_dict().keys() == final.featurizer.state_dict().keys()
+
+
+def test_warmup_cosine_ramps_up_then_anneals_to_zero():
+    from training.train import warmup_cosine
+
+    assert warmup_cosine(0, 10, 0.0) == pytest.approx(0.1)  # first warm-up step
+    assert warmup_cosine(9, 10, 0.0) == pytest.approx(1.0)  # warm-up done, cosine at its top
+    assert warmup_cosine(50, 10, 0.5) == pytest.approx(0.5)
+    assert warmup_cosine(100, 10, 1.0) == pytest.approx(0.0)
+    assert warmup_cosine(200, 10, 2.0) == pytest.approx(0.0)  # past the budget it stays at zero
+
+
 def test_frame_masks_zero_the_same_spans_in_every_layer_and_leave_the_cache_alone():
     from training.cached import mask_frames
 
