@@ -7,11 +7,14 @@ which knows the word pairs a few thousand training sentences never show. ``alpha
 penalty for a word outside the vocabulary and the interpolation weight are chosen on the validation
 split (by the mean of CER and WER unless ``--select`` says otherwise). Test clips are only scored
 (greedy and LM) for the record. ``--keep-lm`` re-tunes only the fusion weights, beam and look-ahead of
-the LM the set already carries (no rebuild: the same tensors).
+the LM the set already carries (no rebuild: the same tensors). ``--text`` adds text-only sentences
+(a user's domain text; ``python -m training.corpus.lm_text`` writes the offline corpus' own), minus any
+line holding a validation or test transcript.
 
     elp-add-lm adapters_store/asr-default --corpus data/corpus
     elp-add-lm adapters_store/asr-default --corpus data/corpus --background-arpa data/lm/en-us-bigram.arpa
     elp-add-lm adapters_store/asr-default --corpus data/corpus --keep-lm --beam-width 64
+    elp-add-lm adapters_store/asr-default --corpus data/corpus --text my-domain-sentences.txt
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.decoding import WordBigramLM
 from elp.decoding.arpa import read_arpa_bigrams
 from elp.model import pad_waveforms
+from training.corpus.text import normalise
 from training.data.manifest import filter_split, read_manifest
 from training.dataset import load_audio
 from training.evaluation import length_batches
@@ -62,6 +66,25 @@ def score(adapter_set: AdapterSet, clips: list[tuple[str, torch.Tensor]]) -> dic
     return {"cer": cer(refs, hyps), "wer": wer(refs, hyps)}
 
 
+def text_lines(paths: list[str], held_out: set[str]) -> tuple[list[str], int]:
+    """Normalised non-empty lines of ``paths``, without those that contain a held-out transcript as
+    whole words (so validation picks weights, and test scores, on sentences the LM never read);
+    returns the lines kept and how many were dropped."""
+    needles = [f" {t} " for t in held_out]
+    kept, dropped = [], 0
+    for path in paths:
+        for raw in Path(path).read_text(encoding="utf-8").splitlines():
+            line = normalise(raw)
+            if not line:
+                continue
+            padded = f" {line} "
+            if any(needle in padded for needle in needles):
+                dropped += 1
+            else:
+                kept.append(line)
+    return kept, dropped
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("adapter_set", help="ASR adapter-set folder (rewritten in place unless --out)")
@@ -78,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="weights of the corpus bigram against the background (with --background-arpa)")
     p.add_argument("--background-bigrams", type=int, default=600_000,
                    help="keep the background's N most frequent pairs (0: all); ~12 bytes each in the set")
+    p.add_argument("--text", nargs="+", default=[],
+                   help="text-only files (one sentence a line) added to the LM's training transcripts; lines "
+                        "holding a validation or test transcript are dropped")
     p.add_argument("--beam-width", type=int, default=32)
     p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=True,
                    help="score partial words by the best word they can become (LM look-ahead)")
@@ -90,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
+    if args.keep_lm and args.text:
+        raise SystemExit("--text builds a new LM; --keep-lm keeps the old one")
     adapter_set = AdapterSet.load(args.adapter_set, device=args.device)
     if adapter_set.config.task != "asr":
         raise SystemExit(f"{args.adapter_set} is a {adapter_set.config.task} set, not ASR")
@@ -109,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     adapter_set.attach_language_model(None)
     report: dict[str, object] = {"greedy": {s: score(adapter_set, clips[s]) for s in clips}}
     texts = [r.text for r in filter_split(rows, "train") if r.text]
+    if args.text:
+        held_out = {r.text for s in ("valid", "test") for r in filter_split(rows, s) if r.text}
+        extra, dropped = text_lines(args.text, held_out)
+        texts += extra
+        print(json.dumps({"extra_text_sentences": len(extra), "dropped_holding_held_out": dropped}), flush=True)
     def criterion(metrics: dict[str, float]) -> float:
         return (metrics["cer"] + metrics["wer"]) / 2 if args.select == "mean" else metrics[args.select]
 
@@ -144,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
                     "unk_score_offset": unk, "beam_width": args.beam_width, "lookahead": args.lookahead,
                     "words": lm.config.num_words, "bigrams": lm.config.num_bigrams, "kept": args.keep_lm,
                     "background": args.background_arpa if background else None,
-                    "interpolation": interpolation if background else None}
+                    "interpolation": interpolation if background else None,
+                    "extra_text": [Path(t).name for t in args.text]}
     metrics = adapter_set.config.metrics
     metrics["greedy"] = report["greedy"]
     for split in ("valid", "test"):

@@ -199,3 +199,16 @@ def test_wordnet_examples_are_read_from_the_glosses_and_normalised(tmp_path, mon
     assert text.wordnet_sentences() == []
     with pytest.raises(ValueError, match="wordnet-base"):
         make_plan(0, "full-wide")
+
+
+def test_lm_text_holds_every_length_of_the_sources_but_not_the_spoken_transcripts(tmp_path, monkeypatch) -> None:
+    from training.corpus import text
+
+    (tmp_path / "data.noun").write_text(
+        '00001740 03 n 01 entity 0 003 ~ 00001930 n 0000 | that which exists; "the 3 dogs barked at the mailman"; '
+        '"too short"; "she sang"\n')
+    monkeypatch.setattr(text, "WORDNET_DIR", tmp_path)
+    monkeypatch.setattr(text, "FORTUNES_DIR", tmp_path / "no-fortunes")
+    # the clips' filter wants 5-14 words; the LM text keeps the two-word examples too
+    assert text.lm_text_sentences() == ["she sang", "the three dogs barked at the mailman", "too short"]
+    assert text.lm_text_sentences(spoken=["she sang"]) == ["the three dogs barked at the mailman", "too short"]

@@ -426,6 +426,36 @@ def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(asr_corpus,
         lm.main([str(tmp_path / "no-lm"), "--backbone", str(backbone_dir), "--corpus", str(root), "--keep-lm"])
 
 
+def test_text_lines_are_normalised_and_lose_every_line_holding_a_held_out_transcript(tmp_path):
+    from training.lm import text_lines
+
+    (tmp_path / "a.txt").write_text("Turn ON the lights, please!\n\nyou should open the door now\n")
+    (tmp_path / "b.txt").write_text("reopen the doors\nopen the door\n")
+    kept, dropped = text_lines([str(tmp_path / "a.txt"), str(tmp_path / "b.txt")], {"open the door"})
+    assert kept == ["turn on the lights please", "reopen the doors"]  # whole words: "reopen the doors" stays
+    assert dropped == 2
+
+
+@pytest.mark.slow
+def test_add_lm_learns_words_from_extra_text_but_never_from_held_out_lines(asr_corpus, backbone_dir, tmp_path,
+                                                                          capsys):
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training import lm
+
+    make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
+    # the second line holds the validation transcript "turn on the door": it must not teach "quickly"
+    (tmp_path / "domain.txt").write_text("Dim the lamp\nplease turn on the door quickly\n")
+    common = [str(tmp_path / "asr-set"), "--backbone", str(backbone_dir), "--corpus", str(asr_corpus),
+              "--general-words", "0", "--alphas", "0.5", "--betas", "1.0", "--unk-offsets", "-10"]
+    assert lm.main([*common, "--out", str(tmp_path / "with-text"), "--text", str(tmp_path / "domain.txt")]) == 0
+    assert '"dropped_holding_held_out": 1' in capsys.readouterr().out
+    vocabulary = set(AdapterSet.load(tmp_path / "with-text").language_model.vocabulary()) - {"<s>", "</s>"}
+    assert vocabulary == {"turn", "on", "the", "lights", "open", "door", "dim", "lamp"}
+    with pytest.raises(SystemExit, match="keep"):
+        lm.main([*common, "--keep-lm", "--text", str(tmp_path / "domain.txt")])
+
+
 @pytest.mark.slow
 def test_add_lm_interpolates_a_background_arpa_and_records_it(asr_corpus, backbone_dir, tmp_path):
     from elp import load_backbone as load

@@ -70,7 +70,7 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def _fortune_sentences(min_words: int, max_words: int) -> list[str]:
+def _fortune_sentences(min_words: int, max_words: int, max_chars: int = 90) -> list[str]:
     """Single sentences from the Debian fortune files, kept only if they read as plain prose."""
     out: list[str] = []
     for name in FORTUNE_FILES:
@@ -93,7 +93,7 @@ def _fortune_sentences(min_words: int, max_words: int) -> list[str]:
                 if sum(len(w) == 1 and w not in ("a", "i") for w in words) > 1 or \
                         sum(len(w) for w in words) < 3 * n:
                     continue  # "f u cn rd ths" style text
-                if min_words <= n <= max_words and len(norm) <= 90:
+                if min_words <= n <= max_words and len(norm) <= max_chars:
                     out.append(norm)
     return out
 
@@ -103,7 +103,7 @@ def _plain_prose(sent: str) -> bool:
     return not re.search(r"\b[A-Z]{2,}\b|\b[A-Z]\.|\(|\)|\d[A-Za-z]|[A-Za-z]\d|[<>{}\[\]|\\=#*_@/~^;:]|--", sent)
 
 
-def wordnet_sentences(min_words: int = 5, max_words: int = 14) -> list[str]:
+def wordnet_sentences(min_words: int = 5, max_words: int = 14, max_chars: int = 100) -> list[str]:
     """Normalised, de-duplicated usage examples from WordNet's glosses (``"she was dazzled by the bright
     headlights"``), sorted; empty when wordnet-base is not installed. ~28,000 sentences with WordNet 3.0:
     eight times the fortune pool, and a modern, everyday vocabulary."""
@@ -118,10 +118,19 @@ def wordnet_sentences(min_words: int = 5, max_words: int = 14) -> list[str]:
             for example in re.findall(r'"([^"]+)"', line.split(" | ", 1)[1]):
                 norm = normalise(example)
                 words = norm.split()
-                if _plain_prose(example) and min_words <= len(words) <= max_words and len(norm) <= 100 \
+                if _plain_prose(example) and min_words <= len(words) <= max_words and len(norm) <= max_chars \
                         and sum(len(w) for w in words) >= 3 * len(words):
                     out.add(norm)
     return sorted(out)
+
+
+def lm_text_sentences(spoken: Iterable[str] = ()) -> list[str]:
+    """Text-only material for the ASR language model, from the same sources as the clips: fortune
+    sentences of every length (the clips speak 4-12 words, <= 90 characters) and every WordNet usage
+    example, minus the ``spoken`` transcripts; sorted and de-duplicated. ``elp-add-lm --text`` drops
+    any line holding a validation or test transcript before it counts a word."""
+    text = set(_fortune_sentences(1, 80, max_chars=600)) | set(wordnet_sentences(1, 80, max_chars=600))
+    return sorted(text - set(spoken))
 
 
 _SUBJ = ("the old man", "my sister", "a young doctor", "the small dog", "our neighbour", "the teacher",
