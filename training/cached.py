@@ -169,8 +169,9 @@ def _outputs_for(adapter_set: AdapterSet, cache, paths: list[str], prosody=None)
     return _head_outputs(adapter_set, [cache[p] for p in paths], [prosody[p] for p in paths] if prosody else None)
 
 
-def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None, prosody=None) -> dict:
-    """Validation/test metrics from cached layers (and cached prosody, for heads that read it)."""
+def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None, prosody=None, with_lm: bool = False) -> dict:
+    """Validation/test metrics from cached layers (and cached prosody, for heads that read it);
+    ``with_lm`` adds an ASR set's CER and WER under its own LM beam search (``lm_cer``, ``lm_wer``)."""
     adapter_set.eval()
 
     def outputs(paths: list[str]) -> torch.Tensor:
@@ -182,15 +183,22 @@ def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None, prosody=N
             emb = {p: outputs([p])[0] for p in paths}
             scores = [float(emb[t.path_a] @ emb[t.path_b]) for t in trials]
             return verification_metrics(scores, [t.label for t in trials])
-        if adapter_set.task == "asr":  # greedy: the LM (if any) is tuned afterwards by elp-add-lm
-            vocab, hyps = adapter_set.config.vocab or [], []
+        if adapter_set.task == "asr":  # greedy, and with the set's LM when it has one (what is served)
+            vocab, hyps, lm_hyps = adapter_set.config.vocab or [], [], []
             for start in range(0, len(rows), 32):
                 chunk = rows[start : start + 32]
                 states = [cache[r.path] for r in chunk]
                 log_probs = outputs([r.path for r in chunk])
-                hyps += [ctc_greedy_decode(lp, s[0].shape[0], vocab) for lp, s in zip(log_probs, states, strict=True)]
+                for lp, state in zip(log_probs, states, strict=True):
+                    frames = state[0].shape[0]
+                    hyps.append(ctc_greedy_decode(lp, frames, vocab))
+                    if with_lm:
+                        lm_hyps.append(adapter_set.decode_ctc(lp[:frames]))
             refs = [r.text or "" for r in rows]
-            return {"cer": cer(refs, hyps), "wer": wer(refs, hyps)}
+            metrics = {"cer": cer(refs, hyps), "wer": wer(refs, hyps)}
+            if with_lm:
+                metrics |= {"lm_cer": cer(refs, lm_hyps), "lm_wer": wer(refs, lm_hyps)}
+            return metrics
         labels = adapter_set.config.labels or []
         guesses = []
         for start in range(0, len(rows), 32):
@@ -200,6 +208,15 @@ def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None, prosody=N
         truth = [r.label for r in rows]
         return {"accuracy": weighted_accuracy(truth, guesses),
                 "unweighted_accuracy": unweighted_accuracy(truth, guesses)}
+
+
+def selection(task: str, metrics: dict, with_lm: bool) -> tuple[str, float, bool]:
+    """(name, value, higher_is_better) that picks the epoch: the task's headline metric, or for
+    ``--select lm`` the mean of CER and WER under the set's LM (elp-add-lm's own criterion). Greedy CER
+    can mislead here: a head that grows more confident gains greedily and loses under the LM."""
+    if with_lm:
+        return "lm_mean", (metrics["lm_cer"] + metrics["lm_wer"]) / 2, False
+    return headline(task, metrics)
 
 
 def _save_best_so_far(adapter_set: AdapterSet, featurizer: nn.Module | None, out: str, history: list[dict]) -> None:
@@ -247,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--context-blocks", type=int, default=0,
                    help="ASR: rebuild the CTC head with this many context blocks (they start as the identity)")
     p.add_argument("--context-kernel", type=int, default=9, help="frames each context block's convolution spans")
+    p.add_argument("--select", choices=["greedy", "lm"], default="greedy",
+                   help="ASR: keep the epoch with the best greedy validation CER, or with the best mean of CER "
+                        "and WER under the set's own LM (the decoding it is served with)")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                    help="learning rate: constant, or a 5%% linear warm-up then a cosine to zero over --epochs")
     args = p.parse_args(argv)
@@ -260,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     task = adapter_set.task
     if args.context_blocks and task != "asr":
         raise SystemExit("--context-blocks is for ASR sets")
+    with_lm = args.select == "lm"
+    if with_lm and adapter_set.language_model is None:
+        raise SystemExit("--select lm needs an ASR set with a language model (elp-add-lm)")
     featurizer = adapter_set.featurizer if args.freeze_featurizer else None
     feature_dim = adapter_set.featurizer.output_dim
     corpus = Path(args.corpus)
@@ -286,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if featurizer is not None:  # from here on the head reads the cached featurizer output
         adapter_set.featurizer = Precomputed()
-    before = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s), prosody) for s in ("valid", "test")}
+    before = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s), prosody, with_lm)
+              for s in ("valid", "test")}
     print(json.dumps({"before": before}), flush=True)
     new_head = bool(args.pooling or args.factorized_slots or args.prosody or args.adapters_from
                     or args.dropout is not None)
@@ -326,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
         labels = adapter_set.config.labels or []
         targets = {r.path: labels.index(r.label) for r in splits["train"]}
     optimizer = torch.optim.AdamW([*trainable, *loss_fn.parameters()], lr=args.lr, weight_decay=args.weight_decay)
-    name, best, higher = headline(task, before["valid"])
+    name, best, higher = selection(task, before["valid"], with_lm)
     if new_head and not args.warm_start:
         best = -1.0 if higher else float("inf")  # the old head's score says nothing about the new one
     best_state, stale, history = copy.deepcopy(adapter_set.state_dict()), 0, []
@@ -358,9 +382,10 @@ def main(argv: list[str] | None = None) -> int:
             loss.backward()
             optimizer.step()
             scheduler.step()
-        valid = evaluate_cached(adapter_set, cache, splits["valid"], trials.get("valid"), prosody)
-        value = headline(task, valid)[1]
-        history.append({"epoch": epoch + 1, "loss": loss.item(), f"valid_{name}": value})
+        valid = evaluate_cached(adapter_set, cache, splits["valid"], trials.get("valid"), prosody, with_lm)
+        value = selection(task, valid, with_lm)[1]
+        history.append({"epoch": epoch + 1, "loss": loss.item(), f"valid_{name}": value}
+                       | ({"valid_cer": valid["cer"], "valid_lm_cer": valid["lm_cer"]} if with_lm else {}))
         print(json.dumps(history[-1]), flush=True)
         if (value > best) if higher else (value < best):
             best, best_state, stale = value, copy.deepcopy(adapter_set.state_dict()), 0
@@ -370,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
             if stale >= args.patience:
                 break
     adapter_set.load_state_dict(best_state)
-    after = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s), prosody) for s in ("valid", "test")}
+    after = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s), prosody, with_lm)
+             for s in ("valid", "test")}
     if featurizer is not None:
         adapter_set.featurizer = featurizer
     print(json.dumps({"after": after}), flush=True)
@@ -385,7 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                   "prosody": adapter_set.config.head.prosody, "dropout": adapter_set.config.head.dropout,
                   "augmented_views": args.augmented_views, "frame_mask_prob": args.frame_mask_prob,
                   "weight_decay": args.weight_decay, "freeze_featurizer": args.freeze_featurizer,
-                  "context_blocks": args.context_blocks, "schedule": args.schedule, "finished": True,
+                  "context_blocks": args.context_blocks, "schedule": args.schedule, "select": args.select,
+                  "finished": True,
                   "label_smoothing": 0.1 if task in ("emotion", "intent") else None}}
     if args.description:
         adapter_set.config.description = args.description

@@ -286,6 +286,31 @@ def test_cosine_refit_records_its_schedule_and_saves_the_best_set_as_it_goes(asr
     assert partial.featurizer.state_dict().keys() == final.featurizer.state_dict().keys()
 
 
+@pytest.mark.slow
+def test_refit_can_pick_its_epoch_by_the_lm_decoded_validation_score(asr_corpus, backbone_dir, tmp_path, capsys):
+    from elp import load_backbone as load
+    from elp.decoding import WordBigramLM
+    from elp.testing import make_random_adapter_set
+    from training import cached
+
+    adapter_set = make_random_adapter_set(load(backbone_dir), "asr", seed=0)
+    adapter_set.save(tmp_path / "no-lm")
+    adapter_set.attach_language_model(WordBigramLM.build(["turn on the lights", "open the door"], beam_width=4))
+    adapter_set.save(tmp_path / "with-lm")
+    common = ["--backbone", str(backbone_dir), "--corpus", str(asr_corpus), "--epochs", "2", "--freeze-featurizer",
+              "--lr", "5e-3", "--select", "lm"]
+    with pytest.raises(SystemExit, match="language model"):
+        cached.main([str(tmp_path / "no-lm"), "--out", str(tmp_path / "refit-no-lm"), *common])
+    cached.main([str(tmp_path / "with-lm"), "--out", str(tmp_path / "refit"), *common])
+    epochs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"epoch"')]
+    for epoch in epochs:  # the selection value is the LM's mean of CER and WER, reported beside greedy CER
+        assert 0 <= epoch["valid_lm_cer"] <= epoch["valid_lm_mean"] * 2 and "valid_cer" in epoch
+    refit = AdapterSet.load(tmp_path / "refit")
+    assert refit.config.training["refit"]["select"] == "lm" and refit.language_model is not None
+    valid, before = refit.config.metrics["valid"], refit.config.metrics["before_refit"]["valid"]
+    assert (valid["lm_cer"] + valid["lm_wer"]) <= (before["lm_cer"] + before["lm_wer"])  # best epoch, or the start
+
+
 def test_warmup_cosine_ramps_up_then_anneals_to_zero():
     from training.train import warmup_cosine
 
