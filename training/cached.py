@@ -17,18 +17,26 @@ upstream features, as s3prl's ASR downstream does).
 whole full-wide corpus fits) and trains the head alone; ``--context-blocks N`` gives an ASR head N
 convolution blocks (:class:`elp.heads.ctc.ContextBlock`) that start as the identity, so the refit
 starts at the set's own answers.
+
+``--cache-dir DIR`` keeps each encoder pass on disk (safetensors, named by a digest of the backbone,
+the set's E/P-adapters, the clips, the augmentation and its seed) so later refits of the same set
+skip it; ``--schedule cosine`` anneals the learning rate; ``--select lm`` keeps the epoch that decodes
+best under the ASR set's own LM (greedy CER and LM-decoded CER can disagree).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
+import hashlib
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone, pad_waveforms
@@ -71,6 +79,60 @@ def encode_rows(
         for i, row in enumerate(batch):
             frames = int(encoded.lengths[i])
             cache[row.path] = [state[i, :frames].to(torch.float16).clone() for state in states]
+    return cache
+
+
+def _tensor_digest(module: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_signature(model: MultiAdapterModel, rows, batch_size: int, augment_config: AugmentConfig | None,
+                    seed: int, prosody: bool, featurizer: nn.Module | None) -> str:
+    """What an encoder pass depends on: backbone weights, the set's E- and P-adapters (and the frozen
+    featurizer when its output is cached), the clips, the augmentation and its seed, the batching."""
+    adapter_set = model.adapter_sets[KEY]
+    parts = {
+        "layout": 1, "backbone": model.backbone.identity.fingerprint,
+        "backbone_changes": adapter_set.backbone_change_signature(),
+        "featurizer": _tensor_digest(featurizer) if featurizer is not None else None,
+        "clips": hashlib.sha256("\n".join(r.path for r in rows).encode()).hexdigest(),
+        "augment": dataclasses.asdict(augment_config) if augment_config is not None else None,
+        "seed": seed if augment_config is not None else None, "batch_size": batch_size, "prosody": prosody,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def encode_rows_cached(cache_dir: str | None, model: MultiAdapterModel, rows, batch_size: int = 16,
+                       augment_config: AugmentConfig | None = None, seed: int = 0,
+                       prosody: dict[str, torch.Tensor] | None = None, featurizer: nn.Module | None = None,
+                       ) -> dict[str, list[torch.Tensor]]:
+    """:func:`encode_rows`, kept on disk under ``cache_dir`` (safetensors, one file per signature) so
+    that refits of the same set on the same clips skip the encoder pass (~15 min per view of the
+    full-wide corpus on two CPU cores). Without ``cache_dir`` it just encodes."""
+    if cache_dir is None:
+        return encode_rows(model, rows, batch_size, augment_config, seed, prosody, featurizer)
+    signature = cache_signature(model, rows, batch_size, augment_config, seed, prosody is not None, featurizer)
+    file = Path(cache_dir) / f"{signature}.safetensors"
+    if file.is_file():
+        tensors = load_file(file)
+        paths = [r.path for r in rows]
+        layers = sum(1 for name in tensors if name.startswith("0.") and name[2:].isdigit())
+        if prosody is not None:
+            prosody.update({path: tensors[f"{i}.prosody"] for i, path in enumerate(paths)})
+        return {path: [tensors[f"{i}.{layer}"] for layer in range(layers)] for i, path in enumerate(paths)}
+    cache = encode_rows(model, rows, batch_size, augment_config, seed, prosody, featurizer)
+    index = {r.path: i for i, r in enumerate(rows)}
+    tensors = {f"{index[path]}.{layer}": state for path, states in cache.items() for layer, state in enumerate(states)}
+    if prosody is not None:
+        tensors |= {f"{index[path]}.prosody": value.contiguous() for path, value in prosody.items() if path in index}
+    file.parent.mkdir(parents=True, exist_ok=True)
+    partial = file.with_suffix(".partial")
+    save_file(tensors, partial)
+    partial.replace(file)
     return cache
 
 
@@ -267,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--select", choices=["greedy", "lm"], default="greedy",
                    help="ASR: keep the epoch with the best greedy validation CER, or with the best mean of CER "
                         "and WER under the set's own LM (the decoding it is served with)")
+    p.add_argument("--cache-dir", help="keep each encoder pass here (safetensors, keyed by everything it depends "
+                                       "on) and reuse it in later refits of the same set on the same clips")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                    help="learning rate: constant, or a 5%% linear warm-up then a cosine to zero over --epochs")
     args = p.parse_args(argv)
@@ -297,13 +361,14 @@ def main(argv: list[str] | None = None) -> int:
         {} if wants_prosody else None for _ in range(args.augmented_views + 1)
     ]
     prosody = prosody_views[0]
-    cache = encode_rows(model, [r for split in splits.values() for r in split], prosody=prosody,
-                        featurizer=featurizer)
+    cache = encode_rows_cached(args.cache_dir, model, [r for split in splits.values() for r in split],
+                               prosody=prosody, featurizer=featurizer)
     views = [cache]
     augment_config = AugmentConfig(**TASK_AUGMENT.get(task, {}) | {"time_mask_prob": 0.0})
     for view in range(1, args.augmented_views + 1):
-        views.append(encode_rows(model, splits["train"], augment_config=augment_config, seed=args.seed * 1000 + view,
-                                 prosody=prosody_views[view], featurizer=featurizer))
+        views.append(encode_rows_cached(args.cache_dir, model, splits["train"], augment_config=augment_config,
+                                        seed=args.seed * 1000 + view, prosody=prosody_views[view],
+                                        featurizer=featurizer))
     print(json.dumps({"cached_clips": len(cache), "augmented_views": args.augmented_views,
                       "seconds": round(time.perf_counter() - started, 1)}), flush=True)
 

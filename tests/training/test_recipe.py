@@ -311,6 +311,48 @@ def test_refit_can_pick_its_epoch_by_the_lm_decoded_validation_score(asr_corpus,
     assert (valid["lm_cer"] + valid["lm_wer"]) <= (before["lm_cer"] + before["lm_wer"])  # best epoch, or the start
 
 
+@pytest.mark.slow
+def test_refits_reuse_the_encoder_pass_kept_in_the_cache_dir(asr_corpus, backbone_dir, tmp_path, monkeypatch):
+    from elp import MultiAdapterModel
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training import cached
+    from training.data.manifest import read_manifest
+
+    make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
+    make_random_adapter_set(load(backbone_dir), "asr", seed=1).save(tmp_path / "other-set")
+    store = tmp_path / "encoder-passes"
+    common = ["--backbone", str(backbone_dir), "--corpus", str(asr_corpus), "--epochs", "1", "--augmented-views", "1",
+              "--cache-dir", str(store)]
+    cached.main([str(tmp_path / "asr-set"), "--out", str(tmp_path / "first"), *common])
+    assert len(list(store.glob("*.safetensors"))) == 2  # the clean pass and the augmented view
+
+    def encoder(*args, **kwargs):
+        raise AssertionError("encoded again")
+
+    real_encoder = cached.encode_rows
+    monkeypatch.setattr(cached, "encode_rows", encoder)
+    cached.main([str(tmp_path / "asr-set"), "--out", str(tmp_path / "second"), *common])
+    first, second = AdapterSet.load(tmp_path / "first"), AdapterSet.load(tmp_path / "second")
+    for name, tensor in first.state_dict().items():  # same cache, same seed: the same refit, bit for bit
+        assert torch.equal(tensor, second.state_dict()[name]), name
+    with pytest.raises(AssertionError, match="encoded again"):  # other E/P-adapters: another encoder pass
+        cached.main([str(tmp_path / "other-set"), "--out", str(tmp_path / "third"), *common])
+
+    # prosody statistics travel with the cached pass
+    monkeypatch.setattr(cached, "encode_rows", real_encoder)
+    model = MultiAdapterModel(load(backbone_dir))
+    model.add_adapter_set(cached.KEY, AdapterSet.load(tmp_path / "asr-set"))
+    rows = read_manifest(asr_corpus / "asr.jsonl")
+    fresh_prosody, kept_prosody = {}, {}
+    fresh = cached.encode_rows_cached(str(tmp_path / "with-prosody"), model, rows, prosody=fresh_prosody)
+    kept = cached.encode_rows_cached(str(tmp_path / "with-prosody"), model, rows, prosody=kept_prosody)
+    assert fresh.keys() == kept.keys() == fresh_prosody.keys() == kept_prosody.keys()
+    for path in fresh:
+        assert all(torch.equal(a, b) for a, b in zip(fresh[path], kept[path], strict=True))
+        assert torch.equal(fresh_prosody[path], kept_prosody[path])
+
+
 def test_warmup_cosine_ramps_up_then_anneals_to_zero():
     from training.train import warmup_cosine
 
