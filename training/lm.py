@@ -6,7 +6,7 @@ interpolated with a general-English bigram (``python -m training.general_lm`` ma
 which knows the word pairs a few thousand training sentences never show. ``alpha``, ``beta``, the
 penalty for a word outside the vocabulary and the interpolation weight are chosen on the validation
 split (by the mean of CER and WER unless ``--select`` says otherwise). Test clips are only scored
-(greedy and LM) for the record. ``--keep-lm`` re-tunes only the fusion weights, beam and look-ahead of
+(greedy and LM) for the record. ``--keep-lm`` re-tunes only the fusion weights, temperature, beam and look-ahead of
 the LM the set already carries (no rebuild: the same tensors). ``--text`` adds text-only sentences
 (a user's domain text; ``python -m training.corpus.lm_text`` writes the offline corpus' own), minus any
 line holding a validation or test transcript.
@@ -105,11 +105,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="text-only files (one sentence a line) added to the LM's training transcripts; lines "
                         "holding a validation or test transcript are dropped")
     p.add_argument("--beam-width", type=int, default=32)
+    p.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
+                   help="softmax temperatures of the head's output in the search (above 1 flattens it)")
     p.add_argument("--lookahead", action=argparse.BooleanOptionalAction, default=True,
                    help="score partial words by the best word they can become (LM look-ahead)")
     p.add_argument("--keep-lm", action="store_true",
                    help="keep the set's LM tensors and re-tune only alpha, beta, the unknown-word penalty, "
-                        "beam width and look-ahead")
+                        "temperature, beam width and look-ahead")
     p.add_argument("--select", choices=["cer", "wer", "mean"], default="mean",
                    help="validation criterion for alpha/beta (CER alone can buy characters with words)")
     p.add_argument("--max-clips", type=int, default=0, help="score the first N clips of each split only")
@@ -160,21 +162,24 @@ def main(argv: list[str] | None = None) -> int:
 
     best = None
     for interpolation, lm in language_models():
-        for alpha, beta, unk in itertools.product(args.alphas, args.betas, args.unk_offsets):
+        for alpha, beta, unk, temperature in itertools.product(args.alphas, args.betas, args.unk_offsets,
+                                                               args.temperatures):
             lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk,  # re-validated
-                                            beam_width=args.beam_width, lookahead=args.lookahead)
+                                            beam_width=args.beam_width, lookahead=args.lookahead,
+                                            temperature=temperature)
             adapter_set.attach_language_model(lm)  # a fresh decoder with these weights
             valid = score(adapter_set, clips["valid"])
-            print(f"interpolation {interpolation} alpha {alpha} beta {beta} unk {unk}: "
+            print(f"interpolation {interpolation} alpha {alpha} beta {beta} unk {unk} temperature {temperature}: "
                   f"valid CER {valid['cer']:.4f} WER {valid['wer']:.4f}", flush=True)
             if best is None or criterion(valid) < criterion(best[0]):
-                best = (valid, alpha, beta, unk, interpolation, lm)
+                best = (valid, alpha, beta, unk, temperature, interpolation, lm)
     assert best is not None
-    valid, alpha, beta, unk, interpolation, lm = best
-    lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk)
+    valid, alpha, beta, unk, temperature, interpolation, lm = best
+    lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk, temperature=temperature)
     adapter_set.attach_language_model(lm)
     report["lm"] = {"valid": valid, "test": score(adapter_set, clips["test"]), "alpha": alpha, "beta": beta,
                     "unk_score_offset": unk, "beam_width": args.beam_width, "lookahead": args.lookahead,
+                    "temperature": temperature,
                     "words": lm.config.num_words, "bigrams": lm.config.num_bigrams, "kept": args.keep_lm,
                     "background": args.background_arpa if background else None,
                     "interpolation": interpolation if background else None,

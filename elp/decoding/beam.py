@@ -8,7 +8,8 @@ word that no vocabulary word starts with pays ``unk_score_offset`` at once, so h
 leave the beam early. With the LM's ``lookahead`` a partial word is scored by the best word it can
 still become (``alpha * ln max p(w | previous)`` over the words it starts) until it completes: the
 prefix-tree look-ahead of token-passing decoders, which lets a beam of 32 keep the spellings that an
-LM-blind beam needs several times the width to keep.
+LM-blind beam needs several times the width to keep. The LM's ``temperature`` flattens the head's
+probabilities before the search (pruning and blank skipping then act on the flattened ones).
 """
 
 from __future__ import annotations
@@ -44,6 +45,13 @@ def _add(beams: dict[str, list[float]], prefix: str, blank: float, symbol: float
     slot[1] = _logaddexp(slot[1], symbol)
 
 
+def tempered(log_probs: np.ndarray, temperature: float) -> np.ndarray:
+    """``log_softmax(log_probs / temperature)`` per frame (rows of ``(frames, symbols)``)."""
+    scaled = log_probs / temperature
+    top = scaled.max(axis=-1, keepdims=True)
+    return scaled - (top + np.log(np.exp(scaled - top).sum(axis=-1, keepdims=True)))
+
+
 class CTCBeamDecoder:
     """Best transcript of CTC log-probabilities under a word LM; ``vocab[0]`` is the blank and the
     space symbol separates words."""
@@ -56,6 +64,7 @@ class CTCBeamDecoder:
         self.unk = lm.config.unk_score_offset
         self.beam_width = lm.config.beam_width
         self.lookahead = lm.config.lookahead
+        self.temperature = lm.config.temperature
         self.prune_logp = prune_logp
         self.blank_skip_logp = blank_skip_logp
         self._word_cache: dict[tuple[str, str], float] = {}
@@ -121,6 +130,8 @@ class CTCBeamDecoder:
     # ------------------------------------------------------------------ search
     def decode(self, log_probs: np.ndarray) -> str:
         log_probs = np.asarray(log_probs, dtype=np.float64)
+        if self.temperature != 1.0:
+            log_probs = tempered(log_probs, self.temperature)
         space = self.vocab.index(" ") if " " in self.vocab else -1
         beams: dict[str, tuple[float, float]] = {"": (0.0, NEG_INF)}  # prefix -> (ends in blank, ends in symbol)
         self._bound_caches()

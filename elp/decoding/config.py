@@ -18,7 +18,12 @@ class LanguageModelConfig:
     it starts (given the previous word), and that estimate is replaced by the word's own score when
     it completes. Without it a word's LM score arrives only at its last letter, so a narrow beam drops
     spellings of likely words before they can be rewarded (sets saved before it existed decode as
-    they did)."""
+    they did).
+
+    ``temperature``: the search reads ``log_softmax(log_probs / temperature)``. A CTC head trained to
+    near-certainty puts almost all of a frame on one symbol, so the beam holds spellings that differ
+    only where the head was sure and wrong; above 1 the near-misses stay in reach of the LM (1: the
+    head's own probabilities, as sets saved before it existed decode)."""
 
     num_words: int
     num_word_bytes: int
@@ -28,9 +33,12 @@ class LanguageModelConfig:
     beam_width: int = 32
     unk_score_offset: float = -10.0
     lookahead: bool = False
+    temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.num_words < 3 or self.num_word_bytes < self.num_words or self.num_bigrams < 0:
             raise ConfigError("language model sizes are inconsistent")
         if not 1 <= self.beam_width <= 1024 or self.alpha < 0:
             raise ConfigError("beam_width must be in [1, 1024] and alpha >= 0")
+        if not 0.1 <= self.temperature <= 10.0:
+            raise ConfigError("temperature must be in [0.1, 10]")

@@ -59,6 +59,32 @@ def test_a_stronger_unknown_word_penalty_repairs_a_confident_misspelling(asr_set
     assert decoded == {-1.0: "turn on the lixhts", -30.0: "turn on the lights"}
 
 
+def test_a_temperature_keeps_a_letter_the_head_nearly_ruled_out_within_the_lm_s_reach(asr_set: AdapterSet) -> None:
+    """The head puts the "g" of "lights" at ~e^-7, below the search's pruning: at temperature 1 no
+    beam can spell the word, at 3 the letter survives pruning and the LM picks it."""
+    log_probs = spelled_log_probs("turn on the lights")
+    confident = torch.full((len(CTC_VOCAB),), -9.0)
+    confident[CTC_VOCAB.index("x")], confident[CTC_VOCAB.index("g")] = -0.1, -7.0
+    log_probs[2 * 14] = torch.log_softmax(confident, dim=-1)
+    lm = WordBigramLM.build(TEXTS, alpha=0.8, beta=1.0, beam_width=16, unk_score_offset=-30.0)
+    decoded = {}
+    for temperature in (1.0, 3.0):
+        lm.config = dataclasses.replace(lm.config, temperature=temperature)
+        asr_set.attach_language_model(lm)
+        decoded[temperature] = asr_set.decode_ctc(log_probs)
+    assert decoded[1.0] != "turn on the lights" and decoded[3.0] == "turn on the lights"
+    with pytest.raises(ConfigError, match="temperature"):
+        dataclasses.replace(lm.config, temperature=0.0)
+
+
+def test_tempered_log_probs_are_a_log_softmax_of_the_scaled_scores() -> None:
+    from elp.decoding.beam import tempered
+
+    scores = torch.log_softmax(torch.randn(5, len(CTC_VOCAB), generator=torch.Generator().manual_seed(0)), dim=-1)
+    expected = torch.log_softmax(scores.double() / 1.7, dim=-1).numpy()
+    assert tempered(scores.double().numpy(), 1.7) == pytest.approx(expected, abs=1e-12)
+
+
 def test_lm_round_trips_inside_the_weights_and_is_checked(asr_set: AdapterSet, tmp_path) -> None:
     asr_set.attach_language_model(WordBigramLM.build(TEXTS, {"window": 1.0}, alpha=0.7, beta=2.0))
     folder = asr_set.save(tmp_path / "asr-lm")
