@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -38,6 +40,15 @@ _LAYER_NORM_NAMES = {
     "hubert": ("layer_norm", "final_layer_norm"),
     "wavlm": ("layer_norm", "final_layer_norm"),
 }
+
+
+
+def update_digest(digest: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    """Feed named tensors (name, dtype, shape and bytes, in name order) into ``digest``; returns it."""
+    for name, tensor in sorted(tensors.items()):
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest
 
 
 class AdapterSet(nn.Module):
@@ -117,10 +128,7 @@ class AdapterSet(nn.Module):
         digest = hashlib.sha256()
         for part in (self.config.e_adapter, self.config.p_adapter):
             digest.update(json.dumps(asdict(part) if part is not None else None, sort_keys=True).encode())
-        for name, tensor in sorted(self.backbone_change_state().items()):
-            digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-        return digest.hexdigest()
+        return update_digest(digest, self.backbone_change_state()).hexdigest()
 
     def attach_language_model(self, language_model: WordBigramLM | None) -> None:
         """Decode with ``language_model`` from now on (None: greedy); saved with the set."""

@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone, pad_waveforms
+from elp.adapter_set import update_digest
 from elp.heads import AMSoftmaxLoss, build_head, ctc_greedy_decode
 from elp.heads.prosody import clip_prosody
 from training.data.manifest import filter_split, read_manifest, read_trials
@@ -82,23 +83,16 @@ def encode_rows(
     return cache
 
 
-def _tensor_digest(module: nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def cache_signature(model: MultiAdapterModel, rows, batch_size: int, augment_config: AugmentConfig | None,
                     seed: int, prosody: bool, featurizer: nn.Module | None) -> str:
     """What an encoder pass depends on: backbone weights, the set's E- and P-adapters (and the frozen
     featurizer when its output is cached), the clips, the augmentation and its seed, the batching."""
     adapter_set = model.adapter_sets[KEY]
+    featurizer_digest = None if featurizer is None else update_digest(hashlib.sha256(), featurizer.state_dict())
     parts = {
         "layout": 1, "backbone": model.backbone.identity.fingerprint,
         "backbone_changes": adapter_set.backbone_change_signature(),
-        "featurizer": _tensor_digest(featurizer) if featurizer is not None else None,
+        "featurizer": featurizer_digest.hexdigest() if featurizer_digest is not None else None,
         "clips": hashlib.sha256("\n".join(r.path for r in rows).encode()).hexdigest(),
         "augment": dataclasses.asdict(augment_config) if augment_config is not None else None,
         "seed": seed if augment_config is not None else None, "batch_size": batch_size, "prosody": prosody,
