@@ -480,11 +480,11 @@ def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(asr_corpus,
     # --keep-lm re-tunes the fusion weights, beam and look-ahead of that same LM without rebuilding it
     assert lm.main([str(tmp_path / "asr-lm"), "--out", str(tmp_path / "asr-retuned"), "--backbone", str(backbone_dir),
                     "--corpus", str(root), "--keep-lm", "--alphas", "0.9", "--betas", "0.5", "--unk-offsets", "-30",
-                    "--beam-width", "8", "--no-lookahead"]) == 0
+                    "--beam-width", "8", "--no-lookahead", "--temperatures", "1.7"]) == 0
     retuned = AdapterSet.load(tmp_path / "asr-retuned")
     config = retuned.config.language_model
-    assert (config.alpha, config.beta, config.unk_score_offset, config.beam_width, config.lookahead) == (
-        0.9, 0.5, -30.0, 8, False)
+    assert (config.alpha, config.beta, config.unk_score_offset, config.beam_width, config.lookahead,
+            config.temperature) == (0.9, 0.5, -30.0, 8, False, 1.7)
     for name, tensor in adapter_set.language_model.state_dict().items():
         assert torch.equal(retuned.language_model.state_dict()[name], tensor), name
     assert adapter_set.config.language_model.lookahead  # look-ahead is on unless switched off
