@@ -42,7 +42,6 @@ _LAYER_NORM_NAMES = {
 }
 
 
-
 def update_digest(digest: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
     """Feed named tensors (name, dtype, shape and bytes, in name order) into ``digest``; returns it."""
     for name, tensor in sorted(tensors.items()):

@@ -373,7 +373,6 @@ def _write_plots(run_dir: Path, task: str, history: list[dict], valid: dict, tes
         plot_confusion_matrix(np.array(final["_confusion"]), final["_labels"], run_dir / "confusion_matrix.png")
 
 
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result = train(args)

@@ -1,6 +1,6 @@
 """Write the text-only LM material of the offline corpus: one normalised sentence a line.
 
-The clips speak ~11,000 sentences; the same sources hold ~30,000 more as text (fortunes of other
+The clips speak ~11,000 sentences; the same sources hold ~40,000 more as text (fortunes of other
 lengths, WordNet usage examples never synthesised). An n-gram LM learns from text alone, so
 ``elp-add-lm --text`` adds these to the training transcripts (dropping any line that holds a
 validation or test transcript), the way LibriSpeech's LM corpus adds book text to its transcripts.
