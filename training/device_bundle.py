@@ -67,8 +67,13 @@ def unpack_encoder(folder: Path) -> None:
 
 
 def pack_adapter_set(source: Path, out: Path) -> None:
-    """fp16 for the journey (half the bytes); a start point loses nothing that training cannot redo."""
-    AdapterSet.load(source).half().save(out)
+    """fp16 for the journey (half the bytes); a start point loses nothing that training cannot redo.
+    A word LM stays float32: training does not redo it, and its log-probabilities decide the search."""
+    adapter_set = AdapterSet.load(source)
+    language_model = adapter_set.language_model
+    adapter_set.language_model = None  # out of half()'s reach, then back
+    adapter_set.half().language_model = language_model
+    adapter_set.save(out)
 
 
 def unpack_adapter_sets(folder: Path) -> None:
@@ -78,20 +83,33 @@ def unpack_adapter_sets(folder: Path) -> None:
 
 def _encode(job: tuple[str, str]) -> None:
     src, dst = job
+    if Path(dst).exists() and Path(dst).stat().st_mtime >= Path(src).stat().st_mtime:
+        return  # an interrupted pack resumes where it stopped
     audio, rate = sf.read(src, dtype="float32")
     sf.write(dst, audio, rate, format="OGG", subtype="OPUS", compression_level=0.98)
 
 
-def _decode(job: tuple[str, str]) -> None:
+def _decode(job: tuple[str, str]) -> bool:
+    """False for a clip that does not decode: it is left out (``trim_manifests``), not the whole run."""
     src, dst = job
-    audio, rate = sf.read(src, dtype="float32")
+    try:
+        audio, rate = sf.read(src, dtype="float32")
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        print(f"skipping {src}: {exc}", file=sys.stderr)
+        return False
     sf.write(dst, audio, rate, format="FLAC")
+    return True
 
 
 def pack_corpus(source: Path, out: Path, workers: int, splits: tuple[str, ...] = ("train", "valid", "test"),
-                tasks: tuple[str, ...] = ()) -> None:
+                tasks: tuple[str, ...] = (), shards: int = 1) -> None:
     """Manifests whole, audio of ``splits`` only (held-out test audio can stay home: it is scored there)
-    and, when ``tasks`` names some, only of those tasks' clips (an ASR run needs no emotion audio)."""
+    and, when ``tasks`` names some, only of those tasks' clips (an ASR run needs no emotion audio).
+
+    ``shards`` > 1 deals the clips round-robin into ``audio-<i>.tar.gz`` archives, so a corpus larger
+    than one call's 64 MiB can travel over several calls to the same warm machine; each shard alone is
+    a spread sample of the corpus (every speaker, every synthesiser), so training on whichever shards
+    arrived still makes sense (see ``trim_manifests``)."""
     out.mkdir(parents=True, exist_ok=True)
     wanted = None
     if tasks:
@@ -116,22 +134,45 @@ def pack_corpus(source: Path, out: Path, workers: int, splits: tuple[str, ...] =
     with ProcessPoolExecutor(workers) as pool:
         list(pool.map(_encode, jobs, chunksize=32))
     # One archive instead of thousands of 4 KiB-block files: the size limit counts disk blocks.
-    with tarfile.open(out / "audio.tar.gz", "w:gz") as archive:
-        archive.add(out / "audio", arcname="audio")
-    shutil.rmtree(out / "audio")
+    targets = [Path(target) for _, target in jobs]
+    for shard in range(shards):
+        name = "audio.tar.gz" if shards == 1 else f"audio-{shard}.tar.gz"
+        with tarfile.open(out / name, "w:gz") as archive:
+            for target in targets[shard::shards]:
+                archive.add(target, arcname=target.relative_to(out).as_posix())
+    shutil.rmtree(out / "audio", ignore_errors=True)
 
 
 def unpack_corpus(folder: Path, workers: int) -> None:
-    if (folder / "audio.tar.gz").exists():
-        with tarfile.open(folder / "audio.tar.gz") as archive:
+    for shard in sorted(folder.glob("audio*.tar.gz")):
+        with tarfile.open(shard) as archive:
             archive.extractall(folder, filter="data")
     for packed in folder.glob("*.gz"):
         if not packed.name.endswith(".tar.gz"):
             packed.with_suffix("").write_bytes(gzip.decompress(packed.read_bytes()))
     jobs = [(str(ogg), str(ogg.with_suffix(".flac"))) for ogg in sorted(folder.glob("audio/**/*.ogg"))]
     with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_decode, jobs, chunksize=32))
-    print(json.dumps({"decoded": len(jobs)}))
+        decoded = sum(pool.map(_decode, jobs, chunksize=32))
+    for ogg, _ in jobs:
+        Path(ogg).unlink()
+    print(json.dumps({"decoded": decoded, "undecodable": len(jobs) - decoded}))
+    trim_manifests(folder)
+
+
+def trim_manifests(folder: Path) -> dict[str, int]:
+    """Drop manifest rows whose audio did not travel (a shard lost with a machine given back between
+    calls, or audio left home on purpose) so training reads only clips that are there; rows of splits
+    whose audio never travelled at all (test, scored at home) are kept: nothing reads them there."""
+    dropped = {}
+    for manifest in sorted(folder.glob("*.jsonl")):
+        rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+        present_splits = {row["split"] for row in rows if (folder / row["path"]).exists()}
+        kept = [row for row in rows if row["split"] not in present_splits or (folder / row["path"]).exists()]
+        dropped[manifest.stem] = len(rows) - len(kept)
+        if dropped[manifest.stem]:
+            manifest.write_text("".join(json.dumps(row) + "\n" for row in kept))
+    print(json.dumps({"dropped_rows": dropped}))
+    return dropped
 
 
 # What the GPU image lacks (its Python is 3.12): soundfile for the audio, jiwer for WER/CER.
@@ -176,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     pack.add_argument("--device-python", default="3.12", help="Python version of the GPU image's wheels")
     pack.add_argument("--splits", default="train,valid,test", help="corpus splits whose audio travels")
     pack.add_argument("--tasks", default="", help="comma list: only these tasks' audio travels (default all)")
+    pack.add_argument("--shards", type=int, default=1, help="split the audio into this many archives")
     pack.add_argument("--adapter-sets", nargs="*", default=[], help="sets to start from (travel as fp16)")
     pack.add_argument("--serve", action="store_true", help="also the server's wheels (benchmarks on the GPU)")
     unpack = sub.add_parser("unpack")
@@ -187,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "pack":
         pack_encoder(Path(args.backbone), Path(args.out) / Path(args.backbone).name)
         tasks = tuple(t for t in args.tasks.split(",") if t)
-        pack_corpus(Path(args.corpus), Path(args.out) / "corpus", args.workers, tuple(args.splits.split(",")), tasks)
+        pack_corpus(Path(args.corpus), Path(args.out) / "corpus", args.workers, tuple(args.splits.split(",")), tasks,
+                    args.shards)
         for source in map(Path, args.adapter_sets):
             pack_adapter_set(source, Path(args.out) / "sets" / source.name)
         download_wheels(Path(args.out) / "wheels", args.device_python, args.serve)

@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep-lm", action="store_true",
                    help="keep the set's LM tensors and re-tune only alpha, beta, the unknown-word penalty, "
                         "temperature, beam width and look-ahead")
+    p.add_argument("--lm-from", metavar="SET",
+                   help="with --keep-lm: keep this other set's LM (same vocabulary), e.g. for a set trained on "
+                        "a GPU machine that came back without its LM")
     p.add_argument("--select", choices=["cer", "wer", "mean"], default="mean",
                    help="validation criterion for alpha/beta (CER alone can buy characters with words)")
     p.add_argument("--max-clips", type=int, default=0, help="score the first N clips of each split only")
@@ -134,8 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     model.add_adapter_set(KEY, adapter_set)
     clips = {s: clip_log_probs(model, splits[s]) for s in ("valid", "test")}
     kept = adapter_set.language_model
+    if args.lm_from:
+        if not args.keep_lm:
+            raise SystemExit("--lm-from keeps another set's LM: add --keep-lm")
+        donor = AdapterSet.load(args.lm_from)
+        if donor.config.vocab != adapter_set.config.vocab:
+            raise SystemExit(f"{args.lm_from} spells with another vocabulary than {args.adapter_set}")
+        kept = donor.language_model
+        source = args.lm_from
+    else:
+        source = args.adapter_set
     if args.keep_lm and kept is None:
-        raise SystemExit(f"{args.adapter_set} has no language model to keep")
+        raise SystemExit(f"{source} has no language model to keep")
     adapter_set.attach_language_model(None)
     report: dict[str, object] = {"greedy": {s: score(adapter_set, clips[s]) for s in clips}}
     texts = [r.text for r in filter_split(rows, "train") if r.text]

@@ -491,6 +491,18 @@ def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(asr_corpus,
     make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "no-lm")
     with pytest.raises(SystemExit, match="no language model"):
         lm.main([str(tmp_path / "no-lm"), "--backbone", str(backbone_dir), "--corpus", str(root), "--keep-lm"])
+    # --lm-from: a set that came back from a GPU machine without its LM takes the home set's tensors
+    assert lm.main([str(tmp_path / "no-lm"), "--out", str(tmp_path / "lm-from"), "--backbone", str(backbone_dir),
+                    "--corpus", str(root), "--keep-lm", "--lm-from", str(tmp_path / "asr-lm"), "--alphas", "0.5",
+                    "--betas", "1.0", "--unk-offsets", "-10"]) == 0
+    borrowed = AdapterSet.load(tmp_path / "lm-from")
+    for name, tensor in adapter_set.language_model.state_dict().items():
+        assert torch.equal(borrowed.language_model.state_dict()[name], tensor), name
+    for name, tensor in AdapterSet.load(tmp_path / "no-lm").state_dict().items():
+        assert torch.equal(borrowed.state_dict()[name], tensor), name  # its own weights untouched
+    with pytest.raises(SystemExit, match="add --keep-lm"):
+        lm.main([str(tmp_path / "no-lm"), "--backbone", str(backbone_dir), "--corpus", str(root),
+                 "--lm-from", str(tmp_path / "asr-lm")])
 
 
 def test_text_lines_are_normalised_and_lose_every_line_holding_a_held_out_transcript(tmp_path):
