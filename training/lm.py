@@ -199,9 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                     "extra_text": [Path(t).name for t in args.text]}
     metrics = adapter_set.config.metrics
     metrics["greedy"] = report["greedy"]
-    for split in ("valid", "test"):
-        if split in metrics:
-            metrics[split].update(report["lm"][split])  # type: ignore[index]
+    for split in ("valid", "test"):  # a soup records none of its own yet: these are its first
+        metrics.setdefault(split, {}).update(report["lm"][split])  # type: ignore[index]
     adapter_set.save(args.out or args.adapter_set)
     print(json.dumps(report, indent=2))
     return 0

@@ -496,6 +496,8 @@ def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(asr_corpus,
                     "--corpus", str(root), "--keep-lm", "--lm-from", str(tmp_path / "asr-lm"), "--alphas", "0.5",
                     "--betas", "1.0", "--unk-offsets", "-10"]) == 0
     borrowed = AdapterSet.load(tmp_path / "lm-from")
+    assert "valid" not in AdapterSet.load(tmp_path / "no-lm").config.metrics  # like a soup: none of its own
+    assert {"cer", "wer"} <= set(borrowed.config.metrics["valid"]) and "cer" in borrowed.config.metrics["test"]
     for name, tensor in adapter_set.language_model.state_dict().items():
         assert torch.equal(borrowed.language_model.state_dict()[name], tensor), name
     for name, tensor in AdapterSet.load(tmp_path / "no-lm").state_dict().items():
