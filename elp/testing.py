@@ -93,7 +93,7 @@ def make_random_adapter_set(
 ) -> AdapterSet:
     """A set whose every parameter is random (not the near-identity initialisation, so the context
     blocks of an ASR head mix frames from the start), so tests see each component's effect; labels
-    default to a few made-up classes."""
+    default to a few made-up classes. One seed gives one set, whatever the global RNG's state."""
     if task in ("emotion", "intent") and labels is None:
         labels = ["neutral", "happy", "sad", "angry"] if task == "emotion" else [
             "activate_lights_kitchen", "deactivate_lights_kitchen", "increase_volume_none"
@@ -113,7 +113,9 @@ def make_random_adapter_set(
         config.e_adapter.bottleneck = 8
     if config.l_adapter is not None:
         config.l_adapter.dim = 16
-    adapter_set = AdapterSet.create(config, backbone)
+    with torch.random.fork_rng(devices=[]):  # the initialisation too: same seed, same set, on any device
+        torch.manual_seed(seed)
+        adapter_set = AdapterSet.create(config, backbone)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in adapter_set.parameters():
@@ -144,3 +146,22 @@ def seeded_waveform(seconds: float, seed: int = 0, sample_rate: int = 16000) -> 
     wave = sum(np.sin(k * phase) / k for k in range(1, 6)) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2)
     wave = 0.3 * wave / np.max(np.abs(wave)) + 0.01 * rng.standard_normal(t.shape)
     return torch.from_numpy(wave.astype(np.float32))
+
+
+def outputs_per_row(model, waves: list[torch.Tensor], keys: list[str]) -> list[torch.Tensor]:
+    """Run ``waves`` as one batch routed by ``keys`` and return each row's head output in row order
+    (a CTC row cut to its own frames), so a mixed batch can be compared with each row run alone."""
+    from elp.model import pad_waveforms
+
+    batch, lengths = pad_waveforms(waves)
+    device = model.backbone.device
+    with torch.no_grad():
+        groups = model(batch.to(device), lengths.to(device), keys)
+    per_row = {}
+    for group in groups.values():
+        for position, row in enumerate(group.rows):
+            out = group.output[position]
+            if out.dim() == 2:  # CTC: only the valid frames
+                out = out[: int(group.lengths[position])]
+            per_row[row] = out
+    return [per_row[i] for i in range(len(waves))]

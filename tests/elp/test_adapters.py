@@ -18,23 +18,11 @@ from elp import (
     load_backbone,
 )
 from elp.model import pad_waveforms
-from elp.testing import make_random_adapter_set, save_tiny_backbone, seeded_waveform
+from elp.testing import make_random_adapter_set, outputs_per_row, save_tiny_backbone, seeded_waveform
 
 WAVES = [seeded_waveform(s, seed=i) for i, s in enumerate((1.0, 0.63, 1.37, 0.5))]
 
 
-def _outputs(model, waves, keys):
-    batch, lengths = pad_waveforms(waves)
-    with torch.no_grad():
-        groups = model(batch, lengths, keys)
-    per_row = {}
-    for group in groups.values():
-        for position, row in enumerate(group.rows):
-            out = group.output[position]
-            if out.dim() == 2:  # CTC: only the valid frames
-                out = out[: int(group.lengths[position])]
-            per_row[row] = out
-    return [per_row[i] for i in range(len(waves))]
 
 
 def test_only_adapter_parameters_train_and_frozen_weights_stay_bit_identical(backbone):
@@ -86,7 +74,8 @@ def test_save_load_round_trip_gives_identical_outputs(backbone, tmp_path):
     model = MultiAdapterModel(backbone)
     model.add_adapter_set("original", adapter_set)
     model.add_adapter_set("loaded", loaded)
-    for a, b in zip(_outputs(model, WAVES, ["original"] * 4), _outputs(model, WAVES, ["loaded"] * 4), strict=True):
+    original, reloaded = outputs_per_row(model, WAVES, ["original"] * 4), outputs_per_row(model, WAVES, ["loaded"] * 4)
+    for a, b in zip(original, reloaded, strict=True):
         assert torch.equal(a, b)
     assert loaded.config.to_dict() == adapter_set.config.to_dict()
 
@@ -105,13 +94,13 @@ def test_mixed_batch_equals_each_row_alone_and_padding_changes_nothing(backbone)
         options = dict(options)
         model.add_adapter_set(key, make_random_adapter_set(backbone, options.pop("task"), **options))
     keys = [key for key, _ in MIXED_SETS]
-    mixed = _outputs(model, WAVES, keys)
+    mixed = outputs_per_row(model, WAVES, keys)
     for row, key in enumerate(keys):
-        alone = _outputs(model, [WAVES[row]], [key])[0]
+        alone = outputs_per_row(model, [WAVES[row]], [key])[0]
         torch.testing.assert_close(mixed[row], alone, atol=1e-5, rtol=1e-5)
     # Same sets, rows reordered and each row repeated beside a much longer clip: still identical.
     long_clip = seeded_waveform(2.2, seed=9)
-    again = _outputs(model, [long_clip, WAVES[2], WAVES[0]], ["int-l", "emo-ep", "asr-elp"])
+    again = outputs_per_row(model, [long_clip, WAVES[2], WAVES[0]], ["int-l", "emo-ep", "asr-elp"])
     torch.testing.assert_close(again[1], mixed[2], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(again[2], mixed[0], atol=1e-5, rtol=1e-5)
 
@@ -134,10 +123,10 @@ def test_gathered_and_per_group_routing_give_every_row_its_answer_alone(backbone
         model.add_adapter_set(key, adapter_set)
     keys = ["asr-elp", "int-p", "spk-el", "emo-ep", "int-l", "asr-shared", "emo-ep"]
     waves = [seeded_waveform(0.4 + 0.17 * i, seed=20 + i) for i in range(len(keys))]
-    mixed = _outputs(model, waves, keys)
+    mixed = outputs_per_row(model, waves, keys)
     assert bool(calls) == gathered and all(result is not None for result in calls)
     for row, key in enumerate(keys):
-        torch.testing.assert_close(mixed[row], _outputs(model, [waves[row]], [key])[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mixed[row], outputs_per_row(model, [waves[row]], [key])[0], atol=1e-5, rtol=1e-5)
 
 
 def test_gathered_routing_is_opt_in_and_never_trains(backbone):
@@ -181,9 +170,9 @@ def test_sets_with_the_same_e_and_p_adapters_route_as_one_group_with_the_same_an
     assert len(model._route_for({"asr": [0, 2], "intent": [1]}, 3, backbone.device)) == 2  # weights may move
     model.eval()
     keys = ["asr", "intent", "emotion", "intent"]
-    mixed = _outputs(model, WAVES, keys)
+    mixed = outputs_per_row(model, WAVES, keys)
     for row, key in enumerate(keys):
-        torch.testing.assert_close(mixed[row], _outputs(model, [WAVES[row]], [key])[0], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mixed[row], outputs_per_row(model, [WAVES[row]], [key])[0], atol=1e-5, rtol=1e-5)
 
 
 def test_predict_answers_each_task(backbone):
@@ -290,8 +279,8 @@ def test_max_pooled_slot_factorized_intent_head_round_trips_and_ignores_padding(
     model.add_adapter_set("original", adapter_set)
     model.add_adapter_set("loaded", loaded)
     model.add_adapter_set("other", make_random_adapter_set(backbone, "emotion", method="l"))
-    alone = _outputs(model, WAVES[:2], ["original", "original"])
-    padded = _outputs(model, [WAVES[0], seeded_waveform(2.0, seed=8), WAVES[1]], ["loaded", "other", "loaded"])
+    alone = outputs_per_row(model, WAVES[:2], ["original", "original"])
+    padded = outputs_per_row(model, [WAVES[0], seeded_waveform(2.0, seed=8), WAVES[1]], ["loaded", "other", "loaded"])
     torch.testing.assert_close(padded[0], alone[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(padded[2], alone[1], atol=1e-5, rtol=1e-5)
     # Each intent is made of exactly one value per slot; the two "lights_kitchen" intents share two.
@@ -317,7 +306,7 @@ def test_bfloat16_backbone_serves_every_head_kind_close_to_float32(backbone_dirs
             adapter_set.save(tmp_path / task)
             model.add_adapter_set(task, AdapterSet.load(tmp_path / task))
         keys = list(sets)
-        outputs[dtype] = _outputs(model, WAVES[:1] * len(keys), keys)
+        outputs[dtype] = outputs_per_row(model, WAVES[:1] * len(keys), keys)
         assert model.predict(WAVES[:1] * len(keys), keys)[3].label in sets["intent"].config.labels
     for full, reduced in zip(outputs[torch.float32], outputs[torch.bfloat16], strict=True):
         torch.testing.assert_close(reduced.float(), full.float(), atol=0.05, rtol=0.05)
@@ -331,14 +320,14 @@ def test_threads_running_one_model_at_once_get_their_own_rows_answers(backbone):
     model.add_adapter_set("first", make_random_adapter_set(backbone, "emotion", seed=1))
     model.add_adapter_set("second", make_random_adapter_set(backbone, "emotion", seed=2))
     jobs = {"first": (WAVES[:2], ["first", "first"]), "second": (WAVES[1:4], ["second", "first", "second"])}
-    expected = {name: _outputs(model, *job) for name, job in jobs.items()}
+    expected = {name: outputs_per_row(model, *job) for name, job in jobs.items()}
     barrier = threading.Barrier(2)
     mismatches: list[str] = []
 
     def run(name: str) -> None:
         for _ in range(15):
             barrier.wait(timeout=10)
-            for got, want in zip(_outputs(model, *jobs[name]), expected[name], strict=True):
+            for got, want in zip(outputs_per_row(model, *jobs[name]), expected[name], strict=True):
                 if not torch.allclose(got, want, atol=1e-5, rtol=1e-5):
                     mismatches.append(name)
 
@@ -365,8 +354,8 @@ def test_context_head_round_trips_and_ignores_padding_and_batch_mates(backbone, 
     model.add_adapter_set("original", adapter_set)
     model.add_adapter_set("loaded", loaded)
     model.add_adapter_set("other", make_random_adapter_set(backbone, "emotion", method="ep", seed=6))
-    alone = [_outputs(model, [wave], ["original"])[0] for wave in WAVES[:2]]
-    padded = _outputs(model, [WAVES[0], seeded_waveform(2.0, seed=8), WAVES[1]], ["loaded", "other", "loaded"])
+    alone = [outputs_per_row(model, [wave], ["original"])[0] for wave in WAVES[:2]]
+    padded = outputs_per_row(model, [WAVES[0], seeded_waveform(2.0, seed=8), WAVES[1]], ["loaded", "other", "loaded"])
     torch.testing.assert_close(padded[0], alone[0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(padded[2], alone[1], atol=1e-5, rtol=1e-5)
     # the blocks do mix neighbouring frames: changing one frame's features moves its neighbours' outputs
@@ -391,3 +380,14 @@ def test_new_context_blocks_start_as_the_identity(backbone):
     head.eval()
     features, lengths = torch.randn(2, 9, linear.featurizer.output_dim), torch.tensor([9, 6])
     assert torch.equal(head(features, lengths), linear.head(features, lengths))
+
+
+def test_one_seed_gives_one_random_set_whatever_the_global_rng(backbone):
+    torch.manual_seed(1)
+    first = make_random_adapter_set(backbone, "asr", seed=7)
+    torch.manual_seed(2)  # what another test or a CUDA run left in the global generator
+    second = make_random_adapter_set(backbone, "asr", seed=7)
+    for name, tensor in first.state_dict().items():
+        assert torch.equal(tensor, second.state_dict()[name]), name
+    other = make_random_adapter_set(backbone, "asr", seed=8).state_dict()
+    assert any(not torch.equal(tensor, other[name]) for name, tensor in first.state_dict().items())
