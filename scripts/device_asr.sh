@@ -2,13 +2,15 @@
 # Runs on a lent GPU machine (no network): continue the joint (E+L+P+head) ASR training of a shipped
 # set on the wide ASR corpus, three learning-rate variants side by side on the one GPU; every set comes
 # back (choose on validation at home, score test there).
-# The wide corpus's training audio (9.8 h, ~62 MB as Opus) and the encoder (34 MB) are over one call's
-# 64 MiB, so the audio travels in two shards over two calls to the same warm machine:
+# The wide corpus's training audio (9.8 h, 49 MB as Opus), the encoder (34 MB) and the start set with its
+# LM (15 MB) are over one call's 64 MiB, so the audio travels in 8 shards over two calls to the same warm
+# machine, 7 in the first and one with everything else in the second (the run of 2026-11-27,
+# docs/results/h200-asr-wide.md):
 #   python -m training.device_bundle pack --out .device --corpus data/corpus-wide --splits train,valid \
-#       --tasks asr --shards 2 --adapter-sets adapters_store/asr-default
-#   mkdir -p .device-a && mv .device/corpus/audio-1.tar.gz .device-a/
+#       --tasks asr --shards 8 --adapter-sets adapters_store/asr-default
+#   mkdir -p .device-a && mv .device/corpus/audio-[1-7].tar.gz .device-a/
 #   call 1 (carry .device-a): mkdir -p /tmp/elp-stage && cp .device-a/*.tar.gz /tmp/elp-stage/
-#   call 2 (carry .device), at once: STAGED=/tmp/elp-stage scripts/device_asr.sh MINUTES asr-default
+#   call 2 (carry .device), at once: STAGED=/tmp/elp-stage scripts/device_asr.sh 6.2 asr-default
 # adapters_store/ and docs/ stay home for both calls (git rm -r --cached, undone with git reset after).
 # If the machine went back between the calls, the second trains on the shard it carried
 # (training.device_bundle.trim_manifests drops the rows whose audio is missing).

@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.keep_lm and args.text:
         raise SystemExit("--text builds a new LM; --keep-lm keeps the old one")
+    if args.lm_from and not args.keep_lm:
+        raise SystemExit("--lm-from keeps another set's LM: add --keep-lm")
     adapter_set = AdapterSet.load(args.adapter_set, device=args.device)
     if adapter_set.config.task != "asr":
         raise SystemExit(f"{args.adapter_set} is a {adapter_set.config.task} set, not ASR")
@@ -138,8 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     clips = {s: clip_log_probs(model, splits[s]) for s in ("valid", "test")}
     kept = adapter_set.language_model
     if args.lm_from:
-        if not args.keep_lm:
-            raise SystemExit("--lm-from keeps another set's LM: add --keep-lm")
         donor = AdapterSet.load(args.lm_from)
         if donor.config.vocab != adapter_set.config.vocab:
             raise SystemExit(f"{args.lm_from} spells with another vocabulary than {args.adapter_set}")
