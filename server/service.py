@@ -33,6 +33,15 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 _RUNNING_GRACE_S = 60.0
 
 
+def with_beam_width(adapter_set: Any, beam_width: int) -> Any:
+    """The deployment's beam width (``ELP_ASR_BEAM_WIDTH``) in place of a set's own, for sets with an LM;
+    0 keeps the set's. The LM tensors and fusion weights stay: only the search's latency/accuracy trade moves."""
+    language_model = adapter_set.language_model
+    if beam_width and language_model is not None and language_model.config.beam_width != beam_width:
+        language_model.config = replace(language_model.config, beam_width=beam_width)
+        adapter_set.attach_language_model(language_model)  # a fresh decoder; the config records the width
+    return adapter_set
+
 class OffWorkerBeamSearch:
     """The model as the batch worker sees it when beam search runs in other processes: ASR rows of
     sets with a language model come back as Futures of their Prediction (see ``PredictingModel``);
@@ -141,7 +150,8 @@ class InferenceService:
         self.worker.start()
         self.cache = AdapterCache(
             self.store,
-            parse_adapter_set=lambda config, weights: AdapterSet.from_bytes(config, weights, device=device),
+            parse_adapter_set=lambda config, weights: with_beam_width(
+                AdapterSet.from_bytes(config, weights, device=device), self.settings.asr_beam_width),
             run_on_model=self.worker.call,
             budget_bytes=self.settings.adapter_cache_bytes,
             executor=self.io_pool,

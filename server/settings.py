@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     request_deadline_s: float = Field(30.0, gt=0, description="queue wait after which a request gets 504")
     shutdown_drain_s: float = Field(10.0, ge=0, description="how long shutdown keeps answering queued work")
     decode_workers: int = Field(2, ge=1, description="threads decoding and resampling uploads")
+    asr_beam_width: int = Field(
+        0, ge=0, le=1024,
+        description="beam width of every ASR set's LM search (0 = each set's own, the width its fusion was "
+        "tuned at; wider is more accurate and slower: README, asr-default)",
+    )
     beam_search_processes: int = Field(
         0, ge=0,
         description="processes running ASR language-model beam search off the model worker (0 = on it; "

@@ -87,3 +87,24 @@ async def test_served_transcripts_equal_with_and_without_beam_search_processes(
             answers[processes] = [reply.json()["text"] for reply in replies]
             assert (app.state.service.beam_search is not None) == bool(processes)
     assert answers[0] == answers[1]
+
+
+@pytest.mark.anyio
+async def test_asr_beam_width_setting_overrides_each_sets_own_without_rewriting_it(
+    tiny_store, store_copy, tmp_path
+) -> None:
+    backbone, _ = tiny_store
+    with_lm = AdapterSet.load(store_copy / "asr-default")
+    with_lm.attach_language_model(WordBigramLM.build(TEXTS, alpha=0.5, beta=1.0, beam_width=8))
+    with_lm.save(store_copy / "asr-default")
+    on_disk = (store_copy / "asr-default" / "adapter_config.json").read_bytes()
+    for setting, served_width in ((0, 8), (3, 3)):
+        settings = make_settings(backbone, store_copy, tmp_path / str(setting), asr_beam_width=setting)
+        async with running_app(settings) as (app, client):
+            reply = await client.post("/asr", files={"file": ("a.wav", wav_bytes(1.2, seed=3), "audio/wav")})
+            assert reply.status_code == 200, reply.text
+            served = [s for s in app.state.service.worker.model.adapter_sets.values() if s.config.task == "asr"]
+            assert [s.language_model.config.beam_width for s in served] == [served_width]
+            assert served[0]._beam_decoder.beam_width == served_width  # the search that answered
+            assert served[0].config.language_model.beam_width == served_width
+    assert (store_copy / "asr-default" / "adapter_config.json").read_bytes() == on_disk
