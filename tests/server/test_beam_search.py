@@ -68,19 +68,25 @@ def test_a_killed_process_fails_nothing_later_and_is_replaced(asr_set: AdapterSe
         pool.shutdown()
 
 
-@pytest.mark.slow
-@pytest.mark.anyio
-async def test_served_transcripts_equal_with_and_without_beam_search_processes(
-    tiny_store, store_copy, tmp_path
-) -> None:
-    backbone, _ = tiny_store
+@pytest.fixture
+def store_with_lm(store_copy):
+    """The tiny store with its ASR set given a word LM searched at beam width 8."""
     with_lm = AdapterSet.load(store_copy / "asr-default")
     with_lm.attach_language_model(WordBigramLM.build(TEXTS, alpha=0.5, beta=1.0, beam_width=8))
     with_lm.save(store_copy / "asr-default")
+    return store_copy
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_served_transcripts_equal_with_and_without_beam_search_processes(
+    tiny_store, store_with_lm, tmp_path
+) -> None:
+    backbone, _ = tiny_store
     clips = [wav_bytes(1.0 + 0.3 * i, seed=i) for i in range(4)]
     answers = {}
     for processes in (0, 1):
-        settings = make_settings(backbone, store_copy, tmp_path / str(processes), beam_search_processes=processes)
+        settings = make_settings(backbone, store_with_lm, tmp_path / str(processes), beam_search_processes=processes)
         async with running_app(settings) as (app, client):
             replies = [await client.post("/asr", files={"file": ("a.wav", clip, "audio/wav")}) for clip in clips]
             assert all(reply.status_code == 200 for reply in replies), [r.text for r in replies]
@@ -91,15 +97,12 @@ async def test_served_transcripts_equal_with_and_without_beam_search_processes(
 
 @pytest.mark.anyio
 async def test_asr_beam_width_setting_overrides_each_sets_own_without_rewriting_it(
-    tiny_store, store_copy, tmp_path
+    tiny_store, store_with_lm, tmp_path
 ) -> None:
     backbone, _ = tiny_store
-    with_lm = AdapterSet.load(store_copy / "asr-default")
-    with_lm.attach_language_model(WordBigramLM.build(TEXTS, alpha=0.5, beta=1.0, beam_width=8))
-    with_lm.save(store_copy / "asr-default")
-    on_disk = (store_copy / "asr-default" / "adapter_config.json").read_bytes()
+    on_disk = (store_with_lm / "asr-default" / "adapter_config.json").read_bytes()
     for setting, served_width in ((0, 8), (3, 3)):
-        settings = make_settings(backbone, store_copy, tmp_path / str(setting), asr_beam_width=setting)
+        settings = make_settings(backbone, store_with_lm, tmp_path / str(setting), asr_beam_width=setting)
         async with running_app(settings) as (app, client):
             reply = await client.post("/asr", files={"file": ("a.wav", wav_bytes(1.2, seed=3), "audio/wav")})
             assert reply.status_code == 200, reply.text
@@ -107,4 +110,4 @@ async def test_asr_beam_width_setting_overrides_each_sets_own_without_rewriting_
             assert [s.language_model.config.beam_width for s in served] == [served_width]
             assert served[0]._beam_decoder.beam_width == served_width  # the search that answered
             assert served[0].config.language_model.beam_width == served_width
-    assert (store_copy / "asr-default" / "adapter_config.json").read_bytes() == on_disk
+    assert (store_with_lm / "asr-default" / "adapter_config.json").read_bytes() == on_disk
