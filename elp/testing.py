@@ -24,6 +24,7 @@ from transformers import (
 from elp.adapter_set import AdapterSet
 from elp.backbones.base import Backbone
 from elp.config import config_for_method
+from elp.model import pad_waveforms
 
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "whisper")
 CTC_VOCAB = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
@@ -151,8 +152,6 @@ def seeded_waveform(seconds: float, seed: int = 0, sample_rate: int = 16000) -> 
 def outputs_per_row(model, waves: list[torch.Tensor], keys: list[str]) -> list[torch.Tensor]:
     """Run ``waves`` as one batch routed by ``keys`` and return each row's head output in row order
     (a CTC row cut to its own frames), so a mixed batch can be compared with each row run alone."""
-    from elp.model import pad_waveforms
-
     batch, lengths = pad_waveforms(waves)
     device = model.backbone.device
     with torch.no_grad():

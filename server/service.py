@@ -42,6 +42,7 @@ def with_beam_width(adapter_set: Any, beam_width: int) -> Any:
         adapter_set.attach_language_model(language_model)  # a fresh decoder; the config records the width
     return adapter_set
 
+
 class OffWorkerBeamSearch:
     """The model as the batch worker sees it when beam search runs in other processes: ASR rows of
     sets with a language model come back as Futures of their Prediction (see ``PredictingModel``);

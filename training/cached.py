@@ -88,11 +88,11 @@ def cache_signature(model: MultiAdapterModel, rows, batch_size: int, augment_con
     """What an encoder pass depends on: backbone weights, the set's E- and P-adapters (and the frozen
     featurizer when its output is cached), the clips, the augmentation and its seed, the batching."""
     adapter_set = model.adapter_sets[KEY]
-    featurizer_digest = None if featurizer is None else update_digest(hashlib.sha256(), featurizer.state_dict())
     parts = {
         "layout": 1, "backbone": model.backbone.identity.fingerprint,
         "backbone_changes": adapter_set.backbone_change_signature(),
-        "featurizer": featurizer_digest.hexdigest() if featurizer_digest is not None else None,
+        "featurizer": None if featurizer is None
+        else update_digest(hashlib.sha256(), featurizer.state_dict()).hexdigest(),
         "clips": hashlib.sha256("\n".join(r.path for r in rows).encode()).hexdigest(),
         "augment": dataclasses.asdict(augment_config) if augment_config is not None else None,
         "seed": seed if augment_config is not None else None, "batch_size": batch_size, "prosody": prosody,

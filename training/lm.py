@@ -144,11 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         if donor.config.vocab != adapter_set.config.vocab:
             raise SystemExit(f"{args.lm_from} spells with another vocabulary than {args.adapter_set}")
         kept = donor.language_model
-        source = args.lm_from
-    else:
-        source = args.adapter_set
     if args.keep_lm and kept is None:
-        raise SystemExit(f"{source} has no language model to keep")
+        raise SystemExit(f"{args.lm_from or args.adapter_set} has no language model to keep")
     adapter_set.attach_language_model(None)
     report: dict[str, object] = {"greedy": {s: score(adapter_set, clips[s]) for s in clips}}
     texts = [r.text for r in filter_split(rows, "train") if r.text]

@@ -23,8 +23,6 @@ from elp.testing import make_random_adapter_set, outputs_per_row, save_tiny_back
 WAVES = [seeded_waveform(s, seed=i) for i, s in enumerate((1.0, 0.63, 1.37, 0.5))]
 
 
-
-
 def test_only_adapter_parameters_train_and_frozen_weights_stay_bit_identical(backbone):
     adapter_set = make_random_adapter_set(backbone, "emotion", method="elp", num_prompt_frames=3)
     model = MultiAdapterModel(backbone)
