@@ -32,8 +32,11 @@ def hostile_uploads() -> list[tuple[str, bytes, int]]:
     nan[100] = np.nan
     inf = ONE_SECOND.copy()
     inf[200] = np.inf
-    # a real one-hour file: 1 kHz, 8-bit is 3.6 MB, under the upload limit, 120x the duration limit
-    hour_at_1khz = encode(np.zeros(3600 * 1000, dtype=np.float32), 1000, subtype="PCM_U8")
+    # a real twenty-minute file: 8 kHz, 8-bit is 9.6 MB, under the upload limit, 40x the duration limit
+    twenty_minutes = encode(np.zeros(1200 * 8000, dtype=np.float32), 8000, subtype="PCM_U8")
+    huge = ONE_SECOND.copy()
+    huge[300] = 3e38  # finite, but no audio: once gave /verify a NaN score (500) and /emotion null scores
+    loud = ONE_SECOND * 1e5
     return [
         ("random bytes", np.random.default_rng(1).bytes(4096), 400),
         ("truncated wav header", CLIP[:20], 400),
@@ -46,9 +49,19 @@ def hostile_uploads() -> list[tuple[str, bytes, int]]:
         ("zip renamed .wav", zip_bytes(), 400),
         ("text renamed .wav", b"hello, I am definitely a wav file\n" * 20, 400),
         ("8 channels", encode(np.tile(ONE_SECOND[:, None], (1, 8)), 16000), 200),
-        ("1 kHz sample rate", encode(ONE_SECOND[:1000], 1000), 200),
+        ("a sample at 3e38", encode(huge, 16000, subtype="FLOAT"), 400),
+        ("amplitude 3e4 (float)", encode(loud, 16000, subtype="FLOAT"), 400),
+        ("8 kHz sample rate (lowest accepted)", encode(np.resize(ONE_SECOND, 8000), 8000), 200),
+        ("odd rate 191,999 Hz (mapped cheaply)", encode(np.resize(ONE_SECOND, 191999), 191999), 200),
         ("192 kHz sample rate", encode(np.resize(ONE_SECOND, 192000), 192000), 200),
-        ("one hour (real file, 1 kHz 8-bit)", hour_at_1khz, 413),
+        ("1 kHz sample rate (below the range)", encode(ONE_SECOND[:1000], 1000), 400),
+        ("100,000,007 Hz declared (once ~15 GiB)", encode(ONE_SECOND[:2000], 100_000_007), 400),
+        ("1,000,003 Hz declared (once 3 s of CPU)", encode(ONE_SECOND, 1_000_003), 400),
+        ("FLAC 655,350 Hz x 8 channels (once 735 MB)",
+         encode(np.zeros((65535, 8), dtype=np.float32), 655350, fmt="FLAC"), 400),
+        ("FLAC 48 kHz x 8 channels x 29 s: past the decoding budget",
+         encode(np.zeros((48000 * 29, 8), dtype=np.float32), 48000, fmt="FLAC"), 413),
+        ("twenty minutes (real file, 8 kHz 8-bit)", twenty_minutes, 413),
         # a lying header is capped at the bytes really sent: 1 s is decoded, nothing of 4 GiB is allocated
         ("header claims 4 GiB of data", wav_claiming_data_bytes(CLIP, 0xFFFFFFF0), 200),
     ]
