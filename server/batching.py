@@ -34,6 +34,8 @@ logger = logging.getLogger("server.batching")
 
 #: how many queued jobs the worker looks at when grouping by length
 _GROUPING_WINDOW_FACTOR = 4
+#: model seconds per row assumed before the first batch has been timed
+_ROW_SECONDS_PRIOR = 0.02
 
 
 class PredictingModel(Protocol):
@@ -115,8 +117,10 @@ class BatchWorker:
         self._stop_requested = False
         self._threads: list[threading.Thread] = []
         self._running_batches = 0  # batches in model.predict now; controls wait for 0
+        self._running_rows = 0
         self._controls_running = False
-        self._batch_seconds_ema = 0.05
+        # running average of model time per row (per worker thread): the admission estimate's unit
+        self._row_seconds_ema = _ROW_SECONDS_PRIOR
         self.batches_run = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -165,16 +169,26 @@ class BatchWorker:
     def queue_depth(self) -> int:
         return len(self._jobs)
 
+    def estimated_wait_s(self, extra_rows: int = 0) -> float:
+        """Seconds until a job of ``extra_rows`` queued now would be answered: the rows ahead of it
+        (queued and running) times the running average model time per row."""
+        with self._cond:
+            return self._wait_locked(extra_rows)
+
     # -- producers (any thread) ------------------------------------------------------------------
-    def submit(self, job: InferenceJob) -> Future:
-        """Queue a job or raise ``OverloadedError`` (queue full / shutting down) at once."""
+    def submit(self, job: InferenceJob, *, max_wait_s: float | None = None) -> Future:
+        """Queue a job or raise ``OverloadedError`` at once: shutting down, queue full, or (with
+        ``max_wait_s``) an estimated wait past it, so the client hears it now instead of a 504 later."""
         with self._cond:
             if not self._accepting:
                 raise WorkerStoppedError()
             if len(self._jobs) >= self.max_queue:
                 raise OverloadedError(
-                    f"request queue is full ({self.max_queue} waiting)", retry_after_s=self._retry_after_s()
+                    f"request queue is full ({self.max_queue} waiting)", retry_after_s=self._wait_locked(job.rows)
                 )
+            wait = self._wait_locked(job.rows)
+            if max_wait_s is not None and wait > max_wait_s and (self._jobs or self._running_rows):
+                raise OverloadedError(overloaded_message(wait, max_wait_s), retry_after_s=wait)
             self._jobs.append(job)
             self._metrics.queue_depth.set(len(self._jobs))
             self._cond.notify_all()
@@ -203,9 +217,9 @@ class BatchWorker:
             self._cond.notify_all()
         return future
 
-    def _retry_after_s(self) -> float:
-        batches_ahead = len(self._jobs) / self.max_batch_rows + 1
-        return batches_ahead * self._batch_seconds_ema
+    def _wait_locked(self, extra_rows: int) -> float:
+        rows_ahead = sum(job.rows for job in self._jobs) + self._running_rows
+        return (rows_ahead + extra_rows) * self._row_seconds_ema
 
     # -- the loop ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -223,6 +237,7 @@ class BatchWorker:
                 finally:
                     with self._cond:
                         self._running_batches -= 1
+                        self._running_rows -= sum(job.rows for job in batch)
                         self._cond.notify_all()
 
     def _next_batch(self) -> list[InferenceJob] | None:
@@ -273,6 +288,7 @@ class BatchWorker:
             self._metrics.queue_depth.set(len(self._jobs))
             if batch:
                 self._running_batches += 1
+                self._running_rows += sum(job.rows for job in batch)
         return batch
 
     def _take_batch_locked(self) -> list[InferenceJob]:
@@ -342,7 +358,8 @@ class BatchWorker:
             self._metrics.batch_duration.observe(elapsed)
             with self._cond:
                 # per worker thread: a batch's share of the device time when several run at once
-                self._batch_seconds_ema = 0.8 * self._batch_seconds_ema + 0.2 * elapsed / self.workers
+                row_seconds = elapsed / len(waveforms) / self.workers
+                self._row_seconds_ema = 0.8 * self._row_seconds_ema + 0.2 * row_seconds
                 self.batches_run += 1
 
         per_job: list[list[Any]] = [[None] * job.rows for job in runnable]
@@ -354,6 +371,11 @@ class BatchWorker:
                 _settle_when_resolved(job.future, result)
             elif not job.future.done():
                 job.future.set_result(result)
+
+
+def overloaded_message(wait_s: float, deadline_s: float) -> str:
+    return (f"server overloaded: the estimated wait ({wait_s:.1f} s) is past the request deadline "
+            f"({deadline_s:g} s); retry later")
 
 
 def length_chunks(sorted_lengths: Sequence[int], ratio: float) -> list[tuple[int, int]]:

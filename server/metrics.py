@@ -42,6 +42,7 @@ EXPORTED_METRIC_NAMES: tuple[str, ...] = (
     "elp_batch_duration_seconds",
     "elp_batch_failures_total",
     "elp_queue_depth",
+    "elp_abandoned_requests_total",
     "elp_adapter_cache_hits_total",
     "elp_adapter_cache_misses_total",
     "elp_adapter_loads_total",
@@ -96,6 +97,10 @@ class ServerMetrics:
         )
         self.queue_depth = Gauge(
             "queue_depth", "Requests waiting for the model", namespace=NAMESPACE, registry=r
+        )
+        self.abandoned_requests = Counter(
+            "abandoned_requests", "Queued requests dropped unrun because their client disconnected",
+            namespace=NAMESPACE, registry=r,
         )
         self.adapter_cache_hits = Counter(
             "adapter_cache_hits", "Adapter lookups served from memory", namespace=NAMESPACE, registry=r

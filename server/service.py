@@ -16,10 +16,11 @@ from typing import Any
 import torch
 
 from server.adapters import AdapterCache, AdapterLease, AdapterStore, is_marked_default
+from server.admission import ClientDisconnectedError, cancel_when_client_leaves, check_finite
 from server.audio import AudioLimits, DecodedAudio, decode_audio
-from server.batching import BatchWorker, InferenceJob, JobResult
+from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
 from server.beam_search import BeamSearchPool
-from server.errors import AdapterNotFoundError, RequestTimeoutError
+from server.errors import AdapterNotFoundError, OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
 from server.settings import Settings
 from server.speakers import SpeakerStore
@@ -103,7 +104,8 @@ class InferenceService:
     def __init__(self, settings: Settings, metrics: ServerMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.limits = AudioLimits(settings.max_duration_s, settings.min_duration_s)
+        self.limits = AudioLimits(settings.max_duration_s, settings.min_duration_s, settings.min_sample_rate,
+                                  settings.max_sample_rate)
         self.store = AdapterStore(settings.adapters_dir)
         self.speakers = SpeakerStore(settings.speakers_dir)
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="elp-decode")
@@ -258,8 +260,20 @@ class InferenceService:
         """Around a request's decoding: tells the worker that company for its batch is on the way."""
         return self.worker.incoming() if self.worker is not None else contextlib.nullcontext()
 
-    async def infer(self, task: str, lease: AdapterLease, clips: list[DecodedAudio]) -> InferenceOutcome:
-        """Queue the clips as one job and wait for the batch that runs them."""
+    def admit(self, rows: int = 1) -> None:
+        """At the door, before the upload is decoded: 503 with Retry-After (the estimated wait) when
+        the work already queued would keep this request waiting past its deadline."""
+        if self.worker is None:
+            return
+        deadline_s = self.settings.request_deadline_s
+        wait = self.worker.estimated_wait_s(rows)
+        if wait > deadline_s and self.worker.queue_depth:
+            raise OverloadedError(overloaded_message(wait, deadline_s), retry_after_s=wait)
+
+    async def infer(self, task: str, lease: AdapterLease, clips: list[DecodedAudio], *,
+                    receive: Any = None) -> InferenceOutcome:
+        """Queue the clips as one job and wait for the batch that runs them. With ``receive`` (the ASGI
+        receive of the request), a client that disconnects while queued has its job dropped unrun."""
         assert self.worker is not None
         deadline_s = self.settings.request_deadline_s
         job = InferenceJob(
@@ -268,12 +282,30 @@ class InferenceService:
             adapter_keys=[lease.entry.model_key] * len(clips),
             deadline=time.monotonic() + deadline_s,
         )
-        future = self.worker.submit(job)
+        future = self.worker.submit(job, max_wait_s=deadline_s)
+        watcher = (asyncio.ensure_future(cancel_when_client_leaves(receive, future, self.metrics))
+                   if receive is not None else None)
         try:
             result: JobResult = await asyncio.wait_for(asyncio.wrap_future(future), deadline_s + _RUNNING_GRACE_S)
         except asyncio.TimeoutError:
             raise RequestTimeoutError(f"no answer within {deadline_s + _RUNNING_GRACE_S:.0f} s") from None
+        except asyncio.CancelledError:
+            if watcher is not None and watcher.done() and not watcher.cancelled() and watcher.result():
+                raise ClientDisconnectedError() from None
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        check_finite(result.predictions)
         return InferenceOutcome(result.predictions, result.queue_wait_s * 1000.0, result.inference_s * 1000.0)
+
+    async def infer_each(self, task: str, lease: AdapterLease, clips: list[DecodedAudio], *,
+                         receive: Any = None) -> InferenceOutcome:
+        """One job per clip, one after another: a long job (an enrolment) becomes ordinary batches that
+        other requests interleave with, instead of one batch that holds the worker."""
+        outcomes = [await self.infer(task, lease, [clip], receive=receive) for clip in clips]
+        return InferenceOutcome([o.predictions[0] for o in outcomes], sum(o.queue_ms for o in outcomes),
+                                sum(o.inference_ms for o in outcomes))
 
     async def list_adapters(self) -> list[dict[str, Any]]:
         """Listing rows for ``GET /adapters`` (hashing happens off the event loop)."""

@@ -1,0 +1,57 @@
+"""Around the model call: drop work whose client left, and never answer a non-finite number.
+
+The door check itself (estimated wait vs deadline, 503 + Retry-After) lives on ``BatchWorker`` and
+``InferenceService.admit``; this module holds what runs while a job waits and after it ran.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Future
+from typing import Any
+
+import torch
+
+from server.errors import NonFiniteOutputError, ServerError
+from server.metrics import ServerMetrics
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+
+class ClientDisconnectedError(ServerError):
+    """The client closed the connection while its job was queued; the job was dropped unrun. Nobody
+    reads this answer: it exists so the metrics count the request under nginx's 499."""
+
+    status_code, code = 499, "client_closed_request"
+
+    def __init__(self) -> None:
+        super().__init__("the client closed the connection before its request ran")
+
+
+async def cancel_when_client_leaves(receive: Receive, future: Future, metrics: ServerMetrics) -> bool:
+    """Wait for the request's ``http.disconnect`` (the body is already read, so ``receive`` only
+    returns at a disconnect) and cancel the queued job; True if it was dropped before it ran."""
+    while True:
+        message = await receive()
+        if message.get("type") == "http.disconnect":
+            break
+    dropped = future.cancel()  # False once a batch has started it: then it just finishes
+    if dropped:
+        metrics.abandoned_requests.inc()
+    return dropped
+
+
+def check_finite(predictions: Iterable[Any]) -> None:
+    """The last guard before an answer leaves: every embedding and score must be a finite number."""
+    for prediction in predictions:
+        embedding = getattr(prediction, "embedding", None)
+        if isinstance(embedding, torch.Tensor) and not bool(torch.isfinite(embedding).all()):
+            raise NonFiniteOutputError(_NON_FINITE)
+        scores = getattr(prediction, "scores", None) or {}
+        if any(not math.isfinite(float(value)) for value in scores.values()):
+            raise NonFiniteOutputError(_NON_FINITE)
+
+
+_NON_FINITE = ("the model's answer for this clip is not a finite number (NaN or infinite), so none is given; "
+               "the clip or the adapter set defeats the model numerically")
