@@ -1,234 +1,47 @@
-"""Adapter sets: the folder store on disk and the memory cache in front of the model.
-
-Store: ``<adapters_dir>/<id>/adapter_config.json + adapter_model.safetensors``. Users name ids, never
-paths; ids match a strict pattern and are resolved inside the store only.
+"""Adapter sets: the memory cache in front of the model (the store on disk is ``server.adapter_store``).
 
 Cache: load on first use; a memory LRU bounded in tensor bytes; the default sets are pinned; sets in
-use by queued requests (leases) are never evicted. One asyncio lock per adapter id, so twenty
-concurrent first requests cause one load while different ids load in parallel (the check is
-repeated after the lock is taken). Each resident entry is one *version*: the bytes are read into
-memory once, hashed, and the set is parsed from exactly those bytes, so a set edited on disk is
-served under its new hash after reload and never half old / half new.
+use by queued requests (leases) are never evicted. One asyncio lock per adapter id while a load or
+unload runs (dropped after, so unknown ids never grow the table), so twenty concurrent first
+requests cause one load while different ids load in parallel (the check is repeated after the lock
+is taken). Each resident entry is one *version*: the bytes are read into memory once, hashed, and
+the set is parsed from exactly those bytes, so a set edited on disk is served under its new hash
+after reload and never half old / half new. A reload that fails (a set half rewritten, corrupt, or
+changing while read) keeps the resident version serving, so replacing a set on disk never gives 500s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
+import contextlib
 import logging
-import math
-import os
-import re
-import stat
-import struct
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
+from server.adapter_store import (
+    ADAPTER_FILES,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    AdapterInfo,
+    AdapterSnapshot,
+    AdapterStore,
+    FileSignature,
+    describe_snapshot,
+    is_marked_default,
+    validate_adapter_id,
+)
 from server.errors import AdapterNotFoundError, InternalError
 from server.metrics import ServerMetrics
 
+__all__ = ["ADAPTER_FILES", "CONFIG_FILE", "WEIGHTS_FILE", "AdapterCache", "AdapterInfo", "AdapterLease",
+           "AdapterSnapshot", "AdapterStore", "ResidentAdapter", "describe_snapshot", "is_marked_default",
+           "validate_adapter_id"]
+
 logger = logging.getLogger("server.adapters")
-
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
-ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
-ADAPTER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SAFETENSORS_BYTES_PER_DTYPE = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-    "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
-}
-_READ_RETRIES = 5
-
-FileSignature = tuple[tuple[int, int, int], ...]
-
-
-def validate_adapter_id(adapter_id: str) -> str:
-    if not ADAPTER_ID_PATTERN.fullmatch(adapter_id or ""):
-        raise AdapterNotFoundError(
-            "adapter ids are 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter "
-            "or digit"
-        )
-    return adapter_id
-
-
-@dataclass(frozen=True)
-class AdapterSnapshot:
-    """Both files of one adapter set as read in one consistent pass."""
-
-    adapter_id: str
-    files: dict[str, bytes]
-    sha256: str
-    signature: FileSignature
-
-    @property
-    def version(self) -> str:
-        return self.sha256[:12]
-
-
-@dataclass(frozen=True)
-class AdapterInfo:
-    """What ``GET /adapters`` shows, computed without loading the weights."""
-
-    id: str
-    task: str | None
-    backbone: dict[str, Any] | None
-    num_params: int | None
-    size_bytes: int | None
-    sha256: str | None
-    marked_default: bool
-    error: str | None = None
-
-
-class AdapterStore:
-    """Read-only view of the adapter folder tree."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root).resolve()
-        self._info_cache: dict[str, tuple[FileSignature, AdapterInfo]] = {}
-
-    def folder(self, adapter_id: str) -> Path:
-        """The set's folder; symlinks are never followed, so nothing outside the store is reachable."""
-        validate_adapter_id(adapter_id)
-        candidate = self.root / adapter_id
-        folder = candidate.resolve()
-        if candidate.is_symlink() or folder.parent != self.root:
-            raise AdapterNotFoundError(f"adapter '{adapter_id}' not found")
-        return folder
-
-    def ids(self) -> list[str]:
-        if not self.root.is_dir():
-            return []
-        return sorted(
-            entry.name for entry in self.root.iterdir()
-            if ADAPTER_ID_PATTERN.fullmatch(entry.name) and not entry.is_symlink() and entry.is_dir()
-            and _is_regular_file(entry / CONFIG_FILE)
-        )
-
-    def exists(self, adapter_id: str) -> bool:
-        try:
-            return (self.folder(adapter_id) / CONFIG_FILE).is_file()
-        except AdapterNotFoundError:
-            return False
-
-    def signature(self, adapter_id: str) -> FileSignature:
-        """Cheap change detector (mtime, size, inode of both files); raises if the set is gone."""
-        folder = self.folder(adapter_id)
-        try:
-            stats = [os.lstat(folder / name) for name in ADAPTER_FILES]
-        except FileNotFoundError:
-            raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
-        if not all(stat.S_ISREG(s.st_mode) for s in stats):  # a symlinked file may point anywhere
-            raise AdapterNotFoundError(f"adapter '{adapter_id}' not found")
-        return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
-
-    def snapshot(self, adapter_id: str) -> AdapterSnapshot:
-        """Read both files into memory, retrying while a writer is changing them underneath."""
-        folder = self.folder(adapter_id)
-        for _ in range(_READ_RETRIES):
-            before = self.signature(adapter_id)
-            try:
-                files = {name: _read_no_follow(folder / name) for name in ADAPTER_FILES}
-            except OSError:  # gone, or ELOOP: swapped for a symlink since the lstat
-                raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
-            if self.signature(adapter_id) == before:
-                return AdapterSnapshot(adapter_id, files, _hash_files(files), before)
-            time.sleep(0.05)
-        raise InternalError(f"adapter '{adapter_id}' kept changing on disk while being read; try again")
-
-    def info(self, adapter_id: str) -> AdapterInfo:
-        """Listing data from the config and the safetensors header; cached per file signature."""
-        signature = self.signature(adapter_id)
-        cached = self._info_cache.get(adapter_id)
-        if cached and cached[0] == signature:
-            return cached[1]
-        snapshot = self.snapshot(adapter_id)
-        info = describe_snapshot(snapshot)
-        self._info_cache[adapter_id] = (snapshot.signature, info)
-        return info
-
-    def read_config(self, adapter_id: str) -> dict[str, Any]:
-        try:
-            return json.loads(_read_no_follow(self.folder(adapter_id) / CONFIG_FILE))
-        except OSError:
-            raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
-        except (ValueError, UnicodeDecodeError):
-            return {}
-
-
-def _is_regular_file(path: Path) -> bool:
-    try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
-    except OSError:
-        return False
-
-
-def _read_no_follow(path: Path) -> bytes:
-    """Read a file, refusing a symlink (O_NOFOLLOW) even if one appears after the checks."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as handle:
-        return handle.read()
-
-
-def _hash_files(files: dict[str, bytes]) -> str:
-    """sha256 over the files in a fixed order, each prefixed by its name and length."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + struct.pack("<Q", len(files[name])))
-        digest.update(files[name])
-    return digest.hexdigest()
-
-
-def is_marked_default(config: dict[str, Any]) -> bool:
-    if config.get("default") is True:
-        return True
-    sections = (config.get(name) for name in ("metadata", "training"))
-    return any(isinstance(section, dict) and section.get("default") is True for section in sections)
-
-
-def describe_snapshot(snapshot: AdapterSnapshot) -> AdapterInfo:
-    try:
-        config = json.loads(snapshot.files[CONFIG_FILE])
-        if not isinstance(config, dict):
-            raise ValueError("config is not a JSON object")
-    except (ValueError, UnicodeDecodeError) as exc:
-        return AdapterInfo(snapshot.adapter_id, None, None, None, None, snapshot.sha256, False,
-                           error=f"unreadable {CONFIG_FILE}: {exc}")
-    task = config.get("task") if isinstance(config.get("task"), str) else None
-    backbone = config.get("backbone") if isinstance(config.get("backbone"), dict) else None
-    error = None
-    try:
-        num_params, size_bytes = _safetensors_totals(snapshot.files[WEIGHTS_FILE])
-    except ValueError as exc:
-        num_params = size_bytes = None
-        error = f"unreadable {WEIGHTS_FILE}: {exc}"
-    return AdapterInfo(snapshot.adapter_id, task, backbone, num_params, size_bytes, snapshot.sha256,
-                       is_marked_default(config), error)
-
-
-def _safetensors_totals(data: bytes) -> tuple[int, int]:
-    """(parameter count, tensor bytes) from the safetensors header alone; an ASR set's language
-    model tensors (``language_model.*``: word table, n-gram scores) take bytes but are no parameters."""
-    if len(data) < 8:
-        raise ValueError("file too short")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > len(data) - 8:
-        raise ValueError("header length past end of file")
-    header = json.loads(data[8 : 8 + header_len])
-    params = size = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        count = math.prod(entry["shape"])
-        if not name.startswith("language_model."):
-            params += count
-        size += count * _SAFETENSORS_BYTES_PER_DTYPE.get(entry["dtype"], 4)
-    return params, size
 
 
 # ------------------------------------------------------------------------------------------------
@@ -249,6 +62,7 @@ class ResidentAdapter:
     model_key: str
     leases: int = 0
     stale: bool = False
+    failed_signature: FileSignature | None = None  # files on disk whose reload failed: keep serving this
     last_used: float = field(default_factory=time.monotonic)
 
     @property
@@ -305,7 +119,7 @@ class AdapterCache:
         self._metrics = metrics
         self._current: OrderedDict[str, ResidentAdapter] = OrderedDict()  # id -> newest version, LRU order
         self._stale: list[ResidentAdapter] = []  # older versions still leased
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # id -> (lock, users now)
         self.pinned: set[str] = set()
         self.loads = 0
         self._load_serial = 0
@@ -327,12 +141,11 @@ class AdapterCache:
         validate_adapter_id(adapter_id)
         entry = self._fresh_entry(adapter_id)
         if entry is None:
-            lock = self._locks.setdefault(adapter_id, asyncio.Lock())
-            async with lock:
+            async with self._id_lock(adapter_id):
                 entry = self._fresh_entry(adapter_id)  # another request may have loaded it meanwhile
                 if entry is None:
                     self._metrics.adapter_cache_misses.inc()
-                    entry = await self._load(adapter_id)
+                    entry = await self._load_or_keep(adapter_id)
                 else:
                     self._metrics.adapter_cache_hits.inc()
         else:
@@ -347,8 +160,24 @@ class AdapterCache:
         self._update_gauges()
         return AdapterLease(self, entry)
 
+    @contextlib.asynccontextmanager
+    async def _id_lock(self, adapter_id: str) -> AsyncIterator[None]:
+        """The id's lock, held for one load or unload; the table holds only ids someone is using now."""
+        lock, users = self._locks.get(adapter_id, (asyncio.Lock(), 0))
+        self._locks[adapter_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[adapter_id]
+            if users <= 1:
+                del self._locks[adapter_id]
+            else:
+                self._locks[adapter_id] = (lock, users - 1)
+
     def _fresh_entry(self, adapter_id: str) -> ResidentAdapter | None:
-        """The resident entry if its files are unchanged on disk; marks it stale otherwise."""
+        """The resident entry if its files are unchanged on disk (or unchanged since a reload of them
+        failed); None when a (re)load is due. A set gone from disk retires: 404."""
         entry = self._current.get(adapter_id)
         if entry is None:
             if not self.store.exists(adapter_id):
@@ -359,9 +188,26 @@ class AdapterCache:
         except AdapterNotFoundError:
             self._retire(entry, reason="removed from disk")
             raise
-        if signature == entry.signature:
+        if signature in (entry.signature, entry.failed_signature):
             return entry
         return None  # changed on disk: reload; the old version retires once the new one is in
+
+    async def _load_or_keep(self, adapter_id: str) -> ResidentAdapter:
+        """Load the set's files; if that fails while an older version is resident, keep serving it (a
+        set being replaced on disk is half written for a moment) until the files change again."""
+        old = self._current.get(adapter_id)
+        try:
+            return await self._load(adapter_id)
+        except (InternalError, AdapterNotFoundError) as exc:
+            if old is None or self._current.get(adapter_id) is not old:
+                raise
+            try:
+                old.failed_signature = self.store.signature(adapter_id)
+            except AdapterNotFoundError:
+                old.failed_signature = None
+            logger.warning("adapter '%s' changed on disk but could not be loaded (%s); still serving %s",
+                           adapter_id, getattr(exc, "message", exc), old.label)
+            return old
 
     async def _load(self, adapter_id: str) -> ResidentAdapter:
         loop = asyncio.get_running_loop()
@@ -447,8 +293,9 @@ class AdapterCache:
     async def unload(self, adapter_id: str) -> bool:
         """Admin: drop a set from memory (it reloads on next use). False if it was not resident."""
         validate_adapter_id(adapter_id)
-        lock = self._locks.setdefault(adapter_id, asyncio.Lock())
-        async with lock:
+        if adapter_id not in self._current and not self.store.exists(adapter_id):
+            raise AdapterNotFoundError(f"adapter '{adapter_id}' not found")  # before any lock: no table growth
+        async with self._id_lock(adapter_id):
             entry = self._current.get(adapter_id)
             if entry is None:
                 if not self.store.exists(adapter_id):

@@ -1,0 +1,216 @@
+"""The adapter store on disk: ``<adapters_dir>/<id>/adapter_config.json + adapter_model.safetensors``.
+
+Users name ids, never paths; ids match a strict pattern and are resolved inside the store only, and
+symlinks are never followed. Reads take both files in one consistent pass (``snapshot``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import stat
+import struct
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.errors import AdapterNotFoundError, InternalError
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+ADAPTER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SAFETENSORS_BYTES_PER_DTYPE = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+    "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
+}
+_READ_RETRIES = 5
+
+FileSignature = tuple[tuple[int, int, int], ...]
+
+
+def validate_adapter_id(adapter_id: str) -> str:
+    if not ADAPTER_ID_PATTERN.fullmatch(adapter_id or ""):
+        raise AdapterNotFoundError(
+            "adapter ids are 1-128 characters of letters, digits, '.', '_' or '-', starting with a letter "
+            "or digit"
+        )
+    return adapter_id
+
+
+@dataclass(frozen=True)
+class AdapterSnapshot:
+    """Both files of one adapter set as read in one consistent pass."""
+
+    adapter_id: str
+    files: dict[str, bytes]
+    sha256: str
+    signature: FileSignature
+
+    @property
+    def version(self) -> str:
+        return self.sha256[:12]
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """What ``GET /adapters`` shows, computed without loading the weights."""
+
+    id: str
+    task: str | None
+    backbone: dict[str, Any] | None
+    num_params: int | None
+    size_bytes: int | None
+    sha256: str | None
+    marked_default: bool
+    error: str | None = None
+
+
+class AdapterStore:
+    """Read-only view of the adapter folder tree."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+        self._info_cache: dict[str, tuple[FileSignature, AdapterInfo]] = {}
+
+    def folder(self, adapter_id: str) -> Path:
+        """The set's folder; symlinks are never followed, so nothing outside the store is reachable."""
+        validate_adapter_id(adapter_id)
+        candidate = self.root / adapter_id
+        folder = candidate.resolve()
+        if candidate.is_symlink() or folder.parent != self.root:
+            raise AdapterNotFoundError(f"adapter '{adapter_id}' not found")
+        return folder
+
+    def ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            entry.name for entry in self.root.iterdir()
+            if ADAPTER_ID_PATTERN.fullmatch(entry.name) and not entry.is_symlink() and entry.is_dir()
+            and _is_regular_file(entry / CONFIG_FILE)
+        )
+
+    def exists(self, adapter_id: str) -> bool:
+        try:
+            return (self.folder(adapter_id) / CONFIG_FILE).is_file()
+        except AdapterNotFoundError:
+            return False
+
+    def signature(self, adapter_id: str) -> FileSignature:
+        """Cheap change detector (mtime, size, inode of both files); raises if the set is gone."""
+        folder = self.folder(adapter_id)
+        try:
+            stats = [os.lstat(folder / name) for name in ADAPTER_FILES]
+        except FileNotFoundError:
+            raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
+        if not all(stat.S_ISREG(s.st_mode) for s in stats):  # a symlinked file may point anywhere
+            raise AdapterNotFoundError(f"adapter '{adapter_id}' not found")
+        return tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats)
+
+    def snapshot(self, adapter_id: str) -> AdapterSnapshot:
+        """Read both files into memory, retrying while a writer is changing them underneath."""
+        folder = self.folder(adapter_id)
+        for _ in range(_READ_RETRIES):
+            before = self.signature(adapter_id)
+            try:
+                files = {name: _read_no_follow(folder / name) for name in ADAPTER_FILES}
+            except OSError:  # gone, or ELOOP: swapped for a symlink since the lstat
+                raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
+            if self.signature(adapter_id) == before:
+                return AdapterSnapshot(adapter_id, files, _hash_files(files), before)
+            time.sleep(0.05)
+        raise InternalError(f"adapter '{adapter_id}' kept changing on disk while being read; try again")
+
+    def info(self, adapter_id: str) -> AdapterInfo:
+        """Listing data from the config and the safetensors header; cached per file signature."""
+        signature = self.signature(adapter_id)
+        cached = self._info_cache.get(adapter_id)
+        if cached and cached[0] == signature:
+            return cached[1]
+        snapshot = self.snapshot(adapter_id)
+        info = describe_snapshot(snapshot)
+        self._info_cache[adapter_id] = (snapshot.signature, info)
+        return info
+
+    def read_config(self, adapter_id: str) -> dict[str, Any]:
+        try:
+            return json.loads(_read_no_follow(self.folder(adapter_id) / CONFIG_FILE))
+        except OSError:
+            raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
+        except (ValueError, UnicodeDecodeError):
+            return {}
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_no_follow(path: Path) -> bytes:
+    """Read a file, refusing a symlink (O_NOFOLLOW) even if one appears after the checks."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read()
+
+
+def _hash_files(files: dict[str, bytes]) -> str:
+    """sha256 over the files in a fixed order, each prefixed by its name and length."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(name.encode() + b"\0" + struct.pack("<Q", len(files[name])))
+        digest.update(files[name])
+    return digest.hexdigest()
+
+
+def is_marked_default(config: dict[str, Any]) -> bool:
+    if config.get("default") is True:
+        return True
+    sections = (config.get(name) for name in ("metadata", "training"))
+    return any(isinstance(section, dict) and section.get("default") is True for section in sections)
+
+
+def describe_snapshot(snapshot: AdapterSnapshot) -> AdapterInfo:
+    try:
+        config = json.loads(snapshot.files[CONFIG_FILE])
+        if not isinstance(config, dict):
+            raise ValueError("config is not a JSON object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        return AdapterInfo(snapshot.adapter_id, None, None, None, None, snapshot.sha256, False,
+                           error=f"unreadable {CONFIG_FILE}: {exc}")
+    task = config.get("task") if isinstance(config.get("task"), str) else None
+    backbone = config.get("backbone") if isinstance(config.get("backbone"), dict) else None
+    error = None
+    try:
+        num_params, size_bytes = _safetensors_totals(snapshot.files[WEIGHTS_FILE])
+    except ValueError as exc:
+        num_params = size_bytes = None
+        error = f"unreadable {WEIGHTS_FILE}: {exc}"
+    return AdapterInfo(snapshot.adapter_id, task, backbone, num_params, size_bytes, snapshot.sha256,
+                       is_marked_default(config), error)
+
+
+def _safetensors_totals(data: bytes) -> tuple[int, int]:
+    """(parameter count, tensor bytes) from the safetensors header alone; an ASR set's language
+    model tensors (``language_model.*``: word table, n-gram scores) take bytes but are no parameters."""
+    if len(data) < 8:
+        raise ValueError("file too short")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > len(data) - 8:
+        raise ValueError("header length past end of file")
+    header = json.loads(data[8 : 8 + header_len])
+    params = size = 0
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        count = math.prod(entry["shape"])
+        if not name.startswith("language_model."):
+            params += count
+        size += count * _SAFETENSORS_BYTES_PER_DTYPE.get(entry["dtype"], 4)
+    return params, size
