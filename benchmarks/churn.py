@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 
 from benchmarks.common import (
+    BENCHMARK_API_KEY,
     add_common_args,
     backbone_label,
     build_random_store,
@@ -67,7 +68,7 @@ def in_process_cold_load(backbone: Path, folder: Path, repeats: int) -> float:
 
 def server_cold_loads(base: str, ids: list[str]) -> list[float]:
     times = []
-    with httpx.Client(base_url=base, timeout=60) as client:
+    with httpx.Client(base_url=base, timeout=60, headers={"X-API-Key": BENCHMARK_API_KEY}) as client:
         for adapter_id in ids:
             started = time.perf_counter()
             client.post(f"/adapters/{adapter_id}/load").raise_for_status()

@@ -250,10 +250,14 @@ def started_processes(commands: Sequence[tuple[list[str], dict[str, str], int]],
                 process.wait()
 
 
+#: the key benchmark servers are started with (admin calls: loads, unloads, enrolment)
+BENCHMARK_API_KEY = "elp-benchmark-key"
+
+
 def server_command(backbone: Path, store: Path, port: int, device: str = "cpu", *extra: str) -> list[str]:
     return [sys.executable, "-m", "server", "--backbone", str(backbone), "--adapters-dir", str(store),
             "--speakers-dir", str(store.parent / f"speakers-{port}"), "--port", str(port), "--device", device,
-            "--log-level", "warning", *extra]
+            "--log-level", "warning", "--api-key", BENCHMARK_API_KEY, *extra]
 
 
 def tree_rss_bytes(pids: Sequence[int]) -> int:

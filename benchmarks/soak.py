@@ -26,6 +26,7 @@ import numpy as np
 import psutil
 
 from benchmarks.common import (
+    BENCHMARK_API_KEY,
     MIB,
     add_common_args,
     build_random_store,
@@ -142,7 +143,7 @@ async def traffic(base: str, clips: list, stop_at: float, concurrency: int, seed
                 unexpected[key] = unexpected.get(key, 0) + 1
             await asyncio.sleep(0.2)
 
-    async with AsyncELPClient(base, timeout=120) as client:
+    async with AsyncELPClient(base, timeout=120, api_key=BENCHMARK_API_KEY) as client:
         await asyncio.gather(*(worker(client) for _ in range(concurrency)), churn(client))
     return counts["sent"], counts["ok"], unexpected
 

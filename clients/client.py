@@ -44,7 +44,8 @@ def _task_request(
 class _Shared:
     def __init__(self, base_url: str, api_key: str | None, timeout: float) -> None:
         self.base_url = base_url.rstrip("/")
-        self.api_key = api_key
+        # the key for enrolment, speakers and admin: given, or ELP_API_KEY (as the server reads it)
+        self.api_key = api_key if api_key is not None else (os.environ.get("ELP_API_KEY") or None)
         self.timeout = timeout
 
     def _headers(self) -> dict[str, str]:

@@ -23,6 +23,18 @@ class UnauthorizedError(ELPClientError):
     pass
 
 
+class ForbiddenError(ELPClientError):
+    """403: the server has no API key for a route that needs one, or refused a cross-site request."""
+
+
+class RateLimitedError(ELPClientError):
+    """429: too many verifications against enrolled speakers; retry after ``retry_after`` seconds."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
+        super().__init__(status, code, message)
+        self.retry_after = retry_after
+
+
 class NotFoundError(ELPClientError):
     pass
 
@@ -66,6 +78,8 @@ class ServerError(ELPClientError):
 ERRORS_BY_CODE: dict[str, type[ELPClientError]] = {
     "invalid_audio": InvalidAudioError,
     "unauthorized": UnauthorizedError,
+    "forbidden": ForbiddenError,
+    "rate_limited": RateLimitedError,
     "adapter_not_found": AdapterNotFoundError,
     "speaker_not_found": SpeakerNotFoundError,
     "not_found": NotFoundError,
@@ -87,11 +101,11 @@ def error_from_response(status: int, body: Any, headers: Any) -> ELPClientError:
         code = "internal" if status >= 500 else "invalid_request"
     message = message if isinstance(message, str) else f"HTTP {status}"
     error_class = ERRORS_BY_CODE.get(code, ServerError if status >= 500 else ELPClientError)
-    if error_class is OverloadedError:
+    if error_class in (OverloadedError, RateLimitedError):
         retry_after = headers.get("retry-after") if headers is not None else None
         try:
             seconds = float(retry_after) if retry_after is not None else None
         except ValueError:
             seconds = None
-        return OverloadedError(status, code, message, seconds)
+        return error_class(status, code, message, seconds)
     return error_class(status, code, message)

@@ -18,12 +18,24 @@ from pydantic import SecretStr
 from server.settings import Settings
 
 
+def _parse_bool(text: str) -> bool:
+    """``--insecure-open-admin true``: the words pydantic accepts from the environment."""
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def _flag_type(annotation: Any) -> Any:
     """argparse type for a settings field; None for fields without a CLI flag."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     base = args[0] if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType) else annotation
     if typing.get_origin(base) is typing.Literal:
         return str
+    if base is bool:
+        return _parse_bool
     if base in (str, int, float, Path, SecretStr):
         return str if base is SecretStr else base
     return None
@@ -51,15 +63,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     import uvicorn
 
     from server.app import create_app
+    from server.connection import header_timeout_protocol
+    from server.security import bind_refusal
 
     settings = settings_from_args(argv)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    refusal = bind_refusal(settings)
+    if refusal is not None:
+        logging.getLogger("server").critical("%s", refusal)
+        raise SystemExit(2)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.shutdown_drain_s) + 5,
+        http=header_timeout_protocol(settings.header_timeout_s),
+        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]  # call_later takes floats
+        limit_concurrency=settings.max_connections or None,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
 
 

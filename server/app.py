@@ -12,6 +12,7 @@ from server.errors import install_error_handlers
 from server.metrics import ServerMetrics
 from server.middleware import BodyLimitMiddleware, RequestMetricsMiddleware, UploadTimeoutMiddleware
 from server.routes import router
+from server.security import TokenBucketLimiter
 from server.service import InferenceService
 from server.settings import Settings
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = service
+    app.state.verify_limiter = TokenBucketLimiter(settings.verify_rate_per_s, settings.verify_burst)
     install_error_handlers(app)
     app.include_router(router)
     # added innermost first: metrics see every answer, including the body limit's 413s and the upload

@@ -43,6 +43,22 @@ class UnauthorizedError(ServerError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class ForbiddenError(ServerError):
+    """No key configured for a route that needs one, or a cross-site request to a state-changing route."""
+
+    status_code, code = 403, "forbidden"
+
+
+class RateLimitedError(ServerError):
+    """Too many attempts from one client (verification against an enrolled speaker)."""
+
+    status_code, code = 429, "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        self.retry_after_s = max(1, math.ceil(retry_after_s))
+        super().__init__(message, headers={"Retry-After": str(self.retry_after_s)})
+
+
 class AdapterNotFoundError(ServerError):
     status_code, code = 404, "adapter_not_found"
 
@@ -63,6 +79,14 @@ class UnsupportedMediaTypeError(ServerError):
 
 class InvalidRequestError(ServerError):
     status_code, code = 422, "invalid_request"
+
+
+class NonFiniteOutputError(ServerError):
+    """The guard after the model: an answer with NaN/Inf is never sent (nor a ``null``). Bad input is
+    refused as 400 before the model, so reaching this means the clip or the adapter set defeats the
+    model numerically; the request is answered as unprocessable, not as a server crash."""
+
+    status_code, code = 422, "non_finite_output"
 
 
 class OverloadedError(ServerError):
@@ -96,11 +120,13 @@ def error_response(status_code: int, code: str, message: str, headers: dict[str,
 _HTTP_STATUS_CODES = {
     400: "invalid_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    429: "rate_limited",
     503: "overloaded",
     504: "timeout",
 }

@@ -16,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from starlette.routing import Match
+
 from server.errors import GENERIC_INTERNAL_MESSAGE, error_body
 from server.metrics import ServerMetrics
 
@@ -142,6 +144,17 @@ class UploadTimeoutMiddleware:
                               f"request body not received within {self.timeout_s:g} s")
 
 
+def _route_name(scope: Scope) -> str:
+    """The endpoint of an answer given before routing (the body limit's 413, the upload timeout's 408):
+    the route whose path matches, so those count where they happened; "unmatched" for unknown paths."""
+    app = scope.get("app")
+    for route in getattr(getattr(app, "router", None), "routes", ()):
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            return getattr(route, "name", None) or "unmatched"
+    return "unmatched"
+
+
 class RequestMetricsMiddleware:
     """Outermost layer: latency and status of every HTTP answer."""
 
@@ -174,7 +187,6 @@ class RequestMetricsMiddleware:
             raise
 
     def _record(self, scope: Scope, code: int, started: float) -> None:
-        route = scope.get("route")
-        endpoint = getattr(route, "name", None) or "unmatched"
+        endpoint = getattr(scope.get("route"), "name", None) or _route_name(scope)
         self.metrics.requests.labels(endpoint, str(code)).inc()
         self.metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)

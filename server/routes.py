@@ -6,7 +6,6 @@ They never touch the model: the batching worker does.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 from typing import Annotated, Any
 
@@ -16,7 +15,7 @@ from fastapi.responses import JSONResponse
 
 from server.adapters import AdapterLease
 from server.audio import DecodedAudio
-from server.errors import InvalidRequestError, UnauthorizedError, UnsupportedMediaTypeError
+from server.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from server.schemas import (
     ERROR_RESPONSES,
     AdapterAction,
@@ -30,6 +29,7 @@ from server.schemas import (
     SpeakerEntry,
     VerifyAnswer,
 )
+from server.security import limit_speaker_verification, require_api_key
 from server.service import InferenceService
 from server.speakers import validate_speaker_id
 
@@ -55,20 +55,10 @@ async def require_audio_upload(request: Request) -> None:
         raise UnsupportedMediaTypeError("multipart body has no 'file' field")
 
 
-def require_api_key(request: Request) -> None:
-    """Admin guard: ``X-API-Key: <key>`` or ``Authorization: Bearer <key>`` when a key is configured."""
-    key = request.app.state.settings.api_key
-    if key is None:
-        return
-    offered = request.headers.get("x-api-key")
-    authorization = request.headers.get("authorization", "")
-    if offered is None and authorization.lower().startswith("bearer "):
-        offered = authorization[7:].strip()
-    if offered is None or not hmac.compare_digest(offered.encode(), key.get_secret_value().encode()):
-        raise UnauthorizedError()
-
-
 _audio_route = {"dependencies": [Depends(require_audio_upload)], "responses": ERROR_RESPONSES}
+_key_route = {"dependencies": [Depends(require_api_key)], "responses": ERROR_RESPONSES}
+#: decimals of the score of /verify against an enrolled speaker: enough to read, too coarse to climb
+SPEAKER_SCORE_DECIMALS = 2
 
 
 class _Clock:
@@ -85,7 +75,9 @@ class _Clock:
 async def _decode_and_lease(
     service: InferenceService, task: str, adapter: str | None, uploads: list[tuple[str, UploadFile]], clock: _Clock
 ) -> tuple[list[DecodedAudio], AdapterLease]:
-    """Decode every upload and lease the adapter concurrently; release the lease if decoding fails."""
+    """Admit (503 before any work when the queue is too long), then decode every upload and lease the
+    adapter concurrently; release the lease if decoding fails."""
+    service.admit(len(uploads))
 
     async def decode_all() -> list[DecodedAudio]:
         started = time.perf_counter()
@@ -117,37 +109,42 @@ def _base(lease: AdapterLease, clip: DecodedAudio, clock: _Clock, outcome: Any) 
 
 
 @router.post("/asr", response_model=AsrAnswer, tags=["tasks"], **_audio_route)
-async def asr(service: Service, file: Annotated[UploadFile, File()], adapter: AdapterField = None) -> dict:
+async def asr(request: Request, service: Service, file: Annotated[UploadFile, File()],
+             adapter: AdapterField = None) -> dict:
     """Transcribe a clip."""
     clock = _Clock()
     clips, lease = await _decode_and_lease(service, "asr", adapter, [("file", file)], clock)
     with lease:
-        outcome = await service.infer("asr", lease, clips)
+        outcome = await service.infer("asr", lease, clips, receive=request.receive)
     return {"text": outcome.predictions[0].text or "", **_base(lease, clips[0], clock, outcome)}
 
 
 @router.post("/verify", response_model=VerifyAnswer, response_model_exclude_none=True, tags=["tasks"],
              **_audio_route)
 async def verify(
+    request: Request,
     service: Service,
     file: Annotated[UploadFile, File(description="the clip to check")],
     reference: Annotated[UploadFile | None, File(description="a clip of the claimed speaker")] = None,
     speaker: Annotated[str | None, Form(description="an enrolled speaker id instead of `reference`")] = None,
     adapter: AdapterField = None,
 ) -> dict:
-    """Same speaker? Cosine of the two embeddings against the adapter set's calibrated threshold."""
+    """Same speaker? Cosine of the two embeddings against the adapter set's calibrated threshold.
+    Against an enrolled ``speaker``: the key, a per-client rate limit and a rounded score."""
     if (reference is None) == (speaker is None):
         raise InvalidRequestError("send exactly one of 'reference' (a clip) or 'speaker' (an enrolled id)")
     clock = _Clock()
     uploads = [("file", file)] + ([("reference", reference)] if reference is not None else [])
     if speaker is not None:
+        require_api_key(request)
         validate_speaker_id(speaker)
+        limit_speaker_verification(request)
     clips, lease = await _decode_and_lease(service, "verification", adapter, uploads, clock)
     with lease:
         entry = lease.entry
         if speaker is not None:
             enrolled = await asyncio.to_thread(service.speakers.get, speaker, entry.adapter_id, entry.sha256)
-        outcome = await service.infer("verification", lease, clips)
+        outcome = await service.infer("verification", lease, clips, receive=request.receive)
     embedding = outcome.predictions[0].embedding.float().flatten()
     other = outcome.predictions[1].embedding if speaker is None else enrolled.embedding
     score = float(torch.nn.functional.cosine_similarity(embedding, other.float().flatten().to(embedding.device),
@@ -157,6 +154,7 @@ async def verify(
     answer = {"score": score, "same_speaker": score >= threshold, "threshold": threshold,
               **_base(lease, clips[0], clock, outcome)}
     if speaker is not None:
+        answer["score"] = round(score, SPEAKER_SCORE_DECIMALS)
         answer["speaker"] = speaker
     else:
         answer["reference_duration_s"] = round(clips[1].duration_s, 4)
@@ -164,12 +162,13 @@ async def verify(
 
 
 @router.post("/emotion", response_model=EmotionAnswer, tags=["tasks"], **_audio_route)
-async def emotion(service: Service, file: Annotated[UploadFile, File()], adapter: AdapterField = None) -> dict:
+async def emotion(request: Request, service: Service, file: Annotated[UploadFile, File()],
+                 adapter: AdapterField = None) -> dict:
     """Classify the speaker's emotion."""
     clock = _Clock()
     clips, lease = await _decode_and_lease(service, "emotion", adapter, [("file", file)], clock)
     with lease:
-        outcome = await service.infer("emotion", lease, clips)
+        outcome = await service.infer("emotion", lease, clips, receive=request.receive)
     prediction = outcome.predictions[0]
     return {"label": prediction.label, "scores": _float_scores(prediction.scores),
             **_base(lease, clips[0], clock, outcome)}
@@ -177,12 +176,13 @@ async def emotion(service: Service, file: Annotated[UploadFile, File()], adapter
 
 @router.post("/intent", response_model=IntentAnswer, response_model_exclude_none=True, tags=["tasks"],
              **_audio_route)
-async def intent(service: Service, file: Annotated[UploadFile, File()], adapter: AdapterField = None) -> dict:
+async def intent(request: Request, service: Service, file: Annotated[UploadFile, File()],
+                adapter: AdapterField = None) -> dict:
     """Recognise the spoken command's intent (and its slots when the set defines them)."""
     clock = _Clock()
     clips, lease = await _decode_and_lease(service, "intent", adapter, [("file", file)], clock)
     with lease:
-        outcome = await service.infer("intent", lease, clips)
+        outcome = await service.infer("intent", lease, clips, receive=request.receive)
     prediction = outcome.predictions[0]
     answer = {"intent": prediction.label, "scores": _float_scores(prediction.scores),
               **_base(lease, clips[0], clock, outcome)}
@@ -210,20 +210,30 @@ def _float_scores(scores: dict[str, Any] | None) -> dict[str, float]:
 
 
 @router.post("/speakers/{speaker_id}", response_model=SpeakerEntry, tags=["speakers"],
-             dependencies=[Depends(require_audio_upload), Depends(require_api_key)], responses=ERROR_RESPONSES)
+             dependencies=[Depends(require_api_key), Depends(require_audio_upload)], responses=ERROR_RESPONSES)
 async def enroll_speaker(
+    request: Request,
     speaker_id: str,
     service: Service,
     file: Annotated[list[UploadFile], File(description="one or more clips of the speaker")],
     adapter: AdapterField = None,
 ) -> dict:
-    """Enrol (or re-enrol) a speaker: stores the mean embedding of the clips for this adapter version."""
+    """Enrol (or re-enrol) a speaker: stores the mean embedding of the clips for this adapter version.
+    At most ``max_enrol_clips`` clips and ``max_enrol_seconds`` in all; each clip is its own job."""
     validate_speaker_id(speaker_id)
+    settings = service.settings
+    if len(file) > settings.max_enrol_clips:
+        raise PayloadTooLargeError(f"an enrolment takes at most {settings.max_enrol_clips} clips; got {len(file)}")
     clock = _Clock()
     uploads = [(f"file[{i}]", upload) for i, upload in enumerate(file)]
     clips, lease = await _decode_and_lease(service, "verification", adapter, uploads, clock)
+    total_s = sum(clip.duration_s for clip in clips)
+    if total_s > settings.max_enrol_seconds:
+        lease.release()
+        raise PayloadTooLargeError(
+            f"the enrolment's clips last {total_s:.1f} s; the maximum is {settings.max_enrol_seconds:g} s")
     with lease:
-        outcome = await service.infer("verification", lease, clips)
+        outcome = await service.infer_each("verification", lease, clips, receive=request.receive)
         entry = lease.entry
         record = await asyncio.to_thread(
             service.speakers.enroll, speaker_id, entry.adapter_id, entry.sha256,
@@ -232,14 +242,13 @@ async def enroll_speaker(
     return _speaker_row(record)
 
 
-@router.get("/speakers", response_model=list[SpeakerEntry], tags=["speakers"])
+@router.get("/speakers", response_model=list[SpeakerEntry], tags=["speakers"], **_key_route)
 async def list_speakers(service: Service) -> list[dict]:
     """Every enrolment (one row per speaker and adapter version)."""
     return [_speaker_row(record) for record in await asyncio.to_thread(service.speakers.list)]
 
 
-@router.delete("/speakers/{speaker_id}", response_model=SpeakerDeleted, tags=["speakers"],
-               dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+@router.delete("/speakers/{speaker_id}", response_model=SpeakerDeleted, tags=["speakers"], **_key_route)
 async def delete_speaker(speaker_id: str, service: Service) -> dict:
     """Forget a speaker under every adapter version."""
     deleted = await asyncio.to_thread(service.speakers.delete, speaker_id)
@@ -260,8 +269,7 @@ async def list_adapters(service: Service) -> list[dict]:
     return await service.list_adapters()
 
 
-@router.post("/adapters/{adapter_id}/load", response_model=AdapterAction, tags=["admin"],
-             dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+@router.post("/adapters/{adapter_id}/load", response_model=AdapterAction, tags=["admin"], **_key_route)
 async def load_adapter(adapter_id: str, service: Service) -> dict:
     """Bring an adapter set into memory now (e.g. before traffic)."""
     assert service.cache is not None
@@ -270,8 +278,7 @@ async def load_adapter(adapter_id: str, service: Service) -> dict:
     return {"id": adapter_id, "resident": True, "adapter": lease.entry.label}
 
 
-@router.delete("/adapters/{adapter_id}/resident", response_model=AdapterAction, tags=["admin"],
-               dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
+@router.delete("/adapters/{adapter_id}/resident", response_model=AdapterAction, tags=["admin"], **_key_route)
 async def unload_adapter(adapter_id: str, service: Service) -> dict:
     """Drop an adapter set from memory (pinned defaults too; they reload on next use)."""
     assert service.cache is not None
@@ -286,6 +293,12 @@ async def unload_adapter(adapter_id: str, service: Service) -> dict:
 async def healthz() -> dict:
     """Liveness: the process answers."""
     return {"status": "ok"}
+
+
+@router.head("/healthz", include_in_schema=False)
+async def healthz_head() -> Response:
+    """Liveness for probes that send HEAD (load balancers, ``curl -I``)."""
+    return Response(status_code=200)
 
 
 @router.get("/readyz", response_model=Readiness, tags=["ops"], responses={503: {"model": Readiness}})

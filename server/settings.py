@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -92,9 +92,39 @@ class Settings(BaseSettings):
     )
     max_duration_s: float = Field(30.0, gt=0, description="longest clip")
     min_duration_s: float = Field(0.1, ge=0, description="shortest clip")
+    min_sample_rate: int = Field(8000, ge=1, description="lowest sample rate an upload may declare (Hz); lower: 400")
+    max_sample_rate: int = Field(
+        192000, ge=1, le=768000,
+        description="highest sample rate an upload may declare (Hz); higher: 400. With max_duration_s it sets the "
+        "decoding budget: at most max_duration_s x max_sample_rate samples (all channels) are ever decoded",
+    )
+    max_enrol_clips: int = Field(10, ge=1, description="most clips in one enrolment (POST /speakers/{id})")
+    max_enrol_seconds: float = Field(120.0, gt=0, description="most seconds of audio in one enrolment, all clips")
 
-    # HTTP
-    api_key: SecretStr | None = Field(None, description="key for admin calls; unset = admin open")
+    # HTTP and security (docs/server.md#security)
+    api_key: SecretStr | None = Field(
+        None,
+        description="key for admin, enrolment, speaker listing/deletion and /verify against an enrolled speaker "
+        "(X-API-Key or Authorization: Bearer); unset = those routes answer 403",
+    )
+    insecure_open_admin: bool = Field(
+        False, description="development only: with no api_key, open the key's routes to anyone who can connect"
+    )
+    allow_unauthenticated_bind: bool = Field(
+        False, description="start on a non-loopback host without api_key (e.g. behind a proxy that authenticates)"
+    )
+    verify_rate_per_s: float = Field(
+        1.0, gt=0, description="/verify against an enrolled speaker: sustained attempts per second per client"
+    )
+    verify_burst: int = Field(10, ge=1, description="/verify against an enrolled speaker: burst per client")
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="seconds a connection may take to send a request's headers, else closed (slowloris)"
+    )
+    max_header_bytes: int = Field(65536, ge=1024, description="largest request head (request line + headers)")
+    keep_alive_timeout_s: float = Field(5.0, gt=0, description="idle keep-alive connections are closed after this")
+    max_connections: int = Field(
+        1000, ge=0, description="open connections + tasks before uvicorn answers 503 (0 = no limit)"
+    )
     host: str = Field("127.0.0.1", description="bind address")
     port: int = Field(8000, ge=0, le=65535, description="bind port")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
@@ -104,6 +134,12 @@ class Settings(BaseSettings):
     def _empty_key_means_none(cls, value: object) -> object:
         """An empty ELP_API_KEY (common in compose files) means "no key", not "the empty key"."""
         return None if value in ("", None) else value
+
+    @model_validator(mode="after")
+    def _rate_range_is_a_range(self) -> Settings:
+        if self.min_sample_rate > self.max_sample_rate:
+            raise ValueError("min_sample_rate is above max_sample_rate")
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

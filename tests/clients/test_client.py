@@ -14,9 +14,11 @@ from clients import (
     AdapterNotFoundError,
     AsyncELPClient,
     ELPClient,
+    ForbiddenError,
     InvalidAudioError,
     InvalidRequestError,
     OverloadedError,
+    RateLimitedError,
     SpeakerNotFoundError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
@@ -68,8 +70,12 @@ async def test_async_client_raises_typed_errors(tiny_store, tmp_path) -> None:
                 await client.asr(CLIP, adapter="emotion-alt")
             with pytest.raises(UnauthorizedError):
                 await client.load_adapter("emotion-alt")
-            with pytest.raises(SpeakerNotFoundError):
+            with pytest.raises(UnauthorizedError):  # an enrolled voiceprint needs the key too
                 await client.verify(CLIP, speaker="nobody")
+        async with AsyncELPClient("http://elp.test", transport=transport, api_key="k") as keyed:
+            with pytest.raises(SpeakerNotFoundError):
+                await keyed.verify(CLIP, speaker="nobody")
+        async with AsyncELPClient("http://elp.test", transport=transport) as client:
             with pytest.raises(InvalidRequestError):
                 await client.verify(CLIP)
             assert (await client.emotion(CLIP)).label  # still serving
@@ -79,6 +85,11 @@ def test_error_mapping_keeps_retry_after() -> None:
     error = error_from_response(503, {"error": {"code": "overloaded", "message": "full"}},
                                 httpx.Headers({"Retry-After": "3"}))
     assert isinstance(error, OverloadedError) and error.retry_after == 3.0 and error.status == 503
+    limited = error_from_response(429, {"error": {"code": "rate_limited", "message": "slow down"}},
+                                  httpx.Headers({"Retry-After": "2"}))
+    assert isinstance(limited, RateLimitedError) and limited.retry_after == 2.0
+    assert isinstance(error_from_response(403, {"error": {"code": "forbidden", "message": "no key"}}, None),
+                      ForbiddenError)
     odd = error_from_response(415, "not json", httpx.Headers())
     assert not isinstance(odd, UnsupportedMediaTypeError) and odd.code == "invalid_request"
 

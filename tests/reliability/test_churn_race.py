@@ -20,7 +20,8 @@ FILES = {"file": ("clip.wav", CLIP, "audio/wav")}
 async def test_unload_and_reload_while_a_request_holds_the_set_keeps_it_servable(tiny_store, tmp_path) -> None:
     backbone, store = tiny_store
     # a long batching wait keeps the first request queued (holding its lease) while the admin acts
-    async with running_app(make_settings(backbone, store, tmp_path, max_wait_ms=800.0)) as (_, client):
+    settings = make_settings(backbone, store, tmp_path, max_wait_ms=800.0, insecure_open_admin=True)
+    async with running_app(settings) as (_, client):
         assert (await client.post("/adapters/emotion-alt/load")).status_code == 200
         in_flight = asyncio.ensure_future(client.post("/emotion", files=FILES, data={"adapter": "emotion-alt"}))
         await asyncio.sleep(0.2)

@@ -59,17 +59,24 @@ async def test_set_deleted_while_resident_is_not_found_then_back_when_restored(t
 
 
 @pytest.mark.anyio
-async def test_set_truncated_while_resident_fails_safely_and_recovers(tiny_store, store_copy, tmp_path) -> None:
+async def test_set_truncated_while_resident_keeps_the_resident_version_serving(tiny_store, store_copy,
+                                                                              tmp_path) -> None:
+    """A set half rewritten on disk (here: truncated weights) never gives a 500 while a good version
+    is resident: that version keeps serving; a cold load of the broken set says which set is broken."""
     backbone, _ = tiny_store
     weights = store_copy / "emotion-alt" / "adapter_model.safetensors"
     original = weights.read_bytes()
-    async with running_app(make_settings(backbone, store_copy, tmp_path)) as (_, client):
-        assert (await client.post("/emotion", files=FILES, data={"adapter": "emotion-alt"})).status_code == 200
+    async with running_app(make_settings(backbone, store_copy, tmp_path, insecure_open_admin=True)) as (_, client):
+        first = await client.post("/emotion", files=FILES, data={"adapter": "emotion-alt"})
+        assert first.status_code == 200
         weights.write_bytes(original[: len(original) // 2])
+        kept = await client.post("/emotion", files=FILES, data={"adapter": "emotion-alt"})
+        assert kept.status_code == 200 and kept.json()["adapter"] == first.json()["adapter"], kept.text
+        await serving(client)
+        assert (await client.delete("/adapters/emotion-alt/resident")).status_code == 200
         error = assert_error(await client.post("/emotion", files=FILES, data={"adapter": "emotion-alt"}), 500,
                              "internal")
         assert "emotion-alt" in error["message"]  # says which set, never a stack trace
-        await serving(client)
         weights.write_bytes(original)
         assert (await client.post("/emotion", files=FILES, data={"adapter": "emotion-alt"})).status_code == 200
 
@@ -111,7 +118,7 @@ async def test_set_changing_on_disk_during_cold_loads_never_hangs_or_500s_unexpl
             step += 1
             time.sleep(0.005)
 
-    settings = make_settings(backbone, store_copy, tmp_path)
+    settings = make_settings(backbone, store_copy, tmp_path, insecure_open_admin=True)
     async with running_app(settings) as (app, client):
         thread = threading.Thread(target=vandal, daemon=True)
         thread.start()

@@ -60,7 +60,7 @@ def outside_set(store: Path, tmp_path: Path) -> Path:
 async def test_ids_cannot_traverse_out_of_the_store(tiny_store, store_copy, tmp_path) -> None:
     backbone, _ = tiny_store
     outside_set(store_copy, tmp_path)
-    async with running_app(make_settings(backbone, store_copy, tmp_path)) as (_, client):
+    async with running_app(make_settings(backbone, store_copy, tmp_path, insecure_open_admin=True)) as (_, client):
         for adapter_id in TRAVERSAL_IDS:
             response = await client.post("/emotion", files=FILES, data={"adapter": adapter_id})
             assert response.status_code in (404, 422), (adapter_id, response.text)

@@ -48,7 +48,7 @@ async def assert_serving(client: httpx.AsyncClient) -> None:
 @pytest.fixture
 def settings(tiny_store, tmp_path):
     backbone, store = tiny_store
-    return make_settings(backbone, store, tmp_path)
+    return make_settings(backbone, store, tmp_path, insecure_open_admin=True)
 
 
 # -- endpoints ------------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ async def test_default_falls_back_to_a_set_marked_default(tiny_store, store_copy
     config = json.loads(config_path.read_text())
     config["training"]["default"] = True  # the free-form section of the strict config
     config_path.write_text(json.dumps(config))
-    settings = make_settings(tiny_store[0], store_copy, tmp_path)
+    settings = make_settings(tiny_store[0], store_copy, tmp_path, insecure_open_admin=True)
     async with running_app(settings) as (_, client):
         answer = (await client.post("/emotion", files=clip_files())).json()
         assert answer["adapter"].startswith("emotion-main@")
@@ -259,7 +259,7 @@ async def test_corrupt_set_fails_only_its_requests(tiny_store, store_copy, tmp_p
     shutil.copytree(store_copy / "emotion-alt", store_copy / "emotion-broken")
     weights = store_copy / "emotion-broken" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-100])
-    settings = make_settings(tiny_store[0], store_copy, tmp_path)
+    settings = make_settings(tiny_store[0], store_copy, tmp_path, insecure_open_admin=True)
     async with running_app(settings) as (app, client):
         error = assert_error(await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-broken"}),
                              500, "internal")
@@ -285,7 +285,8 @@ async def test_twenty_concurrent_first_requests_load_the_set_once(settings) -> N
 
 
 async def test_lru_bounded_in_bytes_keeps_pinned_defaults(tiny_store, tmp_path) -> None:
-    settings = make_settings(*tiny_store, tmp_path, adapter_cache_bytes=1)  # nothing unpinned may stay
+    # nothing unpinned may stay
+    settings = make_settings(*tiny_store, tmp_path, adapter_cache_bytes=1, insecure_open_admin=True)
     async with running_app(settings) as (app, client):
         answer = await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-alt"})
         assert answer.status_code == 200
@@ -309,7 +310,7 @@ async def test_set_changed_on_disk_is_served_under_its_new_hash(tiny_store, stor
     from elp.testing import make_random_adapter_set
     from tests.server.helpers import EMOTION_LABELS
 
-    settings = make_settings(tiny_store[0], store_copy, tmp_path)
+    settings = make_settings(tiny_store[0], store_copy, tmp_path, insecure_open_admin=True)
     async with running_app(settings) as (_, client):
         before = (await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-alt"})).json()
         replacement = make_random_adapter_set(load_backbone(str(tiny_store[0])), "emotion", labels=EMOTION_LABELS,
@@ -320,9 +321,13 @@ async def test_set_changed_on_disk_is_served_under_its_new_hash(tiny_store, stor
         assert after["adapter"] != before["adapter"]
         assert after["adapter"] == f"emotion-alt@{listing['emotion-alt']['sha256'][:12]}"
         assert after["scores"] != before["scores"]
-        # weights of another set under this config: rejected as a whole, never mixed
+        # weights of another set under this config: rejected as a whole, never mixed; the resident
+        # version keeps serving, and only a cold load of the mixed folder is an error
         other = store_copy / "emotion-default" / "adapter_model.safetensors"
         (store_copy / "emotion-alt" / "adapter_model.safetensors").write_bytes(other.read_bytes())
+        kept = (await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-alt"})).json()
+        assert kept["adapter"] == after["adapter"] and kept["scores"] == after["scores"]
+        assert (await client.delete("/adapters/emotion-alt/resident")).status_code == 200
         mixed = await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-alt"})
         assert_error(mixed, 500, "internal")
         await assert_serving(client)
@@ -332,7 +337,7 @@ async def test_set_changed_on_disk_is_served_under_its_new_hash(tiny_store, stor
 
 
 async def test_mixed_burst_shares_batches_and_matches_solo_answers(tiny_store, tmp_path) -> None:
-    settings = make_settings(*tiny_store, tmp_path, max_wait_ms=300.0, max_batch_size=32)
+    settings = make_settings(*tiny_store, tmp_path, max_wait_ms=300.0, max_batch_size=32, insecure_open_admin=True)
     clips = {i: wav_bytes(0.6 + 0.15 * i, seed=10 + i) for i in range(8)}
     requests = []
     for i, clip in clips.items():
@@ -415,7 +420,7 @@ async def test_an_asr_set_with_a_language_model_is_served_with_beam_search(tiny_
     with_lm = AdapterSet.load(store_copy / "asr-default")
     with_lm.attach_language_model(WordBigramLM.build(["turn on the lights", "open the door"], alpha=0.5))
     with_lm.save(store_copy / "asr-lm")
-    settings = make_settings(tiny_store[0], store_copy, tmp_path)
+    settings = make_settings(tiny_store[0], store_copy, tmp_path, insecure_open_admin=True)
     async with running_app(settings) as (_, client):
         response = await client.post("/asr", files=clip_files(), data={"adapter": "asr-lm"})
         assert response.status_code == 200, response.text

@@ -53,8 +53,11 @@ def test_every_endpoint_over_loopback(live_server) -> None:
                              headers={"Authorization": "Bearer k3y"}).json()["resident"] is False
         enrolled = client.post("/speakers/carol", files=files, headers={"X-API-Key": "k3y"})
         assert enrolled.status_code == 200
-        assert client.post("/verify", files=files, data={"speaker": "carol"}).json()["speaker"] == "carol"
-        assert [s["speaker"] for s in client.get("/speakers").json()] == ["carol"]
+        assert client.post("/verify", files=files, data={"speaker": "carol"}).status_code == 401
+        against = client.post("/verify", files=files, data={"speaker": "carol"}, headers={"X-API-Key": "k3y"}).json()
+        assert against["speaker"] == "carol" and against["score"] == round(against["score"], 2)
+        assert client.get("/speakers").status_code == 401
+        assert [s["speaker"] for s in client.get("/speakers", headers={"X-API-Key": "k3y"}).json()] == ["carol"]
         assert client.delete("/speakers/carol", headers={"X-API-Key": "k3y"}).json()["deleted"] == 1
         error = client.post("/asr", files={"file": ("x.wav", b"nope")})
         assert error.status_code == 400 and error.json()["error"]["code"] == "invalid_audio"

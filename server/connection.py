@@ -1,0 +1,80 @@
+"""Connection hygiene in the server process itself: a header timeout uvicorn lacks.
+
+uvicorn closes idle keep-alive connections (``timeout_keep_alive``) and bounds the size of a request
+head (h11's ``max_incomplete_event_size``), but has no timeout for *receiving* the head: a client
+that opens connections and trickles header bytes (slowloris), or sends nothing at all, holds them
+forever. ``header_timeout_protocol`` returns uvicorn's h11 protocol with that timer added: from the
+connection's start, or from the first byte of each next request on a kept-alive connection, the
+whole request head must arrive within ``header_timeout_s``, else the client gets a 408 (the one
+JSON error shape) and the connection is closed. The body has its own deadline
+(``UploadTimeoutMiddleware``). In-process rather than only in a proxy, so every deployment has it;
+a reverse proxy in front (docs/server.md#security) adds per-client connection limits on top.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from server.errors import error_body
+
+logger = logging.getLogger("server.connection")
+
+
+def _timeout_answer(timeout_s: float) -> bytes:
+    body = json.dumps(error_body("request_timeout", f"request headers not received within {timeout_s:g} s"))
+    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            + f"content-length: {len(body)}\r\n\r\n{body}".encode())
+
+
+class HeaderTimeoutH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol plus a deadline for each request head; see the module docstring."""
+
+    header_timeout_s: float = 10.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        self._header_timer: asyncio.TimerHandle | None = None
+        super().connection_made(transport)
+        self._arm_header_timer()  # a connection that never sends a byte is closed too
+
+    def data_received(self, data: bytes) -> None:
+        if self._header_timer is None and self._between_requests():
+            self._arm_header_timer()  # the first bytes of the next request on a kept-alive connection
+        super().data_received(data)
+        if not self._between_requests():
+            self._disarm_header_timer()  # the head is complete: a request cycle runs
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_timer()
+        super().connection_lost(exc)
+
+    def _between_requests(self) -> bool:
+        return self.cycle is None or self.cycle.response_complete
+
+    def _arm_header_timer(self) -> None:
+        self._disarm_header_timer()
+        self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timed_out)
+
+    def _disarm_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timed_out(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or not self._between_requests():
+            return
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
+        logger.info("%s: request head not received within %g s; closing the connection", client,
+                    self.header_timeout_s)
+        self.transport.write(_timeout_answer(self.header_timeout_s))
+        self.transport.close()
+
+
+def header_timeout_protocol(header_timeout_s: float) -> type[Any]:
+    """The protocol class for ``uvicorn.run(http=...)`` with this timeout."""
+    return type("HeaderTimeoutH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout_s": header_timeout_s})
