@@ -17,7 +17,8 @@ import soundfile as sf
 
 from tests.server.helpers import free_port, server_process, wav_bytes
 
-ERROR_CODES = {400: "invalid_audio", 401: "unauthorized", 404: "adapter_not_found", 413: "payload_too_large",
+ERROR_CODES = {400: "invalid_audio", 401: "unauthorized", 403: "forbidden", 404: "adapter_not_found",
+               408: "request_timeout", 413: "payload_too_large", 429: "rate_limited",
                415: "unsupported_media_type", 422: "invalid_request", 503: "overloaded", 504: "timeout"}
 
 
