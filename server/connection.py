@@ -6,7 +6,8 @@ that opens connections and trickles header bytes (slowloris), or sends nothing a
 forever. ``header_timeout_protocol`` returns uvicorn's h11 protocol with that timer added: from the
 connection's start, or from the first byte of each next request on a kept-alive connection, the
 whole request head must arrive within ``header_timeout_s``, else the client gets a 408 (the one
-JSON error shape) and the connection is closed. The body has its own deadline
+JSON error shape) and the connection is closed. A head over ``max_header_bytes`` gets a 431, also
+when it arrives in one piece (h11's limit only catches one that arrives in parts). The body has its own deadline
 (``UploadTimeoutMiddleware``). In-process rather than only in a proxy, so every deployment has it;
 a reverse proxy in front (docs/server.md#security) adds per-client connection limits on top.
 """
@@ -25,25 +26,32 @@ from server.errors import error_body
 logger = logging.getLogger("server.connection")
 
 
-def _timeout_answer(timeout_s: float) -> bytes:
-    body = json.dumps(error_body("request_timeout", f"request headers not received within {timeout_s:g} s"))
-    return (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
-            + f"content-length: {len(body)}\r\n\r\n{body}".encode())
+def _error_answer(status: str, code: str, message: str) -> bytes:
+    body = json.dumps(error_body(code, message))
+    return (f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            f"content-length: {len(body)}\r\n\r\n{body}").encode()
 
 
 class HeaderTimeoutH11Protocol(H11Protocol):
     """uvicorn's h11 protocol plus a deadline for each request head; see the module docstring."""
 
     header_timeout_s: float = 10.0
+    max_header_bytes: int = 65536
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._header_timer: asyncio.TimerHandle | None = None
+        self._head_seen, self._head_tail = 0, b""
         super().connection_made(transport)
         self._arm_header_timer()  # a connection that never sends a byte is closed too
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is None and self._between_requests():
-            self._arm_header_timer()  # the first bytes of the next request on a kept-alive connection
+        if self._between_requests():
+            if self._header_timer is None:
+                self._arm_header_timer()  # the first bytes of the next request on a kept-alive connection
+            if self._head_too_large(data):
+                self._refuse("431 Request Header Fields Too Large", "headers_too_large",
+                             f"request head larger than {self.max_header_bytes} bytes")
+                return
         super().data_received(data)
         if not self._between_requests():
             self._disarm_header_timer()  # the head is complete: a request cycle runs
@@ -55,7 +63,24 @@ class HeaderTimeoutH11Protocol(H11Protocol):
     def _between_requests(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
 
+    def _head_too_large(self, data: bytes) -> bool:
+        """Bytes of the request head so far (up to its blank line, if in ``data``) past the limit; h11's
+        own limit only applies to a head that arrives in pieces."""
+        window = self._head_tail + data
+        end = window.find(b"\r\n\r\n")
+        size = self._head_seen + (end + 4 - len(self._head_tail) if end >= 0 else len(data))
+        self._head_seen += len(data)
+        self._head_tail = window[-3:]
+        return size > self.max_header_bytes
+
+    def _refuse(self, status: str, code: str, message: str) -> None:
+        self._disarm_header_timer()
+        if not self.transport.is_closing():
+            self.transport.write(_error_answer(status, code, message))
+            self.transport.close()
+
     def _arm_header_timer(self) -> None:
+        self._head_seen, self._head_tail = 0, b""
         self._disarm_header_timer()
         self._header_timer = self.loop.call_later(self.header_timeout_s, self._header_timed_out)
 
@@ -71,10 +96,11 @@ class HeaderTimeoutH11Protocol(H11Protocol):
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
         logger.info("%s: request head not received within %g s; closing the connection", client,
                     self.header_timeout_s)
-        self.transport.write(_timeout_answer(self.header_timeout_s))
-        self.transport.close()
+        self._refuse("408 Request Timeout", "request_timeout",
+                     f"request headers not received within {self.header_timeout_s:g} s")
 
 
-def header_timeout_protocol(header_timeout_s: float) -> type[Any]:
-    """The protocol class for ``uvicorn.run(http=...)`` with this timeout."""
-    return type("HeaderTimeoutH11Protocol", (HeaderTimeoutH11Protocol,), {"header_timeout_s": header_timeout_s})
+def header_timeout_protocol(header_timeout_s: float, max_header_bytes: int) -> type[Any]:
+    """The protocol class for ``uvicorn.run(http=...)`` with these limits."""
+    return type("HeaderTimeoutH11Protocol", (HeaderTimeoutH11Protocol,),
+                {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes})

@@ -147,12 +147,23 @@ class UploadTimeoutMiddleware:
 def _route_name(scope: Scope) -> str:
     """The endpoint of an answer given before routing (the body limit's 413, the upload timeout's 408):
     the route whose path matches, so those count where they happened; "unmatched" for unknown paths."""
-    app = scope.get("app")
-    for route in getattr(getattr(app, "router", None), "routes", ()):
+    return _matching_name(getattr(scope.get("app"), "router", None), scope) or "unmatched"
+
+
+def _matching_name(router: Any, scope: Scope) -> str | None:
+    for route in getattr(router, "routes", ()):
         match, _ = route.matches(scope)
-        if match != Match.NONE:
-            return getattr(route, "name", None) or "unmatched"
-    return "unmatched"
+        if match == Match.NONE:
+            continue
+        name = getattr(route, "name", None)
+        if name:
+            return name
+        # an included router (FastAPI wraps it): look among its own routes
+        nested = getattr(route, "original_router", None) or getattr(route, "router", None)
+        name = _matching_name(nested, scope) if nested is not None else None
+        if name:
+            return name
+    return None
 
 
 class RequestMetricsMiddleware:
