@@ -2,6 +2,8 @@
 #   docker build --build-arg BASE_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04 \
 #                --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu124 -t elp-server:cuda .
 # (a CUDA base needs python3.11 + pip installed; the default slim base has them)
+# It listens on 0.0.0.0, so it needs a key (it refuses to start without one, in one log line):
+#   docker run -e ELP_API_KEY=$(openssl rand -hex 16) -p 8000:8000 -v $PWD/models:/models:ro elp-server
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 

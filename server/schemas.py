@@ -97,8 +97,9 @@ class ErrorBody(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in {
-        400: "invalid_audio", 404: "adapter_not_found", 413: "payload_too_large",
-        415: "unsupported_media_type", 422: "invalid_request", 503: "overloaded (Retry-After)",
+        400: "invalid_audio", 401: "unauthorized (key routes)", 403: "forbidden (no key configured, cross-site)",
+        404: "adapter_not_found", 413: "payload_too_large", 415: "unsupported_media_type",
+        422: "invalid_request, non_finite_output", 429: "rate_limited (Retry-After)", 503: "overloaded (Retry-After)",
         504: "timeout", 500: "internal",
     }.items()
 }

@@ -49,6 +49,19 @@ def test_compose_environment_uses_real_settings() -> None:
     Settings(**values)  # every value validates
 
 
+def test_compose_requires_the_api_key() -> None:
+    """The compose server binds 0.0.0.0: compose itself refuses to start without ELP_API_KEY, and the
+    settings it passes would make the server refuse too (one log line) if the key were empty."""
+    environment = compose()["services"]["elp-server"]["environment"]
+    assert re.fullmatch(r"\$\{ELP_API_KEY:\?[^}]+\}", environment["ELP_API_KEY"]), environment["ELP_API_KEY"]
+    assert "ELP_INSECURE_OPEN_ADMIN" not in environment and "ELP_ALLOW_UNAUTHENTICATED_BIND" not in environment
+    from server.security import bind_refusal
+
+    values = {key[4:].lower(): value for key, value in environment.items() if "${" not in str(value)}
+    assert bind_refusal(Settings(**values)) is not None
+    assert bind_refusal(Settings(**values, api_key="from-the-shell")) is None
+
+
 def _metric_names(expr: str) -> set[str]:
     names = set(re.findall(r"\b(elp_[a-z_]+)", expr))
     return {re.sub(r"_(bucket|sum|count)$", "", n) if n not in EXPORTED_METRIC_NAMES else n for n in names}
