@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import torch
 
+from server.batch_support import fail_future, length_chunks, overloaded_message, settle_when_resolved
 from server.errors import OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
 
@@ -152,9 +153,9 @@ class BatchWorker:
             self._cond.notify_all()
             self._metrics.queue_depth.set(0)
         for job in leftovers:
-            _fail(job.future, WorkerStoppedError())
+            fail_future(job.future, WorkerStoppedError())
         for _, future in controls:
-            _fail(future, WorkerStoppedError())
+            fail_future(future, WorkerStoppedError())
         join_until = time.monotonic() + max(1.0, drain_timeout_s)
         for thread in self._threads:
             thread.join(timeout=max(0.0, join_until - time.monotonic()))
@@ -211,7 +212,7 @@ class BatchWorker:
         future: Future = Future()
         with self._cond:
             if self._stop_requested or not self.alive:
-                _fail(future, WorkerStoppedError())
+                fail_future(future, WorkerStoppedError())
                 return future
             self._controls.append((fn, future))
             self._cond.notify_all()
@@ -302,7 +303,7 @@ class BatchWorker:
                 continue  # client went away
             if now > job.deadline:
                 waited = now - job.enqueued_at
-                _fail(job.future, RequestTimeoutError(f"request waited {waited:.2f} s in the queue; dropped"))
+                fail_future(job.future, RequestTimeoutError(f"request waited {waited:.2f} s in the queue; dropped"))
                 continue
             window.append(job)
         if not window:
@@ -351,7 +352,7 @@ class BatchWorker:
             self._metrics.batch_failures.inc()
             logger.exception("batch of %d rows failed; failing its %d requests", len(waveforms), len(runnable))
             for job in runnable:
-                _fail(job.future, exc)
+                fail_future(job.future, exc)
             return
         finally:
             elapsed = time.monotonic() - started
@@ -368,59 +369,6 @@ class BatchWorker:
         for job, job_predictions in zip(runnable, per_job, strict=True):
             result = JobResult(job_predictions, started - job.enqueued_at, elapsed)
             if any(isinstance(p, Future) for p in job_predictions):
-                _settle_when_resolved(job.future, result)
+                settle_when_resolved(job.future, result)
             elif not job.future.done():
                 job.future.set_result(result)
-
-
-def overloaded_message(wait_s: float, deadline_s: float) -> str:
-    return (f"server overloaded: the estimated wait ({wait_s:.1f} s) is past the request deadline "
-            f"({deadline_s:g} s); retry later")
-
-
-def length_chunks(sorted_lengths: Sequence[int], ratio: float) -> list[tuple[int, int]]:
-    """Split rows sorted by length into runs whose shortest row is at least ``ratio`` of the longest:
-    (start, stop) slices. Jobs are grouped by their longest row, so a verify pair of a 2 s and a 9 s
-    clip would otherwise pad the 2 s one to 9 s; one model call per run costs no padding on a CPU
-    (where batching gains nothing) and few calls on a GPU (runs are as wide as the ratio allows)."""
-    chunks: list[tuple[int, int]] = []
-    start = 0
-    for index in range(1, len(sorted_lengths) + 1):
-        if index == len(sorted_lengths) or sorted_lengths[start] < ratio * sorted_lengths[index]:
-            chunks.append((start, index))
-            start = index
-    return chunks
-
-
-def _settle_when_resolved(future: Future, result: JobResult) -> None:
-    """Answer ``future`` with ``result`` once every Future among its predictions has settled (each
-    replaced by its value), or fail it with the first error; runs on whichever thread settles last."""
-    pending = [(i, p) for i, p in enumerate(result.predictions) if isinstance(p, Future)]
-    remaining = [len(pending)]
-    lock = threading.Lock()
-
-    def settled(index: int, done: Future) -> None:
-        error = done.exception() if not done.cancelled() else RuntimeError("decoding was cancelled")
-        if error is not None:
-            _fail(future, error)
-            return
-        result.predictions[index] = done.result()
-        with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
-        if last and not future.done():
-            with contextlib.suppress(Exception):  # raced with a cancel by a leaving client
-                future.set_result(result)
-
-    for index, prediction in pending:
-        prediction.add_done_callback(lambda done, index=index: settled(index, done))
-
-
-def _fail(future: Future, exc: BaseException) -> None:
-    """Set an exception unless the future is already settled (cancelled by a leaving client)."""
-    if future.done():
-        return
-    if not future.running() and not future.set_running_or_notify_cancel():
-        return
-    with contextlib.suppress(Exception):  # raced with another settle
-        future.set_exception(exc)
