@@ -218,6 +218,10 @@ async function toWav(blob) {
 async function startRecording(slot) {
   const button = $(`record-${slot}`);
   const clock = $(`record-${slot}-time`);
+  if (!navigator.mediaDevices) { // browsers only lend the microphone to https:// or localhost pages
+    clock.textContent = "The microphone needs this page on https:// or localhost; pick a file instead.";
+    return;
+  }
   let stream;
   try {
     // raw microphone: the models were not trained on browser noise suppression or gain control

@@ -10,6 +10,7 @@ errors must appear as the server's message. Waits are on DOM conditions, never s
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import subprocess
@@ -44,6 +45,7 @@ pytestmark = [
 ]
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is in the dev extra")
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 
@@ -165,6 +167,10 @@ def test_an_uploaded_clip_shows_the_apis_own_answers(server, browser, clips) -> 
     open_page(browser, url)
     browser.find_element(By.ID, "file-clip").send_keys(str(clips["command"]))
     browser.find_element(By.ID, "file-reference").send_keys(str(clips["other"]))
+    unlabelled = browser.execute_script(
+        "return [...document.querySelectorAll('input, select, button')].filter(e => !(e.labels && e.labels.length)"
+        " && !e.textContent.trim() && !e.getAttribute('aria-label')).map(e => e.id || e.outerHTML);")
+    assert unlabelled == []  # every control has a name a screen reader can say
     browser.find_element(By.ID, "run").click()
     cards = wait_for_cards(browser, ["asr", "intent", "emotion", "verification"])
     assert all(card.get_attribute("data-state") == "done" for card in cards.values())
@@ -193,15 +199,18 @@ def test_an_uploaded_clip_shows_the_apis_own_answers(server, browser, clips) -> 
         save_screenshot(browser, Path(screenshot))
 
 
-def save_screenshot(browser, path: Path) -> None:
-    """The page down to the verification answer, at a phone-to-laptop width that keeps the PNG small."""
-    browser.set_window_size(1000, 1400)
-    height = browser.execute_script(
-        "const r = document.getElementById('verify-results').getBoundingClientRect();"
-        "return Math.ceil(r.bottom + window.scrollY + 16);")
-    browser.set_window_size(1000, int(height) + 120)  # window chrome is not part of the viewport
+def save_screenshot(browser, path: Path, width: int = 1000) -> None:
+    """The page from its top down to the verification answer (Chromium's full-page capture, so the
+    window height does not matter), at a laptop width that keeps the PNG small."""
+    browser.set_window_size(width, 1400)
+    bottom = browser.execute_script(
+        "return Math.ceil(document.getElementById('verify-results').getBoundingClientRect().bottom"
+        " + window.scrollY + 16);")
+    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True,
+        "clip": {"x": 0, "y": 0, "width": width, "height": int(bottom), "scale": 1}})
     path.parent.mkdir(parents=True, exist_ok=True)
-    browser.save_screenshot(str(path))
+    path.write_bytes(base64.b64decode(shot["data"]))
 
 
 def test_errors_show_the_servers_message(server, browser, clips) -> None:
@@ -211,7 +220,7 @@ def test_errors_show_the_servers_message(server, browser, clips) -> None:
     browser.find_element(By.ID, "file-clip").send_keys(str(clips["command"]))
     Select(browser.find_element(By.ID, "adapter-emotion")).select_by_value("emotion-spare")
     shutil.rmtree(store / "emotion-spare")
-    browser.find_element(By.ID, "run").click()
+    browser.find_element(By.ID, "run").send_keys(Keys.ENTER)  # keyboard: a real <button> takes Enter
     cards = wait_for_cards(browser, ["asr", "intent", "emotion"])
     expected = api_answer(url, "emotion", clips["command"], adapter="emotion-spare")
     assert expected.status_code == 404
