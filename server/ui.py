@@ -15,7 +15,8 @@ from fastapi.responses import RedirectResponse, Response
 
 router = APIRouter(include_in_schema=False)
 
-#: file name under server/static/ -> media type; nothing else is served from there
+#: file name under server/static/ -> media type; nothing else is served from there. (Route names
+#: ui_page, ui_redirect, ui_asset are the endpoint labels of the request metrics.)
 ASSETS: dict[str, str] = {"ui.js": "text/javascript; charset=utf-8", "ui.css": "text/css; charset=utf-8"}
 
 #: same-origin only: the page's own script and style, the API, and blob: for playing the recorded clip
@@ -34,19 +35,19 @@ def read_static(name: str) -> bytes:
 
 
 @router.get("/")
-async def page() -> Response:
+async def ui_page() -> Response:
     """The page (HTML)."""
     return Response(read_static("index.html"), media_type="text/html; charset=utf-8", headers=_HEADERS)
 
 
 @router.get("/ui")
-async def ui_alias() -> RedirectResponse:
+async def ui_redirect() -> RedirectResponse:
     """``/ui`` -> the page; relative, so a proxy's path prefix is kept."""
     return RedirectResponse(".", status_code=307)
 
 
 @router.get("/ui/{name}")
-async def asset(name: str) -> Response:
+async def ui_asset(name: str) -> Response:
     """The page's script and stylesheet; any other name is the usual JSON 404."""
     if name not in ASSETS:
         raise HTTPException(status_code=404)

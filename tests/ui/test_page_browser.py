@@ -55,7 +55,7 @@ def espeak(path: Path, text: str, voice: str = "en-us") -> Path:
     return path
 
 
-def fake_microphone_file(speech: Path, target: Path, lead_s: float = 0.3, tail_s: float = 8.0) -> float:
+def fake_microphone_file(speech: Path, target: Path, lead_s: float = 1.0, tail_s: float = 8.0) -> float:
     """The speech at 48 kHz stereo 16-bit (what Chromium's fake device captures) between silences long
     enough that a recording stopped soon after the speech never hears the file loop. Returns when the
     speech ends, in seconds."""
