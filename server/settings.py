@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="bind address")
     port: int = Field(8000, ge=0, le=65535, description="bind port")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
+    ui_enabled: bool = Field(
+        True, description="serve the try-it page at / (record or upload a clip, see every task's answer); "
+        "false for API-only deployments (/ is then 404)"
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod
