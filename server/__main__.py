@@ -18,24 +18,12 @@ from pydantic import SecretStr
 from server.settings import Settings
 
 
-def _parse_bool(text: str) -> bool:
-    """``--insecure-open-admin true``: the words pydantic accepts from the environment."""
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def _flag_type(annotation: Any) -> Any:
     """argparse type for a settings field; None for fields without a CLI flag."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     base = args[0] if typing.get_origin(annotation) in (typing.Union, __import__("types").UnionType) else annotation
     if typing.get_origin(base) is typing.Literal:
         return str
-    if base is bool:
-        return _parse_bool
     if base in (str, int, float, Path, SecretStr):
         return str if base is SecretStr else base
     return None
@@ -45,12 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elp-server", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for name, field in Settings.model_fields.items():
+        help_text = f"{field.description} (env ELP_{name.upper()})"
+        if field.annotation is bool:  # --ui-enabled / --no-ui-enabled
+            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+            continue
         flag_type = _flag_type(field.annotation)
         if flag_type is None:
             continue
         choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=flag_type, choices=choices,
-                            default=argparse.SUPPRESS, help=f"{field.description} (env ELP_{name.upper()})")
+                            default=argparse.SUPPRESS, help=help_text)
     return parser
 
 

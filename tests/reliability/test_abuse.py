@@ -55,7 +55,7 @@ def served(tiny_store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tup
         save_set(backbone, root / f"version-{seed}", seed=seed)
     extra = ("--header-timeout-s", str(HEADER_TIMEOUT_S), "--keep-alive-timeout-s", str(KEEP_ALIVE_S),
              "--upload-timeout-s", "1", "--max-upload-bytes", str(1024 * 1024), "--max-enrol-clips", "4",
-             "--max-enrol-seconds", "6", "--insecure-open-admin", "true")
+             "--max-enrol-seconds", "6", "--insecure-open-admin")
     with live_server(backbone, store_copy, root, *extra) as (port, process):
         yield port, psutil.Process(process.pid), root
 

@@ -91,7 +91,7 @@ def test_the_development_switch_opens_the_key_routes_but_never_to_other_sites(ti
     """ELP_INSECURE_OPEN_ADMIN: no key needed, but a page on another site still cannot change state
     (a multipart POST is a "simple" request a browser sends cross-site without asking)."""
     backbone, store = tiny_store
-    with live_server(backbone, store, tmp_path, "--insecure-open-admin", "true") as (port, _), \
+    with live_server(backbone, store, tmp_path, "--insecure-open-admin") as (port, _), \
             httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
         for origin in ("http://evil.example", "null", f"http://127.0.0.1:{port + 1}"):
             refused = client.post("/speakers/mallory", files=FILES, headers={"Origin": origin})
@@ -116,7 +116,7 @@ def test_a_reachable_bind_without_a_key_is_refused_in_one_log_line(tiny_store, t
     assert len(lines) == 1 and "ELP_API_KEY" in lines[0] and "0.0.0.0" in lines[0], lines
 
 
-@pytest.mark.parametrize("flag", [("--api-key", KEY), ("--allow-unauthenticated-bind", "true")])
+@pytest.mark.parametrize("flag", [("--api-key", KEY), ("--allow-unauthenticated-bind",)])
 def test_a_reachable_bind_starts_with_a_key_or_the_explicit_switch(tiny_store, tmp_path, flag) -> None:
     backbone, store = tiny_store
     with live_server(backbone, store, tmp_path, "--host", "0.0.0.0", *flag) as (port, _):
