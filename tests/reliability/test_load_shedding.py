@@ -26,6 +26,7 @@ def metric(port: int, name: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+@pytest.mark.slow
 def test_a_burst_past_the_deadline_is_refused_at_the_door_with_retry_after(tiny_store, tmp_path) -> None:
     """24 concurrent 10 s clips, one row per batch, a 0.3 s deadline: most of the burst cannot be
     answered in time and hears so at once (503 + Retry-After), instead of a 504 after waiting."""
@@ -53,6 +54,7 @@ def test_a_burst_past_the_deadline_is_refused_at_the_door_with_retry_after(tiny_
         assert time.monotonic() - started < 10
 
 
+@pytest.mark.slow
 def test_work_of_a_client_that_left_is_dropped_unrun(tiny_store, tmp_path) -> None:
     """Batches wait 2 s for company, so the request is still queued when its client hangs up."""
     backbone, store = tiny_store
