@@ -132,18 +132,21 @@ def test_adapter_sets_stay_on_the_replica_that_loaded_them(stack) -> None:
         assert {"asr-default", "verify-default", "emotion-default", "intent-default"} <= resident
 
 
-@pytest.mark.anyio
-async def test_a_burst_for_one_set_does_not_evict_the_others(stack) -> None:
+def test_a_burst_for_one_set_does_not_evict_the_others(stack) -> None:
     deployment, _, extra, _ = stack
     before = loads_per_replica(deployment)
-    async with httpx.AsyncClient(base_url=deployment.url, timeout=60) as client:
-        clips = [wav_bytes(1.0, seed=200 + i) for i in range(16)]
-        answers = await asyncio.gather(*(client.post("/emotion", files={"file": ("c.wav", clip)},
-                                                     data={"adapter": extra[0]}) for clip in clips))
-        assert [a.status_code for a in answers] == [200] * len(clips)
-        for adapter in extra:
-            response = await client.post("/emotion", files={"file": ("c.wav", CLIP)}, data={"adapter": adapter})
-            assert response.status_code == 200
+
+    async def burst_then_each() -> None:
+        async with httpx.AsyncClient(base_url=deployment.url, timeout=60) as client:
+            clips = [wav_bytes(1.0, seed=200 + i) for i in range(16)]
+            answers = await asyncio.gather(*(client.post("/emotion", files={"file": ("c.wav", clip)},
+                                                         data={"adapter": extra[0]}) for clip in clips))
+            assert [a.status_code for a in answers] == [200] * len(clips)
+            for adapter in extra:
+                response = await client.post("/emotion", files={"file": ("c.wav", CLIP)}, data={"adapter": adapter})
+                assert response.status_code == 200
+
+    asyncio.run(burst_then_each())
     assert new_loads(before, loads_per_replica(deployment)) == 0
     views = replica_views(deployment)
     assert all(any(adapter in resident for resident in views.values()) for adapter in extra), views
@@ -212,7 +215,8 @@ async def test_a_mixed_burst_answers_as_solo_requests_do(stack) -> None:
     requests += [("/emotion", "emotion-alt", wav_bytes(1.0, seed=600 + i)) for i in range(4)]
 
     async def ask(client: httpx.AsyncClient, path: str, adapter: str | None, clip: bytes) -> dict:
-        response = await client.post(path, files={"file": ("c.wav", clip)}, data={"adapter": adapter} if adapter else {})
+        fields = {"adapter": adapter} if adapter else {}
+        response = await client.post(path, files={"file": ("c.wav", clip)}, data=fields)
         assert response.status_code == 200, response.text
         return normalised(response.json())
 
@@ -246,19 +250,12 @@ def test_a_speaker_enrolled_on_one_replica_verifies_on_another(stack) -> None:
         assert client.delete("/speakers/alice").json()["deleted"] == 1
 
 
-@pytest.mark.anyio
-async def test_a_replica_killed_during_traffic(stack) -> None:
-    """Requests in flight when a replica dies are retried on the other or refused with 503; none hang,
-    every 200 comes from the set it asked for; the controller starts a replacement."""
+async def _traffic_while_killing(url: str, sets: list[str], victim: str) -> list[httpx.Response]:
+    """Four clients in flight; the victim replica is killed once the seventh request has started."""
     import ray
 
-    deployment, _, extra, _ = stack
-    sets = [extra[i % EXTRA_SETS] for i in range(36)]
-    async with httpx.AsyncClient(base_url=deployment.url, timeout=60) as client:
-        solo = {a: (await client.post("/emotion", files={"file": ("c.wav", CLIP)}, data={"adapter": a})).json()
-                for a in extra}
-        victim = deployment.replica_actor_names()[0]
-        started = asyncio.Event()
+    started = asyncio.Event()
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
 
         async def one(index: int, adapter: str) -> httpx.Response:
             if index == 6:
@@ -277,6 +274,18 @@ async def test_a_replica_killed_during_traffic(stack) -> None:
 
         answers, _ = await asyncio.wait_for(asyncio.gather(
             asyncio.gather(*(limited(i, a) for i, a in enumerate(sets))), kill_when_started()), 120)
+    return answers
+
+
+def test_a_replica_killed_during_traffic(stack) -> None:
+    """Requests in flight when a replica dies are retried on the other or refused with 503; none hang,
+    every 200 comes from the set it asked for; the controller starts a replacement."""
+    deployment, _, extra, _ = stack
+    sets = [extra[i % EXTRA_SETS] for i in range(36)]
+    victim = deployment.replica_actor_names()[0]
+    with httpx.Client(base_url=deployment.url, timeout=60) as client:
+        solo = {a: emotion(client, a).json() for a in extra}
+    answers = asyncio.run(_traffic_while_killing(deployment.url, sets, victim))
     assert {a.status_code for a in answers} <= {200, 503}
     assert sum(a.status_code == 200 for a in answers) >= len(answers) // 2
     for adapter, answer in zip(sets, answers, strict=True):
