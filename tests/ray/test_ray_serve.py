@@ -297,3 +297,44 @@ def test_a_replica_killed_during_traffic(stack) -> None:
              180, "the killed replica's replacement")
     with httpx.Client(base_url=deployment.url, timeout=60) as client:
         assert emotion(client, extra[0]).status_code == 200
+
+
+def test_redeploying_to_one_replica_under_traffic_loses_no_request(stack) -> None:
+    """Scale-down and rolling update: ``serve.run`` with one replica replaces both replicas (a new
+    build) while clients keep sending; Ray stops routing to each old replica, waits for its requests,
+    and its lifespan drains the batching queue: every request is answered 200."""
+    import threading
+
+    from ray import serve
+
+    from server.ray_app import build_app
+    from tests.ray.support import APP_NAME
+
+    deployment, _, extra, _ = stack
+    args = {**deployment.args, "ray_min_replicas": 1, "ray_max_replicas": 1}
+    redeployed = threading.Event()
+
+    def redeploy() -> None:
+        serve.run(build_app(args), name=APP_NAME, route_prefix="/")
+        redeployed.set()
+
+    async def traffic() -> list[int]:
+        statuses: list[int] = []
+        async with httpx.AsyncClient(base_url=deployment.url, timeout=120) as client:
+            async def client_loop(offset: int) -> None:
+                index = offset
+                while not redeployed.is_set() or index < offset + 8:
+                    response = await client.post("/emotion", files={"file": ("c.wav", CLIP)},
+                                                 data={"adapter": extra[index % EXTRA_SETS]})
+                    statuses.append(response.status_code)
+                    index += 1
+
+            await asyncio.wait_for(asyncio.gather(*(client_loop(i) for i in range(3))), 300)
+        return statuses
+
+    thread = threading.Thread(target=redeploy, daemon=True)
+    thread.start()
+    statuses = asyncio.run(traffic())
+    thread.join(timeout=60)
+    assert redeployed.is_set() and deployment.running_replicas() == 1
+    assert statuses and set(statuses) == {200}, statuses
