@@ -39,6 +39,7 @@ from benchmarks.common import (
     default_sets,
     free_port,
     markdown_table,
+    percentiles_ms,
     prepare_backbone,
     server_command,
     started_processes,
@@ -119,6 +120,29 @@ def measure(base: str, label: str, workload: str, clips: list, requests: int, co
             "loads_during_run": int(during), "miss_rate": round(during / max(1, requests), 2)}
 
 
+def routing_overhead(base: str, label: str, requests: int, concurrency: int) -> dict[str, Any]:
+    """GET /healthz: no model work, so its latency is the request path itself (for Ray: proxy ->
+    ingress -> replica and back) and its rate at ``concurrency`` bounds what the front end forwards."""
+
+    async def run() -> tuple[list[float], float]:
+        latencies: list[float] = []
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            async def worker(count: int) -> None:
+                for _ in range(count):
+                    started = time.perf_counter()
+                    (await client.get("/healthz")).raise_for_status()
+                    latencies.append(time.perf_counter() - started)
+
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(requests // concurrency) for _ in range(concurrency)))
+            return latencies, time.perf_counter() - started
+
+    latencies, elapsed = asyncio.run(run())
+    return {"deployment": label, "workload": f"GET /healthz (request path only), concurrency {concurrency}",
+            "requests": len(latencies), "errors": 0, "req_per_s": round(len(latencies) / elapsed, 1),
+            **percentiles_ms(latencies), "loads_during_run": 0, "miss_rate": 0.0}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
@@ -146,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(measure(base, label, workload, clips, requests, args.concurrency, adapter_for,
                                         args.seed, settle_s))
                     print(rows[-1], flush=True)
+                rows.append(routing_overhead(base, label, 8 * requests, args.concurrency * 4))
+                print(rows[-1], flush=True)
     title = (f"Ray Serve scale-out, backbone {backbone_label(args.backbone)}, device {args.device}, {args.cpus} CPUs "
              f"for Ray; concurrency {args.concurrency}, clips 1-4 s; cache-thrash: {WORKING_SET} sets of "
              f"{set_bytes / 1e6:.2f} MB uniform, {CACHED_SETS} per process beside {DEFAULT_COUNT} pinned defaults")

@@ -64,6 +64,9 @@ class RaySettings(Settings):
     ray_replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
     ray_replica_gpus: float = Field(0.0, ge=0, description="GPUs per replica (1 = one replica per GPU)")
     ray_ingress_cpus: float = Field(0.25, ge=0, description="CPUs reserved per ingress replica")
+    ray_ingress_replicas: int = Field(
+        1, ge=1, description="ingress replicas (each parses and forwards requests; add more when one tops out)"
+    )
     ray_models_per_replica: int = Field(
         0, ge=0, description="adapter sets one replica keeps for routing (0 = adapter_cache_bytes / the "
         "largest set in the store, less the pinned defaults)",
@@ -367,6 +370,6 @@ def build_app(args: dict[str, Any] | None = None) -> Any:
                              ray_actor_options={"num_cpus": 0}).bind(5 * settings.ray_metrics_push_s)
     replica_class = make_replica_class(models_per_replica(settings))
     replicas = serve.deployment(replica_class, name="ElpReplica", **deployment_options(settings)).bind(values, board)
-    ingress = ElpIngress.options(num_replicas=1, max_ongoing_requests=1000,
+    ingress = ElpIngress.options(num_replicas=settings.ray_ingress_replicas, max_ongoing_requests=1000,
                                  ray_actor_options={"num_cpus": settings.ray_ingress_cpus})
     return ingress.bind(replicas, board, values)
