@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--requests", type=int, default=None, help="per point; default 48 (quick) or 160")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs given to Ray (the single server uses all)")
+    parser.add_argument("--reverse", action="store_true",
+                        help="run the deployments in reverse order (on a shared machine: check for drift)")
     args = parser.parse_args(argv)
     requests = args.requests or (48 if args.quick else 160)
     clips = corpus_clips(24, seed=args.seed, min_s=1.0, max_s=4.0)
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             ("ray, 1 replica", lambda: ray_deployment(backbone, store, budget, args.device, 1, args.cpus), 1.5),
             ("ray, 2 replicas", lambda: ray_deployment(backbone, store, budget, args.device, 2, args.cpus), 1.5),
         ]
-        for label, start, settle_s in deployments:
+        for label, start, settle_s in reversed(deployments) if args.reverse else deployments:
             with start() as base:
                 for workload, adapter_for in (("mixed, default sets", None),
                                               (f"{WORKING_SET} sets, room for {CACHED_SETS}", thrash_adapter)):
