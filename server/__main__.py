@@ -33,12 +33,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="elp-server", description=__doc__,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for name, field in Settings.model_fields.items():
+        help_text = f"{field.description} (env ELP_{name.upper()})"
+        if field.annotation is bool:  # --ui-enabled / --no-ui-enabled
+            parser.add_argument(f"--{name.replace('_', '-')}", dest=name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+            continue
         flag_type = _flag_type(field.annotation)
         if flag_type is None:
             continue
         choices = typing.get_args(field.annotation) if typing.get_origin(field.annotation) is typing.Literal else None
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=flag_type, choices=choices,
-                            default=argparse.SUPPRESS, help=f"{field.description} (env ELP_{name.upper()})")
+                            default=argparse.SUPPRESS, help=help_text)
     return parser
 
 

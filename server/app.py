@@ -14,6 +14,7 @@ from server.middleware import BodyLimitMiddleware, RequestMetricsMiddleware, Upl
 from server.routes import router
 from server.service import InferenceService
 from server.settings import Settings
+from server.ui import router as ui_router
 
 logger = logging.getLogger("server")
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     install_error_handlers(app)
     app.include_router(router)
+    if settings.ui_enabled:
+        app.include_router(ui_router)
     # added innermost first: metrics see every answer, including the body limit's 413s and the upload
     # timeout's 408s; the timeout wraps the receive() that the body limit reads from
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)

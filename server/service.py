@@ -28,7 +28,9 @@ logger = logging.getLogger("server.service")
 
 #: torch's own choice (the cores this process may use), before any app in this process changed it
 _DEFAULT_TORCH_THREADS = torch.get_num_threads()
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.float32}
+#: settings dtypes that are a quantisation scheme of elp.backbones.quantize on a float32 backbone
+_QUANTIZED = {"int8": "int8"}
 #: extra seconds a handler waits past the queue deadline for a batch that is already running
 _RUNNING_GRACE_S = 60.0
 
@@ -126,7 +128,8 @@ class InferenceService:
         dtype = _DTYPES[self.settings.dtype]
         _set_torch_threads(self.settings.torch_threads, self.settings.model_workers)
         started = time.perf_counter()
-        self.backbone = await asyncio.to_thread(load_backbone, self.settings.backbone, device, dtype)
+        self.backbone = await asyncio.to_thread(load_backbone, self.settings.backbone, device, dtype,
+                                                quantization=_QUANTIZED.get(self.settings.dtype))
         self.sample_rate = int(getattr(self.backbone, "sample_rate", 16000))
         logger.info("backbone %s loaded on %s in %.1f s", self.settings.backbone, device,
                     time.perf_counter() - started)

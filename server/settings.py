@@ -26,8 +26,10 @@ class Settings(BaseSettings):
     # model
     backbone: str = Field("models/whisper-base", description="backbone folder or hub id")
     device: str = Field("cpu", description="cpu, cuda, cuda:N, or auto (cuda when available)")
-    dtype: Literal["float32", "float16", "bfloat16"] = Field(
-        "float32", description="backbone dtype (bfloat16: ~2x on CPUs with AVX512-BF16 or AMX, and GPUs)"
+    dtype: Literal["float32", "float16", "bfloat16", "int8"] = Field(
+        "float32",
+        description="backbone dtype (bfloat16: ~2x on CPUs with AVX512-BF16 or AMX, and GPUs; int8: int8 "
+        "weights in the encoder layers on a CPU, adapters and heads stay float32: docs/server.md, Precision)",
     )
 
     # adapter store and cache
@@ -102,6 +104,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="bind address")
     port: int = Field(8000, ge=0, le=65535, description="bind port")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="log level")
+    ui_enabled: bool = Field(
+        True, description="serve the try-it page at / (record or upload a clip, see every task's answer); "
+        "false for API-only deployments (/ is then 404)"
+    )
 
     @field_validator("api_key", "speakers_url", mode="before")
     @classmethod

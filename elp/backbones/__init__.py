@@ -9,6 +9,7 @@ import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, WhisperFeatureExtractor, WhisperModel
 
 from elp.backbones.base import Backbone, BackboneIdentity, fingerprint_module
+from elp.backbones.quantize import QUANTIZATIONS, quantize_backbone
 from elp.backbones.wav2vec2 import Wav2Vec2FamilyBackbone
 from elp.backbones.whisper import WhisperEncoderBackbone
 from elp.errors import BackboneLoadError
@@ -41,11 +42,13 @@ def load_backbone(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     attn_implementation: str | None = None,
+    quantization: str | None = None,
 ) -> Backbone:
     """Load a frozen encoder from a local folder or a hub id (``microsoft/wavlm-base-plus``, ...).
 
     The fingerprint is taken on the float32 weights as loaded, so the same checkpoint served in
-    fp16 on a GPU still accepts adapter sets trained in fp32 on a CPU.
+    fp16 on a GPU, or with int8 encoder layers on a CPU (``quantization="int8"``), still accepts
+    adapter sets trained in fp32.
     """
     name = str(name_or_path)
     options: dict = {"dtype": torch.float32}
@@ -86,10 +89,12 @@ def load_backbone(
         backbone = WhisperEncoderBackbone(module, identity, torch.from_numpy(extractor.mel_filters))
     else:
         backbone = Wav2Vec2FamilyBackbone(module, identity, _wants_waveform_normalization(name, config))
-    return backbone.to(device=device, dtype=dtype)
+    backbone = backbone.to(device=device, dtype=dtype)
+    return quantize_backbone(backbone, quantization) if quantization else backbone
 
 
 __all__ = [
+    "QUANTIZATIONS",
     "SUPPORTED_MODEL_TYPES",
     "Backbone",
     "BackboneIdentity",

@@ -76,6 +76,8 @@ class Backbone(nn.Module, ABC):
 
     sample_rate: int = 16000
     layer_norm_names: tuple[str, ...] = ()
+    #: ``None`` for float weights, else the scheme of elp.backbones.quantize (e.g. ``"int8"``)
+    quantization: str | None = None
 
     def __init__(self, model: nn.Module, identity: BackboneIdentity) -> None:
         super().__init__()
@@ -122,6 +124,11 @@ class Backbone(nn.Module, ABC):
     @abstractmethod
     def ffn_output_module(self, layer: nn.Module) -> nn.Module:
         """The module whose output is the layer's feed-forward result before the residual add."""
+
+    def int8_linear_names(self, layer: nn.Module) -> set[str]:
+        """Names of the layer's Linear submodules that int8 quantisation may replace: those the
+        layer calls as modules (a family whose code reads a projection's ``.weight`` overrides this)."""
+        return {name for name, module in layer.named_modules() if isinstance(module, nn.Linear)}
 
     def layer_norms(self, layer: nn.Module) -> dict[str, nn.LayerNorm]:
         return {name: getattr(layer, name) for name in self.layer_norm_names}

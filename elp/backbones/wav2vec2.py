@@ -33,6 +33,12 @@ class Wav2Vec2FamilyBackbone(Backbone):
     def ffn_output_module(self, layer: nn.Module) -> nn.Module:
         return layer.feed_forward
 
+    def int8_linear_names(self, layer: nn.Module) -> set[str]:
+        # WavLM's attention hands its projections' weights to F.multi_head_attention_forward as
+        # tensors, so only its feed-forward can run in int8.
+        names = super().int8_linear_names(layer)
+        return {name for name in names if not name.startswith("attention.")} if self.is_wavlm else names
+
     def front_end_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return self.model._get_feat_extract_output_lengths(lengths).long()
 
