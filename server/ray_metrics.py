@@ -51,8 +51,10 @@ def merge_expositions(by_replica: dict[str, str]) -> str:
                 lines.append(f"{sample.name}{{{rendered}}} {floatToGoString(sample.value)}")
     out: list[str] = []
     for name, (kind, documentation, lines) in families.items():
-        out.append(f"# HELP {name} {_escape_help(documentation)}")
-        out.append(f"# TYPE {name} {kind}")
+        # the parser names a counter family without ``_total``; its samples (and generate_latest) keep it
+        header = f"{name}_total" if kind == "counter" else name
+        out.append(f"# HELP {header} {_escape_help(documentation)}")
+        out.append(f"# TYPE {header} {kind}")
         out.extend(lines)
     return "\n".join(out) + "\n"
 
