@@ -8,6 +8,8 @@ import pytest
 from tests.server.helpers import make_settings, running_app, wav_bytes
 from tests.server.postgres import postgres_server
 
+pytest.importorskip("psycopg")
+
 pytestmark = [pytest.mark.anyio, pytest.mark.slow, pytest.mark.integration]
 
 
