@@ -26,7 +26,10 @@ COPY server ./server
 COPY clients ./clients
 # dependencies come from pyproject.toml alone; torch is already satisfied by the layer above
 COPY README.md ./
-RUN pip install .
+COPY deploy/ray ./deploy/ray
+# --build-arg ELP_EXTRAS=ray: the Ray Serve scale-out image (deploy/ray, docs/ray.md)
+ARG ELP_EXTRAS=""
+RUN pip install ".${ELP_EXTRAS:+[${ELP_EXTRAS}]}"
 
 RUN useradd --create-home --uid 10001 elp && mkdir -p /data/adapters /data/speakers /data/hf-cache /models \
     && chown -R elp:elp /data /models

@@ -342,6 +342,7 @@ class BatchWorker:
             self._metrics.inference_rows.labels(job.task).inc(job.rows)
         self._metrics.batch_size.observe(len(waveforms))
         self._metrics.batch_tasks.observe(len({job.task for job in runnable}))
+        self._metrics.batch_adapter_sets.observe(len(set(keys)))
         try:
             predictions = []
             for start, stop in length_chunks([int(w.shape[-1]) for w in waveforms], self.length_ratio):

@@ -29,6 +29,7 @@ _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 _QUEUE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0)
 _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 _TASKS_PER_BATCH_BUCKETS = (1, 2, 3, 4)
+_SETS_PER_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16)
 _LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 #: every series name the server exports (tests check dashboards against this list)
@@ -39,6 +40,7 @@ EXPORTED_METRIC_NAMES: tuple[str, ...] = (
     "elp_inference_rows_total",
     "elp_batch_size",
     "elp_batch_tasks",
+    "elp_batch_adapter_sets",
     "elp_batch_duration_seconds",
     "elp_batch_failures_total",
     "elp_queue_depth",
@@ -87,6 +89,10 @@ class ServerMetrics:
         self.batch_tasks = Histogram(
             "batch_tasks", "Distinct tasks mixed in one model call", namespace=NAMESPACE,
             buckets=_TASKS_PER_BATCH_BUCKETS, registry=r,
+        )
+        self.batch_adapter_sets = Histogram(
+            "batch_adapter_sets", "Distinct adapter sets mixed in one model call (batch composition)",
+            namespace=NAMESPACE, buckets=_SETS_PER_BATCH_BUCKETS, registry=r,
         )
         self.batch_duration = Histogram(
             "batch_duration_seconds", "Wall time of one model call", namespace=NAMESPACE,

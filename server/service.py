@@ -23,7 +23,7 @@ from server.beam_search import BeamSearchPool
 from server.errors import AdapterNotFoundError, OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
 from server.settings import Settings
-from server.speakers import SpeakerStore
+from server.speakers import open_speaker_store
 
 logger = logging.getLogger("server.service")
 
@@ -109,7 +109,7 @@ class InferenceService:
         self.limits = AudioLimits(settings.max_duration_s, settings.min_duration_s, settings.min_sample_rate,
                                   settings.max_sample_rate)
         self.store = AdapterStore(settings.adapters_dir)
-        self.speakers = SpeakerStore(settings.speakers_dir)
+        self.speakers = open_speaker_store(settings)
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="elp-decode")
         self.io_pool = ThreadPoolExecutor(4, thread_name_prefix="elp-adapter-io")
         self.beam_search: BeamSearchPool | None = None
@@ -175,6 +175,12 @@ class InferenceService:
             await asyncio.to_thread(self.beam_search.shutdown)
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.io_pool.shutdown(wait=False, cancel_futures=True)
+
+    async def warmed(self) -> None:
+        """Returns once the default sets have been tried (loaded or reported): a scaled-out replica
+        joins the routing only then."""
+        if self._warmup is not None:
+            await asyncio.shield(self._warmup)
 
     async def _load_defaults(self) -> None:
         assert self.cache is not None

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     default_intent_adapter: str = Field("intent-default", description="adapter id used by /intent by default")
     adapter_cache_bytes: int = Field(1024 * MIB, ge=0, description="budget of resident adapter tensors (bytes)")
     speakers_dir: Path = Field(Path("speakers_store"), description="folder of enrolled speaker embeddings")
+    speakers_url: SecretStr | None = Field(
+        None, description="postgresql://user:pass@host/db: enrolled speakers in PostgreSQL instead of "
+        "speakers_dir, shared by every replica (docs/ray.md); unset = the folder"
+    )
     verify_threshold: float = Field(
         0.5, ge=-1.0, le=1.0, description="threshold when a verification set has no calibrated one"
     )
@@ -135,7 +139,7 @@ class Settings(BaseSettings):
         "false for API-only deployments (/ is then 404)"
     )
 
-    @field_validator("api_key", mode="before")
+    @field_validator("api_key", "speakers_url", mode="before")
     @classmethod
     def _empty_key_means_none(cls, value: object) -> object:
         """An empty ELP_API_KEY (common in compose files) means "no key", not "the empty key"."""

@@ -15,12 +15,16 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from server.errors import InvalidRequestError, SpeakerNotFoundError
+
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 SPEAKER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -44,6 +48,43 @@ class EnrolledSpeaker:
     embedding: torch.Tensor | None = None
 
 
+class SpeakerBackend(Protocol):
+    """What the routes need from an enrolment store: the files below (one process, the default) or
+    PostgreSQL (``server.speakers_postgres``: every replica of a scaled-out deployment sees the same)."""
+
+    def enroll(self, speaker_id: str, adapter_id: str, adapter_sha256: str, embeddings: list[torch.Tensor],
+               total_duration_s: float) -> EnrolledSpeaker: ...
+
+    def get(self, speaker_id: str, adapter_id: str, adapter_sha256: str) -> EnrolledSpeaker: ...
+
+    def list(self) -> list[EnrolledSpeaker]: ...
+
+    def delete(self, speaker_id: str) -> int: ...
+
+
+def open_speaker_store(settings: Settings) -> SpeakerBackend:
+    """``ELP_SPEAKERS_URL`` (postgresql://...) when set, else the files under ``ELP_SPEAKERS_DIR``."""
+    url = settings.speakers_url.get_secret_value() if settings.speakers_url is not None else None
+    if url:
+        from server.speakers_postgres import PostgresSpeakerStore
+
+        return PostgresSpeakerStore(url)
+    return SpeakerStore(settings.speakers_dir)
+
+
+def mean_unit_embedding(embeddings: list[torch.Tensor]) -> torch.Tensor:
+    """The L2-normalised mean of the L2-normalised clip embeddings (what every store keeps)."""
+    unit = [torch.nn.functional.normalize(e.detach().float().cpu().flatten(), dim=0) for e in embeddings]
+    return torch.nn.functional.normalize(torch.stack(unit).mean(dim=0), dim=0).contiguous()
+
+
+def not_enrolled(speaker_id: str, adapter_id: str, adapter_sha256: str, older_version: bool) -> SpeakerNotFoundError:
+    hint = " under an older version of this adapter; enrol again" if older_version else ""
+    return SpeakerNotFoundError(
+        f"speaker '{speaker_id}' is not enrolled for adapter {adapter_id}@{adapter_sha256[:12]}{hint}"
+    )
+
+
 class SpeakerStore:
     """File-backed enrolment store; every write is atomic (temp file + rename)."""
 
@@ -61,9 +102,7 @@ class SpeakerStore:
         self, speaker_id: str, adapter_id: str, adapter_sha256: str, embeddings: list[torch.Tensor],
         total_duration_s: float,
     ) -> EnrolledSpeaker:
-        unit = [torch.nn.functional.normalize(e.detach().float().cpu().flatten(), dim=0) for e in embeddings]
-        mean = torch.stack(unit).mean(dim=0)
-        mean = torch.nn.functional.normalize(mean, dim=0).contiguous()
+        mean = mean_unit_embedding(embeddings)
         path = self._path(speaker_id, adapter_id, adapter_sha256)
         path.parent.mkdir(parents=True, exist_ok=True)
         record = EnrolledSpeaker(
@@ -92,10 +131,7 @@ class SpeakerStore:
         path = self._path(speaker_id, adapter_id, adapter_sha256)
         if not path.is_file():
             other_versions = [p for p in self._files_of(speaker_id) if p.parent.parent.name == adapter_id]
-            hint = " under an older version of this adapter; enrol again" if other_versions else ""
-            raise SpeakerNotFoundError(
-                f"speaker '{speaker_id}' is not enrolled for adapter {adapter_id}@{adapter_sha256[:12]}{hint}"
-            )
+            raise not_enrolled(speaker_id, adapter_id, adapter_sha256, bool(other_versions))
         return _read(path, with_embedding=True)
 
     def list(self) -> list[EnrolledSpeaker]:

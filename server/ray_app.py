@@ -1,0 +1,375 @@
+"""The server scaled out on Ray Serve: replicas with adapter-affinity routing, the same HTTP contract.
+
+``serve run server.ray_app:build_app`` (or ``deploy/ray/serve_config.yaml``). Three deployments:
+
+* ``ElpReplica`` (N, autoscaled): each runs the single server's whole app in-process (``create_app``:
+  backbone, batching worker, adapter cache, the project's router, errors and middleware). The
+  adapter set id is Ray's *multiplexed model id*: ``resident_set`` is ``@serve.multiplexed`` with
+  ``max_num_models_per_replica`` from the adapter cache budget, so Ray's router sends a request to a
+  replica that already holds its set and loads it elsewhere only when it must; when Ray's LRU drops a
+  set, the replica unloads it too (pinned defaults stay on every replica).
+* ``ElpIngress`` (HTTP): resolves the request's adapter id (the ``adapter`` form field, else the task's
+  default, read from the same store) and forwards the request's bytes to a replica through the handle
+  with that multiplexed id. Answers, error bodies and status codes are the replica app's own, so a
+  client cannot tell this from the single server. A replica that dies mid-request: the request is
+  retried on another, else refused with 503 ``overloaded``.
+* ``ElpMetricsBoard``: replicas' Prometheus texts, merged with a ``replica`` label (server.ray_metrics).
+
+Ray is optional (``pip install -e ".[ray]"``); ``elp-server`` stays the default. Settings: every
+``ELP_*`` of the single server plus the ``ELP_RAY_*`` ones below; the serve config's ``args`` override.
+"""
+
+# no ``from __future__ import annotations``: Ray's ingress wraps the route methods, and FastAPI must see
+# ``request: Request`` as a class, not a string, to inject the request
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from pydantic import Field
+from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+
+from server.errors import error_response, install_error_handlers
+from server.ray_metrics import MetricsBoard
+from server.settings import Settings
+
+logger = logging.getLogger("server.ray")
+
+#: ingress path -> config task whose default adapter a request without ``adapter`` uses
+_TASK_OF_PATH = {"/asr": "asr", "/verify": "verification", "/emotion": "emotion", "/intent": "intent"}
+_HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+#: replica failures after which the same request may go to another replica (inference is idempotent)
+_REPLICA_GONE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+
+
+class RaySettings(Settings):
+    """The single server's settings plus the scale-out knobs (env ``ELP_RAY_*``)."""
+
+    ray_min_replicas: int = Field(1, ge=0, description="fewest replicas (autoscaling lower bound)")
+    ray_max_replicas: int = Field(1, ge=1, description="most replicas; above ray_min_replicas = autoscaling")
+    ray_target_ongoing_requests: float = Field(
+        8.0, gt=0, description="autoscaling target: requests in flight per replica (queue depth)"
+    )
+    ray_max_ongoing_requests: int = Field(
+        64, ge=1, description="requests one replica takes at once (its batching worker forms batches from them)"
+    )
+    ray_max_queued_requests: int = Field(
+        256, ge=-1, description="requests waiting for a replica before 503 overloaded (-1 = no limit)"
+    )
+    ray_replica_cpus: float = Field(1.0, gt=0, description="CPUs reserved per replica")
+    ray_replica_gpus: float = Field(0.0, ge=0, description="GPUs per replica (1 = one replica per GPU)")
+    ray_ingress_cpus: float = Field(0.25, ge=0, description="CPUs reserved per ingress replica")
+    ray_ingress_replicas: int = Field(
+        1, ge=1, description="ingress replicas (each parses and forwards requests; add more when one tops out)"
+    )
+    ray_models_per_replica: int = Field(
+        0, ge=0, description="adapter sets one replica keeps for routing (0 = adapter_cache_bytes / the "
+        "largest set in the store, less the pinned defaults)",
+    )
+    ray_health_check_period_s: float = Field(10.0, gt=0, description="seconds between replica health checks")
+    ray_metrics_push_s: float = Field(2.0, gt=0, description="seconds between replica metric reports")
+    ray_forward_attempts: int = Field(2, ge=1, description="replicas a request tries before 503")
+
+
+@dataclass
+class ForwardedRequest:
+    """An HTTP request as the ingress received it, for a replica's in-process app."""
+
+    method: str
+    path: str
+    query_string: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    client: tuple[str, int] | None = None
+
+
+@dataclass
+class ForwardedResponse:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    replica_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def models_per_replica(settings: RaySettings) -> int:
+    """How many sets Ray may route to one replica: the configured count, or as many of the store's
+    largest set as the cache budget holds beside the pinned defaults (at least 1)."""
+    if settings.ray_models_per_replica:
+        return settings.ray_models_per_replica
+    from server.adapters import AdapterStore
+
+    store = AdapterStore(settings.adapters_dir)
+    sizes = []
+    for adapter_id in store.ids():
+        with contextlib.suppress(Exception):
+            sizes.append(store.info(adapter_id).size_bytes)
+    if not sizes:
+        return 1
+    defaults = sum(1 for adapter_id in settings.default_adapter_ids().values() if store.exists(adapter_id))
+    return max(1, settings.adapter_cache_bytes // max(sizes) - defaults)
+
+
+async def call_asgi(app: Any, request: ForwardedRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Run one request through an ASGI app in this process (the replica's own server app)."""
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": request.method,
+        "scheme": "http", "path": request.path, "raw_path": request.path.encode(), "root_path": "",
+        "query_string": request.query_string, "headers": request.headers,
+        "client": request.client or ("127.0.0.1", 0), "server": ("elp-replica", 80),
+    }
+    body_sent = False
+    response_done = asyncio.Event()
+    status, headers, chunks = 500, [], []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal body_sent
+        if not body_sent:
+            body_sent = True
+            return {"type": "http.request", "body": request.body, "more_body": False}
+        await response_done.wait()  # the client stays connected until the answer is complete
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status, headers
+        if message["type"] == "http.response.start":
+            status, headers = message["status"], list(message.get("headers", []))
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                response_done.set()
+
+    try:
+        await app(scope, receive, send)
+    finally:
+        response_done.set()
+    return status, headers, b"".join(chunks)
+
+
+class ReplicaBody:
+    """One replica: the single server's app with its lifespan running (``make_replica_class`` adds the
+    multiplexed loader, whose per-replica limit is only known at build time)."""
+
+    async def __init__(self, settings: dict[str, Any], board: Any) -> None:
+        from server.app import create_app
+
+        self.settings = RaySettings(**settings)
+        self.board = board
+        self.app = create_app(self.settings)
+        self.service = self.app.state.service
+        self._lifespan = self.app.router.lifespan_context(self.app)
+        await self._lifespan.__aenter__()
+        await self.service.warmed()  # join Ray's routing with the defaults resident
+        for adapter_id in filter(None, self.service.defaults.values()):
+            self.service.cache.pinned.add(adapter_id)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        self._stopping = False
+        self._report_now = asyncio.Event()
+        self._reporter = asyncio.create_task(self._report_metrics_forever(), name="elp-ray-metrics")
+        logger.info("replica %s ready: defaults %s", self.replica_id, self.service.defaults)
+
+    async def forward(self, request: ForwardedRequest) -> ForwardedResponse:
+        """Answer one forwarded request; its multiplexed id (the adapter set) is made resident first
+        so that Ray's routing table and this replica's cache agree."""
+        adapter_id = serve.get_multiplexed_model_id()
+        if adapter_id:
+            # unknown or broken ids: the app below answers with the contract's own error
+            with contextlib.suppress(Exception):
+                await self.resident_set(adapter_id)  # type: ignore[attr-defined]
+        status, headers, body = await call_asgi(self.app, request)
+        return ForwardedResponse(status, headers, body, self.replica_id)
+
+    async def _load_set(self, adapter_id: str) -> "_ResidentSet":
+        lease = await self.service.cache.acquire(adapter_id)
+        lease.release()
+        self._report_now.set()
+        return _ResidentSet(self, adapter_id)
+
+    async def check_health(self) -> None:
+        """Ray's health check: the service's readiness; fatal only when the model worker is gone (a
+        restart fixes that; a broken default set it would not)."""
+        ready, problems = self.service.readiness()
+        worker = self.service.worker
+        if worker is None or not worker.alive:
+            raise RuntimeError("; ".join(problems) or "model worker not running")
+
+    async def _report_metrics_forever(self) -> None:
+        while not self._stopping:
+            with contextlib.suppress(Exception):  # the board may be restarting; next round
+                text = self.service.metrics.exposition()[0].decode()
+                await self.board.report.remote(self.replica_id, text)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._report_now.wait(), self.settings.ray_metrics_push_s)
+            self._report_now.clear()
+
+    async def __del__(self) -> None:
+        """Graceful shutdown: Ray stopped routing here and waited for ongoing requests; the lifespan
+        then drains the batching queue (``shutdown_drain_s``)."""
+        self._stopping = True
+        self._reporter.cancel()
+        await self._lifespan.__aexit__(None, None, None)
+
+
+class _ResidentSet:
+    """What Ray's multiplexer holds per set; Ray awaits its ``__del__`` when its LRU drops the set."""
+
+    def __init__(self, replica: "ReplicaBody", adapter_id: str) -> None:
+        self.replica = replica
+        self.adapter_id = adapter_id
+        self.__del__ = self._drop  # an instance attribute: Python's own finaliser never calls it
+
+    async def _drop(self) -> None:
+        cache = self.replica.service.cache
+        if self.replica._stopping or self.adapter_id in cache.pinned:
+            return
+        with contextlib.suppress(Exception):  # deleted from the store meanwhile: nothing to unload
+            await cache.unload(self.adapter_id)
+        self.replica._report_now.set()
+
+
+def make_replica_class(max_models: int) -> type:
+    class ElpReplica(ReplicaBody):
+        @serve.multiplexed(max_num_models_per_replica=max_models)
+        async def resident_set(self, adapter_id: str) -> _ResidentSet:
+            return await self._load_set(adapter_id)
+
+    return ElpReplica
+
+
+async def _awaited(response: Any) -> Any:
+    """A Ray DeploymentResponse as a coroutine, for asyncio.wait_for (defined before the ingress class:
+    ``serve.ingress`` captures the route functions and what they reference when the class is made)."""
+    return await response
+
+
+ingress_api = FastAPI(title="ELP speech server (Ray Serve ingress)", openapi_url=None, docs_url=None, redoc_url=None)
+install_error_handlers(ingress_api)
+
+
+@serve.deployment(name="ElpIngress")
+@serve.ingress(ingress_api)
+class ElpIngress:
+    """Every path, every method: resolve the adapter id, forward to a replica, answer as it did."""
+
+    def __init__(self, replicas: Any, board: Any, settings: dict[str, Any]) -> None:
+        from server.metrics import ServerMetrics
+        from server.service import InferenceService
+
+        self.settings = RaySettings(**settings)
+        self.replicas = replicas
+        self.board = board
+        # never started: only its store and default resolution are used, the same code as a replica's
+        self.resolver = InferenceService(self.settings, ServerMetrics())
+
+    @ingress_api.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+                           include_in_schema=False)
+    async def route(self, request: Request) -> Response:
+        if request.method == "GET" and request.url.path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST
+
+            return Response(await self.board.exposition.remote(), media_type=CONTENT_TYPE_LATEST)
+        body = await request.body()
+        adapter_id = await self.adapter_for(request)
+        headers = [(k, v) for k, v in request.scope["headers"] if k.decode("latin-1").lower() not in _HOP_BY_HOP]
+        headers.append((b"content-length", str(len(body)).encode()))
+        client = (request.client.host, request.client.port) if request.client else None
+        forwarded = ForwardedRequest(request.method, request.url.path, request.scope.get("query_string", b""),
+                                     headers, body, client)
+        return await self.forward(forwarded, adapter_id)
+
+    async def adapter_for(self, request: Request) -> str | None:
+        """The set a request will use (its multiplexed id), or None when it uses none or names one
+        that does not exist (the replica then answers the contract's error)."""
+        path, method = request.url.path, request.method
+        if method == "POST" and path.startswith("/adapters/") and path.endswith("/load"):
+            named = path[len("/adapters/"):-len("/load")]
+            return named if self._exists(named) else None
+        task = _TASK_OF_PATH.get(path) or ("verification" if method == "POST" and path.startswith("/speakers/")
+                                           else None)
+        if task is None:
+            return None
+        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            try:
+                form = await request.form()
+                named = form.get("adapter")
+                await form.close()
+            except Exception:  # malformed body: the replica's app says what is wrong with it
+                return None
+            if isinstance(named, str) and named:
+                return named if self._exists(named) else None
+        try:
+            return self.resolver.default_adapter(task)
+        except Exception:  # no default installed: the replica answers 404 adapter_not_found
+            return None
+
+    def _exists(self, adapter_id: str) -> bool:
+        try:
+            return self.resolver.store.exists(adapter_id)
+        except Exception:  # an invalid id
+            return False
+
+    async def forward(self, request: ForwardedRequest, adapter_id: str | None) -> Response:
+        handle = self.replicas.options(multiplexed_model_id=adapter_id) if adapter_id else self.replicas
+        timeout_s = self.settings.request_deadline_s + 90.0
+        for attempt in range(1, self.settings.ray_forward_attempts + 1):
+            response = handle.forward.remote(request)
+            try:
+                answer: ForwardedResponse = await asyncio.wait_for(_awaited(response), timeout_s)
+            except asyncio.TimeoutError:
+                response.cancel()
+                return error_response(504, "timeout", f"no answer from a replica within {timeout_s:.0f} s")
+            except BackPressureError:
+                return error_response(503, "overloaded", "every replica is busy; retry shortly",
+                                      {"Retry-After": "1"})
+            except _REPLICA_GONE as exc:
+                logger.warning("replica gone during %s %s (attempt %d): %s", request.method, request.path,
+                               attempt, type(exc).__name__)
+                continue
+            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers
+                       if k.decode("latin-1").lower() not in _HOP_BY_HOP}
+            return Response(answer.body, status_code=answer.status, headers=headers)
+        return error_response(503, "overloaded", "the replica serving this request went away; retry",
+                              {"Retry-After": "1"})
+
+
+def deployment_options(settings: RaySettings) -> dict[str, Any]:
+    """Replica deployment options: resources, autoscaling on ongoing requests, graceful drain, health."""
+    options: dict[str, Any] = {
+        "ray_actor_options": {"num_cpus": settings.ray_replica_cpus, "num_gpus": settings.ray_replica_gpus},
+        "max_ongoing_requests": settings.ray_max_ongoing_requests,
+        "max_queued_requests": settings.ray_max_queued_requests,
+        # scale-down: stop routing, wait for ongoing requests, then __del__ drains the batching queue
+        "graceful_shutdown_wait_loop_s": 1.0,
+        "graceful_shutdown_timeout_s": settings.shutdown_drain_s + settings.request_deadline_s,
+        "health_check_period_s": settings.ray_health_check_period_s,
+        "health_check_timeout_s": max(30.0, settings.ray_health_check_period_s),
+    }
+    if settings.ray_max_replicas > settings.ray_min_replicas:
+        options["autoscaling_config"] = {
+            "min_replicas": settings.ray_min_replicas, "max_replicas": settings.ray_max_replicas,
+            "initial_replicas": max(1, settings.ray_min_replicas),
+            "target_ongoing_requests": settings.ray_target_ongoing_requests,
+            "upscale_delay_s": 10.0, "downscale_delay_s": 120.0,
+        }
+    else:
+        options["num_replicas"] = max(1, settings.ray_min_replicas)
+    return options
+
+
+def build_app(args: dict[str, Any] | None = None) -> Any:
+    """The Ray Serve application (``serve run server.ray_app:build_app``; ``args`` override ``ELP_*``)."""
+    settings = RaySettings(**(args or {}))
+    # resolved here, once: replicas on other nodes need not share this process's environment
+    values = {name: getattr(settings, name) for name in RaySettings.model_fields}
+    board = serve.deployment(MetricsBoard, name="ElpMetricsBoard", num_replicas=1, max_ongoing_requests=1000,
+                             ray_actor_options={"num_cpus": 0}).bind(5 * settings.ray_metrics_push_s)
+    replica_class = make_replica_class(models_per_replica(settings))
+    replicas = serve.deployment(replica_class, name="ElpReplica", **deployment_options(settings)).bind(values, board)
+    ingress = ElpIngress.options(num_replicas=settings.ray_ingress_replicas, max_ongoing_requests=1000,
+                                 ray_actor_options={"num_cpus": settings.ray_ingress_cpus})
+    return ingress.bind(replicas, board, values)

@@ -1,0 +1,61 @@
+"""The Ray app's pure parts, without starting Ray: replica deployment options from settings, the
+per-replica metric merge, and the adapter-cache budget turned into sets per replica."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.metrics import ServerMetrics
+from server.ray_metrics import MetricsBoard, merge_expositions, sample_value
+
+pytest.importorskip("ray.serve")
+
+from server.ray_app import RaySettings, deployment_options, models_per_replica  # noqa: E402
+
+
+def test_autoscaling_only_when_the_bounds_differ_and_drain_covers_the_deadline() -> None:
+    fixed = deployment_options(RaySettings(ray_min_replicas=2, ray_max_replicas=2))
+    assert fixed["num_replicas"] == 2 and "autoscaling_config" not in fixed
+    scaled = deployment_options(RaySettings(ray_min_replicas=1, ray_max_replicas=4, ray_target_ongoing_requests=6,
+                                            ray_replica_gpus=1, request_deadline_s=20, shutdown_drain_s=5))
+    assert "num_replicas" not in scaled
+    assert scaled["autoscaling_config"]["max_replicas"] == 4
+    assert scaled["autoscaling_config"]["target_ongoing_requests"] == 6
+    assert scaled["ray_actor_options"]["num_gpus"] == 1
+    assert scaled["graceful_shutdown_timeout_s"] == 25  # queued work may wait a deadline, then drains
+
+
+def test_models_per_replica_from_the_cache_budget(tiny_store) -> None:
+    from server.adapters import AdapterStore
+
+    _, store = tiny_store
+    largest = max(AdapterStore(store).info(adapter_id).size_bytes for adapter_id in AdapterStore(store).ids())
+    assert models_per_replica(RaySettings(adapters_dir=store, ray_models_per_replica=5)) == 5
+    # 10 of the largest set, less the 4 pinned defaults
+    assert models_per_replica(RaySettings(adapters_dir=store, adapter_cache_bytes=10 * largest)) == 6
+    assert models_per_replica(RaySettings(adapters_dir=store, adapter_cache_bytes=largest)) == 1
+
+
+def test_merged_exposition_labels_each_replica_and_parses() -> None:
+    first, second = ServerMetrics(), ServerMetrics()
+    first.adapter_loads.inc(3)
+    second.adapter_loads.inc(5)
+    second.requests.labels("emotion", "200").inc()
+    board = MetricsBoard(stale_after_s=60)
+    board.report("r1", first.exposition()[0].decode())
+    board.report('r"2', second.exposition()[0].decode())  # label values are escaped
+    text = board.exposition()
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+    loads = {s.labels["replica"]: s.value for s in families["elp_adapter_loads"].samples}
+    assert loads == {"r1": 3.0, 'r"2': 5.0}
+    assert sample_value(text, "elp_requests_total", {"replica": 'r"2', "endpoint": "emotion"}) == 1.0
+    assert text.count("# TYPE elp_adapter_loads_total counter") == 1
+    assert merge_expositions({}) == "\n"
+
+
+def test_the_board_forgets_replicas_that_stopped_reporting() -> None:
+    board = MetricsBoard(stale_after_s=0.0)
+    board.report("gone", ServerMetrics().exposition()[0].decode())
+    board._latest["gone"] = (0.0, board._latest["gone"][1])  # reported long ago
+    assert board.snapshot() == {}
