@@ -24,6 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.integration]
 EXTRA_SETS = 6
 MODELS_PER_REPLICA = 3  # two replicas: exactly room for the extra sets once each, if routing keeps affinity
 CLIP = wav_bytes(1.0, seed=1)
+KEY = "ray-test-key"  # voiceprints and admin are behind the key, on replicas as on the single server
+AUTH = {"X-API-Key": KEY}
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +36,7 @@ def stack(tiny_store, tmp_path_factory):
     extra = add_emotion_sets(backbone, store, EXTRA_SETS)
     with postgres_server() as speakers_url:
         args = dict(backbone=str(backbone), adapters_dir=str(store), speakers_dir=str(root / "speakers"),
-                    speakers_url=speakers_url, max_wait_ms=5.0, log_level="warning", torch_threads=1,
+                    speakers_url=speakers_url, api_key=KEY, max_wait_ms=5.0, log_level="warning", torch_threads=1,
                     decode_workers=1, ray_min_replicas=2, ray_max_replicas=2, ray_replica_cpus=0.5,
                     ray_ingress_cpus=0.25, ray_models_per_replica=MODELS_PER_REPLICA, ray_metrics_push_s=0.3,
                     ray_health_check_period_s=1.0)
@@ -189,9 +191,10 @@ def _contract_requests(extra: list[str]) -> list[tuple[str, str, dict[str, Any]]
 @pytest.mark.anyio
 async def test_every_endpoint_answers_as_the_single_server_does(stack, tiny_store, tmp_path: Path) -> None:
     deployment, store, extra, _ = stack
-    settings = make_settings(tiny_store[0], store, tmp_path, torch_threads=1)
+    settings = make_settings(tiny_store[0], store, tmp_path, torch_threads=1, api_key=KEY)
     async with running_app(settings) as (_, single), \
-            httpx.AsyncClient(base_url=deployment.url, timeout=60) as ray_client:
+            httpx.AsyncClient(base_url=deployment.url, timeout=60, headers=AUTH) as ray_client:
+        single.headers.update(AUTH)
         for method, path, kwargs in _contract_requests(extra):
             expected = await single.request(method, path, **kwargs)
             got = await ray_client.request(method, path, **kwargs)
@@ -239,10 +242,11 @@ def test_a_speaker_enrolled_on_one_replica_verifies_on_another(stack) -> None:
     deployment, _, extra, root = stack
     handle = deployment.replica_handle()
     alice = [wav_bytes(1.0, seed=21), wav_bytes(1.3, seed=22)]
-    enrol = forwarded("POST", "/speakers/alice", files=[("file", ("a1.wav", alice[0])), ("file", ("a2.wav", alice[1]))])
+    enrol = forwarded("POST", "/speakers/alice", headers=AUTH,
+                      files=[("file", ("a1.wav", alice[0])), ("file", ("a2.wav", alice[1]))])
     enrolled = handle.options(multiplexed_model_id=extra[0]).forward.remote(enrol).result(timeout_s=60)
     assert enrolled.status == 200, enrolled.body
-    check = forwarded("POST", "/verify", files={"file": ("c.wav", alice[0])}, data={"speaker": "alice"})
+    check = forwarded("POST", "/verify", headers=AUTH, files={"file": ("c.wav", alice[0])}, data={"speaker": "alice"})
     for attempt in range(40):
         steer = extra[attempt % EXTRA_SETS]
         verified = handle.options(multiplexed_model_id=steer).forward.remote(check).result(timeout_s=60)
@@ -253,7 +257,7 @@ def test_a_speaker_enrolled_on_one_replica_verifies_on_another(stack) -> None:
     assert verified.status == 200, verified.body
     assert json.loads(verified.body)["speaker"] == "alice" and json.loads(verified.body)["score"] > 0.5
     assert not (root / "speakers").exists()  # nothing in a replica's own folder
-    with httpx.Client(base_url=deployment.url, timeout=60) as client:
+    with httpx.Client(base_url=deployment.url, timeout=60, headers=AUTH) as client:
         assert client.delete("/speakers/alice").json()["deleted"] == 1
 
 
