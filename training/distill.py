@@ -55,6 +55,8 @@ def load_features(folder: str | Path, with_teacher: str | Path | None = None
     for shard in sorted(Path(folder).glob("shard-*.safetensors")):
         with safe_open(shard, "pt") as handle:
             meta = handle.metadata()
+        if with_teacher is not None and json.loads(meta.get("eval_only", "false")):
+            raise SystemExit(f"{shard} holds held-out clips cached for evaluation only: not training data")
         keys, layers = [absolute_key(k) for k in json.loads(meta["keys"])], json.loads(meta["layers"])
         tensors = load_file(shard)
         for i, key in enumerate(keys):

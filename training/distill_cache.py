@@ -7,7 +7,8 @@ frames of the chosen layers) under ``--out`` and the teacher's d-vectors under `
 skips the clips already in a shard, so an interrupted run resumes where it stopped.
 
 Refuses audio of the held-out suites (``data/human``, ``data/far``): no test or validation speaker,
-real or Kokoro, may reach training.
+real or Kokoro, may reach training; ``--eval-only`` caches such clips for scoring trials, in shards
+marked so that the trainer refuses them as training data.
 """
 
 from __future__ import annotations
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=6.0)
     p.add_argument("--mix", type=float, default=0.0,
                    help="one view per clip instead: a degraded one with this probability, else the clean one")
+    p.add_argument("--eval-only", action="store_true",
+                   help="features of held-out clips for scoring trials: allowed for data/human and data/far, "
+                        "marked so that training.distill refuses to train on them")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     torch.manual_seed(args.seed)
@@ -133,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         found = sorted(str(f) for f in Path(item).glob("*") if f.suffix in (".flac", ".wav")) \
             if Path(item).is_dir() else [item]
         paths += found
-    refuse_held_out(paths)
+    if not args.eval_only:
+        refuse_held_out(paths)
     # a fixed pseudo-random order, so a --max-clips subset spreads over every speaker and task
     paths.sort(key=lambda x: hashlib.sha256(Path(x).name.encode()).hexdigest())
     if args.max_clips:
@@ -149,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         chunk = todo[start : start + args.shard_size]
         tensors, teacher_tensors, keys, recipes = cache_shard(model, teacher, chunk, args.views, layers, args.seed,
                                                               args.max_seconds, args.mix)
-        metadata = {"keys": json.dumps(keys), "layers": json.dumps(layers), "recipes": json.dumps(recipes)}
+        metadata = {"keys": json.dumps(keys), "layers": json.dumps(layers), "recipes": json.dumps(recipes),
+                    "eval_only": json.dumps(args.eval_only)}
         save_shard(out, number, tensors, metadata)
         save_shard(teacher_out, number, teacher_tensors, metadata)
         number += 1

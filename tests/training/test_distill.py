@@ -111,3 +111,17 @@ def test_trainer_writes_a_set_that_serves_verification(cached, tmp_path):
         from_cache = distill.embed(adapter_set.eval(), [features[first]])[0]
     # the served pass equals the cached training pass (up to the cache's fp16)
     assert float(served[0] @ from_cache) > 0.99
+
+
+def test_threshold_rule_caps_false_accepts_and_falls_back_to_the_eer_point():
+    from training.verify_calibrate import choose_threshold, error_rates
+
+    rng = np.random.default_rng(0)
+    labels = np.array([1] * 200 + [0] * 200)
+    separated = np.concatenate([rng.normal(0.8, 0.05, 200), rng.normal(0.3, 0.1, 200)])
+    chosen = choose_threshold(separated, labels, max_far=0.02, max_frr=0.05)
+    assert chosen["far"] <= 0.02 and chosen["frr"] <= 0.05 and "FAR" in chosen["rule"]
+    assert error_rates(separated, labels, chosen["threshold"])["far"] == chosen["far"]
+    overlapping = np.concatenate([rng.normal(0.5, 0.1, 200), rng.normal(0.45, 0.1, 200)])
+    fallback = choose_threshold(overlapping, labels, max_far=0.02, max_frr=0.05)
+    assert fallback["rule"].startswith("EER") and abs(fallback["far"] - fallback["frr"]) < 0.05

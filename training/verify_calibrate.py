@@ -1,0 +1,133 @@
+"""Choose a verification set's served threshold on real-voice validation trials, and report a set (and the
+teacher, resemblyzer) on any trial list at that threshold.
+
+Rule (``calibrate``): the lowest threshold at which the validation trials' false-accept rate is at most
+``max_far``, provided the false-reject rate there is at most ``max_frr``; otherwise the EER point. A
+served "same speaker" answer that accepts impostors is the costly error, and validation speakers are
+few, so the threshold keeps a margin on the false-accept side while genuine pairs still pass.
+Scores come from :mod:`training.distill_cache` features (``--eval-only`` shards), so every trial list
+costs one encoder pass per clip, whatever the number of sets compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from elp import AdapterSet
+from training.data.manifest import read_trials
+from training.distill import absolute_key, embed, load_features
+from training.metrics import compute_eer, verification_metrics
+
+
+def error_rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """False accepts (non-targets scoring >= threshold) and false rejects (targets below it)."""
+    accept = scores >= threshold
+    return {"far": float(accept[labels == 0].mean()), "frr": float((~accept[labels == 1]).mean()),
+            "threshold": float(threshold)}
+
+
+def choose_threshold(scores: np.ndarray, labels: np.ndarray, max_far: float, max_frr: float) -> dict:
+    """The calibration rule of the module docstring, with the rates it gives on these trials."""
+    impostors = np.sort(scores[labels == 0])
+    # the lowest threshold that accepts at most max_far of the impostors
+    allowed = int(np.floor(max_far * impostors.size))
+    candidate = float(np.nextafter(impostors[impostors.size - allowed - 1], np.inf)) if allowed < impostors.size \
+        else float(impostors.min())
+    rates = error_rates(scores, labels, candidate)
+    if rates["frr"] <= max_frr:
+        return rates | {"rule": f"lowest threshold with validation FAR <= {max_far:g} (FRR <= {max_frr:g} there)"}
+    eer_threshold = compute_eer(scores, labels).threshold
+    return error_rates(scores, labels, eer_threshold) | {"rule": "EER point (FAR cap would reject too many)"}
+
+
+def set_scores(adapter_set: AdapterSet, features_dir: str, trials_file: str) -> tuple[np.ndarray, np.ndarray]:
+    features = load_features(features_dir)[0]
+    trials = read_trials(trials_file)
+    kept = [t for t in trials if f"{t.path_a}#0" in features and f"{t.path_b}#0" in features]
+    if len(kept) != len(trials):
+        raise SystemExit(f"{len(trials) - len(kept)} trials of {trials_file} have clips missing from {features_dir}")
+    scores = trial_scores(adapter_set, features, kept)
+    return scores, np.array([t.label for t in kept])
+
+
+@torch.no_grad()
+def trial_scores(adapter_set: AdapterSet, features, trials) -> np.ndarray:
+    adapter_set.eval()
+    paths = sorted({p for t in trials for p in (t.path_a, t.path_b)})
+    vectors = {}
+    for start in range(0, len(paths), 32):
+        chunk = paths[start : start + 32]
+        vectors |= dict(zip(chunk, embed(adapter_set, [features[f"{p}#0"] for p in chunk]), strict=True))
+    return np.array([float(vectors[t.path_a] @ vectors[t.path_b]) for t in trials])
+
+
+def teacher_scores(teacher_dir: str, trials_file: str) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's (resemblyzer's) cosine on the same trials, from the cached teacher shards."""
+    vectors = {}
+    for shard in sorted(Path(teacher_dir).glob("shard-*.safetensors")):
+        with safe_open(shard, "pt") as handle:
+            keys = json.loads(handle.metadata()["keys"])
+        embeddings = load_file(shard)["embeddings"].float()
+        vectors |= {absolute_key(k): torch.nn.functional.normalize(e, dim=-1) for k, e in zip(keys, embeddings,
+                                                                                             strict=True)}
+    trials = read_trials(trials_file)
+    return (np.array([float(vectors[f"{t.path_a}#0"] @ vectors[f"{t.path_b}#0"]) for t in trials]),
+            np.array([t.label for t in trials]))
+
+
+def summary(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    metrics = verification_metrics(scores, labels)
+    return {"eer": round(metrics["eer"], 4), "eer_threshold": round(metrics["eer_threshold"], 4),
+            "min_dcf_0.01": round(metrics["min_dcf_0.01"], 4), "num_trials": int(labels.size),
+            **{k: round(v, 4) for k, v in error_rates(scores, labels, threshold).items()}}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("adapter", help="verification set folder (a training.distill student)")
+    p.add_argument("--calibrate", metavar="FEATURES:TRIALS", help="validation trials that set the threshold "
+                                                                  "(the set is rewritten with it)")
+    p.add_argument("--teacher-valid", help="teacher shards of the calibration clips: calibrate the teacher too")
+    p.add_argument("--report", nargs="*", default=[], metavar="NAME=FEATURES:TRIALS[:TEACHER]",
+                   help="trial lists to report at the served threshold (and the teacher's, when given)")
+    p.add_argument("--max-far", type=float, default=0.02)
+    p.add_argument("--max-frr", type=float, default=0.05)
+    args = p.parse_args(argv)
+    adapter_set = AdapterSet.load(args.adapter)
+    out: dict = {}
+    teacher_threshold = None
+    if args.calibrate:
+        features_dir, trials_file = args.calibrate.rsplit(":", 1)
+        scores, labels = set_scores(adapter_set, features_dir, trials_file)
+        chosen = choose_threshold(scores, labels, args.max_far, args.max_frr)
+        adapter_set.config.threshold = chosen["threshold"]
+        adapter_set.config.training = (adapter_set.config.training or {}) | {
+            "calibration": chosen | {"trials": trials_file, "num_trials": int(labels.size)}}
+        adapter_set.save(args.adapter)
+        out["calibration"] = chosen
+        if args.teacher_valid:
+            t_scores, t_labels = teacher_scores(args.teacher_valid, trials_file)
+            teacher_threshold = choose_threshold(t_scores, t_labels, args.max_far, args.max_frr)["threshold"]
+            out["teacher_calibration_threshold"] = teacher_threshold
+    for spec in args.report:
+        name, rest = spec.split("=", 1)
+        parts = rest.split(":")
+        scores, labels = set_scores(adapter_set, parts[0], parts[1])
+        out[name] = {"set": summary(scores, labels, float(adapter_set.config.threshold))}
+        if len(parts) > 2:
+            t_scores, t_labels = teacher_scores(parts[2], parts[1])
+            out[name]["resemblyzer"] = summary(t_scores, t_labels, teacher_threshold or compute_eer(
+                t_scores, t_labels).threshold)
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
