@@ -170,6 +170,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--select", help="the --eval NAME whose EER picks the epoch (default: the first)")
     p.add_argument("--manifests", nargs="*", default=[], help="manifests with speaker labels (AM-softmax)")
     p.add_argument("--out", required=True)
+    p.add_argument("--save-epochs", help="also save every epoch's set under this folder (epoch-NN)")
     p.add_argument("--backbone", default="models/whisper-base")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=64)
@@ -242,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
                         "seconds": round(time.perf_counter() - started, 1)}
                        | {f"{name}_eer": round(m["eer"], 4) for name, m in scores.items()})
         print(json.dumps(history[-1]), flush=True)
+        if args.save_epochs:  # every epoch, for a later choice on validation data cached meanwhile
+            save_student(adapter_set, args, scores, history, select, len(keys),
+                         Path(args.save_epochs) / f"epoch-{epoch + 1:02d}")
         if scores[select]["eer"] < best:
             best, best_state, best_scores = scores[select]["eer"], copy.deepcopy(adapter_set.state_dict()), scores
     adapter_set.load_state_dict(best_state)
@@ -250,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def save_student(adapter_set: AdapterSet, args, scores: dict, history: list[dict], select: str,
-                 views: int) -> None:
+                 views: int, out: Path | None = None) -> None:
     """Save with the selection trials' EER threshold (``training.calibrate`` may replace it)."""
     config = adapter_set.config
     config.threshold = float(scores[select]["eer_threshold"])
@@ -258,4 +262,4 @@ def save_student(adapter_set: AdapterSet, args, scores: dict, history: list[dict
     config.description = args.description
     config.training = {"recipe": "training.distill", "selected_by": f"{select} EER", "train_views": views,
                        "history": history} | {k: v for k, v in vars(args).items() if k not in ("eval",)}
-    adapter_set.save(args.out)
+    adapter_set.save(out or args.out)

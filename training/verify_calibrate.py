@@ -13,17 +13,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from elp import AdapterSet
+from elp import AdapterSet, MultiAdapterModel, load_backbone
 from training.data.manifest import read_trials
+from training.dataset import load_audio
 from training.distill import absolute_key, embed, load_features
 from training.metrics import compute_eer, verification_metrics
+
+MAX_SAMPLES = 30 * 16000  # the server's default max_duration_s
 
 
 def error_rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
@@ -82,6 +87,40 @@ def teacher_scores(teacher_dir: str, trials_file: str) -> tuple[np.ndarray, np.n
             np.array([t.label for t in trials]))
 
 
+def served_scores(adapter_dir: str, trials_file: str, backbone: str) -> tuple[np.ndarray, np.ndarray]:
+    """Scores of any set (E/P-adapters, pitch fusion and all) through the served model itself: audio in,
+    embeddings out (``MultiAdapterModel.predict``), cosine per trial."""
+    torch.set_num_threads(1)
+    model = MultiAdapterModel(load_backbone(backbone))
+    model.add_adapter_set("set", AdapterSet.load(adapter_dir))
+    trials = read_trials(trials_file)
+    paths = sorted({p for t in trials for p in (t.path_a, t.path_b)}, key=lambda p: sf.info(p).duration)
+    vectors = {}
+    for start in range(0, len(paths), 8):
+        chunk = paths[start : start + 8]
+        # the server takes at most max_duration_s (30 s): longer clips are cut, as a client must
+        waves = [torch.from_numpy(load_audio(p)[: MAX_SAMPLES]) for p in chunk]
+        vectors |= {p: pred.embedding for p, pred in zip(chunk, model.predict(waves, ["set"] * len(chunk)),
+                                                         strict=True)}
+    scores = [float(torch.nn.functional.cosine_similarity(vectors[t.path_a], vectors[t.path_b], dim=0))
+              for t in trials]
+    return np.array(scores), np.array([t.label for t in trials])
+
+
+def choose_candidate(candidates: list[str], calibrate: str, out: str) -> dict[str, float]:
+    """Copy the candidate with the lowest EER on the validation trials to ``out``; returns every EER."""
+    features_dir, trials_file = calibrate.rsplit(":", 1)
+    eers = {}
+    for folder in candidates:
+        scores, labels = set_scores(AdapterSet.load(folder), features_dir, trials_file)
+        eers[folder] = round(compute_eer(scores, labels).eer, 4)
+    best = min(eers, key=eers.get)
+    if Path(out).exists():
+        shutil.rmtree(out)
+    shutil.copytree(best, out)
+    return eers | {"chosen": best}
+
+
 def summary(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
     metrics = verification_metrics(scores, labels)
     return {"eer": round(metrics["eer"], 4), "eer_threshold": round(metrics["eer_threshold"], 4),
@@ -91,17 +130,25 @@ def summary(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("adapter", help="verification set folder (a training.distill student)")
+    p.add_argument("adapter", help="verification set folder (--calibrate/--report: a training.distill student)")
     p.add_argument("--calibrate", metavar="FEATURES:TRIALS", help="validation trials that set the threshold "
                                                                   "(the set is rewritten with it)")
     p.add_argument("--teacher-valid", help="teacher shards of the calibration clips: calibrate the teacher too")
     p.add_argument("--report", nargs="*", default=[], metavar="NAME=FEATURES:TRIALS[:TEACHER]",
                    help="trial lists to report at the served threshold (and the teacher's, when given)")
+    p.add_argument("--served", nargs="*", default=[], metavar="NAME=TRIALS",
+                   help="score trial lists through the served model (any set, no cache) at its threshold")
+    p.add_argument("--backbone", default="models/whisper-base")
+    p.add_argument("--candidates", nargs="*", default=[],
+                   help="sets to choose from by EER on the --calibrate trials; the best is copied to ADAPTER")
     p.add_argument("--max-far", type=float, default=0.02)
     p.add_argument("--max-frr", type=float, default=0.05)
     args = p.parse_args(argv)
-    adapter_set = AdapterSet.load(args.adapter)
     out: dict = {}
+    if args.candidates:
+        out["candidates"] = choose_candidate(args.candidates, args.calibrate, args.adapter)
+    adapter_set = AdapterSet.load(args.adapter)
+    out["threshold"] = adapter_set.config.threshold
     teacher_threshold = None
     if args.calibrate:
         features_dir, trials_file = args.calibrate.rsplit(":", 1)
@@ -116,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             t_scores, t_labels = teacher_scores(args.teacher_valid, trials_file)
             teacher_threshold = choose_threshold(t_scores, t_labels, args.max_far, args.max_frr)["threshold"]
             out["teacher_calibration_threshold"] = teacher_threshold
+    for spec in args.served:
+        name, trials_file = spec.split("=", 1)
+        scores, labels = served_scores(args.adapter, trials_file, args.backbone)
+        out[f"{name} (served model)"] = summary(scores, labels, float(adapter_set.config.threshold))
     for spec in args.report:
         name, rest = spec.split("=", 1)
         parts = rest.split(":")
