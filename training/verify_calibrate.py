@@ -29,6 +29,25 @@ from training.distill import absolute_key, embed, load_features
 from training.metrics import compute_eer, verification_metrics
 
 MAX_SAMPLES = 30 * 16000  # the server's default max_duration_s
+SPEECH_ONLY = [False]  # set by --speech-only for every trial list read here
+
+
+def has_speech(path: str, floor_dbfs: float = -60.0) -> bool:
+    """Whether any 25 ms frame of the clip is louder than ``floor_dbfs``: the prompt packages ship digital
+    silence files (``silence-N``) that the human suite lists as a speaker's clips; a trial with one is
+    no speaker trial (two of them score 1.0 for any two "speakers")."""
+    audio = load_audio(path)
+    frames = audio[: audio.size // 400 * 400].reshape(-1, 400)
+    return bool(frames.size) and float(10 * np.log10((frames**2).mean(axis=1).max() + 1e-12)) > floor_dbfs
+
+
+def read_speech_trials(trials_file: str, speech_only: bool) -> list:
+    """The trial list, without trials on silent clips when ``speech_only``."""
+    trials = read_trials(trials_file)
+    if not speech_only:
+        return trials
+    speech = {p: has_speech(p) for p in {p for t in trials for p in (t.path_a, t.path_b)}}
+    return [t for t in trials if speech[t.path_a] and speech[t.path_b]]
 
 
 def error_rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
@@ -54,7 +73,7 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, max_far: float, max
 
 def set_scores(adapter_set: AdapterSet, features_dir: str, trials_file: str) -> tuple[np.ndarray, np.ndarray]:
     features = load_features(features_dir)[0]
-    trials = read_trials(trials_file)
+    trials = read_speech_trials(trials_file, SPEECH_ONLY[0])
     kept = [t for t in trials if f"{t.path_a}#0" in features and f"{t.path_b}#0" in features]
     if len(kept) != len(trials):
         raise SystemExit(f"{len(trials) - len(kept)} trials of {trials_file} have clips missing from {features_dir}")
@@ -82,7 +101,7 @@ def teacher_scores(teacher_dir: str, trials_file: str) -> tuple[np.ndarray, np.n
         embeddings = load_file(shard)["embeddings"].float()
         vectors |= {absolute_key(k): torch.nn.functional.normalize(e, dim=-1) for k, e in zip(keys, embeddings,
                                                                                              strict=True)}
-    trials = read_trials(trials_file)
+    trials = read_speech_trials(trials_file, SPEECH_ONLY[0])
     return (np.array([float(vectors[f"{t.path_a}#0"] @ vectors[f"{t.path_b}#0"]) for t in trials]),
             np.array([t.label for t in trials]))
 
@@ -93,11 +112,11 @@ def served_scores(adapter_dir: str, trials_file: str, backbone: str) -> tuple[np
     torch.set_num_threads(1)
     model = MultiAdapterModel(load_backbone(backbone))
     model.add_adapter_set("set", AdapterSet.load(adapter_dir))
-    trials = read_trials(trials_file)
+    trials = read_speech_trials(trials_file, SPEECH_ONLY[0])
     paths = sorted({p for t in trials for p in (t.path_a, t.path_b)}, key=lambda p: sf.info(p).duration)
     vectors = {}
-    for start in range(0, len(paths), 8):
-        chunk = paths[start : start + 8]
+    for start in range(0, len(paths), 2):  # small batches: a 30 s clip's prosody pass is memory-hungry
+        chunk = paths[start : start + 2]
         # the server takes at most max_duration_s (30 s): longer clips are cut, as a client must
         waves = [torch.from_numpy(load_audio(p)[: MAX_SAMPLES]) for p in chunk]
         vectors |= {p: pred.embedding for p, pred in zip(chunk, model.predict(waves, ["set"] * len(chunk)),
@@ -141,10 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone", default="models/whisper-base")
     p.add_argument("--candidates", nargs="*", default=[],
                    help="sets to choose from by EER on the --calibrate trials; the best is copied to ADAPTER")
+    p.add_argument("--speech-only", action="store_true", help="drop trials with a silent clip (see has_speech)")
     p.add_argument("--max-far", type=float, default=0.02)
     p.add_argument("--max-frr", type=float, default=0.05)
     args = p.parse_args(argv)
-    out: dict = {}
+    SPEECH_ONLY[0] = args.speech_only
+    out: dict = {"speech_only": args.speech_only}
     if args.candidates:
         out["candidates"] = choose_candidate(args.candidates, args.calibrate, args.adapter)
     adapter_set = AdapterSet.load(args.adapter)
