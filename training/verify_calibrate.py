@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("adapter", help="verification set folder (--calibrate/--report: a training.distill student)")
     p.add_argument("--calibrate", metavar="FEATURES:TRIALS", help="validation trials that set the threshold "
                                                                   "(the set is rewritten with it)")
+    p.add_argument("--served-calibrate", metavar="TRIALS",
+                   help="like --calibrate, but scored through the served model: any set (E/P, pitch fusion)")
     p.add_argument("--teacher-valid", help="teacher shards of the calibration clips: calibrate the teacher too")
     p.add_argument("--report", nargs="*", default=[], metavar="NAME=FEATURES:TRIALS[:TEACHER]",
                    help="trial lists to report at the served threshold (and the teacher's, when given)")
@@ -172,9 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     adapter_set = AdapterSet.load(args.adapter)
     out["threshold"] = adapter_set.config.threshold
     teacher_threshold = args.teacher_threshold
-    if args.calibrate:
-        features_dir, trials_file = args.calibrate.rsplit(":", 1)
-        scores, labels = set_scores(adapter_set, features_dir, trials_file)
+    if args.calibrate or args.served_calibrate:
+        if args.served_calibrate:
+            trials_file = args.served_calibrate
+            scores, labels = served_scores(args.adapter, trials_file, args.backbone)
+        else:
+            features_dir, trials_file = args.calibrate.rsplit(":", 1)
+            scores, labels = set_scores(adapter_set, features_dir, trials_file)
         chosen = choose_threshold(scores, labels, args.max_far, args.max_frr)
         adapter_set.config.threshold = chosen["threshold"]
         adapter_set.config.training = (adapter_set.config.training or {}) | {
