@@ -37,18 +37,22 @@ from training.suites.writer import balanced_trials, write_suite
 NOISES = (("none", 0.34), ("white", 0.33), ("pink", 0.33))
 
 
-def finish(wave: np.ndarray, clip_id: str, snr_range: tuple[float, float], level: float | None = None) -> tuple:
-    """The corpus' level and noise steps, seeded by the clip id; returns (wave, meta)."""
+def post_plan(clip_id: str, snr_range: tuple[float, float], level: float | None = None) -> tuple:
+    """(rng, meta) of the corpus' level and noise steps, seeded by the clip id alone."""
     rng = np.random.default_rng(stable_seed("far", clip_id))
     names, probs = zip(*NOISES, strict=True)
     noise = str(rng.choice(names, p=probs))
     snr = float(rng.uniform(*snr_range))
     level = float(rng.uniform(-32, -16)) if level is None else level
+    return rng, {"noise": noise, "snr_db": round(snr, 2) if noise != "none" else None, "level_dbfs": round(level, 2)}
+
+
+def finish(wave: np.ndarray, rng: np.random.Generator, meta: dict) -> np.ndarray:
+    """Pad to a second, set the level, add the noise (``post_plan``'s choices)."""
     if len(wave) < A.SR:
         short = A.SR - len(wave)
         wave = np.pad(wave, (short // 2, short - short // 2))
-    out = A.finish(wave, rng, level, noise, snr, [])
-    return out, {"noise": noise, "snr_db": round(snr, 2) if noise != "none" else None, "level_dbfs": round(level, 2)}
+    return A.finish(wave, rng, meta["level_dbfs"], meta["noise"], meta["snr_db"] or 0.0, [])
 
 
 def render(out: Path, rel: str, make) -> float:
@@ -75,12 +79,10 @@ def spoken_rows(out: Path, task: str, items: list[tuple[str, str | None]], voice
     for index, (text, label) in enumerate(items):
         voice = voices[int(order[index]) % len(voices)]
         clip_id = f"far-{task}-{index:04d}-{voice.name}"
-        meta: dict = {}
+        rng, meta = post_plan(clip_id, (5.0, 30.0))
 
-        def make(text=text, voice=voice, clip_id=clip_id) -> np.ndarray:
-            wave, info = finish(kokoro.synthesize(text, voice), clip_id, (5.0, 30.0))
-            meta.update(info)
-            return wave
+        def make(text=text, voice=voice, rng=rng, meta=meta) -> np.ndarray:
+            return finish(kokoro.synthesize(text, voice), rng, meta)
 
         seconds = render(out, f"audio/{task}/{clip_id}.flac", make)
         rows.append(_row(clip_id, f"audio/{task}/{clip_id}.flac", seconds, voice, task, text, label, meta))
@@ -107,20 +109,19 @@ def emotion_rows(out: Path, sentences: list[str], voices: list, seed: int) -> li
     for index, text in enumerate(sentences):
         voice = voices[index % len(voices)]
         base_level = float(np.random.default_rng([seed, index, 11]).uniform(-28, -20))
-        neutral = None
+        neutral: dict[str, np.ndarray] = {}  # rendered once per group, on the first class not cached
         for emotion in EMOTIONS:
             clip_id = f"far-emotion-{index:04d}-{emotion}-{voice.name}"
             rel = f"audio/emotion/{clip_id}.flac"
+            rng, meta = post_plan(clip_id, (12.0, 35.0), base_level + EMOTIONS[emotion]["gain_db"])
 
-            def make(emotion=emotion, clip_id=clip_id) -> np.ndarray:
-                nonlocal neutral
-                if neutral is None:
-                    neutral = kokoro.synthesize(text, voice)
-                level = base_level + EMOTIONS[emotion]["gain_db"]
-                return finish(emotion_class(neutral, emotion), clip_id, (12.0, 35.0), level)[0]
+            def make(text=text, voice=voice, emotion=emotion, rng=rng, meta=meta, neutral=neutral) -> np.ndarray:
+                if "wave" not in neutral:
+                    neutral["wave"] = kokoro.synthesize(text, voice)
+                return finish(emotion_class(neutral["wave"], emotion), rng, meta)
 
             seconds = render(out, rel, make)
-            rows.append(_row(clip_id, rel, seconds, voice, "emotion", text, emotion, {"group": index}))
+            rows.append(_row(clip_id, rel, seconds, voice, "emotion", text, emotion, {"group": index, **meta}))
     return rows
 
 

@@ -140,9 +140,10 @@ def prompt_rows(out: Path, source: registry.HumanSource, root: Path, per_source:
     return rows
 
 
-def build(out: Path, deb_cache: Path, sdist_cache: Path, seed: int = 0, per_source: int = 60,
+def build(out: Path, deb_cache: Path, sdist: Path, seed: int = 0, per_source: int = 60,
           test_trials: int = 3000, valid_trials: int = 2000, log=print) -> dict:
-    """Fetch, extract, decode and write the whole suite; returns suite.json's content."""
+    """Fetch and extract the packages, decode, write the whole suite; returns suite.json's content.
+    ``sdist`` is the pocketsphinx source distribution (:func:`sources.fetch_sdist` gets the pinned one)."""
     started = time.time()
     roots, versions = {}, {}
     for package in registry.debian_packages():
@@ -153,7 +154,7 @@ def build(out: Path, deb_cache: Path, sdist_cache: Path, seed: int = 0, per_sour
     wide, phone = allison_asr(out, roots[registry.ALLISON_WIDEBAND_PACKAGE], roots["asterisk-core-sounds-en-wav"],
                               texts)
     log(f"Allison prompts: {len(wide)} transcribed of {len(texts)} usable transcripts")
-    small = pocketsphinx_clips(fetch_sdist(sdist_cache))
+    small = pocketsphinx_clips(sdist)
     small += alsa_clips(roots["alsa-utils"] / "usr/share/sounds/alsa")
     small_asr, small_verification = small_set_rows(out, small)
     verification = list(small_verification)
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-source", type=int, default=60, help="verification clips per asterisk voice")
     args = parser.parse_args(argv)
-    summary = build(args.out, args.deb_cache, args.sdist_cache, args.seed, args.per_source)
+    summary = build(args.out, args.deb_cache, fetch_sdist(args.sdist_cache), args.seed, args.per_source)
     print({k: summary[k] for k in ("counts", "manifest_sha256", "build_seconds")})
     return 0
 

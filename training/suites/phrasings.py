@@ -5,9 +5,15 @@ were written afterwards, without reusing those sentences: other verbs ("power on
 "crank up"), synonyms, fillers ("um", "could you please") and other word orders. None equals any
 corpus phrasing of any intent (checked by :func:`held_out_phrasings`). Test-only data: the guard
 refuses any training row whose transcript is one of them.
+
+    python -m training.suites.phrasings [--out data/phrasings]   # the near test voices speak them
 """
 
 from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
 
 from training.corpus.text import LANGUAGES, LOCATIONS, intent_phrasings, normalise
 
@@ -88,3 +94,60 @@ def held_out_phrasings() -> dict[str, list[str]]:
 
 def held_out_set() -> frozenset[str]:
     return frozenset(p for phrasings in held_out_phrasings().values() for p in phrasings)
+
+
+def build_near(out: Path, seed: int = 0, scale: str = "full", log=print) -> dict:
+    """Render the family with the near corpus' TEST speakers into ``out`` (suite ``phrasings``).
+
+    Each phrasing once, speakers dealt in a seeded order, through the corpus' own synthesis and
+    post-processing (``training.corpus.generate``), so only the wording is new.
+    """
+    import numpy as np
+
+    from training.corpus import generate
+    from training.corpus.plan import Clip, make_plan, stable_seed
+    from training.data.manifest import ManifestRow
+    from training.suites.writer import write_suite
+
+    started = time.time()
+    speakers, _, info = make_plan(seed, scale)
+    test_speakers = [s for s in speakers if s.split == "test"]
+    items = [(k, p) for k, ps in held_out_phrasings().items() for p in ps]
+    order = np.random.default_rng([seed, 77]).permutation(len(items)) % len(test_speakers)
+    clips = [Clip(f"phr-test-{i:04d}", "test", test_speakers[int(order[i])], text, "intent", intent=intent,
+                  extra={"seed": stable_seed(seed, FAMILY, i)}) for i, (intent, text) in enumerate(items)]
+    generate._init(generate._babble_bank(list(info["babble_sentences"]), seed))  # type: ignore[arg-type]
+    done = {}
+    for synth in ("festival", "flite", "espeak"):
+        chosen = [c for c in clips if c.speaker.synth == synth and not (out / c.path).is_file()]
+        for start in range(0, len(chosen), generate.CHUNK):
+            for clip_id, seconds, meta in generate._process_chunk((str(out), chosen[start:start + generate.CHUNK])):
+                done[clip_id] = (seconds, meta)
+    log(f"phrasings: rendered {len(done)} of {len(clips)} clips")
+    import soundfile as sf
+
+    rows = []
+    for clip in clips:
+        seconds, meta = done.get(clip.id) or (round(sf.info(out / clip.path).frames / 16000, 3), {})
+        rows.append(ManifestRow(id=clip.id, path=clip.path, duration_s=seconds, split="test", task="intent",
+                                speaker=clip.speaker.id, text=clip.text, label=clip.intent,
+                                meta={**meta, "synth": clip.speaker.synth, "phrasing_family": FAMILY}))
+    summary_info = {"suite": "phrasings", "seed": seed, "scale": scale, "phrasing_family": FAMILY,
+                    "speakers": sorted({c.speaker.id for c in clips}),
+                    "notes": "held-out phrasing family spoken by the near corpus' test speakers"}
+    return write_suite(out, {"intent": rows}, {}, summary_info, started)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="render the held-out phrasing family with near test voices")
+    parser.add_argument("--out", type=Path, default=Path("data/phrasings"))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scale", default="full")
+    args = parser.parse_args(argv)
+    summary = build_near(args.out, args.seed, args.scale)
+    print({k: summary[k] for k in ("counts", "manifest_sha256", "build_seconds")})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
