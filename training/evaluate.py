@@ -46,7 +46,7 @@ def evaluate_adapter(
     return {"adapter": key, "task": task, "split": split, **public(metrics)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="elp-evaluate", description=__doc__.splitlines()[0])
     p.add_argument("adapters", nargs="+", help="adapter-set folders")
     p.add_argument("--backbone", default="models/whisper-base")
@@ -65,7 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     suites.add_argument("--baseline-clips", type=int, default=80, help="ASR clips per data set for the baselines")
     suites.add_argument("--baseline-trials", type=int, default=1000, help="trials per data set for the baselines")
     suites.add_argument("--markdown", default=None, help="also write the table here (default: --out with .md)")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     model = MultiAdapterModel(load_backbone(args.backbone, device=args.device))
     if args.suite:
         return run_suites(model, args, argv)
@@ -96,15 +100,15 @@ def run_suites(model: MultiAdapterModel, args: argparse.Namespace, argv: list[st
                       suites=SUITES if "all" in args.suite else tuple(args.suite), baselines=baselines or [],
                       whisper_dir=args.backbone, device=args.device, baseline_clips=args.baseline_clips,
                       baseline_trials=args.baseline_trials, max_clips=args.max_clips)
-    records = []
+    command = "elp-evaluate " + shlex.join(argv if argv is not None else sys.argv[1:])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
     for folder in args.adapters:
         key = Path(folder).name
         model.add_adapter_set(key, AdapterSet.load(folder))
         records += evaluate_on_suites(model, key, options)
-    command = "elp-evaluate " + shlex.join(argv if argv is not None else sys.argv[1:])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"command": command, "records": records}, indent=1))
+        out.write_text(json.dumps({"command": command, "records": records}, indent=1))  # after each set
     table = markdown(records, command)
     Path(args.markdown or out.with_suffix(".md")).write_text(table)
     print(table)

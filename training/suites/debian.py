@@ -68,5 +68,7 @@ def decode_file(path: Path) -> np.ndarray:
 def write_flac(wave: np.ndarray, path: Path) -> float:
     """16-bit FLAC at 16 kHz; returns the duration in seconds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, np.clip(wave, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+    partial = path.with_suffix(".partial")  # renamed when complete: an interrupted build leaves no half clip
+    sf.write(partial, np.clip(wave, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="FLAC")
+    partial.replace(path)
     return len(wave) / SAMPLE_RATE

@@ -161,7 +161,8 @@ def label_records(model: MultiAdapterModel, key: str, task: str, data: DataSet, 
                     unweighted_accuracy=unweighted_accuracy(truth, guess), n=len(rows))]
 
 
-def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options, log=print) -> list[dict]:
+def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options,
+                       log=lambda line: print(line, flush=True)) -> list[dict]:
     """Every data set of the set's task in the chosen suites; missing suite folders are noted, not fatal."""
     task = model.adapter_sets[key].config.task
     systems: dict = {}

@@ -35,6 +35,7 @@ from training.suites.registry import KOKORO_SYNTH
 from training.suites.writer import balanced_trials, write_suite
 
 NOISES = (("none", 0.34), ("white", 0.33), ("pink", 0.33))
+ASR_DEAL = 150  # sentences identities are dealt over; --asr-clips renders a prefix of them
 
 
 def post_plan(clip_id: str, snr_range: tuple[float, float], level: float | None = None) -> tuple:
@@ -60,7 +61,9 @@ def render(out: Path, rel: str, make) -> float:
     path = out / rel
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(path, A.to_pcm16(make()), A.SR, format="FLAC", subtype="PCM_16")
+        partial = path.with_suffix(".partial")  # renamed when complete: an interrupted build leaves no half clip
+        sf.write(partial, A.to_pcm16(make()), A.SR, format="FLAC", subtype="PCM_16")
+        partial.replace(path)
     return sf.info(path).frames / A.SR
 
 
@@ -72,11 +75,15 @@ def _row(clip_id: str, rel: str, seconds: float, voice: kokoro.KokoroVoice, task
                              "weight": voice.weight, "speed": voice.speed, **meta})
 
 
-def spoken_rows(out: Path, task: str, items: list[tuple[str, str | None]], voices: list, seed: int) -> list:
-    """One clip per (text, label) item, identities dealt round-robin in a seeded order."""
-    order = np.random.default_rng([seed, len(items), 7]).permutation(len(voices) * math.ceil(len(items) / len(voices)))
+def spoken_rows(out: Path, task: str, items: list[tuple[str, str | None]], voices: list, seed: int,
+                keep: list[int] | None = None) -> list:
+    """One clip per (text, label) item (only the ``keep`` indices, if given), identities dealt over
+    the whole item list in a seeded order, so a smaller build reuses a larger one's clips."""
+    slots = len(voices) * math.ceil(len(items) / len(voices))
+    order = np.random.default_rng([seed, len(items), 7]).permutation(slots)
     rows = []
-    for index, (text, label) in enumerate(items):
+    for index in keep if keep is not None else range(len(items)):
+        text, label = items[index]
         voice = voices[int(order[index]) % len(voices)]
         clip_id = f"far-{task}-{index:04d}-{voice.name}"
         rng, meta = post_plan(clip_id, (5.0, 30.0))
@@ -126,16 +133,18 @@ def emotion_rows(out: Path, sentences: list[str], voices: list, seed: int) -> li
 
 
 def build(out: Path, corpus: Path, seed: int = 0, asr_clips: int = 150, emotion_groups: int = 40,
-          trials: int = 1000, log=print) -> dict:
+          trials: int = 1000, phrasings_per_intent: int = 5, log=print) -> dict:
     started = time.time()
     voices = kokoro.identities(seed)
     test_sentences = sorted({r.text or "" for r in filter_split(read_manifest(corpus / "asr.jsonl"), "test")})
     rng = np.random.default_rng([seed, 31])
-    picked = [test_sentences[int(i)] for i in rng.permutation(len(test_sentences))[:asr_clips]]
-    asr = spoken_rows(out, "asr", [(t, None) for t in picked], voices, seed)
+    picked = [test_sentences[int(i)] for i in rng.permutation(len(test_sentences))[:ASR_DEAL]]
+    asr = spoken_rows(out, "asr", [(t, None) for t in picked], voices, seed, keep=list(range(asr_clips)))
     log(f"far asr: {len(asr)} clips ({time.time() - started:.0f} s)")
     family = held_out_phrasings()
-    intent = spoken_rows(out, "intent", [(p, k) for k, ps in family.items() for p in ps], voices, seed)
+    items = [(p, k) for k, ps in family.items() for p in ps]
+    keep = [i for i, (p, k) in enumerate(items) if family[k].index(p) < phrasings_per_intent]
+    intent = spoken_rows(out, "intent", items, voices, seed, keep)
     log(f"far intent: {len(intent)} clips ({time.time() - started:.0f} s)")
     short = [t for t in picked if 4 <= len(t.split()) <= 9][:emotion_groups]
     emotion = emotion_rows(out, short, voices, seed) if emotion_groups else []
@@ -159,14 +168,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/far"))
     parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--asr-clips", type=int, default=150)
+    parser.add_argument("--asr-clips", type=int, default=ASR_DEAL)
     parser.add_argument("--emotion-groups", type=int, default=40)
     parser.add_argument("--trials", type=int, default=1000)
+    parser.add_argument("--phrasings-per-intent", type=int, default=5, help="of the held-out family's 5")
     args = parser.parse_args(argv)
     reason = kokoro.kokoro_available()
     if reason:
         raise SystemExit(reason)
-    summary = build(args.out, args.corpus, args.seed, args.asr_clips, args.emotion_groups, args.trials)
+    summary = build(args.out, args.corpus, args.seed, args.asr_clips, args.emotion_groups, args.trials,
+                    args.phrasings_per_intent)
     print({k: summary[k] for k in ("counts", "manifest_sha256", "build_seconds")})
     return 0
 
