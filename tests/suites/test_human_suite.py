@@ -77,3 +77,14 @@ def test_roles_and_trials_keep_valid_and_test_speakers_apart(suite) -> None:
             assert trial.label == int(a.speaker == b.speaker)
             cross_language += a.speaker == "allison" and a.meta["language"] != b.meta["language"] and trial.label
     assert cross_language > 0  # Allison's English and Spanish clips pair as one person
+
+
+def test_long_clips_leave_the_trials_which_stay_balanced() -> None:
+    from training.data.manifest import ManifestRow
+    from training.suites.human import without_long_clips
+
+    rows = [ManifestRow(p, p, seconds, "test", "verification", "x", None, "x")
+            for p, seconds in (("a", 2.0), ("b", 3.0), ("c", 45.0), ("d", 2.0))]
+    lines = ["1 a b", "1 a c", "1 b d", "0 a d", "0 c d", "0 b a"]
+    assert without_long_clips(lines, rows) == ["1 a b", "1 b d", "0 a d", "0 b a"]
+    assert without_long_clips(["1 a b", "1 b d", "0 c d", "0 a d"], rows) == ["1 a b", "0 a d"]

@@ -38,6 +38,9 @@ from training.suites.sources import HumanClip, alsa_clips, fetch_sdist, pocketsp
 from training.suites.writer import balanced_trials, write_suite
 
 MIN_TRIAL_SECONDS = 1.0
+# Longer clips leave the trials after drawing (the server refuses clips over Whisper's 30 s window,
+# and a verification clip is a short utterance); dropping them afterwards keeps every other trial.
+MAX_TRIAL_SECONDS = 20.0
 TRANSCRIPTS = "usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz"
 _ACRONYM = re.compile(r"\b[A-Z]{2,}\b")  # read letter by letter ("IAX"): no faithful spelling
 
@@ -140,6 +143,17 @@ def prompt_rows(out: Path, source: registry.HumanSource, root: Path, per_source:
     return rows
 
 
+def without_long_clips(lines: list[str], rows: list[ManifestRow]) -> list[str]:
+    """Trials without clips over :data:`MAX_TRIAL_SECONDS`, re-balanced by dropping the last
+    trials of the larger class."""
+    long = {r.path for r in rows if r.duration_s > MAX_TRIAL_SECONDS}
+    kept = [line for line in lines if not long & set(line.split()[1:])]
+    same = [line for line in kept if line.startswith("1 ")]
+    different = [line for line in kept if line.startswith("0 ")]
+    n = min(len(same), len(different))
+    return same[:n] + different[:n]
+
+
 def build(out: Path, deb_cache: Path, sdist: Path, seed: int = 0, per_source: int = 60,
           test_trials: int = 3000, valid_trials: int = 2000, log=print) -> dict:
     """Fetch and extract the packages, decode, write the whole suite; returns suite.json's content.
@@ -162,10 +176,13 @@ def build(out: Path, deb_cache: Path, sdist: Path, seed: int = 0, per_source: in
         if source.package.startswith("asterisk"):
             verification += prompt_rows(out, source, roots[source.package], per_source, seed)
             log(f"{source.speaker}-{source.language}: {sum(r.speaker == source.speaker for r in verification)} clips")
-    trials = {role: balanced_trials([r for r in verification if r.split == role], count, seed, f"human-{role}")
+    trials = {role: without_long_clips(balanced_trials([r for r in verification if r.split == role], count, seed,
+                                                       f"human-{role}"), verification)
               for role, count in (("valid", valid_trials), ("test", test_trials))}
+    verification = [r for r in verification if r.duration_s <= MAX_TRIAL_SECONDS]
     info = {
         "suite": "human", "seed": seed, "min_trial_seconds": MIN_TRIAL_SECONDS, "per_source_clips": per_source,
+        "max_trial_seconds": MAX_TRIAL_SECONDS,
         "speakers": {s: {"role": registry.human_speaker_roles()[s],
                          "sources": [f"{x.package or 'pocketsphinx-5.1.1 sdist'}:{x.folder} ({x.language})"
                                      for x in registry.HUMAN_SOURCES if x.speaker == s]}
