@@ -175,7 +175,7 @@ def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options,
     for data in DATASETS[task]:
         if data.suite not in options.suites and not (data.name == "human-valid" and "human" in options.suites):
             continue
-        folder = options.folders[data.folder]
+        folder, done = options.folders[data.folder], len(records)
         manifest = folder / data.manifest
         if not manifest.is_file() or (data.trials and not (folder / data.trials).is_file()):
             log(f"{key}: {data.name}: {manifest.parent} is not built; skipped")
@@ -191,6 +191,7 @@ def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options,
             rows = spread(rows, options.max_clips)
             records += (asr_records(model, key, data, rows, options, systems) if task == "asr"
                         else label_records(model, key, task, data, rows))
-        log(f"{key}: {data.name}: " + str({k: round(v, 4) if isinstance(v, float) else v
-                                          for k, v in records[-1].items() if k not in ("set", "task", "data")}))
+        for record in records[done:]:
+            log(f"{key}: {data.name}: " + str({k: round(v, 4) if isinstance(v, float) else v
+                                              for k, v in record.items() if k not in ("set", "task", "data")}))
     return records
