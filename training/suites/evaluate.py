@@ -178,7 +178,7 @@ def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options,
         folder, done = options.folders[data.folder], len(records)
         manifest = folder / data.manifest
         if not manifest.is_file() or (data.trials and not (folder / data.trials).is_file()):
-            log(f"{key}: {data.name}: {manifest.parent} is not built; skipped")
+            log(f"{key}: {data.name}: {manifest} (or its trials) is not built; skipped")
             records.append(_record(key, task, "ours", data, False, missing=str(manifest)))
             continue
         if task == "verification":

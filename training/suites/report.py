@@ -48,7 +48,7 @@ def table(records: list[dict], subset: bool) -> str:
 def markdown(records: list[dict], command: str = "") -> str:
     missing = sorted({f"{r['set']}: {r['data']}" for r in records if "missing" in r})
     parts = ["Cells: value (clips or trials). Rates are corpus-level (CER/WER) or per trial.\n",
-             "### The sets on every suite (all clips)\n", table(records, subset=False)]
+             "### The sets on every suite (every clip unless --max-clips capped them)\n", table(records, subset=False)]
     if any(r.get("subset") for r in records):
         parts += ["\n### Baselines, on evenly spread subsets of the same clips and trials (the set re-scored on "
                   "exactly those)\n", table(records, subset=True)]
