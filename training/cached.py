@@ -47,6 +47,7 @@ from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import TASK_AUGMENT, AugmentConfig, augment, load_audio
 from training.evaluation import headline, length_batches, public
 from training.metrics import cer, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
+from training.suites.guard import check_training_rows
 from training.train import warmup_cosine
 
 KEY = "set"
@@ -346,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus = Path(args.corpus)
     rows = read_manifest(corpus / f"{task}.jsonl")
     splits = {s: filter_split(rows, s) for s in ("train", "valid", "test")}
+    check_training_rows(splits["train"], f"{corpus / task}.jsonl (train split)")
     trials = {}
     if task == "verification":
         trials = {s: read_trials(corpus / f"verification_trials_{s}.txt") for s in ("valid", "test")}

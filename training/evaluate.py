@@ -2,6 +2,12 @@
 
 WER/CER (ASR), EER and minDCF from trial scores (verification), weighted and unweighted accuracy
 with a confusion matrix (emotion, intent). Several sets are evaluated in one backbone load.
+
+``--suite near|far|human|all`` instead reports every set on the held-out suites side by side
+(``training.suites.evaluate``) as JSON plus a markdown table; ``--baselines`` adds Whisper base,
+pocketsphinx and resemblyzer on the same clips:
+
+    elp-evaluate --suite all --baselines adapters_store/*-default
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ def evaluate_adapter(
     return {"adapter": key, "task": task, "split": split, **public(metrics)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="elp-evaluate", description=__doc__.splitlines()[0])
     p.add_argument("adapters", nargs="+", help="adapter-set folders")
     p.add_argument("--backbone", default="models/whisper-base")
@@ -50,8 +56,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plots", default="results/plots")
     p.add_argument("--max-clips", type=int, default=0, help="evaluate on the first N clips only")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    args = p.parse_args(argv)
+    suites = p.add_argument_group("held-out suites (training.suites)")
+    suites.add_argument("--suite", choices=["near", "far", "human", "all"], action="append",
+                        help="report near / far / human side by side (repeatable; 'all' = every suite)")
+    suites.add_argument("--data", default="data", help="folder holding far/, human/ and phrasings/")
+    suites.add_argument("--baselines", nargs="*", default=None, choices=["whisper", "pocketsphinx", "resemblyzer"],
+                        help="add these baselines (no names: all three) on capped subsets of the same clips")
+    suites.add_argument("--baseline-clips", type=int, default=80, help="ASR clips per data set for the baselines")
+    suites.add_argument("--baseline-trials", type=int, default=1000, help="trials per data set for the baselines")
+    suites.add_argument("--markdown", default=None, help="also write the table here (default: --out with .md)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     model = MultiAdapterModel(load_backbone(args.backbone, device=args.device))
+    if args.suite:
+        return run_suites(model, args, argv)
     results = []
     for folder in args.adapters:
         key = Path(folder).name
@@ -61,6 +82,36 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+def run_suites(model: MultiAdapterModel, args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Every set on the chosen suites; JSON (records) and a markdown table next to it."""
+    import shlex
+    import sys
+
+    from training.suites.evaluate import SUITES, Options, evaluate_on_suites
+    from training.suites.report import markdown
+
+    data = Path(args.data)
+    baselines = None if args.baselines is None else (args.baselines or ["whisper", "pocketsphinx", "resemblyzer"])
+    options = Options(folders={"corpus": Path(args.corpus), "far": data / "far", "human": data / "human",
+                               "phrasings": data / "phrasings"},
+                      suites=SUITES if "all" in args.suite else tuple(args.suite), baselines=baselines or [],
+                      whisper_dir=args.backbone, device=args.device, baseline_clips=args.baseline_clips,
+                      baseline_trials=args.baseline_trials, max_clips=args.max_clips)
+    command = "elp-evaluate " + shlex.join(argv if argv is not None else sys.argv[1:])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    records: list[dict] = []
+    for folder in args.adapters:
+        key = Path(folder).name
+        model.add_adapter_set(key, AdapterSet.load(folder))
+        records += evaluate_on_suites(model, key, options)
+        out.write_text(json.dumps({"command": command, "records": records}, indent=1))  # after each set
+    table = markdown(records, command)
+    Path(args.markdown or out.with_suffix(".md")).write_text(table)
+    print(table)
     return 0
 
 

@@ -31,6 +31,7 @@ from elp.heads.config import HeadConfig
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import CTC_VOCAB, TASK_AUGMENT, AugmentConfig, ClipDataset, LengthBucketSampler, collate
 from training.evaluation import evaluate_set, headline, public
+from training.suites.guard import check_training_rows
 
 TRAIN_KEY = "train"
 TRIALS = {"valid": "verification_trials_valid.txt", "test": "verification_trials_test.txt"}
@@ -179,6 +180,7 @@ def train(args: argparse.Namespace) -> TrainResult:
 
     rows = read_manifest(corpus / f"{args.task}.jsonl")
     train_rows = _limit(filter_split(rows, "train"), args.max_train_clips, args.seed)
+    check_training_rows(train_rows, f"{corpus / args.task}.jsonl (train split)")
     valid_rows = _limit(filter_split(rows, "valid"), args.max_eval_clips, args.seed)
     test_rows = _limit(filter_split(rows, "test"), args.max_eval_clips, args.seed)
     trials = {split: read_trials(corpus / name) for split, name in TRIALS.items()

@@ -1,0 +1,72 @@
+"""The tools a user would otherwise pick, as plain functions of a 16 kHz mono wave.
+
+* ASR: full Whisper base ``generate`` (encoder + its decoder, English, greedy; the processor pads
+  every clip to the 30 s input the decoder was trained on: fed a length-sliced encoder output it
+  loops), and pocketsphinx with its bundled en-US models;
+* speaker embeddings: resemblyzer's GE2E d-vectors (trained on thousands of real speakers).
+
+Shared by ``elp-evaluate --baselines`` and ``benchmarks/quality_baselines.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from training.data.manifest import normalize_text
+
+SAMPLE_RATE = 16000
+ASR_BASELINES = ("whisper", "pocketsphinx")
+SPEAKER_BASELINES = ("resemblyzer",)
+
+
+def whisper_generate(whisper_dir: str, device: str = "cpu") -> Callable[[np.ndarray], str]:
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    processor = WhisperProcessor.from_pretrained(whisper_dir)
+    whisper = WhisperForConditionalGeneration.from_pretrained(whisper_dir).to(device).eval()
+
+    @torch.inference_mode()
+    def transcribe(wave: np.ndarray) -> str:
+        features = processor(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features  # 30 s padded
+        ids = whisper.generate(features.to(device), language="en", task="transcribe")
+        return normalize_text(processor.batch_decode(ids, skip_special_tokens=True)[0])
+
+    return transcribe
+
+
+def pocketsphinx() -> Callable[[np.ndarray], str]:
+    from pocketsphinx import Decoder
+
+    decoder = Decoder(samprate=SAMPLE_RATE, logfn="/dev/null")
+
+    def transcribe(wave: np.ndarray) -> str:
+        decoder.start_utt()
+        decoder.process_raw((np.clip(wave, -1, 1) * 32767).astype(np.int16).tobytes(), full_utt=True)
+        decoder.end_utt()
+        hypothesis = decoder.hyp()
+        return normalize_text(hypothesis.hypstr) if hypothesis is not None else ""
+
+    return transcribe
+
+
+def resemblyzer(device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    from resemblyzer import VoiceEncoder, preprocess_wav
+
+    encoder = VoiceEncoder(device if device.startswith("cuda") else "cpu", verbose=False)
+    return lambda wave: encoder.embed_utterance(preprocess_wav(wave, source_sr=SAMPLE_RATE))
+
+
+def asr_baselines(names: list[str], whisper_dir: str, device: str = "cpu") -> dict[str, Callable[[np.ndarray], str]]:
+    systems: dict[str, Callable[[np.ndarray], str]] = {}
+    if "whisper" in names:
+        systems["whisper base generate"] = whisper_generate(whisper_dir, device)
+    if "pocketsphinx" in names:
+        systems["pocketsphinx (en-US)"] = pocketsphinx()
+    return systems
+
+
+def speaker_baselines(names: list[str], device: str = "cpu") -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    return {"resemblyzer (GE2E)": resemblyzer(device)} if "resemblyzer" in names else {}

@@ -1,0 +1,197 @@
+"""``elp-evaluate --suite``: every adapter set on near / far / human data side by side.
+
+* near: the generated corpus' test split (``--corpus``); for intent also the held-out phrasing
+  family spoken by the corpus' test voices (``data/phrasings``);
+* far: Kokoro voices (``data/far``), a synthesiser family no training clip comes from;
+* human: real people (``data/human``); ASR also on the telephone-band copy of the same prompts;
+  verification also on the valid speakers' trials (the calibration data: reported, never tuned here).
+
+Verification reports, at the set's served threshold (``adapter_config.json``), the share of
+impostor pairs accepted and of genuine pairs rejected. ``--baselines`` adds full Whisper base
+``generate``, pocketsphinx and resemblyzer on capped, evenly spread subsets of the same clips and
+trials, with the set re-scored on exactly those; resemblyzer's threshold is its EER point on the
+human valid trials (validation data only).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.nn.functional as F
+
+from elp import MultiAdapterModel
+from training.data.manifest import ManifestRow, filter_split, read_manifest, read_trials
+from training.dataset import load_audio
+from training.evaluation import predict_rows, trial_clip_rows
+from training.metrics import cer, compute_eer, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
+from training.suites import baselines as B
+
+SUITES = ("near", "far", "human")
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """One evaluation set: which suite column it fills, and which row qualifier it carries."""
+
+    name: str
+    suite: str  # near | far | human: the column
+    variant: str  # "" or a row qualifier ("telephone band", "held-out phrasings")
+    folder: str  # key of the folder map: corpus | far | human | phrasings
+    manifest: str
+    split: str | None = None  # keep only this split (the corpus' test split)
+    trials: str | None = None  # verification trial list in the folder
+
+
+DATASETS: dict[str, tuple[DataSet, ...]] = {
+    "asr": (DataSet("near", "near", "", "corpus", "asr.jsonl", "test"),
+            DataSet("far", "far", "", "far", "asr.jsonl"),
+            DataSet("human", "human", "", "human", "asr.jsonl"),
+            DataSet("human-phone", "human", "telephone band", "human", "asr_phone.jsonl")),
+    # human-valid first: resemblyzer's threshold is calibrated on it before any test trial is scored
+    "verification": (DataSet("human-valid", "human", "valid speakers, calibration data", "human", "verification.jsonl",
+                             trials="verification_trials_valid.txt"),
+                     DataSet("near", "near", "", "corpus", "verification.jsonl", trials="verification_trials_test.txt"),
+                     DataSet("far", "far", "", "far", "verification.jsonl", trials="verification_trials_test.txt"),
+                     DataSet("human", "human", "", "human", "verification.jsonl",
+                             trials="verification_trials_test.txt")),
+    "intent": (DataSet("near", "near", "corpus test phrasings", "corpus", "intent.jsonl", "test"),
+               DataSet("near-phrasings", "near", "held-out phrasings", "phrasings", "intent.jsonl"),
+               DataSet("far-phrasings", "far", "held-out phrasings", "far", "intent.jsonl")),
+    "emotion": (DataSet("near", "near", "", "corpus", "emotion.jsonl", "test"),
+                DataSet("far", "far", "", "far", "emotion.jsonl")),
+}
+
+
+@dataclass
+class Options:
+    folders: dict[str, Path]  # corpus | far | human | phrasings -> folder
+    suites: tuple[str, ...]
+    baselines: list[str]
+    whisper_dir: str
+    device: str = "cpu"
+    baseline_clips: int = 80
+    baseline_trials: int = 1000
+    max_clips: int = 0  # 0: every clip of a set (ours)
+
+
+def spread(items: list, count: int) -> list:
+    """``count`` items evenly spread over the list (all of them when count is 0 or larger)."""
+    if not count or count >= len(items):
+        return list(items)
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
+
+
+def _record(key: str, task: str, system: str, data: DataSet, subset: bool, **metrics: Any) -> dict:
+    return {"set": key, "task": task, "system": system, "data": data.name, "suite": data.suite,
+            "variant": data.variant, "subset": subset, **metrics}
+
+
+def asr_records(model: MultiAdapterModel, key: str, data: DataSet, rows: list[ManifestRow], options: Options,
+                baseline_systems: dict) -> list[dict]:
+    predictions, _ = predict_rows(model, key, rows)
+    refs = [r.text or "" for r in rows]
+    hyps = [predictions[r.id].text or "" for r in rows]
+    out = [_record(key, "asr", "ours", data, False, cer=cer(refs, hyps), wer=wer(refs, hyps), n=len(rows))]
+    if baseline_systems:
+        picked = spread(list(range(len(rows))), options.baseline_clips)
+        sub_refs = [refs[i] for i in picked]
+        out.append(_record(key, "asr", "ours", data, True, cer=cer(sub_refs, [hyps[i] for i in picked]),
+                           wer=wer(sub_refs, [hyps[i] for i in picked]), n=len(picked)))
+        waves = [load_audio(rows[i].path) for i in picked]
+        for name, system in baseline_systems.items():
+            base = [system(w) for w in waves]
+            out.append(_record(key, "asr", name, data, True, cer=cer(sub_refs, base), wer=wer(sub_refs, base),
+                               n=len(picked)))
+    return out
+
+
+def _rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
+    """What /verify would answer at ``threshold``: impostors accepted, genuine pairs rejected."""
+    return {"false_accept": float((scores[labels == 0] >= threshold).mean()),
+            "false_reject": float((scores[labels == 1] < threshold).mean()), "threshold": threshold}
+
+
+def _cosines(embed: dict[str, np.ndarray], trials: list) -> np.ndarray:
+    unit = {p: e / max(float(np.linalg.norm(e)), 1e-12) for p, e in embed.items()}
+    return np.array([float(unit[t.path_a] @ unit[t.path_b]) for t in trials])
+
+
+def verification_records(model: MultiAdapterModel, key: str, data: DataSet, trials: list, options: Options,
+                         baseline_systems: dict, calibrated: dict[str, float]) -> list[dict]:
+    """Our set's metrics on all trials; with baselines, every system on the same trial subset."""
+    predictions, _ = predict_rows(model, key, trial_clip_rows(trials))
+    scores = np.array([float(F.cosine_similarity(predictions[t.path_a].embedding, predictions[t.path_b].embedding,
+                                                 dim=0)) for t in trials])
+    labels = np.array([t.label for t in trials])
+    served = model.adapter_sets[key].config.threshold
+    metrics: dict[str, Any] = {**verification_metrics(scores, labels), "n": len(trials)}
+    if served is not None:
+        metrics.update(_rates(scores, labels, served))
+    out = [_record(key, "verification", "ours", data, False, **metrics)]
+    if not baseline_systems:
+        return out
+    picked = spread(list(range(len(trials))), options.baseline_trials)
+    subset = [trials[i] for i in picked]
+    sub_labels = labels[picked]
+    ours = {"eer": compute_eer(scores[picked], sub_labels).eer, "n": len(subset)}
+    out.append(_record(key, "verification", "ours", data, True,
+                       **ours, **(_rates(scores[picked], sub_labels, served) if served is not None else {})))
+    paths = sorted({p for t in subset for p in (t.path_a, t.path_b)})
+    for name, system in baseline_systems.items():
+        embed = {p: np.asarray(system(load_audio(p)), dtype=np.float64) for p in paths}
+        base = _cosines(embed, subset)
+        eer = compute_eer(base, sub_labels)
+        if data.name == "human-valid":
+            calibrated[name] = eer.threshold  # the only place a baseline threshold is chosen
+        record = {"eer": eer.eer, "n": len(subset)}
+        if name in calibrated:
+            record.update(_rates(base, sub_labels, calibrated[name]))
+        out.append(_record(key, "verification", name, data, True, **record))
+    return out
+
+
+def label_records(model: MultiAdapterModel, key: str, task: str, data: DataSet, rows: list[ManifestRow]) -> list:
+    predictions, _ = predict_rows(model, key, rows)
+    truth = [r.label for r in rows]
+    guess = [predictions[r.id].label for r in rows]
+    return [_record(key, task, "ours", data, False, accuracy=weighted_accuracy(truth, guess),
+                    unweighted_accuracy=unweighted_accuracy(truth, guess), n=len(rows))]
+
+
+def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options,
+                       log=lambda line: print(line, flush=True)) -> list[dict]:
+    """Every data set of the set's task in the chosen suites; missing suite folders are noted, not fatal."""
+    task = model.adapter_sets[key].config.task
+    systems: dict = {}
+    if options.baselines and task == "asr":
+        systems = B.asr_baselines(options.baselines, options.whisper_dir, options.device)
+    elif options.baselines and task == "verification":
+        systems = B.speaker_baselines(options.baselines, options.device)
+    calibrated: dict[str, float] = {}
+    records: list[dict] = []
+    for data in DATASETS[task]:
+        if data.suite not in options.suites and not (data.name == "human-valid" and "human" in options.suites):
+            continue
+        folder, done = options.folders[data.folder], len(records)
+        manifest = folder / data.manifest
+        if not manifest.is_file() or (data.trials and not (folder / data.trials).is_file()):
+            log(f"{key}: {data.name}: {manifest} (or its trials) is not built; skipped")
+            records.append(_record(key, task, "ours", data, False, missing=str(manifest)))
+            continue
+        if task == "verification":
+            trials = read_trials(folder / str(data.trials))
+            records += verification_records(model, key, data, spread(trials, 4 * options.max_clips), options,
+                                            systems, calibrated)
+        else:
+            rows = read_manifest(manifest)
+            rows = filter_split(rows, data.split) if data.split else rows
+            rows = spread(rows, options.max_clips)
+            records += (asr_records(model, key, data, rows, options, systems) if task == "asr"
+                        else label_records(model, key, task, data, rows))
+        for record in records[done:]:
+            log(f"{key}: {data.name}: " + str({k: round(v, 4) if isinstance(v, float) else v
+                                              for k, v in record.items() if k not in ("set", "task", "data")}))
+    return records
