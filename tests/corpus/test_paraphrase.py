@@ -105,3 +105,22 @@ def test_render_writes_a_corpus_schema_intent_manifest(tmp_path):
     assert all(r.meta["paraphrase"]["frame"] and r.duration_s >= 1.0 for r in rows)
     assert summary["counts"] == {"train": 31, "valid": 31}
     assert json.loads((tmp_path / "paraphrase.json").read_text())["family_sha256"] == summary["family_sha256"]
+
+
+def test_subset_keeps_every_intent_and_points_at_the_rendered_audio(tmp_path):
+    from training.corpus.paraphrase_audio import subset
+
+    source = tmp_path / "family"
+    source.mkdir()
+    rows = [{"id": f"para-{split}-{i}", "path": f"audio/{split}/para-{split}-{i}.flac", "split": split,
+             "label": ("a", "b")[i % 2], "text": f"t{i}"}
+            for split, n in (("train", 10), ("valid", 4)) for i in range(n)]
+    (source / "intent.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    counts = subset(source, tmp_path / "small", {"train": 3, "valid": 1})
+    assert counts == {"train": 6, "valid": 2}
+    kept = [json.loads(line) for line in (tmp_path / "small" / "intent.jsonl").read_text().splitlines()]
+    assert {r["label"] for r in kept if r["split"] == "valid"} == {"a", "b"}
+    assert all(r["path"].startswith("../family/audio/") for r in kept)
+    # every 2nd clip first: the subset spreads over the (text-sorted) family instead of taking its head
+    assert [r["id"] for r in kept if r["label"] == "a" and r["split"] == "train"] == \
+        ["para-train-0", "para-train-4", "para-train-8"]

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import json
 import multiprocessing as mp
+import os
 import sys
 import time
 from pathlib import Path
@@ -105,6 +106,27 @@ def render(out: Path, seed: int, scale: str = "full", workers: int = 2,
     return summary
 
 
+def subset(source: Path, out: Path, per_intent: dict[str, int]) -> dict[str, int]:
+    """A smaller family over the same audio: the first ``per_intent[split]`` of every 2nd clip of each
+    intent (then the rest), so the subset keeps the spread of frames; paths point into ``source``.
+    For a CPU too busy to encode the whole family: the encoder pass costs more than rendering."""
+    rows = [json.loads(line) for line in (source / "intent.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    kept: list[dict[str, object]] = []
+    for split in SPLITS:
+        by_intent: dict[str, list[dict[str, object]]] = {}
+        for row in rows:
+            if row["split"] == split:
+                by_intent.setdefault(str(row["label"]), []).append(row)
+        for intent in sorted(by_intent):
+            group = by_intent[intent]
+            kept += (group[::2] + group[1::2])[: per_intent[split]]
+    out.mkdir(parents=True, exist_ok=True)
+    prefix = os.path.relpath(source, out)
+    lines = [json.dumps(dict(r, path=f"{prefix}/{r['path']}"), ensure_ascii=False) + "\n" for r in kept]
+    (out / "intent.jsonl").write_text("".join(lines), encoding="utf-8")
+    return {split: sum(r["split"] == split for r in kept) for split in SPLITS}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("data/intent-para"))
@@ -113,7 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-per-intent", type=int, default=80)
     p.add_argument("--valid-per-intent", type=int, default=10)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--subset-of", type=Path, help="write a smaller manifest over this rendered family's audio "
+                                                  "(no synthesis) instead of rendering")
     args = p.parse_args(argv)
+    if args.subset_of:
+        counts = subset(args.subset_of, args.out, {"train": args.train_per_intent, "valid": args.valid_per_intent})
+        print(json.dumps({"counts": counts}))
+        return 0
     summary = render(args.out, args.seed, args.scale, args.workers,
                      {"train": args.train_per_intent, "valid": args.valid_per_intent},
                      log=lambda m: print(m, flush=True))
