@@ -444,6 +444,9 @@ def main(argv: list[str] | None = None) -> int:
         targets = {r.path: labels.index(r.label) for r in splits["train"]}
     optimizer = torch.optim.AdamW([*trainable, *loss_fn.parameters()], lr=args.lr, weight_decay=args.weight_decay)
     name, best, higher = selection(task, before["valid"], with_lm)
+    if extra:  # the starting score on the epochs' own scale: the mean over validation sources
+        best = sum(selection(task, evaluate_cached(adapter_set, cache, source_rows, None, prosody, with_lm),
+                             with_lm)[1] for source_rows in valid_sources.values()) / len(valid_sources)
     if new_head and not args.warm_start:
         best = -1.0 if higher else float("inf")  # the old head's score says nothing about the new one
     best_state, stale, history = copy.deepcopy(adapter_set.state_dict()), 0, []
