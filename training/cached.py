@@ -290,6 +290,23 @@ def _save_best_so_far(adapter_set: AdapterSet, featurizer: nn.Module | None, out
         adapter_set.featurizer, adapter_set.config.training = cached_featurizer, training
 
 
+def extra_splits(folder: str, task: str, labels: list[str] | None) -> tuple[dict, list, list]:
+    """(record, train rows, valid rows) of one extra corpus' ``<task>.jsonl``; its test rows are left
+    unread. Labels outside the set's own raise (a set cannot learn a class it has no output for)."""
+    manifest = Path(folder) / f"{task}.jsonl"
+    rows = read_manifest(manifest)
+    train, valid = filter_split(rows, "train"), filter_split(rows, "valid")
+    if not train and not valid:
+        raise SystemExit(f"{manifest} has no train or valid rows")
+    if labels is not None:
+        unknown = sorted({r.label for r in (*train, *valid)} - set(labels))
+        if unknown:
+            raise SystemExit(f"{manifest}: labels the set does not have: {unknown[:5]}")
+    record = {"path": str(folder), "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+              "train": len(train), "valid": len(valid)}
+    return record, train, valid
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("adapter", help="adapter-set folder to refit")
@@ -326,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
                         "and WER under the set's own LM (the decoding it is served with)")
     p.add_argument("--cache-dir", help="keep each encoder pass here (safetensors, keyed by everything it depends "
                                        "on) and reuse it in later refits of the same set on the same clips")
+    p.add_argument("--extra-corpus", action="append", default=[], metavar="DIR",
+                   help="another corpus folder (same schema) whose train and valid rows of the task join the "
+                        "refit; repeatable. Its test rows are never read (the test split stays --corpus's); the "
+                        "epoch is then chosen by the mean of the validation scores of --corpus and each of these")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                    help="learning rate: constant, or a 5%% linear warm-up then a cosine to zero over --epochs")
     args = p.parse_args(argv)
@@ -350,21 +371,34 @@ def main(argv: list[str] | None = None) -> int:
     check_training_rows(splits["train"], f"{corpus / task}.jsonl (train split)")
     trials = {}
     if task == "verification":
+        if args.extra_corpus:
+            raise SystemExit("--extra-corpus is for tasks scored per clip (not verification's trial lists)")
         trials = {s: read_trials(corpus / f"verification_trials_{s}.txt") for s in ("valid", "test")}
+    extra = [extra_splits(folder, task, adapter_set.config.labels if task in ("intent", "emotion") else None)
+             for folder in args.extra_corpus]
+    # validation sources: the corpus' own split first, then each extra corpus' (selection averages them)
+    valid_sources = {"corpus": splits["valid"]} | {record["path"]: valid for record, _, valid in extra}
     wants_prosody = args.prosody or adapter_set.head.uses_prosody
     # per view: each clip's prosody statistics of that view's audio (None: the head reads none)
     prosody_views: list[dict[str, torch.Tensor] | None] = [
         {} if wants_prosody else None for _ in range(args.augmented_views + 1)
     ]
     prosody = prosody_views[0]
-    cache = encode_rows_cached(args.cache_dir, model, [r for split in splits.values() for r in split],
-                               prosody=prosody, featurizer=featurizer)
+    # each corpus is its own encoder pass (and cache file), so a refit with other extra clips reuses the rest
+    blocks = [[r for split in splits.values() for r in split], *[[*train, *valid] for _, train, valid in extra]]
+    train_blocks = [splits["train"], *[train for _, train, _ in extra]]
+    cache = {}
+    for block in blocks:
+        cache |= encode_rows_cached(args.cache_dir, model, block, prosody=prosody, featurizer=featurizer)
     views = [cache]
     augment_config = AugmentConfig(**TASK_AUGMENT.get(task, {}) | {"time_mask_prob": 0.0})
     for view in range(1, args.augmented_views + 1):
-        views.append(encode_rows_cached(args.cache_dir, model, splits["train"], augment_config=augment_config,
-                                        seed=args.seed * 1000 + view, prosody=prosody_views[view],
-                                        featurizer=featurizer))
+        views.append({})
+        for block in train_blocks:
+            views[-1] |= encode_rows_cached(args.cache_dir, model, block, augment_config=augment_config,
+                                            seed=args.seed * 1000 + view, prosody=prosody_views[view],
+                                            featurizer=featurizer)
+    splits["train"] = [r for block in train_blocks for r in block]
     print(json.dumps({"cached_clips": len(cache), "augmented_views": args.augmented_views,
                       "seconds": round(time.perf_counter() - started, 1)}), flush=True)
 
@@ -412,6 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         targets = {r.path: labels.index(r.label) for r in splits["train"]}
     optimizer = torch.optim.AdamW([*trainable, *loss_fn.parameters()], lr=args.lr, weight_decay=args.weight_decay)
     name, best, higher = selection(task, before["valid"], with_lm)
+    if extra:  # the starting score on the epochs' own scale: the mean over validation sources
+        best = sum(selection(task, evaluate_cached(adapter_set, cache, source_rows, None, prosody, with_lm),
+                             with_lm)[1] for source_rows in valid_sources.values()) / len(valid_sources)
     if new_head and not args.warm_start:
         best = -1.0 if higher else float("inf")  # the old head's score says nothing about the new one
     best_state, stale, history = copy.deepcopy(adapter_set.state_dict()), 0, []
@@ -445,8 +482,15 @@ def main(argv: list[str] | None = None) -> int:
             scheduler.step()
         valid = evaluate_cached(adapter_set, cache, splits["valid"], trials.get("valid"), prosody, with_lm)
         value = selection(task, valid, with_lm)[1]
+        per_source = {}
+        if extra:
+            per_source = {source: selection(task, evaluate_cached(adapter_set, cache, source_rows, None, prosody,
+                                                                  with_lm), with_lm)[1]
+                          for source, source_rows in valid_sources.items()}
+            value = sum(per_source.values()) / len(per_source)
         history.append({"epoch": epoch + 1, "loss": loss.item(), f"valid_{name}": value}
-                       | ({"valid_cer": valid["cer"], "valid_lm_cer": valid["lm_cer"]} if with_lm else {}))
+                       | ({"valid_cer": valid["cer"], "valid_lm_cer": valid["lm_cer"]} if with_lm else {})
+                       | ({f"valid_{name}_by_source": per_source} if extra else {}))
         print(json.dumps(history[-1]), flush=True)
         if (value > best) if higher else (value < best):
             best, best_state, stale = value, copy.deepcopy(adapter_set.state_dict()), 0
@@ -458,13 +502,17 @@ def main(argv: list[str] | None = None) -> int:
     adapter_set.load_state_dict(best_state)
     after = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s), prosody, with_lm)
              for s in ("valid", "test")}
+    extra_valid = {record["path"]: public(evaluate_cached(adapter_set, cache, valid, None, prosody, with_lm))
+                   for record, _, valid in extra}
     if featurizer is not None:
         adapter_set.featurizer = featurizer
-    print(json.dumps({"after": after}), flush=True)
+    print(json.dumps({"after": after} | ({"after_extra_valid": extra_valid} if extra else {})), flush=True)
     if task == "verification":
         adapter_set.config.threshold = float(after["valid"]["eer_threshold"])
     adapter_set.config.metrics = {"valid": public(after["valid"]), "test": public(after["test"]),
                                   "before_refit": {"valid": public(before["valid"]), "test": public(before["test"])}}
+    if extra:
+        adapter_set.config.metrics["valid_extra"] = extra_valid
     adapter_set.config.training = adapter_set.config.training | {
         "refit": {"stage": "cached featurizer output, head only" if args.freeze_featurizer
                   else "cached encoder pass, L-adapters + head", "epochs": len(history), "lr": args.lr,
@@ -473,7 +521,10 @@ def main(argv: list[str] | None = None) -> int:
                   "augmented_views": args.augmented_views, "frame_mask_prob": args.frame_mask_prob,
                   "weight_decay": args.weight_decay, "freeze_featurizer": args.freeze_featurizer,
                   "context_blocks": args.context_blocks, "schedule": args.schedule, "select": args.select,
-                  "finished": True,
+                  "finished": True, "corpus": args.corpus,
+                  "extra_corpora": [record for record, _, _ in extra],
+                  "selected_by": "mean of the validation scores of the corpus and each extra corpus" if extra
+                  else "the corpus' validation split",
                   "label_smoothing": 0.1 if task in ("emotion", "intent") else None}}
     if args.description:
         adapter_set.config.description = args.description
