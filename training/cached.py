@@ -376,6 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         trials = {s: read_trials(corpus / f"verification_trials_{s}.txt") for s in ("valid", "test")}
     extra = [extra_splits(folder, task, adapter_set.config.labels if task in ("intent", "emotion") else None)
              for folder in args.extra_corpus]
+    for record, train, _ in extra:  # extra training clips obey the held-out registry too
+        check_training_rows(train, f"{record['path']} (train split)")
     # validation sources: the corpus' own split first, then each extra corpus' (selection averages them)
     valid_sources = {"corpus": splits["valid"]} | {record["path"]: valid for record, _, valid in extra}
     wants_prosody = args.prosody or adapter_set.head.uses_prosody

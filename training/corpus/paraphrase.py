@@ -107,8 +107,12 @@ def core(text: str) -> str:
 
 
 def protected_cores(seed: int = 0) -> set[str]:
-    """Cores of the corpus' valid and test phrasings (seed ``seed``): none of ours may equal one."""
-    return {core(p) for split in split_phrasings(seed).values() for name in ("valid", "test") for p in split[name]}
+    """Cores of the corpus' valid and test phrasings (seed ``seed``) and of the held-out evaluation family
+    (training/suites/phrasings.py, written apart and never trained on): none of ours may equal one."""
+    from training.suites.phrasings import held_out_set
+
+    corpus = {core(p) for split in split_phrasings(seed).values() for name in ("valid", "test") for p in split[name]}
+    return corpus | {core(p) for p in held_out_set()}
 
 
 def _language_values(intent: str, vocabulary: dict[str, list[str]]) -> dict[str, list[str]]:
