@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -246,18 +246,28 @@ _FIXED: dict[str, tuple[str, ...]] = {
 }
 
 
+def expand_intent_templates(fixed: dict[str, Sequence[str]], lights_on: Sequence[str], lights_off: Sequence[str],
+                            heat_up: Sequence[str], heat_down: Sequence[str], bring: Sequence[str],
+                            language: Sequence[str]) -> dict[str, list[str]]:
+    """Every intent's phrasings from a family of templates ({loc}, {obj}, {lang} filled in), unnormalised:
+    the corpus' family and the held-out evaluation family (training/suites/phrasings.py) share it."""
+    table: dict[str, list[str]] = {k: list(v) for k, v in fixed.items()}
+    for loc in LOCATIONS:
+        table[f"activate_lights_{loc}"] = [t.format(loc=loc) for t in lights_on]
+        table[f"deactivate_lights_{loc}"] = [t.format(loc=loc) for t in lights_off]
+        table[f"increase_heat_{loc}"] = [t.format(loc=loc) for t in heat_up]
+        table[f"decrease_heat_{loc}"] = [t.format(loc=loc) for t in heat_down]
+    for obj in ("newspaper", "juice", "socks", "shoes"):
+        table[f"bring_{obj}_none"] = [t.format(obj=obj) for t in bring]
+    for lang in LANGUAGES:
+        table[f"change language_{lang}_none"] = [t.format(lang=lang) for t in language]
+    return table
+
+
 def intent_phrasings() -> dict[str, list[str]]:
     """All intents (action_object_location) with their normalised phrasings, in a fixed order."""
-    table: dict[str, list[str]] = {k: list(v) for k, v in _FIXED.items()}
-    for loc in LOCATIONS:
-        table[f"activate_lights_{loc}"] = [t.format(loc=loc) for t in _LIGHTS_ON_LOC]
-        table[f"deactivate_lights_{loc}"] = [t.format(loc=loc) for t in _LIGHTS_OFF_LOC]
-        table[f"increase_heat_{loc}"] = [t.format(loc=loc) for t in _HEAT_UP_LOC]
-        table[f"decrease_heat_{loc}"] = [t.format(loc=loc) for t in _HEAT_DOWN_LOC]
-    for obj in ("newspaper", "juice", "socks", "shoes"):
-        table[f"bring_{obj}_none"] = [t.format(obj=obj) for t in _BRING]
-    for lang in LANGUAGES:
-        table[f"change language_{lang}_none"] = [t.format(lang=lang) for t in _LANG]
+    table = expand_intent_templates(_FIXED, _LIGHTS_ON_LOC, _LIGHTS_OFF_LOC, _HEAT_UP_LOC, _HEAT_DOWN_LOC,
+                                    _BRING, _LANG)
     return {k: [normalise(p) for p in table[k]] for k in sorted(table)}
 
 

@@ -15,7 +15,7 @@ import argparse
 import time
 from pathlib import Path
 
-from training.corpus.text import LANGUAGES, LOCATIONS, intent_phrasings, normalise
+from training.corpus.text import expand_intent_templates, intent_phrasings, normalise
 
 FAMILY = "held-out-phrasings-v1"
 
@@ -70,16 +70,8 @@ def held_out_phrasings() -> dict[str, list[str]]:
 
     Raises when a phrasing equals any corpus phrasing or repeats, so the family stays apart.
     """
-    table: dict[str, list[str]] = {k: list(v) for k, v in _FIXED.items()}
-    for loc in LOCATIONS:
-        table[f"activate_lights_{loc}"] = [t.format(loc=loc) for t in _LIGHTS_ON_LOC]
-        table[f"deactivate_lights_{loc}"] = [t.format(loc=loc) for t in _LIGHTS_OFF_LOC]
-        table[f"increase_heat_{loc}"] = [t.format(loc=loc) for t in _HEAT_UP_LOC]
-        table[f"decrease_heat_{loc}"] = [t.format(loc=loc) for t in _HEAT_DOWN_LOC]
-    for obj in ("newspaper", "juice", "socks", "shoes"):
-        table[f"bring_{obj}_none"] = [t.format(obj=obj) for t in _BRING]
-    for lang in LANGUAGES:
-        table[f"change language_{lang}_none"] = [t.format(lang=lang) for t in _LANG]
+    table = expand_intent_templates(_FIXED, _LIGHTS_ON_LOC, _LIGHTS_OFF_LOC, _HEAT_UP_LOC, _HEAT_DOWN_LOC,
+                                    _BRING, _LANG)
     corpus = intent_phrasings()
     if set(table) != set(corpus):
         raise AssertionError(f"intents differ from the corpus': {sorted(set(table) ^ set(corpus))}")
