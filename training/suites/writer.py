@@ -9,9 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from training.corpus.generate import stable_tag
+from training.corpus.generate import make_trials
 from training.data.manifest import ManifestRow, write_manifest
 
 READY = "READY"
@@ -24,35 +22,11 @@ def balanced_trials(rows: Sequence[ManifestRow], count: int, seed: int, tag: str
     two distinct speakers uniformly. A speaker with few clips runs out of pairs and the others fill in.
     Paths are the rows' paths as given (relative to the suite folder).
     """
-    rng = np.random.default_rng([seed, stable_tag(tag)])
-    by_speaker: dict[str, list[str]] = {}
-    for row in rows:
-        by_speaker.setdefault(row.speaker, []).append(row.path)
-    speakers = sorted(by_speaker)
-    repeated = [s for s in speakers if len(by_speaker[s]) >= 2]
-    if not repeated or len(speakers) < 2:
+    speakers = {row.speaker for row in rows}
+    if len(speakers) < 2 or len(rows) == len(speakers):
         raise ValueError(f"{tag}: trials need a speaker with two clips and two speakers")
-    seen: set[tuple[str, str]] = set()
-    lines: list[str] = []
-    want = count // 2
-    for label in (1, 0):  # non-targets match the number of targets found (balance)
-        got, tries = 0, 0
-        while got < want and tries < 50 * count:
-            tries += 1
-            if label == 1:
-                clips = by_speaker[repeated[int(rng.integers(len(repeated)))]]
-                a, b = (clips[int(i)] for i in rng.choice(len(clips), 2, replace=False))
-            else:
-                first, second = (by_speaker[speakers[int(i)]] for i in rng.choice(len(speakers), 2, replace=False))
-                a, b = first[int(rng.integers(len(first)))], second[int(rng.integers(len(second)))]
-            key = (min(a, b), max(a, b))
-            if key in seen:
-                continue
-            seen.add(key)
-            lines.append(f"{label} {a} {b}")
-            got += 1
-        want = got
-    return lines
+    # the corpus' own drawing, so suite and corpus trial lists follow one rule
+    return make_trials([{"speaker": row.speaker, "path": row.path} for row in rows], count, seed, tag)
 
 
 def sha256_of(paths: Sequence[Path]) -> str:
