@@ -12,6 +12,7 @@ costs one encoder pass per clip, whatever the number of sets compared.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 from pathlib import Path
@@ -106,9 +107,11 @@ def teacher_scores(teacher_dir: str, trials_file: str) -> tuple[np.ndarray, np.n
             np.array([t.label for t in trials]))
 
 
+@functools.lru_cache(maxsize=8)
 def served_scores(adapter_dir: str, trials_file: str, backbone: str) -> tuple[np.ndarray, np.ndarray]:
     """Scores of any set (E/P-adapters, pitch fusion and all) through the served model itself: audio in,
-    embeddings out (``MultiAdapterModel.predict``), cosine per trial."""
+    embeddings out (``MultiAdapterModel.predict``), cosine per trial. Kept per call: a threshold never
+    changes a score, so --served-calibrate and --served on the same trials encode the clips once."""
     torch.set_num_threads(1)
     model = MultiAdapterModel(load_backbone(backbone))
     model.add_adapter_set("set", AdapterSet.load(adapter_dir))
