@@ -46,9 +46,9 @@ from elp.heads.prosody import clip_prosody
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import TASK_AUGMENT, AugmentConfig, augment, load_audio
 from training.evaluation import headline, length_batches, public
+from training.loop import warmup_cosine
 from training.metrics import cer, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
 from training.suites.guard import check_training_rows
-from training.train import warmup_cosine
 
 KEY = "set"
 

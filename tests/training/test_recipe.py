@@ -365,7 +365,7 @@ def test_refits_reuse_the_encoder_pass_kept_in_the_cache_dir(asr_corpus, backbon
 
 
 def test_warmup_cosine_ramps_up_then_anneals_to_zero():
-    from training.train import warmup_cosine
+    from training.loop import warmup_cosine
 
     assert warmup_cosine(0, 10, 0.0) == pytest.approx(0.1)  # first warm-up step
     assert warmup_cosine(9, 10, 0.0) == pytest.approx(1.0)  # warm-up done, cosine at its top
