@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -19,9 +19,9 @@ from server.adapters import AdapterCache, AdapterLease, AdapterStore, is_marked_
 from server.admission import ClientDisconnectedError, cancel_when_client_leaves, check_finite
 from server.audio import AudioLimits, DecodedAudio, decode_audio
 from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
-from server.beam_search import BeamSearchPool
 from server.errors import AdapterNotFoundError, OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
+from server.post_pool import PostPool, PostStage
 from server.settings import Settings
 from server.speakers import open_speaker_store
 
@@ -46,32 +46,6 @@ def with_beam_width(adapter_set: Any, beam_width: int) -> Any:
     return adapter_set
 
 
-class OffWorkerBeamSearch:
-    """The model as the batch worker sees it when beam search runs in other processes: ASR rows of
-    sets with a language model come back as Futures of their Prediction (see ``PredictingModel``);
-    everything else (adapter registration, other rows) is the model itself."""
-
-    def __init__(self, model: Any, pool: Any) -> None:
-        self.model = model
-        self.pool = pool
-
-    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[Any]:
-        from elp import Prediction
-
-        answers: list[Any] = []
-        for row in self.model.head_outputs(waveforms, adapter_keys):
-            adapter_set = self.model.adapter_sets[row.adapter]
-            if not adapter_set.post_processor.offload:
-                answers.append(self.model.post_process(row))
-                continue
-            text = self.pool.submit(adapter_set, row.output.numpy())
-            answers.append(_then(text, lambda value, row=row: Prediction(row.task, row.adapter, text=value)))
-        return answers
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
-
-
 def _set_torch_threads(torch_threads: int, model_workers: int) -> None:
     """Intra-op threads: as configured, or torch's default split over the model workers, so that
     N workers on a CPU use its cores side by side instead of N x cores threads fighting over them."""
@@ -79,21 +53,6 @@ def _set_torch_threads(torch_threads: int, model_workers: int) -> None:
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     logger.info("torch intra-op threads: %d, model workers: %d", threads, model_workers)
-
-
-def _then(source: Future, transform: Any) -> Future:
-    """A Future of ``transform(source.result())`` (errors pass through)."""
-    target: Future = Future()
-    target.set_running_or_notify_cancel()
-
-    def settle(done: Future) -> None:
-        try:
-            target.set_result(transform(done.result()))
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the answer
-            target.set_exception(exc)
-
-    source.add_done_callback(settle)
-    return target
 
 
 @dataclass
@@ -115,7 +74,7 @@ class InferenceService:
         self.speakers = open_speaker_store(settings)
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="elp-decode")
         self.io_pool = ThreadPoolExecutor(4, thread_name_prefix="elp-adapter-io")
-        self.beam_search: BeamSearchPool | None = None
+        self.post_stage: PostStage | None = None
         self.backbone: Any = None
         self.worker: BatchWorker | None = None
         self.cache: AdapterCache | None = None
@@ -142,12 +101,12 @@ class InferenceService:
             self.metrics.watch_cuda(device)
         # nn.Module starts in training mode: without eval() dropout makes answers random and batch-dependent
         gathered = self.settings.adapter_routing == "gathered"
-        model: Any = MultiAdapterModel(self.backbone, gathered_routing=gathered).eval()
-        if self.settings.beam_search_processes:
-            self.beam_search = BeamSearchPool(self.settings.beam_search_processes)
-            model = OffWorkerBeamSearch(model, self.beam_search)
+        model = MultiAdapterModel(self.backbone, gathered_routing=gathered).eval()
+        pool_kind, pool_workers = self.settings.resolved_post_pool()
+        self.post_stage = PostStage(PostPool(pool_workers, pool_kind) if pool_workers else None)
         self.worker = BatchWorker(
             model,
+            stages=self.post_stage,
             max_batch_rows=self.settings.max_batch_size,
             max_wait_s=self.settings.max_wait_ms / 1000.0,
             length_ratio=self.settings.resolved_length_ratio(device),
@@ -174,8 +133,8 @@ class InferenceService:
             self._warmup.cancel()
         if self.worker is not None:
             await asyncio.to_thread(self.worker.stop, self.settings.shutdown_drain_s)
-        if self.beam_search is not None:  # after the drain: its last clips finish decoding
-            await asyncio.to_thread(self.beam_search.shutdown)
+        if self.post_stage is not None:  # after the drain: its last rows finish post-processing
+            await asyncio.to_thread(self.post_stage.shutdown)
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.io_pool.shutdown(wait=False, cancel_futures=True)
 

@@ -1,19 +1,19 @@
-"""ASR beam search in worker processes: same transcripts as on the worker thread, each language
-model shipped to a process once, a dead process costing only its clips, and the served answer."""
+"""The post stage: ASR beam search in worker processes or threads gives the transcripts the worker
+thread would, each post-processor is shipped to a process once, a dead process costs only its rows,
+and the served answers do not change with the pool."""
 
 from __future__ import annotations
 
 import os
 import signal
 
-import numpy as np
 import pytest
 import torch
 
 from elp import AdapterSet, load_backbone
 from elp.decoding import WordBigramLM
 from elp.testing import make_random_adapter_set, save_tiny_backbone, spelled_log_probs
-from server.beam_search import BeamSearchPool
+from server.post_pool import PostPool
 from tests.server.helpers import make_settings, running_app, wav_bytes
 
 TEXTS = ["turn on the lights", "turn off the lights", "open the door", "close the window"]
@@ -27,21 +27,26 @@ def asr_set(tmp_path_factory) -> AdapterSet:
     return adapter_set
 
 
-def spelled(text: str, vocab: list[str], typo_at: int | None = None) -> np.ndarray:
+def spelled(text: str, vocab: list[str], typo_at: int | None = None) -> torch.Tensor:
     """Log-probs whose best path spells ``text``, with an optional near-tie typo."""
-    return spelled_log_probs(text, vocab, noise=None if typo_at is None else {typo_at: "x"}).numpy()
+    return spelled_log_probs(text, vocab, noise=None if typo_at is None else {typo_at: "x"})
+
+
+def transcribe(pool: PostPool, adapter_set: AdapterSet, clip: torch.Tensor):
+    return pool.submit("asr@1", adapter_set.post_processor, clip)
 
 
 @pytest.mark.slow
-def test_processes_decode_exactly_as_the_worker_thread_would(asr_set: AdapterSet) -> None:
+@pytest.mark.parametrize("kind", ["processes", "threads"])
+def test_the_pool_decodes_exactly_as_the_worker_thread_would(asr_set: AdapterSet, kind: str) -> None:
     vocab = asr_set.config.vocab
     clips = [spelled(text, vocab, typo_at=2) for text in TEXTS] * 2
-    pool = BeamSearchPool(2)
+    pool = PostPool(2, kind)
     try:
-        answers = [future.result(timeout=120) for future in [pool.submit(asr_set, clip) for clip in clips]]
-        assert answers == [asr_set.decode_ctc(torch.from_numpy(clip)) for clip in clips]
+        answers = [f.result(timeout=120)["text"] for f in [transcribe(pool, asr_set, clip) for clip in clips]]
+        assert answers == [asr_set.decode_ctc(clip) for clip in clips]
         assert answers[0] == "turn on the lights"  # the LM repaired the typo
-        # each process got the LM once: both now hold it
+        # each process got the post-processor once: both now hold it
         assert all(len(process.holds) == 1 for process in pool._processes)
     finally:
         pool.shutdown()
@@ -50,9 +55,9 @@ def test_processes_decode_exactly_as_the_worker_thread_would(asr_set: AdapterSet
 @pytest.mark.slow
 def test_a_killed_process_fails_nothing_later_and_is_replaced(asr_set: AdapterSet) -> None:
     clip = spelled("open the door", asr_set.config.vocab)
-    pool = BeamSearchPool(1)
+    pool = PostPool(1)
     try:
-        assert pool.submit(asr_set, clip).result(timeout=120) == "open the door"
+        assert transcribe(pool, asr_set, clip).result(timeout=120)["text"] == "open the door"
         process = pool._processes[0]
         for pid in list(process.executor._processes):  # the one child of this executor
             os.kill(pid, signal.SIGKILL)
@@ -60,7 +65,7 @@ def test_a_killed_process_fails_nothing_later_and_is_replaced(asr_set: AdapterSe
         answers = []
         for _ in range(3):
             try:
-                answers.append(pool.submit(asr_set, clip).result(timeout=120))
+                answers.append(transcribe(pool, asr_set, clip).result(timeout=120)["text"])
             except Exception:  # noqa: BLE001 - the clip the dying process held
                 answers.append(None)
         assert answers[-1] == "open the door"
@@ -79,20 +84,24 @@ def store_with_lm(store_copy):
 
 @pytest.mark.slow
 @pytest.mark.anyio
-async def test_served_transcripts_equal_with_and_without_beam_search_processes(
+async def test_served_transcripts_equal_with_and_without_a_post_pool(
     tiny_store, store_with_lm, tmp_path
 ) -> None:
     backbone, _ = tiny_store
     clips = [wav_bytes(1.0 + 0.3 * i, seed=i) for i in range(4)]
     answers = {}
-    for processes in (0, 1):
-        settings = make_settings(backbone, store_with_lm, tmp_path / str(processes), beam_search_processes=processes)
+    # the earlier setting still means a process pool
+    plans = {"inline": {}, "processes": {"beam_search_processes": 1}, "threads": {"post_workers": 1,
+                                                                              "post_pool": "threads"}}
+    for plan, options in plans.items():
+        settings = make_settings(backbone, store_with_lm, tmp_path / plan, **options)
         async with running_app(settings) as (app, client):
             replies = [await client.post("/asr", files={"file": ("a.wav", clip, "audio/wav")}) for clip in clips]
             assert all(reply.status_code == 200 for reply in replies), [r.text for r in replies]
-            answers[processes] = [reply.json()["text"] for reply in replies]
-            assert (app.state.service.beam_search is not None) == bool(processes)
-    assert answers[0] == answers[1]
+            answers[plan] = [reply.json()["text"] for reply in replies]
+            pool = app.state.service.post_stage.pool
+            assert (pool.kind if pool is not None else "inline") == plan
+    assert answers["inline"] == answers["processes"] == answers["threads"]
 
 
 @pytest.mark.anyio
