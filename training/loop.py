@@ -10,13 +10,16 @@ applied are the task's (:mod:`elp.tasks`: ``build_loss`` and ``loss``).
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from elp import AdapterSet
@@ -205,3 +208,34 @@ def write_back_metrics(adapter_set: AdapterSet, valid: dict, test: dict | None, 
     if test:
         adapter_set.config.metrics["test"] = public(test)
     adapter_set.config.metrics |= more
+
+
+# ------------------------------------------------------------------ checkpoints (no pickle)
+def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, state: dict):
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items()
+               for k, v in m.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, values in opt["state"].items():
+        for k, v in values.items():
+            tensors[f"optimizer.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+    tmp = run_dir / "checkpoint.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(run_dir / "checkpoint.safetensors")
+    meta = dict(state, param_groups=[{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
+                                     for g in opt["param_groups"]])
+    (run_dir / "checkpoint.json").write_text(json.dumps(meta, indent=1))
+
+
+def load_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> dict:
+    tensors = load_file(str(run_dir / "checkpoint.safetensors"))
+    meta = json.loads((run_dir / "checkpoint.json").read_text())
+    for name, module in modules.items():
+        prefix = f"{name}."
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
+    return meta
