@@ -54,9 +54,9 @@ def rows_per_request(endpoint: str) -> int:
 
 async def _one_request(client: AsyncELPClient, endpoint: str, clip: Clip, reference: Clip,
                        adapter: str | None) -> None:
-    """The client method named by the endpoint, with ``reference`` as each extra clip it takes."""
+    """One request to ``endpoint``, with ``reference`` as each extra clip its task takes."""
     extra = [reference.data] * (rows_per_request(endpoint) - 1)
-    await getattr(client, endpoint)(clip.data, *extra, adapter=adapter)
+    await client.task(endpoint, clip.data, *extra, adapter=adapter)
 
 
 async def run_load(

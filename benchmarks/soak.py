@@ -117,14 +117,14 @@ async def traffic(base: str, clips: list, stop_at: float, concurrency: int, seed
             try:
                 if spec is None:
                     try:
-                        await getattr(client, TASKS[0].endpoint)(bad_upload)
+                        await client.task(TASKS[0].endpoint, bad_upload)
                     except ELPClientError as exc:
                         if exc.code != "invalid_audio":
                             raise
                 else:
                     adapter = rng.choice([spec.default_adapter, *EXTRA_SETS]) if spec is CHURNED_TASK else None
                     extra = [reference.data] * len(spec.extra_clips)
-                    await getattr(client, spec.endpoint)(clip.data, *extra, adapter=adapter)
+                    await client.task(spec.endpoint, clip.data, *extra, adapter=adapter)
                 counts["ok"] += 1
             except Exception as exc:
                 key = f"{getattr(exc, 'status', '')} {getattr(exc, 'code', type(exc).__name__)}".strip()
