@@ -2,6 +2,11 @@
 
 Both share request building and answer parsing, so they cannot drift apart. Audio may be a path,
 raw bytes, or a binary file object. Error answers raise the typed errors of ``clients.errors``.
+
+The task methods (``asr``, ``verify``, ``emotion``, ``intent``, ...) are generated from the task
+registry (``elp.tasks``, which imports no torch): one per registered task, named after its endpoint,
+with its extra clips as positional arguments and its fields as keywords; ``client.task(endpoint, ...)``
+calls any of them by name.
 """
 
 from __future__ import annotations

@@ -373,7 +373,13 @@ class BatchWorker:
                 row_seconds = elapsed / len(waveforms) / self.workers
                 self._row_seconds_ema = 0.8 * self._row_seconds_ema + 0.2 * row_seconds
                 self.batches_run += 1
-        self.stages.post(self.model, outputs, _JobAnswers(runnable, rows, started, elapsed).row_done)
+        answers = _JobAnswers(runnable, rows, started, elapsed)
+        try:
+            self.stages.post(self.model, outputs, answers.row_done)
+        except Exception as exc:  # a post stage reports row errors itself; this is a bug in one
+            logger.exception("post stage of a batch of %d rows failed", len(waveforms))
+            for job in runnable:
+                fail_future(job.future, exc)
 
 
 class _JobAnswers:

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,16 +34,6 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 _QUANTIZED = {"int8": "int8"}
 #: extra seconds a handler waits past the queue deadline for a batch that is already running
 _RUNNING_GRACE_S = 60.0
-
-
-def with_beam_width(adapter_set: Any, beam_width: int) -> Any:
-    """The deployment's beam width (``ELP_ASR_BEAM_WIDTH``) in place of a set's own, for sets with an LM;
-    0 keeps the set's. The LM tensors and fusion weights stay: only the search's latency/accuracy trade moves."""
-    language_model = adapter_set.language_model
-    if beam_width and language_model is not None and language_model.config.beam_width != beam_width:
-        language_model.config = replace(language_model.config, beam_width=beam_width)
-        adapter_set.attach_language_model(language_model)  # a fresh decoder; the config records the width
-    return adapter_set
 
 
 def _set_torch_threads(torch_threads: int, model_workers: int) -> None:
@@ -118,8 +108,8 @@ class InferenceService:
         self.worker.start()
         self.cache = AdapterCache(
             self.store,
-            parse_adapter_set=lambda config, weights: with_beam_width(
-                AdapterSet.from_bytes(config, weights, device=device), self.settings.asr_beam_width),
+            parse_adapter_set=lambda config, weights: self._prepared(
+                AdapterSet.from_bytes(config, weights, device=device)),
             run_on_model=self.worker.call,
             budget_bytes=self.settings.adapter_cache_bytes,
             executor=self.io_pool,
@@ -127,6 +117,10 @@ class InferenceService:
         )
         self.resolve_defaults()
         self._warmup = asyncio.create_task(self._load_defaults(), name="elp-load-default-adapters")
+
+    def _prepared(self, adapter_set: Any) -> Any:
+        """A loaded set as this deployment serves it (its task may apply settings: the ASR beam width)."""
+        return adapter_set.task_spec.prepare_for_serving(adapter_set, {"asr_beam_width": self.settings.asr_beam_width})
 
     async def stop(self) -> None:
         if self._warmup is not None and not self._warmup.done():

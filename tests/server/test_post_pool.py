@@ -6,14 +6,20 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
+import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from elp import AdapterSet, load_backbone
 from elp.decoding import WordBigramLM
+from elp.model import RowOutput
 from elp.testing import make_random_adapter_set, save_tiny_backbone, spelled_log_probs
-from server.post_pool import PostPool
+from server.batching import BatchWorker, InferenceJob
+from server.metrics import ServerMetrics
+from server.post_pool import PostPool, PostStage
 from tests.server.helpers import make_settings, running_app, wav_bytes
 
 TEXTS = ["turn on the lights", "turn off the lights", "open the door", "close the window"]
@@ -120,3 +126,66 @@ async def test_asr_beam_width_setting_overrides_each_sets_own_without_rewriting_
             assert served[0].post_processor.beam_decoder.beam_width == served_width  # the search that answered
             assert served[0].config.language_model.beam_width == served_width
     assert (store_with_lm / "asr-default" / "adapter_config.json").read_bytes() == on_disk
+
+
+class _Blocking:
+    """An offloaded post-processor that waits for the test (a long beam search)."""
+
+    offload = True
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+
+    def __call__(self, output: torch.Tensor) -> dict:
+        assert self.gate.wait(10)
+        return {"text": "slow"}
+
+
+class _Quick:
+    offload = False
+
+    def __call__(self, output: torch.Tensor) -> dict:
+        return {"label": "quick", "scores": {"quick": 1.0}}
+
+
+class _Broken:
+    offload = False
+
+    def __call__(self, output: torch.Tensor) -> dict:
+        raise ValueError("bad row")
+
+
+class _HeadsOnly:
+    """A model stage that returns each waveform as its row's head output."""
+
+    def __init__(self, processors: dict) -> None:
+        self.adapter_sets = {key: SimpleNamespace(post_processor=p) for key, p in processors.items()}
+
+    def head_outputs(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[RowOutput]:
+        return [RowOutput("t", key, wave) for wave, key in zip(waveforms, adapter_keys, strict=True)]
+
+
+def test_the_worker_runs_the_next_batch_while_an_offloaded_row_is_post_processed() -> None:
+    gate = threading.Event()
+    model = _HeadsOnly({"slow": _Blocking(gate), "quick": _Quick(), "broken": _Broken()})
+    stage = PostStage(PostPool(1, "threads"))
+    worker = BatchWorker(model, stages=stage, max_batch_rows=1, max_wait_s=0.0, max_queue=8, metrics=ServerMetrics())
+    worker.start()
+
+    def submit(key: str):
+        return worker.submit(InferenceJob("t", [torch.zeros(10)], [key], deadline=time.monotonic() + 30))
+
+    try:
+        slow = submit("slow")
+        quick = submit("quick")
+        assert quick.result(timeout=10).predictions[0].label == "quick"  # answered while the search runs
+        assert not slow.done()
+        with pytest.raises(ValueError, match="bad row"):  # a failing post-processor fails its request only
+            submit("broken").result(timeout=10)
+        gate.set()
+        assert slow.result(timeout=10).predictions[0].text == "slow"
+        assert submit("quick").result(timeout=10).predictions[0].label == "quick"
+    finally:
+        gate.set()
+        worker.stop(1.0)
+        stage.shutdown()
