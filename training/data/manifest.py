@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
-TASKS: tuple[str, ...] = ("asr", "verification", "emotion", "intent")
+TASKS: tuple[str, ...] = ("asr", "verification", "emotion", "intent", "language")
 #: Characters the CTC head can emit besides the blank token (space is the word separator).
 CTC_CHARS: str = " 'abcdefghijklmnopqrstuvwxyz"
 
@@ -100,7 +100,7 @@ def validate_row(obj: Any) -> ManifestRow:
         raise ValueError(f"'meta' must be an object, got {obj['meta']!r}")
     if obj["task"] == "asr" and obj["text"] is None:
         raise ValueError("task 'asr' needs a 'text'")
-    if obj["task"] in ("emotion", "intent") and obj["label"] is None:
+    if obj["task"] in ("emotion", "intent", "language") and obj["label"] is None:
         raise ValueError(f"task '{obj['task']}' needs a 'label'")
     return ManifestRow(
         id=obj["id"],
