@@ -1,0 +1,78 @@
+"""Language-ID figures of one adapter set: near (synthetic test sentences) and human (held-out people).
+
+Human is read from ``data/language/human`` (built by :mod:`training.corpus.languages`): real speakers
+no training or validation clip comes from. Reported per language, per speaker and per condition
+(``asterisk`` telephone prompts, ``ktuberling`` isolated words), with the confusion matrix.
+
+    python -m training.suites.language adapters_store/language-default [--out docs/results/language.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+from elp import AdapterSet, MultiAdapterModel, load_backbone
+from training.data.manifest import ManifestRow, filter_split, read_manifest
+from training.evaluation import predict_rows
+
+KEY = "language"
+
+
+def accuracy(pairs: list[tuple[str, str]]) -> float:
+    return sum(truth == guess for truth, guess in pairs) / len(pairs) if pairs else float("nan")
+
+
+def summarise(rows: list[ManifestRow], guesses: dict[str, str], labels: list[str]) -> dict:
+    """Overall, per-language and per-group accuracy, and the confusion (truth -> guess -> count)."""
+    pairs = [(r.label, guesses[r.id]) for r in rows]
+    by: dict[str, dict[str, list]] = {"language": defaultdict(list), "speaker": defaultdict(list),
+                                      "condition": defaultdict(list)}
+    for row, pair in zip(rows, pairs, strict=True):
+        by["language"][row.label].append(pair)
+        by["speaker"][f"{row.speaker} ({row.label})"].append(pair)
+        by["condition"][str((row.meta or {}).get("kind", "synthetic"))].append(pair)
+    per_language = [accuracy(by["language"][lang]) for lang in labels if by["language"][lang]]
+    confusion = {lang: dict(Counter(guess for truth, guess in pairs if truth == lang)) for lang in labels}
+    return {"n": len(rows), "accuracy": accuracy(pairs),
+            "unweighted_accuracy": sum(per_language) / len(per_language) if per_language else float("nan"),
+            **{f"by_{name}": {k: {"accuracy": round(accuracy(v), 4), "n": len(v)} for k, v in sorted(groups.items())}
+               for name, groups in by.items()},
+            "confusion": confusion}
+
+
+def evaluate(adapter: str, backbone: str, corpus: Path, human: Path) -> dict:
+    model = MultiAdapterModel(load_backbone(backbone))
+    adapter_set = AdapterSet.load(adapter)
+    model.add_adapter_set(KEY, adapter_set)
+    labels = list(adapter_set.config.labels or [])
+    out = {}
+    for name, rows in (("near", filter_split(read_manifest(corpus / "language.jsonl"), "test")),
+                       ("human", read_manifest(human / "language.jsonl"))):
+        predictions, seconds = predict_rows(model, KEY, rows)
+        out[name] = summarise(rows, {key: p.label for key, p in predictions.items()}, labels) | {
+            "seconds": round(seconds, 1)}
+        print(json.dumps({name: {k: out[name][k] for k in ("n", "accuracy", "unweighted_accuracy", "by_language")}}),
+              flush=True)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("adapter")
+    parser.add_argument("--backbone", default="models/whisper-base")
+    parser.add_argument("--corpus", type=Path, default=Path("data/language/train"))
+    parser.add_argument("--human", type=Path, default=Path("data/language/human"))
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    result = evaluate(args.adapter, args.backbone, args.corpus, args.human)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
