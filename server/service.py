@@ -56,13 +56,16 @@ class OffWorkerBeamSearch:
         self.pool = pool
 
     def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[Any]:
+        from elp import Prediction
+
         answers: list[Any] = []
-        for prediction in self.model.predict(waveforms, adapter_keys, defer_beam_search=True):
-            if prediction.log_probs is None:
-                answers.append(prediction)
+        for row in self.model.head_outputs(waveforms, adapter_keys):
+            adapter_set = self.model.adapter_sets[row.adapter]
+            if not adapter_set.post_processor.offload:
+                answers.append(self.model.post_process(row))
                 continue
-            text = self.pool.submit(self.model.adapter_sets[prediction.adapter], prediction.log_probs.numpy())
-            answers.append(_then(text, lambda value, row=prediction: replace(row, text=value, log_probs=None)))
+            text = self.pool.submit(adapter_set, row.output.numpy())
+            answers.append(_then(text, lambda value, row=row: Prediction(row.task, row.adapter, text=value)))
         return answers
 
     def __getattr__(self, name: str) -> Any:

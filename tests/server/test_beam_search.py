@@ -108,6 +108,6 @@ async def test_asr_beam_width_setting_overrides_each_sets_own_without_rewriting_
             assert reply.status_code == 200, reply.text
             served = [s for s in app.state.service.worker.model.adapter_sets.values() if s.config.task == "asr"]
             assert [s.language_model.config.beam_width for s in served] == [served_width]
-            assert served[0]._beam_decoder.beam_width == served_width  # the search that answered
+            assert served[0].post_processor.beam_decoder.beam_width == served_width  # the search that answered
             assert served[0].config.language_model.beam_width == served_width
     assert (store_with_lm / "asr-default" / "adapter_config.json").read_bytes() == on_disk
