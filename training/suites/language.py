@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections import Counter, defaultdict
 from pathlib import Path
+
+import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from training.data.manifest import ManifestRow, filter_split, read_manifest
 from training.evaluation import predict_rows
+from training.feature_cache import KEY as CACHE_KEY
+from training.feature_cache import encode_rows_cached, outputs_for
 
 KEY = "language"
 
@@ -43,17 +48,38 @@ def summarise(rows: list[ManifestRow], guesses: dict[str, str], labels: list[str
             "confusion": confusion}
 
 
-def evaluate(adapter: str, backbone: str, corpus: Path, human: Path) -> dict:
+def cached_guesses(model: MultiAdapterModel, adapter_set: AdapterSet, rows: list[ManifestRow],
+                   cache_dir: str) -> dict[str, str]:
+    """Labels from an encoder pass kept under ``cache_dir`` (fp16, the refit's cache): for sets
+    without E/P-adapters the pass is the frozen backbone's, shared by every set evaluated."""
+    cache = encode_rows_cached(cache_dir, model, rows)
+    labels = adapter_set.config.labels or []
+    adapter_set.eval()
+    with torch.no_grad():
+        logits = torch.cat([outputs_for(adapter_set, cache, [r.path for r in rows[i : i + 32]])
+                            for i in range(0, len(rows), 32)])
+    return {row.id: labels[int(i)] for row, i in zip(rows, logits.argmax(-1), strict=True)}
+
+
+def evaluate(adapter: str, backbone: str, corpus: Path, human: Path, cache_dir: str | None = None,
+             suites: tuple[str, ...] = ("near", "human")) -> dict:
+    """Served answers (``model.predict``), or with ``cache_dir`` the head on a cached encoder pass."""
     model = MultiAdapterModel(load_backbone(backbone))
     adapter_set = AdapterSet.load(adapter)
-    model.add_adapter_set(KEY, adapter_set)
+    model.add_adapter_set(CACHE_KEY if cache_dir else KEY, adapter_set)
     labels = list(adapter_set.config.labels or [])
     out = {}
     for name, rows in (("near", filter_split(read_manifest(corpus / "language.jsonl"), "test")),
                        ("human", read_manifest(human / "language.jsonl"))):
-        predictions, seconds = predict_rows(model, KEY, rows)
-        out[name] = summarise(rows, {key: p.label for key, p in predictions.items()}, labels) | {
-            "seconds": round(seconds, 1)}
+        if name not in suites:
+            continue
+        started = time.perf_counter()
+        if cache_dir:
+            guesses = cached_guesses(model, adapter_set, rows, cache_dir)
+        else:
+            guesses = {key: p.label for key, p in predict_rows(model, KEY, rows)[0].items()}
+        out[name] = summarise(rows, guesses, labels) | {"seconds": round(time.perf_counter() - started, 1),
+                                                        "path": "cached encoder pass" if cache_dir else "predict"}
         print(json.dumps({name: {k: out[name][k] for k in ("n", "accuracy", "unweighted_accuracy", "by_language")}}),
               flush=True)
     return out
@@ -66,8 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, default=Path("data/language/train"))
     parser.add_argument("--human", type=Path, default=Path("data/language/human"))
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--cache-dir", help="score the head on an encoder pass cached here (training.cached's)")
+    parser.add_argument("--suites", nargs="+", choices=["near", "human"], default=["near", "human"])
     args = parser.parse_args(argv)
-    result = evaluate(args.adapter, args.backbone, args.corpus, args.human)
+    result = evaluate(args.adapter, args.backbone, args.corpus, args.human, args.cache_dir, tuple(args.suites))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
