@@ -62,3 +62,45 @@ def test_language_rows_round_trip_through_the_manifest(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text(json.dumps(line) + "\n")
     with pytest.raises(ValueError, match="needs a 'label'"):
         read_manifest(tmp_path / "bad.jsonl")
+
+
+def _tiny_language_corpus(root: Path, train_speaker: str) -> None:
+    """Two languages told apart by pitch (tones), one real-speaker row in the training split."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(0)
+    (root / "audio").mkdir(parents=True)
+    rows = []
+    for split, count in (("train", 4), ("valid", 2), ("test", 2)):
+        for i in range(count):
+            label = ("en", "fr")[i % 2]
+            t = np.arange(8000) / 16000
+            wave = 0.3 * np.sin(2 * np.pi * (150 if label == "en" else 300) * t) + 0.01 * rng.standard_normal(t.size)
+            path = f"audio/{split}-{i}.wav"
+            sf.write(root / path, wave.astype(np.float32), 16000)
+            speaker = train_speaker if (split, i) == ("train", 0) else "espeak-ng:en-us+m1"
+            rows.append(ManifestRow(f"{split}-{i}", path, 0.5, split, "language", speaker, None, label, {}))
+    write_manifest(rows, root / "language.jsonl")
+
+
+@pytest.mark.slow
+def test_training_cached_uses_the_named_guard(tmp_path: Path) -> None:
+    from elp import load_backbone
+    from elp.testing import make_random_adapter_set, save_tiny_backbone
+    from training import cached
+
+    backbone = save_tiny_backbone(tmp_path / "whisper", "whisper")
+    make_random_adapter_set(load_backbone(backbone), "language", method="l", labels=["en", "fr"]).save(tmp_path / "set")
+    language_guard = ["--held-out-guard", "training.corpus.languages:check_language_training_rows"]
+    for speaker, guard, refused in (("june", [], True), ("june", language_guard, False),
+                                    ("armelle", language_guard, True)):
+        corpus = tmp_path / f"corpus-{speaker}-{bool(guard)}"
+        _tiny_language_corpus(corpus, speaker)
+        argv = [str(tmp_path / "set"), "--out", str(tmp_path / "out"), "--backbone", str(backbone),
+                "--corpus", str(corpus), "--epochs", "1", "--batch-size", "2", *guard]
+        if refused:  # a human-suite person by the project guard; a language-ID test speaker by the builder's
+            with pytest.raises(HeldOutDataError):
+                cached.main(argv)
+        else:  # a language-ID training speaker passes the builder's guard and trains
+            assert cached.main(argv) == 0
