@@ -3,7 +3,9 @@ under the word bigram LM an ASR set may carry."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, create_model
@@ -91,6 +93,16 @@ class AsrTask(TaskSpec):
 
     def post_processor(self, adapter_set: AdapterSet) -> CTCTranscriber:
         return CTCTranscriber(adapter_set.config.vocab or [], adapter_set.language_model)
+
+    def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
+        """``asr_beam_width`` (``ELP_ASR_BEAM_WIDTH``) in place of a set's own, for sets with an LM; 0 keeps
+        the set's. The LM tensors and fusion weights stay: only the search's latency/accuracy trade moves."""
+        beam_width = int(options.get("asr_beam_width") or 0)
+        language_model = adapter_set.language_model
+        if beam_width and language_model is not None and language_model.config.beam_width != beam_width:
+            language_model.config = dataclasses.replace(language_model.config, beam_width=beam_width)
+            adapter_set.attach_language_model(language_model)  # a fresh search; the config records the width
+        return adapter_set
 
     @functools.cached_property
     def answer_fields(self) -> type[BaseModel]:

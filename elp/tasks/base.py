@@ -154,6 +154,11 @@ class TaskSpec:
     def post_processor(self, adapter_set: AdapterSet) -> PostProcessor:
         raise NotImplementedError
 
+    def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
+        """A freshly loaded set, adjusted by deployment-wide ``options`` (server settings by name) before
+        it serves; the files on disk are not rewritten. Default: unchanged."""
+        return adapter_set
+
     @functools.cached_property
     def answer_fields(self) -> type[BaseModel]:
         """The pydantic model of this task's own answer fields (the server adds adapter, duration and
