@@ -40,8 +40,9 @@ from torch import nn
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.heads import build_head
+from elp.tasks import get_task
 from training.data.manifest import filter_split, read_manifest, read_trials
-from training.dataset import TASK_AUGMENT, AugmentConfig
+from training.dataset import task_augment
 from training.evaluation import headline, public
 from training.feature_cache import (
     KEY,
@@ -58,9 +59,9 @@ from training.loop import (
     Validation,
     constant_scheduler,
     cosine_scheduler,
-    task_loss,
     write_back_metrics,
 )
+from training.train import trial_files
 
 
 def transplant(target: AdapterSet, source: AdapterSet) -> AdapterSet:
@@ -230,9 +231,9 @@ def _open_refit(args: argparse.Namespace) -> Refit:
     if args.adapters_from:
         adapter_set = transplant(adapter_set, AdapterSet.load(args.adapters_from))
     model.add_adapter_set(KEY, adapter_set)
-    task = adapter_set.task
-    if args.context_blocks and task != "asr":
-        raise SystemExit("--context-blocks is for ASR sets")
+    task, spec = adapter_set.task, get_task(adapter_set.task)
+    if args.context_blocks and spec.target_field != "text":
+        raise SystemExit("--context-blocks is for CTC heads (ASR sets)")
     with_lm = args.select == "lm"
     if with_lm and adapter_set.language_model is None:
         raise SystemExit("--select lm needs an ASR set with a language model (elp-add-lm)")
@@ -242,13 +243,10 @@ def _open_refit(args: argparse.Namespace) -> Refit:
     module, function = args.held_out_guard.split(":")
     check_training_rows = getattr(importlib.import_module(module), function)
     check_training_rows(splits["train"], f"{corpus / task}.jsonl (train split)")
-    trials = {}
-    if task == "verification":
-        if args.extra_corpus:
-            raise SystemExit("--extra-corpus is for tasks scored per clip (not verification's trial lists)")
-        trials = {s: read_trials(corpus / f"verification_trials_{s}.txt") for s in ("valid", "test")}
-    extra = [extra_splits(folder, task, adapter_set.config.labels if task in ("intent", "emotion") else None)
-             for folder in args.extra_corpus]
+    trials = {split: read_trials(corpus / name) for split, name in trial_files(task).items()}
+    if trials and args.extra_corpus:
+        raise SystemExit("--extra-corpus is for tasks scored per clip (not trial lists)")
+    extra = [extra_splits(folder, task, adapter_set.config.labels) for folder in args.extra_corpus]
     for record, train, _ in extra:  # extra training clips obey the held-out registry too
         check_training_rows(train, f"{record['path']} (train split)")
     # validation sources: the corpus' own split first, then each extra corpus' (selection averages them)
@@ -270,7 +268,7 @@ def _encode(args: argparse.Namespace, refit: Refit, started: float) -> None:
     for block in blocks:
         cache |= encode_rows_cached(args.cache_dir, model, block, prosody=refit.prosody, featurizer=featurizer)
     refit.views = [cache]
-    augment_config = AugmentConfig(**TASK_AUGMENT.get(refit.task, {}) | {"time_mask_prob": 0.0})
+    augment_config = task_augment(refit.task, time_mask_prob=0.0)
     for view in range(1, args.augmented_views + 1):
         refit.views.append({})
         for block in train_blocks:
@@ -308,21 +306,29 @@ def _rebuild_head(args: argparse.Namespace, adapter_set: AdapterSet, feature_dim
     return new_head
 
 
+#: label smoothing of a refit's class targets (a set's own labels; not speakers, not text)
+LABEL_SMOOTHING = 0.1
+
+
 def _loss_and_targets(refit: Refit) -> tuple[nn.Module, dict]:
-    """The task's loss (AM-softmax starts at the speakers' prototypes; classes smoothed by 0.1) and
-    each training clip's target."""
-    adapter_set, train = refit.adapter_set, refit.splits["train"]
-    if refit.task == "verification":
-        speakers = sorted({r.speaker for r in train})
-        loss_fn = task_loss("verification", adapter_set.head.embedding_size, len(speakers))
-        with torch.no_grad():
-            loss_fn.weight.copy_(speaker_prototypes(adapter_set, refit.cache, train, speakers, refit.prosody))
-        return loss_fn, {r.path: speakers.index(r.speaker) for r in train}
-    if refit.task == "asr":
+    """The task's loss and each training clip's target (the row's value of the task's target field):
+    character ids for text; indices of the set's labels, smoothed by 0.1; or indices of the training
+    speakers, with the loss's class weights (AM-softmax) started at the speakers' prototypes."""
+    adapter_set, train, spec = refit.adapter_set, refit.splits["train"], get_task(refit.task)
+    field = spec.target_field
+    if field == "text":
         index = {c: i for i, c in enumerate(adapter_set.config.vocab or [])}
-        return task_loss("asr"), {r.path: [index[c] for c in (r.text or "") if c in index] for r in train}
-    labels = adapter_set.config.labels or []
-    return task_loss(refit.task, label_smoothing=0.1), {r.path: labels.index(r.label) for r in train}
+        return spec.build_loss(adapter_set, 0), {r.path: [index[c] for c in (r.text or "") if c in index]
+                                                 for r in train}
+    if field == "label":
+        labels = adapter_set.config.labels or []
+        loss_fn = spec.build_loss(adapter_set, len(labels), label_smoothing=LABEL_SMOOTHING)
+        return loss_fn, {r.path: labels.index(r.label) for r in train}
+    classes = sorted({getattr(r, field) for r in train})
+    loss_fn = spec.build_loss(adapter_set, len(classes))
+    with torch.no_grad():
+        loss_fn.weight.copy_(speaker_prototypes(adapter_set, refit.cache, train, classes, refit.prosody, field))
+    return loss_fn, {r.path: classes.index(getattr(r, field)) for r in train}
 
 
 def _validation(refit: Refit) -> Validation:
@@ -356,10 +362,11 @@ def _train(args: argparse.Namespace, refit: Refit, before: dict, new_head: bool)
     scheduler = (cosine_scheduler(optimizer, total_steps, 0.05) if args.schedule == "cosine"
                  else constant_scheduler(optimizer))
     source = CachedFeatures(adapter_set, refit.views, refit.prosody_views, samples, targets, args.batch_size,
-                            sequence_targets=refit.task == "asr", frame_mask_prob=args.frame_mask_prob,
+                            sequence_targets=get_task(refit.task).target_field == "text",
+                            frame_mask_prob=args.frame_mask_prob,
                             mask_generator=torch.Generator().manual_seed(args.seed))
     loop = TrainingLoop(
-        source, loss_fn, optimizer, scheduler, lambda: _validation(refit),
+        get_task(refit.task), source, loss_fn, optimizer, scheduler, lambda: _validation(refit),
         LoopSettings(total_steps, args.patience, history_key="epoch"), {"adapter_set": adapter_set},
         best_weights={"adapter_set": copy.deepcopy(adapter_set.state_dict())}, state=LoopState(best=best),
         on_improved=lambda state: _save_best_so_far(adapter_set, refit.featurizer, args.out, state.history),
@@ -383,7 +390,7 @@ def _record(args: argparse.Namespace, refit: Refit, epochs: int, new_head: bool)
             "extra_corpora": [record for record, _, _ in refit.extra],
             "selected_by": "mean of the validation scores of the corpus and each extra corpus" if refit.extra
             else "the corpus' validation split",
-            "label_smoothing": 0.1 if refit.task in ("emotion", "intent") else None}
+            "label_smoothing": LABEL_SMOOTHING if get_task(refit.task).target_field == "label" else None}
 
 
 def main(argv: list[str] | None = None) -> int:

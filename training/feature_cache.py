@@ -22,6 +22,7 @@ from elp import AdapterSet, MultiAdapterModel, pad_waveforms
 from elp.adapter_set import update_digest
 from elp.heads import ctc_greedy_decode
 from elp.heads.prosody import clip_prosody
+from elp.tasks import get_task
 from training.dataset import AugmentConfig, augment, load_audio
 from training.evaluation import length_batches
 from training.loop import HeadBatch
@@ -118,7 +119,8 @@ class Precomputed(nn.Module):
 
 
 
-def speaker_prototypes(adapter_set: AdapterSet, cache, rows, speakers: list[str], prosody=None) -> torch.Tensor:
+def speaker_prototypes(adapter_set: AdapterSet, cache, rows, speakers: list[str], prosody=None,
+                       field: str = "speaker") -> torch.Tensor:
     """(speakers, dim) mean normalised embedding of each training speaker's clips under the current head.
 
     Starting the AM-softmax class weights here instead of at random: random class weights give a
@@ -132,7 +134,7 @@ def speaker_prototypes(adapter_set: AdapterSet, cache, rows, speakers: list[str]
             paths = [r.path for r in chunk]
             embeddings = outputs_for(adapter_set, cache, paths, prosody)
             for row, embedding in zip(chunk, embeddings, strict=True):
-                sums[speakers.index(row.speaker)] += embedding.float()
+                sums[speakers.index(getattr(row, field))] += embedding.float()
     return torch.nn.functional.normalize(sums, dim=-1)
 
 
@@ -174,12 +176,13 @@ def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None, prosody=N
         return outputs_for(adapter_set, cache, paths, prosody)
 
     with torch.no_grad():
-        if adapter_set.task == "verification":
+        evaluation = get_task(adapter_set.task).evaluation
+        if evaluation == "trials":
             paths = sorted({p for t in trials for p in (t.path_a, t.path_b)})
             emb = {p: outputs([p])[0] for p in paths}
             scores = [float(emb[t.path_a] @ emb[t.path_b]) for t in trials]
             return verification_metrics(scores, [t.label for t in trials])
-        if adapter_set.task == "asr":  # greedy, and with the set's LM when it has one (what is served)
+        if evaluation == "transcripts":  # greedy, and with the set's LM when it has one (what is served)
             vocab, hyps, lm_hyps = adapter_set.config.vocab or [], [], []
             for start in range(0, len(rows), 32):
                 chunk = rows[start : start + 32]

@@ -3,24 +3,27 @@ encoder pass): steps, optimiser and scheduler steps, validation, the best weight
 the metrics written back into the set.
 
 What differs between the two lives in a :class:`FeatureSource`: where a batch's head outputs come
-from (the backbone on waveforms, or cached layer outputs) and its targets. The loss is the task's
-(:func:`task_loss`), applied by :func:`loss_value`.
+from (the backbone on waveforms, or cached layer outputs) and its targets. The loss and how it is
+applied are the task's (:mod:`elp.tasks`: ``build_loss`` and ``loss``).
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from elp import AdapterSet
-from elp.heads import AMSoftmaxLoss
+from elp.tasks import TaskSpec
 from training.evaluation import public
 
 
@@ -50,16 +53,6 @@ def constant_scheduler(optimizer: torch.optim.Optimizer) -> torch.optim.lr_sched
 
 
 # ------------------------------------------------------------------ loss
-def task_loss(task: str, embedding_size: int = 0, num_speakers: int = 0, label_smoothing: float = 0.0) -> nn.Module:
-    """The training loss of a task: CTC over characters, AM-softmax over training speakers, or
-    cross-entropy over labels."""
-    if task == "verification":
-        return AMSoftmaxLoss(embedding_size, num_speakers)
-    if task == "asr":
-        return nn.CTCLoss(blank=0, zero_infinity=True)
-    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
-
-
 @dataclass
 class HeadBatch:
     """One training batch after the head: outputs and targets; ``target_lengths`` is set for sequence
@@ -71,12 +64,9 @@ class HeadBatch:
     target_lengths: torch.Tensor | None = None
 
 
-def loss_value(loss_fn: nn.Module, batch: HeadBatch) -> torch.Tensor:
-    """The loss of one batch: sequence losses read (time, batch, classes) and both lengths."""
-    output = batch.output.float()
-    if batch.target_lengths is not None:
-        return loss_fn(output.transpose(0, 1), batch.targets, batch.output_lengths, batch.target_lengths)
-    return loss_fn(output, batch.targets)
+def loss_value(task: TaskSpec, loss_fn: nn.Module, batch: HeadBatch) -> torch.Tensor:
+    """The loss of one batch, applied the task's way (:meth:`elp.tasks.TaskSpec.loss`) in float32."""
+    return task.loss(loss_fn, batch.output.float(), batch.output_lengths, batch.targets, batch.target_lengths)
 
 
 # ------------------------------------------------------------------ the loop
@@ -136,6 +126,7 @@ class TrainingLoop:
     """Trains until the steps run out, patience runs out or the time budget is spent; keeps a copy of
     the best weights of ``tracked`` modules and restores them with :meth:`restore_best`."""
 
+    task: TaskSpec
     source: FeatureSource
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
@@ -171,7 +162,7 @@ class TrainingLoop:
         return state
 
     def _step(self, batch: Any) -> torch.Tensor:
-        loss = loss_value(self.loss_fn, self.source.forward(batch))
+        loss = loss_value(self.task, self.loss_fn, self.source.forward(batch))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.settings.clip_grad_norm is not None:
@@ -209,11 +200,42 @@ class TrainingLoop:
 
 # ------------------------------------------------------------------ write-back
 def write_back_metrics(adapter_set: AdapterSet, valid: dict, test: dict | None, **more: dict) -> None:
-    """Record the final metrics in the set's config; a verification set also takes its validation
+    """Record the final metrics in the set's config; a set scored on trials also takes its validation
     EER threshold as its decision threshold."""
-    if adapter_set.task == "verification":
+    if "eer_threshold" in valid:
         adapter_set.config.threshold = float(valid["eer_threshold"])
     adapter_set.config.metrics = {"valid": public(valid)}
     if test:
         adapter_set.config.metrics["test"] = public(test)
     adapter_set.config.metrics |= more
+
+
+# ------------------------------------------------------------------ checkpoints (no pickle)
+def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, state: dict):
+    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items()
+               for k, v in m.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, values in opt["state"].items():
+        for k, v in values.items():
+            tensors[f"optimizer.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
+    tmp = run_dir / "checkpoint.safetensors.tmp"
+    save_file(tensors, str(tmp))
+    tmp.replace(run_dir / "checkpoint.safetensors")
+    meta = dict(state, param_groups=[{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
+                                     for g in opt["param_groups"]])
+    (run_dir / "checkpoint.json").write_text(json.dumps(meta, indent=1))
+
+
+def load_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> dict:
+    tensors = load_file(str(run_dir / "checkpoint.safetensors"))
+    meta = json.loads((run_dir / "checkpoint.json").read_text())
+    for name, module in modules.items():
+        prefix = f"{name}."
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
+    return meta

@@ -19,15 +19,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from elp import AdapterSet, MultiAdapterModel, config_for_method, load_backbone
 from elp.heads.config import HeadConfig
+from elp.tasks import get_task, task_names
 from training.data.manifest import filter_split, read_manifest, read_trials
-from training.dataset import CTC_VOCAB, TASK_AUGMENT, AugmentConfig, ClipDataset, LengthBucketSampler, collate
+from training.dataset import CTC_VOCAB, ClipDataset, LengthBucketSampler, collate, task_augment
 from training.evaluation import evaluate_set, headline, public
 from training.loop import (
     HeadBatch,
@@ -36,21 +36,23 @@ from training.loop import (
     TrainingLoop,
     Validation,
     cosine_scheduler,
-    task_loss,
+    load_checkpoint,
+    save_checkpoint,
     write_back_metrics,
 )
 from training.suites.guard import check_training_rows
 
 TRAIN_KEY = "train"
-TRIALS = {"valid": "verification_trials_valid.txt", "test": "verification_trials_test.txt"}
-# (head, L-adapters/weighted sum, E-adapters) learning rates. "paper": ELP.md's reference values for
-# long schedules; "fast": the values this recipe uses for its short schedules on the small corpus.
-LEARNING_RATES = {
-    "paper": {"asr": (2e-3, 1e-3, 1e-3), "verification": (5e-4, 1e-4, 1e-5),
-              "emotion": (5e-4, 1e-4, 5e-5), "intent": (5e-4, 1e-5, 1e-5)},
-    "fast": {"asr": (2e-3, 1e-3, 5e-4), "verification": (2e-3, 1e-3, 2e-4),
-             "emotion": (1e-3, 5e-4, 2e-4), "intent": (1e-3, 5e-4, 2e-4)},
-}
+#: (head, L-adapters/weighted sum, E-adapters) learning-rate presets; each task's values are in its
+#: training recipe (elp.tasks): "paper" = ELP.md's for long schedules, "fast" = this recipe's short ones
+LR_PRESETS = ("fast", "paper")
+
+
+def trial_files(task: str) -> dict[str, str]:
+    """Trial lists per split of a task scored on trials (``<task>_trials_<split>.txt``), else none."""
+    if get_task(task).evaluation != "trials":
+        return {}
+    return {split: f"{task}_trials_{split}.txt" for split in ("valid", "test")}
 
 
 
@@ -68,7 +70,7 @@ class TrainResult:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="elp-train", description=__doc__.splitlines()[0])
-    p.add_argument("--task", required=True, choices=["asr", "verification", "emotion", "intent"])
+    p.add_argument("--task", required=True, choices=task_names())
     p.add_argument("--backbone", default="models/whisper-base", help="local folder or hub id")
     p.add_argument("--corpus", default="data/corpus", help="folder with <task>.jsonl manifests")
     p.add_argument("--method", default="elp", help="elp, el, ep, lp, e, l, p, none or full")
@@ -78,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0 = epochs decide)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="wall-clock budget (0 = none)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr-preset", choices=sorted(LEARNING_RATES), default="fast")
+    p.add_argument("--lr-preset", choices=sorted(LR_PRESETS), default="fast")
     p.add_argument("--lr-head", type=float)
     p.add_argument("--lr-l", type=float)
     p.add_argument("--lr-e", type=float)
@@ -140,37 +142,6 @@ def _param_groups(adapter_set: AdapterSet, loss: nn.Module, backbone: nn.Module 
     return [g for g in groups if g["params"]]
 
 
-# ------------------------------------------------------------------ checkpoints (no pickle)
-def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, state: dict):
-    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items()
-               for k, v in m.state_dict().items()}
-    opt = optimizer.state_dict()
-    for pid, values in opt["state"].items():
-        for k, v in values.items():
-            tensors[f"optimizer.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-    tmp = run_dir / "checkpoint.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(run_dir / "checkpoint.safetensors")
-    meta = dict(state, param_groups=[{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
-                                     for g in opt["param_groups"]])
-    (run_dir / "checkpoint.json").write_text(json.dumps(meta, indent=1))
-
-
-def load_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> dict:
-    tensors = load_file(str(run_dir / "checkpoint.safetensors"))
-    meta = json.loads((run_dir / "checkpoint.json").read_text())
-    for name, module in modules.items():
-        prefix = f"{name}."
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
-    return meta
-
-
 @dataclass
 class LiveFeatures:
     """Training batches through the backbone: waveforms, augmented on the fly, in length buckets."""
@@ -215,27 +186,34 @@ def _read_splits(args: argparse.Namespace, corpus: Path) -> Splits:
     rows = read_manifest(corpus / f"{args.task}.jsonl")
     train_rows = _limit(filter_split(rows, "train"), args.max_train_clips, args.seed)
     check_training_rows(train_rows, f"{corpus / args.task}.jsonl (train split)")
-    trials = {split: read_trials(corpus / name) for split, name in TRIALS.items()
-              if args.task == "verification" and (corpus / name).exists()}
-    labels = sorted({r.label for r in rows if r.label}) if args.task in ("emotion", "intent") else None
+    trials = {split: read_trials(corpus / name) for split, name in trial_files(args.task).items()
+              if (corpus / name).exists()}
+    labels = sorted({r.label for r in rows if r.label}) if get_task(args.task).target_field == "label" else None
     return Splits(train_rows, _limit(filter_split(rows, "valid"), args.max_eval_clips, args.seed),
                   _limit(filter_split(rows, "test"), args.max_eval_clips, args.seed), trials, labels)
+
+
+def _slot_names(task: str, labels: list[str] | None) -> list[str] | None:
+    """The task's slot names (its example set's, e.g. intent's action/object/location) when every
+    label splits into them, else None."""
+    slots = get_task(task).example_fields().get("slot_names")
+    if slots and labels and all(len(label.split("_")) == len(slots) for label in labels):
+        return list(slots)
+    return None
 
 
 def _build_set(args: argparse.Namespace, method: str, backbone, labels: list[str] | None,
                device: torch.device) -> AdapterSet:
     """A fresh set for the task and method (or ``--init-from``'s), with ``--train-only`` applied."""
-    vocab = CTC_VOCAB if args.task == "asr" else None
-    slot_names = None
-    if args.task == "intent" and labels and all(len(label.split("_")) == 3 for label in labels):
-        slot_names = ["action", "object", "location"]
+    spec = get_task(args.task)
+    vocab = CTC_VOCAB if spec.target_field == "text" else None
     config = config_for_method(
         "none" if method == "full" else method, args.task, backbone.identity.to_dict(),
-        labels=labels, vocab=vocab, slot_names=slot_names, num_prompt_frames=args.prompt_frames,
-        prompt_position=args.prompt_position, prompt_form=args.prompt_form,
-        head=HeadConfig(hidden_dim=0 if args.task == "asr" else 256, pooling=args.pooling,
+        labels=labels, vocab=vocab, slot_names=(slot_names := _slot_names(args.task, labels)),
+        num_prompt_frames=args.prompt_frames, prompt_position=args.prompt_position, prompt_form=args.prompt_form,
+        head=HeadConfig(hidden_dim=spec.head_hidden_dim, pooling=args.pooling,
                         factorized_slots=args.factorized_slots and slot_names is not None,
-                        prosody=args.prosody and args.task != "asr"),
+                        prosody=args.prosody and spec.supports_prosody),
     )
     config.method = method
     if args.init_from:
@@ -258,7 +236,7 @@ def _build_set(args: argparse.Namespace, method: str, backbone, labels: list[str
 def _optimizer(args: argparse.Namespace, adapter_set: AdapterSet, loss_fn: nn.Module,
                backbone: nn.Module | None) -> tuple[torch.optim.Optimizer, dict[str, float]]:
     """AdamW with ELP's per-group learning rates (the preset's, overridden by the flags)."""
-    head_lr, l_lr, e_lr = LEARNING_RATES[args.lr_preset][args.task]
+    head_lr, l_lr, e_lr = get_task(args.task).training.rates(args.lr_preset)
     rates = {"head": args.lr_head or head_lr, "l": args.lr_l or l_lr, "e": args.lr_e or e_lr,
              "backbone": args.lr_backbone}
     rates["p"] = args.lr_p or rates["l"]
@@ -267,10 +245,18 @@ def _optimizer(args: argparse.Namespace, adapter_set: AdapterSet, loss_fn: nn.Mo
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=args.weight_decay), rates
 
 
+def _target_classes(task: str, splits: Splits) -> list[str] | None:
+    """What class indices stand for: the set's labels, or for tasks whose target is another row field
+    (speakers) the training rows' values of it; None for text targets."""
+    field = get_task(task).target_field
+    if field == "text":
+        return None
+    return splits.labels if field == "label" else sorted({getattr(r, field) for r in splits.train})
+
+
 def _live_features(args: argparse.Namespace, model: MultiAdapterModel, splits: Splits, device) -> LiveFeatures:
-    dataset_labels = sorted({r.speaker for r in splits.train}) if args.task == "verification" else splits.labels
-    augment_config = AugmentConfig(enabled=not args.no_augment, **TASK_AUGMENT.get(args.task, {}))
-    dataset = ClipDataset(splits.train, args.task, dataset_labels, augment_config, seed=args.seed)
+    augment_config = task_augment(args.task, enabled=not args.no_augment)
+    dataset = ClipDataset(splits.train, args.task, _target_classes(args.task, splits), augment_config, seed=args.seed)
     sampler = LengthBucketSampler(dataset.lengths(), args.batch_size, shuffle=True, seed=args.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
                         persistent_workers=args.num_workers > 0)
@@ -312,8 +298,9 @@ def _make_loop(args: argparse.Namespace, run_dir: Path, source: LiveFeatures, lo
         progress.set_postfix(loss=f"{loss:.3f}", best=state.best)
 
     budget_s = 60 * args.max_minutes
+    scheduler = cosine_scheduler(optimizer, total_steps, args.warmup, budget_s, started)
     loop = TrainingLoop(
-        source, loss_fn, optimizer, cosine_scheduler(optimizer, total_steps, args.warmup, budget_s, started), validate,
+        get_task(args.task), source, loss_fn, optimizer, scheduler, validate,
         LoopSettings(total_steps, args.patience, eval_every=args.eval_every, budget_s=budget_s, clip_grad_norm=5.0),
         tracked, best_weights={"adapter_set": copy.deepcopy(adapter_set.state_dict())},
         on_improved=lambda state: None if full else adapter_set.save(run_dir / "best"),
@@ -341,8 +328,8 @@ def train(args: argparse.Namespace) -> TrainResult:
         backbone.unfreeze()
     model = MultiAdapterModel(backbone)
     model.add_adapter_set(TRAIN_KEY, adapter_set)
-    loss_fn = task_loss(args.task, adapter_set.head.embedding_size if args.task == "verification" else 0,
-                        len({r.speaker for r in splits.train})).to(device)
+    classes = _target_classes(args.task, splits)
+    loss_fn = get_task(args.task).build_loss(adapter_set, len(classes or [])).to(device)
     source = _live_features(args, model, splits, device)
     loop, rates, progress = _make_loop(args, run_dir, source, loss_fn, splits.valid, splits.trials.get("valid"),
                                        started)
@@ -379,9 +366,9 @@ def _write_plots(run_dir: Path, task: str, history: list[dict], valid: dict, tes
     if history:
         plot_training_curves(history, run_dir / "training_curves.png")
     final = test or valid
-    if task == "verification":
+    if "_scores" in final:  # scored trials
         plot_det_curve(final["_scores"], final["_labels"], run_dir / "det_curve.png")
-    elif task in ("emotion", "intent"):
+    elif "_confusion" in final:  # classes
         plot_confusion_matrix(np.array(final["_confusion"]), final["_labels"], run_dir / "confusion_matrix.png")
 
 

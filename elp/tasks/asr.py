@@ -12,6 +12,7 @@ from pydantic import BaseModel, create_model
 
 from elp.errors import ConfigError
 from elp.tasks.base import TaskRequest, TaskSpec
+from elp.tasks.recipe import TrainingRecipe
 
 if TYPE_CHECKING:
     import torch
@@ -116,4 +117,7 @@ ASR = AsrTask(
     name="asr", route="/asr", summary="Transcribe a clip.", default_adapter="asr-default", activation="gelu",
     target_field="text", headline_metric="cer", higher_is_better=False, metrics=("wer", "cer"),
     evaluation="transcripts", head_hidden_dim=0, supports_prosody=False, supports_language_model=True,
+    # short silenced spans: the CTC head must spell from context, not memorise the training sentences
+    training=TrainingRecipe(paper_rates=(2e-3, 1e-3, 1e-3), fast_rates=(2e-3, 1e-3, 5e-4),
+                            augment=(("time_mask_prob", 0.5),)),
 )

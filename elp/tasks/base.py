@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel
 
 from elp.errors import ConfigError
+from elp.tasks.recipe import TrainingRecipe
 
 if TYPE_CHECKING:  # torch-free at import time
     import torch
@@ -109,6 +110,8 @@ class TaskSpec:
     typical_outputs: int | None = None
     extra_clips: tuple[ExtraClip, ...] = ()
     enrolled_reference: EnrolledReference | None = None
+    #: elp-train's defaults for the task: learning rates, augmentations it must not get
+    training: TrainingRecipe = TrainingRecipe()
 
     # -- names derived from the route ----------------------------------------------------------------
     @property

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from elp.tasks.base import TaskRequest
 from elp.tasks.classifier import ClassifierTask, LabelScorer
+from elp.tasks.recipe import TrainingRecipe
 
 if TYPE_CHECKING:
     import torch
@@ -64,4 +65,5 @@ INTENT = IntentTask(
     summary="Recognise the spoken command's intent (and its slots when the set defines them).",
     class_noun="intent", label_field="intent", typical_outputs=31,
     example_labels=("activate_lights_kitchen", "deactivate_lights_kitchen", "increase_volume_none"),
+    training=TrainingRecipe(paper_rates=(5e-4, 1e-5, 1e-5)),
 )
