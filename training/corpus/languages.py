@@ -39,7 +39,15 @@ import soundfile as sf
 from training.corpus.generate import stable_tag
 from training.corpus.language_text import LANGUAGES, SENTENCES, sentence_split
 from training.data.manifest import ManifestRow, write_manifest
-from training.suites.debian import DEFAULT_DEB_CACHE, SAMPLE_RATE, deb_version, extract_deb, fetch_deb, write_flac
+from training.suites.debian import (
+    DEFAULT_DEB_CACHE,
+    SAMPLE_RATE,
+    deb_version,
+    decode_file,
+    extract_deb,
+    fetch_deb,
+    write_flac,
+)
 from training.suites.guard import SUITE_MARKER, HeldOutDataError
 from training.suites.registry import ASTERISK_SOUNDS, KOKORO_SYNTH
 
@@ -56,7 +64,7 @@ class RealSource:
     language: str
     package: str
     folder: str
-    extension: str
+    extension: str  # file suffix; "a|b" for either
     kind: str  # asterisk (prompts) | ktuberling (isolated words)
     clips: int  # at most this many
 
@@ -79,7 +87,7 @@ REAL_TEST: tuple[RealSource, ...] = (
                "asterisk", 100),
     RealSource("ivrvoice_ru", "ru", "asterisk-core-sounds-ru-wav", f"{ASTERISK_SOUNDS}/ru_RU_f_IvrvoiceRU", "wav",
                "asterisk", 100),
-    *(RealSource(f"ktuberling-{lang}", lang, KTUBERLING, f"usr/share/ktuberling/sounds/{lang}", "ogg", "ktuberling",
+    *(RealSource(f"ktuberling-{lang}", lang, KTUBERLING, f"usr/share/ktuberling/sounds/{lang}", "ogg|wav", "ktuberling",
                  80) for lang in LANGUAGES),
 )
 
@@ -177,7 +185,9 @@ def synthetic_rows(out: Path, seed: int, log=print) -> list[ManifestRow]:
 # --- real people -------------------------------------------------------------------------------------
 
 def _decode(path: Path) -> np.ndarray:
-    """Mono 16 kHz float32: ffmpeg reads every format here (WAV, GSM, Ogg Vorbis)."""
+    """Mono 16 kHz float32: the suites' decoder for the asterisk formats, ffmpeg for Ogg Vorbis."""
+    if path.suffix != ".ogg":
+        return decode_file(path)
     command = ["ffmpeg", "-v", "error", "-i", str(path), "-ar", str(SAMPLE_RATE), "-ac", "1", "-f", "s16le", "-"]
     raw = subprocess.run(command, capture_output=True, check=True).stdout
     return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
@@ -186,7 +196,7 @@ def _decode(path: Path) -> np.ndarray:
 def real_rows(out: Path, source: RealSource, root: Path, seed: int, training: bool) -> list[ManifestRow]:
     """Up to ``source.clips`` seeded clips of one person (cut to :data:`MAX_SECONDS`); a training
     speaker's clips are 85% train / 15% valid, a test speaker's all test."""
-    files = sorted((root / source.folder).rglob(f"*.{source.extension}"))
+    files = sorted(p for p in (root / source.folder).rglob("*") if p.suffix[1:] in source.extension.split("|"))
     order = np.random.default_rng([seed, stable_tag(f"{source.speaker}-{source.language}")]).permutation(len(files))
     rows: list[ManifestRow] = []
     for index in order:
