@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BACKBONE = ROOT / "models" / "whisper-base"
 STORE = ROOT / "adapters_store"
 DEFAULTS = {"asr": "asr-default", "verification": "verify-default", "emotion": "emotion-default",
-            "intent": "intent-default"}
+            "intent": "intent-default", "language": "language-default"}
 
 pytestmark = [
     pytest.mark.slow,

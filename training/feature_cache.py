@@ -58,7 +58,9 @@ def encode_rows(
         states = encoded.hidden_states if featurizer is None else [featurizer(encoded.hidden_states)]
         for i, row in enumerate(batch):
             frames = int(encoded.lengths[i])
-            cache[row.path] = [state[i, :frames].to(torch.float16).clone() for state in states]
+            # contiguous: a layer's output may be a strided view, which safetensors cannot write
+            cache[row.path] = [state[i, :frames].to(torch.float16).clone(memory_format=torch.contiguous_format)
+                               for state in states]
     return cache
 
 

@@ -51,12 +51,14 @@ def enrolment_task() -> TaskSpec | None:
 from elp.tasks.asr import ASR  # noqa: E402
 from elp.tasks.emotion import EMOTION  # noqa: E402
 from elp.tasks.intent import INTENT  # noqa: E402
+from elp.tasks.language import LANGUAGE  # noqa: E402
 from elp.tasks.verification import VERIFICATION  # noqa: E402
 
 register(ASR)
 register(VERIFICATION)
 register(EMOTION)
 register(INTENT)
+register(LANGUAGE)
 
 __all__ = [
     "TASKS",

@@ -33,6 +33,9 @@ from training.corpus.text import LANGUAGES, LOCATIONS, normalise, split_phrasing
 # ("i want the lamp on", "it's freezing in here") take an interjection at most.
 REQUEST_STARTS = ("{V", "{P", "make ", "speak ", "talk ", "set ", "pick ", "go and ", "answer ")
 
+#: the intent group about switching the UI language (a phrasing group, not the language-ID task)
+LANGUAGE_GROUP = "language"
+
 
 @dataclass(frozen=True)
 class Paraphrase:
@@ -129,7 +132,7 @@ def group_sentences(group: Group, seed: int) -> list[Paraphrase]:
     vocabulary = group_vocabulary(group)
     out: list[Paraphrase] = []
     for intent in group.intents:
-        if group.name == "language":
+        if group.name == LANGUAGE_GROUP:
             values = _language_values(intent, vocabulary)
         else:
             _, obj, location = intent_slots(intent)
