@@ -26,7 +26,6 @@ from server.adapter_store import (
     ADAPTER_FILES,
     CONFIG_FILE,
     WEIGHTS_FILE,
-    AdapterInfo,
     AdapterSnapshot,
     AdapterStore,
     FileSignature,
@@ -37,7 +36,7 @@ from server.adapter_store import (
 from server.errors import AdapterNotFoundError, InternalError
 from server.metrics import ServerMetrics
 
-__all__ = ["ADAPTER_FILES", "CONFIG_FILE", "WEIGHTS_FILE", "AdapterCache", "AdapterInfo", "AdapterLease",
+__all__ = ["ADAPTER_FILES", "CONFIG_FILE", "WEIGHTS_FILE", "AdapterCache", "AdapterLease",
            "AdapterSnapshot", "AdapterStore", "ResidentAdapter", "describe_snapshot", "is_marked_default",
            "validate_adapter_id"]
 
@@ -64,10 +63,17 @@ class ResidentAdapter:
     stale: bool = False
     failed_signature: FileSignature | None = None  # files on disk whose reload failed: keep serving this
     last_used: float = field(default_factory=time.monotonic)
+    files_sha256: str = ""  # the version under the rule before provenance left the hash
 
     @property
     def version(self) -> str:
         return self.sha256[:12]
+
+    @property
+    def enrolment_versions(self) -> tuple[str, ...]:
+        """Versions whose enrolled speakers this entry serves: its own, then the same bytes' version
+        under the old whole-files rule (enrolments made before the rule changed stay valid)."""
+        return tuple(dict.fromkeys(v for v in (self.sha256, self.files_sha256) if v))
 
     @property
     def label(self) -> str:
@@ -237,6 +243,7 @@ class AdapterCache:
             size_bytes=int(aset.size_bytes),
             num_params=int(aset.num_parameters()),
             model_key=model_key,
+            files_sha256=snapshot.files_sha256,
         )
         old = self._current.pop(adapter_id, None)
         self._current[adapter_id] = entry

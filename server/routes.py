@@ -31,7 +31,7 @@ from server.schemas import (
 )
 from server.security import limit_speaker_verification, require_api_key
 from server.service import InferenceService
-from server.speakers import validate_speaker_id
+from server.speakers import get_enrolled, validate_speaker_id
 
 router = APIRouter()
 
@@ -143,7 +143,8 @@ async def verify(
     with lease:
         entry = lease.entry
         if speaker is not None:
-            enrolled = await asyncio.to_thread(service.speakers.get, speaker, entry.adapter_id, entry.sha256)
+            enrolled = await asyncio.to_thread(get_enrolled, service.speakers, speaker, entry.adapter_id,
+                                               entry.enrolment_versions)
         outcome = await service.infer("verification", lease, clips, receive=request.receive)
     embedding = outcome.predictions[0].embedding.float().flatten()
     other = outcome.predictions[1].embedding if speaker is None else enrolled.embedding

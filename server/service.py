@@ -334,10 +334,7 @@ class InferenceService:
         rows = []
         for info in infos:
             entry = self.cache.resident(info.id) if self.cache else None
-            rows.append({
-                "id": info.id, "task": info.task, "backbone": info.backbone, "num_params": info.num_params,
-                "size_bytes": info.size_bytes, "sha256": info.sha256,
-                "resident": entry is not None and entry.sha256 == info.sha256,
-                "default": info.id in defaults, "error": info.error,
-            })
+            rows.append(info.model_copy(update={
+                "resident": entry is not None and entry.sha256 == info.sha256, "default": info.id in defaults,
+            }).model_dump())
         return rows
