@@ -59,7 +59,8 @@ def test_the_old_rule_hashed_every_byte() -> None:
 
 
 def test_safetensors_totals_skip_language_model_parameters() -> None:
-    header = {"__metadata__": {"format": "elp"}, "head.weight": {"dtype": "F32", "shape": [4, 2], "data_offsets": [0, 32]},
+    header = {"__metadata__": {"format": "elp"},
+              "head.weight": {"dtype": "F32", "shape": [4, 2], "data_offsets": [0, 32]},
               "language_model.table": {"dtype": "I64", "shape": [3], "data_offsets": [32, 56]}}
     raw = json.dumps(header).encode()
     data = len(raw).to_bytes(8, "little") + raw + b"\0" * 56
