@@ -22,8 +22,6 @@ from elp.adapter_files import ADAPTER_FILES, CONFIG_NAME, WEIGHTS_NAME, content_
 from server.errors import AdapterNotFoundError, InternalError
 from server.schemas import AdapterEntry
 
-CONFIG_FILE = CONFIG_NAME
-WEIGHTS_FILE = WEIGHTS_NAME
 ADAPTER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _READ_RETRIES = 5
 
@@ -78,12 +76,12 @@ class AdapterStore:
         return sorted(
             entry.name for entry in self.root.iterdir()
             if ADAPTER_ID_PATTERN.fullmatch(entry.name) and not entry.is_symlink() and entry.is_dir()
-            and _is_regular_file(entry / CONFIG_FILE)
+            and _is_regular_file(entry / CONFIG_NAME)
         )
 
     def exists(self, adapter_id: str) -> bool:
         try:
-            return (self.folder(adapter_id) / CONFIG_FILE).is_file()
+            return (self.folder(adapter_id) / CONFIG_NAME).is_file()
         except AdapterNotFoundError:
             return False
 
@@ -108,7 +106,7 @@ class AdapterStore:
             except OSError:  # gone, or ELOOP: swapped for a symlink since the lstat
                 raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
             if self.signature(adapter_id) == before:
-                return AdapterSnapshot(adapter_id, files, content_sha256(files[CONFIG_FILE], files[WEIGHTS_FILE]),
+                return AdapterSnapshot(adapter_id, files, content_sha256(files[CONFIG_NAME], files[WEIGHTS_NAME]),
                                        before, files_sha256(files))
             time.sleep(0.05)
         raise InternalError(f"adapter '{adapter_id}' kept changing on disk while being read; try again")
@@ -127,7 +125,7 @@ class AdapterStore:
 
     def read_config(self, adapter_id: str) -> dict[str, Any]:
         try:
-            return json.loads(_read_no_follow(self.folder(adapter_id) / CONFIG_FILE))
+            return json.loads(_read_no_follow(self.folder(adapter_id) / CONFIG_NAME))
         except OSError:
             raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
         except (ValueError, UnicodeDecodeError):
@@ -158,19 +156,19 @@ def is_marked_default(config: dict[str, Any]) -> bool:
 def describe_snapshot(snapshot: AdapterSnapshot) -> AdapterEntry:
     """The listing row of a snapshot, computed without building the set."""
     try:
-        config = json.loads(snapshot.files[CONFIG_FILE])
+        config = json.loads(snapshot.files[CONFIG_NAME])
         if not isinstance(config, dict):
             raise ValueError("config is not a JSON object")
     except (ValueError, UnicodeDecodeError) as exc:
         return AdapterEntry(id=snapshot.adapter_id, task=None, backbone=None, num_params=None, size_bytes=None,
                             sha256=snapshot.sha256, resident=False, default=False,
-                            error=f"unreadable {CONFIG_FILE}: {exc}")
+                            error=f"unreadable {CONFIG_NAME}: {exc}")
     error = None
     try:
-        num_params, size_bytes = safetensors_totals(snapshot.files[WEIGHTS_FILE])
+        num_params, size_bytes = safetensors_totals(snapshot.files[WEIGHTS_NAME])
     except ValueError as exc:
         num_params = size_bytes = None
-        error = f"unreadable {WEIGHTS_FILE}: {exc}"
+        error = f"unreadable {WEIGHTS_NAME}: {exc}"
     return AdapterEntry(
         id=snapshot.adapter_id,
         task=config.get("task") if isinstance(config.get("task"), str) else None,

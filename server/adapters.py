@@ -22,23 +22,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.adapter_store import (
-    ADAPTER_FILES,
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    AdapterSnapshot,
-    AdapterStore,
-    FileSignature,
-    describe_snapshot,
-    is_marked_default,
-    validate_adapter_id,
-)
+from elp.adapter_files import CONFIG_NAME, WEIGHTS_NAME
+from server.adapter_store import AdapterSnapshot, AdapterStore, FileSignature, validate_adapter_id
 from server.errors import AdapterNotFoundError, InternalError
 from server.metrics import ServerMetrics
 
-__all__ = ["ADAPTER_FILES", "CONFIG_FILE", "WEIGHTS_FILE", "AdapterCache", "AdapterLease",
-           "AdapterSnapshot", "AdapterStore", "ResidentAdapter", "describe_snapshot", "is_marked_default",
-           "validate_adapter_id"]
+__all__ = ["AdapterCache", "AdapterLease", "ResidentAdapter"]
 
 logger = logging.getLogger("server.adapters")
 
@@ -259,7 +248,7 @@ class AdapterCache:
     def _read_and_parse(self, adapter_id: str) -> tuple[AdapterSnapshot, Any]:
         """Worker-pool side of a load: snapshot the bytes, then parse exactly those bytes."""
         snapshot = self.store.snapshot(adapter_id)
-        return snapshot, self._parse_adapter_set(snapshot.files[CONFIG_FILE], snapshot.files[WEIGHTS_FILE])
+        return snapshot, self._parse_adapter_set(snapshot.files[CONFIG_NAME], snapshot.files[WEIGHTS_NAME])
 
     # -- release / evict ---------------------------------------------------------------------------
     def _release(self, entry: ResidentAdapter) -> None:

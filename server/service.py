@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from server.adapters import AdapterCache, AdapterLease, AdapterStore, is_marked_default
+from server.adapter_store import AdapterStore, is_marked_default
+from server.adapters import AdapterCache, AdapterLease
 from server.admission import ClientDisconnectedError, cancel_when_client_leaves, check_finite
 from server.audio import AudioLimits, DecodedAudio, decode_audio
 from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
