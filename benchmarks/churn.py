@@ -39,10 +39,11 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.loadgen import run_load
+from elp.tasks import TASKS as REGISTERED_TASKS
 
 WORKING_SET = 16
 CACHED_SETS = 8
-ENDPOINT_OF = {"asr": "asr", "verification": "verify", "emotion": "emotion", "intent": "intent"}
+ENDPOINT_OF = {spec.name: spec.endpoint for spec in REGISTERED_TASKS}
 
 
 def churn_sets() -> dict[str, str]:

@@ -28,19 +28,17 @@ import numpy as np
 import psutil
 import soundfile as sf
 
+from elp.tasks import TASKS, task_names
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 CORPUS_DIR = REPO_ROOT / "data" / "corpus"
 DEFAULT_BACKBONE = "models/whisper-base"
 #: ``--backbone`` shortcuts; anything else is taken as a folder
 BACKBONE_CHOICES = ("whisper-base", "wavlm-base-plus")
-#: endpoint -> adapter-set task, as in server.settings.TASKS (copied: benchmarks do not import the server)
-ENDPOINT_TASKS = {"asr": "asr", "verify": "verification", "emotion": "emotion", "intent": "intent"}
-DEFAULT_IDS = {"asr": "asr-default", "verification": "verify-default", "emotion": "emotion-default",
-               "intent": "intent-default"}
-EMOTION_LABELS = ["neutral", "happy", "sad", "angry"]
-INTENT_LABELS = ["activate_lights_kitchen", "deactivate_lights_kitchen", "increase_volume_none",
-                 "decrease_volume_none"]
+#: endpoint -> adapter-set task, and task -> default adapter id, from the task registry
+ENDPOINT_TASKS = {spec.endpoint: spec.name for spec in TASKS}
+DEFAULT_IDS = {spec.name: spec.default_adapter for spec in TASKS}
 MIB = 1024 * 1024
 
 # child processes and this one: no progress bars in benchmark output
@@ -118,8 +116,8 @@ def build_random_store(backbone_dir: Path, store: Path, sets: dict[str, str], se
         if (store / adapter_id / "adapter_config.json").is_file():
             continue
         backbone = backbone or load_backbone(str(backbone_dir))
-        labels = EMOTION_LABELS if task == "emotion" else INTENT_LABELS if task == "intent" else None
-        make_random_adapter_set(backbone, task, labels=labels, seed=seed + offset).save(store / adapter_id)
+        # classes, vocabulary and slots: the task's example set's (elp.tasks)
+        make_random_adapter_set(backbone, task, seed=seed + offset).save(store / adapter_id)
     return store
 
 
@@ -154,7 +152,7 @@ def corpus_clips(count: int, seed: int = 0, min_s: float = 1.0, max_s: float = 1
     (clips joined with 0.2 s pauses where the target is longer than one clip), or seeded audio when
     the corpus is absent. Encoded as 16 kHz PCM-16 WAV, as a client would upload."""
     rng = random.Random(seed)
-    rows = [row for task in ("asr", "verification", "emotion", "intent") for row in corpus_rows(task)]
+    rows = [row for task in task_names() for row in corpus_rows(task)]
     targets = [min_s + (max_s - min_s) * (i + rng.random()) / count for i in range(count)]
     rng.shuffle(targets)
     if not rows:

@@ -19,8 +19,11 @@ from typing import Any
 from benchmarks.common import Clip, percentiles_ms
 from clients import AsyncELPClient
 from clients.errors import ELPClientError
+from elp.tasks import TASKS as REGISTERED_TASKS
+from elp.tasks import task_for_endpoint
 
-TASKS = ("asr", "verify", "emotion", "intent")
+#: the endpoints a mixed load draws from (every registered task's)
+TASKS = tuple(spec.endpoint for spec in REGISTERED_TASKS)
 
 
 @dataclass
@@ -44,16 +47,16 @@ class LoadResult:
                 **percentiles_ms(self.latencies_s), "outcomes": dict(self.outcomes)}
 
 
-async def _one_request(client: AsyncELPClient, task: str, clip: Clip, reference: Clip,
+def rows_per_request(endpoint: str) -> int:
+    """Clips one request sends (the file and the task's extra clips, e.g. /verify's reference)."""
+    return 1 + len(task_for_endpoint(endpoint).extra_clips)
+
+
+async def _one_request(client: AsyncELPClient, endpoint: str, clip: Clip, reference: Clip,
                        adapter: str | None) -> None:
-    if task == "asr":
-        await client.asr(clip.data, adapter=adapter)
-    elif task == "verify":
-        await client.verify(clip.data, reference.data, adapter=adapter)
-    elif task == "emotion":
-        await client.emotion(clip.data, adapter=adapter)
-    else:
-        await client.intent(clip.data, adapter=adapter)
+    """One request to ``endpoint``, with ``reference`` as each extra clip its task takes."""
+    extra = [reference.data] * (rows_per_request(endpoint) - 1)
+    await client.task(endpoint, clip.data, *extra, adapter=adapter)
 
 
 async def run_load(
@@ -89,7 +92,7 @@ async def run_load(
             try:
                 await _one_request(clients[route(task)], task, clip, reference, adapter)
                 outcomes["200"] += 1
-                rows[0] += 2 if task == "verify" else 1
+                rows[0] += rows_per_request(task)
                 latencies.append(time.perf_counter() - started)
             except ELPClientError as exc:
                 outcomes[f"{exc.status} {exc.code}"] += 1

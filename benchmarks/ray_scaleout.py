@@ -47,6 +47,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.loadgen import run_load
+from elp.tasks import get_task, task_for_endpoint
 
 CACHED_SETS = 8
 DEFAULT_COUNT = 4
@@ -95,7 +96,7 @@ def loads(base: str) -> float:
 
 
 def thrash_adapter(task: str, rng: random.Random) -> str:
-    return f"{ {'verify': 'verification'}.get(task, task)}-{rng.randrange(WORKING_SET // 4):02d}"
+    return f"{task_for_endpoint(task).name}-{rng.randrange(WORKING_SET // 4):02d}"
 
 
 def measure(base: str, label: str, workload: str, clips: list, requests: int, concurrency: int,
@@ -103,11 +104,10 @@ def measure(base: str, label: str, workload: str, clips: list, requests: int, co
     if adapter_for is not None:  # warm-up: every set once, in order
         with httpx.Client(base_url=base, timeout=120) as client:
             for adapter_id, task in sorted(churn_sets().items()):
-                endpoint = {"verification": "verify"}.get(task, task)
+                spec = get_task(task)
                 files = {"file": ("a.wav", clips[0].data)}
-                if endpoint == "verify":
-                    files["reference"] = ("b.wav", clips[1].data)
-                client.post(f"/{endpoint}", files=files, data={"adapter": adapter_id}).raise_for_status()
+                files |= {extra.name: ("b.wav", clips[1].data) for extra in spec.extra_clips}
+                client.post(spec.route, files=files, data={"adapter": adapter_id}).raise_for_status()
     time.sleep(settle_s)
     before = loads(base)
     result = asyncio.run(run_load(lambda task: base, clips, concurrency=concurrency, total_requests=requests,

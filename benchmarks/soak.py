@@ -42,10 +42,13 @@ from benchmarks.common import (
 )
 from clients import AsyncELPClient
 from clients.errors import ELPClientError
+from elp.tasks import TASKS, get_task
 
-EXTRA_SETS = {f"churn-{i}": "emotion" for i in range(4)}
+#: the task whose extra sets the admin loop loads and drops (its requests also pick among them)
+CHURNED_TASK = get_task("emotion")
+EXTRA_SETS = {f"churn-{i}": CHURNED_TASK.name for i in range(4)}
 #: sets that only the admin loop touches (load/unload without traffic racing it)
-ADMIN_ONLY_SETS = {f"admin-{i}": "emotion" for i in range(2)}
+ADMIN_ONLY_SETS = {f"admin-{i}": CHURNED_TASK.name for i in range(2)}
 
 
 @dataclass
@@ -108,24 +111,20 @@ async def traffic(base: str, clips: list, stop_at: float, concurrency: int, seed
 
     async def worker(client: AsyncELPClient) -> None:
         while time.monotonic() < stop_at:
-            task = rng.choice(["asr", "verify", "emotion", "intent", "bad"])
+            spec = rng.choice([*TASKS, None])  # None: a bad upload
             clip, reference = rng.choice(clips), rng.choice(clips)
             counts["sent"] += 1
             try:
-                if task == "asr":
-                    await client.asr(clip.data)
-                elif task == "verify":
-                    await client.verify(clip.data, reference.data)
-                elif task == "emotion":
-                    await client.emotion(clip.data, adapter=rng.choice(["emotion-default", *EXTRA_SETS]))
-                elif task == "intent":
-                    await client.intent(clip.data)
-                else:
+                if spec is None:
                     try:
-                        await client.asr(bad_upload)
+                        await client.task(TASKS[0].endpoint, bad_upload)
                     except ELPClientError as exc:
                         if exc.code != "invalid_audio":
                             raise
+                else:
+                    adapter = rng.choice([spec.default_adapter, *EXTRA_SETS]) if spec is CHURNED_TASK else None
+                    extra = [reference.data] * len(spec.extra_clips)
+                    await client.task(spec.endpoint, clip.data, *extra, adapter=adapter)
                 counts["ok"] += 1
             except Exception as exc:
                 key = f"{getattr(exc, 'status', '')} {getattr(exc, 'code', type(exc).__name__)}".strip()

@@ -46,6 +46,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.loadgen import TASKS, run_load
+from elp.tasks import TASKS as REGISTERED_TASKS
 
 SYSTEMS = ("elp", "elp_2w", "per_task", "naive")
 #: extra server flags per ELP system: ``elp_2w`` runs two batch workers over the one model
@@ -69,8 +70,7 @@ def system_commands(system: str, backbone: Path, workdir: Path, device: str,
         return [(argv, {}, port)], dict.fromkeys(TASKS, port)
     if system == "per_task":
         commands, ports = [], {}
-        for index, (endpoint, task) in enumerate((("asr", "asr"), ("verify", "verification"),
-                                                  ("emotion", "emotion"), ("intent", "intent"))):
+        for index, (endpoint, task) in enumerate((spec.endpoint, spec.name) for spec in REGISTERED_TASKS):
             own_backbone = perturbed_backbone_copy(backbone, workdir / f"backbone-{task}", seed=100 + index)
             store = build_random_store(own_backbone, workdir / f"store-{task}", {DEFAULT_IDS[task]: task})
             port = free_port()

@@ -17,18 +17,15 @@ from clients.errors import (
     UnauthorizedError,
     UnsupportedMediaTypeError,
 )
-from clients.models import AdapterInfo, AsrResult, EmotionResult, IntentResult, SpeakerInfo, VerifyResult
+from clients.models import RESULT_TYPES, AdapterInfo, SpeakerInfo
 
 __all__ = [
     "AdapterInfo",
     "AdapterNotFoundError",
-    "AsrResult",
     "AsyncELPClient",
     "ELPClient",
     "ELPClientError",
-    "EmotionResult",
     "ForbiddenError",
-    "IntentResult",
     "InvalidAudioError",
     "InvalidRequestError",
     "NotFoundError",
@@ -41,5 +38,8 @@ __all__ = [
     "SpeakerNotFoundError",
     "UnauthorizedError",
     "UnsupportedMediaTypeError",
-    "VerifyResult",
 ]
+
+# One result type per registered task (AsrResult, VerifyResult, ...), exported beside the client.
+globals().update({cls.__name__: cls for cls in RESULT_TYPES.values()})
+__all__ += [cls.__name__ for cls in RESULT_TYPES.values()]

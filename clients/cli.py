@@ -25,6 +25,7 @@ import httpx
 
 from clients.client import DEFAULT_URL, ELPClient
 from clients.errors import ELPClientError
+from elp.tasks import TASKS, TaskSpec
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,15 +36,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    for task in ("asr", "emotion", "intent"):
-        sub = commands.add_parser(task, help=f"{task} of one clip")
+    for spec in TASKS:  # one command per registered task: its clip(s), its fields, --adapter
+        sub = commands.add_parser(spec.endpoint, help=spec.summary)
         sub.add_argument("clip")
+        for clip in spec.extra_clips:
+            optional = spec.enrolled_reference is not None and spec.enrolled_reference.instead_of == clip.name
+            sub.add_argument(clip.name, nargs="?" if optional else None, help=clip.description)
+        if spec.enrolled_reference is not None:
+            sub.add_argument(f"--{spec.enrolled_reference.field}", help=spec.enrolled_reference.description)
         sub.add_argument("--adapter", help="adapter id (default: the task's default)")
-    sub = commands.add_parser("verify", help="are two clips the same speaker (or clip vs enrolled speaker)")
-    sub.add_argument("clip")
-    sub.add_argument("reference", nargs="?")
-    sub.add_argument("--speaker", help="enrolled speaker id instead of a reference clip")
-    sub.add_argument("--adapter")
     sub = commands.add_parser("enroll", help="enrol a speaker from one or more clips")
     sub.add_argument("speaker")
     sub.add_argument("clips", nargs="+")
@@ -70,12 +71,9 @@ def _jsonable(value: Any) -> Any:
 
 def run(args: argparse.Namespace, client: ELPClient) -> Any:
     command = args.command
-    if command in ("asr", "emotion", "intent"):
-        return getattr(client, command)(args.clip, adapter=args.adapter).raw
-    if command == "verify":
-        if (args.reference is None) == (args.speaker is None):
-            raise SystemExit("verify needs a reference clip or --speaker, not both")
-        return client.verify(args.clip, args.reference, speaker=args.speaker, adapter=args.adapter).raw
+    spec = next((spec for spec in TASKS if spec.endpoint == command), None)
+    if spec is not None:
+        return run_task(spec, args, client)
     if command == "enroll":
         return client.enroll_speaker(args.speaker, args.clips, adapter=args.adapter)
     if command == "speakers":
@@ -93,6 +91,18 @@ def run(args: argparse.Namespace, client: ELPClient) -> Any:
     if command == "ready":
         return client.ready()
     raise SystemExit(f"unknown command {command}")  # pragma: no cover - argparse refuses first
+
+
+def run_task(spec: TaskSpec, args: argparse.Namespace, client: ELPClient) -> Any:
+    """A task command: its clips and fields as parsed, the answer's full JSON."""
+    clips = [getattr(args, clip.name) for clip in spec.extra_clips]
+    fields = {}
+    reference = spec.enrolled_reference
+    if reference is not None:
+        fields[reference.field] = getattr(args, reference.field)
+        if (getattr(args, reference.instead_of) is None) == (fields[reference.field] is None):
+            raise SystemExit(f"{spec.endpoint} needs a {reference.instead_of} clip or --{reference.field}, not both")
+    return client.task(spec.endpoint, args.clip, *clips, adapter=args.adapter, **fields).raw
 
 
 def main(argv: Sequence[str] | None = None, *, transport: httpx.BaseTransport | None = None) -> int:

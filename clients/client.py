@@ -2,10 +2,16 @@
 
 Both share request building and answer parsing, so they cannot drift apart. Audio may be a path,
 raw bytes, or a binary file object. Error answers raise the typed errors of ``clients.errors``.
+
+The task methods (``asr``, ``verify``, ``emotion``, ``intent``, ...) are generated from the task
+registry (``elp.tasks``, which imports no torch): one per registered task, named after its endpoint,
+with its extra clips as positional arguments and its fields as keywords; ``client.task(endpoint, ...)``
+calls any of them by name.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +21,7 @@ import httpx
 
 from clients import models
 from clients.errors import error_from_response
+from elp.tasks import TASKS, TaskSpec, task_for_endpoint
 
 AudioInput = str | os.PathLike | bytes | IO[bytes]
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -39,6 +46,21 @@ def _task_request(
         "files": [(name, _file_part(audio, f"{name}.wav")) for name, audio in files],
         "data": {k: v for k, v in fields.items() if v is not None},
     }
+
+
+def _spec_request(spec: TaskSpec, audio: AudioInput, clips: Sequence[AudioInput | None], adapter: str | None,
+                  fields: dict[str, str | None]) -> dict[str, Any]:
+    """The multipart request of a task: ``file``, its extra clips (positional, in the task's order; None
+    = not sent), the form fields it takes (an enrolled speaker id) and ``adapter``."""
+    names = [clip.name for clip in spec.extra_clips]
+    if len(clips) > len(names):
+        raise TypeError(f"{spec.endpoint} takes {len(names)} clip(s) besides the audio, got {len(clips)}")
+    allowed = {spec.enrolled_reference.field} if spec.enrolled_reference is not None else set()
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise TypeError(f"{spec.endpoint} takes no field(s) {unknown}")
+    files = [("file", audio)] + [(name, clip) for name, clip in zip(names, clips, strict=False) if clip is not None]
+    return _task_request(spec.route, files, {"adapter": adapter, **fields})
 
 
 class _Shared:
@@ -85,20 +107,12 @@ class ELPClient(_Shared):
     def _call(self, **request: Any) -> Any:
         return self._parse(self._http.request(**request))
 
-    def asr(self, audio: AudioInput, *, adapter: str | None = None) -> models.AsrResult:
-        return models.parse_asr(self._call(**_task_request("/asr", [("file", audio)], {"adapter": adapter})))
+    def task(self, endpoint: str, audio: AudioInput, *clips: AudioInput | None, adapter: str | None = None,
+             **fields: str | None) -> Any:
+        """Any task by its endpoint (``"asr"``, ``"verify"``...); the named methods call this."""
+        spec = task_for_endpoint(endpoint)
+        return models.parse_result(spec, self._call(**_spec_request(spec, audio, clips, adapter, fields)))
 
-    def verify(self, audio: AudioInput, reference: AudioInput | None = None, *, speaker: str | None = None,
-               adapter: str | None = None) -> models.VerifyResult:
-        files = [("file", audio)] + ([("reference", reference)] if reference is not None else [])
-        request = _task_request("/verify", files, {"adapter": adapter, "speaker": speaker})
-        return models.parse_verify(self._call(**request))
-
-    def emotion(self, audio: AudioInput, *, adapter: str | None = None) -> models.EmotionResult:
-        return models.parse_emotion(self._call(**_task_request("/emotion", [("file", audio)], {"adapter": adapter})))
-
-    def intent(self, audio: AudioInput, *, adapter: str | None = None) -> models.IntentResult:
-        return models.parse_intent(self._call(**_task_request("/intent", [("file", audio)], {"adapter": adapter})))
 
     def enroll_speaker(self, speaker: str, clips: Sequence[AudioInput], *,
                        adapter: str | None = None) -> models.SpeakerInfo:
@@ -152,22 +166,12 @@ class AsyncELPClient(_Shared):
     async def _call(self, **request: Any) -> Any:
         return self._parse(await self._http.request(**request))
 
-    async def asr(self, audio: AudioInput, *, adapter: str | None = None) -> models.AsrResult:
-        return models.parse_asr(await self._call(**_task_request("/asr", [("file", audio)], {"adapter": adapter})))
+    async def task(self, endpoint: str, audio: AudioInput, *clips: AudioInput | None, adapter: str | None = None,
+                   **fields: str | None) -> Any:
+        """Any task by its endpoint (``"asr"``, ``"verify"``...); the named methods call this."""
+        spec = task_for_endpoint(endpoint)
+        return models.parse_result(spec, await self._call(**_spec_request(spec, audio, clips, adapter, fields)))
 
-    async def verify(self, audio: AudioInput, reference: AudioInput | None = None, *, speaker: str | None = None,
-                     adapter: str | None = None) -> models.VerifyResult:
-        files = [("file", audio)] + ([("reference", reference)] if reference is not None else [])
-        request = _task_request("/verify", files, {"adapter": adapter, "speaker": speaker})
-        return models.parse_verify(await self._call(**request))
-
-    async def emotion(self, audio: AudioInput, *, adapter: str | None = None) -> models.EmotionResult:
-        request = _task_request("/emotion", [("file", audio)], {"adapter": adapter})
-        return models.parse_emotion(await self._call(**request))
-
-    async def intent(self, audio: AudioInput, *, adapter: str | None = None) -> models.IntentResult:
-        request = _task_request("/intent", [("file", audio)], {"adapter": adapter})
-        return models.parse_intent(await self._call(**request))
 
     async def enroll_speaker(self, speaker: str, clips: Sequence[AudioInput], *,
                              adapter: str | None = None) -> models.SpeakerInfo:
@@ -197,3 +201,47 @@ class AsyncELPClient(_Shared):
 
     async def metrics(self) -> str:
         return await self._call(method="GET", url="/metrics")
+
+
+def _task_signature(spec: TaskSpec, result: type) -> inspect.Signature:
+    """``(self, audio, <extra clips>=None, *, <fields>=None, adapter=None)``: what help() shows."""
+    positional, keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY
+    parameters = [inspect.Parameter("self", positional), inspect.Parameter("audio", positional, annotation=AudioInput)]
+    parameters += [inspect.Parameter(clip.name, positional, default=None, annotation=AudioInput | None)
+                   for clip in spec.extra_clips]
+    if spec.enrolled_reference is not None:
+        parameters.append(inspect.Parameter(spec.enrolled_reference.field, keyword, default=None,
+                                            annotation=str | None))
+    parameters.append(inspect.Parameter("adapter", keyword, default=None, annotation=str | None))
+    return inspect.Signature(parameters, return_annotation=result)
+
+
+def _add_task_methods(spec: TaskSpec) -> None:
+    """``client.<endpoint>(audio, ...)`` on both clients, generated from the task registry."""
+    clip_names = [clip.name for clip in spec.extra_clips]
+
+    def split(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        clips = list(args) + [None] * (len(clip_names) - len(args))
+        for index, name in enumerate(clip_names):
+            if name in kwargs:
+                clips[index] = kwargs.pop(name)
+        return tuple(clips), kwargs
+
+    def sync_method(self: ELPClient, audio: AudioInput, *args: Any, **kwargs: Any) -> Any:
+        clips, kwargs = split(args, kwargs)
+        return self.task(spec.endpoint, audio, *clips, **kwargs)
+
+    async def async_method(self: AsyncELPClient, audio: AudioInput, *args: Any, **kwargs: Any) -> Any:
+        clips, kwargs = split(args, kwargs)
+        return await self.task(spec.endpoint, audio, *clips, **kwargs)
+
+    result = models.RESULT_TYPES[spec.name]
+    for owner, method in ((ELPClient, sync_method), (AsyncELPClient, async_method)):
+        method.__name__ = method.__qualname__ = spec.endpoint
+        method.__doc__ = f"POST {spec.route}: {spec.summary} Returns ``{result.__name__}``."
+        method.__signature__ = _task_signature(spec, result)  # type: ignore[attr-defined]
+        setattr(owner, spec.endpoint, method)
+
+
+for _spec in TASKS:
+    _add_task_methods(_spec)

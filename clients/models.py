@@ -1,51 +1,33 @@
-"""Typed answers of the server (plain dataclasses; ``raw`` keeps the full JSON for new fields)."""
+"""Typed answers of the server (plain dataclasses; ``raw`` keeps the full JSON for new fields).
+
+A task's result type is made from its answer model in the task registry (``elp.tasks``, which
+imports no torch), so a task added there has its typed result here too."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
+from elp.tasks import TASKS, TaskSpec
 
-@dataclass(frozen=True)
-class AsrResult:
-    text: str
-    adapter: str
-    duration_s: float
-    timings_ms: dict[str, float]
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+#: fields every task answer has (the server's ``TaskAnswer``), after the task's required ones
+_COMMON_FIELDS = (("adapter", str), ("duration_s", float), ("timings_ms", dict[str, float]))
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    score: float
-    same_speaker: bool
-    threshold: float
-    adapter: str
-    duration_s: float
-    timings_ms: dict[str, float]
-    speaker: str | None = None
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+def result_type(spec: TaskSpec) -> type:
+    """``<Title>Result``: a frozen dataclass of a task's answer, made from the task's answer model
+    (its required fields, the common ones, its optional ones = None, and ``raw``)."""
+    own = spec.answer_fields.model_fields
+    required = [(name, f.annotation) for name, f in own.items() if f.is_required()]
+    optional = [(name, f.annotation, field(default=None)) for name, f in own.items() if not f.is_required()]
+    raw = ("raw", dict[str, Any], field(repr=False, default_factory=dict))
+    return make_dataclass(f"{spec.title}Result", [*required, *_COMMON_FIELDS, *optional, raw], frozen=True,
+                          namespace={"__module__": __name__, "__doc__": f"The answer of {spec.route}."})
 
 
-@dataclass(frozen=True)
-class EmotionResult:
-    label: str
-    scores: dict[str, float]
-    adapter: str
-    duration_s: float
-    timings_ms: dict[str, float]
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
-
-
-@dataclass(frozen=True)
-class IntentResult:
-    intent: str
-    scores: dict[str, float]
-    adapter: str
-    duration_s: float
-    timings_ms: dict[str, float]
-    slots: dict[str, str] | None = None
-    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+#: result dataclass per task name, in registration order
+RESULT_TYPES: dict[str, type] = {spec.name: result_type(spec) for spec in TASKS}
+globals().update({cls.__name__: cls for cls in RESULT_TYPES.values()})  # AsrResult, VerifyResult, ...
 
 
 @dataclass(frozen=True)
@@ -78,20 +60,9 @@ def _pick(cls: type, data: dict[str, Any], **extra: Any) -> Any:
     return cls(**{k: v for k, v in data.items() if k in names and k != "raw"}, **extra)
 
 
-def parse_asr(data: dict[str, Any]) -> AsrResult:
-    return _pick(AsrResult, data, raw=data)
-
-
-def parse_verify(data: dict[str, Any]) -> VerifyResult:
-    return _pick(VerifyResult, data, raw=data)
-
-
-def parse_emotion(data: dict[str, Any]) -> EmotionResult:
-    return _pick(EmotionResult, data, raw=data)
-
-
-def parse_intent(data: dict[str, Any]) -> IntentResult:
-    return _pick(IntentResult, data, raw=data)
+def parse_result(spec: TaskSpec, data: dict[str, Any]) -> Any:
+    """A task answer's JSON as its result dataclass (``raw`` keeps every field, also new ones)."""
+    return _pick(RESULT_TYPES[spec.name], data, raw=data)
 
 
 def parse_adapters(data: list[dict[str, Any]]) -> list[AdapterInfo]:

@@ -27,7 +27,7 @@ from elp.backbones.base import Backbone, BackboneIdentity
 from elp.config import AdapterSetConfig
 from elp.decoding.bigram import WordBigramLM
 from elp.errors import AdapterFormatError, ConfigError
-from elp.heads import build_head, ctc_greedy_decode
+from elp.tasks import PostProcessor, TaskSpec, get_task
 from elp.tuners.e_adapter import EAdapterStack
 from elp.tuners.l_adapter import LAdapterStack, WeightedLayerSum
 from elp.tuners.p_adapter import PAdapter
@@ -80,10 +80,10 @@ class AdapterSet(nn.Module):
             if bad:
                 raise ConfigError(f"weighted_sum_layers {bad} outside 0..{layers}")
             self.featurizer = WeightedLayerSum(config.weighted_sum_layers, hidden)
-        self.head = build_head(config.head, config.task, self.featurizer.output_dim, config.num_outputs,
-                               labels=config.labels, slot_names=config.slot_names)
+        self.head = self.task_spec.build_head(config.head, self.featurizer.output_dim, config.num_outputs,
+                                              labels=config.labels, slot_names=config.slot_names)
         self.language_model = WordBigramLM(config.language_model) if config.language_model is not None else None
-        self._beam_decoder = None
+        self._post_processor: PostProcessor | None = None
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -104,6 +104,10 @@ class AdapterSet(nn.Module):
     @property
     def task(self) -> str:
         return self.config.task
+
+    @property
+    def task_spec(self) -> TaskSpec:
+        return get_task(self.config.task)
 
     @property
     def backbone_identity(self) -> BackboneIdentity:
@@ -132,23 +136,23 @@ class AdapterSet(nn.Module):
 
     def attach_language_model(self, language_model: WordBigramLM | None) -> None:
         """Decode with ``language_model`` from now on (None: greedy); saved with the set."""
-        if language_model is not None and self.config.task != "asr":
-            raise ConfigError("only an ASR adapter set can carry a language model")
+        if language_model is not None and not self.task_spec.supports_language_model:
+            raise ConfigError(f"a {self.task} adapter set cannot carry a language model")
         self.language_model = language_model
         self.config.language_model = language_model.config if language_model is not None else None
-        self._beam_decoder = None
+        self._post_processor = None
+
+    @property
+    def post_processor(self) -> PostProcessor:
+        """The task's post-processing of one row's head output into answer fields (built once)."""
+        if self._post_processor is None:
+            self._post_processor = self.task_spec.post_processor(self)
+        return self._post_processor
 
     def decode_ctc(self, log_probs: torch.Tensor) -> str:
-        """Transcript of one clip's CTC log-probabilities: beam search under the set's LM if it has
-        one, else best path."""
-        vocab = self.config.vocab or []
-        if self.language_model is None:
-            return ctc_greedy_decode(log_probs, log_probs.shape[0], vocab)
-        if self._beam_decoder is None:
-            from elp.decoding.beam import CTCBeamDecoder
-
-            self._beam_decoder = CTCBeamDecoder(vocab, self.language_model)
-        return self._beam_decoder.decode(log_probs.float().cpu().numpy())
+        """Transcript of one clip's CTC log-probabilities (an ASR set's post-processing): beam search
+        under the set's LM if it has one, else best path."""
+        return self.post_processor(log_probs)["text"]
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

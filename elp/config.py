@@ -13,15 +13,14 @@ from typing import Any
 
 from elp.decoding.config import LanguageModelConfig
 from elp.errors import ConfigError
-from elp.heads.config import TASKS, HeadConfig
+from elp.heads.config import HeadConfig
+from elp.tasks import get_task
 from elp.tuners.e_adapter.config import EAdapterConfig
 from elp.tuners.l_adapter.config import LAdapterConfig
 from elp.tuners.p_adapter.config import PAdapterConfig
 
 FORMAT_VERSION = 1
 METHODS = ("elp", "el", "ep", "lp", "e", "l", "p", "none")
-# Reference activations per task (ELP.md): GELU for ASR and intent, ReLU for speaker and emotion.
-TASK_ACTIVATION = {"asr": "gelu", "intent": "gelu", "verification": "relu", "emotion": "relu"}
 
 
 @dataclass
@@ -55,31 +54,18 @@ class AdapterSetConfig:
     weights_sha256: str | None = None
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
+        spec = get_task(self.task)  # ConfigError for a task nobody registered
         if self.format_version != FORMAT_VERSION:
             raise ConfigError(f"adapter format version {self.format_version} is not {FORMAT_VERSION}")
-        if self.task == "asr" and not self.vocab:
-            raise ConfigError("an ASR adapter set needs a CTC vocabulary")
-        if self.task in ("emotion", "intent") and not self.labels:
-            raise ConfigError(f"a {self.task} adapter set needs its class labels")
-        if self.language_model is not None and self.task != "asr":
-            raise ConfigError("only an ASR adapter set can carry a language model")
-        if self.slot_names and self.labels:
-            for label in self.labels:
-                if len(label.split("_")) != len(self.slot_names):
-                    raise ConfigError(f"intent {label!r} does not split into slots {self.slot_names}")
+        spec.validate(self)
         for key in ("model_type", "hidden_size", "num_layers", "fingerprint"):
             if key not in self.backbone:
                 raise ConfigError(f"backbone identity lacks {key!r}")
 
     @property
     def num_outputs(self) -> int:
-        if self.task == "asr":
-            return len(self.vocab or [])
-        if self.task == "verification":
-            return self.head.embedding_dim
-        return len(self.labels or [])
+        """Outputs of the head: vocabulary size, embedding size or class count (the task says which)."""
+        return get_task(self.task).num_outputs(self)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -133,7 +119,8 @@ def config_for_method(
     method = method.lower()
     if method not in METHODS:
         raise ConfigError(f"method must be one of {METHODS}, got {method!r}")
-    activation = TASK_ACTIVATION[task]
+    spec = get_task(task)
+    activation = spec.activation
     parts = set() if method == "none" else set(method)
     return AdapterSetConfig(
         task=task,
@@ -146,7 +133,7 @@ def config_for_method(
             if "p" in parts
             else None
         ),
-        head=head or HeadConfig(hidden_dim=0 if task == "asr" else 256),
+        head=head or HeadConfig(hidden_dim=spec.head_hidden_dim),
         labels=labels,
         vocab=vocab,
         slot_names=slot_names,

@@ -27,7 +27,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from elp.adapter_set import AdapterSet
@@ -58,8 +57,19 @@ class GroupOutput:
 
 
 @dataclass
+class RowOutput:
+    """One row's head output, on the CPU in float32 (a CTC row cut to its real frames): what the
+    model stage returns, before the task's post-processing (``AdapterSet.post_processor``)."""
+
+    task: str
+    adapter: str
+    output: torch.Tensor
+
+
+@dataclass
 class Prediction:
-    """A served answer for one row."""
+    """A served answer for one row: the fields its task's post-processor fills (``text``;
+    ``embedding``; ``label`` and ``scores``, and ``slots`` for intents written slot_slot_slot)."""
 
     task: str
     adapter: str
@@ -67,9 +77,7 @@ class Prediction:
     embedding: torch.Tensor | None = None
     label: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
-    #: an ASR row whose beam search was deferred (``predict(defer_beam_search=True)``): its CTC
-    #: log-probabilities over real frames, to be decoded by the caller; ``text`` is None until then
-    log_probs: torch.Tensor | None = None
+    slots: dict[str, str] | None = None
 
 
 def pad_waveforms(waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -300,37 +308,28 @@ class MultiAdapterModel(nn.Module):
         return outputs
 
     @torch.inference_mode()
-    def predict(
-        self, waveforms: list[torch.Tensor], adapter_keys: list[str], defer_beam_search: bool = False
-    ) -> list[Prediction]:
-        """Served answers for a mixed batch of clips (1-D, 16 kHz), row i with ``adapter_keys[i]``.
-
-        ``defer_beam_search``: ASR rows of sets with a language model come back with ``log_probs``
-        instead of ``text`` (greedy rows are decoded here: that is cheap), so a server can run the
-        ~25 ms-per-clip search elsewhere while this thread runs the next batch."""
+    def head_outputs(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[RowOutput]:
+        """Each row's head output for a mixed batch of clips (1-D, 16 kHz), row i with
+        ``adapter_keys[i]``: the model stage alone, so a server can post-process elsewhere while this
+        thread runs the next batch."""
         if len(waveforms) != len(adapter_keys):
             raise ELPError("one adapter key per waveform is required")
         batch, lengths = pad_waveforms(waveforms)
-        predictions: list[Prediction | None] = [None] * len(waveforms)
+        rows: list[RowOutput | None] = [None] * len(waveforms)
         for key, group in self.forward(batch, lengths, adapter_keys).items():
-            adapter_set = self.adapter_sets[key]
-            config = adapter_set.config
+            task = self.adapter_sets[key].config.task
             # one device-to-host copy per set, not one per row (each would synchronise a GPU)
             outputs, frame_counts = group.output.float().cpu(), group.lengths.tolist()
+            sequence = outputs.dim() == 3  # (rows, frames, symbols): keep each row's real frames
             for position, row in enumerate(group.rows):
-                output = outputs[position]
-                if config.task == "asr":
-                    real = output[: frame_counts[position]]
-                    if defer_beam_search and adapter_set.language_model is not None:
-                        predictions[row] = Prediction(config.task, key, log_probs=real.clone())
-                    else:
-                        predictions[row] = Prediction(config.task, key, text=adapter_set.decode_ctc(real))
-                elif config.task == "verification":
-                    predictions[row] = Prediction(config.task, key, embedding=output)
-                else:
-                    probs = F.softmax(output, dim=-1).tolist()
-                    labels = config.labels or []
-                    best = max(range(len(labels)), key=probs.__getitem__)
-                    scores = dict(zip(labels, probs, strict=True))
-                    predictions[row] = Prediction(config.task, key, label=labels[best], scores=scores)
-        return [p for p in predictions if p is not None]
+                output = outputs[position, : frame_counts[position]] if sequence else outputs[position]
+                rows[row] = RowOutput(task, key, output.clone())  # its own storage: it may be pickled
+        return [row for row in rows if row is not None]
+
+    def post_process(self, row: RowOutput) -> Prediction:
+        """One row's answer: its set's post-processor on its head output (on this thread)."""
+        return Prediction(row.task, row.adapter, **self.adapter_sets[row.adapter].post_processor(row.output))
+
+    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[Prediction]:
+        """Answers for a mixed batch: :meth:`head_outputs`, then each row's post-processing here."""
+        return [self.post_process(row) for row in self.head_outputs(waveforms, adapter_keys)]

@@ -22,8 +22,7 @@ from transformers import (
 
 from elp.adapter_set import AdapterSet
 from elp.config import config_for_method
-
-TASK_OUTPUTS = {"asr": 29, "verification": 0, "emotion": 4, "intent": 31}
+from elp.tasks import get_task, task_names
 
 
 def base_size_backbones() -> dict[str, tuple[str, torch.nn.Module]]:
@@ -49,12 +48,7 @@ def count_parameters(module: torch.nn.Module) -> int:
 def adapter_report(model_type: str, hidden_size: int, num_layers: int, method: str, task: str) -> dict[str, int]:
     """Trained parameters of one adapter set, by component, for a backbone of these sizes."""
     identity = {"model_type": model_type, "hidden_size": hidden_size, "num_layers": num_layers, "fingerprint": "-"}
-    outputs = TASK_OUTPUTS[task]
-    config = config_for_method(
-        method, task, identity,
-        vocab=[str(i) for i in range(outputs)] if task == "asr" else None,
-        labels=[f"c{i}" for i in range(outputs)] if task in ("emotion", "intent") else None,
-    )
+    config = config_for_method(method, task, identity, **get_task(task).example_fields(get_task(task).typical_outputs))
     with torch.device("meta"):
         return AdapterSet(config).parameter_report()
 
@@ -75,7 +69,7 @@ def parameter_table(methods: tuple[str, ...] = ("elp", "el", "e", "l", "p"), tas
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="asr", choices=sorted(TASK_OUTPUTS))
+    parser.add_argument("--task", default="asr", choices=task_names())
     parser.add_argument("--methods", nargs="+", default=["elp", "el", "e", "l", "p"])
     args = parser.parse_args(argv)
     print(f"trained parameters per adapter set ({args.task} head), against the frozen backbone\n")

@@ -25,9 +25,12 @@ from elp.adapter_set import AdapterSet
 from elp.backbones.base import Backbone
 from elp.config import config_for_method
 from elp.model import pad_waveforms
+from elp.tasks import get_task
+from elp.tasks.asr import CTC_VOCAB
 
 FAMILIES = ("wav2vec2", "hubert", "wavlm", "whisper")
-CTC_VOCAB = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
+__all__ = ["CTC_VOCAB", "FAMILIES", "make_random_adapter_set", "outputs_per_row", "save_tiny_backbone",
+           "seeded_waveform", "spelled_log_probs", "tiny_config"]
 
 _W2V_COMMON = dict(
     hidden_size=32,
@@ -94,20 +97,18 @@ def make_random_adapter_set(
 ) -> AdapterSet:
     """A set whose every parameter is random (not the near-identity initialisation, so the context
     blocks of an ASR head mix frames from the start), so tests see each component's effect; labels
-    default to a few made-up classes. One seed gives one set, whatever the global RNG's state."""
-    if task in ("emotion", "intent") and labels is None:
-        labels = ["neutral", "happy", "sad", "angry"] if task == "emotion" else [
-            "activate_lights_kitchen", "deactivate_lights_kitchen", "increase_volume_none"
-        ]
-    slot_names = ["action", "object", "location"] if task == "intent" else None
+    default to the task's example classes. One seed gives one set, whatever the global RNG's state."""
+    spec = get_task(task)
+    fields = spec.example_fields()
+    if labels is not None:
+        fields["labels"] = labels
     config = config_for_method(
-        method, task, backbone.identity.to_dict(), labels=labels,
-        vocab=CTC_VOCAB if task == "asr" else None, slot_names=slot_names,
+        method, task, backbone.identity.to_dict(), **fields,
         num_prompt_frames=num_prompt_frames, prompt_position=prompt_position,
     )
     config.head.hidden_dim = 16
     config.head.embedding_dim = 16
-    config.head.prosody = prosody and task != "asr"
+    config.head.prosody = prosody and spec.supports_prosody
     config.head.prosody_dim = 8
     config.head.context_blocks, config.head.context_kernel = context_blocks, context_kernel
     if config.e_adapter is not None:

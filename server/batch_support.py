@@ -1,17 +1,11 @@
 """Helpers of the batching worker that need none of its state: how rows split into model calls, how a
-job whose answers finish elsewhere is settled, and the overload message."""
+future is failed safely, and the overload message."""
 
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, Protocol
-
-
-class _Result(Protocol):
-    predictions: list[Any]
 
 
 def overloaded_message(wait_s: float, deadline_s: float) -> str:
@@ -31,30 +25,6 @@ def length_chunks(sorted_lengths: Sequence[int], ratio: float) -> list[tuple[int
             chunks.append((start, index))
             start = index
     return chunks
-
-
-def settle_when_resolved(future: Future, result: _Result) -> None:
-    """Answer ``future`` with ``result`` once every Future among its predictions has settled (each
-    replaced by its value), or fail it with the first error; runs on whichever thread settles last."""
-    pending = [(i, p) for i, p in enumerate(result.predictions) if isinstance(p, Future)]
-    remaining = [len(pending)]
-    lock = threading.Lock()
-
-    def settled(index: int, done: Future) -> None:
-        error = done.exception() if not done.cancelled() else RuntimeError("decoding was cancelled")
-        if error is not None:
-            fail_future(future, error)
-            return
-        result.predictions[index] = done.result()
-        with lock:
-            remaining[0] -= 1
-            last = remaining[0] == 0
-        if last and not future.done():
-            with contextlib.suppress(Exception):  # raced with a cancel by a leaving client
-                future.set_result(result)
-
-    for index, prediction in pending:
-        prediction.add_done_callback(lambda done, index=index: settled(index, done))
 
 
 def fail_future(future: Future, exc: BaseException) -> None:

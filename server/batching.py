@@ -3,8 +3,11 @@
 Handlers validate, then ``submit`` a job and await its future. A worker thread collects jobs until
 the batch is full (rows) or the oldest job has waited ``max_wait_s``, groups jobs of similar length
 (oldest first, so nothing starves), drops jobs past their deadline (504) or whose client left, and
-runs ONE ``model.predict`` for the whole mixed-task batch. An exception fails only that batch's
-futures; the loop goes on. Adapter registration runs here too (``call``), when no batch runs, so the
+runs the batch's model stage (``stages.core``: one model call per run of similar lengths, each row's
+head output) and hands the rows to the post stage (``stages.post``: each row's task post-processing,
+now or in a pool), so the worker goes on to the next batch while an LM beam search finishes; a job is
+answered when its last row is. An exception fails only that batch's (or that row's) futures; the
+loop goes on. Adapter registration runs here too (``call``), when no batch runs, so the
 model never changes under a running batch.
 
 ``workers`` > 1 runs that many such threads over the same model (one copy of the weights): each forms
@@ -27,9 +30,10 @@ from typing import Any, Protocol
 
 import torch
 
-from server.batch_support import fail_future, length_chunks, overloaded_message, settle_when_resolved
+from server.batch_support import fail_future, length_chunks, overloaded_message
 from server.errors import OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
+from server.post_pool import PredictStages
 
 logger = logging.getLogger("server.batching")
 
@@ -39,11 +43,15 @@ _GROUPING_WINDOW_FACTOR = 4
 _ROW_SECONDS_PRIOR = 0.02
 
 
-class PredictingModel(Protocol):
-    """``predict`` returns one answer per row, or a ``Future`` of it for work finished elsewhere
-    (ASR beam search in another process): the job is answered when its last future settles."""
+class BatchStages(Protocol):
+    """``core`` runs on the worker thread and returns one output per row; ``post`` turns them into
+    answers, calling ``done(row index, answer or exception)`` for each row, now or later (from any
+    thread). ``server.post_pool.PostStage`` for the served model; ``PredictStages`` (the default)
+    for a model whose ``predict`` answers whole rows."""
 
-    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> Sequence[Any]: ...
+    def core(self, model: Any, waveforms: Sequence[torch.Tensor], adapter_keys: Sequence[str]) -> list[Any]: ...
+
+    def post(self, model: Any, rows: Sequence[Any], done: Callable[[int, Any], None]) -> None: ...
 
 
 @dataclass
@@ -88,7 +96,7 @@ class BatchWorker:
 
     def __init__(
         self,
-        model: PredictingModel,
+        model: Any,
         *,
         max_batch_rows: int,
         max_wait_s: float,
@@ -97,10 +105,12 @@ class BatchWorker:
         length_ratio: float = 0.0,
         workers: int = 1,
         wait_only_while_incoming: bool = False,
+        stages: BatchStages | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("a batch worker needs at least one thread")
         self.model = model
+        self.stages: BatchStages = stages or PredictStages()
         self.workers = workers
         # Waiting for company only pays while some is on its way: with this set, a batch waits (up to
         # max_wait_s) only while a request marked by ``incoming()`` is still being decoded.
@@ -344,11 +354,11 @@ class BatchWorker:
         self._metrics.batch_tasks.observe(len({job.task for job in runnable}))
         self._metrics.batch_adapter_sets.observe(len(set(keys)))
         try:
-            predictions = []
+            outputs: list[Any] = []
             for start, stop in length_chunks([int(w.shape[-1]) for w in waveforms], self.length_ratio):
-                predictions += list(self.model.predict(waveforms[start:stop], keys[start:stop]))
-            if len(predictions) != len(waveforms):
-                raise RuntimeError(f"model returned {len(predictions)} predictions for {len(waveforms)} rows")
+                outputs += self.stages.core(self.model, waveforms[start:stop], keys[start:stop])
+            if len(outputs) != len(waveforms):
+                raise RuntimeError(f"model returned {len(outputs)} outputs for {len(waveforms)} rows")
         except Exception as exc:
             self._metrics.batch_failures.inc()
             logger.exception("batch of %d rows failed; failing its %d requests", len(waveforms), len(runnable))
@@ -363,13 +373,39 @@ class BatchWorker:
                 row_seconds = elapsed / len(waveforms) / self.workers
                 self._row_seconds_ema = 0.8 * self._row_seconds_ema + 0.2 * row_seconds
                 self.batches_run += 1
+        answers = _JobAnswers(runnable, rows, started, elapsed)
+        try:
+            self.stages.post(self.model, outputs, answers.row_done)
+        except Exception as exc:  # a post stage reports row errors itself; this is a bug in one
+            logger.exception("post stage of a batch of %d rows failed", len(waveforms))
+            for job in runnable:
+                fail_future(job.future, exc)
 
-        per_job: list[list[Any]] = [[None] * job.rows for job in runnable]
-        for (job_index, row), prediction in zip(rows, predictions, strict=True):
-            per_job[job_index][row] = prediction
-        for job, job_predictions in zip(runnable, per_job, strict=True):
-            result = JobResult(job_predictions, started - job.enqueued_at, elapsed)
-            if any(isinstance(p, Future) for p in job_predictions):
-                settle_when_resolved(job.future, result)
-            elif not job.future.done():
+
+class _JobAnswers:
+    """Collects a batch's post-processed rows back into its jobs: a job is answered when its last
+    row is, and failed by the first row that fails (rows may finish on other threads)."""
+
+    def __init__(self, jobs: list[InferenceJob], rows: list[tuple[int, int]], started: float,
+                 elapsed: float) -> None:
+        self.jobs, self.rows = jobs, rows
+        self.started, self.elapsed = started, elapsed
+        self.answers: list[list[Any]] = [[None] * job.rows for job in jobs]
+        self.remaining = [job.rows for job in jobs]
+        self.lock = threading.Lock()
+
+    def row_done(self, index: int, answer: Any) -> None:
+        job_index, row = self.rows[index]
+        job = self.jobs[job_index]
+        if isinstance(answer, BaseException):
+            logger.error("post-processing a row of a %s request failed: %r", job.task, answer)
+            fail_future(job.future, answer)
+            return
+        with self.lock:
+            self.answers[job_index][row] = answer
+            self.remaining[job_index] -= 1
+            last = self.remaining[job_index] == 0
+        if last and not job.future.done():
+            result = JobResult(self.answers[job_index], self.started - job.enqueued_at, self.elapsed)
+            with contextlib.suppress(Exception):  # raced with a cancel by a leaving client
                 job.future.set_result(result)

@@ -34,6 +34,7 @@ from ray import serve
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
+from elp.tasks import TASKS, enrolment_task
 from server.errors import error_response, install_error_handlers
 from server.ray_metrics import MetricsBoard
 from server.settings import Settings
@@ -41,7 +42,7 @@ from server.settings import Settings
 logger = logging.getLogger("server.ray")
 
 #: ingress path -> config task whose default adapter a request without ``adapter`` uses
-_TASK_OF_PATH = {"/asr": "asr", "/verify": "verification", "/emotion": "emotion", "/intent": "intent"}
+_TASK_OF_PATH = {spec.route: spec.name for spec in TASKS}
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 #: replica failures after which the same request may go to another replica (inference is idempotent)
 _REPLICA_GONE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
@@ -289,8 +290,9 @@ class ElpIngress:
         if method == "POST" and path.startswith("/adapters/") and path.endswith("/load"):
             named = path[len("/adapters/"):-len("/load")]
             return named if self._exists(named) else None
-        task = _TASK_OF_PATH.get(path) or ("verification" if method == "POST" and path.startswith("/speakers/")
-                                           else None)
+        enrolment = enrolment_task()
+        task = _TASK_OF_PATH.get(path) or (enrolment.name if enrolment is not None and method == "POST"
+                                           and path.startswith("/speakers/") else None)
         if task is None:
             return None
         if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):

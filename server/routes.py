@@ -6,13 +6,14 @@ They never touch the model: the batching worker does.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from typing import Annotated, Any
 
-import torch
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
+from elp.tasks import TASKS, TaskRequest, TaskSpec, enrolment_task
 from server.adapters import AdapterLease
 from server.audio import DecodedAudio
 from server.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
@@ -20,14 +21,11 @@ from server.schemas import (
     ERROR_RESPONSES,
     AdapterAction,
     AdapterEntry,
-    AsrAnswer,
-    EmotionAnswer,
     Health,
-    IntentAnswer,
     Readiness,
     SpeakerDeleted,
     SpeakerEntry,
-    VerifyAnswer,
+    answer_model,
 )
 from server.security import limit_speaker_verification, require_api_key
 from server.service import InferenceService
@@ -57,8 +55,6 @@ async def require_audio_upload(request: Request) -> None:
 
 _audio_route = {"dependencies": [Depends(require_audio_upload)], "responses": ERROR_RESPONSES}
 _key_route = {"dependencies": [Depends(require_api_key)], "responses": ERROR_RESPONSES}
-#: decimals of the score of /verify against an enrolled speaker: enough to read, too coarse to climb
-SPEAKER_SCORE_DECIMALS = 2
 
 
 class _Clock:
@@ -108,106 +104,87 @@ def _base(lease: AdapterLease, clip: DecodedAudio, clock: _Clock, outcome: Any) 
             "timings_ms": clock.timings(outcome.queue_ms, outcome.inference_ms)}
 
 
-@router.post("/asr", response_model=AsrAnswer, tags=["tasks"], **_audio_route)
-async def asr(request: Request, service: Service, file: Annotated[UploadFile, File()],
-             adapter: AdapterField = None) -> dict:
-    """Transcribe a clip."""
-    clock = _Clock()
-    clips, lease = await _decode_and_lease(service, "asr", adapter, [("file", file)], clock)
-    with lease:
-        outcome = await service.infer("asr", lease, clips, receive=request.receive)
-    return {"text": outcome.predictions[0].text or "", **_base(lease, clips[0], clock, outcome)}
+def _task_parameters(spec: TaskSpec) -> list[inspect.Parameter]:
+    """The form of a task's route: ``file``, the task's extra clips and enrolled-reference field,
+    ``adapter`` (FastAPI reads them from the handler's signature, so the OpenAPI schema shows them)."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    file_part = File(description=spec.file_description) if spec.file_description else File()
+    parameters = [
+        inspect.Parameter("request", keyword, annotation=Request),
+        inspect.Parameter("service", keyword, annotation=Service),
+        inspect.Parameter("file", keyword, annotation=Annotated[UploadFile, file_part]),
+    ]
+    reference = spec.enrolled_reference
+    for clip in spec.extra_clips:
+        optional = reference is not None and reference.instead_of == clip.name
+        annotation = Annotated[UploadFile | None if optional else UploadFile, File(description=clip.description)]
+        parameters.append(inspect.Parameter(clip.name, keyword, annotation=annotation,
+                                            default=None if optional else inspect.Parameter.empty))
+    if reference is not None:
+        parameters.append(inspect.Parameter(reference.field, keyword, default=None,
+                                            annotation=Annotated[str | None, Form(description=reference.description)]))
+    parameters.append(inspect.Parameter("adapter", keyword, annotation=AdapterField, default=None))
+    return parameters
 
 
-@router.post("/verify", response_model=VerifyAnswer, response_model_exclude_none=True, tags=["tasks"],
-             **_audio_route)
-async def verify(
-    request: Request,
-    service: Service,
-    file: Annotated[UploadFile, File(description="the clip to check")],
-    reference: Annotated[UploadFile | None, File(description="a clip of the claimed speaker")] = None,
-    speaker: Annotated[str | None, Form(description="an enrolled speaker id instead of `reference`")] = None,
-    adapter: AdapterField = None,
-) -> dict:
-    """Same speaker? Cosine of the two embeddings against the adapter set's calibrated threshold.
-    Against an enrolled ``speaker``: the key, a per-client rate limit and a rounded score."""
-    if (reference is None) == (speaker is None):
-        raise InvalidRequestError("send exactly one of 'reference' (a clip) or 'speaker' (an enrolled id)")
-    clock = _Clock()
-    uploads = [("file", file)] + ([("reference", reference)] if reference is not None else [])
-    if speaker is not None:
+def _enrolled_id(spec: TaskSpec, request: Request, form: dict[str, Any]) -> str | None:
+    """The enrolled reference a request names instead of a clip (after the key, id and rate checks)."""
+    reference = spec.enrolled_reference
+    if reference is None:
+        return None
+    enrolled_id = form.get(reference.field)
+    if (form.get(reference.instead_of) is None) == (enrolled_id is None):
+        raise InvalidRequestError(f"send exactly one of '{reference.instead_of}' (a clip) or "
+                                  f"'{reference.field}' (an enrolled id)")
+    if enrolled_id is not None:
         require_api_key(request)
-        validate_speaker_id(speaker)
+        validate_speaker_id(enrolled_id)
         limit_speaker_verification(request)
-    clips, lease = await _decode_and_lease(service, "verification", adapter, uploads, clock)
-    with lease:
-        entry = lease.entry
-        if speaker is not None:
-            enrolled = await asyncio.to_thread(get_enrolled, service.speakers, speaker, entry.adapter_id,
-                                               entry.enrolment_versions)
-        outcome = await service.infer("verification", lease, clips, receive=request.receive)
-    embedding = outcome.predictions[0].embedding.float().flatten()
-    other = outcome.predictions[1].embedding if speaker is None else enrolled.embedding
-    score = float(torch.nn.functional.cosine_similarity(embedding, other.float().flatten().to(embedding.device),
-                                                        dim=0).clamp(-1.0, 1.0))
-    threshold = entry.config.threshold
-    threshold = float(service.settings.verify_threshold if threshold is None else threshold)
-    answer = {"score": score, "same_speaker": score >= threshold, "threshold": threshold,
-              **_base(lease, clips[0], clock, outcome)}
-    if speaker is not None:
-        answer["score"] = round(score, SPEAKER_SCORE_DECIMALS)
-        answer["speaker"] = speaker
-    else:
-        answer["reference_duration_s"] = round(clips[1].duration_s, 4)
-    return answer
+    return enrolled_id
 
 
-@router.post("/emotion", response_model=EmotionAnswer, tags=["tasks"], **_audio_route)
-async def emotion(request: Request, service: Service, file: Annotated[UploadFile, File()],
-                 adapter: AdapterField = None) -> dict:
-    """Classify the speaker's emotion."""
-    clock = _Clock()
-    clips, lease = await _decode_and_lease(service, "emotion", adapter, [("file", file)], clock)
-    with lease:
-        outcome = await service.infer("emotion", lease, clips, receive=request.receive)
-    prediction = outcome.predictions[0]
-    return {"label": prediction.label, "scores": _float_scores(prediction.scores),
-            **_base(lease, clips[0], clock, outcome)}
+def task_handler(spec: TaskSpec) -> Any:
+    """One handler for every task: decode and lease, run the rows as one job, let the task shape the
+    answer (``TaskSpec.respond``) from its rows' post-processed predictions."""
+
+    async def handler(request: Request, service: InferenceService, file: UploadFile, adapter: str | None = None,
+                      **form: Any) -> dict:
+        enrolled_id = _enrolled_id(spec, request, form)
+        clock = _Clock()
+        uploads = [("file", file)] + [(clip.name, form[clip.name]) for clip in spec.extra_clips
+                                      if form.get(clip.name) is not None]
+        clips, lease = await _decode_and_lease(service, spec.name, adapter, uploads, clock)
+        with lease:
+            entry = lease.entry
+            enrolled = None
+            if enrolled_id is not None:
+                record = await asyncio.to_thread(get_enrolled, service.speakers, enrolled_id, entry.adapter_id,
+                                                 entry.enrolment_versions)
+                enrolled = record.embedding
+            outcome = await service.infer(spec.name, lease, clips, receive=request.receive)
+        fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}
+        answer = spec.respond(TaskRequest(
+            config=entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in clips],
+            fields=fields, enrolled=enrolled, fallbacks={"threshold": service.settings.verify_threshold},
+        ))
+        return {**answer, **_base(lease, clips[0], clock, outcome)}
+
+    handler.__name__ = spec.endpoint
+    handler.__doc__ = "\n".join(filter(None, (spec.summary, spec.description)))
+    handler.__signature__ = inspect.Signature(_task_parameters(spec), return_annotation=dict)  # type: ignore[attr-defined]
+    return handler
 
 
-@router.post("/intent", response_model=IntentAnswer, response_model_exclude_none=True, tags=["tasks"],
-             **_audio_route)
-async def intent(request: Request, service: Service, file: Annotated[UploadFile, File()],
-                adapter: AdapterField = None) -> dict:
-    """Recognise the spoken command's intent (and its slots when the set defines them)."""
-    clock = _Clock()
-    clips, lease = await _decode_and_lease(service, "intent", adapter, [("file", file)], clock)
-    with lease:
-        outcome = await service.infer("intent", lease, clips, receive=request.receive)
-    prediction = outcome.predictions[0]
-    answer = {"intent": prediction.label, "scores": _float_scores(prediction.scores),
-              **_base(lease, clips[0], clock, outcome)}
-    slots = split_slots(prediction.label, getattr(lease.entry.config, "slot_names", None))
-    if slots is not None:
-        answer["slots"] = slots
-    return answer
-
-
-def split_slots(label: str, slot_names: list[str] | None) -> dict[str, str] | None:
-    """``"increase_volume_none"`` + [action, object, location] -> a dict; None if it does not split."""
-    if not slot_names:
-        return None
-    values = label.split("_")
-    if len(values) != len(slot_names):
-        return None
-    return dict(zip(slot_names, values, strict=True))
-
-
-def _float_scores(scores: dict[str, Any] | None) -> dict[str, float]:
-    return {str(name): float(value) for name, value in (scores or {}).items()}
+for _spec in TASKS:
+    router.add_api_route(
+        _spec.route, task_handler(_spec), methods=["POST"], name=_spec.endpoint, response_model=answer_model(_spec),
+        response_model_exclude_none=True, tags=["tasks"], **_audio_route,
+    )
 
 
 # -- speakers ------------------------------------------------------------------------------------
+#: the task whose sets embed enrolled speakers (the one whose requests may name one)
+ENROLMENT_TASK = enrolment_task().name
 
 
 @router.post("/speakers/{speaker_id}", response_model=SpeakerEntry, tags=["speakers"],
@@ -227,14 +204,14 @@ async def enroll_speaker(
         raise PayloadTooLargeError(f"an enrolment takes at most {settings.max_enrol_clips} clips; got {len(file)}")
     clock = _Clock()
     uploads = [(f"file[{i}]", upload) for i, upload in enumerate(file)]
-    clips, lease = await _decode_and_lease(service, "verification", adapter, uploads, clock)
+    clips, lease = await _decode_and_lease(service, ENROLMENT_TASK, adapter, uploads, clock)
     total_s = sum(clip.duration_s for clip in clips)
     if total_s > settings.max_enrol_seconds:
         lease.release()
         raise PayloadTooLargeError(
             f"the enrolment's clips last {total_s:.1f} s; the maximum is {settings.max_enrol_seconds:g} s")
     with lease:
-        outcome = await service.infer_each("verification", lease, clips, receive=request.receive)
+        outcome = await service.infer_each(ENROLMENT_TASK, lease, clips, receive=request.receive)
         entry = lease.entry
         record = await asyncio.to_thread(
             service.speakers.enroll, speaker_id, entry.adapter_id, entry.sha256,

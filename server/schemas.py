@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
+
+from elp.tasks import TaskSpec
 
 
 class Timings(BaseModel):
@@ -20,27 +23,10 @@ class TaskAnswer(BaseModel):
     timings_ms: Timings
 
 
-class AsrAnswer(TaskAnswer):
-    text: str
-
-
-class VerifyAnswer(TaskAnswer):
-    score: float = Field(ge=-1.0, le=1.0, description="cosine similarity of the two embeddings")
-    same_speaker: bool
-    threshold: float
-    reference_duration_s: float | None = Field(None, description="duration of `reference` (absent for `speaker`)")
-    speaker: str | None = Field(None, description="enrolled speaker compared against, when `speaker` was sent")
-
-
-class EmotionAnswer(TaskAnswer):
-    label: str
-    scores: dict[str, float] = Field(description="probability per emotion; sums to 1")
-
-
-class IntentAnswer(TaskAnswer):
-    intent: str
-    scores: dict[str, float] = Field(description="probability per intent; sums to 1")
-    slots: dict[str, str] | None = Field(None, description="slot values when intents are slot_slot_slot")
+@functools.cache
+def answer_model(spec: TaskSpec) -> type[TaskAnswer]:
+    """``<Title>Answer``: the fields every task answer has, then the task's own (``TaskSpec.answer_fields``)."""
+    return create_model(f"{spec.title}Answer", __base__=(spec.answer_fields, TaskAnswer), __module__=__name__)
 
 
 class AdapterEntry(BaseModel):

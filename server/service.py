@@ -9,8 +9,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,9 +20,9 @@ from server.adapters import AdapterCache, AdapterLease
 from server.admission import ClientDisconnectedError, cancel_when_client_leaves, check_finite
 from server.audio import AudioLimits, DecodedAudio, decode_audio
 from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
-from server.beam_search import BeamSearchPool
 from server.errors import AdapterNotFoundError, OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
+from server.post_pool import PostPool, PostStage
 from server.settings import Settings
 from server.speakers import open_speaker_store
 
@@ -37,39 +37,6 @@ _QUANTIZED = {"int8": "int8"}
 _RUNNING_GRACE_S = 60.0
 
 
-def with_beam_width(adapter_set: Any, beam_width: int) -> Any:
-    """The deployment's beam width (``ELP_ASR_BEAM_WIDTH``) in place of a set's own, for sets with an LM;
-    0 keeps the set's. The LM tensors and fusion weights stay: only the search's latency/accuracy trade moves."""
-    language_model = adapter_set.language_model
-    if beam_width and language_model is not None and language_model.config.beam_width != beam_width:
-        language_model.config = replace(language_model.config, beam_width=beam_width)
-        adapter_set.attach_language_model(language_model)  # a fresh decoder; the config records the width
-    return adapter_set
-
-
-class OffWorkerBeamSearch:
-    """The model as the batch worker sees it when beam search runs in other processes: ASR rows of
-    sets with a language model come back as Futures of their Prediction (see ``PredictingModel``);
-    everything else (adapter registration, other rows) is the model itself."""
-
-    def __init__(self, model: Any, pool: Any) -> None:
-        self.model = model
-        self.pool = pool
-
-    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[Any]:
-        answers: list[Any] = []
-        for prediction in self.model.predict(waveforms, adapter_keys, defer_beam_search=True):
-            if prediction.log_probs is None:
-                answers.append(prediction)
-                continue
-            text = self.pool.submit(self.model.adapter_sets[prediction.adapter], prediction.log_probs.numpy())
-            answers.append(_then(text, lambda value, row=prediction: replace(row, text=value, log_probs=None)))
-        return answers
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
-
-
 def _set_torch_threads(torch_threads: int, model_workers: int) -> None:
     """Intra-op threads: as configured, or torch's default split over the model workers, so that
     N workers on a CPU use its cores side by side instead of N x cores threads fighting over them."""
@@ -77,21 +44,6 @@ def _set_torch_threads(torch_threads: int, model_workers: int) -> None:
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     logger.info("torch intra-op threads: %d, model workers: %d", threads, model_workers)
-
-
-def _then(source: Future, transform: Any) -> Future:
-    """A Future of ``transform(source.result())`` (errors pass through)."""
-    target: Future = Future()
-    target.set_running_or_notify_cancel()
-
-    def settle(done: Future) -> None:
-        try:
-            target.set_result(transform(done.result()))
-        except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the answer
-            target.set_exception(exc)
-
-    source.add_done_callback(settle)
-    return target
 
 
 @dataclass
@@ -113,7 +65,7 @@ class InferenceService:
         self.speakers = open_speaker_store(settings)
         self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="elp-decode")
         self.io_pool = ThreadPoolExecutor(4, thread_name_prefix="elp-adapter-io")
-        self.beam_search: BeamSearchPool | None = None
+        self.post_stage: PostStage | None = None
         self.backbone: Any = None
         self.worker: BatchWorker | None = None
         self.cache: AdapterCache | None = None
@@ -140,12 +92,12 @@ class InferenceService:
             self.metrics.watch_cuda(device)
         # nn.Module starts in training mode: without eval() dropout makes answers random and batch-dependent
         gathered = self.settings.adapter_routing == "gathered"
-        model: Any = MultiAdapterModel(self.backbone, gathered_routing=gathered).eval()
-        if self.settings.beam_search_processes:
-            self.beam_search = BeamSearchPool(self.settings.beam_search_processes)
-            model = OffWorkerBeamSearch(model, self.beam_search)
+        model = MultiAdapterModel(self.backbone, gathered_routing=gathered).eval()
+        pool_kind, pool_workers = self.settings.resolved_post_pool()
+        self.post_stage = PostStage(PostPool(pool_workers, pool_kind) if pool_workers else None)
         self.worker = BatchWorker(
             model,
+            stages=self.post_stage,
             max_batch_rows=self.settings.max_batch_size,
             max_wait_s=self.settings.max_wait_ms / 1000.0,
             length_ratio=self.settings.resolved_length_ratio(device),
@@ -157,8 +109,8 @@ class InferenceService:
         self.worker.start()
         self.cache = AdapterCache(
             self.store,
-            parse_adapter_set=lambda config, weights: with_beam_width(
-                AdapterSet.from_bytes(config, weights, device=device), self.settings.asr_beam_width),
+            parse_adapter_set=lambda config, weights: self._prepared(
+                AdapterSet.from_bytes(config, weights, device=device)),
             run_on_model=self.worker.call,
             budget_bytes=self.settings.adapter_cache_bytes,
             executor=self.io_pool,
@@ -167,13 +119,17 @@ class InferenceService:
         self.resolve_defaults()
         self._warmup = asyncio.create_task(self._load_defaults(), name="elp-load-default-adapters")
 
+    def _prepared(self, adapter_set: Any) -> Any:
+        """A loaded set as this deployment serves it (its task may apply settings: the ASR beam width)."""
+        return adapter_set.task_spec.prepare_for_serving(adapter_set, {"asr_beam_width": self.settings.asr_beam_width})
+
     async def stop(self) -> None:
         if self._warmup is not None and not self._warmup.done():
             self._warmup.cancel()
         if self.worker is not None:
             await asyncio.to_thread(self.worker.stop, self.settings.shutdown_drain_s)
-        if self.beam_search is not None:  # after the drain: its last clips finish decoding
-            await asyncio.to_thread(self.beam_search.shutdown)
+        if self.post_stage is not None:  # after the drain: its last rows finish post-processing
+            await asyncio.to_thread(self.post_stage.shutdown)
         self.decode_pool.shutdown(wait=False, cancel_futures=True)
         self.io_pool.shutdown(wait=False, cancel_futures=True)
 

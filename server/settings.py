@@ -9,17 +9,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from elp.tasks import TASKS as REGISTERED_TASKS
 
 MIB = 1024 * 1024
 
-#: endpoint task name -> the ``task`` written in an adapter set's config
-TASKS: dict[str, str] = {"asr": "asr", "verify": "verification", "emotion": "emotion", "intent": "intent"}
+#: endpoint name -> the ``task`` written in an adapter set's config, from the task registry
+TASKS: dict[str, str] = {spec.endpoint: spec.name for spec in REGISTERED_TASKS}
 
 
-class Settings(BaseSettings):
-    """Server configuration; see docs/server.md for the table of env vars."""
+def default_adapter_setting(endpoint: str) -> str:
+    """The settings field (and ``ELP_`` env name, upper-cased) of an endpoint's default adapter id."""
+    return f"default_{endpoint}_adapter"
+
+
+class ServerSettings(BaseSettings):
+    """Server configuration without the per-task fields (``Settings`` adds them from the registry)."""
 
     model_config = SettingsConfigDict(env_prefix="ELP_", extra="ignore", validate_default=True)
 
@@ -34,10 +41,6 @@ class Settings(BaseSettings):
 
     # adapter store and cache
     adapters_dir: Path = Field(Path("adapters_store"), description="folder of adapter set folders")
-    default_asr_adapter: str = Field("asr-default", description="adapter id used by /asr by default")
-    default_verify_adapter: str = Field("verify-default", description="adapter id used by /verify by default")
-    default_emotion_adapter: str = Field("emotion-default", description="adapter id used by /emotion by default")
-    default_intent_adapter: str = Field("intent-default", description="adapter id used by /intent by default")
     adapter_cache_bytes: int = Field(1024 * MIB, ge=0, description="budget of resident adapter tensors (bytes)")
     speakers_dir: Path = Field(Path("speakers_store"), description="folder of enrolled speaker embeddings")
     speakers_url: SecretStr | None = Field(
@@ -84,10 +87,20 @@ class Settings(BaseSettings):
         description="beam width of every ASR set's LM search (0 = each set's own, the width its fusion was "
         "tuned at; wider is more accurate and slower: README, asr-default)",
     )
+    post_workers: int = Field(
+        0, ge=0, le=64,
+        description="workers running the post-processing that is worth taking off the model worker (ASR "
+        "language-model beam search), so it goes on to the next batch (0 = on the worker, after each batch; "
+        "set 1-4 on a GPU)",
+    )
+    post_pool: Literal["processes", "threads"] = Field(
+        "processes",
+        description="what the post_workers are: processes (the search holds no GIL the model worker needs) or "
+        "threads (no second interpreter, for rare searches)",
+    )
     beam_search_processes: int = Field(
         0, ge=0,
-        description="processes running ASR language-model beam search off the model worker (0 = on it; "
-        "set 1-4 on a GPU so the worker goes on to the next batch)",
+        description="the earlier name of post_workers with post_pool=processes (used when post_workers is 0)",
     )
 
     # request limits
@@ -158,12 +171,13 @@ class Settings(BaseSettings):
 
     def default_adapter_ids(self) -> dict[str, str]:
         """Configured default adapter id per config task (``verification``, not ``verify``)."""
-        return {
-            "asr": self.default_asr_adapter,
-            "verification": self.default_verify_adapter,
-            "emotion": self.default_emotion_adapter,
-            "intent": self.default_intent_adapter,
-        }
+        return {spec.name: getattr(self, default_adapter_setting(spec.endpoint)) for spec in REGISTERED_TASKS}
+
+    def resolved_post_pool(self) -> tuple[str, int]:
+        """(kind, workers) of the post-processing pool; 0 workers: post-process on the model worker."""
+        if self.post_workers:
+            return self.post_pool, self.post_workers
+        return "processes", self.beam_search_processes
 
     def resolved_length_ratio(self, device: str) -> float:
         """The configured ratio, or the device's default: on a CPU the encoder is compute-bound and a
@@ -179,3 +193,15 @@ class Settings(BaseSettings):
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+Settings = create_model(
+    "Settings",
+    __base__=ServerSettings,
+    __doc__="Server configuration; see docs/server.md for the table of env vars. One default adapter id "
+    "per registered task (``ELP_DEFAULT_ASR_ADAPTER``, ...).",
+    __module__=__name__,
+    **{default_adapter_setting(spec.endpoint): (str, Field(spec.default_adapter,
+                                                           description=f"adapter id used by {spec.route} by default"))
+       for spec in REGISTERED_TASKS},
+)

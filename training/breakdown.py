@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp.tasks import get_task
 from training.data.manifest import filter_split, read_manifest
 from training.evaluation import predict_rows
 from training.metrics import cer, weighted_accuracy
@@ -39,8 +40,9 @@ def condition_groups(meta: dict, speaker: str) -> list[str]:
 
 def breakdown(model: MultiAdapterModel, key: str, corpus: Path, split: str) -> dict[str, dict[str, float]]:
     task = model.adapter_sets[key].config.task
-    if task == "verification":
-        raise ValueError("verification is scored on trials, not clips: use elp-evaluate")
+    field = get_task(task).target_field  # text (scored by CER) or label (by accuracy)
+    if field not in ("text", "label"):
+        raise ValueError(f"{task} is not scored clip by clip against a text or label: use elp-evaluate")
     rows = filter_split(read_manifest(corpus / f"{task}.jsonl"), split)
     predictions, _ = predict_rows(model, key, rows)
     truth: dict[str, list[str]] = defaultdict(list)
@@ -48,10 +50,9 @@ def breakdown(model: MultiAdapterModel, key: str, corpus: Path, split: str) -> d
     for row in rows:
         answer = predictions[row.id]
         for group in condition_groups(row.meta, row.speaker):
-            truth[group].append((row.text if task == "asr" else row.label) or "")
-            guess[group].append((answer.text if task == "asr" else answer.label) or "")
-    metric = cer if task == "asr" else weighted_accuracy
-    name = "cer" if task == "asr" else "accuracy"
+            truth[group].append(getattr(row, field) or "")
+            guess[group].append(getattr(answer, field) or "")
+    metric, name = (cer, "cer") if field == "text" else (weighted_accuracy, "accuracy")
     return {group: {"clips": len(truth[group]), name: round(metric(truth[group], guess[group]), 4)}
             for group in sorted(truth)}
 

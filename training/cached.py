@@ -28,114 +28,40 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import hashlib
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 
-from elp import AdapterSet, MultiAdapterModel, load_backbone, pad_waveforms
-from elp.adapter_set import update_digest
-from elp.heads import AMSoftmaxLoss, build_head, ctc_greedy_decode
-from elp.heads.prosody import clip_prosody
+from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp.heads import build_head
+from elp.tasks import get_task
 from training.data.manifest import filter_split, read_manifest, read_trials
-from training.dataset import TASK_AUGMENT, AugmentConfig, augment, load_audio
-from training.evaluation import headline, length_batches, public
-from training.metrics import cer, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
+from training.dataset import task_augment
+from training.evaluation import headline, public
+from training.feature_cache import (
+    KEY,
+    CachedFeatures,
+    Precomputed,
+    encode_rows_cached,
+    evaluate_cached,
+    speaker_prototypes,
+)
+from training.loop import (
+    LoopSettings,
+    LoopState,
+    TrainingLoop,
+    Validation,
+    constant_scheduler,
+    cosine_scheduler,
+    write_back_metrics,
+)
 from training.suites.guard import check_training_rows
-from training.train import warmup_cosine
-
-KEY = "set"
-
-
-@torch.no_grad()
-def encode_rows(
-    model: MultiAdapterModel, rows, batch_size: int = 16, augment_config: AugmentConfig | None = None, seed: int = 0,
-    prosody: dict[str, torch.Tensor] | None = None, featurizer: nn.Module | None = None,
-) -> dict[str, list[torch.Tensor]]:
-    """Per clip path: the real frames of every layer output, fp16; each clip augmented first when
-    ``augment_config`` is given (seeded by ``seed`` and the clip's position, so reruns match).
-    A ``prosody`` dict is filled with each clip's prosody statistics of the same (augmented) audio.
-    With a ``featurizer`` its output is kept instead (a one-element list per clip)."""
-    cache: dict[str, list[torch.Tensor]] = {}
-    position = {r.path: i for i, r in enumerate(rows)}
-
-    def audio(row) -> torch.Tensor:
-        wave = load_audio(row.path)
-        if augment_config is not None:
-            wave = augment(wave, np.random.default_rng((seed, position[row.path])), augment_config)
-        return torch.from_numpy(wave)
-
-    for batch in length_batches(rows, batch_size):
-        waves = [audio(r) for r in batch]
-        if prosody is not None:
-            prosody.update({row.path: clip_prosody(wave) for row, wave in zip(batch, waves, strict=True)})
-        padded, lengths = pad_waveforms(waves)
-        encoded = model.encode(padded, lengths, [KEY] * len(batch))
-        states = encoded.hidden_states if featurizer is None else [featurizer(encoded.hidden_states)]
-        for i, row in enumerate(batch):
-            frames = int(encoded.lengths[i])
-            cache[row.path] = [state[i, :frames].to(torch.float16).clone() for state in states]
-    return cache
-
-
-def cache_signature(model: MultiAdapterModel, rows, batch_size: int, augment_config: AugmentConfig | None,
-                    seed: int, prosody: bool, featurizer: nn.Module | None) -> str:
-    """What an encoder pass depends on: backbone weights, the set's E- and P-adapters (and the frozen
-    featurizer when its output is cached), the clips, the augmentation and its seed, the batching."""
-    adapter_set = model.adapter_sets[KEY]
-    parts = {
-        "layout": 1, "backbone": model.backbone.identity.fingerprint,
-        "backbone_changes": adapter_set.backbone_change_signature(),
-        "featurizer": None if featurizer is None
-        else update_digest(hashlib.sha256(), featurizer.state_dict()).hexdigest(),
-        "clips": hashlib.sha256("\n".join(r.path for r in rows).encode()).hexdigest(),
-        "augment": dataclasses.asdict(augment_config) if augment_config is not None else None,
-        "seed": seed if augment_config is not None else None, "batch_size": batch_size, "prosody": prosody,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
-
-
-def encode_rows_cached(cache_dir: str | None, model: MultiAdapterModel, rows, batch_size: int = 16,
-                       augment_config: AugmentConfig | None = None, seed: int = 0,
-                       prosody: dict[str, torch.Tensor] | None = None, featurizer: nn.Module | None = None,
-                       ) -> dict[str, list[torch.Tensor]]:
-    """:func:`encode_rows`, kept on disk under ``cache_dir`` (safetensors, one file per signature) so
-    that refits of the same set on the same clips skip the encoder pass (~15 min per view of the
-    full-wide corpus on two CPU cores). Without ``cache_dir`` it just encodes."""
-    if cache_dir is None:
-        return encode_rows(model, rows, batch_size, augment_config, seed, prosody, featurizer)
-    signature = cache_signature(model, rows, batch_size, augment_config, seed, prosody is not None, featurizer)
-    file = Path(cache_dir) / f"{signature}.safetensors"
-    if file.is_file():
-        tensors = load_file(file)
-        paths = [r.path for r in rows]
-        layers = sum(1 for name in tensors if name.startswith("0.") and name[2:].isdigit())
-        if prosody is not None:
-            prosody.update({path: tensors[f"{i}.prosody"] for i, path in enumerate(paths)})
-        return {path: [tensors[f"{i}.{layer}"] for layer in range(layers)] for i, path in enumerate(paths)}
-    cache = encode_rows(model, rows, batch_size, augment_config, seed, prosody, featurizer)
-    index = {r.path: i for i, r in enumerate(rows)}
-    tensors = {f"{index[path]}.{layer}": state for path, states in cache.items() for layer, state in enumerate(states)}
-    if prosody is not None:
-        tensors |= {f"{index[path]}.prosody": value.contiguous() for path, value in prosody.items() if path in index}
-    file.parent.mkdir(parents=True, exist_ok=True)
-    partial = file.with_suffix(".partial")
-    save_file(tensors, partial)
-    partial.replace(file)
-    return cache
-
-
-class Precomputed(nn.Module):
-    """Stands in for a frozen featurizer whose output was cached: passes that output through."""
-
-    def forward(self, layers: list[torch.Tensor]) -> torch.Tensor:
-        return layers[0]
+from training.train import trial_files
 
 
 def transplant(target: AdapterSet, source: AdapterSet) -> AdapterSet:
@@ -178,95 +104,6 @@ def warm_start(new_head: nn.Module, old_head: nn.Module) -> None:
             else:
                 raise ValueError(f"cannot warm-start {name}: {tuple(source.shape)} -> {tuple(tensor.shape)}")
 
-
-def speaker_prototypes(adapter_set: AdapterSet, cache, rows, speakers: list[str], prosody=None) -> torch.Tensor:
-    """(speakers, dim) mean normalised embedding of each training speaker's clips under the current head.
-
-    Starting the AM-softmax class weights here instead of at random: random class weights give a
-    loss of ~7 whose gradients first scramble a trained embedding (validation EER 7.2% -> 9.6-10.6%
-    in the first epochs of a refit); prototypes start the loss where the embedding already is."""
-    adapter_set.eval()
-    sums = torch.zeros(len(speakers), adapter_set.head.embedding_size)
-    with torch.no_grad():
-        for start in range(0, len(rows), 32):
-            chunk = rows[start : start + 32]
-            paths = [r.path for r in chunk]
-            embeddings = _outputs_for(adapter_set, cache, paths, prosody)
-            for row, embedding in zip(chunk, embeddings, strict=True):
-                sums[speakers.index(row.speaker)] += embedding.float()
-    return torch.nn.functional.normalize(sums, dim=-1)
-
-
-def mask_frames(states: list[torch.Tensor], generator: torch.Generator, spans: int = 2,
-                max_frames: int = 10) -> list[torch.Tensor]:
-    """Zero the same random spans of frames in every layer of one clip (time masks)."""
-    frames = states[0].shape[0]
-    keep = torch.ones(frames, 1, dtype=states[0].dtype)
-    for _ in range(spans):
-        width = int(torch.randint(0, max_frames + 1, (1,), generator=generator))
-        if 0 < width < frames:
-            start = int(torch.randint(0, frames - width, (1,), generator=generator))
-            keep[start : start + width] = 0
-    return [state * keep for state in states]
-
-
-def _head_outputs(adapter_set: AdapterSet, states: list[list[torch.Tensor]],
-                  prosody: list[torch.Tensor] | None = None) -> torch.Tensor:
-    lengths = torch.tensor([s[0].shape[0] for s in states])
-    layers = [
-        nn.utils.rnn.pad_sequence([s[k].float() for s in states], batch_first=True) for k in range(len(states[0]))
-    ]
-    # a head that reads prosody raises when it is missing; the others ignore it
-    return adapter_set.head(adapter_set.featurizer(layers), lengths,
-                            torch.stack(prosody) if prosody is not None else None)
-
-
-def _outputs_for(adapter_set: AdapterSet, cache, paths: list[str], prosody=None) -> torch.Tensor:
-    """Head outputs for cached clips by path (with their cached prosody when given)."""
-    return _head_outputs(adapter_set, [cache[p] for p in paths], [prosody[p] for p in paths] if prosody else None)
-
-
-def evaluate_cached(adapter_set: AdapterSet, cache, rows, trials=None, prosody=None, with_lm: bool = False) -> dict:
-    """Validation/test metrics from cached layers (and cached prosody, for heads that read it);
-    ``with_lm`` adds an ASR set's CER and WER under its own LM beam search (``lm_cer``, ``lm_wer``)."""
-    adapter_set.eval()
-
-    def outputs(paths: list[str]) -> torch.Tensor:
-        return _outputs_for(adapter_set, cache, paths, prosody)
-
-    with torch.no_grad():
-        if adapter_set.task == "verification":
-            paths = sorted({p for t in trials for p in (t.path_a, t.path_b)})
-            emb = {p: outputs([p])[0] for p in paths}
-            scores = [float(emb[t.path_a] @ emb[t.path_b]) for t in trials]
-            return verification_metrics(scores, [t.label for t in trials])
-        if adapter_set.task == "asr":  # greedy, and with the set's LM when it has one (what is served)
-            vocab, hyps, lm_hyps = adapter_set.config.vocab or [], [], []
-            for start in range(0, len(rows), 32):
-                chunk = rows[start : start + 32]
-                states = [cache[r.path] for r in chunk]
-                log_probs = outputs([r.path for r in chunk])
-                for lp, state in zip(log_probs, states, strict=True):
-                    frames = state[0].shape[0]
-                    hyps.append(ctc_greedy_decode(lp, frames, vocab))
-                    if with_lm:
-                        lm_hyps.append(adapter_set.decode_ctc(lp[:frames]))
-            refs = [r.text or "" for r in rows]
-            metrics = {"cer": cer(refs, hyps), "wer": wer(refs, hyps)}
-            if with_lm:
-                metrics |= {"lm_cer": cer(refs, lm_hyps), "lm_wer": wer(refs, lm_hyps)}
-            return metrics
-        labels = adapter_set.config.labels or []
-        guesses = []
-        for start in range(0, len(rows), 32):
-            chunk = rows[start : start + 32]
-            logits = outputs([r.path for r in chunk])
-            guesses += [labels[i] for i in logits.argmax(-1).tolist()]
-        truth = [r.label for r in rows]
-        return {"accuracy": weighted_accuracy(truth, guesses),
-                "unweighted_accuracy": unweighted_accuracy(truth, guesses)}
-
-
 def selection(task: str, metrics: dict, with_lm: bool) -> tuple[str, float, bool]:
     """(name, value, higher_is_better) that picks the epoch: the task's headline metric, or for
     ``--select lm`` the mean of CER and WER under the set's LM (elp-add-lm's own criterion). Greedy CER
@@ -307,7 +144,7 @@ def extra_splits(folder: str, task: str, labels: list[str] | None) -> tuple[dict
     return record, train, valid
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("adapter", help="adapter-set folder to refit")
     p.add_argument("--out", required=True)
@@ -349,73 +186,104 @@ def main(argv: list[str] | None = None) -> int:
                         "epoch is then chosen by the mean of the validation scores of --corpus and each of these")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                    help="learning rate: constant, or a 5%% linear warm-up then a cosine to zero over --epochs")
-    args = p.parse_args(argv)
-    torch.manual_seed(args.seed)
-    started = time.perf_counter()
+    return p
+
+
+@dataclass
+class Refit:
+    """What a refit reads: the set, its clips per split (training joined by any extra corpus), the
+    trial lists, the extra corpora and the validation sources whose mean selects the epoch."""
+
+    model: MultiAdapterModel
+    adapter_set: AdapterSet
+    splits: dict[str, list]
+    trials: dict
+    extra: list[tuple[dict, list, list]]
+    valid_sources: dict[str, list]
+    featurizer: nn.Module | None
+    with_lm: bool
+    views: list[dict] = field(default_factory=list)
+    prosody_views: list[dict | None] = field(default_factory=list)
+
+    @property
+    def task(self) -> str:
+        return self.adapter_set.task
+
+    @property
+    def cache(self) -> dict:
+        return self.views[0]
+
+    @property
+    def prosody(self) -> dict | None:
+        return self.prosody_views[0]
+
+    def evaluate(self, rows, trials=None) -> dict:
+        return evaluate_cached(self.adapter_set, self.cache, rows, trials, self.prosody, self.with_lm)
+
+
+def _open_refit(args: argparse.Namespace) -> Refit:
+    """Load the set (or transplant it) and read its splits, trials and extra corpora."""
     model = MultiAdapterModel(load_backbone(args.backbone))
     adapter_set = AdapterSet.load(args.adapter)
     if args.adapters_from:
         adapter_set = transplant(adapter_set, AdapterSet.load(args.adapters_from))
     model.add_adapter_set(KEY, adapter_set)
-    task = adapter_set.task
-    if args.context_blocks and task != "asr":
-        raise SystemExit("--context-blocks is for ASR sets")
+    task, spec = adapter_set.task, get_task(adapter_set.task)
+    if args.context_blocks and spec.target_field != "text":
+        raise SystemExit("--context-blocks is for CTC heads (ASR sets)")
     with_lm = args.select == "lm"
     if with_lm and adapter_set.language_model is None:
         raise SystemExit("--select lm needs an ASR set with a language model (elp-add-lm)")
-    featurizer = adapter_set.featurizer if args.freeze_featurizer else None
-    feature_dim = adapter_set.featurizer.output_dim
     corpus = Path(args.corpus)
     rows = read_manifest(corpus / f"{task}.jsonl")
     splits = {s: filter_split(rows, s) for s in ("train", "valid", "test")}
     check_training_rows(splits["train"], f"{corpus / task}.jsonl (train split)")
-    trials = {}
-    if task == "verification":
-        if args.extra_corpus:
-            raise SystemExit("--extra-corpus is for tasks scored per clip (not verification's trial lists)")
-        trials = {s: read_trials(corpus / f"verification_trials_{s}.txt") for s in ("valid", "test")}
-    extra = [extra_splits(folder, task, adapter_set.config.labels if task in ("intent", "emotion") else None)
-             for folder in args.extra_corpus]
+    trials = {split: read_trials(corpus / name) for split, name in trial_files(task).items()}
+    if trials and args.extra_corpus:
+        raise SystemExit("--extra-corpus is for tasks scored per clip (not trial lists)")
+    extra = [extra_splits(folder, task, adapter_set.config.labels) for folder in args.extra_corpus]
     for record, train, _ in extra:  # extra training clips obey the held-out registry too
         check_training_rows(train, f"{record['path']} (train split)")
     # validation sources: the corpus' own split first, then each extra corpus' (selection averages them)
     valid_sources = {"corpus": splits["valid"]} | {record["path"]: valid for record, _, valid in extra}
-    wants_prosody = args.prosody or adapter_set.head.uses_prosody
+    featurizer = adapter_set.featurizer if args.freeze_featurizer else None
+    return Refit(model, adapter_set, splits, trials, extra, valid_sources, featurizer, with_lm)
+
+
+def _encode(args: argparse.Namespace, refit: Refit, started: float) -> None:
+    """The clean pass of every clip and ``--augmented-views`` augmented passes of the training clips
+    (each corpus its own pass and cache file, so a refit with other extra clips reuses the rest)."""
+    wants_prosody = args.prosody or refit.adapter_set.head.uses_prosody
     # per view: each clip's prosody statistics of that view's audio (None: the head reads none)
-    prosody_views: list[dict[str, torch.Tensor] | None] = [
-        {} if wants_prosody else None for _ in range(args.augmented_views + 1)
-    ]
-    prosody = prosody_views[0]
-    # each corpus is its own encoder pass (and cache file), so a refit with other extra clips reuses the rest
+    refit.prosody_views = [{} if wants_prosody else None for _ in range(args.augmented_views + 1)]
+    splits, extra, model, featurizer = refit.splits, refit.extra, refit.model, refit.featurizer
     blocks = [[r for split in splits.values() for r in split], *[[*train, *valid] for _, train, valid in extra]]
     train_blocks = [splits["train"], *[train for _, train, _ in extra]]
     cache = {}
     for block in blocks:
-        cache |= encode_rows_cached(args.cache_dir, model, block, prosody=prosody, featurizer=featurizer)
-    views = [cache]
-    augment_config = AugmentConfig(**TASK_AUGMENT.get(task, {}) | {"time_mask_prob": 0.0})
+        cache |= encode_rows_cached(args.cache_dir, model, block, prosody=refit.prosody, featurizer=featurizer)
+    refit.views = [cache]
+    augment_config = task_augment(refit.task, time_mask_prob=0.0)
     for view in range(1, args.augmented_views + 1):
-        views.append({})
+        refit.views.append({})
         for block in train_blocks:
-            views[-1] |= encode_rows_cached(args.cache_dir, model, block, augment_config=augment_config,
-                                            seed=args.seed * 1000 + view, prosody=prosody_views[view],
-                                            featurizer=featurizer)
+            refit.views[-1] |= encode_rows_cached(args.cache_dir, model, block, augment_config=augment_config,
+                                                  seed=args.seed * 1000 + view, prosody=refit.prosody_views[view],
+                                                  featurizer=featurizer)
     splits["train"] = [r for block in train_blocks for r in block]
     print(json.dumps({"cached_clips": len(cache), "augmented_views": args.augmented_views,
                       "seconds": round(time.perf_counter() - started, 1)}), flush=True)
 
-    if featurizer is not None:  # from here on the head reads the cached featurizer output
-        adapter_set.featurizer = Precomputed()
-    before = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s), prosody, with_lm)
-              for s in ("valid", "test")}
-    print(json.dumps({"before": before}), flush=True)
+
+def _rebuild_head(args: argparse.Namespace, adapter_set: AdapterSet, feature_dim: int) -> bool:
+    """A new head when the flags ask for one (fresh, or warm-started from the old); True if so."""
+    config, task = adapter_set.config, adapter_set.task
     new_head = bool(args.pooling or args.factorized_slots or args.prosody or args.adapters_from
                     or args.dropout is not None)
     if new_head:
         # A new head on the set's own E, P and L (fresh weights, or the old ones with --warm-start): the
         # refit then picks the best epoch by validation, which may be worse than "before" for a fresh
         # head; the saved set records both.
-        config = adapter_set.config
         config.head.pooling = args.pooling or config.head.pooling
         config.head.factorized_slots = args.factorized_slots or config.head.factorized_slots
         config.head.prosody = args.prosody or config.head.prosody
@@ -426,108 +294,124 @@ def main(argv: list[str] | None = None) -> int:
         if args.warm_start:
             warm_start(adapter_set.head, old_head)
     if args.context_blocks:  # the old output layer carries over; the new blocks start as the identity
-        config = adapter_set.config
         config.head.context_blocks, config.head.context_kernel = args.context_blocks, args.context_kernel
         old_head = adapter_set.head
         adapter_set.head = build_head(config.head, task, feature_dim, config.num_outputs)
         warm_start(adapter_set.head, old_head)
-    trainable = [*adapter_set.featurizer.parameters(), *adapter_set.head.parameters()]
-    if task == "verification":
-        speakers = sorted({r.speaker for r in splits["train"]})
-        loss_fn: nn.Module = AMSoftmaxLoss(adapter_set.head.embedding_size, len(speakers))
-        targets = {r.path: speakers.index(r.speaker) for r in splits["train"]}
-        with torch.no_grad():
-            loss_fn.weight.copy_(speaker_prototypes(adapter_set, cache, splits["train"], speakers, prosody))
-    elif task == "asr":
-        loss_fn = nn.CTCLoss(blank=0, zero_infinity=True)
+    return new_head
+
+
+#: label smoothing of a refit's class targets (a set's own labels; not speakers, not text)
+LABEL_SMOOTHING = 0.1
+
+
+def _loss_and_targets(refit: Refit) -> tuple[nn.Module, dict]:
+    """The task's loss and each training clip's target (the row's value of the task's target field):
+    character ids for text; indices of the set's labels, smoothed by 0.1; or indices of the training
+    speakers, with the loss's class weights (AM-softmax) started at the speakers' prototypes."""
+    adapter_set, train, spec = refit.adapter_set, refit.splits["train"], get_task(refit.task)
+    field = spec.target_field
+    if field == "text":
         index = {c: i for i, c in enumerate(adapter_set.config.vocab or [])}
-        targets = {r.path: [index[c] for c in (r.text or "") if c in index] for r in splits["train"]}
-    else:
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+        return spec.build_loss(adapter_set, 0), {r.path: [index[c] for c in (r.text or "") if c in index]
+                                                 for r in train}
+    if field == "label":
         labels = adapter_set.config.labels or []
-        targets = {r.path: labels.index(r.label) for r in splits["train"]}
+        loss_fn = spec.build_loss(adapter_set, len(labels), label_smoothing=LABEL_SMOOTHING)
+        return loss_fn, {r.path: labels.index(r.label) for r in train}
+    classes = sorted({getattr(r, field) for r in train})
+    loss_fn = spec.build_loss(adapter_set, len(classes))
+    with torch.no_grad():
+        loss_fn.weight.copy_(speaker_prototypes(adapter_set, refit.cache, train, classes, refit.prosody, field))
+    return loss_fn, {r.path: classes.index(getattr(r, field)) for r in train}
+
+
+def _validation(refit: Refit) -> Validation:
+    """The epoch's score: the selection metric on the corpus' validation split, or with extra corpora
+    the mean over every validation source (each also recorded)."""
+    valid = refit.evaluate(refit.splits["valid"], refit.trials.get("valid"))
+    name, value, higher = selection(refit.task, valid, refit.with_lm)
+    extras = {"valid_cer": valid["cer"], "valid_lm_cer": valid["lm_cer"]} if refit.with_lm else {}
+    if refit.extra:
+        per_source = {source: selection(refit.task, refit.evaluate(rows), refit.with_lm)[1]
+                      for source, rows in refit.valid_sources.items()}
+        value = sum(per_source.values()) / len(per_source)
+        extras[f"valid_{name}_by_source"] = per_source
+    return Validation(name, value, higher, extras)
+
+
+def _train(args: argparse.Namespace, refit: Refit, before: dict, new_head: bool) -> LoopState:
+    """Epochs over the cached pass from the set's starting score; keeps (and restores) the best epoch."""
+    adapter_set = refit.adapter_set
+    loss_fn, targets = _loss_and_targets(refit)
+    trainable = [*adapter_set.featurizer.parameters(), *adapter_set.head.parameters()]
     optimizer = torch.optim.AdamW([*trainable, *loss_fn.parameters()], lr=args.lr, weight_decay=args.weight_decay)
-    name, best, higher = selection(task, before["valid"], with_lm)
-    if extra:  # the starting score on the epochs' own scale: the mean over validation sources
-        best = sum(selection(task, evaluate_cached(adapter_set, cache, source_rows, None, prosody, with_lm),
-                             with_lm)[1] for source_rows in valid_sources.values()) / len(valid_sources)
+    name, best, higher = selection(refit.task, before["valid"], refit.with_lm)
+    if refit.extra:  # the starting score on the epochs' own scale: the mean over validation sources
+        best = sum(selection(refit.task, refit.evaluate(rows), refit.with_lm)[1]
+                   for rows in refit.valid_sources.values()) / len(refit.valid_sources)
     if new_head and not args.warm_start:
         best = -1.0 if higher else float("inf")  # the old head's score says nothing about the new one
-    best_state, stale, history = copy.deepcopy(adapter_set.state_dict()), 0, []
-    samples = [(view, r.path) for view in range(len(views)) for r in splits["train"]]
+    samples = [(view, r.path) for view in range(len(refit.views)) for r in refit.splits["train"]]
     total_steps = args.epochs * -(-len(samples) // args.batch_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, (lambda step: warmup_cosine(step, int(0.05 * total_steps), step / total_steps))
-        if args.schedule == "cosine" else (lambda step: 1.0))
-    mask_generator = torch.Generator().manual_seed(args.seed)
-    for epoch in range(args.epochs):
-        adapter_set.train()
-        order = torch.randperm(len(samples)).tolist()
-        for start in range(0, len(order), args.batch_size):
-            picked = [samples[i] for i in order[start : start + args.batch_size]]
-            paths = [path for _, path in picked]
-            states = [views[view][path] for view, path in picked]
-            if args.frame_mask_prob:
-                masked = torch.rand(len(states), generator=mask_generator) < args.frame_mask_prob
-                states = [mask_frames(s, mask_generator) if m else s for s, m in zip(states, masked, strict=True)]
-            output = _head_outputs(adapter_set, states,
-                                   [prosody_views[view][path] for view, path in picked] if wants_prosody else None)
-            if task == "asr":
-                loss = loss_fn(output.float().transpose(0, 1), torch.tensor([i for p in paths for i in targets[p]]),
-                               torch.tensor([s[0].shape[0] for s in states]),
-                               torch.tensor([len(targets[p]) for p in paths]))
-            else:
-                loss = loss_fn(output, torch.tensor([targets[p] for p in paths]))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-        valid = evaluate_cached(adapter_set, cache, splits["valid"], trials.get("valid"), prosody, with_lm)
-        value = selection(task, valid, with_lm)[1]
-        per_source = {}
-        if extra:
-            per_source = {source: selection(task, evaluate_cached(adapter_set, cache, source_rows, None, prosody,
-                                                                  with_lm), with_lm)[1]
-                          for source, source_rows in valid_sources.items()}
-            value = sum(per_source.values()) / len(per_source)
-        history.append({"epoch": epoch + 1, "loss": loss.item(), f"valid_{name}": value}
-                       | ({"valid_cer": valid["cer"], "valid_lm_cer": valid["lm_cer"]} if with_lm else {})
-                       | ({f"valid_{name}_by_source": per_source} if extra else {}))
-        print(json.dumps(history[-1]), flush=True)
-        if (value > best) if higher else (value < best):
-            best, best_state, stale = value, copy.deepcopy(adapter_set.state_dict()), 0
-            _save_best_so_far(adapter_set, featurizer, args.out, history)
-        else:
-            stale += 1
-            if stale >= args.patience:
-                break
-    adapter_set.load_state_dict(best_state)
-    after = {s: evaluate_cached(adapter_set, cache, splits[s], trials.get(s), prosody, with_lm)
-             for s in ("valid", "test")}
-    extra_valid = {record["path"]: public(evaluate_cached(adapter_set, cache, valid, None, prosody, with_lm))
-                   for record, _, valid in extra}
+    scheduler = (cosine_scheduler(optimizer, total_steps, 0.05) if args.schedule == "cosine"
+                 else constant_scheduler(optimizer))
+    source = CachedFeatures(adapter_set, refit.views, refit.prosody_views, samples, targets, args.batch_size,
+                            sequence_targets=get_task(refit.task).target_field == "text",
+                            frame_mask_prob=args.frame_mask_prob,
+                            mask_generator=torch.Generator().manual_seed(args.seed))
+    loop = TrainingLoop(
+        get_task(refit.task), source, loss_fn, optimizer, scheduler, lambda: _validation(refit),
+        LoopSettings(total_steps, args.patience, history_key="epoch"), {"adapter_set": adapter_set},
+        best_weights={"adapter_set": copy.deepcopy(adapter_set.state_dict())}, state=LoopState(best=best),
+        on_improved=lambda state: _save_best_so_far(adapter_set, refit.featurizer, args.out, state.history),
+        on_validated=lambda state, loss, result: print(json.dumps(state.history[-1]), flush=True))
+    state = loop.run()
+    loop.restore_best()
+    return state
+
+
+def _record(args: argparse.Namespace, refit: Refit, epochs: int, new_head: bool) -> dict:
+    """The refit's entry in the set's training record."""
+    config = refit.adapter_set.config
+    return {"stage": "cached featurizer output, head only" if args.freeze_featurizer
+            else "cached encoder pass, L-adapters + head", "epochs": epochs, "lr": args.lr,
+            "new_head": new_head, "warm_start": bool(new_head and args.warm_start),
+            "prosody": config.head.prosody, "dropout": config.head.dropout,
+            "augmented_views": args.augmented_views, "frame_mask_prob": args.frame_mask_prob,
+            "weight_decay": args.weight_decay, "freeze_featurizer": args.freeze_featurizer,
+            "context_blocks": args.context_blocks, "schedule": args.schedule, "select": args.select,
+            "finished": True, "corpus": args.corpus,
+            "extra_corpora": [record for record, _, _ in refit.extra],
+            "selected_by": "mean of the validation scores of the corpus and each extra corpus" if refit.extra
+            else "the corpus' validation split",
+            "label_smoothing": LABEL_SMOOTHING if get_task(refit.task).target_field == "label" else None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    refit = _open_refit(args)
+    adapter_set, featurizer = refit.adapter_set, refit.featurizer
+    feature_dim = adapter_set.featurizer.output_dim
+    _encode(args, refit, started)
+    if featurizer is not None:  # from here on the head reads the cached featurizer output
+        adapter_set.featurizer = Precomputed()
+    before = {s: refit.evaluate(refit.splits[s], refit.trials.get(s)) for s in ("valid", "test")}
+    print(json.dumps({"before": before}), flush=True)
+    new_head = _rebuild_head(args, adapter_set, feature_dim)
+    state = _train(args, refit, before, new_head)
+    after = {s: refit.evaluate(refit.splits[s], refit.trials.get(s)) for s in ("valid", "test")}
+    extra_valid = {record["path"]: public(refit.evaluate(valid)) for record, _, valid in refit.extra}
     if featurizer is not None:
         adapter_set.featurizer = featurizer
-    print(json.dumps({"after": after} | ({"after_extra_valid": extra_valid} if extra else {})), flush=True)
-    if task == "verification":
-        adapter_set.config.threshold = float(after["valid"]["eer_threshold"])
-    adapter_set.config.metrics = {"valid": public(after["valid"]), "test": public(after["test"]),
-                                  "before_refit": {"valid": public(before["valid"]), "test": public(before["test"])}}
-    if extra:
-        adapter_set.config.metrics["valid_extra"] = extra_valid
+    print(json.dumps({"after": after} | ({"after_extra_valid": extra_valid} if refit.extra else {})), flush=True)
+    write_back_metrics(adapter_set, after["valid"], after["test"],
+                       before_refit={"valid": public(before["valid"]), "test": public(before["test"])},
+                       **({"valid_extra": extra_valid} if refit.extra else {}))
     adapter_set.config.training = adapter_set.config.training | {
-        "refit": {"stage": "cached featurizer output, head only" if args.freeze_featurizer
-                  else "cached encoder pass, L-adapters + head", "epochs": len(history), "lr": args.lr,
-                  "new_head": new_head, "warm_start": bool(new_head and args.warm_start),
-                  "prosody": adapter_set.config.head.prosody, "dropout": adapter_set.config.head.dropout,
-                  "augmented_views": args.augmented_views, "frame_mask_prob": args.frame_mask_prob,
-                  "weight_decay": args.weight_decay, "freeze_featurizer": args.freeze_featurizer,
-                  "context_blocks": args.context_blocks, "schedule": args.schedule, "select": args.select,
-                  "finished": True, "corpus": args.corpus,
-                  "extra_corpora": [record for record, _, _ in extra],
-                  "selected_by": "mean of the validation scores of the corpus and each extra corpus" if extra
-                  else "the corpus' validation split",
-                  "label_smoothing": 0.1 if task in ("emotion", "intent") else None}}
+        "refit": _record(args, refit, len(state.history), new_head)}
     if args.description:
         adapter_set.config.description = args.description
     adapter_set.save(args.out)

@@ -18,19 +18,18 @@ from pathlib import Path
 
 import torch
 
+from elp.tasks import get_task, task_names
 from training.train import build_parser, train
 
 # ELP first: it becomes the stored default set, so it must finish even if the budget runs out.
 METHODS = ("elp", "full", "e", "l", "p", "none")
-# Adapter ids of the defaults follow the endpoint names (/verify -> verify-default).
-STORE_IDS = {"verification": "verify"}
-TASKS = ("asr", "verification", "emotion", "intent")
-HEADLINE = {
-    "asr": ("cer", "wer"),
-    "verification": ("eer", "min_dcf_0.01"),
-    "emotion": ("accuracy", "unweighted_accuracy"),
-    "intent": ("accuracy", "unweighted_accuracy"),
-}
+TASKS = task_names()
+
+
+def table_metrics(task: str) -> tuple[str, str]:
+    """The two figures of a task's comparison row: its headline metric, then the first other it reports."""
+    spec = get_task(task)
+    return spec.headline_metric, next(m for m in spec.metrics if m != spec.headline_metric)
 
 
 def randomized_backbone(source: str, out_dir: Path, seed: int = 0) -> str:
@@ -71,7 +70,7 @@ def run_task(args: argparse.Namespace, task: str) -> list[dict]:
             if args.amp:
                 argv.append("--amp")
             if write_default:
-                argv += ["--out", f"{args.store}/{STORE_IDS.get(task, task)}-default"]
+                argv += ["--out", f"{args.store}/{get_task(task).default_adapter}"]
             result = train(build_parser().parse_args(argv)).__dict__
             result["backbone"] = backbone_name
             results.append(result)
@@ -86,7 +85,7 @@ def render_table(results: list[dict]) -> str:
     lines = ["| task | method | backbone | trained params | test metric | value | second metric | value | steps |",
              "|---|---|---|---:|---|---:|---|---:|---:|"]
     for r in results:
-        first, second = HEADLINE[r["task"]]
+        first, second = table_metrics(r["task"])
         test = r.get("test") or {}
         pct = lambda v: f"{100 * v:.2f}%" if isinstance(v, float) else "-"  # noqa: E731
         lines.append(f"| {r['task']} | {r['method']} | {r['backbone']} | {r['trained_parameters']:,} | {first} | "

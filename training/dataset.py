@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 
 from elp import audio as elp_audio
 from elp.model import pad_waveforms
+from elp.tasks import get_task
 from training.data.manifest import CTC_CHARS, ManifestRow
 
 SAMPLE_RATE = 16000
@@ -52,15 +53,11 @@ class AugmentConfig:
     time_mask_seconds: float = 0.06
 
 
-# Speed and level perturbation would erase what emotion classes are made of (rate, pitch, loudness)
-# and, for speakers, turn one voice into another under the same label: off for those tasks.
-# ASR also drops short spans (SpecAugment-style time masking on the waveform) so the CTC head must
-# spell from context rather than memorise the few thousand training sentences.
-TASK_AUGMENT: dict[str, dict[str, object]] = {
-    "emotion": {"speed_prob": 0.0, "gain_db": (-2.0, 2.0)},
-    "verification": {"speed_prob": 0.0},
-    "asr": {"time_mask_prob": 0.5},
-}
+def task_augment(task: str, **overrides: object) -> AugmentConfig:
+    """The augmentation a task trains with: the defaults, changed by the task's training recipe
+    (:class:`elp.tasks.recipe.TrainingRecipe`: e.g. no speed perturbation where rate and pitch carry
+    the answer), then by ``overrides``."""
+    return AugmentConfig(**get_task(task).training.augment_overrides() | overrides)
 
 
 def time_mask(audio: np.ndarray, rng: np.random.Generator, count: int, max_seconds: float) -> np.ndarray:
@@ -109,7 +106,8 @@ def augment(audio: np.ndarray, rng: np.random.Generator, config: AugmentConfig) 
 
 
 class ClipDataset(Dataset):
-    """Clips of one task with integer targets: CTC label sequences, speaker or class indices.
+    """Clips of one task with integer targets: CTC label sequences, or indices of ``labels`` (the
+    values of the task's target field: classes or training speakers).
 
     Audio is decoded once into memory (int16) because the corpora here are small and the
     training loop revisits every clip many times."""
@@ -125,6 +123,7 @@ class ClipDataset(Dataset):
     ) -> None:
         self.rows = list(rows)
         self.task = task
+        self.target_field = get_task(task).target_field
         self.labels = labels or []
         self.label_index = {label: i for i, label in enumerate(self.labels)}
         self.augment_config = augment_config or AugmentConfig(enabled=False)
@@ -139,12 +138,12 @@ class ClipDataset(Dataset):
         return len(self.rows)
 
     def target(self, index: int) -> torch.Tensor:
-        row = self.rows[index]
-        if self.task == "asr":
-            ids = [self.char_index[c] for c in (row.text or "") if c in self.char_index]
+        """The row's target field (the task's): a character-id sequence for text, else a class index."""
+        value = getattr(self.rows[index], self.target_field)
+        if self.target_field == "text":
+            ids = [self.char_index[c] for c in (value or "") if c in self.char_index]
             return torch.tensor(ids, dtype=torch.long)
-        key = row.speaker if self.task == "verification" else row.label
-        return torch.tensor(self.label_index[key], dtype=torch.long)
+        return torch.tensor(self.label_index[value], dtype=torch.long)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         audio = self.audio[index].astype(np.float32) / 32767

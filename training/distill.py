@@ -32,8 +32,8 @@ from elp.heads.config import HeadConfig
 from training.data.manifest import read_manifest, read_trials
 from training.distill_cache import refuse_held_out
 from training.evaluation import public
+from training.loop import warmup_cosine
 from training.metrics import verification_metrics
-from training.train import warmup_cosine
 
 Features = dict[str, list[torch.Tensor | None]]
 

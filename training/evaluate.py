@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp.tasks import get_task
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.evaluation import evaluate_set, public
 from training.plots import plot_confusion_matrix, plot_det_curve
@@ -32,16 +33,16 @@ def evaluate_adapter(
     rows = filter_split(read_manifest(corpus / f"{task}.jsonl"), split)
     if max_clips:
         rows = rows[:max_clips]
-    trials_path = corpus / f"verification_trials_{split}.txt"
-    trials = read_trials(trials_path) if task == "verification" and trials_path.exists() else None
+    trials_path = corpus / f"{task}_trials_{split}.txt"
+    trials = read_trials(trials_path) if get_task(task).evaluation == "trials" and trials_path.exists() else None
     if trials and max_clips:
         trials = trials[:: max(1, len(trials) // (4 * max_clips))]  # both kinds, evenly spread
     metrics = evaluate_set(model, key, rows, trials)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        if task == "verification":
+        if "_scores" in metrics:  # scored trials
             plot_det_curve(metrics["_scores"], metrics["_labels"], out_dir / f"{key}-det.png", name=key)
-        elif task in ("emotion", "intent"):
+        elif "_confusion" in metrics:  # classes
             plot_confusion_matrix(np.array(metrics["_confusion"]), metrics["_labels"], out_dir / f"{key}-confusion.png")
     return {"adapter": key, "task": task, "split": split, **public(metrics)}
 

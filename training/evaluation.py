@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from elp import MultiAdapterModel
+from elp.tasks import get_task
 from training.data.manifest import ManifestRow, Trial
 from training.dataset import load_audio
 from training.metrics import cer, confusion_matrix, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
@@ -63,10 +64,10 @@ def trials_from_rows(rows: Sequence[ManifestRow], max_trials: int = 2000, seed: 
     return trials
 
 
-def trial_clip_rows(trials: Sequence[Trial]) -> list[ManifestRow]:
+def trial_clip_rows(trials: Sequence[Trial], task: str = "verification") -> list[ManifestRow]:
     """One row per distinct clip of a trial list, id = path, so each clip is embedded once."""
     paths = sorted({p for t in trials for p in (t.path_a, t.path_b)})
-    return [ManifestRow(id=p, path=p, duration_s=0.0, split="test", task="verification", speaker="?") for p in paths]
+    return [ManifestRow(id=p, path=p, duration_s=0.0, split="test", task=task, speaker="?") for p in paths]
 
 
 def evaluate_set(
@@ -76,11 +77,13 @@ def evaluate_set(
     trials: Sequence[Trial] | None = None,
     batch_size: int = 16,
 ) -> dict:
-    """Metrics of the set ``key`` on ``rows`` (and ``trials`` for verification)."""
+    """Metrics of the set ``key`` on ``rows`` (and ``trials`` for a task scored on trials), computed
+    the task's evaluation way: trials, transcripts or labels."""
     task = model.adapter_sets[key].config.task
-    if task == "verification":
+    evaluation = get_task(task).evaluation
+    if evaluation == "trials":
         trials = list(trials) if trials else trials_from_rows(rows)
-        predictions, seconds = predict_rows(model, key, trial_clip_rows(trials), batch_size)
+        predictions, seconds = predict_rows(model, key, trial_clip_rows(trials, task), batch_size)
         scores = [float(F.cosine_similarity(predictions[t.path_a].embedding, predictions[t.path_b].embedding, dim=0))
                   for t in trials]
         labels = [t.label for t in trials]
@@ -90,7 +93,7 @@ def evaluate_set(
         metrics["_labels"] = labels
         return metrics
     predictions, seconds = predict_rows(model, key, rows, batch_size)
-    if task == "asr":
+    if evaluation == "transcripts":
         refs = [r.text or "" for r in rows]
         hyps = [predictions[r.id].text or "" for r in rows]
         return {"wer": wer(refs, hyps), "cer": cer(refs, hyps), "num_clips": len(rows), "compute_seconds": seconds,
@@ -110,11 +113,8 @@ def evaluate_set(
 
 def headline(task: str, metrics: dict) -> tuple[str, float, bool]:
     """(name, value, higher_is_better) of the metric that selects checkpoints for a task."""
-    if task == "asr":
-        return "cer", metrics["cer"], False
-    if task == "verification":
-        return "eer", metrics["eer"], False
-    return "accuracy", metrics["accuracy"], True
+    spec = get_task(task)
+    return spec.headline_metric, metrics[spec.headline_metric], spec.higher_is_better
 
 
 def public(metrics: dict) -> dict:

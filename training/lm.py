@@ -31,13 +31,14 @@ from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.decoding import WordBigramLM
 from elp.decoding.arpa import read_arpa_bigrams
 from elp.model import pad_waveforms
+from elp.tasks import get_task
 from training.corpus.text import normalise
 from training.data.manifest import filter_split, read_manifest
 from training.dataset import load_audio
 from training.evaluation import length_batches
 from training.metrics import cer, wer
 
-KEY = "asr"
+KEY = "set"
 
 
 def general_frequencies(num_words: int, alphabet: str) -> dict[str, float]:
@@ -126,9 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.lm_from and not args.keep_lm:
         raise SystemExit("--lm-from keeps another set's LM: add --keep-lm")
     adapter_set = AdapterSet.load(args.adapter_set, device=args.device)
-    if adapter_set.config.task != "asr":
-        raise SystemExit(f"{args.adapter_set} is a {adapter_set.config.task} set, not ASR")
-    rows = read_manifest(Path(args.corpus) / "asr.jsonl")
+    if not get_task(adapter_set.config.task).supports_language_model:
+        raise SystemExit(f"{args.adapter_set} is a {adapter_set.config.task} set: its task decodes no text with an LM")
+    rows = read_manifest(Path(args.corpus) / f"{adapter_set.config.task}.jsonl")
     splits = {s: filter_split(rows, s)[: args.max_clips or None] for s in ("train", "valid", "test")}
     vocab = adapter_set.config.vocab or []
     general = None

@@ -20,6 +20,7 @@ import torch
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.heads.pooled import PITCH_INDEX, RunningStandardizer, append_pitch
 from elp.heads.prosody import NUM_PROSODY_FEATURES, clip_prosody
+from elp.tasks import get_task
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import load_audio
 from training.evaluation import evaluate_set, predict_rows, public, trial_clip_rows
@@ -51,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     corpus = Path(args.corpus)
     source = AdapterSet.load(args.adapter)
-    if source.task != "verification":
-        raise SystemExit(f"{args.adapter} is a {source.task} set, not a verification set")
+    if get_task(source.task).evaluation != "trials":
+        raise SystemExit(f"{args.adapter} is a {source.task} set, not one scored on speaker trials")
     if source.config.head.prosody:
         raise SystemExit("the head already reads prosody through its learnt branch: fit pitch on a plain speaker head")
     config = copy.deepcopy(source.config)

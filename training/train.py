@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import random
 import time
 import warnings
@@ -20,29 +19,40 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from elp import AdapterSet, MultiAdapterModel, config_for_method, load_backbone
-from elp.heads import AMSoftmaxLoss
 from elp.heads.config import HeadConfig
+from elp.tasks import get_task, task_names
 from training.data.manifest import filter_split, read_manifest, read_trials
-from training.dataset import CTC_VOCAB, TASK_AUGMENT, AugmentConfig, ClipDataset, LengthBucketSampler, collate
+from training.dataset import CTC_VOCAB, ClipDataset, LengthBucketSampler, collate, task_augment
 from training.evaluation import evaluate_set, headline, public
+from training.loop import (
+    HeadBatch,
+    LoopSettings,
+    LoopState,
+    TrainingLoop,
+    Validation,
+    cosine_scheduler,
+    load_checkpoint,
+    save_checkpoint,
+    write_back_metrics,
+)
 from training.suites.guard import check_training_rows
 
 TRAIN_KEY = "train"
-TRIALS = {"valid": "verification_trials_valid.txt", "test": "verification_trials_test.txt"}
-# (head, L-adapters/weighted sum, E-adapters) learning rates. "paper": ELP.md's reference values for
-# long schedules; "fast": the values this recipe uses for its short schedules on the small corpus.
-LEARNING_RATES = {
-    "paper": {"asr": (2e-3, 1e-3, 1e-3), "verification": (5e-4, 1e-4, 1e-5),
-              "emotion": (5e-4, 1e-4, 5e-5), "intent": (5e-4, 1e-5, 1e-5)},
-    "fast": {"asr": (2e-3, 1e-3, 5e-4), "verification": (2e-3, 1e-3, 2e-4),
-             "emotion": (1e-3, 5e-4, 2e-4), "intent": (1e-3, 5e-4, 2e-4)},
-}
+#: (head, L-adapters/weighted sum, E-adapters) learning-rate presets; each task's values are in its
+#: training recipe (elp.tasks): "paper" = ELP.md's for long schedules, "fast" = this recipe's short ones
+LR_PRESETS = ("fast", "paper")
+
+
+def trial_files(task: str) -> dict[str, str]:
+    """Trial lists per split of a task scored on trials (``<task>_trials_<split>.txt``), else none."""
+    if get_task(task).evaluation != "trials":
+        return {}
+    return {split: f"{task}_trials_{split}.txt" for split in ("valid", "test")}
 
 
 
@@ -60,7 +70,7 @@ class TrainResult:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="elp-train", description=__doc__.splitlines()[0])
-    p.add_argument("--task", required=True, choices=["asr", "verification", "emotion", "intent"])
+    p.add_argument("--task", required=True, choices=task_names())
     p.add_argument("--backbone", default="models/whisper-base", help="local folder or hub id")
     p.add_argument("--corpus", default="data/corpus", help="folder with <task>.jsonl manifests")
     p.add_argument("--method", default="elp", help="elp, el, ep, lp, e, l, p, none or full")
@@ -70,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (0 = epochs decide)")
     p.add_argument("--max-minutes", type=float, default=0.0, help="wall-clock budget (0 = none)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr-preset", choices=sorted(LEARNING_RATES), default="fast")
+    p.add_argument("--lr-preset", choices=sorted(LR_PRESETS), default="fast")
     p.add_argument("--lr-head", type=float)
     p.add_argument("--lr-l", type=float)
     p.add_argument("--lr-e", type=float)
@@ -132,41 +142,174 @@ def _param_groups(adapter_set: AdapterSet, loss: nn.Module, backbone: nn.Module 
     return [g for g in groups if g["params"]]
 
 
-def warmup_cosine(step: int, warmup_steps: int, progress: float) -> float:
-    """Learning-rate factor: linear warm-up over ``warmup_steps``, times a cosine from 1 to 0 over
-    ``progress`` in [0, 1] (shared by elp-train and the cached refit)."""
-    return min(1.0, (step + 1) / max(1, warmup_steps)) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+@dataclass
+class LiveFeatures:
+    """Training batches through the backbone: waveforms, augmented on the fly, in length buckets."""
+
+    model: MultiAdapterModel
+    loader: DataLoader
+    sampler: LengthBucketSampler
+    dataset: ClipDataset
+    device: torch.device
+    amp: bool = False
+
+    def train(self) -> None:
+        self.model.train()
+
+    def batches(self, epoch: int) -> DataLoader:
+        self.sampler.epoch = self.dataset.epoch = epoch
+        return self.loader
+
+    def forward(self, batch: dict) -> HeadBatch:
+        waves = batch["waveforms"].to(self.device, non_blocking=True)
+        lengths = batch["lengths"].to(self.device)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp and self.device.type == "cuda")
+        with autocast:
+            group = self.model(waves, lengths, [TRAIN_KEY] * len(lengths))[TRAIN_KEY]
+        target_lengths = batch.get("target_lengths")
+        return HeadBatch(group.output, batch["targets"].to(self.device), group.lengths,
+                         None if target_lengths is None else target_lengths.to(self.device))
 
 
-# ------------------------------------------------------------------ checkpoints (no pickle)
-def save_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer, state: dict):
-    tensors = {f"{name}.{k}": v.detach().cpu().contiguous() for name, m in modules.items()
-               for k, v in m.state_dict().items()}
-    opt = optimizer.state_dict()
-    for pid, values in opt["state"].items():
-        for k, v in values.items():
-            tensors[f"optimizer.{pid}.{k}"] = (v if torch.is_tensor(v) else torch.tensor(v)).detach().cpu().contiguous()
-    tmp = run_dir / "checkpoint.safetensors.tmp"
-    save_file(tensors, str(tmp))
-    tmp.replace(run_dir / "checkpoint.safetensors")
-    meta = dict(state, param_groups=[{k: v for k, v in g.items() if k != "params"} | {"params": g["params"]}
-                                     for g in opt["param_groups"]])
-    (run_dir / "checkpoint.json").write_text(json.dumps(meta, indent=1))
+@dataclass
+class Splits:
+    """The rows a run reads: train, valid and test clips, and verification's trial lists."""
+
+    train: list
+    valid: list
+    test: list
+    trials: dict
+    labels: list[str] | None
 
 
-def load_checkpoint(run_dir: Path, modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer) -> dict:
-    tensors = load_file(str(run_dir / "checkpoint.safetensors"))
-    meta = json.loads((run_dir / "checkpoint.json").read_text())
-    for name, module in modules.items():
-        prefix = f"{name}."
-        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, pid, name = key.split(".", 2)
-            state.setdefault(int(pid), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta.pop("param_groups")})
-    return meta
+def _read_splits(args: argparse.Namespace, corpus: Path) -> Splits:
+    rows = read_manifest(corpus / f"{args.task}.jsonl")
+    train_rows = _limit(filter_split(rows, "train"), args.max_train_clips, args.seed)
+    check_training_rows(train_rows, f"{corpus / args.task}.jsonl (train split)")
+    trials = {split: read_trials(corpus / name) for split, name in trial_files(args.task).items()
+              if (corpus / name).exists()}
+    labels = sorted({r.label for r in rows if r.label}) if get_task(args.task).target_field == "label" else None
+    return Splits(train_rows, _limit(filter_split(rows, "valid"), args.max_eval_clips, args.seed),
+                  _limit(filter_split(rows, "test"), args.max_eval_clips, args.seed), trials, labels)
+
+
+def _slot_names(task: str, labels: list[str] | None) -> list[str] | None:
+    """The task's slot names (its example set's, e.g. intent's action/object/location) when every
+    label splits into them, else None."""
+    slots = get_task(task).example_fields().get("slot_names")
+    if slots and labels and all(len(label.split("_")) == len(slots) for label in labels):
+        return list(slots)
+    return None
+
+
+def _build_set(args: argparse.Namespace, method: str, backbone, labels: list[str] | None,
+               device: torch.device) -> AdapterSet:
+    """A fresh set for the task and method (or ``--init-from``'s), with ``--train-only`` applied."""
+    spec = get_task(args.task)
+    vocab = CTC_VOCAB if spec.target_field == "text" else None
+    config = config_for_method(
+        "none" if method == "full" else method, args.task, backbone.identity.to_dict(),
+        labels=labels, vocab=vocab, slot_names=(slot_names := _slot_names(args.task, labels)),
+        num_prompt_frames=args.prompt_frames, prompt_position=args.prompt_position, prompt_form=args.prompt_form,
+        head=HeadConfig(hidden_dim=spec.head_hidden_dim, pooling=args.pooling,
+                        factorized_slots=args.factorized_slots and slot_names is not None,
+                        prosody=args.prosody and spec.supports_prosody),
+    )
+    config.method = method
+    if args.init_from:
+        adapter_set = AdapterSet.load(args.init_from, device=device)
+        backbone.identity.check_compatible(adapter_set.backbone_identity)
+        if (adapter_set.config.labels, adapter_set.config.vocab) != (config.labels, config.vocab):
+            raise SystemExit(f"{args.init_from} was trained with other labels than {args.corpus}")
+    else:
+        adapter_set = AdapterSet.create(config, backbone)
+    if args.train_only:
+        keep = {part.strip() for part in args.train_only.split(",")}
+        parts = {"e": adapter_set.e_adapters, "l": adapter_set.featurizer, "p": adapter_set.p_adapter,
+                 "head": adapter_set.head}
+        for name, module in parts.items():
+            if module is not None and name not in keep:
+                module.requires_grad_(False)
+    return adapter_set
+
+
+def _optimizer(args: argparse.Namespace, adapter_set: AdapterSet, loss_fn: nn.Module,
+               backbone: nn.Module | None) -> tuple[torch.optim.Optimizer, dict[str, float]]:
+    """AdamW with ELP's per-group learning rates (the preset's, overridden by the flags)."""
+    head_lr, l_lr, e_lr = get_task(args.task).training.rates(args.lr_preset)
+    rates = {"head": args.lr_head or head_lr, "l": args.lr_l or l_lr, "e": args.lr_e or e_lr,
+             "backbone": args.lr_backbone}
+    rates["p"] = args.lr_p or rates["l"]
+    groups = _param_groups(adapter_set, loss_fn, backbone, rates)
+    groups = [g | {"params": [p for p in g["params"] if p.requires_grad]} for g in groups]
+    return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=args.weight_decay), rates
+
+
+def _target_classes(task: str, splits: Splits) -> list[str] | None:
+    """What class indices stand for: the set's labels, or for tasks whose target is another row field
+    (speakers) the training rows' values of it; None for text targets."""
+    field = get_task(task).target_field
+    if field == "text":
+        return None
+    return splits.labels if field == "label" else sorted({getattr(r, field) for r in splits.train})
+
+
+def _live_features(args: argparse.Namespace, model: MultiAdapterModel, splits: Splits, device) -> LiveFeatures:
+    augment_config = task_augment(args.task, enabled=not args.no_augment)
+    dataset = ClipDataset(splits.train, args.task, _target_classes(args.task, splits), augment_config, seed=args.seed)
+    sampler = LengthBucketSampler(dataset.lengths(), args.batch_size, shuffle=True, seed=args.seed)
+    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
+                        persistent_workers=args.num_workers > 0)
+    return LiveFeatures(model, loader, sampler, dataset, device, args.amp)
+
+
+def _resume(loop: TrainingLoop, run_dir: Path, checkpoint_modules: dict[str, nn.Module]) -> None:
+    """Continue from the run's last checkpoint: weights, optimiser, loop state, schedule, best set."""
+    loop.state = LoopState(**load_checkpoint(run_dir, checkpoint_modules, loop.optimizer))
+    loop.best_weights = {"adapter_set": copy.deepcopy(checkpoint_modules["adapter_set"].state_dict())}
+    with warnings.catch_warnings():  # replaying the schedule, not skipping an optimizer step
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+        for _ in range(loop.state.step):
+            loop.scheduler.step()
+    if (run_dir / "best" / "adapter_model.safetensors").exists():
+        loop.best_weights = {"adapter_set": AdapterSet.load(run_dir / "best").state_dict()}
+
+
+def _make_loop(args: argparse.Namespace, run_dir: Path, source: LiveFeatures, loss_fn: nn.Module,
+               valid: list, valid_trials, started: float) -> tuple[TrainingLoop, dict[str, float], tqdm]:
+    """The loop over live batches: per-group AdamW, warm-up + cosine over steps or minutes, validation
+    every ``--eval-every`` steps, checkpoints at each validation, the best set kept in ``run_dir/best``."""
+    model, full = source.model, args.method.lower() == "full"
+    adapter_set = model.adapter_sets[TRAIN_KEY]
+    optimizer, rates = _optimizer(args, adapter_set, loss_fn, model.backbone if full else None)
+    total_steps = args.max_steps or args.epochs * len(source.sampler)
+    tracked: dict[str, nn.Module] = {"adapter_set": adapter_set} | ({"backbone": model.backbone} if full else {})
+    checkpoint_modules = {"adapter_set": adapter_set, "loss": loss_fn} | ({"backbone": model.backbone} if full else {})
+
+    def validate() -> Validation:
+        return Validation(*headline(args.task, evaluate_set(model, TRAIN_KEY, valid, valid_trials)))
+
+    def validated(state: LoopState, loss: float, result: Validation) -> None:
+        progress.write(f"step {state.step}: loss {loss:.4f} valid {result.name} {result.value:.4f}")
+        save_checkpoint(run_dir, checkpoint_modules, optimizer, state.to_dict())
+
+    def stepped(state: LoopState, loss: float) -> None:
+        progress.update(1)
+        progress.set_postfix(loss=f"{loss:.3f}", best=state.best)
+
+    budget_s = 60 * args.max_minutes
+    scheduler = cosine_scheduler(optimizer, total_steps, args.warmup, budget_s, started)
+    loop = TrainingLoop(
+        get_task(args.task), source, loss_fn, optimizer, scheduler, validate,
+        LoopSettings(total_steps, args.patience, eval_every=args.eval_every, budget_s=budget_s, clip_grad_norm=5.0),
+        tracked, best_weights={"adapter_set": copy.deepcopy(adapter_set.state_dict())},
+        on_improved=lambda state: None if full else adapter_set.save(run_dir / "best"),
+        on_validated=validated, on_step=stepped, started=started)
+    if args.resume and (run_dir / "checkpoint.json").exists():
+        _resume(loop, run_dir, checkpoint_modules)
+    progress = tqdm(total=total_steps, initial=loop.state.step, disable=args.quiet,
+                    desc=f"{args.task}/{args.method.lower()}")
+    return loop, rates, progress
 
 
 def train(args: argparse.Namespace) -> TrainResult:
@@ -177,185 +320,39 @@ def train(args: argparse.Namespace) -> TrainResult:
     corpus = Path(args.corpus)
     run_dir = Path(args.run_dir or f"runs/{args.task}-{method}")
     run_dir.mkdir(parents=True, exist_ok=True)
-
-    rows = read_manifest(corpus / f"{args.task}.jsonl")
-    train_rows = _limit(filter_split(rows, "train"), args.max_train_clips, args.seed)
-    check_training_rows(train_rows, f"{corpus / args.task}.jsonl (train split)")
-    valid_rows = _limit(filter_split(rows, "valid"), args.max_eval_clips, args.seed)
-    test_rows = _limit(filter_split(rows, "test"), args.max_eval_clips, args.seed)
-    trials = {split: read_trials(corpus / name) for split, name in TRIALS.items()
-              if args.task == "verification" and (corpus / name).exists()}
-
+    splits = _read_splits(args, corpus)
     backbone = load_backbone(args.backbone, device=device)
-    labels = vocab = slot_names = None
-    if args.task == "asr":
-        vocab = CTC_VOCAB
-    elif args.task in ("emotion", "intent"):
-        labels = sorted({r.label for r in rows if r.label})
-        if args.task == "intent" and all(len(label.split("_")) == 3 for label in labels):
-            slot_names = ["action", "object", "location"]
-    config = config_for_method(
-        "none" if method == "full" else method, args.task, backbone.identity.to_dict(),
-        labels=labels, vocab=vocab, slot_names=slot_names, num_prompt_frames=args.prompt_frames,
-        prompt_position=args.prompt_position, prompt_form=args.prompt_form,
-        head=HeadConfig(hidden_dim=0 if args.task == "asr" else 256, pooling=args.pooling,
-                        factorized_slots=args.factorized_slots and slot_names is not None,
-                        prosody=args.prosody and args.task != "asr"),
-    )
-    config.method = method
-    if args.init_from:
-        adapter_set = AdapterSet.load(args.init_from, device=device)
-        backbone.identity.check_compatible(adapter_set.backbone_identity)
-        if (adapter_set.config.labels, adapter_set.config.vocab) != (config.labels, config.vocab):
-            raise SystemExit(f"{args.init_from} was trained with other labels than {corpus}")
-        config = adapter_set.config
-    else:
-        adapter_set = AdapterSet.create(config, backbone)
-    if args.train_only:
-        keep = {part.strip() for part in args.train_only.split(",")}
-        parts = {"e": adapter_set.e_adapters, "l": adapter_set.featurizer, "p": adapter_set.p_adapter,
-                 "head": adapter_set.head}
-        for name, module in parts.items():
-            if module is not None and name not in keep:
-                module.requires_grad_(False)
-    if method == "full":
+    adapter_set = _build_set(args, method, backbone, splits.labels, device)
+    full = method == "full"
+    if full:
         backbone.unfreeze()
     model = MultiAdapterModel(backbone)
     model.add_adapter_set(TRAIN_KEY, adapter_set)
-
-    speakers = sorted({r.speaker for r in train_rows})
-    if args.task == "verification":
-        loss_fn: nn.Module = AMSoftmaxLoss(adapter_set.head.embedding_size, len(speakers))
-        dataset_labels = speakers
-    elif args.task == "asr":
-        loss_fn = nn.CTCLoss(blank=0, zero_infinity=True)
-        dataset_labels = None
-    else:
-        loss_fn = nn.CrossEntropyLoss()
-        dataset_labels = labels
-    loss_fn.to(device)
-
-    augment_config = AugmentConfig(enabled=not args.no_augment, **TASK_AUGMENT.get(args.task, {}))
-    dataset = ClipDataset(train_rows, args.task, dataset_labels, augment_config, seed=args.seed)
-    sampler = LengthBucketSampler(dataset.lengths(), args.batch_size, shuffle=True, seed=args.seed)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
-                        persistent_workers=args.num_workers > 0)
-
-    head_lr, l_lr, e_lr = LEARNING_RATES[args.lr_preset][args.task]
-    rates = {"head": args.lr_head or head_lr, "l": args.lr_l or l_lr, "e": args.lr_e or e_lr,
-             "backbone": args.lr_backbone}
-    rates["p"] = args.lr_p or rates["l"]
-    groups = _param_groups(adapter_set, loss_fn, backbone if method == "full" else None, rates)
-    groups = [g | {"params": [p for p in g["params"] if p.requires_grad]} for g in groups]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=args.weight_decay)
-    steps_per_epoch = len(sampler)
-    total_steps = args.max_steps or args.epochs * steps_per_epoch
-    warmup = max(1, int(args.warmup * total_steps))
-    budget_s = 60 * args.max_minutes
-
-    def schedule(step: int) -> float:
-        """Cosine over whichever budget ends first: steps or wall-clock minutes (so a time-boxed run
-        still anneals instead of stopping at full learning rate)."""
-        progress = step / total_steps
-        if budget_s:
-            progress = max(progress, (time.perf_counter() - started) / budget_s)
-        return warmup_cosine(step, warmup, progress)
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    checkpoint_modules: dict[str, nn.Module] = {"adapter_set": adapter_set, "loss": loss_fn}
-    if method == "full":
-        checkpoint_modules["backbone"] = backbone
-    state = {"step": 0, "epoch": 0, "best": None, "best_step": 0, "stale": 0, "history": []}
-    if args.resume and (run_dir / "checkpoint.json").exists():
-        state = load_checkpoint(run_dir, checkpoint_modules, optimizer)
-        with warnings.catch_warnings():  # replaying the schedule, not skipping an optimizer step
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
-            for _ in range(state["step"]):
-                scheduler.step()
-    best_weights = copy.deepcopy(adapter_set.state_dict())
-    best_backbone = None
-    best_path = run_dir / "best"
-    if args.resume and (best_path / "adapter_model.safetensors").exists():
-        best_weights = AdapterSet.load(best_path).state_dict()
-
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=args.amp and device.type == "cuda")
-    progress = tqdm(total=total_steps, initial=state["step"], disable=args.quiet, desc=f"{args.task}/{method}")
-    eval_rows = valid_rows
-    stop = False
-    model.train()
-    while not stop and state["step"] < total_steps:
-        sampler.epoch = dataset.epoch = state["epoch"]
-        for batch in loader:
-            waves = batch["waveforms"].to(device, non_blocking=True)
-            lengths = batch["lengths"].to(device)
-            targets = batch["targets"].to(device)
-            with autocast:
-                group = model(waves, lengths, [TRAIN_KEY] * len(lengths))[TRAIN_KEY]
-            output = group.output.float()
-            if args.task == "asr":
-                loss = loss_fn(output.transpose(0, 1), targets, group.lengths, batch["target_lengths"].to(device))
-            else:
-                loss = loss_fn(output, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], 5.0)
-            optimizer.step()
-            scheduler.step()
-            state["step"] += 1
-            progress.update(1)
-            progress.set_postfix(loss=f"{loss.item():.3f}", best=state["best"])
-            out_of_time = args.max_minutes and (time.perf_counter() - started) > 60 * args.max_minutes
-            if state["step"] % args.eval_every == 0 or state["step"] >= total_steps or out_of_time:
-                metrics = evaluate_set(model, TRAIN_KEY, eval_rows, trials.get("valid"))
-                name, value, higher = headline(args.task, metrics)
-                state["history"].append({"step": state["step"], "loss": loss.item(), f"valid_{name}": value})
-                improved = state["best"] is None or (value > state["best"] if higher else value < state["best"])
-                if improved:
-                    state.update(best=value, best_step=state["step"], stale=0)
-                    best_weights = copy.deepcopy(adapter_set.state_dict())
-                    if method == "full":
-                        best_backbone = copy.deepcopy(backbone.state_dict())
-                    else:
-                        adapter_set.save(best_path)
-                else:
-                    state["stale"] += 1
-                progress.write(f"step {state['step']}: loss {loss.item():.4f} valid {name} {value:.4f}")
-                save_checkpoint(run_dir, checkpoint_modules, optimizer, state)
-                model.train()
-                if state["stale"] >= args.patience or out_of_time:
-                    stop = True
-            if stop or state["step"] >= total_steps:
-                break
-        state["epoch"] += 1
+    classes = _target_classes(args.task, splits)
+    loss_fn = get_task(args.task).build_loss(adapter_set, len(classes or [])).to(device)
+    source = _live_features(args, model, splits, device)
+    loop, rates, progress = _make_loop(args, run_dir, source, loss_fn, splits.valid, splits.trials.get("valid"),
+                                       started)
+    state = loop.run()
     progress.close()
-
-    adapter_set.load_state_dict(best_weights)
-    if best_backbone is not None:
-        backbone.load_state_dict(best_backbone)
+    loop.restore_best()
     model.eval()
-    valid_metrics = evaluate_set(model, TRAIN_KEY, valid_rows, trials.get("valid"))
-    test_metrics = evaluate_set(model, TRAIN_KEY, test_rows, trials.get("test")) if args.test else None
-    trained = sum(p.numel() for p in adapter_set.parameters())
-    if method == "full":
-        trained += sum(p.numel() for p in backbone.parameters())
-    if args.task == "verification":
-        adapter_set.config.threshold = float(valid_metrics["eer_threshold"])
-    adapter_set.config.metrics = {"valid": public(valid_metrics)}
-    if test_metrics:
-        adapter_set.config.metrics["test"] = public(test_metrics)
+    valid_metrics = evaluate_set(model, TRAIN_KEY, splits.valid, splits.trials.get("valid"))
+    test_metrics = evaluate_set(model, TRAIN_KEY, splits.test, splits.trials.get("test")) if args.test else None
+    write_back_metrics(adapter_set, valid_metrics, test_metrics)
     adapter_set.config.training = {
-        "corpus": str(corpus), "steps": state["step"], "best_step": state["best_step"], "batch_size": args.batch_size,
+        "corpus": str(corpus), "steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
         "learning_rates": rates, "augment": not args.no_augment, "seed": args.seed, "method": method,
-        "train_clips": len(train_rows),
+        "train_clips": len(splits.train),
     }
     adapter_set.config.description = f"{method.upper()} {args.task} set trained by elp-train on {corpus.name}"
-    output = None
-    if args.out and method != "full":
-        output = str(adapter_set.save(args.out))
-    (run_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
-    _write_plots(run_dir, args.task, state["history"], valid_metrics, test_metrics)
+    output = str(adapter_set.save(args.out)) if args.out and not full else None
+    (run_dir / "history.json").write_text(json.dumps(state.history, indent=1))
+    _write_plots(run_dir, args.task, state.history, valid_metrics, test_metrics)
+    trained = sum(p.numel() for p in adapter_set.parameters()) + (
+        sum(p.numel() for p in backbone.parameters()) if full else 0)
     result = TrainResult(args.task, method, trained, public(valid_metrics),
-                         public(test_metrics) if test_metrics else None, state["step"],
+                         public(test_metrics) if test_metrics else None, state.step,
                          round(time.perf_counter() - started, 1), output)
     if args.results_json:
         with open(args.results_json, "a") as fh:
@@ -369,9 +366,9 @@ def _write_plots(run_dir: Path, task: str, history: list[dict], valid: dict, tes
     if history:
         plot_training_curves(history, run_dir / "training_curves.png")
     final = test or valid
-    if task == "verification":
+    if "_scores" in final:  # scored trials
         plot_det_curve(final["_scores"], final["_labels"], run_dir / "det_curve.png")
-    elif task in ("emotion", "intent"):
+    elif "_confusion" in final:  # classes
         plot_confusion_matrix(np.array(final["_confusion"]), final["_labels"], run_dir / "confusion_matrix.png")
 
 

@@ -27,10 +27,21 @@ from fastapi.responses import JSONResponse
 from scipy.signal import resample_poly
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, WhisperFeatureExtractor, WhisperModel
 
+from elp.tasks import TASKS, TaskSpec
+
 VOCAB = ["<blank>", " ", "'", *string.ascii_lowercase]
-EMOTIONS = ["neutral", "happy", "sad", "angry"]
-INTENTS = ["activate_lights_kitchen", "deactivate_lights_kitchen", "increase_volume_none", "decrease_volume_none"]
 SAMPLE_RATE = 16000
+EMBEDDING_SIZE = 256
+
+
+def head_size(spec: TaskSpec) -> int:
+    """Outputs of a task's random head: per frame over the vocabulary (transcripts), an embedding
+    (trials), or one per example class (labels)."""
+    if spec.evaluation == "transcripts":
+        return len(VOCAB)
+    if spec.evaluation == "trials":
+        return EMBEDDING_SIZE
+    return len(spec.example_fields()["labels"])
 
 
 class NaiveModel:
@@ -56,11 +67,8 @@ class NaiveModel:
         self.device = device
         self.encoder.to(device).eval()
         generator = torch.Generator().manual_seed(0)
-        self.heads = {
-            name: (torch.randn(hidden, size, generator=generator) * 0.05).to(device)
-            for name, size in (("asr", len(VOCAB)), ("verify", 256), ("emotion", len(EMOTIONS)),
-                               ("intent", len(INTENTS)))
-        }
+        self.heads = {spec.name: (torch.randn(hidden, head_size(spec), generator=generator) * 0.05).to(device)
+                      for spec in TASKS}
 
     @torch.inference_mode()
     def hidden_states(self, waveform: np.ndarray) -> torch.Tensor:
@@ -69,11 +77,11 @@ class NaiveModel:
             return self.encoder(features.input_features.to(self.device)).last_hidden_state[0]
         return self.encoder(features.input_values.to(self.device)).last_hidden_state[0]
 
-    def run(self, task: str, waveform: np.ndarray) -> torch.Tensor:
+    def run(self, spec: TaskSpec, waveform: np.ndarray) -> torch.Tensor:
         hidden = self.hidden_states(waveform)
-        if task == "asr":
-            return hidden @ self.heads["asr"]
-        return hidden.mean(dim=0) @ self.heads[task]
+        if spec.evaluation == "transcripts":  # per frame
+            return hidden @ self.heads[spec.name]
+        return hidden.mean(dim=0) @ self.heads[spec.name]
 
 
 def decode(data: bytes) -> np.ndarray:
@@ -96,49 +104,58 @@ def greedy_ctc(logits: torch.Tensor) -> str:
 
 
 def create_app(backbone: str, device: str = "cpu") -> FastAPI:
+    """One route per registered task, answered the naive way for its kind (transcripts, trials or
+    labels) in the server's JSON shapes."""
     model = NaiveModel(backbone, device)
     app = FastAPI(title="naive transformers baseline")
 
-    def answer(task: str, upload: UploadFile, started: float) -> tuple[torch.Tensor, dict[str, Any]]:
+    def answer(spec: TaskSpec, upload: UploadFile, started: float) -> tuple[torch.Tensor, dict[str, Any]]:
         waveform = decode(upload.file.read())
-        output = model.run(task, waveform)
+        output = model.run(spec, waveform)
         timings = {"total": (time.perf_counter() - started) * 1000.0}
         return output.float().cpu(), {"adapter": "naive-hf", "duration_s": len(waveform) / SAMPLE_RATE,
                                       "timings_ms": timings}
 
-    def classify(task: str, labels: list[str], upload: UploadFile) -> dict[str, Any]:
-        logits, base = answer(task, upload, time.perf_counter())
-        probs = torch.softmax(logits, dim=-1).tolist()
-        return {"label": labels[int(np.argmax(probs))], "scores": dict(zip(labels, probs, strict=True)), **base}
-
-    @app.post("/asr")
-    def asr(file: Annotated[UploadFile, File()], adapter: Annotated[str | None, Form()] = None) -> dict:
-        logits, base = answer("asr", file, time.perf_counter())
-        return {"text": greedy_ctc(logits), **base}
-
-    @app.post("/verify")
-    def verify(file: Annotated[UploadFile, File()], reference: Annotated[UploadFile, File()],
-               adapter: Annotated[str | None, Form()] = None) -> dict:
-        started = time.perf_counter()
-        first, base = answer("verify", file, started)
-        second, _ = answer("verify", reference, started)
-        score = float(torch.nn.functional.cosine_similarity(first, second, dim=0))
-        return {"score": score, "same_speaker": score >= 0.5, "threshold": 0.5, **base}
-
-    @app.post("/emotion")
-    def emotion(file: Annotated[UploadFile, File()], adapter: Annotated[str | None, Form()] = None) -> dict:
-        return classify("emotion", EMOTIONS, file)
-
-    @app.post("/intent")
-    def intent(file: Annotated[UploadFile, File()], adapter: Annotated[str | None, Form()] = None) -> dict:
-        result = classify("intent", INTENTS, file)
-        return {"intent": result.pop("label"), **result}
+    for spec in TASKS:
+        add_route(app, spec, answer)
 
     @app.get("/readyz")
     def readyz() -> JSONResponse:
         return JSONResponse({"ready": True})
 
     return app
+
+
+def add_route(app: FastAPI, spec: TaskSpec, answer) -> None:
+    """``spec.route``: a transcript (greedy CTC), a cosine against the ``reference`` clip, or the best
+    of the task's example labels with a probability each."""
+    if spec.evaluation == "transcripts":
+        def transcribe(file: Annotated[UploadFile, File()], adapter: Annotated[str | None, Form()] = None) -> dict:
+            logits, base = answer(spec, file, time.perf_counter())
+            return {"text": greedy_ctc(logits), **base}
+
+        app.post(spec.route)(transcribe)
+    elif spec.evaluation == "trials":
+        def compare(file: Annotated[UploadFile, File()], reference: Annotated[UploadFile, File()],
+                    adapter: Annotated[str | None, Form()] = None) -> dict:
+            started = time.perf_counter()
+            first, base = answer(spec, file, started)
+            second, _ = answer(spec, reference, started)
+            score = float(torch.nn.functional.cosine_similarity(first, second, dim=0))
+            return {"score": score, "same_speaker": score >= 0.5, "threshold": 0.5, **base}
+
+        app.post(spec.route)(compare)
+    else:
+        labels = list(spec.example_fields()["labels"])
+        label_field = getattr(spec, "label_field", "label")
+
+        def classify(file: Annotated[UploadFile, File()], adapter: Annotated[str | None, Form()] = None) -> dict:
+            logits, base = answer(spec, file, time.perf_counter())
+            probs = torch.softmax(logits, dim=-1).tolist()
+            return {label_field: labels[int(np.argmax(probs))], "scores": dict(zip(labels, probs, strict=True)),
+                    **base}
+
+        app.post(spec.route)(classify)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Head configuration shared by the four tasks."""
+"""Head configuration shared by every task (the tasks themselves: ``elp.tasks``)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from elp.errors import ConfigError
 
-TASKS = ("asr", "verification", "emotion", "intent")
 POOLINGS = ("mean", "stats", "max")
 
 

@@ -129,11 +129,11 @@ async def test_async_client_sees_overload(tiny_store, tmp_path) -> None:
     settings = make_settings(*tiny_store, tmp_path, max_queue=1, max_batch_size=1, max_wait_ms=0)
     async with running_app(settings) as (app, _):
         model = app.state.service.worker.model
-        original = model.predict
-        model.predict = lambda w, k: (time.sleep(0.3), original(w, k))[1]
+        original = model.head_outputs
+        model.head_outputs = lambda w, k: (time.sleep(0.3), original(w, k))[1]
         transport = httpx.ASGITransport(app=app)
         async with AsyncELPClient("http://elp.test", transport=transport) as client:
             outcomes = await asyncio.gather(*(client.emotion(CLIP) for _ in range(5)), return_exceptions=True)
-        model.predict = original
+        model.head_outputs = original
         overloaded = [o for o in outcomes if isinstance(o, OverloadedError)]
         assert overloaded and all(o.retry_after and o.retry_after >= 1 for o in overloaded)

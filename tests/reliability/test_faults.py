@@ -156,18 +156,18 @@ async def test_set_changing_on_disk_during_cold_loads_never_hangs_or_500s_unexpl
 
 
 class FlakyModel:
-    """Wraps the real model; every ``fail_every``-th batch raises inside ``predict``."""
+    """Wraps the real model; every ``fail_every``-th batch raises inside its model stage."""
 
     def __init__(self, model: Any, fail_every: int) -> None:
         self._model = model
         self._fail_every = fail_every
         self.batches = 0
 
-    def predict(self, waveforms, adapter_keys):
+    def head_outputs(self, waveforms, adapter_keys):
         self.batches += 1
         if self.batches % self._fail_every == 0:
             raise RuntimeError("injected fault: CUDA error: an illegal memory access was encountered")
-        return self._model.predict(waveforms, adapter_keys)
+        return self._model.head_outputs(waveforms, adapter_keys)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)

@@ -197,15 +197,16 @@ async def test_admin_calls_need_the_api_key(tiny_store, tmp_path) -> None:
 
 
 def _slow_predict(app, seconds: float):
+    """Slow down the model stage of every batch (the worker's ``head_outputs`` call)."""
     model = app.state.service.worker.model
-    original = model.predict
+    original = model.head_outputs
 
     def slow(waveforms, adapter_keys):
         time.sleep(seconds)
         return original(waveforms, adapter_keys)
 
-    model.predict = slow
-    return lambda: setattr(model, "predict", original)
+    model.head_outputs = slow
+    return lambda: setattr(model, "head_outputs", original)
 
 
 async def test_overloaded_with_retry_after_then_serving(tiny_store, tmp_path) -> None:
@@ -239,13 +240,13 @@ async def test_timeout_when_waiting_past_the_deadline_then_serving(tiny_store, t
 async def test_a_raising_batch_gives_generic_500_and_the_worker_lives_on(settings) -> None:
     async with running_app(settings) as (app, client):
         model = app.state.service.worker.model
-        original = model.predict
+        original = model.head_outputs
 
         def explode(waveforms, adapter_keys):
-            model.predict = original
+            model.head_outputs = original
             raise RuntimeError("secret internal detail")
 
-        model.predict = explode
+        model.head_outputs = explode
         error = assert_error(await client.post("/asr", files=clip_files()), 500, "internal")
         assert "secret" not in error["message"]
         assert app.state.service.worker.alive

@@ -210,34 +210,36 @@ def test_clips_far_shorter_than_the_batch_wait_for_their_own_batch() -> None:
         assert min(sizes) >= 0.5 * max(sizes)
 
 
-class FutureModel:
-    """Answers row 0 of each batch at once and every other row with a Future the test settles."""
+class DeferredPost:
+    """Stages whose core echoes the keys and whose post answers row 0 of each batch at once and keeps
+    every other row's ``done`` for the test to call (a search still running in a pool)."""
 
     def __init__(self) -> None:
-        self.pending: list[Future] = []
+        self.pending: list[tuple[object, int]] = []
+        self.two_pending = threading.Event()
 
-    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[object]:
-        answers: list[object] = [adapter_keys[0]]
-        for _ in adapter_keys[1:]:
-            later: Future = Future()
-            self.pending.append(later)
-            answers.append(later)
-        return answers
+    def core(self, model: object, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[str]:
+        return list(adapter_keys)
+
+    def post(self, model: object, rows: list[str], done) -> None:
+        done(0, rows[0])
+        self.pending += [(done, index) for index in range(1, len(rows))]
+        if len(self.pending) >= 2:
+            self.two_pending.set()
 
 
-def test_future_answers_settle_their_jobs_later_and_a_failed_one_fails_only_its_job() -> None:
-    model = FutureModel()
-    worker = make_worker(model, max_wait_s=0.2)
+def test_rows_post_processed_later_answer_their_jobs_later_and_a_failed_one_fails_only_its_job() -> None:
+    stages = DeferredPost()
+    worker = make_worker(RecordingModel(), max_wait_s=0.2, stages=stages)
     first, second, third = (worker.submit(job("asr", key, 100)) for key in ("a", "b", "c"))
-    deadline = time.monotonic() + 10
-    while len(model.pending) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert result(first).predictions == ["a"]  # no Future in it: answered with the batch
+    assert stages.two_pending.wait(10)
+    assert result(first).predictions == ["a"]  # answered with the batch
     assert not second.done() and not third.done()  # the worker did not wait for them ...
     follow_up = worker.submit(job("emotion", "e", 100))
     assert result(follow_up).predictions == ["e"]  # ... and went on to the next batch
-    model.pending[0].set_result("decoded b")
-    model.pending[1].set_exception(RuntimeError("decoder died"))
+    (done_b, row_b), (done_c, row_c) = stages.pending[:2]
+    done_b(row_b, "decoded b")
+    done_c(row_c, RuntimeError("decoder died"))
     assert result(second).predictions == ["decoded b"]
     with pytest.raises(RuntimeError, match="decoder died"):
         result(third)

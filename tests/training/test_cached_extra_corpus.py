@@ -46,17 +46,17 @@ def setup(tmp_path_factory):
 @pytest.mark.slow
 def test_extra_corpus_joins_train_and_valid_and_its_test_rows_are_never_encoded(setup, tmp_path, monkeypatch,
                                                                                  capsys):
-    from training import cached
+    from training import cached, feature_cache
 
     root, backbone = setup
     encoded: list[str] = []
-    real_encode = cached.encode_rows
+    real_encode = feature_cache.encode_rows
 
     def spy(model, rows, *args, **kwargs):
         encoded.extend(r.path for r in rows)
         return real_encode(model, rows, *args, **kwargs)
 
-    monkeypatch.setattr(cached, "encode_rows", spy)
+    monkeypatch.setattr(feature_cache, "encode_rows", spy)
     cached.main([str(root / "set"), "--out", str(tmp_path / "refit"), "--backbone", str(backbone),
                  "--corpus", str(root / "corpus"), "--extra-corpus", str(root / "para"), "--epochs", "2",
                  "--batch-size", "4", "--augmented-views", "1"])

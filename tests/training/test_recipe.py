@@ -182,7 +182,7 @@ def test_speaker_prototypes_start_the_am_softmax_loss_below_random_class_weights
 
     from elp.heads import AMSoftmaxLoss
     from elp.testing import make_random_adapter_set
-    from training.cached import _head_outputs, speaker_prototypes
+    from training.feature_cache import head_outputs, speaker_prototypes
 
     backbone = load_backbone(backbone_dir)
     adapter_set = make_random_adapter_set(backbone, "verification", seed=0).eval()
@@ -199,7 +199,7 @@ def test_speaker_prototypes_start_the_am_softmax_loss_below_random_class_weights
     prototypes = speaker_prototypes(adapter_set, cache, rows, speakers)
     assert prototypes.shape == (2, adapter_set.config.head.embedding_dim)
     torch.testing.assert_close(prototypes.norm(dim=-1), torch.ones(2))
-    embeddings = _head_outputs(adapter_set, [cache[r.path] for r in rows])
+    embeddings = head_outputs(adapter_set, [cache[r.path] for r in rows])
     targets = torch.tensor([speakers.index(r.speaker) for r in rows])
     random_init = AMSoftmaxLoss(adapter_set.config.head.embedding_dim, 2)
     warm = AMSoftmaxLoss(adapter_set.config.head.embedding_dim, 2)
@@ -326,7 +326,7 @@ def test_refits_reuse_the_encoder_pass_kept_in_the_cache_dir(asr_corpus, backbon
     from elp import MultiAdapterModel
     from elp import load_backbone as load
     from elp.testing import make_random_adapter_set
-    from training import cached
+    from training import cached, feature_cache
     from training.data.manifest import read_manifest
 
     make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
@@ -340,8 +340,8 @@ def test_refits_reuse_the_encoder_pass_kept_in_the_cache_dir(asr_corpus, backbon
     def encoder(*args, **kwargs):
         raise AssertionError("encoded again")
 
-    real_encoder = cached.encode_rows
-    monkeypatch.setattr(cached, "encode_rows", encoder)
+    real_encoder = feature_cache.encode_rows
+    monkeypatch.setattr(feature_cache, "encode_rows", encoder)
     cached.main([str(tmp_path / "asr-set"), "--out", str(tmp_path / "second"), *common])
     first, second = AdapterSet.load(tmp_path / "first"), AdapterSet.load(tmp_path / "second")
     for name, tensor in first.state_dict().items():  # same cache, same seed: the same refit, bit for bit
@@ -350,7 +350,7 @@ def test_refits_reuse_the_encoder_pass_kept_in_the_cache_dir(asr_corpus, backbon
         cached.main([str(tmp_path / "other-set"), "--out", str(tmp_path / "third"), *common])
 
     # prosody statistics travel with the cached pass
-    monkeypatch.setattr(cached, "encode_rows", real_encoder)
+    monkeypatch.setattr(feature_cache, "encode_rows", real_encoder)
     model = MultiAdapterModel(load(backbone_dir))
     model.add_adapter_set(cached.KEY, AdapterSet.load(tmp_path / "asr-set"))
     rows = read_manifest(asr_corpus / "asr.jsonl")
@@ -364,7 +364,7 @@ def test_refits_reuse_the_encoder_pass_kept_in_the_cache_dir(asr_corpus, backbon
 
 
 def test_warmup_cosine_ramps_up_then_anneals_to_zero():
-    from training.train import warmup_cosine
+    from training.loop import warmup_cosine
 
     assert warmup_cosine(0, 10, 0.0) == pytest.approx(0.1)  # first warm-up step
     assert warmup_cosine(9, 10, 0.0) == pytest.approx(1.0)  # warm-up done, cosine at its top
@@ -374,7 +374,7 @@ def test_warmup_cosine_ramps_up_then_anneals_to_zero():
 
 
 def test_frame_masks_zero_the_same_spans_in_every_layer_and_leave_the_cache_alone():
-    from training.cached import mask_frames
+    from training.feature_cache import mask_frames
 
     states = [torch.ones(50, 4), 2 * torch.ones(50, 4)]
     masked = mask_frames(states, torch.Generator().manual_seed(1), spans=2, max_frames=10)
@@ -429,9 +429,9 @@ def test_augmented_views_differ_from_the_clean_pass_and_repeat_with_the_seed(asr
     from elp import MultiAdapterModel
     from elp import load_backbone as load
     from elp.testing import make_random_adapter_set
-    from training.cached import KEY, encode_rows
     from training.data.manifest import filter_split, read_manifest
     from training.dataset import AugmentConfig
+    from training.feature_cache import KEY, encode_rows
 
     model = MultiAdapterModel(load(backbone_dir)).eval()
     model.add_adapter_set(KEY, make_random_adapter_set(model.backbone, "asr", seed=0))

@@ -21,10 +21,12 @@ import soundfile as sf
 
 from training.corpus import GENERATOR_VERSION
 from training.corpus import audio as A
+from training.corpus.manifests import ACTED_SOURCES, MANIFESTS
 from training.corpus.plan import EMOTIONS, NOISES, SCALES, SPLITS, Clip, Speaker, make_plan, speaker_meta
 from training.corpus.synth import Render, render_many
 
-TASKS = ("asr", "verification", "emotion", "intent")
+TASKS = tuple(MANIFESTS)
+TRIAL_TASK = next(task for task, rule in MANIFESTS.items() if rule.trials)
 CHUNK = 40
 _BANK: list[np.ndarray] = []
 
@@ -68,8 +70,9 @@ def _process_chunk(args: tuple[str, list[Clip]]) -> list[tuple[str, float, dict[
             y = A.reverb(y, rng)
         names, probs = zip(*NOISES, strict=True)
         noise = str(rng.choice(names, p=probs))
-        snr = float(rng.uniform(5, 30)) if c.source != "emotion" else float(rng.uniform(12, 35))
-        if c.source == "emotion":
+        acted = c.source in ACTED_SOURCES
+        snr = float(rng.uniform(12, 35)) if acted else float(rng.uniform(5, 30))
+        if acted:
             level = c.speaker.level_dbfs + emo["gain_db"] + float(rng.uniform(-1.5, 1.5))
         else:
             level = float(rng.uniform(-32, -16))
@@ -103,13 +106,7 @@ def _babble_bank(sentences: list[str], seed: int) -> list[np.ndarray]:
 
 
 def _entry(c: Clip, task: str, split: str, dur: float, meta: dict[str, object]) -> dict[str, object]:
-    label: str | None = None
-    if task == "emotion":
-        label = c.emotion
-    elif task == "intent":
-        label = c.intent
-    elif task == "verification":
-        label = c.speaker.id
+    label = MANIFESTS[task].label(c)
     return {"id": c.id, "path": c.path, "duration_s": dur, "split": split, "task": task,
             "speaker": c.speaker.id, "text": c.text, "label": label,
             "meta": {**meta, **({"intent": c.intent} if c.intent else {})}}
@@ -121,12 +118,9 @@ def build_manifests(clips: list[Clip], done: dict[str, tuple[float, dict[str, ob
     man: dict[str, list[dict[str, object]]] = {t: [] for t in TASKS}
     for c in clips:
         dur, meta = done[c.id]
-        if c.source == "asr" or c.split == "train":
-            man["asr"].append(_entry(c, "asr", c.split, dur, meta))
-        if c.source in ("emotion", "intent"):
-            man[c.source].append(_entry(c, c.source, c.split, dur, meta))
-        if c.source in ("asr", "intent") and c.speaker.split == c.split:
-            man["verification"].append(_entry(c, "verification", c.split, dur, meta))
+        for task, rule in MANIFESTS.items():
+            if rule.takes(c):
+                man[task].append(_entry(c, task, c.split, dur, meta))
     order = {s: i for i, s in enumerate(SPLITS)}
     for t in TASKS:
         man[t].sort(key=lambda e: (order[str(e["split"])], str(e["id"])))
@@ -172,7 +166,7 @@ def stable_tag(tag: str) -> int:
 
 def manifest_files(out: Path) -> list[Path]:
     """The files whose hash defines the corpus (manifests + trial lists)."""
-    names = [f"{t}.jsonl" for t in TASKS] + ["verification_trials_test.txt", "verification_trials_valid.txt"]
+    names = [f"{t}.jsonl" for t in TASKS] + [f"{TRIAL_TASK}_trials_test.txt", f"{TRIAL_TASK}_trials_valid.txt"]
     return [out / n for n in names]
 
 
@@ -217,15 +211,16 @@ def generate(out: Path, seed: int, scale: str, workers: int = 2, log=print) -> d
                 f.write(json.dumps(e, ensure_ascii=False) + "\n")
     cfg = SCALES[scale]
     for split in ("test", "valid"):
-        ver = [e for e in man["verification"] if e["split"] == split]
+        ver = [e for e in man[TRIAL_TASK] if e["split"] == split]
         lines = make_trials(ver, cfg[f"trials_{split}"], seed, split)
-        (out / f"verification_trials_{split}.txt").write_text("\n".join(lines) + "\n")
+        (out / f"{TRIAL_TASK}_trials_{split}.txt").write_text("\n".join(lines) + "\n")
     audio_hash = sha256_files(sorted((out / c.path) for c in clips))
     durs = np.array([done[c.id][0] for c in clips])
     summary: dict[str, object] = {
         "generator_version": GENERATOR_VERSION, "seed": seed, "scale": scale,
         "counts": {t: {s: sum(e["split"] == s for e in man[t]) for s in SPLITS} for t in TASKS},
-        "label_counts": {t: {s: _label_counts(man[t], s) for s in SPLITS} for t in ("emotion", "intent")},
+        "label_counts": {t: {s: _label_counts(man[t], s) for s in SPLITS}
+                         for t, rule in MANIFESTS.items() if rule.counted_labels},
         "speakers": {s: sorted(sp.id for sp in speakers if sp.split == s) for s in SPLITS},
         "speakers_per_split": {s: {syn: sum(sp.split == s and sp.synth == syn for sp in speakers)
                                    for syn in ("espeak", "flite", "festival")} for s in SPLITS},

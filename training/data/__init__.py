@@ -3,7 +3,6 @@
 from training.data.manifest import (
     CTC_CHARS,
     SPLITS,
-    TASKS,
     ManifestError,
     ManifestRow,
     Trial,
@@ -18,7 +17,6 @@ from training.data.manifest import (
 __all__ = [
     "CTC_CHARS",
     "SPLITS",
-    "TASKS",
     "ManifestError",
     "ManifestRow",
     "Trial",

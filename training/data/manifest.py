@@ -3,7 +3,7 @@
 One JSON object per line (JSONL), one line per clip::
 
     {"id": str, "path": str, "duration_s": float, "split": "train"|"valid"|"test",
-     "task": "asr"|"verification"|"emotion"|"intent", "speaker": str,
+     "task": <a registered task: elp.tasks.task_names()>, "speaker": str,
      "text": str|null, "label": str|null, "meta": {...}}
 
 ``path`` is stored relative to the manifest's folder so a prepared corpus can be moved as a
@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from elp.tasks import get_task, task_names
+
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
-TASKS: tuple[str, ...] = ("asr", "verification", "emotion", "intent")
 #: Characters the CTC head can emit besides the blank token (space is the word separator).
 CTC_CHARS: str = " 'abcdefghijklmnopqrstuvwxyz"
 
@@ -91,17 +92,16 @@ def validate_row(obj: Any) -> ManifestRow:
         raise ValueError(f"'duration_s' must be a finite number >= 0, got {dur!r}")
     if obj["split"] not in SPLITS:
         raise ValueError(f"'split' must be one of {SPLITS}, got {obj['split']!r}")
-    if obj["task"] not in TASKS:
-        raise ValueError(f"'task' must be one of {TASKS}, got {obj['task']!r}")
+    if obj["task"] not in task_names():
+        raise ValueError(f"'task' must be one of {task_names()}, got {obj['task']!r}")
     for key in ("text", "label"):
         if obj[key] is not None and not isinstance(obj[key], str):
             raise ValueError(f"'{key}' must be a string or null, got {obj[key]!r}")
     if not isinstance(obj["meta"], dict):
         raise ValueError(f"'meta' must be an object, got {obj['meta']!r}")
-    if obj["task"] == "asr" and obj["text"] is None:
-        raise ValueError("task 'asr' needs a 'text'")
-    if obj["task"] in ("emotion", "intent") and obj["label"] is None:
-        raise ValueError(f"task '{obj['task']}' needs a 'label'")
+    target = get_task(obj["task"]).target_field  # what the task trains on: text, label or speaker
+    if obj[target] is None:
+        raise ValueError(f"task '{obj['task']}' needs a '{target}'")
     return ManifestRow(
         id=obj["id"],
         path=obj["path"],

@@ -23,6 +23,7 @@ import numpy as np
 import torch.nn.functional as F
 
 from elp import MultiAdapterModel
+from elp.tasks import get_task
 from training.data.manifest import ManifestRow, filter_split, read_manifest, read_trials
 from training.dataset import load_audio
 from training.evaluation import predict_rows, trial_clip_rows
@@ -65,6 +66,16 @@ DATASETS: dict[str, tuple[DataSet, ...]] = {
 }
 
 
+def datasets_for(task: str) -> tuple[DataSet, ...]:
+    """The suite data sets of a task: those listed above, else the corpus' test split and the far and
+    human suites' ``<task>.jsonl`` (each skipped, and noted, where it is not built)."""
+    if task in DATASETS:
+        return DATASETS[task]
+    manifest = f"{task}.jsonl"
+    return (DataSet("near", "near", "", "corpus", manifest, "test"), DataSet("far", "far", "", "far", manifest),
+            DataSet("human", "human", "", "human", manifest))
+
+
 @dataclass
 class Options:
     folders: dict[str, Path]  # corpus | far | human | phrasings -> folder
@@ -91,19 +102,20 @@ def _record(key: str, task: str, system: str, data: DataSet, subset: bool, **met
 
 def asr_records(model: MultiAdapterModel, key: str, data: DataSet, rows: list[ManifestRow], options: Options,
                 baseline_systems: dict) -> list[dict]:
+    task = model.adapter_sets[key].config.task
     predictions, _ = predict_rows(model, key, rows)
     refs = [r.text or "" for r in rows]
     hyps = [predictions[r.id].text or "" for r in rows]
-    out = [_record(key, "asr", "ours", data, False, cer=cer(refs, hyps), wer=wer(refs, hyps), n=len(rows))]
+    out = [_record(key, task, "ours", data, False, cer=cer(refs, hyps), wer=wer(refs, hyps), n=len(rows))]
     if baseline_systems:
         picked = spread(list(range(len(rows))), options.baseline_clips)
         sub_refs = [refs[i] for i in picked]
-        out.append(_record(key, "asr", "ours", data, True, cer=cer(sub_refs, [hyps[i] for i in picked]),
+        out.append(_record(key, task, "ours", data, True, cer=cer(sub_refs, [hyps[i] for i in picked]),
                            wer=wer(sub_refs, [hyps[i] for i in picked]), n=len(picked)))
         waves = [load_audio(rows[i].path) for i in picked]
         for name, system in baseline_systems.items():
             base = [system(w) for w in waves]
-            out.append(_record(key, "asr", name, data, True, cer=cer(sub_refs, base), wer=wer(sub_refs, base),
+            out.append(_record(key, task, name, data, True, cer=cer(sub_refs, base), wer=wer(sub_refs, base),
                                n=len(picked)))
     return out
 
@@ -122,7 +134,8 @@ def _cosines(embed: dict[str, np.ndarray], trials: list) -> np.ndarray:
 def verification_records(model: MultiAdapterModel, key: str, data: DataSet, trials: list, options: Options,
                          baseline_systems: dict, calibrated: dict[str, float]) -> list[dict]:
     """Our set's metrics on all trials; with baselines, every system on the same trial subset."""
-    predictions, _ = predict_rows(model, key, trial_clip_rows(trials))
+    task = model.adapter_sets[key].config.task
+    predictions, _ = predict_rows(model, key, trial_clip_rows(trials, task))
     scores = np.array([float(F.cosine_similarity(predictions[t.path_a].embedding, predictions[t.path_b].embedding,
                                                  dim=0)) for t in trials])
     labels = np.array([t.label for t in trials])
@@ -130,14 +143,14 @@ def verification_records(model: MultiAdapterModel, key: str, data: DataSet, tria
     metrics: dict[str, Any] = {**verification_metrics(scores, labels), "n": len(trials)}
     if served is not None:
         metrics.update(_rates(scores, labels, served))
-    out = [_record(key, "verification", "ours", data, False, **metrics)]
+    out = [_record(key, task, "ours", data, False, **metrics)]
     if not baseline_systems:
         return out
     picked = spread(list(range(len(trials))), options.baseline_trials)
     subset = [trials[i] for i in picked]
     sub_labels = labels[picked]
     ours = {"eer": compute_eer(scores[picked], sub_labels).eer, "n": len(subset)}
-    out.append(_record(key, "verification", "ours", data, True,
+    out.append(_record(key, task, "ours", data, True,
                        **ours, **(_rates(scores[picked], sub_labels, served) if served is not None else {})))
     paths = sorted({p for t in subset for p in (t.path_a, t.path_b)})
     for name, system in baseline_systems.items():
@@ -149,7 +162,7 @@ def verification_records(model: MultiAdapterModel, key: str, data: DataSet, tria
         record = {"eer": eer.eer, "n": len(subset)}
         if name in calibrated:
             record.update(_rates(base, sub_labels, calibrated[name]))
-        out.append(_record(key, "verification", name, data, True, **record))
+        out.append(_record(key, task, name, data, True, **record))
     return out
 
 
@@ -165,14 +178,15 @@ def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options,
                        log=lambda line: print(line, flush=True)) -> list[dict]:
     """Every data set of the set's task in the chosen suites; missing suite folders are noted, not fatal."""
     task = model.adapter_sets[key].config.task
+    evaluation = get_task(task).evaluation  # transcripts, trials or labels
     systems: dict = {}
-    if options.baselines and task == "asr":
+    if options.baselines and evaluation == "transcripts":
         systems = B.asr_baselines(options.baselines, options.whisper_dir, options.device)
-    elif options.baselines and task == "verification":
+    elif options.baselines and evaluation == "trials":
         systems = B.speaker_baselines(options.baselines, options.device)
     calibrated: dict[str, float] = {}
     records: list[dict] = []
-    for data in DATASETS[task]:
+    for data in datasets_for(task):
         if data.suite not in options.suites and not (data.name == "human-valid" and "human" in options.suites):
             continue
         folder, done = options.folders[data.folder], len(records)
@@ -181,7 +195,7 @@ def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options,
             log(f"{key}: {data.name}: {manifest} (or its trials) is not built; skipped")
             records.append(_record(key, task, "ours", data, False, missing=str(manifest)))
             continue
-        if task == "verification":
+        if evaluation == "trials":
             trials = read_trials(folder / str(data.trials))
             records += verification_records(model, key, data, spread(trials, 4 * options.max_clips), options,
                                             systems, calibrated)
@@ -189,7 +203,7 @@ def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options,
             rows = read_manifest(manifest)
             rows = filter_split(rows, data.split) if data.split else rows
             rows = spread(rows, options.max_clips)
-            records += (asr_records(model, key, data, rows, options, systems) if task == "asr"
+            records += (asr_records(model, key, data, rows, options, systems) if evaluation == "transcripts"
                         else label_records(model, key, task, data, rows))
         for record in records[done:]:
             log(f"{key}: {data.name}: " + str({k: round(v, 4) if isinstance(v, float) else v

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from elp.tasks import get_task
 from training.corpus.generate import stable_tag
 from training.corpus.text import normalise
 from training.data.manifest import ManifestRow
@@ -74,7 +75,7 @@ def allison_transcripts(root: Path) -> dict[str, str]:
 def _row(clip_id: str, rel: str, seconds: float, speaker: str, split: str, task: str, text: str | None,
          meta: dict) -> ManifestRow:
     return ManifestRow(id=clip_id, path=rel, duration_s=round(seconds, 3), split=split, task=task, speaker=speaker,
-                       text=text, label=speaker if task == "verification" else None, meta=meta)
+                       text=text, label=speaker if get_task(task).evaluation == "trials" else None, meta=meta)
 
 
 def _save(out: Path, rel: str, source: Path | np.ndarray) -> float:

@@ -9,6 +9,7 @@ import json
 import sys
 from pathlib import Path
 
+from elp.tasks import get_task
 from training.suites.evaluate import SUITES
 
 METRICS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -18,6 +19,11 @@ METRICS: dict[str, tuple[tuple[str, str], ...]] = {
     "intent": (("accuracy", "accuracy"),),
     "emotion": (("accuracy", "accuracy (WA)"), ("unweighted_accuracy", "UA")),
 }
+
+
+def metric_labels(task: str) -> tuple[tuple[str, str], ...]:
+    """(metric, label) rows of a task's table: those above, else the metrics its task reports."""
+    return METRICS.get(task) or tuple((metric, metric) for metric in get_task(task).metrics)
 
 
 def _cell(metric: str, record: dict) -> str:
@@ -34,7 +40,7 @@ def table(records: list[dict], subset: bool) -> str:
     for record in records:
         if record.get("subset") != subset or "missing" in record:
             continue
-        for metric, label in METRICS[record["task"]]:
+        for metric, label in metric_labels(record["task"]):
             cell = _cell(metric, record)
             if not cell:
                 continue

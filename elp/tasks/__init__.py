@@ -1,0 +1,73 @@
+"""The task registry: every task the library, server, client, training and benchmarks know of.
+
+``TASKS`` lists the registered :class:`TaskSpec` s in registration order; ``get_task(name)`` finds one
+by its config name, ``task_for_endpoint`` by its route's name. Adding a task is one module that
+builds a spec and one ``register`` line below. Nothing here imports torch at import time.
+"""
+
+from __future__ import annotations
+
+from elp.errors import ConfigError
+from elp.tasks.base import EnrolledReference, ExtraClip, PostProcessor, TaskRequest, TaskSpec
+
+TASKS: list[TaskSpec] = []
+
+
+def register(spec: TaskSpec) -> TaskSpec:
+    """Add ``spec`` to the registry (names and routes must be new); returns it."""
+    for known in TASKS:
+        if known.name == spec.name or known.route == spec.route:
+            raise ConfigError(f"task {spec.name!r} ({spec.route}) clashes with {known.name!r} ({known.route})")
+    TASKS.append(spec)
+    return spec
+
+
+def get_task(name: str) -> TaskSpec:
+    """The task whose adapter configs say ``"task": name``; ``ConfigError`` if none."""
+    for spec in TASKS:
+        if spec.name == name:
+            return spec
+    raise ConfigError(f"task must be one of {task_names()}, got {name!r}")
+
+
+def task_names() -> tuple[str, ...]:
+    return tuple(spec.name for spec in TASKS)
+
+
+def task_for_endpoint(endpoint: str) -> TaskSpec:
+    """The task served at ``/<endpoint>`` (``verify`` -> verification)."""
+    for spec in TASKS:
+        if spec.endpoint == endpoint:
+            return spec
+    raise ConfigError(f"no task is served at /{endpoint}")
+
+
+def enrolment_task() -> TaskSpec | None:
+    """The task whose requests may name an enrolled reference (speaker verification): enrolments use it."""
+    return next((spec for spec in TASKS if spec.enrolled_reference is not None), None)
+
+
+# One line per task, in the order routes, settings and listings show them.
+from elp.tasks.asr import ASR  # noqa: E402
+from elp.tasks.emotion import EMOTION  # noqa: E402
+from elp.tasks.intent import INTENT  # noqa: E402
+from elp.tasks.verification import VERIFICATION  # noqa: E402
+
+register(ASR)
+register(VERIFICATION)
+register(EMOTION)
+register(INTENT)
+
+__all__ = [
+    "TASKS",
+    "EnrolledReference",
+    "ExtraClip",
+    "PostProcessor",
+    "TaskRequest",
+    "TaskSpec",
+    "enrolment_task",
+    "get_task",
+    "register",
+    "task_for_endpoint",
+    "task_names",
+]

@@ -1,0 +1,123 @@
+"""ASR: a CTC head over the set's vocabulary; answers are transcripts, by best path or by beam search
+under the word bigram LM an ASR set may carry."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, create_model
+
+from elp.errors import ConfigError
+from elp.tasks.base import TaskRequest, TaskSpec
+from elp.tasks.recipe import TrainingRecipe
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from elp.adapter_set import AdapterSet
+    from elp.config import AdapterSetConfig
+    from elp.decoding.bigram import WordBigramLM
+    from elp.heads.config import HeadConfig
+
+#: the characters of the shipped sets and of test sets: index 0 the CTC blank
+CTC_VOCAB = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
+
+
+class CTCTranscriber:
+    """CTC log-probabilities of one clip (real frames) -> ``{"text": ...}``: beam search under the
+    LM when the set has one (``offload``: ~25 ms of pure Python per clip), else best path.
+
+    Picklable: it travels to a post-processing process whole (vocabulary, LM tensors); the search's
+    caches are rebuilt there, not shipped."""
+
+    def __init__(self, vocab: list[str], language_model: WordBigramLM | None) -> None:
+        self.vocab = list(vocab)
+        self.language_model = language_model
+        self.offload = language_model is not None
+        self._decoder: Any = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_decoder": None}
+
+    @property
+    def beam_decoder(self) -> Any:
+        """The search (built on first use), or None for best-path decoding."""
+        if self._decoder is None and self.language_model is not None:
+            from elp.decoding.beam import CTCBeamDecoder
+
+            self._decoder = CTCBeamDecoder(self.vocab, self.language_model)
+        return self._decoder
+
+    def __call__(self, output: torch.Tensor) -> dict[str, Any]:
+        if self.language_model is None:
+            from elp.heads.ctc import ctc_greedy_decode
+
+            return {"text": ctc_greedy_decode(output, output.shape[0], self.vocab)}
+        return {"text": self.beam_decoder.decode(output.float().cpu().numpy())}
+
+
+@functools.lru_cache(maxsize=1)
+def _answer_fields() -> type[BaseModel]:
+    return create_model("AsrAnswerFields", text=(str, ...))
+
+
+class AsrTask(TaskSpec):
+    def validate(self, config: AdapterSetConfig) -> None:
+        if not config.vocab:
+            raise ConfigError("an ASR adapter set needs a CTC vocabulary")
+
+    def num_outputs(self, config: AdapterSetConfig) -> int:
+        return len(config.vocab or [])
+
+    def build_head(self, head: HeadConfig, input_dim: int, num_outputs: int, *,
+                   labels: list[str] | None = None, slot_names: list[str] | None = None) -> nn.Module:
+        from elp.heads.ctc import CTCHead
+
+        return CTCHead(input_dim, num_outputs, head)
+
+    def example_fields(self, num_outputs: int | None = None) -> dict[str, Any]:
+        return {"vocab": CTC_VOCAB if num_outputs is None else [str(i) for i in range(num_outputs)]}
+
+    def build_loss(self, adapter_set: AdapterSet, num_targets: int, label_smoothing: float = 0.0) -> nn.Module:
+        from torch import nn
+
+        return nn.CTCLoss(blank=0, zero_infinity=True)
+
+    def loss(self, loss_fn: nn.Module, output: torch.Tensor, output_lengths: torch.Tensor,
+             targets: torch.Tensor, target_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """CTC over (time, batch, vocab) log-probs against concatenated target symbol ids."""
+        return loss_fn(output.transpose(0, 1), targets, output_lengths, target_lengths)
+
+    def post_processor(self, adapter_set: AdapterSet) -> CTCTranscriber:
+        return CTCTranscriber(adapter_set.config.vocab or [], adapter_set.language_model)
+
+    def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
+        """``asr_beam_width`` (``ELP_ASR_BEAM_WIDTH``) in place of a set's own, for sets with an LM; 0 keeps
+        the set's. The LM tensors and fusion weights stay: only the search's latency/accuracy trade moves."""
+        beam_width = int(options.get("asr_beam_width") or 0)
+        language_model = adapter_set.language_model
+        if beam_width and language_model is not None and language_model.config.beam_width != beam_width:
+            language_model.config = dataclasses.replace(language_model.config, beam_width=beam_width)
+            adapter_set.attach_language_model(language_model)  # a fresh search; the config records the width
+        return adapter_set
+
+    @functools.cached_property
+    def answer_fields(self) -> type[BaseModel]:
+        return _answer_fields()
+
+    def respond(self, request: TaskRequest) -> dict[str, Any]:
+        return {"text": request.rows[0].text or ""}
+
+
+ASR = AsrTask(
+    name="asr", route="/asr", summary="Transcribe a clip.", default_adapter="asr-default", activation="gelu",
+    target_field="text", headline_metric="cer", higher_is_better=False, metrics=("wer", "cer"),
+    evaluation="transcripts", head_hidden_dim=0, supports_prosody=False, supports_language_model=True,
+    # short silenced spans: the CTC head must spell from context, not memorise the training sentences
+    training=TrainingRecipe(paper_rates=(2e-3, 1e-3, 1e-3), fast_rates=(2e-3, 1e-3, 5e-4),
+                            augment=(("time_mask_prob", 0.5),)),
+)

@@ -1,0 +1,173 @@
+"""What a task is: one :class:`TaskSpec` holds everything the library, the server, the client,
+training and evaluation need to know about it (LitServe's ``LitAPI`` idea, one module per task).
+
+Importing this module (and the task modules) does no heavy work: torch is imported inside the
+methods that build modules, so the torch-free client can read routes, inputs and answer models.
+
+A served answer is made in three stages (like Infinity's pre / core / post):
+pre = audio decoding (server), core = the batched model pass that returns each row's head output
+(:meth:`elp.MultiAdapterModel.head_outputs`), post = the task's :class:`PostProcessor` turning one
+row's head output into answer fields (CTC beam search, softmax + labels, slots), run after the batch;
+:meth:`TaskSpec.respond` then shapes a request's rows into its answer (verification's cosine scoring).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from pydantic import BaseModel
+
+from elp.errors import ConfigError
+from elp.tasks.recipe import TrainingRecipe
+
+if TYPE_CHECKING:  # torch-free at import time
+    import torch
+    from torch import nn
+
+    from elp.adapter_set import AdapterSet
+    from elp.config import AdapterSetConfig
+    from elp.heads.config import HeadConfig
+
+
+class PostProcessor(Protocol):
+    """One row's head output (CPU float tensor: CTC log-probs over real frames, an embedding, logits)
+    -> the answer fields of that row (``text``; ``embedding``; ``label`` and ``scores``...).
+
+    Picklable (a process pool receives it once per process), and ``offload`` says whether it is worth
+    running off the model worker (an LM beam search: yes; a softmax: no)."""
+
+    offload: bool
+
+    def __call__(self, output: torch.Tensor) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ExtraClip:
+    """An upload besides ``file`` that a task's request may carry (verification's ``reference``)."""
+
+    name: str
+    description: str
+
+
+@dataclass(frozen=True)
+class EnrolledReference:
+    """A form field naming an enrolled speaker, sent instead of the clip ``instead_of``: the server
+    checks the API key and the per-client rate limit, and hands the enrolled embedding to
+    :meth:`TaskSpec.respond`. Enrolment (``POST /speakers/{id}``) uses the task that declares this."""
+
+    field: str
+    instead_of: str
+    description: str
+
+
+@dataclass
+class TaskRequest:
+    """What :meth:`TaskSpec.respond` sees of one answered request (rows in upload order: ``file``
+    first, then the extra clips that were sent)."""
+
+    config: AdapterSetConfig
+    rows: Sequence[Any]  # elp.model.Prediction
+    durations_s: Sequence[float]
+    fields: Mapping[str, Any] = field(default_factory=dict)  # extra form fields (an enrolled speaker id)
+    enrolled: torch.Tensor | None = None  # the enrolled reference's embedding, when one was named
+    fallbacks: Mapping[str, Any] = field(default_factory=dict)  # deployment defaults (a threshold)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task. Subclasses implement the behaviour (head, loss, post-processing, answer); instances
+    carry the data, so tasks that behave alike (classifiers) are one class and one instance each.
+
+    ``name``: the ``task`` of an adapter config. ``route``: its HTTP endpoint; its last segment also
+    names the client method, the CLI command and the default-adapter setting
+    (``ELP_DEFAULT_<ENDPOINT>_ADAPTER``). ``activation``: the adapters' reference activation (ELP.md).
+    ``target_field``: what a training manifest row supplies (``text``, ``label`` or ``speaker``).
+    ``headline_metric`` selects checkpoints (``higher_is_better`` says which way); ``metrics`` are the
+    figures an evaluation reports, computed the ``evaluation`` way (``transcripts``, ``trials`` or
+    ``labels``: one evaluation per way, shared by every task of that way)."""
+
+    name: str
+    route: str
+    summary: str
+    default_adapter: str
+    activation: str
+    target_field: str
+    headline_metric: str
+    higher_is_better: bool
+    metrics: tuple[str, ...]
+    evaluation: str
+    description: str = ""
+    #: OpenAPI description of the ``file`` upload
+    file_description: str = ""
+    #: width of the head's hidden layer in a new set (0: a linear head)
+    head_hidden_dim: int = 256
+    supports_prosody: bool = True
+    supports_language_model: bool = False
+    #: classes (or symbols) of a typical set when the task's example set has other sizes (parameter table)
+    typical_outputs: int | None = None
+    extra_clips: tuple[ExtraClip, ...] = ()
+    enrolled_reference: EnrolledReference | None = None
+    #: elp-train's defaults for the task: learning rates, augmentations it must not get
+    training: TrainingRecipe = TrainingRecipe()
+
+    # -- names derived from the route ----------------------------------------------------------------
+    @property
+    def endpoint(self) -> str:
+        """``/verify`` -> ``verify``: client method, CLI command, settings key, metrics label of the route."""
+        return self.route.strip("/").replace("/", "_")
+
+    @property
+    def title(self) -> str:
+        """``verify`` -> ``Verify``: prefix of the answer model (``VerifyAnswer``) and client result."""
+        return "".join(part.capitalize() for part in self.endpoint.split("_"))
+
+    # -- configuration -------------------------------------------------------------------------------
+    def validate(self, config: AdapterSetConfig) -> None:
+        """Raise ``ConfigError`` when ``config`` lacks what this task needs."""
+        if config.language_model is not None and not self.supports_language_model:
+            raise ConfigError(f"a {self.name} adapter set cannot carry a language model")
+
+    def num_outputs(self, config: AdapterSetConfig) -> int:
+        raise NotImplementedError
+
+    def build_head(self, head: HeadConfig, input_dim: int, num_outputs: int, *,
+                   labels: list[str] | None = None, slot_names: list[str] | None = None) -> nn.Module:
+        """The head on ``input_dim`` features with ``num_outputs`` (:meth:`num_outputs`) outputs."""
+        raise NotImplementedError
+
+    def example_fields(self, num_outputs: int | None = None) -> dict[str, Any]:
+        """Config fields of a made-up set of this task (tests, the parameter table): labels, vocab..."""
+        return {}
+
+    # -- training ------------------------------------------------------------------------------------
+    def build_loss(self, adapter_set: AdapterSet, num_targets: int, label_smoothing: float = 0.0) -> nn.Module:
+        """The training loss (``num_targets``: classes or training speakers); its parameters, if any,
+        are training-only and never stored in the set."""
+        raise NotImplementedError
+
+    def loss(self, loss_fn: nn.Module, output: torch.Tensor, output_lengths: torch.Tensor,
+             targets: torch.Tensor, target_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``loss_fn`` (from :meth:`build_loss`) on a batch of head outputs."""
+        return loss_fn(output, targets)
+
+    # -- serving -------------------------------------------------------------------------------------
+    def post_processor(self, adapter_set: AdapterSet) -> PostProcessor:
+        raise NotImplementedError
+
+    def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
+        """A freshly loaded set, adjusted by deployment-wide ``options`` (server settings by name) before
+        it serves; the files on disk are not rewritten. Default: unchanged."""
+        return adapter_set
+
+    @functools.cached_property
+    def answer_fields(self) -> type[BaseModel]:
+        """The pydantic model of this task's own answer fields (the server adds adapter, duration and
+        timings; the client's result type is made from it)."""
+        raise NotImplementedError
+
+    def respond(self, request: TaskRequest) -> dict[str, Any]:
+        """A request's answer fields from its rows' post-processed predictions."""
+        raise NotImplementedError
