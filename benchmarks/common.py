@@ -183,15 +183,10 @@ def seeded_clip(seconds: float, seed: int = 0, sample_rate: int = 16000) -> Clip
 
 
 def decode_clip(data: bytes, sample_rate: int = 16000) -> np.ndarray:
-    """Mono float32 at ``sample_rate`` (what the server feeds the model)."""
-    from scipy.signal import resample_poly
+    """Mono float32 at ``sample_rate``: what the server feeds the model (``elp.audio``)."""
+    from elp.audio import load_audio
 
-    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
-    if rate != sample_rate:
-        divisor = np.gcd(rate, sample_rate)
-        mono = resample_poly(mono, sample_rate // divisor, rate // divisor)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return load_audio(data, sample_rate)
 
 
 # ------------------------------------------------------------------------------------------------ processes

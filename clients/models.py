@@ -32,6 +32,9 @@ globals().update({cls.__name__: cls for cls in RESULT_TYPES.values()})  # AsrRes
 
 @dataclass(frozen=True)
 class AdapterInfo:
+    """A row of ``GET /adapters``: mirrors ``server.schemas.AdapterEntry`` (the client stays free of
+    the server's dependencies; tests/clients/test_listing_model.py keeps the two equal)."""
+
     id: str
     task: str | None
     backbone: dict[str, Any] | None

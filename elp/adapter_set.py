@@ -1,9 +1,10 @@
 """An adapter set: E-adapters + L-adapters (or weighted layer sum) + P-adapter + head + metadata.
 
 On disk it is one folder holding ``adapter_config.json`` and ``adapter_model.safetensors``: data,
-never pickle. Loading is strict: the config is validated, the weights' sha256 must match the one
-recorded in the config, and the tensor names and shapes must be exactly those the config implies,
-so a truncated, tampered or mismatched set raises ``AdapterFormatError`` before it can be used.
+never pickle (the format and the version hash: ``elp.adapter_files``). Loading is strict: the
+config is validated, the weights' sha256 must match the one recorded in the config, and the tensor
+names and shapes must be exactly those the config implies, so a truncated, tampered or mismatched
+set raises ``AdapterFormatError`` before it can be used.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
+from elp.adapter_files import CONFIG_NAME, WEIGHTS_NAME, write_adapter_files
 from elp.backbones.base import Backbone, BackboneIdentity
 from elp.config import AdapterSetConfig
 from elp.decoding.bigram import WordBigramLM
@@ -30,8 +32,7 @@ from elp.tuners.e_adapter import EAdapterStack
 from elp.tuners.l_adapter import LAdapterStack, WeightedLayerSum
 from elp.tuners.p_adapter import PAdapter
 
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "AdapterSet", "update_digest"]
 
 # LayerNorm attribute names per family, so a set can be rebuilt without loading its backbone.
 _LAYER_NORM_NAMES = {
@@ -183,16 +184,8 @@ class AdapterSet(nn.Module):
         return config, weights
 
     def save(self, folder: str | Path) -> Path:
-        """Write the folder; files are written to temporaries and renamed, so a reader never sees a
-        new config beside old weights."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        config, weights = self.to_bytes()
-        for name, payload in ((WEIGHTS_NAME, weights), (CONFIG_NAME, config)):
-            tmp = folder / f".{name}.tmp"
-            tmp.write_bytes(payload)
-            tmp.replace(folder / name)
-        return folder
+        """Write the folder (``elp.adapter_files.write_adapter_files``: never a partial file)."""
+        return write_adapter_files(folder, *self.to_bytes())
 
     @classmethod
     def from_bytes(cls, config_bytes: bytes, weights_bytes: bytes, device: str | torch.device = "cpu") -> AdapterSet:

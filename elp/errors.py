@@ -25,3 +25,7 @@ class BackboneMismatchError(ELPError):
 
 class BackboneLoadError(ELPError):
     """A backbone could not be loaded or is of an unsupported architecture."""
+
+
+class AudioError(ELPError):
+    """A clip cannot be model input: undecodable, empty, non-finite or far out of range."""

@@ -1,33 +1,28 @@
 """The adapter store on disk: ``<adapters_dir>/<id>/adapter_config.json + adapter_model.safetensors``.
 
-Users name ids, never paths; ids match a strict pattern and are resolved inside the store only, and
-symlinks are never followed. Reads take both files in one consistent pass (``snapshot``).
+Files, ids and versions; the memory cache in front of the model is ``server.adapters``. The file
+format (names, version hash, safetensors header) is elp's (``elp.adapter_files``), read here
+without building the set. Users name ids, never paths; ids match a strict pattern and are resolved
+inside the store only, and symlinks are never followed. Reads take both files in one consistent
+pass (``snapshot``); writers publish with ``elp.adapter_files.write_adapter_files``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import re
 import stat
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from elp.adapter_files import ADAPTER_FILES, CONFIG_NAME, WEIGHTS_NAME, content_sha256, files_sha256, safetensors_totals
 from server.errors import AdapterNotFoundError, InternalError
+from server.schemas import AdapterEntry
 
-CONFIG_FILE = "adapter_config.json"
-WEIGHTS_FILE = "adapter_model.safetensors"
-ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 ADAPTER_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-_SAFETENSORS_BYTES_PER_DTYPE = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-    "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
-}
 _READ_RETRIES = 5
 
 FileSignature = tuple[tuple[int, int, int], ...]
@@ -44,30 +39,19 @@ def validate_adapter_id(adapter_id: str) -> str:
 
 @dataclass(frozen=True)
 class AdapterSnapshot:
-    """Both files of one adapter set as read in one consistent pass."""
+    """Both files of one adapter set as read in one consistent pass. ``sha256`` is the version
+    (content only: ``elp.adapter_files.content_sha256``); ``files_sha256`` the pre-provenance rule,
+    kept so speakers enrolled under it are still found."""
 
     adapter_id: str
     files: dict[str, bytes]
     sha256: str
     signature: FileSignature
+    files_sha256: str = ""
 
     @property
     def version(self) -> str:
         return self.sha256[:12]
-
-
-@dataclass(frozen=True)
-class AdapterInfo:
-    """What ``GET /adapters`` shows, computed without loading the weights."""
-
-    id: str
-    task: str | None
-    backbone: dict[str, Any] | None
-    num_params: int | None
-    size_bytes: int | None
-    sha256: str | None
-    marked_default: bool
-    error: str | None = None
 
 
 class AdapterStore:
@@ -75,7 +59,7 @@ class AdapterStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
-        self._info_cache: dict[str, tuple[FileSignature, AdapterInfo]] = {}
+        self._info_cache: dict[str, tuple[FileSignature, AdapterEntry]] = {}
 
     def folder(self, adapter_id: str) -> Path:
         """The set's folder; symlinks are never followed, so nothing outside the store is reachable."""
@@ -92,12 +76,12 @@ class AdapterStore:
         return sorted(
             entry.name for entry in self.root.iterdir()
             if ADAPTER_ID_PATTERN.fullmatch(entry.name) and not entry.is_symlink() and entry.is_dir()
-            and _is_regular_file(entry / CONFIG_FILE)
+            and _is_regular_file(entry / CONFIG_NAME)
         )
 
     def exists(self, adapter_id: str) -> bool:
         try:
-            return (self.folder(adapter_id) / CONFIG_FILE).is_file()
+            return (self.folder(adapter_id) / CONFIG_NAME).is_file()
         except AdapterNotFoundError:
             return False
 
@@ -122,12 +106,14 @@ class AdapterStore:
             except OSError:  # gone, or ELOOP: swapped for a symlink since the lstat
                 raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
             if self.signature(adapter_id) == before:
-                return AdapterSnapshot(adapter_id, files, _hash_files(files), before)
+                return AdapterSnapshot(adapter_id, files, content_sha256(files[CONFIG_NAME], files[WEIGHTS_NAME]),
+                                       before, files_sha256(files))
             time.sleep(0.05)
         raise InternalError(f"adapter '{adapter_id}' kept changing on disk while being read; try again")
 
-    def info(self, adapter_id: str) -> AdapterInfo:
-        """Listing data from the config and the safetensors header; cached per file signature."""
+    def info(self, adapter_id: str) -> AdapterEntry:
+        """The set's listing row from its config and safetensors header (``resident`` and
+        ``default`` are the service's to fill in); cached per file signature."""
         signature = self.signature(adapter_id)
         cached = self._info_cache.get(adapter_id)
         if cached and cached[0] == signature:
@@ -139,7 +125,7 @@ class AdapterStore:
 
     def read_config(self, adapter_id: str) -> dict[str, Any]:
         try:
-            return json.loads(_read_no_follow(self.folder(adapter_id) / CONFIG_FILE))
+            return json.loads(_read_no_follow(self.folder(adapter_id) / CONFIG_NAME))
         except OSError:
             raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
         except (ValueError, UnicodeDecodeError):
@@ -160,15 +146,6 @@ def _read_no_follow(path: Path) -> bytes:
         return handle.read()
 
 
-def _hash_files(files: dict[str, bytes]) -> str:
-    """sha256 over the files in a fixed order, each prefixed by its name and length."""
-    digest = hashlib.sha256()
-    for name in sorted(files):
-        digest.update(name.encode() + b"\0" + struct.pack("<Q", len(files[name])))
-        digest.update(files[name])
-    return digest.hexdigest()
-
-
 def is_marked_default(config: dict[str, Any]) -> bool:
     if config.get("default") is True:
         return True
@@ -176,41 +153,26 @@ def is_marked_default(config: dict[str, Any]) -> bool:
     return any(isinstance(section, dict) and section.get("default") is True for section in sections)
 
 
-def describe_snapshot(snapshot: AdapterSnapshot) -> AdapterInfo:
+def describe_snapshot(snapshot: AdapterSnapshot) -> AdapterEntry:
+    """The listing row of a snapshot, computed without building the set."""
     try:
-        config = json.loads(snapshot.files[CONFIG_FILE])
+        config = json.loads(snapshot.files[CONFIG_NAME])
         if not isinstance(config, dict):
             raise ValueError("config is not a JSON object")
     except (ValueError, UnicodeDecodeError) as exc:
-        return AdapterInfo(snapshot.adapter_id, None, None, None, None, snapshot.sha256, False,
-                           error=f"unreadable {CONFIG_FILE}: {exc}")
-    task = config.get("task") if isinstance(config.get("task"), str) else None
-    backbone = config.get("backbone") if isinstance(config.get("backbone"), dict) else None
+        return AdapterEntry(id=snapshot.adapter_id, task=None, backbone=None, num_params=None, size_bytes=None,
+                            sha256=snapshot.sha256, resident=False, default=False,
+                            error=f"unreadable {CONFIG_NAME}: {exc}")
     error = None
     try:
-        num_params, size_bytes = _safetensors_totals(snapshot.files[WEIGHTS_FILE])
+        num_params, size_bytes = safetensors_totals(snapshot.files[WEIGHTS_NAME])
     except ValueError as exc:
         num_params = size_bytes = None
-        error = f"unreadable {WEIGHTS_FILE}: {exc}"
-    return AdapterInfo(snapshot.adapter_id, task, backbone, num_params, size_bytes, snapshot.sha256,
-                       is_marked_default(config), error)
-
-
-def _safetensors_totals(data: bytes) -> tuple[int, int]:
-    """(parameter count, tensor bytes) from the safetensors header alone; an ASR set's language
-    model tensors (``language_model.*``: word table, n-gram scores) take bytes but are no parameters."""
-    if len(data) < 8:
-        raise ValueError("file too short")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > len(data) - 8:
-        raise ValueError("header length past end of file")
-    header = json.loads(data[8 : 8 + header_len])
-    params = size = 0
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        count = math.prod(entry["shape"])
-        if not name.startswith("language_model."):
-            params += count
-        size += count * _SAFETENSORS_BYTES_PER_DTYPE.get(entry["dtype"], 4)
-    return params, size
+        error = f"unreadable {WEIGHTS_NAME}: {exc}"
+    return AdapterEntry(
+        id=snapshot.adapter_id,
+        task=config.get("task") if isinstance(config.get("task"), str) else None,
+        backbone=config.get("backbone") if isinstance(config.get("backbone"), dict) else None,
+        num_params=num_params, size_bytes=size_bytes, sha256=snapshot.sha256,
+        resident=False, default=False, error=error,
+    )

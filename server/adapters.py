@@ -22,24 +22,12 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.adapter_store import (
-    ADAPTER_FILES,
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    AdapterInfo,
-    AdapterSnapshot,
-    AdapterStore,
-    FileSignature,
-    describe_snapshot,
-    is_marked_default,
-    validate_adapter_id,
-)
+from elp.adapter_files import CONFIG_NAME, WEIGHTS_NAME
+from server.adapter_store import AdapterSnapshot, AdapterStore, FileSignature, validate_adapter_id
 from server.errors import AdapterNotFoundError, InternalError
 from server.metrics import ServerMetrics
 
-__all__ = ["ADAPTER_FILES", "CONFIG_FILE", "WEIGHTS_FILE", "AdapterCache", "AdapterInfo", "AdapterLease",
-           "AdapterSnapshot", "AdapterStore", "ResidentAdapter", "describe_snapshot", "is_marked_default",
-           "validate_adapter_id"]
+__all__ = ["AdapterCache", "AdapterLease", "ResidentAdapter"]
 
 logger = logging.getLogger("server.adapters")
 
@@ -64,10 +52,17 @@ class ResidentAdapter:
     stale: bool = False
     failed_signature: FileSignature | None = None  # files on disk whose reload failed: keep serving this
     last_used: float = field(default_factory=time.monotonic)
+    files_sha256: str = ""  # the version under the rule before provenance left the hash
 
     @property
     def version(self) -> str:
         return self.sha256[:12]
+
+    @property
+    def enrolment_versions(self) -> tuple[str, ...]:
+        """Versions whose enrolled speakers this entry serves: its own, then the same bytes' version
+        under the old whole-files rule (enrolments made before the rule changed stay valid)."""
+        return tuple(dict.fromkeys(v for v in (self.sha256, self.files_sha256) if v))
 
     @property
     def label(self) -> str:
@@ -237,6 +232,7 @@ class AdapterCache:
             size_bytes=int(aset.size_bytes),
             num_params=int(aset.num_parameters()),
             model_key=model_key,
+            files_sha256=snapshot.files_sha256,
         )
         old = self._current.pop(adapter_id, None)
         self._current[adapter_id] = entry
@@ -252,7 +248,7 @@ class AdapterCache:
     def _read_and_parse(self, adapter_id: str) -> tuple[AdapterSnapshot, Any]:
         """Worker-pool side of a load: snapshot the bytes, then parse exactly those bytes."""
         snapshot = self.store.snapshot(adapter_id)
-        return snapshot, self._parse_adapter_set(snapshot.files[CONFIG_FILE], snapshot.files[WEIGHTS_FILE])
+        return snapshot, self._parse_adapter_set(snapshot.files[CONFIG_NAME], snapshot.files[WEIGHTS_NAME])
 
     # -- release / evict ---------------------------------------------------------------------------
     def _release(self, entry: ResidentAdapter) -> None:

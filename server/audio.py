@@ -1,32 +1,26 @@
 """Upload decoding: any soundfile-readable clip -> mono float32 at the backbone's rate.
 
-Runs in the decode thread pool (never on the event loop, never on the model worker). The budget is
+The clip becomes model input through ``elp.audio`` (the same reader, channel mix, resampler and
+sample checks as training); this module adds the HTTP side: limits and the contract's errors. Runs
+in the decode thread pool (never on the event loop, never on the model worker). The budget is
 decided from the header before any sample is decoded: the declared sample rate must lie in the
 accepted range, and at most ``max_duration_s x max_sample_rate`` samples (all channels together, 4
 bytes each) are ever read, whatever the container or its compression claims. The real length is
-checked again after reading. Samples must be finite and within ``MAX_ABS_AMPLITUDE``, so the model
-never sees numbers that turn its answer into NaN. Resampling uses a rational ratio with a small
-denominator, so an odd rate (191,999 Hz) costs what a common one does.
+checked again after reading.
 """
 
 from __future__ import annotations
 
-import io
 import math
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
-import soundfile as sf
-from scipy.signal import resample_poly
 
+from elp.audio import MAX_ABS_AMPLITUDE, check_samples, read_samples, to_model_input
+from elp.errors import AudioError
 from server.errors import InvalidAudioError, PayloadTooLargeError
 
-#: float samples beyond this are not audio (PCM decodes to [-1, 1]; a float WAV may be a few x louder)
-MAX_ABS_AMPLITUDE = 1e4
-#: largest up/down factor of the resampler: rates are mapped to the nearest ratio with this denominator
-#: (44.1 kHz -> 16 kHz is 160/441 exactly; 191,999 Hz -> 16 kHz becomes 1/12, 4 ppm off in pitch)
-_MAX_RESAMPLE_FACTOR = 1000
+__all__ = ["MAX_ABS_AMPLITUDE", "AudioLimits", "DecodedAudio", "decode_audio"]
 
 
 @dataclass(frozen=True)
@@ -58,37 +52,32 @@ def decode_audio(data: bytes, *, target_rate: int, limits: AudioLimits, field: s
     """Decode, mix to mono, resample; raise the contract's errors for bad or out-of-limit clips."""
     if not data:
         raise InvalidAudioError(f"'{field}' is empty")
-    try:
-        with sf.SoundFile(io.BytesIO(data)) as clip:
-            source_rate, channels, declared_frames = clip.samplerate, clip.channels, clip.frames
-            frame_cap = _frame_budget(field, source_rate, channels, declared_frames, limits)
-            samples = clip.read(frames=frame_cap, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise InvalidAudioError(f"'{field}' could not be decoded as audio: {_short(exc)}") from None
+    header: dict[str, int] = {}
 
+    def budget(rate: int, channels: int, declared_frames: int) -> int:
+        header.update(rate=rate, channels=channels)
+        return _frame_budget(field, rate, channels, declared_frames, limits)
+
+    try:
+        samples, source_rate = read_samples(data, budget)
+    except AudioError as exc:
+        raise InvalidAudioError(f"'{field}' {exc}") from None
     if samples.shape[0] / source_rate > limits.max_duration_s:
         raise PayloadTooLargeError(_too_long(field, samples.shape[0] / source_rate, limits))
     if samples.size > limits.max_samples:
-        raise PayloadTooLargeError(_over_budget(field, channels, limits))
-    if samples.shape[0] == 0:
-        raise InvalidAudioError(f"'{field}' contains no samples")
-    if not np.isfinite(samples).all():
-        raise InvalidAudioError(f"'{field}' contains NaN or infinite samples")
-    if float(np.abs(samples).max()) > MAX_ABS_AMPLITUDE:
-        raise InvalidAudioError(f"'{field}' has samples beyond +/-{MAX_ABS_AMPLITUDE:g}: not audio")
-
-    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    if source_rate != target_rate:
-        ratio = Fraction(target_rate, source_rate).limit_denominator(_MAX_RESAMPLE_FACTOR)
-        mono = resample_poly(mono, ratio.numerator, ratio.denominator).astype(np.float32)
-    mono = np.ascontiguousarray(mono, dtype=np.float32)
+        raise PayloadTooLargeError(_over_budget(field, header["channels"], limits))
+    try:
+        check_samples(samples)
+    except AudioError as exc:
+        raise InvalidAudioError(f"'{field}' {exc}") from None
+    mono = to_model_input(samples, source_rate, target_rate)
 
     duration = len(mono) / target_rate
     if duration < limits.min_duration_s:
         raise InvalidAudioError(
             f"'{field}' is {duration:.3f} s long; the minimum is {limits.min_duration_s:g} s"
         )
-    return DecodedAudio(mono, target_rate, source_rate, channels)
+    return DecodedAudio(mono, target_rate, source_rate, header["channels"])
 
 
 def _frame_budget(field: str, rate: int, channels: int, declared_frames: int, limits: AudioLimits) -> int:
@@ -119,9 +108,3 @@ def _over_budget(field: str, channels: int, limits: AudioLimits) -> str:
 
 def _too_long(field: str, duration_s: float, limits: AudioLimits) -> str:
     return f"'{field}' is {duration_s:.1f} s long; the maximum is {limits.max_duration_s:g} s"
-
-
-def _short(exc: Exception) -> str:
-    """libsndfile's reason without its "Error opening <BytesIO at 0x...>:" prefix."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return text.rsplit(">: ", 1)[-1].strip()[:200]

@@ -103,7 +103,7 @@ def models_per_replica(settings: RaySettings) -> int:
     largest set as the cache budget holds beside the pinned defaults (at least 1)."""
     if settings.ray_models_per_replica:
         return settings.ray_models_per_replica
-    from server.adapters import AdapterStore
+    from server.adapter_store import AdapterStore
 
     store = AdapterStore(settings.adapters_dir)
     sizes = []

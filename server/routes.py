@@ -29,7 +29,7 @@ from server.schemas import (
 )
 from server.security import limit_speaker_verification, require_api_key
 from server.service import InferenceService
-from server.speakers import validate_speaker_id
+from server.speakers import get_enrolled, validate_speaker_id
 
 router = APIRouter()
 
@@ -158,7 +158,8 @@ def task_handler(spec: TaskSpec) -> Any:
             entry = lease.entry
             enrolled = None
             if enrolled_id is not None:
-                record = await asyncio.to_thread(service.speakers.get, enrolled_id, entry.adapter_id, entry.sha256)
+                record = await asyncio.to_thread(get_enrolled, service.speakers, enrolled_id, entry.adapter_id,
+                                                 entry.enrolment_versions)
                 enrolled = record.embedding
             outcome = await service.infer(spec.name, lease, clips, receive=request.receive)
         fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}

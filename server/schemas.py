@@ -30,12 +30,16 @@ def answer_model(spec: TaskSpec) -> type[TaskAnswer]:
 
 
 class AdapterEntry(BaseModel):
+    """One row of ``GET /adapters``: the only listing model of the server (the store fills the file
+    facts, the service ``resident`` and ``default``); ``clients.models.AdapterInfo`` mirrors it,
+    checked field by field in tests/clients/test_listing_model.py."""
+
     id: str
     task: str | None
     backbone: dict[str, Any] | None
     num_params: int | None
     size_bytes: int | None
-    sha256: str | None
+    sha256: str | None = Field(description="version: content hash (weights + answer-changing config)")
     resident: bool
     default: bool
     error: str | None = Field(None, description="why the set cannot be served (corrupt files), if so")

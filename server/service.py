@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from server.adapters import AdapterCache, AdapterLease, AdapterStore, is_marked_default
+from server.adapter_store import AdapterStore, is_marked_default
+from server.adapters import AdapterCache, AdapterLease
 from server.admission import ClientDisconnectedError, cancel_when_client_leaves, check_finite
 from server.audio import AudioLimits, DecodedAudio, decode_audio
 from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
@@ -290,10 +291,7 @@ class InferenceService:
         rows = []
         for info in infos:
             entry = self.cache.resident(info.id) if self.cache else None
-            rows.append({
-                "id": info.id, "task": info.task, "backbone": info.backbone, "num_params": info.num_params,
-                "size_bytes": info.size_bytes, "sha256": info.sha256,
-                "resident": entry is not None and entry.sha256 == info.sha256,
-                "default": info.id in defaults, "error": info.error,
-            })
+            rows.append(info.model_copy(update={
+                "resident": entry is not None and entry.sha256 == info.sha256, "default": info.id in defaults,
+            }).model_dump())
         return rows

@@ -85,6 +85,22 @@ def not_enrolled(speaker_id: str, adapter_id: str, adapter_sha256: str, older_ve
     )
 
 
+def get_enrolled(store: SpeakerBackend, speaker_id: str, adapter_id: str, versions: tuple[str, ...]) -> EnrolledSpeaker:
+    """The speaker's enrolment under the first of ``versions`` that has one (a resident set's own
+    version, then the same bytes' version under the pre-provenance hash rule: docs/adapters.md);
+    the error names the first version."""
+    first, *fallbacks = versions
+    try:
+        return store.get(speaker_id, adapter_id, first)
+    except SpeakerNotFoundError:
+        for version in fallbacks:
+            try:
+                return store.get(speaker_id, adapter_id, version)
+            except SpeakerNotFoundError:
+                continue
+        raise
+
+
 class SpeakerStore:
     """File-backed enrolment store; every write is atomic (temp file + rename)."""
 

@@ -1,9 +1,13 @@
-"""Shared fixtures: one tiny real backbone + adapter store per session, for the server, client,
-deploy and reliability tests (built once, read-only; tests that edit it take a private copy)."""
+"""Shared fixtures: the tiny real backbones (one checkpoint per family, built once per session: the
+only place tests build one, except those that need a *different* backbone on purpose) and one
+adapter store for the server, client, deploy and reliability tests (read-only; tests that edit it
+take a private copy). Checkpoint folders are shared, loaded models are not: each test module
+loads its own, so no test sees another's adapters attached to a backbone."""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,11 +18,32 @@ if str(REPO_ROOT) not in sys.path:
 
 from tests.server.helpers import build_store, copy_store  # noqa: E402
 
+TinyBackboneDir = Callable[..., Path]
+
 
 @pytest.fixture(scope="session")
-def tiny_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> TinyBackboneDir:
+    """``tiny_backbone_dir(family="wavlm", stable_layer_norm=False)``: the folder of a tiny random
+    checkpoint of that family (seed 0), written on first use and shared read-only by the session."""
+    from elp.testing import save_tiny_backbone
+
+    root = tmp_path_factory.mktemp("tiny-backbones")
+    built: dict[tuple[str, bool], Path] = {}
+
+    def folder(family: str = "wavlm", stable_layer_norm: bool = False) -> Path:
+        key = (family, stable_layer_norm)
+        if key not in built:
+            name = f"{family}-{'preln' if stable_layer_norm else 'postln'}"
+            built[key] = save_tiny_backbone(root / name, family, stable_layer_norm)
+        return built[key]
+
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: TinyBackboneDir) -> tuple[Path, Path]:
     """(backbone folder, adapter store) shared read-only by every test of the session."""
-    return build_store(tmp_path_factory.mktemp("elp-tiny"))
+    return build_store(tmp_path_factory.mktemp("elp-tiny"), backbone_dir=tiny_backbone_dir("wavlm"))
 
 
 @pytest.fixture

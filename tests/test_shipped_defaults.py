@@ -1,10 +1,15 @@
 """The adapter sets shipped in adapters_store/ on the real Whisper base encoder, on real speech.
 
-Needs the converted backbone (scripts/setup_default_backbone.sh) and espeak-ng; skipped otherwise.
+Needs the converted backbone (scripts/setup_default_backbone.sh) and espeak-ng. Without them these
+tests FAIL (CI converts the backbone: a failed conversion must not turn into a green run); a
+developer without the backbone sets ``ELP_ALLOW_MISSING_BACKBONE=1`` to skip them with the reason.
+The model-card checks need neither.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +19,8 @@ import soundfile as sf
 import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp.adapter_files import CARD_NAME, CONFIG_NAME
+from server.adapter_store import AdapterStore
 from training.dataset import load_audio
 from training.metrics import cer
 
@@ -23,15 +30,26 @@ STORE = ROOT / "adapters_store"
 DEFAULTS = {"asr": "asr-default", "verification": "verify-default", "emotion": "emotion-default",
             "intent": "intent-default", "language": "language-default"}
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (BACKBONE / "model.safetensors").exists(), reason="run scripts/setup_default_backbone.sh"),
-    pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed"),
-]
+ALLOW_MISSING = "ELP_ALLOW_MISSING_BACKBONE"
+
+
+def missing_requirements() -> list[str]:
+    missing = []
+    if not (BACKBONE / "model.safetensors").exists():
+        missing.append(f"no converted backbone at {BACKBONE} (run scripts/setup_default_backbone.sh --base-only)")
+    if shutil.which("espeak-ng") is None:
+        missing.append("espeak-ng is not installed")
+    return missing
 
 
 @pytest.fixture(scope="module")
 def model():
+    """The real encoder with the four shipped sets; fails without it unless the developer allows."""
+    missing = missing_requirements()
+    if missing and os.environ.get(ALLOW_MISSING) == "1":
+        pytest.skip(f"{'; '.join(missing)} ({ALLOW_MISSING}=1)")
+    if missing:
+        pytest.fail(f"{'; '.join(missing)}. Set {ALLOW_MISSING}=1 to skip these tests on a machine without it.")
     model = MultiAdapterModel(load_backbone(BACKBONE))
     for task, adapter_id in DEFAULTS.items():
         adapter_set = AdapterSet.load(STORE / adapter_id)
@@ -47,6 +65,7 @@ def speak(tmp_path: Path, text: str, voice: str = "en-us") -> torch.Tensor:
     return torch.from_numpy(load_audio(str(path)))
 
 
+@pytest.mark.slow
 def test_every_default_set_matches_the_converted_backbone_and_carries_its_metadata(model):
     verify = model.adapter_sets["verify-default"].config
     assert verify.threshold is not None and 0.0 < verify.threshold < 1.0
@@ -58,6 +77,7 @@ def test_every_default_set_matches_the_converted_backbone_and_carries_its_metada
     assert asr.backbone_change_signature() == intent.backbone_change_signature() is not None
 
 
+@pytest.mark.slow
 def test_default_sets_answer_real_speech_in_one_mixed_batch(model, tmp_path):
     sentence = "the weather is lovely today and i would like to go for a walk"
     speech = speak(tmp_path, sentence)
@@ -73,3 +93,18 @@ def test_default_sets_answer_real_speech_in_one_mixed_batch(model, tmp_path):
     threshold = model.adapter_sets["verify-default"].config.threshold
     assert float(reference.embedding @ same.embedding) > threshold
     assert float(reference.embedding @ other.embedding) < threshold
+
+
+@pytest.mark.parametrize("adapter_id", sorted(DEFAULTS.values()))
+def test_every_shipped_set_has_a_model_card_outside_its_version(adapter_id: str, tmp_path: Path) -> None:
+    """The card and the config's provenance can be edited without a new version (enrolments survive)."""
+    card = (STORE / adapter_id / CARD_NAME).read_text()
+    assert card.startswith(f"# {adapter_id}") and len(card) > 500
+    folder = tmp_path / adapter_id
+    shutil.copytree(STORE / adapter_id, folder)
+    version = AdapterStore(tmp_path).snapshot(adapter_id).sha256
+    (folder / CARD_NAME).write_text(card + "\nEdited.\n")
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    config["description"] += " (edited)"
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=1))
+    assert AdapterStore(tmp_path).snapshot(adapter_id).sha256 == version

@@ -13,11 +13,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile as sf
 import torch
 from scipy.signal import fftconvolve, resample_poly
 from torch.utils.data import Dataset, Sampler
 
+from elp import audio as elp_audio
 from elp.model import pad_waveforms
 from elp.tasks import get_task
 from training.data.manifest import CTC_CHARS, ManifestRow
@@ -32,13 +32,9 @@ def _cached_int16(path: str) -> np.ndarray:
 
 
 def load_audio(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Mono float32 at ``sample_rate`` from any file libsndfile reads."""
-    audio, rate = sf.read(path, dtype="float32", always_2d=True)
-    audio = audio.mean(axis=1)
-    if rate != sample_rate:
-        divisor = np.gcd(rate, sample_rate)
-        audio = resample_poly(audio, sample_rate // divisor, rate // divisor).astype(np.float32)
-    return audio
+    """Mono float32 at ``sample_rate`` from any file libsndfile reads: exactly what the server feeds
+    the model for the same file (``elp.audio``, shared with serving and the benchmarks)."""
+    return elp_audio.load_audio(path, sample_rate)
 
 
 @dataclass

@@ -5,11 +5,11 @@ from __future__ import annotations
 from benchmarks.decoding import decode_grid
 from elp import load_backbone
 from elp.decoding import WordBigramLM
-from elp.testing import make_random_adapter_set, save_tiny_backbone, spelled_log_probs
+from elp.testing import make_random_adapter_set, spelled_log_probs
 
 
-def test_decode_grid_scores_greedy_and_each_beam_against_the_baseline(tmp_path) -> None:
-    adapter_set = make_random_adapter_set(load_backbone(save_tiny_backbone(tmp_path / "w", "whisper")), "asr")
+def test_decode_grid_scores_greedy_and_each_beam_against_the_baseline(tiny_backbone_dir) -> None:
+    adapter_set = make_random_adapter_set(load_backbone(tiny_backbone_dir("whisper")), "asr")
     lm = WordBigramLM.build(["open the door", "turn on the lights"], alpha=0.5, beta=1.0, beam_width=8)
     adapter_set.attach_language_model(lm)
     clips = [(text, spelled_log_probs(text)) for text in ("open the door", "turn on the lights")]
@@ -24,8 +24,8 @@ def test_decode_grid_scores_greedy_and_each_beam_against_the_baseline(tmp_path) 
     assert {r["temperature"] for r in rows} == {None, 1.0}  # a set at temperature 1 adds no other rows
 
 
-def test_decode_grid_adds_the_set_s_own_temperature_beside_temperature_one(tmp_path) -> None:
-    adapter_set = make_random_adapter_set(load_backbone(save_tiny_backbone(tmp_path / "w", "whisper")), "asr")
+def test_decode_grid_adds_the_set_s_own_temperature_beside_temperature_one(tiny_backbone_dir) -> None:
+    adapter_set = make_random_adapter_set(load_backbone(tiny_backbone_dir("whisper")), "asr")
     lm = WordBigramLM.build(["open the door"], alpha=0.5, beta=1.0, beam_width=4, temperature=1.5)
     adapter_set.attach_language_model(lm)
     rows = decode_grid(adapter_set, [("open the door", spelled_log_probs("open the door"))], [4])

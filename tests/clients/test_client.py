@@ -94,6 +94,7 @@ def test_error_mapping_keeps_retry_after() -> None:
     assert not isinstance(odd, UnsupportedMediaTypeError) and odd.code == "invalid_request"
 
 
+@pytest.mark.slow  # a real server process (30 s on 2 shared cores)
 @pytest.mark.integration
 def test_sync_client_and_cli_against_a_real_server(tiny_store, tmp_path, capsys) -> None:
     port = free_port()

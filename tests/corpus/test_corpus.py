@@ -66,6 +66,7 @@ def test_plan_speakers_disjoint_and_all_synths() -> None:
     assert len({s.id for s in speakers}) == len(speakers)
 
 
+@pytest.mark.slow  # synthesises a corpus twice (9 s)
 @needs_synth
 def test_deterministic(corpora: tuple[Path, Path]) -> None:
     a, b = corpora
@@ -163,6 +164,7 @@ def test_full_plus_is_full_with_extra_training_asr_only() -> None:
     assert len({c.text for c in extra}) * 2 == len(extra)  # each new sentence by two voices
 
 
+@pytest.mark.slow  # reads WordNet (8 s)
 @pytest.mark.skipif(not (WORDNET_DIR / "data.noun").is_file(), reason="wordnet-base not installed")
 def test_full_wide_adds_wordnet_sentences_for_training_only() -> None:
     """ "full-wide" keeps every clip of "full-plus" and adds WordNet usage examples, one training

@@ -106,6 +106,7 @@ def test_dockerfile_runs_as_non_root_with_healthcheck() -> None:
     assert re.search(r"^ARG BASE_IMAGE=", text, re.M) and "TORCH_INDEX_URL" in text
 
 
+@pytest.mark.slow  # a real server process (28 s on 2 shared cores)
 @pytest.mark.integration
 def test_image_entry_command_starts_the_server(tiny_store, tmp_path) -> None:
     """The same command line as the image (``elp-server`` + CMD) with the image's env, locally."""

@@ -1,11 +1,11 @@
-"""Tiny real backbones of every family, saved once per session and loaded like a checkpoint."""
+"""Tiny real backbones of every family (the session's shared checkpoints, tests/conftest.py),
+loaded like a checkpoint."""
 
 from __future__ import annotations
 
 import pytest
 
 from elp import load_backbone
-from elp.testing import save_tiny_backbone
 
 VARIANTS = [
     ("wav2vec2", False), ("wav2vec2", True), ("hubert", False), ("hubert", True),
@@ -15,15 +15,19 @@ VARIANT_IDS = [f"{family}-{'preln' if stable else 'postln'}" for family, stable 
 
 
 @pytest.fixture(scope="session")
-def backbone_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("backbones")
+def backbone_dirs(tiny_backbone_dir):
     return {
-        variant_id: save_tiny_backbone(root / variant_id, family, stable)
+        variant_id: tiny_backbone_dir(family, stable)
         for variant_id, (family, stable) in zip(VARIANT_IDS, VARIANTS, strict=True)
     }
 
 
-@pytest.fixture(params=VARIANT_IDS)
+#: the served family (whisper) and the server tests' (wavlm post-LN) stay in the fast tier; the other
+#: variants of the same tests (~4 minutes on 2 shared cores) run with the slow tier
+FAST_VARIANTS = ("whisper-postln", "wavlm-postln")
+
+
+@pytest.fixture(params=[pytest.param(v, marks=() if v in FAST_VARIANTS else pytest.mark.slow) for v in VARIANT_IDS])
 def variant(request):
     return request.param
 

@@ -12,7 +12,7 @@ from elp import AdapterSet, load_backbone
 from elp.decoding import WordBigramLM
 from elp.decoding.bigram import BOS, EOS
 from elp.errors import AdapterFormatError, ConfigError
-from elp.testing import CTC_VOCAB, make_random_adapter_set, save_tiny_backbone, spelled_log_probs
+from elp.testing import CTC_VOCAB, make_random_adapter_set, spelled_log_probs
 
 TEXTS = ["turn on the lights", "turn off the lights", "the lights are on", "open the door"]
 
@@ -30,8 +30,8 @@ def test_bigram_distribution_sums_to_one_for_every_history() -> None:
 
 
 @pytest.fixture(scope="module")
-def asr_set(tmp_path_factory) -> AdapterSet:
-    backbone = load_backbone(save_tiny_backbone(tmp_path_factory.mktemp("bb") / "w", "whisper"))
+def asr_set(tiny_backbone_dir) -> AdapterSet:
+    backbone = load_backbone(tiny_backbone_dir("whisper"))
     return make_random_adapter_set(backbone, "asr", seed=0)
 
 
@@ -105,8 +105,8 @@ def test_lm_round_trips_inside_the_weights_and_is_checked(asr_set: AdapterSet, t
         AdapterSet.from_bytes(forged, weights)
 
 
-def test_only_asr_sets_take_a_language_model(tmp_path) -> None:
-    backbone = load_backbone(save_tiny_backbone(tmp_path / "w", "whisper"))
+def test_only_asr_sets_take_a_language_model(tiny_backbone_dir) -> None:
+    backbone = load_backbone(tiny_backbone_dir("whisper"))
     emotion = make_random_adapter_set(backbone, "emotion", labels=["a", "b"], seed=0)
     with pytest.raises(Exception, match="cannot carry a language model"):
         emotion.attach_language_model(WordBigramLM.build(TEXTS))

@@ -8,12 +8,12 @@ import torch
 from elp import MultiAdapterModel, load_backbone
 from elp.model import pad_waveforms
 from elp.routing import WeightStacks
-from elp.testing import make_random_adapter_set, save_tiny_backbone, seeded_waveform
+from elp.testing import make_random_adapter_set, seeded_waveform
 
 
 @pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
-    return load_backbone(str(save_tiny_backbone(tmp_path_factory.mktemp("routing") / "wavlm", family="wavlm")))
+def backbone(tiny_backbone_dir):
+    return load_backbone(str(tiny_backbone_dir("wavlm")))
 
 
 def _mixed(model, keys):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from elp import MultiAdapterModel, load_backbone
-from elp.testing import make_random_adapter_set, outputs_per_row, save_tiny_backbone, seeded_waveform
+from elp.testing import make_random_adapter_set, outputs_per_row, seeded_waveform
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -35,8 +35,8 @@ def exact_float32():
 
 
 @pytest.fixture(scope="module", params=["wavlm", "whisper"])
-def backbone_dir(request, tmp_path_factory) -> Path:
-    return save_tiny_backbone(tmp_path_factory.mktemp("gpu") / request.param, family=request.param)
+def backbone_dir(request, tiny_backbone_dir) -> Path:
+    return tiny_backbone_dir(request.param)
 
 
 def _model(backbone_dir: Path, device: str, gathered: bool = False) -> MultiAdapterModel:

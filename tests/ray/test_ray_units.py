@@ -27,7 +27,7 @@ def test_autoscaling_only_when_the_bounds_differ_and_drain_covers_the_deadline()
 
 
 def test_models_per_replica_from_the_cache_budget(tiny_store) -> None:
-    from server.adapters import AdapterStore
+    from server.adapter_store import AdapterStore
 
     _, store = tiny_store
     largest = max(AdapterStore(store).info(adapter_id).size_bytes for adapter_id in AdapterStore(store).ids())

@@ -42,6 +42,9 @@ def save_set(backbone: Path, folder: Path, seed: int, *, nan: bool = False) -> N
     adapter_set.save(folder)
 
 
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # one real server process for the module (26 s)
+
+
 @pytest.fixture(scope="module")
 def served(tiny_store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, psutil.Process, Path]]:
     """One server for the module: short header/keep-alive/upload timeouts, 1 MiB bodies, enrolments of

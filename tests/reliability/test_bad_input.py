@@ -153,6 +153,7 @@ def test_schema_generated_requests_never_get_a_500(tiny_store, tmp_path) -> None
     assert not problems, "\n".join(problems[:20])
 
 
+@pytest.mark.slow  # a real server process, 100 uploads (25 s on 2 shared cores)
 def test_random_bytes_fuzz_of_the_upload_never_crashes(tiny_store, tmp_path) -> None:
     """A hundred seeded mutations of a valid WAV (bit flips, cuts, header edits) over real HTTP."""
     backbone, store = tiny_store

@@ -18,7 +18,14 @@ import httpx
 import psutil
 import pytest
 
-from tests.reliability.support import assert_error, assert_error_shape, live_server, multipart, raw_request
+from tests.reliability.support import (
+    assert_error,
+    assert_error_shape,
+    live_server,
+    multipart,
+    raw_request,
+    wait_until,
+)
 from tests.server.helpers import make_settings, running_app, wav_bytes
 
 CLIP = wav_bytes(1.0, seed=11)
@@ -218,19 +225,16 @@ def test_clients_leaving_mid_upload_and_mid_inference_leak_nothing(tiny_store, t
                     time.sleep(0.05)
         # the server notices, drops the work, closes the sockets, and keeps answering
         assert httpx.post(f"{url}/emotion", files=FILES, timeout=30).status_code == 200
-        settled = _wait_for(lambda: _fds(process.pid) <= baseline + 2, 15)
+        settled = wait_until(lambda: _fds(process.pid) <= baseline + 2, 15, interval_s=0.1)
         assert settled, f"fds: {baseline} before, {_fds(process.pid)} after"
         metrics = httpx.get(f"{url}/metrics").text
         assert "elp_queue_depth 0.0" in metrics
 
 
-def _wait_for(predicate, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
+def _all_queued_or_answered(port: int, futures: list) -> bool:
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    depth = next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("elp_queue_depth "))
+    return depth >= 1 and depth + sum(f.done() for f in futures) == len(futures)
 
 
 @pytest.mark.slow
@@ -250,7 +254,8 @@ def test_sigterm_with_a_full_queue_answers_or_refuses_every_request(tiny_store, 
 
         with ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(send, i) for i in range(16)]
-            time.sleep(0.8)  # the queue is full (4), the rest were refused with 503
+            # every request is either queued or already refused (503), before the batch's 1.5 s wait ends
+            assert wait_until(lambda: _all_queued_or_answered(port, futures), 30)
             process.send_signal(signal.SIGTERM)
             outcomes = [f.result(timeout=60) for f in futures]
         exited = process.wait(timeout=30)
@@ -267,10 +272,16 @@ def test_a_stalled_upload_does_not_block_other_clients(tiny_store, tmp_path) -> 
     with live_server(backbone, store, tmp_path) as (port, _):
         head = (b"POST /emotion HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                 b"Content-Length: 5242880\r\n\r\n")
-        stalled = threading.Thread(target=raw_request, args=(port, head, [b"x" * 100]),
+        sent = threading.Event()
+
+        def stalling_body():
+            yield b"x" * 100
+            sent.set()  # the 100 bytes are out; the client now goes quiet
+
+        stalled = threading.Thread(target=raw_request, args=(port, head, stalling_body()),
                                    kwargs={"read_timeout_s": 2}, daemon=True)
         stalled.start()
-        time.sleep(0.3)
+        assert sent.wait(10)
         started = time.monotonic()
         assert httpx.post(f"http://127.0.0.1:{port}/emotion", files=FILES, timeout=30).status_code == 200
         assert time.monotonic() - started < 5

@@ -14,6 +14,8 @@ import pytest
 from tests.reliability.support import assert_error, assert_error_shape, live_server, server_args
 from tests.server.helpers import REPO_ROOT, free_port, wav_bytes
 
+pytestmark = [pytest.mark.slow, pytest.mark.integration]  # every test starts real server processes (153 s)
+
 CLIP = wav_bytes(1.0, seed=41)
 OTHER = wav_bytes(1.2, seed=42)
 FILES = {"file": ("clip.wav", CLIP, "audio/wav")}

@@ -24,12 +24,13 @@ EMOTION_LABELS = ["neutral", "happy", "sad", "angry"]
 INTENT_LABELS = ["activate_lights_kitchen", "deactivate_lights_kitchen", "increase_volume_none"]
 
 
-def build_store(root: Path) -> tuple[Path, Path]:
-    """Tiny wavlm backbone + the four default sets and a second emotion set. Returns (backbone, store)."""
+def build_store(root: Path, backbone_dir: Path | None = None) -> tuple[Path, Path]:
+    """Tiny wavlm backbone (``backbone_dir``, else written under ``root``) + the four default sets and
+    a second emotion set. Returns (backbone, store)."""
     from elp import load_backbone
     from elp.testing import make_random_adapter_set, save_tiny_backbone
 
-    backbone_dir = save_tiny_backbone(root / "backbone", family="wavlm")
+    backbone_dir = backbone_dir or save_tiny_backbone(root / "backbone", family="wavlm")
     backbone = load_backbone(str(backbone_dir))
     store = root / "adapters"
     sets = {

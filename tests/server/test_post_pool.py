@@ -16,7 +16,7 @@ import torch
 from elp import AdapterSet, load_backbone
 from elp.decoding import WordBigramLM
 from elp.model import RowOutput
-from elp.testing import make_random_adapter_set, save_tiny_backbone, spelled_log_probs
+from elp.testing import make_random_adapter_set, spelled_log_probs
 from server.batching import BatchWorker, InferenceJob
 from server.metrics import ServerMetrics
 from server.post_pool import PostPool, PostStage
@@ -26,8 +26,8 @@ TEXTS = ["turn on the lights", "turn off the lights", "open the door", "close th
 
 
 @pytest.fixture(scope="module")
-def asr_set(tmp_path_factory) -> AdapterSet:
-    backbone = load_backbone(save_tiny_backbone(tmp_path_factory.mktemp("bb") / "w", "whisper"))
+def asr_set(tiny_backbone_dir) -> AdapterSet:
+    backbone = load_backbone(tiny_backbone_dir("whisper"))
     adapter_set = make_random_adapter_set(backbone, "asr", seed=0)
     adapter_set.attach_language_model(WordBigramLM.build(TEXTS, alpha=0.8, beta=1.0, beam_width=8))
     return adapter_set

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import pytest
 import torch
@@ -16,15 +17,18 @@ from server.metrics import ServerMetrics
 
 
 class RecordingModel:
-    """Echoes each row's key and length; can block, or raise on chosen calls."""
+    """Echoes each row's key and length; can block (``gate``), or raise on chosen calls. ``entered``
+    is set once a call is inside the model, so a test knows the worker holds a batch."""
 
     def __init__(self) -> None:
         self.calls: list[list[tuple[str, int]]] = []
         self.gate = threading.Event()
         self.gate.set()
+        self.entered = threading.Event()
         self.fail_next = 0
 
     def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[tuple[str, int]]:
+        self.entered.set()
         self.gate.wait(10)
         rows = [(key, int(w.shape[-1])) for w, key in zip(waveforms, adapter_keys, strict=True)]
         self.calls.append(rows)
@@ -48,6 +52,13 @@ def job(task: str = "asr", key: str = "a", length: int = 100, rows: int = 1, dea
 
 def result(future: Future) -> JobResult:
     return future.result(timeout=10)
+
+
+def hold_worker(model: RecordingModel, worker: BatchWorker, length: int = 1) -> Future:
+    """Submit a job and return once the (gated) model is running it: the queue is empty again."""
+    blocker = worker.submit(job(length=length))
+    assert model.entered.wait(10), "the worker never started the blocking job"
+    return blocker
 
 
 def test_jobs_of_different_tasks_share_a_batch_and_answers_map_back() -> None:
@@ -80,8 +91,7 @@ def test_similar_lengths_are_grouped_together() -> None:
     model = RecordingModel()
     model.gate.clear()
     worker = make_worker(model, max_batch_rows=2, max_wait_s=0.0)
-    blocker = worker.submit(job(length=1))  # occupies the worker while the queue fills
-    time.sleep(0.1)
+    blocker = hold_worker(model, worker)  # occupies the worker while the queue fills
     futures = [worker.submit(job(length=n)) for n in (1000, 16000, 1010, 16010)]
     model.gate.set()
     for future in [blocker, *futures]:
@@ -95,10 +105,8 @@ def test_expired_jobs_are_dropped_with_timeout_before_running() -> None:
     model = RecordingModel()
     model.gate.clear()
     worker = make_worker(model, max_wait_s=0.0)
-    blocker = worker.submit(job(length=1))
-    time.sleep(0.05)
-    late = worker.submit(job(length=7, deadline_s=0.05))
-    time.sleep(0.2)
+    blocker = hold_worker(model, worker)
+    late = worker.submit(job(length=7, deadline_s=-1.0))  # already past its deadline when taken
     model.gate.set()
     result(blocker)
     with pytest.raises(RequestTimeoutError):
@@ -111,8 +119,7 @@ def test_full_queue_is_refused_with_retry_after() -> None:
     model = RecordingModel()
     model.gate.clear()
     worker = make_worker(model, max_queue=2, max_wait_s=0.0)
-    first = worker.submit(job())
-    time.sleep(0.05)  # the worker now holds `first`; the queue is empty again
+    first = hold_worker(model, worker, length=100)  # the worker holds `first`; the queue is empty again
     queued = [worker.submit(job()), worker.submit(job())]
     with pytest.raises(OverloadedError) as info:
         worker.submit(job())
@@ -138,8 +145,7 @@ def test_cancelled_jobs_are_skipped() -> None:
     model = RecordingModel()
     model.gate.clear()
     worker = make_worker(model, max_wait_s=0.0)
-    blocker = worker.submit(job(length=1))
-    time.sleep(0.05)
+    blocker = hold_worker(model, worker)
     gone = worker.submit(job(length=9))
     assert gone.cancel()  # the client disconnected
     model.gate.set()
@@ -167,7 +173,7 @@ def test_stop_without_drain_time_refuses_queued_jobs_and_nothing_hangs() -> None
     model.gate.clear()
     worker = make_worker(model, max_wait_s=0.0, max_batch_rows=1)
     futures = [worker.submit(job(length=n)) for n in range(1, 6)]
-    time.sleep(0.05)
+    assert model.entered.wait(10)
     threading.Timer(0.2, model.gate.set).start()
     worker.stop(drain_timeout_s=0.0)
     outcomes = []
@@ -253,8 +259,8 @@ def test_a_batch_waits_for_a_request_still_being_decoded() -> None:
     worker = make_worker(model, max_wait_s=30.0, wait_only_while_incoming=True)
     with worker.incoming():  # a second request is being decoded...
         first = worker.submit(job(length=100))
-        time.sleep(0.3)
-        assert not first.done()  # ...so the first one waits for it
+        with pytest.raises(FutureTimeout):  # ...so the first one waits for it (a wait is what is tested)
+            first.result(timeout=0.3)
         second = worker.submit(job(length=110))
     assert result(first).predictions == [("a", 100)] and result(second).predictions == [("a", 110)]
     worker.stop(1.0)
@@ -267,6 +273,7 @@ class ConcurrencyProbe(RecordingModel):
     def __init__(self) -> None:
         super().__init__()
         self.release = threading.Event()
+        self.two_active = threading.Event()
         self.lock = threading.Lock()
         self.active = 0
         self.most_active = 0
@@ -275,6 +282,8 @@ class ConcurrencyProbe(RecordingModel):
         with self.lock:
             self.active += 1
             self.most_active = max(self.most_active, self.active)
+            if self.active == 2:
+                self.two_active.set()
         try:
             self.release.wait(10)
             return super().predict(waveforms, adapter_keys)
@@ -287,14 +296,11 @@ def test_several_workers_run_batches_side_by_side_and_controls_wait_for_them() -
     model = ConcurrencyProbe()
     worker = make_worker(model, max_batch_rows=1, max_wait_s=0.0, workers=2)
     futures = [worker.submit(job(length=100 + i)) for i in range(2)]
-    deadline = time.monotonic() + 5
-    while model.active < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert model.active == 2  # both workers are inside predict at once
+    assert model.two_active.wait(5)  # both workers are inside predict at once
     seen_by_control: list[int] = []
     control = worker.call(lambda m: seen_by_control.append(m.active) or threading.current_thread().name)
-    time.sleep(0.2)
-    assert not control.done()  # a control (adapter add/remove) never runs beside a batch
+    with pytest.raises(FutureTimeout):  # a control (adapter add/remove) never runs beside a batch
+        control.result(timeout=0.2)
     model.release.set()
     assert control.result(timeout=5).startswith("elp-model-worker-")
     assert seen_by_control == [0]

@@ -107,6 +107,10 @@ def test_prometheus_scrapes_the_request_counters(live_server, tmp_path) -> None:
         process.wait(timeout=20)
 
 
+def _queue_depth(port: int) -> float:
+    return _counter(httpx.get(f"http://127.0.0.1:{port}/metrics").text, "elp_queue_depth")
+
+
 def _counter(exposition: str, series: str) -> float:
     for line in exposition.splitlines():
         if line.startswith(series + " "):
@@ -117,8 +121,9 @@ def _counter(exposition: str, series: str) -> float:
 def test_graceful_shutdown_answers_or_refuses_every_queued_request(tiny_store) -> None:
     port = free_port()
     tmp = Path(tempfile.mkdtemp())
-    # long max-wait: requests sit in the queue when SIGTERM arrives
-    args = server_args(*tiny_store, tmp, port, "--max-wait-ms", "1500", "--max-batch-size", "64")
+    # batches always wait 5 s for company: every request sits in the queue when SIGTERM arrives
+    args = server_args(*tiny_store, tmp, port, "--max-wait-ms", "5000", "--batch-wait", "always",
+                       "--max-batch-size", "64")
     with server_process(args, port=port) as process:
         url = f"http://127.0.0.1:{port}/emotion"
 
@@ -130,7 +135,11 @@ def test_graceful_shutdown_answers_or_refuses_every_queued_request(tiny_store) -
 
         with ThreadPoolExecutor(12) as pool:
             futures = [pool.submit(send, i) for i in range(12)]
-            time.sleep(0.7)
+            # SIGTERM once every request is queued (none still uploading), not after a guessed pause
+            deadline = time.monotonic() + 30
+            while _queue_depth(port) + sum(f.done() for f in futures) < len(futures) and time.monotonic() < deadline:
+                time.sleep(0.02)  # polling another process's /metrics: there is no event to wait on
+            assert _queue_depth(port) >= 1, "every request was answered before SIGTERM"
             process.send_signal(signal.SIGTERM)
             statuses = [f.result(timeout=60) for f in futures]
         # uvicorn re-raises the captured SIGTERM after its graceful shutdown: -15 is a clean exit

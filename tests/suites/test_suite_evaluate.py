@@ -53,12 +53,11 @@ def _tiny_suite(folder: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory):
+def tiny_model(tiny_backbone_dir):
     from elp import MultiAdapterModel, load_backbone
-    from elp.testing import make_random_adapter_set, save_tiny_backbone
+    from elp.testing import make_random_adapter_set
 
-    folder = save_tiny_backbone(tmp_path_factory.mktemp("backbone"), "whisper")
-    model = MultiAdapterModel(load_backbone(str(folder))).eval()
+    model = MultiAdapterModel(load_backbone(str(tiny_backbone_dir("whisper")))).eval()
     verification = make_random_adapter_set(model.backbone, "verification")
     verification.config.threshold = 0.5
     model.add_adapter_set("verify-x", verification)

@@ -65,6 +65,7 @@ def test_held_out_audio_is_refused():
         refuse_held_out(["data/corpus/audio/train/a.flac", "data/human/audio/june-01.flac"])
 
 
+@pytest.mark.slow  # trains a student (66 s on 2 shared cores)
 def test_distillation_improves_agreement_with_the_teacher(cached):
     backbone, features_dir, teacher_dir, _ = cached
     features, teacher, _, layers = distill.load_features(features_dir, teacher_dir)

@@ -10,7 +10,6 @@ import soundfile as sf
 import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
-from elp.testing import save_tiny_backbone
 from training import compare, evaluate, train
 
 SR = 16000
@@ -48,8 +47,8 @@ def corpus(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def backbone_dir(tmp_path_factory):
-    return save_tiny_backbone(tmp_path_factory.mktemp("bb") / "whisper", "whisper")
+def backbone_dir(tiny_backbone_dir):
+    return tiny_backbone_dir("whisper")
 
 
 def _train(corpus, backbone_dir, tmp_path, task, *extra):

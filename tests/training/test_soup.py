@@ -9,13 +9,13 @@ import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.model import pad_waveforms
-from elp.testing import make_random_adapter_set, save_tiny_backbone, seeded_waveform
+from elp.testing import make_random_adapter_set, seeded_waveform
 from training.soup import main, soup
 
 
 @pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
-    return load_backbone(str(save_tiny_backbone(tmp_path_factory.mktemp("soup") / "wavlm", family="wavlm")))
+def backbone(tiny_backbone_dir):
+    return load_backbone(str(tiny_backbone_dir("wavlm")))
 
 
 def test_weighted_average_of_every_parameter(backbone) -> None:

@@ -9,14 +9,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 SDIST_NAME = "pocketsphinx-5.1.1.tar.gz"
 SDIST_SHA256 = "675778b309a22dfc9b7d37f7621976bba491d2a5f8c59696bd77fd6d07271355"
@@ -34,15 +32,10 @@ class HumanClip:
 
 
 def to_16k(data: bytes) -> np.ndarray:
-    """Mono float32 at 16 kHz from any file soundfile reads."""
-    from scipy.signal import resample_poly
+    """Mono float32 at 16 kHz from any file soundfile reads (``elp.audio``: as the server reads it)."""
+    from elp.audio import load_audio
 
-    samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    mono = samples.mean(axis=1)
-    if rate != SAMPLE_RATE:
-        divisor = int(np.gcd(rate, SAMPLE_RATE))
-        mono = resample_poly(mono, SAMPLE_RATE // divisor, rate // divisor)
-    return np.ascontiguousarray(mono, dtype=np.float32)
+    return load_audio(data, SAMPLE_RATE)
 
 
 def fetch_sdist(cache: Path) -> Path:

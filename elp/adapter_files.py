@@ -1,0 +1,109 @@
+"""The adapter set's file format, in one place: file names, the version hash, the safetensors header.
+
+A set is one folder: ``adapter_config.json`` + ``adapter_model.safetensors`` (its content) and an
+optional ``README.md`` model card (its story). The *version* of a set (``id@version`` in answers,
+the key of speaker enrolments) is a hash of its content only: the weights and every config field
+that can change an answer (backbone identity, adapter and head configs, labels, vocabulary,
+threshold, language model). The descriptive fields of the config (``PROVENANCE_FIELDS``: the
+description, the measured metrics, the training record) and the model card are not hashed, so
+editing them never makes a new version nor orphans enrolled speakers (docs/adapters.md).
+
+The module itself needs no torch: the server's store and listing read sets through it without
+building them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+CARD_NAME = "README.md"
+#: the files whose bytes make up a set (the card is not one of them)
+ADAPTER_FILES = (CONFIG_NAME, WEIGHTS_NAME)
+#: config fields that describe a set but never change what it answers: outside the version hash
+PROVENANCE_FIELDS = ("description", "metrics", "training")
+LANGUAGE_MODEL_PREFIX = "language_model."
+
+_SAFETENSORS_BYTES_PER_DTYPE = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+    "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8,
+}
+
+
+def content_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The config without its provenance fields: what the version hash covers."""
+    return {key: value for key, value in config.items() if key not in PROVENANCE_FIELDS}
+
+
+def content_sha256(config_bytes: bytes, weights_bytes: bytes) -> str:
+    """The set's version hash: the weights' bytes and the content fields of the config (canonical
+    JSON, so key order and indentation do not matter either). A config that is not a JSON object
+    (a corrupt set, listed with its error) is hashed as raw bytes."""
+    try:
+        config = json.loads(config_bytes)
+    except (ValueError, UnicodeDecodeError):
+        config = None
+    if isinstance(config, dict):
+        config_part = json.dumps(content_config(config), sort_keys=True, separators=(",", ":")).encode()
+    else:
+        config_part = config_bytes
+    return _hash_named({CONFIG_NAME: config_part, WEIGHTS_NAME: weights_bytes})
+
+
+def files_sha256(files: Mapping[str, bytes]) -> str:
+    """The version rule before provenance left the hash (both files' bytes as they are). Speakers
+    enrolled under it stay valid while the set's bytes are unchanged (see ``server.speakers``)."""
+    return _hash_named(files)
+
+
+def _hash_named(parts: Mapping[str, bytes]) -> str:
+    """sha256 over the parts in name order, each prefixed by its name and length."""
+    digest = hashlib.sha256()
+    for name in sorted(parts):
+        digest.update(name.encode() + b"\0" + struct.pack("<Q", len(parts[name])))
+        digest.update(parts[name])
+    return digest.hexdigest()
+
+
+def safetensors_totals(data: bytes) -> tuple[int, int]:
+    """(parameter count, tensor bytes) from the safetensors header alone; an ASR set's language
+    model tensors (``language_model.*``: word table, n-gram scores) take bytes but are no
+    parameters. Raises ValueError for a file that is not safetensors."""
+    if len(data) < 8:
+        raise ValueError("file too short")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > len(data) - 8:
+        raise ValueError("header length past end of file")
+    try:
+        header = json.loads(data[8 : 8 + header_len])
+        params = size = 0
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            count = math.prod(entry["shape"])
+            if not name.startswith(LANGUAGE_MODEL_PREFIX):
+                params += count
+            size += count * _SAFETENSORS_BYTES_PER_DTYPE.get(entry["dtype"], 4)
+    except (UnicodeDecodeError, AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"malformed header: {exc}") from exc
+    return params, size
+
+
+def write_adapter_files(folder: str | Path, config_bytes: bytes, weights_bytes: bytes) -> Path:
+    """Publish a set's files: each is written to a temporary and renamed, weights first, so a
+    reader sees old or new files and never a partial one; a reader that catches the moment between
+    the two renames sees a config whose ``weights_sha256`` disagrees and keeps the old version."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, payload in ((WEIGHTS_NAME, weights_bytes), (CONFIG_NAME, config_bytes)):
+        tmp = folder / f".{name}.tmp"
+        tmp.write_bytes(payload)
+        tmp.replace(folder / name)
+    return folder
