@@ -27,7 +27,8 @@ from typing import Any, Protocol
 
 import torch
 
-from server.batch_support import fail_future, length_chunks, overloaded_message, settle_when_resolved
+from server.batch_policy import BatchPolicy, LengthRatioPolicy
+from server.batch_support import fail_future, overloaded_message, settle_when_resolved
 from server.errors import OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
 
@@ -97,6 +98,7 @@ class BatchWorker:
         length_ratio: float = 0.0,
         workers: int = 1,
         wait_only_while_incoming: bool = False,
+        policy: BatchPolicy | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("a batch worker needs at least one thread")
@@ -107,7 +109,8 @@ class BatchWorker:
         self.wait_only_while_incoming = wait_only_while_incoming
         self._incoming = 0
         self.max_batch_rows = max_batch_rows
-        self.length_ratio = length_ratio
+        # which queued jobs run together and how their rows split into calls (server/batch_policy.py)
+        self.policy: BatchPolicy = policy or LengthRatioPolicy(max_batch_rows, length_ratio)
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self._metrics = metrics
@@ -280,6 +283,8 @@ class BatchWorker:
                 remaining = self._jobs[0].enqueued_at + self.max_wait_s - time.monotonic()
                 if rows >= self.max_batch_rows or remaining <= 0 or not self._accepting:
                     break
+                if not self.policy.worth_waiting(self._jobs):
+                    break  # the cost model says a fuller batch would not be cheaper per row
                 if self.wait_only_while_incoming and not self._incoming:
                     break  # nobody on the way: waiting would only add latency
                 self._cond.wait(timeout=remaining)
@@ -293,8 +298,8 @@ class BatchWorker:
         return batch
 
     def _take_batch_locked(self) -> list[InferenceJob]:
-        """Oldest job first, then the queued jobs closest to its length, up to max rows, keeping the
-        shortest clip at least ``length_ratio`` of the longest."""
+        """Drop cancelled and expired jobs from the front of the queue, let the policy choose among the
+        rest, and put the ones not chosen back in arrival order."""
         now = time.monotonic()
         window: list[InferenceJob] = []
         while self._jobs and len(window) < self.max_batch_rows * _GROUPING_WINDOW_FACTOR:
@@ -308,21 +313,9 @@ class BatchWorker:
             window.append(job)
         if not window:
             return []
-        anchor, rest = window[0], window[1:]
-        rest.sort(key=lambda job: abs(job.length - anchor.length))
-        batch, rows, leftover = [anchor], anchor.rows, []
-        shortest = longest = anchor.length
-        for job in rest:
-            low, high = min(shortest, job.length), max(longest, job.length)
-            # Rows pad to the longest one: a clip far shorter than the batch's longest would cost its
-            # padding in compute, so it waits for a batch of its own length instead.
-            if rows + job.rows <= self.max_batch_rows and low >= self.length_ratio * high:
-                batch.append(job)
-                rows += job.rows
-                shortest, longest = low, high
-            else:
-                leftover.append(job)
-        leftover.sort(key=lambda job: job.enqueued_at)
+        batch = self.policy.choose(window, now)
+        chosen = {id(job) for job in batch}
+        leftover = sorted((job for job in window if id(job) not in chosen), key=lambda job: job.enqueued_at)
         self._jobs.extendleft(reversed(leftover))
         return batch
 
@@ -345,10 +338,13 @@ class BatchWorker:
         self._metrics.batch_adapter_sets.observe(len(set(keys)))
         try:
             predictions = []
-            for start, stop in length_chunks([int(w.shape[-1]) for w in waveforms], self.length_ratio):
+            lengths = [int(w.shape[-1]) for w in waveforms]
+            calls = self.policy.split_calls(lengths)
+            for start, stop in calls:
                 predictions += list(self.model.predict(waveforms[start:stop], keys[start:stop]))
             if len(predictions) != len(waveforms):
                 raise RuntimeError(f"model returned {len(predictions)} predictions for {len(waveforms)} rows")
+            self.policy.observe(lengths, calls, time.monotonic() - started)
         except Exception as exc:
             self._metrics.batch_failures.inc()
             logger.exception("batch of %d rows failed; failing its %d requests", len(waveforms), len(runnable))

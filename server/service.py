@@ -18,6 +18,7 @@ import torch
 from server.adapters import AdapterCache, AdapterLease, AdapterStore, is_marked_default
 from server.admission import ClientDisconnectedError, cancel_when_client_leaves, check_finite
 from server.audio import AudioLimits, DecodedAudio, decode_audio
+from server.batch_policy import CostAwarePolicy
 from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
 from server.beam_search import BeamSearchPool
 from server.errors import AdapterNotFoundError, OverloadedError, RequestTimeoutError
@@ -120,6 +121,7 @@ class InferenceService:
         self._defaults: dict[str, str | None] = {}
         self._default_problems: dict[str, str] = {}
         self._warmup: asyncio.Task | None = None
+        self._calibrating = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -152,8 +154,12 @@ class InferenceService:
             metrics=self.metrics,
             workers=self.settings.model_workers,
             wait_only_while_incoming=self.settings.batch_wait == "while-incoming",
+            policy=CostAwarePolicy(self.settings.max_batch_size, self.settings.batch_latency_bound_ms / 1000.0,
+                                   self.sample_rate) if self.settings.batch_policy == "cost" else None,
         )
         self.worker.start()
+        # not ready until the batch cost model has been timed (the defaults load first: it needs a set)
+        self._calibrating = isinstance(self.worker.policy, CostAwarePolicy) and self.settings.batch_calibration_s > 0
         self.cache = AdapterCache(
             self.store,
             parse_adapter_set=lambda config, weights: with_beam_width(
@@ -196,7 +202,27 @@ class InferenceService:
                 message = getattr(exc, "message", None) or type(exc).__name__
                 self._default_problems[task] = f"default {task} adapter '{adapter_id}': {message}"
                 logger.error("%s", self._default_problems[task])
+        await self._calibrate_batch_cost()
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
+
+    async def _calibrate_batch_cost(self) -> None:
+        """Time a few batches of a loaded default set (not ASR: its decoding is not the encoder's cost)
+        for the cost-aware batch policy, on the worker thread, before the server reports ready."""
+        assert self.worker is not None and self.cache is not None
+        policy, budget_s = self.worker.policy, self.settings.batch_calibration_s
+        residents = [self.cache.resident(adapter_id) for task, adapter_id in sorted(
+            self._defaults.items(), key=lambda item: item[0] == "asr") if adapter_id is not None]
+        keys = [resident.model_key for resident in residents if resident is not None]
+        if not isinstance(policy, CostAwarePolicy) or not budget_s or not keys:
+            self._calibrating = False
+            return
+        try:
+            await asyncio.wrap_future(
+                self.worker.call(lambda model: policy.calibrate(model.predict, keys[0], budget_s)))
+        except Exception:  # the policy keeps its prior and learns from served batches
+            logger.exception("timing batches for the batch cost model failed")
+        finally:
+            self._calibrating = False
 
     # -- defaults & readiness --------------------------------------------------------------------
     def resolve_defaults(self) -> dict[str, str | None]:
@@ -240,6 +266,8 @@ class InferenceService:
         problems: list[str] = []
         if self.backbone is None or self.worker is None or not self.worker.alive:
             problems.append("backbone or model worker not running")
+        if self._calibrating:
+            problems.append("timing batches for the batch cost model")
         if self.cache is not None:
             for task, adapter_id in self._defaults.items():
                 if adapter_id is not None and self.cache.resident(adapter_id) is None:
