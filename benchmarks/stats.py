@@ -56,9 +56,10 @@ def median_rows(runs: Sequence[dict[str, Any]], keys: Sequence[str], metrics: Se
     return rows
 
 
-def ratio_table(rows: Sequence[dict[str, Any]], baseline: str | None, reference: str | None) -> list[dict[str, Any]]:
-    """Per system: median req/s at each concurrency, its growth from the lowest concurrency to each
-    higher one, and its ratio to ``baseline`` (naive) and to ``reference`` (the former policy) at each."""
+def ratio_table(rows: Sequence[dict[str, Any]], baselines: Sequence[str]) -> list[dict[str, Any]]:
+    """Per system: median req/s at each concurrency, its growth from each concurrency to the next (and
+    from the lowest to the second highest), and its ratio to each of ``baselines`` present (naive, the
+    former policy, the per-task processes) at each concurrency."""
     by_system: dict[str, dict[int, float]] = {}
     for row in rows:
         by_system.setdefault(row["system"], {})[row["concurrency"]] = row["req_per_s"]
@@ -72,10 +73,10 @@ def ratio_table(rows: Sequence[dict[str, Any]], baseline: str | None, reference:
             summary[f"c{higher}/c{lower}"] = _ratio(points[higher], points[lower])
         if len(levels) > 2:
             summary[f"c{levels[-2]}/c{levels[0]}"] = _ratio(points[levels[-2]], points[levels[0]])
-        for other, label in ((baseline, "vs"), (reference, "vs")):
-            if other and other != system and other in by_system:
+        for other in baselines:
+            if other != system and other in by_system:
                 for level in levels:
-                    summary[f"{label} {other} c{level}"] = _ratio(points[level], by_system[other].get(level))
+                    summary[f"vs {other} c{level}"] = _ratio(points[level], by_system[other].get(level))
         table.append(summary)
     return table
 

@@ -12,6 +12,7 @@ p95 against concurrency, and the load average at the start and end (the machine 
   (on a CPU each with half the intra-op threads).
 * ``elp_length``: the same server with the former batch policy (``--batch-policy length``).
 * ``elp_int8``: the same server with the int8 encoder (``--dtype int8``, CPU).
+* ``elp_gathered``: the same server with gathered E-adapter routing (``--adapter-routing gathered``).
 * ``per_task``: four ``python -m server`` processes, one per task, each with its *own* backbone copy
   (same architecture, weights perturbed by N(0, 1e-3): how a per-task fully fine-tuned model is
   emulated) and only that task's set. Requests are routed to the process of their task.
@@ -56,11 +57,12 @@ from benchmarks.common import (
 from benchmarks.loadgen import TASKS, run_load
 from benchmarks.stats import load_note, machine_load, median_rows, plot_points, ratio_table, round_robin
 
-SYSTEMS = ("elp", "elp_2w", "elp_length", "elp_int8", "per_task", "naive")
+SYSTEMS = ("elp", "elp_2w", "elp_length", "elp_int8", "elp_gathered", "per_task", "naive")
 #: extra server flags per ELP system: ``elp_2w`` runs two batch workers over the one model,
-#: ``elp_length`` the former batch policy (before/after), ``elp_int8`` the int8 encoder
+#: ``elp_length`` the former batch policy (before/after), ``elp_int8`` the int8 encoder (CPU),
+#: ``elp_gathered`` the gathered E-adapter routing
 SYSTEM_SERVER_ARGS = {"elp": [], "elp_2w": ["--model-workers", "2"], "elp_length": ["--batch-policy", "length"],
-                      "elp_int8": ["--dtype", "int8"]}
+                      "elp_int8": ["--dtype", "int8"], "elp_gathered": ["--adapter-routing", "gathered"]}
 
 
 def requests_for(concurrency: int, quick: bool, override: int | None) -> int:
@@ -178,8 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = median_rows(runs, ("system", "concurrency"), METRICS)
     rows.sort(key=lambda row: (args.systems.index(row["system"]), row["concurrency"]))
     add_ratios(rows)
-    ratios = ratio_table(rows, "naive" if "naive" in args.systems else None,
-                         "elp_length" if "elp_length" in args.systems else None)
+    ratios = ratio_table(rows, ("naive", "elp_length", "per_task"))
     name = f"throughput-{backbone_label(args.backbone)}"
     columns = ["system", "concurrency", "repeats", "req_per_s", "req_per_s_min", "req_per_s_max", "p50_ms",
                "p95_ms", "p95_ms_min", "p95_ms_max", "errors", "peak_rss_mib", "elp_speedup", "vs_naive"]

@@ -32,7 +32,7 @@ def test_ratio_table_gives_growth_with_load_and_ratios_to_the_baselines() -> Non
     rows = [{"system": s, "concurrency": c, "req_per_s": v} for s, c, v in (
         ("elp", 1, 4.0), ("elp", 16, 6.0), ("elp", 64, 6.6), ("naive", 1, 2.0), ("naive", 16, 2.0),
         ("naive", 64, 1.0), ("elp_length", 1, 4.0), ("elp_length", 16, 5.0), ("elp_length", 64, 3.3))]
-    table = {row["system"]: row for row in stats.ratio_table(rows, "naive", "elp_length")}
+    table = {row["system"]: row for row in stats.ratio_table(rows, ("naive", "elp_length", "per_task"))}
     assert table["elp"]["c16/c1"] == 1.5 and table["elp"]["c64/c16"] == 1.1
     assert table["elp"]["vs naive c64"] == 6.6 and table["elp"]["vs elp_length c64"] == 2.0
     assert "vs naive c1" not in table["naive"]
