@@ -217,10 +217,10 @@ class CostAwarePolicy:
         first_come = min(range(len(window)), key=lambda index: window[index].enqueued_at)
         oldest = order.index(first_come)
         overdue = now - window[first_come].enqueued_at >= self.latency_bound_s
-        best = self._best_run(lengths, rows, oldest, overdue, model)
+        best = self._best_call(lengths, rows, oldest, overdue, model)
         return [window[order[position]] for position in best.members]
 
-    def _best_run(self, lengths: list[float], rows: list[int], oldest: int, overdue: bool,
+    def _best_call(self, lengths: list[float], rows: list[int], oldest: int, overdue: bool,
                   model: CostModel) -> _Candidate:
         """The single model call doing the most work per second: for each job as the longest (the
         padding), the shorter jobs of the most work that fill each row count (a knapsack: verify jobs
