@@ -283,10 +283,8 @@ class BatchWorker:
                 remaining = self._jobs[0].enqueued_at + self.max_wait_s - time.monotonic()
                 if rows >= self.max_batch_rows or remaining <= 0 or not self._accepting:
                     break
-                if not self.policy.worth_waiting(self._jobs):
-                    break  # the cost model says a fuller batch would not be cheaper per row
-                if self.wait_only_while_incoming and not self._incoming:
-                    break  # nobody on the way: waiting would only add latency
+                if self.wait_only_while_incoming and not (self._incoming and self.policy.worth_waiting(self._jobs)):
+                    break  # nobody on the way, or (cost policy) a fuller batch would not be cheaper per row
                 self._cond.wait(timeout=remaining)
             if self._controls or self._controls_running or self._stop_requested or not self._jobs:
                 return []
