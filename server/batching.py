@@ -1,9 +1,9 @@
 """The batching worker: the only threads that touch the model.
 
 Handlers validate, then ``submit`` a job and await its future. A worker thread collects jobs until
-the batch is full (rows) or the oldest job has waited ``max_wait_s``, groups jobs of similar length
-(oldest first, so nothing starves), drops jobs past their deadline (504) or whose client left, and
-runs ONE ``model.predict`` for the whole mixed-task batch. An exception fails only that batch's
+the batch is full (rows) or the oldest job has waited ``max_wait_s``, drops jobs past their deadline
+(504) or whose client left, lets the batch policy (``server/batch_policy.py``) choose the jobs and
+split their rows into model calls, and runs them as one mixed-task batch. An exception fails only that batch's
 futures; the loop goes on. Adapter registration runs here too (``call``), when no batch runs, so the
 model never changes under a running batch.
 
