@@ -333,7 +333,7 @@ def write_results(name: str, payload: dict[str, Any], table: str) -> Path:
                 "environment": environment(), **payload, "table": table}
     path.write_text(json.dumps(document, indent=2, default=str))
     print(table)
-    print(f"\nwrote {path.relative_to(REPO_ROOT)}")
+    print(f"\nwrote {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}")
     return path
 
 

@@ -5,7 +5,8 @@
   task sets; single-task batches of the same clips hold one set. ``mixed_vs_single`` = time of the
   mixed batch / mean time of the four single-task batches.
 * Server: ``python -m server --max-batch-size B`` driven at saturation (concurrency 2B) with the
-  same four-task mix (verify = two rows). ``served_fraction`` = server rows/s / raw mixed rows/s:
+  same four-task mix (verify = two rows), alternating with the raw loop ``--repeats`` times
+  (medians). ``served_fraction`` = server rows/s / raw mixed rows/s:
   the share of the model's batched throughput that survives HTTP, multipart parsing, decoding,
   resampling, queueing and the load generator itself (which shares the same CPUs).
 * Routing: the mixed batch again with the E-adapters routed per group and gathered (one batched
@@ -51,6 +52,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.loadgen import run_load
+from benchmarks.stats import load_note, machine_load, median_rows
 
 TASK_KEYS = tuple(DEFAULT_IDS.values())
 #: the intent set again, but on the ASR set's E- and P-adapters
@@ -142,20 +144,42 @@ def raw_point(model: Any, waveforms: list[torch.Tensor], batch_size: int, repeat
             "shared_ep_vs_distinct": round(sum(shared) / sum(distinct), 3) if distinct else None}
 
 
-def server_point(backbone: Path, store: Path, clips: list[Clip], batch_size: int, requests: int,
-                 device: str, seed: int) -> dict[str, Any]:
-    port = free_port()
-    command = server_command(backbone, store, port, device, "--max-batch-size", str(batch_size),
-                             "--max-queue", "1024")
-    with started_processes([(command, {}, port)]):
-        def route(task: str) -> str:
-            return f"http://127.0.0.1:{port}"
+def server_load(port: int, clips: list[Clip], batch_size: int, requests: int, seed: int) -> dict[str, Any]:
+    def route(task: str) -> str:
+        return f"http://127.0.0.1:{port}"
 
-        asyncio.run(run_load(route, clips, concurrency=4, total_requests=8, seed=999))
-        result = asyncio.run(run_load(route, clips, concurrency=2 * batch_size, total_requests=requests, seed=seed))
-    summary = result.summary()
+    summary = asyncio.run(run_load(route, clips, concurrency=2 * batch_size, total_requests=requests,
+                                   seed=seed)).summary()
     return {"server_rows_per_s": summary["rows_per_s"], "server_req_per_s": summary["req_per_s"],
             "server_p50_ms": summary["p50_ms"], "server_errors": summary["errors"]}
+
+
+def interleaved_points(model: Any, waveforms: list[torch.Tensor], backbone: Path, store: Path, clips: list[Clip],
+                       batch_size: int, args: argparse.Namespace, repeats: int) -> list[dict[str, Any]]:
+    """Raw and served throughput of one batch size, alternating ``--repeats`` times (the server idles
+    while the raw loop runs and the other way round), so both see the same background load."""
+    port = free_port()
+    command = server_command(backbone, store, port, args.device, "--max-batch-size", str(batch_size),
+                             "--max-queue", "1024", *args.server_arg)
+    runs = []
+    with started_processes([(command, {}, port)]):
+        asyncio.run(run_load(lambda task: f"http://127.0.0.1:{port}", clips, concurrency=4, total_requests=8,
+                             seed=999))
+        for repeat in range(args.repeats):
+            run = {"repeat": repeat, **raw_point(model, waveforms, batch_size, repeats, args.device,
+                                                 args.seed + repeat)}
+            requests = max(8, (repeats + 1) * batch_size)
+            run.update(server_load(port, clips, batch_size, requests, args.seed + repeat))
+            run["served_fraction"] = round(run["server_rows_per_s"] / run["raw_mixed_rows_per_s"], 3)
+            print(f"  #{repeat} B={batch_size}: raw {run['raw_mixed_rows_per_s']} rows/s, server "
+                  f"{run['server_rows_per_s']} rows/s, served {run['served_fraction']}", flush=True)
+            runs.append(run)
+    return runs
+
+
+METRICS = ("raw_mixed_rows_per_s", "raw_single_rows_per_s", "mixed_vs_single", "gathered_vs_per_group",
+           "ops_gathered", "ops_per_group", "shared_ep_vs_distinct", "server_rows_per_s", "server_req_per_s",
+           "served_fraction", "server_errors")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,32 +187,32 @@ def main(argv: list[str] | None = None) -> int:
     add_common_args(parser)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="default: 1 8 (quick), 1 4 8 16")
     parser.add_argument("--clips", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=3, help="raw/server alternations per batch size")
+    parser.add_argument("--server-arg", action="append", default=[], help="extra flag for the server")
     args = parser.parse_args(argv)
     batch_sizes = args.batch_sizes or ([1, 8] if args.quick else [1, 4, 8, 16])
-    repeats = 2 if args.quick else 4
+    batches_per_point = 2 if args.quick else 4
     clips = corpus_clips(args.clips, seed=args.seed)
     waveforms = [torch.from_numpy(decode_clip(c.data)) for c in clips]
-    rows = []
+    load_at_start = machine_load()
+    runs = []
     with workdir_for(args, f"overhead-{backbone_label(args.backbone)}") as workdir:
         backbone = prepare_backbone(args.backbone, workdir)
         store = build_random_store(backbone, workdir / "store", default_sets())
         model = load_model(backbone, store, args.device)
         for batch_size in batch_sizes:
-            rows.append(raw_point(model, waveforms, batch_size, repeats, args.device, args.seed))
-            print(f"  raw B={batch_size}: {rows[-1]}", flush=True)
-        del model
-        for row in rows:
-            batch_size = row["batch_size"]
-            requests = max(8, (repeats + 1) * batch_size)
-            row.update(server_point(backbone, store, clips, batch_size, requests, args.device, args.seed))
-            row["served_fraction"] = round(row["server_rows_per_s"] / row["raw_mixed_rows_per_s"], 3)
-            print(f"  server B={batch_size}: {row}", flush=True)
-    columns = ["batch_size", "raw_mixed_rows_per_s", "raw_single_rows_per_s", "mixed_vs_single",
+            runs += interleaved_points(model, waveforms, backbone, store, clips, batch_size, args,
+                                       batches_per_point)
+    load_at_end = machine_load()
+    rows = median_rows(runs, ("batch_size",), METRICS)
+    columns = ["batch_size", "repeats", "raw_mixed_rows_per_s", "raw_single_rows_per_s", "mixed_vs_single",
                "gathered_vs_per_group", "ops_gathered", "ops_per_group", "shared_ep_vs_distinct",
-               "server_rows_per_s", "server_req_per_s", "served_fraction", "server_errors"]
-    title = f"serving overhead, backbone {backbone_label(args.backbone)}, device {args.device}"
-    write_results(f"overhead-{backbone_label(args.backbone)}", {"title": title, "rows": rows},
-                  f"{title}\n\n" + markdown_table(rows, columns))
+               "server_rows_per_s", "served_fraction", "served_fraction_min", "served_fraction_max", "server_errors"]
+    title = (f"serving overhead, backbone {backbone_label(args.backbone)}, device {args.device}, "
+             f"median of {args.repeats} raw/server alternations (min-max for served_fraction)")
+    write_results(f"overhead-{backbone_label(args.backbone)}",
+                  {"title": title, "load_start": load_at_start, "load_end": load_at_end, "rows": rows, "runs": runs},
+                  f"{title}\n{load_note(load_at_start, load_at_end)}\n\n" + markdown_table(rows, columns))
     return 0
 
 

@@ -1,12 +1,18 @@
 """Benchmark 1: throughput and latency of a mixed four-task stream, this server vs the alternatives.
 
-Systems, each started fresh as real processes and driven by the same closed-loop load generator
-(the project's async client) with the same seeded request plan:
+Systems, all started at once as real processes and driven by the same closed-loop load generator
+(the project's async client) with the same seeded request plan, interleaved: each of ``--repeats``
+rounds runs every concurrency, and at each concurrency every system in turn, a different one first
+each round. Reported: the median of the rounds with min-max, a table of ratios, a PNG of req/s and
+p95 against concurrency, and the load average at the start and end (the machine may be shared).
 
 * ``elp``: one ``python -m server`` holding one backbone and the four task adapter sets, batching
   across tasks.
 * ``elp_2w``: the same server with ``--model-workers 2``: two batch workers over the one model
   (on a CPU each with half the intra-op threads).
+* ``elp_length``: the same server with the former batch policy (``--batch-policy length``).
+* ``elp_int8``: the same server with the int8 encoder (``--dtype int8``, CPU).
+* ``elp_gathered``: the same server with gathered E-adapter routing (``--adapter-routing gathered``).
 * ``per_task``: four ``python -m server`` processes, one per task, each with its *own* backbone copy
   (same architecture, weights perturbed by N(0, 1e-3): how a per-task fully fine-tuned model is
   emulated) and only that task's set. Requests are routed to the process of their task.
@@ -23,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +38,7 @@ from typing import Any
 from benchmarks.common import (
     DEFAULT_IDS,
     MIB,
+    RESULTS_DIR,
     PeakRssSampler,
     add_common_args,
     backbone_label,
@@ -46,11 +55,15 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.loadgen import TASKS, run_load
+from benchmarks.stats import load_note, machine_load, median_rows, plot_points, ratio_table, round_robin
 from elp.tasks import TASKS as REGISTERED_TASKS
 
-SYSTEMS = ("elp", "elp_2w", "per_task", "naive")
-#: extra server flags per ELP system: ``elp_2w`` runs two batch workers over the one model
-SYSTEM_SERVER_ARGS = {"elp": [], "elp_2w": ["--model-workers", "2"]}
+SYSTEMS = ("elp", "elp_2w", "elp_length", "elp_int8", "elp_gathered", "per_task", "naive")
+#: extra server flags per ELP system: ``elp_2w`` runs two batch workers over the one model,
+#: ``elp_length`` the former batch policy (before/after), ``elp_int8`` the int8 encoder (CPU),
+#: ``elp_gathered`` the gathered E-adapter routing
+SYSTEM_SERVER_ARGS = {"elp": [], "elp_2w": ["--model-workers", "2"], "elp_length": ["--batch-policy", "length"],
+                      "elp_int8": ["--dtype", "int8"], "elp_gathered": ["--adapter-routing", "gathered"]}
 
 
 def requests_for(concurrency: int, quick: bool, override: int | None) -> int:
@@ -83,31 +96,56 @@ def system_commands(system: str, backbone: Path, workdir: Path, device: str,
     return [(argv, {}, port)], dict.fromkeys(TASKS, port)
 
 
-def run_system(system: str, backbone: Path, workdir: Path, args: argparse.Namespace, clips: list) -> list[dict]:
-    commands, ports = system_commands(system, backbone, workdir, args.device, args.server_arg)
-    rows = []
-    with started_processes(commands) as processes:
-        def route(task: str) -> str:
-            return f"http://127.0.0.1:{ports[task]}"
+def start_systems(stack: contextlib.ExitStack, systems: list[str], backbone: Path, workdir: Path,
+                  args: argparse.Namespace) -> dict[str, tuple[list, dict[str, int]]]:
+    """Every system up at once (idle ones cost memory, not CPU), so points can interleave."""
+    started = {}
+    for system in systems:
+        print(f"{system}: starting", flush=True)
+        commands, ports = system_commands(system, backbone, workdir, args.device, args.server_arg)
+        started[system] = (stack.enter_context(started_processes(commands)), ports)
+    return started
 
-        # warm-up: one request per task (first-call allocations, lazy imports)
-        asyncio.run(run_load(route, clips, concurrency=4, total_requests=8, seed=999))
-        for concurrency in args.concurrency:
-            total = requests_for(concurrency, args.quick, args.requests)
-            with PeakRssSampler([p.pid for p in processes]) as memory:
-                result = asyncio.run(run_load(route, clips, concurrency=concurrency, total_requests=total,
-                                              seed=args.seed + concurrency))
-            row = {"system": system, **result.summary(), "peak_rss_mib": round(memory.peak / MIB, 1),
-                   "processes": len(processes)}
-            print(f"  {system:9s} c={concurrency:3d}: {row['req_per_s']:.2f} req/s, p50 {row['p50_ms']} ms, "
-                  f"p99 {row['p99_ms']} ms, {row['peak_rss_mib']} MiB, outcomes {row['outcomes']}", flush=True)
-            rows.append(row)
-    return rows
+
+def run_point(system: str, processes: list, ports: dict[str, int], clips: list, concurrency: int,
+              total: int, seed: int, repeat: int) -> dict[str, Any]:
+    def route(task: str) -> str:
+        return f"http://127.0.0.1:{ports[task]}"
+
+    with PeakRssSampler([p.pid for p in processes]) as memory:
+        result = asyncio.run(run_load(route, clips, concurrency=concurrency, total_requests=total, seed=seed))
+    row = {"system": system, "repeat": repeat, **result.summary(), "peak_rss_mib": round(memory.peak / MIB, 1),
+           "processes": len(processes), "loadavg_1m": os.getloadavg()[0]}
+    print(f"  #{repeat} {system:11s} c={concurrency:3d}: {row['req_per_s']:.2f} req/s, p50 {row['p50_ms']} ms, "
+          f"p95 {row['p95_ms']} ms, {row['peak_rss_mib']} MiB, load {row['loadavg_1m']:.1f}, "
+          f"outcomes {row['outcomes']}", flush=True)
+    return row
+
+
+def run_interleaved(systems: list[str], backbone: Path, workdir: Path, args: argparse.Namespace,
+                    clips: list) -> list[dict[str, Any]]:
+    """Each repeat runs every concurrency, and at each concurrency every system in turn (round-robin,
+    a different system first each time), on the same seeded request plan."""
+    runs = []
+    with contextlib.ExitStack() as stack:
+        started = start_systems(stack, systems, backbone, workdir, args)
+        for system in systems:  # warm-up: first-call allocations, lazy imports
+            ports = started[system][1]
+            asyncio.run(run_load(lambda task, ports=ports: f"http://127.0.0.1:{ports[task]}", clips,
+                                 concurrency=4, total_requests=8, seed=999))
+        for repeat in range(args.repeats):
+            for level_index, concurrency in enumerate(args.concurrency):
+                total = requests_for(concurrency, args.quick, args.requests)
+                for system in round_robin(systems, repeat + level_index):
+                    processes, ports = started[system]
+                    runs.append(run_point(system, processes, ports, clips, concurrency, total,
+                                          args.seed + concurrency + 1000 * repeat, repeat))
+    return runs
 
 
 def add_ratios(rows: list[dict[str, Any]]) -> None:
-    """ELP's req/s and peak RSS relative to each system at the same concurrency (same run), and each
-    system's req/s relative to the naive baseline."""
+    """ELP's median req/s relative to each system at the same concurrency (``elp_speedup``), and each
+    system's relative to the naive baseline (``vs_naive``)."""
     elp = {row["concurrency"]: row for row in rows if row["system"] == "elp"}
     naive = {row["concurrency"]: row for row in rows if row["system"] == "naive"}
     for row in rows:
@@ -115,10 +153,11 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
         if baseline is not None and baseline["req_per_s"]:
             row["vs_naive"] = round(row["req_per_s"] / baseline["req_per_s"], 2)
         reference = elp.get(row["concurrency"])
-        if reference is None or not row["req_per_s"]:
-            continue
-        row["elp_speedup"] = round(reference["req_per_s"] / row["req_per_s"], 2)
-        row["elp_memory_ratio"] = round(reference["peak_rss_mib"] / row["peak_rss_mib"], 2)
+        if reference is not None and row["req_per_s"]:
+            row["elp_speedup"] = round(reference["req_per_s"] / row["req_per_s"], 2)
+
+
+METRICS = ("req_per_s", "rows_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", "peak_rss_mib")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,24 +166,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
     parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
     parser.add_argument("--requests", type=int, default=None, help="requests per point (default by --quick)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians and min-max reported")
     parser.add_argument("--clips", type=int, default=48, help="distinct clips (1-10 s) in the stream")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra flag for the ELP server processes, e.g. --server-arg=--max-batch-size=8")
     args = parser.parse_args(argv)
     clips = corpus_clips(args.clips, seed=args.seed)
+    load_at_start = machine_load()
     with workdir_for(args, f"throughput-{backbone_label(args.backbone)}") as workdir:
         backbone = prepare_backbone(args.backbone, workdir)
-        rows: list[dict[str, Any]] = []
-        for system in args.systems:
-            print(f"{system}: starting", flush=True)
-            rows += run_system(system, backbone, workdir, args, clips)
+        runs = run_interleaved(list(args.systems), backbone, workdir, args, clips)
+    load_at_end = machine_load()
+    rows = median_rows(runs, ("system", "concurrency"), METRICS)
+    rows.sort(key=lambda row: (args.systems.index(row["system"]), row["concurrency"]))
     add_ratios(rows)
-    columns = ["system", "concurrency", "requests", "errors", "req_per_s", "p50_ms", "p95_ms", "p99_ms",
-               "peak_rss_mib", "processes", "elp_speedup", "elp_memory_ratio", "vs_naive"]
+    ratios = ratio_table(rows, ("naive", "elp_length", "per_task"))
+    name = f"throughput-{backbone_label(args.backbone)}"
+    columns = ["system", "concurrency", "repeats", "req_per_s", "req_per_s_min", "req_per_s_max", "p50_ms",
+               "p95_ms", "p95_ms_min", "p95_ms_max", "errors", "peak_rss_mib", "elp_speedup", "vs_naive"]
     title = (f"throughput, backbone {backbone_label(args.backbone)}, device {args.device}, "
-             f"clips {min(c.duration_s for c in clips):.1f}-{max(c.duration_s for c in clips):.1f} s, mixed 4 tasks")
-    write_results(f"throughput-{backbone_label(args.backbone)}", {"title": title, "rows": rows},
-                  f"{title}\n\n" + markdown_table(rows, columns))
+             f"clips {min(c.duration_s for c in clips):.1f}-{max(c.duration_s for c in clips):.1f} s, mixed 4 tasks, "
+             f"{args.repeats} interleaved repeats (median, min-max)")
+    plot = plot_points(rows, RESULTS_DIR / f"{name}.png", f"{title}\n{load_note(load_at_start, load_at_end)}")
+    ratio_columns = list(dict.fromkeys(key for row in ratios for key in row))
+    table = (f"{title}\n{load_note(load_at_start, load_at_end)}\n\n" + markdown_table(rows, columns)
+             + "\n\nratios of median req/s\n\n" + markdown_table(ratios, ratio_columns))
+    write_results(name, {"title": title, "load_start": load_at_start, "load_end": load_at_end, "rows": rows,
+                         "ratios": ratios, "runs": runs, "plot": plot.name if plot else None}, table)
     return 0
 
 

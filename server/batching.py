@@ -1,11 +1,11 @@
 """The batching worker: the only threads that touch the model.
 
 Handlers validate, then ``submit`` a job and await its future. A worker thread collects jobs until
-the batch is full (rows) or the oldest job has waited ``max_wait_s``, groups jobs of similar length
-(oldest first, so nothing starves), drops jobs past their deadline (504) or whose client left, and
-runs the batch's model stage (``stages.core``: one model call per run of similar lengths, each row's
-head output) and hands the rows to the post stage (``stages.post``: each row's task post-processing,
-now or in a pool), so the worker goes on to the next batch while an LM beam search finishes; a job is
+the batch is full (rows) or the oldest job has waited ``max_wait_s``, drops jobs past their deadline
+(504) or whose client left, lets the batch policy (``server/batch_policy.py``) choose the jobs and
+split their rows into model calls, runs the batch's model stage (``stages.core``: each row's head
+output) and hands the rows to the post stage (``stages.post``: each row's task post-processing, now or
+in a pool), so the worker goes on to the next batch while an LM beam search finishes; a job is
 answered when its last row is. An exception fails only that batch's (or that row's) futures; the
 loop goes on. Adapter registration runs here too (``call``), when no batch runs, so the
 model never changes under a running batch.
@@ -30,7 +30,8 @@ from typing import Any, Protocol
 
 import torch
 
-from server.batch_support import fail_future, length_chunks, overloaded_message
+from server.batch_policy import BatchPolicy, LengthRatioPolicy
+from server.batch_support import fail_future, overloaded_message
 from server.errors import OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
 from server.post_pool import PredictStages
@@ -106,6 +107,7 @@ class BatchWorker:
         workers: int = 1,
         wait_only_while_incoming: bool = False,
         stages: BatchStages | None = None,
+        policy: BatchPolicy | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError("a batch worker needs at least one thread")
@@ -117,7 +119,8 @@ class BatchWorker:
         self.wait_only_while_incoming = wait_only_while_incoming
         self._incoming = 0
         self.max_batch_rows = max_batch_rows
-        self.length_ratio = length_ratio
+        # which queued jobs run together and how their rows split into calls (server/batch_policy.py)
+        self.policy: BatchPolicy = policy or LengthRatioPolicy(max_batch_rows, length_ratio)
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
         self._metrics = metrics
@@ -290,8 +293,8 @@ class BatchWorker:
                 remaining = self._jobs[0].enqueued_at + self.max_wait_s - time.monotonic()
                 if rows >= self.max_batch_rows or remaining <= 0 or not self._accepting:
                     break
-                if self.wait_only_while_incoming and not self._incoming:
-                    break  # nobody on the way: waiting would only add latency
+                if self.wait_only_while_incoming and not (self._incoming and self.policy.worth_waiting(self._jobs)):
+                    break  # nobody on the way, or (cost policy) a fuller batch would not be cheaper per row
                 self._cond.wait(timeout=remaining)
             if self._controls or self._controls_running or self._stop_requested or not self._jobs:
                 return []
@@ -303,8 +306,8 @@ class BatchWorker:
         return batch
 
     def _take_batch_locked(self) -> list[InferenceJob]:
-        """Oldest job first, then the queued jobs closest to its length, up to max rows, keeping the
-        shortest clip at least ``length_ratio`` of the longest."""
+        """Drop cancelled and expired jobs from the front of the queue, let the policy choose among the
+        rest, and put the ones not chosen back in arrival order."""
         now = time.monotonic()
         window: list[InferenceJob] = []
         while self._jobs and len(window) < self.max_batch_rows * _GROUPING_WINDOW_FACTOR:
@@ -318,21 +321,9 @@ class BatchWorker:
             window.append(job)
         if not window:
             return []
-        anchor, rest = window[0], window[1:]
-        rest.sort(key=lambda job: abs(job.length - anchor.length))
-        batch, rows, leftover = [anchor], anchor.rows, []
-        shortest = longest = anchor.length
-        for job in rest:
-            low, high = min(shortest, job.length), max(longest, job.length)
-            # Rows pad to the longest one: a clip far shorter than the batch's longest would cost its
-            # padding in compute, so it waits for a batch of its own length instead.
-            if rows + job.rows <= self.max_batch_rows and low >= self.length_ratio * high:
-                batch.append(job)
-                rows += job.rows
-                shortest, longest = low, high
-            else:
-                leftover.append(job)
-        leftover.sort(key=lambda job: job.enqueued_at)
+        batch = self.policy.choose(window, now)
+        chosen = {id(job) for job in batch}
+        leftover = sorted((job for job in window if id(job) not in chosen), key=lambda job: job.enqueued_at)
         self._jobs.extendleft(reversed(leftover))
         return batch
 
@@ -355,10 +346,13 @@ class BatchWorker:
         self._metrics.batch_adapter_sets.observe(len(set(keys)))
         try:
             outputs: list[Any] = []
-            for start, stop in length_chunks([int(w.shape[-1]) for w in waveforms], self.length_ratio):
+            lengths = [int(w.shape[-1]) for w in waveforms]
+            calls = self.policy.split_calls(lengths)
+            for start, stop in calls:
                 outputs += self.stages.core(self.model, waveforms[start:stop], keys[start:stop])
             if len(outputs) != len(waveforms):
                 raise RuntimeError(f"model returned {len(outputs)} outputs for {len(waveforms)} rows")
+            self.policy.observe(lengths, calls, time.monotonic() - started)
         except Exception as exc:
             self._metrics.batch_failures.inc()
             logger.exception("batch of %d rows failed; failing its %d requests", len(waveforms), len(runnable))

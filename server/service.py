@@ -19,6 +19,7 @@ from server.adapter_store import AdapterStore, is_marked_default
 from server.adapters import AdapterCache, AdapterLease
 from server.admission import ClientDisconnectedError, cancel_when_client_leaves, check_finite
 from server.audio import AudioLimits, DecodedAudio, decode_audio
+from server.batch_policy import CostAwarePolicy
 from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
 from server.errors import AdapterNotFoundError, OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
@@ -73,6 +74,7 @@ class InferenceService:
         self._defaults: dict[str, str | None] = {}
         self._default_problems: dict[str, str] = {}
         self._warmup: asyncio.Task | None = None
+        self._calibrating = False
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -105,8 +107,12 @@ class InferenceService:
             metrics=self.metrics,
             workers=self.settings.model_workers,
             wait_only_while_incoming=self.settings.batch_wait == "while-incoming",
+            policy=CostAwarePolicy(self.settings.max_batch_size, self.settings.batch_latency_bound_ms / 1000.0,
+                                   self.sample_rate) if self.settings.batch_policy == "cost" else None,
         )
         self.worker.start()
+        # not ready until the batch cost model has been timed (the defaults load first: it needs a set)
+        self._calibrating = isinstance(self.worker.policy, CostAwarePolicy) and self.settings.batch_calibration_s > 0
         self.cache = AdapterCache(
             self.store,
             parse_adapter_set=lambda config, weights: self._prepared(
@@ -153,7 +159,28 @@ class InferenceService:
                 message = getattr(exc, "message", None) or type(exc).__name__
                 self._default_problems[task] = f"default {task} adapter '{adapter_id}': {message}"
                 logger.error("%s", self._default_problems[task])
+        await self._calibrate_batch_cost()
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
+
+    async def _calibrate_batch_cost(self) -> None:
+        """Time a few batches of a loaded default set's model stage (head outputs; post-processing such
+        as beam search is not the batch's cost) for the cost-aware batch policy, on the worker thread,
+        before the server reports ready."""
+        assert self.worker is not None and self.cache is not None
+        policy, budget_s = self.worker.policy, self.settings.batch_calibration_s
+        residents = [self.cache.resident(adapter_id) for adapter_id in self._defaults.values()
+                     if adapter_id is not None]
+        keys = [resident.model_key for resident in residents if resident is not None]
+        if not isinstance(policy, CostAwarePolicy) or not budget_s or not keys:
+            self._calibrating = False
+            return
+        try:
+            await asyncio.wrap_future(
+                self.worker.call(lambda model: policy.calibrate(model.head_outputs, keys[0], budget_s)))
+        except Exception:  # the policy keeps its prior and learns from served batches
+            logger.exception("timing batches for the batch cost model failed")
+        finally:
+            self._calibrating = False
 
     # -- defaults & readiness --------------------------------------------------------------------
     def resolve_defaults(self) -> dict[str, str | None]:
@@ -197,6 +224,8 @@ class InferenceService:
         problems: list[str] = []
         if self.backbone is None or self.worker is None or not self.worker.alive:
             problems.append("backbone or model worker not running")
+        if self._calibrating:
+            problems.append("timing batches for the batch cost model")
         if self.cache is not None:
             for task, adapter_id in self._defaults.items():
                 if adapter_id is not None and self.cache.resident(adapter_id) is None:

@@ -64,6 +64,21 @@ class ServerSettings(BaseSettings):
         description="shortest/longest clip in one model call (padding is wasted compute; 0 = any mix); "
         "unset = 0.9 on a CPU (batching buys nothing there) and 0.5 on a GPU",
     )
+    batch_policy: Literal["cost", "length"] = Field(
+        "cost",
+        description="how batches form: from a cost model of padded frames timed on the loaded model (cost), "
+        "or the oldest request plus those within batch_length_ratio of its length (length, the former policy)",
+    )
+    batch_latency_bound_ms: float = Field(
+        2000.0, gt=0,
+        description="cost policy: a request queued this long is taken first, and no batch is predicted to run "
+        "longer than half of it, so short clips never starve behind long ones",
+    )
+    batch_calibration_s: float = Field(
+        3.0, ge=0,
+        description="cost policy: seconds spent timing batches of the loaded model at start-up, before ready "
+        "(0 = start from a prior and learn from served batches only)",
+    )
     adapter_routing: Literal["per-group", "gathered"] = Field(
         "per-group",
         description="how a mixed batch reaches each row's E-adapters: one set at a time, or gathered weights "

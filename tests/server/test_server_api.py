@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from server.batch_policy import LengthRatioPolicy
 from tests.server.helpers import make_settings, running_app, wav_bytes
 
 pytestmark = pytest.mark.anyio
@@ -365,7 +366,7 @@ async def test_mixed_burst_shares_batches_and_matches_solo_answers(tiny_store, t
         # then formed 7-8 batches, at the limit below; length grouping and the while-incoming wait
         # have their own tests (test_server_batching.py), this one is about mixing tasks.
         worker.max_wait_s = 0.3
-        worker.length_ratio = 0.0
+        worker.policy = LengthRatioPolicy(worker.max_batch_rows, 0.0)  # any mix of lengths in one call
         worker.wait_only_while_incoming = False
         burst = await asyncio.gather(*(client.post(path, files=files, data=data) for path, files, data in requests))
         batches_after, mixed_after = batch_counts()

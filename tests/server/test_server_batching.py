@@ -11,7 +11,8 @@ from concurrent.futures import TimeoutError as FutureTimeout
 import pytest
 import torch
 
-from server.batching import BatchWorker, InferenceJob, JobResult, WorkerStoppedError, length_chunks
+from server.batch_support import length_chunks
+from server.batching import BatchWorker, InferenceJob, JobResult, WorkerStoppedError
 from server.errors import OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
 

@@ -1,0 +1,68 @@
+"""The benchmark statistics (round-robin order, medians with spread, ratios, the plot) and one real
+interleaved throughput run on a tiny backbone: every system at every point in every repeat."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import benchmarks.common as common
+from benchmarks import stats, throughput
+
+
+def test_round_robin_puts_every_system_first_once() -> None:
+    systems = ["elp", "elp_length", "naive"]
+    firsts = [stats.round_robin(systems, turn)[0] for turn in range(3)]
+    assert sorted(firsts) == sorted(systems)
+    assert sorted(stats.round_robin(systems, 5)) == sorted(systems)
+
+
+def test_median_rows_report_median_and_spread_per_point() -> None:
+    runs = [{"system": "a", "concurrency": 1, "req_per_s": value} for value in (3.0, 9.0, 4.0)]
+    runs += [{"system": "a", "concurrency": 16, "req_per_s": 10.0}]
+    rows = stats.median_rows(runs, ("system", "concurrency"), ("req_per_s",))
+    assert rows[0] == {"system": "a", "concurrency": 1, "repeats": 3, "req_per_s": 4.0, "req_per_s_min": 3.0,
+                       "req_per_s_max": 9.0}
+    assert rows[1]["repeats"] == 1
+
+
+def test_ratio_table_gives_growth_with_load_and_ratios_to_the_baselines() -> None:
+    rows = [{"system": s, "concurrency": c, "req_per_s": v} for s, c, v in (
+        ("elp", 1, 4.0), ("elp", 16, 6.0), ("elp", 64, 6.6), ("naive", 1, 2.0), ("naive", 16, 2.0),
+        ("naive", 64, 1.0), ("elp_length", 1, 4.0), ("elp_length", 16, 5.0), ("elp_length", 64, 3.3))]
+    table = {row["system"]: row for row in stats.ratio_table(rows, ("naive", "elp_length", "per_task"))}
+    assert table["elp"]["c16/c1"] == 1.5 and table["elp"]["c64/c16"] == 1.1
+    assert table["elp"]["vs naive c64"] == 6.6 and table["elp"]["vs elp_length c64"] == 2.0
+    assert "vs naive c1" not in table["naive"]
+
+
+def test_the_plot_is_written(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    rows = stats.median_rows([{"system": "elp", "concurrency": c, "req_per_s": 2.0 * c, "p95_ms": 100.0 * c}
+                              for c in (1, 4, 16)], ("system", "concurrency"), ("req_per_s", "p95_ms"))
+    path = stats.plot_points(rows, tmp_path / "plot.png", "test")
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_a_throughput_run_interleaves_systems_and_repeats(tiny_store: tuple[Path, Path], tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(throughput, "RESULTS_DIR", tmp_path / "results")
+    backbone = tiny_store[0]
+    assert throughput.main(["--backbone", str(backbone), "--systems", "elp", "elp_length", "--concurrency", "1", "2",
+                            "--requests", "2", "--repeats", "2", "--clips", "4", "--workdir", str(tmp_path),
+                            "--server-arg=--torch-threads=1"]) == 0
+    document = json.loads((tmp_path / "results" / f"throughput-{backbone.name}.json").read_text())
+    points = [(run["repeat"], run["concurrency"], run["system"]) for run in document["runs"]]
+    assert len(points) == 2 * 2 * 2 and len(set(points)) == len(points)
+    # round-robin: the first system at a point changes between repeats
+    assert points[0][2] != points[4][2]
+    assert all(run["errors"] == 0 for run in document["runs"])
+    assert {row["repeats"] for row in document["rows"]} == {2}
+    assert document["load_start"]["loadavg"] and document["load_end"]["loadavg"]
+    assert {row["system"] for row in document["ratios"]} == {"elp", "elp_length"}
+    if document["plot"]:
+        assert (tmp_path / "results" / document["plot"]).is_file()
