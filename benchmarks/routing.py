@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
-from typing import Any
 
 import torch
 
@@ -32,34 +30,11 @@ from benchmarks.common import (
     workdir_for,
     write_results,
 )
+from benchmarks.overhead import operator_count, timed_predict
 from benchmarks.stats import load_note, machine_load
 
 SET_COUNTS = (1, 2, 4)
 TASK_KEYS = tuple(DEFAULT_IDS.values())
-
-
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def timed(model: Any, batch: list[torch.Tensor], keys: list[str], device: str) -> float:
-    sync(device)
-    started = time.perf_counter()
-    model.predict(batch, keys)
-    sync(device)
-    return time.perf_counter() - started
-
-
-def operators(model: Any, batch: list[torch.Tensor], keys: list[str], device: str) -> int:
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = device.startswith("cuda")
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-        timed(model, batch, keys, device)
-    if cuda:
-        return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
-    return sum(1 for e in prof.events() if e.name.startswith("aten::"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,12 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     with torch.inference_mode():
         for (sets, gathered) in timings:  # warm-up, and the operator counts
             model.gathered_routing = gathered
-            timed(model, batch, plans[sets], args.device)
-            counts[(sets, gathered)] = operators(model, batch, plans[sets], args.device)
+            timed_predict(model, batch, plans[sets], args.device)
+            counts[(sets, gathered)] = operator_count(model, batch, plans[sets], args.device)
         for _ in range(args.repeats):
             for (sets, gathered) in timings:
                 model.gathered_routing = gathered
-                timings[(sets, gathered)].append(timed(model, batch, plans[sets], args.device))
+                timings[(sets, gathered)].append(timed_predict(model, batch, plans[sets], args.device))
     load_at_end = machine_load()
     rows = []
     for (sets, gathered), seconds in timings.items():
