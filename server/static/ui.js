@@ -102,6 +102,7 @@ async function loadSpeakers() {
   const { field } = ENROLMENT.enrolled_reference;
   const select = $(`enrolled-${ENROLMENT.name}`);
   const status = $(`enrolled-${ENROLMENT.name}-status`);
+  if (!select) return; // no extra clip of that task to stand in for: nothing lists speakers
   try {
     const rows = await api("speakers");
     const ids = [...new Set(rows.map((row) => row.speaker))].sort();
