@@ -43,13 +43,13 @@ const words = (field) => field.replaceAll("_", " ");
 const shown = (value) => (typeof value === "number" && !Number.isInteger(value) ? value.toFixed(3)
   : typeof value === "boolean" ? (value ? "yes" : "no") : String(value));
 
-// The headline field large (a yes/no field reads as its name or "not" its name), then every other
+// The headline field large (a yes/no field with its name: "same speaker: no"), then every other
 // field of the task's own answer by the shape of its value: a map of numbers as bars, a map of
 // strings and the scalars as name/value lists; then the timings. The exact values are kept in
 // data-value / data-score (tests compare them with the API's).
 function renderAnswer(task, answer) {
   const value = answer[task.headline];
-  const headline = typeof value === "boolean" ? (value ? "" : "not ") + words(task.headline)
+  const headline = typeof value === "boolean" ? `${words(task.headline)}: ${shown(value)}`
     : value === "" ? "(empty)" : shown(value);
   const parts = [el("p", { class: "answer", "data-field": task.headline, "data-value": String(value),
     text: headline })];
