@@ -3,21 +3,42 @@
 Not part of the JSON contract: the page only calls the public endpoints of docs/API.md, with relative
 URLs (so it works behind a path prefix), and loads nothing from outside the server (no CDN, no fonts),
 which its Content-Security-Policy enforces. ``ELP_UI_ENABLED=false`` leaves these routes out (404).
+
+The page knows no task by name: ``GET /`` carries :func:`page_tasks`, a JSON description of the
+registered tasks (``elp/tasks``), in a ``<script type="application/json" id="elp-tasks">`` data block
+(read by ui.js, never executed, so the CSP stays ``script-src 'self'``), and ui.js draws a card,
+an adapter choice and any extra inputs per task from it. Embedded rather than a ``GET /tasks``
+endpoint: no new public API to keep stable, and the page and its description cannot disagree.
+Each entry (all read from the task's ``TaskSpec``):
+
+- ``name`` (adapter configs' ``task``), ``route`` (its endpoint), ``title`` (``heading``), ``summary``;
+- ``default_adapter``: the deployment's default set for the route (``ELP_DEFAULT_<ENDPOINT>_ADAPTER``);
+- ``answer_fields``: the task's own answer fields in order; ``headline``: the one that states the result;
+- ``extra_clips``: ``[{name, description}]`` uploads besides ``file`` (verification's ``reference``);
+- ``enrolled_reference``: ``{field, instead_of, description}`` or null (an enrolled speaker may
+  replace the clip ``instead_of``; enrolment is ``POST /speakers/{id}`` with that task's set).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from functools import cache
 from importlib import resources
+from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
+
+from elp.tasks import TASKS
+from server.settings import Settings, default_adapter_setting
 
 router = APIRouter(include_in_schema=False)
 
 #: file name under server/static/ -> media type; nothing else is served from there. (Route names
 #: ui_page, ui_redirect, ui_asset are the endpoint labels of the request metrics.)
-ASSETS: dict[str, str] = {"ui.js": "text/javascript; charset=utf-8", "ui.css": "text/css; charset=utf-8"}
+ASSETS: dict[str, str] = {"answers.js": "text/javascript; charset=utf-8", "ui.js": "text/javascript; charset=utf-8",
+                          "ui.css": "text/css; charset=utf-8"}
 
 #: same-origin only: the page's own script and style, the API, and blob: for playing the recorded clip
 CONTENT_SECURITY_POLICY = (
@@ -28,6 +49,31 @@ _HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-
             "Referrer-Policy": "no-referrer", "Cache-Control": "no-cache"}
 
 
+#: what index.html holds where the task description goes (inside its application/json data block)
+TASKS_PLACEHOLDER = b"__ELP_TASKS__"
+
+
+def page_tasks(settings: Settings) -> list[dict[str, Any]]:
+    """The registered tasks as the page reads them (the module docstring lists the fields)."""
+    return [{
+        "name": spec.name,
+        "route": spec.route,
+        "title": spec.heading,
+        "summary": spec.summary,
+        "default_adapter": getattr(settings, default_adapter_setting(spec.endpoint), spec.default_adapter),
+        "answer_fields": list(spec.answer_fields.model_fields),
+        "headline": spec.headline,
+        "extra_clips": [dataclasses.asdict(clip) for clip in spec.extra_clips],
+        "enrolled_reference": dataclasses.asdict(spec.enrolled_reference) if spec.enrolled_reference else None,
+    } for spec in TASKS]
+
+
+def script_safe_json(value: Any) -> bytes:
+    """JSON that cannot end its ``<script>`` block or open markup (``<``, ``>``, ``&`` escaped)."""
+    text = json.dumps(value, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
+
+
 @cache
 def read_static(name: str) -> bytes:
     """A packaged file, read once (package data, so it also works from a wheel install)."""
@@ -35,9 +81,11 @@ def read_static(name: str) -> bytes:
 
 
 @router.get("/")
-async def ui_page() -> Response:
-    """The page (HTML)."""
-    return Response(read_static("index.html"), media_type="text/html; charset=utf-8", headers=_HEADERS)
+async def ui_page(request: Request) -> Response:
+    """The page (HTML), with the registered tasks' description filled in."""
+    described = script_safe_json(page_tasks(request.app.state.settings))
+    page = read_static("index.html").replace(TASKS_PLACEHOLDER, described)
+    return Response(page, media_type="text/html; charset=utf-8", headers=_HEADERS)
 
 
 @router.get("/ui")

@@ -114,7 +114,8 @@ class AsrTask(TaskSpec):
 
 
 ASR = AsrTask(
-    name="asr", route="/asr", summary="Transcribe a clip.", default_adapter="asr-default", activation="gelu",
+    name="asr", display_name="Speech recognition", route="/asr",
+    summary="Transcribe a clip.", default_adapter="asr-default", activation="gelu",
     target_field="text", headline_metric="cer", higher_is_better=False, metrics=("wer", "cer"),
     evaluation="transcripts", head_hidden_dim=0, supports_prosody=False, supports_language_model=True,
     # short silenced spans: the CTC head must spell from context, not memorise the training sentences

@@ -112,6 +112,10 @@ class TaskSpec:
     enrolled_reference: EnrolledReference | None = None
     #: elp-train's defaults for the task: learning rates, augmentations it must not get
     training: TrainingRecipe = TrainingRecipe()
+    #: what a person reads as the task's name (the try-it page's headings); "" = the name, capitalised
+    display_name: str = ""
+    #: the answer field that states the result (shown first on the page); "" = the first answer field
+    headline_field: str = ""
 
     # -- names derived from the route ----------------------------------------------------------------
     @property
@@ -123,6 +127,16 @@ class TaskSpec:
     def title(self) -> str:
         """``verify`` -> ``Verify``: prefix of the answer model (``VerifyAnswer``) and client result."""
         return "".join(part.capitalize() for part in self.endpoint.split("_"))
+
+    @property
+    def heading(self) -> str:
+        """``display_name``, else ``language_id`` -> ``Language id``."""
+        return self.display_name or self.name.replace("_", " ").capitalize()
+
+    @property
+    def headline(self) -> str:
+        """The answer field that states the result: ``headline_field``, else the first of :attr:`answer_fields`."""
+        return self.headline_field or next(iter(self.answer_fields.model_fields))
 
     # -- configuration -------------------------------------------------------------------------------
     def validate(self, config: AdapterSetConfig) -> None:

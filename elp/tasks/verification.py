@@ -92,6 +92,7 @@ class VerificationTask(TaskSpec):
 
 VERIFICATION = VerificationTask(
     name="verification", route="/verify", default_adapter="verify-default", activation="relu",
+    display_name="Speaker verification", headline_field="same_speaker",
     summary="Same speaker? Cosine of the two embeddings against the adapter set's calibrated threshold.",
     description="Against an enrolled ``speaker``: the key, a per-client rate limit and a rounded score.",
     file_description="the clip to check", target_field="speaker", headline_metric="eer", higher_is_better=False,

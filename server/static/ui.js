@@ -1,21 +1,18 @@
 // The try-it page of the ELP speech server (served at GET /). Plain JS, no build step, no dependency.
 // It only calls the public HTTP API (docs/API.md) with relative URLs, so it also works behind a prefix.
+// It knows no task by name: every card, adapter choice and extra input comes from the registered
+// tasks' description that server/ui.py (page_tasks) puts in the page's #elp-tasks data block.
 "use strict";
 
-// Adapter-config task -> endpoint and card title. Tasks the page does not know are ignored.
-const TASKS = {
-  asr: { endpoint: "asr", title: "Speech recognition" },
-  intent: { endpoint: "intent", title: "Intent" },
-  emotion: { endpoint: "emotion", title: "Emotion" },
-  language: { endpoint: "language", title: "Language" },
-  language_id: { endpoint: "language", title: "Language" },
-  verification: { endpoint: "verify", title: "Speaker verification", verify: true },
-};
 const SAMPLE_RATE = 16000; // recordings are sent as 16 kHz mono 16-bit PCM WAV (the backbone's rate)
 const KEY_STORAGE = "elp-api-key"; // sessionStorage: this tab only, gone when it closes
 
 const $ = (id) => document.getElementById(id);
-const clips = { clip: null, reference: null }; // {blob, name}
+// [{name, route, title, summary, default_adapter, answer_fields, headline, extra_clips, enrolled_reference}]
+const TASKS = JSON.parse($("elp-tasks").textContent);
+const TASK = Object.fromEntries(TASKS.map((task) => [task.name, task]));
+const ENROLMENT = TASKS.find((task) => task.enrolled_reference); // whose sets speakers are enrolled in
+const clips = { clip: null }; // slot -> {blob, name}: "clip", then "<task>-<extra clip>" per extra upload
 let recording = null; // {slot, recorder, stream, timer}
 let apiKey = sessionStorage.getItem(KEY_STORAGE) || "";
 
@@ -47,75 +44,11 @@ async function api(path, { method = "GET", form = null } = {}) {
   throw new ApiError(response.status, error.code || "http_error", message);
 }
 
-// ---- small DOM helpers -------------------------------------------------------------------------
-
-function el(tag, attrs = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [key, value] of Object.entries(attrs)) {
-    if (key === "text") node.textContent = value;
-    else node.setAttribute(key, value);
-  }
-  node.append(...children);
-  return node;
-}
-
-const percent = (p) => `${(100 * p).toFixed(1)}%`;
-
-// Probability bars, highest first; the exact value is kept in data-score (tests compare it).
-function scoreBars(scores, limit) {
-  const entries = Object.entries(scores).sort((a, b) => b[1] - a[1]).slice(0, limit);
-  const list = el("ul", { class: "bars", "aria-label": "scores" });
-  for (const [label, score] of entries) {
-    const fill = el("span", { class: "fill" });
-    fill.style.width = percent(score); // CSSOM, allowed by the page's style-src 'self'
-    list.append(el("li", { class: "bar", "data-label": label, "data-score": String(score) },
-      el("span", { class: "name", text: label }),
-      el("span", { class: "track", "aria-hidden": "true" }, fill),
-      el("span", { class: "value", text: percent(score) })));
-  }
-  return list;
-}
-
-function timings(answer) {
-  const t = answer.timings_ms || {};
-  const ms = (v) => `${Math.round(v)} ms`;
-  return el("p", { class: "timings muted" },
-    `${ms(t.total)} in the server: inference ${ms(t.inference)}, queue ${ms(t.queue)}, decode ${ms(t.decode)}`,
-    el("br"), `${answer.adapter}, ${answer.duration_s.toFixed(1)} s of audio`);
-}
-
-// One renderer per kind of answer; the shapes are docs/API.md's.
-function renderAnswer(task, answer) {
-  const parts = [];
-  if (task === "asr") {
-    parts.push(el("p", { class: "answer transcript", text: answer.text || "(nothing heard)" }));
-  } else if (TASKS[task].verify) {
-    const verdict = answer.same_speaker ? "same speaker" : "different speakers";
-    parts.push(el("p", { class: "answer", "data-same-speaker": String(answer.same_speaker), text: verdict }),
-      el("p", { class: "score", "data-score": String(answer.score),
-        text: `score ${answer.score.toFixed(3)} (threshold ${answer.threshold.toFixed(3)})` +
-          (answer.speaker ? ` against enrolled speaker ${answer.speaker}` : "") }));
-  } else {
-    const label = answer.intent ?? answer.label ?? answer.language ?? "";
-    parts.push(el("p", { class: "answer", text: label }));
-    if (answer.slots) {
-      const slots = el("dl", { class: "slots" });
-      for (const [name, value] of Object.entries(answer.slots)) {
-        slots.append(el("div", {}, el("dt", { text: name }), el("dd", { "data-slot": name, text: value })));
-      }
-      parts.push(slots);
-    }
-    if (answer.scores) parts.push(scoreBars(answer.scores, 6));
-  }
-  parts.push(timings(answer));
-  return parts;
-}
-
 // A result card per task: data-state is idle | pending | done | error (tests wait on it).
 function setCard(container, task, state, content) {
-  let card = $(`result-${task}`);
+  let card = $(`result-${task.name}`);
   if (!card) {
-    card = el("article", { id: `result-${task}`, class: "card" }, el("h3", { text: TASKS[task].title }),
+    card = el("article", { id: `result-${task.name}`, class: "card" }, el("h3", { text: task.title }),
       el("div", { class: "body" }));
     container.append(card);
   }
@@ -131,24 +64,25 @@ function showError(container, task, err) {
 
 // ---- adapters, speakers ------------------------------------------------------------------------
 
-// Fill one <select> per known task from GET /adapters; the default set first and selected.
+// One <select> per task that has sets in GET /adapters; the deployment's default first and selected.
 async function loadAdapters() {
   const status = $("adapters-status");
   try {
     const rows = await api("adapters");
-    const byTask = {};
-    for (const row of rows) if (row.task in TASKS) (byTask[row.task] ||= []).push(row);
     const choices = $("adapter-choices");
     choices.replaceChildren();
-    for (const task of Object.keys(TASKS).filter((t) => byTask[t])) {
-      const select = el("select", { id: `adapter-${task}`, "data-task": task });
-      for (const row of byTask[task].sort((a, b) => b.default - a.default || a.id.localeCompare(b.id))) {
-        const option = el("option", { value: row.id, text: row.id + (row.default ? " (default)" : "") });
+    for (const task of TASKS) {
+      const sets = rows.filter((row) => row.task === task.name);
+      if (!sets.length) continue;
+      const isDefault = (row) => row.id === task.default_adapter;
+      const select = el("select", { id: `adapter-${task.name}`, "data-task": task.name });
+      for (const row of sets.sort((a, b) => isDefault(b) - isDefault(a) || a.id.localeCompare(b.id))) {
+        const option = el("option", { value: row.id, text: row.id + (isDefault(row) ? " (default)" : "") });
         if (row.error) Object.assign(option, { disabled: true, text: `${row.id} (unusable: ${row.error})` });
         select.append(option);
       }
       choices.append(el("div", { class: "choice" },
-        el("label", { for: select.id, text: `${TASKS[task].title} set` }), select));
+        el("label", { for: select.id, text: `${task.title} set` }), select));
     }
     status.textContent = `${rows.length} adapter sets in the store.`;
   } catch (err) {
@@ -159,26 +93,99 @@ async function loadAdapters() {
 }
 
 function adapterFor(task) {
-  const select = $(`adapter-${task}`);
+  const select = $(`adapter-${task.name}`);
   return select ? select.value : "";
 }
 
 // GET /speakers -> one option per speaker id (a speaker may be enrolled under several versions).
 async function loadSpeakers() {
-  const select = $("speaker");
-  const status = $("speakers-status");
+  const { field } = ENROLMENT.enrolled_reference;
+  const select = $(`enrolled-${ENROLMENT.name}`);
+  const status = $(`enrolled-${ENROLMENT.name}-status`);
+  if (!select) return; // no extra clip of that task to stand in for: nothing lists speakers
   try {
     const rows = await api("speakers");
     const ids = [...new Set(rows.map((row) => row.speaker))].sort();
     select.replaceChildren(...(ids.length ? ids.map((id) => el("option", { value: id, text: id }))
       : [el("option", { value: "", text: "(none enrolled)" })]));
-    status.textContent = `${ids.length} enrolled speaker(s).`;
+    status.textContent = `${ids.length} enrolled ${field}(s).`;
     status.className = "muted";
   } catch (err) {
-    status.textContent = `Could not list speakers: ${err.message}`;
+    status.textContent = `Could not list the enrolled: ${err.message}`;
     status.className = "error";
   }
   updateButtons();
+}
+
+// ---- inputs of the tasks that take more than the clip --------------------------------------------
+
+// Record / pick controls of one clip slot (ids record-<slot>, file-<slot>, status-<slot>).
+function clipControls(slot, description) {
+  clips[slot] = null;
+  const record = el("button", { id: `record-${slot}`, type: "button", class: "record", "aria-pressed": "false" },
+    "Record");
+  const file = el("input", { id: `file-${slot}`, type: "file", accept: "audio/*,.wav,.flac,.ogg,.opus" });
+  record.addEventListener("click", () => (recording ? stopRecording() : startRecording(slot)));
+  file.addEventListener("change", (event) => {
+    const picked = event.target.files[0];
+    if (picked) setClip(slot, picked, picked.name); // sent as picked: the server decodes any libsndfile format
+  });
+  return el("div", { id: `${slot}-clip-choice`, class: "row" }, record,
+    el("span", { id: `record-${slot}-time`, class: "muted", "data-elapsed": "0" }),
+    el("label", { class: "file" }, "or pick a file", file),
+    el("p", { id: `status-${slot}`, class: "muted", "aria-live": "polite", text: `Not picked yet: ${description}.` }));
+}
+
+// The choice "a clip or an enrolled <field>" for the extra clip an enrolled reference may replace.
+function enrolledControls(task, slot, clip) {
+  const { field } = task.enrolled_reference;
+  const kind = `${slot}-kind`;
+  const radio = (value, text) => el("label", {}, el("input", { type: "radio", name: kind, value,
+    ...(value === "clip" ? { checked: "" } : {}) }), ` ${text}`);
+  const choice = el("fieldset", {}, el("legend", { text: "Along with your clip, send" }),
+    radio("clip", clip.description), radio("enrolled", `an enrolled ${field}`));
+  const select = el("select", { id: `enrolled-${task.name}` }, el("option", { value: "", text: "(none enrolled)" }));
+  const refresh = el("button", { type: "button" }, "Refresh list");
+  const enrolled = el("div", { id: `${slot}-enrolled-choice`, class: "row", hidden: "" },
+    el("label", { for: select.id, text: words(field) }), select, refresh,
+    el("p", { id: `${select.id}-status`, class: "muted", "aria-live": "polite" }));
+  choice.addEventListener("change", () => {
+    const useEnrolled = usesEnrolled(task);
+    $(`${slot}-clip-choice`).hidden = useEnrolled;
+    enrolled.hidden = !useEnrolled;
+    if (useEnrolled) loadSpeakers();
+    updateButtons();
+  });
+  select.addEventListener("change", updateButtons);
+  refresh.addEventListener("click", loadSpeakers);
+  return [choice, enrolled];
+}
+
+// A section per task with extra clips: their inputs, its own send button and result cards.
+function buildTaskInputs() {
+  let number = 4;
+  for (const task of TASKS.filter((t) => t.extra_clips.length)) {
+    const heading = el("h2", { id: `inputs-${task.name}-heading`, text: `${number++}. ${task.title}` });
+    const section = el("section", { "aria-labelledby": heading.id }, heading,
+      el("p", { class: "muted", text: task.summary }));
+    for (const clip of task.extra_clips) {
+      const slot = `${task.name}-${clip.name}`;
+      const replaceable = task.enrolled_reference && task.enrolled_reference.instead_of === clip.name;
+      const controls = clipControls(slot, clip.description);
+      if (!replaceable) section.append(controls);
+      else {
+        const [choice, enrolled] = enrolledControls(task, slot, clip);
+        section.append(choice, controls, enrolled);
+      }
+    }
+    const send = el("button", { id: `run-${task.name}`, type: "button", class: "primary", disabled: "" },
+      `Send to ${task.title.toLowerCase()}`);
+    send.addEventListener("click", () => runTask(task, $(`results-${task.name}`)));
+    section.append(send, el("div", { id: `results-${task.name}`, class: "cards", "aria-live": "polite" }));
+    $("task-inputs").append(section);
+  }
+  $("admin").hidden = !ENROLMENT;
+  $("admin-heading").textContent = `${number}. Admin`;
 }
 
 // ---- clips: recording and picking --------------------------------------------------------------
@@ -269,37 +276,52 @@ function stopRecording() {
 
 // ---- sending -----------------------------------------------------------------------------------
 
-function referenceKind() {
-  return document.querySelector("input[name=reference-kind]:checked").value;
+// Whether the task's enrolled reference is chosen instead of its clip.
+function usesEnrolled(task) {
+  if (!task.enrolled_reference) return false;
+  const kind = `${task.name}-${task.enrolled_reference.instead_of}-kind`;
+  const checked = document.querySelector(`input[name="${kind}"]:checked`);
+  return checked !== null && checked.value === "enrolled";
 }
 
-function referenceReady() {
-  return referenceKind() === "clip" ? clips.reference !== null : $("speaker").value !== "";
+// The task's request fields besides file and adapter, or null while one is missing.
+function extraFields(task) {
+  const fields = [];
+  for (const clip of task.extra_clips) {
+    if (usesEnrolled(task) && task.enrolled_reference.instead_of === clip.name) {
+      const speaker = $(`enrolled-${task.name}`).value;
+      if (!speaker) return null;
+      fields.push([task.enrolled_reference.field, speaker]);
+    } else {
+      const picked = clips[`${task.name}-${clip.name}`];
+      if (!picked) return null;
+      fields.push([clip.name, picked.blob, picked.name]);
+    }
+  }
+  return fields;
 }
 
-// POST the clip to one task endpoint with its chosen adapter set, and render the answer.
+// POST the clip (and the task's extra fields) to the task's route with its chosen set; render the answer.
 async function runTask(task, container) {
   setCard(container, task, "pending", [el("p", { class: "muted", text: "working…" })]);
   const form = new FormData();
   form.append("file", clips.clip.blob, clips.clip.name);
   if (adapterFor(task)) form.append("adapter", adapterFor(task));
-  if (TASKS[task].verify) {
-    if (referenceKind() === "clip") form.append("reference", clips.reference.blob, clips.reference.name);
-    else form.append("speaker", $("speaker").value);
-  }
+  for (const field of extraFields(task)) form.append(...field);
   try {
-    setCard(container, task, "done", renderAnswer(task, await api(TASKS[task].endpoint, { method: "POST", form })));
+    setCard(container, task, "done", renderAnswer(task, await api(task.route.replace(/^\//, ""),
+      { method: "POST", form })));
   } catch (err) {
     showError(container, task, err);
   }
 }
 
-// One click, every task, concurrently (the server batches them into one encoder pass).
+// One click, every task with a set, concurrently (the server batches them into one encoder pass);
+// a task that takes more than the clip is sent too once its inputs are there.
 async function runAll() {
-  const tasks = [...document.querySelectorAll("#adapter-choices select")].map((s) => s.dataset.task);
-  const jobs = tasks.filter((t) => !TASKS[t].verify).map((t) => runTask(t, $("results")));
-  if (tasks.includes("verification") && referenceReady()) jobs.push(runTask("verification", $("verify-results")));
-  await Promise.all(jobs);
+  const tasks = [...document.querySelectorAll("#adapter-choices select")].map((s) => TASK[s.dataset.task]);
+  await Promise.all(tasks.filter((task) => extraFields(task) !== null).map((task) =>
+    runTask(task, task.extra_clips.length ? $(`results-${task.name}`) : $("results"))));
 }
 
 async function enrol() {
@@ -307,7 +329,7 @@ async function enrol() {
   const speaker = $("enrol-id").value.trim();
   const form = new FormData();
   form.append("file", clips.clip.blob, clips.clip.name);
-  if (adapterFor("verification")) form.append("adapter", adapterFor("verification"));
+  if (adapterFor(ENROLMENT)) form.append("adapter", adapterFor(ENROLMENT));
   try {
     const row = await api(`speakers/${encodeURIComponent(speaker)}`, { method: "POST", form });
     status.textContent = `Enrolled ${row.speaker} under ${row.adapter}.`;
@@ -322,7 +344,9 @@ async function enrol() {
 function updateButtons() {
   const busy = recording !== null;
   $("run").disabled = busy || !clips.clip || !$("adapter-choices").querySelector("select");
-  $("verify").disabled = busy || !clips.clip || !referenceReady();
+  for (const task of TASKS.filter((t) => t.extra_clips.length)) {
+    $(`run-${task.name}`).disabled = busy || !clips.clip || extraFields(task) === null;
+  }
   $("enrol").disabled = busy || !clips.clip || !$("enrol-id").value.trim();
   for (const slot of Object.keys(clips)) $(`record-${slot}`).disabled = busy && recording.slot !== slot;
 }
@@ -330,25 +354,13 @@ function updateButtons() {
 // ---- wiring ------------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
-  for (const slot of Object.keys(clips)) {
-    $(`record-${slot}`).addEventListener("click", () => (recording ? stopRecording() : startRecording(slot)));
-    $(`file-${slot}`).addEventListener("change", (event) => {
-      const file = event.target.files[0];
-      if (file) setClip(slot, file, file.name); // sent as picked: the server decodes any libsndfile format
-    });
-  }
-  for (const radio of document.querySelectorAll("input[name=reference-kind]")) {
-    radio.addEventListener("change", () => {
-      $("reference-clip-choice").hidden = referenceKind() !== "clip";
-      $("reference-speaker-choice").hidden = referenceKind() !== "speaker";
-      if (referenceKind() === "speaker") loadSpeakers();
-      updateButtons();
-    });
-  }
-  $("speaker").addEventListener("change", updateButtons);
-  $("refresh-speakers").addEventListener("click", loadSpeakers);
+  buildTaskInputs();
+  $("record-clip").addEventListener("click", () => (recording ? stopRecording() : startRecording("clip")));
+  $("file-clip").addEventListener("change", (event) => {
+    const file = event.target.files[0];
+    if (file) setClip("clip", file, file.name); // sent as picked: the server decodes any libsndfile format
+  });
   $("run").addEventListener("click", runAll);
-  $("verify").addEventListener("click", () => runTask("verification", $("verify-results")));
   $("enrol").addEventListener("click", enrol);
   $("enrol-id").addEventListener("input", updateButtons);
   $("api-key").value = apiKey;

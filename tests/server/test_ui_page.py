@@ -1,16 +1,28 @@
 """The try-it page's routes without a browser: served with a same-origin CSP, nothing loaded from
-outside the server, off (404) when ``ui_enabled`` is false, and not in the JSON contract's schema.
+outside the server, off (404) when ``ui_enabled`` is false, and not in the JSON contract's schema;
+the tasks it shows are the registry's (a task registered here appears), and its scripts name none.
 The page itself is driven in a real browser by tests/ui/test_page_browser.py."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
+from collections.abc import Iterator
 
 import pytest
 
+from elp.tasks import TASKS, ExtraClip, register
+from elp.tasks.classifier import ClassifierTask
 from server.__main__ import settings_from_args
 from server.ui import ASSETS, read_static
 from tests.server.helpers import make_settings, running_app
+
+#: a task known only to this module, its summary trying to end the page's data block
+TONE = ClassifierTask(name="tone", route="/tone", summary="Low or high? </script><script>alert(1)</script> & co",
+                      default_adapter="tone-default", activation="relu", class_noun="tone",
+                      example_labels=("low", "high"), display_name="Voice tone",
+                      extra_clips=(ExtraClip("example", "a clip of the other tone"),))
 
 pytestmark = pytest.mark.anyio
 
@@ -55,3 +67,56 @@ def test_ui_setting_has_env_and_cli_forms(monkeypatch) -> None:
     monkeypatch.setenv("ELP_UI_ENABLED", "false")
     assert settings_from_args([]).ui_enabled is False
     assert settings_from_args(["--ui-enabled"]).ui_enabled is True  # flags win over the environment
+
+
+def page_tasks_block(page: str) -> list[dict]:
+    """The JSON of the page's ``<script type="application/json" id="elp-tasks">`` data block (exactly one)."""
+    blocks = re.findall(r'<script type="application/json" id="elp-tasks">(.*?)</script>', page, re.S)
+    assert len(blocks) == 1
+    return json.loads(blocks[0])
+
+
+@contextlib.contextmanager
+def registered(spec: ClassifierTask) -> Iterator[None]:
+    register(spec)
+    try:
+        yield
+    finally:
+        TASKS.remove(spec)
+
+
+async def test_the_page_describes_the_registered_tasks_a_new_one_included(tiny_store, tmp_path) -> None:
+    settings = make_settings(*tiny_store, tmp_path, default_emotion_adapter="emotion-other")
+    async with running_app(settings) as (_, client):
+        with registered(TONE):  # after startup: the settings and the service know only the shipped tasks
+            page = (await client.get("/")).text
+            described = page_tasks_block(page)
+            assert [entry["name"] for entry in described] == [spec.name for spec in TASKS]
+    assert described[-1]["name"] == "tone"
+    for entry, spec in zip(described, [*TASKS, TONE], strict=True):
+        assert entry["route"] == spec.route and entry["title"] == spec.heading and entry["summary"] == spec.summary
+        assert entry["answer_fields"] == list(spec.answer_fields.model_fields)
+        assert entry["headline"] == spec.headline and entry["headline"] in entry["answer_fields"]
+        assert entry["extra_clips"] == [{"name": c.name, "description": c.description} for c in spec.extra_clips]
+        reference = spec.enrolled_reference
+        assert entry["enrolled_reference"] == (None if reference is None else
+                                               {"field": reference.field, "instead_of": reference.instead_of,
+                                                "description": reference.description})
+    by_name = {entry["name"]: entry for entry in described}
+    assert by_name["emotion"]["default_adapter"] == "emotion-other"  # the deployment's default, not the registry's
+    assert by_name["tone"]["default_adapter"] == "tone-default"  # no setting for a task registered after startup
+    assert by_name["tone"]["title"] == "Voice tone" and by_name["tone"]["headline"] == "label"
+    assert by_name["tone"]["extra_clips"] == [{"name": "example", "description": "a clip of the other tone"}]
+    assert "alert(1)" in page and "<script>alert" not in page  # the summary stays data, inside its block
+
+
+def test_the_scripts_name_no_task() -> None:
+    """What the page shows of a task comes from its description, so no script spells a task's name
+    or endpoint as a string (comments may)."""
+    names = {spec.name for spec in TASKS} | {spec.route.strip("/") for spec in TASKS}
+    for script in (name for name in ASSETS if name.endswith(".js")):
+        code = read_static(script).decode()
+        strings = re.findall(r'"([^"\\\n]*)"|\'([^\'\\\n]*)\'|`([^`]*)`', code)
+        found = {text for match in strings for text in match if text} & names
+        assert not found, (script, found)
+    assert re.search(r"\bTASKS = JSON\.parse\(", read_static("ui.js").decode())

@@ -4,7 +4,9 @@ the real Whisper base encoder.
 
 Chromium's fake microphone plays a generated espeak-ng command, the test records it through the page
 and reads what the page shows; uploads are compared with the API's own answers for the same files;
-errors must appear as the server's message. Waits are on DOM conditions, never sleeps.
+errors must appear as the server's message. The page draws its cards from the registered tasks'
+description (server/ui.py): every task with a set in the store, the language task included, gets one.
+Waits are on DOM conditions, never sleeps.
 ``ELP_UI_SCREENSHOT=docs/images/ui.png`` also saves the page with its answers (README's screenshot).
 """
 
@@ -125,6 +127,16 @@ def wait_for_cards(browser, tasks: list[str]) -> dict[str, object]:
     return WebDriverWait(browser, ANSWER_WAIT_S).until(settled)
 
 
+def shown_slots(card) -> dict[str, str]:
+    return {dd.get_attribute("data-key"): dd.text
+            for dd in card.find_elements(By.CSS_SELECTOR, "[data-field=slots] dd")}
+
+
+def shown_field(card, field: str) -> str:
+    """The exact value the page keeps of one answer field (the headline or a listed scalar)."""
+    return card.find_element(By.CSS_SELECTOR, f"[data-field={field}]").get_attribute("data-value")
+
+
 def shown_scores(card) -> dict[str, float]:
     return {bar.get_attribute("data-label"): float(bar.get_attribute("data-score"))
             for bar in card.find_elements(By.CSS_SELECTOR, ".bar")}
@@ -148,16 +160,18 @@ def test_a_command_spoken_into_the_microphone_is_answered_by_every_task(server, 
     browser.find_element(By.ID, "record-clip").click()  # stop
     WebDriverWait(browser, 30).until(lambda b: "recorded" in b.find_element(By.ID, "status-clip").text)
     browser.find_element(By.ID, "run").click()
-    cards = wait_for_cards(browser, ["asr", "intent", "emotion"])
+    cards = wait_for_cards(browser, ["asr", "intent", "emotion", "language"])
     assert {task: card.get_attribute("data-state") for task, card in cards.items()} == dict.fromkeys(cards, "done")
 
     transcript = cards["asr"].find_element(By.CSS_SELECTOR, ".answer").text
     assert cer(COMMAND, transcript) <= 0.1, transcript
     assert cards["intent"].find_element(By.CSS_SELECTOR, ".answer").text == "activate_lights_kitchen"
-    slots = {dd.get_attribute("data-slot"): dd.text for dd in cards["intent"].find_elements(By.CSS_SELECTOR, "dd")}
-    assert slots == {"action": "activate", "object": "lights", "location": "kitchen"}
+    assert shown_slots(cards["intent"]) == {"action": "activate", "object": "lights", "location": "kitchen"}
     emotion = shown_scores(cards["emotion"])
     assert len(emotion) == 4 and sum(emotion.values()) == pytest.approx(1.0, abs=1e-4), emotion
+    languages = shown_scores(cards["language"])
+    assert len(languages) >= 6 and sum(languages.values()) == pytest.approx(1.0, abs=1e-4), languages
+    assert cards["language"].find_element(By.CSS_SELECTOR, ".answer").text in languages
     for card in cards.values():
         assert "ms in the server" in card.find_element(By.CSS_SELECTOR, ".timings").text
 
@@ -166,34 +180,41 @@ def test_an_uploaded_clip_shows_the_apis_own_answers(server, browser, clips) -> 
     url, _ = server
     open_page(browser, url)
     browser.find_element(By.ID, "file-clip").send_keys(str(clips["command"]))
-    browser.find_element(By.ID, "file-reference").send_keys(str(clips["other"]))
+    browser.find_element(By.ID, "file-verification-reference").send_keys(str(clips["other"]))
     unlabelled = browser.execute_script(
         "return [...document.querySelectorAll('input, select, button')].filter(e => !(e.labels && e.labels.length)"
         " && !e.textContent.trim() && !e.getAttribute('aria-label')).map(e => e.id || e.outerHTML);")
     assert unlabelled == []  # every control has a name a screen reader can say
     browser.find_element(By.ID, "run").click()
-    cards = wait_for_cards(browser, ["asr", "intent", "emotion", "verification"])
+    described = [task["name"] for task in browser.execute_script(
+        "return JSON.parse(document.getElementById('elp-tasks').textContent)")]
+    in_store = {row["task"] for row in httpx.get(f"{url}/adapters").json()}
+    served = [task for task in described if task in in_store]
+    assert {"asr", "intent", "emotion", "language", "verification"} <= set(served)
+    cards = wait_for_cards(browser, served)  # a card per described task with a set, and no other
+    assert len(browser.find_elements(By.CSS_SELECTOR, "article.card")) == len(served)
     assert all(card.get_attribute("data-state") == "done" for card in cards.values())
 
     asr = api_answer(url, "asr", clips["command"]).json()
     intent = api_answer(url, "intent", clips["command"]).json()
     emotion = api_answer(url, "emotion", clips["command"]).json()
     verify = api_answer(url, "verify", clips["command"], reference=clips["other"]).json()
+    language = api_answer(url, "language", clips["command"]).json()
     assert cards["asr"].find_element(By.CSS_SELECTOR, ".answer").text == asr["text"]
     assert cards["intent"].find_element(By.CSS_SELECTOR, ".answer").text == intent["intent"]
-    slots = {dd.get_attribute("data-slot"): dd.text for dd in cards["intent"].find_elements(By.CSS_SELECTOR, "dd")}
-    assert slots == intent["slots"]
+    assert shown_slots(cards["intent"]) == intent["slots"]
     assert cards["emotion"].find_element(By.CSS_SELECTOR, ".answer").text == emotion["label"]
     assert shown_scores(cards["emotion"]) == pytest.approx(emotion["scores"], abs=1e-4)
+    assert cards["language"].find_element(By.CSS_SELECTOR, ".answer").text == language["label"]
+    assert shown_scores(cards["language"]) == pytest.approx(language["scores"], abs=1e-4)
     top_intents = shown_scores(cards["intent"])
     assert top_intents == pytest.approx({k: intent["scores"][k] for k in top_intents}, abs=1e-4)
-    shown = cards["verification"].find_element(By.CSS_SELECTOR, "[data-same-speaker]")
-    assert shown.get_attribute("data-same-speaker") == str(verify["same_speaker"]).lower()
-    score = float(cards["verification"].find_element(By.CSS_SELECTOR, ".score").get_attribute("data-score"))
-    assert score == pytest.approx(verify["score"], abs=1e-3)
-    for task, card in cards.items():
-        adapter = {"asr": asr, "intent": intent, "emotion": emotion, "verification": verify}[task]["adapter"]
-        assert adapter in card.find_element(By.CSS_SELECTOR, ".timings").text
+    assert shown_field(cards["verification"], "same_speaker") == str(verify["same_speaker"]).lower()
+    assert float(shown_field(cards["verification"], "score")) == pytest.approx(verify["score"], abs=1e-3)
+    assert float(shown_field(cards["verification"], "threshold")) == pytest.approx(verify["threshold"])
+    answers = {"asr": asr, "intent": intent, "emotion": emotion, "verification": verify, "language": language}
+    for task, answer in answers.items():
+        assert answer["adapter"] in cards[task].find_element(By.CSS_SELECTOR, ".timings").text
 
     if screenshot := os.environ.get("ELP_UI_SCREENSHOT"):
         save_screenshot(browser, Path(screenshot))
@@ -204,7 +225,7 @@ def save_screenshot(browser, path: Path, width: int = 1000) -> None:
     window height does not matter), at a laptop width that keeps the PNG small."""
     browser.set_window_size(width, 1400)
     bottom = browser.execute_script(
-        "return Math.ceil(document.getElementById('verify-results').getBoundingClientRect().bottom"
+        "return Math.ceil(document.getElementById('results-verification').getBoundingClientRect().bottom"
         " + window.scrollY + 16);")
     shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
         "format": "png", "captureBeyondViewport": True,
@@ -221,7 +242,7 @@ def test_errors_show_the_servers_message(server, browser, clips) -> None:
     Select(browser.find_element(By.ID, "adapter-emotion")).select_by_value("emotion-spare")
     shutil.rmtree(store / "emotion-spare")
     browser.find_element(By.ID, "run").send_keys(Keys.ENTER)  # keyboard: a real <button> takes Enter
-    cards = wait_for_cards(browser, ["asr", "intent", "emotion"])
+    cards = wait_for_cards(browser, ["asr", "intent", "emotion", "language"])
     expected = api_answer(url, "emotion", clips["command"], adapter="emotion-spare")
     assert expected.status_code == 404
     error = expected.json()["error"]
@@ -236,7 +257,7 @@ def test_errors_show_the_servers_message(server, browser, clips) -> None:
     browser.find_element(By.ID, "run").click()
     WebDriverWait(browser, ANSWER_WAIT_S).until(
         lambda b: b.find_element(By.ID, "result-asr").get_attribute("data-state") == "error")
-    cards = wait_for_cards(browser, ["asr", "intent", "emotion"])
+    cards = wait_for_cards(browser, ["asr", "intent", "emotion", "language"])
     expected = api_answer(url, "asr", clips["not_audio"]).json()["error"]
     for card in cards.values():
         assert card.find_element(By.CSS_SELECTOR, ".error").text == f"400 {expected['code']}: {expected['message']}"
@@ -261,10 +282,10 @@ def test_enrolling_needs_the_key_typed_into_the_page_and_verifies_against_the_sp
     stored = browser.execute_script("return [sessionStorage.getItem('elp-api-key'), localStorage.length]")
     assert stored == [API_KEY, 0]  # this tab only, nothing that outlives it
 
-    browser.find_element(By.CSS_SELECTOR, "input[name=reference-kind][value=speaker]").click()
-    WebDriverWait(browser, 30).until(lambda b: Select(b.find_element(By.ID, "speaker")).first_selected_option
-                                     .get_attribute("value") == "alice")
-    browser.find_element(By.ID, "verify").click()
+    browser.find_element(By.CSS_SELECTOR, "input[name=verification-reference-kind][value=enrolled]").click()
+    WebDriverWait(browser, 30).until(lambda b: Select(b.find_element(By.ID, "enrolled-verification"))
+                                     .first_selected_option.get_attribute("value") == "alice")
+    browser.find_element(By.ID, "run-verification").click()
     card = wait_for_cards(browser, ["verification"])["verification"]
-    assert card.find_element(By.CSS_SELECTOR, "[data-same-speaker]").get_attribute("data-same-speaker") == "true"
-    assert "alice" in card.text
+    assert shown_field(card, "same_speaker") == "true"
+    assert shown_field(card, "speaker") == "alice"
