@@ -66,3 +66,24 @@ def test_a_throughput_run_interleaves_systems_and_repeats(tiny_store: tuple[Path
     assert {row["system"] for row in document["ratios"]} == {"elp", "elp_length"}
     if document["plot"]:
         assert (tmp_path / "results" / document["plot"]).is_file()
+
+
+@pytest.mark.slow
+def test_overhead_interleaves_batch_policies_against_one_raw_figure(tiny_store: tuple[Path, Path], tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import overhead
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    backbone = tiny_store[0]
+    assert overhead.main(["--backbone", str(backbone), "--quick", "--batch-sizes", "2", "--repeats", "2",
+                          "--clips", "8", "--batch-policies", "cost", "length", "--workdir", str(tmp_path),
+                          "--server-arg=--torch-threads=1"]) == 0
+    document = json.loads((tmp_path / "results" / f"overhead-{backbone.name}.json").read_text())
+    points = [(run["repeat"], run["batch_policy"]) for run in document["runs"]]
+    assert sorted(points) == [(0, "cost"), (0, "length"), (1, "cost"), (1, "length")]
+    assert points[0][1] != points[2][1]  # round-robin: a different policy first each repeat
+    for repeat in (0, 1):  # both policies of a repeat are divided by the same raw loop
+        raws = {run["raw_mixed_rows_per_s"] for run in document["runs"] if run["repeat"] == repeat}
+        assert len(raws) == 1
+    assert all(run["server_errors"] == 0 and run["served_fraction"] > 0 for run in document["runs"])
+    assert [(row["batch_policy"], row["repeats"]) for row in document["rows"]] == [("cost", 2), ("length", 2)]
