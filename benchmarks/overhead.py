@@ -9,6 +9,8 @@
   (medians). ``served_fraction`` = server rows/s / raw mixed rows/s:
   the share of the model's batched throughput that survives HTTP, multipart parsing, decoding,
   resampling, queueing and the load generator itself (which shares the same CPUs).
+  ``--batch-policies cost length`` starts one server per batch policy and runs them in turn after
+  each raw loop (a different one first each repeat), so the policies share the raw figure and the load.
 * Routing: the mixed batch again with the E-adapters routed per group and gathered (one batched
   matmul over every row's own weights); ``gathered_vs_per_group`` = time gathered / time per group.
   The other columns use the server's default routing (per group).
@@ -52,7 +54,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.loadgen import run_load
-from benchmarks.stats import load_note, machine_load, median_rows
+from benchmarks.stats import load_note, machine_load, median_rows, round_robin
 
 TASK_KEYS = tuple(DEFAULT_IDS.values())
 #: the intent set again, but on the ASR set's E- and P-adapters
@@ -156,24 +158,30 @@ def server_load(port: int, clips: list[Clip], batch_size: int, requests: int, se
 
 def interleaved_points(model: Any, waveforms: list[torch.Tensor], backbone: Path, store: Path, clips: list[Clip],
                        batch_size: int, args: argparse.Namespace, repeats: int) -> list[dict[str, Any]]:
-    """Raw and served throughput of one batch size, alternating ``--repeats`` times (the server idles
-    while the raw loop runs and the other way round), so both see the same background load."""
-    port = free_port()
-    command = server_command(backbone, store, port, args.device, "--max-batch-size", str(batch_size),
-                             "--max-queue", "1024", *args.server_arg)
+    """Raw and served throughput of one batch size, alternating ``--repeats`` times (the servers idle
+    while the raw loop runs and the other way round), so all see the same background load. One server
+    per ``--batch-policies`` entry, taken in turn after each raw loop."""
+    policies: list[str] = args.batch_policies or [""]  # "": the server's default
+    ports = {policy: free_port() for policy in policies}
+    commands = [(server_command(backbone, store, port, args.device, "--max-batch-size", str(batch_size),
+                                "--max-queue", "1024", *(["--batch-policy", policy] if policy else []),
+                                *args.server_arg), {}, port) for policy, port in ports.items()]
     runs = []
-    with started_processes([(command, {}, port)]):
-        asyncio.run(run_load(lambda task: f"http://127.0.0.1:{port}", clips, concurrency=4, total_requests=8,
-                             seed=999))
+    with started_processes(commands):
+        for port in ports.values():
+            asyncio.run(run_load(lambda task, port=port: f"http://127.0.0.1:{port}", clips, concurrency=4,
+                                 total_requests=8, seed=999))
         for repeat in range(args.repeats):
-            run = {"repeat": repeat, **raw_point(model, waveforms, batch_size, repeats, args.device,
+            raw = {"repeat": repeat, **raw_point(model, waveforms, batch_size, repeats, args.device,
                                                  args.seed + repeat)}
             requests = max(8, (repeats + 1) * batch_size)
-            run.update(server_load(port, clips, batch_size, requests, args.seed + repeat))
-            run["served_fraction"] = round(run["server_rows_per_s"] / run["raw_mixed_rows_per_s"], 3)
-            print(f"  #{repeat} B={batch_size}: raw {run['raw_mixed_rows_per_s']} rows/s, server "
-                  f"{run['server_rows_per_s']} rows/s, served {run['served_fraction']}", flush=True)
-            runs.append(run)
+            for policy in round_robin(policies, repeat):
+                run = {"batch_policy": policy or "server default", **raw,
+                       **server_load(ports[policy], clips, batch_size, requests, args.seed + repeat)}
+                run["served_fraction"] = round(run["server_rows_per_s"] / run["raw_mixed_rows_per_s"], 3)
+                print(f"  #{repeat} B={batch_size} {run['batch_policy']}: raw {run['raw_mixed_rows_per_s']} rows/s, "
+                      f"server {run['server_rows_per_s']} rows/s, served {run['served_fraction']}", flush=True)
+                runs.append(run)
     return runs
 
 
@@ -189,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=48)
     parser.add_argument("--repeats", type=int, default=3, help="raw/server alternations per batch size")
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for the server")
+    parser.add_argument("--batch-policies", nargs="+", choices=("cost", "length"), default=None,
+                        help="one server per batch policy, interleaved (default: the server's own)")
     args = parser.parse_args(argv)
     batch_sizes = args.batch_sizes or ([1, 8] if args.quick else [1, 4, 8, 16])
     batches_per_point = 2 if args.quick else 4
@@ -204,8 +214,10 @@ def main(argv: list[str] | None = None) -> int:
             runs += interleaved_points(model, waveforms, backbone, store, clips, batch_size, args,
                                        batches_per_point)
     load_at_end = machine_load()
-    rows = median_rows(runs, ("batch_size",), METRICS)
-    columns = ["batch_size", "repeats", "raw_mixed_rows_per_s", "raw_single_rows_per_s", "mixed_vs_single",
+    rows = median_rows(runs, ("batch_policy", "batch_size"), METRICS)
+    rows.sort(key=lambda row: (row["batch_policy"], row["batch_size"]))
+    columns = ["batch_policy", "batch_size", "repeats", "raw_mixed_rows_per_s", "raw_single_rows_per_s",
+               "mixed_vs_single",
                "gathered_vs_per_group", "ops_gathered", "ops_per_group", "shared_ep_vs_distinct",
                "server_rows_per_s", "served_fraction", "served_fraction_min", "served_fraction_max", "server_errors"]
     title = (f"serving overhead, backbone {backbone_label(args.backbone)}, device {args.device}, "

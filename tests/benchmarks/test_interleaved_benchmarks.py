@@ -66,3 +66,65 @@ def test_a_throughput_run_interleaves_systems_and_repeats(tiny_store: tuple[Path
     assert {row["system"] for row in document["ratios"]} == {"elp", "elp_length"}
     if document["plot"]:
         assert (tmp_path / "results" / document["plot"]).is_file()
+
+
+
+def test_overhead_runs_each_batch_policy_after_one_shared_raw_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interleaving alone, with the processes, the raw loop and the load replaced by recorders."""
+    import argparse
+    import contextlib
+
+    from benchmarks import overhead
+
+    calls: list[tuple] = []
+    started: list[list[str]] = []
+
+    @contextlib.contextmanager
+    def fake_processes(commands: list) -> object:
+        started.extend(argv for argv, _, _ in commands)
+        yield []
+
+    async def fake_load(*args: object, **kwargs: object) -> None:
+        return None
+
+    def fake_raw(*args: object) -> dict:
+        calls.append(("raw",))
+        return {"raw_mixed_rows_per_s": 10.0 * len(calls)}
+
+    def fake_server(port: int, *args: object) -> dict:
+        calls.append(("server", port))
+        return {"server_rows_per_s": 9.0}
+
+    monkeypatch.setattr(overhead, "started_processes", fake_processes)
+    monkeypatch.setattr(overhead, "run_load", fake_load)
+    monkeypatch.setattr(overhead, "raw_point", fake_raw)
+    monkeypatch.setattr(overhead, "server_load", fake_server)
+    args = argparse.Namespace(batch_policies=["cost", "length"], device="cpu", server_arg=[], repeats=2, seed=0)
+    runs = overhead.interleaved_points(None, [], Path("backbone"), Path("store"), [], 8, args, 2)
+    policies = [argv[argv.index("--batch-policy") + 1] for argv in started]
+    assert policies == ["cost", "length"] and all("--max-batch-size" in argv for argv in started)
+    assert [call[0] for call in calls] == ["raw", "server", "server", "raw", "server", "server"]
+    assert [run["batch_policy"] for run in runs] == ["cost", "length", "length", "cost"]  # round-robin
+    for repeat in (0, 1):  # both policies of a repeat divide by the same raw figure
+        assert len({run["raw_mixed_rows_per_s"] for run in runs if run["repeat"] == repeat}) == 1
+    assert runs[0]["served_fraction"] == round(9.0 / runs[0]["raw_mixed_rows_per_s"], 3)
+
+@pytest.mark.slow
+def test_overhead_interleaves_batch_policies_against_one_raw_figure(tiny_store: tuple[Path, Path], tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from benchmarks import overhead
+
+    monkeypatch.setattr(common, "RESULTS_DIR", tmp_path / "results")
+    backbone = tiny_store[0]
+    assert overhead.main(["--backbone", str(backbone), "--quick", "--batch-sizes", "2", "--repeats", "2",
+                          "--clips", "8", "--batch-policies", "cost", "length", "--workdir", str(tmp_path),
+                          "--server-arg=--torch-threads=1"]) == 0
+    document = json.loads((tmp_path / "results" / f"overhead-{backbone.name}.json").read_text())
+    points = [(run["repeat"], run["batch_policy"]) for run in document["runs"]]
+    assert sorted(points) == [(0, "cost"), (0, "length"), (1, "cost"), (1, "length")]
+    assert points[0][1] != points[2][1]  # round-robin: a different policy first each repeat
+    for repeat in (0, 1):  # both policies of a repeat are divided by the same raw loop
+        raws = {run["raw_mixed_rows_per_s"] for run in document["runs"] if run["repeat"] == repeat}
+        assert len(raws) == 1
+    assert all(run["server_errors"] == 0 and run["served_fraction"] > 0 for run in document["runs"])
+    assert [(row["batch_policy"], row["repeats"]) for row in document["rows"]] == [("cost", 2), ("length", 2)]
