@@ -10,7 +10,8 @@ p95 against concurrency, and the load average at the start and end (the machine 
   across tasks.
 * ``elp_2w``: the same server with ``--model-workers 2``: two batch workers over the one model
   (on a CPU each with half the intra-op threads).
-* ``elp_length``: the same server with the former batch policy (``--batch-policy length``).
+* ``elp_length`` / ``elp_cost``: the same server with the length or the cost-aware batch policy
+  (``--batch-policy``; ``length`` is the default).
 * ``elp_int8``: the same server with the int8 encoder (``--dtype int8``, CPU).
 * ``elp_gathered``: the same server with gathered E-adapter routing (``--adapter-routing gathered``).
 * ``per_task``: four ``python -m server`` processes, one per task, each with its *own* backbone copy
@@ -58,11 +59,12 @@ from benchmarks.loadgen import TASKS, run_load
 from benchmarks.stats import load_note, machine_load, median_rows, plot_points, ratio_table, round_robin
 from elp.tasks import TASKS as REGISTERED_TASKS
 
-SYSTEMS = ("elp", "elp_2w", "elp_length", "elp_int8", "elp_gathered", "per_task", "naive")
+SYSTEMS = ("elp", "elp_2w", "elp_cost", "elp_length", "elp_int8", "elp_gathered", "per_task", "naive")
 #: extra server flags per ELP system: ``elp_2w`` runs two batch workers over the one model,
-#: ``elp_length`` the former batch policy (before/after), ``elp_int8`` the int8 encoder (CPU),
+#: ``elp_cost`` / ``elp_length`` either batch policy (``length`` is the default), ``elp_int8`` the int8 encoder (CPU),
 #: ``elp_gathered`` the gathered E-adapter routing
-SYSTEM_SERVER_ARGS = {"elp": [], "elp_2w": ["--model-workers", "2"], "elp_length": ["--batch-policy", "length"],
+SYSTEM_SERVER_ARGS = {"elp": [], "elp_2w": ["--model-workers", "2"], "elp_cost": ["--batch-policy", "cost"],
+                      "elp_length": ["--batch-policy", "length"],
                       "elp_int8": ["--dtype", "int8"], "elp_gathered": ["--adapter-routing", "gathered"]}
 
 

@@ -231,7 +231,12 @@ class CostAwarePolicy:
         for last in range(oldest if overdue else 0, len(lengths)):
             forced = [last] if not overdue or oldest == last else [last, oldest]
             base_rows = sum(rows[job] for job in forced)
+            base_work = sum(rows[job] * model.work_s(lengths[job]) for job in forced)
             if base_rows > self.max_rows:
+                if len(forced) == 1:  # a job wider than a batch (a verify pair at max_rows=1) runs alone
+                    seconds = model.call_s(base_rows, lengths[last])
+                    candidates.append(_Candidate(base_work / seconds if seconds > 0 else 1.0, oldest == last,
+                                                 seconds, forced))
                 continue
             # best[r] = (work, members) of the jobs shorter than ``last`` filling r more rows
             best: list[tuple[float, tuple[int, ...]] | None] = [(0.0, ())] + [None] * (self.max_rows - base_rows)
@@ -243,7 +248,6 @@ class CostAwarePolicy:
                     before = best[used - rows[job]]
                     if before is not None and (best[used] is None or before[0] + gain > best[used][0]):
                         best[used] = (before[0] + gain, (*before[1], job))
-            base_work = sum(rows[job] * model.work_s(lengths[job]) for job in forced)
             for used, filled in enumerate(best):
                 if filled is None:
                     continue
@@ -253,6 +257,8 @@ class CostAwarePolicy:
                 members = sorted([*forced, *filled[1]])
                 candidates.append(_Candidate((base_work + filled[0]) / seconds if seconds > 0 else 1.0,
                                              oldest in members, seconds, members))
+        if not candidates:  # defensive: the oldest job alone is always a valid batch
+            return _Candidate(1.0, True, 0.0, [oldest])
         top = max(candidate.efficiency for candidate in candidates)
         good = [c for c in candidates if c.efficiency >= top * (1 - EFFICIENCY_TOLERANCE)]
         return max(good, key=lambda c: (c.has_oldest, -c.seconds))

@@ -321,7 +321,11 @@ class BatchWorker:
             window.append(job)
         if not window:
             return []
-        batch = self.policy.choose(window, now)
+        try:
+            batch = self.policy.choose(window, now)
+        except Exception:  # a policy bug must not lose the window: the oldest job runs alone
+            logger.exception("batch policy failed; running the oldest job alone")
+            batch = [window[0]]
         chosen = {id(job) for job in batch}
         leftover = sorted((job for job in window if id(job) not in chosen), key=lambda job: job.enqueued_at)
         self._jobs.extendleft(reversed(leftover))

@@ -65,9 +65,10 @@ class ServerSettings(BaseSettings):
         "unset = 0.9 on a CPU (batching buys nothing there) and 0.5 on a GPU",
     )
     batch_policy: Literal["cost", "length"] = Field(
-        "cost",
+        "length",
         description="how batches form: from a cost model of padded frames timed on the loaded model (cost), "
-        "or the oldest request plus those within batch_length_ratio of its length (length, the former policy)",
+        "or the oldest request plus those within batch_length_ratio of its length (length, the default: it "
+        "served more req/s than cost on a quiet 2-core CPU, benchmarks/README.md)",
     )
     batch_latency_bound_ms: float = Field(
         2000.0, gt=0,

@@ -215,3 +215,40 @@ def test_the_worker_takes_an_overdue_short_job_before_fresher_long_ones() -> Non
     fresh = policy.choose([job_of(9.0, enqueued_at=now + 0.01 * i) for i in range(4)] + [job_of(0.5, now + 0.1)],
                           now=now + 0.2)
     assert [j.length for j in fresh] == [900] * 4
+
+
+def test_a_job_wider_than_a_batch_runs_alone_instead_of_never() -> None:
+    # a verification request is two rows: at max_rows=1 it once left the policy no candidate at all
+    policy = policy_with(CPU_LIKE, max_rows=1)
+    pair, single = job_of(1.0, enqueued_at=0.0, rows=2), job_of(1.0, enqueued_at=1.0)
+    assert policy.choose([pair, single], now=2.0) == [pair]
+    assert policy.choose([single, job_of(1.0, enqueued_at=2.0, rows=2)], now=3.0) == [single]
+
+
+class FailingPolicy:
+    """A policy whose choice raises: batch formation must still answer the queued jobs."""
+
+    def choose(self, window: list[InferenceJob], now: float) -> list[InferenceJob]:
+        raise ValueError("policy bug")
+
+    def split_calls(self, sorted_lengths: list[int]) -> list[tuple[int, int]]:
+        return [(0, len(sorted_lengths))]
+
+    def worth_waiting(self, queued: list[InferenceJob]) -> bool:
+        return False
+
+    def observe(self, *timing: object) -> None:
+        return None
+
+
+def test_a_failing_policy_runs_the_oldest_job_alone_instead_of_losing_the_window() -> None:
+    model = GatedModel()
+    model.gate.set()
+    worker = BatchWorker(model, max_batch_rows=4, max_wait_s=0.0, max_queue=64, metrics=ServerMetrics(),
+                         policy=FailingPolicy())
+    worker.start()
+    futures = [worker.submit(job_of(1.0, enqueued_at=time.monotonic(), rows=rows)) for rows in (2, 1, 1)]
+    results = [future.result(timeout=10) for future in futures]
+    worker.stop(1.0)
+    assert [len(result.predictions) for result in results] == [2, 1, 1]
+    assert all(len(call) <= 2 for call in model.calls)  # one job per call: the fallback, not a guess
