@@ -65,23 +65,25 @@ class _Process:
         self.executor: ProcessPoolExecutor | None = None
         self.holds: OrderedDict[str, None] = OrderedDict()
 
+    def _executor_locked(self) -> ProcessPoolExecutor:
+        """The live executor, or a fresh one (holding no post-processors yet)."""
+        if self.executor is None:
+            self.executor = ProcessPoolExecutor(1, mp_context=self.context)
+            self.holds.clear()
+        return self.executor
+
     def start(self) -> None:
         """Spawn now (interpreter + torch import take seconds), not on the first request."""
         with self.lock:
-            if self.executor is None:
-                self.executor = ProcessPoolExecutor(1, mp_context=self.context)
-                self.holds.clear()
-            self.executor.submit(_warm_up)
+            self._executor_locked().submit(_warm_up)
 
     def submit(self, key: str, processor: Any, output: Any) -> Future:
         with self.lock:
             for attempt in range(2):
-                if self.executor is None:
-                    self.executor = ProcessPoolExecutor(1, mp_context=self.context)
-                    self.holds.clear()
+                executor = self._executor_locked()
                 shipped = None if key in self.holds else processor
                 try:
-                    future = self.executor.submit(_post_in_child, key, shipped, output)
+                    future = executor.submit(_post_in_child, key, shipped, output)
                 except BrokenProcessPool:  # died since its last row: start a fresh one, once
                     self._discard()
                     if attempt:
@@ -91,7 +93,7 @@ class _Process:
                 self.holds.move_to_end(key)
                 while len(self.holds) > _SLOTS:
                     self.holds.popitem(last=False)
-                future.add_done_callback(functools.partial(self._check, executor=self.executor))
+                future.add_done_callback(functools.partial(self._check, executor=executor))
                 return future
         raise AssertionError("unreachable")
 
@@ -159,13 +161,11 @@ class PostStage:
     def post(self, model: Any, rows: Sequence[Any], done: RowDone) -> None:
         """Call ``done(i, answer)`` for each row, now or when its pool work finishes (an error is
         handed over as the answer: it fails only that row's request)."""
-        from elp import Prediction
-
         for index, row in enumerate(rows):
             try:
                 processor = model.adapter_sets[row.adapter].post_processor
                 if self.pool is None or not processor.offload:
-                    done(index, Prediction(row.task, row.adapter, **processor(row.output)))
+                    done(index, _prediction(row, processor(row.output)))
                     continue
                 future = self.pool.submit(row.adapter, processor, row.output)
             except Exception as exc:  # noqa: BLE001 - that row's request gets it
@@ -178,15 +178,20 @@ class PostStage:
             self.pool.shutdown()
 
 
-def _report(future: Future, *, index: int, row: Any, done: RowDone) -> None:
+def _prediction(row: Any, fields: dict[str, Any]) -> Any:
+    """A row's answer from its post-processor's fields, wherever that ran."""
     from elp import Prediction
 
+    return Prediction(row.task, row.adapter, **fields)
+
+
+def _report(future: Future, *, index: int, row: Any, done: RowDone) -> None:
     if future.cancelled():
         done(index, RuntimeError("post-processing was cancelled"))
     elif future.exception() is not None:
         done(index, future.exception())
     else:
-        done(index, Prediction(row.task, row.adapter, **future.result()))
+        done(index, _prediction(row, future.result()))
 
 
 class PredictStages:
