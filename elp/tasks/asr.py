@@ -67,6 +67,7 @@ def _answer_fields() -> type[BaseModel]:
 
 class AsrTask(TaskSpec):
     def validate(self, config: AdapterSetConfig) -> None:
+        super().validate(config)
         if not config.vocab:
             raise ConfigError("an ASR adapter set needs a CTC vocabulary")
 
