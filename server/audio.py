@@ -52,20 +52,17 @@ def decode_audio(data: bytes, *, target_rate: int, limits: AudioLimits, field: s
     """Decode, mix to mono, resample; raise the contract's errors for bad or out-of-limit clips."""
     if not data:
         raise InvalidAudioError(f"'{field}' is empty")
-    header: dict[str, int] = {}
-
     def budget(rate: int, channels: int, declared_frames: int) -> int:
-        header.update(rate=rate, channels=channels)
         return _frame_budget(field, rate, channels, declared_frames, limits)
 
     try:
-        samples, source_rate = read_samples(data, budget)
+        samples, source_rate = read_samples(data, budget)  # (frames, channels), even for no frames
     except AudioError as exc:
         raise InvalidAudioError(f"'{field}' {exc}") from None
     if samples.shape[0] / source_rate > limits.max_duration_s:
         raise PayloadTooLargeError(_too_long(field, samples.shape[0] / source_rate, limits))
     if samples.size > limits.max_samples:
-        raise PayloadTooLargeError(_over_budget(field, header["channels"], limits))
+        raise PayloadTooLargeError(_over_budget(field, samples.shape[1], limits))
     try:
         check_samples(samples)
     except AudioError as exc:
@@ -77,7 +74,7 @@ def decode_audio(data: bytes, *, target_rate: int, limits: AudioLimits, field: s
         raise InvalidAudioError(
             f"'{field}' is {duration:.3f} s long; the minimum is {limits.min_duration_s:g} s"
         )
-    return DecodedAudio(mono, target_rate, source_rate, header["channels"])
+    return DecodedAudio(mono, target_rate, source_rate, samples.shape[1])
 
 
 def _frame_budget(field: str, rate: int, channels: int, declared_frames: int, limits: AudioLimits) -> int:
