@@ -54,6 +54,10 @@ def test_batched_front_end_equals_the_per_row_loop(backbone):
 def test_batched_log_mel_equals_each_clips_log_mel(backbone_dirs):
     backbone = load_backbone(backbone_dirs["whisper-postln"])
     waves = [seeded_waveform(s, seed=10 + i) for i, s in enumerate((*SECONDS, 0.0125))]  # 0.0125 s: 1 frame
+    # a quiet row with silence in it next to a loud one: each row's floor (its own max - 8) differs
+    quiet = seeded_waveform(1.0, seed=30) * 1e-3
+    quiet[4000:8000] = 0.0
+    waves += [quiet, seeded_waveform(0.7, seed=31) * 3.0]
     padded, lengths = _junk_padded(waves, extra=1000)
     mels = batched_log_mel(padded, lengths, backbone.mel_filters, backbone.window, N_FFT, HOP_LENGTH)
     assert mels.shape == (len(waves), 80, int(lengths.max()) // HOP_LENGTH)
