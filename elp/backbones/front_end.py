@@ -51,19 +51,27 @@ def batched_log_mel(
 def masked_group_norm(hidden: torch.Tensor, lengths: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
     """``norm`` (a GroupNorm over channels x time) with each row's statistics taken over its first
     ``lengths[row]`` frames only: what the layer computes on the row alone. Frames past a row's
-    length come out finite but meaningless (later layers only read them into padding frames)."""
+    length come out finite but meaningless (later layers only read them into padding frames).
+
+    Sums over valid frames are matrix-vector products with the mask (one read, no masked copy) and
+    the affine output is one fused multiply-add: ~8 passes over the tensor where the plain masked
+    formulation took ~16 (it is memory-bound: B x 512 channels x 3200 frames per second of audio)."""
     batch, channels, frames = hidden.shape
-    groups = norm.num_groups
-    grouped = hidden.float().reshape(batch, groups, channels // groups, frames)
-    valid = (torch.arange(frames, device=hidden.device)[None, :] < lengths[:, None]).view(batch, 1, 1, frames)
-    count = (lengths.clamp(min=1) * (channels // groups)).to(grouped.dtype).view(batch, 1, 1, 1)
-    mean = grouped.masked_fill(~valid, 0.0).sum(dim=(2, 3), keepdim=True) / count
-    centred = grouped - mean
-    var = centred.masked_fill(~valid, 0.0).square().sum(dim=(2, 3), keepdim=True) / count
-    normed = (centred * torch.rsqrt(var + norm.eps)).reshape(batch, channels, frames)
+    groups, width = norm.num_groups, channels // norm.num_groups
+    values = hidden.float()
+    valid = (torch.arange(frames, device=hidden.device)[None, :] < lengths[:, None]).to(values.dtype).unsqueeze(-1)
+    count = (lengths.clamp(min=1) * width).to(values.dtype).view(batch, 1, 1)
+
+    def group_mean(tensor: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> each channel's group mean (B, C, 1)
+        sums = torch.bmm(tensor, valid).view(batch, groups, width).sum(dim=2, keepdim=True) / count
+        return sums.expand(batch, groups, width).reshape(batch, channels, 1)
+
+    centred = values - group_mean(values)
+    scale = torch.rsqrt(group_mean(centred.square()) + norm.eps)
     if norm.affine:
-        normed = normed * norm.weight.float()[None, :, None] + norm.bias.float()[None, :, None]
-    return normed.to(hidden.dtype)
+        scale = scale * norm.weight.float().view(1, channels, 1)
+        return torch.addcmul(norm.bias.float().view(1, channels, 1), centred, scale).to(hidden.dtype)
+    return (centred * scale).to(hidden.dtype)
 
 
 def conv_output_lengths(lengths: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
@@ -80,6 +88,8 @@ def batched_group_norm_cnn(feature_encoder: nn.Module, waveforms: torch.Tensor, 
     Only the first layer's statistics see time, so they are masked to each row's frames; a valid
     output frame of a padding-free convolution reads valid input frames only, so the later layers run
     on the padded batch as they are."""
+    if bool(lengths.min() == lengths.max()):  # no padding: the library's own call is exact and fastest
+        return feature_encoder(waveforms[:, : int(lengths.max())])
     first, *rest = feature_encoder.conv_layers
     hidden = first.conv(zero_padding(waveforms, lengths)[:, None])
     hidden = first.activation(masked_group_norm(hidden, conv_output_lengths(lengths, first.conv), first.layer_norm))
