@@ -43,6 +43,9 @@ class PinnedBatchStaging:
     def _buffer(self, name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
         buffer = getattr(self._local, name, None)
         if buffer is None or buffer.numel() < numel:
-            buffer = torch.empty(numel, dtype=dtype, pin_memory=True)
+            # a normal tensor even when first asked for under inference mode, so that later uploads
+            # outside it may still write into the buffer
+            with torch.inference_mode(False):
+                buffer = torch.empty(numel, dtype=dtype, pin_memory=True)
             setattr(self._local, name, buffer)
         return buffer[:numel]

@@ -58,6 +58,14 @@ def test_pinned_staging_uploads_exact_batches_and_reuses_its_buffer():
     assert torch.equal(first.cpu(), expected)  # the first batch on the device is its own copy
 
 
+def test_a_buffer_first_made_under_inference_mode_serves_uploads_outside_it():
+    staging = PinnedBatchStaging()
+    with torch.inference_mode():
+        staging.upload(WAVES, torch.device("cuda"))
+    batch, _ = staging.upload(WAVES[:1], torch.device("cuda"))
+    assert torch.equal(batch.cpu(), WAVES[0][None])
+
+
 def test_each_thread_stages_in_its_own_buffer():
     staging = PinnedBatchStaging()
     results: dict[int, torch.Tensor] = {}
