@@ -1,15 +1,16 @@
 """The backbone front end per row vs batched (issue #20, item 3), and on a GPU the batch upload from
 pageable vs pinned host memory.
 
-Front end: Whisper's log-mel + two convolutions, or the wav2vec 2.0-family CNN feature encoder +
-projection (``Backbone.front_end``), on one padded batch of ``B`` clips of 1-10 s (seeded lengths and
-noise: the cost does not depend on the content), run with ``front_end_mode`` "per_row" (a Python loop
-over rows, the reference) and "batched" (one call for the batch). Each repeat times every batch size
-and, at each, both modes in turn, a different one first each repeat (``benchmarks/stats.py``); tables
-give the median of the repeats with min-max, the operators one call dispatches (aten operators on a
-CPU, CUDA kernels on a GPU) and the largest difference between the modes' frames. Upload (CUDA only):
-``pad_waveforms`` + ``.to(device)`` vs ``PinnedBatchStaging.upload`` (non-blocking from pinned memory),
-timed to the end of the copy.
+Stages: ``front_end`` (Whisper's log-mel + two convolutions, or the wav2vec 2.0-family CNN feature
+encoder + projection: ``Backbone.front_end``) and, for Whisper, ``log_mel`` alone, on one padded batch
+of ``B`` clips of 1-10 s in arrival order (seeded lengths and noise: the cost does not depend on the
+content), each with ``front_end_mode`` "per_row" (a Python loop over rows: the reference) and
+"batched" (one call for the batch); ``upload`` (CUDA only): ``pad_waveforms`` + ``.to(device)``
+("pageable", the reference) vs ``PinnedBatchStaging.upload`` ("pinned", non-blocking), timed to the
+end of the copy. Each repeat times every batch size and, at each, every (stage, variant) in turn, a
+different one first each repeat (``benchmarks/stats.py``). Tables give the median of the repeats with
+min-max, ``vs_reference`` (median / the stage's reference median), the operators one call dispatches
+(aten operators on a CPU, CUDA kernels on a GPU) and the largest difference between the modes' outputs.
 
     python -m benchmarks.frontend [--backbone whisper-base|wavlm-base-plus|FOLDER] [--device cuda]
                                   [--batch-sizes 1 8 32] [--repeats 3] [--calls 2]
@@ -71,10 +72,13 @@ def operator_count(work: Callable[[], Any], device: str) -> int:
     return sum(1 for event in prof.events() if event.name.startswith("aten::"))
 
 
-def front_end_call(backbone: Any, mode: str, padded: torch.Tensor, lengths: torch.Tensor) -> Callable[[], Any]:
-    def call() -> Any:
+def mode_call(backbone: Any, method: str, mode: str, padded: torch.Tensor, lengths: torch.Tensor
+              ) -> Callable[[], torch.Tensor]:
+    """``backbone.<method>(padded, lengths)`` in ``mode``, returning its frames (or log-mels)."""
+    def call() -> torch.Tensor:
         backbone.front_end_mode = mode
-        return backbone.front_end(padded, lengths)
+        output = getattr(backbone, method)(padded, lengths)
+        return output[0] if isinstance(output, tuple) else output
 
     return call
 
@@ -91,55 +95,62 @@ def upload_call(kind: str, clips: list[torch.Tensor], device: str, staging: Any)
     return call
 
 
-def measure(backbone: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every (stage, batch size, variant) timed ``args.repeats`` times, interleaved round-robin."""
-    from elp.host_staging import PinnedBatchStaging
+def stage_calls(backbone: Any, clips: list[torch.Tensor], device: str, staging: Any
+                ) -> dict[tuple[str, str], Callable[[], Any]]:
+    """(stage, variant) -> one call: the front end in both modes, Whisper's log-mel alone in both
+    modes, and on CUDA the two uploads; the first variant of each stage is its reference."""
     from elp.model import pad_waveforms
 
-    cuda = args.device.startswith("cuda")
-    staging = PinnedBatchStaging() if cuda else None
-    points: dict[tuple[str, int, str], dict[str, Any]] = {}
-    calls: dict[int, dict[str, Callable[[], Any]]] = {}
+    padded, lengths = (tensor.to(device) for tensor in pad_waveforms(clips))
+    methods = ["front_end"] + (["log_mels"] if hasattr(backbone, "log_mels") else [])
+    calls = {(method.rstrip("s"), mode): mode_call(backbone, method, mode, padded, lengths)
+             for method in methods for mode in MODES}
+    if staging is not None:
+        calls.update({("upload", kind): upload_call(kind, clips, device, staging) for kind in UPLOADS})
+    return calls
+
+
+def measure(backbone: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every (batch size, stage, variant) timed ``args.repeats`` times, interleaved round-robin."""
+    from elp.host_staging import PinnedBatchStaging
+
+    staging = PinnedBatchStaging() if args.device.startswith("cuda") else None
+    points: dict[tuple[int, str, str], dict[str, Any]] = {}
+    calls: dict[int, dict[tuple[str, str], Callable[[], Any]]] = {}
     for size in args.batch_sizes:
         clips = mixed_clips(size, args.seed, args.min_seconds, args.max_seconds)
-        padded, lengths = (t.to(args.device) for t in pad_waveforms(clips))
-        calls[size] = {mode: front_end_call(backbone, mode, padded, lengths) for mode in MODES}
-        if cuda:
-            calls[size].update({kind: upload_call(kind, clips, args.device, staging) for kind in UPLOADS})
-        outputs = {mode: calls[size][mode]()[0].float() for mode in MODES}  # warm-up, and the difference
-        difference = float((outputs["per_row"] - outputs["batched"]).abs().max())
-        padding = 1.0 - float(lengths.sum()) / (size * int(lengths.max()))
-        for variant, work in calls[size].items():
-            stage = "front_end" if variant in MODES else "upload"
-            work()  # warm-up
-            points[(stage, size, variant)] = {
+        calls[size] = stage_calls(backbone, clips, args.device, staging)
+        padding = 1.0 - sum(clip.numel() for clip in clips) / (size * max(clip.numel() for clip in clips))
+        for (stage, variant), work in calls[size].items():
+            output = work()  # warm-up
+            difference = None
+            if variant == MODES[1]:  # the batched output against the per-row one
+                difference = float((calls[size][(stage, MODES[0])]().float() - output.float()).abs().max())
+            points[(size, stage, variant)] = {
                 "stage": stage, "batch": size, "variant": variant, "times": [],
-                "operators": operator_count(work, args.device),
-                "max_abs_diff": difference if stage == "front_end" else None, "padding_share": round(padding, 3),
+                "operators": operator_count(work, args.device), "padding_share": round(padding, 3),
+                "max_abs_diff": difference,
             }
-    with torch.inference_mode():
-        for repeat in range(args.repeats):
-            for size in args.batch_sizes:
-                for variant in round_robin(list(calls[size]), repeat):
-                    stage = "front_end" if variant in MODES else "upload"
-                    points[(stage, size, variant)]["times"].append(timed_ms(calls[size][variant], args.device,
-                                                                            args.calls))
-    return summarise(points)
+    for repeat in range(args.repeats):
+        for size in args.batch_sizes:
+            for key in round_robin(list(calls[size]), repeat):
+                points[(size, *key)]["times"].append(timed_ms(calls[size][key], args.device, args.calls))
+    return summarise(list(points.values()))
 
 
-def summarise(points: dict[tuple[str, int, str], dict[str, Any]]) -> list[dict[str, Any]]:
-    rows = []
-    for (_stage, size, _variant), point in points.items():
+def summarise(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Median and min-max of each point's times, per row, and against its stage's reference variant."""
+    for point in points:
         summary = spread(point.pop("times"))
         point.update({"median_ms": summary["median"], "min_ms": summary["min"], "max_ms": summary["max"],
-                      "ms_per_row": round(summary["median"] / size, 3)})
-        rows.append(point)
-    for row in rows:
-        baseline = MODES[0] if row["stage"] == "front_end" else UPLOADS[0]
-        base = next(other for other in rows if (other["stage"], other["batch"], other["variant"])
-                    == (row["stage"], row["batch"], baseline))
-        row["vs_" + baseline] = round(row["median_ms"] / base["median_ms"], 3) if base["median_ms"] else None
-    return sorted(rows, key=lambda row: (row["stage"], row["batch"], row["variant"] != MODES[0]))
+                      "ms_per_row": round(summary["median"] / point["batch"], 3)})
+    references = {(point["batch"], point["stage"]): point for point in points
+                  if point["variant"] in (MODES[0], UPLOADS[0])}
+    for point in points:
+        reference = references[(point["batch"], point["stage"])]["median_ms"]
+        point["vs_reference"] = round(point["median_ms"] / reference, 3) if reference else None
+    return sorted(points, key=lambda point: (point["stage"] != "front_end", point["stage"], point["batch"],
+                                             point["variant"] not in (MODES[0], UPLOADS[0])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,8 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"front end per row vs batched, backbone {backbone_label(args.backbone)}, device {args.device}, "
              f"clips {args.min_seconds:g}-{args.max_seconds:g} s (unsorted), {args.repeats} interleaved repeats of "
              f"{args.calls} calls (median, min-max), operators = {unit} per call")
-    columns = ["stage", "batch", "variant", "median_ms", "min_ms", "max_ms", "ms_per_row", "vs_per_row",
-               "vs_pageable", "operators", "padding_share", "max_abs_diff"]
+    columns = ["stage", "batch", "variant", "median_ms", "min_ms", "max_ms", "ms_per_row", "vs_reference",
+               "operators", "padding_share", "max_abs_diff"]
     columns = [c for c in columns if any(row.get(c) is not None for row in rows)]
     name = f"frontend-{backbone_label(args.backbone)}-{args.device.split(':')[0]}"
     write_results(name, {"title": title, "load_start": load_at_start, "load_end": load_at_end, "rows": rows},

@@ -1,5 +1,5 @@
-"""benchmarks/frontend.py on a tiny backbone: both front-end modes at every batch size in every
-repeat, their frames equal, the ratios taken against the per-row loop."""
+"""benchmarks/frontend.py on a tiny backbone: both front-end modes (and Whisper's log-mel alone) at
+every batch size in every repeat, their outputs equal, the ratios taken against the per-row loop."""
 
 from __future__ import annotations
 
@@ -19,13 +19,17 @@ def test_frontend_benchmark_times_both_modes_interleaved(tiny_backbone_dir, tmp_
     assert frontend.main(["--backbone", str(backbone), "--batch-sizes", "1", "3", "--repeats", "3", "--calls", "1",
                           "--max-seconds", "2"]) == 0
     document = json.loads((tmp_path / "results" / f"frontend-{backbone.name}-cpu.json").read_text())
-    rows = {(row["batch"], row["variant"]): row for row in document["rows"]}
-    assert set(rows) == {(size, mode) for size in (1, 3) for mode in frontend.MODES}
-    for (_size, mode), row in rows.items():
-        assert row["stage"] == "front_end" and row["min_ms"] <= row["median_ms"] <= row["max_ms"]
-        assert row["max_abs_diff"] < 1e-5 and row["operators"] > 0
-        assert (row["vs_per_row"] == 1.0) if mode == "per_row" else (row["vs_per_row"] > 0)
-    assert rows[(3, "per_row")]["operators"] > rows[(3, "batched")]["operators"]  # the loop dispatches per row
+    rows = {(row["stage"], row["batch"], row["variant"]): row for row in document["rows"]}
+    assert set(rows) == {(stage, size, mode) for stage in ("front_end", "log_mel") for size in (1, 3)
+                         for mode in frontend.MODES}
+    for (_stage, _size, mode), row in rows.items():
+        assert row["min_ms"] <= row["median_ms"] <= row["max_ms"] and row["operators"] > 0
+        if mode == "per_row":
+            assert row["vs_reference"] == 1.0 and row["max_abs_diff"] is None
+        else:
+            assert row["vs_reference"] > 0 and row["max_abs_diff"] < 1e-5
+    for stage in ("front_end", "log_mel"):  # the loop dispatches operators per row
+        assert rows[(stage, 3, "per_row")]["operators"] > rows[(stage, 3, "batched")]["operators"]
     assert document["load_start"]["loadavg"] and "repeats" in document["title"]
 
 
