@@ -163,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2, help="calls per timing (their mean is one repeat)")
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--max-seconds", type=float, default=10.0)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.quick:
         args.batch_sizes, args.repeats, args.calls = [1, 4], 3, 1
     load_at_start = machine_load()
@@ -175,11 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     unit = "CUDA kernels" if args.device.startswith("cuda") else "aten operators"
     title = (f"front end per row vs batched, backbone {backbone_label(args.backbone)}, device {args.device}, "
              f"clips {args.min_seconds:g}-{args.max_seconds:g} s (unsorted), {args.repeats} interleaved repeats of "
-             f"{args.calls} calls (median, min-max), operators = {unit} per call")
+             f"{args.calls} calls (median, min-max), {torch.get_num_threads()} torch threads, "
+             f"operators = {unit} per call")
     columns = ["stage", "batch", "variant", "median_ms", "min_ms", "max_ms", "ms_per_row", "vs_reference",
                "operators", "padding_share", "max_abs_diff"]
     columns = [c for c in columns if any(row.get(c) is not None for row in rows)]
     name = f"frontend-{backbone_label(args.backbone)}-{args.device.split(':')[0]}"
+    name += f"-{args.threads}t" if args.threads else ""
     write_results(name, {"title": title, "load_start": load_at_start, "load_end": load_at_end, "rows": rows},
                   f"{title}\n{load_note(load_at_start, load_at_end)}\n\n" + markdown_table(rows, columns))
     return 0
