@@ -33,6 +33,7 @@ from elp.adapter_set import AdapterSet
 from elp.backbones.base import Backbone, lengths_to_mask
 from elp.errors import ELPError
 from elp.heads.prosody import prosody_features
+from elp.host_staging import PinnedBatchStaging
 from elp.routing import WeightStacks, gathered_apply, row_slots
 
 # (row indices or None for "every row", adapter set) for the sets that change the backbone pass.
@@ -104,6 +105,7 @@ class MultiAdapterModel(nn.Module):
         # The hooks read the running batch's routing from here; thread-local, so that several
         # threads may run inference on the one model (the server's workers) without mixing routes.
         self._routing_state = threading.local()
+        self._staging = PinnedBatchStaging()  # a GPU backbone's batches, one pinned buffer per thread
         self._hooks = [self._install_hooks(i, layer) for i, layer in enumerate(backbone.encoder_layers())]
         self.eval()  # serving is the default; the training loop calls train() itself
 
@@ -314,7 +316,7 @@ class MultiAdapterModel(nn.Module):
         thread runs the next batch."""
         if len(waveforms) != len(adapter_keys):
             raise ELPError("one adapter key per waveform is required")
-        batch, lengths = pad_waveforms(waveforms)
+        batch, lengths = self._padded_batch(waveforms)
         rows: list[RowOutput | None] = [None] * len(waveforms)
         for key, group in self.forward(batch, lengths, adapter_keys).items():
             task = self.adapter_sets[key].config.task
@@ -325,6 +327,14 @@ class MultiAdapterModel(nn.Module):
                 output = outputs[position, : frame_counts[position]] if sequence else outputs[position]
                 rows[row] = RowOutput(task, key, output.clone())  # its own storage: it may be pickled
         return [row for row in rows if row is not None]
+
+    def _padded_batch(self, waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The padded batch and its lengths: on a CUDA backbone already there, copied from pinned
+        host memory without blocking this thread; elsewhere on the CPU, as ``pad_waveforms`` makes it."""
+        device = self.backbone.device
+        if device.type == "cuda":
+            return self._staging.upload(waveforms, device)
+        return pad_waveforms(waveforms)
 
     def post_process(self, row: RowOutput) -> Prediction:
         """One row's answer: its set's post-processor on its head output (on this thread)."""

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Issue #20, GPU side, in ONE call on a lent GPU machine (no network; ~6-7 minutes): what a mixed batch
+# Issue #20, GPU side, in ONE call on a lent GPU machine (no network; ~7-8 minutes): the front end per row
+# vs batched and the batch upload pageable vs pinned, B = 1/8/32 of 1-10 s clips, both backbones
+# (benchmarks/frontend.py, ~1 min); what a mixed batch
 # costs by the adapter sets in it under per-group vs gathered routing (benchmarks/routing.py), then the
 # one server (per-group, gathered, two workers) vs four per-task processes at concurrency 16 and 64,
 # interleaved, on Whisper base and on a WavLM Base+-shaped encoder (benchmarks/throughput.py). Every
@@ -29,9 +31,9 @@ fi
 whisper=${BACKBONE:-$bundle/whisper-base}
 wavlm=${WAVLM_BACKBONE:-wavlm-base-plus}  # random weights of the Base+ shape, built in the workdir
 if [ "$quick" = 1 ]; then
-  rows=4; repeats=2; levels="1 2"; requests=4; limit=300; wavlm=$whisper; extra=(--clips 4)
+  rows=4; repeats=2; levels="1 2"; requests=4; limit=300; wavlm=$whisper; extra=(--clips 4); front=(--quick)
 else
-  rows=8; repeats=3; levels="16 64"; requests=128; limit=170; extra=()
+  rows=8; repeats=3; levels="16 64"; requests=128; limit=170; extra=(); front=(--batch-sizes 1 8 32 --repeats 5)
 fi
 systems=(elp elp_gathered elp_2w per_task)
 
@@ -43,6 +45,10 @@ step() {  # NAME COMMAND...: run under the step limit, log to $OUT/NAME.log, not
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu.txt" 2>&1 || true
+step frontend-whisper "$python" -m benchmarks.frontend --backbone "$whisper" --device "$device" "${front[@]}" \
+  --workdir "$work"
+step frontend-wavlm "$python" -m benchmarks.frontend --backbone "$wavlm" --device "$device" "${front[@]}" \
+  --workdir "$work/wavlm"
 step routing-whisper "$python" -m benchmarks.routing --backbone "$whisper" --device "$device" --rows "$rows" \
   --repeats $((repeats + 2)) --workdir "$work"
 # shellcheck disable=SC2086

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from elp.backbones.front_end import FRONT_END_MODES
 from elp.errors import BackboneMismatchError
 
 
@@ -78,6 +79,9 @@ class Backbone(nn.Module, ABC):
     layer_norm_names: tuple[str, ...] = ()
     #: ``None`` for float weights, else the scheme of elp.backbones.quantize (e.g. ``"int8"``)
     quantization: str | None = None
+    #: one of ``FRONT_END_MODES``: "auto" (the family's measured default on its device), "batched"
+    #: (one call for the padded batch) or "per_row" (a loop over rows: the reference)
+    front_end_mode: str = "auto"
 
     def __init__(self, model: nn.Module, identity: BackboneIdentity) -> None:
         super().__init__()
@@ -132,6 +136,18 @@ class Backbone(nn.Module, ABC):
 
     def layer_norms(self, layer: nn.Module) -> dict[str, nn.LayerNorm]:
         return {name: getattr(layer, name) for name in self.layer_norm_names}
+
+    def batches_front_end(self) -> bool:
+        """Whether this forward runs the front end as one batched call (``front_end_mode``)."""
+        if self.front_end_mode not in FRONT_END_MODES:
+            raise ValueError(f"front_end_mode must be one of {FRONT_END_MODES}, not {self.front_end_mode!r}")
+        if self.front_end_mode == "auto":
+            return self.front_end_batched_by_default()
+        return self.front_end_mode == "batched"
+
+    def front_end_batched_by_default(self) -> bool:
+        """On a GPU one batched call beats a launch-bound loop; on a CPU the loop computes no padding."""
+        return self.device.type == "cuda"
 
     @abstractmethod
     def front_end(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,7 @@ from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
 from elp.backbones.base import Backbone, BackboneIdentity, first_tensor, lengths_to_mask
+from elp.backbones.front_end import batched_group_norm_cnn
 
 
 class Wav2Vec2FamilyBackbone(Backbone):
@@ -23,7 +24,8 @@ class Wav2Vec2FamilyBackbone(Backbone):
         self.normalize_waveform = normalize_waveform
         self.is_stable_layer_norm = bool(getattr(self.config, "do_stable_layer_norm", False))
         # GroupNorm in the first conv layer normalises over time: padding would leak into every
-        # frame, so those models run their CNN one clip at a time.
+        # frame, so those models run their CNN one clip at a time, or batched with that norm's
+        # statistics masked to each row (``front_end_mode``; batched by default on a GPU).
         self.cnn_needs_unpadded = getattr(self.config, "feat_extract_norm", "layer") == "group"
         self.is_wavlm = identity.model_type == "wavlm"
 
@@ -54,15 +56,17 @@ class Wav2Vec2FamilyBackbone(Backbone):
     def front_end(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         waveforms = self._normalize(waveforms.to(self.dtype), lengths)
         frame_lengths = self.front_end_lengths(lengths)
-        if self.cnn_needs_unpadded:
+        if not self.cnn_needs_unpadded:
+            features = self.model.feature_extractor(waveforms)
+        elif self.batches_front_end():
+            features = batched_group_norm_cnn(self.model.feature_extractor, waveforms, lengths)
+        else:
             max_frames = int(frame_lengths.max())
             rows = []
             for row, length in enumerate(lengths.tolist()):
                 feats = self.model.feature_extractor(waveforms[row : row + 1, :length])
                 rows.append(nn.functional.pad(feats, (0, max_frames - feats.shape[-1])))
             features = torch.cat(rows, dim=0)
-        else:
-            features = self.model.feature_extractor(waveforms)
         frames = first_tensor(self.model.feature_projection(features.transpose(1, 2)))
         frames = frames[:, : int(frame_lengths.max())]
         valid = lengths_to_mask(frame_lengths, frames.shape[1])

@@ -16,6 +16,7 @@ from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
 from elp.backbones.base import Backbone, BackboneIdentity, lengths_to_mask
+from elp.backbones.front_end import batched_log_mel
 
 HOP_LENGTH = 160
 N_FFT = 400
@@ -54,14 +55,22 @@ class WhisperEncoderBackbone(Backbone):
         log_spec = torch.maximum(log_spec, log_spec.max() - 8.0)
         return (log_spec + 4.0) / 4.0
 
-    def front_end(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mel_lengths = (lengths // HOP_LENGTH).long()
-        max_mel = int(mel_lengths.max())
+    def log_mels(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Every row's log-mel, (B, 80, max(lengths) // 160), zero past each row's frames: one
+        batched STFT or one ``log_mel`` per row (``front_end_mode``), equal within float rounding."""
+        if self.batches_front_end():
+            return batched_log_mel(waveforms, lengths, self.mel_filters, self.window, N_FFT, HOP_LENGTH)
+        max_mel = int(lengths.max()) // HOP_LENGTH
         mels = waveforms.new_zeros(waveforms.shape[0], self.mel_filters.shape[1], max_mel, dtype=torch.float32)
         for row, length in enumerate(lengths.tolist()):
             mel = self.log_mel(waveforms[row, :length])
             mels[row, :, : mel.shape[-1]] = mel
-        mels = mels.to(self.dtype)
+        return mels
+
+    def front_end(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mel_lengths = (lengths // HOP_LENGTH).long()
+        mels = self.log_mels(waveforms, lengths).to(self.dtype)
+        max_mel = mels.shape[-1]
         mel_valid = lengths_to_mask(mel_lengths, max_mel).unsqueeze(1).to(self.dtype)
         hidden = F.gelu(self.model.conv1(mels)) * mel_valid
         hidden = F.gelu(self.model.conv2(hidden)).transpose(1, 2)
