@@ -34,11 +34,10 @@ class TextFusedSlotScorer:
     """A set with a text branch: the fused intent (acoustic + transcript words), its slots and the
     transcript it read (``elp.text_intent``)."""
 
-    offload = False
-
     def __init__(self, reader: Any, slot_names: list[str] | None) -> None:
         self.reader = reader
         self.slot_names = list(slot_names) if slot_names else None
+        self.offload = bool(reader.offload)
 
     def __call__(self, output: torch.Tensor) -> dict[str, Any]:
         answer = self.reader(output)
@@ -75,7 +74,7 @@ class IntentTask(ClassifierTask):
         from elp.text_intent.branch import TranscriptIntentReader
 
         reader = TranscriptIntentReader(config.labels or [], config.text_branch.vocab, branch.classifier(),
-                                        config.text_branch.text_weight)
+                                        config.text_branch.text_weight, branch.language_model)
         return TextFusedSlotScorer(reader, config.slot_names)
 
     def answer_field_definitions(self) -> dict[str, Any]:

@@ -4,7 +4,8 @@
 tensors under ``text_branch.*`` in the set's safetensors file; no pickle). In the model stage it turns
 the set's rows' encoder layers into CTC log-probabilities with a frozen copy of the ASR set's
 L-adapters and CTC head; :func:`pack_row` puts them behind the acoustic logits in the row's one output
-tensor. In the post stage :class:`TranscriptIntentReader` decodes the transcript (best path), scores
+tensor. In the post stage :class:`TranscriptIntentReader` decodes the transcript (best path, or the
+ASR set's beam search when the branch carries a copy of its LM), scores
 the intents from its words and fuses them with the acoustic logits (log-linear, ``text_weight``).
 """
 
@@ -15,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from elp.heads.ctc import CTCHead, ctc_greedy_decode
+from elp.decoding.bigram import WordBigramLM
+from elp.heads.ctc import CTCHead
 from elp.heads.pooled import slot_incidence
 from elp.text_intent.config import TextBranchConfig
 from elp.text_intent.features import feature_indices, join_strings, split_strings
@@ -62,6 +64,7 @@ class TextBranch(nn.Module):
         self.config = config
         self.featurizer = LAdapterStack(config.l_adapter, hidden_size)
         self.ctc_head = CTCHead(self.featurizer.output_dim, len(config.vocab), config.head)
+        self.language_model = WordBigramLM(config.language_model) if config.language_model is not None else None
         self.requires_grad_(False)  # a copy of another set's modules: never trained here
         incidence = slot_incidence(labels, slot_names)
         if incidence.shape[1] != config.num_slot_values:
@@ -106,19 +109,24 @@ class TextBranch(nn.Module):
 
 
 class TranscriptIntentReader:
-    """The post-processing of a row with a text branch: :func:`unpack_row`, best-path transcript,
-    text logits, fused intent probabilities ``softmax(log_softmax(acoustic) + w * log_softmax(text))``."""
+    """The post-processing of a row with a text branch: :func:`unpack_row`, the transcript (the ASR
+    task's own decoding: best path, or beam search under the LM), text logits, fused intent
+    probabilities ``softmax(log_softmax(acoustic) + w * log_softmax(text))``."""
 
-    offload = False  # a best path and a few hundred dictionary look-ups: well under a millisecond
+    def __init__(self, labels: list[str], vocab: list[str], classifier: TextClassifier, text_weight: float,
+                 language_model: WordBigramLM | None = None) -> None:
+        from elp.tasks.asr import CTCTranscriber
 
-    def __init__(self, labels: list[str], vocab: list[str], classifier: TextClassifier, text_weight: float) -> None:
         self.labels, self.vocab = list(labels), list(vocab)
         self.classifier, self.text_weight = classifier, text_weight
+        self.transcriber = CTCTranscriber(self.vocab, language_model)
+        # best path and a few hundred look-ups: under a millisecond; a beam search is worth a pool process
+        self.offload = self.transcriber.offload
 
     def fused(self, output: torch.Tensor) -> tuple[torch.Tensor, str]:
         """(fused intent log-probabilities, transcript) of one packed row."""
         logits, log_probs = unpack_row(output.float(), len(self.labels), len(self.vocab))
-        transcript = ctc_greedy_decode(log_probs, log_probs.shape[0], self.vocab)
+        transcript = self.transcriber(log_probs)["text"]
         text_logits = self.classifier.logits(transcript)
         fused = logits.log_softmax(-1) + self.text_weight * text_logits.log_softmax(-1)
         return fused.log_softmax(-1), transcript
@@ -132,20 +140,23 @@ class TranscriptIntentReader:
 
 def attach_text_branch(intent: AdapterSet, asr: AdapterSet, features: list[str], lexicon: dict[str, list[str]],
                        slot_weights: torch.Tensor, slot_bias: torch.Tensor, text_weight: float,
-                       source: str = "") -> AdapterSet:
+                       source: str = "", with_language_model: bool = False) -> AdapterSet:
     """Give ``intent`` (in place; returned) a text branch: a copy of ``asr``'s L-adapters and CTC head
     (``asr`` must share the intent set's E/P for the transcript to be the ASR set's) and the classifier
-    (``features`` x slot values ``slot_weights``, ``slot_bias``; ``lexicon`` term -> features)."""
+    (``features`` x slot values ``slot_weights``, ``slot_bias``; ``lexicon`` term -> features);
+    ``with_language_model``: also a copy of ``asr``'s LM, so the transcript is its beam search."""
     if asr.config.l_adapter is None or not asr.config.vocab:
         raise ValueError("the text branch copies an ASR set with L-adapters and a CTC vocabulary")
     config = intent.config
     terms = sorted(lexicon)
+    copied_lm = asr.language_model if with_language_model else None
     branch_config = TextBranchConfig(
         l_adapter=asr.config.l_adapter, head=asr.config.head, vocab=list(asr.config.vocab),
         num_features=len(features), num_feature_bytes=len(join_strings(features)),
         num_terms=len(terms), num_term_bytes=len(join_strings(terms)),
         num_links=sum(len(lexicon[t]) for t in terms), num_slot_values=int(slot_weights.shape[1]),
-        text_weight=text_weight, source=source)
+        text_weight=text_weight, source=source,
+        language_model=copied_lm.config if copied_lm is not None else None)
     config.text_branch = branch_config
     try:
         intent.task_spec.validate(config)  # only tasks that support a text branch may carry one
@@ -157,6 +168,8 @@ def attach_text_branch(intent: AdapterSet, asr: AdapterSet, features: list[str],
     branch.featurizer.load_state_dict(asr.featurizer.state_dict())
     branch.ctc_head.load_state_dict(asr.head.state_dict())
     branch.set_classifier(features, lexicon, slot_weights, slot_bias)
+    if branch.language_model is not None and copied_lm is not None:
+        branch.language_model.load_state_dict(copied_lm.state_dict())
     intent.text_branch = branch.to(next(intent.parameters()).device)
     intent._post_processor = None
     return intent

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from elp.decoding.config import LanguageModelConfig
 from elp.errors import ConfigError
 from elp.heads.config import HeadConfig
 from elp.tuners.l_adapter.config import LAdapterConfig
@@ -14,11 +15,11 @@ from elp.tuners.l_adapter.config import LAdapterConfig
 @dataclass
 class TextBranchConfig:
     """``l_adapter``, ``head``, ``vocab``: the ASR set's L-adapter mixing and CTC head, copied (the
-    intent set shares that set's E/P, so on the same encoder pass they give the ASR set's transcript,
-    best path). ``num_*``: sizes of the stored classifier (feature table, lexicon terms and their
-    feature links, slot values) so that loading checks every tensor's shape. ``text_weight``: the text
-    scores' weight in the fused intent log-probabilities (acoustic weight 1). ``source``: which ASR set
-    the copy came from (``id@version``), for the record."""
+    intent set shares that set's E/P, so on the same encoder pass they give the ASR set's transcript:
+    best path, or its beam search when ``language_model`` holds a copy of that set's LM). ``num_*``:
+    sizes of the stored classifier (feature table, lexicon terms and their feature links, slot values)
+    so that loading checks every tensor's shape. ``text_weight``: the text scores' weight in the fused
+    intent log-probabilities (acoustic weight 1). ``source``: which ASR set the copy came from."""
 
     l_adapter: LAdapterConfig
     head: HeadConfig
@@ -30,6 +31,7 @@ class TextBranchConfig:
     num_links: int
     num_slot_values: int
     text_weight: float = 1.0
+    language_model: LanguageModelConfig | None = None
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -37,6 +39,8 @@ class TextBranchConfig:
             self.l_adapter = _nested(LAdapterConfig, self.l_adapter, "text_branch.l_adapter")
         if isinstance(self.head, dict):
             self.head = _nested(HeadConfig, self.head, "text_branch.head")
+        if isinstance(self.language_model, dict):
+            self.language_model = _nested(LanguageModelConfig, self.language_model, "text_branch.language_model")
         if not self.vocab or self.vocab[0] != "<blank>":
             raise ConfigError("text_branch.vocab must be a CTC vocabulary (index 0 the blank)")
         sizes = (self.num_features, self.num_feature_bytes, self.num_terms, self.num_term_bytes, self.num_links)

@@ -129,3 +129,23 @@ def test_fusion_weight_zero_is_the_acoustic_answer_and_words_move_it():
     assert silent["scores"] == pytest.approx(alone["scores"], abs=1e-6)
     heard = reader(1.0)(packed)
     assert heard["text"] == "please illuminate the kitchen" and heard["label"] == "activate_lights_kitchen"
+
+
+def test_a_copied_language_model_makes_the_transcript_the_asr_sets_beam_search(backbone, tmp_path):
+    from elp.decoding.bigram import WordBigramLM
+
+    asr = make_random_adapter_set(backbone, "asr", seed=1)
+    asr.attach_language_model(WordBigramLM.build(["turn on the lights", "illuminate the kitchen"], beam_width=4))
+    intent = shares_e_and_p(make_random_adapter_set(backbone, "intent", labels=LABELS, seed=4), asr)
+    intent.config.slot_names = SLOTS
+    weights, bias = classifier_weights()
+    attach_text_branch(intent, asr, FEATURES, LEXICON, weights, bias, 1.0, with_language_model=True)
+    intent.save(tmp_path / "set")
+    loaded = AdapterSet.load(tmp_path / "set")
+    assert loaded.post_processor.offload  # a beam search is worth a post-processing process
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("int", loaded)
+    model.add_adapter_set("asr", asr)
+    wave = seeded_waveform(0.9, seed=41)
+    answer, heard = model.predict([wave, wave], ["int", "asr"])
+    assert answer.text == heard.text  # the ASR set's own LM decoding of the same encoder pass

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
+from torch.nn.functional import embedding_bag
 
 from elp.heads.pooled import slot_incidence
 from elp.text_intent.features import transcript_features
@@ -55,17 +56,14 @@ def feature_table(examples: Sequence[TextExample], lexicon: Mapping[str, Sequenc
     return sorted(f for f, n in counts.items() if n >= min_count or f[:2] in ("s:", "h:"))
 
 
-def design_matrix(texts: Sequence[str], lexicon: Mapping[str, Sequence[str]], index: Mapping[str, int]) -> torch.Tensor:
-    """Sparse (texts x features) occurrence counts."""
-    rows, cols = [], []
-    for row, text in enumerate(texts):
-        for feature in transcript_features(text, lexicon):
-            if feature in index:
-                rows.append(row)
-                cols.append(index[feature])
-    values = torch.ones(len(rows))
-    return torch.sparse_coo_tensor(torch.tensor([rows, cols], dtype=torch.long).reshape(2, -1), values,
-                                   (len(texts), len(index))).coalesce()
+def bags(texts: Sequence[str], lexicon: Mapping[str, Sequence[str]], index: Mapping[str, int]
+         ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(feature indices, offsets) of each text's features, for ``embedding_bag`` (a sparse design matrix)."""
+    flat, offsets = [], []
+    for text in texts:
+        offsets.append(len(flat))
+        flat.extend(index[f] for f in transcript_features(text, lexicon) if f in index)
+    return torch.tensor(flat, dtype=torch.long), torch.tensor(offsets, dtype=torch.long)
 
 
 def fit(examples: Sequence[TextExample], lexicon: Mapping[str, Sequence[str]], labels: list[str],
@@ -76,17 +74,15 @@ def fit(examples: Sequence[TextExample], lexicon: Mapping[str, Sequence[str]], l
     torch.manual_seed(settings.seed)
     features = feature_table(examples, lexicon, settings.min_count)
     index = {name: i for i, name in enumerate(features)}
-    matrix = design_matrix([ex.text for ex in examples], lexicon, index)
+    flat, offsets = bags([ex.text for ex in examples], lexicon, index)
     targets = torch.tensor([labels.index(ex.label) for ex in examples])
     incidence = slot_incidence(labels, slot_names)
     weights = torch.zeros(len(features), incidence.shape[1], requires_grad=True)
     bias = torch.zeros(incidence.shape[1], requires_grad=True)
     optimiser = torch.optim.Adam([weights, bias], lr=settings.lr)
-    indices, values = matrix.indices(), matrix.values()
     for _ in range(settings.steps):
-        keep = (torch.rand(values.shape[0]) >= settings.feature_dropout).float() / (1 - settings.feature_dropout)
-        dropped = torch.sparse_coo_tensor(indices, values * keep, matrix.shape)
-        logits = torch.sparse.mm(dropped, weights) + bias
+        keep = (torch.rand(flat.shape[0]) >= settings.feature_dropout).float() / (1 - settings.feature_dropout)
+        logits = embedding_bag(flat, weights, offsets, mode="sum", per_sample_weights=keep) + bias
         loss = torch.nn.functional.cross_entropy(logits @ incidence.T, targets) + settings.l2 * weights.pow(2).sum()
         optimiser.zero_grad()
         loss.backward()
@@ -96,5 +92,5 @@ def fit(examples: Sequence[TextExample], lexicon: Mapping[str, Sequence[str]], l
 
 def text_logits(model: FittedClassifier, texts: Sequence[str], lexicon: Mapping[str, Sequence[str]]) -> torch.Tensor:
     """(texts x intents) logits of the fitted classifier."""
-    matrix = design_matrix(texts, lexicon, model.index())
-    return (torch.sparse.mm(matrix, model.slot_weights) + model.slot_bias) @ model.incidence.T
+    flat, offsets = bags(texts, lexicon, model.index())
+    return (embedding_bag(flat, model.slot_weights, offsets, mode="sum") + model.slot_bias) @ model.incidence.T

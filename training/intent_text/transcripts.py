@@ -48,9 +48,9 @@ def cache_file_for(cache_dir: str, count: int) -> Path:
 
 
 @torch.no_grad()
-def decode_file(adapter_set: AdapterSet, file: Path, count: int, batch_size: int = 32) -> list:
-    """Per clip of one cache file, in index order: the greedy transcript of an ASR set, or the class
-    logits (a list) of a classifier set."""
+def decode_file(adapter_set: AdapterSet, file: Path, count: int, batch_size: int = 32, with_lm: bool = False) -> list:
+    """Per clip of one cache file, in index order: the greedy transcript of an ASR set (``with_lm``:
+    its beam search under its LM), or the class logits (a list) of a classifier set."""
     vocab, answers = adapter_set.config.vocab, []
     with safe_open(str(file), "pt") as handle:
         layers = sum(1 for name in handle.keys() if name.startswith("0.") and name[2:].isdigit())  # noqa: SIM118
@@ -60,7 +60,9 @@ def decode_file(adapter_set: AdapterSet, file: Path, count: int, batch_size: int
             lengths = torch.tensor([s[0].shape[0] for s in states])
             padded = [nn.utils.rnn.pad_sequence([s[k] for s in states], batch_first=True) for k in range(layers)]
             outputs = adapter_set.head(adapter_set.featurizer(padded), lengths)
-            if vocab:
+            if vocab and with_lm:
+                answers += [adapter_set.decode_ctc(lp[: int(n)]) for lp, n in zip(outputs, lengths, strict=True)]
+            elif vocab:
                 answers += [ctc_greedy_decode(lp, int(n), vocab) for lp, n in zip(outputs, lengths, strict=True)]
             else:
                 answers += [[round(v, 5) for v in row] for row in outputs.float().tolist()]
@@ -72,19 +74,21 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--asr", help="an ASR set whose E/P the cached pass used: transcripts (field asr)")
     which.add_argument("--intent", help="an intent set with those E/P: acoustic logits (field acoustic)")
+    parser.add_argument("--with-lm", action="store_true", help="ASR: beam search under the set's LM (field asr_lm)")
     parser.add_argument("--cache-dir", required=True)
     parser.add_argument("--corpus", required=True)
     parser.add_argument("--extra-corpus", action="append", default=[])
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     adapter_set = AdapterSet.load(args.asr or args.intent).eval()
-    field = "asr" if args.asr else "acoustic"
+    field = ("asr_lm" if args.with_lm else "asr") if args.asr else "acoustic"
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as fh:
         for source, block in zip([args.corpus, *args.extra_corpus], cached_blocks(args.corpus, args.extra_corpus),
                                  strict=True):
-            answers = decode_file(adapter_set, cache_file_for(args.cache_dir, len(block)), len(block))
+            file = cache_file_for(args.cache_dir, len(block))
+            answers = decode_file(adapter_set, file, len(block), with_lm=args.with_lm)
             for row, answer in zip(block, answers, strict=True):
                 fh.write(json.dumps({"source": source, "id": row.id, "split": row.split, "label": row.label,
                                      "text": row.text, field: answer}) + "\n")
