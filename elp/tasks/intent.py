@@ -68,11 +68,12 @@ class IntentTask(ClassifierTask):
         return fields if num_outputs is not None else {**fields, "slot_names": ["action", "object", "location"]}
 
     def post_processor(self, adapter_set: AdapterSet) -> SlotScorer | TextFusedSlotScorer:
-        config, branch = adapter_set.config, adapter_set.text_branch
-        if branch is None or config.text_branch is None:
+        config = adapter_set.config
+        if config.text_branch is None:
             return SlotScorer(config.labels or [], config.slot_names)
         from elp.text_intent.branch import TranscriptIntentReader
 
+        branch = adapter_set.text_branch
         reader = TranscriptIntentReader(config.labels or [], config.text_branch.vocab, branch.classifier(),
                                         config.text_branch.text_weight, branch.language_model)
         return TextFusedSlotScorer(reader, config.slot_names)

@@ -56,7 +56,7 @@ def test_features_reduce_inflections_and_read_two_word_terms():
     assert lexicon_entry("illuminated", LEXICON) == ["s:v:1"]  # ed -> "illuminate" via the e rule
     features = transcript_features("please switch on", LEXICON)
     assert "b:switch on" in features and "s:v:1" in features and "c:<on" in features
-    assert split_strings("a\nb c".encode(), 2) == ["a", "b c"]
+    assert split_strings(b"a\nb c", 2) == ["a", "b c"]
     with pytest.raises(ValueError):
         split_strings(b"a\nb", 3)
 

@@ -35,9 +35,10 @@ def read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def training_examples(manifests: list[str], transcripts: list[dict], use_transcripts: bool) -> list[TextExample]:
-    """Gold training phrasings of each manifest and (optionally) the ASR transcripts of training clips;
-    rows the held-out guard refuses are left out."""
+def training_examples(manifests: list[str], transcripts: list[dict], use_transcripts: bool,
+                      fields: tuple[str, ...] = ("asr",)) -> list[TextExample]:
+    """Gold training phrasings of each manifest and (optionally) the ASR transcripts of training clips
+    (each of ``fields``: best path, beam search); rows the held-out guard refuses are left out."""
     examples = []
     for manifest in manifests:
         for row in filter_split(read_manifest(manifest), "train"):
@@ -45,19 +46,20 @@ def training_examples(manifests: list[str], transcripts: list[dict], use_transcr
                 examples.append(TextExample(row.text, row.label))
     allowed_texts = {ex.text for ex in examples}
     if use_transcripts:
-        examples += [TextExample(t["asr"], t["label"]) for t in transcripts
+        examples += [TextExample(t[field], t["label"]) for field in fields for t in transcripts
                      if t["split"] == "train" and t["text"] in allowed_texts]
     return examples
 
 
-def validation_sets(transcripts: list[dict], acoustic: list[dict], labels: list[str]) -> dict[str, dict]:
+def validation_sets(transcripts: list[dict], acoustic: list[dict], labels: list[str],
+                    field: str = "asr") -> dict[str, dict]:
     """Per source: the valid clips' transcripts, acoustic logits and label indices."""
     logits = {(a["source"], a["id"]): a["acoustic"] for a in acoustic if a["split"] == "valid"}
     sets: dict[str, dict] = {}
     for t in transcripts:
         if t["split"] == "valid":
             entry = sets.setdefault(t["source"], {"texts": [], "acoustic": [], "targets": []})
-            entry["texts"].append(t["asr"])
+            entry["texts"].append(t[field])
             entry["acoustic"].append(logits[(t["source"], t["id"])])
             entry["targets"].append(labels.index(t["label"]))
     return {source: {"texts": e["texts"], "acoustic": torch.tensor(e["acoustic"]),
@@ -97,10 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--paraphrases", action="append", default=[], help="more folders whose train phrasings are")
     p.add_argument("--transcripts", required=True, help="training.intent_text.transcripts --asr output")
     p.add_argument("--acoustic", required=True, help="training.intent_text.transcripts --intent output")
+    p.add_argument("--with-lm", action="store_true",
+                   help="the transcripts are the ASR set's LM beam search (field asr_lm): the set then carries its LM")
     p.add_argument("--senses", type=int, nargs="+", default=[0, 1, 3, 99])
     p.add_argument("--feature-dropout", type=float, nargs="+", default=[0.0, 0.3, 0.5])
     p.add_argument("--l2", type=float, nargs="+", default=[1e-5, 1e-4])
     p.add_argument("--no-transcripts", action="store_true", help="train on the gold phrasings only (ablation)")
+    p.add_argument("--train-fields", nargs="+", choices=["asr", "asr_lm"],
+                   help="which transcripts of the training clips to train on (default: the served kind)")
     p.add_argument("--out", help="write the chosen set here")
     p.add_argument("--report", help="write every setting's validation scores here (JSON)")
     return p
@@ -112,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     labels, slot_names = intent.config.labels or [], intent.config.slot_names or []
     transcripts = read_jsonl(args.transcripts)
     manifests = [str(Path(f) / "intent.jsonl") for f in (args.corpus, *args.paraphrases)]
-    examples = training_examples(manifests, transcripts, not args.no_transcripts)
-    valid = validation_sets(transcripts, read_jsonl(args.acoustic), labels)
+    field = "asr_lm" if args.with_lm else "asr"
+    fields = tuple(args.train_fields or [field])
+    examples = training_examples(manifests, transcripts, not args.no_transcripts, fields)
+    valid = validation_sets(transcripts, read_jsonl(args.acoustic), labels, field)
     print(json.dumps({"training_examples": len(examples), "valid": {s: len(v["texts"]) for s, v in valid.items()}}))
     report, best = [], None
     for senses, dropout, l2 in itertools.product(args.senses, args.feature_dropout, args.l2):
@@ -137,10 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         stored = stored_lexicon(chosen["senses"], model.index()) if chosen["senses"] else {}
         attach_text_branch(intent, asr, model.features, stored, model.slot_weights, model.slot_bias,
-                           chosen["text_weight"], source=Path(args.asr).name)
+                           chosen["text_weight"], source=Path(args.asr).name, with_language_model=args.with_lm)
         record = {k: chosen[k] for k in ("senses", "feature_dropout", "l2", "text_weight", "accuracy")}
-        intent.config.training = {**intent.config.training, "text_branch": record | {
-            "training_examples": len(examples), "chosen_by": "mean validation accuracy of the valid sources"}}
+        record["transcripts"] = "asr beam search under its LM" if args.with_lm else "asr best path"
+        record |= {"training_examples": len(examples), "trained_on": ["gold phrasings", *fields],
+                   "chosen_by": "mean validation accuracy of the valid sources"}
+        intent.config.training = {**intent.config.training, "text_branch": record}
         intent.save(args.out)
         print(json.dumps({"saved": args.out, "features": len(model.features), "lexicon_terms": len(stored)}))
     return 0
