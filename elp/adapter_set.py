@@ -176,6 +176,8 @@ class AdapterSet(nn.Module):
             "p_adapter": sum(p.numel() for p in self.p_adapter.parameters()) if self.p_adapter else 0,
             "head": sum(p.numel() for p in self.head.parameters()),
         }
+        if self.text_branch is not None:  # frozen copies of the ASR set's L-adapters and CTC head
+            report["text_branch"] = sum(p.numel() for p in self.text_branch.parameters())
         report["total"] = sum(report.values())
         return report
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from elp import AdapterSet, MultiAdapterModel
+from elp.adapter_files import safetensors_totals
 from elp.errors import AdapterFormatError, ConfigError
 from elp.heads.pooled import slot_incidence
 from elp.tasks.intent import SlotScorer
@@ -142,6 +143,9 @@ def test_a_copied_language_model_makes_the_transcript_the_asr_sets_beam_search(b
     attach_text_branch(intent, asr, FEATURES, LEXICON, weights, bias, 1.0, with_language_model=True)
     intent.save(tmp_path / "set")
     loaded = AdapterSet.load(tmp_path / "set")
+    params, _ = safetensors_totals((tmp_path / "set" / "adapter_model.safetensors").read_bytes())
+    state = loaded.state_dict()
+    assert params == sum(t.numel() for n, t in state.items() if not n.startswith("text_branch.language_model."))
     assert loaded.post_processor.offload  # a beam search is worth a post-processing process
     model = MultiAdapterModel(backbone)
     model.add_adapter_set("int", loaded)
