@@ -2,7 +2,7 @@
 
     python -m training.intent_text.train --intent adapters_store/intent-default \
         --asr adapters_store/asr-default --corpus data/corpus --paraphrases data/intent-para \
-        --transcripts data/candidates/intent-text/transcripts.jsonl \
+        --transcripts data/candidates/intent-text/transcripts.jsonl data/candidates/intent-text/transcripts-lm.jsonl \
         --acoustic data/candidates/intent-text/acoustic.jsonl --out data/candidates/intent-text/set
 
 Reads the gold training phrasings and the ASR transcripts of the training clips (``transcripts``), fits
@@ -33,6 +33,15 @@ TEXT_WEIGHTS = (0.0, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0)
 
 def read_jsonl(path: str) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def merged_rows(files: list[list[dict]]) -> list[dict]:
+    """Rows of several transcript files joined per clip (source, id): one row with every field."""
+    merged: dict[tuple[str, str], dict] = {}
+    for rows in files:
+        for row in rows:
+            merged.setdefault((row["source"], row["id"]), {}).update(row)
+    return list(merged.values())
 
 
 def training_examples(manifests: list[str], transcripts: list[dict], use_transcripts: bool,
@@ -97,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--asr", required=True)
     p.add_argument("--corpus", required=True, help="its intent.jsonl train phrasings are training text")
     p.add_argument("--paraphrases", action="append", default=[], help="more folders whose train phrasings are")
-    p.add_argument("--transcripts", required=True, help="training.intent_text.transcripts --asr output")
+    p.add_argument("--transcripts", required=True, nargs="+",
+                   help="training.intent_text.transcripts --asr outputs (best path, --with-lm), merged by clip")
     p.add_argument("--acoustic", required=True, help="training.intent_text.transcripts --intent output")
     p.add_argument("--with-lm", action="store_true",
                    help="the transcripts are the ASR set's LM beam search (field asr_lm): the set then carries its LM")
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     intent, asr = AdapterSet.load(args.intent), AdapterSet.load(args.asr)
     labels, slot_names = intent.config.labels or [], intent.config.slot_names or []
-    transcripts = read_jsonl(args.transcripts)
+    transcripts = merged_rows([read_jsonl(path) for path in args.transcripts])
     manifests = [str(Path(f) / "intent.jsonl") for f in (args.corpus, *args.paraphrases)]
     field = "asr_lm" if args.with_lm else "asr"
     fields = tuple(args.train_fields or [field])
