@@ -74,8 +74,9 @@ def _hash_named(parts: Mapping[str, bytes]) -> str:
 
 def safetensors_totals(data: bytes) -> tuple[int, int]:
     """(parameter count, tensor bytes) from the safetensors header alone; an ASR set's language
-    model tensors (``language_model.*``: word table, n-gram scores) take bytes but are no
-    parameters. Raises ValueError for a file that is not safetensors."""
+    model tensors (``language_model.*``, also an intent text branch's copy ``text_branch.language_model.*``:
+    word table, n-gram scores) take bytes but are no parameters. Raises ValueError for a file that is
+    not safetensors."""
     if len(data) < 8:
         raise ValueError("file too short")
     (header_len,) = struct.unpack("<Q", data[:8])
@@ -88,7 +89,7 @@ def safetensors_totals(data: bytes) -> tuple[int, int]:
             if name == "__metadata__":
                 continue
             count = math.prod(entry["shape"])
-            if not name.startswith(LANGUAGE_MODEL_PREFIX):
+            if not name.startswith(LANGUAGE_MODEL_PREFIX) and f".{LANGUAGE_MODEL_PREFIX}" not in name:
                 params += count
             size += count * _SAFETENSORS_BYTES_PER_DTYPE.get(entry["dtype"], 4)
     except (UnicodeDecodeError, AttributeError, KeyError, TypeError) as exc:

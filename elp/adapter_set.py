@@ -28,6 +28,7 @@ from elp.config import AdapterSetConfig
 from elp.decoding.bigram import WordBigramLM
 from elp.errors import AdapterFormatError, ConfigError
 from elp.tasks import PostProcessor, TaskSpec, get_task
+from elp.text_intent.branch import TextBranch
 from elp.tuners.e_adapter import EAdapterStack
 from elp.tuners.l_adapter import LAdapterStack, WeightedLayerSum
 from elp.tuners.p_adapter import PAdapter
@@ -83,6 +84,10 @@ class AdapterSet(nn.Module):
         self.head = self.task_spec.build_head(config.head, self.featurizer.output_dim, config.num_outputs,
                                               labels=config.labels, slot_names=config.slot_names)
         self.language_model = WordBigramLM(config.language_model) if config.language_model is not None else None
+        self.text_branch: TextBranch | None = None
+        if config.text_branch is not None:
+            config.text_branch.l_adapter = config.text_branch.l_adapter.resolve(hidden, layers)
+            self.text_branch = TextBranch(config.text_branch, hidden, config.labels or [], config.slot_names or [])
         self._post_processor: PostProcessor | None = None
 
     # ----------------------------------------------------------------- construction
@@ -171,6 +176,8 @@ class AdapterSet(nn.Module):
             "p_adapter": sum(p.numel() for p in self.p_adapter.parameters()) if self.p_adapter else 0,
             "head": sum(p.numel() for p in self.head.parameters()),
         }
+        if self.text_branch is not None:  # frozen copies of the ASR set's L-adapters and CTC head
+            report["text_branch"] = sum(p.numel() for p in self.text_branch.parameters())
         report["total"] = sum(report.values())
         return report
 

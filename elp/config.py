@@ -15,6 +15,7 @@ from elp.decoding.config import LanguageModelConfig
 from elp.errors import ConfigError
 from elp.heads.config import HeadConfig
 from elp.tasks import get_task
+from elp.text_intent.config import TextBranchConfig
 from elp.tuners.e_adapter.config import EAdapterConfig
 from elp.tuners.l_adapter.config import LAdapterConfig
 from elp.tuners.p_adapter.config import PAdapterConfig
@@ -32,6 +33,7 @@ class AdapterSetConfig:
     calibrated cosine threshold of a verification set. ``weighted_sum_layers``: the layers the
     plain weighted sum reads when there are no L-adapters. ``language_model``: an ASR set's optional
     word LM for beam search (its tensors live in the weights file); without one, greedy decoding.
+    ``text_branch``: an intent set's reader of the ASR transcript (``elp.text_intent``); None = acoustic only.
     """
 
     task: str
@@ -47,6 +49,7 @@ class AdapterSetConfig:
     slot_names: list[str] | None = None
     threshold: float | None = None
     language_model: LanguageModelConfig | None = None
+    text_branch: TextBranchConfig | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -84,6 +87,8 @@ class AdapterSetConfig:
             data["head"] = _build(HeadConfig, data["head"], "head")
         if data.get("language_model") is not None:
             data["language_model"] = _build(LanguageModelConfig, data["language_model"], "language_model")
+        if data.get("text_branch") is not None:
+            data["text_branch"] = _build(TextBranchConfig, data["text_branch"], "text_branch")
         return _build(cls, data, "adapter config")
 
 

@@ -35,6 +35,7 @@ from elp.errors import ELPError
 from elp.heads.prosody import prosody_features
 from elp.host_staging import PinnedBatchStaging
 from elp.routing import WeightStacks, gathered_apply, row_slots
+from elp.text_intent.branch import pack_row
 
 # (row indices or None for "every row", adapter set) for the sets that change the backbone pass.
 Route = list[tuple[torch.Tensor | None, AdapterSet]]
@@ -55,6 +56,8 @@ class GroupOutput:
     rows: list[int]
     output: torch.Tensor
     lengths: torch.Tensor
+    #: a set with a text branch (``elp.text_intent``), when asked for: its rows' CTC log-probs (b, T, V)
+    text_log_probs: torch.Tensor | None = None
 
 
 @dataclass
@@ -288,10 +291,11 @@ class MultiAdapterModel(nn.Module):
         return EncoderOutput(states, frame_lengths)
 
     def forward(
-        self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str]
+        self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str], with_text: bool = False
     ) -> dict[str, GroupOutput]:
         """Head outputs per adapter set: CTC log-probs (b, T, V), speaker embeddings (b, E) or
-        class logits (b, C), each for the rows of the batch that use that set."""
+        class logits (b, C), each for the rows of the batch that use that set. ``with_text``: sets with
+        a text branch also return their rows' transcript log-probs (serving; training never reads them)."""
         encoded = self.encode(waveforms, lengths, adapter_keys)
         outputs: dict[str, GroupOutput] = {}
         for key, rows in self._groups(adapter_keys).items():
@@ -307,6 +311,8 @@ class MultiAdapterModel(nn.Module):
                 samples = waveforms.index_select(0, picked).to(index.device)
                 prosody = prosody_features(samples, lengths.to(waveforms.device).index_select(0, picked))
             outputs[key] = GroupOutput(rows, adapter_set.head(features, group_lengths, prosody), group_lengths)
+            if with_text and adapter_set.text_branch is not None:
+                outputs[key].text_log_probs = adapter_set.text_branch(states, group_lengths)
         return outputs
 
     @torch.inference_mode()
@@ -318,13 +324,16 @@ class MultiAdapterModel(nn.Module):
             raise ELPError("one adapter key per waveform is required")
         batch, lengths = self._padded_batch(waveforms)
         rows: list[RowOutput | None] = [None] * len(waveforms)
-        for key, group in self.forward(batch, lengths, adapter_keys).items():
+        for key, group in self.forward(batch, lengths, adapter_keys, with_text=True).items():
             task = self.adapter_sets[key].config.task
             # one device-to-host copy per set, not one per row (each would synchronise a GPU)
             outputs, frame_counts = group.output.float().cpu(), group.lengths.tolist()
+            text = group.text_log_probs.float().cpu() if group.text_log_probs is not None else None
             sequence = outputs.dim() == 3  # (rows, frames, symbols): keep each row's real frames
             for position, row in enumerate(group.rows):
                 output = outputs[position, : frame_counts[position]] if sequence else outputs[position]
+                if text is not None:  # the transcript's log-probs ride behind the logits (elp.text_intent)
+                    output = pack_row(output, text[position, : frame_counts[position]])
                 rows[row] = RowOutput(task, key, output.clone())  # its own storage: it may be pickled
         return [row for row in rows if row is not None]
 

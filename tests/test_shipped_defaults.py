@@ -89,6 +89,9 @@ def test_default_sets_answer_real_speech_in_one_mixed_batch(model, tmp_path):
     asr, intent, emotion, reference, same, other = model.predict(rows, keys)
     assert cer(sentence, asr.text) < 0.25, asr.text
     assert intent.label == "activate_lights_kitchen"
+    # the intent set's text branch read the command: the ASR set's own decoding of the same encoder pass
+    command_alone = model.predict([command], ["asr-default"])[0]
+    assert intent.text == command_alone.text and cer("turn on the lights in the kitchen", intent.text) < 0.25
     assert emotion.label == "neutral"
     threshold = model.adapter_sets["verify-default"].config.threshold
     assert float(reference.embedding @ same.embedding) > threshold

@@ -106,6 +106,8 @@ class TaskSpec:
     head_hidden_dim: int = 256
     supports_prosody: bool = True
     supports_language_model: bool = False
+    #: whether a set may carry a text branch (``elp.text_intent``: the ASR transcript, read by a word classifier)
+    supports_text_branch: bool = False
     #: classes (or symbols) of a typical set when the task's example set has other sizes (parameter table)
     typical_outputs: int | None = None
     extra_clips: tuple[ExtraClip, ...] = ()
@@ -143,6 +145,8 @@ class TaskSpec:
         """Raise ``ConfigError`` when ``config`` lacks what this task needs."""
         if config.language_model is not None and not self.supports_language_model:
             raise ConfigError(f"a {self.name} adapter set cannot carry a language model")
+        if config.text_branch is not None and not self.supports_text_branch:
+            raise ConfigError(f"a {self.name} adapter set cannot carry a text branch")
 
     def num_outputs(self, config: AdapterSetConfig) -> int:
         raise NotImplementedError

@@ -1,0 +1,57 @@
+"""The text branch's part of ``adapter_config.json`` (torch-free: the config module imports it)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from elp.decoding.config import LanguageModelConfig
+from elp.errors import ConfigError
+from elp.heads.config import HeadConfig
+from elp.tuners.l_adapter.config import LAdapterConfig
+
+
+@dataclass
+class TextBranchConfig:
+    """``l_adapter``, ``head``, ``vocab``: the ASR set's L-adapter mixing and CTC head, copied (the
+    intent set shares that set's E/P, so on the same encoder pass they give the ASR set's transcript:
+    best path, or its beam search when ``language_model`` holds a copy of that set's LM). ``num_*``:
+    sizes of the stored classifier (feature table, lexicon terms and their feature links, slot values)
+    so that loading checks every tensor's shape. ``text_weight``: the text scores' weight in the fused
+    intent log-probabilities (acoustic weight 1). ``source``: which ASR set the copy came from."""
+
+    l_adapter: LAdapterConfig
+    head: HeadConfig
+    vocab: list[str]
+    num_features: int
+    num_feature_bytes: int
+    num_terms: int
+    num_term_bytes: int
+    num_links: int
+    num_slot_values: int
+    text_weight: float = 1.0
+    language_model: LanguageModelConfig | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.l_adapter, dict):
+            self.l_adapter = _nested(LAdapterConfig, self.l_adapter, "text_branch.l_adapter")
+        if isinstance(self.head, dict):
+            self.head = _nested(HeadConfig, self.head, "text_branch.head")
+        if isinstance(self.language_model, dict):
+            self.language_model = _nested(LanguageModelConfig, self.language_model, "text_branch.language_model")
+        if not self.vocab or self.vocab[0] != "<blank>":
+            raise ConfigError("text_branch.vocab must be a CTC vocabulary (index 0 the blank)")
+        sizes = (self.num_features, self.num_feature_bytes, self.num_terms, self.num_term_bytes, self.num_links)
+        if min(sizes) < 0 or self.num_features == 0 or self.num_slot_values <= 0:
+            raise ConfigError("text_branch sizes must be positive")
+        if self.text_weight < 0:
+            raise ConfigError("text_branch.text_weight must be >= 0")
+
+
+def _nested(kind: type, values: dict[str, Any], where: str) -> Any:
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(kind)})
+    if unknown:
+        raise ConfigError(f"unknown keys in {where}: {unknown}")
+    return kind(**values)

@@ -1,0 +1,90 @@
+"""Training the intent text branch (training.intent_text): the fit learns, the stored lexicon gives the
+served classifier the features training saw, held-out phrasings are never trained on, and the cached
+transcripts are the ASR set's own decoding."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from elp import AdapterSet, load_backbone
+from elp.heads import ctc_greedy_decode
+from elp.testing import make_random_adapter_set
+from elp.text_intent.branch import attach_text_branch
+from training.corpus import wordnet
+from training.intent_text.fit import FitSettings, TextExample, fit, text_logits
+from training.intent_text.lexicon import WordNetLexicon, stored_lexicon
+from training.intent_text.train import training_examples
+from training.intent_text.transcripts import cache_file_for, decode_file
+from training.suites.phrasings import held_out_set
+
+LABELS = ["activate_lights_kitchen", "deactivate_lights_kitchen", "activate_lights_bedroom",
+          "deactivate_lights_bedroom"]
+SLOTS = ["action", "object", "location"]
+EXAMPLES = [TextExample(text, label) for text, label in (
+    ("turn on the kitchen lights", LABELS[0]), ("switch the kitchen light on", LABELS[0]),
+    ("turn off the kitchen lights", LABELS[1]), ("kitchen lights off", LABELS[1]),
+    ("turn on the bedroom lights", LABELS[2]), ("bedroom light on please", LABELS[2]),
+    ("switch off the bedroom light", LABELS[3]), ("turn the bedroom lights off", LABELS[3]))]
+SETTINGS = FitSettings(senses=2, feature_dropout=0.0, l2=1e-5, steps=150, lr=0.1)
+
+
+def test_fit_learns_its_examples_and_reads_a_misspelt_location():
+    model = fit(EXAMPLES, {}, LABELS, SLOTS, SETTINGS)
+    guesses = text_logits(model, [ex.text for ex in EXAMPLES], {}).argmax(-1).tolist()
+    assert guesses == [LABELS.index(ex.label) for ex in EXAMPLES]
+    # "kitchn": no word feature, but its character trigrams still point at the kitchen
+    scores = text_logits(model, ["lights on in the kitchn"], {})[0]
+    assert LABELS[int(scores.argmax())] == "activate_lights_kitchen"
+
+
+@pytest.mark.skipif(not wordnet.available(), reason="needs Debian's wordnet-base")
+def test_the_stored_lexicon_gives_the_served_set_the_features_training_saw(tiny_backbone_dir, tmp_path):
+    lexicon = WordNetLexicon(2)
+    model = fit(EXAMPLES, lexicon, LABELS, SLOTS, SETTINGS)
+    stored = stored_lexicon(2, model.index())
+    assert "illuminate" in stored or "light up" in stored  # WordNet terms training never read
+    backbone = load_backbone(tiny_backbone_dir("whisper"))
+    asr = make_random_adapter_set(backbone, "asr", seed=1)
+    intent = make_random_adapter_set(backbone, "intent", labels=LABELS, seed=2)
+    intent.config.slot_names = SLOTS
+    attach_text_branch(intent, asr, model.features, stored, model.slot_weights, model.slot_bias, 1.0)
+    intent.save(tmp_path / "set")
+    served = AdapterSet.load(tmp_path / "set").text_branch.classifier()
+    texts = ["please illuminate the kitchen", "switching off bedroom lights", "lights on in the kitchn"]
+    expected = text_logits(model, texts, lexicon)
+    torch.testing.assert_close(torch.stack([served.logits(t) for t in texts]), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_training_text_leaves_held_out_phrasings_out(tmp_path):
+    held_out = sorted(held_out_set())[0]
+    rows = [{"id": "a", "path": "a.flac", "duration_s": 1.0, "split": "train", "task": "intent", "speaker": "s",
+             "text": "turn on the kitchen lights", "label": LABELS[0], "meta": {}},
+            {"id": "b", "path": "b.flac", "duration_s": 1.0, "split": "train", "task": "intent", "speaker": "s",
+             "text": held_out, "label": LABELS[1], "meta": {}}]
+    manifest = tmp_path / "intent.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    transcripts = [{"split": "train", "text": held_out, "asr": "heard", "label": LABELS[1]},
+                   {"split": "train", "text": "turn on the kitchen lights", "asr": "turn of the kitchen",
+                    "label": LABELS[0]}]
+    examples = training_examples([str(manifest)], transcripts, use_transcripts=True)
+    assert [ex.text for ex in examples] == ["turn on the kitchen lights", "turn of the kitchen"]
+
+
+def test_cached_transcripts_are_the_asr_sets_best_path(tiny_backbone_dir, tmp_path):
+    backbone = load_backbone(tiny_backbone_dir("whisper"))
+    asr = make_random_adapter_set(backbone, "asr", seed=1, context_blocks=1, context_kernel=3)
+    generator = torch.Generator().manual_seed(0)
+    layers = backbone.identity.num_layers + 1
+    states = [[torch.randn(frames, backbone.identity.hidden_size, generator=generator).half() for _ in range(layers)]
+              for frames in (7, 12, 5)]
+    save_file({f"{i}.{k}": s[k] for i, s in enumerate(states) for k in range(layers)}, tmp_path / "x.safetensors")
+    file = cache_file_for(str(tmp_path), 3)
+    texts = decode_file(asr.eval(), file, 3, batch_size=2)
+    for state, text in zip(states, texts, strict=True):
+        with torch.no_grad():
+            alone = asr.head(asr.featurizer([s[None].float() for s in state]), torch.tensor([state[0].shape[0]]))[0]
+        assert text == ctc_greedy_decode(alone, state[0].shape[0], asr.config.vocab)
