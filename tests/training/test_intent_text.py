@@ -88,3 +88,58 @@ def test_cached_transcripts_are_the_asr_sets_best_path(tiny_backbone_dir, tmp_pa
         with torch.no_grad():
             alone = asr.head(asr.featurizer([s[None].float() for s in state]), torch.tensor([state[0].shape[0]]))[0]
         assert text == ctc_greedy_decode(alone, state[0].shape[0], asr.config.vocab)
+
+
+def test_ctc_confidences_read_the_emitted_frames_only():
+    from training.intent_text.fusion_search import ctc_confidences
+
+    probs = torch.tensor([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6]])  # blank, "a" 0.8, "b" 0.6
+    mean, low = ctc_confidences(probs.log())
+    assert mean == pytest.approx(0.7) and low == pytest.approx(0.6)
+    assert ctc_confidences(torch.tensor([[0.0, -9.0]])) == (1.0, 1.0)  # nothing written: nothing doubted
+
+
+def test_slot_log_probs_normalise_within_each_slot():
+    from elp.heads.pooled import slot_incidence
+    from training.intent_text.fusion_search import slot_log_probs
+
+    incidence = slot_incidence(LABELS, ["action", "object", "location"])  # values: 2 actions, 1 object, 2 places
+    per_slot = slot_log_probs(torch.randn(3, 5), incidence, [2, 1, 2])
+    assert torch.allclose(per_slot[1], torch.zeros(3, 4))  # one object value: certain
+    action = per_slot[0].exp()  # an intent's action probability; activate + deactivate of one place sum to 1
+    assert torch.allclose(action[:, 0] + action[:, 1], torch.ones(3))
+
+
+def test_cross_validation_never_scores_a_setting_on_the_clips_that_chose_it():
+    from training.intent_text.fusion_search import cross_validated
+
+    targets = torch.zeros(10, dtype=torch.long)
+    # setting j answers clip j right and every other clip wrong: in-sample some setting looks perfect
+    # on any one clip, held out every choice is wrong
+    memorisers = [torch.tensor([[1.0, 0.0] if i == j else [0.0, 1.0] for i in range(10)]) for j in range(10)]
+    assert cross_validated(memorisers, targets).sum() == 0
+    honest = torch.tensor([[1.0, 0.0]] * 10)
+    assert cross_validated([*memorisers, honest], targets).mean() == 1.0
+
+
+def test_search_finds_the_confidence_weighted_fusion_where_the_confident_branch_wins():
+    from training.intent_text.fusion_search import search
+
+    generator = torch.Generator().manual_seed(0)
+    clips_count, classes = 60, 4
+    targets = torch.randint(0, classes, (clips_count,), generator=generator)
+    agree = (torch.arange(clips_count) % 2).float()  # the two transcripts agree on every other clip
+    wrong = (targets + 1) % classes
+    onehot = torch.nn.functional.one_hot
+    # where the transcripts agree the text is right and the acoustic head mildly wrong; elsewhere the
+    # text is confidently wrong and the acoustic head right
+    acoustic = torch.where(agree[:, None] > 0, 1.0 * onehot(wrong, classes), 2.0 * onehot(targets, classes)).float()
+    text = torch.where(agree[:, None] > 0, 3.0 * onehot(targets, classes), 6.0 * onehot(wrong, classes)).float()
+    zeros = torch.zeros(clips_count)
+    clips = {"acoustic": acoustic, "text": text, "acoustic_max": acoustic.softmax(-1).max(-1).values,
+             "text_max": text.softmax(-1).max(-1).values, "shipped_weight": torch.tensor(0.3), "agree": agree,
+             "ctc_mean": zeros, "ctc_min": zeros, "known": zeros,
+             **{f"slot_{i}": torch.zeros(clips_count, classes) for i in range(3)}}
+    rows = {row["family"]: row for row in search(clips, targets, ["a"] * clips_count)}
+    assert rows["w0 + w1 * agree"]["cv_accuracy"] == 100.0
+    assert rows["one weight (shipped form)"]["cv_accuracy"] <= 50.0
