@@ -186,6 +186,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pooling", choices=["mean", "stats"], default="stats")
     p.add_argument("--dropout", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2,
+                   help="torch threads: on a shared 2-core machine more threads spin instead of working")
     p.add_argument("--description", default="speaker embedding distilled from resemblyzer (GE2E) on cached "
                                             "whisper-base layers of synthetic clips")
     return p.parse_args(argv)
@@ -227,6 +229,7 @@ def load_evals(specs: list[str]) -> dict[str, tuple[Features, list]]:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
     started = time.perf_counter()
     features, teacher, recipes, layers = load_training(args)
     evals = load_evals(args.eval)
