@@ -222,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.dataset import load_audio
     from training.teacher import resemblyzer_teacher
 
+    import torch
+
+    torch.set_num_threads(1)  # resemblyzer's small LSTM: extra threads spin (0.9 s a clip with 2 here)
     out = Path(args.out).resolve()
     groups = folder_clips(extract_deb(args.deb, out))
     audio = {folder: [trim(load_audio(str(c))) for c in clips] for folder, clips in groups.items()}
