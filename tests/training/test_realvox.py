@@ -3,6 +3,8 @@ segments are the same for the same clips and seed."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -65,3 +67,13 @@ def test_trim_drops_the_silence_around_a_clip():
     padded = np.concatenate([np.zeros(SR // 4, np.float32), tone, np.zeros(SR // 4, np.float32)])
     trimmed = realvox.trim(padded)
     assert abs(trimmed.size - tone.size) <= SR // 50
+
+
+def test_training_paths_cap_each_speaker_in_manifest_order(tmp_path, capsys):
+    rows = [{"speaker": spk, "path": f"segments/{spk}/{spk}-{n}.flac"} for spk in ("a", "b") for n in range(5)]
+    manifest = tmp_path / "verification.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows[:2] + rows[5:] + rows[2:5]))
+    names = [p.rsplit("/", 1)[1] for p in realvox.balanced_paths(manifest, per_speaker=3)]
+    assert names == ["a-0.flac", "a-1.flac", "b-0.flac", "b-1.flac", "b-2.flac", "a-2.flac"]
+    assert realvox.main(["--list", str(manifest), "--per-speaker", "1"]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / f"segments/{s}/{s}-0.flac") for s in "ab"]

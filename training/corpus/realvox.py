@@ -206,9 +206,24 @@ def write_source(out: Path, groups: dict[str, list[Path]], audio: dict[str, list
     return rows
 
 
+def balanced_paths(manifest: str | Path, per_speaker: int) -> list[str]:
+    """The first ``per_speaker`` segments of each speaker, in manifest order: one reader (Malayalam,
+    864 segments) would otherwise outweigh the other 19 together."""
+    taken: dict[str, int] = {}
+    paths = []
+    for line in Path(manifest).read_text().splitlines():
+        row = json.loads(line)
+        if taken.get(row["speaker"], 0) < per_speaker:
+            taken[row["speaker"]] = taken.get(row["speaker"], 0) + 1
+            paths.append(str(Path(manifest).parent / row["path"]))
+    return paths
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("deb", help="klettres-data_*.deb (apt-get download klettres-data)")
+    p.add_argument("deb", nargs="?", help="klettres-data_*.deb (apt-get download klettres-data)")
+    p.add_argument("--list", metavar="MANIFEST", help="print the training paths of a built source and stop")
+    p.add_argument("--per-speaker", type=int, default=100, help="with --list: segments per speaker")
     p.add_argument("--out", default="data/realvox")
     p.add_argument("--suite-manifest", default="data/human/verification.jsonl")
     p.add_argument("--suite-teacher", nargs="+", default=["data/teacher/human-valid", "data/teacher/human-test"],
@@ -219,10 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--passes", type=int, default=3, help="times each clip is used in a speaker's segments")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.list:
+        print("\n".join(balanced_paths(args.list, args.per_speaker)))
+        return 0
+    import torch
+
     from training.dataset import load_audio
     from training.teacher import resemblyzer_teacher
-
-    import torch
 
     torch.set_num_threads(1)  # resemblyzer's small LSTM: extra threads spin (0.9 s a clip with 2 here)
     out = Path(args.out).resolve()
