@@ -92,8 +92,8 @@ def trial_scores(adapter_set: AdapterSet, features, trials) -> np.ndarray:
     return np.array([float(vectors[t.path_a] @ vectors[t.path_b]) for t in trials])
 
 
-def teacher_scores(teacher_dir: str, trials_file: str) -> tuple[np.ndarray, np.ndarray]:
-    """The teacher's (resemblyzer's) cosine on the same trials, from the cached teacher shards."""
+def teacher_vectors(teacher_dir: str) -> dict[str, torch.Tensor]:
+    """The cached teacher (resemblyzer) unit embeddings by absolute ``path#view`` key."""
     vectors = {}
     for shard in sorted(Path(teacher_dir).glob("shard-*.safetensors")):
         with safe_open(shard, "pt") as handle:
@@ -101,6 +101,12 @@ def teacher_scores(teacher_dir: str, trials_file: str) -> tuple[np.ndarray, np.n
         embeddings = load_file(shard)["embeddings"].float()
         vectors |= {absolute_key(k): torch.nn.functional.normalize(e, dim=-1) for k, e in zip(keys, embeddings,
                                                                                              strict=True)}
+    return vectors
+
+
+def teacher_scores(teacher_dir: str, trials_file: str) -> tuple[np.ndarray, np.ndarray]:
+    """The teacher's (resemblyzer's) cosine on the same trials, from the cached teacher shards."""
+    vectors = teacher_vectors(teacher_dir)
     trials = [t for t in read_speech_trials(trials_file, SPEECH_ONLY[0])
               if f"{t.path_a}#0" in vectors and f"{t.path_b}#0" in vectors]
     return (np.array([float(vectors[f"{t.path_a}#0"] @ vectors[f"{t.path_b}#0"]) for t in trials]),

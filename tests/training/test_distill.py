@@ -126,3 +126,33 @@ def test_threshold_rule_caps_false_accepts_and_falls_back_to_the_eer_point():
     overlapping = np.concatenate([rng.normal(0.5, 0.1, 200), rng.normal(0.45, 0.1, 200)])
     fallback = choose_threshold(overlapping, labels, max_far=0.02, max_frr=0.05)
     assert fallback["rule"].startswith("EER") and abs(fallback["far"] - fallback["frr"]) < 0.05
+
+
+def test_speaker_labels_feed_am_softmax_from_teacher_prototypes(cached, tmp_path):
+    """Speaker classes come from manifests (a speed-perturbed view is another speaker), the AM-softmax
+    weights start at each class's mean teacher embedding, and a training step with both terms runs."""
+    backbone, features_dir, teacher_dir, _ = cached
+    features, teacher, recipes, layers = distill.load_features(features_dir, teacher_dir)
+    keys = sorted(features)
+    rows = [{"id": Path(k.rsplit("#", 1)[0]).stem, "path": Path(k.rsplit("#", 1)[0]).name, "duration_s": 1.5,
+             "split": "train", "task": "verification", "speaker": f"spk{int(Path(k.rsplit('#', 1)[0]).stem[-2:]) % 3}",
+             "text": None, "label": None, "meta": {}} for k in keys if k.endswith("#0")]
+    manifest = Path(keys[0].rsplit("#", 1)[0]).parent / "verification.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    classes = distill.speaker_classes(keys, recipes, [str(manifest)])
+    speeds = {k for k in keys if "speed" in recipes[k]}
+    assert len(set(classes.values())) >= 3 + (1 if speeds else 0)
+    assert all(classes[k] != classes[k.replace("#1", "#0")] for k in speeds)
+    prototypes = distill.teacher_prototypes(teacher, classes)
+    first = keys[0]
+    assert float(prototypes[classes[first]] @ teacher[first]) > 0.3
+    torch.manual_seed(0)
+    student = distill.build_student(str(backbone), layers, l_dim=16, pooling="stats", embedding_dim=DIM, dropout=0.0)
+    aam = distill.AMSoftmaxLoss(DIM, prototypes.shape[0])
+    aam.weight.data = prototypes
+    args = type("Args", (), {"crop_frames": 40, "structure_weight": 1.0, "aam_weight": 0.1})()
+    optimizer = torch.optim.AdamW([*student.parameters(), *aam.parameters()], lr=3e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    losses = [distill.train_epoch(student, [keys], features, teacher, optimizer, scheduler, args,
+                                  torch.Generator().manual_seed(0), aam, classes) for _ in range(8)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
