@@ -25,15 +25,6 @@ KEYS = ["asr", "emo", "spk", "int", "emo", "asr"]
 WAVES = [seeded_waveform(0.6 + 0.15 * i, seed=i) for i in range(len(KEYS))]
 
 
-@pytest.fixture(autouse=True)
-def exact_float32():
-    """TF32 would round matmuls and convolutions to 10 mantissa bits; compare the real float32 path."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 @pytest.fixture(scope="module", params=["wavlm", "whisper"])
 def backbone_dir(request, tiny_backbone_dir) -> Path:
     return tiny_backbone_dir(request.param)

@@ -19,15 +19,6 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 WAVES = [seeded_waveform(seconds, seed=i) for i, seconds in enumerate((0.4, 1.3, 0.9, 0.2, 2.03))]
 
 
-@pytest.fixture(autouse=True)
-def exact_float32():
-    """TF32 would round matmuls and convolutions to 10 mantissa bits; compare the real float32 path."""
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
 @pytest.mark.parametrize("family", ["whisper", "wavlm"])
 def test_cuda_front_end_is_batched_by_default_and_equals_the_loop_and_the_cpu(tiny_backbone_dir, family):
     backbone = load_backbone(str(tiny_backbone_dir(family)), device="cuda")
