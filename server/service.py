@@ -87,6 +87,7 @@ class InferenceService:
         started = time.perf_counter()
         self.backbone = await asyncio.to_thread(load_backbone, self.settings.backbone, device, dtype,
                                                 quantization=_QUANTIZED.get(self.settings.dtype))
+        self.backbone.front_end_mode = self.settings.front_end
         self.sample_rate = int(getattr(self.backbone, "sample_rate", 16000))
         logger.info("backbone %s loaded on %s in %.1f s", self.settings.backbone, device,
                     time.perf_counter() - started)

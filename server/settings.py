@@ -86,6 +86,11 @@ class ServerSettings(BaseSettings):
         "and batched matmuls (an operator count that does not grow with the sets in a batch; opt-in until "
         "measured on a GPU: benchmarks/overhead.py reports gathered_vs_per_group)",
     )
+    front_end: Literal["auto", "batched", "per_row"] = Field(
+        "auto",
+        description="the backbone's front end (log-mel / CNN) for a batch: one batched call or a loop over rows; "
+        "auto = batched on CUDA, per row on a CPU (where batching computes the padding: benchmarks/frontend.py)",
+    )
     model_workers: int = Field(
         1, ge=1, le=16,
         description="threads forming and running batches on the one model (CPU: up to one per core, each "

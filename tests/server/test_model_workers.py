@@ -28,7 +28,8 @@ async def _answers(settings) -> tuple[list[dict], str]:
 
         answers = await asyncio.gather(*(send(i, path, extra) for i, (path, extra) in enumerate(REQUESTS)))
         threads = sorted(t.name for t in app.state.service.worker._threads)
-        routing = getattr(app.state.service.worker.model, "gathered_routing", None)
+        model = app.state.service.worker.model
+        routing = (getattr(model, "gathered_routing", None), model.backbone.front_end_mode)
     return list(answers), ",".join(threads), routing
 
 
@@ -50,8 +51,17 @@ async def test_gathered_adapter_routing_serves_the_answers_of_per_group_routing(
     backbone, store = tiny_store
     per_group, _, off = await _answers(make_settings(backbone, store, tmp_path / "p", adapter_routing="per-group"))
     gathered, _, on = await _answers(make_settings(backbone, store, tmp_path / "g", adapter_routing="gathered"))
-    assert (off, on) == (False, True)
+    assert (off[0], on[0]) == (False, True)
     _assert_same_answers(per_group, gathered)
+
+
+async def test_batched_front_end_serves_the_answers_of_the_per_row_loop(tiny_store, tmp_path) -> None:
+    """ELP_FRONT_END reaches the backbone, and a mixed stream gets the same answers either way."""
+    backbone, store = tiny_store
+    per_row, _, (_, row_mode) = await _answers(make_settings(backbone, store, tmp_path / "r", front_end="per_row"))
+    batched, _, (_, batch_mode) = await _answers(make_settings(backbone, store, tmp_path / "b", front_end="batched"))
+    assert (row_mode, batch_mode) == ("per_row", "batched")
+    _assert_same_answers(per_row, batched)
 
 
 def _assert_same_answers(one: list[dict], two: list[dict]) -> None:
