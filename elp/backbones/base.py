@@ -14,8 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from elp.backbones.front_end import FRONT_END_MODES
 from elp.errors import BackboneMismatchError
+
+#: "auto": the measured default of the family on the backbone's device; "batched" (one call for the
+#: padded batch: ``elp.backbones.front_end``); "per_row" (the reference every batched path is tested against)
+FRONT_END_MODES = ("auto", "batched", "per_row")
 
 
 @dataclass(frozen=True)

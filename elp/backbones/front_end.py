@@ -3,7 +3,7 @@
 Each function here gives every row what the per-row path gives it alone (the reference the tests
 compare against, within float tolerance): padding never reaches a row's real frames. On a GPU one
 batched call is a handful of kernel launches where the loop pays ~10 per row; on a CPU the loop can
-win because a batch computes the padding too (see ``FRONT_END_MODES`` and benchmarks/frontend.py).
+win because a batch computes the padding too (see ``elp.backbones.base.FRONT_END_MODES`` and benchmarks/frontend.py).
 """
 
 from __future__ import annotations
@@ -12,18 +12,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: "auto": the measured default of the family on the backbone's device; "batched"; "per_row" (the
-#: reference every batched path is tested against)
-FRONT_END_MODES = ("auto", "batched", "per_row")
+from elp.backbones.base import lengths_to_mask
 
 
 def zero_padding(waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """The batch cut to its longest row, samples past each row's length set to zero (the per-row
     path slices rows, so whatever a caller left in the padding must not count)."""
     width = int(lengths.max())
-    waveforms = waveforms[:, :width]
-    valid = torch.arange(width, device=waveforms.device)[None, :] < lengths[:, None]
-    return torch.where(valid, waveforms, waveforms.new_zeros(()))
+    return torch.where(lengths_to_mask(lengths, width), waveforms[:, :width], waveforms.new_zeros(()))
 
 
 def batched_log_mel(
@@ -42,7 +38,7 @@ def batched_log_mel(
     stft = torch.stft(samples, n_fft, hop_length, window=window.float(), return_complex=True)
     power = stft[..., :max_mel].abs() ** 2  # (B, n_freq, T)
     log_spec = torch.clamp(mel_filters.float().t() @ power, min=1e-10).log10()  # (B, n_mels, T)
-    valid = (torch.arange(max_mel, device=lengths.device)[None, :] < mel_lengths[:, None]).unsqueeze(1)
+    valid = lengths_to_mask(mel_lengths, max_mel).unsqueeze(1)
     row_max = log_spec.masked_fill(~valid, float("-inf")).amax(dim=(1, 2), keepdim=True)
     log_spec = torch.maximum(log_spec, row_max - 8.0)
     return torch.where(valid, (log_spec + 4.0) / 4.0, log_spec.new_zeros(()))
@@ -59,7 +55,7 @@ def masked_group_norm(hidden: torch.Tensor, lengths: torch.Tensor, norm: nn.Grou
     batch, channels, frames = hidden.shape
     groups, width = norm.num_groups, channels // norm.num_groups
     values = hidden.float()
-    valid = (torch.arange(frames, device=hidden.device)[None, :] < lengths[:, None]).to(values.dtype).unsqueeze(-1)
+    valid = lengths_to_mask(lengths.to(hidden.device), frames).to(values.dtype).unsqueeze(-1)
     count = (lengths.clamp(min=1) * width).to(values.dtype).view(batch, 1, 1)
 
     def group_mean(tensor: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> each channel's group mean (B, C, 1)
