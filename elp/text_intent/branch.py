@@ -38,6 +38,12 @@ def unpack_row(output: torch.Tensor, num_classes: int, vocab_size: int) -> tuple
     return output[:num_classes], output[num_classes:].reshape(-1, vocab_size)
 
 
+def fuse_log_probs(acoustic_logits: torch.Tensor, text_logits: torch.Tensor, text_weight: float) -> torch.Tensor:
+    """Fused intent log-probabilities ``log_softmax(log_softmax(acoustic) + w * log_softmax(text))``
+    (the served answer; training chooses ``w`` with the same function)."""
+    return (acoustic_logits.log_softmax(-1) + text_weight * text_logits.log_softmax(-1)).log_softmax(-1)
+
+
 class TextClassifier:
     """Transcript -> intent logits: summed feature weights per slot value, an intent's logit the sum of
     its slot values' scores (the acoustic head's factorisation). Plain data, picklable."""
@@ -128,8 +134,7 @@ class TranscriptIntentReader:
         logits, log_probs = unpack_row(output.float(), len(self.labels), len(self.vocab))
         transcript = self.transcriber(log_probs)["text"]
         text_logits = self.classifier.logits(transcript)
-        fused = logits.log_softmax(-1) + self.text_weight * text_logits.log_softmax(-1)
-        return fused.log_softmax(-1), transcript
+        return fuse_log_probs(logits, text_logits, self.text_weight), transcript
 
     def __call__(self, output: torch.Tensor) -> dict[str, Any]:
         fused, transcript = self.fused(output)

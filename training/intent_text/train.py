@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from elp import AdapterSet
-from elp.text_intent.branch import attach_text_branch
+from elp.text_intent.branch import attach_text_branch, fuse_log_probs
 from training.data.manifest import filter_split, read_manifest
 from training.intent_text.fit import FitSettings, FittedClassifier, TextExample, fit, text_logits
 from training.intent_text.lexicon import WordNetLexicon, stored_lexicon
@@ -78,7 +78,7 @@ def validation_sets(transcripts: list[dict], acoustic: list[dict], labels: list[
 def fused_scores(acoustic: torch.Tensor, text: torch.Tensor, weight: float,
                  targets: torch.Tensor) -> tuple[float, float]:
     """(accuracy, mean log-likelihood) of ``log_softmax(acoustic) + weight * log_softmax(text)``."""
-    fused = (acoustic.log_softmax(-1) + weight * text.log_softmax(-1)).log_softmax(-1)
+    fused = fuse_log_probs(acoustic, text, weight)
     accuracy = float((fused.argmax(-1) == targets).float().mean())
     return accuracy, float(fused.gather(1, targets[:, None]).mean())
 
