@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from elp.config_parsing import build_strict
 from elp.decoding.config import LanguageModelConfig
 from elp.errors import ConfigError
 from elp.heads.config import HeadConfig
@@ -82,27 +83,14 @@ class AdapterSetConfig:
         kinds = {"e_adapter": EAdapterConfig, "l_adapter": LAdapterConfig, "p_adapter": PAdapterConfig}
         for key, kind in kinds.items():
             if data.get(key) is not None:
-                data[key] = _build(kind, data[key], key)
+                data[key] = build_strict(kind, data[key], key)
         if "head" in data:
-            data["head"] = _build(HeadConfig, data["head"], "head")
+            data["head"] = build_strict(HeadConfig, data["head"], "head")
         if data.get("language_model") is not None:
-            data["language_model"] = _build(LanguageModelConfig, data["language_model"], "language_model")
+            data["language_model"] = build_strict(LanguageModelConfig, data["language_model"], "language_model")
         if data.get("text_branch") is not None:
-            data["text_branch"] = _build(TextBranchConfig, data["text_branch"], "text_branch")
-        return _build(cls, data, "adapter config")
-
-
-def _build(kind: type, values: Any, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where} must be a JSON object")
-    known = {f.name for f in dataclasses.fields(kind)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"unknown keys in {where}: {unknown}")
-    try:
-        return kind(**values)
-    except TypeError as exc:
-        raise ConfigError(f"invalid {where}: {exc}") from exc
+            data["text_branch"] = build_strict(TextBranchConfig, data["text_branch"], "text_branch")
+        return build_strict(cls, data, "adapter config")
 
 
 def config_for_method(

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any
 
+from elp.config_parsing import build_strict
 from elp.decoding.config import LanguageModelConfig
 from elp.errors import ConfigError
 from elp.heads.config import HeadConfig
@@ -36,11 +35,11 @@ class TextBranchConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.l_adapter, dict):
-            self.l_adapter = _nested(LAdapterConfig, self.l_adapter, "text_branch.l_adapter")
+            self.l_adapter = build_strict(LAdapterConfig, self.l_adapter, "text_branch.l_adapter")
         if isinstance(self.head, dict):
-            self.head = _nested(HeadConfig, self.head, "text_branch.head")
+            self.head = build_strict(HeadConfig, self.head, "text_branch.head")
         if isinstance(self.language_model, dict):
-            self.language_model = _nested(LanguageModelConfig, self.language_model, "text_branch.language_model")
+            self.language_model = build_strict(LanguageModelConfig, self.language_model, "text_branch.language_model")
         if not self.vocab or self.vocab[0] != "<blank>":
             raise ConfigError("text_branch.vocab must be a CTC vocabulary (index 0 the blank)")
         sizes = (self.num_features, self.num_feature_bytes, self.num_terms, self.num_term_bytes, self.num_links)
@@ -49,9 +48,3 @@ class TextBranchConfig:
         if self.text_weight < 0:
             raise ConfigError("text_branch.text_weight must be >= 0")
 
-
-def _nested(kind: type, values: dict[str, Any], where: str) -> Any:
-    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(kind)})
-    if unknown:
-        raise ConfigError(f"unknown keys in {where}: {unknown}")
-    return kind(**values)
