@@ -34,7 +34,7 @@ from benchmarks.common import (
     workdir_for,
     write_results,
 )
-from benchmarks.overhead import sync
+from benchmarks.overhead import operators_dispatched, sync
 from benchmarks.stats import load_note, machine_load, round_robin, spread
 
 MODES = ("per_row", "batched")
@@ -57,19 +57,6 @@ def timed_ms(work: Callable[[], Any], device: str, calls: int) -> float:
         work()
     sync(device)
     return (time.perf_counter() - started) * 1000.0 / calls
-
-
-def operator_count(work: Callable[[], Any], device: str) -> int:
-    """Operators one call dispatches: aten operators on a CPU, CUDA kernels on a GPU."""
-    from torch.profiler import ProfilerActivity, profile
-
-    cuda = device.startswith("cuda")
-    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
-        work()
-        sync(device)
-    if cuda:
-        return sum(1 for event in prof.events() if event.device_type == torch.autograd.DeviceType.CUDA)
-    return sum(1 for event in prof.events() if event.name.startswith("aten::"))
 
 
 def mode_call(backbone: Any, method: str, mode: str, padded: torch.Tensor, lengths: torch.Tensor
@@ -128,7 +115,7 @@ def measure(backbone: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
                 difference = float((calls[size][(stage, MODES[0])]().float() - output.float()).abs().max())
             points[(size, stage, variant)] = {
                 "stage": stage, "batch": size, "variant": variant, "times": [],
-                "operators": operator_count(work, args.device), "padding_share": round(padding, 3),
+                "operators": operators_dispatched(work, args.device), "padding_share": round(padding, 3),
                 "max_abs_diff": difference,
             }
     for repeat in range(args.repeats):

@@ -31,6 +31,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -96,17 +97,23 @@ def timed_predict(model: Any, batch: list[torch.Tensor], keys: list[str], device
     return time.perf_counter() - started
 
 
-def operator_count(model: Any, batch: list[torch.Tensor], keys: list[str], device: str) -> int:
-    """Operators one ``predict`` dispatches: aten operators on a CPU, kernels on a GPU (what a
+def operators_dispatched(work: Callable[[], Any], device: str) -> int:
+    """Operators one call of ``work`` dispatches: aten operators on a CPU, kernels on a GPU (what a
     launch-bound GPU pays for one by one)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda") else [])
     with profile(activities=activities) as prof:
-        timed_predict(model, batch, keys, device)
+        work()
+        sync(device)
     if device.startswith("cuda"):
         return sum(1 for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA)
     return sum(1 for e in prof.events() if e.name.startswith("aten::"))
+
+
+def operator_count(model: Any, batch: list[torch.Tensor], keys: list[str], device: str) -> int:
+    """Operators one ``predict`` of ``batch`` dispatches (:func:`operators_dispatched`)."""
+    return operators_dispatched(lambda: timed_predict(model, batch, keys, device), device)
 
 
 def raw_point(model: Any, waveforms: list[torch.Tensor], batch_size: int, repeats: int, device: str,
