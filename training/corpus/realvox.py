@@ -20,24 +20,20 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
-SAMPLE_RATE = 16000
+from training.data.manifest import ManifestRow, write_manifest
+from training.suites.debian import SAMPLE_RATE, extract_deb, write_flac
+
 KLETTRES = "usr/share/klettres"
 
 
-def extract_deb(deb: str | Path, dest: Path) -> Path:
-    """``dpkg-deb -x`` once; returns the KLettres sound root."""
-    root = dest / "klettres"
-    if not (root / KLETTRES).is_dir():
-        root.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
-    return root / KLETTRES
+def sound_root(deb: str | Path, dest: Path) -> Path:
+    """The KLettres sound root of the package, extracted once (``training.suites.debian.extract_deb``)."""
+    return extract_deb(Path(deb), dest) / KLETTRES
 
 
 def folder_clips(sound_root: Path) -> dict[str, list[Path]]:
@@ -188,21 +184,20 @@ def label_voices(groups: dict[str, list[np.ndarray]], teacher: Callable[[np.ndar
 
 def write_source(out: Path, groups: dict[str, list[Path]], audio: dict[str, list[np.ndarray]],
                  voices: dict[str, tuple[str, list[int], np.ndarray]], kept: list[str], seed: int,
-                 passes: int) -> list[dict]:
+                 passes: int) -> list[ManifestRow]:
     """Segments as 16 kHz FLAC under ``out/segments/<speaker>/`` and their manifest rows."""
     rows = []
     for name in kept:
         folder, indices, _ = voices[name]
         clips = [audio[folder][i] for i in indices]
-        (out / "segments" / name).mkdir(parents=True, exist_ok=True)
         for number, (segment, run) in enumerate(build_segments(clips, f"{seed}|{name}", passes)):
             relative = f"segments/{name}/{name}-{number:03d}.flac"
-            sf.write(out / relative, segment, SAMPLE_RATE, subtype="PCM_16")
+            seconds = write_flac(segment, out / relative)
             sources = [str(groups[folder][indices[i]].relative_to(out)) for i in run]
-            seconds = round(segment.size / SAMPLE_RATE, 3)
-            rows.append({"id": f"{name}-{number:03d}", "path": relative, "duration_s": seconds,
-                         "split": "train", "task": "verification", "speaker": name, "text": None, "label": name,
-                         "meta": {"language": folder, "source": "klettres-data", "human": True, "clips": sources}})
+            rows.append(ManifestRow(
+                id=f"{name}-{number:03d}", path=relative, duration_s=round(seconds, 3), split="train",
+                task="verification", speaker=name, label=name,
+                meta={"language": folder, "source": "klettres-data", "human": True, "clips": sources}))
     return rows
 
 
@@ -244,14 +239,13 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)  # resemblyzer's small LSTM: extra threads spin (0.9 s a clip with 2 here)
     out = Path(args.out).resolve()
-    groups = folder_clips(extract_deb(args.deb, out))
+    groups = folder_clips(sound_root(args.deb, out))
     audio = {folder: [trim(load_audio(str(c))) for c in clips] for folder, clips in groups.items()}
     voices = label_voices(audio, resemblyzer_teacher(), args.split_below, args.min_clips)
     suite = suite_centroids(args.suite_manifest, args.suite_teacher)
     kept, refused = refuse_suite_voices({n: v[2] for n, v in voices.items()}, suite, args.max_cosine)
     rows = write_source(out, groups, audio, voices, kept, args.seed, args.passes)
-    with open(out / "verification.jsonl", "w") as handle:
-        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    write_manifest(rows, out / "verification.jsonl")
     nearest = {n: max((round(float(voices[n][2] @ c), 4), s) for s, c in suite.items()) for n in voices}
     report = {"seed": args.seed, "max_cosine": args.max_cosine, "split_below": args.split_below,
               "speakers": {n: len(voices[n][1]) for n in kept}, "refused": refused,
