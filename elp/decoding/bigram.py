@@ -18,6 +18,7 @@ from torch import nn
 from elp.decoding.arpa import ArpaBigrams
 from elp.decoding.config import LanguageModelConfig
 from elp.errors import ConfigError
+from elp.string_table import join_strings, split_strings
 
 BOS, EOS = "<s>", "</s>"
 
@@ -139,7 +140,7 @@ class WordBigramLM(nn.Module):
         has_pairs = np.bincount(history, minlength=size) > 0
         backoff = np.where(has_pairs, np.maximum(1 - mass, 1e-12) / np.maximum(1 - unigram_mass, 1e-12), 1.0)
 
-        blob = "\n".join(words).encode()
+        blob = join_strings(words)
         config = LanguageModelConfig(num_words=size, num_word_bytes=len(blob), num_bigrams=len(keys), **decoder)
         model = cls(config)
         model.words_utf8.copy_(torch.frombuffer(bytearray(blob), dtype=torch.uint8))
@@ -160,7 +161,7 @@ class WordBigramLM(nn.Module):
         """(words, word -> index, unigram table, sorted bigram keys history * V + word, their log10 p),
         built once: sorted arrays instead of a dict keep a million-pair LM at ~16 bytes a pair in memory."""
         if self._arrays is None:
-            words = bytes(self.words_utf8.cpu().numpy()).decode().split("\n")
+            words = split_strings(bytes(self.words_utf8.cpu().numpy()), self.config.num_words)
             self._vocabulary_sorted = words[2:] == sorted(words[2:])
             pairs = self.bigram_index.cpu().numpy().astype(np.int64)
             keys = pairs[:, 0] * len(words) + pairs[:, 1]

@@ -19,8 +19,9 @@ from torch import nn
 from elp.decoding.bigram import WordBigramLM
 from elp.heads.ctc import CTCHead
 from elp.heads.pooled import slot_incidence
+from elp.string_table import join_strings, split_strings
 from elp.text_intent.config import TextBranchConfig
-from elp.text_intent.features import feature_indices, join_strings, split_strings
+from elp.text_intent.features import feature_indices
 from elp.tuners.l_adapter import LAdapterStack
 
 if TYPE_CHECKING:

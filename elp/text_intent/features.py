@@ -12,7 +12,7 @@ the same way in training and serving.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 _WORD = re.compile(r"[a-z']+")
 #: WordNet's morphological detachment rules (morphy), for every part of speech at once
@@ -69,19 +69,3 @@ def transcript_features(text: str, lexicon: Mapping[str, Sequence[str]]) -> list
 def feature_indices(text: str, lexicon: Mapping[str, Sequence[str]], index: Mapping[str, int]) -> list[int]:
     """:func:`transcript_features` restricted to the classifier's feature table, as row indices."""
     return [index[name] for name in transcript_features(text, lexicon) if name in index]
-
-
-def join_strings(strings: Iterable[str]) -> bytes:
-    """A string table as bytes (one per line): how the set stores its feature names and lexicon terms."""
-    table = list(strings)
-    if any("\n" in s for s in table):
-        raise ValueError("a stored string may not hold a line break")
-    return "\n".join(table).encode()
-
-
-def split_strings(blob: bytes, count: int) -> list[str]:
-    """:func:`join_strings` undone; ``count`` guards against a table of the wrong length."""
-    table = blob.decode().split("\n") if count else []
-    if len(table) != count:
-        raise ValueError(f"string table holds {len(table)} entries, expected {count}")
-    return table

@@ -12,10 +12,11 @@ from elp import AdapterSet, MultiAdapterModel
 from elp.adapter_files import safetensors_totals
 from elp.errors import AdapterFormatError, ConfigError
 from elp.heads.pooled import slot_incidence
+from elp.string_table import split_strings
 from elp.tasks.intent import SlotScorer
 from elp.testing import make_random_adapter_set, seeded_waveform, spelled_log_probs
 from elp.text_intent.branch import TranscriptIntentReader, attach_text_branch, pack_row, unpack_row
-from elp.text_intent.features import base_forms, lexicon_entry, split_strings, transcript_features
+from elp.text_intent.features import base_forms, lexicon_entry, transcript_features
 
 LABELS = ["activate_lights_kitchen", "deactivate_lights_kitchen", "increase_volume_none", "decrease_volume_none"]
 SLOTS = ["action", "object", "location"]
