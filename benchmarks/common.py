@@ -269,6 +269,19 @@ def tree_rss_bytes(pids: Sequence[int]) -> int:
     return total
 
 
+def tree_cpu_s(pids: Sequence[int]) -> float:
+    """CPU seconds (user + system) used so far by the processes and their live children."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    total += times.user + times.system
+    return total
+
+
 class PeakRssSampler:
     """Samples the summed RSS of a process tree on a thread; ``peak`` after the ``with`` block."""
 
