@@ -12,9 +12,8 @@
   (``raw_plan_rows_per_s``): the share of the model's batched throughput that survives HTTP,
   multipart parsing, decoding, resampling, queueing, post-processing and the load generator (which
   shares the same CPUs; ``client_cpu_ms_per_req``, and ``server_cores``: the server's CPU seconds per
-  second). The raw loops run on a thread of their own, as the server's model worker does: on the main
-  thread, two intra-op threads ran a 5 s Whisper call 3-7x slower than one on a loaded 2-core machine
-  (860-1770 vs 260-300 ms), while a second thread ran it at single-thread speed.
+  second). The raw loops run on a thread of their own, as the server's model worker does
+  (``benchmarks.common.on_model_thread``: on the main thread two intra-op threads ran ~10x slower).
   ``served_vs_grouped`` is the former figure, against ``raw_mixed_rows_per_s``: those
   batches are the shortest rows of each window (``length_grouped_batches``), so it ran low.
   ``--batch-policies cost length`` starts one server per batch policy and runs them in turn after
@@ -40,7 +39,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +56,7 @@ from benchmarks.common import (
     default_sets,
     free_port,
     markdown_table,
+    on_model_thread,
     prepare_backbone,
     server_command,
     started_processes,
@@ -213,7 +212,6 @@ def interleaved_points(model: Any, waveforms: list[torch.Tensor], backbone: Path
                                 "--max-queue", "1024", *(["--batch-policy", policy] if policy else []),
                                 *args.server_arg), {}, port) for policy, port in ports.items()]
     runs = []
-    model_thread = ThreadPoolExecutor(1, thread_name_prefix="raw-model")  # where the server runs its model too
     waveform_of = {clip.name: waveform for clip, waveform in zip(clips, waveforms, strict=True)}
     with started_processes(commands) as processes:
         pids = {policy: process.pid for policy, process in zip(ports, processes, strict=True)}
@@ -221,11 +219,11 @@ def interleaved_points(model: Any, waveforms: list[torch.Tensor], backbone: Path
             asyncio.run(run_load(lambda task, port=port: f"http://127.0.0.1:{port}", clips, concurrency=4,
                                  total_requests=8, seed=999))
         for repeat in range(args.repeats):
-            raw = {"repeat": repeat, **model_thread.submit(raw_point, model, waveforms, batch_size, repeats,
-                                                           args.device, args.seed + repeat).result()}
+            raw = {"repeat": repeat, **on_model_thread(raw_point, model, waveforms, batch_size, repeats, args.device,
+                                                         args.seed + repeat)}
             requests = max(16, 4 * batch_size)
             plan = request_plan(clips, requests, seed=args.seed + repeat)  # what server_load sends
-            raw.update(model_thread.submit(raw_plan_point, model, plan, waveform_of, batch_size, args.device).result())
+            raw.update(on_model_thread(raw_plan_point, model, plan, waveform_of, batch_size, args.device))
             for policy in round_robin(policies, repeat):
                 run = {"batch_policy": policy or "server default", **raw,
                        **server_load(ports[policy], pids[policy], clips, batch_size, requests, args.seed + repeat)}
@@ -235,7 +233,6 @@ def interleaved_points(model: Any, waveforms: list[torch.Tensor], backbone: Path
                       f"(shortest-first {run['raw_mixed_rows_per_s']}), server {run['server_rows_per_s']} rows/s, "
                       f"served {run['served_fraction']}, server {run.get('server_cores')} cores", flush=True)
                 runs.append(run)
-    model_thread.shutdown()
     return runs
 
 
