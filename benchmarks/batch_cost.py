@@ -24,6 +24,7 @@ from benchmarks.common import (
     add_common_args,
     backbone_label,
     markdown_table,
+    on_model_thread,
     prepare_backbone,
     workdir_for,
     write_results,
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                  quantization="int8" if args.dtype == "int8" else None)
         model = MultiAdapterModel(backbone).eval()
         model.add_adapter_set("e", make_random_adapter_set(backbone, "emotion", labels=["a", "b"], seed=0))
-        timings = time_grid(model, points, args.repeats, args.seed)
+        timings = on_model_thread(time_grid, model, points, args.repeats, args.seed)
     load_at_end = machine_load()
     fit = CostFit()
     for (rows, length), seconds in timings.items():

@@ -18,10 +18,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
@@ -30,6 +31,7 @@ import soundfile as sf
 
 from elp.tasks import TASKS, task_names
 
+T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 CORPUS_DIR = REPO_ROOT / "data" / "corpus"
@@ -192,6 +194,14 @@ def decode_clip(data: bytes, sample_rate: int = 16000) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ processes
 
 
+def on_model_thread(work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` on a thread of its own, as the server runs its model. On the main thread, two
+    intra-op threads ran a 5 s Whisper call ~10x slower than one on a loaded 2-core machine, on any
+    other thread at single-thread speed (``benchmarks/model_calls.py``)."""
+    with ThreadPoolExecutor(1, thread_name_prefix="raw-model") as thread:
+        return thread.submit(work, *args).result()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -266,6 +276,19 @@ def tree_rss_bytes(pids: Sequence[int]) -> int:
                 seen.add(process.pid)
                 with contextlib.suppress(psutil.Error):
                     total += process.memory_info().rss
+    return total
+
+
+def tree_cpu_s(pids: Sequence[int]) -> float:
+    """CPU seconds (user + system) used so far by the processes and their live children."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = process.cpu_times()
+                    total += times.user + times.system
     return total
 
 

@@ -5,10 +5,17 @@
   task sets; single-task batches of the same clips hold one set. ``mixed_vs_single`` = time of the
   mixed batch / mean time of the four single-task batches.
 * Server: ``python -m server --max-batch-size B`` driven at saturation (concurrency 2B) with the
-  same four-task mix (verify = two rows), alternating with the raw loop ``--repeats`` times
-  (medians). ``served_fraction`` = server rows/s / raw mixed rows/s:
-  the share of the model's batched throughput that survives HTTP, multipart parsing, decoding,
-  resampling, queueing and the load generator itself (which shares the same CPUs).
+  same four-task mix (verify = two rows), alternating with the raw loops ``--repeats`` times
+  (medians). ``served_fraction`` = server rows/s / raw rows/s *of the same rows*: the load's request
+  plan (``benchmarks.loadgen.request_plan``) replayed on the raw model, each window of 2B requests
+  (what the server holds queued at saturation) sorted by length and run B rows at a time
+  (``raw_plan_rows_per_s``): the share of the model's batched throughput that survives HTTP,
+  multipart parsing, decoding, resampling, queueing, post-processing and the load generator (which
+  shares the same CPUs; ``client_cpu_ms_per_req``, and ``server_cores``: the server's CPU seconds per
+  second). The raw loops run on a thread of their own, as the server's model worker does
+  (``benchmarks.common.on_model_thread``: on the main thread two intra-op threads ran ~10x slower).
+  ``served_vs_grouped`` is the former figure, against ``raw_mixed_rows_per_s``: those
+  batches are the shortest rows of each window (``length_grouped_batches``), so it ran low.
   ``--batch-policies cost length`` starts one server per batch policy and runs them in turn after
   each raw loop (a different one first each repeat), so the policies share the raw figure and the load.
 * Routing: the mixed batch again with the E-adapters routed per group and gathered (one batched
@@ -39,6 +46,7 @@ import torch
 
 from benchmarks.common import (
     DEFAULT_IDS,
+    ENDPOINT_TASKS,
     Clip,
     add_common_args,
     backbone_label,
@@ -48,13 +56,15 @@ from benchmarks.common import (
     default_sets,
     free_port,
     markdown_table,
+    on_model_thread,
     prepare_backbone,
     server_command,
     started_processes,
+    tree_cpu_s,
     workdir_for,
     write_results,
 )
-from benchmarks.loadgen import run_load
+from benchmarks.loadgen import PlannedRequest, request_plan, run_load
 from benchmarks.stats import load_note, machine_load, median_rows, round_robin
 
 TASK_KEYS = tuple(DEFAULT_IDS.values())
@@ -153,14 +163,42 @@ def raw_point(model: Any, waveforms: list[torch.Tensor], batch_size: int, repeat
             "shared_ep_vs_distinct": round(sum(shared) / sum(distinct), 3) if distinct else None}
 
 
-def server_load(port: int, clips: list[Clip], batch_size: int, requests: int, seed: int) -> dict[str, Any]:
+def plan_batches(plan: list[PlannedRequest], waveforms: dict[str, torch.Tensor], batch_size: int
+                 ) -> list[tuple[list[torch.Tensor], list[str]]]:
+    """The plan's rows as raw batches of ``batch_size``: each window of 2B requests (the server's queue
+    at saturation) sorted by length, with each row's task set."""
+    batches = []
+    for start in range(0, len(plan), 2 * batch_size):
+        rows = sorted(((waveforms[clip.name], DEFAULT_IDS[ENDPOINT_TASKS[request.task]])
+                       for request in plan[start : start + 2 * batch_size] for clip in request.clips),
+                      key=lambda row: len(row[0]))
+        batches += [([w for w, _ in rows[i : i + batch_size]], [k for _, k in rows[i : i + batch_size]])
+                    for i in range(0, len(rows), batch_size)]
+    return batches
+
+
+def raw_plan_point(model: Any, plan: list[PlannedRequest], waveforms: dict[str, torch.Tensor], batch_size: int,
+                   device: str) -> dict[str, Any]:
+    """Raw rows/s on exactly the rows the server is sent (the served fraction's reference)."""
+    batches = plan_batches(plan, waveforms, batch_size)
+    seconds = sum(timed_predict(model, batch, keys, device) for batch, keys in batches)
+    rows = [w for batch, _ in batches for w in batch]
+    return {"raw_plan_rows_per_s": round(len(rows) / seconds, 3),
+            "plan_mean_row_s": round(sum(len(w) for w in rows) / len(rows) / 16000, 2)}
+
+
+def server_load(port: int, pid: int, clips: list[Clip], batch_size: int, requests: int, seed: int
+                ) -> dict[str, Any]:
     def route(task: str) -> str:
         return f"http://127.0.0.1:{port}"
 
-    summary = asyncio.run(run_load(route, clips, concurrency=2 * batch_size, total_requests=requests,
-                                   seed=seed)).summary()
+    cpu_before = tree_cpu_s([pid])
+    result = asyncio.run(run_load(route, clips, concurrency=2 * batch_size, total_requests=requests, seed=seed))
+    summary = result.summary()
     return {"server_rows_per_s": summary["rows_per_s"], "server_req_per_s": summary["req_per_s"],
-            "server_p50_ms": summary["p50_ms"], "server_errors": summary["errors"]}
+            "server_p50_ms": summary["p50_ms"], "server_errors": summary["errors"],
+            "server_cores": round((tree_cpu_s([pid]) - cpu_before) / result.elapsed_s, 2),
+            "client_cpu_ms_per_req": summary["client_cpu_ms_per_req"]}
 
 
 def interleaved_points(model: Any, waveforms: list[torch.Tensor], backbone: Path, store: Path, clips: list[Clip],
@@ -174,27 +212,34 @@ def interleaved_points(model: Any, waveforms: list[torch.Tensor], backbone: Path
                                 "--max-queue", "1024", *(["--batch-policy", policy] if policy else []),
                                 *args.server_arg), {}, port) for policy, port in ports.items()]
     runs = []
-    with started_processes(commands):
+    waveform_of = {clip.name: waveform for clip, waveform in zip(clips, waveforms, strict=True)}
+    with started_processes(commands) as processes:
+        pids = {policy: process.pid for policy, process in zip(ports, processes, strict=True)}
         for port in ports.values():
             asyncio.run(run_load(lambda task, port=port: f"http://127.0.0.1:{port}", clips, concurrency=4,
                                  total_requests=8, seed=999))
         for repeat in range(args.repeats):
-            raw = {"repeat": repeat, **raw_point(model, waveforms, batch_size, repeats, args.device,
-                                                 args.seed + repeat)}
-            requests = max(8, (repeats + 1) * batch_size)
+            raw = {"repeat": repeat, **on_model_thread(raw_point, model, waveforms, batch_size, repeats, args.device,
+                                                         args.seed + repeat)}
+            requests = max(16, 4 * batch_size)
+            plan = request_plan(clips, requests, seed=args.seed + repeat)  # what server_load sends
+            raw.update(on_model_thread(raw_plan_point, model, plan, waveform_of, batch_size, args.device))
             for policy in round_robin(policies, repeat):
                 run = {"batch_policy": policy or "server default", **raw,
-                       **server_load(ports[policy], clips, batch_size, requests, args.seed + repeat)}
-                run["served_fraction"] = round(run["server_rows_per_s"] / run["raw_mixed_rows_per_s"], 3)
-                print(f"  #{repeat} B={batch_size} {run['batch_policy']}: raw {run['raw_mixed_rows_per_s']} rows/s, "
-                      f"server {run['server_rows_per_s']} rows/s, served {run['served_fraction']}", flush=True)
+                       **server_load(ports[policy], pids[policy], clips, batch_size, requests, args.seed + repeat)}
+                run["served_fraction"] = round(run["server_rows_per_s"] / run["raw_plan_rows_per_s"], 3)
+                run["served_vs_grouped"] = round(run["server_rows_per_s"] / run["raw_mixed_rows_per_s"], 3)
+                print(f"  #{repeat} B={batch_size} {run['batch_policy']}: raw {run['raw_plan_rows_per_s']} rows/s "
+                      f"(shortest-first {run['raw_mixed_rows_per_s']}), server {run['server_rows_per_s']} rows/s, "
+                      f"served {run['served_fraction']}, server {run.get('server_cores')} cores", flush=True)
                 runs.append(run)
     return runs
 
 
 METRICS = ("raw_mixed_rows_per_s", "raw_single_rows_per_s", "mixed_vs_single", "gathered_vs_per_group",
-           "ops_gathered", "ops_per_group", "shared_ep_vs_distinct", "server_rows_per_s", "server_req_per_s",
-           "served_fraction", "server_errors")
+           "ops_gathered", "ops_per_group", "shared_ep_vs_distinct", "raw_plan_rows_per_s", "plan_mean_row_s",
+           "server_rows_per_s", "server_req_per_s", "served_fraction", "served_vs_grouped", "server_cores",
+           "client_cpu_ms_per_req", "server_errors")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -224,9 +269,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = median_rows(runs, ("batch_policy", "batch_size"), METRICS)
     rows.sort(key=lambda row: (row["batch_policy"], row["batch_size"]))
     columns = ["batch_policy", "batch_size", "repeats", "raw_mixed_rows_per_s", "raw_single_rows_per_s",
-               "mixed_vs_single",
-               "gathered_vs_per_group", "ops_gathered", "ops_per_group", "shared_ep_vs_distinct",
-               "server_rows_per_s", "served_fraction", "served_fraction_min", "served_fraction_max", "server_errors"]
+               "mixed_vs_single", "gathered_vs_per_group", "ops_gathered", "ops_per_group", "shared_ep_vs_distinct",
+               "raw_plan_rows_per_s", "plan_mean_row_s", "server_rows_per_s", "served_fraction",
+               "served_fraction_min", "served_fraction_max", "served_vs_grouped", "server_cores",
+               "client_cpu_ms_per_req", "server_errors"]
     title = (f"serving overhead, backbone {backbone_label(args.backbone)}, device {args.device}, "
              f"median of {args.repeats} raw/server alternations (min-max for served_fraction)")
     write_results(f"overhead-{backbone_label(args.backbone)}",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+from typing import Any
 
 import torch
 
@@ -26,6 +27,7 @@ from benchmarks.common import (
     build_random_store,
     default_sets,
     markdown_table,
+    on_model_thread,
     prepare_backbone,
     workdir_for,
     write_results,
@@ -35,6 +37,23 @@ from benchmarks.stats import load_note, machine_load
 
 SET_COUNTS = (1, 2, 4)
 TASK_KEYS = tuple(DEFAULT_IDS.values())
+
+
+def time_routings(model: Any, batch: list[torch.Tensor], plans: dict[int, list[str]], args: argparse.Namespace
+                  ) -> tuple[dict[tuple[int, bool], list[float]], dict[tuple[int, bool], int]]:
+    """Seconds of each repeat and operators of one call, per (sets, gathered)."""
+    timings: dict[tuple[int, bool], list[float]] = {(sets, g): [] for sets in SET_COUNTS for g in (False, True)}
+    counts: dict[tuple[int, bool], int] = {}
+    with torch.inference_mode():
+        for (sets, gathered) in timings:  # warm-up, and the operator counts
+            model.gathered_routing = gathered
+            timed_predict(model, batch, plans[sets], args.device)
+            counts[(sets, gathered)] = operator_count(model, batch, plans[sets], args.device)
+        for _ in range(args.repeats):
+            for (sets, gathered) in timings:
+                model.gathered_routing = gathered
+                timings[(sets, gathered)].append(timed_predict(model, batch, plans[sets], args.device))
+    return timings, counts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,17 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     clip = torch.randn(int(args.seconds * 16000), generator=generator) * 0.1
     batch = [clip] * args.rows
     plans = {sets: [TASK_KEYS[row % sets] for row in range(args.rows)] for sets in SET_COUNTS}
-    timings: dict[tuple[int, bool], list[float]] = {(sets, g): [] for sets in SET_COUNTS for g in (False, True)}
-    counts: dict[tuple[int, bool], int] = {}
-    with torch.inference_mode():
-        for (sets, gathered) in timings:  # warm-up, and the operator counts
-            model.gathered_routing = gathered
-            timed_predict(model, batch, plans[sets], args.device)
-            counts[(sets, gathered)] = operator_count(model, batch, plans[sets], args.device)
-        for _ in range(args.repeats):
-            for (sets, gathered) in timings:
-                model.gathered_routing = gathered
-                timings[(sets, gathered)].append(timed_predict(model, batch, plans[sets], args.device))
+    timings, counts = on_model_thread(time_routings, model, batch, plans, args)
     load_at_end = machine_load()
     rows = []
     for (sets, gathered), seconds in timings.items():

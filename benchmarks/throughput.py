@@ -9,7 +9,7 @@ p95 against concurrency, and the load average at the start and end (the machine 
 * ``elp``: one ``python -m server`` holding one backbone and the four task adapter sets, batching
   across tasks.
 * ``elp_2w``: the same server with ``--model-workers 2``: two batch workers over the one model
-  (on a CPU each with half the intra-op threads).
+  (on a CPU sharing the intra-op threads: all for a batch running alone, half each while two run).
 * ``elp_length`` / ``elp_cost``: the same server with the length or the cost-aware batch policy
   (``--batch-policy``; ``length`` is the default).
 * ``elp_int8``: the same server with the int8 encoder (``--dtype int8``, CPU).
@@ -75,14 +75,34 @@ def requests_for(concurrency: int, quick: bool, override: int | None) -> int:
     return max(8, concurrency) if quick else max(40, 2 * concurrency)
 
 
-def system_commands(system: str, backbone: Path, workdir: Path, device: str,
-                    extra_server_args: list[str]) -> tuple[list[tuple[list[str], dict[str, str], int]], dict[str, int]]:
+def parse_variants(specs: list[str]) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """``--variant NAME=TOKENS``: an ELP server system of its own, with the flags among TOKENS
+    (``--torch-threads 1``) and the environment entries (``OMP_WAIT_POLICY=PASSIVE``)."""
+    variants = {}
+    for spec in specs:
+        name, _, tokens = spec.partition("=")
+        flags, env = [], {}
+        for token in tokens.split():
+            if not token.startswith("-") and "=" in token:
+                key, _, value = token.partition("=")
+                env[key] = value
+            else:
+                flags.append(token)
+        variants[name] = (flags, env)
+    return variants
+
+
+def system_commands(system: str, backbone: Path, workdir: Path, device: str, extra_server_args: list[str],
+                    variants: dict[str, tuple[list[str], dict[str, str]]] | None = None
+                    ) -> tuple[list[tuple[list[str], dict[str, str], int]], dict[str, int]]:
     """(process commands, task -> port) for one system."""
-    if system in SYSTEM_SERVER_ARGS:
+    variants = variants or {}
+    if system in SYSTEM_SERVER_ARGS or system in variants:
+        flags, env = variants.get(system, (SYSTEM_SERVER_ARGS.get(system, []), {}))
         store = build_random_store(backbone, workdir / "store-elp", default_sets())
         port = free_port()
-        argv = server_command(backbone, store, port, device, *SYSTEM_SERVER_ARGS[system], *extra_server_args)
-        return [(argv, {}, port)], dict.fromkeys(TASKS, port)
+        argv = server_command(backbone, store, port, device, *flags, *extra_server_args)
+        return [(argv, env, port)], dict.fromkeys(TASKS, port)
     if system == "per_task":
         commands, ports = [], {}
         for index, (endpoint, task) in enumerate((spec.endpoint, spec.name) for spec in REGISTERED_TASKS):
@@ -104,7 +124,8 @@ def start_systems(stack: contextlib.ExitStack, systems: list[str], backbone: Pat
     started = {}
     for system in systems:
         print(f"{system}: starting", flush=True)
-        commands, ports = system_commands(system, backbone, workdir, args.device, args.server_arg)
+        commands, ports = system_commands(system, backbone, workdir, args.device, args.server_arg,
+                                          parse_variants(args.variant))
         started[system] = (stack.enter_context(started_processes(commands)), ports)
     return started
 
@@ -127,7 +148,7 @@ def run_point(system: str, processes: list, ports: dict[str, int], clips: list, 
 def run_interleaved(systems: list[str], backbone: Path, workdir: Path, args: argparse.Namespace,
                     clips: list) -> list[dict[str, Any]]:
     """Each repeat runs every concurrency, and at each concurrency every system in turn (round-robin,
-    a different system first each time), on the same seeded request plan."""
+    a different system first each time), on the same seeded request plan (a new one each repeat)."""
     runs = []
     with contextlib.ExitStack() as stack:
         started = start_systems(stack, systems, backbone, workdir, args)
@@ -140,8 +161,9 @@ def run_interleaved(systems: list[str], backbone: Path, workdir: Path, args: arg
                 total = requests_for(concurrency, args.quick, args.requests)
                 for system in round_robin(systems, repeat + level_index):
                     processes, ports = started[system]
+                    # one plan per repeat, the same at every concurrency: c16/c1 compares the same requests
                     runs.append(run_point(system, processes, ports, clips, concurrency, total,
-                                          args.seed + concurrency + 1000 * repeat, repeat))
+                                          args.seed + 1000 * repeat, repeat))
     return runs
 
 
@@ -159,20 +181,27 @@ def add_ratios(rows: list[dict[str, Any]]) -> None:
             row["elp_speedup"] = round(reference["req_per_s"] / row["req_per_s"], 2)
 
 
-METRICS = ("req_per_s", "rows_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", "peak_rss_mib")
+METRICS = ("req_per_s", "rows_per_s", "p50_ms", "p95_ms", "p99_ms", "errors", "peak_rss_mib", "client_cpu_ms_per_req")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 16, 64])
-    parser.add_argument("--systems", nargs="+", choices=SYSTEMS, default=list(SYSTEMS))
+    parser.add_argument("--systems", nargs="+", default=list(SYSTEMS),
+                        help=f"of {', '.join(SYSTEMS)} and the --variant names")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="NAME=TOKENS: one more ELP server system, e.g. 'elp_1t=--torch-threads 1' or "
+                             "'elp_passive=OMP_WAIT_POLICY=PASSIVE' (flags and environment entries)")
     parser.add_argument("--requests", type=int, default=None, help="requests per point (default by --quick)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians and min-max reported")
     parser.add_argument("--clips", type=int, default=48, help="distinct clips (1-10 s) in the stream")
     parser.add_argument("--server-arg", action="append", default=[],
                         help="extra flag for the ELP server processes, e.g. --server-arg=--max-batch-size=8")
     args = parser.parse_args(argv)
+    unknown = set(args.systems) - set(SYSTEMS) - set(parse_variants(args.variant))
+    if unknown:
+        parser.error(f"unknown systems {sorted(unknown)}: choose from {SYSTEMS} or name a --variant")
     clips = corpus_clips(args.clips, seed=args.seed)
     load_at_start = machine_load()
     with workdir_for(args, f"throughput-{backbone_label(args.backbone)}") as workdir:
@@ -185,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     ratios = ratio_table(rows, ("naive", "elp_length", "per_task"))
     name = f"throughput-{backbone_label(args.backbone)}"
     columns = ["system", "concurrency", "repeats", "req_per_s", "req_per_s_min", "req_per_s_max", "p50_ms",
-               "p95_ms", "p95_ms_min", "p95_ms_max", "errors", "peak_rss_mib", "elp_speedup", "vs_naive"]
+               "p95_ms", "p95_ms_min", "p95_ms_max", "errors", "peak_rss_mib", "client_cpu_ms_per_req", "elp_speedup",
+               "vs_naive"]
     title = (f"throughput, backbone {backbone_label(args.backbone)}, device {args.device}, "
              f"clips {min(c.duration_s for c in clips):.1f}-{max(c.duration_s for c in clips):.1f} s, mixed 4 tasks, "
              f"{args.repeats} interleaved repeats (median, min-max)")

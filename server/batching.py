@@ -11,9 +11,12 @@ loop goes on. Adapter registration runs here too (``call``), when no batch runs,
 model never changes under a running batch.
 
 ``workers`` > 1 runs that many such threads over the same model (one copy of the weights): each forms
-and runs its own batches. On a CPU that is inter-op parallelism over the cores (each thread with a
-share of the intra-op threads), and on a GPU one thread's Python and host work overlaps another's
-kernels. Inference only reads the model; the per-batch adapter routing is thread-local.
+and runs its own batches. On a CPU that is inter-op parallelism over the cores, and on a GPU one
+thread's Python and host work overlaps another's kernels. Inference only reads the model; the
+per-batch adapter routing is thread-local. With ``intra_op_threads`` (CPU), each worker thread sets
+its own torch intra-op threads before each batch to its share of them: all while it runs alone (a
+lone request gets every core), ``intra_op_threads // running batches`` while others run (no more
+threads than cores: an OpenMP team waits at every barrier for a thread that is not scheduled).
 """
 
 from __future__ import annotations
@@ -108,12 +111,15 @@ class BatchWorker:
         wait_only_while_incoming: bool = False,
         stages: BatchStages | None = None,
         policy: BatchPolicy | None = None,
+        intra_op_threads: int = 0,
     ) -> None:
         if workers < 1:
             raise ValueError("a batch worker needs at least one thread")
         self.model = model
         self.stages: BatchStages = stages or PredictStages()
         self.workers = workers
+        # torch intra-op threads the worker threads share (0: leave torch's setting alone)
+        self.intra_op_threads = intra_op_threads
         # Waiting for company only pays while some is on its way: with this set, a batch waits (up to
         # max_wait_s) only while a request marked by ``incoming()`` is still being decoded.
         self.wait_only_while_incoming = wait_only_while_incoming
@@ -236,7 +242,19 @@ class BatchWorker:
         return (rows_ahead + extra_rows) * self._row_seconds_ema
 
     # -- the loop ----------------------------------------------------------------------------------
+    def thread_share(self) -> int:
+        """Intra-op threads for a batch starting now: an equal share among the batches running (this
+        one included), all of them when it runs alone."""
+        with self._cond:
+            running = max(1, self._running_batches)
+        return max(1, self.intra_op_threads // running)
+
     def _run(self) -> None:
+        threads_now = 0
+        if self.intra_op_threads:
+            # torch reads its thread count lazily, once per thread, from the process-wide value: do that
+            # first, so that this thread's own setting below is not overwritten by it
+            threads_now = torch.get_num_threads()
         while True:
             try:
                 batch = self._next_batch()
@@ -246,6 +264,9 @@ class BatchWorker:
             if batch is None:
                 return
             if batch:
+                if self.intra_op_threads and (share := self.thread_share()) != threads_now:
+                    torch.set_num_threads(share)  # this thread's OpenMP and MKL threads only
+                    threads_now = share
                 try:
                     self._run_batch(batch)
                 finally:

@@ -38,13 +38,16 @@ _QUANTIZED = {"int8": "int8"}
 _RUNNING_GRACE_S = 60.0
 
 
-def _set_torch_threads(torch_threads: int, model_workers: int) -> None:
-    """Intra-op threads: as configured, or torch's default split over the model workers, so that
-    N workers on a CPU use its cores side by side instead of N x cores threads fighting over them."""
-    threads = torch_threads or max(1, _DEFAULT_TORCH_THREADS // model_workers)
+def _set_torch_threads(torch_threads: int, model_workers: int) -> int:
+    """Intra-op threads: as configured, or torch's default (the cores this process may use). The model
+    workers share them (``BatchWorker.thread_share``): a batch running alone uses all of them, N
+    batches at once 1/N each, so N workers use the cores side by side instead of N x cores threads
+    fighting over them."""
+    threads = torch_threads or _DEFAULT_TORCH_THREADS
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
-    logger.info("torch intra-op threads: %d, model workers: %d", threads, model_workers)
+    logger.info("torch intra-op threads: %d, shared by %d model worker(s)", threads, model_workers)
+    return threads
 
 
 @dataclass
@@ -83,7 +86,7 @@ class InferenceService:
 
         device = self.settings.resolved_device()
         dtype = _DTYPES[self.settings.dtype]
-        _set_torch_threads(self.settings.torch_threads, self.settings.model_workers)
+        intra_op_threads = _set_torch_threads(self.settings.torch_threads, self.settings.model_workers)
         started = time.perf_counter()
         self.backbone = await asyncio.to_thread(load_backbone, self.settings.backbone, device, dtype,
                                                 quantization=_QUANTIZED.get(self.settings.dtype))
@@ -107,6 +110,7 @@ class InferenceService:
             max_queue=self.settings.max_queue,
             metrics=self.metrics,
             workers=self.settings.model_workers,
+            intra_op_threads=intra_op_threads if device == "cpu" else 0,
             wait_only_while_incoming=self.settings.batch_wait == "while-incoming",
             policy=CostAwarePolicy(self.settings.max_batch_size, self.settings.batch_latency_bound_ms / 1000.0,
                                    self.sample_rate) if self.settings.batch_policy == "cost" else None,

@@ -82,7 +82,7 @@ def test_overhead_runs_each_batch_policy_after_one_shared_raw_loop(monkeypatch: 
     @contextlib.contextmanager
     def fake_processes(commands: list) -> object:
         started.extend(argv for argv, _, _ in commands)
-        yield []
+        yield [argparse.Namespace(pid=1000 + index) for index in range(len(commands))]
 
     async def fake_load(*args: object, **kwargs: object) -> None:
         return None
@@ -91,6 +91,9 @@ def test_overhead_runs_each_batch_policy_after_one_shared_raw_loop(monkeypatch: 
         calls.append(("raw",))
         return {"raw_mixed_rows_per_s": 10.0 * len(calls)}
 
+    def fake_raw_plan(*args: object) -> dict:
+        return {"raw_plan_rows_per_s": 12.0}
+
     def fake_server(port: int, *args: object) -> dict:
         calls.append(("server", port))
         return {"server_rows_per_s": 9.0}
@@ -98,16 +101,40 @@ def test_overhead_runs_each_batch_policy_after_one_shared_raw_loop(monkeypatch: 
     monkeypatch.setattr(overhead, "started_processes", fake_processes)
     monkeypatch.setattr(overhead, "run_load", fake_load)
     monkeypatch.setattr(overhead, "raw_point", fake_raw)
+    monkeypatch.setattr(overhead, "raw_plan_point", fake_raw_plan)
     monkeypatch.setattr(overhead, "server_load", fake_server)
     args = argparse.Namespace(batch_policies=["cost", "length"], device="cpu", server_arg=[], repeats=2, seed=0)
-    runs = overhead.interleaved_points(None, [], Path("backbone"), Path("store"), [], 8, args, 2)
+    clips = [common.Clip("a", b"", 1.0), common.Clip("b", b"", 2.0)]
+    runs = overhead.interleaved_points(None, [None, None], Path("backbone"), Path("store"), clips, 8, args, 2)
     policies = [argv[argv.index("--batch-policy") + 1] for argv in started]
     assert policies == ["cost", "length"] and all("--max-batch-size" in argv for argv in started)
     assert [call[0] for call in calls] == ["raw", "server", "server", "raw", "server", "server"]
     assert [run["batch_policy"] for run in runs] == ["cost", "length", "length", "cost"]  # round-robin
     for repeat in (0, 1):  # both policies of a repeat divide by the same raw figure
         assert len({run["raw_mixed_rows_per_s"] for run in runs if run["repeat"] == repeat}) == 1
-    assert runs[0]["served_fraction"] == round(9.0 / runs[0]["raw_mixed_rows_per_s"], 3)
+    assert runs[0]["served_fraction"] == round(9.0 / 12.0, 3)  # against the raw model on the same rows
+    assert runs[0]["served_vs_grouped"] == round(9.0 / runs[0]["raw_mixed_rows_per_s"], 3)
+
+
+def test_the_served_fraction_reference_runs_the_rows_the_server_is_sent() -> None:
+    """The raw reference replays the load's request plan (verify = two rows), B rows at a time, sorted
+    by length within each window of 2B requests; not the shortest rows (the former reference)."""
+    import torch
+
+    from benchmarks import loadgen, overhead
+
+    clips = [common.Clip(f"c{i}", b"", 1.0 + i) for i in range(10)]
+    waveforms = {clip.name: torch.zeros(int(clip.duration_s * 100)) for clip in clips}
+    plan = loadgen.request_plan(clips, 12, seed=3)
+    batches = overhead.plan_batches(plan, waveforms, batch_size=4)
+    sent = sorted(len(waveforms[clip.name]) for request in plan for clip in request.clips)
+    assert sorted(len(w) for batch, _ in batches for w in batch) == sent
+    assert any(request.task == "verify" for request in plan) and len(sent) > len(plan)
+    assert all(len(batch) == len(keys) <= 4 for batch, keys in batches)
+    first_window = [w for batch, _ in batches[:2] for w in batch]  # requests 0-7 hold >= 8 rows
+    assert [len(w) for w in first_window] == sorted(len(w) for w in first_window)
+    task_of_key = {adapter_id: task for task, adapter_id in common.DEFAULT_IDS.items()}
+    assert {task_of_key[key] for _, keys in batches for key in keys} <= set(common.DEFAULT_IDS)
 
 @pytest.mark.slow
 def test_overhead_interleaves_batch_policies_against_one_raw_figure(tiny_store: tuple[Path, Path], tmp_path: Path,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 import torch
@@ -75,3 +77,48 @@ def _assert_same_answers(one: list[dict], two: list[dict]) -> None:
                 assert value == pytest.approx(double[key], abs=1e-4)
             else:
                 assert value == double[key], key
+
+
+class _ThreadRecordingModel:
+    """Records the torch intra-op threads each call runs with; the first call waits for ``gate``."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.first_started = threading.Event()
+        self.threads: list[int] = []
+
+    def predict(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[int]:
+        self.threads.append(torch.get_num_threads())
+        if len(self.threads) == 1:
+            self.first_started.set()
+            self.gate.wait(10)
+        return [0] * len(waveforms)
+
+
+def test_model_workers_share_the_intra_op_threads_while_their_batches_overlap() -> None:
+    """A batch running alone gets every intra-op thread; one that starts while another runs gets its
+    share (no more OpenMP threads than cores)."""
+    from server.batching import BatchWorker, InferenceJob
+    from server.metrics import ServerMetrics
+
+    process_threads = torch.get_num_threads()
+    model = _ThreadRecordingModel()
+    worker = BatchWorker(model, max_batch_rows=1, max_wait_s=0.0, max_queue=8, metrics=ServerMetrics(),
+                         workers=2, intra_op_threads=4)
+
+    def job() -> InferenceJob:
+        return InferenceJob("asr", [torch.zeros(160)], ["a"], deadline=time.monotonic() + 60)
+
+    try:
+        worker.start()
+        first = worker.submit(job())
+        assert model.first_started.wait(10)
+        worker.submit(job()).result(timeout=10)  # runs on the other worker while the first is held
+        model.gate.set()
+        first.result(timeout=10)
+        worker.submit(job()).result(timeout=10)  # alone again
+        worker.stop(1.0)
+    finally:
+        model.gate.set()
+        torch.set_num_threads(process_threads)  # the workers' setting is also torch's default for new threads
+    assert model.threads == [4, 2, 4]
