@@ -12,14 +12,17 @@ command measures the near split (``data/corpus``) and the far and human suites (
 
 Reduced precision is worth turning on where the hardware has it: bf16 on CPUs with AVX512-BF16 or
 AMX and on GPUs (elsewhere it is emulated and slower); int8 encoder weights (dynamic int8 Linear
-layers, ``elp/backbones/quantize.py``) on any x86 CPU.
+layers, ``elp/backbones/quantize.py``) on any x86 CPU. ``int8-plain`` is the first int8 scheme
+(no smoothing, 7-bit activations), kept to compare against. The machine's load average is noted
+in the title (before and after).
 
-    python -m benchmarks.precision [--clips 120] [--repeats 3] [--dtypes float32 int8] [--device cuda]
+    python -m benchmarks.precision [--clips 120] [--repeats 3] [--dtypes float32 int8 int8-plain] [--device cuda]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -29,16 +32,18 @@ import torch
 
 from benchmarks.common import CORPUS_DIR, DEFAULT_BACKBONE, DEFAULT_IDS, REPO_ROOT, markdown_table, write_results
 
-DTYPES = ("float32", "bfloat16", "float16", "int8")  # as ELP_DTYPE names them
+#: as ELP_DTYPE names them, plus "int8-plain": the first int8 scheme (no smoothing, 7-bit activations)
+DTYPES = ("float32", "bfloat16", "float16", "int8", "int8-plain")
 
 
 def load_model(dtype: str, args: argparse.Namespace):
     """The backbone in ``dtype`` (int8 = float32 activations, int8 encoder weights) with every set."""
     from elp import AdapterSet, MultiAdapterModel, load_backbone
 
-    torch_dtype = torch.float32 if dtype == "int8" else getattr(torch, dtype)
+    quantized = dtype.startswith("int8")
+    torch_dtype = torch.float32 if quantized else getattr(torch, dtype)
     backbone = load_backbone(args.backbone, device=args.device, dtype=torch_dtype,
-                             quantization="int8" if dtype == "int8" else None)
+                             quantization=dtype if quantized else None)
     model = MultiAdapterModel(backbone).eval()
     for name in args.sets:
         model.add_adapter_set(name, AdapterSet.load(Path(args.store) / name, device=args.device))
@@ -53,6 +58,10 @@ def measure(models: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
     order = list(models)
     rows = []
     for name in args.sets:
+        task = next(iter(models.values())).adapter_sets[name].config.task
+        if not (Path(args.corpus) / f"{task}.jsonl").exists():
+            print(f"  {name}: no {task}.jsonl in {args.corpus}, skipped", flush=True)
+            continue
         runs: dict[str, list[tuple[float, float]]] = {dtype: [] for dtype in order}
         metric = ""
         for repeat in range(args.repeats):
@@ -88,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     if "float32" not in dtypes:
         dtypes = ["float32", *dtypes]  # the baseline of every ratio
     torch.manual_seed(0)
+    load_before = os.getloadavg()[0]
     rows = measure({dtype: load_model(dtype, args) for dtype in dtypes}, args)
     reference = {row["set"]: row for row in rows if row["dtype"] == "float32"}
     for row in rows:
@@ -96,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         row["speedup"] = round(base["compute_s"] / row["compute_s"], 2) if row["compute_s"] else None
     title = (f"precision, backbone {Path(args.backbone).name}, device {args.device}, corpus {Path(args.corpus).name}, "
              f"first {args.clips} test clips per task (verification: trials among them), "
-             f"{args.repeats} interleaved repeats (median compute, spread = max - min)")
+             f"{args.repeats} interleaved repeats (median compute, spread = max - min), "
+             f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     columns = ["dtype", "set", "metric", "value", "delta", "compute_s", "spread_s", "speedup"]
     suffix = f"-{args.tag}" if args.tag else ""
     write_results(f"precision-{args.device.split(':')[0]}{suffix}", {"title": title, "rows": rows},
