@@ -125,7 +125,8 @@ def compare_schemes(backbone, model, reference, waves, layers: int, args: argpar
         line = f"{label:28s} {compare(reference, encode_states(candidate, args.set, waves, args.batch_size))}"
         if args.cer:
             result = evaluate_adapter(candidate, args.set, corpus, "valid", None, max_clips=args.cer)
-            line += " " + " ".join(f"{k} {result[k]:.4f}" for k in ("cer", "wer", "accuracy", "eer") if k in result)
+            metrics = ("cer", "wer", "accuracy", "eer")
+            line += " " + " ".join(f"{k} {result[k]:.4f}" for k in metrics if k in result)
             line += f" compute {result['compute_seconds']:.1f} s"
         print(line, flush=True)
     return 0
@@ -133,13 +134,17 @@ def compare_schemes(backbone, model, reference, waves, layers: int, args: argpar
 
 def scheme_variants(backbone, calibration, layers: int) -> dict[str, tuple]:
     """Whole schemes to compare: quantize_backbone's (scheme, calibration, alpha, full_range) by label."""
-    from elp.backbones.calibration import Int8Calibration
+    from elp.backbones.calibration import Int8Calibration, find_calibration
+
+    shipped = find_calibration(backbone, None)
 
     def variant(keep: set[str], alpha: float = 0.5, smooth: tuple[str, ...] = KINDS, full_range: bool = True):
         maxima = {name: value for name, value in calibration.maxima.items() if name.split(".", 1)[1] in smooth}
         return ("int8", Int8Calibration(maxima, keep, calibration.fingerprint, calibration.source), alpha, full_range)
 
     return {
+        **({"shipped (ELP_DTYPE=int8)": ("int8", Int8Calibration.load(shipped, backbone), 0.5, None)}
+           if shipped else {}),
         "plain (7-bit activations)": ("int8-plain", None, 0.5, False),
         "plain, 3.fc2 float": variant({"3.fc2"}, smooth=(), full_range=False),
         "smooth a=0.5, 7-bit": variant(set(), full_range=False),

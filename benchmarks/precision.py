@@ -17,6 +17,7 @@ layers, ``elp/backbones/quantize.py``) on any x86 CPU. ``int8-plain`` is the fir
 in the title (before and after).
 
     python -m benchmarks.precision [--clips 120] [--repeats 3] [--dtypes float32 int8 int8-plain] [--device cuda]
+    python -m benchmarks.precision --encoder-speed --clips 48 --repeats 5 --dtypes float32 int8 int8-plain
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import argparse
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,32 @@ def measure(models: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
     return rows
 
 
+def encoder_speed(models: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Seconds to encode the first ``args.clips`` test clips of the ASR split (batches of 8 of
+    similar length, the first set routed), dtypes interleaved: the backbone's speed without the
+    decoding and heads that ``measure`` also times."""
+    from elp.model import pad_waveforms
+    from training.data.manifest import filter_split, read_manifest
+    from training.dataset import load_audio
+
+    rows = filter_split(read_manifest(Path(args.corpus) / "asr.jsonl"), "test")[: args.clips]
+    waves = sorted((torch.from_numpy(load_audio(row.path)) for row in rows), key=len)
+    batches = [pad_waveforms(waves[start:start + 8]) for start in range(0, len(waves), 8)]
+    order, key = list(models), args.sets[0]
+    seconds: dict[str, list[float]] = {dtype: [] for dtype in order}
+    with torch.no_grad():
+        for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
+            for dtype in order[repeat % len(order):] + order[: repeat % len(order)]:
+                started = time.perf_counter()
+                for batch, lengths in batches:
+                    models[dtype].encode(batch, lengths, [key] * len(lengths))
+                if repeat:
+                    seconds[dtype].append(time.perf_counter() - started)
+    return [{"dtype": dtype, "set": key, "metric": "encode_s", "value": round(statistics.median(values), 2),
+             "compute_s": round(statistics.median(values), 2), "spread_s": round(max(values) - min(values), 2)}
+            for dtype, values in seconds.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default=str(REPO_ROOT / DEFAULT_BACKBONE))
@@ -90,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=None,
                         help="default: float32 bfloat16 int8 on a CPU, float32 bfloat16 float16 on a GPU")
+    parser.add_argument("--encoder-speed", action="store_true",
+                        help="time only the encoder (first --sets set routed) on the first --clips ASR test clips")
     parser.add_argument("--tag", default="", help="suffix of the results file name (e.g. the suite)")
     args = parser.parse_args(argv)
     on_gpu = args.device.startswith("cuda")
@@ -98,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
         dtypes = ["float32", *dtypes]  # the baseline of every ratio
     torch.manual_seed(0)
     load_before = os.getloadavg()[0]
-    rows = measure({dtype: load_model(dtype, args) for dtype in dtypes}, args)
+    if args.encoder_speed:
+        args.sets = args.sets[:1]
+    models = {dtype: load_model(dtype, args) for dtype in dtypes}
+    rows = encoder_speed(models, args) if args.encoder_speed else measure(models, args)
     reference = {row["set"]: row for row in rows if row["dtype"] == "float32"}
     for row in rows:
         base = reference[row["set"]]
@@ -109,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.repeats} interleaved repeats (median compute, spread = max - min), "
              f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     columns = ["dtype", "set", "metric", "value", "delta", "compute_s", "spread_s", "speedup"]
-    suffix = f"-{args.tag}" if args.tag else ""
+    suffix = ("-encoder" if args.encoder_speed else "") + (f"-{args.tag}" if args.tag else "")
     write_results(f"precision-{args.device.split(':')[0]}{suffix}", {"title": title, "rows": rows},
                   f"{title}\n\n" + markdown_table(rows, columns))
     return 0
