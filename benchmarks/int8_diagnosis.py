@@ -156,6 +156,10 @@ def scheme_variants(backbone, calibration, layers: int) -> dict[str, tuple]:
         "8-bit, smooth fc2 only": variant(set(), smooth=("fc2",)),
         "8-bit, smooth a=0.5, layer 0 float": variant({f"0.{kind}" for kind in KINDS}),
         "8-bit, smooth a=0.5, layer 0 + 3.fc2 float": variant({f"0.{kind}" for kind in KINDS} | {"3.fc2"}),
+        "8-bit, smooth a=0.5, layer 0 + every fc2 float": variant({f"0.{kind}" for kind in KINDS}
+                                                                  | {f"{i}.fc2" for i in range(layers)}),
+        "8-bit, smooth a=0.5, layers 0 + 5 + 3.fc2 float": variant({f"{i}.{kind}" for i in (0, 5) for kind in KINDS}
+                                                                   | {"3.fc2"}),
     }
 
 
