@@ -12,16 +12,21 @@ command measures the near split (``data/corpus``) and the far and human suites (
 
 Reduced precision is worth turning on where the hardware has it: bf16 on CPUs with AVX512-BF16 or
 AMX and on GPUs (elsewhere it is emulated and slower); int8 encoder weights (dynamic int8 Linear
-layers, ``elp/backbones/quantize.py``) on any x86 CPU.
+layers, ``elp/backbones/quantize.py``) on any x86 CPU. ``int8-plain`` is the first int8 scheme
+(no smoothing, 7-bit activations), kept to compare against. The machine's load average is noted
+in the title (before and after).
 
-    python -m benchmarks.precision [--clips 120] [--repeats 3] [--dtypes float32 int8] [--device cuda]
+    python -m benchmarks.precision [--clips 120] [--repeats 3] [--dtypes float32 int8 int8-plain] [--device cuda]
+    python -m benchmarks.precision --encoder-speed --clips 48 --repeats 5 --dtypes float32 int8 int8-plain
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +34,18 @@ import torch
 
 from benchmarks.common import CORPUS_DIR, DEFAULT_BACKBONE, DEFAULT_IDS, REPO_ROOT, markdown_table, write_results
 
-DTYPES = ("float32", "bfloat16", "float16", "int8")  # as ELP_DTYPE names them
+#: as ELP_DTYPE names them, plus "int8-plain": the first int8 scheme (no smoothing, 7-bit activations)
+DTYPES = ("float32", "bfloat16", "float16", "int8", "int8-plain")
 
 
 def load_model(dtype: str, args: argparse.Namespace):
     """The backbone in ``dtype`` (int8 = float32 activations, int8 encoder weights) with every set."""
     from elp import AdapterSet, MultiAdapterModel, load_backbone
 
-    torch_dtype = torch.float32 if dtype == "int8" else getattr(torch, dtype)
+    quantized = dtype.startswith("int8")
+    torch_dtype = torch.float32 if quantized else getattr(torch, dtype)
     backbone = load_backbone(args.backbone, device=args.device, dtype=torch_dtype,
-                             quantization="int8" if dtype == "int8" else None)
+                             quantization=dtype if quantized else None)
     model = MultiAdapterModel(backbone).eval()
     for name in args.sets:
         model.add_adapter_set(name, AdapterSet.load(Path(args.store) / name, device=args.device))
@@ -53,6 +60,10 @@ def measure(models: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
     order = list(models)
     rows = []
     for name in args.sets:
+        task = next(iter(models.values())).adapter_sets[name].config.task
+        if not (Path(args.corpus) / f"{task}.jsonl").exists():
+            print(f"  {name}: no {task}.jsonl in {args.corpus}, skipped", flush=True)
+            continue
         runs: dict[str, list[tuple[float, float]]] = {dtype: [] for dtype in order}
         metric = ""
         for repeat in range(args.repeats):
@@ -70,6 +81,32 @@ def measure(models: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
     return rows
 
 
+def encoder_speed(models: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Seconds to encode the first ``args.clips`` test clips of the ASR split (batches of 8 of
+    similar length, the first set routed), dtypes interleaved: the backbone's speed without the
+    decoding and heads that ``measure`` also times."""
+    from elp.model import pad_waveforms
+    from training.data.manifest import filter_split, read_manifest
+    from training.dataset import load_audio
+
+    rows = filter_split(read_manifest(Path(args.corpus) / "asr.jsonl"), "test")[: args.clips]
+    waves = sorted((torch.from_numpy(load_audio(row.path)) for row in rows), key=len)
+    batches = [pad_waveforms(waves[start:start + 8]) for start in range(0, len(waves), 8)]
+    order, key = list(models), args.sets[0]
+    seconds: dict[str, list[float]] = {dtype: [] for dtype in order}
+    with torch.no_grad():
+        for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
+            for dtype in order[repeat % len(order):] + order[: repeat % len(order)]:
+                started = time.perf_counter()
+                for batch, lengths in batches:
+                    models[dtype].encode(batch, lengths, [key] * len(lengths))
+                if repeat:
+                    seconds[dtype].append(time.perf_counter() - started)
+    return [{"dtype": dtype, "set": key, "metric": "encode_s", "value": round(statistics.median(values), 2),
+             "compute_s": round(statistics.median(values), 2), "spread_s": round(max(values) - min(values), 2)}
+            for dtype, values in seconds.items()]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backbone", default=str(REPO_ROOT / DEFAULT_BACKBONE))
@@ -81,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtypes", nargs="+", choices=DTYPES, default=None,
                         help="default: float32 bfloat16 int8 on a CPU, float32 bfloat16 float16 on a GPU")
+    parser.add_argument("--encoder-speed", action="store_true",
+                        help="time only the encoder (first --sets set routed) on the first --clips ASR test clips")
     parser.add_argument("--tag", default="", help="suffix of the results file name (e.g. the suite)")
     args = parser.parse_args(argv)
     on_gpu = args.device.startswith("cuda")
@@ -88,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     if "float32" not in dtypes:
         dtypes = ["float32", *dtypes]  # the baseline of every ratio
     torch.manual_seed(0)
-    rows = measure({dtype: load_model(dtype, args) for dtype in dtypes}, args)
+    load_before = os.getloadavg()[0]
+    if args.encoder_speed:
+        args.sets = args.sets[:1]
+    models = {dtype: load_model(dtype, args) for dtype in dtypes}
+    rows = encoder_speed(models, args) if args.encoder_speed else measure(models, args)
     reference = {row["set"]: row for row in rows if row["dtype"] == "float32"}
     for row in rows:
         base = reference[row["set"]]
@@ -96,9 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         row["speedup"] = round(base["compute_s"] / row["compute_s"], 2) if row["compute_s"] else None
     title = (f"precision, backbone {Path(args.backbone).name}, device {args.device}, corpus {Path(args.corpus).name}, "
              f"first {args.clips} test clips per task (verification: trials among them), "
-             f"{args.repeats} interleaved repeats (median compute, spread = max - min)")
+             f"{args.repeats} interleaved repeats (median compute, spread = max - min), "
+             f"1-min load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     columns = ["dtype", "set", "metric", "value", "delta", "compute_s", "spread_s", "speedup"]
-    suffix = f"-{args.tag}" if args.tag else ""
+    suffix = ("-encoder" if args.encoder_speed else "") + (f"-{args.tag}" if args.tag else "")
     write_results(f"precision-{args.device.split(':')[0]}{suffix}", {"title": title, "rows": rows},
                   f"{title}\n\n" + markdown_table(rows, columns))
     return 0

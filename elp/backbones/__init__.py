@@ -9,6 +9,7 @@ import torch
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, WhisperFeatureExtractor, WhisperModel
 
 from elp.backbones.base import Backbone, BackboneIdentity, fingerprint_module
+from elp.backbones.calibration import Int8Calibration, find_calibration
 from elp.backbones.quantize import QUANTIZATIONS, quantize_backbone
 from elp.backbones.wav2vec2 import Wav2Vec2FamilyBackbone
 from elp.backbones.whisper import WhisperEncoderBackbone
@@ -48,7 +49,8 @@ def load_backbone(
 
     The fingerprint is taken on the float32 weights as loaded, so the same checkpoint served in
     fp16 on a GPU, or with int8 encoder layers on a CPU (``quantization="int8"``), still accepts
-    adapter sets trained in fp32.
+    adapter sets trained in fp32. int8 reads its activation calibration (``elp.backbones.calibration``)
+    from the backbone's folder or the ones shipped with the package.
     """
     name = str(name_or_path)
     options: dict = {"dtype": torch.float32}
@@ -90,7 +92,11 @@ def load_backbone(
     else:
         backbone = Wav2Vec2FamilyBackbone(module, identity, _wants_waveform_normalization(name, config))
     backbone = backbone.to(device=device, dtype=dtype)
-    return quantize_backbone(backbone, quantization) if quantization else backbone
+    if not quantization:
+        return backbone
+    calibration_path = find_calibration(backbone, name if Path(name).is_dir() else None)
+    calibration = Int8Calibration.load(calibration_path, backbone) if calibration_path else None
+    return quantize_backbone(backbone, quantization, calibration)
 
 
 __all__ = [

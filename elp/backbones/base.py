@@ -82,6 +82,8 @@ class Backbone(nn.Module, ABC):
     layer_norm_names: tuple[str, ...] = ()
     #: ``None`` for float weights, else the scheme of elp.backbones.quantize (e.g. ``"int8"``)
     quantization: str | None = None
+    #: where the int8 scheme's activation calibration came from (``None``: none used)
+    int8_calibration: str | None = None
     #: one of ``FRONT_END_MODES``: "auto" (the family's measured default on its device), "batched"
     #: (one call for the padded batch) or "per_row" (a loop over rows: the reference)
     front_end_mode: str = "auto"

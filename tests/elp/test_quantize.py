@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
+from safetensors import safe_open
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
-from elp.backbones.quantize import quantize_backbone, quantized_linear_count
+from elp.backbones.calibration import CALIBRATION_FILE, SHIPPED_DIR, Int8Calibration, linear_input_maxima
+from elp.backbones.quantize import (
+    SmoothedInt8Linear,
+    cpu_has_vnni,
+    quantize_backbone,
+    quantized_linear_count,
+    smoothing_factors,
+)
 from elp.errors import BackboneLoadError
 from elp.testing import make_random_adapter_set, outputs_per_row, seeded_waveform
 
@@ -64,3 +75,84 @@ def test_unknown_scheme_and_gpu_are_refused(backbone_dirs):
     meta = load_backbone(backbone_dirs["whisper-postln"]).to("meta")
     with pytest.raises(BackboneLoadError, match="CPUs only"):
         quantize_backbone(meta, "int8")
+
+
+# --------------------------------------------------------------- smoothing and the calibration file
+CALIBRATION_WAVES = [seeded_waveform(seconds, seed=10 + seed) for seed, seconds in enumerate((1.1, 0.8, 1.4))]
+
+
+def _calibration(backbone, keep_float=()):
+    maxima = linear_input_maxima(backbone, CALIBRATION_WAVES, batch_size=2)
+    return Int8Calibration(maxima, set(keep_float), backbone.identity.fingerprint, "seeded test waves")
+
+
+def test_smoothing_is_exact_in_float_and_shrinks_int8_error_on_an_outlier_channel():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 32)
+    inputs = torch.randn(200, 64)
+    inputs[:, 5] *= 40.0  # one outlying input channel, as in Whisper's feed-forward
+    scale = smoothing_factors(inputs.abs().amax(0), linear.weight)
+    with torch.no_grad():
+        reference = linear(inputs)
+        exact = torch.nn.functional.linear(inputs / scale, linear.weight * scale, linear.bias)
+        assert torch.allclose(exact, reference, atol=1e-4)
+        seven_bit = _relative_error(SmoothedInt8Linear(linear, None, full_range=False)(inputs), reference)
+        eight_bit = _relative_error(SmoothedInt8Linear(linear, None, full_range=True)(inputs), reference)
+        smoothed = _relative_error(SmoothedInt8Linear(linear, scale, full_range=True)(inputs), reference)
+    assert eight_bit < 0.75 * seven_bit  # 8-bit activations alone
+    assert smoothed < 0.5 * eight_bit  # smoothing on top
+    assert smoothed < 0.02
+
+
+def test_calibration_is_deterministic_and_round_trips(backbone_dirs, tmp_path):
+    backbone = load_backbone(backbone_dirs["whisper-postln"])
+    first, second = _calibration(backbone, ["0.fc2"]), _calibration(backbone)
+    assert first.maxima.keys() == second.maxima.keys() and len(first.maxima) == 6 * len(backbone.encoder_layers())
+    assert all(torch.equal(first.maxima[name], second.maxima[name]) for name in first.maxima)
+    loaded = Int8Calibration.load(first.save(tmp_path), backbone)
+    assert loaded.keep_float == {"0.fc2"} and loaded.fingerprint == backbone.identity.fingerprint
+    for name, value in first.maxima.items():  # stored in float16
+        assert torch.allclose(loaded.maxima[name], value, rtol=1e-3, atol=1e-4), name
+    other = load_backbone(backbone_dirs["wavlm-postln"])
+    with pytest.raises(BackboneLoadError, match="int8 calibration"):
+        Int8Calibration.load(tmp_path / f"{backbone.identity.fingerprint}.safetensors", other)
+
+
+def test_calibration_next_to_the_backbone_is_applied_and_answers_stay_near_float32(backbone_dirs, tmp_path):
+    source = backbone_dirs["whisper-postln"]
+    folder = tmp_path / "backbone"
+    shutil.copytree(source, folder)
+    float_backbone = load_backbone(folder)
+    _calibration(float_backbone, ["1.fc2"]).save(folder / CALIBRATION_FILE)
+    smoothed = load_backbone(folder, quantization="int8")
+    plain = load_backbone(folder, quantization="int8-plain")
+    assert smoothed.identity == float_backbone.identity  # sets trained in float32 still load
+    assert smoothed.int8_calibration == "seeded test waves" and plain.int8_calibration is None
+    layers = len(smoothed.encoder_layers())
+    assert quantized_linear_count(smoothed) == 6 * layers - 1  # 1.fc2 stays float
+    assert isinstance(smoothed.encoder_layers()[1].fc2, torch.nn.Linear)
+    outputs = {}
+    for name, backbone in (("float", float_backbone), ("int8", smoothed)):
+        model = MultiAdapterModel(backbone)
+        for seed, task in enumerate(TASKS):
+            model.add_adapter_set(task, make_random_adapter_set(float_backbone, task, seed=seed))
+        outputs[name] = outputs_per_row(model, WAVES, list(TASKS))
+    for task, full, reduced in zip(TASKS, outputs["float"], outputs["int8"], strict=True):
+        assert _relative_error(reduced, full) < 0.05, task
+
+
+def test_shipped_calibrations_are_named_by_their_fingerprint_and_complete():
+    shipped = sorted(SHIPPED_DIR.glob("*.safetensors"))
+    assert shipped  # Whisper base's, applied by ELP_DTYPE=int8
+    for path in shipped:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata, names = handle.metadata(), set(handle.keys())
+        assert metadata["fingerprint"] == path.stem and "train" in metadata["source"]
+        assert set(json.loads(metadata["keep_float"])) <= names
+
+
+def test_vnni_detection_reads_the_cpu_flags(tmp_path):
+    (tmp_path / "vnni").write_text("flags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    (tmp_path / "avx2").write_text("flags\t\t: fpu sse avx2\n")
+    assert cpu_has_vnni(tmp_path / "vnni") and not cpu_has_vnni(tmp_path / "avx2")
+    assert not cpu_has_vnni(tmp_path / "missing")
