@@ -97,14 +97,16 @@ def test_a_fillets_package_builds_segments_and_the_suite_speakers_voice_is_refus
         write_clip(sound / f"lab-m-w{k}.ogg", 200, phase=0.1 * k)
         write_clip(sound / f"lab-v-w{k}.ogg", 600, phase=0.1 * k)
     write_clip(sound / "lab-pap-squawk.ogg", 300)
+    (sound / "lab-m-broken.ogg").write_bytes(b"")  # the package ships empty files: left out, reported
     deb = tmp_path / "fillets-ng-data-cs_1.0_all.deb"
     subprocess.run(["dpkg-deb", "--build", "-Znone", str(root), str(deb)], check=True, capture_output=True)
-    args = realvox.parser().parse_args([str(deb), "--min-seconds", "3", "--max-clips-per-voice", "12"])
+    args = realvox.parser().parse_args([str(deb), "--min-seconds", "3"])
     suite = {"june": np.array([0.0, 1.0, 0.1]) / np.linalg.norm([0.0, 1.0, 0.1])}  # a high voice
     out = tmp_path / "realvox-fillets"
     report = realvox.build([str(deb)], out, fake_teacher, suite, args)
-    assert list(report["speakers"]) == ["fillets-cs-small"] and report["speakers"]["fillets-cs-small"] == 12
+    assert list(report["speakers"]) == ["fillets-cs-small"] and report["speakers"]["fillets-cs-small"] == 14
     assert report["refused"]["fillets-cs-big"][0] == "june"
+    assert [Path(p).name for p in report["unreadable"]] == ["lab-m-broken.ogg"]
     rows = [json.loads(line) for line in (out / "verification.jsonl").read_text().splitlines()]
     assert rows and {r["speaker"] for r in rows} == {"fillets-cs-small"}
     assert {r["meta"]["source"] for r in rows} == {"fillets-ng-data-cs"}

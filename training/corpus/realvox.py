@@ -218,6 +218,23 @@ def balanced_paths(manifest: str | Path, per_speaker: int) -> list[str]:
     return paths
 
 
+def readable_clips(clips: list[Path], load: Callable[[str], np.ndarray],
+                   min_s: float = 0.15) -> tuple[list[Path], list[np.ndarray]]:
+    """The clips that decode to at least ``min_s`` of sound once trimmed (Fish Fillets ships empty files)."""
+    from elp.errors import AudioError
+
+    kept, audio = [], []
+    for clip in clips:
+        try:
+            wave = trim(load(str(clip)))
+        except AudioError:
+            continue
+        if wave.size >= min_s * SAMPLE_RATE:
+            kept.append(clip)
+            audio.append(wave)
+    return kept, audio
+
+
 def build(debs: list[str], out: Path, teacher: Callable[[np.ndarray], np.ndarray],
           suite: dict[str, np.ndarray], args: argparse.Namespace) -> dict:
     """Read, label, guard and write one realvox source under ``out``; returns its report."""
@@ -227,7 +244,10 @@ def build(debs: list[str], out: Path, teacher: Callable[[np.ndarray], np.ndarray
         raise ValueError("no suite speaker centroids: refusing to build a training source unchecked")
     groups, package_of = package_groups(debs, out, args.source, args.max_clips_per_voice, args.seed,
                                         args.min_clips)
-    audio = {group: [trim(load_audio(str(c))) for c in clips] for group, clips in groups.items()}
+    audio, unreadable = {}, []
+    for group, clips in groups.items():
+        groups[group], audio[group] = readable_clips(clips, load_audio)
+        unreadable += sorted(set(map(str, clips)) - set(map(str, groups[group])))
     seconds = {group: round(sum(c.size for c in clips) / SAMPLE_RATE, 1) for group, clips in audio.items()}
     short = sorted(group for group, total in seconds.items() if total < args.min_seconds)
     for group in short:
@@ -239,7 +259,7 @@ def build(debs: list[str], out: Path, teacher: Callable[[np.ndarray], np.ndarray
     nearest = {n: max((round(float(voices[n][2] @ c), 4), s) for s, c in suite.items()) for n in voices}
     report = {"seed": args.seed, "max_cosine": args.max_cosine, "split_below": args.split_below,
               "packages": sorted(set(package_of.values())), "speakers": {n: len(voices[n][1]) for n in kept},
-              "seconds": seconds, "too_short": short, "refused": refused,
+              "seconds": seconds, "too_short": short, "unreadable": unreadable, "refused": refused,
               "nearest_suite_speaker": nearest, "segments": len(rows)}
     (out / "realvox.json").write_text(json.dumps(report, indent=1))
     return report
