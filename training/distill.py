@@ -131,11 +131,14 @@ def build_student(backbone_path: str, layers: list[int], l_dim: int, pooling: st
 
 
 def speaker_classes(keys: list[str], recipes: dict[str, str], manifests: list[str]) -> dict[str, int]:
-    """A class per synthetic speaker and speed factor (a speed-perturbed voice is another speaker)."""
+    """A class per labelled speaker and speed factor (a speed-perturbed voice is another speaker). Views
+    of clips in no manifest (unlabelled real voices) get no class: they learn from the teacher only."""
     speaker = {row.path: row.speaker for m in manifests for row in read_manifest(m)}
     names = {}
     for key in keys:
         path = key.rsplit("#", 1)[0]
+        if path not in speaker:
+            continue
         factor = next((part for part in recipes[key].split("+") if part.startswith("speed")), "")
         names[key] = f"{speaker[path]}|{factor}"
     index = {name: i for i, name in enumerate(sorted(set(names.values())))}
@@ -161,8 +164,9 @@ def train_epoch(adapter_set: AdapterSet, batches: list[list[str]], features: Fea
     for keys in batches:
         student = embed(adapter_set, [crop(features[k], args.crop_frames, generator) for k in keys])
         loss = distill_loss(student, torch.stack([teacher[k] for k in keys]), args.structure_weight)
-        if aam is not None and classes is not None:
-            loss = loss + args.aam_weight * aam(student, torch.tensor([classes[k] for k in keys]))
+        labelled = [i for i, k in enumerate(keys) if classes is not None and k in classes]
+        if aam is not None and labelled:
+            loss = loss + args.aam_weight * aam(student[labelled], torch.tensor([classes[keys[i]] for i in labelled]))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -251,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     aam = classes = None
     if args.aam_weight:
         classes = speaker_classes(keys, recipes, args.manifests)
+        print(json.dumps({"labelled_views": len(classes), "classes": max(classes.values()) + 1}), flush=True)
         aam = AMSoftmaxLoss(adapter_set.head.embedding_size, max(classes.values()) + 1)
         aam.weight.data = teacher_prototypes(teacher, classes)
     optimizer = torch.optim.AdamW([*adapter_set.parameters(), *(aam.parameters() if aam else [])], lr=args.lr,

@@ -138,9 +138,12 @@ def test_speaker_labels_feed_am_softmax_from_teacher_prototypes(cached, tmp_path
              "split": "train", "task": "verification", "speaker": f"spk{int(Path(k.rsplit('#', 1)[0]).stem[-2:]) % 3}",
              "text": None, "label": None, "meta": {}} for k in keys if k.endswith("#0")]
     manifest = Path(keys[0].rsplit("#", 1)[0]).parent / "verification.jsonl"
+    unlabelled = rows.pop()  # a clip in no manifest (an unlabelled real voice): distillation term only
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
     classes = distill.speaker_classes(keys, recipes, [str(manifest)])
-    speeds = {k for k in keys if "speed" in recipes[k]}
+    assert not [k for k in classes if Path(k.rsplit("#", 1)[0]).name == unlabelled["path"]]
+    assert len(classes) < len(keys)
+    speeds = {k for k in keys if "speed" in recipes[k] and k in classes}
     assert len(set(classes.values())) >= 3 + (1 if speeds else 0)
     assert all(classes[k] != classes[k.replace("#1", "#0")] for k in speeds)
     prototypes = distill.teacher_prototypes(teacher, classes)

@@ -1,18 +1,21 @@
-"""Real voices that are not suite speakers: KDE KLettres' recorded letters and syllables (Debian
-``klettres-data``, GPL-2+), cut into labelled 2-4 s segments for verification training.
+"""Real voices that are not suite speakers, from Debian packages (readers in
+``training.corpus.realvox_sources``: KDE KLettres letters, KTuberling words, Tux Paint stamp descriptions,
+Fish Fillets dialogue), cut into labelled 2-4 s segments for verification training.
 
 Why: every training voice so far came from a synthesiser, and the set separates real people poorly.
-KLettres ships ~1,900 short clips (0.3-1.5 s) read by real people in ~20 languages, about one reader
-per language folder. This module extracts the package, checks the "one reader per folder" assumption
-with the teacher's embeddings (a folder whose two 2-means halves disagree is split into two speakers),
-**refuses any voice whose teacher centroid is near a human-suite speaker's** (cosine above
-``max_cosine``: the suite's speakers must never reach training), and concatenates each speaker's clips,
-trimmed of silence and separated by short gaps, into segments. Everything is seeded, so the same
-package and seed give the same segments and manifest (``verification.jsonl``, the project's format,
-split ``train``; ``realvox.json`` records clusters, refusals and cosines).
+The packages ship short clips read by real people, about one reader per language folder (a *group*).
+This module extracts the packages, checks the "one reader per group" assumption with the teacher's
+embeddings (a group whose two 2-means halves disagree is split into two speakers), **refuses any voice
+whose teacher centroid is near a human-suite speaker's** (cosine above ``max_cosine``: the suite's
+speakers must never reach training), and concatenates each speaker's clips, trimmed of silence and
+separated by short gaps, into segments. Everything is seeded, so the same packages and seed give the
+same segments and manifest (``verification.jsonl``, the project's format, split ``train``;
+``realvox.json`` records clusters, refusals and cosines).
 
     python -m training.corpus.realvox /tmp/realvox/klettres-data_*.deb --out data/realvox \
         --suite-manifest data/human/verification.jsonl --suite-teacher data/teacher/human-valid data/teacher/human-test
+    python -m training.corpus.realvox fillets-ng-data-cs_*.deb fillets-ng-data-nl_*.deb --out data/realvox-fillets \
+        --max-clips-per-voice 200
 """
 
 from __future__ import annotations
@@ -25,25 +28,26 @@ from pathlib import Path
 
 import numpy as np
 
+from training.corpus.realvox_sources import read_groups, source_of
 from training.data.manifest import ManifestRow, write_manifest
 from training.suites.debian import SAMPLE_RATE, extract_deb, write_flac
 
-KLETTRES = "usr/share/klettres"
 
-
-def sound_root(deb: str | Path, dest: Path) -> Path:
-    """The KLettres sound root of the package, extracted once (``training.suites.debian.extract_deb``)."""
-    return extract_deb(Path(deb), dest) / KLETTRES
-
-
-def folder_clips(sound_root: Path) -> dict[str, list[Path]]:
-    """Clips per language folder (``alpha`` letters and ``syllab`` syllables), sorted."""
-    groups = {}
-    for folder in sorted(p for p in sound_root.iterdir() if p.is_dir()):
-        clips = sorted(folder.glob("*/*.ogg"))
-        if clips:
-            groups[folder.name] = clips
-    return groups
+def package_groups(debs: list[str], out: Path, source: str, max_clips: int, seed: int,
+                   min_clips: int) -> tuple[dict[str, list[Path]], dict[str, str]]:
+    """Each package extracted once under ``out`` and read by its source's reader: clips per group
+    (``<source>-<group>``) and the package each group came from."""
+    groups: dict[str, list[Path]] = {}
+    package_of: dict[str, str] = {}
+    for deb in debs:
+        reader = source_of(deb) if source == "auto" else source
+        found = read_groups(reader, extract_deb(Path(deb), out), max_clips, seed, min_clips)
+        clash = sorted(set(found) & set(groups))
+        if clash:
+            raise ValueError(f"groups {clash} come from two packages")
+        groups.update(found)
+        package_of.update({name: Path(deb).name.split("_", 1)[0] for name in found})
+    return groups, package_of
 
 
 def unit(vectors: np.ndarray) -> np.ndarray:
@@ -171,20 +175,20 @@ def embed_clips(clips: list[np.ndarray], teacher: Callable[[np.ndarray], np.ndar
 
 def label_voices(groups: dict[str, list[np.ndarray]], teacher: Callable[[np.ndarray], np.ndarray],
                  split_below: float, min_clips: int) -> dict[str, tuple[str, list[int], np.ndarray]]:
-    """Speaker name (``klettres-<folder>[-k]``) -> (folder, clip indices in it, teacher centroid)."""
+    """Speaker name (``<group>[-k]``) -> (group, clip indices in it, teacher centroid)."""
     voices = {}
     for folder, clips in groups.items():
         vectors = embed_clips(clips, teacher)
         parts = split_speakers(vectors, split_below, min_clips)
         for k, rows in enumerate(parts):
-            name = f"klettres-{folder}" if len(parts) == 1 else f"klettres-{folder}-{k}"
+            name = folder if len(parts) == 1 else f"{folder}-{k}"
             voices[name] = (folder, rows.tolist(), centroid(vectors[rows]))
     return voices
 
 
 def write_source(out: Path, groups: dict[str, list[Path]], audio: dict[str, list[np.ndarray]],
                  voices: dict[str, tuple[str, list[int], np.ndarray]], kept: list[str], seed: int,
-                 passes: int) -> list[ManifestRow]:
+                 passes: int, package_of: dict[str, str]) -> list[ManifestRow]:
     """Segments as 16 kHz FLAC under ``out/segments/<speaker>/`` and their manifest rows."""
     rows = []
     for name in kept:
@@ -197,7 +201,7 @@ def write_source(out: Path, groups: dict[str, list[Path]], audio: dict[str, list
             rows.append(ManifestRow(
                 id=f"{name}-{number:03d}", path=relative, duration_s=round(seconds, 3), split="train",
                 task="verification", speaker=name, label=name,
-                meta={"language": folder, "source": "klettres-data", "human": True, "clips": sources}))
+                meta={"group": folder, "source": package_of[folder], "human": True, "clips": sources}))
     return rows
 
 
@@ -214,9 +218,59 @@ def balanced_paths(manifest: str | Path, per_speaker: int) -> list[str]:
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
+def readable_clips(clips: list[Path], load: Callable[[str], np.ndarray],
+                   min_s: float = 0.15) -> tuple[list[Path], list[np.ndarray]]:
+    """The clips that decode to at least ``min_s`` of sound once trimmed (Fish Fillets ships empty files)."""
+    from elp.errors import AudioError
+
+    kept, audio = [], []
+    for clip in clips:
+        try:
+            wave = trim(load(str(clip)))
+        except AudioError:
+            continue
+        if wave.size >= min_s * SAMPLE_RATE:
+            kept.append(clip)
+            audio.append(wave)
+    return kept, audio
+
+
+def build(debs: list[str], out: Path, teacher: Callable[[np.ndarray], np.ndarray],
+          suite: dict[str, np.ndarray], args: argparse.Namespace) -> dict:
+    """Read, label, guard and write one realvox source under ``out``; returns its report."""
+    from training.dataset import load_audio
+
+    if not suite:
+        raise ValueError("no suite speaker centroids: refusing to build a training source unchecked")
+    groups, package_of = package_groups(debs, out, args.source, args.max_clips_per_voice, args.seed,
+                                        args.min_clips)
+    audio, unreadable = {}, []
+    for group, clips in groups.items():
+        groups[group], audio[group] = readable_clips(clips, load_audio)
+        unreadable += sorted(set(map(str, clips)) - set(map(str, groups[group])))
+    seconds = {group: round(sum(c.size for c in clips) / SAMPLE_RATE, 1) for group, clips in audio.items()}
+    short = sorted(group for group, total in seconds.items() if total < args.min_seconds)
+    for group in short:
+        groups.pop(group), audio.pop(group)
+    voices = label_voices(audio, teacher, args.split_below, args.min_clips)
+    kept, refused = refuse_suite_voices({n: v[2] for n, v in voices.items()}, suite, args.max_cosine)
+    rows = write_source(out, groups, audio, voices, kept, args.seed, args.passes, package_of)
+    write_manifest(rows, out / "verification.jsonl")
+    nearest = {n: max((round(float(voices[n][2] @ c), 4), s) for s, c in suite.items()) for n in voices}
+    report = {"seed": args.seed, "max_cosine": args.max_cosine, "split_below": args.split_below,
+              "packages": sorted(set(package_of.values())), "speakers": {n: len(voices[n][1]) for n in kept},
+              "seconds": seconds, "too_short": short, "unreadable": unreadable, "refused": refused,
+              "nearest_suite_speaker": nearest, "segments": len(rows)}
+    (out / "realvox.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("deb", nargs="?", help="klettres-data_*.deb (apt-get download klettres-data)")
+    p.add_argument("debs", nargs="*", help="package files (apt-get download klettres-data ktuberling-data "
+                                           "tuxpaint-stamps-default fillets-ng-data-cs ...)")
+    p.add_argument("--source", default="auto", help="reader (training.corpus.realvox_sources.READERS); "
+                                                    "auto: from each package's name")
     p.add_argument("--list", metavar="MANIFEST", help="print the training paths of a built source and stop")
     p.add_argument("--per-speaker", type=int, default=100, help="with --list: segments per speaker")
     p.add_argument("--out", default="data/realvox")
@@ -224,33 +278,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suite-teacher", nargs="+", default=["data/teacher/human-valid", "data/teacher/human-test"],
                    help="cached teacher embeddings of the human suite's clips (training.distill_cache)")
     p.add_argument("--max-cosine", type=float, default=0.85, help="refuse voices this near a suite speaker")
-    p.add_argument("--split-below", type=float, default=0.75, help="split a folder whose halves differ more")
-    p.add_argument("--min-clips", type=int, default=12, help="smallest speaker a split may create")
+    p.add_argument("--split-below", type=float, default=0.75, help="split a group whose halves differ more")
+    p.add_argument("--min-clips", type=int, default=12, help="smallest group, and smallest speaker a split "
+                                                             "may create")
+    p.add_argument("--min-seconds", type=float, default=20.0, help="drop groups with less trimmed speech")
+    p.add_argument("--max-clips-per-voice", type=int, default=0, help="seeded sample of each group (0: all)")
     p.add_argument("--passes", type=int, default=3, help="times each clip is used in a speaker's segments")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
     if args.list:
         print("\n".join(balanced_paths(args.list, args.per_speaker)))
         return 0
+    if not args.debs:
+        raise SystemExit("give the package files (or --list MANIFEST)")
     import torch
 
-    from training.dataset import load_audio
     from training.teacher import resemblyzer_teacher
 
     torch.set_num_threads(1)  # resemblyzer's small LSTM: extra threads spin (0.9 s a clip with 2 here)
-    out = Path(args.out).resolve()
-    groups = folder_clips(sound_root(args.deb, out))
-    audio = {folder: [trim(load_audio(str(c))) for c in clips] for folder, clips in groups.items()}
-    voices = label_voices(audio, resemblyzer_teacher(), args.split_below, args.min_clips)
     suite = suite_centroids(args.suite_manifest, args.suite_teacher)
-    kept, refused = refuse_suite_voices({n: v[2] for n, v in voices.items()}, suite, args.max_cosine)
-    rows = write_source(out, groups, audio, voices, kept, args.seed, args.passes)
-    write_manifest(rows, out / "verification.jsonl")
-    nearest = {n: max((round(float(voices[n][2] @ c), 4), s) for s, c in suite.items()) for n in voices}
-    report = {"seed": args.seed, "max_cosine": args.max_cosine, "split_below": args.split_below,
-              "speakers": {n: len(voices[n][1]) for n in kept}, "refused": refused,
-              "nearest_suite_speaker": nearest, "segments": len(rows)}
-    (out / "realvox.json").write_text(json.dumps(report, indent=1))
+    report = build(args.debs, Path(args.out).resolve(), resemblyzer_teacher(), suite, args)
     print(json.dumps(report | {"nearest_suite_speaker": None}))
     return 0
 
