@@ -108,14 +108,16 @@ def quantize_only(backbone, wanted: set[str], scheme: str):
 
 def compare_schemes(backbone, model, reference, waves, layers: int, args: argparse.Namespace) -> int:
     """Every scheme of ``scheme_variants``: hidden-state error, and valid CER/WER with ``--cer N``."""
-    from elp.backbones.calibration import Int8Calibration, linear_input_maxima, manifest_waveforms
+    from elp.backbones.calibration import Int8Calibration, linear_input_maxima, mixed_waveforms
     from elp.backbones.quantize import quantize_backbone
     from training.evaluate import evaluate_adapter
 
     corpus = Path(args.corpus)
-    train = manifest_waveforms(corpus / f"{args.task}.jsonl", "train", args.calibration_clips, backbone.sample_rate)
+    tasks = args.calibration_tasks or [args.task]
+    train = mixed_waveforms([corpus / f"{task}.jsonl" for task in tasks], "train", args.calibration_clips,
+                            backbone.sample_rate, args.calibration_seed)
     calibration = Int8Calibration(linear_input_maxima(backbone, train), set(), backbone.identity.fingerprint,
-                                  f"{args.task} train, first {len(train)} clips")
+                                  f"{'+'.join(tasks)} train, {args.calibration_clips} each")
     schemes = {"float32": None, **scheme_variants(backbone, calibration, layers)}
     if args.variants:
         schemes = {label: spec for label, spec in schemes.items() if label == "float32" or label in args.variants}
@@ -158,6 +160,8 @@ def scheme_variants(backbone, calibration, layers: int) -> dict[str, tuple]:
         "8-bit, smooth a=0.5, layer 0 + 3.fc2 float": variant({f"0.{kind}" for kind in KINDS} | {"3.fc2"}),
         "8-bit, smooth a=0.5, layer 0 + every fc2 float": variant({f"0.{kind}" for kind in KINDS}
                                                                   | {f"{i}.fc2" for i in range(layers)}),
+        "8-bit, smooth a=0.5, 0.fc2 + 3.fc2 float": variant({"0.fc2", "3.fc2"}),
+        "8-bit, smooth a=0.5, layer 0 fc1/fc2 + 3.fc2 float": variant({"0.fc1", "0.fc2", "3.fc2"}),
         "8-bit, smooth a=0.5, layers 0 + 5 + 3.fc2 float": variant({f"{i}.{kind}" for i in (0, 5) for kind in KINDS}
                                                                    | {"3.fc2"}),
     }
@@ -176,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--activations", action="store_true")
     parser.add_argument("--per-linear", action="store_true", help="one layer x kind at a time (slow)")
     parser.add_argument("--schemes", action="store_true", help="whole schemes instead of one Linear kind at a time")
-    parser.add_argument("--calibration-clips", type=int, default=64, help="corpus TRAIN clips for the maxima")
+    parser.add_argument("--calibration-clips", type=int, default=64, help="corpus TRAIN clips per task for the maxima")
+    parser.add_argument("--calibration-tasks", nargs="*", default=None, help="tasks mixed (default: --task)")
+    parser.add_argument("--calibration-seed", type=int, default=None, help="seeded sample (default: first clips)")
     parser.add_argument("--variants", nargs="*", default=None, help="labels of scheme_variants to run")
     parser.add_argument("--cer", type=int, default=0, help="also evaluate each scheme on the first N valid clips")
     args = parser.parse_args(argv)
