@@ -147,6 +147,10 @@ def quantize_backbone(backbone: Backbone, scheme: str, calibration: Int8Calibrat
                 _replace(layer, name, module)
     backbone.quantization = scheme
     backbone.int8_calibration = smooth.source if smooth is not None else None
+    log.info("int8 backbone: scheme %s, %d-bit activations, %d encoder Linears in int8 (%d kept float), "
+             "calibration %s", scheme, 8 if full_range and scheme == "int8" else 7,
+             quantized_linear_count(backbone), len(smooth.keep_float) if smooth is not None else 0,
+             backbone.int8_calibration or "none")
     return backbone
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 
 import pytest
@@ -124,13 +125,15 @@ def test_calibration_is_deterministic_and_round_trips(backbone_dirs, tmp_path):
         Int8Calibration.load(tmp_path / f"{backbone.identity.fingerprint}.safetensors", other)
 
 
-def test_calibration_next_to_the_backbone_is_applied_and_answers_stay_near_float32(backbone_dirs, tmp_path):
+def test_calibration_next_to_the_backbone_is_applied_and_answers_stay_near_float32(backbone_dirs, tmp_path, caplog):
     source = backbone_dirs["whisper-postln"]
     folder = tmp_path / "backbone"
     shutil.copytree(source, folder)
     float_backbone = load_backbone(folder)
     _calibration(float_backbone, ["1.fc2"]).save(folder / CALIBRATION_FILE)
-    smoothed = load_backbone(folder, quantization="int8")
+    with caplog.at_level(logging.INFO, logger="elp.backbones.quantize"):
+        smoothed = load_backbone(folder, quantization="int8")
+    assert "(1 kept float), calibration seeded test waves" in caplog.text  # operators see what was applied
     plain = load_backbone(folder, quantization="int8-plain")
     assert smoothed.identity == float_backbone.identity  # sets trained in float32 still load
     assert smoothed.int8_calibration == "seeded test waves" and plain.int8_calibration is None
