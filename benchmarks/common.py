@@ -263,32 +263,34 @@ def server_command(backbone: Path, store: Path, port: int, device: str = "cpu", 
             "--log-level", "warning", "--api-key", BENCHMARK_API_KEY, *extra]
 
 
-def tree_rss_bytes(pids: Sequence[int]) -> int:
-    """Resident memory of the processes and all their children (each counted once)."""
+def process_tree(pids: Sequence[int]) -> Iterator[psutil.Process]:
+    """The processes and all their live children, each once."""
     seen: set[int] = set()
-    total = 0
     for pid in pids:
         with contextlib.suppress(psutil.Error):
             root = psutil.Process(pid)
             for process in [root, *root.children(recursive=True)]:
-                if process.pid in seen:
-                    continue
-                seen.add(process.pid)
-                with contextlib.suppress(psutil.Error):
-                    total += process.memory_info().rss
+                if process.pid not in seen:
+                    seen.add(process.pid)
+                    yield process
+
+
+def tree_rss_bytes(pids: Sequence[int]) -> int:
+    """Resident memory of the processes and all their children (each counted once)."""
+    total = 0
+    for process in process_tree(pids):
+        with contextlib.suppress(psutil.Error):
+            total += process.memory_info().rss
     return total
 
 
 def tree_cpu_s(pids: Sequence[int]) -> float:
     """CPU seconds (user + system) used so far by the processes and their live children."""
     total = 0.0
-    for pid in pids:
+    for process in process_tree(pids):
         with contextlib.suppress(psutil.Error):
-            root = psutil.Process(pid)
-            for process in [root, *root.children(recursive=True)]:
-                with contextlib.suppress(psutil.Error):
-                    times = process.cpu_times()
-                    total += times.user + times.system
+            times = process.cpu_times()
+            total += times.user + times.system
     return total
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from benchmarks.common import (
     corpus_clips,
     decode_clip,
     default_sets,
+    on_model_thread,
     prepare_backbone,
     workdir_for,
 )
@@ -59,14 +59,6 @@ def time_calls(model: Any, waveform: torch.Tensor, threads: int, calls: int) -> 
     return 1000 * statistics.median(walls), 1000 * (time.process_time() - cpu_started) / calls
 
 
-def on_new_thread(work: Callable[[], Any]) -> Any:
-    result: list[Any] = []
-    thread = threading.Thread(target=lambda: result.append(work()))
-    thread.start()
-    thread.join()
-    return result[0]
-
-
 def thread_rows(model: Any, args: argparse.Namespace) -> list[str]:
     waveform = torch.randn(int(16000 * args.seconds), generator=torch.Generator().manual_seed(0)) * 0.1
     process_threads, lines = torch.get_num_threads(), []
@@ -75,7 +67,7 @@ def thread_rows(model: Any, args: argparse.Namespace) -> list[str]:
             for place in ("main thread", "second thread"):
                 def work(threads: int = threads) -> tuple[float, float]:
                     return time_calls(model, waveform, threads, args.calls)
-                wall, cpu = work() if place == "main thread" else on_new_thread(work)
+                wall, cpu = work() if place == "main thread" else on_model_thread(work)
                 lines.append(f"| {repeat} | {place} | {threads} | {wall:.1f} | {cpu:.1f} |")
     torch.set_num_threads(process_threads)
     return lines
