@@ -30,12 +30,9 @@ KINDS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.
 
 def valid_waves(corpus: Path, task: str, clips: int) -> list[torch.Tensor]:
     """The first ``clips`` validation clips of ``task``, sorted by length (batches of similar length)."""
-    from training.data.manifest import filter_split, read_manifest
-    from training.dataset import load_audio
+    from training.int8_calibration import manifest_waveforms
 
-    rows = filter_split(read_manifest(corpus / f"{task}.jsonl"), "valid")[:clips]
-    waves = [torch.from_numpy(load_audio(str(corpus / row.path))) for row in rows]
-    return sorted(waves, key=len)
+    return sorted(manifest_waveforms(corpus / f"{task}.jsonl", "valid", clips, 16000), key=len)
 
 
 def encode_states(model, key: str, waves: list[torch.Tensor], batch_size: int) -> list[list[torch.Tensor]]:
@@ -108,9 +105,10 @@ def quantize_only(backbone, wanted: set[str], scheme: str):
 
 def compare_schemes(backbone, model, reference, waves, layers: int, args: argparse.Namespace) -> int:
     """Every scheme of ``scheme_variants``: hidden-state error, and valid CER/WER with ``--cer N``."""
-    from elp.backbones.calibration import Int8Calibration, linear_input_maxima, mixed_waveforms
+    from elp.backbones.calibration import Int8Calibration, linear_input_maxima
     from elp.backbones.quantize import quantize_backbone
     from training.evaluate import evaluate_adapter
+    from training.int8_calibration import mixed_waveforms
 
     corpus = Path(args.corpus)
     tasks = args.calibration_tasks or [args.task]

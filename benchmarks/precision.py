@@ -86,11 +86,9 @@ def encoder_speed(models: dict[str, Any], args: argparse.Namespace) -> list[dict
     similar length, the first set routed), dtypes interleaved: the backbone's speed without the
     decoding and heads that ``measure`` also times."""
     from elp.model import pad_waveforms
-    from training.data.manifest import filter_split, read_manifest
-    from training.dataset import load_audio
+    from training.int8_calibration import manifest_waveforms
 
-    rows = filter_split(read_manifest(Path(args.corpus) / "asr.jsonl"), "test")[: args.clips]
-    waves = sorted((torch.from_numpy(load_audio(row.path)) for row in rows), key=len)
+    waves = sorted(manifest_waveforms(Path(args.corpus) / "asr.jsonl", "test", args.clips, 16000), key=len)
     batches = [pad_waveforms(waves[start:start + 8]) for start in range(0, len(waves), 8)]
     order, key = list(models), args.sets[0]
     seconds: dict[str, list[float]] = {dtype: [] for dtype in order}

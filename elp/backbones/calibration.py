@@ -9,18 +9,14 @@ up next to the backbone (``<backbone>/int8_calibration.safetensors``: for a back
 yourself) and then among the calibrations shipped with this package
 (``elp/backbones/calibration/<fingerprint>.safetensors``).
 
-Make one from a corpus manifest's clips (ids in a JSONL with ``path`` and ``split``, as in
-``data/corpus``; the project's shipped file uses the TRAIN split, never a test or held-out suite):
-
-    python -m elp.backbones.calibration models/whisper-base data/corpus/{asr,emotion,intent,verification}.jsonl \
-        --split train --clips 48 --seed 0 --keep-float 3.fc2 --out elp/backbones/calibration/
+Make one from corpus manifests with ``python -m training.int8_calibration`` (a training-side tool:
+it reads the project's manifests; the project's shipped file uses the TRAIN split, never a test or
+held-out suite).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -106,57 +102,3 @@ def linear_input_maxima(backbone: Backbone, waveforms: list[torch.Tensor], batch
         for handle in handles:
             handle.remove()
     return maxima
-
-
-def manifest_waveforms(manifest: Path, split: str, clips: int, sample_rate: int, seed: int | None = None
-                       ) -> list[torch.Tensor]:
-    """``clips`` clips of ``split`` in a corpus-schema JSONL (paths relative to its folder): the first
-    ones, or a ``seed``-ed random sample (a manifest is ordered by speaker: the first clips are few voices)."""
-    import random
-
-    from elp.audio import load_audio
-
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    in_split = [row for row in rows if row.get("split") == split]
-    chosen = random.Random(seed).sample(in_split, min(clips, len(in_split))) if seed is not None else in_split[:clips]
-    if not chosen:
-        raise ValueError(f"no {split!r} clips in {manifest}")
-    return [torch.from_numpy(load_audio(str(manifest.parent / row["path"]), sample_rate)) for row in chosen]
-
-
-def mixed_waveforms(manifests: list[Path], split: str, clips_each: int, sample_rate: int, seed: int
-                    ) -> list[torch.Tensor]:
-    """``clips_each`` seeded clips of ``split`` from every manifest: the maxima must cover every task's
-    speech (emotional speech drives 4.fc2 / 5.fc2 inputs to 35-60x what ASR clips reach)."""
-    return [wave for manifest in manifests
-            for wave in manifest_waveforms(manifest, split, clips_each, sample_rate, seed)]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("backbone")
-    parser.add_argument("manifests", type=Path, nargs="+", help="corpus JSONLs (one per task)")
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--clips", type=int, default=48, help="clips per manifest")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--keep-float", nargs="*", default=[], help='Linears kept float32, e.g. "3.fc2"')
-    parser.add_argument("--out", type=Path, default=None,
-                        help=f"file or folder (default: <backbone>/{CALIBRATION_FILE})")
-    args = parser.parse_args(argv)
-    from elp.backbones import load_backbone
-
-    backbone = load_backbone(args.backbone)
-    waves = mixed_waveforms(args.manifests, args.split, args.clips, backbone.sample_rate, args.seed)
-    maxima = linear_input_maxima(backbone, waves)
-    unknown = set(args.keep_float) - set(maxima)
-    if unknown:
-        parser.error(f"not an int8-eligible Linear of this backbone: {sorted(unknown)}")
-    source = (f"{' '.join(path.name for path in args.manifests)} split {args.split}, "
-              f"{args.clips} clips each (seed {args.seed})")
-    calibration = Int8Calibration(maxima, set(args.keep_float), backbone.identity.fingerprint, source)
-    print(calibration.save(args.out or Path(args.backbone) / CALIBRATION_FILE))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

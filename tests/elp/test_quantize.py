@@ -16,7 +16,6 @@ from elp.backbones.calibration import (
     SHIPPED_DIR,
     Int8Calibration,
     linear_input_maxima,
-    mixed_waveforms,
 )
 from elp.backbones.quantize import (
     SmoothedInt8Linear,
@@ -158,30 +157,6 @@ def test_shipped_calibrations_are_named_by_their_fingerprint_and_complete():
             metadata, names = handle.metadata(), set(handle.keys())
         assert metadata["fingerprint"] == path.stem and "train" in metadata["source"]
         assert set(json.loads(metadata["keep_float"])) <= names
-
-
-def test_mixed_calibration_clips_are_seeded_per_task_and_from_the_split_only(tmp_path):
-    import soundfile
-
-    manifests = []
-    for task_index, task in enumerate(("asr", "emotion")):
-        rows = []
-        for clip in range(6):
-            split = "train" if clip < 4 else "test"
-            name = f"{task}-{clip}.wav"
-            # each clip a constant level that names it: task, then clip index; test clips are loud
-            level = (0.9 if split == "test" else 0.01 * (10 * task_index + clip + 1))
-            soundfile.write(str(tmp_path / name), [level] * 160, 16000)
-            rows.append(json.dumps({"path": name, "split": split}))
-        manifests.append(tmp_path / f"{task}.jsonl")
-        manifests[-1].write_text("\n".join(rows) + "\n")
-    first = mixed_waveforms(manifests, "train", 2, 16000, seed=0)
-    again = mixed_waveforms(manifests, "train", 2, 16000, seed=0)
-    levels = [round(float(wave[0]), 3) for wave in first]
-    assert len(first) == 4 and levels == [round(float(wave[0]), 3) for wave in again]
-    assert all(level < 0.5 for level in levels)  # never a test clip
-    assert sum(level < 0.1 for level in levels) == 2  # two clips of each task
-    assert len(mixed_waveforms(manifests, "train", 9, 16000, seed=1)) == 8  # capped at what the split has
 
 
 def test_vnni_detection_reads_the_cpu_flags(tmp_path):
