@@ -8,8 +8,9 @@ p95 against concurrency, and the load average at the start and end (the machine 
 
 * ``elp``: one ``python -m server`` holding one backbone and the four task adapter sets, batching
   across tasks.
-* ``elp_2w``: the same server with ``--model-workers 2``: two batch workers over the one model
-  (on a CPU sharing the intra-op threads: all for a batch running alone, half each while two run).
+* ``elp_1w`` / ``elp_2w``: the same server with ``--model-workers 1`` / ``2``: one or two batch workers
+  over the one model (on a CPU sharing the intra-op threads: all for a batch running alone, half each
+  while two run). ``elp``'s default is auto: two on a CPU with 2+ cores, one on a GPU.
 * ``elp_length`` / ``elp_cost``: the same server with the length or the cost-aware batch policy
   (``--batch-policy``; ``length`` is the default).
 * ``elp_int8``: the same server with the int8 encoder (``--dtype int8``, CPU).
@@ -59,17 +60,19 @@ from benchmarks.loadgen import TASKS, run_load
 from benchmarks.stats import load_note, machine_load, median_rows, plot_points, ratio_table, round_robin
 from elp.tasks import TASKS as REGISTERED_TASKS
 
-SYSTEMS = ("elp", "elp_2w", "elp_cost", "elp_length", "elp_int8", "elp_gathered", "per_task", "naive")
-#: extra server flags per ELP system: ``elp_2w`` runs two batch workers over the one model,
+SYSTEMS = ("elp", "elp_1w", "elp_2w", "elp_cost", "elp_length", "elp_int8", "elp_gathered", "per_task", "naive")
+#: extra server flags per ELP system: ``elp_1w`` / ``elp_2w`` one / two batch workers over the one model,
 #: ``elp_cost`` / ``elp_length`` either batch policy (``length`` is the default), ``elp_int8`` the int8 encoder (CPU),
 #: ``elp_gathered`` the gathered E-adapter routing
-SYSTEM_SERVER_ARGS = {"elp": [], "elp_2w": ["--model-workers", "2"], "elp_cost": ["--batch-policy", "cost"],
-                      "elp_length": ["--batch-policy", "length"],
+SYSTEM_SERVER_ARGS = {"elp": [], "elp_1w": ["--model-workers", "1"], "elp_2w": ["--model-workers", "2"],
+                      "elp_cost": ["--batch-policy", "cost"], "elp_length": ["--batch-policy", "length"],
                       "elp_int8": ["--dtype", "int8"], "elp_gathered": ["--adapter-routing", "gathered"]}
 
 
 def requests_for(concurrency: int, quick: bool, override: int | None) -> int:
-    """Enough requests that every worker sends a few; fewer at high concurrency when quick."""
+    """Requests per point for a run whose highest concurrency is ``concurrency``: every point of the run
+    sends this many (the same plan), so c64/c16 compares the same work. At least one per worker; by
+    default two, so the highest point is not one burst whose ramp and tail dominate; fewer when quick."""
     if override is not None:
         return max(override, concurrency)
     return max(8, concurrency) if quick else max(40, 2 * concurrency)
@@ -157,8 +160,8 @@ def run_interleaved(systems: list[str], backbone: Path, workdir: Path, args: arg
             asyncio.run(run_load(lambda task, ports=ports: f"http://127.0.0.1:{ports[task]}", clips,
                                  concurrency=4, total_requests=8, seed=999))
         for repeat in range(args.repeats):
+            total = requests_for(max(args.concurrency), args.quick, args.requests)
             for level_index, concurrency in enumerate(args.concurrency):
-                total = requests_for(concurrency, args.quick, args.requests)
                 for system in round_robin(systems, repeat + level_index):
                     processes, ports = started[system]
                     # one plan per repeat, the same at every concurrency: c16/c1 compares the same requests
@@ -193,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", action="append", default=[],
                         help="NAME=TOKENS: one more ELP server system, e.g. 'elp_1t=--torch-threads 1' or "
                              "'elp_passive=OMP_WAIT_POLICY=PASSIVE' (flags and environment entries)")
-    parser.add_argument("--requests", type=int, default=None, help="requests per point (default by --quick)")
+    parser.add_argument("--requests", type=int, default=None, help="requests per point, the same at every concurrency "
+                             "(at least the highest; default by --quick)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; medians and min-max reported")
     parser.add_argument("--clips", type=int, default=48, help="distinct clips (1-10 s) in the stream")
     parser.add_argument("--server-arg", action="append", default=[],

@@ -86,7 +86,9 @@ class InferenceService:
 
         device = self.settings.resolved_device()
         dtype = _DTYPES[self.settings.dtype]
-        intra_op_threads = _set_torch_threads(self.settings.torch_threads, self.settings.model_workers)
+        model_workers = self.settings.resolved_model_workers(device, _DEFAULT_TORCH_THREADS)
+        max_batch_rows = self.settings.resolved_max_batch_size(device)
+        intra_op_threads = _set_torch_threads(self.settings.torch_threads, model_workers)
         started = time.perf_counter()
         self.backbone = await asyncio.to_thread(load_backbone, self.settings.backbone, device, dtype,
                                                 quantization=_QUANTIZED.get(self.settings.dtype))
@@ -104,15 +106,15 @@ class InferenceService:
         self.worker = BatchWorker(
             model,
             stages=self.post_stage,
-            max_batch_rows=self.settings.max_batch_size,
+            max_batch_rows=max_batch_rows,
             max_wait_s=self.settings.max_wait_ms / 1000.0,
             length_ratio=self.settings.resolved_length_ratio(device),
             max_queue=self.settings.max_queue,
             metrics=self.metrics,
-            workers=self.settings.model_workers,
+            workers=model_workers,
             intra_op_threads=intra_op_threads if device == "cpu" else 0,
             wait_only_while_incoming=self.settings.batch_wait == "while-incoming",
-            policy=CostAwarePolicy(self.settings.max_batch_size, self.settings.batch_latency_bound_ms / 1000.0,
+            policy=CostAwarePolicy(max_batch_rows, self.settings.batch_latency_bound_ms / 1000.0,
                                    self.sample_rate) if self.settings.batch_policy == "cost" else None,
         )
         self.worker.start()

@@ -52,7 +52,10 @@ class ServerSettings(BaseSettings):
     )
 
     # batching
-    max_batch_size: int = Field(16, ge=1, description="most waveform rows in one model call")
+    max_batch_size: int = Field(
+        0, ge=0, description="most waveform rows in one batch (0 = auto: 4 on a CPU, where rows cost no less "
+        "batched and small batches keep two model workers evenly busy; 16 on a GPU)",
+    )
     max_wait_ms: float = Field(10.0, ge=0, description="how long the first request waits for company")
     batch_wait: Literal["while-incoming", "always"] = Field(
         "while-incoming",
@@ -92,9 +95,10 @@ class ServerSettings(BaseSettings):
         "auto = batched on CUDA, per row on a CPU (where batching computes the padding: benchmarks/frontend.py)",
     )
     model_workers: int = Field(
-        1, ge=1, le=16,
-        description="threads forming and running batches on the one model (CPU: up to one per core, each "
-        "with cores/workers intra-op threads; GPU: 2 overlaps one batch's host work with another's kernels)",
+        0, ge=0, le=16,
+        description="threads forming and running batches on the one model, sharing the intra-op threads "
+        "(0 = auto: 2 on a CPU with 2+ cores, where two batches side by side served 1.2-1.4x the req/s of one "
+        "at concurrency 16-64 in benchmarks/README.md; 1 on a GPU, where 2 is unmeasured)",
     )
     torch_threads: int = Field(
         0, ge=0, description="torch intra-op threads (0 = torch's default split evenly over model_workers)"
@@ -206,6 +210,21 @@ class ServerSettings(BaseSettings):
         if self.batch_length_ratio is not None:
             return self.batch_length_ratio
         return 0.9 if device == "cpu" else 0.5
+
+    def resolved_max_batch_size(self, device: str) -> int:
+        """The configured most rows per batch, or the device's default (``0`` = auto): 4 on a CPU (at
+        concurrency 64 on 2 cores, 16-row batches served 0.93x the req/s of 4-row ones with a 1.3x p95:
+        one worker held 16 rows while the other ran dry; benchmarks/README.md), 16 on a GPU."""
+        if self.max_batch_size:
+            return self.max_batch_size
+        return 4 if device == "cpu" else 16
+
+    def resolved_model_workers(self, device: str, cores: int) -> int:
+        """The configured number of model workers, or the device's default (``0`` = auto): on a CPU two
+        workers once there are two cores to run them side by side; on a GPU one."""
+        if self.model_workers:
+            return self.model_workers
+        return min(2, cores) if device == "cpu" else 1
 
     def resolved_device(self) -> str:
         """``auto`` becomes cuda when torch sees a GPU."""

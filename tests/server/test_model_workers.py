@@ -39,7 +39,7 @@ async def test_two_model_workers_answer_concurrent_requests_like_one(tiny_store,
     backbone, store = tiny_store
     torch_threads = torch.get_num_threads()
     try:
-        one, one_names, _ = await _answers(make_settings(backbone, store, tmp_path / "one"))
+        one, one_names, _ = await _answers(make_settings(backbone, store, tmp_path / "one", model_workers=1))
         two, two_names, _ = await _answers(make_settings(backbone, store, tmp_path / "two", model_workers=2))
     finally:
         torch.set_num_threads(torch_threads)
@@ -122,3 +122,25 @@ def test_model_workers_share_the_intra_op_threads_while_their_batches_overlap() 
         model.gate.set()
         torch.set_num_threads(process_threads)  # the workers' setting is also torch's default for new threads
     assert model.threads == [4, 2, 4]
+
+
+def test_model_workers_default_to_two_on_a_multi_core_cpu_and_one_on_a_gpu() -> None:
+    """``ELP_MODEL_WORKERS=0`` (the default) resolves per device; an explicit count always wins."""
+    from server.settings import Settings
+
+    auto = Settings()
+    assert auto.model_workers == 0
+    assert auto.resolved_model_workers("cpu", cores=2) == 2
+    assert auto.resolved_model_workers("cpu", cores=16) == 2
+    assert auto.resolved_model_workers("cpu", cores=1) == 1  # no second core to run a second batch on
+    assert auto.resolved_model_workers("cuda:0", cores=16) == 1
+    assert Settings(model_workers=3).resolved_model_workers("cuda:0", cores=1) == 3
+    assert Settings(model_workers=1).resolved_model_workers("cpu", cores=8) == 1
+
+
+def test_most_rows_per_batch_default_to_four_on_a_cpu_and_sixteen_on_a_gpu() -> None:
+    from server.settings import Settings
+
+    assert Settings().resolved_max_batch_size("cpu") == 4
+    assert Settings().resolved_max_batch_size("cuda:0") == 16
+    assert Settings(max_batch_size=32).resolved_max_batch_size("cpu") == 32
