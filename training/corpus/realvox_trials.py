@@ -181,8 +181,8 @@ def build(manifests: Sequence[str], out: Path, args: argparse.Namespace) -> dict
             shutil.copyfile(row.path, out / relative)
             valid_rows.append(replace(row, path=relative, split="valid"))
     # the cohort stays where it is (trainable): its manifest points back at the original segments
-    cohort_rows = [replace(row, path=os.path.relpath(row.path, out.resolve()), split="train") for voice in cohort
-                   for row in disjoint_segments(voices[voice], args.cohort_per_voice, args.seed)]
+    cohort_rows = [replace(row, path=os.path.relpath(Path(row.path).resolve(), out.resolve()), split="train")
+                   for voice in cohort for row in disjoint_segments(voices[voice], args.cohort_per_voice, args.seed)]
     in_valid = [p for p in parts if set(p) <= set(valid)]
     linked = {frozenset((a, b)) for p in in_valid for a in p for b in p if a != b}
     trials = linked_free_trials(valid_rows, linked, args.trials, args.seed)
