@@ -47,7 +47,12 @@ def sources(tmp_path: Path) -> list[str]:
 def test_split_keeps_linked_voices_together_and_trials_are_balanced(tmp_path: Path, sources: list[str]) -> None:
     out = tmp_path / "valid"
     # a-2 and b-3 "sound like one person" (a hand link here; the teacher's centroids in real use)
-    summary = realvox_trials.build(sources, out, arguments(out, link=["a-2,b-3"]))
+    suite = tmp_path / "human"  # another validation list, pooled in
+    suite.mkdir()
+    (suite / "verification_trials_valid.txt").write_text("1 ../rv-b/segments/b-1/b-1-000.flac "
+                                                         "../rv-b/segments/b-1/b-1-004.flac\n")
+    summary = realvox_trials.build(sources, out, arguments(out, link=["a-2,b-3"],
+                                                           pool=[str(suite / "verification_trials_valid.txt")]))
     valid, cohort = set(summary["valid_voices"]), set(summary["cohort_voices"])
     assert valid and cohort and not valid & cohort and len(valid | cohort) == 10
     for part in (["a-ru-0", "a-ru-1"], ["a-2", "b-3"]):
@@ -64,6 +69,9 @@ def test_split_keeps_linked_voices_together_and_trials_are_balanced(tmp_path: Pa
             assert a.speaker != b.speaker and frozenset((a.speaker, b.speaker)) not in linked
         else:
             assert a.speaker == b.speaker and not set(a.meta["clips"]) & set(b.meta["clips"])
+    pooled = read_trials(out / "verification_trials_pooled.txt", check_exists=True)
+    assert pooled[: len(trials)] == trials and len(pooled) == len(trials) + 1
+    assert pooled[-1].path_a == str(tmp_path / "rv-b/segments/b-1/b-1-000.flac")
     cohort_rows = read_manifest(out / "cohort.jsonl", check_exists=True)
     assert {r.speaker for r in cohort_rows} == cohort
     assert all("rv-" in r.path for r in cohort_rows)  # the originals, not copies inside the suite folder

@@ -24,7 +24,8 @@ The valid segments are copied under ``<out>/audio`` and the folder is written as
 manifest (``cohort.jsonl``) points at the original segments, which stay trainable.
 
     python -m training.corpus.realvox_trials data/realvox{,-ktuberling,-tuxpaint,-fillets}/verification.jsonl \
-        --teacher data/teacher/realvox-{0,1,kt,tp,fi} --out data/realvox-valid
+        --teacher data/teacher/realvox-{0,1,kt,tp,fi} --out data/realvox-valid \\
+        --pool data/human/verification_trials_valid.txt
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from training.corpus.generate import make_trials
-from training.data.manifest import ManifestRow, read_manifest
+from training.data.manifest import ManifestRow, read_manifest, read_trials
 from training.suites.registry import human_speaker_roles
 from training.suites.writer import write_suite
 
@@ -180,8 +181,12 @@ def build(manifests: Sequence[str], out: Path, args: argparse.Namespace) -> dict
             (out / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(row.path, out / relative)
             valid_rows.append(replace(row, path=relative, split="valid"))
+
+    def here(path: str) -> str:  # relative to the suite folder, through the data/ symlink
+        return os.path.relpath(Path(path).resolve(), out.resolve())
+
     # the cohort stays where it is (trainable): its manifest points back at the original segments
-    cohort_rows = [replace(row, path=os.path.relpath(Path(row.path).resolve(), out.resolve()), split="train")
+    cohort_rows = [replace(row, path=here(row.path), split="train")
                    for voice in cohort for row in disjoint_segments(voices[voice], args.cohort_per_voice, args.seed)]
     in_valid = [p for p in parts if set(p) <= set(valid)]
     linked = {frozenset((a, b)) for p in in_valid for a in p for b in p if a != b}
@@ -191,7 +196,11 @@ def build(manifests: Sequence[str], out: Path, args: argparse.Namespace) -> dict
             "components": [p for p in parts if len(p) > 1], "valid_voices": valid, "cohort_voices": cohort,
             "sources": {v: source_of[v] for v in sorted(voices)}, "per_voice": args.per_voice,
             "cohort_per_voice": args.cohort_per_voice}
-    return write_suite(out, {"verification": valid_rows, "cohort": cohort_rows}, {"valid": trials}, info, started)
+    pooled = trials + [f"{t.label} {here(t.path_a)} {here(t.path_b)}" for extra in args.pool
+                       for t in read_trials(extra)]
+    lists = {"valid": trials} | ({"pooled": pooled} if args.pool else {})
+    info["pooled_with"] = args.pool
+    return write_suite(out, {"verification": valid_rows, "cohort": cohort_rows}, lists, info, started)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -205,6 +214,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cohort-per-voice", type=int, default=8, help="segments per cohort voice")
     p.add_argument("--trials", type=int, default=4000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool", nargs="*", default=[], help="other validation trial lists (the human suite's) to "
+                                                        "append in verification_trials_pooled.txt")
     return p
 
 
