@@ -23,12 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.heads.pooled import PITCH_INDEX, append_pitch
 from elp.heads.prosody import clip_prosody
-from elp.tasks.verification import normalised_scores
+from elp.tasks.scoring import normalised_scores
 from training.data.manifest import read_manifest
 from training.dataset import load_audio
 from training.metrics import compute_eer
@@ -42,7 +43,7 @@ ANGLES = (0.25, 0.5, 0.75, 1.0)
 def cache(adapter_dir: str, paths: Sequence[str], out: Path, backbone: str) -> dict[str, dict]:
     """Voice embedding + pitch z per clip, added to the cache file at ``out`` (clips already there are kept)."""
     store: dict[str, dict] = torch.load(out) if out.exists() else {}
-    todo = sorted(set(paths) - set(store))
+    todo = sorted(set(paths) - set(store), key=lambda p: sf.info(p).duration)  # little padding per batch
     adapter_set = AdapterSet.load(adapter_dir)
     weight, angle = adapter_set.config.head.pitch_weight, adapter_set.config.head.pitch_angle
     model = MultiAdapterModel(load_backbone(backbone))
