@@ -169,6 +169,10 @@ def choose(args: argparse.Namespace) -> dict:
         for list_name, trials in lists.items():  # each part at the pooled (served) threshold
             scores = trial_scores(store, trials, weight, angle, scoring, cohort)
             rows[list_name] |= {"at_pooled_threshold": figures(scores, labels[list_name], pooled_threshold)}
+        if scoring is None and args.current_threshold is not None:  # the set as served today
+            for list_name, trials in {**lists, "pooled": pooled}.items():
+                scores = trial_scores(store, trials, weight, angle, None, None)
+                rows[list_name] |= {"at_current_threshold": figures(scores, labels[list_name], args.current_threshold)}
         if synthetic:
             s_labels = np.array([t.label for t in synthetic])
             rows["synthetic"] = figures(trial_scores(store, synthetic, weight, angle, scoring, cohort), s_labels,
@@ -215,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ch.add_argument("--valid", nargs="+", required=True, metavar="NAME=TRIALS")
     ch.add_argument("--synthetic-valid", help="the corpus' synthetic validation trials (a no-harm check)")
     ch.add_argument("--top-k", type=int, nargs="*", default=[10, 25, 50, 100])
+    ch.add_argument("--current-threshold", type=float, help="the served threshold now (reported, not chosen)")
     ch.add_argument("--served-pitch", type=float, nargs=2, default=(0.3, 1.0), help="the set's (w, a) now")
     ch.add_argument("--speakers", nargs="*", default=[], help="manifests naming the valid clips' speakers "
                                                                "(for the speaker-bootstrap spread)")

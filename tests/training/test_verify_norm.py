@@ -42,7 +42,8 @@ def fixture(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
 def test_choose_scores_the_cache_with_the_served_formulas(tmp_path: Path) -> None:
     cache, trials, valid, cohort = fixture(tmp_path)
     args = argparse.Namespace(cache=cache, valid=[f"part={trials}"], synthetic_valid=None, cohort=str(cohort),
-                              pitch=(0.3, 1.0), served_pitch=(0.3, 1.0), top_k=[4], speakers=[str(valid)])
+                              pitch=(0.3, 1.0), served_pitch=(0.3, 1.0), top_k=[4], speakers=[str(valid)],
+                              current_threshold=0.5)
     out = verify_norm.choose(args)
     assert len(out["pitch_grid"]) == 1 + 5 * 4 and out["cohort_clips"] == 12
     assert set(out["scoring"]) == {"cosine", "centred", "s-norm", "as-norm-4"}
@@ -64,3 +65,5 @@ def test_choose_scores_the_cache_with_the_served_formulas(tmp_path: Path) -> Non
     assert grid_row["pooled"] == expected["eer"]
     assert out["pitch_choice"]["best"]["eer"] <= out["pitch_choice"]["served"]["eer"]
     assert out["scoring"]["s-norm"]["pooled"]["spread_vs_cosine"] >= 0.0
+    at_half = verify_norm.figures(scores, labels, 0.5)
+    assert out["scoring"]["cosine"]["pooled"]["at_current_threshold"] == at_half
