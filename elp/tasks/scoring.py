@@ -1,50 +1,22 @@
-"""Score normalisation of an embedding task against a cohort of other voices stored with the set.
+"""Score normalisation of verification scores against a cohort of other voices (S-norm, AS-norm,
+cohort-mean centring): the formulas ``training.verify_norm`` compares on validation trials.
 
 Why: a cosine means different things for different voices (a voice near many others scores high with
-everyone); normalising by how each clip scores against known other people (S-norm, AS-norm) or by
-the cohort's mean (centring) removes that offset. The cohort's embeddings travel in the set's
-safetensors (``score_cohort``), the method in its config (``scoring``), so the served score, the
-calibrated threshold and the offline tools agree. Torch is imported inside the functions (the
-client imports the task modules torch-free).
+everyone); normalising by how each clip scores against known other people removes that offset. No
+shipped set serves a normalisation (none passed the fifth session's rule, see the verify-default card);
+the serving wiring (cohort in the safetensors, ``scoring`` in the config) is on branch
+``verify6-scoring-serving``. Torch is imported inside the function (task modules import torch-free).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from elp.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
 
 #: score normalisations a set may declare; see :func:`normalised_scores`
 SCORING_METHODS = ("centre", "s-norm", "as-norm")
-
-
-@dataclass
-class ScoringConfig:
-    """``method`` (:data:`SCORING_METHODS`), the cohort's shape (``cohort_size`` embeddings of
-    ``cohort_dim``), ``top_k`` for AS-norm, and where the cohort came from (free text)."""
-
-    method: str
-    cohort_size: int
-    cohort_dim: int
-    top_k: int | None = None
-    cohort_from: str = ""
-
-    def __post_init__(self) -> None:
-        if self.method not in SCORING_METHODS:
-            raise ConfigError(f"scoring method must be one of {SCORING_METHODS}, got {self.method!r}")
-        if not isinstance(self.cohort_size, int) or self.cohort_size < 2 or self.cohort_dim < 1:
-            raise ConfigError("a scoring cohort needs at least two embeddings of a positive size")
-        if (self.top_k is not None) != (self.method == "as-norm"):
-            raise ConfigError("top_k is given exactly for method 'as-norm'")
-        if self.top_k is not None and not 1 < self.top_k <= self.cohort_size:
-            raise ConfigError(f"top_k must be in 2..cohort_size ({self.cohort_size}), got {self.top_k}")
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "top_k": self.top_k}
 
 
 def normalised_scores(a: torch.Tensor, b: torch.Tensor, scoring: dict[str, Any] | None,

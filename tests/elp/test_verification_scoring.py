@@ -55,13 +55,3 @@ def test_bad_scoring_is_refused(data) -> None:
     with pytest.raises(ValueError, match="unknown scoring"):
         normalised_scores(a, b, {"method": "z-norm"}, cohort)
 
-
-def test_scoring_config_is_validated() -> None:
-    from elp.errors import ConfigError
-    from elp.tasks.scoring import ScoringConfig
-
-    assert ScoringConfig("as-norm", cohort_size=10, cohort_dim=8, top_k=5).as_dict() == {"method": "as-norm",
-                                                                                         "top_k": 5}
-    for bad in ({"method": "z-norm"}, {"cohort_size": 1}, {"top_k": 11}, {"method": "s-norm", "top_k": 5}):
-        with pytest.raises(ConfigError):
-            ScoringConfig(**({"method": "as-norm", "cohort_size": 10, "cohort_dim": 8, "top_k": 5} | bad))
