@@ -152,10 +152,10 @@ def test_a_stored_lm_read_as_arpa_is_the_background_it_was():
 
     base = WordBigramLM.build(["turn on the lights", "the weather is lovely", "turn the music off"],
                               {"lights": 1e-3, "music": 1e-3, "kitchen": 1e-4})
-    same = WordBigramLM.build(["switch off the kitchen lights"], background=lm_as_arpa(base), interpolation=0.0)
+    same = WordBigramLM.build(["turn off the kitchen lights"], background=lm_as_arpa(base), interpolation=0.0)
     for history, word in (("turn", "on"), ("the", "lights"), ("<s>", "the"), ("kitchen", "lights"), ("off", "</s>")):
         assert same.log10_prob(history, word) == pytest.approx(base.log10_prob(history, word), abs=1e-9)
-    domain = WordBigramLM.build(["switch off the kitchen lights"], background=lm_as_arpa(base), interpolation=0.5)
+    domain = WordBigramLM.build(["turn off the kitchen lights"], background=lm_as_arpa(base), interpolation=0.5)
     assert domain.log10_prob("kitchen", "lights") > base.log10_prob("kitchen", "lights")
 
 
