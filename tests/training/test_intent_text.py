@@ -172,3 +172,23 @@ def test_domain_text_leaves_held_out_validation_and_test_sentences_out(tmp_path)
     kept, dropped = domain_sentences([str(tmp_path)], "abcdefghijklmnopqrstuvwxyz' ")
     assert kept == ["turn on the kitchen lights"]  # once; the guard's, the valid one's and the test one's out
     assert dropped == {"held_out": 1, "holds_valid_or_test": 1, "outside_alphabet": 0}
+
+
+def test_the_branch_takes_another_sets_lm_only_when_it_decodes_with_one(tiny_backbone_dir, tmp_path):
+    from elp.decoding.bigram import WordBigramLM
+    from training.intent_text.train import main
+
+    backbone = load_backbone(tiny_backbone_dir("whisper"))
+    make_random_adapter_set(backbone, "asr", seed=1).save(tmp_path / "asr")
+    make_random_adapter_set(backbone, "intent", labels=LABELS, seed=2).save(tmp_path / "intent")
+    common = ["--intent", str(tmp_path / "intent"), "--asr", str(tmp_path / "asr"), "--corpus", str(tmp_path),
+              "--transcripts", "t.jsonl", "--acoustic", "a.jsonl"]
+    with pytest.raises(SystemExit, match="add --with-lm"):
+        main([*common, "--lm-from", str(tmp_path / "asr")])
+    with pytest.raises(SystemExit, match="carries no LM"):
+        main([*common, "--with-lm", "--lm-from", str(tmp_path / "asr")])
+    donor = make_random_adapter_set(backbone, "asr", seed=3)
+    donor.attach_language_model(WordBigramLM.build(["turn on the lights"]))
+    donor.save(tmp_path / "donor")
+    with pytest.raises(FileNotFoundError):  # past the check: it reads the transcripts next
+        main([*common, "--with-lm", "--lm-from", str(tmp_path / "donor")])
