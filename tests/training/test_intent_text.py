@@ -143,3 +143,52 @@ def test_search_finds_the_confidence_weighted_fusion_where_the_confident_branch_
     rows = {row["family"]: row for row in search(clips, targets, ["a"] * clips_count)}
     assert rows["w0 + w1 * agree"]["cv_accuracy"] == 100.0
     assert rows["one weight (shipped form)"]["cv_accuracy"] <= 50.0
+
+
+def test_a_stored_lm_read_as_arpa_is_the_background_it_was():
+    """Interpolating with weight 0 gives back the stored LM's probabilities (the domain LM's baseline)."""
+    from elp.decoding.bigram import WordBigramLM
+    from training.intent_text.domain_lm import lm_as_arpa
+
+    base = WordBigramLM.build(["turn on the lights", "the weather is lovely", "turn the music off"],
+                              {"lights": 1e-3, "music": 1e-3, "kitchen": 1e-4})
+    same = WordBigramLM.build(["turn off the kitchen lights"], background=lm_as_arpa(base), interpolation=0.0)
+    for history, word in (("turn", "on"), ("the", "lights"), ("<s>", "the"), ("kitchen", "lights"), ("off", "</s>")):
+        assert same.log10_prob(history, word) == pytest.approx(base.log10_prob(history, word), abs=1e-9)
+    domain = WordBigramLM.build(["turn off the kitchen lights"], background=lm_as_arpa(base), interpolation=0.5)
+    assert domain.log10_prob("kitchen", "lights") > base.log10_prob("kitchen", "lights")
+
+
+def test_domain_text_leaves_held_out_validation_and_test_sentences_out(tmp_path):
+    from training.intent_text.domain_lm import domain_sentences
+
+    held_out = sorted(held_out_set())[0]
+    texts = [("train", "turn on the kitchen lights"), ("train", "turn on the kitchen lights"),
+             ("train", held_out), ("train", "please dim the lights now"), ("valid", "dim the lights"),
+             ("test", "louder")]
+    rows = [{"id": f"r{i}", "path": f"{i}.flac", "duration_s": 1.0, "split": split, "task": "intent",
+             "speaker": "s", "text": text, "label": LABELS[0], "meta": {}} for i, (split, text) in enumerate(texts)]
+    (tmp_path / "intent.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    kept, dropped = domain_sentences([str(tmp_path)], "abcdefghijklmnopqrstuvwxyz' ")
+    assert kept == ["turn on the kitchen lights"]  # once; the guard's, the valid one's and the test one's out
+    assert dropped == {"held_out": 1, "holds_valid_or_test": 1, "outside_alphabet": 0}
+
+
+def test_the_branch_takes_another_sets_lm_only_when_it_decodes_with_one(tiny_backbone_dir, tmp_path):
+    from elp.decoding.bigram import WordBigramLM
+    from training.intent_text.train import main
+
+    backbone = load_backbone(tiny_backbone_dir("whisper"))
+    make_random_adapter_set(backbone, "asr", seed=1).save(tmp_path / "asr")
+    make_random_adapter_set(backbone, "intent", labels=LABELS, seed=2).save(tmp_path / "intent")
+    common = ["--intent", str(tmp_path / "intent"), "--asr", str(tmp_path / "asr"), "--corpus", str(tmp_path),
+              "--transcripts", "t.jsonl", "--acoustic", "a.jsonl"]
+    with pytest.raises(SystemExit, match="add --with-lm"):
+        main([*common, "--lm-from", str(tmp_path / "asr")])
+    with pytest.raises(SystemExit, match="carries no LM"):
+        main([*common, "--with-lm", "--lm-from", str(tmp_path / "asr")])
+    donor = make_random_adapter_set(backbone, "asr", seed=3)
+    donor.attach_language_model(WordBigramLM.build(["turn on the lights"]))
+    donor.save(tmp_path / "donor")
+    with pytest.raises(FileNotFoundError):  # past the check: it reads the transcripts next
+        main([*common, "--with-lm", "--lm-from", str(tmp_path / "donor")])

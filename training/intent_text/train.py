@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--acoustic", required=True, help="training.intent_text.transcripts --intent output")
     p.add_argument("--with-lm", action="store_true",
                    help="the transcripts are the ASR set's LM beam search (field asr_lm): the set then carries its LM")
+    p.add_argument("--lm-from", metavar="SET",
+                   help="with --with-lm: the branch copies this set's LM instead of --asr's (same vocabulary), e.g. "
+                        "a domain-adapted LM (training.intent_text.domain_lm); the transcripts must be its decoding")
     p.add_argument("--senses", type=int, nargs="+", default=[0, 1, 3, 99])
     p.add_argument("--feature-dropout", type=float, nargs="+", default=[0.0, 0.3, 0.5])
     p.add_argument("--l2", type=float, nargs="+", default=[1e-5, 1e-4])
@@ -125,6 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     intent, asr = AdapterSet.load(args.intent), AdapterSet.load(args.asr)
+    if args.lm_from:
+        if not args.with_lm:
+            raise SystemExit("--lm-from gives the branch another LM: add --with-lm")
+        donor = AdapterSet.load(args.lm_from)
+        if donor.language_model is None or donor.config.vocab != asr.config.vocab:
+            raise SystemExit(f"{args.lm_from} carries no LM over {args.asr}'s vocabulary")
+        asr.attach_language_model(donor.language_model)
     labels, slot_names = intent.config.labels or [], intent.config.slot_names or []
     transcripts = merged_rows([read_jsonl(path) for path in args.transcripts])
     manifests = [str(Path(f) / "intent.jsonl") for f in (args.corpus, *args.paraphrases)]
@@ -158,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
                            chosen["text_weight"], source=Path(args.asr).name, with_language_model=args.with_lm)
         record = {k: chosen[k] for k in ("senses", "feature_dropout", "l2", "text_weight", "accuracy")}
         record["transcripts"] = "asr beam search under its LM" if args.with_lm else "asr best path"
+        if args.lm_from:
+            record["transcripts"] = f"asr beam search under the LM of {args.lm_from}"
+            record["language_model"] = donor.config.training.get("language_model", {})
         record |= {"training_examples": len(examples), "trained_on": ["gold phrasings", *fields],
                    "chosen_by": "mean validation accuracy of the valid sources"}
         intent.config.training = {**intent.config.training, "text_branch": record}

@@ -48,6 +48,22 @@ def cache_file_for(cache_dir: str, count: int) -> Path:
 
 
 @torch.no_grad()
+def ctc_log_probs(adapter_set: AdapterSet, file: Path, indices: list[int], batch_size: int = 32) -> list[torch.Tensor]:
+    """An ASR set's CTC log-probabilities (real frames only) of the clips ``indices`` of one cache file."""
+    answers = []
+    with safe_open(str(file), "pt") as handle:
+        layers = sum(1 for name in handle.keys() if name.startswith("0.") and name[2:].isdigit())  # noqa: SIM118
+        for start in range(0, len(indices), batch_size):
+            states = [[handle.get_tensor(f"{i}.{k}").float() for k in range(layers)]
+                      for i in indices[start: start + batch_size]]
+            lengths = torch.tensor([s[0].shape[0] for s in states])
+            padded = [nn.utils.rnn.pad_sequence([s[k] for s in states], batch_first=True) for k in range(layers)]
+            outputs = adapter_set.head(adapter_set.featurizer(padded), lengths)
+            answers += [lp[: int(n)].clone() for lp, n in zip(outputs, lengths, strict=True)]
+    return answers
+
+
+@torch.no_grad()
 def decode_file(adapter_set: AdapterSet, file: Path, count: int, batch_size: int = 32, with_lm: bool = False) -> list:
     """Per clip of one cache file, in index order: the greedy transcript of an ASR set (``with_lm``:
     its beam search under its LM), or the class logits (a list) of a classifier set."""
