@@ -8,6 +8,7 @@ import torch
 from transformers import WavLMConfig, WavLMModel
 
 from elp import load_backbone
+from elp.backbones.calibration import linear_input_maxima
 from elp.backbones.quantize import Int8Conv1d, quantized_conv_count, quantized_linear_count
 from elp.backbones.wavlm_attention import ProjectedWavLMAttention
 from elp.model import pad_waveforms
@@ -68,6 +69,11 @@ def test_int8_wavlm_runs_its_attention_projections_and_cnn_in_int8(backbone_dirs
                 hidden = backbone.run_layer(index, layer, hidden, state)
             last[name] = backbone.after_layers(hidden)[valid]
     assert torch.allclose(last["rewritten"], last["library"], atol=2e-5, rtol=1e-5)
+
+    calibrated = linear_input_maxima(load_backbone(backbone_dirs[variant]), WAVES, batch_size=2)
+    assert {name.split(".", 1)[1] for name in calibrated} == {
+        f"attention.{projection}" for projection in ("q_proj", "k_proj", "v_proj", "out_proj")
+    } | {"feed_forward.intermediate_dense", "feed_forward.output_dense"}  # a calibration covers them too
 
     int8_backbone = load_backbone(backbone_dirs[variant], quantization="int8")
     layers = len(int8_backbone.encoder_layers())
