@@ -110,8 +110,8 @@ def measure(models: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
 
 def encoder_speed(models: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     """Seconds to encode the first ``args.clips`` test clips of the ASR split (batches of 8 of
-    similar length, the first set routed), dtypes interleaved: the backbone's speed without the
-    decoding and heads that ``measure`` also times."""
+    similar length, the first set routed), dtypes interleaved batch by batch: the backbone's speed
+    without the decoding and heads that ``measure`` also times."""
     from elp.model import pad_waveforms
     from training.int8_calibration import manifest_waveforms
 
@@ -121,12 +121,19 @@ def encoder_speed(models: dict[str, Any], args: argparse.Namespace) -> list[dict
     seconds: dict[str, list[float]] = {dtype: [] for dtype in order}
     with torch.no_grad():
         for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
-            for dtype in order[repeat % len(order):] + order[: repeat % len(order)]:
-                started = time.perf_counter()
-                for batch, lengths in batches:
+            totals = dict.fromkeys(order, 0.0)
+            # the dtypes take turns batch by batch (a rotating order): a noisy neighbour's burst on a
+            # shared machine lands on all of them rather than on one dtype's whole pass
+            for index, (batch, lengths) in enumerate(batches):
+                turn = (repeat + index) % len(order)
+                for dtype in order[turn:] + order[:turn]:
+                    started = time.perf_counter()
                     models[dtype].encode(batch, lengths, [key] * len(lengths))
-                if repeat:
-                    seconds[dtype].append(time.perf_counter() - started)
+                    totals[dtype] += time.perf_counter() - started
+            if repeat:
+                for dtype, total in totals.items():
+                    seconds[dtype].append(total)
+                print("  " + ", ".join(f"{dtype} {total:.2f} s" for dtype, total in totals.items()), flush=True)
     return [{"dtype": dtype, "set": key, "metric": "encode_s", "value": round(statistics.median(values), 2),
              "compute_s": round(statistics.median(values), 2), "spread_s": round(max(values) - min(values), 2)}
             for dtype, values in seconds.items()]
