@@ -18,6 +18,13 @@ in the title (before and after).
 
     python -m benchmarks.precision [--clips 120] [--repeats 3] [--dtypes float32 int8 int8-plain] [--device cuda]
     python -m benchmarks.precision --encoder-speed --clips 48 --repeats 5 --dtypes float32 int8 int8-plain
+    python -m benchmarks.precision --encoder-speed --backbone wavlm-base-plus --random-sets \
+        --dtypes float32 int8-linears int8 --tag wavlm
+
+``--backbone wavlm-base-plus`` is WavLM Base+-shaped random weights (``benchmarks.common.prepare_backbone``)
+and ``--random-sets`` random adapter sets for it: speed only. ``int8-linears`` is ``int8`` as it was
+before WavLM's attention projections and the wav2vec 2.0-family CNN ran in int8 (only the Linears the
+library calls as modules; for Whisper the same as ``int8``), kept to compare against.
 """
 
 from __future__ import annotations
@@ -32,20 +39,40 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import CORPUS_DIR, DEFAULT_BACKBONE, DEFAULT_IDS, REPO_ROOT, markdown_table, write_results
+from benchmarks.common import (
+    BACKBONE_CHOICES,
+    CORPUS_DIR,
+    DEFAULT_BACKBONE,
+    DEFAULT_IDS,
+    REPO_ROOT,
+    build_random_store,
+    default_sets,
+    markdown_table,
+    prepare_backbone,
+    workdir_for,
+    write_results,
+)
 
-#: as ELP_DTYPE names them, plus "int8-plain": the first int8 scheme (no smoothing, 7-bit activations)
-DTYPES = ("float32", "bfloat16", "float16", "int8", "int8-plain")
+#: as ELP_DTYPE names them, plus "int8-plain" (the first int8 scheme: no smoothing, 7-bit activations)
+#: and "int8-linears" (int8 without WavLM's attention projections and the wav2vec 2.0-family CNN)
+DTYPES = ("float32", "bfloat16", "float16", "int8", "int8-plain", "int8-linears")
 
 
 def load_model(dtype: str, args: argparse.Namespace):
     """The backbone in ``dtype`` (int8 = float32 activations, int8 encoder weights) with every set."""
     from elp import AdapterSet, MultiAdapterModel, load_backbone
+    from elp.backbones.calibration import Int8Calibration, find_calibration
+    from elp.backbones.quantize import quantize_backbone
 
     quantized = dtype.startswith("int8")
     torch_dtype = torch.float32 if quantized else getattr(torch, dtype)
     backbone = load_backbone(args.backbone, device=args.device, dtype=torch_dtype,
-                             quantization=dtype if quantized else None)
+                             quantization=dtype if quantized and dtype != "int8-linears" else None)
+    if dtype == "int8-linears":  # this backbone instance only: no attention rewrite, no int8 CNN
+        backbone.prepare_for_int8 = lambda: None
+        backbone.int8_front_end_convs = dict
+        path = find_calibration(backbone, args.backbone)
+        quantize_backbone(backbone, "int8", Int8Calibration.load(path, backbone) if path else None)
     model = MultiAdapterModel(backbone).eval()
     for name in args.sets:
         model.add_adapter_set(name, AdapterSet.load(Path(args.store) / name, device=args.device))
@@ -83,8 +110,8 @@ def measure(models: dict[str, Any], args: argparse.Namespace) -> list[dict[str, 
 
 def encoder_speed(models: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
     """Seconds to encode the first ``args.clips`` test clips of the ASR split (batches of 8 of
-    similar length, the first set routed), dtypes interleaved: the backbone's speed without the
-    decoding and heads that ``measure`` also times."""
+    similar length, the first set routed), dtypes interleaved batch by batch: the backbone's speed
+    without the decoding and heads that ``measure`` also times."""
     from elp.model import pad_waveforms
     from training.int8_calibration import manifest_waveforms
 
@@ -94,12 +121,19 @@ def encoder_speed(models: dict[str, Any], args: argparse.Namespace) -> list[dict
     seconds: dict[str, list[float]] = {dtype: [] for dtype in order}
     with torch.no_grad():
         for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
-            for dtype in order[repeat % len(order):] + order[: repeat % len(order)]:
-                started = time.perf_counter()
-                for batch, lengths in batches:
+            totals = dict.fromkeys(order, 0.0)
+            # the dtypes take turns batch by batch (a rotating order): a noisy neighbour's burst on a
+            # shared machine lands on all of them rather than on one dtype's whole pass
+            for index, (batch, lengths) in enumerate(batches):
+                turn = (repeat + index) % len(order)
+                for dtype in order[turn:] + order[:turn]:
+                    started = time.perf_counter()
                     models[dtype].encode(batch, lengths, [key] * len(lengths))
-                if repeat:
-                    seconds[dtype].append(time.perf_counter() - started)
+                    totals[dtype] += time.perf_counter() - started
+            if repeat:
+                for dtype, total in totals.items():
+                    seconds[dtype].append(total)
+                print("  " + ", ".join(f"{dtype} {total:.2f} s" for dtype, total in totals.items()), flush=True)
     return [{"dtype": dtype, "set": key, "metric": "encode_s", "value": round(statistics.median(values), 2),
              "compute_s": round(statistics.median(values), 2), "spread_s": round(max(values) - min(values), 2)}
             for dtype, values in seconds.items()]
@@ -107,8 +141,12 @@ def encoder_speed(models: dict[str, Any], args: argparse.Namespace) -> list[dict
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", default=str(REPO_ROOT / DEFAULT_BACKBONE))
+    parser.add_argument("--backbone", default=str(REPO_ROOT / DEFAULT_BACKBONE),
+                        help=f"a backbone folder or {' / '.join(BACKBONE_CHOICES)} (random weights, base-sized)")
     parser.add_argument("--store", default=str(REPO_ROOT / "adapters_store"))
+    parser.add_argument("--random-sets", action="store_true",
+                        help="random adapter sets for the backbone instead of --store's (speed only)")
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temp dir)")
     parser.add_argument("--sets", nargs="+", default=list(DEFAULT_IDS.values()))
     parser.add_argument("--corpus", default=str(CORPUS_DIR), help="any folder in the corpus schema")
     parser.add_argument("--clips", type=int, default=120, help="first N test clips per task")
@@ -128,8 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     if args.encoder_speed:
         args.sets = args.sets[:1]
-    models = {dtype: load_model(dtype, args) for dtype in dtypes}
-    rows = encoder_speed(models, args) if args.encoder_speed else measure(models, args)
+    with workdir_for(args, "precision") as workdir:
+        args.backbone = str(prepare_backbone(args.backbone, workdir))
+        if args.random_sets:
+            sets = {adapter_id: task for adapter_id, task in default_sets().items() if adapter_id in args.sets}
+            args.store = str(build_random_store(Path(args.backbone), workdir / "store", sets))
+        models = {dtype: load_model(dtype, args) for dtype in dtypes}
+        rows = encoder_speed(models, args) if args.encoder_speed else measure(models, args)
     reference = {row["set"]: row for row in rows if row["dtype"] == "float32"}
     for row in rows:
         base = reference[row["set"]]

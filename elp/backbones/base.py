@@ -139,6 +139,14 @@ class Backbone(nn.Module, ABC):
         layer calls as modules (a family whose code reads a projection's ``.weight`` overrides this)."""
         return {name for name, module in layer.named_modules() if isinstance(module, nn.Linear)}
 
+    def prepare_for_int8(self) -> None:
+        """Rewrites that let int8 replace more of the encoder (same function in float); default none."""
+
+    def int8_front_end_convs(self) -> dict[str, nn.Conv1d]:
+        """Front-end convolutions (name in ``self.model`` -> module) that int8 may run as windows x int8
+        Linear (``elp.backbones.quantize.Int8Conv1d``); default none."""
+        return {}
+
     def layer_norms(self, layer: nn.Module) -> dict[str, nn.LayerNorm]:
         return {name: getattr(layer, name) for name in self.layer_norm_names}
 

@@ -77,6 +77,7 @@ def linear_input_maxima(backbone: Backbone, waveforms: list[torch.Tensor], batch
     maxima: dict[str, torch.Tensor] = {}
     real_rows: list[torch.Tensor] = []
     handles = []
+    backbone.prepare_for_int8()  # same function in float; makes e.g. WavLM's attention projections visible
     for index, layer in enumerate(backbone.encoder_layers()):
         for name in sorted(backbone.int8_linear_names(layer)):
 

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elp.backbones.base import lengths_to_mask
+from elp.backbones.quantize import Int8Conv1d
 
 
 def zero_padding(waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,7 @@ def masked_group_norm(hidden: torch.Tensor, lengths: torch.Tensor, norm: nn.Grou
     return (centred * scale).to(hidden.dtype)
 
 
-def conv_output_lengths(lengths: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+def conv_output_lengths(lengths: torch.Tensor, conv: nn.Conv1d | Int8Conv1d) -> torch.Tensor:
     """Frames a padding-free ``conv`` yields for inputs of ``lengths`` frames."""
     kernel, stride = int(conv.kernel_size[0]), int(conv.stride[0])
     return torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
@@ -88,7 +89,31 @@ def batched_group_norm_cnn(feature_encoder: nn.Module, waveforms: torch.Tensor, 
         return feature_encoder(waveforms[:, : int(lengths.max())])
     first, *rest = feature_encoder.conv_layers
     hidden = first.conv(zero_padding(waveforms, lengths)[:, None])
-    hidden = first.activation(masked_group_norm(hidden, conv_output_lengths(lengths, first.conv), first.layer_norm))
-    for layer in rest:
-        hidden = layer(hidden)
+    frames = conv_output_lengths(lengths, first.conv)
+    return later_conv_layers(rest, first.activation(masked_group_norm(hidden, frames, first.layer_norm)), frames)
+
+
+def padded_cnn(feature_encoder: nn.Module, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The wav2vec 2.0-family CNN ("layer" norm: per-frame LayerNorms, nothing over time) on a padded
+    batch, as the library runs it but with int8 convolutions reading each row's own frames only."""
+    first, *rest = feature_encoder.conv_layers
+    return later_conv_layers(rest, first(waveforms[:, None]), conv_output_lengths(lengths, first.conv))
+
+
+def later_conv_layers(layers: list[nn.Module], hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """CNN layers after the first on a padded batch whose rows hold ``lengths`` valid frames.
+
+    A float layer runs on the whole batch (a valid output frame of a padding-free convolution reads
+    valid input frames only). An int8 one (``Int8Conv1d``) picks its activation scale from what it
+    reads, so it reads each row's valid frames alone: padding and batch-mates never reach a row."""
+    for layer in layers:
+        if isinstance(layer.conv, Int8Conv1d):
+            hidden = layer.conv.forward_rows(hidden, lengths.tolist())
+            norm = getattr(layer, "layer_norm", None)
+            if norm is not None:  # the "layer" variant's LayerNorm over channels, per frame
+                hidden = norm(hidden.transpose(-2, -1)).transpose(-2, -1)
+            hidden = layer.activation(hidden)
+        else:
+            hidden = layer(hidden)
+        lengths = conv_output_lengths(lengths, layer.conv)
     return hidden

@@ -26,8 +26,12 @@ Schemes (measured on Whisper base, validation clips: ``python -m benchmarks.int8
 - ``"int8-plain"``: per-channel dynamic int8 on every eligible Linear, 7-bit activations, no
   smoothing: the first scheme, kept to compare against.
 
-Only the transformer layers are quantised: the convolutional front end, positional tables and
-LayerNorms stay float32, and so does every adapter set and head. The backbone's fingerprint is taken
+What runs in int8: the transformer layers' Linears (the family's ``int8_linear_names``; WavLM's
+attention is first rewritten so its projections are module calls: ``Backbone.prepare_for_int8``)
+and, under ``"int8"``, the family's ``int8_front_end_convs``: the wav2vec 2.0-family CNN's
+C -> C convolutions as windows x int8 Linear (``Int8Conv1d``; its first 1 -> C layer, the norms,
+Whisper's two convolutions, positional tables and LayerNorms stay float32, and so does every
+adapter set and head). The backbone's fingerprint is taken
 on the float weights before this runs, so adapter sets trained in float32 load unchanged.
 
 Caveat (measured, documented in docs/server.md): the activation scale is chosen per call for the
@@ -110,6 +114,52 @@ class SmoothedInt8Linear(nn.Module):
         return torch.ops.quantized.linear_dynamic(inputs, packed, reduce_range=self.reduce_range)
 
 
+class Int8Conv1d(nn.Module):
+    """A padding-free, ungrouped ``Conv1d`` (B, C, T) -> (B, O, T') as int8 Linear over its windows.
+
+    The weight is laid out (out, tap, channel), so on a time-major (B, T, C) input every window is one
+    contiguous run of ``kernel * C`` values: the window matrix is a strided view, and the output,
+    returned as a (B, O, T') view of a time-major tensor, feeds the next such layer with no transpose
+    copy. Each batch row is quantised alone (``forward``), and ``forward_rows`` reads only a row's
+    first ``lengths`` frames: a row's answer never depends on its batch-mates or its padding."""
+
+    def __init__(self, conv: nn.Conv1d, full_range: bool) -> None:
+        super().__init__()
+        if conv.groups != 1 or conv.padding not in ((0,), 0) or conv.dilation != (1,):
+            raise ValueError("Int8Conv1d takes ungrouped, padding-free, undilated convolutions")
+        self.kernel_size, self.stride = conv.kernel_size, conv.stride  # as a Conv1d names them
+        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
+        windows = nn.Linear(conv.in_channels * conv.kernel_size[0], conv.out_channels, bias=conv.bias is not None)
+        with torch.no_grad():
+            windows.weight.copy_(conv.weight.detach().float().permute(0, 2, 1).reshape(conv.out_channels, -1))
+            if conv.bias is not None:
+                windows.bias.copy_(conv.bias.float())
+        self.linear = SmoothedInt8Linear(windows, None, full_range)
+
+    def output_frames(self, frames: int) -> int:
+        return max((frames - self.kernel_size[0]) // self.stride[0] + 1, 0)
+
+    def _row(self, time_major: torch.Tensor) -> torch.Tensor:
+        """One row's (T, C) frames -> (T', O)."""
+        count, channels = self.output_frames(time_major.shape[0]), time_major.shape[1]
+        if count == 0:
+            return time_major.new_zeros(0, self.out_channels)
+        windows = time_major.as_strided((count, self.kernel_size[0] * channels), (self.stride[0] * channels, 1))
+        return self.linear(windows)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        time_major = hidden.transpose(1, 2).contiguous()  # free when the previous layer was an Int8Conv1d
+        return torch.stack([self._row(row) for row in time_major]).transpose(1, 2)
+
+    def forward_rows(self, hidden: torch.Tensor, lengths: list[int]) -> torch.Tensor:
+        """``forward`` of each row's first ``lengths[row]`` frames; zeros past its output length."""
+        time_major = hidden.transpose(1, 2).contiguous()
+        output = time_major.new_zeros(len(lengths), self.output_frames(hidden.shape[-1]), self.out_channels)
+        for row, length in enumerate(lengths):
+            output[row, : self.output_frames(length)] = self._row(time_major[row, :length])
+        return output.transpose(1, 2)
+
+
 def _replace(layer: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(layer.get_submodule(parent_name) if parent_name else layer, child, module)
@@ -132,6 +182,7 @@ def quantize_backbone(backbone: Backbone, scheme: str, calibration: Int8Calibrat
                     "error; see elp.backbones.calibration)", backbone.identity.fingerprint)
     smooth = calibration if scheme == "int8" else None
     full_range = cpu_has_vnni() if full_range is None else full_range
+    backbone.prepare_for_int8()
     with _quiet_deprecations():
         for index, layer in enumerate(backbone.encoder_layers()):
             for name in sorted(backbone.int8_linear_names(layer)):
@@ -145,12 +196,15 @@ def quantize_backbone(backbone: Backbone, scheme: str, calibration: Int8Calibrat
                     scale = None if maxima is None else smoothing_factors(maxima, linear.weight, alpha)
                     module = SmoothedInt8Linear(linear, scale, full_range)
                 _replace(layer, name, module)
+        if scheme == "int8":
+            for name, conv in backbone.int8_front_end_convs().items():
+                _replace(backbone.model, name, Int8Conv1d(conv, full_range))
     backbone.quantization = scheme
     backbone.int8_calibration = smooth.source if smooth is not None else None
     log.info("int8 backbone: scheme %s, %d-bit activations, %d encoder Linears in int8 (%d kept float), "
-             "calibration %s", scheme, 8 if full_range and scheme == "int8" else 7,
+             "%d front-end convolutions in int8, calibration %s", scheme, 8 if full_range and scheme == "int8" else 7,
              quantized_linear_count(backbone), len(smooth.keep_float) if smooth is not None else 0,
-             backbone.int8_calibration or "none")
+             quantized_conv_count(backbone), backbone.int8_calibration or "none")
     return backbone
 
 
@@ -158,3 +212,8 @@ def quantized_linear_count(backbone: Backbone) -> int:
     """How many encoder Linear layers run in int8 (0 for a float backbone)."""
     dynamic = torch.ao.nn.quantized.dynamic.Linear
     return sum(isinstance(module, dynamic) for layer in backbone.encoder_layers() for module in layer.modules())
+
+
+def quantized_conv_count(backbone: Backbone) -> int:
+    """How many front-end convolutions run in int8 (``Int8Conv1d``)."""
+    return sum(isinstance(module, Int8Conv1d) for module in backbone.model.modules())

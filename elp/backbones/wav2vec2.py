@@ -10,7 +10,12 @@ from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
 from elp.backbones.base import Backbone, BackboneIdentity, first_tensor, lengths_to_mask
-from elp.backbones.front_end import batched_group_norm_cnn
+from elp.backbones.front_end import batched_group_norm_cnn, padded_cnn
+from elp.backbones.quantize import Int8Conv1d
+from elp.backbones.wavlm_attention import ProjectedWavLMAttention
+
+#: WavLM attention's projections, int8-eligible once they are module calls (``ProjectedWavLMAttention``)
+WAVLM_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
 class Wav2Vec2FamilyBackbone(Backbone):
@@ -36,10 +41,27 @@ class Wav2Vec2FamilyBackbone(Backbone):
         return layer.feed_forward
 
     def int8_linear_names(self, layer: nn.Module) -> set[str]:
-        # WavLM's attention hands its projections' weights to F.multi_head_attention_forward as
-        # tensors, so only its feed-forward can run in int8.
+        # The library's WavLM attention hands its projections' weights to F.multi_head_attention_forward
+        # as tensors: they can run in int8 once ``prepare_for_int8`` has made them module calls. Its
+        # gate (head_dim -> 8 per head, into a sigmoid) is too small to gain from int8.
         names = super().int8_linear_names(layer)
-        return {name for name in names if not name.startswith("attention.")} if self.is_wavlm else names
+        if not self.is_wavlm:
+            return names
+        projected = isinstance(layer.attention, ProjectedWavLMAttention)
+        return {name for name in names if not name.startswith("attention.")
+                or (projected and name.rsplit(".", 1)[-1] in WAVLM_PROJECTIONS)}
+
+    def prepare_for_int8(self) -> None:
+        if self.is_wavlm:
+            for layer in self.encoder_layers():
+                if not isinstance(layer.attention, ProjectedWavLMAttention):
+                    layer.attention = ProjectedWavLMAttention.adopt(layer.attention)
+
+    def int8_front_end_convs(self) -> dict[str, nn.Conv1d]:
+        # The first layer (1 -> C, kernel 10: ~1% of the CNN's multiply-adds) and every norm stay float.
+        layers = self.model.feature_extractor.conv_layers
+        return {f"feature_extractor.conv_layers.{index}.conv": layer.conv for index, layer in enumerate(layers)
+                if isinstance(layer.conv, nn.Conv1d) and layer.conv.in_channels > 1}
 
     def front_end_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return self.model._get_feat_extract_output_lengths(lengths).long()
@@ -57,7 +79,9 @@ class Wav2Vec2FamilyBackbone(Backbone):
         waveforms = self._normalize(waveforms.to(self.dtype), lengths)
         frame_lengths = self.front_end_lengths(lengths)
         if not self.cnn_needs_unpadded:
-            features = self.model.feature_extractor(waveforms)
+            extractor = self.model.feature_extractor
+            quantized = any(isinstance(layer.conv, Int8Conv1d) for layer in extractor.conv_layers)
+            features = padded_cnn(extractor, waveforms, lengths) if quantized else extractor(waveforms)
         elif self.batches_front_end():
             features = batched_group_norm_cnn(self.model.feature_extractor, waveforms, lengths)
         else:
@@ -90,7 +114,7 @@ class Wav2Vec2FamilyBackbone(Backbone):
 
     def run_layer(self, index: int, layer: nn.Module, hidden: torch.Tensor, state: dict[str, Any]) -> torch.Tensor:
         if self.is_wavlm:
-            if hidden.shape[0] > 1:
+            if hidden.shape[0] > 1 and not isinstance(layer.attention, ProjectedWavLMAttention):
                 # WavLM's attention works time-major (T, B, E); handing it a time-major layout lets its
                 # projections run as one matmul instead of a batched one (measured 1.55 s -> 1.21 s for
                 # two 5 s rows of WavLM Base on 2 CPU cores). Values are unchanged.

@@ -21,6 +21,7 @@ from elp.backbones.quantize import (
     SmoothedInt8Linear,
     cpu_has_vnni,
     quantize_backbone,
+    quantized_conv_count,
     quantized_linear_count,
     smoothing_factors,
 )
@@ -43,9 +44,12 @@ def test_int8_backbone_keeps_identity_and_answers_near_float32(backbone_dirs, va
     assert int8_backbone.identity == float_backbone.identity
     assert int8_backbone.quantization == "int8" and float_backbone.quantization is None
     layers = len(int8_backbone.encoder_layers())
-    # feed-forward everywhere; attention projections too where the family calls them as modules
-    assert quantized_linear_count(int8_backbone) == (2 if variant.startswith("wavlm") else 6) * layers
+    # feed-forward and attention projections (WavLM's once its attention calls them as modules)
+    assert quantized_linear_count(int8_backbone) == 6 * layers
     assert quantized_linear_count(float_backbone) == 0
+    # the wav2vec 2.0-family CNN's C -> C convolutions; Whisper's front end stays float
+    convs = len(int8_backbone.model.feature_extractor.conv_layers) - 1 if variant.startswith("wavlm") else 0
+    assert quantized_conv_count(int8_backbone) == convs and quantized_conv_count(float_backbone) == 0
 
     outputs = {}
     for name, backbone in (("float", float_backbone), ("int8", int8_backbone)):
@@ -132,7 +136,8 @@ def test_calibration_next_to_the_backbone_is_applied_and_answers_stay_near_float
     _calibration(float_backbone, ["1.fc2"]).save(folder / CALIBRATION_FILE)
     with caplog.at_level(logging.INFO, logger="elp.backbones.quantize"):
         smoothed = load_backbone(folder, quantization="int8")
-    assert "(1 kept float), calibration seeded test waves" in caplog.text  # operators see what was applied
+    # operators see what was applied
+    assert "(1 kept float), 0 front-end convolutions in int8, calibration seeded test waves" in caplog.text
     plain = load_backbone(folder, quantization="int8-plain")
     assert smoothed.identity == float_backbone.identity  # sets trained in float32 still load
     assert smoothed.int8_calibration == "seeded test waves" and plain.int8_calibration is None
