@@ -6,7 +6,9 @@ the key of speaker enrolments) is a hash of its content only: the weights and ev
 that can change an answer (backbone identity, adapter and head configs, labels, vocabulary,
 threshold, language model). The descriptive fields of the config (``PROVENANCE_FIELDS``: the
 description, the measured metrics, the training record) and the model card are not hashed, so
-editing them never makes a new version nor orphans enrolled speakers (docs/adapters.md).
+editing them never makes a new version nor orphans enrolled speakers. Enrolments are keyed by the
+*embedding* version, which also leaves out the decision fields (``DECISION_FIELDS``: the threshold),
+so a recalibration keeps them too (docs/adapters.md).
 
 The module itself needs no torch: the server's store and listing read sets through it without
 building them.
@@ -20,7 +22,6 @@ import math
 import struct
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -29,6 +30,9 @@ CARD_NAME = "README.md"
 ADAPTER_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 #: config fields that describe a set but never change what it answers: outside the version hash
 PROVENANCE_FIELDS = ("description", "metrics", "training")
+#: content fields that change the decision taken from a set's output but not the output itself (a
+#: recalibrated verification threshold): outside the *embedding* version that keys enrolments
+DECISION_FIELDS = ("threshold",)
 LANGUAGE_MODEL_PREFIX = "language_model."
 
 _SAFETENSORS_BYTES_PER_DTYPE = {
@@ -37,21 +41,28 @@ _SAFETENSORS_BYTES_PER_DTYPE = {
 }
 
 
-def content_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The config without its provenance fields: what the version hash covers."""
-    return {key: value for key, value in config.items() if key not in PROVENANCE_FIELDS}
-
-
 def content_sha256(config_bytes: bytes, weights_bytes: bytes) -> str:
     """The set's version hash: the weights' bytes and the content fields of the config (canonical
     JSON, so key order and indentation do not matter either). A config that is not a JSON object
     (a corrupt set, listed with its error) is hashed as raw bytes."""
+    return _config_and_weights_sha256(config_bytes, weights_bytes, PROVENANCE_FIELDS)
+
+
+def embedding_sha256(config_bytes: bytes, weights_bytes: bytes) -> str:
+    """The version of what a set *computes*: ``content_sha256`` without the decision fields. Enrolled
+    speakers are keyed by it, so recalibrating a threshold keeps every enrolment (the stored
+    embeddings still compare) while retrained weights or a changed head orphan them, as they must."""
+    return _config_and_weights_sha256(config_bytes, weights_bytes, PROVENANCE_FIELDS + DECISION_FIELDS)
+
+
+def _config_and_weights_sha256(config_bytes: bytes, weights_bytes: bytes, left_out: tuple[str, ...]) -> str:
     try:
         config = json.loads(config_bytes)
     except (ValueError, UnicodeDecodeError):
         config = None
     if isinstance(config, dict):
-        config_part = json.dumps(content_config(config), sort_keys=True, separators=(",", ":")).encode()
+        kept = {key: value for key, value in config.items() if key not in left_out}
+        config_part = json.dumps(kept, sort_keys=True, separators=(",", ":")).encode()
     else:
         config_part = config_bytes
     return _hash_named({CONFIG_NAME: config_part, WEIGHTS_NAME: weights_bytes})

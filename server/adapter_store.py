@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from elp.adapter_files import ADAPTER_FILES, CONFIG_NAME, WEIGHTS_NAME, content_sha256, files_sha256, safetensors_totals
+from elp.adapter_files import (
+    ADAPTER_FILES,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    content_sha256,
+    embedding_sha256,
+    files_sha256,
+    safetensors_totals,
+)
 from server.errors import AdapterNotFoundError, InternalError
 from server.schemas import AdapterEntry
 
@@ -40,14 +48,16 @@ def validate_adapter_id(adapter_id: str) -> str:
 @dataclass(frozen=True)
 class AdapterSnapshot:
     """Both files of one adapter set as read in one consistent pass. ``sha256`` is the version
-    (content only: ``elp.adapter_files.content_sha256``); ``files_sha256`` the pre-provenance rule,
-    kept so speakers enrolled under it are still found."""
+    (content only: ``elp.adapter_files.content_sha256``); ``embedding_sha256`` the version of what it
+    computes (threshold left out), the key of new enrolments; ``files_sha256`` the pre-provenance
+    rule, kept so speakers enrolled under it are still found."""
 
     adapter_id: str
     files: dict[str, bytes]
     sha256: str
     signature: FileSignature
     files_sha256: str = ""
+    embedding_sha256: str = ""
 
     @property
     def version(self) -> str:
@@ -106,8 +116,9 @@ class AdapterStore:
             except OSError:  # gone, or ELOOP: swapped for a symlink since the lstat
                 raise AdapterNotFoundError(f"adapter '{adapter_id}' not found") from None
             if self.signature(adapter_id) == before:
-                return AdapterSnapshot(adapter_id, files, content_sha256(files[CONFIG_NAME], files[WEIGHTS_NAME]),
-                                       before, files_sha256(files))
+                config, weights = files[CONFIG_NAME], files[WEIGHTS_NAME]
+                return AdapterSnapshot(adapter_id, files, content_sha256(config, weights), before, files_sha256(files),
+                                       embedding_sha256(config, weights))
             time.sleep(0.05)
         raise InternalError(f"adapter '{adapter_id}' kept changing on disk while being read; try again")
 

@@ -53,6 +53,7 @@ class ResidentAdapter:
     failed_signature: FileSignature | None = None  # files on disk whose reload failed: keep serving this
     last_used: float = field(default_factory=time.monotonic)
     files_sha256: str = ""  # the version under the rule before provenance left the hash
+    embedding_sha256: str = ""  # the version of what it computes (threshold left out): keys enrolments
 
     @property
     def version(self) -> str:
@@ -60,9 +61,10 @@ class ResidentAdapter:
 
     @property
     def enrolment_versions(self) -> tuple[str, ...]:
-        """Versions whose enrolled speakers this entry serves: its own, then the same bytes' version
-        under the old whole-files rule (enrolments made before the rule changed stay valid)."""
-        return tuple(dict.fromkeys(v for v in (self.sha256, self.files_sha256) if v))
+        """Versions whose enrolled speakers this entry serves, the first being where new enrolments go:
+        its embedding version (a recalibrated threshold keeps enrolments), then its own version and the
+        same bytes' version under the old whole-files rule (enrolments made before each rule)."""
+        return tuple(dict.fromkeys(v for v in (self.embedding_sha256, self.sha256, self.files_sha256) if v))
 
     @property
     def label(self) -> str:
@@ -233,6 +235,7 @@ class AdapterCache:
             num_params=int(aset.num_parameters()),
             model_key=model_key,
             files_sha256=snapshot.files_sha256,
+            embedding_sha256=snapshot.embedding_sha256,
         )
         old = self._current.pop(adapter_id, None)
         self._current[adapter_id] = entry

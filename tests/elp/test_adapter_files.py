@@ -13,6 +13,7 @@ from elp.adapter_files import (
     PROVENANCE_FIELDS,
     WEIGHTS_NAME,
     content_sha256,
+    embedding_sha256,
     files_sha256,
     safetensors_totals,
 )
@@ -41,6 +42,16 @@ def test_formatting_and_key_order_keep_the_version() -> None:
 @pytest.mark.parametrize("changes", [{"threshold": 0.71}, {"labels": ["a"]}, {"backbone": {"model_type": "x"}}])
 def test_content_edits_make_a_new_version(changes: dict) -> None:
     assert content_sha256(config_bytes(**changes), WEIGHTS) != content_sha256(config_bytes(), WEIGHTS)
+
+
+def test_the_embedding_version_leaves_out_the_threshold_and_nothing_else_of_the_content() -> None:
+    """Enrolments are keyed by it: a recalibration keeps them, any other content edit does not."""
+    base = embedding_sha256(config_bytes(), WEIGHTS)
+    assert embedding_sha256(config_bytes(threshold=0.71, description="x"), WEIGHTS) == base
+    assert base != content_sha256(config_bytes(), WEIGHTS)
+    for changes in ({"labels": ["a"]}, {"backbone": {"model_type": "x"}}):
+        assert embedding_sha256(config_bytes(**changes), WEIGHTS) != base
+    assert embedding_sha256(config_bytes(), WEIGHTS + b"\0") != base
 
 
 def test_weights_are_content() -> None:
