@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -31,6 +31,7 @@ from torch import nn
 
 from elp.adapter_set import AdapterSet
 from elp.backbones.base import Backbone, lengths_to_mask
+from elp.backbones.quantize import int8_rows_apart
 from elp.errors import ELPError
 from elp.heads.prosody import prosody_features
 from elp.host_staging import PinnedBatchStaging
@@ -274,7 +275,8 @@ class MultiAdapterModel(nn.Module):
         hidden = self.backbone.before_layers(frames, valid)
         state = self.backbone.attention_state(hidden, valid)
         states = [hidden]
-        with self._routing(route):
+        rows_apart = int8_rows_apart(sequence_lengths, frames.shape[1]) if self.backbone.quantization else nullcontext()
+        with self._routing(route), rows_apart:
             for index, layer in enumerate(self.backbone.encoder_layers()):
                 hidden = self.backbone.run_layer(index, layer, hidden, state)
                 states.append(hidden)

@@ -65,9 +65,10 @@ def test_int8_backbone_keeps_identity_and_answers_near_float32(backbone_dirs, va
 
 
 @pytest.mark.parametrize("variant", ["wavlm-postln", "whisper-postln"])
-def test_int8_mixed_batch_rows_stay_near_each_set_alone(backbone_dirs, variant):
-    # Dynamic int8 picks one activation scale per call, so a row's answer depends a little on its
-    # batch-mates: mixed batches equal single-set runs within a tolerance, not bit for bit.
+def test_int8_mixed_batch_rows_equal_each_set_alone(backbone_dirs, variant):
+    # Each row's valid frames are quantised on their own (int8_rows_apart), so a row's answer does not
+    # depend on its batch-mates or its padding: what is left is float rounding that may flip an
+    # occasional int8 step (measured here: relative error <= 6e-8; one scale per call gave 1e-5 to 1e-4).
     backbone = load_backbone(backbone_dirs[variant], quantization="int8")
     model = MultiAdapterModel(backbone)
     for seed, task in enumerate(TASKS):
@@ -75,7 +76,7 @@ def test_int8_mixed_batch_rows_stay_near_each_set_alone(backbone_dirs, variant):
     mixed = outputs_per_row(model, WAVES, list(TASKS))
     for row, task in enumerate(TASKS):
         alone = outputs_per_row(model, [WAVES[row]], [task])[0]
-        assert _relative_error(mixed[row], alone) < 0.1, task
+        assert _relative_error(mixed[row], alone) < 1e-6, task
 
 
 def test_unknown_scheme_and_gpu_are_refused(backbone_dirs):
