@@ -31,9 +31,10 @@ logger = logging.getLogger("server.service")
 
 #: torch's own choice (the cores this process may use), before any app in this process changed it
 _DEFAULT_TORCH_THREADS = torch.get_num_threads()
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.float32}
-#: settings dtypes that are a quantisation scheme of elp.backbones.quantize on a float32 backbone
-_QUANTIZED = {"int8": "int8"}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.float32,
+           "auto": torch.float32}
+#: settings dtypes that quantise a float32 backbone (auto: int8 where measured to hold, elp.backbones)
+_QUANTIZED = {"int8": "int8", "auto": "auto"}
 #: extra seconds a handler waits past the queue deadline for a batch that is already running
 _RUNNING_GRACE_S = 60.0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -10,11 +11,12 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, WhisperFea
 
 from elp.backbones.base import Backbone, BackboneIdentity, fingerprint_module
 from elp.backbones.calibration import Int8Calibration, find_calibration
-from elp.backbones.quantize import QUANTIZATIONS, quantize_backbone
+from elp.backbones.quantize import QUANTIZATIONS, cpu_has_vnni, int8_kernels_work, quantize_backbone
 from elp.backbones.wav2vec2 import Wav2Vec2FamilyBackbone
 from elp.backbones.whisper import WhisperEncoderBackbone
 from elp.errors import BackboneLoadError
 
+log = logging.getLogger(__name__)
 # ContentVec loads as HuBERT and WavLM+ as WavLM: same architectures, other weights.
 WAV2VEC2_FAMILY = ("wav2vec2", "hubert", "wavlm")
 SUPPORTED_MODEL_TYPES = (*WAV2VEC2_FAMILY, "whisper")
@@ -50,7 +52,8 @@ def load_backbone(
     The fingerprint is taken on the float32 weights as loaded, so the same checkpoint served in
     fp16 on a GPU, or with int8 encoder layers on a CPU (``quantization="int8"``), still accepts
     adapter sets trained in fp32. int8 reads its activation calibration (``elp.backbones.calibration``)
-    from the backbone's folder or the ones shipped with the package.
+    from the backbone's folder or the ones shipped with the package; ``quantization="auto"`` is int8
+    where that is measured to hold and float32 elsewhere (``auto_quantization``).
     """
     name = str(name_or_path)
     options: dict = {"dtype": torch.float32}
@@ -95,8 +98,31 @@ def load_backbone(
     if not quantization:
         return backbone
     calibration_path = find_calibration(backbone, name if Path(name).is_dir() else None)
+    if quantization == "auto":
+        quantization = auto_quantization(backbone, calibration_path)
+        if quantization is None:
+            return backbone
     calibration = Int8Calibration.load(calibration_path, backbone) if calibration_path else None
     return quantize_backbone(backbone, quantization, calibration)
+
+
+def auto_quantization(backbone: Backbone, calibration_path: Path | None) -> str | None:
+    """``quantization="auto"``: int8 where it was measured to keep answers (docs/server.md, Precision):
+    a CPU with VNNI (8-bit activations) and an int8 calibration for this very backbone (the shipped
+    Whisper base has one) and a torch whose int8 kernels run; float32 anywhere else, with the reason
+    logged."""
+    reasons = [reason for failed, reason in (
+        (backbone.device.type != "cpu", f"device {backbone.device.type}"),
+        (not cpu_has_vnni(), "no VNNI on this CPU"),
+        (calibration_path is None, f"no int8 calibration for backbone {backbone.identity.fingerprint[:12]}"),
+    ) if failed]
+    if not reasons and (broken := int8_kernels_work()) is not None:
+        reasons.append(f"int8 kernels unavailable ({broken})")
+    if reasons:
+        log.info("dtype auto: float32 encoder (%s)", "; ".join(reasons))
+        return None
+    log.info("dtype auto: int8 encoder (VNNI CPU, calibration %s)", calibration_path)
+    return "int8"
 
 
 __all__ = [

@@ -35,9 +35,9 @@ adapter set and head). The backbone's fingerprint is taken
 on the float weights before this runs, so adapter sets trained in float32 load unchanged.
 
 Activation scales are chosen per row, from its valid frames (``int8_rows_apart``, set by the model
-around the encoder layers; ``Int8Conv1d`` does the same in the CNN): a row's answer does not depend
-on what else is in its batch. (One scale per call over the whole batch x frames matrix, the first
-design, made answers move with batch-mates.)
+around the encoder layers; ``Int8Conv1d`` does the same in the CNN), so no row's scale reads another
+row. One scale per call over the whole batch x frames matrix, the first design, made answers move with
+batch-mates 2-4x more; float rounding between batch shapes still flips occasional int8 steps.
 """
 
 from __future__ import annotations
@@ -103,9 +103,9 @@ _ROW_FRAMES: ContextVar[tuple[int, tuple[int, ...]] | None] = ContextVar("int8_r
 def int8_rows_apart(lengths: torch.Tensor, width: int) -> Iterator[None]:
     """While the encoder layers run on a padded batch of ``width`` frames whose rows hold ``lengths``
     valid frames, each ``SmoothedInt8Linear`` quantises every row's valid frames on their own: a row's
-    activation scale then never sees its batch-mates or padding, so its answer is the one it gets alone
-    (up to float rounding), as on the float path. Padded frames' outputs are zeros (attention masks
-    them as keys; the pass drops them)."""
+    activation scale then never sees its batch-mates or padding. What is left of batch dependence is
+    float rounding between batch shapes flipping an occasional int8 step (measured in docs/server.md,
+    Precision). Padded frames' outputs are zeros (attention masks them as keys; the pass drops them)."""
     token = _ROW_FRAMES.set((width, tuple(int(n) for n in lengths.tolist())))
     try:
         yield
@@ -187,6 +187,19 @@ class Int8Conv1d(nn.Module):
         for row, length in enumerate(lengths):
             output[row, : self.output_frames(length)] = self._row(time_major[row, :length])
         return output.transpose(1, 2)
+
+
+def int8_kernels_work(full_range: bool | None = None) -> str | None:
+    """None if this torch build runs ``SmoothedInt8Linear`` (quantised kernels and the packed-weight
+    attribute it reads), else why not: ``ELP_DTYPE=auto`` then stays float32 instead of failing."""
+    try:
+        with _quiet_deprecations():
+            full_range = cpu_has_vnni() if full_range is None else full_range
+            linear = SmoothedInt8Linear(nn.Linear(8, 4), torch.ones(8), full_range)
+            linear(torch.randn(2, 3, 8))
+    except Exception as exc:  # any failure means: not here
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _replace(layer: nn.Module, name: str, module: nn.Module) -> None:

@@ -20,6 +20,7 @@ from elp.backbones.calibration import (
 from elp.backbones.quantize import (
     SmoothedInt8Linear,
     cpu_has_vnni,
+    int8_kernels_work,
     quantize_backbone,
     quantized_conv_count,
     quantized_linear_count,
@@ -170,3 +171,43 @@ def test_vnni_detection_reads_the_cpu_flags(tmp_path):
     (tmp_path / "avx2").write_text("flags\t\t: fpu sse avx2\n")
     assert cpu_has_vnni(tmp_path / "vnni") and not cpu_has_vnni(tmp_path / "avx2")
     assert not cpu_has_vnni(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("vnni", [True, False])
+def test_auto_is_int8_only_on_a_vnni_cpu_for_a_calibrated_backbone(backbone_dirs, tmp_path, monkeypatch, caplog, vnni):
+    """ELP_DTYPE=auto (the default): int8 only where it was measured to keep answers."""
+    import elp.backbones as backbones
+
+    monkeypatch.setattr(backbones, "cpu_has_vnni", lambda: vnni)
+    folder = tmp_path / "backbone"
+    shutil.copytree(backbone_dirs["whisper-postln"], folder)
+    with caplog.at_level(logging.INFO, logger="elp.backbones"):
+        uncalibrated = load_backbone(folder, quantization="auto")
+    assert uncalibrated.quantization is None and quantized_linear_count(uncalibrated) == 0
+    assert "float32 encoder" in caplog.text and "no int8 calibration" in caplog.text
+    _calibration(uncalibrated, []).save(folder / CALIBRATION_FILE)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="elp.backbones"):
+        calibrated = load_backbone(folder, quantization="auto")
+    assert calibrated.identity == uncalibrated.identity
+    if vnni:
+        assert calibrated.quantization == "int8" and calibrated.int8_calibration == "seeded test waves"
+        assert quantized_linear_count(calibrated) == 6 * len(calibrated.encoder_layers())
+    else:
+        assert calibrated.quantization is None and "no VNNI on this CPU" in caplog.text
+
+
+def test_auto_stays_float32_where_the_int8_kernels_fail(backbone_dirs, tmp_path, monkeypatch, caplog):
+    """A torch build without the kernels (or without the packed-weight attribute int8 reads) must
+    not stop a default server: auto falls back to float32 and says why."""
+    import elp.backbones as backbones
+
+    assert int8_kernels_work() is None  # this torch runs them
+    monkeypatch.setattr(backbones, "cpu_has_vnni", lambda: True)
+    monkeypatch.setattr(backbones, "int8_kernels_work", lambda: "RuntimeError: no quantized engine")
+    folder = tmp_path / "backbone"
+    shutil.copytree(backbone_dirs["whisper-postln"], folder)
+    _calibration(load_backbone(folder), []).save(folder / CALIBRATION_FILE)
+    with caplog.at_level(logging.INFO, logger="elp.backbones"):
+        backbone = load_backbone(folder, quantization="auto")
+    assert backbone.quantization is None and "int8 kernels unavailable (RuntimeError" in caplog.text

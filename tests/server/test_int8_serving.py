@@ -34,3 +34,13 @@ async def test_int8_backbone_serves_every_task_near_float32(tiny_store, tmp_path
             assert reduced[path]["scores"][label] == pytest.approx(score, abs=0.05), (path, label)
     assert reduced["/verify"]["score"] == pytest.approx(full["/verify"]["score"], abs=0.05)
     assert isinstance(reduced["/asr"]["text"], str)
+
+
+async def test_auto_dtype_serves_float32_for_a_backbone_without_int8_calibration(tiny_store, tmp_path) -> None:
+    """ELP_DTYPE=auto on a backbone no calibration was made for: float32, the same answers."""
+    backbone, store = tiny_store
+    full, _ = await _answers(make_settings(backbone, store, tmp_path / "f32"))
+    auto, auto_count = await _answers(make_settings(backbone, store, tmp_path / "auto", dtype="auto"))
+    assert auto_count == 0
+    assert auto["/emotion"]["scores"] == pytest.approx(full["/emotion"]["scores"], abs=1e-5)
+    assert auto["/verify"]["score"] == pytest.approx(full["/verify"]["score"], abs=1e-5)

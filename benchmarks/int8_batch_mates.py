@@ -1,0 +1,82 @@
+"""How much an int8 answer moves with its batch-mates: the same clip alone and in a mixed batch.
+
+The shipped sets on the int8 backbone, each of the first ``--clips`` near test clips of one task run
+once in a mixed batch of four rows (one per set, in turn) and once alone; per set, the largest
+absolute difference of what it answers from (CTC frame posteriors, the speaker embedding, class
+probabilities). Three designs side by side: float32 (the bound: batch shapes change float rounding
+only), int8 with each row's own activation scale (``int8_rows_apart``, the served design) and int8
+with one scale per call (the first design). Near test clips only: nothing here is chosen.
+
+    python -m benchmarks.int8_batch_mates [--clips 24]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+from benchmarks.common import CORPUS_DIR, DEFAULT_BACKBONE, REPO_ROOT, markdown_table, write_results
+
+SETS = ("asr-default", "verify-default", "emotion-default", "intent-default")
+
+
+def comparable(task: str, output: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities and logits as probabilities; embeddings as they are."""
+    output = output.float()
+    if task == "asr":
+        return output.exp()
+    return output if task == "verification" else output.softmax(-1)
+
+
+def largest_differences(model, waves: list[torch.Tensor]) -> dict[str, float]:
+    from elp.testing import outputs_per_row
+
+    tasks = {name: model.adapter_sets[name].config.task for name in SETS}
+    worst = dict.fromkeys(SETS, 0.0)
+    for start in range(0, len(waves) - len(SETS) + 1, len(SETS)):
+        group = waves[start:start + len(SETS)]
+        mixed = outputs_per_row(model, group, list(SETS))
+        for row, name in enumerate(SETS):
+            alone = outputs_per_row(model, [group[row]], [name])[0]
+            difference = comparable(tasks[name], mixed[row]) - comparable(tasks[name], alone)
+            worst[name] = max(worst[name], float(difference.abs().max()))
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default=str(DEFAULT_BACKBONE))
+    parser.add_argument("--store", default=str(REPO_ROOT / "adapters_store"))
+    parser.add_argument("--corpus", default=str(CORPUS_DIR))
+    parser.add_argument("--task", default="emotion", help="whose near test clips are used")
+    parser.add_argument("--clips", type=int, default=24)
+    args = parser.parse_args(argv)
+
+    import elp.model
+    from elp import AdapterSet, MultiAdapterModel, load_backbone
+    from training.int8_calibration import manifest_waveforms
+
+    waves = manifest_waveforms(Path(args.corpus) / f"{args.task}.jsonl", "test", args.clips, 16000)
+    rows = []
+    for design, quantization, per_row in (("float32", None, True), ("int8, each row's own scale", "int8", True),
+                                          ("int8, one scale per call", "int8", False)):
+        model = MultiAdapterModel(load_backbone(args.backbone, quantization=quantization)).eval()
+        for name in SETS:
+            model.add_adapter_set(name, AdapterSet.load(Path(args.store) / name))
+        one_scale = mock.patch.object(elp.model, "int8_rows_apart", lambda *_: contextlib.nullcontext())
+        with contextlib.nullcontext() if per_row else one_scale:
+            worst = largest_differences(model, waves)
+        rows.append({"design": design, **{name: f"{value:.2g}" for name, value in worst.items()}})
+        print(rows[-1], flush=True)
+    table = markdown_table(rows, ["design", *SETS])
+    write_results("int8-batch-mates", {"clips": len(waves), "task_clips": args.task, "rows": rows}, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
