@@ -4,8 +4,8 @@ The shipped sets on the int8 backbone, each of the first ``--clips`` near test c
 once in a mixed batch of four rows (one per set, in turn) and once alone; per set, the largest
 absolute difference of what it answers from (CTC frame posteriors, the speaker embedding, class
 probabilities). Three designs side by side: float32 (the bound: batch shapes change float rounding
-only), int8 with each row's own activation scale (``int8_rows_apart``, the served design) and int8
-with one scale per call (the first design). Near test clips only: nothing here is chosen.
+only), int8 encoded row by row (``MultiAdapterModel.encode``, the served design) and int8 encoded as a
+batch, one activation scale per call (the first design). Near test clips only: nothing is chosen here.
 
     python -m benchmarks.int8_batch_mates [--clips 24]
 """
@@ -57,19 +57,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=24)
     args = parser.parse_args(argv)
 
-    import elp.model
     from elp import AdapterSet, MultiAdapterModel, load_backbone
     from training.int8_calibration import manifest_waveforms
 
     waves = manifest_waveforms(Path(args.corpus) / f"{args.task}.jsonl", "test", args.clips, 16000)
     rows = []
-    for design, quantization, per_row in (("float32", None, True), ("int8, each row's own scale", "int8", True),
-                                          ("int8, one scale per call", "int8", False)):
+    for design, quantization, row_by_row in (("float32", None, True), ("int8, row by row", "int8", True),
+                                             ("int8, batched (one scale per call)", "int8", False)):
         model = MultiAdapterModel(load_backbone(args.backbone, quantization=quantization)).eval()
         for name in SETS:
             model.add_adapter_set(name, AdapterSet.load(Path(args.store) / name))
-        one_scale = mock.patch.object(elp.model, "int8_rows_apart", lambda *_: contextlib.nullcontext())
-        with contextlib.nullcontext() if per_row else one_scale:
+        batched = mock.patch.object(model, "encode", model._encode_batch)
+        with contextlib.nullcontext() if row_by_row else batched:
             worst = largest_differences(model, waves)
         rows.append({"design": design, **{name: f"{value:.2g}" for name, value in worst.items()}})
         print(rows[-1], flush=True)

@@ -33,12 +33,12 @@ class ServerSettings(BaseSettings):
     # model
     backbone: str = Field("models/whisper-base", description="backbone folder or hub id")
     device: str = Field("cpu", description="cpu, cuda, cuda:N, or auto (cuda when available)")
-    dtype: Literal["float32", "float16", "bfloat16", "int8", "auto"] = Field(
-        "float32",
-        description="backbone dtype (bfloat16: ~2x on CPUs with AVX512-BF16 or AMX, and GPUs; int8: int8 "
-        "weights in the encoder layers on a CPU, adapters and heads stay float32; auto: int8 on a CPU with VNNI "
-        "for a backbone with an int8 calibration, such as the embedded Whisper base, else float32: "
-        "docs/server.md, Precision)",
+    dtype: Literal["auto", "float32", "float16", "bfloat16", "int8"] = Field(
+        "auto",
+        description="backbone dtype (auto: int8 on a CPU with VNNI for a backbone with an int8 calibration, such "
+        "as the embedded Whisper base, else float32; bfloat16: ~2x on CPUs with AVX512-BF16 or AMX, and GPUs; "
+        "int8: int8 weights in the encoder layers on a CPU, adapters and heads stay float32: docs/server.md, "
+        "Precision)",
     )
 
     # adapter store and cache

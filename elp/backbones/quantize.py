@@ -34,19 +34,16 @@ Whisper's two convolutions, positional tables and LayerNorms stay float32, and s
 adapter set and head). The backbone's fingerprint is taken
 on the float weights before this runs, so adapter sets trained in float32 load unchanged.
 
-Activation scales are chosen per row, from its valid frames (``int8_rows_apart``, set by the model
-around the encoder layers; ``Int8Conv1d`` does the same in the CNN), so no row's scale reads another
-row. One scale per call over the whole batch x frames matrix, the first design, made answers move with
-batch-mates 2-4x more; float rounding between batch shapes still flips occasional int8 steps.
+Batch dependence: dynamic int8 picks its activation scales from what one call reads, so the model
+encodes an int8 backbone row by row (``MultiAdapterModel.encode``): a row's answer is then the one it
+gets alone, bit for bit. (Batched, with one scale per call, answers moved with batch-mates.)
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 
 import torch
@@ -95,24 +92,6 @@ def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
-#: (padded frames, each row's valid frames) of the encoder pass running on this thread, if it is int8
-_ROW_FRAMES: ContextVar[tuple[int, tuple[int, ...]] | None] = ContextVar("int8_row_frames", default=None)
-
-
-@contextmanager
-def int8_rows_apart(lengths: torch.Tensor, width: int) -> Iterator[None]:
-    """While the encoder layers run on a padded batch of ``width`` frames whose rows hold ``lengths``
-    valid frames, each ``SmoothedInt8Linear`` quantises every row's valid frames on their own: a row's
-    activation scale then never sees its batch-mates or padding. What is left of batch dependence is
-    float rounding between batch shapes flipping an occasional int8 step (measured in docs/server.md,
-    Precision). Padded frames' outputs are zeros (attention masks them as keys; the pass drops them)."""
-    token = _ROW_FRAMES.set((width, tuple(int(n) for n in lengths.tolist())))
-    try:
-        yield
-    finally:
-        _ROW_FRAMES.reset(token)
-
-
 class SmoothedInt8Linear(nn.Module):
     """``Linear(x)`` computed as ``int8Linear(x / s)`` with the weight's columns scaled by ``s``
     (``scale=None``: no smoothing), activations quantised to 8 bits where ``full_range`` (VNNI CPUs)
@@ -133,14 +112,7 @@ class SmoothedInt8Linear(nn.Module):
         if self.inverse_scale is not None:
             inputs = inputs * self.inverse_scale
         packed = self.quantized._packed_params._packed_params
-        rows = _ROW_FRAMES.get()
-        if rows is None or len(rows[1]) < 2 or inputs.dim() != 3 or tuple(inputs.shape[:2]) != (len(rows[1]), rows[0]):
-            return torch.ops.quantized.linear_dynamic(inputs, packed, reduce_range=self.reduce_range)
-        output = inputs.new_zeros(*inputs.shape[:2], self.quantized.out_features)
-        for row, frames in enumerate(rows[1]):  # int8_rows_apart: each row's own activation scale
-            output[row, :frames] = torch.ops.quantized.linear_dynamic(inputs[row, :frames], packed,
-                                                                      reduce_range=self.reduce_range)
-        return output
+        return torch.ops.quantized.linear_dynamic(inputs, packed, reduce_range=self.reduce_range)
 
 
 class Int8Conv1d(nn.Module):

@@ -27,6 +27,7 @@ from elp.backbones.quantize import (
     smoothing_factors,
 )
 from elp.errors import BackboneLoadError
+from elp.model import pad_waveforms
 from elp.testing import make_random_adapter_set, outputs_per_row, seeded_waveform
 
 WAVES = [seeded_waveform(seconds, seed=seed) for seed, seconds in enumerate((1.0, 1.6, 0.7, 1.3))]
@@ -66,18 +67,27 @@ def test_int8_backbone_keeps_identity_and_answers_near_float32(backbone_dirs, va
 
 
 @pytest.mark.parametrize("variant", ["wavlm-postln", "whisper-postln"])
-def test_int8_mixed_batch_rows_equal_each_set_alone(backbone_dirs, variant):
-    # Each row's valid frames are quantised on their own (int8_rows_apart), so a row's answer does not
-    # depend on its batch-mates or its padding: what is left is float rounding that may flip an
-    # occasional int8 step (measured here: relative error <= 6e-8; one scale per call gave 1e-5 to 1e-4).
+def test_int8_mixed_batch_rows_equal_each_set_alone_bit_for_bit(backbone_dirs, variant):
+    # Dynamic int8 picks its activation scales from what a call reads, so an int8 backbone encodes row
+    # by row: every layer of a row in a mixed batch is the row alone, bit for bit (batched, one scale per
+    # call, it moved by 1e-5 to 1e-4 here and more on the real model), and the float heads keep the float
+    # path's contract.
     backbone = load_backbone(backbone_dirs[variant], quantization="int8")
     model = MultiAdapterModel(backbone)
     for seed, task in enumerate(TASKS):
         model.add_adapter_set(task, make_random_adapter_set(backbone, task, seed=seed))
-    mixed = outputs_per_row(model, WAVES, list(TASKS))
+    batch, lengths = pad_waveforms(WAVES)
+    with torch.no_grad():
+        mixed = model.encode(batch, lengths, list(TASKS))
+        for row, task in enumerate(TASKS):
+            alone = model.encode(WAVES[row][None], lengths[row:row + 1], [task])
+            frames = int(alone.lengths[0])
+            assert int(mixed.lengths[row]) == frames
+            for layer, state in enumerate(alone.hidden_states):
+                assert torch.equal(mixed.hidden_states[layer][row, :frames], state[0]), (task, layer)
+    heads = outputs_per_row(model, WAVES, list(TASKS))
     for row, task in enumerate(TASKS):
-        alone = outputs_per_row(model, [WAVES[row]], [task])[0]
-        assert _relative_error(mixed[row], alone) < 1e-6, task
+        torch.testing.assert_close(heads[row], outputs_per_row(model, [WAVES[row]], [task])[0], atol=1e-5, rtol=1e-5)
 
 
 def test_unknown_scheme_and_gpu_are_refused(backbone_dirs):
