@@ -1,11 +1,11 @@
 """How much an int8 answer moves with its batch-mates: the same clip alone and in a mixed batch.
 
-The shipped sets on the int8 backbone, each of the first ``--clips`` near test clips of one task run
-once in a mixed batch of four rows (one per set, in turn) and once alone; per set, the largest
-absolute difference of what it answers from (CTC frame posteriors, the speaker embedding, class
-probabilities). Three designs side by side: float32 (the bound: batch shapes change float rounding
-only), int8 encoded row by row (``MultiAdapterModel.encode``, the served design) and int8 encoded as a
-batch, one activation scale per call (the first design). Near test clips only: nothing is chosen here.
+The shipped sets, each of the first ``--clips`` near test clips of one task run once in a mixed batch
+of four rows (one per set, in turn) and once alone; per set, the largest absolute difference of its
+head output (CTC log-probabilities, the speaker embedding, class logits). Three designs side by side:
+float32 (the bound: batch shapes change float rounding only), int8 encoded row by row
+(``MultiAdapterModel.encode``, the served design) and int8 encoded as a batch, one activation scale
+per call (the first design). Near test clips only: nothing is chosen here.
 
     python -m benchmarks.int8_batch_mates [--clips 24]
 """
@@ -25,26 +25,16 @@ from benchmarks.common import CORPUS_DIR, DEFAULT_BACKBONE, REPO_ROOT, markdown_
 SETS = ("asr-default", "verify-default", "emotion-default", "intent-default")
 
 
-def comparable(task: str, output: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities and logits as probabilities; embeddings as they are."""
-    output = output.float()
-    if task == "asr":
-        return output.exp()
-    return output if task == "verification" else output.softmax(-1)
-
-
 def largest_differences(model, waves: list[torch.Tensor]) -> dict[str, float]:
     from elp.testing import outputs_per_row
 
-    tasks = {name: model.adapter_sets[name].config.task for name in SETS}
     worst = dict.fromkeys(SETS, 0.0)
     for start in range(0, len(waves) - len(SETS) + 1, len(SETS)):
         group = waves[start:start + len(SETS)]
         mixed = outputs_per_row(model, group, list(SETS))
         for row, name in enumerate(SETS):
             alone = outputs_per_row(model, [group[row]], [name])[0]
-            difference = comparable(tasks[name], mixed[row]) - comparable(tasks[name], alone)
-            worst[name] = max(worst[name], float(difference.abs().max()))
+            worst[name] = max(worst[name], float((mixed[row].float() - alone.float()).abs().max()))
     return worst
 
 
