@@ -114,12 +114,13 @@ def teacher_scores(teacher_dir: str, trials_file: str) -> tuple[np.ndarray, np.n
 
 
 @functools.lru_cache(maxsize=8)
-def served_scores(adapter_dir: str, trials_file: str, backbone: str) -> tuple[np.ndarray, np.ndarray]:
+def served_scores(adapter_dir: str, trials_file: str, backbone: str, dtype: str = "float32"
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Scores of any set (E/P-adapters, pitch fusion and all) through the served model itself: audio in,
     embeddings out (``MultiAdapterModel.predict``), cosine per trial. Kept per call: a threshold never
     changes a score, so --served-calibrate and --served on the same trials encode the clips once."""
     torch.set_num_threads(1)
-    model = MultiAdapterModel(load_backbone(backbone))
+    model = MultiAdapterModel(load_backbone(backbone, quantization=None if dtype == "float32" else dtype))
     model.add_adapter_set("set", AdapterSet.load(adapter_dir))
     trials = read_speech_trials(trials_file, SPEECH_ONLY[0])
     paths = sorted({p for t in trials for p in (t.path_a, t.path_b)}, key=lambda p: sf.info(p).duration)
@@ -169,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--served", nargs="*", default=[], metavar="NAME=TRIALS",
                    help="score trial lists through the served model (any set, no cache) at its threshold")
     p.add_argument("--backbone", default="models/whisper-base")
+    p.add_argument("--dtype", choices=("float32", "int8", "auto"), default="float32",
+                   help="the served encoder's precision (ELP_DTYPE): the operating point under each")
     p.add_argument("--candidates", nargs="*", default=[],
                    help="sets to choose from by EER on the --calibrate trials; the best is copied to ADAPTER")
     p.add_argument("--speech-only", action="store_true", help="drop trials with a silent clip (see has_speech)")
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.calibrate or args.served_calibrate:
         if args.served_calibrate:
             trials_file = args.served_calibrate
-            scores, labels = served_scores(args.adapter, trials_file, args.backbone)
+            scores, labels = served_scores(args.adapter, trials_file, args.backbone, args.dtype)
         else:
             features_dir, trials_file = args.calibrate.rsplit(":", 1)
             scores, labels = set_scores(adapter_set, features_dir, trials_file)
@@ -202,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             out["teacher_calibration_threshold"] = teacher_threshold
     for spec in args.served:
         name, trials_file = spec.split("=", 1)
-        scores, labels = served_scores(args.adapter, trials_file, args.backbone)
+        scores, labels = served_scores(args.adapter, trials_file, args.backbone, args.dtype)
         out[f"{name} (served model)"] = summary(scores, labels, float(adapter_set.config.threshold))
     for spec in args.report:
         name, rest = spec.split("=", 1)
