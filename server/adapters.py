@@ -60,11 +60,15 @@ class ResidentAdapter:
         return self.sha256[:12]
 
     @property
+    def enrolment_version(self) -> str:
+        """Where new enrolments go: the embedding version (a recalibrated threshold keeps enrolments)."""
+        return self.embedding_sha256 or self.sha256
+
+    @property
     def enrolment_versions(self) -> tuple[str, ...]:
-        """Versions whose enrolled speakers this entry serves, the first being where new enrolments go:
-        its embedding version (a recalibrated threshold keeps enrolments), then its own version and the
-        same bytes' version under the old whole-files rule (enrolments made before each rule)."""
-        return tuple(dict.fromkeys(v for v in (self.embedding_sha256, self.sha256, self.files_sha256) if v))
+        """Versions whose enrolled speakers this entry serves: ``enrolment_version``, then its own version
+        and the same bytes' version under the old whole-files rule (enrolments made before each rule)."""
+        return tuple(dict.fromkeys(v for v in (self.enrolment_version, self.sha256, self.files_sha256) if v))
 
     @property
     def label(self) -> str:

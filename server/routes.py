@@ -214,7 +214,7 @@ async def enroll_speaker(
         outcome = await service.infer_each(ENROLMENT_TASK, lease, clips, receive=request.receive)
         entry = lease.entry
         record = await asyncio.to_thread(
-            service.speakers.enroll, speaker_id, entry.adapter_id, entry.enrolment_versions[0],
+            service.speakers.enroll, speaker_id, entry.adapter_id, entry.enrolment_version,
             [p.embedding for p in outcome.predictions], sum(c.duration_s for c in clips),
         )
     return _speaker_row(record)
