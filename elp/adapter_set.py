@@ -80,9 +80,16 @@ class AdapterSet(nn.Module):
             bad = [i for i in config.weighted_sum_layers if not 0 <= i <= layers]
             if bad:
                 raise ConfigError(f"weighted_sum_layers {bad} outside 0..{layers}")
-            self.featurizer = WeightedLayerSum(config.weighted_sum_layers, hidden)
-        self.head = self.task_spec.build_head(config.head, self.featurizer.output_dim, config.num_outputs,
-                                              labels=config.labels, slot_names=config.slot_names)
+            # a pretrained decoder reads the encoder's output exactly as the encoder made it
+            self.featurizer = WeightedLayerSum(config.weighted_sum_layers, hidden, normalize=config.decoder is None)
+        self.head: nn.Module
+        if config.decoder is not None:
+            from elp.heads.seq2seq import WhisperDecoderHead
+
+            self.head = WhisperDecoderHead(config.decoder, hidden)
+        else:
+            self.head = self.task_spec.build_head(config.head, self.featurizer.output_dim, config.num_outputs,
+                                                  labels=config.labels, slot_names=config.slot_names)
         self.language_model = WordBigramLM(config.language_model) if config.language_model is not None else None
         self.text_branch: TextBranch | None = None
         if config.text_branch is not None:

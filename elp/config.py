@@ -14,7 +14,7 @@ from typing import Any
 from elp.config_parsing import build_strict
 from elp.decoding.config import LanguageModelConfig
 from elp.errors import ConfigError
-from elp.heads.config import HeadConfig
+from elp.heads.config import DecoderConfig, HeadConfig
 from elp.tasks import get_task
 from elp.text_intent.config import TextBranchConfig
 from elp.tuners.e_adapter.config import EAdapterConfig
@@ -35,6 +35,8 @@ class AdapterSetConfig:
     plain weighted sum reads when there are no L-adapters. ``language_model``: an ASR set's optional
     word LM for beam search (its tensors live in the weights file); without one, greedy decoding.
     ``text_branch``: an intent set's reader of the ASR transcript (``elp.text_intent``); None = acoustic only.
+    ``decoder``: an ASR set's pretrained sequence decoder over the encoder's own output, in place of a
+    CTC head (``elp.heads.seq2seq``); its weights and token table live in the weights file.
     """
 
     task: str
@@ -51,6 +53,7 @@ class AdapterSetConfig:
     threshold: float | None = None
     language_model: LanguageModelConfig | None = None
     text_branch: TextBranchConfig | None = None
+    decoder: DecoderConfig | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -90,6 +93,8 @@ class AdapterSetConfig:
             data["language_model"] = build_strict(LanguageModelConfig, data["language_model"], "language_model")
         if data.get("text_branch") is not None:
             data["text_branch"] = build_strict(TextBranchConfig, data["text_branch"], "text_branch")
+        if data.get("decoder") is not None:
+            data["decoder"] = build_strict(DecoderConfig, data["decoder"], "decoder")
         return build_strict(cls, data, "adapter config")
 
 

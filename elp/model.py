@@ -33,7 +33,7 @@ from torch import nn
 from elp.adapter_set import AdapterSet
 from elp.backbones.base import Backbone, lengths_to_mask
 from elp.errors import ELPError
-from elp.heads.prosody import prosody_features
+from elp.heads.prosody import SAMPLE_RATE, prosody_features
 from elp.host_staging import PinnedBatchStaging
 from elp.routing import WeightStacks, gathered_apply, row_slots
 from elp.text_intent.branch import pack_row
@@ -343,7 +343,7 @@ class MultiAdapterModel(nn.Module):
         thread runs the next batch."""
         if len(waveforms) != len(adapter_keys):
             raise ELPError("one adapter key per waveform is required")
-        batch, lengths = self._padded_batch(waveforms)
+        batch, lengths = self._padded_batch(self._with_trailing_silence(waveforms, adapter_keys))
         rows: list[RowOutput | None] = [None] * len(waveforms)
         for key, group in self.forward(batch, lengths, adapter_keys, with_text=True).items():
             task = self.adapter_sets[key].config.task
@@ -357,6 +357,19 @@ class MultiAdapterModel(nn.Module):
                     output = pack_row(output, text[position, : frame_counts[position]])
                 rows[row] = RowOutput(task, key, output.clone())  # its own storage: it may be pickled
         return [row for row in rows if row is not None]
+
+    def _with_trailing_silence(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[torch.Tensor]:
+        """Rows of a decoder set end in the set's zeros (its decoder learnt on speech followed by
+        padding), as many as fit in the encoder's window."""
+        rows = []
+        room = self.backbone.max_samples
+        for waveform, key in zip(waveforms, adapter_keys, strict=True):
+            decoder = self.adapter_sets[key].config.decoder
+            zeros = round(decoder.trailing_silence_s * SAMPLE_RATE) if decoder is not None else 0
+            if room is not None:
+                zeros = max(0, min(zeros, room - waveform.shape[-1]))
+            rows.append(F.pad(waveform, (0, zeros)) if zeros else waveform)
+        return rows
 
     def _padded_batch(self, waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The padded batch and its lengths: on a CUDA backbone already there, copied from pinned

@@ -8,6 +8,7 @@
 # elp/convert/known_checksums.json.
 #
 # Usage: scripts/setup_default_backbone.sh [--base-only] [--no-verify]
+# (also writes the decoder set adapters_store/asr-whisper from the base checkpoint: elp.convert.whisper_decoder_set)
 #   PYTHON=...          interpreter to use (default: .venv/bin/python if present, else python3)
 #   ELP_MODELS_DIR=...  where to write the checkpoints (default: models)
 set -euo pipefail
@@ -20,7 +21,7 @@ for arg in "$@"; do
     case "$arg" in
         --base-only) base_only=1 ;;
         --no-verify) convert_args+=(--no-verify) ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "unknown argument: $arg" >&2; exit 2 ;;
     esac
 done
@@ -52,4 +53,14 @@ fi
 "$PYTHON" -m elp.convert.ctranslate2_whisper --package base --out "$models_dir/whisper-base" "${convert_args[@]}"
 if [[ $base_only -eq 0 ]]; then
     "$PYTHON" -m elp.convert.ctranslate2_whisper --package tiny.en --out "$models_dir/whisper-tiny.en" "${convert_args[@]}"
+fi
+
+# The ASR set that serves Whisper base's own decoder on the shared encoder (adapters_store/asr-whisper):
+# ~200 MB of converted weights, so made here from the checkpoint rather than committed; remade when the
+# checkpoint is newer than the set.
+decoder_set="${ELP_ADAPTERS_DIR:-adapters_store}/asr-whisper"
+if [[ ! -f "$decoder_set/adapter_model.safetensors" || "$models_dir/whisper-base/model.safetensors" -nt "$decoder_set/adapter_model.safetensors" ]]; then
+    "$PYTHON" -m elp.convert.whisper_decoder_set "$models_dir/whisper-base" "$decoder_set"
+else
+    echo "decoder set up to date: $decoder_set"
 fi

@@ -111,3 +111,22 @@ def test_every_shipped_set_has_a_model_card_outside_its_version(adapter_id: str,
     config["description"] += " (edited)"
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=1))
     assert AdapterStore(tmp_path).snapshot(adapter_id).sha256 == version
+
+
+@pytest.mark.slow
+def test_the_decoder_set_made_at_setup_transcribes_beside_the_ctc_set(model, tmp_path):
+    """``asr-whisper`` (Whisper base's own decoder, converted by the setup script) rides in the same
+    batch as the other sets and answers in the same spoken form as ``asr-default``."""
+    folder = STORE / "asr-whisper"
+    if not (folder / "adapter_model.safetensors").exists():
+        pytest.fail(f"no decoder set at {folder}: scripts/setup_default_backbone.sh makes it")
+    model.add_adapter_set("asr-whisper", AdapterSet.load(folder))
+    try:
+        sentence = "please leave a message after the tone and press five when you are done"
+        speech = speak(tmp_path, sentence)
+        decoded, ctc = model.predict([speech, speech], ["asr-whisper", "asr-default"])
+        assert cer(sentence, decoded.text) < 0.25, decoded.text
+        assert decoded.text == decoded.text.lower() and "5" not in decoded.text
+        assert model.predict([speech], ["asr-whisper"])[0].text == decoded.text
+    finally:
+        model.remove_adapter_set("asr-whisper")

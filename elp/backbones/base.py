@@ -185,6 +185,11 @@ class Backbone(nn.Module, ABC):
         """Final LayerNorm of pre-LN encoders; identity for post-LN ones."""
         return last_hidden
 
+    @property
+    def max_samples(self) -> int | None:
+        """The longest clip the encoder takes (Whisper: its 30 s window); None = no fixed limit."""
+        return None
+
     def frame_count(self, num_samples: int) -> int:
         """Frames the front end yields for a clip of ``num_samples`` samples."""
         return int(self.front_end_lengths(torch.tensor([num_samples]))[0])

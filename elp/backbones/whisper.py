@@ -37,6 +37,10 @@ class WhisperEncoderBackbone(Backbone):
     def encoder_layers(self) -> list[nn.Module]:
         return list(self.model.layers)
 
+    @property
+    def max_samples(self) -> int:
+        return self.max_frames * 2 * HOP_LENGTH
+
     def ffn_output_module(self, layer: nn.Module) -> nn.Module:
         return layer.fc2
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from elp.errors import ConfigError
 
@@ -52,3 +52,56 @@ class HeadConfig:
             raise ConfigError("context_blocks must be >= 0 and context_kernel a positive odd width")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError("dropout must be in [0, 1)")
+
+
+@dataclass
+class DecoderConfig:
+    """A pretrained sequence decoder that reads the frozen encoder's own output (``kind`` ``whisper``:
+    the decoder the Whisper encoder was trained with, taken from the same checkpoint; ``elp.heads.seq2seq``).
+
+    Why a set may carry one: on real people the project's CTC heads, trained on synthetic voices,
+    make about twice the errors of Whisper's decoder, which learnt from 680k hours of real speech;
+    served on the shared, length-sliced encoder pass it costs a fraction of Whisper's own ``generate``.
+    Sizes mirror ``transformers.WhisperConfig``. ``prompt_ids``: the forced start (start of
+    transcript, language, task, no timestamps). Token ids from ``eot_id`` up are special and never
+    spelt. ``suppress_ids`` are never emitted, ``begin_suppress_ids`` not as the first token.
+    A row's output is capped at ``max_tokens_per_second`` x its seconds + ``extra_tokens``.
+    ``trailing_silence_s``: zeros appended to the clip before the encoder (the decoder was trained on
+    speech followed by padding; without them it may run on past the speech). Frames past the clip are
+    the encoder's output on silence, stored with the set (``source_positions`` of them), as are the
+    token strings below ``eot_id`` (``token_table_bytes`` of them, one per line). ``spoken_form``: answer
+    as the CTC sets do (lower-case words, numbers spelt: ``elp.spoken_text``), so ``/asr`` reads one way
+    whatever set serves it; False keeps the decoder's casing, punctuation and digits."""
+
+    kind: str = "whisper"
+    layers: int = 6
+    heads: int = 8
+    ffn_dim: int = 2048
+    vocab_size: int = 51865
+    max_target_positions: int = 448
+    source_positions: int = 1500
+    prompt_ids: list[int] = field(default_factory=list)
+    eot_id: int = 50257
+    suppress_ids: list[int] = field(default_factory=list)
+    begin_suppress_ids: list[int] = field(default_factory=list)
+    max_tokens_per_second: float = 6.0
+    extra_tokens: int = 10
+    trailing_silence_s: float = 1.0
+    language: str = "en"
+    token_table_bytes: int = 0
+    spoken_form: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind != "whisper":
+            raise ConfigError(f"decoder kind must be 'whisper', got {self.kind!r}")
+        if min(self.layers, self.heads, self.ffn_dim, self.vocab_size, self.source_positions) <= 0:
+            raise ConfigError("decoder sizes must be positive")
+        if not self.prompt_ids or len(self.prompt_ids) >= self.max_target_positions:
+            raise ConfigError("a decoder needs a forced prompt shorter than its positions")
+        ids = [*self.prompt_ids, self.eot_id, *self.suppress_ids, *self.begin_suppress_ids]
+        if any(not 0 <= token < self.vocab_size for token in ids):
+            raise ConfigError("decoder token ids must lie inside its vocabulary")
+        if not 0.0 <= self.trailing_silence_s <= 5.0 or self.max_tokens_per_second <= 0 or self.extra_tokens < 0:
+            raise ConfigError("trailing_silence_s must be in [0, 5], max_tokens_per_second > 0, extra_tokens >= 0")
+        if self.token_table_bytes < 0:
+            raise ConfigError("token_table_bytes must be >= 0")

@@ -1,5 +1,6 @@
 """ASR: a CTC head over the set's vocabulary; answers are transcripts, by best path or by beam search
-under the word bigram LM an ASR set may carry."""
+under the word bigram LM an ASR set may carry. Or, instead of a trained head, the checkpoint's own
+pretrained decoder (``decoder``: Whisper's, greedy; ``elp.heads.seq2seq``)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from elp.config import AdapterSetConfig
     from elp.decoding.bigram import WordBigramLM
     from elp.heads.config import HeadConfig
+    from elp.heads.seq2seq import WhisperTranscriber
 
 #: the characters of the shipped sets and of test sets: index 0 the CTC blank
 CTC_VOCAB = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
@@ -68,11 +70,17 @@ def _answer_fields() -> type[BaseModel]:
 class AsrTask(TaskSpec):
     def validate(self, config: AdapterSetConfig) -> None:
         super().validate(config)
-        if not config.vocab:
-            raise ConfigError("an ASR adapter set needs a CTC vocabulary")
+        if config.decoder is None and not config.vocab:
+            raise ConfigError("an ASR adapter set needs a CTC vocabulary or a decoder")
+        if config.decoder is not None:
+            layers = int(config.backbone.get("num_layers", 0))
+            if config.backbone.get("model_type") != "whisper" or config.vocab or config.language_model is not None:
+                raise ConfigError("a decoder set is a Whisper backbone's decoder alone: no CTC vocabulary or LM")
+            if config.method != "none" or config.weighted_sum_layers != [layers]:
+                raise ConfigError(f"a decoder reads the encoder's output unchanged: method 'none', layers [{layers}]")
 
     def num_outputs(self, config: AdapterSetConfig) -> int:
-        return len(config.vocab or [])
+        return config.decoder.vocab_size if config.decoder is not None else len(config.vocab or [])
 
     def build_head(self, head: HeadConfig, input_dim: int, num_outputs: int, *,
                    labels: list[str] | None = None, slot_names: list[str] | None = None) -> nn.Module:
@@ -86,6 +94,8 @@ class AsrTask(TaskSpec):
     def build_loss(self, adapter_set: AdapterSet, num_targets: int, label_smoothing: float = 0.0) -> nn.Module:
         from torch import nn
 
+        if adapter_set is not None and adapter_set.config.decoder is not None:
+            raise ConfigError("a decoder set holds a pretrained decoder: it is converted, not trained")
         return nn.CTCLoss(blank=0, zero_infinity=True)
 
     def loss(self, loss_fn: nn.Module, output: torch.Tensor, output_lengths: torch.Tensor,
@@ -93,7 +103,11 @@ class AsrTask(TaskSpec):
         """CTC over (time, batch, vocab) log-probs against concatenated target symbol ids."""
         return loss_fn(output.transpose(0, 1), targets, output_lengths, target_lengths)
 
-    def post_processor(self, adapter_set: AdapterSet) -> CTCTranscriber:
+    def post_processor(self, adapter_set: AdapterSet) -> CTCTranscriber | WhisperTranscriber:
+        if adapter_set.config.decoder is not None:
+            from elp.heads.seq2seq import WhisperTranscriber
+
+            return WhisperTranscriber(adapter_set.head.tokens(), adapter_set.config.decoder.spoken_form)
         return CTCTranscriber(adapter_set.config.vocab or [], adapter_set.language_model)
 
     def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
@@ -119,6 +133,7 @@ ASR = AsrTask(
     summary="Transcribe a clip.", default_adapter="asr-default", activation="gelu",
     target_field="text", headline_metric="cer", higher_is_better=False, metrics=("wer", "cer"),
     evaluation="transcripts", head_hidden_dim=0, supports_prosody=False, supports_language_model=True,
+    supports_decoder=True,
     # short silenced spans: the CTC head must spell from context, not memorise the training sentences
     training=TrainingRecipe(paper_rates=(2e-3, 1e-3, 1e-3), fast_rates=(2e-3, 1e-3, 5e-4),
                             augment=(("time_mask_prob", 0.5),)),

@@ -108,6 +108,8 @@ class TaskSpec:
     supports_language_model: bool = False
     #: whether a set may carry a text branch (``elp.text_intent``: the ASR transcript, read by a word classifier)
     supports_text_branch: bool = False
+    #: whether a set may carry a pretrained sequence decoder instead of a trained head (``elp.heads.seq2seq``)
+    supports_decoder: bool = False
     #: classes (or symbols) of a typical set when the task's example set has other sizes (parameter table)
     typical_outputs: int | None = None
     extra_clips: tuple[ExtraClip, ...] = ()
@@ -147,6 +149,8 @@ class TaskSpec:
             raise ConfigError(f"a {self.name} adapter set cannot carry a language model")
         if config.text_branch is not None and not self.supports_text_branch:
             raise ConfigError(f"a {self.name} adapter set cannot carry a text branch")
+        if config.decoder is not None and not self.supports_decoder:
+            raise ConfigError(f"a {self.name} adapter set cannot carry a sequence decoder")
 
     def num_outputs(self, config: AdapterSetConfig) -> int:
         raise NotImplementedError

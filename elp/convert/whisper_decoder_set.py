@@ -1,0 +1,101 @@
+"""Write an ASR adapter set that serves a Whisper checkpoint's own decoder on the shared encoder.
+
+Why: the project's CTC sets learnt from synthetic voices; Whisper's decoder learnt from real speech
+and reads exactly the encoder the server already keeps resident. The set holds the decoder, the
+encoder's output on 30 s of silence and the token strings; it is *converted*, never trained.
+
+    python -m elp.convert.whisper_decoder_set models/whisper-base adapters_store/asr-whisper [--language en]
+
+The weights (~200 MB in float32) are made on each machine by ``scripts/setup_default_backbone.sh``,
+not committed; the set's model card is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from elp.adapter_set import AdapterSet
+from elp.backbones import load_backbone
+from elp.backbones.base import Backbone
+from elp.config import AdapterSetConfig
+from elp.heads.config import DecoderConfig
+from elp.heads.seq2seq import WhisperDecoderHead
+
+SPECIAL_PROMPT = ("<|startoftranscript|>", "<|{language}|>", "<|transcribe|>", "<|notimestamps|>")
+DESCRIPTION = ("Speech recognition by the Whisper checkpoint's own pretrained decoder (greedy) on the shared "
+               "encoder pass: converted from the backbone checkpoint, not trained (elp.convert.whisper_decoder_set).")
+
+
+@torch.inference_mode()
+def silence_frames(backbone: Backbone) -> torch.Tensor:
+    """The encoder's last-layer output on a whole window of zeros (Whisper's 30 s), (positions, hidden)."""
+    samples = backbone.max_samples
+    waves, lengths = torch.zeros(1, samples, device=backbone.device), torch.tensor([samples], device=backbone.device)
+    frames, frame_lengths = backbone.front_end(waves, lengths)
+    valid = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
+    hidden = backbone.before_layers(frames, valid)
+    state = backbone.attention_state(hidden, valid)
+    for index, layer in enumerate(backbone.encoder_layers()):
+        hidden = backbone.run_layer(index, layer, hidden, state)
+    return backbone.after_layers(hidden)[0, : int(frame_lengths[0])].float().cpu()
+
+
+def build_decoder_set(whisper_decoder: nn.Module, backbone: Backbone, tokens: list[str], decoder: DecoderConfig,
+                      description: str = DESCRIPTION) -> AdapterSet:
+    """The set: ``whisper_decoder`` (a ``WhisperDecoder``'s weights), ``tokens`` (ids below ``eot_id``)."""
+    if len(tokens) != decoder.eot_id:
+        raise ValueError(f"{len(tokens)} token strings for eot id {decoder.eot_id}")
+    config = AdapterSetConfig(task="asr", backbone=backbone.identity.to_dict(), method="none",
+                              weighted_sum_layers=[backbone.num_layers], decoder=decoder, description=description)
+    adapter_set = AdapterSet(config)
+    head = adapter_set.head
+    assert isinstance(head, WhisperDecoderHead)
+    head.decoder.load_state_dict(whisper_decoder.state_dict())
+    head.silence.copy_(silence_frames(backbone))
+    head.set_tokens(tokens)
+    return adapter_set.eval()
+
+
+def convert(checkpoint: str | Path, language: str = "en", trailing_silence_s: float = 1.0) -> AdapterSet:
+    """A decoder set from a Whisper checkpoint folder with its tokenizer and generation config."""
+    from transformers import AutoTokenizer, WhisperForConditionalGeneration
+
+    whisper = WhisperForConditionalGeneration.from_pretrained(str(checkpoint), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    generation = whisper.generation_config
+    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    prompt = tokenizer.convert_tokens_to_ids([token.format(language=language) for token in SPECIAL_PROMPT])
+    if tokenizer.unk_token_id in prompt:
+        raise ValueError(f"the checkpoint's tokenizer has no language token for {language!r}")
+    config = whisper.config
+    decoder = DecoderConfig(
+        layers=config.decoder_layers, heads=config.decoder_attention_heads, ffn_dim=config.decoder_ffn_dim,
+        vocab_size=config.vocab_size, max_target_positions=config.max_target_positions,
+        source_positions=config.max_source_positions, prompt_ids=list(prompt), eot_id=eot,
+        suppress_ids=list(generation.suppress_tokens or []),
+        begin_suppress_ids=list(generation.begin_suppress_tokens or []),
+        trailing_silence_s=trailing_silence_s, language=language)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(eot)))
+    return build_decoder_set(whisper.model.decoder, load_backbone(str(checkpoint)), tokens, decoder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a transformers Whisper checkpoint folder (with tokenizer)")
+    parser.add_argument("out", type=Path, help="the set's folder, e.g. adapters_store/asr-whisper")
+    parser.add_argument("--language", default="en", help="the language token forced into the prompt")
+    parser.add_argument("--trailing-silence", type=float, default=1.0, help="seconds of zeros after each clip")
+    args = parser.parse_args(argv)
+    adapter_set = convert(args.checkpoint, args.language, args.trailing_silence)
+    adapter_set.save(args.out)
+    print(f"wrote {args.out} ({adapter_set.size_bytes / 2**20:.0f} MiB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

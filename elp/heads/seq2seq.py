@@ -1,0 +1,197 @@
+"""Whisper's own decoder as an ASR head on the shared, length-sliced encoder pass.
+
+The Whisper decoder was trained on 30 s windows: speech, then the encoder's output on padding. The
+server encodes only the clip (plus ``trailing_silence_s``), so each row's frames are followed by the
+stored encoder output on silence for the positions past the clip: the decoder sees the window it
+knows while the encoder pays for the clip alone. The silence frames' cross-attention keys and values
+are the same for every request and are computed once.
+
+Decoding is greedy, batched over the set's rows of a batch (each step reads the weights once for all
+rows), with a key/value cache; it equals ``transformers``' own step-by-step forward (tests).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from elp.heads.config import DecoderConfig
+from elp.spoken_text import normalise
+from elp.string_table import join_strings, split_strings
+
+FRAMES_PER_SECOND = 50  # Whisper encoder frames: 2 x 10 ms hops
+
+
+def _whisper_decoder(config: DecoderConfig, d_model: int) -> nn.Module:
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperDecoder
+
+    return WhisperDecoder(WhisperConfig(
+        d_model=d_model, decoder_layers=config.layers, decoder_attention_heads=config.heads,
+        decoder_ffn_dim=config.ffn_dim, vocab_size=config.vocab_size,
+        max_target_positions=config.max_target_positions, max_source_positions=config.source_positions,
+        encoder_layers=1, encoder_attention_heads=config.heads, pad_token_id=config.eot_id,
+    ))
+
+
+class WhisperDecoderHead(nn.Module):
+    """Frames (b, T, d) of the encoder's last layer -> token ids (b, N) as floats, -1 after a row ends.
+
+    Parameters: the checkpoint's decoder (``decoder.*``), the encoder's output on 30 s of silence
+    (``silence``) and the token strings below ``eot_id`` (``token_table``, byte-level BPE symbols)."""
+
+    uses_prosody = False
+
+    def __init__(self, config: DecoderConfig, d_model: int) -> None:
+        super().__init__()
+        self.config = config
+        self.decoder = _whisper_decoder(config, d_model)
+        self.register_buffer("silence", torch.zeros(config.source_positions, d_model))
+        self.register_buffer("token_table", torch.zeros(config.token_table_bytes, dtype=torch.uint8))
+        self.heads = config.heads
+        self._silence_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    # -------------------------------------------------------------------- token strings
+    def set_tokens(self, tokens: list[str]) -> None:
+        """Store the token strings (the config records their size: set it before saving)."""
+        blob = join_strings(tokens)
+        self.token_table = torch.frombuffer(bytearray(blob), dtype=torch.uint8).clone()
+        self.config.token_table_bytes = len(blob)
+
+    def tokens(self) -> list[str]:
+        return split_strings(bytes(self.token_table.cpu().numpy()), self.config.eot_id)
+
+    # -------------------------------------------------------------------- attention pieces
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+
+    def _cross_kv(self, layer: nn.Module, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        attention = layer.encoder_attn
+        return self._split(attention.k_proj(frames)), self._split(attention.v_proj(frames))
+
+    def _silence_keys(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Cross-attention keys/values of the silence frames, per layer (computed once)."""
+        if self._silence_kv is None or self._silence_kv[0][0].device != self.silence.device:
+            silence = self.silence.unsqueeze(0)
+            self._silence_kv = [self._cross_kv(layer, silence) for layer in self.decoder.layers]
+        return self._silence_kv
+
+    def _cross_states(self, features: torch.Tensor, lengths: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (b, heads, S, d_head) keys and values: each row's real frames, then silence."""
+        total = self.config.source_positions
+        frames = features[:, :total].to(self.silence.dtype)
+        spans = [min(int(length), total) for length in lengths.tolist()]
+        states = []
+        for layer, (silent_k, silent_v) in zip(self.decoder.layers, self._silence_keys(), strict=True):
+            real_k, real_v = self._cross_kv(layer, frames)
+            keys = torch.cat([torch.cat([real_k[row:row + 1, :, :span], silent_k[:, :, span:]], dim=2)
+                              for row, span in enumerate(spans)])
+            values = torch.cat([torch.cat([real_v[row:row + 1, :, :span], silent_v[:, :, span:]], dim=2)
+                                for row, span in enumerate(spans)])
+            states.append((keys, values))
+        return states
+
+    def _step(self, tokens: torch.Tensor, start: int, cache: list[list[torch.Tensor]],
+              cross: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Logits of the last position after feeding ``tokens`` (b, n) at positions start..start+n."""
+        decoder = self.decoder
+        positions = decoder.embed_positions.weight[start:start + tokens.shape[1]]
+        hidden = decoder.embed_tokens(tokens) + positions
+        causal = tokens.shape[1] > 1
+        for index, layer in enumerate(decoder.layers):
+            attention = layer.self_attn
+            normed = layer.self_attn_layer_norm(hidden)
+            query = self._split(attention.q_proj(normed))
+            keys, values = self._split(attention.k_proj(normed)), self._split(attention.v_proj(normed))
+            if cache[index]:
+                keys, values = torch.cat([cache[index][0], keys], 2), torch.cat([cache[index][1], values], 2)
+            cache[index] = [keys, values]
+            mixed = F.scaled_dot_product_attention(query, keys, values, is_causal=causal)
+            hidden = hidden + attention.out_proj(mixed.transpose(1, 2).flatten(2))
+            attention = layer.encoder_attn
+            query = self._split(attention.q_proj(layer.encoder_attn_layer_norm(hidden)))
+            mixed = F.scaled_dot_product_attention(query, *cross[index])
+            hidden = hidden + attention.out_proj(mixed.transpose(1, 2).flatten(2))
+            normed = layer.final_layer_norm(hidden)
+            hidden = hidden + layer.fc2(F.gelu(layer.fc1(normed)))
+        last = decoder.layer_norm(hidden[:, -1])
+        return last @ decoder.embed_tokens.weight.t()
+
+    def token_limits(self, lengths: torch.Tensor) -> list[int]:
+        """Each row's most emitted tokens: proportional to its seconds, within the decoder's positions."""
+        room = self.config.max_target_positions - len(self.config.prompt_ids)
+        rate = self.config.max_tokens_per_second / FRAMES_PER_SECOND
+        return [min(room, int(int(length) * rate) + self.config.extra_tokens) for length in lengths.tolist()]
+
+    @functools.cached_property
+    def _suppress(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.tensor(self.config.suppress_ids, dtype=torch.long),
+                torch.tensor(self.config.begin_suppress_ids, dtype=torch.long))
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor,
+                prosody: torch.Tensor | None = None) -> torch.Tensor:
+        batch, device = features.shape[0], features.device
+        limits = self.token_limits(lengths)
+        cross = self._cross_states(features, lengths)
+        cache: list[list[torch.Tensor]] = [[] for _ in self.decoder.layers]
+        prompt = torch.tensor(self.config.prompt_ids, device=device).expand(batch, -1)
+        suppress, begin_suppress = (ids.to(device) for ids in self._suppress)
+        emitted = torch.full((batch, max(limits)), -1.0, device=device)
+        done = torch.zeros(batch, dtype=torch.bool, device=device)
+        tokens, position = prompt, 0
+        for step in range(max(limits)):
+            logits = self._step(tokens, position, cache, cross).float()
+            position += tokens.shape[1]
+            logits[:, suppress] = float("-inf")
+            if step == 0:
+                logits[:, begin_suppress] = float("-inf")
+            best = logits.argmax(dim=-1)
+            limit_reached = torch.tensor([step >= limit for limit in limits], device=device)
+            done |= limit_reached
+            ended = best == self.config.eot_id
+            emitted[:, step] = torch.where(done | ended, torch.tensor(-1.0, device=device), best.float())
+            done |= ended
+            if bool(done.all()):
+                break
+            tokens = best.unsqueeze(1)
+        return emitted
+
+
+@functools.lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet (printable stand-ins for the 256 bytes), reversed."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    codes = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return {chr(code): byte for byte, code in zip(printable, codes, strict=True)}
+
+
+def detokenize(token_ids: list[int], tokens: list[str]) -> str:
+    """Text of byte-level BPE ids (ids outside ``tokens``, the specials, are skipped)."""
+    table = _byte_decoder()
+    symbols = "".join(tokens[i] for i in token_ids if 0 <= i < len(tokens))
+    return bytes(table[c] for c in symbols if c in table).decode("utf-8", errors="replace").strip()
+
+
+class WhisperTranscriber:
+    """One row's token ids (floats, -1 after its end) -> ``{"text": ...}``, in the spoken form unless
+    the set says otherwise. Cheap: stays on the worker."""
+
+    offload = False
+
+    def __init__(self, tokens: list[str], spoken_form: bool = True) -> None:
+        self.tokens = tokens
+        self.spoken_form = spoken_form
+
+    def __call__(self, output: torch.Tensor) -> dict[str, str]:
+        text = detokenize([int(token) for token in output.tolist() if token >= 0], self.tokens)
+        return {"text": normalise(text) if self.spoken_form else text}

@@ -1,0 +1,149 @@
+"""A decoder set: a tiny real Whisper checkpoint's own decoder served on the shared encoder pass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import WhisperForConditionalGeneration
+
+from elp import MultiAdapterModel, load_backbone
+from elp.adapter_set import AdapterSet
+from elp.config import AdapterSetConfig
+from elp.convert.whisper_decoder_set import build_decoder_set
+from elp.errors import ConfigError
+from elp.heads.config import DecoderConfig
+from elp.heads.seq2seq import detokenize
+from elp.testing import make_random_adapter_set, seeded_waveform
+
+EOT = 50
+TOKENS = [f"t{i}" for i in range(EOT)]
+
+
+def decoder_config(**changes) -> DecoderConfig:
+    fields = dict(layers=1, heads=2, ffn_dim=64, vocab_size=64, max_target_positions=32, source_positions=1500,
+                  prompt_ids=[1, 60, 61, 62], eot_id=EOT, suppress_ids=[3], begin_suppress_ids=[4, EOT],
+                  max_tokens_per_second=6.0, extra_tokens=10, trailing_silence_s=0.3)
+    return DecoderConfig(**{**fields, **changes})
+
+
+@pytest.fixture(scope="module")
+def whisper_dir(tiny_backbone_dir):
+    return tiny_backbone_dir("whisper", False)
+
+
+@pytest.fixture(scope="module")
+def whisper(whisper_dir):
+    return WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def backbone(whisper_dir):
+    return load_backbone(whisper_dir)
+
+
+@pytest.fixture(scope="module")
+def decoder_set(whisper, backbone):
+    return build_decoder_set(whisper.model.decoder, backbone, TOKENS, decoder_config())
+
+
+@torch.inference_mode()
+def reference_ids(whisper, frames: torch.Tensor, silence: torch.Tensor, config: DecoderConfig, limit: int) -> list[int]:
+    """Greedy decoding by transformers' own forward, one full pass per token (no cache)."""
+    window = torch.cat([frames, silence[frames.shape[0]:]]).unsqueeze(0)
+    ids = list(config.prompt_ids)
+    emitted: list[int] = []
+    for step in range(limit):
+        logits = whisper(encoder_outputs=(window,), decoder_input_ids=torch.tensor([ids])).logits[0, -1]
+        logits[config.suppress_ids] = float("-inf")
+        if step == 0:
+            logits[config.begin_suppress_ids] = float("-inf")
+        best = int(logits.argmax())
+        if best == config.eot_id:
+            break
+        emitted.append(best)
+        ids.append(best)
+    return emitted
+
+
+def test_greedy_decoding_equals_transformers_step_by_step(decoder_set, whisper):
+    head = decoder_set.head
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(3, 120, 32, generator=generator)
+    lengths = torch.tensor([120, 45, 80])
+    with torch.inference_mode():
+        output = head(features, lengths)
+    for row, length in enumerate(lengths.tolist()):
+        expected = reference_ids(whisper, features[row, :length], head.silence, head.config,
+                                 head.token_limits(lengths[row:row + 1])[0])
+        got = [int(token) for token in output[row].tolist() if token >= 0]
+        assert got == expected and expected  # the tiny random decoder emits something before its limit
+
+
+def test_served_rows_match_alone_in_a_mixed_batch_and_after_a_round_trip(decoder_set, backbone, tmp_path):
+    decoder_set.save(tmp_path / "asr-whisper")
+    loaded = AdapterSet.load(tmp_path / "asr-whisper")
+    assert loaded.head.tokens() == TOKENS
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("asr-whisper", loaded)
+    model.add_adapter_set("asr-ctc", make_random_adapter_set(backbone, "asr", seed=1))
+    clips = [seeded_waveform(seconds, seed=seed) for seed, seconds in enumerate((1.5, 0.8, 2.2))]
+    keys = ["asr-whisper", "asr-ctc", "asr-whisper"]
+    mixed = model.predict(clips, keys)
+    alone = [model.predict([clip], [key])[0] for clip, key in zip(clips, keys, strict=True)]
+    assert [row.text for row in mixed] == [row.text for row in alone]
+    assert mixed[0].text  # the tiny random decoder spells some of its made-up tokens
+
+
+def test_decoder_rows_hear_the_clip_then_trailing_zeros(decoder_set, backbone):
+    """What the head reads is the plain encoder's output on the clip + trailing_silence_s of zeros."""
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("asr-whisper", decoder_set)
+    clip = seeded_waveform(1.0, seed=3)
+    padded = torch.cat([clip, torch.zeros(round(0.3 * 16000))])
+    captured = {}
+    handle = decoder_set.head.register_forward_hook(lambda module, args, out: captured.update(features=args[0]))
+    try:
+        model.predict([clip], ["asr-whisper"])
+    finally:
+        handle.remove()
+    with torch.inference_mode():
+        plain = model.encode(padded.unsqueeze(0), torch.tensor([padded.numel()]), ["asr-whisper"])
+    assert torch.allclose(captured["features"], plain.hidden_states[-1], atol=1e-6)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(method="elp"), "encoder's output unchanged"),
+    (dict(vocab=["<blank>", "a"]), "no CTC vocabulary"),
+    (dict(task="emotion", labels=["a", "b"]), "cannot carry a sequence decoder"),
+])
+def test_decoder_sets_that_cannot_work_are_refused(decoder_set, change, message):
+    data = {**decoder_set.config.to_dict(), "weights_sha256": None, **change}
+    with pytest.raises(ConfigError, match=message):
+        AdapterSetConfig.from_dict(data)
+
+
+def test_decoder_config_refuses_ids_outside_its_vocabulary():
+    with pytest.raises(ConfigError, match="inside its vocabulary"):
+        decoder_config(eot_id=64)
+
+
+def test_byte_level_tokens_spell_utf8_and_skip_specials():
+    tokens = ["Ġhello", "Ġworld", "!", "ĠcafÃ©"]
+    assert detokenize([0, 1, 2, 99, 3], tokens) == "hello world! café"
+
+
+def test_answers_come_in_the_spoken_form_unless_the_set_keeps_the_decoders_own():
+    from elp.heads.seq2seq import WhisperTranscriber
+
+    tokens = ["ĠPress", "Ġ1", "Ġnow.", "ĠIt's"]
+    ids = torch.tensor([0.0, 1.0, 2.0, 3.0, -1.0])
+    assert WhisperTranscriber(tokens)(ids) == {"text": "press one now it's"}
+    assert WhisperTranscriber(tokens, spoken_form=False)(ids) == {"text": "Press 1 now. It's"}
+
+
+def test_a_clip_filling_the_window_gets_only_the_zeros_that_fit(decoder_set, backbone):
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("asr-whisper", decoder_set)
+    clip = seeded_waveform(29.9, seed=4)
+    assert backbone.max_samples == 30 * 16000
+    assert isinstance(model.predict([clip], ["asr-whisper"])[0].text, str)
