@@ -21,6 +21,7 @@ matmul serves every row (the multi-LoRA "BGMV" idea), a count that does not grow
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +38,8 @@ from elp.heads.prosody import SAMPLE_RATE, prosody_features
 from elp.host_staging import PinnedBatchStaging
 from elp.routing import WeightStacks, gathered_apply, row_slots
 from elp.text_intent.branch import pack_row
+
+log = logging.getLogger(__name__)
 
 # (row indices or None for "every row", adapter set) for the sets that change the backbone pass.
 Route = list[tuple[torch.Tensor | None, AdapterSet]]
@@ -117,6 +120,10 @@ class MultiAdapterModel(nn.Module):
     def add_adapter_set(self, key: str, adapter_set: AdapterSet) -> None:
         """Register a set; refused (``BackboneMismatchError``) if trained for another backbone."""
         self.backbone.identity.check_compatible(adapter_set.backbone_identity)
+        if adapter_set.config.decoder is not None and self.backbone.quantization:
+            log.warning("adapter set %r: a pretrained decoder on an %s encoder makes markedly more errors than "
+                        "on a float32 one (asr-whisper card); serve it with ELP_DTYPE=float32",
+                        key, self.backbone.quantization)
         self.adapter_sets[key] = adapter_set.to(device=self.backbone.device, dtype=self.backbone.dtype)
         adapter_set.train(self.training)
         # taken once, as registered; only used in eval mode, where the weights do not move

@@ -61,7 +61,8 @@ def build_decoder_set(whisper_decoder: nn.Module, backbone: Backbone, tokens: li
     return adapter_set.eval()
 
 
-def convert(checkpoint: str | Path, language: str = "en", trailing_silence_s: float = 1.0) -> AdapterSet:
+def convert(checkpoint: str | Path, language: str = "en", trailing_silence_s: float = 2.0,
+            stop_repeats: int = 0) -> AdapterSet:
     """A decoder set from a Whisper checkpoint folder with its tokenizer and generation config."""
     from transformers import AutoTokenizer, WhisperForConditionalGeneration
 
@@ -79,7 +80,7 @@ def convert(checkpoint: str | Path, language: str = "en", trailing_silence_s: fl
         source_positions=config.max_source_positions, prompt_ids=list(prompt), eot_id=eot,
         suppress_ids=list(generation.suppress_tokens or []),
         begin_suppress_ids=list(generation.begin_suppress_tokens or []),
-        trailing_silence_s=trailing_silence_s, language=language)
+        trailing_silence_s=trailing_silence_s, language=language, stop_repeats=stop_repeats)
     tokens = tokenizer.convert_ids_to_tokens(list(range(eot)))
     return build_decoder_set(whisper.model.decoder, load_backbone(str(checkpoint)), tokens, decoder)
 
@@ -89,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path, help="a transformers Whisper checkpoint folder (with tokenizer)")
     parser.add_argument("out", type=Path, help="the set's folder, e.g. adapters_store/asr-whisper")
     parser.add_argument("--language", default="en", help="the language token forced into the prompt")
-    parser.add_argument("--trailing-silence", type=float, default=1.0, help="seconds of zeros after each clip")
+    parser.add_argument("--trailing-silence", type=float, default=2.0, help="seconds of zeros after each clip")
+    parser.add_argument("--stop-repeats", type=int, default=0, help="end a row repeating one span this often (0: off)")
     args = parser.parse_args(argv)
-    adapter_set = convert(args.checkpoint, args.language, args.trailing_silence)
+    adapter_set = convert(args.checkpoint, args.language, args.trailing_silence, args.stop_repeats)
     adapter_set.save(args.out)
     print(f"wrote {args.out} ({adapter_set.size_bytes / 2**20:.0f} MiB)")
     return 0

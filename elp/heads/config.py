@@ -71,7 +71,9 @@ class DecoderConfig:
     the encoder's output on silence, stored with the set (``source_positions`` of them), as are the
     token strings below ``eot_id`` (``token_table_bytes`` of them, one per line). ``spoken_form``: answer
     as the CTC sets do (lower-case words, numbers spelt: ``elp.spoken_text``), so ``/asr`` reads one way
-    whatever set serves it; False keeps the decoder's casing, punctuation and digits."""
+    whatever set serves it; False keeps the decoder's casing, punctuation and digits. ``stop_repeats`` > 1:
+    a row whose output ends in the same span of 1-8 tokens that many times in a row ends there, the
+    span kept once (greedy decoding's loops); 0 = off."""
 
     kind: str = "whisper"
     layers: int = 6
@@ -86,10 +88,11 @@ class DecoderConfig:
     begin_suppress_ids: list[int] = field(default_factory=list)
     max_tokens_per_second: float = 6.0
     extra_tokens: int = 10
-    trailing_silence_s: float = 1.0
+    trailing_silence_s: float = 2.0
     language: str = "en"
     token_table_bytes: int = 0
     spoken_form: bool = True
+    stop_repeats: int = 0
 
     def __post_init__(self) -> None:
         if self.kind != "whisper":
@@ -103,5 +106,5 @@ class DecoderConfig:
             raise ConfigError("decoder token ids must lie inside its vocabulary")
         if not 0.0 <= self.trailing_silence_s <= 5.0 or self.max_tokens_per_second <= 0 or self.extra_tokens < 0:
             raise ConfigError("trailing_silence_s must be in [0, 5], max_tokens_per_second > 0, extra_tokens >= 0")
-        if self.token_table_bytes < 0:
-            raise ConfigError("token_table_bytes must be >= 0")
+        if self.token_table_bytes < 0 or self.stop_repeats == 1 or self.stop_repeats < 0:
+            raise ConfigError("token_table_bytes must be >= 0 and stop_repeats 0 or > 1")

@@ -23,6 +23,7 @@ from elp.spoken_text import normalise
 from elp.string_table import join_strings, split_strings
 
 FRAMES_PER_SECOND = 50  # Whisper encoder frames: 2 x 10 ms hops
+MAX_LOOP_SPAN = 8  # longest token span ``stop_repeats`` looks for
 
 
 def _whisper_decoder(config: DecoderConfig, d_model: int) -> nn.Module:
@@ -121,6 +122,23 @@ class WhisperDecoderHead(nn.Module):
         last = decoder.layer_norm(hidden[:, -1])
         return last @ decoder.embed_tokens.weight.t()
 
+    def _stop_loops(self, emitted: torch.Tensor, step: int, done: torch.Tensor) -> torch.Tensor:
+        """Rows whose output now ends in one span repeated ``stop_repeats`` times: keep the span once
+        (the repeats become -1) and end them."""
+        repeats = self.config.stop_repeats
+        stopped = torch.zeros_like(done)
+        for row in (~done).nonzero().flatten().tolist():
+            tokens = emitted[row, : step + 1].tolist()
+            for span in range(1, MAX_LOOP_SPAN + 1):
+                if len(tokens) < span * repeats:
+                    break
+                tail = tokens[-span * repeats:]
+                if all(tail[i] == tail[i % span] for i in range(len(tail))):
+                    emitted[row, step + 1 - span * (repeats - 1): step + 1] = -1.0
+                    stopped[row] = True
+                    break
+        return stopped
+
     def token_limits(self, lengths: torch.Tensor) -> list[int]:
         """Each row's most emitted tokens: proportional to its seconds, within the decoder's positions."""
         room = self.config.max_target_positions - len(self.config.prompt_ids)
@@ -155,6 +173,8 @@ class WhisperDecoderHead(nn.Module):
             ended = best == self.config.eot_id
             emitted[:, step] = torch.where(done | ended, torch.tensor(-1.0, device=device), best.float())
             done |= ended
+            if self.config.stop_repeats:
+                done |= self._stop_loops(emitted, step, done)
             if bool(done.all()):
                 break
             tokens = best.unsqueeze(1)

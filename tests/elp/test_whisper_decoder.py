@@ -147,3 +147,19 @@ def test_a_clip_filling_the_window_gets_only_the_zeros_that_fit(decoder_set, bac
     clip = seeded_waveform(29.9, seed=4)
     assert backbone.max_samples == 30 * 16000
     assert isinstance(model.predict([clip], ["asr-whisper"])[0].text, str)
+
+
+def test_a_row_repeating_one_span_ends_with_the_span_kept_once(decoder_set):
+    from elp.heads.seq2seq import WhisperDecoderHead
+
+    head = WhisperDecoderHead(decoder_config(stop_repeats=3), 32)
+    emitted = torch.tensor([[5.0, 7.0, 8.0, 7.0, 8.0, 7.0, 8.0, -1.0],   # "7 8" three times: loop
+                            [5.0, 7.0, 8.0, 7.0, 8.0, 9.0, 9.0, -1.0],   # no span three times in a row
+                            [6.0, 6.0, 6.0, -1.0, -1.0, -1.0, -1.0, -1.0]])  # already ended: untouched
+    done = torch.tensor([False, False, True])
+    stopped = head._stop_loops(emitted, 6, done)
+    assert stopped.tolist() == [True, False, False]
+    assert emitted[0].tolist() == [5.0, 7.0, 8.0, -1.0, -1.0, -1.0, -1.0, -1.0]
+    assert emitted[1, :7].tolist() == [5.0, 7.0, 8.0, 7.0, 8.0, 9.0, 9.0]
+    with pytest.raises(ConfigError, match="stop_repeats"):
+        decoder_config(stop_repeats=1)
