@@ -95,6 +95,7 @@ def load_backbone(
     else:
         backbone = Wav2Vec2FamilyBackbone(module, identity, _wants_waveform_normalization(name, config))
     backbone = backbone.to(device=device, dtype=dtype)
+    backbone.source = name
     if not quantization:
         return backbone
     calibration_path = find_calibration(backbone, name if Path(name).is_dir() else None)
@@ -104,6 +105,18 @@ def load_backbone(
             return backbone
     calibration = Int8Calibration.load(calibration_path, backbone) if calibration_path else None
     return quantize_backbone(backbone, quantization, calibration)
+
+
+def float32_copy(backbone: Backbone) -> Backbone | None:
+    """The float32 encoder a quantised ``backbone`` was made from, loaded again from its ``source``
+    (None when that is unknown or now holds other weights): for sets that must read float outputs."""
+    if backbone.source is None:
+        return None
+    try:
+        copy = load_backbone(backbone.source, device=backbone.device)
+    except BackboneLoadError:
+        return None
+    return copy.eval() if copy.identity.fingerprint == backbone.identity.fingerprint else None
 
 
 def auto_quantization(backbone: Backbone, calibration_path: Path | None) -> str | None:

@@ -84,6 +84,8 @@ class Backbone(nn.Module, ABC):
     quantization: str | None = None
     #: where the int8 scheme's activation calibration came from (``None``: none used)
     int8_calibration: str | None = None
+    #: the folder or hub id ``load_backbone`` read (a float32 copy can be made from it); None if unknown
+    source: str | None = None
     #: one of ``FRONT_END_MODES``: "auto" (the family's measured default on its device), "batched"
     #: (one call for the padded batch) or "per_row" (a loop over rows: the reference)
     front_end_mode: str = "auto"

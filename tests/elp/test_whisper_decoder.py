@@ -163,3 +163,40 @@ def test_a_row_repeating_one_span_ends_with_the_span_kept_once(decoder_set):
     assert emitted[1, :7].tolist() == [5.0, 7.0, 8.0, 7.0, 8.0, 9.0, 9.0]
     with pytest.raises(ConfigError, match="stop_repeats"):
         decoder_config(stop_repeats=1)
+
+
+def features_read(model: MultiAdapterModel, clips: list, keys: list[str], head) -> list[torch.Tensor]:
+    """What ``head`` is given during one ``predict`` (its rows' encoder output), and the answers."""
+    seen: list[torch.Tensor] = []
+    handle = head.register_forward_hook(lambda module, args, out: seen.append(args[0].clone()))
+    try:
+        answers = model.predict(clips, keys)
+    finally:
+        handle.remove()
+    return seen, answers
+
+
+def test_on_an_int8_encoder_decoder_rows_read_a_float32_copy_and_the_others_int8(whisper_dir, decoder_set):
+    clips = [seeded_waveform(seconds, seed=seed) for seed, seconds in enumerate((1.3, 0.9, 2.0))]
+    ctc_set = make_random_adapter_set(load_backbone(whisper_dir), "asr", seed=2)
+    float_model = MultiAdapterModel(load_backbone(whisper_dir))
+    float_model.add_adapter_set("asr-whisper", decoder_set)
+    int8_only = MultiAdapterModel(load_backbone(whisper_dir, quantization="int8"))
+    int8_only.add_adapter_set("asr-ctc", ctc_set)
+    model = MultiAdapterModel(load_backbone(whisper_dir, quantization="int8"))
+    model.add_adapter_set("asr-ctc", ctc_set)
+    model.add_adapter_set("asr-whisper", decoder_set)
+    assert model._float_copy and model._float_copy["encoder"].quantization is None
+    head = decoder_set.head
+    mixed_seen, mixed = features_read(model, clips, ["asr-whisper", "asr-ctc", "asr-whisper"], head)
+    for position, row in enumerate((0, 2)):  # the head sees its set's rows only, padded to the longest
+        float_seen, alone = features_read(float_model, [clips[row]], ["asr-whisper"], head)
+        frames = float_seen[0].shape[1]
+        assert torch.equal(mixed_seen[0][position, :frames], float_seen[0][0])
+        assert mixed[row].text == alone[0].text
+    padded = torch.cat([clips[0], torch.zeros(round(decoder_set.config.decoder.trailing_silence_s * 16000))])
+    int8_features = model.encode(padded[None], torch.tensor([padded.numel()]), ["asr-ctc"]).hidden_states[-1][0]
+    assert not torch.allclose(int8_features, mixed_seen[0][0, : int8_features.shape[0]])  # int8 would differ
+    assert mixed[1].text == int8_only.predict([clips[1]], ["asr-ctc"])[0].text
+    model.remove_adapter_set("asr-whisper")
+    assert not model._float_copy  # freed with the last decoder set
