@@ -142,13 +142,16 @@ class MultiAdapterModel(nn.Module):
         cost accuracy (asr-whisper card: human CER 7.2% -> 9.7%); every other set keeps the int8 encoder."""
         from elp.backbones import float32_copy
 
-        if not self._float_copy and (copy := float32_copy(self.backbone)) is not None:
-            self._float_copy["encoder"] = copy
-            log.info("adapter set %r reads a float32 copy of the %s encoder", key, self.backbone.quantization)
-        elif not self._float_copy:
+        if self._float_copy:
+            return
+        copy = float32_copy(self.backbone)
+        if copy is None:
             log.warning("adapter set %r: no float32 copy of the %s encoder (source %r): its decoder reads the "
                         "quantised one and makes more errors; serve it with ELP_DTYPE=float32",
                         key, self.backbone.quantization, self.backbone.source)
+            return
+        self._float_copy["encoder"] = copy
+        log.info("adapter set %r reads a float32 copy of the %s encoder", key, self.backbone.quantization)
 
     def _encoder_for(self, adapter_keys: list[str]) -> Backbone:
         """The float32 copy for a call whose one row is a decoder set's, else the backbone."""

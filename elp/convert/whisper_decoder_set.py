@@ -25,6 +25,7 @@ from elp.backbones.base import Backbone
 from elp.config import AdapterSetConfig
 from elp.heads.config import DecoderConfig
 from elp.heads.seq2seq import WhisperDecoderHead
+from elp.model import MultiAdapterModel
 
 SPECIAL_PROMPT = ("<|startoftranscript|>", "<|{language}|>", "<|transcribe|>", "<|notimestamps|>")
 DESCRIPTION = ("Speech recognition by the Whisper checkpoint's own pretrained decoder (greedy) on the shared "
@@ -32,17 +33,14 @@ DESCRIPTION = ("Speech recognition by the Whisper checkpoint's own pretrained de
 
 
 @torch.inference_mode()
-def silence_frames(backbone: Backbone) -> torch.Tensor:
-    """The encoder's last-layer output on a whole window of zeros (Whisper's 30 s), (positions, hidden)."""
+def silence_frames(backbone: Backbone, adapter_set: AdapterSet) -> torch.Tensor:
+    """The encoder's last-layer output on a whole window of zeros (Whisper's 30 s), (positions, hidden),
+    by the served encoder pass itself (``MultiAdapterModel.encode`` for the set's rows)."""
     samples = backbone.max_samples
-    waves, lengths = torch.zeros(1, samples, device=backbone.device), torch.tensor([samples], device=backbone.device)
-    frames, frame_lengths = backbone.front_end(waves, lengths)
-    valid = torch.ones(frames.shape[:2], dtype=torch.bool, device=frames.device)
-    hidden = backbone.before_layers(frames, valid)
-    state = backbone.attention_state(hidden, valid)
-    for index, layer in enumerate(backbone.encoder_layers()):
-        hidden = backbone.run_layer(index, layer, hidden, state)
-    return backbone.after_layers(hidden)[0, : int(frame_lengths[0])].float().cpu()
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("decoder", adapter_set)
+    encoded = model.encode(torch.zeros(1, samples), torch.tensor([samples]), ["decoder"])
+    return encoded.hidden_states[-1][0, : int(encoded.lengths[0])].float().cpu()
 
 
 def build_decoder_set(whisper_decoder: nn.Module, backbone: Backbone, tokens: list[str], decoder: DecoderConfig,
@@ -56,7 +54,7 @@ def build_decoder_set(whisper_decoder: nn.Module, backbone: Backbone, tokens: li
     head = adapter_set.head
     assert isinstance(head, WhisperDecoderHead)
     head.decoder.load_state_dict(whisper_decoder.state_dict())
-    head.silence.copy_(silence_frames(backbone))
+    head.silence.copy_(silence_frames(backbone, adapter_set))
     head.set_tokens(tokens)
     return adapter_set.eval()
 

@@ -86,14 +86,15 @@ class WhisperDecoderHead(nn.Module):
         total = self.config.source_positions
         frames = features[:, :total].to(self.silence.dtype)
         spans = [min(int(length), total) for length in lengths.tolist()]
+
+        def spliced(real: torch.Tensor, silent: torch.Tensor) -> torch.Tensor:
+            return torch.cat([torch.cat([real[row:row + 1, :, :span], silent[:, :, span:]], dim=2)
+                              for row, span in enumerate(spans)])
+
         states = []
         for layer, (silent_k, silent_v) in zip(self.decoder.layers, self._silence_keys(), strict=True):
             real_k, real_v = self._cross_kv(layer, frames)
-            keys = torch.cat([torch.cat([real_k[row:row + 1, :, :span], silent_k[:, :, span:]], dim=2)
-                              for row, span in enumerate(spans)])
-            values = torch.cat([torch.cat([real_v[row:row + 1, :, :span], silent_v[:, :, span:]], dim=2)
-                                for row, span in enumerate(spans)])
-            states.append((keys, values))
+            states.append((spliced(real_k, silent_k), spliced(real_v, silent_v)))
         return states
 
     def _step(self, tokens: torch.Tensor, start: int, cache: list[list[torch.Tensor]],
@@ -159,6 +160,7 @@ class WhisperDecoderHead(nn.Module):
         prompt = torch.tensor(self.config.prompt_ids, device=device).expand(batch, -1)
         suppress, begin_suppress = (ids.to(device) for ids in self._suppress)
         emitted = torch.full((batch, max(limits)), -1.0, device=device)
+        row_limits = torch.tensor(limits, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         tokens, position = prompt, 0
         for step in range(max(limits)):
@@ -168,8 +170,7 @@ class WhisperDecoderHead(nn.Module):
             if step == 0:
                 logits[:, begin_suppress] = float("-inf")
             best = logits.argmax(dim=-1)
-            limit_reached = torch.tensor([step >= limit for limit in limits], device=device)
-            done |= limit_reached
+            done |= row_limits <= step
             ended = best == self.config.eot_id
             emitted[:, step] = torch.where(done | ended, torch.tensor(-1.0, device=device), best.float())
             done |= ended

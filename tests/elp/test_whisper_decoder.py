@@ -165,7 +165,7 @@ def test_a_row_repeating_one_span_ends_with_the_span_kept_once(decoder_set):
         decoder_config(stop_repeats=1)
 
 
-def features_read(model: MultiAdapterModel, clips: list, keys: list[str], head) -> list[torch.Tensor]:
+def features_read(model: MultiAdapterModel, clips: list, keys: list[str], head) -> tuple[list[torch.Tensor], list]:
     """What ``head`` is given during one ``predict`` (its rows' encoder output), and the answers."""
     seen: list[torch.Tensor] = []
     handle = head.register_forward_hook(lambda module, args, out: seen.append(args[0].clone()))
