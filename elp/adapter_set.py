@@ -191,6 +191,9 @@ class AdapterSet(nn.Module):
     # ----------------------------------------------------------------- save / load
     def to_bytes(self) -> tuple[bytes, bytes]:
         """(config JSON, safetensors) with the weights' sha256 recorded in the config."""
+        if getattr(self.head, "quantized", False):
+            raise ConfigError("this set's decoder runs in int8 for serving and has no float weights to save; "
+                              "save the set as loaded from its folder")
         tensors = {name: t.detach().to("cpu").contiguous() for name, t in self.state_dict().items()}
         weights = save_safetensors_bytes(tensors, metadata={"format": "elp-adapter-set"})
         self.config.weights_sha256 = hashlib.sha256(weights).hexdigest()

@@ -33,8 +33,9 @@ from torch import nn
 
 from elp.adapter_set import AdapterSet
 from elp.backbones.base import Backbone, lengths_to_mask
+from elp.decoder_rows import DecoderRows
 from elp.errors import ELPError
-from elp.heads.prosody import SAMPLE_RATE, prosody_features
+from elp.heads.prosody import prosody_features
 from elp.host_staging import PinnedBatchStaging
 from elp.routing import WeightStacks, gathered_apply, row_slots
 from elp.text_intent.branch import pack_row
@@ -114,17 +115,15 @@ class MultiAdapterModel(nn.Module):
         self._routing_state = threading.local()
         self._staging = PinnedBatchStaging()  # a GPU backbone's batches, one pinned buffer per thread
         self._hooks = [self._install_hooks(i, layer) for i, layer in enumerate(backbone.encoder_layers())]
-        # a float32 copy of a quantised encoder for the rows of decoder sets (a plain dict: not a submodule)
-        self._float_copy: dict[str, Backbone] = {}
+        self.decoder_rows = DecoderRows(backbone)  # trailing zeros, float32 encoder copy, int8 shortlist
         self.eval()  # serving is the default; the training loop calls train() itself
 
     # ----------------------------------------------------------------- adapter registry
     def add_adapter_set(self, key: str, adapter_set: AdapterSet) -> None:
         """Register a set; refused (``BackboneMismatchError``) if trained for another backbone."""
         self.backbone.identity.check_compatible(adapter_set.backbone_identity)
-        if adapter_set.config.decoder is not None and self.backbone.quantization:
-            self._add_float_copy(key)
         self.adapter_sets[key] = adapter_set.to(device=self.backbone.device, dtype=self.backbone.dtype)
+        self.decoder_rows.added(key, adapter_set)
         adapter_set.train(self.training)
         # taken once, as registered; only used in eval mode, where the weights do not move
         self._signatures[key] = adapter_set.backbone_change_signature()
@@ -133,32 +132,7 @@ class MultiAdapterModel(nn.Module):
         del self.adapter_sets[key]
         self._signatures.pop(key, None)
         self._stacks.clear()  # free stacked copies of the removed set's weights now
-        if not any(s.config.decoder is not None for s in self.adapter_sets.values()):
-            self._float_copy.clear()
-
-    def _add_float_copy(self, key: str) -> None:
-        """Give a decoder set's rows a float32 copy of the quantised encoder (~4 bytes a parameter): a
-        pretrained decoder reads the encoder's output as it was trained on, and int8 moves it enough to
-        cost accuracy (asr-whisper card: human CER 7.2% -> 9.7%); every other set keeps the int8 encoder."""
-        from elp.backbones import float32_copy
-
-        if self._float_copy:
-            return
-        copy = float32_copy(self.backbone)
-        if copy is None:
-            log.warning("adapter set %r: no float32 copy of the %s encoder (source %r): its decoder reads the "
-                        "quantised one and makes more errors; serve it with ELP_DTYPE=float32",
-                        key, self.backbone.quantization, self.backbone.source)
-            return
-        self._float_copy["encoder"] = copy
-        log.info("adapter set %r reads a float32 copy of the %s encoder", key, self.backbone.quantization)
-
-    def _encoder_for(self, adapter_keys: list[str]) -> Backbone:
-        """The float32 copy for a call whose one row is a decoder set's, else the backbone."""
-        copy = self._float_copy.get("encoder")
-        if copy is not None and len(adapter_keys) == 1 and self.adapter_sets[adapter_keys[0]].config.decoder:
-            return copy
-        return self.backbone
+        self.decoder_rows.removed(self.adapter_sets)
 
     @property
     def adapter_keys(self) -> list[str]:
@@ -290,7 +264,8 @@ class MultiAdapterModel(nn.Module):
         return EncoderOutput(states, torch.cat([row.lengths for row in rows]))
 
     def _encode_batch(self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str]) -> EncoderOutput:
-        encoder = self._encoder_for(adapter_keys)  # no hooks on a float copy: its sets have no E-adapters
+        # a decoder row may read a float32 copy (no hooks on it: decoder sets have no E-adapters)
+        encoder = self.decoder_rows.encoder_for(adapter_keys, self.adapter_sets)
         device = encoder.device
         waveforms, lengths = waveforms.to(device), lengths.to(device)
         groups = self._groups(adapter_keys)
@@ -377,7 +352,8 @@ class MultiAdapterModel(nn.Module):
         thread runs the next batch."""
         if len(waveforms) != len(adapter_keys):
             raise ELPError("one adapter key per waveform is required")
-        batch, lengths = self._padded_batch(self._with_trailing_silence(waveforms, adapter_keys))
+        batch, lengths = self._padded_batch(
+            self.decoder_rows.with_trailing_silence(waveforms, adapter_keys, self.adapter_sets))
         rows: list[RowOutput | None] = [None] * len(waveforms)
         for key, group in self.forward(batch, lengths, adapter_keys, with_text=True).items():
             task = self.adapter_sets[key].config.task
@@ -391,19 +367,6 @@ class MultiAdapterModel(nn.Module):
                     output = pack_row(output, text[position, : frame_counts[position]])
                 rows[row] = RowOutput(task, key, output.clone())  # its own storage: it may be pickled
         return [row for row in rows if row is not None]
-
-    def _with_trailing_silence(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[torch.Tensor]:
-        """Rows of a decoder set end in the set's zeros (its decoder learnt on speech followed by
-        padding), as many as fit in the encoder's window."""
-        rows = []
-        room = self.backbone.max_samples
-        for waveform, key in zip(waveforms, adapter_keys, strict=True):
-            decoder = self.adapter_sets[key].config.decoder
-            zeros = round(decoder.trailing_silence_s * SAMPLE_RATE) if decoder is not None else 0
-            if room is not None:
-                zeros = max(0, min(zeros, room - waveform.shape[-1]))
-            rows.append(F.pad(waveform, (0, zeros)) if zeros else waveform)
-        return rows
 
     def _padded_batch(self, waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """The padded batch and its lengths: on a CUDA backbone already there, copied from pinned

@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plots", default="results/plots")
     p.add_argument("--max-clips", type=int, default=0, help="evaluate on the first N clips only")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "int8", "auto"],
+                   help="the encoder as served: int8 / auto quantise it on CPUs (the server's ELP_DTYPE)")
     suites = p.add_argument_group("held-out suites (training.suites)")
     suites.add_argument("--suite", choices=["near", "far", "human", "all"], action="append",
                         help="report near / far / human side by side (repeatable; 'all' = every suite)")
@@ -71,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    model = MultiAdapterModel(load_backbone(args.backbone, device=args.device))
+    quantization = None if args.dtype == "float32" else args.dtype
+    model = MultiAdapterModel(load_backbone(args.backbone, device=args.device, quantization=quantization))
     if args.suite:
         return run_suites(model, args, argv)
     results = []

@@ -115,6 +115,33 @@ class SmoothedInt8Linear(nn.Module):
         return torch.ops.quantized.linear_dynamic(inputs, packed, reduce_range=self.reduce_range)
 
 
+class RowwiseInt8Linear(nn.Module):
+    """An int8 ``Linear`` (per-channel weights, see ``SmoothedInt8Linear``) that quantises each batch row
+    in a call of its own: dynamic int8 picks one activation scale per call, so a row's output is then
+    bit for bit the one it gets alone, whatever its batch-mates. For layers that read few rows per call
+    (a decoder's token steps), where the int8 weights, 4x fewer bytes, are what makes them faster."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, full_range: bool,
+                 input_max: torch.Tensor | None = None) -> None:
+        super().__init__()
+        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        with torch.no_grad():
+            linear.weight.copy_(weight.detach().float())
+            if bias is not None:
+                linear.bias.copy_(bias.detach().float())
+        scale = None if input_max is None else smoothing_factors(input_max, linear.weight)
+        with _quiet_deprecations():
+            self.linear = SmoothedInt8Linear(linear, scale, full_range)
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, full_range: bool, input_max: torch.Tensor | None = None
+                    ) -> RowwiseInt8Linear:
+        return cls(linear.weight, linear.bias, full_range, input_max)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.linear(inputs[row:row + 1]) for row in range(inputs.shape[0])])
+
+
 class Int8Conv1d(nn.Module):
     """A padding-free, ungrouped ``Conv1d`` (B, C, T) -> (B, O, T') as int8 Linear over its windows.
 

@@ -24,6 +24,9 @@ from elp.string_table import join_strings, split_strings
 
 FRAMES_PER_SECOND = 50  # Whisper encoder frames: 2 x 10 ms hops
 MAX_LOOP_SPAN = 8  # longest token span ``stop_repeats`` looks for
+#: input channels of the vocabulary projection kept in float32 by the int8 shortlist (speed only:
+#: 32 gave Whisper base a median of 19 candidates a token against 2,282 with none, 10 corpus training clips)
+EXACT_CHANNELS = 32
 
 
 def _whisper_decoder(config: DecoderConfig, d_model: int) -> nn.Module:
@@ -54,6 +57,69 @@ class WhisperDecoderHead(nn.Module):
         self.register_buffer("token_table", torch.zeros(config.token_table_bytes, dtype=torch.uint8))
         self.heads = config.heads
         self._silence_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        #: the vocabulary projection in int8 (``quantize_int8``); None: the tied float embedding
+        self.logit_projection: nn.Module | None = None
+        self.int8_parts: tuple[str, ...] = ()
+        #: int8 shortlist + float32 rescoring of the vocabulary projection (``use_int8_shortlist``):
+        #: serving state derived from the weights, kept out of the module tree and so of the saved set
+        self.__dict__["shortlist"] = None
+
+    # -------------------------------------------------------------------- int8 token steps
+    #: the Linears every token step reads; the cross-attention keys/values (once a request) stay float
+    STEP_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+                    "encoder_attn.q_proj", "encoder_attn.out_proj", "fc1", "fc2")
+
+    def use_int8_shortlist(self, full_range: bool) -> None:
+        """Pick each greedy token from an int8 shortlist rescored in float32 (``elp.heads.shortlist``):
+        the same tokens as the float32 projection, reading mostly int8 weights (CPU only). Idempotent."""
+        from elp.heads.shortlist import Int8Shortlist
+
+        if self.shortlist is None and self.logit_projection is None:
+            norm = self.decoder.layer_norm  # its output feeds the projection: 4 sd of a normalised value
+            likely_peak = 4 * norm.weight.detach().abs() + norm.bias.detach().abs()
+            outlying = likely_peak.topk(min(EXACT_CHANNELS, likely_peak.numel())).indices
+            self.__dict__["shortlist"] = Int8Shortlist(self.decoder.embed_tokens.weight, full_range, outlying)
+
+    def use_float_projection(self) -> None:
+        """Drop the shortlist: every token from the full float32 projection (benchmarks compare them)."""
+        self.__dict__["shortlist"] = None
+
+    #: what ``quantize_int8`` can put in int8: the layers' step Linears, the vocabulary projection
+    INT8_PARTS = ("layers", "logits")
+
+    @property
+    def quantized(self) -> bool:
+        """Token steps in int8 (``quantize_int8``): their float weights are gone, so the set is not saved."""
+        return self.int8_parts != ()
+
+    def quantize_int8(self, full_range: bool, parts: tuple[str, ...] = INT8_PARTS,
+                      input_maxima: dict[str, torch.Tensor] | None = None) -> None:
+        """Run ``parts`` of the token steps in int8, in place (CPU only): the layers' Linears and/or
+        the vocabulary projection.
+
+        Why: at a few rows a step the decoder is bound by reading its weights (~200 MB in float32 for
+        Whisper base, half of it the vocabulary projection); int8 reads a quarter of that. Each row is
+        quantised alone (``RowwiseInt8Linear``), so a row's tokens do not depend on its batch-mates. The
+        replaced float weights are dropped: such a head serves but is not saved (``AdapterSet.to_bytes``)."""
+        from elp.backbones.quantize import RowwiseInt8Linear
+
+        if self.int8_parts or not parts:
+            return
+        if unknown := set(parts) - set(self.INT8_PARTS):
+            raise ValueError(f"unknown int8 parts {sorted(unknown)}; known: {self.INT8_PARTS}")
+        maxima = input_maxima or {}
+        if "layers" in parts:
+            for index, layer in enumerate(self.decoder.layers):
+                for name in self.STEP_LINEARS:
+                    owner_name, _, child = name.rpartition(".")
+                    owner = layer.get_submodule(owner_name) if owner_name else layer
+                    setattr(owner, child, RowwiseInt8Linear.from_linear(getattr(owner, child), full_range,
+                                                                        maxima.get(f"{index}.{name}")))
+        if "logits" in parts:
+            self.__dict__["shortlist"] = None  # the approximate int8 logits replace the exact shortlist
+            self.logit_projection = RowwiseInt8Linear(self.decoder.embed_tokens.weight, None, full_range,
+                                                      maxima.get("logits"))
+        self.int8_parts = tuple(parts)
 
     # -------------------------------------------------------------------- token strings
     def set_tokens(self, tokens: list[str]) -> None:
@@ -99,7 +165,8 @@ class WhisperDecoderHead(nn.Module):
 
     def _step(self, tokens: torch.Tensor, start: int, cache: list[list[torch.Tensor]],
               cross: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Logits of the last position after feeding ``tokens`` (b, n) at positions start..start+n."""
+        """The final-norm hidden state (b, d) of the last position after feeding ``tokens`` (b, n) at
+        positions start..start+n: ``_logits`` / ``_next_tokens`` read it."""
         decoder = self.decoder
         positions = decoder.embed_positions.weight[start:start + tokens.shape[1]]
         hidden = decoder.embed_tokens(tokens) + positions
@@ -120,8 +187,19 @@ class WhisperDecoderHead(nn.Module):
             hidden = hidden + attention.out_proj(mixed.transpose(1, 2).flatten(2))
             normed = layer.final_layer_norm(hidden)
             hidden = hidden + layer.fc2(F.gelu(layer.fc1(normed)))
-        last = decoder.layer_norm(hidden[:, -1])
-        return last @ decoder.embed_tokens.weight.t()
+        return decoder.layer_norm(hidden[:, -1])
+
+    def _logits(self, last: torch.Tensor) -> torch.Tensor:
+        """Every token's logit (b, V): the int8 projection if ``quantize_int8`` made one, else float32."""
+        if self.logit_projection is not None:
+            return self.logit_projection(last).float()
+        return (last @ self.decoder.embed_tokens.weight.t()).float()
+
+    def _next_tokens(self, last: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+        """Greedy tokens (b,): the float32 argmax over the tokens not ``blocked`` (V,) bool."""
+        if self.shortlist is not None:
+            return self.shortlist(last, self.decoder.embed_tokens.weight, blocked)
+        return self._logits(last).masked_fill(blocked, float("-inf")).argmax(dim=-1)
 
     def _stop_loops(self, emitted: torch.Tensor, step: int, done: torch.Tensor) -> torch.Tensor:
         """Rows whose output now ends in one span repeated ``stop_repeats`` times: keep the span once
@@ -147,9 +225,13 @@ class WhisperDecoderHead(nn.Module):
         return [min(room, int(int(length) * rate) + self.config.extra_tokens) for length in lengths.tolist()]
 
     @functools.cached_property
-    def _suppress(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.tensor(self.config.suppress_ids, dtype=torch.long),
-                torch.tensor(self.config.begin_suppress_ids, dtype=torch.long))
+    def _blocked(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Masks (V,) of the tokens greedy decoding never emits: at every step, and at the first."""
+        blocked = torch.zeros(self.config.vocab_size, dtype=torch.bool)
+        blocked[self.config.suppress_ids] = True
+        first = blocked.clone()
+        first[self.config.begin_suppress_ids] = True
+        return blocked, first
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor,
                 prosody: torch.Tensor | None = None) -> torch.Tensor:
@@ -158,18 +240,15 @@ class WhisperDecoderHead(nn.Module):
         cross = self._cross_states(features, lengths)
         cache: list[list[torch.Tensor]] = [[] for _ in self.decoder.layers]
         prompt = torch.tensor(self.config.prompt_ids, device=device).expand(batch, -1)
-        suppress, begin_suppress = (ids.to(device) for ids in self._suppress)
+        blocked, first_blocked = (mask.to(device) for mask in self._blocked)
         emitted = torch.full((batch, max(limits)), -1.0, device=device)
         row_limits = torch.tensor(limits, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         tokens, position = prompt, 0
         for step in range(max(limits)):
-            logits = self._step(tokens, position, cache, cross).float()
+            last = self._step(tokens, position, cache, cross)
             position += tokens.shape[1]
-            logits[:, suppress] = float("-inf")
-            if step == 0:
-                logits[:, begin_suppress] = float("-inf")
-            best = logits.argmax(dim=-1)
+            best = self._next_tokens(last, first_blocked if step == 0 else blocked)
             done |= row_limits <= step
             ended = best == self.config.eot_id
             emitted[:, step] = torch.where(done | ended, torch.tensor(-1.0, device=device), best.float())

@@ -18,6 +18,7 @@ from elp.backbones.calibration import (
     linear_input_maxima,
 )
 from elp.backbones.quantize import (
+    RowwiseInt8Linear,
     SmoothedInt8Linear,
     cpu_has_vnni,
     int8_kernels_work,
@@ -124,6 +125,21 @@ def test_smoothing_is_exact_in_float_and_shrinks_int8_error_on_an_outlier_channe
     assert eight_bit < 0.75 * seven_bit  # 8-bit activations alone
     assert smoothed < 0.5 * eight_bit  # smoothing on top
     assert smoothed < 0.02
+
+
+def test_rowwise_int8_linear_gives_each_row_its_answer_alone():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(48, 24)
+    inputs = torch.randn(3, 2, 48)
+    inputs[0] *= 30.0  # a loud row: one scale for the call would coarsen the quiet rows' steps
+    rowwise = RowwiseInt8Linear.from_linear(linear, full_range=True)
+    with torch.no_grad():
+        batched = rowwise(inputs)
+        for row in range(3):
+            assert torch.equal(batched[row:row + 1], rowwise(inputs[row:row + 1]))
+            assert _relative_error(batched[row], linear(inputs[row])) < 0.02
+        one_call = SmoothedInt8Linear(linear, None, full_range=True)(inputs)
+    assert not torch.equal(one_call[1:], batched[1:])  # one scale per call would move the quiet rows
 
 
 def test_calibration_is_deterministic_and_round_trips(backbone_dirs, tmp_path):

@@ -13,6 +13,7 @@ from elp.convert.whisper_decoder_set import build_decoder_set
 from elp.errors import ConfigError
 from elp.heads.config import DecoderConfig
 from elp.heads.seq2seq import detokenize
+from elp.heads.shortlist import Int8Shortlist
 from elp.testing import make_random_adapter_set, seeded_waveform
 
 EOT = 50
@@ -165,6 +166,78 @@ def test_a_row_repeating_one_span_ends_with_the_span_kept_once(decoder_set):
         decoder_config(stop_repeats=1)
 
 
+def test_int8_token_steps_answer_each_row_as_alone_and_stay_near_the_float_decoder(whisper, backbone):
+    float_set = build_decoder_set(whisper.model.decoder, backbone, TOKENS, decoder_config())
+    int8_set = build_decoder_set(whisper.model.decoder, backbone, TOKENS, decoder_config())
+    int8_set.head.quantize_int8(full_range=True)
+    assert int8_set.head.quantized and not float_set.head.quantized
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(3, 90, 32, generator=generator)
+    lengths = torch.tensor([90, 40, 65])
+    with torch.inference_mode():
+        batched = int8_set.head(features, lengths)
+        for row, length in enumerate(lengths.tolist()):  # bit for bit the answer it gets alone
+            alone = int8_set.head(features[row:row + 1, :length], lengths[row:row + 1])
+            assert torch.equal(batched[row, : alone.shape[1]], alone[0])
+            assert bool((batched[row, alone.shape[1]:] == -1).all())
+        cross = [int8_set.head._cross_states(features, lengths), float_set.head._cross_states(features, lengths)]
+        prompt = torch.tensor(decoder_config().prompt_ids).expand(3, -1)
+        int8_logits, float_logits = (set_.head._logits(set_.head._step(prompt, 0, [[]], states))
+                                     for set_, states in zip((int8_set, float_set), cross, strict=True))
+    error = (int8_logits - float_logits).norm() / float_logits.norm()
+    assert 0 < error < 0.05  # int8 moves the logits a little, no more
+    assert int8_set.head.decoder.layers[0].fc1.__class__.__name__ == "RowwiseInt8Linear"
+    with pytest.raises(ConfigError, match="int8"):
+        int8_set.to_bytes()
+
+
+def test_the_int8_shortlist_picks_the_float32_tokens(whisper, backbone, tmp_path):
+    plain = build_decoder_set(whisper.model.decoder, backbone, TOKENS, decoder_config())
+    shortlisted = build_decoder_set(whisper.model.decoder, backbone, TOKENS, decoder_config())
+    shortlisted.head.use_int8_shortlist(full_range=True)
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(4, 100, 32, generator=generator)
+    lengths = torch.tensor([100, 30, 70, 55])
+    with torch.inference_mode():
+        assert torch.equal(shortlisted.head(features, lengths), plain.head(features, lengths))
+    shortlisted.save(tmp_path / "set")  # serving state is not saved
+    assert AdapterSet.load(tmp_path / "set").head.shortlist is None
+
+
+@pytest.mark.parametrize(("full_range", "exact_channels"), [(True, None), (False, None), (True, [3, 10])])
+def test_the_shortlist_bound_holds_and_its_argmax_is_the_float_argmax(full_range, exact_channels):
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(500, 48, generator=generator) * 0.1
+    weight[7] = weight[8] + 1e-4  # a near-tie the int8 logits cannot tell apart
+    inputs = torch.randn(6, 48, generator=generator)
+    inputs[:, 3] = 25.0  # an outlying channel: coarse activation steps, wide bounds
+    inputs[5] = inputs[5] + weight[7] * 40  # the near-tied pair on top of one row
+    channels = None if exact_channels is None else torch.tensor(exact_channels)
+    shortlist = Int8Shortlist(weight, full_range, channels)
+    blocked = torch.zeros(500, dtype=torch.bool)
+    blocked[[1, 2]] = True
+    exact = inputs @ weight.t()
+    with torch.no_grad():
+        approx, bound = shortlist.approximate(inputs)
+    assert bool(((exact - approx).abs() <= bound).all())
+    exact = exact.masked_fill(blocked, float("-inf"))
+    assert int(exact[5].argmax()) in (7, 8)
+    assert torch.equal(shortlist(inputs, weight, blocked), exact.argmax(1))
+    tight = Int8Shortlist(weight, full_range, channels, max_candidates=1)  # long shortlists: full float32
+    assert torch.equal(tight(inputs, weight, blocked), exact.argmax(1)) and tight.full_rows > 0
+
+
+def test_exact_channels_narrow_the_bounds():
+    generator = torch.Generator().manual_seed(4)
+    weight = torch.randn(300, 32, generator=generator) * 0.1
+    inputs = torch.randn(4, 32, generator=generator)
+    inputs[:, 5] = 40.0
+    with torch.no_grad():
+        _, wide = Int8Shortlist(weight, True).approximate(inputs)
+        _, narrow = Int8Shortlist(weight, True, torch.tensor([5])).approximate(inputs)
+    assert float(narrow.median()) < 0.5 * float(wide.median())
+
+
 def features_read(model: MultiAdapterModel, clips: list, keys: list[str], head) -> tuple[list[torch.Tensor], list]:
     """What ``head`` is given during one ``predict`` (its rows' encoder output), and the answers."""
     seen: list[torch.Tensor] = []
@@ -176,7 +249,8 @@ def features_read(model: MultiAdapterModel, clips: list, keys: list[str], head) 
     return seen, answers
 
 
-def test_on_an_int8_encoder_decoder_rows_read_a_float32_copy_and_the_others_int8(whisper_dir, decoder_set):
+def test_on_an_int8_encoder_decoder_rows_read_a_float32_copy_and_the_others_int8(whisper_dir, whisper, backbone):
+    decoder_set = build_decoder_set(whisper.model.decoder, backbone, TOKENS, decoder_config())  # its own: changed
     clips = [seeded_waveform(seconds, seed=seed) for seed, seconds in enumerate((1.3, 0.9, 2.0))]
     ctc_set = make_random_adapter_set(load_backbone(whisper_dir), "asr", seed=2)
     float_model = MultiAdapterModel(load_backbone(whisper_dir))
@@ -186,7 +260,8 @@ def test_on_an_int8_encoder_decoder_rows_read_a_float32_copy_and_the_others_int8
     model = MultiAdapterModel(load_backbone(whisper_dir, quantization="int8"))
     model.add_adapter_set("asr-ctc", ctc_set)
     model.add_adapter_set("asr-whisper", decoder_set)
-    assert model._float_copy and model._float_copy["encoder"].quantization is None
+    assert model.decoder_rows.float_copy is not None and model.decoder_rows.float_copy.quantization is None
+    assert decoder_set.head.shortlist is not None and not decoder_set.head.quantized  # float steps, int8 shortlist
     head = decoder_set.head
     mixed_seen, mixed = features_read(model, clips, ["asr-whisper", "asr-ctc", "asr-whisper"], head)
     for position, row in enumerate((0, 2)):  # the head sees its set's rows only, padded to the longest
@@ -199,4 +274,4 @@ def test_on_an_int8_encoder_decoder_rows_read_a_float32_copy_and_the_others_int8
     assert not torch.allclose(int8_features, mixed_seen[0][0, : int8_features.shape[0]])  # int8 would differ
     assert mixed[1].text == int8_only.predict([clips[1]], ["asr-ctc"])[0].text
     model.remove_adapter_set("asr-whisper")
-    assert not model._float_copy  # freed with the last decoder set
+    assert model.decoder_rows.float_copy is None  # freed with the last decoder set
