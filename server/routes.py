@@ -68,6 +68,16 @@ class _Clock:
                 "inference": round(inference_ms, 3), "total": round(total, 3)}
 
 
+def _chosen_adapter(request: Request, form_value: str | None) -> str | None:
+    """The ``adapter`` form field, or the same name in the query string (``/asr?adapter=...``, which users
+    write and which would otherwise be ignored silently, answering with the default set); both, and
+    different: refused."""
+    query_value = request.query_params.get("adapter")
+    if query_value is not None and form_value is not None and query_value != form_value:
+        raise InvalidRequestError(f"'adapter' is {form_value!r} in the form and {query_value!r} in the query")
+    return form_value if form_value is not None else query_value
+
+
 async def _decode_and_lease(
     service: InferenceService, task: str, adapter: str | None, uploads: list[tuple[str, UploadFile]], clock: _Clock
 ) -> tuple[list[DecodedAudio], AdapterLease]:
@@ -153,7 +163,7 @@ def task_handler(spec: TaskSpec) -> Any:
         clock = _Clock()
         uploads = [("file", file)] + [(clip.name, form[clip.name]) for clip in spec.extra_clips
                                       if form.get(clip.name) is not None]
-        clips, lease = await _decode_and_lease(service, spec.name, adapter, uploads, clock)
+        clips, lease = await _decode_and_lease(service, spec.name, _chosen_adapter(request, adapter), uploads, clock)
         with lease:
             entry = lease.entry
             enrolled = None
@@ -204,7 +214,7 @@ async def enroll_speaker(
         raise PayloadTooLargeError(f"an enrolment takes at most {settings.max_enrol_clips} clips; got {len(file)}")
     clock = _Clock()
     uploads = [(f"file[{i}]", upload) for i, upload in enumerate(file)]
-    clips, lease = await _decode_and_lease(service, ENROLMENT_TASK, adapter, uploads, clock)
+    clips, lease = await _decode_and_lease(service, ENROLMENT_TASK, _chosen_adapter(request, adapter), uploads, clock)
     total_s = sum(clip.duration_s for clip in clips)
     if total_s > settings.max_enrol_seconds:
         lease.release()

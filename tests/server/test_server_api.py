@@ -148,6 +148,11 @@ async def test_adapter_not_found_unknown_other_task_and_bad_ids(settings) -> Non
         for adapter in ("nope", "emotion-alt", "../adapters", "a/b", ".hidden", "x" * 200):
             response = await client.post("/asr", files=clip_files(), data={"adapter": adapter})
             assert_error(response, 404, "adapter_not_found")
+        assert_error(await client.post("/asr?adapter=nope", files=clip_files()), 404, "adapter_not_found")
+        assert_error(await client.post("/emotion?adapter=emotion-alt", files=clip_files(), data={"adapter": "x"}),
+                     422, "invalid_request")
+        by_query = await client.post("/emotion?adapter=emotion-alt", files=clip_files())
+        assert by_query.status_code == 200 and by_query.json()["adapter"].startswith("emotion-alt@")
         assert_error(await client.post("/adapters/nope/load"), 404, "adapter_not_found")
         escape = await client.delete("/adapters/..%2F..%2Fetc/resident")  # never reaches the file system
         assert escape.status_code == 404 and escape.json()["error"]["code"] in ("not_found", "adapter_not_found")
