@@ -21,7 +21,6 @@ matmul serves every row (the multi-LoRA "BGMV" idea), a count that does not grow
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,8 +38,6 @@ from elp.heads.prosody import prosody_features
 from elp.host_staging import PinnedBatchStaging
 from elp.routing import WeightStacks, gathered_apply, row_slots
 from elp.text_intent.branch import pack_row
-
-log = logging.getLogger(__name__)
 
 # (row indices or None for "every row", adapter set) for the sets that change the backbone pass.
 Route = list[tuple[torch.Tensor | None, AdapterSet]]

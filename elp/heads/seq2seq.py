@@ -116,7 +116,7 @@ class WhisperDecoderHead(nn.Module):
                     setattr(owner, child, RowwiseInt8Linear.from_linear(getattr(owner, child), full_range,
                                                                         maxima.get(f"{index}.{name}")))
         if "logits" in parts:
-            self.__dict__["shortlist"] = None  # the approximate int8 logits replace the exact shortlist
+            self.use_float_projection()  # the approximate int8 logits replace the exact shortlist
             self.logit_projection = RowwiseInt8Linear(self.decoder.embed_tokens.weight, None, full_range,
                                                       maxima.get("logits"))
         self.int8_parts = tuple(parts)

@@ -78,7 +78,7 @@ class Int8Shortlist(nn.Module):
 
     def forward(self, inputs: torch.Tensor, weight: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
         """Token ids (b,) of ``inputs`` (b, d) under ``weight`` (V, d), the one given at construction;
-        ``blocked`` (V,) or (b, V) bool: never chosen."""
+        ``blocked`` (V,) bool: never chosen."""
         approx, bound = self.approximate(inputs)
         approx = approx.masked_fill(blocked, float("-inf"))
         floor = (approx - bound).amax(1, keepdim=True)
@@ -89,9 +89,7 @@ class Int8Shortlist(nn.Module):
             ids = candidates[row].nonzero().flatten()
             if ids.numel() > self.max_candidates:
                 self.full_rows += 1
-                exact = inputs[row] @ weight.t()
-                exact = exact.masked_fill(blocked if blocked.dim() == 1 else blocked[row], float("-inf"))
-                best[row] = exact.argmax()
+                best[row] = (inputs[row] @ weight.t()).masked_fill(blocked, float("-inf")).argmax()
                 continue
             exact = weight.index_select(0, ids) @ inputs[row]
             best[row] = ids[exact.argmax()]
