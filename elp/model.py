@@ -332,12 +332,17 @@ class MultiAdapterModel(nn.Module):
             width = int(group_lengths.max())
             states = [s.index_select(0, index)[:, :width] for s in encoded.hidden_states]
             features = adapter_set.featurizer(states)
-            prosody = None
-            if adapter_set.head.uses_prosody:  # computed only for the sets whose head reads it
+            prosody, waves = None, {}
+            head = adapter_set.head
+            if head.uses_prosody or head.reads_waveform:  # only for the sets whose head reads samples
                 picked = index.to(waveforms.device)  # select this set's rows before any device copy
                 samples = waveforms.index_select(0, picked).to(index.device)
-                prosody = prosody_features(samples, lengths.to(waveforms.device).index_select(0, picked))
-            outputs[key] = GroupOutput(rows, adapter_set.head(features, group_lengths, prosody), group_lengths)
+                sample_lengths = lengths.to(waveforms.device).index_select(0, picked)
+                if head.uses_prosody:
+                    prosody = prosody_features(samples, sample_lengths)
+                if head.reads_waveform:
+                    waves = {"waves": (samples, sample_lengths.to(index.device))}
+            outputs[key] = GroupOutput(rows, head(features, group_lengths, prosody, **waves), group_lengths)
             if with_text and adapter_set.text_branch is not None:
                 outputs[key].text_log_probs = adapter_set.text_branch(states, group_lengths)
         return outputs

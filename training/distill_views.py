@@ -74,9 +74,10 @@ def add_noise(audio: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, 
     return (audio + noise).astype(np.float32)
 
 
-def make_view(audio: np.ndarray, view: int, rng: np.random.Generator) -> View:
+def make_view(audio: np.ndarray, view: int, rng: np.random.Generator, telephone_share: float = 0.45) -> View:
     """View 0 is the clean clip; later views are a new speaker (speed, half the time) heard through
-    a telephone line, noise or both, with random gain."""
+    a telephone line (``telephone_share`` of them), noise or both, with random gain (the target
+    deployment decides the share: the human suite is all telephone band)."""
     if view == 0:
         return View(audio, audio, "clean")
     recipe = []
@@ -86,9 +87,9 @@ def make_view(audio: np.ndarray, view: int, rng: np.random.Generator) -> View:
         voice, recipe = speed(audio, factor), [f"speed{factor}"]
     heard = voice
     channel = rng.random()
-    if channel < 0.45:
+    if channel < telephone_share:
         heard, recipe = telephone(heard, rng), [*recipe, "telephone"]
-    if channel > 0.3:
+    if channel > telephone_share * 2 / 3:  # a third of the telephone views and every other one get noise
         heard, recipe = add_noise(heard, rng), [*recipe, "noise"]
     heard = heard * 10 ** (rng.uniform(-12, 6) / 20)
     peak = float(np.abs(heard).max())

@@ -24,6 +24,10 @@ class HeadConfig:
     clips' pitch) weighted so that the cosine of two embeddings becomes
     ``(cos_voice + pitch_weight * cos(pitch_angle * dz)) / (1 + pitch_weight)``: score fusion of a
     prosodic speaker cue that enrolment averaging and cosine scoring handle unchanged.
+    ``voice_weight`` in (0, 1] (speaker head): the set also carries a voice branch
+    (:mod:`elp.heads.voice`, ``voice_channels`` / ``voice_pooled_channels`` / ``voice_embedding_dim``
+    wide) that reads the clip's own log-mel spectrum, and the voice cosine before any pitch term is
+    ``(1 - voice_weight) * cos_encoder + voice_weight * cos_branch`` (1: the branch alone).
     ``context_blocks`` (CTC head): residual depthwise-convolution blocks (``context_kernel`` frames wide)
     before the output layer. Every other trained part of a set works frame by frame (E-adapters on the
     FFN output, L-adapters per layer), so spelling a sound from its neighbours (English orthography)
@@ -38,6 +42,10 @@ class HeadConfig:
     prosody_dim: int = 64
     pitch_weight: float = 0.0
     pitch_angle: float = 0.75
+    voice_weight: float = 0.0
+    voice_channels: int = 256
+    voice_pooled_channels: int = 768
+    voice_embedding_dim: int = 256
     context_blocks: int = 0
     context_kernel: int = 9
 
@@ -48,6 +56,10 @@ class HeadConfig:
             raise ConfigError("head sizes must be positive")
         if self.pitch_weight < 0 or not 0 < self.pitch_angle <= 3.15:
             raise ConfigError("pitch_weight must be >= 0 and pitch_angle in (0, pi]")
+        if not 0.0 <= self.voice_weight <= 1.0:
+            raise ConfigError("voice_weight must be in [0, 1]")
+        if min(self.voice_channels, self.voice_pooled_channels, self.voice_embedding_dim) <= 0:
+            raise ConfigError("voice branch sizes must be positive")
         if self.context_blocks < 0 or self.context_kernel < 1 or self.context_kernel % 2 == 0:
             raise ConfigError("context_blocks must be >= 0 and context_kernel a positive odd width")
         if not 0.0 <= self.dropout < 1.0:

@@ -38,6 +38,7 @@ class CTCHead(nn.Module):
     ``context_blocks`` the frames first pass through :class:`ContextBlock` s."""
 
     uses_prosody = False  # every head takes the same call; only pooled heads may read prosody
+    reads_waveform = False
 
     def __init__(self, input_dim: int, vocab_size: int, config: HeadConfig) -> None:
         super().__init__()

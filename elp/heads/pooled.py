@@ -10,6 +10,7 @@ from elp.backbones.base import lengths_to_mask
 from elp.errors import ConfigError
 from elp.heads.config import HeadConfig
 from elp.heads.prosody import NUM_PROSODY_FEATURES, PROSODY_FEATURES
+from elp.heads.voice import VoiceBranch, VoiceBranchConfig
 
 PITCH_INDEX = PROSODY_FEATURES.index("f0_median_semitones")
 
@@ -59,6 +60,8 @@ class RunningStandardizer(nn.Module):
 
 
 class _PooledHead(nn.Module):
+    reads_waveform = False  # only a speaker head with a voice branch reads its rows' samples
+
     def __init__(self, input_dim: int, output_dim: int, config: HeadConfig) -> None:
         super().__init__()
         self.pooling = config.pooling
@@ -99,18 +102,33 @@ def append_pitch(embeddings: torch.Tensor, pitch_z: torch.Tensor, weight: float,
 
 
 class SpeakerEmbeddingHead(_PooledHead):
-    """Projection, pooling, linear -> L2-normalised speaker embedding (scored by cosine); with
-    ``pitch_weight`` the clip's standardised median pitch rides along as two more coordinates."""
+    """Projection, pooling, linear -> L2-normalised speaker embedding (scored by cosine). With
+    ``voice_weight`` a voice branch's embedding of the clip's log-mel spectrum is concatenated (each
+    part scaled so the cosine is their weighted mean); with ``pitch_weight`` the clip's standardised
+    median pitch rides along as two more coordinates."""
 
     def __init__(self, input_dim: int, config: HeadConfig) -> None:
         super().__init__(input_dim, config.embedding_dim, config)
         self.pitch_weight, self.pitch_angle = config.pitch_weight, config.pitch_angle
-        self.embedding_size = config.embedding_dim + (2 if config.pitch_weight > 0 else 0)
+        self.voice_weight = config.voice_weight
+        self.reads_waveform = config.voice_weight > 0
+        if self.reads_waveform:
+            self.voice = VoiceBranch(VoiceBranchConfig(
+                config.voice_channels, config.voice_pooled_channels, config.voice_embedding_dim))
+        voice_size = config.voice_embedding_dim if self.reads_waveform else 0
+        self.embedding_size = config.embedding_dim + voice_size + (2 if config.pitch_weight > 0 else 0)
 
     def forward(
-        self, features: torch.Tensor, lengths: torch.Tensor, prosody: torch.Tensor | None = None
+        self, features: torch.Tensor, lengths: torch.Tensor, prosody: torch.Tensor | None = None,
+        waves: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
+        """``waves``: the rows' samples (b, n) and real lengths, read by the voice branch only."""
         embeddings = F.normalize(self.output(self.pooled(features, lengths, prosody)).float(), dim=-1)
+        if self.reads_waveform:
+            if waves is None:
+                raise ConfigError("this head has a voice branch: pass waves=(samples, sample_lengths)")
+            voice = self.voice(*waves).float()
+            embeddings = torch.cat([embeddings * (1 - self.voice_weight) ** 0.5, voice * self.voice_weight**0.5], -1)
         if self.pitch_weight <= 0:
             return embeddings
         pitch_z = self.prosody_norm(self.checked(prosody))[:, PITCH_INDEX]

@@ -48,6 +48,7 @@ class WhisperDecoderHead(nn.Module):
     (``silence``) and the token strings below ``eot_id`` (``token_table``, byte-level BPE symbols)."""
 
     uses_prosody = False
+    reads_waveform = False
 
     def __init__(self, config: DecoderConfig, d_model: int) -> None:
         super().__init__()

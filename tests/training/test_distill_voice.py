@@ -1,0 +1,112 @@
+"""Voice-branch distillation and fusion on seeded clips: the cache, the trainer, the fused set served."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp.heads.voice import MEL_BANDS
+from elp.testing import make_random_adapter_set, save_tiny_backbone, seeded_waveform
+from tests.training.test_distill import fake_teacher
+from training import distill_voice, voice_fusion
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> tuple[Path, list[str], Path]:
+    """(root, 12 seeded clips, a trial list pairing them by seed parity)."""
+    root = tmp_path_factory.mktemp("voice")
+    paths = []
+    for seed in range(12):
+        path = root / f"clip-{seed:02d}.wav"
+        sf.write(path, seeded_waveform(1.2 + 0.1 * seed, seed=seed).numpy(), 16000)
+        paths.append(str(path))
+    trials = [f"{int(a % 2 == b % 2)} {paths[a]} {paths[b]}" for a in range(6) for b in range(a + 1, 6)]
+    (root / "trials.txt").write_text("\n".join(trials) + "\n")
+    return root, paths, root / "trials.txt"
+
+
+@pytest.fixture(scope="module")
+def cache_dir(clips) -> Path:
+    root, paths, _ = clips
+    out = root / "cache"
+    assert distill_voice.cache_views(paths, fake_teacher, out, views=2, shard_size=5, part=(0, 2)) == 12
+    assert distill_voice.cache_views(paths, fake_teacher, out, views=2, shard_size=5, part=(1, 2)) == 12
+    assert distill_voice.cache_views(paths, fake_teacher, out, views=2, shard_size=5, part=(0, 2)) == 0  # resumed
+    return out
+
+
+def test_cache_holds_every_view_with_the_teachers_vector(cache_dir, clips):
+    mels, teacher, keys = distill_voice.load_cache([str(cache_dir)])
+    assert len(keys) == len(set(keys)) == 24 and len(mels) == 24
+    assert {k.rsplit("#", 1)[1] for k in keys} == {"0", "1"}
+    assert all(m.dtype == torch.float16 and m.shape[0] == MEL_BANDS for m in mels)
+    clean = keys.index(f"{clips[1][3]}#0")
+    expected = fake_teacher(sf.read(clips[1][3], dtype="float32")[0])
+    assert np.allclose(teacher[clean].numpy(), expected, atol=1e-6)  # view 0: the teacher heard the clip itself
+
+
+def test_held_out_audio_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="held-out"):
+        distill_voice.cache_views(["data/human/audio/x.flac"], fake_teacher, tmp_path, views=1)
+
+
+def test_training_moves_the_branch_towards_the_teacher_and_saves_it(cache_dir, clips, tmp_path):
+    _, _, trials = clips
+    mels, teacher, _ = distill_voice.load_cache([str(cache_dir)])
+    out = tmp_path / "branch"
+    args = ["train", "--cache", str(cache_dir), "--eval", f"valid={trials}", "--out", str(out), "--epochs", "6",
+            "--batch-size", "8", "--min-frames", "60", "--max-frames", "100", "--channels", "16",
+            "--pooled-channels", "24", "--threads", "1", "--lr", "5e-3"]
+
+    def agreement(branch) -> float:
+        targets = torch.stack(list(distill_voice.center(dict(enumerate(teacher))).values()))
+        with torch.no_grad():
+            out = torch.cat([branch.eval().embed_mels(m.float().unsqueeze(0)) for m in mels])
+        return float((out * targets).sum(-1).mean())
+
+    distill_voice.main([*args[:-6], "--epochs", "1", *args[-4:], "--lr", "1e-9", "--out", str(tmp_path / "start")])
+    distill_voice.main(args)
+    record = json.loads((out / "voice_branch.json").read_text())
+    assert record["config"]["channels"] == 16 and "valid" in record["eer"]
+    assert agreement(voice_fusion.load_branch(out)) > agreement(voice_fusion.load_branch(tmp_path / "start")) + 0.05
+
+
+def test_fusion_writes_a_set_that_serves_the_chosen_mix(clips, tmp_path):
+    root, paths, trials = clips
+    backbone_dir = save_tiny_backbone(root / "whisper", family="whisper")
+    backbone = load_backbone(str(backbone_dir))
+    make_random_adapter_set(backbone, "verification", seed=3).save(tmp_path / "speaker")
+    torch.manual_seed(0)
+    branch = distill_voice.VoiceBranch(distill_voice.VoiceBranchConfig(channels=8, pooled_channels=8, embedding_dim=8))
+    distill_voice.save_branch(branch, tmp_path / "branch", {"epoch": 1})
+    voice_fusion.main([str(tmp_path / "speaker"), "--branch", str(tmp_path / "branch"), "--valid", f"v={trials}",
+                       "--weights", "0", "0.5", "1", "--out", str(tmp_path / "fused"), "--backbone", str(backbone_dir),
+                       "--report", str(tmp_path / "grid.json")])
+    fused = AdapterSet.load(tmp_path / "fused")  # strict: every tensor present, none extra
+    chosen = json.loads((tmp_path / "grid.json").read_text())["chosen"]
+    assert fused.config.head.voice_weight == chosen["voice_weight"]
+    assert len(fused.config.training["voice_fusion"]["grid"]) == 3
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("fused", fused)
+    a, b = (torch.from_numpy(sf.read(p, dtype="float32")[0]) for p in paths[:2])
+    served_a, served_b = (p.embedding for p in model.predict([a, b], ["fused", "fused"]))
+    row = next(r for r in json.loads((tmp_path / "grid.json").read_text())["grid"]
+               if r["voice_weight"] == chosen["voice_weight"])
+    assert row["v_eer"] == chosen["v_eer"]
+    assert abs(float(served_a.norm()) - 1) < 1e-5 and abs(float(served_b.norm()) - 1) < 1e-5
+
+
+def test_telephone_share_sets_how_many_degraded_views_are_narrowband():
+    from training.distill_views import make_view
+
+    audio = seeded_waveform(1.0, seed=7).numpy()
+    recipes = [make_view(audio, view, np.random.default_rng(view), telephone_share=1.0).recipe for view in range(1, 9)]
+    assert all("telephone" in r for r in recipes)
+    recipes = [make_view(audio, view, np.random.default_rng(view), telephone_share=0.0).recipe for view in range(1, 9)]
+    assert not any("telephone" in r for r in recipes) and all("noise" in r for r in recipes)
