@@ -105,15 +105,27 @@ def load_cache(folders: list[str]) -> tuple[list[torch.Tensor], torch.Tensor, li
     return mels, torch.stack(teachers), keys
 
 
-def crop_batch(mels: list[torch.Tensor], rows: list[int], frames: int, rng: np.random.Generator) -> torch.Tensor:
-    """Random ``frames``-long windows of the chosen views (a shorter view is tiled to length)."""
+def crop_batch(mels: list[torch.Tensor], rows: list[int], frames: int, rng: np.random.Generator,
+               mask_bands: int = 0, mask_frames: int = 0) -> torch.Tensor:
+    """Random ``frames``-long windows of the chosen views (a shorter view is tiled to length); with
+    masks, one run of up to ``mask_bands`` bands and one of up to ``mask_frames`` frames per row is set
+    to the clip mean, 0 (SpecAugment: no single band or moment may carry the voice)."""
     out = []
     for row in rows:
         mel = mels[row].float()
         if mel.shape[1] < frames:
             mel = mel.repeat(1, math.ceil(frames / mel.shape[1]))
         start = int(rng.integers(0, mel.shape[1] - frames + 1))
-        out.append(mel[:, start: start + frames])
+        mel = mel[:, start: start + frames].clone()
+        if mask_bands:
+            width = int(rng.integers(0, mask_bands + 1))
+            low = int(rng.integers(0, mel.shape[0] - width + 1))
+            mel[low: low + width] = 0.0
+        if mask_frames:
+            width = int(rng.integers(0, mask_frames + 1))
+            first = int(rng.integers(0, frames - width + 1))
+            mel[:, first: first + width] = 0.0
+        out.append(mel)
     return torch.stack(out)
 
 
@@ -170,7 +182,7 @@ def train(args: argparse.Namespace) -> None:
         for step in range(steps_per_epoch):
             rows = order[step * args.batch_size: (step + 1) * args.batch_size].tolist()
             frames = int(rng.integers(args.min_frames, args.max_frames + 1))
-            student = branch.embed_mels(crop_batch(mels, rows, frames, rng))
+            student = branch.embed_mels(crop_batch(mels, rows, frames, rng, args.mask_bands, args.mask_frames))
             loss = distill_loss(student, targets[rows], args.structure_weight)
             optimizer.zero_grad()
             loss.backward()
@@ -222,6 +234,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--min-frames", type=int, default=150)
     t.add_argument("--max-frames", type=int, default=300)
+    t.add_argument("--mask-bands", type=int, default=0, help="SpecAugment: widest run of masked mel bands")
+    t.add_argument("--mask-frames", type=int, default=0, help="SpecAugment: widest run of masked frames")
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--weight-decay", type=float, default=0.01)
     t.add_argument("--structure-weight", type=float, default=1.0)

@@ -110,3 +110,15 @@ def test_telephone_share_sets_how_many_degraded_views_are_narrowband():
     assert all("telephone" in r for r in recipes)
     recipes = [make_view(audio, view, np.random.default_rng(view), telephone_share=0.0).recipe for view in range(1, 9)]
     assert not any("telephone" in r for r in recipes) and all("noise" in r for r in recipes)
+
+
+def test_crop_masks_stay_inside_their_limits():
+    mels = [torch.randn(MEL_BANDS, 80).half() + 5, torch.randn(MEL_BANDS, 30).half() + 5]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        batch = distill_voice.crop_batch(mels, [0, 1], 50, rng, mask_bands=6, mask_frames=10)
+        assert batch.shape == (2, MEL_BANDS, 50)
+        for crop in batch:
+            zero_bands = int((crop == 0).all(dim=1).sum())
+            zero_frames = int((crop == 0).all(dim=0).sum())
+            assert zero_bands <= 6 and zero_frames <= 10
