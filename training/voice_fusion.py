@@ -102,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone", default="models/whisper-base")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args(argv)
-    source, branch = AdapterSet.load(args.adapter), load_branch(args.branch)
+    # eval: the pitch standardiser must not update its statistics while it reads the clips
+    source, branch = AdapterSet.load(args.adapter).eval(), load_branch(args.branch)
     if get_task(source.task).evaluation != "trials":
         raise SystemExit(f"{args.adapter} is a {source.task} set, not one scored on speaker trials")
     parts = {name: read_speech_trials(path, True) for name, path in (spec.split("=", 1) for spec in args.valid)}

@@ -77,8 +77,9 @@ class LogMel(nn.Module):
         needed = (MIN_FRAMES - 1) * HOP + WINDOW
         if wave.numel() < needed:
             wave = F.pad(wave, (0, needed - wave.numel()))
-        spectrum = torch.stft(wave, WINDOW, HOP, WINDOW, self.window, center=False, return_complex=True)
-        energies = torch.log(self.filters @ spectrum.abs().pow(2) + 1e-6)
+        # float32 whatever the model's dtype (a bfloat16 filterbank would round the energies)
+        spectrum = torch.stft(wave, WINDOW, HOP, WINDOW, self.window.float(), center=False, return_complex=True)
+        energies = torch.log(self.filters.float() @ spectrum.abs().pow(2) + 1e-6)
         return energies - energies.mean(dim=1, keepdim=True)
 
 
@@ -124,8 +125,9 @@ class VoiceBranch(nn.Module):
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, samples) padded rows and their real lengths -> (batch, embedding_dim), row by row so
         that a row's answer never depends on its batch-mates' lengths."""
+        dtype = self.output.weight.dtype
         mels = [self.log_mel(wave[: int(length)]) for wave, length in zip(waves, lengths, strict=True)]
-        return torch.cat([self.embed_mels(mel.unsqueeze(0)) for mel in mels])
+        return torch.cat([self.embed_mels(mel.unsqueeze(0).to(dtype)) for mel in mels])
 
 
 def frames_of(seconds: float) -> int:

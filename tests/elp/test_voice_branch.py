@@ -59,6 +59,17 @@ def test_rows_do_not_depend_on_batch_mates_or_padding():
     assert torch.allclose(together.norm(dim=1), torch.ones(2), atol=1e-5)
 
 
+def test_branch_runs_in_bfloat16_close_to_float32():
+    torch.manual_seed(0)
+    branch = VoiceBranch(SMALL).eval()
+    wave = tone(200.0, 1.0, seed=4).unsqueeze(0)
+    with torch.no_grad():
+        full = branch(wave, torch.tensor([wave.shape[1]]))
+        half = branch.to(torch.bfloat16)(wave, torch.tensor([wave.shape[1]]))
+    assert half.dtype == torch.bfloat16
+    assert float(torch.nn.functional.cosine_similarity(full, half.float())) > 0.98
+
+
 @pytest.mark.parametrize("variant", ["whisper-postln"])
 def test_set_with_a_voice_branch_fuses_the_cosines_and_round_trips(backbone, tmp_path):
     plain = make_random_adapter_set(backbone, "verification", seed=4)
