@@ -3,11 +3,17 @@
 Imported lazily (``pip install '.[bench]'``: resemblyzer and the setuptools cap its webrtcvad needs),
 so the project runs without it; only computing new teacher embeddings needs it. Any callable that maps
 a 16 kHz float32 clip to a unit vector can stand in (the tests use a fixed random projection).
+
+``python -m training.teacher CLIPS --out DIR`` writes the teacher's vectors of clips as teacher shards
+without an encoder pass: the suite centroids and voice links that the realvox tools read.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
@@ -29,3 +35,47 @@ def resemblyzer_teacher() -> TeacherFn:
         return np.asarray(encoder.embed_utterance(wav), dtype=np.float32)
 
     return embed
+
+
+def write_teacher_shards(paths: list[str], teacher: TeacherFn, out: Path, shard_size: int = 200) -> int:
+    """The teacher's vector of each clip as it is (key ``<path>#0``) in ``training.distill_cache``'s
+    teacher-shard format; existing shards are kept (resume). Returns the number of clips written."""
+    import torch
+    from safetensors.torch import save_file
+
+    from training.dataset import load_audio
+
+    out.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for number, start in enumerate(range(0, len(paths), shard_size)):
+        file = out / f"shard-{number:05d}.safetensors"
+        if file.exists():
+            continue
+        chunk = paths[start : start + shard_size]
+        vectors = torch.from_numpy(np.stack([teacher(load_audio(p)) for p in chunk]))
+        save_file({"embeddings": vectors}, file, metadata={"keys": json.dumps([f"{p}#0" for p in chunk])})
+        written += len(chunk)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="the teacher's vectors of clips, as teacher shards (no encoder pass)")
+    p.add_argument("audio", nargs="*", help="clips (suite clips too: these vectors guard and link voices)")
+    p.add_argument("--manifest", nargs="*", default=[], help="every clip of these manifests as well")
+    p.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    import torch
+
+    from training.data.manifest import read_manifest
+
+    paths = sorted(set(args.audio) | {row.path for m in args.manifest for row in read_manifest(m)})
+    if not paths:
+        raise SystemExit("no clips given")
+    torch.set_num_threads(1)  # the teacher's small LSTM: extra threads only spin
+    written = write_teacher_shards(paths, resemblyzer_teacher(), Path(args.out))
+    print(json.dumps({"clips": len(paths), "written": written}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

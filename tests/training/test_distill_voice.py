@@ -122,3 +122,16 @@ def test_crop_masks_stay_inside_their_limits():
             zero_bands = int((crop == 0).all(dim=1).sum())
             zero_frames = int((crop == 0).all(dim=0).sum())
             assert zero_bands <= 6 and zero_frames <= 10
+
+
+def test_teacher_shards_are_read_back_by_the_realvox_tools(clips, tmp_path):
+    from training.teacher import write_teacher_shards
+    from training.verify_calibrate import teacher_vectors
+
+    _, paths, _ = clips
+    assert write_teacher_shards(paths[:5], fake_teacher, tmp_path / "t", shard_size=2) == 5
+    assert write_teacher_shards(paths[:5], fake_teacher, tmp_path / "t", shard_size=2) == 0  # resumed
+    vectors = teacher_vectors(str(tmp_path / "t"))
+    assert sorted(vectors) == sorted(f"{p}#0" for p in paths[:5])
+    expected = fake_teacher(sf.read(paths[2], dtype="float32")[0])
+    assert np.allclose(vectors[f"{paths[2]}#0"].numpy(), expected / np.linalg.norm(expected), atol=1e-6)
