@@ -129,25 +129,16 @@ def crop_batch(mels: list[torch.Tensor], rows: list[int], frames: int, rng: np.r
     return torch.stack(out)
 
 
-def read_trials(trials_file: str) -> list[tuple[int, str, str]]:
-    """(label, clip a, clip b) with absolute paths, without trials on a silent prompt (speech only)."""
-    from training.verify_calibrate import read_speech_trials
-
-    return [(int(t.label), t.path_a, t.path_b) for t in read_speech_trials(trials_file, True)]
-
-
-def equal_error_rate(labels: np.ndarray, scores: np.ndarray) -> float:
-    return float(compute_eer(scores, labels).eer)
-
-
 class TrialSet:
     """A validation trial list with its clips' log-mels computed once."""
 
     def __init__(self, trials_file: str, max_seconds: float = 30.0) -> None:
-        self.trials = read_trials(trials_file)
+        from training.verify_calibrate import read_speech_trials
+
+        self.trials = read_speech_trials(trials_file, True)  # trials on a silent prompt left out
         log_mel = LogMel()
         limit = int(max_seconds * 16000)
-        clips = sorted({p for _, a, b in self.trials for p in (a, b)})
+        clips = sorted({p for t in self.trials for p in (t.path_a, t.path_b)})
         with torch.no_grad():
             self.mels = {p: log_mel(torch.from_numpy(load_audio(p)[:limit])) for p in clips}
 
@@ -155,9 +146,9 @@ class TrialSet:
     def eer(self, branch: VoiceBranch) -> float:
         branch.eval()
         vectors = {p: branch.embed_mels(m.unsqueeze(0))[0] for p, m in self.mels.items()}
-        labels = np.array([label for label, _, _ in self.trials])
-        scores = np.array([float(vectors[a] @ vectors[b]) for _, a, b in self.trials])
-        return equal_error_rate(labels, scores)
+        labels = np.array([t.label for t in self.trials])
+        scores = np.array([float(vectors[t.path_a] @ vectors[t.path_b]) for t in self.trials])
+        return float(compute_eer(scores, labels).eer)
 
 
 def train(args: argparse.Namespace) -> None:

@@ -39,13 +39,13 @@ def resemblyzer_teacher() -> TeacherFn:
 
 def write_teacher_shards(paths: list[str], teacher: TeacherFn, out: Path, shard_size: int = 200) -> int:
     """The teacher's vector of each clip as it is (key ``<path>#0``) in ``training.distill_cache``'s
-    teacher-shard format; existing shards are kept (resume). Returns the number of clips written."""
+    teacher-shard format, written by its ``save_shard``; existing shards are kept (resume). Returns the
+    number of clips written."""
     import torch
-    from safetensors.torch import save_file
 
     from training.dataset import load_audio
+    from training.distill_cache import save_shard
 
-    out.mkdir(parents=True, exist_ok=True)
     written = 0
     for number, start in enumerate(range(0, len(paths), shard_size)):
         file = out / f"shard-{number:05d}.safetensors"
@@ -53,7 +53,7 @@ def write_teacher_shards(paths: list[str], teacher: TeacherFn, out: Path, shard_
             continue
         chunk = paths[start : start + shard_size]
         vectors = torch.from_numpy(np.stack([teacher(load_audio(p)) for p in chunk]))
-        save_file({"embeddings": vectors}, file, metadata={"keys": json.dumps([f"{p}#0" for p in chunk])})
+        save_shard(out, number, {"embeddings": vectors}, {"keys": json.dumps([f"{p}#0" for p in chunk])})
         written += len(chunk)
     return written
 

@@ -14,7 +14,6 @@ deviation pooling over the row's real frames. It runs on the model's device, one
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -129,7 +128,3 @@ class VoiceBranch(nn.Module):
         mels = [self.log_mel(wave[: int(length)]) for wave, length in zip(waves, lengths, strict=True)]
         return torch.cat([self.embed_mels(mel.unsqueeze(0).to(dtype)) for mel in mels])
 
-
-def frames_of(seconds: float) -> int:
-    """Log-mel frames of a clip of ``seconds`` (at least MIN_FRAMES)."""
-    return max(MIN_FRAMES, 1 + math.floor((seconds * SAMPLE_RATE - WINDOW) / HOP))
