@@ -4,7 +4,8 @@ Why: the project's CTC sets learnt from synthetic voices; Whisper's decoder lear
 and reads exactly the encoder the server already keeps resident. The set holds the decoder, the
 encoder's output on 30 s of silence and the token strings; it is *converted*, never trained.
 
-    python -m elp.convert.whisper_decoder_set models/whisper-base adapters_store/asr-whisper [--language en]
+    python -m elp.convert.whisper_decoder_set models/whisper-base adapters_store/asr-whisper [--language en] \
+        [--draft adapters_store/asr-whisper/draft]
 
 The weights (~200 MB in float32) are made on each machine by ``scripts/setup_default_backbone.sh``,
 not committed; the set's model card is.
@@ -13,10 +14,13 @@ not committed; the set's model card is.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from elp.adapter_set import AdapterSet
@@ -83,6 +87,26 @@ def convert(checkpoint: str | Path, language: str = "en", trailing_silence_s: fl
     return build_decoder_set(whisper.model.decoder, load_backbone(str(checkpoint)), tokens, decoder)
 
 
+def with_draft(adapter_set: AdapterSet, folder: Path, max_tokens: int | None = None,
+               max_rows: int | None = None) -> AdapterSet:
+    """``adapter_set`` with the CTC draft in ``folder`` (``draft_config.json`` + ``draft_model.safetensors``,
+    written by ``training.draft_ctc``): the same decoder, fewer passes (``elp.heads.speculative``)."""
+    spec = json.loads((folder / "draft_config.json").read_text())
+    decoder = adapter_set.config.decoder
+    if decoder is None:
+        raise ValueError("a draft needs a decoder set")
+    decoder = dataclasses.replace(
+        decoder, draft_hidden=int(spec["hidden"]), draft_kernel=int(spec["kernel"]), draft_vocab=list(spec["vocab"]),
+        draft_max_tokens=max_tokens or decoder.draft_max_tokens, draft_max_rows=max_rows or decoder.draft_max_rows)
+    drafted = AdapterSet(dataclasses.replace(adapter_set.config, decoder=decoder))
+    state = {k: v for k, v in adapter_set.state_dict().items() if ".draft." not in k}
+    missing, unexpected = drafted.load_state_dict(state, strict=False)
+    if unexpected or any(".draft." not in name for name in missing):
+        raise ValueError(f"the set's weights do not fit: missing {missing}, unexpected {unexpected}")
+    drafted.head.draft.load_state_dict(load_file(folder / "draft_model.safetensors"))
+    return drafted.eval()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a transformers Whisper checkpoint folder (with tokenizer)")
@@ -90,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--language", default="en", help="the language token forced into the prompt")
     parser.add_argument("--trailing-silence", type=float, default=2.0, help="seconds of zeros after each clip")
     parser.add_argument("--stop-repeats", type=int, default=0, help="end a row repeating one span this often (0: off)")
+    parser.add_argument("--draft", type=Path, help="a CTC draft folder (training.draft_ctc) for drafted decoding")
     args = parser.parse_args(argv)
     adapter_set = convert(args.checkpoint, args.language, args.trailing_silence, args.stop_repeats)
+    if args.draft is not None:
+        adapter_set = with_draft(adapter_set, args.draft)
     adapter_set.save(args.out)
     print(f"wrote {args.out} ({adapter_set.size_bytes / 2**20:.0f} MiB)")
     return 0

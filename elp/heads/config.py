@@ -85,7 +85,13 @@ class DecoderConfig:
     as the CTC sets do (lower-case words, numbers spelt: ``elp.spoken_text``), so ``/asr`` reads one way
     whatever set serves it; False keeps the decoder's casing, punctuation and digits. ``stop_repeats`` > 1:
     a row whose output ends in the same span of 1-8 tokens that many times in a row ends there, the
-    span kept once (greedy decoding's loops); 0 = off."""
+    span kept once (greedy decoding's loops); 0 = off.
+
+    ``draft_hidden`` > 0: the set carries a CTC draft of that width over ``draft_vocab`` (characters,
+    blank first; ``elp.heads.draft``), and a decoder pass checks up to ``draft_max_tokens`` of its
+    tokens at once (``elp.heads.speculative``) for calls of at most ``draft_max_rows`` of the set's
+    rows: greedy decoding's tokens in fewer passes; a proposal stops before the first draft word whose
+    confidence (lowest frame probability) is under ``draft_min_confidence``. 0 = greedy token by token."""
 
     kind: str = "whisper"
     layers: int = 6
@@ -105,6 +111,12 @@ class DecoderConfig:
     token_table_bytes: int = 0
     spoken_form: bool = True
     stop_repeats: int = 0
+    draft_hidden: int = 0
+    draft_kernel: int = 5
+    draft_vocab: list[str] = field(default_factory=list)
+    draft_max_tokens: int = 8
+    draft_max_rows: int = 1
+    draft_min_confidence: float = 0.0
 
     def __post_init__(self) -> None:
         if self.kind != "whisper":
@@ -120,3 +132,7 @@ class DecoderConfig:
             raise ConfigError("trailing_silence_s must be in [0, 5], max_tokens_per_second > 0, extra_tokens >= 0")
         if self.token_table_bytes < 0 or self.stop_repeats == 1 or self.stop_repeats < 0:
             raise ConfigError("token_table_bytes must be >= 0 and stop_repeats 0 or > 1")
+        if self.draft_hidden < 0 or (self.draft_hidden and (len(self.draft_vocab) < 2 or self.draft_kernel % 2 == 0
+                                                            or self.draft_max_tokens < 1 or self.draft_max_rows < 1
+                                                            or not 0.0 <= self.draft_min_confidence <= 1.0)):
+            raise ConfigError("a draft needs a blank and symbols, an odd kernel and max tokens / rows >= 1")

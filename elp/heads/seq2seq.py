@@ -13,12 +13,14 @@ rows), with a key/value cache; it equals ``transformers``' own step-by-step forw
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from elp.heads.config import DecoderConfig
+from elp.heads.draft import CtcDraft, DraftProposer, WordTokenizer, greedy_words
 from elp.spoken_text import normalise
 from elp.string_table import join_strings, split_strings
 
@@ -64,6 +66,11 @@ class WhisperDecoderHead(nn.Module):
         #: int8 shortlist + float32 rescoring of the vocabulary projection (``use_int8_shortlist``):
         #: serving state derived from the weights, kept out of the module tree and so of the saved set
         self.__dict__["shortlist"] = None
+        #: a CTC draft over characters (``elp.heads.draft``): tokens to check in one pass, speed only
+        self.draft = (CtcDraft(d_model, config.draft_hidden, config.draft_kernel, len(config.draft_vocab))
+                      if config.draft_hidden else None)
+        #: decoder passes of each row of the last call (benchmarks read it)
+        self.__dict__["last_passes"] = []
 
     # -------------------------------------------------------------------- int8 token steps
     #: the Linears every token step reads; the cross-attention keys/values (once a request) stay float
@@ -165,13 +172,17 @@ class WhisperDecoderHead(nn.Module):
         return states
 
     def _step(self, tokens: torch.Tensor, start: int, cache: list[list[torch.Tensor]],
-              cross: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """The final-norm hidden state (b, d) of the last position after feeding ``tokens`` (b, n) at
-        positions start..start+n: ``_logits`` / ``_next_tokens`` read it."""
+              cross: list[tuple[torch.Tensor, torch.Tensor]], keep: int = 1) -> torch.Tensor:
+        """The final-norm hidden states (b, keep, d) of the last ``keep`` positions after feeding
+        ``tokens`` (b, n) at positions start..start+n: ``_logits`` / ``_next_tokens`` read them."""
         decoder = self.decoder
-        positions = decoder.embed_positions.weight[start:start + tokens.shape[1]]
+        count = tokens.shape[1]
+        positions = decoder.embed_positions.weight[start:start + count]
         hidden = decoder.embed_tokens(tokens) + positions
-        causal = tokens.shape[1] > 1
+        causal = count > 1 and start == 0
+        # several tokens after cached ones (a drafted pass): each sees the cache and the tokens up to it
+        mask = (torch.ones(count, start + count, dtype=torch.bool, device=tokens.device).tril(start)
+                if count > 1 and start > 0 else None)
         for index, layer in enumerate(decoder.layers):
             attention = layer.self_attn
             normed = layer.self_attn_layer_norm(hidden)
@@ -180,7 +191,7 @@ class WhisperDecoderHead(nn.Module):
             if cache[index]:
                 keys, values = torch.cat([cache[index][0], keys], 2), torch.cat([cache[index][1], values], 2)
             cache[index] = [keys, values]
-            mixed = F.scaled_dot_product_attention(query, keys, values, is_causal=causal)
+            mixed = F.scaled_dot_product_attention(query, keys, values, attn_mask=mask, is_causal=causal)
             hidden = hidden + attention.out_proj(mixed.transpose(1, 2).flatten(2))
             attention = layer.encoder_attn
             query = self._split(attention.q_proj(layer.encoder_attn_layer_norm(hidden)))
@@ -188,7 +199,7 @@ class WhisperDecoderHead(nn.Module):
             hidden = hidden + attention.out_proj(mixed.transpose(1, 2).flatten(2))
             normed = layer.final_layer_norm(hidden)
             hidden = hidden + layer.fc2(F.gelu(layer.fc1(normed)))
-        return decoder.layer_norm(hidden[:, -1])
+        return decoder.layer_norm(hidden[:, -keep:])
 
     def _logits(self, last: torch.Tensor) -> torch.Tensor:
         """Every token's logit (b, V): the int8 projection if ``quantize_int8`` made one, else float32."""
@@ -201,6 +212,14 @@ class WhisperDecoderHead(nn.Module):
         if self.shortlist is not None:
             return self.shortlist(last, self.decoder.embed_tokens.weight, blocked)
         return self._logits(last).masked_fill(blocked, float("-inf")).argmax(dim=-1)
+
+    def _picks(self, hidden: torch.Tensor, blocked: torch.Tensor) -> Iterator[int]:
+        """Greedy tokens of the rows of ``hidden`` (n, d) one by one, each computed when asked for: a
+        drafted pass reads them up to the first that differs from its draft."""
+        if self.shortlist is not None:
+            yield from self.shortlist.picks(hidden, self.decoder.embed_tokens.weight, blocked)
+            return
+        yield from self._logits(hidden).masked_fill(blocked, float("-inf")).argmax(dim=-1).tolist()
 
     def _stop_loops(self, emitted: torch.Tensor, step: int, done: torch.Tensor) -> torch.Tensor:
         """Rows whose output now ends in one span repeated ``stop_repeats`` times: keep the span once
@@ -236,9 +255,53 @@ class WhisperDecoderHead(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor,
                 prosody: torch.Tensor | None = None) -> torch.Tensor:
-        batch, device = features.shape[0], features.device
         limits = self.token_limits(lengths)
         cross = self._cross_states(features, lengths)
+        if self.speculative(features.shape[0]):
+            return self._drafted(features, lengths, cross, limits)
+        self.__dict__["last_passes"] = []
+        return self._greedy(cross, limits)
+
+    # -------------------------------------------------------------------- drafted decoding
+    def speculative(self, rows: int) -> bool:
+        """Whether a call of ``rows`` of this set's rows decodes with the draft (greedy's tokens either way)."""
+        return (self.draft is not None and rows <= self.config.draft_max_rows and not self.config.stop_repeats
+                and not self.training)
+
+    def draft_words(self, features: torch.Tensor, lengths: torch.Tensor) -> list[list[tuple[str, float]]]:
+        """Each row's draft transcript (best-path CTC over characters): its words and their confidences."""
+        assert self.draft is not None
+        log_probs = self.draft(features.to(self.draft.out.weight.dtype)).float()
+        return [greedy_words(log_probs[row, : int(length)], self.config.draft_vocab)
+                for row, length in enumerate(lengths.tolist())]
+
+    @functools.cached_property
+    def _word_tokenizer(self) -> tuple[WordTokenizer, list[str], tuple[int, ...]]:
+        tokens = self.tokens()
+        full_stop = WordTokenizer(tokens).encode(".")
+        return WordTokenizer(tokens), tokens, (*full_stop, self.config.eot_id)
+
+    def _drafted(self, features: torch.Tensor, lengths: torch.Tensor,
+                 cross: list[tuple[torch.Tensor, torch.Tensor]], limits: list[int]) -> torch.Tensor:
+        from elp.heads.speculative import decode_row
+
+        tokenizer, tokens, end_ids = self._word_tokenizer
+        emitted = torch.full((features.shape[0], max(limits)), -1.0, device=features.device)
+        passes = []
+        for row, words in enumerate(self.draft_words(features, lengths)):
+            proposer = DraftProposer([word for word, _ in words], tokenizer, tokens, end_ids,
+                                     [sure >= self.config.draft_min_confidence for _, sure in words])
+            row_cross = [(k[row:row + 1], v[row:row + 1]) for k, v in cross]
+            ids, count = decode_row(self, row_cross, limits[row], proposer)
+            passes.append(count)
+            if ids:
+                emitted[row, : len(ids)] = torch.tensor(ids, dtype=emitted.dtype)
+        self.__dict__["last_passes"] = passes
+        return emitted
+
+    def _greedy(self, cross: list[tuple[torch.Tensor, torch.Tensor]], limits: list[int]) -> torch.Tensor:
+        """Greedy decoding batched over the rows: one token of every row a decoder pass."""
+        batch, device = cross[0][0].shape[0], cross[0][0].device
         cache: list[list[torch.Tensor]] = [[] for _ in self.decoder.layers]
         prompt = torch.tensor(self.config.prompt_ids, device=device).expand(batch, -1)
         blocked, first_blocked = (mask.to(device) for mask in self._blocked)
@@ -247,7 +310,7 @@ class WhisperDecoderHead(nn.Module):
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         tokens, position = prompt, 0
         for step in range(max(limits)):
-            last = self._step(tokens, position, cache, cross)
+            last = self._step(tokens, position, cache, cross)[:, -1]
             position += tokens.shape[1]
             best = self._next_tokens(last, first_blocked if step == 0 else blocked)
             done |= row_limits <= step

@@ -16,6 +16,8 @@ loose for a row), that row is computed in full float32. Tokens the caller blocks
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 from torch import nn
 
@@ -79,18 +81,25 @@ class Int8Shortlist(nn.Module):
     def forward(self, inputs: torch.Tensor, weight: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
         """Token ids (b,) of ``inputs`` (b, d) under ``weight`` (V, d), the one given at construction;
         ``blocked`` (V,) bool: never chosen."""
+        best = torch.empty(inputs.shape[0], dtype=torch.long, device=inputs.device)
+        for row, token in enumerate(self.picks(inputs, weight, blocked)):
+            best[row] = token
+        return best
+
+    def picks(self, inputs: torch.Tensor, weight: torch.Tensor, blocked: torch.Tensor) -> Iterator[int]:
+        """The rows' tokens one by one, as :meth:`forward` picks them: the int8 logits of every row at
+        once, each row's float32 rescoring only when the caller asks for it (a drafted pass stops at the first
+        token that differs from its draft; the rows after it are never rescored)."""
         approx, bound = self.approximate(inputs)
         approx = approx.masked_fill(blocked, float("-inf"))
         floor = (approx - bound).amax(1, keepdim=True)
         candidates = (approx + bound) >= floor
-        best = torch.empty(inputs.shape[0], dtype=torch.long, device=inputs.device)
-        self.rows += inputs.shape[0]
         for row in range(inputs.shape[0]):
+            self.rows += 1
             ids = candidates[row].nonzero().flatten()
             if ids.numel() > self.max_candidates:
                 self.full_rows += 1
-                best[row] = (inputs[row] @ weight.t()).masked_fill(blocked, float("-inf")).argmax()
+                yield int((inputs[row] @ weight.t()).masked_fill(blocked, float("-inf")).argmax())
                 continue
             exact = weight.index_select(0, ids) @ inputs[row]
-            best[row] = ids[exact.argmax()]
-        return best
+            yield int(ids[exact.argmax()])
