@@ -135,4 +135,5 @@ class DecoderConfig:
         if self.draft_hidden < 0 or (self.draft_hidden and (len(self.draft_vocab) < 2 or self.draft_kernel % 2 == 0
                                                             or self.draft_max_tokens < 1 or self.draft_max_rows < 1
                                                             or not 0.0 <= self.draft_min_confidence <= 1.0)):
-            raise ConfigError("a draft needs a blank and symbols, an odd kernel and max tokens / rows >= 1")
+            raise ConfigError("a draft needs a blank and symbols, an odd kernel, max tokens / rows >= 1 and a "
+                              "min confidence in [0, 1]")

@@ -7,7 +7,9 @@ knows while the encoder pays for the clip alone. The silence frames' cross-atten
 are the same for every request and are computed once.
 
 Decoding is greedy, batched over the set's rows of a batch (each step reads the weights once for all
-rows), with a key/value cache; it equals ``transformers``' own step-by-step forward (tests).
+rows), with a key/value cache; it equals ``transformers``' own step-by-step forward (tests). A set with
+a CTC draft decodes calls of few rows by checking drafted tokens in one pass (``elp.heads.speculative``):
+the same tokens in fewer passes.
 """
 
 from __future__ import annotations
