@@ -71,7 +71,7 @@ class WhisperDecoderHead(nn.Module):
         #: a CTC draft over characters (``elp.heads.draft``): tokens to check in one pass, speed only
         self.draft = (CtcDraft(d_model, config.draft_hidden, config.draft_kernel, len(config.draft_vocab))
                       if config.draft_hidden else None)
-        #: decoder passes of each row of the last call (benchmarks read it)
+        #: decoder passes of each row of the last drafted call, empty after a greedy one (benchmarks read it)
         self.__dict__["last_passes"] = []
 
     # -------------------------------------------------------------------- int8 token steps
