@@ -89,17 +89,11 @@ def decoder_bound(model, name: str, clips: list[np.ndarray], rounds: int) -> lis
     """The decoder alone (no encoder pass), one clip at a time: greedy token steps against drafted
     passes fed a perfect draft, at each of the set's draft lengths. The bound a better draft can reach."""
     from elp.heads.speculative import decode_row
+    from training.draft_ctc import capture_frames
 
     head = model.adapter_sets[name].head
-    inputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-    forward = head.forward
-    head.forward = lambda features, lengths, *rest, **extra: inputs.append((features, lengths)) or forward(
-        features, lengths, *rest, **extra)
-    try:
-        for clip in clips:
-            model.predict([torch.from_numpy(clip)], [name])
-    finally:
-        del head.forward
+    inputs = [(frames[None], torch.tensor([frames.shape[0]]))
+              for frames in (capture_frames(model, name, clip) for clip in clips)]
     spent: dict[str, list[float]] = {}
     passes: dict[str, int] = {}
     for turn in range(rounds):

@@ -37,6 +37,7 @@ from training.suites.guard import check_training_rows
 
 #: the draft's characters: blank, space, apostrophe, a-z (the spoken form of ``elp.spoken_text``)
 VOCAB = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
+SYMBOL_INDEX = {symbol: index for index, symbol in enumerate(VOCAB)}
 DRAFT_FILE = "draft_model.safetensors"
 DRAFT_CONFIG = "draft_config.json"
 
@@ -119,13 +120,10 @@ def pseudo(args: argparse.Namespace) -> None:
             if file.name in done:
                 continue
             tensors = load_file(file)
-            frames = [tensors[str(i)].float() for i in range(len(tensors))]
-            texts = [""] * len(frames)
-            order = sorted(range(len(frames)), key=lambda i: frames[i].shape[0])
-            for first in range(0, len(order), args.batch_size):
-                rows = order[first:first + args.batch_size]
-                lengths = torch.tensor([frames[i].shape[0] for i in rows])
-                padded = torch.nn.utils.rnn.pad_sequence([frames[i] for i in rows], batch_first=True)
+            texts = [""] * len(tensors)
+            # each clip's position rides where ``batches`` carries a text, so answers go back in order
+            for padded, lengths, rows in batches([(tensors[str(i)], i) for i in range(len(tensors))],
+                                                 args.batch_size, None):
                 for row, output in zip(rows, head(padded, lengths), strict=True):
                     texts[row] = transcriber(output)["text"]
             done[file.name] = texts
@@ -134,8 +132,7 @@ def pseudo(args: argparse.Namespace) -> None:
 
 
 def encode_text(text: str) -> list[int]:
-    index = {symbol: i for i, symbol in enumerate(VOCAB)}
-    return [index[c] for c in " ".join(text.lower().split()) if c in index]
+    return [SYMBOL_INDEX[c] for c in " ".join(text.lower().split()) if c in SYMBOL_INDEX]
 
 
 def batches(items, size: int, rng: np.random.Generator | None):

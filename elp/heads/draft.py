@@ -120,13 +120,13 @@ class DraftProposer:
     def propose(self, emitted: list[int], most: int) -> list[int]:
         if most <= 0 or not self.words:
             return []
+        if not emitted:
+            return self._symbols(0, True, most)
         from elp.heads.seq2seq import detokenize
 
         text = detokenize(emitted, self.tokens)
         spoken = normalise(text).split()
         consumed = aligned_prefix(spoken, self.words) if spoken else 0
-        if not emitted:
-            return self._symbols(0, True, most)
         last_symbol = self.tokens[emitted[-1]] if 0 <= emitted[-1] < len(self.tokens) else ""
         if spoken and consumed and spoken[-1] != self.words[consumed - 1] \
                 and self.words[consumed - 1].startswith(spoken[-1]) and last_symbol[-1:].isalpha():

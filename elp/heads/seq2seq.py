@@ -280,8 +280,8 @@ class WhisperDecoderHead(nn.Module):
     @functools.cached_property
     def _word_tokenizer(self) -> tuple[WordTokenizer, list[str], tuple[int, ...]]:
         tokens = self.tokens()
-        full_stop = WordTokenizer(tokens).encode(".")
-        return WordTokenizer(tokens), tokens, (*full_stop, self.config.eot_id)
+        tokenizer = WordTokenizer(tokens)
+        return tokenizer, tokens, (*tokenizer.encode("."), self.config.eot_id)
 
     def _drafted(self, features: torch.Tensor, lengths: torch.Tensor,
                  cross: list[tuple[torch.Tensor, torch.Tensor]], limits: list[int]) -> torch.Tensor:
