@@ -4,7 +4,11 @@ teacher, resemblyzer) on any trial list at that threshold.
 Rule (``calibrate``): the lowest threshold at which the validation trials' false-accept rate is at most
 ``max_far``, provided the false-reject rate there is at most ``max_frr``; otherwise the EER point. A
 served "same speaker" answer that accepts impostors is the costly error, and validation speakers are
-few, so the threshold keeps a margin on the false-accept side while genuine pairs still pass.
+few, so the threshold keeps a margin on the false-accept side while genuine pairs still pass. Given
+several validation populations (``--served-calibrate A B``), the threshold is the strictest of their own
+(the highest): every population then accepts at most ``max_far`` of its impostors. Why: a threshold set on
+pooled trials follows the larger population, and impostors of another channel (telephone prompts) score
+higher than those of the one it was set on.
 Scores come from :mod:`training.distill_cache` features (``--eval-only`` shards), so every trial list
 costs one encoder pass per clip, whatever the number of sets compared.
 """
@@ -70,6 +74,20 @@ def choose_threshold(scores: np.ndarray, labels: np.ndarray, max_far: float, max
         return rates | {"rule": f"lowest threshold with validation FAR <= {max_far:g} (FRR <= {max_frr:g} there)"}
     eer_threshold = compute_eer(scores, labels).threshold
     return error_rates(scores, labels, eer_threshold) | {"rule": "EER point (FAR cap would reject too many)"}
+
+
+def strictest_threshold(populations: dict[str, tuple[np.ndarray, np.ndarray]], max_far: float,
+                        max_frr: float) -> dict:
+    """The highest of the populations' own thresholds (``choose_threshold``), with every population's
+    rates there and the pooled rates."""
+    own = {name: choose_threshold(scores, labels, max_far, max_frr) for name, (scores, labels) in populations.items()}
+    threshold = max(rates["threshold"] for rates in own.values())
+    pooled_scores = np.concatenate([scores for scores, _ in populations.values()])
+    pooled_labels = np.concatenate([labels for _, labels in populations.values()])
+    return error_rates(pooled_scores, pooled_labels, threshold) | {
+        "rule": f"strictest of the populations' own thresholds (each: {next(iter(own.values()))['rule']})",
+        "populations": {name: error_rates(scores, labels, threshold) | {"own_threshold": own[name]["threshold"]}
+                        for name, (scores, labels) in populations.items()}}
 
 
 def set_scores(adapter_set: AdapterSet, features_dir: str, trials_file: str) -> tuple[np.ndarray, np.ndarray]:
@@ -162,13 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("adapter", help="verification set folder (--calibrate/--report: a training.distill student)")
     p.add_argument("--calibrate", metavar="FEATURES:TRIALS", help="validation trials that set the threshold "
                                                                   "(the set is rewritten with it)")
-    p.add_argument("--served-calibrate", metavar="TRIALS",
-                   help="like --calibrate, but scored through the served model: any set (E/P, pitch fusion)")
+    p.add_argument("--served-calibrate", nargs="+", metavar="TRIALS",
+                   help="like --calibrate, but scored through the served model: any set (E/P, pitch fusion); "
+                        "several lists: the strictest of their thresholds")
     p.add_argument("--teacher-valid", help="teacher shards of the calibration clips: calibrate the teacher too")
     p.add_argument("--report", nargs="*", default=[], metavar="NAME=FEATURES:TRIALS[:TEACHER]",
                    help="trial lists to report at the served threshold (and the teacher's, when given)")
     p.add_argument("--served", nargs="*", default=[], metavar="NAME=TRIALS",
                    help="score trial lists through the served model (any set, no cache) at its threshold")
+    p.add_argument("--record", action="store_true",
+                   help="write each --served summary into the set's metrics under its NAME (the model card's source)")
     p.add_argument("--backbone", default="models/whisper-base")
     p.add_argument("--dtype", choices=("float32", "int8", "auto"), default="float32",
                    help="the served encoder's precision (ELP_DTYPE): the operating point under each")
@@ -180,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-frr", type=float, default=0.05)
     args = p.parse_args(argv)
     SPEECH_ONLY[0] = args.speech_only
+    if args.teacher_valid and args.served_calibrate and len(args.served_calibrate) > 1:
+        p.error("--teacher-valid calibrates the teacher on one trial list")
     out: dict = {"speech_only": args.speech_only}
     if args.candidates:
         out["candidates"] = choose_candidate(args.candidates, args.calibrate, args.adapter)
@@ -188,12 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     teacher_threshold = args.teacher_threshold
     if args.calibrate or args.served_calibrate:
         if args.served_calibrate:
-            trials_file = args.served_calibrate
-            scores, labels = served_scores(args.adapter, trials_file, args.backbone, args.dtype)
+            trials_file = " ".join(args.served_calibrate)
+            populations = {path: served_scores(args.adapter, path, args.backbone, args.dtype)
+                           for path in args.served_calibrate}
+            labels = np.concatenate([labels for _, labels in populations.values()])
+            chosen = strictest_threshold(populations, args.max_far, args.max_frr) if len(populations) > 1 \
+                else choose_threshold(*populations[args.served_calibrate[0]], args.max_far, args.max_frr)
         else:
             features_dir, trials_file = args.calibrate.rsplit(":", 1)
             scores, labels = set_scores(adapter_set, features_dir, trials_file)
-        chosen = choose_threshold(scores, labels, args.max_far, args.max_frr)
+            chosen = choose_threshold(scores, labels, args.max_far, args.max_frr)
         adapter_set.config.threshold = chosen["threshold"]
         adapter_set.config.training = (adapter_set.config.training or {}) | {
             "calibration": chosen | {"trials": trials_file, "num_trials": int(labels.size)}}
@@ -207,6 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         name, trials_file = spec.split("=", 1)
         scores, labels = served_scores(args.adapter, trials_file, args.backbone, args.dtype)
         out[f"{name} (served model)"] = summary(scores, labels, float(adapter_set.config.threshold))
+        if args.record:
+            adapter_set.config.metrics = (adapter_set.config.metrics or {}) | {
+                name: out[f"{name} (served model)"], "speech_only": args.speech_only}
+    if args.record and args.served:
+        adapter_set.save(args.adapter)
     for spec in args.report:
         name, rest = spec.split("=", 1)
         parts = rest.split(":")

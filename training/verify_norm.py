@@ -1,5 +1,6 @@
 """Choose a verification set's scoring on real-voice validation from cached served embeddings: the served
-threshold, the pitch-fusion weight/angle, and score normalisation against a real-voice cohort.
+threshold, the pitch-fusion weight/angle, and score normalisation against a real-voice cohort; ``centre``
+writes a set that serves cohort-mean centring (``HeadConfig.centred``).
 
 Why a cache: every choice here (21 pitch settings x 5 scorings x several trial lists) is arithmetic on
 the same clips' embeddings. ``cache`` runs each clip once through the served model
@@ -13,6 +14,8 @@ embedding at the set's own ``w, a`` when cached).
         --manifests data/realvox-valid/cohort.jsonl
     python -m training.verify_norm choose data/candidates/verify6/emb.pt --valid human=... realvox=... \
         --cohort data/realvox-valid/cohort.jsonl --synthetic-valid data/corpus/verification_trials_valid.txt
+    python -m training.verify_norm centre adapters_store/verify-default data/candidates/verify6/emb.pt \
+        --cohort data/realvox-valid/cohort.jsonl --out data/candidates/verify6-centred
 """
 
 from __future__ import annotations
@@ -201,6 +204,37 @@ def report(args: argparse.Namespace) -> dict:
     return out
 
 
+@torch.no_grad()
+def write_centred(adapter_dir: str, store: dict, cohort_manifest: str, out: str, backbone: str) -> dict:
+    """The set with the cohort mean of its cached voice embeddings as its head's centre
+    (``HeadConfig.centred``): served, its cosine is the ``centre`` scoring that ``choose`` measured."""
+    import copy
+
+    source = AdapterSet.load(adapter_dir).eval()
+    if source.config.head.centred:
+        raise SystemExit(f"{adapter_dir} is centred already: cache and centre the set it was made from")
+    paths = [r.path for r in read_manifest(cohort_manifest)]
+    missing = [p for p in paths if p not in store]
+    if missing:
+        raise SystemExit(f"{len(missing)} cohort clips are not in the cache (first: {missing[0]})")
+    model = MultiAdapterModel(load_backbone(backbone))
+    model.add_adapter_set("set", source)
+    for path in paths[:3]:  # the cache must hold this set's embeddings, not another's
+        served = model.predict([torch.from_numpy(load_audio(path)[:MAX_SAMPLES])], ["set"])[0].embedding.float()
+        voice = torch.nn.functional.normalize(served[: store[path]["voice"].numel()], dim=0)
+        if float(voice @ store[path]["voice"].float()) < 0.999:
+            raise SystemExit(f"the cache does not hold {adapter_dir}'s embedding of {path}")
+    centre = torch.from_numpy(fused(store, paths, 0.0, 0.0)).mean(dim=0)
+    config = copy.deepcopy(source.config)
+    config.head.centred = True
+    centred = AdapterSet(config)
+    centred.load_state_dict(source.state_dict() | {"head.centre": centre.to(torch.float32)})
+    record = {"cohort": cohort_manifest, "clips": len(paths), "centre_norm": round(float(centre.norm()), 4)}
+    centred.config.training = (centred.config.training or {}) | {"centring": record}
+    centred.save(out)
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -223,6 +257,12 @@ def main(argv: list[str] | None = None) -> int:
     ch.add_argument("--served-pitch", type=float, nargs=2, default=(0.3, 1.0), help="the set's (w, a) now")
     ch.add_argument("--speakers", nargs="*", default=[], help="manifests naming the valid clips' speakers "
                                                                "(for the speaker-bootstrap spread)")
+    ce = sub.add_parser("centre", help="write the set with its cohort mean as the head's centre (served centring)")
+    ce.add_argument("adapter")
+    ce.add_argument("cache", type=Path, help="the cache of this set's embeddings (``cache``), cohort clips included")
+    ce.add_argument("--cohort", required=True, help="manifest of the cohort clips")
+    ce.add_argument("--out", required=True)
+    ce.add_argument("--backbone", default="models/whisper-base")
     rp = sub.choices["report"]
     rp.add_argument("lists", nargs="+", metavar="NAME=TRIALS")
     rp.add_argument("--threshold", type=float, required=True)
@@ -234,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
         paths |= {r.path for m in args.manifests for r in read_manifest(m)}
         store = cache(args.adapter, sorted(paths), args.out, args.backbone)
         print(json.dumps({"clips": len(store)}))
+        return 0
+    if args.command == "centre":
+        print(json.dumps(write_centred(args.adapter, torch.load(args.cache), args.cohort, args.out, args.backbone)))
         return 0
     result = choose(args) if args.command == "choose" else report(args)
     print(json.dumps(result, indent=1))

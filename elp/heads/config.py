@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from elp.errors import ConfigError
 
 POOLINGS = ("mean", "stats", "max")
+VOICE_KINDS = ("tdnn", "ge2e")
 
 
 @dataclass
@@ -28,6 +29,14 @@ class HeadConfig:
     (:mod:`elp.heads.voice`, ``voice_channels`` / ``voice_pooled_channels`` / ``voice_embedding_dim``
     wide) that reads the clip's own log-mel spectrum, and the voice cosine before any pitch term is
     ``(1 - voice_weight) * cos_encoder + voice_weight * cos_branch`` (1: the branch alone).
+    ``voice_kind``: ``tdnn`` (that convolution stack, distilled by ``training.distill_voice``) or
+    ``ge2e`` (:mod:`elp.heads.ge2e`, an LSTM speaker encoder ``voice_layers`` deep and ``voice_channels``
+    wide, converted from a published checkpoint; ``voice_pooled_channels`` is not read).
+    ``centred`` (speaker head): the unit embedding (before any pitch coordinates) minus a stored centre, the
+    mean embedding of a cohort of other real voices (``training.verify_norm centre``), renormalised. Why:
+    a speaker network whose embeddings share a large common part (GE2E's are non-negative) scores every
+    pair high; centring on real voices removes what all of them share, and as an embedding shift it needs
+    nothing of enrolment or scoring (the cosine of centred embeddings is the cohort-centred score).
     ``context_blocks`` (CTC head): residual depthwise-convolution blocks (``context_kernel`` frames wide)
     before the output layer. Every other trained part of a set works frame by frame (E-adapters on the
     FFN output, L-adapters per layer), so spelling a sound from its neighbours (English orthography)
@@ -46,6 +55,9 @@ class HeadConfig:
     voice_channels: int = 256
     voice_pooled_channels: int = 768
     voice_embedding_dim: int = 256
+    voice_kind: str = "tdnn"
+    voice_layers: int = 3
+    centred: bool = False
     context_blocks: int = 0
     context_kernel: int = 9
 
@@ -60,6 +72,8 @@ class HeadConfig:
             raise ConfigError("voice_weight must be in [0, 1]")
         if min(self.voice_channels, self.voice_pooled_channels, self.voice_embedding_dim) <= 0:
             raise ConfigError("voice branch sizes must be positive")
+        if self.voice_kind not in VOICE_KINDS or self.voice_layers <= 0:
+            raise ConfigError(f"voice_kind must be one of {VOICE_KINDS} and voice_layers positive")
         if self.context_blocks < 0 or self.context_kernel < 1 or self.context_kernel % 2 == 0:
             raise ConfigError("context_blocks must be >= 0 and context_kernel a positive odd width")
         if not 0.0 <= self.dropout < 1.0:

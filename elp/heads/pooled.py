@@ -10,7 +10,7 @@ from elp.backbones.base import lengths_to_mask
 from elp.errors import ConfigError
 from elp.heads.config import HeadConfig
 from elp.heads.prosody import NUM_PROSODY_FEATURES, PROSODY_FEATURES
-from elp.heads.voice import VoiceBranch, VoiceBranchConfig
+from elp.heads.voice import build_voice_branch
 
 PITCH_INDEX = PROSODY_FEATURES.index("f0_median_semitones")
 
@@ -113,9 +113,12 @@ class SpeakerEmbeddingHead(_PooledHead):
         self.voice_weight = config.voice_weight
         self.reads_waveform = config.voice_weight > 0
         if self.reads_waveform:
-            self.voice = VoiceBranch(VoiceBranchConfig(
-                config.voice_channels, config.voice_pooled_channels, config.voice_embedding_dim))
+            self.voice = build_voice_branch(config.voice_kind, config.voice_channels, config.voice_pooled_channels,
+                                            config.voice_embedding_dim, config.voice_layers)
         voice_size = config.voice_embedding_dim if self.reads_waveform else 0
+        self.centred = config.centred
+        if self.centred:  # the cohort mean, written by training.verify_norm centre
+            self.register_buffer("centre", torch.zeros(config.embedding_dim + voice_size))
         self.embedding_size = config.embedding_dim + voice_size + (2 if config.pitch_weight > 0 else 0)
 
     def forward(
@@ -129,6 +132,8 @@ class SpeakerEmbeddingHead(_PooledHead):
                 raise ConfigError("this head has a voice branch: pass waves=(samples, sample_lengths)")
             voice = self.voice(*waves).float()
             embeddings = torch.cat([embeddings * (1 - self.voice_weight) ** 0.5, voice * self.voice_weight**0.5], -1)
+        if self.centred:
+            embeddings = F.normalize(embeddings - self.centre.float(), dim=-1)
         if self.pitch_weight <= 0:
             return embeddings
         pitch_z = self.prosody_norm(self.checked(prosody))[:, PITCH_INDEX]

@@ -37,7 +37,7 @@ class VoiceBranchConfig:
     dilations: tuple[int, ...] = (2, 3, 4)
 
     def to_dict(self) -> dict:
-        return {"channels": self.channels, "pooled_channels": self.pooled_channels,
+        return {"kind": "tdnn", "channels": self.channels, "pooled_channels": self.pooled_channels,
                 "embedding_dim": self.embedding_dim, "dilations": list(self.dilations)}
 
     @classmethod
@@ -128,3 +128,31 @@ class VoiceBranch(nn.Module):
         mels = [self.log_mel(wave[: int(length)]) for wave, length in zip(waves, lengths, strict=True)]
         return torch.cat([self.embed_mels(mel.unsqueeze(0).to(dtype)) for mel in mels])
 
+
+
+def build_voice_branch(kind: str, channels: int, pooled_channels: int, embedding_dim: int, layers: int) -> nn.Module:
+    """The branch a head config names (``HeadConfig.voice_kind``); both take ``(waves, lengths)``."""
+    if kind == "ge2e":
+        from elp.heads.ge2e import Ge2eBranch, Ge2eConfig
+
+        return Ge2eBranch(Ge2eConfig(channels, layers, embedding_dim))
+    return VoiceBranch(VoiceBranchConfig(channels, pooled_channels, embedding_dim))
+
+
+def branch_from_record(config: dict) -> nn.Module:
+    """An untrained branch shaped as a branch folder's ``voice_branch.json`` ``config`` says."""
+    if config.get("kind", "tdnn") == "ge2e":
+        from elp.heads.ge2e import Ge2eBranch, Ge2eConfig
+
+        return Ge2eBranch(Ge2eConfig.from_dict(config))
+    return VoiceBranch(VoiceBranchConfig.from_dict(config))
+
+
+def head_fields(config: dict) -> dict:
+    """The ``HeadConfig`` voice fields that rebuild a branch folder's branch inside a set."""
+    if config.get("kind", "tdnn") == "ge2e":
+        return {"voice_kind": "ge2e", "voice_channels": int(config["hidden"]), "voice_layers": int(config["layers"]),
+                "voice_embedding_dim": int(config["embedding_dim"])}
+    return {"voice_kind": "tdnn", "voice_channels": int(config["channels"]),
+            "voice_pooled_channels": int(config["pooled_channels"]),
+            "voice_embedding_dim": int(config["embedding_dim"])}

@@ -2,10 +2,10 @@
 cohort-mean centring): the formulas ``training.verify_norm`` compares on validation trials.
 
 Why: a cosine means different things for different voices (a voice near many others scores high with
-everyone); normalising by how each clip scores against known other people removes that offset. No
-shipped set serves a normalisation (none passed the fifth session's rule, see the verify-default card);
-the serving wiring (cohort in the safetensors, ``scoring`` in the config) is on branch
-``verify6-scoring-serving``. Torch is imported inside the function (task modules import torch-free).
+everyone); normalising by how each clip scores against known other people removes that offset.
+``centre`` is served as an embedding shift (``HeadConfig.centred``: the shipped verify-default, chosen on
+validation in the eleventh session); S-norm and AS-norm are not served (none passed a ship rule, see the
+verify-default card). Torch is imported inside the function (task modules import torch-free).
 """
 
 from __future__ import annotations

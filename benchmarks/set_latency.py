@@ -1,0 +1,81 @@
+"""Benchmark: what one clip costs each adapter set as served (batch 1), any task, rounds interleaved.
+
+Why beside ``asr_latency``: a set's cost is not only its encoder pass; a speaker set with a voice
+branch also runs its own network on the row's samples (``elp.heads.voice``, ``elp.heads.ge2e``).
+Each ``--adapter`` is loaded on its own model at each ``--dtype``; every round times every system on
+the same 1-10 s corpus clips, a different system first each round. ``--resemblyzer`` adds resemblyzer's
+own pipeline (level, voice-detector trimming, GE2E) as the tool a user would otherwise run. Reported:
+the median over rounds of each system's mean ms a clip, min-max, and the ratio to the first system.
+
+    python -m benchmarks.set_latency --adapter adapters_store/verify-default data/candidates/verify-ge2e \
+        [--dtype auto] [--clips 20] [--rounds 3] [--resemblyzer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from benchmarks.asr_latency import time_round
+from benchmarks.common import DEFAULT_BACKBONE, corpus_clips, decode_clip, markdown_table, write_results
+from benchmarks.stats import load_note, machine_load, round_robin
+
+
+def served_set(backbone_dir: Path, adapter_dir: Path, dtype: str) -> Callable[[np.ndarray], object]:
+    from elp import MultiAdapterModel, load_backbone
+    from elp.adapter_set import AdapterSet
+
+    model = MultiAdapterModel(load_backbone(str(backbone_dir), quantization=None if dtype == "float32" else dtype))
+    model.add_adapter_set(adapter_dir.name, AdapterSet.load(adapter_dir))
+    return lambda wave: model.predict([torch.from_numpy(wave)], [adapter_dir.name])[0]
+
+
+def resemblyzer_system() -> Callable[[np.ndarray], object]:
+    from training.teacher import resemblyzer_teacher
+
+    return resemblyzer_teacher()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", type=Path, default=DEFAULT_BACKBONE)
+    parser.add_argument("--adapter", type=Path, nargs="+", required=True, help="adapter set folders (any task)")
+    parser.add_argument("--dtype", nargs="+", default=["auto"], choices=["float32", "int8", "auto"])
+    parser.add_argument("--clips", type=int, default=20, help="corpus clips of 1-10 s")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resemblyzer", action="store_true", help="time resemblyzer's own pipeline too")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    waves = [decode_clip(clip.data) for clip in corpus_clips(args.clips)]
+    systems = {f"{folder.name} ({dtype})": served_set(args.backbone, folder, dtype)
+               for folder in args.adapter for dtype in args.dtype}
+    if args.resemblyzer:
+        systems["resemblyzer"] = resemblyzer_system()
+    time_round(systems, list(systems), waves[:2])  # warm-up: first calls build caches
+    load_at_start = machine_load()
+    rounds = [time_round(systems, round_robin(list(systems), turn), waves) for turn in range(args.rounds)]
+    load_at_end = machine_load()
+    rows = [{"system": name, "ms_per_clip": round(statistics.median(spent[name] for spent in rounds), 1),
+             "ms_min": round(min(spent[name] for spent in rounds), 1),
+             "ms_max": round(max(spent[name] for spent in rounds), 1)} for name in systems]
+    for row in rows:
+        row["vs_first"] = round(row["ms_per_clip"] / rows[0]["ms_per_clip"], 3)
+    seconds = [len(wave) / 16000 for wave in waves]
+    title = (f"One clip at a time, {len(waves)} corpus clips of {min(seconds):.1f}-{max(seconds):.1f} s, "
+             f"{args.rounds} interleaved rounds, {args.threads} threads (median, min-max)")
+    table = f"{title}\n{load_note(load_at_start, load_at_end)}\n\n" + markdown_table(
+        rows, ["system", "ms_per_clip", "ms_min", "ms_max", "vs_first"])
+    write_results("set-latency", {"title": title, "load_start": load_at_start, "load_end": load_at_end,
+                                  "rows": rows, "rounds": rounds}, table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
