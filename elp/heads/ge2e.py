@@ -119,16 +119,20 @@ class Ge2eBranch(nn.Module):
         _, (hidden, _) = self.lstm(mels)
         return F.normalize(F.relu(self.linear(hidden[-1])), dim=-1)
 
-    def embed_clip(self, wave: torch.Tensor) -> torch.Tensor:
+    def windows(self, wave: torch.Tensor) -> torch.Tensor:
+        """(samples,) one clip -> (windows, PARTIAL_FRAMES, MEL_BANDS): its 1.6 s mel windows."""
         starts, padded = partial_starts(wave.numel())
         wave = raise_level(wave)
         if padded > wave.numel():
             wave = F.pad(wave, (0, padded - wave.numel()))
         mel = self.mel(wave).to(self.linear.weight.dtype)
-        windows = torch.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
-        return F.normalize(self.embed_windows(windows).float().mean(dim=0), dim=-1)
+        return torch.stack([mel[s : s + PARTIAL_FRAMES] for s in starts])
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) padded rows and their real lengths -> (batch, embedding_dim); each row is
-        embedded from its own samples, so its answer never depends on its batch-mates."""
-        return torch.stack([self.embed_clip(wave[: int(length)]) for wave, length in zip(waves, lengths, strict=True)])
+        """(batch, samples) padded rows and their real lengths -> (batch, embedding_dim). Each row's windows
+        come from its own samples; every row's windows go through the LSTM in one call (all are 160 frames,
+        so no padding), then each row averages its own: a row's answer never depends on its batch-mates."""
+        per_row = [self.windows(wave[: int(length)]) for wave, length in zip(waves, lengths, strict=True)]
+        embedded = self.embed_windows(torch.cat(per_row)).float()
+        counts = [w.shape[0] for w in per_row]
+        return torch.stack([F.normalize(part.mean(dim=0), dim=-1) for part in embedded.split(counts)])
