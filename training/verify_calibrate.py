@@ -175,6 +175,21 @@ def summary(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
             **{k: round(v, 4) for k, v in error_rates(scores, labels, threshold).items()}}
 
 
+def calibration(args: argparse.Namespace, adapter_set: AdapterSet) -> tuple[dict, str, np.ndarray]:
+    """The threshold chosen on the validation trials (``--served-calibrate`` or ``--calibrate``), the trial
+    list(s) it read and their labels."""
+    if args.served_calibrate:
+        populations = {path: served_scores(args.adapter, path, args.backbone, args.dtype)
+                       for path in args.served_calibrate}
+        labels = np.concatenate([labels for _, labels in populations.values()])
+        chosen = strictest_threshold(populations, args.max_far, args.max_frr) if len(populations) > 1 \
+            else choose_threshold(*populations[args.served_calibrate[0]], args.max_far, args.max_frr)
+        return chosen, " ".join(args.served_calibrate), labels
+    features_dir, trials_file = args.calibrate.rsplit(":", 1)
+    scores, labels = set_scores(adapter_set, features_dir, trials_file)
+    return choose_threshold(scores, labels, args.max_far, args.max_frr), trials_file, labels
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("adapter", help="verification set folder (--calibrate/--report: a training.distill student)")
@@ -210,17 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     out["threshold"] = adapter_set.config.threshold
     teacher_threshold = args.teacher_threshold
     if args.calibrate or args.served_calibrate:
-        if args.served_calibrate:
-            trials_file = " ".join(args.served_calibrate)
-            populations = {path: served_scores(args.adapter, path, args.backbone, args.dtype)
-                           for path in args.served_calibrate}
-            labels = np.concatenate([labels for _, labels in populations.values()])
-            chosen = strictest_threshold(populations, args.max_far, args.max_frr) if len(populations) > 1 \
-                else choose_threshold(*populations[args.served_calibrate[0]], args.max_far, args.max_frr)
-        else:
-            features_dir, trials_file = args.calibrate.rsplit(":", 1)
-            scores, labels = set_scores(adapter_set, features_dir, trials_file)
-            chosen = choose_threshold(scores, labels, args.max_far, args.max_frr)
+        chosen, trials_file, labels = calibration(args, adapter_set)
         adapter_set.config.threshold = chosen["threshold"]
         adapter_set.config.training = (adapter_set.config.training or {}) | {
             "calibration": chosen | {"trials": trials_file, "num_trials": int(labels.size)}}
