@@ -72,6 +72,16 @@ def test_rows_do_not_depend_on_batch_mates_or_padding():
     assert float(together[0] @ together[1]) < 0.9999  # different clips, different answers
 
 
+def test_branch_runs_in_bfloat16_close_to_float32():
+    branch = small_branch(seed=3)
+    wave = seeded_waveform(2.2, seed=12).unsqueeze(0)
+    with torch.no_grad():
+        full = branch(wave, torch.tensor([wave.shape[1]]))
+        half = branch.to(torch.bfloat16)(wave, torch.tensor([wave.shape[1]]))
+    assert half.dtype == torch.float32  # the answer is float32 whatever the weights' dtype
+    assert float(torch.nn.functional.cosine_similarity(full, half)) > 0.99
+
+
 def test_converted_checkpoint_answers_as_resemblyzer():
     """The published weights through this branch give resemblyzer's own embedding (trimming aside)."""
     pytest.importorskip("resemblyzer")
