@@ -8,7 +8,7 @@ own pipeline (level, voice-detector trimming, GE2E) as the tool a user would oth
 the median over rounds of each system's mean ms a clip, min-max, and the ratio to the first system.
 
     python -m benchmarks.set_latency --adapter adapters_store/verify-default data/candidates/verify-ge2e \
-        [--dtype auto] [--clips 20] [--rounds 3] [--resemblyzer]
+        [--dtype auto] [--clips 20] [--rounds 3] [--resemblyzer] [--name set-latency]
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--resemblyzer", action="store_true", help="time resemblyzer's own pipeline too")
+    parser.add_argument("--name", default="set-latency", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     waves = [decode_clip(clip.data) for clip in corpus_clips(args.clips)]
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{args.rounds} interleaved rounds, {args.threads} threads (median, min-max)")
     table = f"{title}\n{load_note(load_at_start, load_at_end)}\n\n" + markdown_table(
         rows, ["system", "ms_per_clip", "ms_min", "ms_max", "vs_first"])
-    write_results("set-latency", {"title": title, "load_start": load_at_start, "load_end": load_at_end,
+    write_results(args.name, {"title": title, "load_start": load_at_start, "load_end": load_at_end,
                                   "rows": rows, "rounds": rounds}, table)
     return 0
 

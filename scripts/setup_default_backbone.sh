@@ -8,7 +8,8 @@
 # elp/convert/known_checksums.json.
 #
 # Usage: scripts/setup_default_backbone.sh [--base-only] [--no-verify]
-# (also writes the decoder set adapters_store/asr-whisper from the base checkpoint: elp.convert.whisper_decoder_set)
+# (also writes the decoder sets adapters_store/asr-whisper and language-whisper from the base checkpoint:
+# elp.convert.whisper_decoder_set)
 #   PYTHON=...          interpreter to use (default: .venv/bin/python if present, else python3)
 #   ELP_MODELS_DIR=...  where to write the checkpoints (default: models)
 set -euo pipefail
@@ -55,12 +56,17 @@ if [[ $base_only -eq 0 ]]; then
     "$PYTHON" -m elp.convert.ctranslate2_whisper --package tiny.en --out "$models_dir/whisper-tiny.en" "${convert_args[@]}"
 fi
 
-# The ASR set that serves Whisper base's own decoder on the shared encoder (adapters_store/asr-whisper):
-# ~200 MB of converted weights, so made here from the checkpoint rather than committed; remade when the
-# checkpoint is newer than the set.
-decoder_set="${ELP_ADAPTERS_DIR:-adapters_store}/asr-whisper"
-if [[ ! -f "$decoder_set/adapter_model.safetensors" || "$models_dir/whisper-base/model.safetensors" -nt "$decoder_set/adapter_model.safetensors" ]]; then
-    "$PYTHON" -m elp.convert.whisper_decoder_set "$models_dir/whisper-base" "$decoder_set"
-else
-    echo "decoder set up to date: $decoder_set"
-fi
+# The sets that serve Whisper base's own decoder on the shared encoder: adapters_store/asr-whisper (its
+# transcripts, ~200 MB) and adapters_store/language-whisper (its language tokens, ~100 MB). Converted
+# weights, so made here from the checkpoint rather than committed; remade when the checkpoint is newer.
+make_decoder_set() {
+    local set_dir="${ELP_ADAPTERS_DIR:-adapters_store}/$1"; shift
+    if [[ ! -f "$set_dir/adapter_model.safetensors" || "$models_dir/whisper-base/model.safetensors" -nt "$set_dir/adapter_model.safetensors" ]]; then
+        "$PYTHON" -m elp.convert.whisper_decoder_set "$models_dir/whisper-base" "$set_dir" "$@"
+    else
+        echo "decoder set up to date: $set_dir"
+    fi
+}
+make_decoder_set asr-whisper
+# the label prior was fitted on the language corpus' training split (training.label_bias; its model card)
+make_decoder_set language-whisper --labels de en es fr it ru --label-bias 0 -2.5983 -0.2153 0.5694 0.41 1.368

@@ -130,3 +130,22 @@ def test_the_decoder_set_made_at_setup_transcribes_beside_the_ctc_set(model, tmp
         assert model.predict([speech], ["asr-whisper"])[0].text == decoded.text
     finally:
         model.remove_adapter_set("asr-whisper")
+
+
+@pytest.mark.slow
+def test_the_language_set_made_at_setup_names_the_language_beside_the_trained_one(model, tmp_path):
+    """``language-whisper`` (Whisper base's decoder scoring its language tokens, made by the setup script)
+    rides in one batch with ``language-default`` and names the language of sentence-length speech."""
+    folder = STORE / "language-whisper"
+    if not (folder / "adapter_model.safetensors").exists():
+        pytest.fail(f"no language decoder set at {folder}: scripts/setup_default_backbone.sh makes it")
+    model.add_adapter_set("language-whisper", AdapterSet.load(folder))
+    try:
+        english = speak(tmp_path, "the weather is lovely today and i would like to go for a walk")
+        spanish = speak(tmp_path, "mañana vamos a la playa con nuestros amigos del colegio", voice="es")
+        answers = model.predict([english, spanish, english], ["language-whisper", "language-whisper",
+                                                              "language-default"])
+        assert [a.label for a in answers[:2]] == ["en", "es"], [a.scores for a in answers[:2]]
+        assert abs(sum(answers[0].scores.values()) - 1) < 1e-5 and set(answers[0].scores) == set(answers[2].scores)
+    finally:
+        model.remove_adapter_set("language-whisper")

@@ -105,7 +105,14 @@ class DecoderConfig:
     blank first; ``elp.heads.draft``), and a decoder pass checks up to ``draft_max_tokens`` of its
     tokens at once (``elp.heads.speculative``) for calls of at most ``draft_max_rows`` of the set's
     rows: greedy decoding's tokens in fewer passes; a proposal stops before the first draft word whose
-    confidence (lowest frame probability) is under ``draft_min_confidence``. 0 = greedy token by token."""
+    confidence (lowest frame probability) is under ``draft_min_confidence``. 0 = greedy token by token.
+
+    ``label_ids`` (a classifier set, e.g. language identification): the decoder does not transcribe; it
+    reads the prompt and scores these tokens (one per label, in the set's label order) as the next one,
+    as Whisper identifies a language from ``<|startoftranscript|>``. One decoder step a row.
+    ``label_bias`` (empty, or one per label) is added to those logits: a prior fitted on labelled clips
+    (``training.label_bias``), since a decoder trained mostly on English leans towards ``<|en|>`` on short
+    or telephone-band speech."""
 
     kind: str = "whisper"
     layers: int = 6
@@ -131,6 +138,8 @@ class DecoderConfig:
     draft_max_tokens: int = 8
     draft_max_rows: int = 1
     draft_min_confidence: float = 0.0
+    label_ids: list[int] = field(default_factory=list)
+    label_bias: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind != "whisper":
@@ -139,11 +148,13 @@ class DecoderConfig:
             raise ConfigError("decoder sizes must be positive")
         if not self.prompt_ids or len(self.prompt_ids) >= self.max_target_positions:
             raise ConfigError("a decoder needs a forced prompt shorter than its positions")
-        ids = [*self.prompt_ids, self.eot_id, *self.suppress_ids, *self.begin_suppress_ids]
+        ids = [*self.prompt_ids, self.eot_id, *self.suppress_ids, *self.begin_suppress_ids, *self.label_ids]
         if any(not 0 <= token < self.vocab_size for token in ids):
             raise ConfigError("decoder token ids must lie inside its vocabulary")
         if not 0.0 <= self.trailing_silence_s <= 5.0 or self.max_tokens_per_second <= 0 or self.extra_tokens < 0:
             raise ConfigError("trailing_silence_s must be in [0, 5], max_tokens_per_second > 0, extra_tokens >= 0")
+        if self.label_bias and len(self.label_bias) != len(self.label_ids):
+            raise ConfigError("label_bias needs one value per label token")
         if self.token_table_bytes < 0 or self.stop_repeats == 1 or self.stop_repeats < 0:
             raise ConfigError("token_table_bytes must be >= 0 and stop_repeats 0 or > 1")
         if self.draft_hidden < 0 or (self.draft_hidden and (len(self.draft_vocab) < 2 or self.draft_kernel % 2 == 0

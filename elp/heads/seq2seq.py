@@ -42,6 +42,7 @@ def _whisper_decoder(config: DecoderConfig, d_model: int) -> nn.Module:
         decoder_ffn_dim=config.ffn_dim, vocab_size=config.vocab_size,
         max_target_positions=config.max_target_positions, max_source_positions=config.source_positions,
         encoder_layers=1, encoder_attention_heads=config.heads, pad_token_id=config.eot_id,
+        bos_token_id=config.eot_id, eos_token_id=config.eot_id, decoder_start_token_id=config.prompt_ids[0],
     ))
 
 
@@ -257,12 +258,25 @@ class WhisperDecoderHead(nn.Module):
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor,
                 prosody: torch.Tensor | None = None) -> torch.Tensor:
-        limits = self.token_limits(lengths)
         cross = self._cross_states(features, lengths)
+        if self.config.label_ids:
+            return self.label_logits(cross)
+        limits = self.token_limits(lengths)
         if self.speculative(features.shape[0]):
             return self._drafted(features, lengths, cross, limits)
         self.__dict__["last_passes"] = []
         return self._greedy(cross, limits)
+
+    def label_logits(self, cross: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """(b, labels) logits of the ``label_ids`` tokens right after the prompt: one step, no decoding."""
+        rows = cross[0][0].shape[0]
+        prompt = torch.tensor([self.config.prompt_ids] * rows, device=self.silence.device)
+        last = self._step(prompt, 0, [[] for _ in self.decoder.layers], cross)[:, -1]
+        labels = self.decoder.embed_tokens.weight[self.config.label_ids]
+        logits = (last @ labels.t()).float()
+        if self.config.label_bias:
+            logits = logits + torch.tensor(self.config.label_bias, device=logits.device)
+        return logits
 
     # -------------------------------------------------------------------- drafted decoding
     def speculative(self, rows: int) -> bool:

@@ -151,6 +151,18 @@ class TaskSpec:
             raise ConfigError(f"a {self.name} adapter set cannot carry a text branch")
         if config.decoder is not None and not self.supports_decoder:
             raise ConfigError(f"a {self.name} adapter set cannot carry a sequence decoder")
+        if config.decoder is not None:
+            layers = int(config.backbone.get("num_layers", 0))
+            if config.backbone.get("model_type") != "whisper" or config.vocab or config.language_model is not None:
+                raise ConfigError("a decoder set is a Whisper backbone's decoder alone: no CTC vocabulary or LM")
+            if config.method != "none" or config.weighted_sum_layers != [layers]:
+                raise ConfigError(f"a decoder reads the encoder's output unchanged: method 'none', layers [{layers}]")
+
+    @staticmethod
+    def refuse_decoder_training(adapter_set: AdapterSet | None) -> None:
+        """A decoder set's weights are a pretrained checkpoint's: it is converted, never trained."""
+        if adapter_set is not None and adapter_set.config.decoder is not None:
+            raise ConfigError("a decoder set holds a pretrained decoder: it is converted, not trained")
 
     def num_outputs(self, config: AdapterSetConfig) -> int:
         raise NotImplementedError

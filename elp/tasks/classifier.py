@@ -56,6 +56,9 @@ class ClassifierTask(TaskSpec):
         super().validate(config)
         if not config.labels:
             raise ConfigError(f"a {self.name} adapter set needs its class labels")
+        if config.decoder is not None and len(config.decoder.label_ids) != len(config.labels):
+            raise ConfigError(f"a {self.name} decoder set scores one token per {self.class_noun}: "
+                              f"{len(config.decoder.label_ids)} label tokens for {len(config.labels)} labels")
         if config.slot_names:
             for label in config.labels:
                 if len(label.split("_")) != len(config.slot_names):
@@ -77,6 +80,7 @@ class ClassifierTask(TaskSpec):
     def build_loss(self, adapter_set: AdapterSet, num_targets: int, label_smoothing: float = 0.0) -> nn.Module:
         from torch import nn
 
+        self.refuse_decoder_training(adapter_set)
         return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
 
     def post_processor(self, adapter_set: AdapterSet) -> LabelScorer:

@@ -275,3 +275,62 @@ def test_on_an_int8_encoder_decoder_rows_read_a_float32_copy_and_the_others_int8
     assert mixed[1].text == int8_only.predict([clips[1]], ["asr-ctc"])[0].text
     model.remove_adapter_set("asr-whisper")
     assert model.decoder_rows.float_copy is None  # freed with the last decoder set
+
+
+def test_a_label_set_scores_the_checkpoints_own_tokens_after_the_start_token(whisper, backbone, tmp_path):
+    """Language identification: one step after <|startoftranscript|>, the kept label tokens' logits equal
+    transformers' full forward at the checkpoint's ids; rows answer as alone in a mixed batch."""
+    from elp.convert.whisper_decoder_set import build_label_set
+
+    kept = [EOT, 1, 60, 61, 62]  # end of text, start, three "language" tokens of the tiny vocabulary
+    label_set = build_label_set(whisper.model.decoder, backbone, kept, ["de", "en", "fr"], trailing_silence_s=0.3)
+    assert label_set.config.decoder.vocab_size == 5 and label_set.config.task == "language"
+    label_set.save(tmp_path / "language")
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("language", AdapterSet.load(tmp_path / "language"))
+    model.add_adapter_set("speaker", make_random_adapter_set(backbone, "verification", seed=2))
+    clips = [seeded_waveform(0.7, seed=3), seeded_waveform(1.3, seed=4)]
+    mixed = model.predict([clips[0], clips[1], clips[0]], ["language", "language", "speaker"])
+    head = model.adapter_sets["language"].head
+    for clip, answer in zip(clips, mixed[:2], strict=True):
+        assert answer.label in {"de", "en", "fr"} and abs(sum(answer.scores.values()) - 1) < 1e-5
+        assert answer.scores == pytest.approx(model.predict([clip], ["language"])[0].scores, abs=1e-5)
+        frames = features_read(model, [clip], ["language"], head)[0][0][0]  # the row's frames, trailing zeros too
+        with torch.inference_mode():
+            window = torch.cat([frames, head.silence[frames.shape[0]:]]).unsqueeze(0)
+            logits = whisper(encoder_outputs=(window,), decoder_input_ids=torch.tensor([[1]])).logits[0, -1]
+        expected = logits[[60, 61, 62]].softmax(-1)
+        assert [answer.scores[x] for x in ("de", "en", "fr")] == pytest.approx(expected.tolist(), abs=1e-4)
+
+
+def test_a_label_bias_shifts_the_label_logits(whisper, backbone):
+    import dataclasses
+
+    from elp.convert.whisper_decoder_set import build_label_set
+
+    plain = build_label_set(whisper.model.decoder, backbone, [EOT, 1, 60, 61, 62], ["de", "en", "fr"])
+    decoder = dataclasses.replace(plain.config.decoder, label_bias=[0.0, -1.5, 0.7])
+    biased = AdapterSet(dataclasses.replace(plain.config, decoder=decoder))
+    biased.load_state_dict(plain.state_dict())
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("plain", plain)
+    model.add_adapter_set("biased", biased.eval())
+    clip = seeded_waveform(0.9, seed=7)
+    a, b = (torch.tensor([o.scores[x] for x in ("de", "en", "fr")]).log() for o in model.predict([clip, clip],
+                                                                                                  ["plain", "biased"]))
+    assert torch.allclose((b - a) - (b - a)[0], torch.tensor([0.0, -1.5, 0.7]), atol=1e-4)
+    with pytest.raises(ConfigError, match="one value per label"):
+        dataclasses.replace(decoder, label_bias=[0.0])
+
+
+def test_label_sets_need_one_token_per_label_and_are_never_trained(whisper, backbone):
+    from elp.convert.whisper_decoder_set import build_label_set
+    from elp.tasks import get_task
+
+    label_set = build_label_set(whisper.model.decoder, backbone, [EOT, 1, 60, 61], ["de", "en"])
+    config = label_set.config
+    config.labels = ["de", "en", "fr"]
+    with pytest.raises(ConfigError, match="one token per"):
+        get_task("language").validate(config)
+    with pytest.raises(ConfigError, match="converted, not trained"):
+        get_task("language").build_loss(label_set, 2)
