@@ -21,6 +21,11 @@ from elp.heads.prosody import SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 
+def reads_float_copy(adapter_set: AdapterSet) -> bool:
+    """Whether the set's rows read the float32 copy of a quantised encoder (``DecoderConfig.float32_encoder``)."""
+    return adapter_set.config.decoder is not None and adapter_set.config.decoder.float32_encoder
+
+
 class DecoderRows:
     """The float32 copy of a quantised encoder (one, shared by every decoder set), the rows' zeros, and
     each decoder set's shortlist on a CPU."""
@@ -37,7 +42,7 @@ class DecoderRows:
         the vocabulary projection shortlists in int8 and rescores in float32, which keeps its tokens."""
         if adapter_set.config.decoder is None:
             return
-        if self.backbone.quantization:
+        if self.backbone.quantization and adapter_set.config.decoder.float32_encoder:
             self._add_float_copy(key)
         if self.backbone.device.type == "cpu":
             self._add_shortlist(key, adapter_set)
@@ -54,8 +59,8 @@ class DecoderRows:
         adapter_set.head.use_int8_shortlist(full_range=cpu_has_vnni())
 
     def removed(self, remaining: Mapping[str, AdapterSet]) -> None:
-        """Free the float32 copy with the last decoder set."""
-        if not any(s.config.decoder is not None for s in remaining.values()):
+        """Free the float32 copy with the last decoder set that reads it."""
+        if not any(reads_float_copy(s) for s in remaining.values()):
             self.float_copy = None
 
     def _add_float_copy(self, key: str) -> None:
@@ -72,8 +77,8 @@ class DecoderRows:
         log.info("adapter set %r reads a float32 copy of the %s encoder", key, self.backbone.quantization)
 
     def encoder_for(self, adapter_keys: list[str], adapter_sets: Mapping[str, AdapterSet]) -> Backbone:
-        """The float32 copy for a call whose one row is a decoder set's, else the backbone."""
-        if self.float_copy is not None and len(adapter_keys) == 1 and adapter_sets[adapter_keys[0]].config.decoder:
+        """The float32 copy for a call whose one row is a decoder set's that reads it, else the backbone."""
+        if self.float_copy is not None and len(adapter_keys) == 1 and reads_float_copy(adapter_sets[adapter_keys[0]]):
             return self.float_copy
         return self.backbone
 

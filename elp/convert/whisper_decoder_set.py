@@ -123,7 +123,7 @@ def build_label_set(whisper_decoder: nn.Module, backbone: Backbone, kept: list[i
         vocab_size=len(kept), max_target_positions=sizes.max_target_positions,
         source_positions=sizes.max_source_positions, prompt_ids=[1], eot_id=0,
         label_ids=list(range(2, len(kept))), label_bias=list(label_bias or []), trailing_silence_s=trailing_silence_s,
-        language="")
+        language="", float32_encoder=False)  # language ID holds on the int8 encoder (language-whisper card)
     state = whisper_decoder.state_dict()
     state["embed_tokens.weight"] = state["embed_tokens.weight"][kept].clone()
     config = AdapterSetConfig(task=task, backbone=backbone.identity.to_dict(), method="none",

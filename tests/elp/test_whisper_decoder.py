@@ -334,3 +334,18 @@ def test_label_sets_need_one_token_per_label_and_are_never_trained(whisper, back
         get_task("language").validate(config)
     with pytest.raises(ConfigError, match="converted, not trained"):
         get_task("language").build_loss(label_set, 2)
+
+
+def test_a_label_set_reads_the_int8_encoder_and_needs_no_float32_copy(whisper_dir, whisper, backbone):
+    from elp.convert.whisper_decoder_set import build_label_set
+
+    label_set = build_label_set(whisper.model.decoder, backbone, [EOT, 1, 60, 61], ["de", "en"])
+    assert label_set.config.decoder.float32_encoder is False
+    model = MultiAdapterModel(load_backbone(whisper_dir, quantization="int8"))
+    model.add_adapter_set("language", label_set)
+    assert model.decoder_rows.float_copy is None  # no copy loaded for a set that does not read it
+    clip = seeded_waveform(1.1, seed=9)
+    seen, _ = features_read(model, [clip], ["language"], label_set.head)
+    padded = torch.cat([clip, torch.zeros(round(label_set.config.decoder.trailing_silence_s * 16000))])
+    int8_features = model.encode(padded[None], torch.tensor([padded.numel()]), ["language"]).hidden_states[-1][0]
+    assert torch.equal(seen[0][0], int8_features)  # its rows read the shared int8 pass
