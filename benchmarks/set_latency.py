@@ -16,15 +16,52 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks.asr_latency import time_round
 from benchmarks.common import DEFAULT_BACKBONE, corpus_clips, decode_clip, markdown_table, write_results
 from benchmarks.stats import load_note, machine_load, round_robin
+
+
+def time_round(systems: dict[str, Callable[[np.ndarray], object]], order: list[str],
+               waves: list[np.ndarray]) -> dict[str, float]:
+    """Mean ms a clip of each system, systems in ``order``."""
+    spent = {}
+    for name in order:
+        start = time.perf_counter()
+        for wave in waves:
+            systems[name](wave)
+        spent[name] = 1000 * (time.perf_counter() - start) / len(waves)
+    return spent
+
+
+def add_timing_options(parser: argparse.ArgumentParser, default_dtype: str) -> None:
+    parser.add_argument("--backbone", type=Path, default=DEFAULT_BACKBONE)
+    parser.add_argument("--dtype", nargs="+", default=[default_dtype], choices=["float32", "int8", "auto"])
+    parser.add_argument("--clips", type=int, default=20, help="corpus clips of 1-10 s")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+
+
+def interleaved(systems: dict[str, Callable[[np.ndarray], object]], waves: list[np.ndarray], rounds: int,
+                threads: int) -> dict:
+    """Every system on every clip each round, a different one first each round, after a warm-up: rows of
+    median / min / max ms a clip, the rounds, the load at start and end and a title."""
+    time_round(systems, list(systems), waves[:2])  # warm-up: first calls build caches
+    load_at_start = machine_load()
+    spent = [time_round(systems, round_robin(list(systems), turn), waves) for turn in range(rounds)]
+    load_at_end = machine_load()
+    rows = [{"system": name, "ms_per_clip": round(statistics.median(r[name] for r in spent), 1),
+             "ms_min": round(min(r[name] for r in spent), 1), "ms_max": round(max(r[name] for r in spent), 1)}
+            for name in systems]
+    seconds = [len(wave) / 16000 for wave in waves]
+    title = (f"One clip at a time, {len(waves)} corpus clips of {min(seconds):.1f}-{max(seconds):.1f} s, "
+             f"{rounds} interleaved rounds, {threads} threads (median, min-max)")
+    return {"title": title, "load_start": load_at_start, "load_end": load_at_end, "rows": rows, "rounds": spent}
 
 
 def served_set(backbone_dir: Path, adapter_dir: Path, dtype: str) -> Callable[[np.ndarray], object]:
@@ -44,12 +81,8 @@ def resemblyzer_system() -> Callable[[np.ndarray], object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", type=Path, default=DEFAULT_BACKBONE)
     parser.add_argument("--adapter", type=Path, nargs="+", required=True, help="adapter set folders (any task)")
-    parser.add_argument("--dtype", nargs="+", default=["auto"], choices=["float32", "int8", "auto"])
-    parser.add_argument("--clips", type=int, default=20, help="corpus clips of 1-10 s")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
+    add_timing_options(parser, "auto")
     parser.add_argument("--resemblyzer", action="store_true", help="time resemblyzer's own pipeline too")
     parser.add_argument("--name", default="set-latency", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args(argv)
@@ -59,22 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                for folder in args.adapter for dtype in args.dtype}
     if args.resemblyzer:
         systems["resemblyzer"] = resemblyzer_system()
-    time_round(systems, list(systems), waves[:2])  # warm-up: first calls build caches
-    load_at_start = machine_load()
-    rounds = [time_round(systems, round_robin(list(systems), turn), waves) for turn in range(args.rounds)]
-    load_at_end = machine_load()
-    rows = [{"system": name, "ms_per_clip": round(statistics.median(spent[name] for spent in rounds), 1),
-             "ms_min": round(min(spent[name] for spent in rounds), 1),
-             "ms_max": round(max(spent[name] for spent in rounds), 1)} for name in systems]
-    for row in rows:
-        row["vs_first"] = round(row["ms_per_clip"] / rows[0]["ms_per_clip"], 3)
-    seconds = [len(wave) / 16000 for wave in waves]
-    title = (f"One clip at a time, {len(waves)} corpus clips of {min(seconds):.1f}-{max(seconds):.1f} s, "
-             f"{args.rounds} interleaved rounds, {args.threads} threads (median, min-max)")
-    table = f"{title}\n{load_note(load_at_start, load_at_end)}\n\n" + markdown_table(
-        rows, ["system", "ms_per_clip", "ms_min", "ms_max", "vs_first"])
-    write_results(args.name, {"title": title, "load_start": load_at_start, "load_end": load_at_end,
-                                  "rows": rows, "rounds": rounds}, table)
+    result = interleaved(systems, waves, args.rounds, args.threads)
+    for row in result["rows"]:
+        row["vs_first"] = round(row["ms_per_clip"] / result["rows"][0]["ms_per_clip"], 3)
+    table = f"{result['title']}\n{load_note(result['load_start'], result['load_end'])}\n\n" + markdown_table(
+        result["rows"], ["system", "ms_per_clip", "ms_min", "ms_max", "vs_first"])
+    write_results(args.name, result, table)
     return 0
 
 

@@ -155,3 +155,20 @@ def test_overhead_interleaves_batch_policies_against_one_raw_figure(tiny_store: 
         assert len(raws) == 1
     assert all(run["server_errors"] == 0 and run["served_fraction"] > 0 for run in document["runs"])
     assert [(row["batch_policy"], row["repeats"]) for row in document["rows"]] == [("cost", 2), ("length", 2)]
+
+
+def test_set_latency_times_every_system_on_every_clip_each_round_in_rotating_order() -> None:
+    import numpy as np
+
+    from benchmarks import set_latency
+
+    calls: list[str] = []
+    systems = {name: (lambda wave, name=name: calls.append(name)) for name in ("a", "b", "c")}
+    waves = [np.zeros(16000 * s, dtype=np.float32) for s in (1, 2, 3)]
+    result = set_latency.interleaved(systems, waves, rounds=3, threads=1)
+    assert len(calls) == 3 * 2 + 3 * 3 * 3  # the warm-up on two clips, then every clip every round
+    firsts = [calls[6 + 9 * turn] for turn in range(3)]
+    assert sorted(firsts) == ["a", "b", "c"]  # a different system first each round
+    assert [row["system"] for row in result["rows"]] == ["a", "b", "c"] and len(result["rounds"]) == 3
+    assert all(row["ms_min"] <= row["ms_per_clip"] <= row["ms_max"] for row in result["rows"])
+    assert "3 corpus clips of 1.0-3.0 s, 3 interleaved rounds" in result["title"]
