@@ -129,7 +129,6 @@ class VoiceBranch(nn.Module):
         return torch.cat([self.embed_mels(mel.unsqueeze(0).to(dtype)) for mel in mels])
 
 
-
 def build_voice_branch(kind: str, channels: int, pooled_channels: int, embedding_dim: int, layers: int) -> nn.Module:
     """The branch a head config names (``HeadConfig.voice_kind``); both take ``(waves, lengths)``."""
     if kind == "ge2e":

@@ -135,3 +135,24 @@ def test_teacher_shards_are_read_back_by_the_realvox_tools(clips, tmp_path):
     assert sorted(vectors) == sorted(f"{p}#0" for p in paths[:5])
     expected = fake_teacher(sf.read(paths[2], dtype="float32")[0])
     assert np.allclose(vectors[f"{paths[2]}#0"].numpy(), expected / np.linalg.norm(expected), atol=1e-6)
+
+
+def test_fusion_guard_keeps_weights_whose_guard_trials_stay_under_the_cap(clips, tmp_path):
+    """``--guard`` lists are scored at every weight but not pooled; a weight over the cap is never chosen."""
+    root, _, trials = clips
+    backbone_dir = save_tiny_backbone(root / "whisper-guard", family="whisper")
+    make_random_adapter_set(load_backbone(str(backbone_dir)), "verification", seed=3).save(tmp_path / "speaker")
+    torch.manual_seed(0)
+    branch = distill_voice.VoiceBranch(distill_voice.VoiceBranchConfig(channels=8, pooled_channels=8, embedding_dim=8))
+    distill_voice.save_branch(branch, tmp_path / "branch", {"epoch": 1})
+    common = [str(tmp_path / "speaker"), "--branch", str(tmp_path / "branch"), "--valid", f"v={trials}",
+              "--weights", "0", "0.5", "1", "--backbone", str(backbone_dir), "--guard", f"g={trials}"]
+    voice_fusion.main([*common, "--out", str(tmp_path / "open"), "--report", str(tmp_path / "open.json")])
+    grid = json.loads((tmp_path / "open.json").read_text())["grid"]
+    assert all(row["g_eer"] == row["v_eer"] for row in grid)  # scored, but not pooled into the choice's list
+    cap = min(row["g_eer"] for row in grid)
+    voice_fusion.main([*common, "--guard-max-eer", str(cap), "--out", str(tmp_path / "capped"),
+                       "--report", str(tmp_path / "capped.json")])
+    assert json.loads((tmp_path / "capped.json").read_text())["chosen"]["g_eer"] <= cap
+    with pytest.raises(SystemExit, match="no weight keeps"):
+        voice_fusion.main([*common, "--guard-max-eer", str(cap - 0.01), "--out", str(tmp_path / "none")])
