@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import importlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from training.loop import (
     cosine_scheduler,
     write_back_metrics,
 )
+from training.suites.guard import DEFAULT_GUARD, guard_named
 from training.train import trial_files
 
 
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="another corpus folder (same schema) whose train and valid rows of the task join the "
                         "refit; repeatable. Its test rows are never read (the test split stays --corpus's); the "
                         "epoch is then chosen by the mean of the validation scores of --corpus and each of these")
-    p.add_argument("--held-out-guard", default="training.suites.guard:check_training_rows", metavar="MODULE:FUNC",
+    p.add_argument("--held-out-guard", default=DEFAULT_GUARD, metavar="MODULE:FUNC",
                    help="the check every training row must pass; a corpus that holds out its own test people "
                         "names its builder's (language ID: training.corpus.languages:check_language_training_rows)")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
@@ -240,8 +240,7 @@ def _open_refit(args: argparse.Namespace) -> Refit:
     corpus = Path(args.corpus)
     rows = read_manifest(corpus / f"{task}.jsonl")
     splits = {s: filter_split(rows, s) for s in ("train", "valid", "test")}
-    module, function = args.held_out_guard.split(":")
-    check_training_rows = getattr(importlib.import_module(module), function)
+    check_training_rows = guard_named(args.held_out_guard)
     check_training_rows(splits["train"], f"{corpus / task}.jsonl (train split)")
     trials = {split: read_trials(corpus / name) for split, name in trial_files(task).items()}
     if trials and args.extra_corpus:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from training.data.manifest import filter_split, read_manifest
 from training.evaluation import predict_rows
+from training.suites.guard import DEFAULT_GUARD, guard_named
 
 
 def label_log_probs(model: MultiAdapterModel, key: str, rows: list, labels: list[str]) -> torch.Tensor:
@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", required=True, help="a corpus folder with <task>.jsonl")
     p.add_argument("--fit-split", default="train")
     p.add_argument("--check-split", default="valid")
-    p.add_argument("--held-out-guard", help="module:function refusing held-out rows (as training.cached)")
+    p.add_argument("--held-out-guard", default=DEFAULT_GUARD, metavar="MODULE:FUNC",
+                   help="the check that refuses held-out rows among the fit rows (as training.cached)")
     p.add_argument("--backbone", default="models/whisper-base")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
@@ -76,9 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     labels = list(source.config.labels or [])
     rows = read_manifest(Path(args.corpus) / f"{source.task}.jsonl")
     fit_rows, check_rows = filter_split(rows, args.fit_split), filter_split(rows, args.check_split)
-    if args.held_out_guard:
-        module, function = args.held_out_guard.split(":")
-        getattr(importlib.import_module(module), function)(fit_rows)
+    guard_named(args.held_out_guard)(fit_rows)
     unbiased = AdapterSet(dataclasses.replace(source.config, decoder=dataclasses.replace(decoder, label_bias=[])))
     unbiased.load_state_dict(source.state_dict())
     model = MultiAdapterModel(load_backbone(args.backbone))

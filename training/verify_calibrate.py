@@ -131,15 +131,22 @@ def teacher_scores(teacher_dir: str, trials_file: str) -> tuple[np.ndarray, np.n
             np.array([t.label for t in trials]))
 
 
+@functools.lru_cache(maxsize=2)
+def served_model(adapter_dir: str, backbone: str, dtype: str) -> MultiAdapterModel:
+    """The served model of one set, loaded once for every trial list a run scores (calibration and reports)."""
+    torch.set_num_threads(1)
+    model = MultiAdapterModel(load_backbone(backbone, quantization=None if dtype == "float32" else dtype))
+    model.add_adapter_set("set", AdapterSet.load(adapter_dir))
+    return model
+
+
 @functools.lru_cache(maxsize=8)
 def served_scores(adapter_dir: str, trials_file: str, backbone: str, dtype: str = "float32"
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Scores of any set (E/P-adapters, pitch fusion and all) through the served model itself: audio in,
     embeddings out (``MultiAdapterModel.predict``), cosine per trial. Kept per call: a threshold never
     changes a score, so --served-calibrate and --served on the same trials encode the clips once."""
-    torch.set_num_threads(1)
-    model = MultiAdapterModel(load_backbone(backbone, quantization=None if dtype == "float32" else dtype))
-    model.add_adapter_set("set", AdapterSet.load(adapter_dir))
+    model = served_model(adapter_dir, backbone, dtype)
     trials = read_speech_trials(trials_file, SPEECH_ONLY[0])
     paths = sorted({p for t in trials for p in (t.path_a, t.path_b)}, key=lambda p: sf.info(p).duration)
     vectors = {}

@@ -21,6 +21,7 @@ embedding at the set's own ``w, a`` when cached).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -208,8 +209,6 @@ def report(args: argparse.Namespace) -> dict:
 def write_centred(adapter_dir: str, store: dict, cohort_manifest: str, out: str, backbone: str) -> dict:
     """The set with the cohort mean of its cached voice embeddings as its head's centre
     (``HeadConfig.centred``): served, its cosine is the ``centre`` scoring that ``choose`` measured."""
-    import copy
-
     source = AdapterSet.load(adapter_dir).eval()
     if source.config.head.centred:
         raise SystemExit(f"{adapter_dir} is centred already: cache and centre the set it was made from")

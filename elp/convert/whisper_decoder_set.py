@@ -57,39 +57,57 @@ def silence_frames(backbone: Backbone, adapter_set: AdapterSet) -> torch.Tensor:
     return encoded.hidden_states[-1][0, : int(encoded.lengths[0])].float().cpu()
 
 
+def decoder_sizes(config) -> dict:
+    """The ``DecoderConfig`` sizes of a ``WhisperConfig`` (the checkpoint's, or its decoder's own)."""
+    return {"layers": config.decoder_layers, "heads": config.decoder_attention_heads,
+            "ffn_dim": config.decoder_ffn_dim, "max_target_positions": config.max_target_positions,
+            "source_positions": config.max_source_positions}
+
+
+def assemble(task: str, backbone: Backbone, decoder: DecoderConfig, state: dict[str, torch.Tensor],
+             description: str, labels: list[str] | None = None) -> AdapterSet:
+    """A decoder set of ``task`` for ``backbone``: the decoder's weights ``state`` and the encoder's
+    output on silence; the encoder is read unchanged (method ``none``, its last layer)."""
+    config = AdapterSetConfig(task=task, backbone=backbone.identity.to_dict(), method="none",
+                              weighted_sum_layers=[backbone.num_layers], decoder=decoder, labels=labels,
+                              description=description)
+    adapter_set = AdapterSet(config)
+    head = adapter_set.head
+    assert isinstance(head, WhisperDecoderHead)
+    head.decoder.load_state_dict(state)
+    head.silence.copy_(silence_frames(backbone, adapter_set))
+    return adapter_set
+
+
 def build_decoder_set(whisper_decoder: nn.Module, backbone: Backbone, tokens: list[str], decoder: DecoderConfig,
                       description: str = DESCRIPTION) -> AdapterSet:
     """The set: ``whisper_decoder`` (a ``WhisperDecoder``'s weights), ``tokens`` (ids below ``eot_id``)."""
     if len(tokens) != decoder.eot_id:
         raise ValueError(f"{len(tokens)} token strings for eot id {decoder.eot_id}")
-    config = AdapterSetConfig(task="asr", backbone=backbone.identity.to_dict(), method="none",
-                              weighted_sum_layers=[backbone.num_layers], decoder=decoder, description=description)
-    adapter_set = AdapterSet(config)
-    head = adapter_set.head
-    assert isinstance(head, WhisperDecoderHead)
-    head.decoder.load_state_dict(whisper_decoder.state_dict())
-    head.silence.copy_(silence_frames(backbone, adapter_set))
-    head.set_tokens(tokens)
+    adapter_set = assemble("asr", backbone, decoder, whisper_decoder.state_dict(), description)
+    adapter_set.head.set_tokens(tokens)
     return adapter_set.eval()
+
+
+def load_checkpoint(checkpoint: str | Path) -> tuple[nn.Module, object]:
+    """The float32 ``WhisperForConditionalGeneration`` of a checkpoint folder and its tokenizer."""
+    from transformers import AutoTokenizer, WhisperForConditionalGeneration
+
+    whisper = WhisperForConditionalGeneration.from_pretrained(str(checkpoint), dtype=torch.float32)
+    return whisper, AutoTokenizer.from_pretrained(str(checkpoint))
 
 
 def convert(checkpoint: str | Path, language: str = "en", trailing_silence_s: float = 2.0,
             stop_repeats: int = 0) -> AdapterSet:
     """A decoder set from a Whisper checkpoint folder with its tokenizer and generation config."""
-    from transformers import AutoTokenizer, WhisperForConditionalGeneration
-
-    whisper = WhisperForConditionalGeneration.from_pretrained(str(checkpoint), dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    whisper, tokenizer = load_checkpoint(checkpoint)
     generation = whisper.generation_config
     eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     prompt = tokenizer.convert_tokens_to_ids([token.format(language=language) for token in SPECIAL_PROMPT])
     if tokenizer.unk_token_id in prompt:
         raise ValueError(f"the checkpoint's tokenizer has no language token for {language!r}")
-    config = whisper.config
     decoder = DecoderConfig(
-        layers=config.decoder_layers, heads=config.decoder_attention_heads, ffn_dim=config.decoder_ffn_dim,
-        vocab_size=config.vocab_size, max_target_positions=config.max_target_positions,
-        source_positions=config.max_source_positions, prompt_ids=list(prompt), eot_id=eot,
+        **decoder_sizes(whisper.config), vocab_size=whisper.config.vocab_size, prompt_ids=list(prompt), eot_id=eot,
         suppress_ids=list(generation.suppress_tokens or []),
         begin_suppress_ids=list(generation.begin_suppress_tokens or []),
         trailing_silence_s=trailing_silence_s, language=language, stop_repeats=stop_repeats)
@@ -101,10 +119,7 @@ def convert_labels(checkpoint: str | Path, labels: list[str], trailing_silence_s
                    label_bias: list[float] | None = None, task: str = "language") -> AdapterSet:
     """A classifier set whose decoder scores ``<|label|>`` after ``<|startoftranscript|>`` (Whisper's own
     language identification), its vocabulary cut to the rows it reads: [end of text, start, labels...]."""
-    from transformers import AutoTokenizer, WhisperForConditionalGeneration
-
-    whisper = WhisperForConditionalGeneration.from_pretrained(str(checkpoint), dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(checkpoint))
+    whisper, tokenizer = load_checkpoint(checkpoint)
     kept = tokenizer.convert_tokens_to_ids(["<|endoftext|>", "<|startoftranscript|>", *(f"<|{x}|>" for x in labels)])
     if tokenizer.unk_token_id in kept[1:]:  # Whisper's unknown token is <|endoftext|> itself
         raise ValueError(f"the checkpoint's tokenizer lacks a token for one of {labels}")
@@ -117,22 +132,13 @@ def build_label_set(whisper_decoder: nn.Module, backbone: Backbone, kept: list[i
                     task: str = "language") -> AdapterSet:
     """The set from a ``WhisperDecoder``: ``kept`` = the checkpoint's ids of end of text, start of transcript
     and one token per label; only those rows of its vocabulary are kept, renumbered 0, 1, 2...."""
-    sizes = whisper_decoder.config
     decoder = DecoderConfig(
-        layers=sizes.decoder_layers, heads=sizes.decoder_attention_heads, ffn_dim=sizes.decoder_ffn_dim,
-        vocab_size=len(kept), max_target_positions=sizes.max_target_positions,
-        source_positions=sizes.max_source_positions, prompt_ids=[1], eot_id=0,
+        **decoder_sizes(whisper_decoder.config), vocab_size=len(kept), prompt_ids=[1], eot_id=0,
         label_ids=list(range(2, len(kept))), label_bias=list(label_bias or []), trailing_silence_s=trailing_silence_s,
         language="", float32_encoder=False)  # language ID holds on the int8 encoder (language-whisper card)
     state = whisper_decoder.state_dict()
     state["embed_tokens.weight"] = state["embed_tokens.weight"][kept].clone()
-    config = AdapterSetConfig(task=task, backbone=backbone.identity.to_dict(), method="none",
-                              weighted_sum_layers=[backbone.num_layers], decoder=decoder, labels=list(labels),
-                              description=LABEL_DESCRIPTION)
-    adapter_set = AdapterSet(config)
-    adapter_set.head.decoder.load_state_dict(state)
-    adapter_set.head.silence.copy_(silence_frames(backbone, adapter_set))
-    return adapter_set.eval()
+    return assemble(task, backbone, decoder, state, LABEL_DESCRIPTION, labels=list(labels)).eval()
 
 
 def with_draft(adapter_set: AdapterSet, folder: Path, max_tokens: int | None = None,
@@ -167,12 +173,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label-bias", type=float, nargs="+", default=[],
                         help="one prior per label added to its logit (fitted by training.label_bias)")
     args = parser.parse_args(argv)
+    if args.labels and args.draft is not None:
+        parser.error("a label set scores one step: it has no use for a draft")
     if args.labels:
         adapter_set = convert_labels(args.checkpoint, args.labels, args.trailing_silence, args.label_bias)
-        adapter_set.save(args.out)
-        print(f"wrote {args.out} ({adapter_set.size_bytes / 2**20:.0f} MiB)")
-        return 0
-    adapter_set = convert(args.checkpoint, args.language, args.trailing_silence, args.stop_repeats)
+    else:
+        adapter_set = convert(args.checkpoint, args.language, args.trailing_silence, args.stop_repeats)
     if args.draft is not None:
         adapter_set = with_draft(adapter_set, args.draft)
     adapter_set.save(args.out)

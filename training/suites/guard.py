@@ -9,13 +9,16 @@ A row is also refused when its audio lies in a suite folder (one holding ``suite
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+import importlib
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from training.data.manifest import ManifestRow
 from training.suites.registry import KOKORO_SYNTH, human_speaker_roles
 
 SUITE_MARKER = "suite.json"
+#: the ``--held-out-guard`` of training tools: the check below, unless a corpus names its own
+DEFAULT_GUARD = "training.suites.guard:check_training_rows"
 
 
 class HeldOutDataError(ValueError):
@@ -54,3 +57,10 @@ def check_training_rows(rows: Iterable[ManifestRow], where: str = "training rows
         shown = "; ".join(f"{row.id}: {reason}" for row, reason in offending[:3])
         raise HeldOutDataError(f"{where}: {len(offending)} row(s) come from the held-out evaluation suites, which "
                                f"are never trained on ({shown}). Remove them from the training manifest.")
+
+
+def guard_named(spec: str) -> Callable[..., None]:
+    """The held-out check named ``module:function`` (a ``--held-out-guard`` value): a corpus with its own
+    rule names it, e.g. ``training.corpus.languages:check_language_training_rows``."""
+    module, function = spec.split(":")
+    return getattr(importlib.import_module(module), function)
