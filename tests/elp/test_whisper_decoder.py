@@ -349,3 +349,12 @@ def test_a_label_set_reads_the_int8_encoder_and_needs_no_float32_copy(whisper_di
     padded = torch.cat([clip, torch.zeros(round(label_set.config.decoder.trailing_silence_s * 16000))])
     int8_features = model.encode(padded[None], torch.tensor([padded.numel()]), ["language"]).hidden_states[-1][0]
     assert torch.equal(seen[0][0], int8_features)  # its rows read the shared int8 pass
+
+
+def test_the_converter_refuses_a_draft_for_a_label_set(tmp_path, capsys):
+    from elp.convert import whisper_decoder_set
+
+    with pytest.raises(SystemExit):
+        whisper_decoder_set.main([str(tmp_path / "ckpt"), str(tmp_path / "out"), "--labels", "de", "en",
+                                  "--draft", str(tmp_path / "draft")])
+    assert "no use for a draft" in capsys.readouterr().err and not (tmp_path / "out").exists()
