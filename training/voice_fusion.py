@@ -9,10 +9,17 @@ change). ``--guard`` lists (e.g. the synthetic validation trials) are scored at 
 pooled: a point whose guard EER is above ``--guard-max-eer`` is not chosen. Only validation trial lists
 are read; the threshold is left to ``training.verify_calibrate``.
 
+``--second``: the set keeps its branch and the new one joins as its second (``HeadConfig.second_voice_*``):
+the grid is then over the second branch's weight ``v2``, the cosine ``(1 - v2) * (the set's own mix) +
+v2 cos_second``, so the set's encoder/branch ratio stays as it was chosen. Fuse into the uncentred set and
+centre afterwards (``training.verify_norm centre``): the centre depends on the whole embedding.
+
     python -m training.voice_fusion adapters_store/verify-default --branch data/candidates/voice-branch \
         --valid human=data/human/verification_trials_valid.txt \
         realvox=data/realvox-valid/verification_trials_valid.txt \
         --out data/candidates/verify-voice
+    python -m training.voice_fusion data/candidates/verify-ge2e --second --branch data/candidates/dvector-branch \
+        --valid ... --weights 0 0.1 0.2 0.3 0.4 0.5 --out data/candidates/verify-dual
 """
 
 from __future__ import annotations
@@ -55,50 +62,95 @@ def encoder_part(source: AdapterSet) -> AdapterSet:
     config = copy.deepcopy(source.config)
     config.head.pitch_weight, config.head.voice_weight = 0.0, 0.0
     base = AdapterSet(config)
+    config.head.second_voice_kind, config.head.second_voice_weight = "", 0.0
     keep = {k: v for k, v in source.state_dict().items()
-            if not k.startswith(("head.prosody_norm.", "head.voice."))}
+            if not k.startswith(("head.prosody_norm.", "head.voice.", "head.second_voice."))}
     base.load_state_dict(keep)
     return base
 
 
 @torch.no_grad()
-def trial_cosines(model: MultiAdapterModel, source: AdapterSet, branch: torch.nn.Module, trials: list[Trial]) -> dict:
-    """Per trial: label, encoder cosine, branch cosine and the pitch term's cosine (the set's angle).
-    ``model`` serves the set's encoder part under ``KEY``."""
+def trial_cosines(model: MultiAdapterModel, source: AdapterSet, branch: torch.nn.Module, trials: list[Trial],
+                  second: bool = False) -> dict:
+    """Per trial: label, encoder cosine, branch cosine and the pitch term's cosine (the set's angle); with
+    ``second`` the branch's cosine is ``second`` and ``voice`` is the set's own branch's. ``model`` serves the
+    set's encoder part under ``KEY``."""
     clips = trial_clip_rows(trials)
     predictions, _ = predict_rows(model, KEY, clips)
     encoder = {c.path: predictions[c.id].embedding.float() for c in clips}
-    voice, pitch = {}, {}
+    voice, own, pitch = {}, {}, {}
     head = source.head
     for clip in clips:
         wave = torch.from_numpy(load_audio(clip.path))
         voice[clip.path] = branch(wave.unsqueeze(0), torch.tensor([wave.numel()]))[0]
+        if second:
+            own[clip.path] = head.voice(wave.unsqueeze(0), torch.tensor([wave.numel()]))[0].float()
         if source.config.head.pitch_weight > 0:
             z = head.prosody_norm(clip_prosody(wave).unsqueeze(0))[0, PITCH_INDEX]
             pitch[clip.path] = float(z)
     angle = source.config.head.pitch_angle
     pairs = [(t.path_a, t.path_b) for t in trials]
+    cosine = lambda vectors: np.array([float(vectors[a] @ vectors[b]) for a, b in pairs])  # noqa: E731
     return {
         "labels": np.array([t.label for t in trials]),
-        "encoder": np.array([float(encoder[a] @ encoder[b]) for a, b in pairs]),
-        "voice": np.array([float(voice[a] @ voice[b]) for a, b in pairs]),
+        "encoder": cosine(encoder),
+        "voice": cosine(own) if second else cosine(voice),
+        "second": cosine(voice) if second else np.zeros(len(pairs)),
         "pitch": np.array([math.cos(angle * (pitch[a] - pitch[b])) if pitch else 0.0 for a, b in pairs]),
     }
 
 
-def fused(cosines: dict, voice_weight: float, pitch_weight: float) -> np.ndarray:
-    mixed = (1 - voice_weight) * cosines["encoder"] + voice_weight * cosines["voice"]
+def fused(cosines: dict, voice_weight: float, pitch_weight: float, second_weight: float = 0.0,
+          own_voice_weight: float = 0.0) -> np.ndarray:
+    """The served cosine: the grid's ``voice_weight`` on the branch, or with ``second_weight`` > 0 that weight
+    on the second branch and the set's own mix (``own_voice_weight`` on its branch) on the rest."""
+    if second_weight > 0 or own_voice_weight > 0:
+        own = (1 - own_voice_weight) * cosines["encoder"] + own_voice_weight * cosines["voice"]
+        mixed = (1 - second_weight) * own + second_weight * cosines["second"]
+    else:
+        mixed = (1 - voice_weight) * cosines["encoder"] + voice_weight * cosines["voice"]
     return (mixed + pitch_weight * cosines["pitch"]) / (1 + pitch_weight)
 
 
-def eer_percent(cosines: dict, voice_weight: float, pitch_weight: float) -> float:
-    return round(100 * compute_eer(fused(cosines, voice_weight, pitch_weight), cosines["labels"]).eer, 2)
+def eer_percent(cosines: dict, voice_weight: float, pitch_weight: float, own_voice_weight: float = 0.0) -> float:
+    """With ``own_voice_weight`` (``--second``) the grid's weight is the second branch's."""
+    scores = fused(cosines, 0.0, pitch_weight, voice_weight, own_voice_weight) if own_voice_weight > 0 \
+        else fused(cosines, voice_weight, pitch_weight)
+    return round(100 * compute_eer(scores, cosines["labels"]).eer, 2)
+
+
+def fitted_set(source: AdapterSet, branch: torch.nn.Module, best: dict, second: bool) -> AdapterSet:
+    """The source set with the chosen weights and the branch: its voice branch, or with ``second`` its second."""
+    config = copy.deepcopy(source.config)
+    config.head.pitch_weight = best["pitch_weight"]
+    fields = head_fields(branch.config.to_dict())
+    prefix = "head.second_voice." if second else "head.voice."
+    if second:
+        config.head.voice_weight = round((1 - best["voice_weight"]) * source.config.head.voice_weight, 6)
+        config.head.second_voice_weight = best["voice_weight"]
+        fields = {f"second_{name}": value for name, value in fields.items()}
+        if best["voice_weight"] == 0:
+            config.head.second_voice_kind, fields = "", {}
+    else:
+        config.head.voice_weight = best["voice_weight"]
+    for field, value in fields.items():
+        setattr(config.head, field, value)
+    fitted = AdapterSet(config)
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith(prefix)}
+    if best["pitch_weight"] == 0:
+        state = {k: v for k, v in state.items() if not k.startswith("head.prosody_norm.")}
+    if best["voice_weight"] > 0:
+        state |= {f"{prefix}{k}": v for k, v in branch.state_dict().items()}
+    fitted.load_state_dict(state, strict=True)
+    return fitted
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("adapter", help="verification adapter-set folder")
-    p.add_argument("--branch", required=True, help="folder written by training.distill_voice train")
+    p.add_argument("--branch", required=True,
+                   help="folder written by training.distill_voice train or an elp.convert branch converter")
+    p.add_argument("--second", action="store_true", help="add the branch beside the set's own (module docstring)")
     p.add_argument("--valid", nargs="+", required=True, metavar="NAME=TRIALS", help="validation trial lists")
     p.add_argument("--guard", nargs="*", default=[], metavar="NAME=TRIALS",
                    help="validation trials that must stay at or under --guard-max-eer (not pooled)")
@@ -113,17 +165,22 @@ def main(argv: list[str] | None = None) -> int:
     source, branch = AdapterSet.load(args.adapter).eval(), load_branch(args.branch)
     if get_task(source.task).evaluation != "trials":
         raise SystemExit(f"{args.adapter} is a {source.task} set, not one scored on speaker trials")
+    own_weight = source.config.head.voice_weight if args.second else 0.0
+    if args.second and (own_weight <= 0 or source.config.head.second_voice_weight > 0 or source.config.head.centred):
+        raise SystemExit("--second needs an uncentred set with one voice branch and no second one")
+    if args.second and max(args.weights) >= 1:
+        raise SystemExit("--second weights must be below 1 (the set's own mix keeps the rest)")
     parts = {name: read_speech_trials(path, True) for name, path in (spec.split("=", 1) for spec in args.valid)}
     model = MultiAdapterModel(load_backbone(args.backbone, device=args.device))
     model.add_adapter_set(KEY, encoder_part(source))
     guards = {name: read_speech_trials(path, True) for name, path in (spec.split("=", 1) for spec in args.guard)}
-    cosines = {name: trial_cosines(model, source, branch, trials) for name, trials in parts.items()}
-    guard_cosines = {name: trial_cosines(model, source, branch, trials) for name, trials in guards.items()}
+    cosines = {name: trial_cosines(model, source, branch, trials, args.second) for name, trials in parts.items()}
+    guard_cosines = {name: trial_cosines(model, source, branch, trials, args.second) for name, trials in guards.items()}
     pooled = {key: np.concatenate([c[key] for c in cosines.values()])
-              for key in ("labels", "encoder", "voice", "pitch")}
+              for key in ("labels", "encoder", "voice", "second", "pitch")}
     pitch_weights = sorted({0.0, source.config.head.pitch_weight})
-    grid = [{"voice_weight": v, "pitch_weight": w, "pooled_eer": eer_percent(pooled, v, w),
-             **{f"{name}_eer": eer_percent(c, v, w) for name, c in (cosines | guard_cosines).items()}}
+    grid = [{"voice_weight": v, "pitch_weight": w, "pooled_eer": eer_percent(pooled, v, w, own_weight),
+             **{f"{name}_eer": eer_percent(c, v, w, own_weight) for name, c in (cosines | guard_cosines).items()}}
             for v in sorted(set(args.weights)) for w in pitch_weights]
     for row in grid:
         print(json.dumps(row), flush=True)
@@ -133,19 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     best = min(eligible, key=lambda g: (g["pooled_eer"], g["voice_weight"], g["pitch_weight"]))
     print(json.dumps({"chosen": best}), flush=True)
 
-    config = copy.deepcopy(source.config)
-    config.head.voice_weight, config.head.pitch_weight = best["voice_weight"], best["pitch_weight"]
-    for field, value in head_fields(branch.config.to_dict()).items():
-        setattr(config.head, field, value)
-    fitted = AdapterSet(config)
-    state = {k: v for k, v in source.state_dict().items() if not k.startswith("head.voice.")}
-    if best["pitch_weight"] == 0:
-        state = {k: v for k, v in state.items() if not k.startswith("head.prosody_norm.")}
-    if best["voice_weight"] > 0:
-        state |= {f"head.voice.{k}": v for k, v in branch.state_dict().items()}
-    fitted.load_state_dict(state, strict=True)
+    fitted = fitted_set(source, branch, best, args.second)
     record = json.loads((Path(args.branch) / "voice_branch.json").read_text())
-    fitted.config.training = (fitted.config.training or {}) | {"voice_fusion": {
+    step = "second_voice_fusion" if args.second else "voice_fusion"
+    fitted.config.training = (fitted.config.training or {}) | {step: {
         "grid": grid, "chosen": best, "valid": args.valid,
         "guard": args.guard, "guard_max_eer": args.guard_max_eer,
         "branch": {k: record[k] for k in BRANCH_RECORD if k in record}}}

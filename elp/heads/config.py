@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from elp.errors import ConfigError
 
 POOLINGS = ("mean", "stats", "max")
-VOICE_KINDS = ("tdnn", "ge2e")
+VOICE_KINDS = ("tdnn", "ge2e", "dvector")
+SECOND_VOICE_KINDS = ("", "ge2e", "dvector")  # converted encoders: sized by channels, layers, embedding
 
 
 @dataclass
@@ -31,7 +32,13 @@ class HeadConfig:
     ``(1 - voice_weight) * cos_encoder + voice_weight * cos_branch`` (1: the branch alone).
     ``voice_kind``: ``tdnn`` (that convolution stack, distilled by ``training.distill_voice``) or
     ``ge2e`` (:mod:`elp.heads.ge2e`, an LSTM speaker encoder ``voice_layers`` deep and ``voice_channels``
-    wide, converted from a published checkpoint; ``voice_pooled_channels`` is not read).
+    wide, converted from a published checkpoint; ``voice_pooled_channels`` is not read) or ``dvector``
+    (:mod:`elp.heads.dvector`, another published LSTM speaker encoder, sized the same way).
+    ``second_voice_kind`` (``ge2e`` | ``dvector``, "" = none) with ``second_voice_weight`` > 0: a second
+    converted branch beside the first (``second_voice_channels`` / ``_layers`` / ``_embedding_dim``); the
+    voice cosine is then ``(1 - v - v2) cos_encoder + v cos_branch + v2 cos_second``. Why: two real-speaker
+    encoders trained on other data err on different pairs, and the weighted concatenation averages them
+    under the same enrolment and cosine scoring.
     ``centred`` (speaker head): the unit embedding (before any pitch coordinates) minus a stored centre, the
     mean embedding of a cohort of other real voices (``training.verify_norm centre``), renormalised. Why:
     a speaker network whose embeddings share a large common part (GE2E's are non-negative) scores every
@@ -57,6 +64,11 @@ class HeadConfig:
     voice_embedding_dim: int = 256
     voice_kind: str = "tdnn"
     voice_layers: int = 3
+    second_voice_kind: str = ""
+    second_voice_weight: float = 0.0
+    second_voice_channels: int = 768
+    second_voice_layers: int = 3
+    second_voice_embedding_dim: int = 256
     centred: bool = False
     context_blocks: int = 0
     context_kernel: int = 9
@@ -74,6 +86,15 @@ class HeadConfig:
             raise ConfigError("voice branch sizes must be positive")
         if self.voice_kind not in VOICE_KINDS or self.voice_layers <= 0:
             raise ConfigError(f"voice_kind must be one of {VOICE_KINDS} and voice_layers positive")
+        if self.second_voice_kind not in SECOND_VOICE_KINDS:
+            raise ConfigError(f"second_voice_kind must be one of {SECOND_VOICE_KINDS}")
+        if self.second_voice_weight < 0 or (self.second_voice_weight > 0) != bool(self.second_voice_kind):
+            raise ConfigError("second_voice_weight must be > 0 exactly when second_voice_kind is set")
+        both = self.voice_weight + self.second_voice_weight
+        if self.second_voice_weight > 0 and (self.voice_weight <= 0 or both > 1):
+            raise ConfigError("a second voice branch needs a first (voice_weight > 0), the two weights summing to <= 1")
+        if min(self.second_voice_channels, self.second_voice_layers, self.second_voice_embedding_dim) <= 0:
+            raise ConfigError("second voice branch sizes must be positive")
         if self.context_blocks < 0 or self.context_kernel < 1 or self.context_kernel % 2 == 0:
             raise ConfigError("context_blocks must be >= 0 and context_kernel a positive odd width")
         if not 0.0 <= self.dropout < 1.0:

@@ -105,7 +105,8 @@ class SpeakerEmbeddingHead(_PooledHead):
     """Projection, pooling, linear -> L2-normalised speaker embedding (scored by cosine). With
     ``voice_weight`` a voice branch's embedding of the clip's log-mel spectrum is concatenated (each
     part scaled so the cosine is their weighted mean); with ``pitch_weight`` the clip's standardised
-    median pitch rides along as two more coordinates."""
+    median pitch rides along as two more coordinates. A second voice branch (``second_voice_weight``) adds
+    its part the same way."""
 
     def __init__(self, input_dim: int, config: HeadConfig) -> None:
         super().__init__(input_dim, config.embedding_dim, config)
@@ -116,6 +117,11 @@ class SpeakerEmbeddingHead(_PooledHead):
             self.voice = build_voice_branch(config.voice_kind, config.voice_channels, config.voice_pooled_channels,
                                             config.voice_embedding_dim, config.voice_layers)
         voice_size = config.voice_embedding_dim if self.reads_waveform else 0
+        self.second_voice_weight = config.second_voice_weight
+        if self.second_voice_weight > 0:
+            self.second_voice = build_voice_branch(config.second_voice_kind, config.second_voice_channels, 0,
+                                                   config.second_voice_embedding_dim, config.second_voice_layers)
+            voice_size += config.second_voice_embedding_dim
         self.centred = config.centred
         if self.centred:  # the cohort mean, written by training.verify_norm centre
             self.register_buffer("centre", torch.zeros(config.embedding_dim + voice_size))
@@ -130,8 +136,11 @@ class SpeakerEmbeddingHead(_PooledHead):
         if self.reads_waveform:
             if waves is None:
                 raise ConfigError("this head has a voice branch: pass waves=(samples, sample_lengths)")
-            voice = self.voice(*waves).float()
-            embeddings = torch.cat([embeddings * (1 - self.voice_weight) ** 0.5, voice * self.voice_weight**0.5], -1)
+            encoder_weight = 1 - self.voice_weight - self.second_voice_weight
+            parts = [embeddings * max(encoder_weight, 0.0) ** 0.5, self.voice(*waves).float() * self.voice_weight**0.5]
+            if self.second_voice_weight > 0:
+                parts.append(self.second_voice(*waves).float() * self.second_voice_weight**0.5)
+            embeddings = torch.cat(parts, -1)
         if self.centred:
             embeddings = F.normalize(embeddings - self.centre.float(), dim=-1)
         if self.pitch_weight <= 0:

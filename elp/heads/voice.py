@@ -135,23 +135,26 @@ def build_voice_branch(kind: str, channels: int, pooled_channels: int, embedding
         from elp.heads.ge2e import Ge2eBranch, Ge2eConfig
 
         return Ge2eBranch(Ge2eConfig(channels, layers, embedding_dim))
+    if kind == "dvector":
+        from elp.heads.dvector import DvectorBranch, DvectorConfig
+
+        return DvectorBranch(DvectorConfig(channels, layers, embedding_dim))
     return VoiceBranch(VoiceBranchConfig(channels, pooled_channels, embedding_dim))
 
 
 def branch_from_record(config: dict) -> nn.Module:
     """An untrained branch shaped as a branch folder's ``voice_branch.json`` ``config`` says."""
-    if config.get("kind", "tdnn") == "ge2e":
-        from elp.heads.ge2e import Ge2eBranch, Ge2eConfig
-
-        return Ge2eBranch(Ge2eConfig.from_dict(config))
+    kind = config.get("kind", "tdnn")
+    if kind in ("ge2e", "dvector"):
+        return build_voice_branch(kind, int(config["hidden"]), 0, int(config["embedding_dim"]), int(config["layers"]))
     return VoiceBranch(VoiceBranchConfig.from_dict(config))
 
 
 def head_fields(config: dict) -> dict:
     """The ``HeadConfig`` voice fields that rebuild a branch folder's branch inside a set."""
-    if config.get("kind", "tdnn") == "ge2e":
-        return {"voice_kind": "ge2e", "voice_channels": int(config["hidden"]), "voice_layers": int(config["layers"]),
-                "voice_embedding_dim": int(config["embedding_dim"])}
+    if config.get("kind", "tdnn") in ("ge2e", "dvector"):
+        return {"voice_kind": config["kind"], "voice_channels": int(config["hidden"]),
+                "voice_layers": int(config["layers"]), "voice_embedding_dim": int(config["embedding_dim"])}
     return {"voice_kind": "tdnn", "voice_channels": int(config["channels"]),
             "voice_pooled_channels": int(config["pooled_channels"]),
             "voice_embedding_dim": int(config["embedding_dim"])}

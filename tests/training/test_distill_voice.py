@@ -156,3 +156,42 @@ def test_fusion_guard_keeps_weights_whose_guard_trials_stay_under_the_cap(clips,
     assert json.loads((tmp_path / "capped.json").read_text())["chosen"]["g_eer"] <= cap
     with pytest.raises(SystemExit, match="no weight keeps"):
         voice_fusion.main([*common, "--guard-max-eer", str(cap - 0.01), "--out", str(tmp_path / "none")])
+
+
+def test_second_branch_joins_beside_the_first_and_keeps_its_ratio(clips, tmp_path):
+    """``--second``: the set's own encoder/branch mix is kept, the new branch's weight is chosen on the grid, and
+    the written set serves ``(1 - v2) * own mix + v2 * cos_second``."""
+    from elp.convert.dvector_branch import write_branch
+    from elp.heads.dvector import DvectorBranch, DvectorConfig
+
+    root, paths, trials = clips
+    backbone_dir = save_tiny_backbone(root / "whisper-second", family="whisper")
+    backbone = load_backbone(str(backbone_dir))
+    make_random_adapter_set(backbone, "verification", seed=3).save(tmp_path / "speaker")
+    torch.manual_seed(0)
+    first = distill_voice.VoiceBranch(distill_voice.VoiceBranchConfig(channels=8, pooled_channels=8, embedding_dim=8))
+    distill_voice.save_branch(first, tmp_path / "first", {"epoch": 1})
+    common = ["--valid", f"v={trials}", "--backbone", str(backbone_dir)]
+    voice_fusion.main([str(tmp_path / "speaker"), "--branch", str(tmp_path / "first"), "--weights", "0.5",
+                       "--out", str(tmp_path / "one"), *common])
+    second = DvectorBranch(DvectorConfig(hidden=8, layers=1, embedding_dim=6)).eval()
+    write_branch(second, tmp_path / "second", Path(paths[0]))
+    with pytest.raises(SystemExit, match="one voice branch"):
+        voice_fusion.main([str(tmp_path / "speaker"), "--second", "--branch", str(tmp_path / "second"),
+                           "--out", str(tmp_path / "x"), *common])
+    voice_fusion.main([str(tmp_path / "one"), "--second", "--branch", str(tmp_path / "second"), "--weights", "0.3",
+                       "--out", str(tmp_path / "two"), "--report", str(tmp_path / "two.json"), *common])
+    two = AdapterSet.load(tmp_path / "two")
+    head = two.config.head
+    assert (head.voice_weight, head.second_voice_weight, head.second_voice_kind) == (0.35, 0.3, "dvector")
+    assert "second_voice_fusion" in two.config.training
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("one", AdapterSet.load(tmp_path / "one"))
+    model.add_adapter_set("two", two)
+    a, b = (torch.from_numpy(sf.read(p, dtype="float32")[0]) for p in paths[:2])
+    one_a, one_b, two_a, two_b = (p.embedding for p in model.predict([a, b, a, b], ["one", "one", "two", "two"]))
+    with torch.no_grad():
+        second_a, second_b = (second(x.unsqueeze(0), torch.tensor([x.numel()]))[0] for x in (a, b))
+    expected = 0.7 * float(one_a @ one_b) + 0.3 * float(second_a @ second_b)
+    assert float(two_a @ two_b) == pytest.approx(expected, abs=1e-4)
+    assert json.loads((tmp_path / "two.json").read_text())["chosen"]["voice_weight"] == 0.3
