@@ -89,7 +89,23 @@ def trial_scores(store: dict, trials: list, weight: float, angle: float, scoring
     a = vectors[[row[t.path_a] for t in trials]]
     b = vectors[[row[t.path_b] for t in trials]]
     cohort_t = None if cohort is None else torch.from_numpy(cohort)
+    if scoring is not None and scoring.get("dims") is not None:
+        return partly_centred_scores(a, b, cohort_t, int(scoring["dims"])).numpy()
     return normalised_scores(a, b, scoring, cohort_t).numpy()
+
+
+def partial_centre(cohort: torch.Tensor, dims: int | None) -> torch.Tensor:
+    """The cohort mean with every coordinate from ``dims`` on set to 0: those parts are served uncentred."""
+    mean = torch.nn.functional.normalize(cohort.float(), dim=-1).mean(dim=0)
+    if dims is not None:
+        mean[dims:] = 0.0
+    return mean
+
+
+def partly_centred_scores(a: torch.Tensor, b: torch.Tensor, cohort: torch.Tensor, dims: int) -> torch.Tensor:
+    """Cosine after subtracting :func:`partial_centre`, as a head with that ``centre`` serves it."""
+    mean, unit = partial_centre(cohort, dims), torch.nn.functional.normalize
+    return (unit(a.float() - mean, dim=-1) * unit(b.float() - mean, dim=-1)).sum(dim=-1)
 
 
 def figures(scores: np.ndarray, labels: np.ndarray, threshold: float | None = None) -> dict[str, float]:
@@ -122,9 +138,11 @@ def bootstrap_spread(trials: list, first: np.ndarray, second: np.ndarray, speake
     return round(100 * float(np.std(differences)), 2)
 
 
-def scorings(top_ks: Sequence[int]) -> dict[str, dict | None]:
-    return {"cosine": None, "centred": {"method": "centre"}, "s-norm": {"method": "s-norm"},
-            **{f"as-norm-{k}": {"method": "as-norm", "top_k": k} for k in top_ks}}
+def scorings(top_ks: Sequence[int], centre_dims: Sequence[int] = ()) -> dict[str, dict | None]:
+    """``centre_dims``: centring of the first N coordinates only (e.g. all but a second voice branch's part)."""
+    return {"cosine": None, "centred": {"method": "centre"},
+            **{f"centred-first-{n}": {"method": "centre", "dims": n} for n in centre_dims},
+            "s-norm": {"method": "s-norm"}, **{f"as-norm-{k}": {"method": "as-norm", "top_k": k} for k in top_ks}}
 
 
 def choose(args: argparse.Namespace) -> dict:
@@ -163,7 +181,7 @@ def choose(args: argparse.Namespace) -> dict:
     weight, angle = args.pitch
     norm = {}
     cohort = fused(store, cohort_paths, weight, angle) if cohort_paths else None
-    for name, scoring in scorings(args.top_k).items():
+    for name, scoring in scorings(args.top_k, args.centre_dims).items():
         if scoring is not None and cohort is None:
             continue
         rows = {}
@@ -206,9 +224,11 @@ def report(args: argparse.Namespace) -> dict:
 
 
 @torch.no_grad()
-def write_centred(adapter_dir: str, store: dict, cohort_manifest: str, out: str, backbone: str) -> dict:
+def write_centred(adapter_dir: str, store: dict, cohort_manifest: str, out: str, backbone: str,
+                  dims: int | None = None) -> dict:
     """The set with the cohort mean of its cached voice embeddings as its head's centre
-    (``HeadConfig.centred``): served, its cosine is the ``centre`` scoring that ``choose`` measured."""
+    (``HeadConfig.centred``): served, its cosine is the ``centre`` scoring that ``choose`` measured (with
+    ``dims``, the ``centred-first-N`` one: the coordinates from ``dims`` on keep a zero centre)."""
     source = AdapterSet.load(adapter_dir).eval()
     if source.config.head.centred:
         raise SystemExit(f"{adapter_dir} is centred already: cache and centre the set it was made from")
@@ -223,12 +243,14 @@ def write_centred(adapter_dir: str, store: dict, cohort_manifest: str, out: str,
         voice = torch.nn.functional.normalize(served[: store[path]["voice"].numel()], dim=0)
         if float(voice @ store[path]["voice"].float()) < 0.999:
             raise SystemExit(f"the cache does not hold {adapter_dir}'s embedding of {path}")
-    centre = torch.from_numpy(fused(store, paths, 0.0, 0.0)).mean(dim=0)
+    centre = partial_centre(torch.from_numpy(fused(store, paths, 0.0, 0.0)), dims)
     config = copy.deepcopy(source.config)
     config.head.centred = True
     centred = AdapterSet(config)
     centred.load_state_dict(source.state_dict() | {"head.centre": centre.to(torch.float32)})
     record = {"cohort": cohort_manifest, "clips": len(paths), "centre_norm": round(float(centre.norm()), 4)}
+    if dims is not None:
+        record["centred_dims"] = dims
     centred.config.training = (centred.config.training or {}) | {"centring": record}
     centred.save(out)
     return record
@@ -254,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     ch.add_argument("--top-k", type=int, nargs="*", default=[10, 25, 50, 100])
     ch.add_argument("--current-threshold", type=float, help="the served threshold now (reported, not chosen)")
     ch.add_argument("--served-pitch", type=float, nargs=2, default=(0.3, 1.0), help="the set's (w, a) now")
+    ch.add_argument("--centre-dims", type=int, nargs="*", default=[],
+                    help="also score centring of the first N coordinates only (leaves the rest uncentred)")
     ch.add_argument("--speakers", nargs="*", default=[], help="manifests naming the valid clips' speakers "
                                                                "(for the speaker-bootstrap spread)")
     ce = sub.add_parser("centre", help="write the set with its cohort mean as the head's centre (served centring)")
@@ -261,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ce.add_argument("cache", type=Path, help="the cache of this set's embeddings (``cache``), cohort clips included")
     ce.add_argument("--cohort", required=True, help="manifest of the cohort clips")
     ce.add_argument("--out", required=True)
+    ce.add_argument("--dims", type=int, help="centre the first N coordinates only (choose's centred-first-N)")
     ce.add_argument("--backbone", default="models/whisper-base")
     rp = sub.choices["report"]
     rp.add_argument("lists", nargs="+", metavar="NAME=TRIALS")
@@ -275,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"clips": len(store)}))
         return 0
     if args.command == "centre":
-        print(json.dumps(write_centred(args.adapter, torch.load(args.cache), args.cohort, args.out, args.backbone)))
+        print(json.dumps(write_centred(args.adapter, torch.load(args.cache), args.cohort, args.out, args.backbone,
+                                       args.dims)))
         return 0
     result = choose(args) if args.command == "choose" else report(args)
     print(json.dumps(result, indent=1))

@@ -58,6 +58,28 @@ def test_centred_set_serves_the_centre_scoring(speaker_case) -> None:
         verify_norm.write_centred(out, store, case["cohort"], str(case["root"] / "twice"), case["backbone"])
 
 
+def test_partly_centred_set_serves_the_centred_first_n_scoring(speaker_case) -> None:
+    """``--dims N``: the first N coordinates are centred, the rest (a second branch's part) keep a zero centre;
+    served, the set scores as ``choose``'s ``centred-first-N``."""
+    case = speaker_case
+    store = verify_norm.cache(case["set"], case["paths"], case["root"] / "cache.pt", case["backbone"])
+    dims = 10
+    out = str(case["root"] / "partly")
+    record = verify_norm.write_centred(case["set"], store, case["cohort"], out, case["backbone"], dims=dims)
+    assert record["centred_dims"] == dims
+    centre = AdapterSet.load(out).head.centre
+    assert torch.count_nonzero(centre[dims:]) == 0 and torch.count_nonzero(centre[:dims]) == dims
+    plain = served_embeddings(case["set"], case["backbone"], case["paths"][:4])
+    cohort = served_embeddings(case["set"], case["backbone"], case["paths"][4:])
+    partly = served_embeddings(out, case["backbone"], case["paths"][:4])
+    a, b = torch.tensor([0, 0, 1, 2]), torch.tensor([1, 3, 2, 3])
+    expected = verify_norm.partly_centred_scores(plain[a], plain[b], cohort, dims)
+    assert torch.allclose((partly[a] * partly[b]).sum(dim=-1), expected, atol=2e-3)
+    fully = normalised_scores(plain[a], plain[b], {"method": "centre"}, cohort)
+    assert not torch.allclose(expected, fully, atol=1e-3)
+    assert "centred-first-10" in verify_norm.scorings([10], [10])
+
+
 def test_centring_refuses_a_cache_of_another_set(speaker_case) -> None:
     case = speaker_case
     other = case["root"] / "other"

@@ -43,10 +43,10 @@ def test_choose_scores_the_cache_with_the_served_formulas(tmp_path: Path) -> Non
     cache, trials, valid, cohort = fixture(tmp_path)
     args = argparse.Namespace(cache=cache, valid=[f"part={trials}"], synthetic_valid=None, cohort=str(cohort),
                               pitch=(0.3, 1.0), served_pitch=(0.3, 1.0), top_k=[4], speakers=[str(valid)],
-                              current_threshold=0.5)
+                              current_threshold=0.5, centre_dims=[3])
     out = verify_norm.choose(args)
     assert len(out["pitch_grid"]) == 1 + 5 * 4 and out["cohort_clips"] == 12
-    assert set(out["scoring"]) == {"cosine", "centred", "s-norm", "as-norm-4"}
+    assert set(out["scoring"]) == {"cosine", "centred", "centred-first-3", "s-norm", "as-norm-4"}
     # the cosine row at (0.3, 1.0) is the EER of the fused embeddings, computed here by hand
     store = torch.load(cache)
     from training.verify_calibrate import read_speech_trials
