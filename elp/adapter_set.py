@@ -27,6 +27,8 @@ from elp.backbones.base import Backbone, BackboneIdentity
 from elp.config import AdapterSetConfig
 from elp.decoding.bigram import WordBigramLM
 from elp.errors import AdapterFormatError, ConfigError
+from elp.heads.companion import CompanionClassifier
+from elp.heads.config import HeadConfig
 from elp.tasks import PostProcessor, TaskSpec, get_task
 from elp.text_intent.branch import TextBranch
 from elp.tuners.e_adapter import EAdapterStack
@@ -90,6 +92,14 @@ class AdapterSet(nn.Module):
         else:
             self.head = self.task_spec.build_head(config.head, self.featurizer.output_dim, config.num_outputs,
                                                   labels=config.labels, slot_names=config.slot_names)
+        self.companion: CompanionClassifier | None = None
+        if config.companion is not None:
+            spec, labels = self.task_spec, config.labels
+
+            def build_head(head: HeadConfig, width: int, outputs: int) -> nn.Module:
+                return spec.build_head(head, width, outputs, labels=labels, slot_names=None)
+
+            self.companion = CompanionClassifier(config.companion, hidden, config.num_outputs, build_head)
         self.language_model = WordBigramLM(config.language_model) if config.language_model is not None else None
         self.text_branch: TextBranch | None = None
         if config.text_branch is not None:

@@ -14,7 +14,7 @@ from typing import Any
 from elp.config_parsing import build_strict
 from elp.decoding.config import LanguageModelConfig
 from elp.errors import ConfigError
-from elp.heads.config import DecoderConfig, HeadConfig
+from elp.heads.config import CompanionConfig, DecoderConfig, HeadConfig
 from elp.tasks import get_task
 from elp.text_intent.config import TextBranchConfig
 from elp.tuners.e_adapter.config import EAdapterConfig
@@ -37,6 +37,7 @@ class AdapterSetConfig:
     ``text_branch``: an intent set's reader of the ASR transcript (``elp.text_intent``); None = acoustic only.
     ``decoder``: an ASR set's pretrained sequence decoder over the encoder's own output, in place of a
     CTC head (``elp.heads.seq2seq``); its weights and token table live in the weights file.
+    ``companion``: a decoder label set's second classifier (``elp.heads.companion``); None = the decoder alone.
     """
 
     task: str
@@ -54,6 +55,7 @@ class AdapterSetConfig:
     language_model: LanguageModelConfig | None = None
     text_branch: TextBranchConfig | None = None
     decoder: DecoderConfig | None = None
+    companion: CompanionConfig | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -95,6 +97,8 @@ class AdapterSetConfig:
             data["text_branch"] = build_strict(TextBranchConfig, data["text_branch"], "text_branch")
         if data.get("decoder") is not None:
             data["decoder"] = build_strict(DecoderConfig, data["decoder"], "decoder")
+        if data.get("companion") is not None:
+            data["companion"] = build_strict(CompanionConfig, data["companion"], "companion")
         return build_strict(cls, data, "adapter config")
 
 

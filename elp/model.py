@@ -318,11 +318,15 @@ class MultiAdapterModel(nn.Module):
         return EncoderOutput(states, frame_lengths)
 
     def forward(
-        self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str], with_text: bool = False
+        self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str], with_text: bool = False,
+        clip_lengths: torch.Tensor | None = None,
     ) -> dict[str, GroupOutput]:
         """Head outputs per adapter set: CTC log-probs (b, T, V), speaker embeddings (b, E) or
         class logits (b, C), each for the rows of the batch that use that set. ``with_text``: sets with
-        a text branch also return their rows' transcript log-probs (serving; training never reads them)."""
+        a text branch also return their rows' transcript log-probs (serving; training never reads them).
+        ``clip_lengths``: each row's samples before a decoder set's trailing zeros (default ``lengths``);
+        a companion classifier (``elp.heads.companion``) reads those frames and its set answers fused
+        log-probabilities."""
         encoded = self.encode(waveforms, lengths, adapter_keys)
         outputs: dict[str, GroupOutput] = {}
         for key, rows in self._groups(adapter_keys).items():
@@ -343,6 +347,11 @@ class MultiAdapterModel(nn.Module):
                 if head.reads_waveform:
                     waves = {"waves": (samples, sample_lengths.to(index.device))}
             outputs[key] = GroupOutput(rows, head(features, group_lengths, prosody, **waves), group_lengths)
+            if adapter_set.companion is not None:
+                clip = (lengths if clip_lengths is None else clip_lengths).to(index.device).index_select(0, index)
+                frames = torch.minimum(self.backbone.front_end_lengths(clip).to(group_lengths), group_lengths)
+                companion = adapter_set.companion
+                outputs[key].output = companion.fuse(outputs[key].output, companion(states, frames))
             if with_text and adapter_set.text_branch is not None:
                 outputs[key].text_log_probs = adapter_set.text_branch(states, group_lengths)
         return outputs
@@ -356,8 +365,9 @@ class MultiAdapterModel(nn.Module):
             raise ELPError("one adapter key per waveform is required")
         batch, lengths = self._padded_batch(
             self.decoder_rows.with_trailing_silence(waveforms, adapter_keys, self.adapter_sets))
+        clip_lengths = torch.tensor([w.shape[-1] for w in waveforms])
         rows: list[RowOutput | None] = [None] * len(waveforms)
-        for key, group in self.forward(batch, lengths, adapter_keys, with_text=True).items():
+        for key, group in self.forward(batch, lengths, adapter_keys, with_text=True, clip_lengths=clip_lengths).items():
             task = self.adapter_sets[key].config.task
             # one device-to-host copy per set, not one per row (each would synchronise a GPU)
             outputs, frame_counts = group.output.float().cpu(), group.lengths.tolist()

@@ -58,15 +58,21 @@ fi
 
 # The sets that serve Whisper base's own decoder on the shared encoder: adapters_store/asr-whisper (its
 # transcripts, ~200 MB) and adapters_store/language-whisper (its language tokens, ~100 MB). Converted
-# weights, so made here from the checkpoint rather than committed; remade when the checkpoint is newer.
+# weights, so made here from the checkpoint rather than committed; remade when the checkpoint is newer or
+# the conversion's arguments changed (recorded in the set's .setup-args).
 make_decoder_set() {
     local set_dir="${ELP_ADAPTERS_DIR:-adapters_store}/$1"; shift
-    if [[ ! -f "$set_dir/adapter_model.safetensors" || "$models_dir/whisper-base/model.safetensors" -nt "$set_dir/adapter_model.safetensors" ]]; then
+    local stamp="$set_dir/.setup-args"
+    if [[ ! -f "$set_dir/adapter_model.safetensors" || "$models_dir/whisper-base/model.safetensors" -nt "$set_dir/adapter_model.safetensors" \
+          || "$(cat "$stamp" 2>/dev/null)" != "$*" ]]; then
         "$PYTHON" -m elp.convert.whisper_decoder_set "$models_dir/whisper-base" "$set_dir" "$@"
+        printf '%s' "$*" > "$stamp"
     else
         echo "decoder set up to date: $set_dir"
     fi
 }
 make_decoder_set asr-whisper
-# the label prior was fitted on the language corpus' training split (training.label_bias; its model card)
-make_decoder_set language-whisper --labels de en es fr it ru --label-bias 0 -2.5983 -0.2153 0.5694 0.41 1.368
+# the label prior was fitted on the language corpus' training split (training.label_bias), the companion's
+# weight on real validation voices (training.companion_weight); its model card has both
+make_decoder_set language-whisper --labels de en es fr it ru --label-bias 0 -2.5983 -0.2153 0.5694 0.41 1.368 \
+    --companion "${ELP_ADAPTERS_DIR:-adapters_store}/language-default" --companion-weight 0.75

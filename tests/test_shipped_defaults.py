@@ -134,12 +134,17 @@ def test_the_decoder_set_made_at_setup_transcribes_beside_the_ctc_set(model, tmp
 
 @pytest.mark.slow
 def test_the_language_set_made_at_setup_names_the_language_beside_the_trained_one(model, tmp_path):
-    """``language-whisper`` (Whisper base's decoder scoring its language tokens, made by the setup script)
-    rides in one batch with ``language-default`` and names the language of sentence-length speech."""
+    """``language-whisper`` (Whisper base's decoder scoring its language tokens, with ``language-default``'s
+    head as its companion; made by the setup script) rides in one batch with ``language-default`` and names
+    the language of sentence-length speech."""
     folder = STORE / "language-whisper"
     if not (folder / "adapter_model.safetensors").exists():
         pytest.fail(f"no language decoder set at {folder}: scripts/setup_default_backbone.sh makes it")
-    model.add_adapter_set("language-whisper", AdapterSet.load(folder))
+    language_set = AdapterSet.load(folder)
+    companion = language_set.config.companion
+    assert companion is not None and companion.weight > 0
+    assert companion.source == f"language-default@{model.adapter_sets['language-default'].config.weights_sha256[:12]}"
+    model.add_adapter_set("language-whisper", language_set)
     try:
         english = speak(tmp_path, "the weather is lovely today and i would like to go for a walk")
         spanish = speak(tmp_path, "mañana vamos a la playa con nuestros amigos del colegio", voice="es")

@@ -32,7 +32,7 @@ from elp.adapter_set import AdapterSet
 from elp.backbones import load_backbone
 from elp.backbones.base import Backbone
 from elp.config import AdapterSetConfig
-from elp.heads.config import DecoderConfig
+from elp.heads.config import CompanionConfig, DecoderConfig
 from elp.heads.seq2seq import WhisperDecoderHead
 from elp.model import MultiAdapterModel
 
@@ -161,6 +161,29 @@ def with_draft(adapter_set: AdapterSet, folder: Path, max_tokens: int | None = N
     return drafted.eval()
 
 
+def with_companion(adapter_set: AdapterSet, folder: Path, weight: float) -> AdapterSet:
+    """A label set with the pooled classifier of the set in ``folder`` beside its decoder
+    (``elp.heads.companion``): same task and labels, and a plain weighted layer sum, so that it reads the
+    shared encoder pass as it did alone (no E-, L- or P-adapters of its own)."""
+    companion_set = AdapterSet.load(folder)
+    source, config = companion_set.config, adapter_set.config
+    if config.decoder is None or not config.decoder.label_ids:
+        raise ValueError("a companion rides beside a decoder label set (--labels)")
+    if source.task != config.task or source.labels != config.labels:
+        raise ValueError(f"{folder} answers {source.task} over {source.labels}, not {config.task} over {config.labels}")
+    if source.decoder is not None or any(x is not None for x in (source.e_adapter, source.l_adapter, source.p_adapter)):
+        raise ValueError(f"{folder} must be a plain weighted-sum classifier (method 'none', no decoder)")
+    if source.backbone.get("fingerprint") != config.backbone.get("fingerprint"):
+        raise ValueError(f"{folder} was trained on another backbone")
+    companion = CompanionConfig(head=source.head, weighted_sum_layers=list(source.weighted_sum_layers or []),
+                                weight=weight, source=f"{folder.name}@{(source.weights_sha256 or '')[:12]}")
+    joined = AdapterSet(dataclasses.replace(config, companion=companion))
+    state = adapter_set.state_dict() | {f"companion.{k}": v for k, v in companion_set.state_dict().items()
+                                        if k.startswith(("featurizer.", "head."))}
+    joined.load_state_dict(state, strict=True)
+    return joined.eval()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a transformers Whisper checkpoint folder (with tokenizer)")
@@ -172,15 +195,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--labels", nargs="+", help="a language set instead: the decoder scores <|LABEL|> tokens")
     parser.add_argument("--label-bias", type=float, nargs="+", default=[],
                         help="one prior per label added to its logit (fitted by training.label_bias)")
+    parser.add_argument("--companion", type=Path, help="with --labels: a trained classifier set of the same labels "
+                        "whose pooled head answers beside the decoder (elp.heads.companion)")
+    parser.add_argument("--companion-weight", type=float, default=1.0,
+                        help="its log-probabilities' weight (chosen by training.companion_weight)")
     args = parser.parse_args(argv)
     if args.labels and args.draft is not None:
         parser.error("a label set scores one step: it has no use for a draft")
+    if args.companion is not None and not args.labels:
+        parser.error("--companion needs --labels")
     if args.labels:
         adapter_set = convert_labels(args.checkpoint, args.labels, args.trailing_silence, args.label_bias)
     else:
         adapter_set = convert(args.checkpoint, args.language, args.trailing_silence, args.stop_repeats)
     if args.draft is not None:
         adapter_set = with_draft(adapter_set, args.draft)
+    if args.companion is not None:
+        adapter_set = with_companion(adapter_set, args.companion, args.companion_weight)
     adapter_set.save(args.out)
     print(f"wrote {args.out} ({adapter_set.size_bytes / 2**20:.0f} MiB)")
     return 0

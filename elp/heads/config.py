@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from elp.config_parsing import build_strict
 from elp.errors import ConfigError
 
 POOLINGS = ("mean", "stats", "max")
@@ -187,3 +188,27 @@ class DecoderConfig:
                                                             or not 0.0 <= self.draft_min_confidence <= 1.0)):
             raise ConfigError("a draft needs a blank and symbols, an odd kernel, max tokens / rows >= 1 and a "
                               "min confidence in [0, 1]")
+
+
+@dataclass
+class CompanionConfig:
+    """A pooled classifier that rides beside a decoder label set (``AdapterSetConfig.companion``): its own
+    weighted sum of the encoder's layers (``weighted_sum_layers``) and ``head``, copied from a trained
+    classifier set of the same task and labels (``source``). The set answers ``log_softmax(decoder labels) +
+    weight * log_softmax(companion)``. Why: a pretrained decoder and a classifier trained on this project's
+    data make different mistakes (on real voices, language-whisper alone 68.2%, with language-default's
+    head beside it ~75%), and both read the same encoder pass, so the second opinion costs one pooled head.
+    It reads the clip's own frames, not the decoder's trailing zeros."""
+
+    head: HeadConfig
+    weighted_sum_layers: list[int]
+    weight: float = 1.0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.head, dict):
+            self.head = build_strict(HeadConfig, self.head, "companion.head")
+        if not self.weighted_sum_layers or min(self.weighted_sum_layers) < 0:
+            raise ConfigError("companion.weighted_sum_layers must name encoder layers")
+        if self.weight < 0:
+            raise ConfigError("companion.weight must be >= 0")

@@ -157,6 +157,11 @@ class TaskSpec:
                 raise ConfigError("a decoder set is a Whisper backbone's decoder alone: no CTC vocabulary or LM")
             if config.method != "none" or config.weighted_sum_layers != [layers]:
                 raise ConfigError(f"a decoder reads the encoder's output unchanged: method 'none', layers [{layers}]")
+        if config.companion is not None:
+            if config.decoder is None or not config.decoder.label_ids:
+                raise ConfigError("a companion classifier rides beside a decoder label set (decoder.label_ids)")
+            if max(config.companion.weighted_sum_layers) > int(config.backbone.get("num_layers", 0)):
+                raise ConfigError("companion.weighted_sum_layers names a layer the encoder does not have")
 
     @staticmethod
     def refuse_decoder_training(adapter_set: AdapterSet | None) -> None:
