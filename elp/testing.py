@@ -165,3 +165,15 @@ def outputs_per_row(model, waves: list[torch.Tensor], keys: list[str]) -> list[t
                 out = out[: int(group.lengths[position])]
             per_row[row] = out
     return [per_row[i] for i in range(len(waves))]
+
+
+def voice_rows_alone_and_in_a_batch(branch: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """A voice branch's embeddings of a short and a long clip padded into one batch, and of the short one alone
+    (a row's answer must not depend on its batch-mates or the padding)."""
+    short, long = seeded_waveform(0.4, seed=2), seeded_waveform(3.1, seed=3)
+    padded = torch.zeros(2, long.numel())
+    padded[0, : short.numel()], padded[1] = short, long
+    with torch.no_grad():
+        together = branch(padded, torch.tensor([short.numel(), long.numel()]))
+        alone = branch(short.unsqueeze(0), torch.tensor([short.numel()]))
+    return together, alone

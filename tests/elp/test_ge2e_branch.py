@@ -24,7 +24,7 @@ from elp.heads.ge2e import (
     slaney_mel_filterbank,
 )
 from elp.heads.voice import branch_from_record, head_fields
-from elp.testing import make_random_adapter_set, seeded_waveform
+from elp.testing import make_random_adapter_set, seeded_waveform, voice_rows_alone_and_in_a_batch
 
 SMALL = Ge2eConfig(hidden=16, layers=2, embedding_dim=12)
 
@@ -60,13 +60,7 @@ def test_level_is_raised_never_lowered():
 
 
 def test_rows_do_not_depend_on_batch_mates_or_padding():
-    branch = small_branch()
-    short, long = seeded_waveform(0.4, seed=2), seeded_waveform(3.1, seed=3)
-    padded = torch.zeros(2, long.numel())
-    padded[0, : short.numel()], padded[1] = short, long
-    with torch.no_grad():
-        together = branch(padded, torch.tensor([short.numel(), long.numel()]))
-        alone = branch(short.unsqueeze(0), torch.tensor([short.numel()]))
+    together, alone = voice_rows_alone_and_in_a_batch(small_branch())
     assert torch.allclose(together[0], alone[0], atol=1e-6)
     assert torch.allclose(together.norm(dim=1), torch.ones(2), atol=1e-5)
     assert float(together[0] @ together[1]) < 0.9999  # different clips, different answers

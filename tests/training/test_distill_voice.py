@@ -77,14 +77,21 @@ def test_training_moves_the_branch_towards_the_teacher_and_saves_it(cache_dir, c
     assert agreement(voice_fusion.load_branch(out)) > agreement(voice_fusion.load_branch(tmp_path / "start")) + 0.05
 
 
-def test_fusion_writes_a_set_that_serves_the_chosen_mix(clips, tmp_path):
-    root, paths, trials = clips
-    backbone_dir = save_tiny_backbone(root / "whisper", family="whisper")
+def fusion_case(root: Path, tmp_path: Path, name: str) -> tuple[Path, object]:
+    """A tiny Whisper backbone, a random speaker set (``tmp_path/speaker``) and a small distilled-shape branch
+    (``tmp_path/branch``): what the fusion tests start from."""
+    backbone_dir = save_tiny_backbone(root / name, family="whisper")
     backbone = load_backbone(str(backbone_dir))
     make_random_adapter_set(backbone, "verification", seed=3).save(tmp_path / "speaker")
     torch.manual_seed(0)
     branch = distill_voice.VoiceBranch(distill_voice.VoiceBranchConfig(channels=8, pooled_channels=8, embedding_dim=8))
     distill_voice.save_branch(branch, tmp_path / "branch", {"epoch": 1})
+    return backbone_dir, backbone
+
+
+def test_fusion_writes_a_set_that_serves_the_chosen_mix(clips, tmp_path):
+    root, paths, trials = clips
+    backbone_dir, backbone = fusion_case(root, tmp_path, "whisper")
     voice_fusion.main([str(tmp_path / "speaker"), "--branch", str(tmp_path / "branch"), "--valid", f"v={trials}",
                        "--weights", "0", "0.5", "1", "--out", str(tmp_path / "fused"), "--backbone", str(backbone_dir),
                        "--report", str(tmp_path / "grid.json")])
@@ -140,11 +147,7 @@ def test_teacher_shards_are_read_back_by_the_realvox_tools(clips, tmp_path):
 def test_fusion_guard_keeps_weights_whose_guard_trials_stay_under_the_cap(clips, tmp_path):
     """``--guard`` lists are scored at every weight but not pooled; a weight over the cap is never chosen."""
     root, _, trials = clips
-    backbone_dir = save_tiny_backbone(root / "whisper-guard", family="whisper")
-    make_random_adapter_set(load_backbone(str(backbone_dir)), "verification", seed=3).save(tmp_path / "speaker")
-    torch.manual_seed(0)
-    branch = distill_voice.VoiceBranch(distill_voice.VoiceBranchConfig(channels=8, pooled_channels=8, embedding_dim=8))
-    distill_voice.save_branch(branch, tmp_path / "branch", {"epoch": 1})
+    backbone_dir, _ = fusion_case(root, tmp_path, "whisper-guard")
     common = [str(tmp_path / "speaker"), "--branch", str(tmp_path / "branch"), "--valid", f"v={trials}",
               "--weights", "0", "0.5", "1", "--backbone", str(backbone_dir), "--guard", f"g={trials}"]
     voice_fusion.main([*common, "--out", str(tmp_path / "open"), "--report", str(tmp_path / "open.json")])
@@ -165,14 +168,9 @@ def test_second_branch_joins_beside_the_first_and_keeps_its_ratio(clips, tmp_pat
     from elp.heads.dvector import DvectorBranch, DvectorConfig
 
     root, paths, trials = clips
-    backbone_dir = save_tiny_backbone(root / "whisper-second", family="whisper")
-    backbone = load_backbone(str(backbone_dir))
-    make_random_adapter_set(backbone, "verification", seed=3).save(tmp_path / "speaker")
-    torch.manual_seed(0)
-    first = distill_voice.VoiceBranch(distill_voice.VoiceBranchConfig(channels=8, pooled_channels=8, embedding_dim=8))
-    distill_voice.save_branch(first, tmp_path / "first", {"epoch": 1})
+    backbone_dir, backbone = fusion_case(root, tmp_path, "whisper-second")
     common = ["--valid", f"v={trials}", "--backbone", str(backbone_dir)]
-    voice_fusion.main([str(tmp_path / "speaker"), "--branch", str(tmp_path / "first"), "--weights", "0.5",
+    voice_fusion.main([str(tmp_path / "speaker"), "--branch", str(tmp_path / "branch"), "--weights", "0.5",
                        "--out", str(tmp_path / "one"), *common])
     second = DvectorBranch(DvectorConfig(hidden=8, layers=1, embedding_dim=6)).eval()
     write_branch(second, tmp_path / "second", Path(paths[0]))
