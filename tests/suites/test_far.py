@@ -31,3 +31,19 @@ def test_two_kokoro_clips_render_in_the_schema_and_are_refused_for_training(tmp_
     assert [r.to_dict() for r in again] == [r.to_dict() for r in rows]  # seeded and cached
     with pytest.raises(HeldOutDataError, match="Kokoro"):
         check_training_rows([r.__class__(**{**r.to_dict(), "split": "train"}) for r in rows])
+
+
+def test_language_clips_are_read_from_their_own_languages_ipa(tmp_path: Path) -> None:
+    from training.corpus.language_text import LANGUAGES
+    from training.suites.far import language_items, spoken_rows
+
+    items = language_items(2)
+    assert len(items) == len(LANGUAGES) * 5 * 2 and {label for _, label in items} == set(LANGUAGES)
+    text = "la réunion se termine à midi"
+    assert kokoro.ipa(text, "fr-fr") != kokoro.ipa(text)  # French phonology, not English spelling rules
+    voices = kokoro.identities(seed=0)
+    french = spoken_rows(tmp_path, "language", [(text, "fr")], voices, seed=0, espeak_voices={"fr": "fr-fr"})
+    english = spoken_rows(tmp_path / "en", "language", [(text, "fr")], voices, seed=0)
+    assert french[0].label == "fr" and french[0].speaker == english[0].speaker
+    a, b = (sf.read(base / row.path)[0] for base, row in ((tmp_path, french[0]), (tmp_path / "en", english[0])))
+    assert len(a) != len(b) or (a != b).any()

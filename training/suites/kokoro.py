@@ -80,18 +80,21 @@ def identities(seed: int, mixtures: int = 7) -> list[KokoroVoice]:
     return out
 
 
-def ipa(text: str) -> str:
-    result = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", "en-us", text], capture_output=True, text=True,
+def ipa(text: str, espeak_voice: str = "en-us") -> str:
+    """espeak-ng's IPA for ``text`` read by ``espeak_voice`` (its language's phonology: the language suite's
+    other languages use their own voices; the model's symbols cover them but for a few Russian and French
+    marks, which are dropped)."""
+    result = subprocess.run(["espeak-ng", "-q", "--ipa", "-v", espeak_voice, text], capture_output=True, text=True,
                             check=True)
     return " ".join(result.stdout.split()).replace("\u0361", "")
 
 
-def synthesize(text: str, voice: KokoroVoice) -> np.ndarray:
+def synthesize(text: str, voice: KokoroVoice, espeak_voice: str = "en-us") -> np.ndarray:
     """Mono float32 at 16 kHz, silence trimmed to 100 ms each side, peak 0.9."""
     from scipy.signal import resample_poly
 
     session, vocab, voices = _model()
-    tokens = [vocab[c] for c in ipa(text) if c in vocab][:500]
+    tokens = [vocab[c] for c in ipa(text, espeak_voice) if c in vocab][:500]
     if not tokens:
         raise ValueError(f"no Kokoro tokens for {text!r}")
     style = voice.weight * voices[voice.voice_a] + (1 - voice.weight) * voices[voice.voice_b]
