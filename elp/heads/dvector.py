@@ -69,11 +69,12 @@ class DvectorBranch(nn.Module):
         self.register_buffer("bias_out", torch.zeros(c.embedding_dim))
         self.register_buffer("filters", slaney_mel_filterbank(MEL_BANDS, N_FFT), persistent=False)
         self.register_buffer("window", torch.hamming_window(WINDOW), persistent=False)
-        self._float: tuple[tuple, nn.LSTM, torch.Tensor] | None = None
+        self._float: tuple[tuple, nn.Module, torch.Tensor] | None = None
+        self.register_load_state_dict_post_hook(lambda module, _keys: setattr(module, "_float", None))
 
     def _float_weights(self, dtype: torch.dtype) -> tuple[nn.LSTM, torch.Tensor]:
-        """The dequantised LSTM and output weight, rebuilt when a buffer changed (load, move) or the dtype."""
-        key = (dtype, self.weight_out.device, *(int(b._version) for b in self.buffers()))
+        """The dequantised LSTM and output weight, built once per device and dtype (a load clears them)."""
+        key = (dtype, self.weight_out.device)
         if self._float is None or self._float[0] != key:
             c = self.config
             lstm = nn.LSTM(MEL_BANDS, c.hidden, c.layers, batch_first=True, device=self.weight_out.device, dtype=dtype)
