@@ -62,17 +62,20 @@ def cached_guesses(model: MultiAdapterModel, adapter_set: AdapterSet, rows: list
 
 
 def evaluate(adapter: str, backbone: str, corpus: Path, human: Path, cache_dir: str | None = None,
-             suites: tuple[str, ...] = ("near", "human")) -> dict:
+             suites: tuple[str, ...] = ("near", "human"), far: Path = Path("data/far")) -> dict:
     """Served answers (``model.predict``), or with ``cache_dir`` the head on a cached encoder pass."""
     model = MultiAdapterModel(load_backbone(backbone))
     adapter_set = AdapterSet.load(adapter)
     model.add_adapter_set(CACHE_KEY if cache_dir else KEY, adapter_set)
     labels = list(adapter_set.config.labels or [])
     out = {}
-    for name, rows in (("near", filter_split(read_manifest(corpus / "language.jsonl"), "test")),
-                       ("human", read_manifest(human / "language.jsonl"))):
+    sources = {"near": lambda: filter_split(read_manifest(corpus / "language.jsonl"), "test"),
+               "far": lambda: read_manifest(far / "language.jsonl"),  # Kokoro voices (training.suites.far)
+               "human": lambda: read_manifest(human / "language.jsonl")}
+    for name, read in sources.items():
         if name not in suites:
             continue
+        rows = read()
         started = time.perf_counter()
         if cache_dir:
             guesses = cached_guesses(model, adapter_set, rows, cache_dir)
@@ -93,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--human", type=Path, default=Path("data/language/human"))
     parser.add_argument("--out", type=Path)
     parser.add_argument("--cache-dir", help="score the head on an encoder pass cached here (training.cached's)")
-    parser.add_argument("--suites", nargs="+", choices=["near", "human"], default=["near", "human"])
+    parser.add_argument("--far", type=Path, default=Path("data/far"))
+    parser.add_argument("--suites", nargs="+", choices=["near", "far", "human"], default=["near", "human"])
     args = parser.parse_args(argv)
-    result = evaluate(args.adapter, args.backbone, args.corpus, args.human, args.cache_dir, tuple(args.suites))
+    result = evaluate(args.adapter, args.backbone, args.corpus, args.human, args.cache_dir, tuple(args.suites),
+                      args.far)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
