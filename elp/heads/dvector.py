@@ -11,11 +11,10 @@ int8 weights and per-tensor scales are kept as they are (a quarter of the float3
 weights are rebuilt from them once per device and dtype. On a CPU in float32 the LSTM runs as PyTorch's
 dynamic int8 LSTM (int8 weights, activations quantised per call, as the published graph computes; ~4x
 faster than the float LSTM on the 2-core CI machine), one call per row so that a row's activation
-scales never come from its batch-mates; elsewhere the float LSTM runs every row's windows at once. The
-front end follows the package's own
-recipe: log10 of a 40-band Slaney power mel spectrogram (25 ms Hamming window in a 512-point FFT,
-10 ms hop, uncentred frames), windows of 80 frames every 40 (a shorter clip is padded with zeros to
-one window), the unit mean of the windows' unit embeddings.
+scales never come from its batch-mates; elsewhere the float LSTM runs every row's windows at once.
+The front end follows the package's own recipe: log10 of a 40-band Slaney power mel spectrogram
+(25 ms Hamming window in a 512-point FFT, 10 ms hop, uncentred frames), windows of 80 frames every
+40 (a shorter clip is padded with zeros to one window), the unit mean of the windows' unit embeddings.
 """
 
 from __future__ import annotations
@@ -72,8 +71,9 @@ class DvectorBranch(nn.Module):
         self._float: tuple[tuple, nn.Module, torch.Tensor] | None = None
         self.register_load_state_dict_post_hook(lambda module, _keys: setattr(module, "_float", None))
 
-    def _float_weights(self, dtype: torch.dtype) -> tuple[nn.LSTM, torch.Tensor]:
-        """The dequantised LSTM and output weight, built once per device and dtype (a load clears them)."""
+    def _float_weights(self, dtype: torch.dtype) -> tuple[nn.Module, torch.Tensor]:
+        """The dequantised LSTM (dynamic int8 on a CPU in float32) and output weight, built once per device and
+        dtype (a load clears them)."""
         key = (dtype, self.weight_out.device)
         if self._float is None or self._float[0] != key:
             c = self.config
