@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
-from training.data.manifest import read_manifest
+from training.data.manifest import filter_split, read_manifest
 from training.dataset import load_audio
 
 KEY = "set"
@@ -33,7 +33,7 @@ def branch_logits(model: MultiAdapterModel, corpus: str, split: str) -> tuple[to
     """The decoder's and the companion's logits (clips x labels) of a corpus split, and the true label indices."""
     adapter_set = model.adapter_sets[KEY]
     labels = adapter_set.config.labels or []
-    rows = [r for r in read_manifest(Path(corpus) / f"{adapter_set.task}.jsonl") if r.split == split]
+    rows = filter_split(read_manifest(Path(corpus) / f"{adapter_set.task}.jsonl"), split)
     if not rows:
         raise SystemExit(f"{corpus} has no {split} clips of task {adapter_set.task}")
     kept: dict[str, list[torch.Tensor]] = {"decoder": [], "companion": []}

@@ -61,8 +61,8 @@ def encoder_part(source: AdapterSet) -> AdapterSet:
     """The set without pitch coordinates or a voice branch: the encoder's embedding alone."""
     config = copy.deepcopy(source.config)
     config.head.pitch_weight, config.head.voice_weight = 0.0, 0.0
-    base = AdapterSet(config)
     config.head.second_voice_kind, config.head.second_voice_weight = "", 0.0
+    base = AdapterSet(config)
     keep = {k: v for k, v in source.state_dict().items()
             if not k.startswith(("head.prosody_norm.", "head.voice.", "head.second_voice."))}
     base.load_state_dict(keep)
@@ -100,21 +100,17 @@ def trial_cosines(model: MultiAdapterModel, source: AdapterSet, branch: torch.nn
     }
 
 
-def fused(cosines: dict, voice_weight: float, pitch_weight: float, second_weight: float = 0.0,
-          own_voice_weight: float = 0.0) -> np.ndarray:
-    """The served cosine: the grid's ``voice_weight`` on the branch, or with ``second_weight`` > 0 that weight
-    on the second branch and the set's own mix (``own_voice_weight`` on its branch) on the rest."""
-    if second_weight > 0 or own_voice_weight > 0:
-        own = (1 - own_voice_weight) * cosines["encoder"] + own_voice_weight * cosines["voice"]
-        mixed = (1 - second_weight) * own + second_weight * cosines["second"]
-    else:
-        mixed = (1 - voice_weight) * cosines["encoder"] + voice_weight * cosines["voice"]
+def fused(cosines: dict, voice_weight: float, pitch_weight: float, second_weight: float = 0.0) -> np.ndarray:
+    """The served cosine: ``(1 - v2) ((1 - v) cos_encoder + v cos_branch) + v2 cos_second``, then the pitch term
+    (``v2`` = ``second_weight``; without a second branch it is 0)."""
+    own = (1 - voice_weight) * cosines["encoder"] + voice_weight * cosines["voice"]
+    mixed = (1 - second_weight) * own + second_weight * cosines["second"]
     return (mixed + pitch_weight * cosines["pitch"]) / (1 + pitch_weight)
 
 
 def eer_percent(cosines: dict, voice_weight: float, pitch_weight: float, own_voice_weight: float = 0.0) -> float:
-    """With ``own_voice_weight`` (``--second``) the grid's weight is the second branch's."""
-    scores = fused(cosines, 0.0, pitch_weight, voice_weight, own_voice_weight) if own_voice_weight > 0 \
+    """With ``own_voice_weight`` (``--second``) the grid's weight is the second branch's, the set's own mix fixed."""
+    scores = fused(cosines, own_voice_weight, pitch_weight, voice_weight) if own_voice_weight > 0 \
         else fused(cosines, voice_weight, pitch_weight)
     return round(100 * compute_eer(scores, cosines["labels"]).eer, 2)
 

@@ -183,6 +183,8 @@ def test_second_branch_joins_beside_the_first_and_keeps_its_ratio(clips, tmp_pat
     head = two.config.head
     assert (head.voice_weight, head.second_voice_weight, head.second_voice_kind) == (0.35, 0.3, "dvector")
     assert "second_voice_fusion" in two.config.training
+    encoder_only = voice_fusion.encoder_part(two)  # a set with two branches strips to its encoder part
+    assert not hasattr(encoder_only.head, "second_voice") and encoder_only.config.head.second_voice_weight == 0
     model = MultiAdapterModel(backbone)
     model.add_adapter_set("one", AdapterSet.load(tmp_path / "one"))
     model.add_adapter_set("two", two)
