@@ -274,7 +274,6 @@ class MultiAdapterModel(nn.Module):
             for key in groups
             if self.adapter_sets[key].p_adapter is not None
         }
-        offsets = torch.zeros(batch, dtype=torch.long, device=device)
         if prompts:
             row_prompt: list[tuple[torch.Tensor, bool] | None] = [None] * batch
             for key, rows in groups.items():
@@ -282,15 +281,18 @@ class MultiAdapterModel(nn.Module):
                     for row in rows:
                         row_prompt[row] = (prompts[key], self.adapter_sets[key].p_adapter.is_prefix)
             sequences = []
+            real_counts = frame_lengths.tolist()  # one device-to-host copy, not one sync per row (on a GPU)
+            prefix_counts = [0] * batch
             for row in range(batch):
-                real = frames[row, : int(frame_lengths[row])]
+                real = frames[row, : real_counts[row]]
                 if row_prompt[row] is None:
                     sequences.append(real)
                     continue
                 prompt, is_prefix = row_prompt[row]
                 sequences.append(torch.cat([prompt, real] if is_prefix else [real, prompt]))
                 if is_prefix:
-                    offsets[row] = prompt.shape[0]
+                    prefix_counts[row] = prompt.shape[0]
+            offsets = torch.tensor(prefix_counts, dtype=torch.long, device=device)
             sequence_lengths = torch.tensor([s.shape[0] for s in sequences], device=device)
             frames = nn.utils.rnn.pad_sequence(sequences, batch_first=True)
         else:

@@ -56,7 +56,8 @@ class ServerSettings(BaseSettings):
     # batching
     max_batch_size: int = Field(
         0, ge=0, description="most waveform rows in one batch (0 = auto: 4 on a CPU, where rows cost no less "
-        "batched and small batches keep two model workers evenly busy; 16 on a GPU)",
+        "batched and small batches keep two model workers evenly busy; 64 on a GPU, where a batch costs its "
+        "operators more than its rows)",
     )
     max_wait_ms: float = Field(10.0, ge=0, description="how long the first request waits for company")
     batch_wait: Literal["while-incoming", "always"] = Field(
@@ -67,7 +68,8 @@ class ServerSettings(BaseSettings):
     batch_length_ratio: float | None = Field(
         None, ge=0, le=1,
         description="shortest/longest clip in one model call (padding is wasted compute; 0 = any mix); "
-        "unset = 0.9 on a CPU (batching buys nothing there) and 0.5 on a GPU",
+        "unset = 0.9 on a CPU (batching buys nothing there) and 0 on a GPU (any mix: the padding is cheaper there "
+        "than a second call)",
     )
     batch_policy: Literal["cost", "length"] = Field(
         "length",
@@ -208,18 +210,22 @@ class ServerSettings(BaseSettings):
 
     def resolved_length_ratio(self, device: str) -> float:
         """The configured ratio, or the device's default: on a CPU the encoder is compute-bound and a
-        batch costs what its padded rows cost, so only near-equal lengths share a call."""
+        batch costs what its padded rows cost, so only near-equal lengths share a call; on a GPU a call
+        costs its operators (one H200 ran 8 rows x 4 s through Whisper base in 18 ms, a few ms of it
+        arithmetic), so any mix shares one (0)."""
         if self.batch_length_ratio is not None:
             return self.batch_length_ratio
-        return 0.9 if device == "cpu" else 0.5
+        return 0.9 if device == "cpu" else 0.0
 
     def resolved_max_batch_size(self, device: str) -> int:
         """The configured most rows per batch, or the device's default (``0`` = auto): 4 on a CPU (at
         concurrency 64 on 2 cores, 16-row batches served 0.93x the req/s of 4-row ones with a 1.3x p95:
-        one worker held 16 rows while the other ran dry; benchmarks/README.md), 16 on a GPU."""
+        one worker held 16 rows while the other ran dry; benchmarks/README.md), 64 on a GPU (with any length
+        mix, 1.2-1.5x the req/s of 16-row batches of near-equal lengths at concurrency 64 on an H200, both
+        backbones; benchmarks/README.md)."""
         if self.max_batch_size:
             return self.max_batch_size
-        return 4 if device == "cpu" else 16
+        return 4 if device == "cpu" else 64
 
     def resolved_model_workers(self, device: str, cores: int) -> int:
         """The configured number of model workers, or the device's default (``0`` = auto): on a CPU two

@@ -214,3 +214,12 @@ def test_lm_text_holds_every_length_of_the_sources_but_not_the_spoken_transcript
     # the clips' filter wants 5-14 words; the LM text keeps the two-word examples too
     assert text.lm_text_sentences() == ["she sang", "the three dogs barked at the mailman", "too short"]
     assert text.lm_text_sentences(spoken=["she sang"]) == ["the three dogs barked at the mailman", "too short"]
+
+
+def test_a_full_corpus_without_the_fortune_files_says_which_package_is_missing(tmp_path, monkeypatch) -> None:
+    """A newcomer without Debian's fortunes gets the package to install, not only "pool too small"."""
+    import training.corpus.text as text
+
+    monkeypatch.setattr(text, "FORTUNES_DIR", tmp_path)  # no fortune file there
+    with pytest.raises(ValueError, match="apt-get install fortunes fortunes-min"):
+        make_plan(0, "full")

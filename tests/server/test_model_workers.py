@@ -138,9 +138,9 @@ def test_model_workers_default_to_two_on_a_multi_core_cpu_and_one_on_a_gpu() -> 
     assert Settings(model_workers=1).resolved_model_workers("cpu", cores=8) == 1
 
 
-def test_most_rows_per_batch_default_to_four_on_a_cpu_and_sixteen_on_a_gpu() -> None:
+def test_most_rows_per_batch_default_to_four_on_a_cpu_and_sixty_four_on_a_gpu() -> None:
     from server.settings import Settings
 
     assert Settings().resolved_max_batch_size("cpu") == 4
-    assert Settings().resolved_max_batch_size("cuda:0") == 16
+    assert Settings().resolved_max_batch_size("cuda:0") == 64
     assert Settings(max_batch_size=32).resolved_max_batch_size("cpu") == 32

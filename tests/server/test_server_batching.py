@@ -333,5 +333,5 @@ def test_length_ratio_defaults_to_the_device_and_an_explicit_one_wins() -> None:
     from server.settings import Settings
 
     assert Settings().resolved_length_ratio("cpu") == 0.9  # CPU: batching buys nothing, padding costs
-    assert Settings().resolved_length_ratio("cuda:0") == 0.5
+    assert Settings().resolved_length_ratio("cuda:0") == 0.0  # GPU: a call costs its operators: any mix
     assert Settings(batch_length_ratio=0.0).resolved_length_ratio("cpu") == 0.0

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from training.corpus.text import sentence_pool, split_phrasings, wordnet_sentences
+from training.corpus.text import FORTUNES_DIR, sentence_pool, split_phrasings, wordnet_sentences
 
 SPLITS = ("train", "valid", "test")
 
@@ -186,7 +186,14 @@ def make_plan(seed: int, scale: str) -> tuple[list[Speaker], list[Clip], dict[st
     speakers = make_speakers(seed, cfg)
     by_split = {s: [sp for sp in speakers if sp.split == s] for s in SPLITS}
     pool, pool_info = sentence_pool(seed)
-    sents = _partition_sentences(pool, cfg)
+    try:
+        sents = _partition_sentences(pool, cfg)
+    except ValueError as error:
+        if pool_info["fortune_sentences"]:
+            raise
+        raise ValueError(f"{error}: no sentences came from the Debian fortune files ({FORTUNES_DIR}); "
+                         f"scale {scale!r} needs them: apt-get install fortunes fortunes-min (docs/corpus.md)"
+                         ) from error
     phr = split_phrasings(seed)
     intents = sorted(phr)
     clips: list[Clip] = []
