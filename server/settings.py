@@ -211,8 +211,8 @@ class ServerSettings(BaseSettings):
     def resolved_length_ratio(self, device: str) -> float:
         """The configured ratio, or the device's default: on a CPU the encoder is compute-bound and a
         batch costs what its padded rows cost, so only near-equal lengths share a call; on a GPU a call
-        costs its operators (one H200 ran 8 rows x 4 s through Whisper base in 18 ms, a few ms of it
-        arithmetic), so any mix shares one (0)."""
+        costs its operators (one H200 ran 16 rows of 1-10 s through Whisper base in 19 ms, 11 ms of it in
+        kernels: benchmarks/model_stage.py), so any mix shares one (0)."""
         if self.batch_length_ratio is not None:
             return self.batch_length_ratio
         return 0.9 if device == "cpu" else 0.0
