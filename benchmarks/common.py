@@ -127,6 +127,20 @@ def default_sets() -> dict[str, str]:
     return {adapter_id: task for task, adapter_id in DEFAULT_IDS.items()}
 
 
+def random_sets_model(args: argparse.Namespace, name: str) -> Any:
+    """A ``MultiAdapterModel`` on ``--backbone`` / ``--device`` holding every task's default set, random
+    (``default_sets``), keyed by the set ids; backbone copies and stores kept under ``--workdir``/``name``."""
+    from elp import AdapterSet, MultiAdapterModel, load_backbone
+
+    with workdir_for(args, name) as workdir:
+        backbone_dir = prepare_backbone(args.backbone, workdir)
+        store = build_random_store(backbone_dir, workdir / "store", default_sets())
+        model = MultiAdapterModel(load_backbone(str(backbone_dir), device=args.device)).eval()
+        for key in DEFAULT_IDS.values():
+            model.add_adapter_set(key, AdapterSet.load(store / key, device=args.device))
+    return model
+
+
 # ------------------------------------------------------------------------------------------------ audio
 
 

@@ -30,12 +30,9 @@ from benchmarks.common import (
     DEFAULT_IDS,
     add_common_args,
     backbone_label,
-    build_random_store,
-    default_sets,
     markdown_table,
     on_model_thread,
-    prepare_backbone,
-    workdir_for,
+    random_sets_model,
     write_results,
 )
 from benchmarks.stats import load_note, machine_load
@@ -112,8 +109,6 @@ def measure(model: Any, batch: list[torch.Tensor], args: argparse.Namespace) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from elp import AdapterSet, MultiAdapterModel, load_backbone
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     parser.add_argument("--rows", type=int, default=16)
@@ -121,12 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=15, help="functions listed by own time")
     args = parser.parse_args(argv)
     load_at_start = machine_load()
-    with workdir_for(args, f"model-stage-{backbone_label(args.backbone)}") as workdir:
-        backbone_dir = prepare_backbone(args.backbone, workdir)
-        store = build_random_store(backbone_dir, workdir / "store", default_sets())
-        model = MultiAdapterModel(load_backbone(str(backbone_dir), device=args.device)).eval()
-        for key in TASK_KEYS:
-            model.add_adapter_set(key, AdapterSet.load(store / key, device=args.device))
+    model = random_sets_model(args, f"model-stage-{backbone_label(args.backbone)}")
     generator = torch.Generator().manual_seed(args.seed)
     seconds = [1 + 9 * (row + 0.5) / args.rows for row in range(args.rows)]
     batch = [torch.randn(int(s * 16000), generator=generator) * 0.1 for s in seconds]

@@ -24,12 +24,9 @@ from benchmarks.common import (
     DEFAULT_IDS,
     add_common_args,
     backbone_label,
-    build_random_store,
-    default_sets,
     markdown_table,
     on_model_thread,
-    prepare_backbone,
-    workdir_for,
+    random_sets_model,
     write_results,
 )
 from benchmarks.overhead import operator_count, timed_predict
@@ -57,8 +54,6 @@ def time_routings(model: Any, batch: list[torch.Tensor], plans: dict[int, list[s
 
 
 def main(argv: list[str] | None = None) -> int:
-    from elp import AdapterSet, MultiAdapterModel, load_backbone
-
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(parser)
     parser.add_argument("--rows", type=int, default=8)
@@ -66,12 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)
     load_at_start = machine_load()
-    with workdir_for(args, f"routing-{backbone_label(args.backbone)}") as workdir:
-        backbone_dir = prepare_backbone(args.backbone, workdir)
-        store = build_random_store(backbone_dir, workdir / "store", default_sets())
-        model = MultiAdapterModel(load_backbone(str(backbone_dir), device=args.device)).eval()
-        for key in TASK_KEYS:
-            model.add_adapter_set(key, AdapterSet.load(store / key, device=args.device))
+    model = random_sets_model(args, f"routing-{backbone_label(args.backbone)}")
     generator = torch.Generator().manual_seed(args.seed)
     clip = torch.randn(int(args.seconds * 16000), generator=generator) * 0.1
     batch = [clip] * args.rows
