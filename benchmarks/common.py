@@ -33,7 +33,9 @@ from elp.tasks import TASKS, task_names
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
+#: where every benchmark writes its JSON and PNG; ``ELP_BENCH_RESULTS`` moves it (a rehearsal that must not
+#: overwrite the committed results, e.g. ``scripts/device_bench.sh --quick``)
+RESULTS_DIR = Path(os.environ.get("ELP_BENCH_RESULTS") or REPO_ROOT / "benchmarks" / "results")
 CORPUS_DIR = REPO_ROOT / "data" / "corpus"
 DEFAULT_BACKBONE = "models/whisper-base"
 #: ``--backbone`` shortcuts; anything else is taken as a folder

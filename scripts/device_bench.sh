@@ -26,6 +26,10 @@ out=${OUT:-/tmp/out}; stage=${STAGE:-$(mktemp -d)}; device=${DEVICE:-cuda}; bund
 work=${WORKDIR:-/tmp/bench}
 mkdir -p "$out" "$work" "$stage"
 stamp=$(mktemp); touch "$stamp"  # results written after this are this run's
+if [ "$quick" = 1 ]; then  # a rehearsal leaves the committed results alone
+  export ELP_BENCH_RESULTS=${ELP_BENCH_RESULTS:-$(mktemp -d)}
+fi
+results=${ELP_BENCH_RESULTS:-benchmarks/results}
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 if [ -d "$bundle/wheels" ]; then
   # shellcheck source=scripts/device_lib.sh
@@ -47,7 +51,7 @@ systems=(elp elp_b16 elp_gathered elp_2w per_task)
 former=(--variant "elp_b16=--max-batch-size 16 --batch-length-ratio 0.5")  # the GPU defaults before 2026-12-04
 
 collect() {  # everything so far into $OUT/bench.tar.gz: the device tool brings back at most 8 files
-  find benchmarks/results -maxdepth 1 -newer "$stamp" \( -name '*.json' -o -name '*.png' \) -exec cp {} "$stage"/ \;
+  find "$results" -maxdepth 1 -newer "$stamp" \( -name '*.json' -o -name '*.png' \) -exec cp {} "$stage"/ \;
   tar czf "$out/bench.tar.gz.part" -C "$stage" . && mv "$out/bench.tar.gz.part" "$out/bench.tar.gz"
 }
 
