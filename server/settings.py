@@ -221,8 +221,9 @@ class ServerSettings(BaseSettings):
         """The configured most rows per batch, or the device's default (``0`` = auto): 4 on a CPU (at
         concurrency 64 on 2 cores, 16-row batches served 0.93x the req/s of 4-row ones with a 1.3x p95:
         one worker held 16 rows while the other ran dry; benchmarks/README.md), 64 on a GPU (with any length
-        mix, 1.2-1.5x the req/s of 16-row batches of near-equal lengths at concurrency 64 on an H200, both
-        backbones; benchmarks/README.md)."""
+        mix: on an H200, 1.38x the req/s of 16-row near-equal-length batches at concurrency 16 on Whisper
+        base and 1.47x at 64 on a WavLM Base+ shape; equal within the spread at 64 on Whisper base;
+        benchmarks/README.md)."""
         if self.max_batch_size:
             return self.max_batch_size
         return 4 if device == "cpu" else 64
