@@ -7,9 +7,9 @@
 # goes: kernel time, host-device synchronisations, Python functions (benchmarks/model_stage.py); then the
 # one server (defaults: 64-row batches of any length mix; the former 16-row near-equal-length batches;
 # gathered routing; two model workers) vs four per-task processes at concurrency 16 and 64, interleaved,
-# on Whisper base and on a WavLM Base+-shaped encoder (benchmarks/throughput.py). Every table, PNG and log goes to $OUT as each step ends (tables.md collects
-# the tables), so a call cut short keeps the steps that finished; each step has its own time limit, so a
-# slow one costs its own table only. torch.compile / CUDA graphs for the frozen layers: not wired (the
+# on Whisper base and on a WavLM Base+-shaped encoder (benchmarks/throughput.py). Every table, PNG and log
+# goes to $OUT as each step ends (tables.md collects the tables), so a call cut short keeps the steps that
+# finished; each step has its own time limit, so a slow one costs its own table only. torch.compile / CUDA graphs for the frozen layers: not wired (the
 # adapters run as forward hooks inside every layer, which both would have to capture).
 #
 # Bundle first, here (the GPU machine cannot fetch anything):
