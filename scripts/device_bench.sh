@@ -9,8 +9,9 @@
 # gathered routing; two model workers) vs four per-task processes at concurrency 16 and 64, interleaved,
 # on Whisper base and on a WavLM Base+-shaped encoder (benchmarks/throughput.py). Every table, PNG and log
 # goes to $OUT as each step ends (tables.md collects the tables), so a call cut short keeps the steps that
-# finished; each step has its own time limit, so a slow one costs its own table only. torch.compile / CUDA graphs for the frozen layers: not wired (the
-# adapters run as forward hooks inside every layer, which both would have to capture).
+# finished; each step has its own time limit, so a slow one costs its own table only. torch.compile / CUDA
+# graphs for the frozen layers: not wired (the adapters run as forward hooks inside every layer, which both
+# would have to capture).
 #
 # Bundle first, here (the GPU machine cannot fetch anything):
 #   python -c "from pathlib import Path; from training.device_bundle import pack_encoder, download_wheels; \
