@@ -91,7 +91,8 @@ class ServerSettings(BaseSettings):
         "per-group",
         description="how a mixed batch reaches each row's E-adapters: one set at a time, or gathered weights "
         "and batched matmuls (fewer operators for mixed batches; opt-in: on an H200 a 4-set batch took 1.81x a "
-        "one-set batch gathered vs 1.99x per group, but the server's req/s did not change: benchmarks/README.md)",
+        "one-set batch gathered vs 1.99x per group, but the server's req/s stayed within the spread: "
+        "benchmarks/README.md)",
     )
     front_end: Literal["auto", "batched", "per_row"] = Field(
         "auto",
