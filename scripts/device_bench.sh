@@ -17,6 +17,8 @@
 #   python -c "from pathlib import Path; from training.device_bundle import pack_encoder, download_wheels; \
 #     pack_encoder(Path('models/whisper-base'), Path('.device-bench/whisper-base')); \
 #     download_wheels(Path('.device-bench/wheels'), '3.12', serve=True)"
+# then `scripts/device_tree.sh slim` (the shipped weights alone exceed the 64 MiB a call may carry; the
+# bundle travels as an untracked folder, ~41 MB), the call, and `scripts/device_tree.sh restore`.
 # Usage: scripts/device_bench.sh            on the GPU machine (DEVICE=cuda, the bundle in $BUNDLE)
 #        DEVICE=cpu BACKBONE=<folder> PYTHON=.venv/bin/python scripts/device_bench.sh --quick
 #                                           the same steps at toy sizes on a CPU (proves the script runs)
