@@ -155,12 +155,14 @@ class BatchPolicy(Protocol):
 
 
 class LengthRatioPolicy:
-    """The oldest job first, then the queued jobs closest to its length, up to ``max_rows``, keeping the
-    shortest clip at least ``length_ratio`` of the longest; one call per run of rows within the ratio."""
+    """The oldest job first, then the queued jobs closest to its length, up to ``max_rows`` and (when
+    ``max_padded`` is set) rows x the longest length <= ``max_padded`` samples, keeping the shortest clip at
+    least ``length_ratio`` of the longest; one call per run of rows within the ratio."""
 
-    def __init__(self, max_rows: int, length_ratio: float) -> None:
+    def __init__(self, max_rows: int, length_ratio: float, max_padded: int = 0) -> None:
         self.max_rows = max_rows
         self.length_ratio = length_ratio
+        self.max_padded = max_padded  # samples; 0 = no bound
 
     def choose(self, window: list[InferenceJob], now: float) -> list[InferenceJob]:
         anchor, rest = window[0], sorted(window[1:], key=lambda job: abs(job.length - window[0].length))
@@ -170,7 +172,8 @@ class LengthRatioPolicy:
             low, high = min(shortest, job.length), max(longest, job.length)
             # Rows pad to the longest one: a clip far shorter than the batch's longest would cost its
             # padding in compute, so it waits for a batch of its own length instead.
-            if rows + job.rows <= self.max_rows and low >= self.length_ratio * high:
+            fits = not self.max_padded or (rows + job.rows) * high <= self.max_padded
+            if rows + job.rows <= self.max_rows and low >= self.length_ratio * high and fits:
                 batch.append(job)
                 rows += job.rows
                 shortest, longest = low, high
@@ -197,9 +200,11 @@ class _Candidate:
 class CostAwarePolicy:
     """Batches chosen by predicted work per second under a latency bound (module docstring)."""
 
-    def __init__(self, max_rows: int, latency_bound_s: float, sample_rate: int = 16000) -> None:
+    def __init__(self, max_rows: int, latency_bound_s: float, sample_rate: int = 16000,
+                 max_padded_s: float = 0.0) -> None:
         self.max_rows = max_rows
         self.latency_bound_s = latency_bound_s
+        self.max_padded_s = max_padded_s  # rows x the longest clip of one call, seconds; 0 = no bound
         self.sample_rate = sample_rate
         self.fit = CostFit()
         self._lock = threading.Lock()  # observe runs on every worker thread
@@ -252,7 +257,8 @@ class CostAwarePolicy:
                 if filled is None:
                     continue
                 seconds = model.call_s(base_rows + used, lengths[last])
-                if seconds > cap and used:
+                too_wide = self.max_padded_s and (base_rows + used) * lengths[last] > self.max_padded_s
+                if (seconds > cap or too_wide) and used:
                     break
                 members = sorted([*forced, *filled[1]])
                 candidates.append(_Candidate((base_work + filled[0]) / seconds if seconds > 0 else 1.0,

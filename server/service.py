@@ -19,7 +19,7 @@ from server.adapter_store import AdapterStore, is_marked_default
 from server.adapters import AdapterCache, AdapterLease
 from server.admission import ClientDisconnectedError, cancel_when_client_leaves, check_finite
 from server.audio import AudioLimits, DecodedAudio, decode_audio
-from server.batch_policy import CostAwarePolicy
+from server.batch_policy import BatchPolicy, CostAwarePolicy, LengthRatioPolicy
 from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
 from server.errors import AdapterNotFoundError, OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
@@ -109,14 +109,12 @@ class InferenceService:
             stages=self.post_stage,
             max_batch_rows=max_batch_rows,
             max_wait_s=self.settings.max_wait_ms / 1000.0,
-            length_ratio=self.settings.resolved_length_ratio(device),
             max_queue=self.settings.max_queue,
             metrics=self.metrics,
             workers=model_workers,
             intra_op_threads=intra_op_threads if device == "cpu" else 0,
             wait_only_while_incoming=self.settings.batch_wait == "while-incoming",
-            policy=CostAwarePolicy(max_batch_rows, self.settings.batch_latency_bound_ms / 1000.0,
-                                   self.sample_rate) if self.settings.batch_policy == "cost" else None,
+            policy=self._batch_policy(device, max_batch_rows),
         )
         self.worker.start()
         # not ready until the batch cost model has been timed (the defaults load first: it needs a set)
@@ -254,6 +252,15 @@ class InferenceService:
             self.decode_pool,
             lambda: decode_audio(data, target_rate=self.sample_rate, limits=self.limits, field=field),
         )
+
+    def _batch_policy(self, device: str, max_batch_rows: int) -> BatchPolicy:
+        """The configured batch policy with the device's row and padded-audio bounds."""
+        max_padded_s = self.settings.resolved_max_batch_audio_s(device)
+        if self.settings.batch_policy == "cost":
+            return CostAwarePolicy(max_batch_rows, self.settings.batch_latency_bound_ms / 1000.0, self.sample_rate,
+                                   max_padded_s=max_padded_s)
+        return LengthRatioPolicy(max_batch_rows, self.settings.resolved_length_ratio(device),
+                                 max_padded=int(max_padded_s * self.sample_rate))
 
     async def lease(self, task: str, adapter_id: str | None) -> AdapterLease:
         assert self.cache is not None

@@ -59,6 +59,12 @@ class ServerSettings(BaseSettings):
         "batched and small batches keep two model workers evenly busy; 64 on a GPU, where a batch costs its "
         "operators more than its rows)",
     )
+    max_batch_audio_s: float = Field(
+        0.0, ge=0, description="most padded audio in one batch, in seconds: rows x the longest clip; a single "
+        "request larger than that still runs, alone (0 = auto: no bound on a CPU, where at most 4 rows run; on a "
+        "GPU 640 = the 64 rows of 1-10 s clips measured on an H200, so 30 s clips form batches of 21 rows and "
+        "one call's activations stay within 1.33x what the former 16-row default could pad)",
+    )
     max_wait_ms: float = Field(10.0, ge=0, description="how long the first request waits for company")
     batch_wait: Literal["while-incoming", "always"] = Field(
         "while-incoming",
@@ -229,6 +235,14 @@ class ServerSettings(BaseSettings):
         if self.max_batch_size:
             return self.max_batch_size
         return 4 if device == "cpu" else 64
+
+    def resolved_max_batch_audio_s(self, device: str) -> float:
+        """The configured padded-audio bound of one batch, or the device's default (``0`` = auto): none on
+        a CPU (4 rows); on a GPU 640 s, so the 64-row default cannot pad 64 clips of the longest allowed
+        length into one call (the memory of every layer's activations grows with rows x frames)."""
+        if self.max_batch_audio_s:
+            return self.max_batch_audio_s
+        return 0.0 if device == "cpu" else 640.0
 
     def resolved_model_workers(self, device: str, cores: int) -> int:
         """The configured number of model workers, or the device's default (``0`` = auto): on a CPU two

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from server.batch_policy import CostAwarePolicy, CostFit, CostModel, cheapest_split
+from server.batch_policy import CostAwarePolicy, CostFit, CostModel, LengthRatioPolicy, cheapest_split
 from server.batching import BatchWorker, InferenceJob
 from server.metrics import ServerMetrics
 
@@ -119,6 +119,30 @@ def test_no_batch_is_predicted_to_run_past_half_the_bound() -> None:
     chosen = policy.choose(window, now=8.0)
     assert 1 < len(chosen) < 8
     assert heavy.call_s(len(chosen), 9.0) <= 1.0
+
+
+def test_both_policies_keep_rows_times_the_longest_clip_within_the_padded_audio_bound() -> None:
+    """64 rows of short clips may share a call, but not 64 of the longest: the bound is on padded audio."""
+    short = [job_of(1.0, enqueued_at=i) for i in range(8)]
+    long = [job_of(9.0, enqueued_at=i) for i in range(8)]
+    gpu = policy_with(GPU_LIKE)  # without a bound it takes all 8 rows of either
+    bounded = CostAwarePolicy(8, 2.0, sample_rate=RATE, max_padded_s=30.0)
+    bounded.fit.model = GPU_LIKE
+    length = LengthRatioPolicy(8, 0.0, max_padded=30 * RATE)
+    for policy in (bounded, length):
+        assert policy.choose(short, now=8.0) == short  # 8 x 1 s = 8 s: within 30 s
+        chosen = policy.choose(long, now=8.0)
+        assert len(chosen) == 3 and chosen[0] is long[0]  # 3 x 9 s = 27 s; a fourth would pad to 36 s
+    assert len(gpu.choose(long, now=8.0)) == 8
+    assert LengthRatioPolicy(8, 0.0, max_padded=5 * RATE).choose(long, now=8.0) == [long[0]]  # alone, not never
+
+
+def test_the_gpu_default_bounds_padded_audio_and_the_cpu_default_does_not() -> None:
+    from server.settings import Settings
+
+    assert Settings().resolved_max_batch_audio_s("cpu") == 0.0  # 4 rows at most there
+    assert Settings().resolved_max_batch_audio_s("cuda:0") == 640.0  # 64 rows of 10 s; 21 of 30 s
+    assert Settings(max_batch_audio_s=120).resolved_max_batch_audio_s("cuda:0") == 120.0
 
 
 def simulate(policy: CostAwarePolicy, arrivals: list[tuple[float, float]], until: float) -> dict[int, float]:
@@ -252,3 +276,22 @@ def test_a_failing_policy_runs_the_oldest_job_alone_instead_of_losing_the_window
     worker.stop(1.0)
     assert [len(result.predictions) for result in results] == [2, 1, 1]
     assert all(len(call) <= 2 for call in model.calls)  # one job per call: the fallback, not a guess
+
+
+@pytest.mark.parametrize("batch_policy", ["length", "cost"])
+def test_the_service_gives_either_policy_the_devices_padded_audio_bound(tmp_path, batch_policy) -> None:
+    from server.service import InferenceService
+    from tests.server.helpers import make_settings
+
+    settings = make_settings(tmp_path, tmp_path / "adapters", tmp_path, batch_policy=batch_policy)
+    service = InferenceService(settings, ServerMetrics())
+    try:
+        on_gpu, on_cpu = service._batch_policy("cuda:0", 64), service._batch_policy("cpu", 4)
+    finally:
+        service.decode_pool.shutdown()
+        service.io_pool.shutdown()
+    if batch_policy == "cost":
+        assert (on_gpu.max_padded_s, on_cpu.max_padded_s) == (640.0, 0.0)
+    else:
+        assert (on_gpu.max_padded, on_cpu.max_padded) == (640 * 16000, 0)
+        assert (on_gpu.length_ratio, on_cpu.length_ratio) == (0.0, 0.9)
