@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp.heads.companion import fused_log_probs
 from training.data.manifest import filter_split, read_manifest
 from training.dataset import load_audio
 
@@ -50,7 +51,7 @@ def branch_logits(model: MultiAdapterModel, corpus: str, split: str) -> tuple[to
 
 
 def accuracy(decoder: torch.Tensor, companion: torch.Tensor, truth: np.ndarray, weight: float) -> float:
-    fused = decoder.log_softmax(-1) + weight * companion.log_softmax(-1)
+    fused = fused_log_probs(decoder, companion, weight)
     return round(100 * float((fused.argmax(-1).numpy() == truth).mean()), 2)
 
 

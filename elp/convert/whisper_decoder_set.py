@@ -164,11 +164,10 @@ def with_draft(adapter_set: AdapterSet, folder: Path, max_tokens: int | None = N
 def with_companion(adapter_set: AdapterSet, folder: Path, weight: float) -> AdapterSet:
     """A label set with the pooled classifier of the set in ``folder`` beside its decoder
     (``elp.heads.companion``): same task and labels, and a plain weighted layer sum, so that it reads the
-    shared encoder pass as it did alone (no E-, L- or P-adapters of its own)."""
+    shared encoder pass as it did alone (no E-, L- or P-adapters of its own). That ``adapter_set`` is a decoder
+    label set is the config's own check (``TaskSpec.validate``, when the joined config is built)."""
     companion_set = AdapterSet.load(folder)
     source, config = companion_set.config, adapter_set.config
-    if config.decoder is None or not config.decoder.label_ids:
-        raise ValueError("a companion rides beside a decoder label set (--labels)")
     if source.task != config.task or source.labels != config.labels:
         raise ValueError(f"{folder} answers {source.task} over {source.labels}, not {config.task} over {config.labels}")
     if source.decoder is not None or any(x is not None for x in (source.e_adapter, source.l_adapter, source.p_adapter)):

@@ -29,4 +29,10 @@ class CompanionClassifier(nn.Module):
         return self.head(self.featurizer([s[:, :width] for s in states]), clip_frames).float()
 
     def fuse(self, label_logits: torch.Tensor, companion_logits: torch.Tensor) -> torch.Tensor:
-        return label_logits.float().log_softmax(-1) + self.weight * companion_logits.log_softmax(-1)
+        return fused_log_probs(label_logits, companion_logits, self.weight)
+
+
+def fused_log_probs(label_logits: torch.Tensor, companion_logits: torch.Tensor, weight: float) -> torch.Tensor:
+    """What a set with a companion answers: ``log_softmax(labels) + weight * log_softmax(companion)`` (also what
+    ``training.companion_weight`` scores each weight of its grid with)."""
+    return label_logits.float().log_softmax(-1) + weight * companion_logits.float().log_softmax(-1)
