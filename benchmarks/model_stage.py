@@ -35,6 +35,7 @@ from benchmarks.common import (
     random_sets_model,
     write_results,
 )
+from benchmarks.overhead import sync
 from benchmarks.stats import load_note, machine_load
 
 TASK_KEYS = tuple(DEFAULT_IDS.values())
@@ -64,12 +65,12 @@ def kernel_ms(model: Any, batch: list[torch.Tensor], keys: list[str]) -> float:
     return sum(getattr(e, "self_device_time_total", 0.0) for e in kernels) / 1000
 
 
-def own_time(model: Any, batch: list[torch.Tensor], keys: list[str], top: int) -> list[dict[str, Any]]:
+def own_time(model: Any, batch: list[torch.Tensor], keys: list[str], top: int, device: str
+             ) -> list[dict[str, Any]]:
     profiler = cProfile.Profile()
     profiler.enable()
     model.head_outputs(batch, keys)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    sync(device)
     profiler.disable()
     stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, primitive, own, cumulative, callers)
     ranked = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:top]
@@ -87,12 +88,10 @@ def measure(model: Any, batch: list[torch.Tensor], args: argparse.Namespace) -> 
             model.head_outputs(batch, keys)  # warm-up at this shape
             seconds = []
             for _ in range(args.repeats):
-                if cuda:
-                    torch.cuda.synchronize()
+                sync(args.device)
                 started = time.perf_counter()
                 model.head_outputs(batch, keys)
-                if cuda:
-                    torch.cuda.synchronize()
+                sync(args.device)
                 seconds.append(time.perf_counter() - started)
             wall_ms = statistics.median(seconds) * 1000
             row: dict[str, Any] = {"sets": sets, "median_ms": round(wall_ms, 2),
@@ -104,7 +103,7 @@ def measure(model: Any, batch: list[torch.Tensor], args: argparse.Namespace) -> 
                            syncs=sum(syncs.values()))
                 report["syncs"][sets] = dict(syncs.most_common())
             report["sets"].append(row)
-            report["profile"][sets] = own_time(model, batch, keys, args.top)
+            report["profile"][sets] = own_time(model, batch, keys, args.top, args.device)
     return report
 
 
