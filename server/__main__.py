@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         http=header_timeout_protocol(settings.header_timeout_s, settings.max_header_bytes),
         timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]  # call_later takes floats
         limit_concurrency=settings.max_connections or None,
-        h11_max_incomplete_event_size=settings.max_header_bytes,
+        h11_max_incomplete_event_size=settings.max_header_bytes,  # read only where h11 is the fallback
     )
 
 

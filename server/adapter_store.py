@@ -72,13 +72,17 @@ class AdapterStore:
         self._info_cache: dict[str, tuple[FileSignature, AdapterEntry]] = {}
 
     def folder(self, adapter_id: str) -> Path:
-        """The set's folder; symlinks are never followed, so nothing outside the store is reachable."""
+        """The set's folder; symlinks are never followed, so nothing outside the store is reachable.
+
+        A valid id has no path separator and is never ``.`` or ``..``, so ``root / id`` is an entry of
+        the (resolved) root itself; refusing a symlink there is the whole check. No ``resolve()``: it
+        walks every component of the path, and this runs for every request (a cache hit checks the
+        files' signature)."""
         validate_adapter_id(adapter_id)
         candidate = self.root / adapter_id
-        folder = candidate.resolve()
-        if candidate.is_symlink() or folder.parent != self.root:
+        if candidate.is_symlink():
             raise AdapterNotFoundError(f"adapter '{adapter_id}' not found")
-        return folder
+        return candidate
 
     def ids(self) -> list[str]:
         if not self.root.is_dir():

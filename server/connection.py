@@ -1,15 +1,19 @@
 """Connection hygiene in the server process itself: a header timeout uvicorn lacks.
 
-uvicorn closes idle keep-alive connections (``timeout_keep_alive``) and bounds the size of a request
-head (h11's ``max_incomplete_event_size``), but has no timeout for *receiving* the head: a client
-that opens connections and trickles header bytes (slowloris), or sends nothing at all, holds them
-forever. ``header_timeout_protocol`` returns uvicorn's h11 protocol with that timer added: from the
-connection's start, or from the first byte of each next request on a kept-alive connection, the
-whole request head must arrive within ``header_timeout_s``, else the client gets a 408 (the one
-JSON error shape) and the connection is closed. A head over ``max_header_bytes`` gets a 431, also
-when it arrives in one piece (h11's limit only catches one that arrives in parts). The body has its own deadline
-(``UploadTimeoutMiddleware``). In-process rather than only in a proxy, so every deployment has it;
-a reverse proxy in front (docs/server.md#security) adds per-client connection limits on top.
+uvicorn closes idle keep-alive connections (``timeout_keep_alive``), but has no timeout for
+*receiving* a request head: a client that opens connections and trickles header bytes (slowloris),
+or sends nothing at all, holds them forever. ``header_timeout_protocol`` returns uvicorn's HTTP
+protocol with that timer added: from the connection's start, or from the first byte of each next
+request on a kept-alive connection, the whole request head must arrive within ``header_timeout_s``,
+else the client gets a 408 (the one JSON error shape) and the connection is closed. A head over
+``max_header_bytes`` gets a 431, whether it arrives in one piece or in many. The body has its own
+deadline (``UploadTimeoutMiddleware``). In-process rather than only in a proxy, so every deployment
+has it; a reverse proxy in front (docs/server.md#security) adds per-client connection limits on top.
+
+The protocol is uvicorn's httptools one (llhttp, in C) where ``httptools`` is installed, as the
+package requires: the pure-Python h11 parser cost ~8% of a saturated server's event loop (py-spy,
+benchmarks/README.md "Host time per request"), and on a GPU that loop's one interpreter is what
+limits requests a second. h11 remains the fallback where no httptools wheel exists.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ import json
 import logging
 from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
-
 from server.errors import error_body
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _UvicornProtocol
+except ImportError:  # pragma: no cover - httptools is a dependency; a platform without its wheel
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _UvicornProtocol
 
 logger = logging.getLogger("server.connection")
 
@@ -32,8 +39,9 @@ def _error_answer(status: str, code: str, message: str) -> bytes:
             f"content-length: {len(body)}\r\n\r\n{body}").encode()
 
 
-class HeaderTimeoutH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus a deadline for each request head; see the module docstring."""
+class HeaderTimeoutProtocol(_UvicornProtocol):
+    """uvicorn's HTTP protocol plus a deadline and a size bound for each request head; see the module
+    docstring."""
 
     header_timeout_s: float = 10.0
     max_header_bytes: int = 65536
@@ -64,8 +72,7 @@ class HeaderTimeoutH11Protocol(H11Protocol):
         return self.cycle is None or self.cycle.response_complete
 
     def _head_too_large(self, data: bytes) -> bool:
-        """Bytes of the request head so far (up to its blank line, if in ``data``) past the limit; h11's
-        own limit only applies to a head that arrives in pieces."""
+        """Bytes of the request head so far (up to its blank line, if in ``data``) past the limit."""
         window = self._head_tail + data
         end = window.find(b"\r\n\r\n")
         size = self._head_seen + (end + 4 - len(self._head_tail) if end >= 0 else len(data))
@@ -102,5 +109,5 @@ class HeaderTimeoutH11Protocol(H11Protocol):
 
 def header_timeout_protocol(header_timeout_s: float, max_header_bytes: int) -> type[Any]:
     """The protocol class for ``uvicorn.run(http=...)`` with these limits."""
-    return type("HeaderTimeoutH11Protocol", (HeaderTimeoutH11Protocol,),
+    return type("HeaderTimeoutProtocol", (HeaderTimeoutProtocol,),
                 {"header_timeout_s": header_timeout_s, "max_header_bytes": max_header_bytes})

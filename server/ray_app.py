@@ -305,7 +305,8 @@ class ElpIngress:
             if isinstance(named, str) and named:
                 return named if self._exists(named) else None
         try:
-            return self.resolver.default_adapter(task)
+            default_id = self.resolver.default_adapter(task)
+            return default_id if self._exists(default_id) else self.resolver.default_adapter(task, recheck=True)
         except Exception:  # no default installed: the replica answers 404 adapter_not_found
             return None
 

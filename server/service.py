@@ -218,9 +218,11 @@ class InferenceService:
         self._defaults = defaults
         return defaults
 
-    def default_adapter(self, task: str) -> str:
-        adapter_id = self._defaults.get(task)
-        if adapter_id is None or not self.store.exists(adapter_id):
+    def default_adapter(self, task: str, recheck: bool = False) -> str:
+        """The task's default set id, as last resolved; ``recheck`` resolves again from the store first
+        (after the last resolved one turned out to be gone)."""
+        adapter_id = None if recheck else self._defaults.get(task)
+        if adapter_id is None:
             adapter_id = self.resolve_defaults().get(task)
         if adapter_id is None:
             raise AdapterNotFoundError(f"no default {task} adapter is installed; name one with the 'adapter' field")
@@ -263,8 +265,20 @@ class InferenceService:
                                  max_padded=int(max_padded_s * self.sample_rate))
 
     async def lease(self, task: str, adapter_id: str | None) -> AdapterLease:
+        """Lease the named set, or the task's default. The default is not looked up on disk for every
+        request (the lease checks the files anyway): only when the lease finds it gone are the
+        defaults resolved again, and the new one leased."""
         assert self.cache is not None
-        return await self.cache.acquire(adapter_id or self.default_adapter(task), task)
+        if adapter_id is not None:
+            return await self.cache.acquire(adapter_id, task)
+        default_id = self.default_adapter(task)
+        try:
+            return await self.cache.acquire(default_id, task)
+        except AdapterNotFoundError:
+            fallback = self.default_adapter(task, recheck=True)
+            if fallback == default_id:
+                raise
+            return await self.cache.acquire(fallback, task)
 
     def incoming(self) -> contextlib.AbstractContextManager[None]:
         """Around a request's decoding: tells the worker that company for its batch is on the way."""

@@ -120,6 +120,22 @@ async def test_default_falls_back_to_a_set_marked_default(tiny_store, store_copy
         assert answer["adapter"].startswith("emotion-main@")
 
 
+async def test_a_default_removed_while_serving_gives_way_to_the_next_one(tiny_store, store_copy, tmp_path) -> None:
+    """The default is not looked up on disk for every request; the lease finds it gone, the defaults
+    are resolved again, and the request is served by the set that is the default now."""
+    import shutil
+
+    settings = make_settings(tiny_store[0], store_copy, tmp_path, insecure_open_admin=True)
+    async with running_app(settings) as (_, client):
+        first = (await client.post("/emotion", files=clip_files())).json()
+        assert first["adapter"].startswith("emotion-default@")
+        shutil.rmtree(store_copy / "emotion-default")  # emotion-alt is now the task's only set
+        answer = await client.post("/emotion", files=clip_files())
+        assert answer.status_code == 200 and answer.json()["adapter"].startswith("emotion-alt@"), answer.text
+        shutil.rmtree(store_copy / "emotion-alt")
+        assert_error(await client.post("/emotion", files=clip_files()), 404, "adapter_not_found")
+
+
 # -- errors: each code of the contract, then a normal request ------------------------------------
 
 
