@@ -36,7 +36,9 @@ router = APIRouter()
 AdapterField = Annotated[str | None, Form(description="adapter id from GET /adapters; default when absent")]
 
 
-def get_service(request: Request) -> InferenceService:
+async def get_service(request: Request) -> InferenceService:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a thread hop per
+    request (~10% of a saturated event loop's time) for one attribute read."""
     return request.app.state.service
 
 
