@@ -16,7 +16,7 @@ on its rows (index_select, module, index_copy), so the operator count grows with
 in the batch, which a launch-bound GPU feels (a 4-set batch of 8 cost 1.8x a 1-set batch on an
 H200). Gathered: each row's weights are indexed out of the sets' stacked weights and one batched
 matmul serves every row (the multi-LoRA "BGMV" idea), a count that does not grow with the sets
-(``elp/routing.py``); opt-in until a GPU measures it.
+(``elp/routing.py``); opt-in, since it did not serve faster on an H200 (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -35,63 +34,15 @@ from elp.backbones.base import Backbone, lengths_to_mask
 from elp.decoder_rows import DecoderRows
 from elp.errors import ELPError
 from elp.heads.prosody import prosody_features
-from elp.host_staging import PinnedBatchStaging
+from elp.host_staging import PinnedBatchStaging, copy_home, upload_indices
+from elp.model_outputs import EncoderOutput, GroupOutput, Prediction, RowOutput, pad_waveforms
 from elp.routing import WeightStacks, gathered_apply, row_slots
 from elp.text_intent.branch import pack_row
 
+__all__ = ["EncoderOutput", "GroupOutput", "MultiAdapterModel", "Prediction", "RowOutput", "pad_waveforms"]
+
 # (row indices or None for "every row", adapter set) for the sets that change the backbone pass.
 Route = list[tuple[torch.Tensor | None, AdapterSet]]
-
-
-@dataclass
-class EncoderOutput:
-    """Per-layer outputs over real frames only: ``hidden_states[0]`` = embeddings, ``[l]`` = layer l."""
-
-    hidden_states: list[torch.Tensor]
-    lengths: torch.Tensor
-
-
-@dataclass
-class GroupOutput:
-    """One adapter set's rows of a batch and its head's output for them."""
-
-    rows: list[int]
-    output: torch.Tensor
-    lengths: torch.Tensor
-    #: a set with a text branch (``elp.text_intent``), when asked for: its rows' CTC log-probs (b, T, V)
-    text_log_probs: torch.Tensor | None = None
-
-
-@dataclass
-class RowOutput:
-    """One row's head output, on the CPU in float32 (a CTC row cut to its real frames): what the
-    model stage returns, before the task's post-processing (``AdapterSet.post_processor``)."""
-
-    task: str
-    adapter: str
-    output: torch.Tensor
-
-
-@dataclass
-class Prediction:
-    """A served answer for one row: the fields its task's post-processor fills (``text``;
-    ``embedding``; ``label`` and ``scores``, and ``slots`` for intents written slot_slot_slot)."""
-
-    task: str
-    adapter: str
-    text: str | None = None
-    embedding: torch.Tensor | None = None
-    label: str | None = None
-    scores: dict[str, float] = field(default_factory=dict)
-    slots: dict[str, str] | None = None
-
-
-def pad_waveforms(waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([int(w.shape[-1]) for w in waveforms], dtype=torch.long)
-    batch = torch.zeros(len(waveforms), int(lengths.max()), dtype=torch.float32)
-    for row, wave in enumerate(waveforms):
-        batch[row, : wave.shape[-1]] = wave.detach().to("cpu", torch.float32).reshape(-1)
-    return batch, lengths
 
 
 class MultiAdapterModel(nn.Module):
@@ -237,33 +188,42 @@ class MultiAdapterModel(nn.Module):
             rows, adapter_set = next(iter(merged.values()))
             if len(rows) == batch:
                 return [(None, adapter_set)]
-        return [(torch.tensor(sorted(rows), device=device), adapter_set) for rows, adapter_set in merged.values()]
+        indices = upload_indices([sorted(rows) for rows, _ in merged.values()], device)
+        return [(index, adapter_set) for index, (_, adapter_set) in zip(indices, merged.values(), strict=True)]
 
-    def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str]) -> EncoderOutput:
+    def encode(self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str],
+               sample_counts: list[int] | None = None) -> EncoderOutput:
         """Backbone pass with each row's E- and P-adapters; returns real frames of every layer.
 
         An int8 backbone encodes row by row: dynamic int8 picks its activation scales from what one
         call reads, so in a batch float rounding between batch shapes flips occasional int8 steps and a
         row's answer moves with its batch-mates (``benchmarks/int8_batch_mates.py``). One row per call
         makes its answer the one it gets alone, bit for bit, and on a CPU it is no slower (no padding:
-        0.85x the time of 4-row Whisper base batches of 1-10 s clips, measured)."""
+        0.85x the time of 4-row Whisper base batches of 1-10 s clips, measured). ``sample_counts``:
+        ``lengths`` on the host, when the caller has them (else read back from the device)."""
         if self.backbone.quantization and len(adapter_keys) > 1:
             return self._encode_rows_apart(waveforms, lengths, adapter_keys)
-        return self._encode_batch(waveforms, lengths, adapter_keys)
+        return self._encode_batch(waveforms, lengths, adapter_keys, sample_counts)
 
     def _encode_rows_apart(self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str]
                            ) -> EncoderOutput:
         rows = [self._encode_batch(waveforms[row:row + 1, : int(lengths[row])], lengths[row:row + 1], [key])
                 for row, key in enumerate(adapter_keys)]
-        width = max(int(row.lengths[0]) for row in rows)
+        width = max(row.frame_counts[0] for row in rows)
         states = [torch.cat([F.pad(row.hidden_states[layer], (0, 0, 0, width - row.hidden_states[layer].shape[1]))
                              for row in rows]) for layer in range(len(rows[0].hidden_states))]
-        return EncoderOutput(states, torch.cat([row.lengths for row in rows]))
+        return EncoderOutput(states, torch.cat([row.lengths for row in rows]),
+                             [count for row in rows for count in row.frame_counts])
 
-    def _encode_batch(self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str]) -> EncoderOutput:
+    def _encode_batch(self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str],
+                      sample_counts: list[int] | None = None) -> EncoderOutput:
         # a decoder row may read a float32 copy (no hooks on it: decoder sets have no E-adapters)
         encoder = self.decoder_rows.encoder_for(adapter_keys, self.adapter_sets)
         device = encoder.device
+        # the frame counts the host needs (slicing, widths), from the sample counts on the host: the
+        # same integer arithmetic as the device's, without reading a GPU's lengths back (a sync each)
+        host_lengths = lengths.cpu() if sample_counts is None else torch.tensor(sample_counts, dtype=torch.long)
+        frame_counts = encoder.front_end_lengths(host_lengths).tolist()
         waveforms, lengths = waveforms.to(device), lengths.to(device)
         groups = self._groups(adapter_keys)
         batch = len(adapter_keys)
@@ -281,10 +241,9 @@ class MultiAdapterModel(nn.Module):
                     for row in rows:
                         row_prompt[row] = (prompts[key], self.adapter_sets[key].p_adapter.is_prefix)
             sequences = []
-            real_counts = frame_lengths.tolist()  # one device-to-host copy, not one sync per row (on a GPU)
             prefix_counts = [0] * batch
             for row in range(batch):
-                real = frames[row, : real_counts[row]]
+                real = frames[row, : frame_counts[row]]
                 if row_prompt[row] is None:
                     sequences.append(real)
                     continue
@@ -292,8 +251,7 @@ class MultiAdapterModel(nn.Module):
                 sequences.append(torch.cat([prompt, real] if is_prefix else [real, prompt]))
                 if is_prefix:
                     prefix_counts[row] = prompt.shape[0]
-            offsets = torch.tensor(prefix_counts, dtype=torch.long, device=device)
-            sequence_lengths = torch.tensor([s.shape[0] for s in sequences], device=device)
+            offsets, sequence_lengths = upload_indices([prefix_counts, [s.shape[0] for s in sequences]], device)
             frames = nn.utils.rnn.pad_sequence(sequences, batch_first=True)
         else:
             sequence_lengths = frame_lengths
@@ -309,7 +267,7 @@ class MultiAdapterModel(nn.Module):
                 states.append(hidden)
         states[-1] = encoder.after_layers(states[-1])
 
-        max_real = int(frame_lengths.max())
+        max_real = max(frame_counts)
         if prompts:
             positions = offsets[:, None] + torch.arange(max_real, device=device)[None, :]
             positions = positions.clamp(max=frames.shape[1] - 1)
@@ -317,25 +275,27 @@ class MultiAdapterModel(nn.Module):
             states = [torch.gather(s, 1, index) for s in states]
         else:
             states = [s[:, :max_real] for s in states]
-        return EncoderOutput(states, frame_lengths)
+        return EncoderOutput(states, frame_lengths, frame_counts)
 
     def forward(
         self, waveforms: torch.Tensor, lengths: torch.Tensor, adapter_keys: list[str], with_text: bool = False,
-        clip_lengths: torch.Tensor | None = None,
+        clip_lengths: torch.Tensor | None = None, sample_counts: list[int] | None = None,
     ) -> dict[str, GroupOutput]:
         """Head outputs per adapter set: CTC log-probs (b, T, V), speaker embeddings (b, E) or
         class logits (b, C), each for the rows of the batch that use that set. ``with_text``: sets with
         a text branch also return their rows' transcript log-probs (serving; training never reads them).
         ``clip_lengths``: each row's samples before a decoder set's trailing zeros (default ``lengths``);
         a companion classifier (``elp.heads.companion``) reads those frames and its set answers fused
-        log-probabilities."""
-        encoded = self.encode(waveforms, lengths, adapter_keys)
+        log-probabilities. ``sample_counts``: ``lengths`` on the host (serving knows them; no GPU read-back)."""
+        encoded = self.encode(waveforms, lengths, adapter_keys, sample_counts)
         outputs: dict[str, GroupOutput] = {}
-        for key, rows in self._groups(adapter_keys).items():
+        groups = self._groups(adapter_keys)
+        indices = upload_indices(list(groups.values()), encoded.lengths.device)
+        for (key, rows), index in zip(groups.items(), indices, strict=True):
             adapter_set = self.adapter_sets[key]
-            index = torch.tensor(rows, device=encoded.lengths.device)
             group_lengths = encoded.lengths.index_select(0, index)
-            width = int(group_lengths.max())
+            frame_counts = [encoded.frame_counts[row] for row in rows]
+            width = max(frame_counts)
             states = [s.index_select(0, index)[:, :width] for s in encoded.hidden_states]
             features = adapter_set.featurizer(states)
             prosody, waves = None, {}
@@ -348,7 +308,8 @@ class MultiAdapterModel(nn.Module):
                     prosody = prosody_features(samples, sample_lengths)
                 if head.reads_waveform:
                     waves = {"waves": (samples, sample_lengths.to(index.device))}
-            outputs[key] = GroupOutput(rows, head(features, group_lengths, prosody, **waves), group_lengths)
+            outputs[key] = GroupOutput(rows, head(features, group_lengths, prosody, **waves), group_lengths,
+                                       frame_counts)
             if adapter_set.companion is not None:
                 clip = (lengths if clip_lengths is None else clip_lengths).to(index.device).index_select(0, index)
                 frames = torch.minimum(self.backbone.front_end_lengths(clip).to(group_lengths), group_lengths)
@@ -365,15 +326,20 @@ class MultiAdapterModel(nn.Module):
         thread runs the next batch."""
         if len(waveforms) != len(adapter_keys):
             raise ELPError("one adapter key per waveform is required")
-        batch, lengths = self._padded_batch(
-            self.decoder_rows.with_trailing_silence(waveforms, adapter_keys, self.adapter_sets))
+        padded = self.decoder_rows.with_trailing_silence(waveforms, adapter_keys, self.adapter_sets)
+        batch, lengths = self._padded_batch(padded)
         clip_lengths = torch.tensor([w.shape[-1] for w in waveforms])
         rows: list[RowOutput | None] = [None] * len(waveforms)
-        for key, group in self.forward(batch, lengths, adapter_keys, with_text=True, clip_lengths=clip_lengths).items():
+        groups = self.forward(batch, lengths, adapter_keys, with_text=True, clip_lengths=clip_lengths,
+                              sample_counts=[int(w.shape[-1]) for w in padded])
+        # one device-to-host copy for the whole batch, not one per set or row (each synchronises a GPU)
+        on_device = [tensor for group in groups.values() for tensor in (group.output, group.text_log_probs)
+                     if tensor is not None]
+        home = iter(copy_home(on_device))
+        for key, group in groups.items():
             task = self.adapter_sets[key].config.task
-            # one device-to-host copy per set, not one per row (each would synchronise a GPU)
-            outputs, frame_counts = group.output.float().cpu(), group.lengths.tolist()
-            text = group.text_log_probs.float().cpu() if group.text_log_probs is not None else None
+            outputs, frame_counts = next(home), group.frame_counts
+            text = next(home) if group.text_log_probs is not None else None
             sequence = outputs.dim() == 3  # (rows, frames, symbols): keep each row's real frames
             for position, row in enumerate(group.rows):
                 output = outputs[position, : frame_counts[position]] if sequence else outputs[position]
