@@ -35,20 +35,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             logger.info("shutting down: draining the request queue for up to %.0f s", settings.shutdown_drain_s)
             await service.stop()
 
+    # The routes are the app's own, not an included router: FastAPI (0.16x) re-walks an included
+    # router's routes on every request to see whether they changed, ~6% of a saturated event loop
+    # (py-spy, benchmarks/README.md "Host time per request"); ours are fixed when the app is built.
+    routes = [*router.routes, *(ui_router.routes if settings.ui_enabled else [])]
     app = FastAPI(
         title="ELP speech server",
         version="1.0.0",
         summary="One frozen speech encoder, ELP adapter sets for ASR, speaker verification, emotion and intent.",
         lifespan=lifespan,
+        routes=routes,
     )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = service
     app.state.verify_limiter = TokenBucketLimiter(settings.verify_rate_per_s, settings.verify_burst)
     install_error_handlers(app)
-    app.include_router(router)
-    if settings.ui_enabled:
-        app.include_router(ui_router)
     # added innermost first: metrics see every answer, including the body limit's 413s and the upload
     # timeout's 408s; the timeout wraps the receive() that the body limit reads from
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
