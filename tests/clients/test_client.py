@@ -137,3 +137,40 @@ async def test_async_client_sees_overload(tiny_store, tmp_path) -> None:
         model.head_outputs = original
         overloaded = [o for o in outcomes if isinstance(o, OverloadedError)]
         assert overloaded and all(o.retry_after and o.retry_after >= 1 for o in overloaded)
+
+
+@pytest.mark.anyio
+async def test_async_client_keeps_a_connection_per_request_in_flight() -> None:
+    """Two rounds of 40 concurrent requests reuse the first round's 40 connections (httpx alone keeps
+    20 alive, so the second round opened ~20 more, each a TCP handshake and close on both ends)."""
+    accepted = 0
+    release = asyncio.Event()
+    waiting = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal accepted, waiting
+        accepted += 1
+        while True:
+            try:
+                await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # the client closed the connection
+                break
+            waiting += 1
+            if waiting % 40 == 0:
+                release.set()
+            await release.wait()  # every request of a round is in flight before any is answered
+            writer.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 15\r\n\r\n'
+                         b'{"status":"ok"}')
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with AsyncELPClient(f"http://127.0.0.1:{port}") as client:
+            for _ in range(2):
+                release.clear()
+                assert all(await asyncio.gather(*(client.health() for _ in range(40))))
+    finally:
+        server.close()
+    assert accepted == 40
