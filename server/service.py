@@ -18,9 +18,10 @@ import torch
 from server.adapter_store import AdapterStore, is_marked_default
 from server.adapters import AdapterCache, AdapterLease
 from server.admission import ClientDisconnectedError, cancel_when_client_leaves, check_finite
-from server.audio import AudioLimits, DecodedAudio, decode_audio
+from server.audio import AudioLimits, DecodedAudio
 from server.batch_policy import BatchPolicy, CostAwarePolicy, LengthRatioPolicy
 from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
+from server.decoding import DecodePool
 from server.errors import AdapterNotFoundError, OverloadedError, RequestTimeoutError
 from server.metrics import ServerMetrics
 from server.post_pool import PostPool, PostStage
@@ -68,7 +69,7 @@ class InferenceService:
                                   settings.max_sample_rate)
         self.store = AdapterStore(settings.adapters_dir)
         self.speakers = open_speaker_store(settings)
-        self.decode_pool = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="elp-decode")
+        self.decoder: DecodePool | None = None  # started with the backbone (it needs the backbone's rate)
         self.io_pool = ThreadPoolExecutor(4, thread_name_prefix="elp-adapter-io")
         self.post_stage: PostStage | None = None
         self.backbone: Any = None
@@ -95,6 +96,8 @@ class InferenceService:
                                                 quantization=_QUANTIZED.get(self.settings.dtype))
         self.backbone.front_end_mode = self.settings.front_end
         self.sample_rate = int(getattr(self.backbone, "sample_rate", 16000))
+        self.decoder = DecodePool(self.settings.resolved_decode_pool(device), self.settings.decode_workers,
+                                  self.sample_rate, self.limits)
         logger.info("backbone %s loaded on %s in %.1f s", self.settings.backbone, device,
                     time.perf_counter() - started)
         if device.startswith("cuda"):
@@ -142,7 +145,8 @@ class InferenceService:
             await asyncio.to_thread(self.worker.stop, self.settings.shutdown_drain_s)
         if self.post_stage is not None:  # after the drain: its last rows finish post-processing
             await asyncio.to_thread(self.post_stage.shutdown)
-        self.decode_pool.shutdown(wait=False, cancel_futures=True)
+        if self.decoder is not None:
+            self.decoder.shutdown()
         self.io_pool.shutdown(wait=False, cancel_futures=True)
 
     async def warmed(self) -> None:
@@ -249,11 +253,8 @@ class InferenceService:
 
     # -- request path ------------------------------------------------------------------------------
     async def decode(self, data: bytes, field: str = "file") -> DecodedAudio:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.decode_pool,
-            lambda: decode_audio(data, target_rate=self.sample_rate, limits=self.limits, field=field),
-        )
+        assert self.decoder is not None
+        return await self.decoder.decode(data, field)
 
     def _batch_policy(self, device: str, max_batch_rows: int) -> BatchPolicy:
         """The configured batch policy with the device's row and padded-audio bounds."""

@@ -288,7 +288,6 @@ def test_the_service_gives_either_policy_the_devices_padded_audio_bound(tmp_path
     try:
         on_gpu, on_cpu = service._batch_policy("cuda:0", 64), service._batch_policy("cpu", 4)
     finally:
-        service.decode_pool.shutdown()
         service.io_pool.shutdown()
     if batch_policy == "cost":
         assert (on_gpu.max_padded_s, on_cpu.max_padded_s) == (640.0, 0.0)

@@ -1,0 +1,86 @@
+"""Where uploads are decoded: a pool of threads, or of processes.
+
+Threads share the server's interpreter: decoding (libsndfile through Python callbacks, the checks,
+resampling) holds its lock for most of ~1 ms a request, time the model worker cannot launch kernels
+in, and on a GPU that one interpreter is what limits requests a second (benchmarks/README.md). In
+processes the decoder holds no lock of the server's, and a decoder that crashes on a crafted file
+(libsndfile is C) takes down its process, not the server: the process is replaced, the uploads it
+held are tried once more, and a file that stops the decoder twice is refused as undecodable. The cost is
+the copies between processes (the upload in, the float32 samples out) and ~120 MB a process
+(``import server.audio`` in a fresh interpreter: 1.1 s, 121 MB peak RSS, no torch).
+
+``decode_pool`` setting: ``auto`` = processes on a GPU (the interpreter is the limit there), threads on
+a CPU (the model is; a process pool only adds copies there).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import multiprocessing
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from server.audio import AudioLimits, DecodedAudio, decode_audio
+from server.errors import InvalidAudioError
+
+logger = logging.getLogger("server.decoding")
+
+
+def _warm_up() -> None:
+    """Import the decoder now (a spawned process starts bare), not on the first upload."""
+
+
+class DecodePool:
+    """``await decode(data, field)``: the clip as model input, decoded in a thread or a process.
+
+    Processes are single-worker pools taken in turn (as the post stage's are), so a decoder that dies
+    fails only the uploads that its own process held; each is tried once more in its replacement."""
+
+    def __init__(self, kind: str, workers: int, target_rate: int, limits: AudioLimits,
+                 decode: Callable[..., DecodedAudio] = decode_audio) -> None:
+        if kind not in ("threads", "processes"):
+            raise ValueError(f"decode pool kind must be threads or processes, not {kind!r}")
+        self.kind, self.target_rate, self.limits = kind, target_rate, limits
+        self._decode = decode  # module-level, so a spawned process can import it
+        self._lock = threading.Lock()
+        self._turn = itertools.count()
+        self._executors: list[Executor] = (
+            [ThreadPoolExecutor(workers, thread_name_prefix="elp-decode")] if kind == "threads"
+            else [self._new_process() for _ in range(workers)])
+
+    @staticmethod
+    def _new_process() -> Executor:
+        # spawn, not fork: the server holds threads (and maybe a CUDA context) that a fork copies broken
+        executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+        executor.submit(_warm_up)
+        return executor
+
+    async def decode(self, data: bytes, field: str = "file") -> DecodedAudio:
+        call = functools.partial(self._decode, data, target_rate=self.target_rate, limits=self.limits, field=field)
+        loop = asyncio.get_running_loop()
+        slot = next(self._turn) % len(self._executors)
+        for _attempt in range(2):  # once more, in the fresh process: the crash may have been another upload's
+            executor = self._executors[slot]
+            try:
+                return await loop.run_in_executor(executor, call)
+            except BrokenProcessPool:
+                self._replace(slot, executor)
+        logger.warning("'%s': a decoding process stopped on this upload twice; refused", field)
+        raise InvalidAudioError(f"'{field}' could not be decoded as audio: the decoder stopped on it")
+
+    def _replace(self, slot: int, broken: Executor) -> None:
+        """A fresh process in place of ``broken`` (once, whichever upload notices first)."""
+        with self._lock:
+            if self._executors[slot] is broken:
+                logger.warning("a decoding process stopped; starting a new one")
+                broken.shutdown(wait=False, cancel_futures=True)
+                self._executors[slot] = self._new_process()
+
+    def shutdown(self) -> None:
+        for executor in self._executors:
+            executor.shutdown(wait=False, cancel_futures=True)
