@@ -50,8 +50,11 @@ else
   # the first five took 15-22 s each, the Whisper throughput ~65 s a repeat of 5 systems x 2 levels)
   limits=(60 40 40 40 40 200 120)
 fi
-systems=(elp elp_b16 elp_gathered elp_2w per_task)
-former=(--variant "elp_b16=--max-batch-size 16 --batch-length-ratio 0.5")  # the GPU defaults before 2026-12-04
+# gathered routing and two model workers were timed on the H200 (2026-12-04) and did not help; decoding
+# in processes (ELP_DECODE_POOL, threads by default) is timed against the default threads
+systems=(elp elp_b16 elp_dprocs per_task)
+former=(--variant "elp_b16=--max-batch-size 16 --batch-length-ratio 0.5"  # the GPU defaults before 2026-12-04
+        --variant "elp_dprocs=--decode-pool processes")
 
 collect() {  # everything so far into $OUT/bench.tar.gz: the device tool brings back at most 8 files
   find "$results" -maxdepth 1 -newer "$stamp" \( -name '*.json' -o -name '*.png' \) -exec cp {} "$stage"/ \;

@@ -1,16 +1,19 @@
 """Where uploads are decoded: a pool of threads, or of processes.
 
-Threads share the server's interpreter: decoding (libsndfile through Python callbacks, the checks,
-resampling) holds its lock for most of ~1 ms a request, time the model worker cannot launch kernels
-in, and on a GPU that one interpreter is what limits requests a second (benchmarks/README.md). In
+Threads share the server's interpreter: decoding (libsndfile through Python read/seek callbacks, the
+checks, resampling; 0.7-0.9 CPU ms a request here) holds its lock for part of that time, time the model
+worker cannot launch kernels in, and on a GPU that one interpreter is what limits requests a second
+(benchmarks/README.md). In
 processes the decoder holds no lock of the server's, and a decoder that crashes on a crafted file
 (libsndfile is C) takes down its process, not the server: the process is replaced, the uploads it
 held are tried once more, and a file that stops the decoder twice is refused as undecodable. The cost is
 the copies between processes (the upload in, the float32 samples out) and ~120 MB a process
 (``import server.audio`` in a fresh interpreter: 1.1 s, 121 MB peak RSS, no torch).
 
-``decode_pool`` setting: ``auto`` = processes on a GPU (the interpreter is the limit there), threads on
-a CPU (the model is; a process pool only adds copies there).
+``decode_pool`` setting, threads by default: on 2 CPU cores processes served 0.89x the req/s (the
+decoders compete with the model for the cores, and the event loop pays ~0.2 ms a request for the copies);
+on a GPU, where spare cores are many and the interpreter is the limit, they are timed by
+``scripts/device_bench.sh`` (variant ``elp_dprocs``) when a GPU is next lent.
 """
 
 from __future__ import annotations

@@ -119,11 +119,11 @@ class ServerSettings(BaseSettings):
     request_deadline_s: float = Field(30.0, gt=0, description="queue wait after which a request gets 504")
     shutdown_drain_s: float = Field(10.0, ge=0, description="how long shutdown keeps answering queued work")
     decode_workers: int = Field(2, ge=1, description="threads or processes decoding and resampling uploads")
-    decode_pool: Literal["auto", "threads", "processes"] = Field(
-        "auto",
-        description="where uploads are decoded: processes keep decoding off the server's interpreter (on a GPU "
-        "that interpreter limits req/s) and a decoder crash on a crafted file off the server; threads avoid "
-        "the copies between processes (auto: processes on a GPU, threads on a CPU)",
+    decode_pool: Literal["threads", "processes"] = Field(
+        "threads",
+        description="where uploads are decoded: processes keep a decoder crash on a crafted file off the server "
+        "and decoding off its interpreter, at the cost of copies between processes (on 2 CPU cores 0.89x the "
+        "req/s of threads: benchmarks/README.md); threads share the server's process",
     )
     asr_beam_width: int = Field(
         0, ge=0, le=1024,
@@ -215,12 +215,6 @@ class ServerSettings(BaseSettings):
     def default_adapter_ids(self) -> dict[str, str]:
         """Configured default adapter id per config task (``verification``, not ``verify``)."""
         return {spec.name: getattr(self, default_adapter_setting(spec.endpoint)) for spec in REGISTERED_TASKS}
-
-    def resolved_decode_pool(self, device: str) -> str:
-        """threads or processes: as configured, or processes on a GPU and threads on a CPU."""
-        if self.decode_pool != "auto":
-            return self.decode_pool
-        return "processes" if device.startswith("cuda") else "threads"
 
     def resolved_post_pool(self) -> tuple[str, int]:
         """(kind, workers) of the post-processing pool; 0 workers: post-process on the model worker."""

@@ -1,6 +1,6 @@
 """The decode pool: processes answer exactly as threads (samples, errors), a pool whose processes die is
-rebuilt and the request still served, the auto kind follows the device, and a server decoding in
-processes answers as one decoding in threads."""
+rebuilt and the request still served, an upload that stops the decoder twice is refused, and a server
+decoding in processes answers as one decoding in threads."""
 
 from __future__ import annotations
 
@@ -77,13 +77,6 @@ async def test_an_upload_that_stops_the_decoder_twice_is_refused_and_the_pool_li
                 await pool.decode(CLIPS["wav"])
     finally:
         pool.shutdown()
-
-
-def test_auto_decodes_in_processes_on_a_gpu_and_in_threads_on_a_cpu(tmp_path) -> None:
-    settings = make_settings(tmp_path, tmp_path, tmp_path)
-    assert (settings.resolved_decode_pool("cuda:0"), settings.resolved_decode_pool("cpu")) == ("processes", "threads")
-    chosen = make_settings(tmp_path, tmp_path, tmp_path, decode_pool="processes")
-    assert chosen.resolved_decode_pool("cpu") == "processes"
 
 
 @pytest.mark.anyio
