@@ -6,7 +6,7 @@
 # sets in it under per-group vs gathered routing (benchmarks/routing.py); where one model-stage call's time
 # goes: kernel time, host-device synchronisations, Python functions (benchmarks/model_stage.py); then the
 # one server (defaults: 64-row batches of any length mix; the former 16-row near-equal-length batches;
-# gathered routing; two model workers) vs four per-task processes at concurrency 16 and 64, interleaved,
+# decoding in processes) vs four per-task processes at concurrency 16 and 64, interleaved,
 # on Whisper base and on a WavLM Base+-shaped encoder (benchmarks/throughput.py). Every table, PNG and log
 # goes to $OUT as each step ends (tables.md collects the tables), so a call cut short keeps the steps that
 # finished; each step has its own time limit, so a slow one costs its own table only. torch.compile / CUDA
