@@ -23,13 +23,15 @@ import functools
 import itertools
 import logging
 import multiprocessing
+import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from server.audio import AudioLimits, DecodedAudio, decode_audio
 from server.errors import InvalidAudioError
+from server.pool_processes import exit_with_parent
 
 logger = logging.getLogger("server.decoding")
 
@@ -52,16 +54,24 @@ class DecodePool:
         self._decode = decode  # module-level, so a spawned process can import it
         self._lock = threading.Lock()
         self._turn = itertools.count()
+        self._warming: list[Future] = []
         self._executors: list[Executor] = (
             [ThreadPoolExecutor(workers, thread_name_prefix="elp-decode")] if kind == "threads"
             else [self._new_process() for _ in range(workers)])
 
-    @staticmethod
-    def _new_process() -> Executor:
+    def _new_process(self) -> Executor:
         # spawn, not fork: the server holds threads (and maybe a CUDA context) that a fork copies broken
-        executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        executor.submit(_warm_up)
+        executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=exit_with_parent, initargs=(os.getpid(),))
+        self._warming.append(executor.submit(_warm_up))
         return executor
+
+    @property
+    def warming(self) -> bool:
+        """True while a decoding process is still starting (importing the decoder takes ~1 s): the
+        server is not ready until they are, so no first upload waits for an import."""
+        self._warming = [future for future in self._warming if not future.done()]
+        return bool(self._warming)
 
     async def decode(self, data: bytes, field: str = "file") -> DecodedAudio:
         call = functools.partial(self._decode, data, target_rate=self.target_rate, limits=self.limits, field=field)

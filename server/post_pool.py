@@ -20,12 +20,15 @@ from __future__ import annotations
 import functools
 import itertools
 import multiprocessing
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
+
+from server.pool_processes import exit_with_parent
 
 #: post-processors each process keeps (parent and child evict in the same order)
 _SLOTS = 16
@@ -68,7 +71,8 @@ class _Process:
     def _executor_locked(self) -> ProcessPoolExecutor:
         """The live executor, or a fresh one (holding no post-processors yet)."""
         if self.executor is None:
-            self.executor = ProcessPoolExecutor(1, mp_context=self.context)
+            self.executor = ProcessPoolExecutor(1, mp_context=self.context, initializer=exit_with_parent,
+                                                initargs=(os.getpid(),))
             self.holds.clear()
         return self.executor
 

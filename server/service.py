@@ -238,6 +238,8 @@ class InferenceService:
             problems.append("backbone or model worker not running")
         if self._calibrating:
             problems.append("timing batches for the batch cost model")
+        if self.decoder is not None and self.decoder.warming:
+            problems.append("decoding processes starting")
         if self.cache is not None:
             for task, adapter_id in self._defaults.items():
                 if adapter_id is not None and self.cache.resident(adapter_id) is None:

@@ -1,18 +1,25 @@
 """The decode pool: processes answer exactly as threads (samples, errors), a pool whose processes die is
-rebuilt and the request still served, an upload that stops the decoder twice is refused, and a server
-decoding in processes answers as one decoding in threads."""
+rebuilt and the request still served, an upload that stops the decoder twice is refused, a server
+decoding in processes answers as one decoding in threads, and a killed server leaves no pool process."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from server.audio import AudioLimits
 from server.decoding import DecodePool
 from server.errors import InvalidAudioError, PayloadTooLargeError
+from server.pool_processes import PARENT_POLL_S
 from tests.server.helpers import make_settings, running_app, wav_bytes
 
 LIMITS = AudioLimits(max_duration_s=5.0, min_duration_s=0.1, min_sample_rate=8000, max_sample_rate=48000)
@@ -30,6 +37,8 @@ def pools():
 
 @pytest.mark.anyio
 async def test_processes_decode_exactly_as_threads(pools) -> None:
+    await asyncio.to_thread(lambda: [future.result() for future in pools["processes"]._warming])
+    assert not pools["processes"].warming and not pools["threads"].warming
     for name, data in CLIPS.items():
         threads, processes = await pools["threads"].decode(data), await pools["processes"].decode(data)
         assert processes.waveform.dtype == np.float32 and processes.sample_rate == 16000, name
@@ -92,3 +101,34 @@ async def test_a_server_decoding_in_processes_answers_as_one_in_threads(tiny_sto
             bad = await client.post("/emotion", files={"file": ("a.wav", b"garbage", "audio/wav")})
             assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_audio"
     assert answers["processes"] == answers["threads"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_pool_processes_end_when_the_server_is_killed() -> None:
+    """A server killed outright (SIGKILL) leaves no decoding or post-processing process waiting forever."""
+    script = "\n".join([
+        "import os, signal",
+        "from server.audio import AudioLimits",
+        "from server.decoding import DecodePool",
+        "from server.post_pool import PostPool",
+        "decode = DecodePool('processes', 2, 16000, AudioLimits(5.0, 0.1, 8000, 48000))",
+        "post = PostPool(1, 'processes')",
+        "executors = decode._executors + [p._executor_locked() for p in post._processes]",
+        "for executor in executors: executor.submit(os.getpid).result()",
+        "print(' '.join(str(pid) for executor in executors for pid in executor._processes), flush=True)",
+        "os.kill(os.getpid(), signal.SIGKILL)",
+    ])
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[2])
+    pids = [int(pid) for pid in result.stdout.split()]
+    assert len(pids) == 3, result.stderr[-2000:]
+    deadline = time.monotonic() + 20 * PARENT_POLL_S
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(PARENT_POLL_S / 5)
+    assert not any(_alive(pid) for pid in pids)
