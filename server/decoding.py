@@ -47,11 +47,13 @@ class DecodePool:
     fails only the uploads that its own process held; each is tried once more in its replacement."""
 
     def __init__(self, kind: str, workers: int, target_rate: int, limits: AudioLimits,
-                 decode: Callable[..., DecodedAudio] = decode_audio) -> None:
+                 decode: Callable[..., DecodedAudio] = decode_audio,
+                 on_restart: Callable[[], None] | None = None) -> None:
         if kind not in ("threads", "processes"):
             raise ValueError(f"decode pool kind must be threads or processes, not {kind!r}")
         self.kind, self.target_rate, self.limits = kind, target_rate, limits
         self._decode = decode  # module-level, so a spawned process can import it
+        self._on_restart = on_restart  # counts replaced processes (elp_decoder_restarts_total)
         self._lock = threading.Lock()
         self._turn = itertools.count()
         self._warming: list[Future] = []
@@ -93,6 +95,8 @@ class DecodePool:
                 logger.warning("a decoding process stopped; starting a new one")
                 broken.shutdown(wait=False, cancel_futures=True)
                 self._executors[slot] = self._new_process()
+                if self._on_restart is not None:
+                    self._on_restart()
 
     def shutdown(self) -> None:
         for executor in self._executors:

@@ -104,6 +104,10 @@ class ServerMetrics:
         self.queue_depth = Gauge(
             "queue_depth", "Requests waiting for the model", namespace=NAMESPACE, registry=r
         )
+        self.decoder_restarts = Counter(
+            "decoder_restarts", "Decoding processes that stopped and were replaced (ELP_DECODE_POOL=processes): "
+            "a crash in the audio decoder, e.g. on a crafted upload", namespace=NAMESPACE, registry=r,
+        )
         self.abandoned_requests = Counter(
             "abandoned_requests", "Queued requests dropped unrun because their client disconnected",
             namespace=NAMESPACE, registry=r,

@@ -96,8 +96,8 @@ class InferenceService:
                                                 quantization=_QUANTIZED.get(self.settings.dtype))
         self.backbone.front_end_mode = self.settings.front_end
         self.sample_rate = int(getattr(self.backbone, "sample_rate", 16000))
-        self.decoder = DecodePool(self.settings.decode_pool, self.settings.decode_workers,
-                                  self.sample_rate, self.limits)
+        self.decoder = DecodePool(self.settings.decode_pool, self.settings.decode_workers, self.sample_rate,
+                                  self.limits, on_restart=self.metrics.decoder_restarts.inc)
         logger.info("backbone %s loaded on %s in %.1f s", self.settings.backbone, device,
                     time.perf_counter() - started)
         if device.startswith("cuda"):

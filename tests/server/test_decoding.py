@@ -79,13 +79,15 @@ def stop_the_process(data: bytes, **_: object) -> None:
 
 @pytest.mark.anyio
 async def test_an_upload_that_stops_the_decoder_twice_is_refused_and_the_pool_lives_on() -> None:
-    pool = DecodePool("processes", 1, 16000, LIMITS, decode=stop_the_process)
+    restarts = []
+    pool = DecodePool("processes", 1, 16000, LIMITS, decode=stop_the_process, on_restart=lambda: restarts.append(1))
     try:
         for _ in range(2):
             with pytest.raises(InvalidAudioError, match="decoder stopped"):
                 await pool.decode(CLIPS["wav"])
     finally:
         pool.shutdown()
+    assert len(restarts) == 4  # two uploads, each stopping a process and then its replacement
 
 
 @pytest.mark.anyio
