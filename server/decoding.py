@@ -22,16 +22,14 @@ import asyncio
 import functools
 import itertools
 import logging
-import multiprocessing
-import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from server.audio import AudioLimits, DecodedAudio, decode_audio
 from server.errors import InvalidAudioError
-from server.pool_processes import exit_with_parent
+from server.pool_processes import single_worker_process
 
 logger = logging.getLogger("server.decoding")
 
@@ -62,9 +60,7 @@ class DecodePool:
             else [self._new_process() for _ in range(workers)])
 
     def _new_process(self) -> Executor:
-        # spawn, not fork: the server holds threads (and maybe a CUDA context) that a fork copies broken
-        executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=exit_with_parent, initargs=(os.getpid(),))
+        executor = single_worker_process()
         self._warming.append(executor.submit(_warm_up))
         return executor
 

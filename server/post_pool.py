@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import multiprocessing
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -28,7 +26,7 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from server.pool_processes import exit_with_parent
+from server.pool_processes import single_worker_process
 
 #: post-processors each process keeps (parent and child evict in the same order)
 _SLOTS = 16
@@ -62,8 +60,7 @@ def _warm_up() -> None:
 class _Process:
     """One single-worker executor and the post-processors it holds, in the order it last used them."""
 
-    def __init__(self, context: Any) -> None:
-        self.context = context
+    def __init__(self) -> None:
         self.lock = threading.RLock()  # a done-callback may run inside submit
         self.executor: ProcessPoolExecutor | None = None
         self.holds: OrderedDict[str, None] = OrderedDict()
@@ -71,8 +68,7 @@ class _Process:
     def _executor_locked(self) -> ProcessPoolExecutor:
         """The live executor, or a fresh one (holding no post-processors yet)."""
         if self.executor is None:
-            self.executor = ProcessPoolExecutor(1, mp_context=self.context, initializer=exit_with_parent,
-                                                initargs=(os.getpid(),))
+            self.executor = single_worker_process()
             self.holds.clear()
         return self.executor
 
@@ -132,9 +128,7 @@ class PostPool:
             raise ValueError(f"post pool kind must be processes or threads, got {kind!r}")
         self.kind = kind
         self._threads = ThreadPoolExecutor(workers, thread_name_prefix="elp-post") if kind == "threads" else None
-        # spawn, not fork: the parent holds torch's thread pools and the model worker's locks
-        context = multiprocessing.get_context("spawn")
-        self._processes = [_Process(context) for _ in range(workers)] if kind == "processes" else []
+        self._processes = [_Process() for _ in range(workers)] if kind == "processes" else []
         self._turn = itertools.count()
         for process in self._processes:
             process.start()
