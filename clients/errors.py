@@ -59,6 +59,10 @@ class InvalidRequestError(ELPClientError):
     pass
 
 
+class NoSpeechError(InvalidRequestError):
+    """422 ``no_speech``: a (nearly) silent clip sent to a task that needs a voice (verification, enrolment)."""
+
+
 class OverloadedError(ELPClientError):
     """503: retry after ``retry_after`` seconds (from the Retry-After header)."""
 
@@ -86,6 +90,7 @@ ERRORS_BY_CODE: dict[str, type[ELPClientError]] = {
     "payload_too_large": PayloadTooLargeError,
     "unsupported_media_type": UnsupportedMediaTypeError,
     "invalid_request": InvalidRequestError,
+    "no_speech": NoSpeechError,
     "overloaded": OverloadedError,
     "timeout": RequestTimeoutError,
     "internal": ServerError,

@@ -18,7 +18,8 @@ import numpy as np
 
 from elp.audio import MAX_ABS_AMPLITUDE, check_samples, read_samples, to_model_input
 from elp.errors import AudioError
-from server.errors import InvalidAudioError, PayloadTooLargeError
+from elp.speech_activity import SpeechGate
+from server.errors import InvalidAudioError, NoSpeechError, PayloadTooLargeError
 
 __all__ = ["MAX_ABS_AMPLITUDE", "AudioLimits", "DecodedAudio", "decode_audio"]
 
@@ -48,8 +49,10 @@ class DecodedAudio:
         return len(self.waveform) / self.sample_rate
 
 
-def decode_audio(data: bytes, *, target_rate: int, limits: AudioLimits, field: str = "file") -> DecodedAudio:
-    """Decode, mix to mono, resample; raise the contract's errors for bad or out-of-limit clips."""
+def decode_audio(data: bytes, *, target_rate: int, limits: AudioLimits, field: str = "file",
+                 speech_gate: SpeechGate | None = None) -> DecodedAudio:
+    """Decode, mix to mono, resample; raise the contract's errors for bad or out-of-limit clips, and
+    ``NoSpeechError`` when a ``speech_gate`` is given and the clip has no voice in it."""
     if not data:
         raise InvalidAudioError(f"'{field}' is empty")
     def budget(rate: int, channels: int, declared_frames: int) -> int:
@@ -74,6 +77,11 @@ def decode_audio(data: bytes, *, target_rate: int, limits: AudioLimits, field: s
         raise InvalidAudioError(
             f"'{field}' is {duration:.3f} s long; the minimum is {limits.min_duration_s:g} s"
         )
+    if speech_gate is not None:
+        active_s = speech_gate.active_seconds(mono, target_rate)
+        if active_s < speech_gate.min_active_s:
+            raise NoSpeechError(f"'{field}' is (nearly) silent: {active_s:.2f} s of it is above "
+                                f"{speech_gate.floor_dbfs:g} dBFS; this task needs {speech_gate.describe()}")
     return DecodedAudio(mono, target_rate, source_rate, samples.shape[1])
 
 

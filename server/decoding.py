@@ -27,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from elp.speech_activity import SpeechGate
 from server.audio import AudioLimits, DecodedAudio, decode_audio
 from server.errors import InvalidAudioError
 from server.pool_processes import single_worker_process
@@ -71,8 +72,9 @@ class DecodePool:
         self._warming = [future for future in self._warming if not future.done()]
         return bool(self._warming)
 
-    async def decode(self, data: bytes, field: str = "file") -> DecodedAudio:
-        call = functools.partial(self._decode, data, target_rate=self.target_rate, limits=self.limits, field=field)
+    async def decode(self, data: bytes, field: str = "file", speech_gate: SpeechGate | None = None) -> DecodedAudio:
+        call = functools.partial(self._decode, data, target_rate=self.target_rate, limits=self.limits, field=field,
+                                 speech_gate=speech_gate)
         loop = asyncio.get_running_loop()
         slot = next(self._turn) % len(self._executors)
         for _attempt in range(2):  # once more, in the fresh process: the crash may have been another upload's

@@ -81,6 +81,13 @@ class InvalidRequestError(ServerError):
     status_code, code = 422, "invalid_request"
 
 
+class NoSpeechError(ServerError):
+    """A clip with no voice in it sent to a task whose answer needs one (speaker verification, enrolment):
+    silence would otherwise embed like silence and "match"."""
+
+    status_code, code = 422, "no_speech"
+
+
 class NonFiniteOutputError(ServerError):
     """The guard after the model: an answer with NaN/Inf is never sent (nor a ``null``). Bad input is
     refused as 400 before the model, so reaching this means the clip or the adapter set defeats the

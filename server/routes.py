@@ -81,21 +81,23 @@ def _chosen_adapter(request: Request, form_value: str | None) -> str | None:
 
 
 async def _decode_and_lease(
-    service: InferenceService, task: str, adapter: str | None, uploads: list[tuple[str, UploadFile]], clock: _Clock
+    service: InferenceService, spec: TaskSpec, adapter: str | None, uploads: list[tuple[str, UploadFile]],
+    clock: _Clock,
 ) -> tuple[list[DecodedAudio], AdapterLease]:
-    """Admit (503 before any work when the queue is too long), then decode every upload and lease the
-    adapter concurrently; release the lease if decoding fails."""
+    """Admit (503 before any work when the queue is too long), then decode every upload (each through the
+    task's speech gate, if it has one) and lease the adapter concurrently; release the lease if decoding
+    fails."""
     service.admit(len(uploads))
 
     async def decode_all() -> list[DecodedAudio]:
         started = time.perf_counter()
         datas = [(field, await upload.read()) for field, upload in uploads]
-        clips = await asyncio.gather(*(service.decode(data, field) for field, data in datas))
+        clips = await asyncio.gather(*(service.decode(data, field, spec.speech_gate) for field, data in datas))
         clock.decode_ms = (time.perf_counter() - started) * 1000.0
         return list(clips)
 
     decode_task = asyncio.ensure_future(decode_all())
-    lease_task = asyncio.ensure_future(service.lease(task, adapter))
+    lease_task = asyncio.ensure_future(service.lease(spec.name, adapter))
     try:
         with service.incoming():  # batches being formed may wait for this request (it is on its way)
             await asyncio.gather(decode_task, lease_task)
@@ -165,7 +167,7 @@ def task_handler(spec: TaskSpec) -> Any:
         clock = _Clock()
         uploads = [("file", file)] + [(clip.name, form[clip.name]) for clip in spec.extra_clips
                                       if form.get(clip.name) is not None]
-        clips, lease = await _decode_and_lease(service, spec.name, _chosen_adapter(request, adapter), uploads, clock)
+        clips, lease = await _decode_and_lease(service, spec, _chosen_adapter(request, adapter), uploads, clock)
         with lease:
             entry = lease.entry
             enrolled = None
@@ -196,7 +198,8 @@ for _spec in TASKS:
 
 # -- speakers ------------------------------------------------------------------------------------
 #: the task whose sets embed enrolled speakers (the one whose requests may name one)
-ENROLMENT_TASK = enrolment_task().name
+ENROLMENT_SPEC = enrolment_task()
+ENROLMENT_TASK = ENROLMENT_SPEC.name
 
 
 @router.post("/speakers/{speaker_id}", response_model=SpeakerEntry, tags=["speakers"],
@@ -216,7 +219,7 @@ async def enroll_speaker(
         raise PayloadTooLargeError(f"an enrolment takes at most {settings.max_enrol_clips} clips; got {len(file)}")
     clock = _Clock()
     uploads = [(f"file[{i}]", upload) for i, upload in enumerate(file)]
-    clips, lease = await _decode_and_lease(service, ENROLMENT_TASK, _chosen_adapter(request, adapter), uploads, clock)
+    clips, lease = await _decode_and_lease(service, ENROLMENT_SPEC, _chosen_adapter(request, adapter), uploads, clock)
     total_s = sum(clip.duration_s for clip in clips)
     if total_s > settings.max_enrol_seconds:
         lease.release()

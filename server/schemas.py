@@ -89,7 +89,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     for status, description in {
         400: "invalid_audio", 401: "unauthorized (key routes)", 403: "forbidden (no key configured, cross-site)",
         404: "adapter_not_found", 413: "payload_too_large", 415: "unsupported_media_type",
-        422: "invalid_request, non_finite_output", 429: "rate_limited (Retry-After)", 503: "overloaded (Retry-After)",
-        504: "timeout", 500: "internal",
+        422: "invalid_request, no_speech, non_finite_output", 429: "rate_limited (Retry-After)",
+        503: "overloaded (Retry-After)", 504: "timeout", 500: "internal",
     }.items()
 }

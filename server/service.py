@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from elp.speech_activity import SpeechGate
 from server.adapter_store import AdapterStore, is_marked_default
 from server.adapters import AdapterCache, AdapterLease
 from server.admission import ClientDisconnectedError, cancel_when_client_leaves, check_finite
@@ -254,9 +255,10 @@ class InferenceService:
         return dict(self._defaults)
 
     # -- request path ------------------------------------------------------------------------------
-    async def decode(self, data: bytes, field: str = "file") -> DecodedAudio:
+    async def decode(self, data: bytes, field: str = "file", speech_gate: SpeechGate | None = None) -> DecodedAudio:
+        """The upload as model input (``speech_gate``: refuse a clip without a voice, ``NoSpeechError``)."""
         assert self.decoder is not None
-        return await self.decoder.decode(data, field)
+        return await self.decoder.decode(data, field, speech_gate)
 
     def _batch_policy(self, device: str, max_batch_rows: int) -> BatchPolicy:
         """The configured batch policy with the device's row and padded-audio bounds."""

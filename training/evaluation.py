@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from elp import MultiAdapterModel
 from elp.tasks import get_task
 from training.data.manifest import ManifestRow, Trial
-from training.dataset import load_audio
+from training.dataset import SAMPLE_RATE, load_audio
 from training.metrics import cer, confusion_matrix, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
 
 
@@ -64,6 +64,19 @@ def trials_from_rows(rows: Sequence[ManifestRow], max_trials: int = 2000, seed: 
     return trials
 
 
+def gated_trials(trials: Sequence[Trial], task: str = "verification") -> tuple[list[Trial], int]:
+    """The trials whose two clips pass the task's speech gate (``TaskSpec.speech_gate``), and how many
+    were left out: the server refuses a silent clip (``422 no_speech``), so no served answer exists for
+    such a trial and no figure counts one."""
+    gate = get_task(task).speech_gate
+    if gate is None:
+        return list(trials), 0
+    paths = {p for t in trials for p in (t.path_a, t.path_b)}
+    speech = {p: gate.has_speech(load_audio(p), SAMPLE_RATE) for p in sorted(paths)}
+    kept = [t for t in trials if speech[t.path_a] and speech[t.path_b]]
+    return kept, len(trials) - len(kept)
+
+
 def trial_clip_rows(trials: Sequence[Trial], task: str = "verification") -> list[ManifestRow]:
     """One row per distinct clip of a trial list, id = path, so each clip is embedded once."""
     paths = sorted({p for t in trials for p in (t.path_a, t.path_b)})
@@ -82,13 +95,13 @@ def evaluate_set(
     task = model.adapter_sets[key].config.task
     evaluation = get_task(task).evaluation
     if evaluation == "trials":
-        trials = list(trials) if trials else trials_from_rows(rows)
+        trials, silent = gated_trials(trials if trials else trials_from_rows(rows), task)
         predictions, seconds = predict_rows(model, key, trial_clip_rows(trials, task), batch_size)
         scores = [float(F.cosine_similarity(predictions[t.path_a].embedding, predictions[t.path_b].embedding, dim=0))
                   for t in trials]
         labels = [t.label for t in trials]
         metrics = verification_metrics(scores, labels)
-        metrics.update(num_trials=len(trials), compute_seconds=seconds)
+        metrics.update(num_trials=len(trials), num_trials_silent=silent, compute_seconds=seconds)
         metrics["_scores"] = scores
         metrics["_labels"] = labels
         return metrics

@@ -31,28 +31,19 @@ from elp import AdapterSet, MultiAdapterModel, load_backbone
 from training.data.manifest import read_trials
 from training.dataset import load_audio
 from training.distill import absolute_key, embed, load_features
+from training.evaluation import gated_trials
 from training.metrics import compute_eer, verification_metrics
 
 MAX_SAMPLES = 30 * 16000  # the server's default max_duration_s
 SPEECH_ONLY = [False]  # set by --speech-only for every trial list read here
 
 
-def has_speech(path: str, floor_dbfs: float = -60.0) -> bool:
-    """Whether any 25 ms frame of the clip is louder than ``floor_dbfs``: the prompt packages ship digital
-    silence files (``silence-N``) that the human suite lists as a speaker's clips; a trial with one is
-    no speaker trial (two of them score 1.0 for any two "speakers")."""
-    audio = load_audio(path)
-    frames = audio[: audio.size // 400 * 400].reshape(-1, 400)
-    return bool(frames.size) and float(10 * np.log10((frames**2).mean(axis=1).max() + 1e-12)) > floor_dbfs
-
-
 def read_speech_trials(trials_file: str, speech_only: bool) -> list:
-    """The trial list, without trials on silent clips when ``speech_only``."""
+    """The trial list, without trials on clips the served task refuses as silent when ``speech_only``
+    (``training.evaluation.gated_trials``: the prompt packages ship digital silence files, ``silence-N``,
+    that the human suite lists as a speaker's clips; two of them score 1.0 for any two "speakers")."""
     trials = read_trials(trials_file)
-    if not speech_only:
-        return trials
-    speech = {p: has_speech(p) for p in {p for t in trials for p in (t.path_a, t.path_b)}}
-    return [t for t in trials if speech[t.path_a] and speech[t.path_b]]
+    return gated_trials(trials)[0] if speech_only else trials
 
 
 def error_rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
@@ -217,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="the served encoder's precision (ELP_DTYPE): the operating point under each")
     p.add_argument("--candidates", nargs="*", default=[],
                    help="sets to choose from by EER on the --calibrate trials; the best is copied to ADAPTER")
-    p.add_argument("--speech-only", action="store_true", help="drop trials with a silent clip (see has_speech)")
+    p.add_argument("--speech-only", action="store_true", help="drop trials on clips the server refuses as silent")
     p.add_argument("--teacher-threshold", type=float, help="the teacher's threshold when not calibrated here")
     p.add_argument("--max-far", type=float, default=0.02)
     p.add_argument("--max-frr", type=float, default=0.05)

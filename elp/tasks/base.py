@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel
 
 from elp.errors import ConfigError
+from elp.speech_activity import SpeechGate
 from elp.tasks.recipe import TrainingRecipe
 
 if TYPE_CHECKING:  # torch-free at import time
@@ -114,6 +115,9 @@ class TaskSpec:
     typical_outputs: int | None = None
     extra_clips: tuple[ExtraClip, ...] = ()
     enrolled_reference: EnrolledReference | None = None
+    #: clips without a voice are refused (``422 no_speech``) and left out of evaluations: for tasks whose
+    #: answer means nothing without speech (two silent clips embed alike: "same speaker")
+    speech_gate: SpeechGate | None = None
     #: elp-train's defaults for the task: learning rates, augmentations it must not get
     training: TrainingRecipe = TrainingRecipe()
     #: what a person reads as the task's name (the try-it page's headings); "" = the name, capitalised

@@ -17,6 +17,7 @@ from clients import (
     ForbiddenError,
     InvalidAudioError,
     InvalidRequestError,
+    NoSpeechError,
     OverloadedError,
     RateLimitedError,
     SpeakerNotFoundError,
@@ -90,6 +91,8 @@ def test_error_mapping_keeps_retry_after() -> None:
     assert isinstance(limited, RateLimitedError) and limited.retry_after == 2.0
     assert isinstance(error_from_response(403, {"error": {"code": "forbidden", "message": "no key"}}, None),
                       ForbiddenError)
+    silent = error_from_response(422, {"error": {"code": "no_speech", "message": "'file' is silent"}}, None)
+    assert isinstance(silent, NoSpeechError) and isinstance(silent, InvalidRequestError)
     odd = error_from_response(415, "not json", httpx.Headers())
     assert not isinstance(odd, UnsupportedMediaTypeError) and odd.code == "invalid_request"
 

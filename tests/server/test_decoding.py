@@ -5,6 +5,7 @@ decoding in processes answers as one decoding in threads, and a killed server le
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
@@ -15,10 +16,12 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+import soundfile as sf
 
+from elp.speech_activity import SpeechGate
 from server.audio import AudioLimits
 from server.decoding import DecodePool
-from server.errors import InvalidAudioError, PayloadTooLargeError
+from server.errors import InvalidAudioError, NoSpeechError, PayloadTooLargeError
 from server.pool_processes import PARENT_POLL_S
 from tests.server.helpers import make_settings, running_app, wav_bytes
 
@@ -49,11 +52,15 @@ async def test_processes_decode_exactly_as_threads(pools) -> None:
 
 @pytest.mark.anyio
 async def test_processes_raise_the_same_errors(pools) -> None:
-    for data, error in ((b"not audio at all", InvalidAudioError), (wav_bytes(6.0), PayloadTooLargeError)):
+    silence = io.BytesIO()
+    sf.write(silence, np.zeros(16000, np.float32), 16000, format="WAV")
+    cases = ((b"not audio at all", InvalidAudioError, None), (wav_bytes(6.0), PayloadTooLargeError, None),
+             (silence.getvalue(), NoSpeechError, SpeechGate()))
+    for data, error, gate in cases:
         messages = []
         for kind in ("threads", "processes"):
             with pytest.raises(error) as raised:
-                await pools[kind].decode(data, "reference")
+                await pools[kind].decode(data, "reference", gate)
             messages.append(raised.value.message)
         assert messages[0] == messages[1] and "'reference'" in messages[0]
 

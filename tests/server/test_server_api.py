@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from server.batch_policy import LengthRatioPolicy
@@ -157,6 +158,34 @@ async def test_invalid_audio_unsupported_media_and_invalid_request(settings) -> 
         await assert_serving(client)
         assert_error(await client.get("/no/such/route"), 404, "not_found")
         assert_error(await client.put("/asr"), 405, "method_not_allowed")
+
+
+def silent_wav(seconds: float = 1.5, level: float = 0.0) -> bytes:
+    """Digital silence, or seeded noise at ``level`` RMS (near-silence: a muted microphone's hiss)."""
+    import soundfile as sf
+
+    samples = (level * np.random.default_rng(5).standard_normal(int(seconds * 16000))).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, 16000, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
+
+
+async def test_silence_is_no_speaker_verification_and_enrolment_refuse_it(settings) -> None:
+    """Two silent clips embed alike (cosine 1): /verify and enrolment answer 422 no_speech, naming the
+    silent upload, and store nothing; other tasks still answer a silent clip (ASR: no words)."""
+    silent, hiss = silent_wav(), silent_wav(level=1e-4)  # -80 dBFS
+    async with running_app(settings) as (_, client):
+        for files, field in ((clip_files(silent, reference=CLIP), "'file'"), (clip_files(CLIP, reference=hiss),
+                                                                              "'reference'")):
+            error = assert_error(await client.post("/verify", files=files), 422, "no_speech")
+            assert field in error["message"] and "dBFS" in error["message"]
+        assert_error(await client.post("/verify", files=clip_files(silent, reference=silent)), 422, "no_speech")
+        enrol = await client.post("/speakers/mute", files=[("file", ("a.wav", CLIP)), ("file", ("b.wav", silent))])
+        assert "'file[1]'" in assert_error(enrol, 422, "no_speech")["message"]
+        assert (await client.get("/speakers")).json() == []
+        assert (await client.post("/asr", files=clip_files(silent))).status_code == 200
+        spoken = await client.post("/verify", files=clip_files(CLIP, reference=wav_bytes(1.2, seed=3)))
+        assert spoken.status_code == 200, spoken.text
 
 
 async def test_adapter_not_found_unknown_other_task_and_bad_ids(settings) -> None:
