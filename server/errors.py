@@ -178,3 +178,14 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_exception_handler)
     app.add_exception_handler(Exception, _unexpected_error_handler)
+
+
+def _codes_of(cls: type[ServerError]) -> set[str]:
+    return {cls.code}.union(*(_codes_of(sub) for sub in cls.__subclasses__()))
+
+
+#: every ``error.code`` this server answers with: the label values of ``elp_errors_total`` (bounded)
+ERROR_CODES: frozenset[str] = frozenset(
+    _codes_of(ServerError) | set(_HTTP_STATUS_CODES.values())
+    | {"not_found", "method_not_allowed", "request_timeout", "headers_too_large"}
+)

@@ -35,6 +35,7 @@ _LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: every series name the server exports (tests check dashboards against this list)
 EXPORTED_METRIC_NAMES: tuple[str, ...] = (
     "elp_requests_total",
+    "elp_errors_total",
     "elp_request_duration_seconds",
     "elp_queue_wait_seconds",
     "elp_inference_rows_total",
@@ -68,6 +69,11 @@ class ServerMetrics:
         r = self.registry
         self.requests = Counter(
             "requests", "HTTP requests answered, by endpoint and status code", ["endpoint", "code"],
+            namespace=NAMESPACE, registry=r,
+        )
+        self.errors = Counter(
+            "errors", "Error answers, by endpoint and error code (docs/API.md): no_speech apart from "
+            "invalid_request, invalid_audio apart from a decoder crash", ["endpoint", "error"],
             namespace=NAMESPACE, registry=r,
         )
         self.request_duration = Histogram(

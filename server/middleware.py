@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.routing import Match
 
-from server.errors import GENERIC_INTERNAL_MESSAGE, error_body
+from server.errors import ERROR_CODES, GENERIC_INTERNAL_MESSAGE, error_body
 from server.metrics import ServerMetrics
 
 Scope = MutableMapping[str, Any]
@@ -185,6 +185,9 @@ class RequestMetricsMiddleware:
                 status["code"] = message["status"]
                 status["sent"] = True
                 self._record(scope, status["code"], started)
+            elif message["type"] == "http.response.body" and status["code"] >= 400 and not status.get("error"):
+                status["error"] = True  # an error answer is one small JSON body: its first chunk
+                self._record_error(scope, message.get("body", b""))
             await send(message)
 
         try:
@@ -193,11 +196,24 @@ class RequestMetricsMiddleware:
             logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if not status["sent"]:
                 self._record(scope, 500, started)
+                self.metrics.errors.labels(_endpoint(scope), "internal").inc()
                 await _send_error(send, 500, "internal", GENERIC_INTERNAL_MESSAGE)
                 return
             raise
 
     def _record(self, scope: Scope, code: int, started: float) -> None:
-        endpoint = getattr(scope.get("route"), "name", None) or _route_name(scope)
+        endpoint = _endpoint(scope)
         self.metrics.requests.labels(endpoint, str(code)).inc()
         self.metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
+
+    def _record_error(self, scope: Scope, body: bytes) -> None:
+        """Count the answer's ``error.code`` (one of the server's own codes; anything else is ``other``)."""
+        try:
+            code = json.loads(body)["error"]["code"]
+        except (ValueError, KeyError, TypeError):
+            code = None
+        self.metrics.errors.labels(_endpoint(scope), code if code in ERROR_CODES else "other").inc()
+
+
+def _endpoint(scope: Scope) -> str:
+    return getattr(scope.get("route"), "name", None) or _route_name(scope)

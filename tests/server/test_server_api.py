@@ -141,7 +141,7 @@ async def test_a_default_removed_while_serving_gives_way_to_the_next_one(tiny_st
 
 
 async def test_invalid_audio_unsupported_media_and_invalid_request(settings) -> None:
-    async with running_app(settings) as (_, client):
+    async with running_app(settings) as (app, client):
         assert_error(await client.post("/asr", files=clip_files(b"definitely not audio")), 400, "invalid_audio")
         await assert_serving(client)
         assert_error(await client.post("/asr", files=clip_files(wav_bytes(0.05))), 400, "invalid_audio")
@@ -158,6 +158,11 @@ async def test_invalid_audio_unsupported_media_and_invalid_request(settings) -> 
         await assert_serving(client)
         assert_error(await client.get("/no/such/route"), 404, "not_found")
         assert_error(await client.put("/asr"), 405, "method_not_allowed")
+        errors = {(sample.labels["endpoint"], sample.labels["error"]): sample.value
+                  for family in app.state.metrics.registry.collect() if family.name == "elp_errors"
+                  for sample in family.samples}
+        assert errors[("asr", "invalid_audio")] == 3 and errors[("asr", "unsupported_media_type")] == 2
+        assert errors[("verify", "invalid_request")] == 2 and errors[("unmatched", "not_found")] == 1
 
 
 def silent_wav(seconds: float = 1.5, level: float = 0.0) -> bytes:
@@ -174,12 +179,15 @@ async def test_silence_is_no_speaker_verification_and_enrolment_refuse_it(settin
     """Two silent clips embed alike (cosine 1): /verify and enrolment answer 422 no_speech, naming the
     silent upload, and store nothing; other tasks still answer a silent clip (ASR: no words)."""
     silent, hiss = silent_wav(), silent_wav(level=1e-4)  # -80 dBFS
-    async with running_app(settings) as (_, client):
+    async with running_app(settings) as (app, client):
         for files, field in ((clip_files(silent, reference=CLIP), "'file'"), (clip_files(CLIP, reference=hiss),
                                                                               "'reference'")):
             error = assert_error(await client.post("/verify", files=files), 422, "no_speech")
             assert field in error["message"] and "dBFS" in error["message"]
         assert_error(await client.post("/verify", files=clip_files(silent, reference=silent)), 422, "no_speech")
+        # operators see it apart from other 422s
+        assert metric(app, "elp_errors_total", {"endpoint": "verify", "error": "no_speech"}) == 3
+        assert metric(app, "elp_errors_total", {"endpoint": "verify", "error": "invalid_request"}) == 0
         enrol = await client.post("/speakers/mute", files=[("file", ("a.wav", CLIP)), ("file", ("b.wav", silent))])
         assert "'file[1]'" in assert_error(enrol, 422, "no_speech")["message"]
         assert (await client.get("/speakers")).json() == []
