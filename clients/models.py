@@ -53,6 +53,9 @@ class SpeakerInfo:
     num_clips: int
     total_duration_s: float
     created_at: float
+    #: an enrolment's answer only (two clips or more): each clip against the others, and those under the threshold
+    clip_scores: list[float] | None = None
+    outlier_clips: list[int] | None = None
 
 
 def _pick(cls: type, data: dict[str, Any], **extra: Any) -> Any:

@@ -21,6 +21,7 @@ from server.schemas import (
     ERROR_RESPONSES,
     AdapterAction,
     AdapterEntry,
+    EnrolmentEntry,
     Health,
     Readiness,
     SpeakerDeleted,
@@ -202,8 +203,9 @@ ENROLMENT_SPEC = enrolment_task()
 ENROLMENT_TASK = ENROLMENT_SPEC.name
 
 
-@router.post("/speakers/{speaker_id}", response_model=SpeakerEntry, tags=["speakers"],
-             dependencies=[Depends(require_api_key), Depends(require_audio_upload)], responses=ERROR_RESPONSES)
+@router.post("/speakers/{speaker_id}", response_model=EnrolmentEntry, response_model_exclude_none=True,
+             tags=["speakers"], dependencies=[Depends(require_api_key), Depends(require_audio_upload)],
+             responses=ERROR_RESPONSES)
 async def enroll_speaker(
     request: Request,
     speaker_id: str,
@@ -211,8 +213,9 @@ async def enroll_speaker(
     file: Annotated[list[UploadFile], File(description="one or more clips of the speaker")],
     adapter: AdapterField = None,
 ) -> dict:
-    """Enrol (or re-enrol) a speaker: stores the mean embedding of the clips for this adapter version.
-    At most ``max_enrol_clips`` clips and ``max_enrol_seconds`` in all; each clip is its own job."""
+    """Enrol (or re-enrol) a speaker: stores the mean embedding of the clips for this adapter version, and
+    answers how well the clips agree (``clip_scores``, ``outlier_clips``). At most ``max_enrol_clips`` clips
+    and ``max_enrol_seconds`` in all; each clip is its own job."""
     validate_speaker_id(speaker_id)
     settings = service.settings
     if len(file) > settings.max_enrol_clips:
@@ -228,11 +231,14 @@ async def enroll_speaker(
     with lease:
         outcome = await service.infer_each(ENROLMENT_TASK, lease, clips, receive=request.receive)
         entry = lease.entry
+        embeddings = [p.embedding for p in outcome.predictions]
         record = await asyncio.to_thread(
             service.speakers.enroll, speaker_id, entry.adapter_id, entry.enrolment_version,
-            [p.embedding for p in outcome.predictions], sum(c.duration_s for c in clips),
+            embeddings, sum(c.duration_s for c in clips),
         )
-    return _speaker_row(record)
+    report = ENROLMENT_SPEC.enrolment_report(entry.config, embeddings,
+                                             {"threshold": service.settings.verify_threshold})
+    return {**_speaker_row(record), **report}
 
 
 @router.get("/speakers", response_model=list[SpeakerEntry], tags=["speakers"], **_key_route)

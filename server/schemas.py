@@ -59,6 +59,16 @@ class SpeakerEntry(BaseModel):
     created_at: float = Field(description="unix time")
 
 
+class EnrolmentEntry(SpeakerEntry):
+    """An enrolment's answer: the stored entry and how well its clips agree (two clips or more)."""
+
+    clip_scores: list[float] | None = Field(
+        None, description="each clip's score against the mean of the other clips (2 decimals), upload order")
+    outlier_clips: list[int] | None = Field(
+        None, description="clips (0-based) scoring under the set's threshold against the others: another "
+                          "speaker or a poor recording? The enrolment is stored all the same; re-enrol without them")
+
+
 class SpeakerDeleted(BaseModel):
     speaker: str
     deleted: int = Field(description="enrolment files removed (one per adapter version)")

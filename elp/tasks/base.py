@@ -200,6 +200,12 @@ class TaskSpec:
     def post_processor(self, adapter_set: AdapterSet) -> PostProcessor:
         raise NotImplementedError
 
+    def enrolment_report(self, config: AdapterSetConfig, embeddings: Sequence[torch.Tensor],
+                         fallbacks: Mapping[str, Any]) -> dict[str, Any]:
+        """Extra fields of an enrolment's answer, from its clips' embeddings (tasks with an
+        ``enrolled_reference``; ``fallbacks`` as in :class:`TaskRequest`). Default: none."""
+        return {}
+
     def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
         """A freshly loaded set, adjusted by deployment-wide ``options`` (server settings by name) before
         it serves; the files on disk are not rewritten. Default: unchanged."""

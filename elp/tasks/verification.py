@@ -4,6 +4,7 @@ enrolled speaker) are compared by cosine against the set's calibrated threshold.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, create_model
@@ -41,6 +42,11 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a, b, dim=0).clamp(-1.0, 1.0))
 
 
+def served_threshold(config: AdapterSetConfig, fallbacks: Mapping[str, Any]) -> float:
+    """The set's calibrated threshold, else the deployment's (``fallbacks["threshold"]``), else 0.5."""
+    return float(fallbacks.get("threshold", 0.5) if config.threshold is None else config.threshold)
+
+
 class VerificationTask(TaskSpec):
     def num_outputs(self, config: AdapterSetConfig) -> int:
         return config.head.embedding_dim
@@ -73,6 +79,23 @@ class VerificationTask(TaskSpec):
                                                          "was sent")),
         )
 
+    def enrolment_report(self, config: AdapterSetConfig, embeddings: Sequence[torch.Tensor],
+                         fallbacks: Mapping[str, Any]) -> dict[str, Any]:
+        """Does every clip sound like the others? Each clip's score against the mean of the *other* clips
+        (leave-one-out, rounded as enrolled scores are), and the clips under the threshold: a clip of
+        another person, or a poor recording, that the stored mean would carry. Nothing for one clip."""
+        if len(embeddings) < 2:
+            return {}
+        import torch
+
+        unit = torch.nn.functional.normalize(torch.stack([e.detach().float().cpu().flatten() for e in embeddings]),
+                                             dim=1)
+        total = unit.sum(dim=0)
+        scores = [cosine(unit[i], total - unit[i]) for i in range(len(unit))]
+        threshold = served_threshold(config, fallbacks)
+        return {"clip_scores": [round(score, ENROLLED_SCORE_DECIMALS) for score in scores],
+                "outlier_clips": [i for i, score in enumerate(scores) if score < threshold]}
+
     def respond(self, request: TaskRequest) -> dict[str, Any]:
         """Cosine of ``file`` against ``reference`` or the enrolled speaker; the set's calibrated
         threshold, else the deployment's (``fallbacks["threshold"]``)."""
@@ -80,8 +103,7 @@ class VerificationTask(TaskSpec):
         embedding = request.rows[0].embedding
         enrolled = request.enrolled is not None
         score = cosine(embedding, request.enrolled if enrolled else request.rows[1].embedding)
-        threshold = request.config.threshold
-        threshold = float(request.fallbacks.get("threshold", 0.5) if threshold is None else threshold)
+        threshold = served_threshold(request.config, request.fallbacks)
         answer: dict[str, Any] = {"score": score, "same_speaker": score >= threshold, "threshold": threshold}
         if enrolled:
             answer["score"] = round(score, ENROLLED_SCORE_DECIMALS)

@@ -55,3 +55,23 @@ def test_bad_scoring_is_refused(data) -> None:
     with pytest.raises(ValueError, match="unknown scoring"):
         normalised_scores(a, b, {"method": "z-norm"}, cohort)
 
+
+
+def test_an_enrolment_names_the_clip_that_does_not_sound_like_the_others() -> None:
+    """Leave-one-out: each clip against the mean of the others; under the threshold it is an outlier."""
+    from types import SimpleNamespace
+
+    from elp.tasks import get_task
+
+    task = get_task("verification")
+    config = SimpleNamespace(threshold=0.4)  # the scoring reads the set's threshold only
+    voice = torch.tensor([1.0, 0.2, 0.0])
+    same = [voice + torch.tensor([0.0, 0.05 * i, 0.02]) for i in range(3)]
+    other = torch.tensor([0.0, 0.1, 1.0])
+    report = task.enrolment_report(config, [*same, other], {})
+    assert report["outlier_clips"] == [3] and report["clip_scores"][3] < 0.4 < min(report["clip_scores"][:3])
+    assert all(round(score, 2) == score for score in report["clip_scores"])
+    assert task.enrolment_report(config, same[:1], {}) == {}  # one clip: nothing to compare
+    # no calibrated threshold: the deployment's
+    uncalibrated = SimpleNamespace(threshold=None)
+    assert task.enrolment_report(uncalibrated, same, {"threshold": 1.0})["outlier_clips"] == [0, 1, 2]

@@ -451,6 +451,9 @@ async def test_enrol_list_verify_against_speaker_and_delete(settings) -> None:
                                                                ("file", ("a2.wav", alice[1]))])
         assert enrolled.status_code == 200, enrolled.text
         assert enrolled.json()["num_clips"] == 2 and enrolled.json()["adapter"].startswith("verify-default@")
+        scores, threshold = enrolled.json()["clip_scores"], 0.5  # the tiny set has no calibrated threshold
+        assert len(scores) == 2 and all(-1 <= s <= 1 and round(s, 2) == s for s in scores)
+        assert set(enrolled.json()["outlier_clips"]) <= {i for i, s in enumerate(scores) if s <= threshold}
         listing = (await client.get("/speakers")).json()
         assert [row["speaker"] for row in listing] == ["alice"]
         stored = list(Path(settings.speakers_dir).glob("verify-default/*/alice.safetensors"))
