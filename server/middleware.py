@@ -207,11 +207,12 @@ class RequestMetricsMiddleware:
         self.metrics.request_duration.labels(endpoint).observe(time.perf_counter() - started)
 
     def _record_error(self, scope: Scope, body: bytes) -> None:
-        """Count the answer's ``error.code`` (one of the server's own codes; anything else is ``other``)."""
+        """Count an error answer's ``error.code`` (one of the server's own codes, else ``other``); a status
+        answer that is no error body (``/readyz``'s 503 while starting) is not an error answer."""
         try:
             code = json.loads(body)["error"]["code"]
         except (ValueError, KeyError, TypeError):
-            code = None
+            return
         self.metrics.errors.labels(_endpoint(scope), code if code in ERROR_CODES else "other").inc()
 
 
