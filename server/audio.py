@@ -52,7 +52,7 @@ class DecodedAudio:
 def decode_audio(data: bytes, *, target_rate: int, limits: AudioLimits, field: str = "file",
                  speech_gate: SpeechGate | None = None) -> DecodedAudio:
     """Decode, mix to mono, resample; raise the contract's errors for bad or out-of-limit clips, and
-    ``NoSpeechError`` when a ``speech_gate`` is given and the clip has no voice in it."""
+    ``NoSpeechError`` when a ``speech_gate`` is given and the clip is (nearly) silent."""
     if not data:
         raise InvalidAudioError(f"'{field}' is empty")
     def budget(rate: int, channels: int, declared_frames: int) -> int:
