@@ -93,7 +93,8 @@ async def _decode_and_lease(
     async def decode_all() -> list[DecodedAudio]:
         started = time.perf_counter()
         datas = [(field, await upload.read()) for field, upload in uploads]
-        clips = await asyncio.gather(*(service.decode(data, field, spec.speech_gate) for field, data in datas))
+        gate = service.speech_gates[spec.name]
+        clips = await asyncio.gather(*(service.decode(data, field, gate) for field, data in datas))
         clock.decode_ms = (time.perf_counter() - started) * 1000.0
         return list(clips)
 

@@ -10,12 +10,13 @@ import contextlib
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 
 from elp.speech_activity import SpeechGate
+from elp.tasks import TASKS
 from server.adapter_store import AdapterStore, is_marked_default
 from server.adapters import AdapterCache, AdapterLease
 from server.admission import ClientDisconnectedError, cancel_when_client_leaves, check_finite
@@ -53,6 +54,16 @@ def _set_torch_threads(torch_threads: int, model_workers: int) -> int:
     return threads
 
 
+def _deployed_gate(gate: SpeechGate | None, settings: Settings) -> SpeechGate | None:
+    """A task's speech gate with the deployment's overrides (``ELP_MIN_SPEECH_S``, ``ELP_SPEECH_FLOOR_DBFS``);
+    None when the task has none or the minimum is 0."""
+    if gate is None:
+        return None
+    overrides = {"min_active_s": settings.min_speech_s, "floor_dbfs": settings.speech_floor_dbfs}
+    gate = replace(gate, **{name: value for name, value in overrides.items() if value is not None})
+    return gate if gate.min_active_s > 0 else None
+
+
 @dataclass
 class InferenceOutcome:
     predictions: list[Any]
@@ -81,6 +92,7 @@ class InferenceService:
         self._default_problems: dict[str, str] = {}
         self._warmup: asyncio.Task | None = None
         self._calibrating = False
+        self.speech_gates = {spec.name: _deployed_gate(spec.speech_gate, settings) for spec in TASKS}
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -160,6 +160,15 @@ class ServerSettings(BaseSettings):
         description="highest sample rate an upload may declare (Hz); higher: 400. With max_duration_s it sets the "
         "decoding budget: at most max_duration_s x max_sample_rate samples (all channels) are ever decoded",
     )
+    min_speech_s: float | None = Field(
+        None, ge=0, description="speech gate of the tasks that need a voice (verification and enrolment): "
+        "seconds of a clip that must be above speech_floor_dbfs, else 422 no_speech (unset = the task's own, "
+        "0.3 for verification; 0 turns the gate off)",
+    )
+    speech_floor_dbfs: float | None = Field(
+        None, le=0, description="the speech gate's level floor (dBFS; unset = the task's own, -55 for "
+        "verification): lower it for quiet microphones",
+    )
     max_enrol_clips: int = Field(10, ge=1, description="most clips in one enrolment (POST /speakers/{id})")
     max_enrol_seconds: float = Field(120.0, gt=0, description="most seconds of audio in one enrolment, all clips")
 

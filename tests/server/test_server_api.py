@@ -196,6 +196,18 @@ async def test_silence_is_no_speaker_verification_and_enrolment_refuse_it(settin
         assert spoken.status_code == 200, spoken.text
 
 
+async def test_the_speech_gate_follows_the_deployment_settings(tiny_store, tmp_path) -> None:
+    """ELP_SPEECH_FLOOR_DBFS lowers the floor for quiet microphones; ELP_MIN_SPEECH_S=0 turns the gate off."""
+    hiss = silent_wav(level=1e-4)  # -80 dBFS
+    for overrides, status in (({"speech_floor_dbfs": -90.0}, 200), ({"min_speech_s": 0.0}, 200),
+                              ({"min_speech_s": 5.0}, 422)):
+        settings = make_settings(*tiny_store, tmp_path, insecure_open_admin=True, **overrides)
+        async with running_app(settings) as (_, client):
+            clips = clip_files(CLIP, reference=hiss if status == 200 else wav_bytes(1.2, seed=3))
+            response = await client.post("/verify", files=clips)
+            assert response.status_code == status, (overrides, response.text)
+
+
 async def test_adapter_not_found_unknown_other_task_and_bad_ids(settings) -> None:
     async with running_app(settings) as (_, client):
         for adapter in ("nope", "emotion-alt", "../adapters", "a/b", ".hidden", "x" * 200):
