@@ -45,11 +45,14 @@ def _tiny_suite(folder: Path) -> None:
         sf.write(path, tone(1.2, 16000, 10 * int(speaker[1]) + seed % 2), 16000, subtype="PCM_16", format="FLAC")
         rows.append(ManifestRow(f"{speaker}-{seed}", str(path), 1.2, "test", "verification", speaker, None, speaker))
         asr.append(ManifestRow(f"a{seed}", str(path), 1.2, "test", "asr", speaker, "go forward", None))
+    # a prompt package's silence file listed as a speaker's clip: its trials have no served answer
+    sf.write(folder / "audio" / "s1-silence.flac", np.zeros(16000, np.float32), 16000, format="FLAC")
     write_manifest(rows, folder / "verification.jsonl")
     write_manifest(asr, folder / "asr.jsonl")
     (folder / "verification_trials_test.txt").write_text(
         "1 audio/s1-0.flac audio/s1-1.flac\n1 audio/s2-2.flac audio/s2-3.flac\n"
-        "0 audio/s1-0.flac audio/s3-4.flac\n0 audio/s2-3.flac audio/s3-4.flac\n")
+        "0 audio/s1-0.flac audio/s3-4.flac\n0 audio/s2-3.flac audio/s3-4.flac\n"
+        "1 audio/s1-0.flac audio/s1-silence.flac\n0 audio/s1-silence.flac audio/s3-4.flac\n")
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from elp import MultiAdapterModel
 from elp.tasks import get_task
 from training.data.manifest import ManifestRow, filter_split, read_manifest, read_trials
 from training.dataset import load_audio
-from training.evaluation import predict_rows, trial_clip_rows
+from training.evaluation import gated_trials, predict_rows, trial_clip_rows
 from training.metrics import cer, compute_eer, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
 from training.suites import baselines as B
 
@@ -196,7 +196,10 @@ def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options,
             records.append(_record(key, task, "ours", data, False, missing=str(manifest)))
             continue
         if evaluation == "trials":
-            trials = read_trials(folder / str(data.trials))
+            # trials on clips the server refuses as silent have no served answer (verification's speech gate)
+            trials, silent = gated_trials(read_trials(folder / str(data.trials)), task)
+            if silent:
+                log(f"{key}: {data.name}: {silent} trials on silent clips left out (the server refuses them)")
             records += verification_records(model, key, data, spread(trials, 4 * options.max_clips), options,
                                             systems, calibrated)
         else:
