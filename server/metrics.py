@@ -46,6 +46,7 @@ EXPORTED_METRIC_NAMES: tuple[str, ...] = (
     "elp_batch_failures_total",
     "elp_queue_depth",
     "elp_abandoned_requests_total",
+    "elp_decoder_restarts_total",
     "elp_adapter_cache_hits_total",
     "elp_adapter_cache_misses_total",
     "elp_adapter_loads_total",
