@@ -38,11 +38,51 @@ def _logaddexp(a: float, b: float) -> float:
     return high + math.log1p(math.exp(low - high))
 
 
-def _add(beams: dict[str, list[float]], prefix: str, blank: float, symbol: float) -> None:
-    """Log-sum a path's probability (ending in blank / in a symbol) into ``beams[prefix]``."""
-    slot = beams.setdefault(prefix, [NEG_INF, NEG_INF])
-    slot[0] = _logaddexp(slot[0], blank)
-    slot[1] = _logaddexp(slot[1], symbol)
+def _extend_beams(beams: dict[str, tuple[float, float]], candidates: list[tuple[int, float, str]],
+                  space: int) -> dict[str, list[float]]:
+    """One frame of the prefix search: every beam extended by every candidate symbol, the paths into each
+    prefix log-summed (ending in blank, ending in a symbol).
+
+    The innermost loop of the search, so ``_logaddexp`` is written out here: the same operations in the same
+    order (a path adding -inf changes nothing and is skipped, as ``_logaddexp`` returns the other operand),
+    hence the same floats and answers, at about half the interpreter time."""
+    log1p, exp = math.log1p, math.exp
+    nxt: dict[str, list[float]] = {}
+    for prefix, (b, n) in beams.items():
+        total = _logaddexp(b, n)
+        last = prefix[-1] if prefix else ""
+        for index, p, char in candidates:
+            if index == 0:
+                key, value, slot_index = prefix, total + p, 0
+            elif index == space and last in ("", " "):
+                key, value, slot_index = prefix, total + p, 1  # no leading or double spaces
+            else:
+                if last == char:  # a repeat without a blank collapses into the prefix...
+                    value = n + p
+                    slot = nxt.get(prefix)
+                    if slot is None:
+                        nxt[prefix] = [NEG_INF, value]
+                    elif value != NEG_INF:
+                        held = slot[1]
+                        if held == NEG_INF:
+                            slot[1] = value
+                        else:
+                            high, low = (held, value) if held > value else (value, held)
+                            slot[1] = high + log1p(exp(low - high))
+                    key, value, slot_index = prefix + char, b + p, 1  # ...or, after a blank, repeats
+                else:
+                    key, value, slot_index = prefix + char, total + p, 1
+            slot = nxt.get(key)
+            if slot is None:
+                nxt[key] = [value, NEG_INF] if slot_index == 0 else [NEG_INF, value]
+            elif value != NEG_INF:
+                held = slot[slot_index]
+                if held == NEG_INF:
+                    slot[slot_index] = value
+                else:
+                    high, low = (held, value) if held > value else (value, held)
+                    slot[slot_index] = high + log1p(exp(low - high))
+    return nxt
 
 
 def tempered(log_probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -137,32 +177,30 @@ class CTCBeamDecoder:
         self._bound_caches()
         states: dict[str, _PrefixState] = {"": (0.0, BOS, "")}  # every prefix ever in a beam or extended
         lm_cache: dict[str, float] = {"": 0.0}
-        for frame in log_probs:
-            if frame[0] > self.blank_skip_logp:  # (almost) surely blank: every beam just continues
-                beams = {p: (_logaddexp(b, n) + frame[0], NEG_INF) for p, (b, n) in beams.items()}
+        log1p, exp = math.log1p, math.exp
+        # per-frame facts read in a few array calls, as Python floats (numpy scalars are slow to add up)
+        blanks = log_probs[:, 0].tolist()
+        surely_blank = (log_probs[:, 0] > self.blank_skip_logp).tolist()
+        above, best_symbols = log_probs > self.prune_logp, log_probs.argmax(axis=-1).tolist()
+        for frame, blank in enumerate(blanks):
+            if surely_blank[frame]:  # (almost) surely blank: every beam just continues
+                beams = {p: (_logaddexp(b, n) + blank, NEG_INF) for p, (b, n) in beams.items()}
                 continue
-            indices = [int(i) for i in np.nonzero(frame > self.prune_logp)[0]] or [int(frame.argmax())]
-            candidates = [(index, float(frame[index]), self.vocab[index]) for index in indices]  # once per frame
-            nxt: dict[str, list[float]] = {}
-            for prefix, (b, n) in beams.items():
-                total = _logaddexp(b, n)
-                last = prefix[-1] if prefix else ""
-                for index, p, char in candidates:
-                    if index == 0:
-                        _add(nxt, prefix, total + p, NEG_INF)
-                    elif index == space and last in ("", " "):
-                        _add(nxt, prefix, NEG_INF, total + p)  # no leading or double spaces
-                    elif last == char:
-                        _add(nxt, prefix, NEG_INF, n + p)  # a repeat without a blank collapses
-                        _add(nxt, prefix + char, NEG_INF, b + p)
-                    else:
-                        _add(nxt, prefix + char, NEG_INF, total + p)
+            indices = np.flatnonzero(above[frame]).tolist() or [best_symbols[frame]]
+            row = log_probs[frame]
+            candidates = [(index, float(row[index]), self.vocab[index]) for index in indices]  # once per frame
+            nxt = _extend_beams(beams, candidates, space)
             scored = []
             for prefix, (b, n) in nxt.items():
                 if prefix not in lm_cache:  # new prefixes are a beam's prefix plus one character
                     state = states[prefix] = self._extend(states[prefix[:-1]], prefix[-1])
                     lm_cache[prefix] = state[0] + self._partial_score(state[1], state[2])
-                scored.append((_logaddexp(b, n) + lm_cache[prefix], prefix))
+                if b == NEG_INF or n == NEG_INF:  # _logaddexp(b, n), written out (the hottest line left)
+                    total = n if b == NEG_INF else b
+                else:
+                    high, low = (b, n) if b > n else (n, b)
+                    total = high + log1p(exp(low - high))
+                scored.append((total + lm_cache[prefix], prefix))
             beams = {prefix: (nxt[prefix][0], nxt[prefix][1]) for _, prefix in heapq.nlargest(self.beam_width, scored)}
         best = max(beams, key=lambda p: _logaddexp(*beams[p]) + self._final_score(states[p]))
         return " ".join(best.split())

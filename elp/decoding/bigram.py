@@ -21,6 +21,8 @@ from elp.errors import ConfigError
 from elp.string_table import join_strings, split_strings
 
 BOS, EOS = "<s>", "</s>"
+#: spans whose best unigram is kept (a server's decoder meets new prefixes forever: bounded)
+MAX_CACHED_SPANS = 200_000
 
 
 def _sorted_lookup(sorted_keys: np.ndarray, values: np.ndarray, queries: np.ndarray, missing: float) -> np.ndarray:
@@ -45,6 +47,9 @@ class WordBigramLM(nn.Module):
         self.register_buffer("bigram_log10", torch.zeros(config.num_bigrams))
         self._arrays: tuple[list[str], dict[str, int], np.ndarray, np.ndarray, np.ndarray] | None = None
         self._vocabulary_sorted = True
+        # best unigram of a word span: the same for every history, and a max over thousands of words for a
+        # short prefix; bounded like the decoder's caches
+        self._best_unigram: dict[tuple[int, int], float] = {}
 
     @classmethod
     def build(cls, texts: Iterable[str], general: Mapping[str, float] | None = None, *,
@@ -173,6 +178,7 @@ class WordBigramLM(nn.Module):
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self._arrays = None
+        self._best_unigram = {}
         super()._load_from_state_dict(*args, **kwargs)
 
     def log10_prob(self, history: str, word: str) -> float | None:
@@ -185,7 +191,7 @@ class WordBigramLM(nn.Module):
         if v is None:
             return float(unigram[w, 0])
         key = v * len(words) + w
-        at = int(np.searchsorted(keys, key))
+        at = int(keys.searchsorted(key))
         if at < len(keys) and keys[at] == key:
             return float(values[at])
         return float(unigram[v, 1] + unigram[w, 0])
@@ -211,12 +217,16 @@ class WordBigramLM(nn.Module):
         if hi <= lo:
             return None
         words, index, unigram, keys, values = self._lookup()
-        best_unigram = float(unigram[lo:hi, 0].max())
+        best_unigram = self._best_unigram.get(span)
+        if best_unigram is None:
+            if len(self._best_unigram) > MAX_CACHED_SPANS:
+                self._best_unigram.clear()
+            best_unigram = self._best_unigram[span] = float(unigram[lo:hi, 0].max())
         v = index.get(history)
         if v is None:
             return best_unigram
         base = v * len(words)
-        first, last = np.searchsorted(keys, [base + lo, base + hi])
+        first, last = keys.searchsorted((base + lo, base + hi))  # the method: no numpy dispatch wrapper
         best = float(unigram[v, 1]) + best_unigram
         return max(best, float(values[first:last].max())) if last > first else best
 
