@@ -8,16 +8,7 @@ torch: the HTTP client reads its routes and answer models from it.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import TYPE_CHECKING, Any
-
-# Answers must not depend on how many threads computed them. MKL's float32 GEMM splits its sums by thread
-# count; the last-bit differences that leaves flip steps of a dynamic-int8 encoder's activations, so on some
-# CPUs (AMX, measured) an emotion logit moved by 0.014 between 1 and 2 threads, and the server, which gives a
-# batch all cores or a share of them by load, answered a clip differently under load. Strict conditional
-# numerical reproducibility fixes the split (no cost measured: Whisper base, 12 clips, 3 rounds). MKL reads
-# it at its first call, so it is set here, before any model runs; a value the user set is kept.
-os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 
 if TYPE_CHECKING:
     from elp.adapter_set import CONFIG_NAME, WEIGHTS_NAME, AdapterSet

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
-import torch
+# Answers must not depend on how many threads computed them. MKL's float32 GEMM splits its sums by thread count;
+# the last-bit differences flip steps of a dynamic-int8 encoder's activations, so on some CPUs (AMX, measured)
+# an emotion logit moved by 0.014 between 1 and 2 threads, and the server, which gives a batch all cores or a
+# share of them by load, answered a clip differently under load. Strict conditional numerical reproducibility
+# fixes the split (no cost measured: Whisper base, 12 clips, 3 rounds). MKL reads it at its first call, so it is
+# set where backbones load, before any model runs (not on ``import elp``: the HTTP client imports the task
+# registry and must not change its user's MKL); a value the user set is kept.
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+
+import torch  # noqa: E402
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, WhisperFeatureExtractor, WhisperModel
 
 from elp.backbones.base import Backbone, BackboneIdentity, fingerprint_module
