@@ -177,7 +177,6 @@ class CTCBeamDecoder:
         self._bound_caches()
         states: dict[str, _PrefixState] = {"": (0.0, BOS, "")}  # every prefix ever in a beam or extended
         lm_cache: dict[str, float] = {"": 0.0}
-        log1p, exp = math.log1p, math.exp
         # per-frame facts read in a few array calls, as Python floats (numpy scalars are slow to add up)
         blanks = log_probs[:, 0].tolist()
         surely_blank = (log_probs[:, 0] > self.blank_skip_logp).tolist()
@@ -195,12 +194,7 @@ class CTCBeamDecoder:
                 if prefix not in lm_cache:  # new prefixes are a beam's prefix plus one character
                     state = states[prefix] = self._extend(states[prefix[:-1]], prefix[-1])
                     lm_cache[prefix] = state[0] + self._partial_score(state[1], state[2])
-                if b == NEG_INF or n == NEG_INF:  # _logaddexp(b, n), written out (the hottest line left)
-                    total = n if b == NEG_INF else b
-                else:
-                    high, low = (b, n) if b > n else (n, b)
-                    total = high + log1p(exp(low - high))
-                scored.append((total + lm_cache[prefix], prefix))
+                scored.append((_logaddexp(b, n) + lm_cache[prefix], prefix))
             beams = {prefix: (nxt[prefix][0], nxt[prefix][1]) for _, prefix in heapq.nlargest(self.beam_width, scored)}
         best = max(beams, key=lambda p: _logaddexp(*beams[p]) + self._final_score(states[p]))
         return " ".join(best.split())
