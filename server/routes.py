@@ -181,7 +181,7 @@ def task_handler(spec: TaskSpec) -> Any:
         fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}
         answer = spec.respond(TaskRequest(
             config=entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in clips],
-            fields=fields, enrolled=enrolled, fallbacks={"threshold": service.settings.verify_threshold},
+            fields=fields, enrolled=enrolled, fallbacks=service.task_fallbacks,
         ))
         return {**answer, **_base(lease, clips[0], clock, outcome)}
 
@@ -201,7 +201,6 @@ for _spec in TASKS:
 # -- speakers ------------------------------------------------------------------------------------
 #: the task whose sets embed enrolled speakers (the one whose requests may name one)
 ENROLMENT_SPEC = enrolment_task()
-ENROLMENT_TASK = ENROLMENT_SPEC.name
 
 
 @router.post("/speakers/{speaker_id}", response_model=EnrolmentEntry, response_model_exclude_none=True,
@@ -230,15 +229,14 @@ async def enroll_speaker(
         raise PayloadTooLargeError(
             f"the enrolment's clips last {total_s:.1f} s; the maximum is {settings.max_enrol_seconds:g} s")
     with lease:
-        outcome = await service.infer_each(ENROLMENT_TASK, lease, clips, receive=request.receive)
+        outcome = await service.infer_each(ENROLMENT_SPEC.name, lease, clips, receive=request.receive)
         entry = lease.entry
         embeddings = [p.embedding for p in outcome.predictions]
         record = await asyncio.to_thread(
             service.speakers.enroll, speaker_id, entry.adapter_id, entry.enrolment_version,
             embeddings, sum(c.duration_s for c in clips),
         )
-    report = ENROLMENT_SPEC.enrolment_report(entry.config, embeddings,
-                                             {"threshold": service.settings.verify_threshold})
+    report = ENROLMENT_SPEC.enrolment_report(entry.config, embeddings, service.task_fallbacks)
     return {**_speaker_row(record), **report}
 
 

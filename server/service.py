@@ -11,6 +11,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -93,6 +94,8 @@ class InferenceService:
         self._warmup: asyncio.Task | None = None
         self._calibrating = False
         self.speech_gates = {spec.name: _deployed_gate(spec.speech_gate, settings) for spec in TASKS}
+        #: deployment defaults a task falls back on (``TaskRequest.fallbacks``): answers and enrolments alike
+        self.task_fallbacks = MappingProxyType({"threshold": settings.verify_threshold})  # shared: read-only
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
