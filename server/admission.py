@@ -29,17 +29,18 @@ class ClientDisconnectedError(ServerError):
         super().__init__("the client closed the connection before its request ran")
 
 
-async def cancel_when_client_leaves(receive: Receive, future: Future, metrics: ServerMetrics) -> bool:
+async def cancel_when_client_leaves(receive: Receive, futures: Iterable[Future], metrics: ServerMetrics) -> bool:
     """Wait for the request's ``http.disconnect`` (the body is already read, so ``receive`` only
-    returns at a disconnect) and cancel the queued job; True if it was dropped before it ran."""
+    returns at a disconnect) and cancel the request's queued jobs (a long recording has one a segment);
+    True if any was dropped before it ran."""
     while True:
         message = await receive()
         if message.get("type") == "http.disconnect":
             break
-    dropped = future.cancel()  # False once a batch has started it: then it just finishes
-    if dropped:
+    dropped = [future.cancel() for future in futures]  # False once a batch has started it: then it just finishes
+    if any(dropped):
         metrics.abandoned_requests.inc()
-    return dropped
+    return any(dropped)
 
 
 def check_finite(predictions: Iterable[Any]) -> None:

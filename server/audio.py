@@ -30,11 +30,13 @@ class AudioLimits:
     min_duration_s: float
     min_sample_rate: int = 8000
     max_sample_rate: int = 192000
+    #: samples a clip may decode to over all channels; 0: the longest clip, mono, at the highest rate
+    sample_budget: int = 0
 
     @property
     def max_samples(self) -> int:
-        """Decoding budget over all channels: the longest clip, mono, at the highest rate."""
-        return int(math.ceil(self.max_duration_s * self.max_sample_rate))
+        """Decoding budget over all channels (``sample_budget``, else the longest clip at the highest rate)."""
+        return self.sample_budget or int(math.ceil(self.max_duration_s * self.max_sample_rate))
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,9 @@ def _frame_budget(field: str, rate: int, channels: int, declared_frames: int, li
 
 
 def _over_budget(field: str, channels: int, limits: AudioLimits) -> str:
+    per_second = limits.max_samples / limits.max_duration_s
     return (f"'{field}' has {channels} channels: more samples than the decoding budget of "
-            f"{limits.max_samples} ({limits.max_duration_s:g} s at {limits.max_sample_rate} Hz, all channels)")
+            f"{limits.max_samples} ({limits.max_duration_s:g} s at {per_second:.0f} samples a second, all channels)")
 
 
 def _too_long(field: str, duration_s: float, limits: AudioLimits) -> str:

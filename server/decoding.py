@@ -72,9 +72,11 @@ class DecodePool:
         self._warming = [future for future in self._warming if not future.done()]
         return bool(self._warming)
 
-    async def decode(self, data: bytes, field: str = "file", speech_gate: SpeechGate | None = None) -> DecodedAudio:
-        call = functools.partial(self._decode, data, target_rate=self.target_rate, limits=self.limits, field=field,
-                                 speech_gate=speech_gate)
+    async def decode(self, data: bytes, field: str = "file", speech_gate: SpeechGate | None = None,
+                     limits: AudioLimits | None = None) -> DecodedAudio:
+        """``limits``: this upload's, when its task takes other lengths than the pool's (long recordings)."""
+        call = functools.partial(self._decode, data, target_rate=self.target_rate, limits=limits or self.limits,
+                                 field=field, speech_gate=speech_gate)
         loop = asyncio.get_running_loop()
         slot = next(self._turn) % len(self._executors)
         for _attempt in range(2):  # once more, in the fresh process: the crash may have been another upload's

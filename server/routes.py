@@ -85,16 +85,15 @@ async def _decode_and_lease(
     service: InferenceService, spec: TaskSpec, adapter: str | None, uploads: list[tuple[str, UploadFile]],
     clock: _Clock,
 ) -> tuple[list[DecodedAudio], AdapterLease]:
-    """Admit (503 before any work when the queue is too long), then decode every upload (each through the
-    task's speech gate, if it has one) and lease the adapter concurrently; release the lease if decoding
-    fails."""
+    """Admit (503 before any work when the queue is too long), then decode every upload (within the task's
+    limits, through its speech gate if it has one) and lease the adapter concurrently; release the lease
+    if decoding fails."""
     service.admit(len(uploads))
 
     async def decode_all() -> list[DecodedAudio]:
         started = time.perf_counter()
         datas = [(field, await upload.read()) for field, upload in uploads]
-        gate = service.speech_gates[spec.name]
-        clips = await asyncio.gather(*(service.decode(data, field, gate) for field, data in datas))
+        clips = await asyncio.gather(*(service.decode(data, field, spec.name) for field, data in datas))
         clock.decode_ms = (time.perf_counter() - started) * 1000.0
         return list(clips)
 
@@ -160,8 +159,9 @@ def _enrolled_id(spec: TaskSpec, request: Request, form: dict[str, Any]) -> str 
 
 
 def task_handler(spec: TaskSpec) -> Any:
-    """One handler for every task: decode and lease, run the rows as one job, let the task shape the
-    answer (``TaskSpec.respond``) from its rows' post-processed predictions."""
+    """One handler for every task: decode and lease, run the rows as one job (a long recording: its
+    segments, a job each), let the task shape the answer (``TaskSpec.respond``) from its rows'
+    post-processed predictions."""
 
     async def handler(request: Request, service: InferenceService, file: UploadFile, adapter: str | None = None,
                       **form: Any) -> dict:
@@ -177,11 +177,17 @@ def task_handler(spec: TaskSpec) -> Any:
                 record = await asyncio.to_thread(get_enrolled, service.speakers, enrolled_id, entry.adapter_id,
                                                  entry.enrolment_versions)
                 enrolled = record.embedding
-            outcome = await service.infer(spec.name, lease, clips, receive=request.receive)
+            segments, spans = await service.split(spec.name, clips[0])
+            if spans:
+                service.admit(len(segments))  # the recording's rows, now that they are known
+                outcome = await service.infer_segments(spec.name, lease, segments, receive=request.receive)
+            else:
+                outcome = await service.infer(spec.name, lease, clips, receive=request.receive)
         fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}
+        rows = segments if spans else clips
         answer = spec.respond(TaskRequest(
-            config=entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in clips],
-            fields=fields, enrolled=enrolled, fallbacks=service.task_fallbacks,
+            config=entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in rows],
+            fields=fields, enrolled=enrolled, fallbacks=service.task_fallbacks, segments_s=spans,
         ))
         return {**answer, **_base(lease, clips[0], clock, outcome)}
 

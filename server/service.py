@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import Any
@@ -39,6 +40,9 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
            "auto": torch.float32}
 #: settings dtypes that quantise a float32 backbone (auto: int8 where measured to hold, elp.backbones)
 _QUANTIZED = {"int8": "int8", "auto": "auto"}
+#: a long recording's decoding budget a second (all channels): 44.1/48 kHz stereo lasts the whole
+#: ``max_long_form_s``; the default 300 s decode to at most 28.8 M samples (115 MB of float32)
+LONG_FORM_SAMPLES_PER_S = 96_000
 #: extra seconds a handler waits past the queue deadline for a batch that is already running
 _RUNNING_GRACE_S = 60.0
 
@@ -65,6 +69,14 @@ def _deployed_gate(gate: SpeechGate | None, settings: Settings) -> SpeechGate | 
     return gate if gate.min_active_s > 0 else None
 
 
+def _long_form_limits(limits: AudioLimits, max_long_form_s: float) -> AudioLimits:
+    """The limits of a task that takes long recordings: ``max_long_form_s`` (never less than a clip's) and a
+    decoding budget of that many seconds at ``LONG_FORM_SAMPLES_PER_S`` (never less than a clip's)."""
+    longest = max(limits.max_duration_s, max_long_form_s)
+    budget = max(limits.max_samples, int(math.ceil(longest * LONG_FORM_SAMPLES_PER_S)))
+    return replace(limits, max_duration_s=longest, sample_budget=budget)
+
+
 @dataclass
 class InferenceOutcome:
     predictions: list[Any]
@@ -80,6 +92,10 @@ class InferenceService:
         self.metrics = metrics
         self.limits = AudioLimits(settings.max_duration_s, settings.min_duration_s, settings.min_sample_rate,
                                   settings.max_sample_rate)
+        #: tasks that take long recordings in segments (``TaskSpec.long_form``), unless the deployment says 0
+        self.splitters = {spec.name: spec.long_form for spec in TASKS
+                          if spec.long_form is not None and settings.max_long_form_s > 0}
+        self.long_form_limits = _long_form_limits(self.limits, settings.max_long_form_s)
         self.store = AdapterStore(settings.adapters_dir)
         self.speakers = open_speaker_store(settings)
         self.decoder: DecodePool | None = None  # started with the backbone (it needs the backbone's rate)
@@ -270,10 +286,23 @@ class InferenceService:
         return dict(self._defaults)
 
     # -- request path ------------------------------------------------------------------------------
-    async def decode(self, data: bytes, field: str = "file", speech_gate: SpeechGate | None = None) -> DecodedAudio:
-        """The upload as model input (``speech_gate``: refuse a clip without a voice, ``NoSpeechError``)."""
+    async def decode(self, data: bytes, field: str = "file", task: str | None = None) -> DecodedAudio:
+        """The upload as model input, within ``task``'s limits (longer for a task that takes long
+        recordings), through its speech gate (a clip without a voice: ``NoSpeechError``)."""
         assert self.decoder is not None
-        return await self.decoder.decode(data, field, speech_gate)
+        limits = self.long_form_limits if task in self.splitters else self.limits
+        return await self.decoder.decode(data, field, self.speech_gates.get(task or ""), limits)
+
+    async def split(self, task: str, clip: DecodedAudio) -> tuple[list[DecodedAudio], list[tuple[float, float]]]:
+        """A recording longer than ``task``'s segments, cut at pauses (off the event loop: a pass over
+        minutes of samples): the segments and their (start, end) seconds. Otherwise ``[clip]`` and no spans."""
+        splitter = self.splitters.get(task)
+        if splitter is None or not splitter.needs_split(len(clip.waveform), clip.sample_rate):
+            return [clip], []
+        spans = await asyncio.to_thread(splitter.spans, clip.waveform, clip.sample_rate)
+        rate = clip.sample_rate
+        return ([replace(clip, waveform=clip.waveform[start:end]) for start, end in spans],
+                [(start / rate, end / rate) for start, end in spans])
 
     def _batch_policy(self, device: str, max_batch_rows: int) -> BatchPolicy:
         """The configured batch policy with the device's row and padded-audio bounds."""
@@ -314,34 +343,66 @@ class InferenceService:
         if wait > deadline_s and self.worker.queue_depth:
             raise OverloadedError(overloaded_message(wait, deadline_s), retry_after_s=wait)
 
-    async def infer(self, task: str, lease: AdapterLease, clips: list[DecodedAudio], *,
-                    receive: Any = None) -> InferenceOutcome:
-        """Queue the clips as one job and wait for the batch that runs them. With ``receive`` (the ASGI
-        receive of the request), a client that disconnects while queued has its job dropped unrun."""
+    def _job(self, task: str, lease: AdapterLease, clips: list[DecodedAudio]) -> InferenceJob:
+        return InferenceJob(task=task, waveforms=[torch.from_numpy(clip.waveform) for clip in clips],
+                            adapter_keys=[lease.entry.model_key] * len(clips),
+                            deadline=time.monotonic() + self.settings.request_deadline_s)
+
+    def _submit(self, jobs: list[InferenceJob]) -> list[Future]:
+        """Queue every job, or none: when the queue refuses one, the ones queued before it are withdrawn."""
         assert self.worker is not None
-        deadline_s = self.settings.request_deadline_s
-        job = InferenceJob(
-            task=task,
-            waveforms=[torch.from_numpy(clip.waveform) for clip in clips],
-            adapter_keys=[lease.entry.model_key] * len(clips),
-            deadline=time.monotonic() + deadline_s,
-        )
-        future = self.worker.submit(job, max_wait_s=deadline_s)
-        watcher = (asyncio.ensure_future(cancel_when_client_leaves(receive, future, self.metrics))
-                   if receive is not None else None)
+        futures: list[Future] = []
         try:
-            result: JobResult = await asyncio.wait_for(asyncio.wrap_future(future), deadline_s + _RUNNING_GRACE_S)
+            for job in jobs:
+                futures.append(self.worker.submit(job, max_wait_s=self.settings.request_deadline_s))
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+        return futures
+
+    async def _results(self, futures: list[Future], receive: Any) -> list[JobResult]:
+        """Wait for the jobs' batches. With ``receive`` (the ASGI receive of the request), a client that
+        disconnects while they are queued has them dropped unrun."""
+        deadline_s = self.settings.request_deadline_s
+        watcher = (asyncio.ensure_future(cancel_when_client_leaves(receive, futures, self.metrics))
+                   if receive is not None else None)
+        waits = [asyncio.wrap_future(future) for future in futures]
+        try:
+            results = await asyncio.wait_for(asyncio.gather(*waits), deadline_s + _RUNNING_GRACE_S)
         except asyncio.TimeoutError:
             raise RequestTimeoutError(f"no answer within {deadline_s + _RUNNING_GRACE_S:.0f} s") from None
         except asyncio.CancelledError:
             if watcher is not None and watcher.done() and not watcher.cancelled() and watcher.result():
                 raise ClientDisconnectedError() from None
             raise
+        except BaseException:
+            for future in futures:  # one job failed: the request fails, its other queued jobs need not run
+                future.cancel()
+            raise
         finally:
             if watcher is not None:
                 watcher.cancel()
-        check_finite(result.predictions)
+        for result in results:
+            check_finite(result.predictions)
+        return results
+
+    async def infer(self, task: str, lease: AdapterLease, clips: list[DecodedAudio], *,
+                    receive: Any = None) -> InferenceOutcome:
+        """Queue the clips as one job and wait for the batch that runs them (``receive``: see :meth:`_results`)."""
+        [result] = await self._results(self._submit([self._job(task, lease, clips)]), receive)
         return InferenceOutcome(result.predictions, result.queue_wait_s * 1000.0, result.inference_s * 1000.0)
+
+    async def infer_segments(self, task: str, lease: AdapterLease, segments: list[DecodedAudio], *,
+                             receive: Any = None) -> InferenceOutcome:
+        """A long recording's segments, one job each, queued together: they share batches with each other
+        and with other requests instead of making one batch of padded minutes. ``queue_ms``: the longest
+        a segment waited; ``inference_ms``: the segments' batch times summed."""
+        results = await self._results(self._submit([self._job(task, lease, [segment]) for segment in segments]),
+                                      receive)
+        return InferenceOutcome([result.predictions[0] for result in results],
+                                max(result.queue_wait_s for result in results) * 1000.0,
+                                sum(result.inference_s for result in results) * 1000.0)
 
     async def infer_each(self, task: str, lease: AdapterLease, clips: list[DecodedAudio], *,
                          receive: Any = None) -> InferenceOutcome:

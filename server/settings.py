@@ -153,6 +153,12 @@ class ServerSettings(BaseSettings):
         description="seconds from the first body read until the whole request body must have arrived, else 408",
     )
     max_duration_s: float = Field(30.0, gt=0, description="longest clip")
+    max_long_form_s: float = Field(
+        300.0, ge=0,
+        description="longest recording of a task that transcribes long recordings in segments (/asr): cut at "
+        "pauses into segments that are rows of the batches; 0 = such tasks take max_duration_s like the others. "
+        "Its decoding budget: at most max_long_form_s x 96,000 samples (all channels)",
+    )
     min_duration_s: float = Field(0.1, ge=0, description="shortest clip")
     min_sample_rate: int = Field(8000, ge=1, description="lowest sample rate an upload may declare (Hz); lower: 400")
     max_sample_rate: int = Field(

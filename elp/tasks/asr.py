@@ -9,9 +9,10 @@ import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, create_model
+from pydantic import BaseModel, Field, create_model
 
 from elp.errors import ConfigError
+from elp.long_form import LongFormSplitter, join_texts
 from elp.tasks.base import TaskRequest, TaskSpec
 from elp.tasks.recipe import TrainingRecipe
 
@@ -62,9 +63,22 @@ class CTCTranscriber:
         return {"text": self.beam_decoder.decode(output.float().cpu().numpy())}
 
 
+class AsrSegment(BaseModel):
+    """One segment of a long recording that was transcribed in segments."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
 @functools.lru_cache(maxsize=1)
 def _answer_fields() -> type[BaseModel]:
-    return create_model("AsrAnswerFields", text=(str, ...))
+    return create_model(
+        "AsrAnswerFields", text=(str, ...),
+        segments=(list[AsrSegment] | None, Field(None, description="a recording longer than one segment (20 s) is "
+                                                 "cut at pauses and transcribed segment by segment: each segment's "
+                                                 "span and text (absent for a clip read whole)")),
+    )
 
 
 class AsrTask(TaskSpec):
@@ -120,7 +134,12 @@ class AsrTask(TaskSpec):
         return _answer_fields()
 
     def respond(self, request: TaskRequest) -> dict[str, Any]:
-        return {"text": request.rows[0].text or ""}
+        if not request.segments_s:
+            return {"text": request.rows[0].text or ""}
+        texts = [row.text or "" for row in request.rows]
+        segments = [{"start_s": round(start, 3), "end_s": round(end, 3), "text": join_texts([text])}
+                    for (start, end), text in zip(request.segments_s, texts, strict=True)]
+        return {"text": join_texts(texts), "segments": segments}
 
 
 ASR = AsrTask(
@@ -129,6 +148,8 @@ ASR = AsrTask(
     target_field="text", headline_metric="cer", higher_is_better=False, metrics=("wer", "cer"),
     evaluation="transcripts", head_hidden_dim=0, supports_prosody=False, supports_language_model=True,
     supports_decoder=True,
+    # segments of at most 20 s, cut in pauses (chosen on validation recordings: docs/results/long-form.md)
+    long_form=LongFormSplitter(max_segment_s=20.0, min_segment_s=5.0),
     # short silenced spans: the CTC head must spell from context, not memorise the training sentences
     training=TrainingRecipe(paper_rates=(2e-3, 1e-3, 1e-3), fast_rates=(2e-3, 1e-3, 5e-4),
                             augment=(("time_mask_prob", 0.5),)),

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel
 
 from elp.errors import ConfigError
+from elp.long_form import LongFormSplitter
 from elp.speech_activity import SpeechGate
 from elp.tasks.recipe import TrainingRecipe
 
@@ -75,6 +76,9 @@ class TaskRequest:
     fields: Mapping[str, Any] = field(default_factory=dict)  # extra form fields (an enrolled speaker id)
     enrolled: torch.Tensor | None = None  # the enrolled reference's embedding, when one was named
     fallbacks: Mapping[str, Any] = field(default_factory=dict)  # deployment defaults (a threshold)
+    #: (start, end) seconds of each row when a long ``file`` was split (:attr:`TaskSpec.long_form`): the rows
+    #: are then its segments, in order; empty when the clip was read whole
+    segments_s: Sequence[tuple[float, float]] = ()
 
 
 @dataclass(frozen=True)
@@ -118,12 +122,20 @@ class TaskSpec:
     #: clips without a voice are refused (``422 no_speech``) and left out of evaluations: for tasks whose
     #: answer means nothing without speech (two silent clips embed alike: "same speaker")
     speech_gate: SpeechGate | None = None
+    #: recordings longer than the model reads at once are taken (up to the server's ``max_long_form_s``) and
+    #: cut at pauses into segments, one row each; :meth:`respond` joins them (``TaskRequest.segments_s``).
+    #: Only for tasks whose request is the one ``file``
+    long_form: LongFormSplitter | None = None
     #: elp-train's defaults for the task: learning rates, augmentations it must not get
     training: TrainingRecipe = TrainingRecipe()
     #: what a person reads as the task's name (the try-it page's headings); "" = the name, capitalised
     display_name: str = ""
     #: the answer field that states the result (shown first on the page); "" = the first answer field
     headline_field: str = ""
+
+    def __post_init__(self) -> None:
+        if self.long_form is not None and (self.extra_clips or self.enrolled_reference is not None):
+            raise ConfigError(f"task {self.name!r}: long-form splitting is for tasks whose request is one clip")
 
     # -- names derived from the route ----------------------------------------------------------------
     @property

@@ -1,0 +1,75 @@
+"""The long-form splitter: segments within bounds, contiguous, covering the clip, cut in the pauses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from elp.long_form import LongFormSplitter, join_texts
+
+RATE = 16000
+
+
+def speech_with_pauses(bursts_s: list[float], pause_s: float = 0.6, seed: int = 0) -> tuple[np.ndarray, list[float]]:
+    """Noise bursts (stand-ins for phrases, each with a 4 Hz level ripple) separated by near-silent pauses;
+    also returns the pauses' centres in seconds."""
+    rng = np.random.default_rng(seed)
+    parts, centres, clock = [], [], 0.0
+    for k, burst in enumerate(bursts_s):
+        t = np.arange(int(burst * RATE)) / RATE
+        parts.append(0.3 * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) * rng.standard_normal(t.size))
+        clock += burst
+        if k < len(bursts_s) - 1:
+            parts.append(1e-4 * rng.standard_normal(int(pause_s * RATE)))
+            centres.append(clock + pause_s / 2)
+            clock += pause_s
+    return np.concatenate(parts).astype(np.float32), centres
+
+
+def test_a_clip_within_one_segment_is_not_cut() -> None:
+    splitter = LongFormSplitter(max_segment_s=20.0, min_segment_s=5.0)
+    clip = np.zeros(20 * RATE, dtype=np.float32)
+    assert not splitter.needs_split(clip.size, RATE)
+    assert splitter.spans(clip, RATE) == [(0, clip.size)]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_segments_cover_the_clip_within_bounds_and_cut_in_pauses(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    clip, pauses = speech_with_pauses(list(rng.uniform(1.5, 6.0, size=24)), seed=seed)
+    splitter = LongFormSplitter(max_segment_s=20.0, min_segment_s=5.0)
+    spans = splitter.spans(clip, RATE)
+    assert len(spans) >= clip.size / (20 * RATE)
+    assert spans[0][0] == 0 and spans[-1][1] == clip.size
+    assert all(end == next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False))
+    for start, end in spans:
+        assert 5 * RATE <= end - start <= 20 * RATE
+    for _, cut in spans[:-1]:  # every cut lies inside a pause (0.6 s long), not in a burst
+        assert min(abs(cut / RATE - centre) for centre in pauses) < 0.3
+
+
+def test_speech_without_pauses_is_cut_at_its_quietest_moment() -> None:
+    t = np.arange(45 * RATE) / RATE
+    level = 1.0 - 0.9 * np.exp(-((t - 17.0) ** 2) / 0.05)  # one dip at 17 s, otherwise loud throughout
+    clip = (0.3 * level * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
+    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=5.0).spans(clip, RATE)
+    assert abs(spans[0][1] / RATE - 17.0) < 0.05
+    assert spans[-1][1] == clip.size and all(5 * RATE <= e - s <= 20 * RATE for s, e in spans)
+
+
+def test_digital_silence_and_an_odd_length_still_give_valid_segments() -> None:
+    clip = np.zeros(61 * RATE + 7, dtype=np.float32)
+    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=5.0).spans(clip, RATE)
+    assert spans[-1][1] == clip.size and all(5 * RATE <= e - s <= 20 * RATE for s, e in spans)
+
+
+def test_bad_bounds_are_refused() -> None:
+    with pytest.raises(ValueError):
+        LongFormSplitter(max_segment_s=8.0, min_segment_s=5.0)
+    with pytest.raises(ValueError):
+        LongFormSplitter(pause_s=0.0)
+
+
+def test_join_texts_drops_empty_segments_and_extra_spaces() -> None:
+    assert join_texts(["hello  world ", "", "  ", "again"]) == "hello world again"
+    assert join_texts([]) == ""

@@ -1,0 +1,87 @@
+"""Long recordings on /asr: cut at pauses into segments that run as ordinary rows, joined into one
+answer with each segment's span; other tasks keep the clip limit; the deployment can turn it off."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from elp.long_form import join_texts
+from elp.tasks import get_task
+from tests.elp.test_long_form import speech_with_pauses
+from tests.server.helpers import make_settings, running_app
+from tests.server.test_server_api import assert_error, clip_files
+
+pytestmark = pytest.mark.anyio
+RATE = 16000
+
+
+def wav(samples: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, RATE, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def recording() -> np.ndarray:
+    """~52 s of bursts and pauses, quantised to 16 bits (so a segment re-encoded alone has the same samples)."""
+    clip, _ = speech_with_pauses(list(np.random.default_rng(7).uniform(2.0, 5.0, size=14)), seed=7)
+    return sf.read(io.BytesIO(wav(clip)), dtype="float32")[0]
+
+
+async def test_a_long_recording_is_answered_in_segments_equal_to_the_segments_sent_alone(
+        tiny_store, tmp_path, recording) -> None:
+    settings = make_settings(*tiny_store, tmp_path)
+    async with running_app(settings) as (_, client):
+        response = await client.post("/asr", files=clip_files(wav(recording)))
+        assert response.status_code == 200, response.text
+        answer = response.json()
+        segments = answer["segments"]
+        assert len(segments) >= 3 and answer["duration_s"] == pytest.approx(recording.size / RATE, abs=1e-3)
+        assert segments[0]["start_s"] == 0 and segments[-1]["end_s"] == pytest.approx(recording.size / RATE, abs=1e-3)
+        assert all(a["end_s"] == b["start_s"] for a, b in zip(segments, segments[1:], strict=False))
+        assert all(5.0 <= s["end_s"] - s["start_s"] <= 20.0 for s in segments)
+        assert answer["text"] == join_texts([s["text"] for s in segments])
+        spans = get_task("asr").long_form.spans(recording, RATE)  # the registry's splitter, as served
+        assert [(s["start_s"], s["end_s"]) for s in segments] == [(round(a / RATE, 3), round(b / RATE, 3))
+                                                                  for a, b in spans]
+        for segment, (start, end) in zip(segments, spans, strict=True):  # ordinary rows: answered as if sent alone
+            alone = (await client.post("/asr", files=clip_files(wav(recording[start:end])))).json()
+            assert "segments" not in alone and join_texts([alone["text"]]) == segment["text"]
+
+
+async def test_other_tasks_keep_the_clip_limit_and_the_deployment_can_turn_long_form_off(
+        tiny_store, tmp_path, recording) -> None:
+    async with running_app(make_settings(*tiny_store, tmp_path, max_long_form_s=40.0)) as (_, client):
+        assert_error(await client.post("/emotion", files=clip_files(wav(recording))), 413, "payload_too_large")
+        too_long = assert_error(await client.post("/asr", files=clip_files(wav(recording))), 413, "payload_too_large")
+        assert "maximum is 40 s" in too_long["message"]
+        short = (await client.post("/asr", files=clip_files(wav(recording[: 12 * RATE])))).json()
+        assert "segments" not in short
+    async with running_app(make_settings(*tiny_store, tmp_path, max_long_form_s=0.0)) as (_, client):
+        assert_error(await client.post("/asr", files=clip_files(wav(recording))), 413, "payload_too_large")
+        # a clip under the clip limit but over one segment is then read whole, as before long-form existed
+        whole = (await client.post("/asr", files=clip_files(wav(recording[: 25 * RATE])))).json()
+        assert "segments" not in whole
+
+
+def test_the_long_form_decoding_budget_is_bounded() -> None:
+    """Minutes of audio get a larger budget than a clip, but a bounded one (a crafted header cannot claim more)."""
+    from server.audio import AudioLimits
+    from server.service import LONG_FORM_SAMPLES_PER_S, _long_form_limits
+
+    clip = AudioLimits(max_duration_s=30.0, min_duration_s=0.1)
+    long = _long_form_limits(clip, 300.0)
+    assert long.max_duration_s == 300.0 and long.max_samples == 300 * LONG_FORM_SAMPLES_PER_S
+    assert long.max_samples * 4 <= 120e6  # float32 bytes of the largest decode
+    assert _long_form_limits(clip, 10.0) == clip.__class__(**{**clip.__dict__, "sample_budget": clip.max_samples})
+
+
+def test_the_asr_answer_model_and_client_result_carry_segments() -> None:
+    from clients.models import RESULT_TYPES
+
+    assert "segments" in get_task("asr").answer_fields.model_fields
+    assert "segments" in RESULT_TYPES["asr"].__dataclass_fields__
