@@ -1,15 +1,21 @@
 """Recordings longer than a model should read at once, cut at pauses into segments.
 
 An ASR set reads a clip in one pass: the Whisper encoder's window is 30 s, and the shipped sets learnt
-from clips of 1-30 s. A meeting or a voicemail is minutes long. :class:`LongFormSplitter` cuts it where
-it is quietest, so each segment is an ordinary clip: the server runs the segments as rows of its batches
-(several segments of one recording, and other requests, share a backbone pass) and the task joins their
-answers. The same splitter is used by the evaluation code (``training.long_form``), so what is measured
-is what is served.
+from single utterances of 1-30 s. A meeting or a voicemail is minutes long. :class:`LongFormSplitter`
+cuts it in its pauses, so each segment is an ordinary clip: the server runs the segments as rows of its
+batches (several segments of one recording, and other requests, share a backbone pass) and the task
+joins their answers. The same splitter is used by the evaluation code (``training.long_form``), so what
+is measured is what is served.
 
-Cuts are chosen from the frame levels the speech gate reads (25 ms frames every 10 ms, no model): the
-quietest stretch (levels averaged over ``pause_s``) between ``min_segment_s`` and ``max_segment_s`` after
-the previous cut. Speech without any pause is cut at its quietest moment, which may fall inside a word.
+Measured on validation recordings (docs/results/long-form.md): packing several utterances into one long
+segment costs words (the shipped CTC set made 22% WER on clips sent one by one, 28-36% on segments of
+10-30 s cut at their quietest moment), so the splitter cuts at *every* pause, like a voice-activity
+segmenter: frames (25 ms every 10 ms, the speech gate's levels, no model), smoothed over ``smooth_s``,
+within ``pause_margin_db`` of the quietest frame and at least that much under the loudest one within
+``context_s`` around them (the noise of a recording changes along it), for at least ``min_pause_s``, make a
+pause, cut at its quietest frame. A piece shorter than ``min_segment_s`` joins a neighbour; a piece
+longer than ``max_segment_s`` (speech without a pause) is cut at its quietest moment, which may fall
+inside a word.
 """
 
 from __future__ import annotations
@@ -25,19 +31,22 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class LongFormSplitter:
-    """Clips longer than ``max_segment_s`` become segments of ``min_segment_s`` to ``max_segment_s``
-    (the last one too), contiguous and covering the clip, each cut at the quietest ``pause_s`` window
-    of its allowed range (the earliest of equally quiet ones)."""
+    """Recordings longer than ``max_segment_s`` become contiguous segments covering them, cut in their
+    pauses; every segment lasts at most ``max_segment_s`` and, unless the recording's pauses allow no
+    other way, at least ``min_segment_s``."""
 
     max_segment_s: float = 20.0
-    min_segment_s: float = 5.0
-    pause_s: float = 0.2
+    min_segment_s: float = 1.0
+    min_pause_s: float = 0.15
+    pause_margin_db: float = 10.0
+    smooth_s: float = 0.1
+    context_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not 0 < 2 * self.min_segment_s <= self.max_segment_s:
             raise ValueError("a long-form splitter needs 0 < 2 x min_segment_s <= max_segment_s")
-        if self.pause_s <= 0:
-            raise ValueError("pause_s must be positive")
+        if min(self.min_pause_s, self.smooth_s, self.pause_margin_db, self.context_s) <= 0:
+            raise ValueError("min_pause_s, smooth_s, pause_margin_db and context_s must be positive")
 
     def needs_split(self, num_samples: int, sample_rate: int) -> bool:
         return num_samples > round(self.max_segment_s * sample_rate)
@@ -47,20 +56,69 @@ class LongFormSplitter:
         import numpy as np
 
         total = int(np.asarray(waveform).reshape(-1).shape[0])
-        longest, shortest = round(self.max_segment_s * sample_rate), round(self.min_segment_s * sample_rate)
-        if total <= longest:
+        if not self.needs_split(total, sample_rate):
             return [(0, total)]
         hop, frame = max(1, round(HOP_S * sample_rate)), max(1, round(FRAME_S * sample_rate))
-        quietness = _moving_average(frame_levels_dbfs(waveform, sample_rate), max(1, round(self.pause_s / HOP_S)))
-        centres = np.arange(quietness.shape[0]) * hop + frame // 2  # each frame's centre sample
-        spans, start = [], 0
-        while total - start > longest:
-            low, high = start + shortest, min(start + longest, total - shortest)
+        levels = _moving_average(frame_levels_dbfs(waveform, sample_rate), max(1, round(self.smooth_s / HOP_S)))
+        centres = np.arange(levels.shape[0]) * hop + frame // 2  # each frame's centre sample
+        cuts = [int(centres[i]) for i in self._pause_frames(levels)]
+        bounds = self._merged([0, *cuts, total], round(self.min_segment_s * sample_rate),
+                              round(self.max_segment_s * sample_rate))
+        spans: list[tuple[int, int]] = []
+        for start, end in zip(bounds, bounds[1:], strict=False):
+            spans += self._forced(start, end, levels, centres, sample_rate)
+        return spans
+
+    def _pause_frames(self, levels: np.ndarray) -> list[int]:
+        """The quietest frame of every pause: a run of at least ``min_pause_s`` below the threshold."""
+        import numpy as np
+
+        # near the local noise floor and well under the local speech (both over ``context_s``: a recording's
+        # noise changes along it), so a stretch without quiet frames has no pauses
+        width = max(1, round(self.context_s / HOP_S)) | 1
+        padded = np.pad(levels, width // 2, mode="edge")
+        windows = np.lib.stride_tricks.sliding_window_view(padded, width)
+        floor, loud = windows.min(axis=1), windows.max(axis=1)
+        quiet = levels < np.minimum(floor + self.pause_margin_db, loud - self.pause_margin_db)
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
+        shortest = max(1, round(self.min_pause_s / HOP_S))
+        return [int(start + np.argmin(levels[start:end])) for start, end in zip(edges[::2], edges[1::2], strict=True)
+                if end - start >= shortest and start > 0 and end < levels.size]  # not the recording's own edges
+
+    @staticmethod
+    def _merged(bounds: list[int], shortest: int, longest: int) -> list[int]:
+        """Drop cuts that leave a piece under ``shortest``, the shortest piece first, joining it to the
+        neighbour that makes the shorter piece, unless that would pass ``longest``."""
+        bounds = sorted(set(bounds))
+        while len(bounds) > 2:
+            lengths = [b - a for a, b in zip(bounds, bounds[1:], strict=False)]
+            for piece in sorted(range(len(lengths)), key=lengths.__getitem__):
+                if lengths[piece] >= shortest:
+                    return bounds
+                best = min((k for k in (piece - 1, piece + 1) if 0 <= k < len(lengths)), key=lengths.__getitem__)
+                if lengths[piece] + lengths[best] <= longest:
+                    del bounds[max(piece, best)]  # the cut between the two
+                    break
+            else:
+                return bounds
+        return bounds
+
+    def _forced(self, start: int, end: int, levels: np.ndarray, centres: np.ndarray,
+                sample_rate: int) -> list[tuple[int, int]]:
+        """``[start, end)`` in pieces of at most ``max_segment_s``, each cut at the quietest frame between
+        a quarter of the maximum and the maximum after the previous cut."""
+        import numpy as np
+
+        longest = round(self.max_segment_s * sample_rate)
+        shortest = longest // 4
+        spans = []
+        while end - start > longest:
+            low, high = start + shortest, min(start + longest, end - shortest)
             allowed = np.flatnonzero((centres >= low) & (centres <= high))
-            cut = int(centres[allowed[np.argmin(quietness[allowed])]]) if allowed.size else high
+            cut = int(centres[allowed[np.argmin(levels[allowed])]]) if allowed.size else high
             spans.append((start, cut))
             start = cut
-        spans.append((start, total))
+        spans.append((start, end))
         return spans
 
 

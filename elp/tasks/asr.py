@@ -75,9 +75,9 @@ class AsrSegment(BaseModel):
 def _answer_fields() -> type[BaseModel]:
     return create_model(
         "AsrAnswerFields", text=(str, ...),
-        segments=(list[AsrSegment] | None, Field(None, description="a recording longer than one segment (20 s) is "
-                                                 "cut at pauses and transcribed segment by segment: each segment's "
-                                                 "span and text (absent for a clip read whole)")),
+        segments=(list[AsrSegment] | None, Field(None, description="a recording longer than one segment may be "
+                                                 "(20 s) is cut at its pauses and transcribed segment by segment: "
+                                                 "each segment's span and text (absent for a clip read whole)")),
     )
 
 
@@ -148,8 +148,8 @@ ASR = AsrTask(
     target_field="text", headline_metric="cer", higher_is_better=False, metrics=("wer", "cer"),
     evaluation="transcripts", head_hidden_dim=0, supports_prosody=False, supports_language_model=True,
     supports_decoder=True,
-    # segments of at most 20 s, cut in pauses (chosen on validation recordings: docs/results/long-form.md)
-    long_form=LongFormSplitter(max_segment_s=20.0, min_segment_s=5.0),
+    # long recordings cut at every pause (its settings chosen on validation recordings: docs/results/long-form.md)
+    long_form=LongFormSplitter(),
     # short silenced spans: the CTC head must spell from context, not memorise the training sentences
     training=TrainingRecipe(paper_rates=(2e-3, 1e-3, 1e-3), fast_rates=(2e-3, 1e-3, 5e-4),
                             augment=(("time_mask_prob", 0.5),)),

@@ -43,6 +43,15 @@ const words = (field) => field.replaceAll("_", " ");
 const shown = (value) => (typeof value === "number" && !Number.isInteger(value) ? value.toFixed(3)
   : typeof value === "boolean" ? (value ? "yes" : "no") : String(value));
 
+// A list of records (the segments of a long recording) as a table, its columns the first record's keys.
+function rowsTable(field, records) {
+  const columns = Object.keys(records[0]);
+  const head = el("tr", {}, ...columns.map((column) => el("th", { text: words(column) })));
+  const body = records.map((record) => el("tr", {}, ...columns.map((column) => el("td", { text: shown(record[column]) }))));
+  return el("table", { class: "records", "data-field": field, "aria-label": words(field) }, el("thead", {}, head),
+    el("tbody", {}, ...body));
+}
+
 // The headline field large (a yes/no field with its name: "same speaker: no"), then every other
 // field of the task's own answer by the shape of its value: a map of numbers as bars, a map of
 // strings and the scalars as name/value lists; then the timings. The exact values are kept in
@@ -61,6 +70,8 @@ function renderAnswer(task, answer) {
     if (typeof item !== "object") {
       scalars.append(el("div", {}, el("dt", { text: words(field) }),
         el("dd", { "data-field": field, "data-value": String(item), text: shown(item) })));
+    } else if (Array.isArray(item)) {
+      if (item.length) parts.push(rowsTable(field, item));
     } else if (Object.values(item).every((v) => typeof v === "number")) {
       bars.push(scoreBars(item, 6));
     } else {

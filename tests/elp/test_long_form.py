@@ -27,7 +27,7 @@ def speech_with_pauses(bursts_s: list[float], pause_s: float = 0.6, seed: int = 
 
 
 def test_a_clip_within_one_segment_is_not_cut() -> None:
-    splitter = LongFormSplitter(max_segment_s=20.0, min_segment_s=5.0)
+    splitter = LongFormSplitter(max_segment_s=20.0, min_segment_s=1.0)
     clip = np.zeros(20 * RATE, dtype=np.float32)
     assert not splitter.needs_split(clip.size, RATE)
     assert splitter.spans(clip, RATE) == [(0, clip.size)]
@@ -37,29 +37,37 @@ def test_a_clip_within_one_segment_is_not_cut() -> None:
 def test_segments_cover_the_clip_within_bounds_and_cut_in_pauses(seed: int) -> None:
     rng = np.random.default_rng(seed)
     clip, pauses = speech_with_pauses(list(rng.uniform(1.5, 6.0, size=24)), seed=seed)
-    splitter = LongFormSplitter(max_segment_s=20.0, min_segment_s=5.0)
-    spans = splitter.spans(clip, RATE)
-    assert len(spans) >= clip.size / (20 * RATE)
+    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=1.0).spans(clip, RATE)
     assert spans[0][0] == 0 and spans[-1][1] == clip.size
     assert all(end == next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False))
-    for start, end in spans:
-        assert 5 * RATE <= end - start <= 20 * RATE
-    for _, cut in spans[:-1]:  # every cut lies inside a pause (0.6 s long), not in a burst
-        assert min(abs(cut / RATE - centre) for centre in pauses) < 0.3
+    assert all(RATE <= end - start <= 20 * RATE for start, end in spans)
+    # one segment per phrase: every pause (0.6 s) is cut, inside the pause, and nothing else is
+    assert len(spans) == len(pauses) + 1
+    for (_, cut), centre in zip(spans, pauses, strict=False):
+        assert abs(cut / RATE - centre) < 0.3
+
+
+def test_short_pieces_join_a_neighbour() -> None:
+    """A 0.4 s phrase between pauses is not a segment of its own: it joins the shorter neighbour."""
+    clip, pauses = speech_with_pauses([8.0, 3.0, 0.4, 5.0, 9.0])
+    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=1.0).spans(clip, RATE)
+    assert len(spans) == 4 and all(end - start >= RATE for start, end in spans)
+    cuts = [end / RATE for _, end in spans[:-1]]
+    assert min(abs(c - pauses[1]) for c in cuts) > 0.3 or min(abs(c - pauses[2]) for c in cuts) > 0.3
 
 
 def test_speech_without_pauses_is_cut_at_its_quietest_moment() -> None:
     t = np.arange(45 * RATE) / RATE
     level = 1.0 - 0.9 * np.exp(-((t - 17.0) ** 2) / 0.05)  # one dip at 17 s, otherwise loud throughout
     clip = (0.3 * level * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
-    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=5.0).spans(clip, RATE)
-    assert abs(spans[0][1] / RATE - 17.0) < 0.05
+    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=1.0).spans(clip, RATE)
+    assert abs(spans[0][1] / RATE - 17.0) < 0.05  # the dip is no pause (too short), but the quietest moment
     assert spans[-1][1] == clip.size and all(5 * RATE <= e - s <= 20 * RATE for s, e in spans)
 
 
 def test_digital_silence_and_an_odd_length_still_give_valid_segments() -> None:
     clip = np.zeros(61 * RATE + 7, dtype=np.float32)
-    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=5.0).spans(clip, RATE)
+    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=1.0).spans(clip, RATE)
     assert spans[-1][1] == clip.size and all(5 * RATE <= e - s <= 20 * RATE for s, e in spans)
 
 
@@ -67,7 +75,7 @@ def test_bad_bounds_are_refused() -> None:
     with pytest.raises(ValueError):
         LongFormSplitter(max_segment_s=8.0, min_segment_s=5.0)
     with pytest.raises(ValueError):
-        LongFormSplitter(pause_s=0.0)
+        LongFormSplitter(min_pause_s=0.0)
 
 
 def test_join_texts_drops_empty_segments_and_extra_spaces() -> None:

@@ -43,7 +43,7 @@ async def test_a_long_recording_is_answered_in_segments_equal_to_the_segments_se
         assert len(segments) >= 3 and answer["duration_s"] == pytest.approx(recording.size / RATE, abs=1e-3)
         assert segments[0]["start_s"] == 0 and segments[-1]["end_s"] == pytest.approx(recording.size / RATE, abs=1e-3)
         assert all(a["end_s"] == b["start_s"] for a, b in zip(segments, segments[1:], strict=False))
-        assert all(5.0 <= s["end_s"] - s["start_s"] <= 20.0 for s in segments)
+        assert all(1.0 <= s["end_s"] - s["start_s"] <= 20.0 for s in segments)
         assert answer["text"] == join_texts([s["text"] for s in segments])
         spans = get_task("asr").long_form.spans(recording, RATE)  # the registry's splitter, as served
         assert [(s["start_s"], s["end_s"]) for s in segments] == [(round(a / RATE, 3), round(b / RATE, 3))

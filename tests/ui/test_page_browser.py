@@ -220,6 +220,29 @@ def test_an_uploaded_clip_shows_the_apis_own_answers(server, browser, clips) -> 
         save_screenshot(browser, Path(screenshot))
 
 
+def test_a_long_recording_shows_its_segments(server, browser, clips, tmp_path) -> None:
+    """A recording over one ASR segment (20 s): the page shows the API's segments as a table, row for row."""
+    url, _ = server
+    sentences = ["turn on the lights in the kitchen.", "please play some music in the bedroom.",
+                 "what is the weather like today?", "set an alarm for seven in the morning.",
+                 "call my sister and tell her I am late.", "the quick brown fox jumps over the lazy dog."]
+    recording = espeak(tmp_path / "long.wav", "  ".join(sentences * 2))
+    duration = sf.info(recording).duration
+    assert 20.0 < duration < 30.0, duration  # split by /asr, still a clip for the other tasks
+    open_page(browser, url)
+    browser.find_element(By.ID, "file-clip").send_keys(str(recording))
+    browser.find_element(By.ID, "file-verification-reference").send_keys(str(clips["other"]))
+    browser.find_element(By.ID, "run").click()
+    cards = wait_for_cards(browser, ["asr"])
+    asr = api_answer(url, "asr", recording).json()
+    assert len(asr["segments"]) >= 2 and asr["segments"][-1]["end_s"] == pytest.approx(duration, abs=1e-3)
+    assert cards["asr"].find_element(By.CSS_SELECTOR, ".answer").text == asr["text"]
+    rows = [[cell.text for cell in row.find_elements(By.TAG_NAME, "td")]
+            for row in cards["asr"].find_elements(By.CSS_SELECTOR, "[data-field=segments] tbody tr")]
+    assert [row[2] for row in rows] == [segment["text"] for segment in asr["segments"]]
+    assert [float(row[1]) for row in rows] == pytest.approx([s["end_s"] for s in asr["segments"]], abs=1e-3)
+
+
 def save_screenshot(browser, path: Path, width: int = 1000) -> None:
     """The page from its top down to the verification answer (Chromium's full-page capture, so the
     window height does not matter), at a laptop width that keeps the PNG small."""

@@ -1,0 +1,177 @@
+"""Long recordings, measured: does transcribing in segments keep the per-clip accuracy?
+
+No suite holds transcribed recordings of minutes, so this one is made from the suites' clips: consecutive
+clips of a manifest joined into recordings of ``--recording-s`` seconds with pauses between them (the gap
+filled with noise at the level of the quieter neighbour's noise floor, so a pause is not digital
+silence), or with no pause at all (``--gap 0``: cuts must then fall inside the speech). Each recording is
+transcribed the way the server does it (``elp.long_form.LongFormSplitter``, the segments as rows of
+batches, texts joined) and compared with the same clips transcribed one by one (what a client that sent
+the clips separately would get), on the recording's reference (the clips' texts joined). The real metric
+code (``training.metrics``) counts the errors.
+
+    python -m training.long_form adapters_store/asr-default --corpus data/corpus --split valid \
+        --min-pause 0.15 0.3 0.5 --margin-db 6 10 15 --out docs/results/long-form-valid.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp.long_form import LongFormSplitter, join_texts
+from elp.speech_activity import frame_levels_dbfs
+from elp.tasks import get_task
+from training.data.manifest import ManifestRow, filter_split, read_manifest
+from training.dataset import SAMPLE_RATE, load_audio
+from training.metrics import char_errors, word_errors
+
+
+@dataclass
+class Recording:
+    waveform: np.ndarray
+    reference: str
+    clips: list[tuple[np.ndarray, str]]  # the clips it was made of, with their texts
+
+
+def noise_floor(clip: np.ndarray) -> float:
+    """RMS of the clip's quietest tenth of frames (its background noise; 0 for a clean synthetic clip)."""
+    levels = np.sort(frame_levels_dbfs(clip, SAMPLE_RATE))
+    quiet = levels[: max(1, levels.size // 10)]
+    return float(np.sqrt(np.mean(10.0 ** (quiet / 10.0))))
+
+
+def build_recordings(rows: Sequence[ManifestRow], recording_s: float, gap_s: tuple[float, float],
+                     seed: int = 0) -> list[Recording]:
+    """Consecutive manifest rows joined until each recording lasts ``recording_s`` (the last may be shorter),
+    with seeded pauses of ``gap_s`` (low, high) seconds between clips."""
+    rng = np.random.default_rng(seed)
+    recordings, parts, clips = [], [], []
+    length = 0
+    for row in rows:
+        clip = load_audio(row.path)
+        if parts:
+            gap = int(rng.uniform(*gap_s) * SAMPLE_RATE)
+            level = min(noise_floor(clips[-1][0]), noise_floor(clip))
+            parts.append((level * rng.standard_normal(gap)).astype(np.float32))
+            length += gap
+        parts.append(clip)
+        clips.append((clip, row.text or ""))
+        length += clip.size
+        if length >= recording_s * SAMPLE_RATE:
+            recordings.append(Recording(np.concatenate(parts), join_texts([t for _, t in clips]), clips))
+            parts, clips, length = [], [], 0
+    if clips:
+        recordings.append(Recording(np.concatenate(parts), join_texts([t for _, t in clips]), clips))
+    return recordings
+
+
+def transcribe(model: MultiAdapterModel, key: str, waveforms: Sequence[np.ndarray], batch_size: int) -> list[str]:
+    """Texts of the waveforms, in order, in batches of similar length (as ``training.evaluation`` does)."""
+    order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].size)
+    texts: list[str] = [""] * len(waveforms)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start: start + batch_size]
+        predictions = model.predict([torch.from_numpy(waveforms[i]) for i in chunk], [key] * len(chunk))
+        for i, prediction in zip(chunk, predictions, strict=True):
+            texts[i] = prediction.text or ""
+    return texts
+
+
+def segmented_texts(model: MultiAdapterModel, key: str, recordings: Sequence[Recording],
+                    splitter: LongFormSplitter, batch_size: int) -> tuple[list[str], int]:
+    """Each recording transcribed as the server does it; also the number of segments."""
+    pieces, owners = [], []
+    for index, recording in enumerate(recordings):
+        for start, end in splitter.spans(recording.waveform, SAMPLE_RATE):
+            pieces.append(recording.waveform[start:end])
+            owners.append(index)
+    texts = transcribe(model, key, pieces, batch_size)
+    joined = [join_texts([t for t, owner in zip(texts, owners, strict=True) if owner == index])
+              for index in range(len(recordings))]
+    return joined, len(pieces)
+
+
+def rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, float]:
+    return {"wer": round(100 * word_errors(references, hypotheses).rate, 2),
+            "cer": round(100 * char_errors(references, hypotheses).rate, 2)}
+
+
+def evaluate(model: MultiAdapterModel, key: str, recordings: Sequence[Recording],
+             splitters: Sequence[LongFormSplitter], batch_size: int) -> dict:
+    """Per-clip baseline and one row per splitter, on the same recordings."""
+    references = [r.reference for r in recordings]
+    started = time.perf_counter()
+    per_clip = [join_texts(transcribe(model, key, [c for c, _ in r.clips], batch_size)) for r in recordings]
+    rows = [{"system": "clips one by one", **rates(references, per_clip),
+             "seconds": round(time.perf_counter() - started, 1)}]
+    for splitter in splitters:
+        started = time.perf_counter()
+        texts, segments = segmented_texts(model, key, recordings, splitter, batch_size)
+        rows.append({"system": "segments", "splitter": dataclasses.asdict(splitter), "segments": segments,
+                     **rates(references, texts), "seconds": round(time.perf_counter() - started, 1)})
+    return {"recordings": len(recordings), "audio_s": round(sum(r.waveform.size for r in recordings) / SAMPLE_RATE, 1),
+            "rows": rows}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.long_form", description=__doc__.splitlines()[0])
+    p.add_argument("adapter", help="an ASR adapter-set folder")
+    p.add_argument("--backbone", default="models/whisper-base")
+    p.add_argument("--dtype", default="auto", choices=["float32", "int8", "auto"], help="the encoder as served")
+    p.add_argument("--corpus", action="append", required=True, help="suite folder(s) with asr.jsonl (repeatable)")
+    p.add_argument("--split", default=None, help="only this split (valid to choose, test to report)")
+    p.add_argument("--recording-s", type=float, default=60.0)
+    p.add_argument("--gap", type=float, nargs=2, default=(0.3, 1.0), metavar=("LOW", "HIGH"),
+                   help="pause between clips, seconds (0 0: clips butted together)")
+    grid = p.add_argument_group("splitters (every combination; default: the ASR task's own)")
+    grid.add_argument("--max-segment", type=float, nargs="+", default=None)
+    grid.add_argument("--min-pause", type=float, nargs="+", default=None)
+    grid.add_argument("--margin-db", type=float, nargs="+", default=None)
+    grid.add_argument("--min-segment", type=float, nargs="+", default=None)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write the JSON here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch.manual_seed(args.seed)
+    quantization = None if args.dtype == "float32" else args.dtype
+    model = MultiAdapterModel(load_backbone(args.backbone, quantization=quantization)).eval()
+    key = Path(args.adapter).name
+    model.add_adapter_set(key, AdapterSet.load(args.adapter))
+    served = get_task("asr").long_form or LongFormSplitter()
+    splitters = [dataclasses.replace(served, max_segment_s=longest, min_pause_s=pause, pause_margin_db=margin,
+                                     min_segment_s=shortest)
+                 for longest in args.max_segment or [served.max_segment_s]
+                 for pause in args.min_pause or [served.min_pause_s]
+                 for margin in args.margin_db or [served.pause_margin_db]
+                 for shortest in args.min_segment or [served.min_segment_s]]
+    report = {"adapter": key, "dtype": args.dtype, "recording_s": args.recording_s, "gap_s": list(args.gap),
+              "suites": {}}
+    for corpus in args.corpus:
+        rows = read_manifest(Path(corpus) / "asr.jsonl")
+        rows = filter_split(rows, args.split) if args.split else rows
+        recordings = build_recordings(rows, args.recording_s, tuple(args.gap), args.seed)
+        with torch.inference_mode():
+            report["suites"][corpus] = {"clips": len(rows), **evaluate(model, key, recordings, splitters,
+                                                                       args.batch_size)}
+        print(json.dumps({corpus: report["suites"][corpus]}), flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
