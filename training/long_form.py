@@ -122,6 +122,19 @@ def evaluate(model: MultiAdapterModel, key: str, recordings: Sequence[Recording]
             "rows": rows}
 
 
+def write_recordings(recordings: Sequence[Recording], folder: Path) -> None:
+    """``NNN.wav`` (16 kHz, 16-bit) and ``references.jsonl`` (file, seconds, text)."""
+    import soundfile as sf
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "references.jsonl").open("w") as references:
+        for index, recording in enumerate(recordings):
+            name = f"{index:03d}.wav"
+            sf.write(folder / name, np.clip(recording.waveform, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
+            references.write(json.dumps({"file": name, "duration_s": round(recording.waveform.size / SAMPLE_RATE, 3),
+                                         "text": recording.reference}) + "\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.long_form", description=__doc__.splitlines()[0])
     p.add_argument("adapter", help="an ASR adapter-set folder")
@@ -140,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the JSON here")
+    p.add_argument("--write-recordings", default=None, metavar="DIR",
+                   help="also write the recordings as 16-bit WAV with their references (to send them to a server)")
     return p
 
 
@@ -163,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = read_manifest(Path(corpus) / "asr.jsonl")
         rows = filter_split(rows, args.split) if args.split else rows
         recordings = build_recordings(rows, args.recording_s, tuple(args.gap), args.seed)
+        if args.write_recordings:
+            write_recordings(recordings, Path(args.write_recordings) / Path(corpus).name)
         with torch.inference_mode():
             report["suites"][corpus] = {"clips": len(rows), **evaluate(model, key, recordings, splitters,
                                                                        args.batch_size)}

@@ -244,7 +244,8 @@ async def test_payload_too_large_declared_lying_streamed_and_too_long(tiny_store
         assert_error(streamed, 413, "payload_too_large")
         await assert_serving(client)
         too_long = wav_bytes(2.5, sample_rate=8000)  # small file, but over the 2 s duration limit
-        assert_error(await client.post("/asr", files=clip_files(too_long)), 413, "payload_too_large")
+        # (of a clip task: /asr takes long recordings, up to max_long_form_s: tests/server/test_long_form.py)
+        assert_error(await client.post("/emotion", files=clip_files(too_long)), 413, "payload_too_large")
         await assert_serving(client)
 
 
