@@ -37,6 +37,7 @@ EXPORTED_METRIC_NAMES: tuple[str, ...] = (
     "elp_requests_total",
     "elp_errors_total",
     "elp_request_duration_seconds",
+    "elp_audio_seconds_total",
     "elp_queue_wait_seconds",
     "elp_inference_rows_total",
     "elp_batch_size",
@@ -80,6 +81,11 @@ class ServerMetrics:
         self.request_duration = Histogram(
             "request_duration_seconds", "Time from request start to response start, by endpoint",
             ["endpoint"], namespace=NAMESPACE, buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.audio_seconds = Counter(
+            "audio_seconds", "Seconds of audio in answered task requests, by endpoint (against "
+            "request_duration_seconds: how fast audio is served, long recordings included)", ["endpoint"],
+            namespace=NAMESPACE, registry=r,
         )
         self.queue_wait = Histogram(
             "queue_wait_seconds", "Time a task request waited in the batching queue, by task",

@@ -185,6 +185,7 @@ def task_handler(spec: TaskSpec) -> Any:
                 outcome = await service.infer(spec.name, lease, clips, receive=request.receive)
         fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}
         rows = segments if spans else clips
+        service.metrics.audio_seconds.labels(endpoint=spec.endpoint).inc(sum(clip.duration_s for clip in clips))
         answer = spec.respond(TaskRequest(
             config=entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in rows],
             fields=fields, enrolled=enrolled, fallbacks=service.task_fallbacks, segments_s=spans,

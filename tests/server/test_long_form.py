@@ -13,7 +13,7 @@ from elp.long_form import join_texts
 from elp.tasks import get_task
 from tests.elp.test_long_form import speech_with_pauses
 from tests.server.helpers import make_settings, running_app
-from tests.server.test_server_api import assert_error, clip_files
+from tests.server.test_server_api import assert_error, clip_files, metric
 
 pytestmark = pytest.mark.anyio
 RATE = 16000
@@ -35,10 +35,12 @@ def recording() -> np.ndarray:
 async def test_a_long_recording_is_answered_in_segments_equal_to_the_segments_sent_alone(
         tiny_store, tmp_path, recording) -> None:
     settings = make_settings(*tiny_store, tmp_path)
-    async with running_app(settings) as (_, client):
+    async with running_app(settings) as (app, client):
         response = await client.post("/asr", files=clip_files(wav(recording)))
         assert response.status_code == 200, response.text
         answer = response.json()
+        audio_s = metric(app, "elp_audio_seconds_total", {"endpoint": "asr"})  # what operators see of it
+        assert audio_s == pytest.approx(recording.size / RATE)
         segments = answer["segments"]
         assert len(segments) >= 3 and answer["duration_s"] == pytest.approx(recording.size / RATE, abs=1e-3)
         assert segments[0]["start_s"] == 0 and segments[-1]["end_s"] == pytest.approx(recording.size / RATE, abs=1e-3)
