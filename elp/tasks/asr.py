@@ -144,7 +144,8 @@ class AsrTask(TaskSpec):
 
 ASR = AsrTask(
     name="asr", display_name="Speech recognition", route="/asr",
-    summary="Transcribe a clip.", default_adapter="asr-default", activation="gelu",
+    summary="Transcribe a clip, or a recording of minutes (cut at its pauses).", default_adapter="asr-default",
+    activation="gelu",
     target_field="text", headline_metric="cer", higher_is_better=False, metrics=("wer", "cer"),
     evaluation="transcripts", head_hidden_dim=0, supports_prosody=False, supports_language_model=True,
     supports_decoder=True,
