@@ -23,17 +23,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from elp.speech_activity import FRAME_S, HOP_S, frame_levels_dbfs
+from elp.speech_activity import FRAME_S, HOP_S, SpeechGate, frame_levels_dbfs
 
 if TYPE_CHECKING:
     import numpy as np
 
 
+#: a pause this long is cut near both its ends, not once in it: the stretch between is no one's words
+LONG_PAUSE_S = 2.0
+#: how much of a long pause each neighbouring segment keeps
+PAUSE_PAD_S = 0.25
+
+
 @dataclass(frozen=True)
 class LongFormSplitter:
-    """Recordings longer than ``max_segment_s`` become contiguous segments covering them, cut in their
-    pauses; every segment lasts at most ``max_segment_s`` and, unless the recording's pauses allow no
-    other way, at least ``min_segment_s``."""
+    """Recordings longer than ``max_segment_s`` become segments cut in their pauses, in order, covering
+    them but for segments without sound (``speech_gate``); every segment lasts at most ``max_segment_s``
+    and, unless the recording's pauses allow no other way, at least ``min_segment_s``."""
 
     max_segment_s: float = 20.0
     min_segment_s: float = 1.0
@@ -41,6 +47,10 @@ class LongFormSplitter:
     pause_margin_db: float = 10.0
     smooth_s: float = 0.1
     context_s: float = 5.0
+    #: segments this gate refuses (no sound: a muted stretch of a voicemail) are left out: no model reads them,
+    #: and no set makes words of them (on 8 s of silence asr-whisper says "you", asr-default "he is so");
+    #: None keeps every segment
+    speech_gate: SpeechGate | None = SpeechGate()
 
     def __post_init__(self) -> None:
         if not 0 < 2 * self.min_segment_s <= self.max_segment_s:
@@ -52,7 +62,8 @@ class LongFormSplitter:
         return num_samples > round(self.max_segment_s * sample_rate)
 
     def spans(self, waveform: np.ndarray, sample_rate: int) -> list[tuple[int, int]]:
-        """``[(start, end), ...]`` sample indices of the segments, in order; one span for a short clip."""
+        """``[(start, end), ...]`` sample indices of the segments with sound, in order (none for a silent
+        recording); one span, the whole clip, for a clip that needs no split."""
         import numpy as np
 
         total = int(np.asarray(waveform).reshape(-1).shape[0])
@@ -67,10 +78,14 @@ class LongFormSplitter:
         spans: list[tuple[int, int]] = []
         for start, end in zip(bounds, bounds[1:], strict=False):
             spans += self._forced(start, end, levels, centres, sample_rate)
-        return spans
+        gate = self.speech_gate
+        return [(start, end) for start, end in spans
+                if gate is None or gate.has_speech(np.asarray(waveform).reshape(-1)[start:end], sample_rate)]
 
     def _pause_frames(self, levels: np.ndarray) -> list[int]:
-        """The quietest frame of every pause: a run of at least ``min_pause_s`` below the threshold."""
+        """The quietest frame of every pause (a run of at least ``min_pause_s`` below the threshold); a pause
+        of ``LONG_PAUSE_S`` or more is cut ``PAUSE_PAD_S`` inside either end instead, so the stretch
+        between is a segment of its own (and left out when it has no sound)."""
         import numpy as np
 
         # near the local noise floor and well under the local speech (both over ``context_s``: a recording's
@@ -81,9 +96,17 @@ class LongFormSplitter:
         floor, loud = windows.min(axis=1), windows.max(axis=1)
         quiet = levels < np.minimum(floor + self.pause_margin_db, loud - self.pause_margin_db)
         edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
-        shortest = max(1, round(self.min_pause_s / HOP_S))
-        return [int(start + np.argmin(levels[start:end])) for start, end in zip(edges[::2], edges[1::2], strict=True)
-                if end - start >= shortest and start > 0 and end < levels.size]  # not the recording's own edges
+        shortest, long_pause = max(1, round(self.min_pause_s / HOP_S)), round(LONG_PAUSE_S / HOP_S)
+        pad = round(PAUSE_PAD_S / HOP_S)
+        cuts: list[int] = []
+        for start, end in zip(edges[::2], edges[1::2], strict=True):
+            if end - start < shortest:
+                continue
+            if end - start >= long_pause:  # the recording's own silent start or end too
+                cuts += [k for k in (start + pad, end - pad) if 0 < k < levels.size - 1]
+            elif start > 0 and end < levels.size:
+                cuts.append(int(start + np.argmin(levels[start:end])))
+        return cuts
 
     @staticmethod
     def _merged(bounds: list[int], shortest: int, longest: int) -> list[int]:

@@ -293,16 +293,15 @@ class InferenceService:
         limits = self.long_form_limits if task in self.splitters else self.limits
         return await self.decoder.decode(data, field, self.speech_gates.get(task or ""), limits)
 
-    async def split(self, task: str, clip: DecodedAudio) -> tuple[list[DecodedAudio], list[tuple[float, float]]]:
+    async def split(self, task: str, clip: DecodedAudio) -> list[tuple[DecodedAudio, tuple[float, float]]] | None:
         """A recording longer than ``task``'s segments, cut at pauses (off the event loop: a pass over
-        minutes of samples): the segments and their (start, end) seconds. Otherwise ``[clip]`` and no spans."""
+        minutes of samples): its segments with sound and their (start, end) seconds. None: read it whole."""
         splitter = self.splitters.get(task)
         if splitter is None or not splitter.needs_split(len(clip.waveform), clip.sample_rate):
-            return [clip], []
+            return None
         spans = await asyncio.to_thread(splitter.spans, clip.waveform, clip.sample_rate)
         rate = clip.sample_rate
-        return ([replace(clip, waveform=clip.waveform[start:end]) for start, end in spans],
-                [(start / rate, end / rate) for start, end in spans])
+        return [(replace(clip, waveform=clip.waveform[start:end]), (start / rate, end / rate)) for start, end in spans]
 
     def _batch_policy(self, device: str, max_batch_rows: int) -> BatchPolicy:
         """The configured batch policy with the device's row and padded-audio bounds."""
@@ -398,6 +397,8 @@ class InferenceService:
         """A long recording's segments, one job each, queued together: they share batches with each other
         and with other requests instead of making one batch of padded minutes. ``queue_ms``: the longest
         a segment waited; ``inference_ms``: the segments' batch times summed."""
+        if not segments:  # a silent recording: nothing to run
+            return InferenceOutcome([], 0.0, 0.0)
         results = await self._results(self._submit([self._job(task, lease, [segment]) for segment in segments]),
                                       receive)
         return InferenceOutcome([result.predictions[0] for result in results],

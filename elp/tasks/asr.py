@@ -134,7 +134,7 @@ class AsrTask(TaskSpec):
         return _answer_fields()
 
     def respond(self, request: TaskRequest) -> dict[str, Any]:
-        if not request.segments_s:
+        if request.segments_s is None:
             return {"text": request.rows[0].text or ""}
         texts = [row.text or "" for row in request.rows]
         segments = [{"start_s": round(start, 3), "end_s": round(end, 3), "text": join_texts([text])}

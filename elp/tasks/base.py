@@ -77,8 +77,8 @@ class TaskRequest:
     enrolled: torch.Tensor | None = None  # the enrolled reference's embedding, when one was named
     fallbacks: Mapping[str, Any] = field(default_factory=dict)  # deployment defaults (a threshold)
     #: (start, end) seconds of each row when a long ``file`` was split (:attr:`TaskSpec.long_form`): the rows
-    #: are then its segments, in order; empty when the clip was read whole
-    segments_s: Sequence[tuple[float, float]] = ()
+    #: are then its segments with sound, in order (none for a silent recording); None when it was read whole
+    segments_s: Sequence[tuple[float, float]] | None = None
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from elp.long_form import LongFormSplitter, join_texts
+from elp.speech_activity import SpeechGate
 
 RATE = 16000
 
@@ -67,8 +68,26 @@ def test_speech_without_pauses_is_cut_at_its_quietest_moment() -> None:
 
 def test_digital_silence_and_an_odd_length_still_give_valid_segments() -> None:
     clip = np.zeros(61 * RATE + 7, dtype=np.float32)
-    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=1.0).spans(clip, RATE)
+    assert LongFormSplitter().spans(clip, RATE) == []  # nothing to read: no segment at all
+    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=1.0, speech_gate=None).spans(clip, RATE)
     assert spans[-1][1] == clip.size and all(5 * RATE <= e - s <= 20 * RATE for s, e in spans)
+
+
+def test_stretches_without_sound_are_left_out() -> None:
+    """A voicemail with 40 s of a muted line in the middle: segments for the speech either side only."""
+    before, _ = speech_with_pauses([3.0, 4.0, 2.5], seed=3)
+    after, _ = speech_with_pauses([5.0, 2.0], seed=4)
+    muted = np.zeros(40 * RATE, dtype=np.float32)
+    clip = np.concatenate([before, muted, after])
+    spans = LongFormSplitter().spans(clip, RATE)
+    assert spans and all(SpeechGate().has_speech(clip[s:e], RATE) for s, e in spans)
+    inside = [(s, e) for s, e in spans if s >= before.size + RATE and e <= before.size + muted.size - RATE]
+    assert inside == []  # no segment lies within the muted stretch
+    sounding = np.flatnonzero(np.abs(clip) > 0.01)
+    covered = np.zeros(clip.size, dtype=bool)
+    for s, e in spans:
+        covered[s:e] = True
+    assert covered[sounding].all()  # every sound is in some segment
 
 
 def test_bad_bounds_are_refused() -> None:

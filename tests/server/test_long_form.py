@@ -55,6 +55,23 @@ async def test_a_long_recording_is_answered_in_segments_equal_to_the_segments_se
             assert "segments" not in alone and join_texts([alone["text"]]) == segment["text"]
 
 
+async def test_a_silent_recording_has_no_segments_and_silence_inside_one_is_skipped(tiny_store, tmp_path,
+                                                                                     recording) -> None:
+    settings = make_settings(*tiny_store, tmp_path)
+    muted = np.zeros(30 * RATE, dtype=np.float32)
+    async with running_app(settings) as (app, client):
+        silent = (await client.post("/asr", files=clip_files(wav(np.zeros(45 * RATE, np.float32))))).json()
+        assert silent["text"] == "" and silent["segments"] == [] and silent["duration_s"] == 45.0
+        rows_before = metric(app, "elp_inference_rows_total", {"task": "asr"})
+        answer = (await client.post("/asr", files=clip_files(wav(np.concatenate([recording[: 9 * RATE], muted,
+                                                                                recording[: 9 * RATE]]))))).json()
+        # the speech either side is read, the muted 30 s (9-39 s) are not: no segment reaches into them
+        spans = [(s["start_s"], s["end_s"]) for s in answer["segments"]]
+        assert spans[0][0] < 1.0 and spans[-1][1] > 47.0
+        assert all(end <= 9.5 or start >= 38.5 for start, end in spans), spans
+        assert metric(app, "elp_inference_rows_total", {"task": "asr"}) - rows_before == len(answer["segments"])
+
+
 async def test_other_tasks_keep_the_clip_limit_and_the_deployment_can_turn_long_form_off(
         tiny_store, tmp_path, recording) -> None:
     async with running_app(make_settings(*tiny_store, tmp_path, max_long_form_s=40.0)) as (_, client):
