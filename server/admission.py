@@ -6,15 +6,19 @@ The door check itself (estimated wait vs deadline, 503 + Retry-After) lives on `
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from server.errors import NonFiniteOutputError, ServerError
+from server.errors import NonFiniteOutputError, RequestTimeoutError, ServerError
 from server.metrics import ServerMetrics
+
+if TYPE_CHECKING:
+    from server.batching import JobResult
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
@@ -41,6 +45,35 @@ async def cancel_when_client_leaves(receive: Receive, futures: Iterable[Future],
     if any(dropped):
         metrics.abandoned_requests.inc()
     return any(dropped)
+
+
+async def await_results(futures: list[Future], *, receive: Receive | None, deadline_s: float, grace_s: float,
+                        metrics: ServerMetrics) -> list[JobResult]:
+    """Wait for a request's queued jobs (a long recording has one a segment), every answer checked finite.
+    Past ``deadline_s + grace_s``: 504. With ``receive`` (the request's ASGI receive), a client that
+    disconnects while they are queued has them dropped unrun (499); when one job fails, the others that
+    have not started are dropped too."""
+    watcher = (asyncio.ensure_future(cancel_when_client_leaves(receive, futures, metrics))
+               if receive is not None else None)
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*(asyncio.wrap_future(f) for f in futures)),
+                                         deadline_s + grace_s)
+    except asyncio.TimeoutError:
+        raise RequestTimeoutError(f"no answer within {deadline_s + grace_s:.0f} s") from None
+    except asyncio.CancelledError:
+        if watcher is not None and watcher.done() and not watcher.cancelled() and watcher.result():
+            raise ClientDisconnectedError() from None
+        raise
+    except BaseException:
+        for future in futures:
+            future.cancel()
+        raise
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+    for result in results:
+        check_finite(result.predictions)
+    return results
 
 
 def check_finite(predictions: Iterable[Any]) -> None:

@@ -12,7 +12,7 @@ checked again after reading.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -21,7 +21,12 @@ from elp.errors import AudioError
 from elp.speech_activity import SpeechGate
 from server.errors import InvalidAudioError, NoSpeechError, PayloadTooLargeError
 
-__all__ = ["MAX_ABS_AMPLITUDE", "AudioLimits", "DecodedAudio", "decode_audio"]
+__all__ = ["LONG_FORM_SAMPLES_PER_S", "MAX_ABS_AMPLITUDE", "AudioLimits", "DecodedAudio", "decode_audio"]
+
+
+#: a long recording's decoding budget a second (all channels): 44.1/48 kHz stereo lasts the whole
+#: ``max_long_form_s``; the default 300 s decode to at most 28.8 M samples (115 MB of float32)
+LONG_FORM_SAMPLES_PER_S = 96_000
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,13 @@ class AudioLimits:
     def max_samples(self) -> int:
         """Decoding budget over all channels (``sample_budget``, else the longest clip at the highest rate)."""
         return self.sample_budget or int(math.ceil(self.max_duration_s * self.max_sample_rate))
+
+    def for_long_form(self, max_long_form_s: float) -> AudioLimits:
+        """The limits of a task that takes long recordings: ``max_long_form_s`` (never less than a clip's) and a
+        decoding budget of that many seconds at ``LONG_FORM_SAMPLES_PER_S`` (never less than a clip's)."""
+        longest = max(self.max_duration_s, max_long_form_s)
+        budget = max(self.max_samples, int(math.ceil(longest * LONG_FORM_SAMPLES_PER_S)))
+        return replace(self, max_duration_s=longest, sample_budget=budget)
 
 
 @dataclass(frozen=True)

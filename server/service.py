@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -21,12 +20,12 @@ from elp.speech_activity import SpeechGate
 from elp.tasks import TASKS
 from server.adapter_store import AdapterStore, is_marked_default
 from server.adapters import AdapterCache, AdapterLease
-from server.admission import ClientDisconnectedError, cancel_when_client_leaves, check_finite
+from server.admission import await_results
 from server.audio import AudioLimits, DecodedAudio
 from server.batch_policy import BatchPolicy, CostAwarePolicy, LengthRatioPolicy
 from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
 from server.decoding import DecodePool
-from server.errors import AdapterNotFoundError, OverloadedError, RequestTimeoutError
+from server.errors import AdapterNotFoundError, OverloadedError
 from server.metrics import ServerMetrics
 from server.post_pool import PostPool, PostStage
 from server.settings import Settings
@@ -40,9 +39,6 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
            "auto": torch.float32}
 #: settings dtypes that quantise a float32 backbone (auto: int8 where measured to hold, elp.backbones)
 _QUANTIZED = {"int8": "int8", "auto": "auto"}
-#: a long recording's decoding budget a second (all channels): 44.1/48 kHz stereo lasts the whole
-#: ``max_long_form_s``; the default 300 s decode to at most 28.8 M samples (115 MB of float32)
-LONG_FORM_SAMPLES_PER_S = 96_000
 #: extra seconds a handler waits past the queue deadline for a batch that is already running
 _RUNNING_GRACE_S = 60.0
 
@@ -69,14 +65,6 @@ def _deployed_gate(gate: SpeechGate | None, settings: Settings) -> SpeechGate | 
     return gate if gate.min_active_s > 0 else None
 
 
-def _long_form_limits(limits: AudioLimits, max_long_form_s: float) -> AudioLimits:
-    """The limits of a task that takes long recordings: ``max_long_form_s`` (never less than a clip's) and a
-    decoding budget of that many seconds at ``LONG_FORM_SAMPLES_PER_S`` (never less than a clip's)."""
-    longest = max(limits.max_duration_s, max_long_form_s)
-    budget = max(limits.max_samples, int(math.ceil(longest * LONG_FORM_SAMPLES_PER_S)))
-    return replace(limits, max_duration_s=longest, sample_budget=budget)
-
-
 @dataclass
 class InferenceOutcome:
     predictions: list[Any]
@@ -95,7 +83,7 @@ class InferenceService:
         #: tasks that take long recordings in segments (``TaskSpec.long_form``), unless the deployment says 0
         self.splitters = {spec.name: spec.long_form for spec in TASKS
                           if spec.long_form is not None and settings.max_long_form_s > 0}
-        self.long_form_limits = _long_form_limits(self.limits, settings.max_long_form_s)
+        self.long_form_limits = self.limits.for_long_form(settings.max_long_form_s)
         self.store = AdapterStore(settings.adapters_dir)
         self.speakers = open_speaker_store(settings)
         self.decoder: DecodePool | None = None  # started with the backbone (it needs the backbone's rate)
@@ -361,30 +349,8 @@ class InferenceService:
         return futures
 
     async def _results(self, futures: list[Future], receive: Any) -> list[JobResult]:
-        """Wait for the jobs' batches. With ``receive`` (the ASGI receive of the request), a client that
-        disconnects while they are queued has them dropped unrun."""
-        deadline_s = self.settings.request_deadline_s
-        watcher = (asyncio.ensure_future(cancel_when_client_leaves(receive, futures, self.metrics))
-                   if receive is not None else None)
-        waits = [asyncio.wrap_future(future) for future in futures]
-        try:
-            results = await asyncio.wait_for(asyncio.gather(*waits), deadline_s + _RUNNING_GRACE_S)
-        except asyncio.TimeoutError:
-            raise RequestTimeoutError(f"no answer within {deadline_s + _RUNNING_GRACE_S:.0f} s") from None
-        except asyncio.CancelledError:
-            if watcher is not None and watcher.done() and not watcher.cancelled() and watcher.result():
-                raise ClientDisconnectedError() from None
-            raise
-        except BaseException:
-            for future in futures:  # one job failed: the request fails, its other queued jobs need not run
-                future.cancel()
-            raise
-        finally:
-            if watcher is not None:
-                watcher.cancel()
-        for result in results:
-            check_finite(result.predictions)
-        return results
+        return await await_results(futures, receive=receive, deadline_s=self.settings.request_deadline_s,
+                                   grace_s=_RUNNING_GRACE_S, metrics=self.metrics)
 
     async def infer(self, task: str, lease: AdapterLease, clips: list[DecodedAudio], *,
                     receive: Any = None) -> InferenceOutcome:

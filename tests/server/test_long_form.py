@@ -89,14 +89,13 @@ async def test_other_tasks_keep_the_clip_limit_and_the_deployment_can_turn_long_
 
 def test_the_long_form_decoding_budget_is_bounded() -> None:
     """Minutes of audio get a larger budget than a clip, but a bounded one (a crafted header cannot claim more)."""
-    from server.audio import AudioLimits
-    from server.service import LONG_FORM_SAMPLES_PER_S, _long_form_limits
+    from server.audio import LONG_FORM_SAMPLES_PER_S, AudioLimits
 
     clip = AudioLimits(max_duration_s=30.0, min_duration_s=0.1)
-    long = _long_form_limits(clip, 300.0)
+    long = clip.for_long_form(300.0)
     assert long.max_duration_s == 300.0 and long.max_samples == 300 * LONG_FORM_SAMPLES_PER_S
     assert long.max_samples * 4 <= 120e6  # float32 bytes of the largest decode
-    assert _long_form_limits(clip, 10.0) == clip.__class__(**{**clip.__dict__, "sample_budget": clip.max_samples})
+    assert clip.for_long_form(10.0) == AudioLimits(30.0, 0.1, sample_budget=clip.max_samples)
 
 
 def test_the_asr_answer_model_and_client_result_carry_segments() -> None:
