@@ -361,15 +361,16 @@ class InferenceService:
     async def infer_segments(self, task: str, lease: AdapterLease, segments: list[DecodedAudio], *,
                              receive: Any = None) -> InferenceOutcome:
         """A long recording's segments, one job each, queued together: they share batches with each other
-        and with other requests instead of making one batch of padded minutes. ``queue_ms``: the longest
-        a segment waited; ``inference_ms``: the segments' batch times summed."""
+        and with other requests instead of making one batch of padded minutes. The jobs are queued at one
+        moment, so ``queue_ms`` is the wait until the first segment's batch started and ``inference_ms`` the
+        time from then until the last segment's batch was done (batches overlap: summing them would not)."""
         if not segments:  # a silent recording: nothing to run
             return InferenceOutcome([], 0.0, 0.0)
         results = await self._results(self._submit([self._job(task, lease, [segment]) for segment in segments]),
                                       receive)
-        return InferenceOutcome([result.predictions[0] for result in results],
-                                max(result.queue_wait_s for result in results) * 1000.0,
-                                sum(result.inference_s for result in results) * 1000.0)
+        first = min(result.queue_wait_s for result in results)
+        last = max(result.queue_wait_s + result.inference_s for result in results)
+        return InferenceOutcome([result.predictions[0] for result in results], first * 1000.0, (last - first) * 1000.0)
 
     async def infer_each(self, task: str, lease: AdapterLease, clips: list[DecodedAudio], *,
                          receive: Any = None) -> InferenceOutcome:

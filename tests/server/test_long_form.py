@@ -47,6 +47,8 @@ async def test_a_long_recording_is_answered_in_segments_equal_to_the_segments_se
         assert all(a["end_s"] == b["start_s"] for a, b in zip(segments, segments[1:], strict=False))
         assert all(1.0 <= s["end_s"] - s["start_s"] <= 20.0 for s in segments)
         assert answer["text"] == join_texts([s["text"] for s in segments])
+        timings = answer["timings_ms"]  # the request's own span: its segments' batches overlap, not summed
+        assert timings["queue"] + timings["inference"] <= timings["total"]
         spans = get_task("asr").long_form.spans(recording, RATE)  # the registry's splitter, as served
         assert [(s["start_s"], s["end_s"]) for s in segments] == [(round(a / RATE, 3), round(b / RATE, 3))
                                                                   for a, b in spans]
