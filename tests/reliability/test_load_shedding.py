@@ -73,6 +73,36 @@ def test_work_of_a_client_that_left_is_dropped_unrun(tiny_store, tmp_path) -> No
         assert metric(port, "elp_queue_depth") == 0.0
 
 
+@pytest.mark.slow
+def test_every_segment_of_a_long_recording_whose_client_left_is_dropped_unrun(tiny_store, tmp_path) -> None:
+    """A long /asr recording is one job per segment: a client that hangs up while they are queued has all of
+    them dropped, none run."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    from tests.elp.test_long_form import speech_with_pauses
+
+    samples, pauses = speech_with_pauses(list(np.random.default_rng(5).uniform(2.0, 4.0, size=10)), seed=5)
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, 16000, subtype="PCM_16", format="WAV")
+    backbone, store = tiny_store
+    extra = ("--max-wait-ms", "2000", "--batch-wait", "always", "--max-batch-size", "64")
+    body = multipart([("file", "long.wav", buffer.getvalue(), {"Content-Type": "audio/wav"})])
+    head = (b"POST /asr HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=elpboundary\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode())
+    rows = 'elp_inference_rows_total{task="asr"}'
+    with live_server(backbone, store, tmp_path, *extra) as (port, _):
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(head + body)
+            assert wait_until(lambda: metric(port, "elp_queue_depth") == len(pauses) + 1.0, 10)  # a job a segment
+        assert wait_until(lambda: metric(port, "elp_abandoned_requests_total") == 1.0, 10)
+        assert wait_until(lambda: metric(port, "elp_queue_depth") == 0.0, 10)
+        assert httpx.post(f"http://127.0.0.1:{port}/asr", files=FILES, timeout=30).status_code == 200
+        assert metric(port, rows) == 1.0  # none of the recording's segments ran: only the later clip did
+
+
 @pytest.mark.anyio
 async def test_admin_calls_on_unknown_ids_leave_no_lock_behind(tiny_store, tmp_path) -> None:
     settings = make_settings(*tiny_store, tmp_path, insecure_open_admin=True)
