@@ -3,6 +3,7 @@ answer with each segment's span; other tasks keep the clip limit; the deployment
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 import numpy as np
@@ -72,6 +73,41 @@ async def test_a_silent_recording_has_no_segments_and_silence_inside_one_is_skip
         assert spans[0][0] < 1.0 and spans[-1][1] > 47.0
         assert all(end <= 9.5 or start >= 38.5 for start, end in spans), spans
         assert metric(app, "elp_inference_rows_total", {"task": "asr"}) - rows_before == len(answer["segments"])
+
+
+class FailsFirstBatch:
+    """Wraps the real model; its first batch raises (a GPU fault in the middle of a long recording)."""
+
+    def __init__(self, model) -> None:
+        self._model, self.calls = model, 0
+
+    def head_outputs(self, waveforms, adapter_keys):
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("injected fault")
+        return self._model.head_outputs(waveforms, adapter_keys)
+
+    def __getattr__(self, name: str):
+        return getattr(self._model, name)
+
+
+async def test_a_failing_segment_fails_the_recording_and_its_queued_segments_are_not_run(tiny_store, tmp_path,
+                                                                                         recording) -> None:
+    settings = make_settings(*tiny_store, tmp_path, max_batch_size=1, model_workers=1, max_wait_ms=0.0)
+    async with running_app(settings) as (app, client):
+        worker = app.state.service.worker
+        flaky = FailsFirstBatch(worker.model)
+        worker.model = flaky
+        assert_error(await client.post("/asr", files=clip_files(wav(recording))), 500, "internal")
+        segments = len(get_task("asr").long_form.spans(recording, RATE))
+        for _ in range(200):  # the worker drops the cancelled jobs as it reaches them
+            if worker.queue_depth == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert worker.queue_depth == 0
+        assert flaky.calls <= 3 < segments  # the failed batch, at most the next ones already started; not the rest
+        worker.model = flaky._model
+        assert (await client.post("/asr", files=clip_files(wav(recording)))).status_code == 200
 
 
 async def test_other_tasks_keep_the_clip_limit_and_the_deployment_can_turn_long_form_off(
