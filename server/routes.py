@@ -177,19 +177,13 @@ def task_handler(spec: TaskSpec) -> Any:
                 record = await asyncio.to_thread(get_enrolled, service.speakers, enrolled_id, entry.adapter_id,
                                                  entry.enrolment_versions)
                 enrolled = record.embedding
-            pieces = await service.split(spec.name, clips[0])
-            if pieces is None:
-                rows, spans = clips, None
-                outcome = await service.infer(spec.name, lease, clips, receive=request.receive)
-            else:
-                rows, spans = [piece for piece, _ in pieces], [span for _, span in pieces]
-                service.admit(max(1, len(rows)))  # the recording's rows, now that they are known
-                outcome = await service.infer_segments(spec.name, lease, rows, receive=request.receive)
+            plan = await service.plan(spec.name, clips)
+            outcome = await service.infer_plan(spec.name, lease, plan, receive=request.receive)
         fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}
         service.metrics.audio_seconds.labels(endpoint=spec.endpoint).inc(sum(clip.duration_s for clip in clips))
-        answer = spec.respond(TaskRequest(
-            config=entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in rows],
-            fields=fields, enrolled=enrolled, fallbacks=service.task_fallbacks, segments_s=spans,
+        answer = dict(spec.silence_answer or ()) if plan.silent else spec.respond(TaskRequest(
+            config=entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in plan.rows],
+            fields=fields, enrolled=enrolled, fallbacks=service.task_fallbacks, segments_s=plan.spans,
         ))
         return {**answer, **_base(lease, clips[0], clock, outcome)}
 

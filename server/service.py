@@ -28,6 +28,7 @@ from server.decoding import DecodePool
 from server.errors import AdapterNotFoundError, OverloadedError
 from server.metrics import ServerMetrics
 from server.post_pool import PostPool, PostStage
+from server.rows import RowPlan, plan_rows
 from server.settings import Settings
 from server.speakers import open_speaker_store
 
@@ -98,6 +99,9 @@ class InferenceService:
         self._warmup: asyncio.Task | None = None
         self._calibrating = False
         self.speech_gates = {spec.name: _deployed_gate(spec.speech_gate, settings) for spec in TASKS}
+        #: tasks that answer a clip without sound without the model (``TaskSpec.silence_answer``)
+        self.silence_gates = {spec.name: _deployed_gate(SpeechGate(), settings) for spec in TASKS
+                              if spec.silence_answer is not None}
         #: deployment defaults a task falls back on (``TaskRequest.fallbacks``): answers and enrolments alike
         self.task_fallbacks = MappingProxyType({"threshold": settings.verify_threshold})  # shared: read-only
 
@@ -281,15 +285,9 @@ class InferenceService:
         limits = self.long_form_limits if task in self.splitters else self.limits
         return await self.decoder.decode(data, field, self.speech_gates.get(task or ""), limits)
 
-    async def split(self, task: str, clip: DecodedAudio) -> list[tuple[DecodedAudio, tuple[float, float]]] | None:
-        """A recording longer than ``task``'s segments, cut at pauses (off the event loop: a pass over
-        minutes of samples): its segments with sound and their (start, end) seconds. None: read it whole."""
-        splitter = self.splitters.get(task)
-        if splitter is None or not splitter.needs_split(len(clip.waveform), clip.sample_rate):
-            return None
-        spans = await asyncio.to_thread(splitter.spans, clip.waveform, clip.sample_rate)
-        rate = clip.sample_rate
-        return [(replace(clip, waveform=clip.waveform[start:end]), (start / rate, end / rate)) for start, end in spans]
+    async def plan(self, task: str, clips: list[DecodedAudio]) -> RowPlan:
+        """The request's rows: see :func:`server.rows.plan_rows` (with this deployment's splitter and gate)."""
+        return await plan_rows(clips, self.splitters.get(task), self.silence_gates.get(task))
 
     def _batch_policy(self, device: str, max_batch_rows: int) -> BatchPolicy:
         """The configured batch policy with the device's row and padded-audio bounds."""
@@ -357,6 +355,17 @@ class InferenceService:
         """Queue the clips as one job and wait for the batch that runs them (``receive``: see :meth:`_results`)."""
         [result] = await self._results(self._submit([self._job(task, lease, clips)]), receive)
         return InferenceOutcome(result.predictions, result.queue_wait_s * 1000.0, result.inference_s * 1000.0)
+
+    async def infer_plan(self, task: str, lease: AdapterLease, plan: RowPlan, *,
+                         receive: Any = None) -> InferenceOutcome:
+        """Run a request's rows as :meth:`plan` laid them out: whole clips as one job, segments a job each
+        (admitted now that their number is known), no rows at all for a silent clip."""
+        if plan.silent:
+            return InferenceOutcome([], 0.0, 0.0)
+        if plan.spans is None:
+            return await self.infer(task, lease, plan.rows, receive=receive)
+        self.admit(max(1, len(plan.rows)))
+        return await self.infer_segments(task, lease, plan.rows, receive=receive)
 
     async def infer_segments(self, task: str, lease: AdapterLease, segments: list[DecodedAudio], *,
                              receive: Any = None) -> InferenceOutcome:

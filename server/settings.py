@@ -169,7 +169,8 @@ class ServerSettings(BaseSettings):
     min_speech_s: float | None = Field(
         None, ge=0, description="speech gate of the tasks that need a voice (verification and enrolment): "
         "seconds of a clip that must be above speech_floor_dbfs, else 422 no_speech (unset = the task's own, "
-        "0.3 for verification; 0 turns the gate off)",
+        "0.3 for verification; 0 turns the gate off). The same rule finds the clips /asr answers with no words "
+        "without the model, and the stretches of long recordings it skips",
     )
     speech_floor_dbfs: float | None = Field(
         None, le=0, description="the speech gate's level floor (dBFS; unset = the task's own, -55 for "

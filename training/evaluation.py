@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from elp import MultiAdapterModel
+from elp.model_outputs import Prediction
+from elp.speech_activity import SpeechGate
 from elp.tasks import get_task
 from training.data.manifest import ManifestRow, Trial
 from training.dataset import SAMPLE_RATE, load_audio
@@ -22,14 +24,24 @@ def length_batches(rows: Sequence[ManifestRow], batch_size: int) -> list[list[Ma
 
 
 def predict_rows(model: MultiAdapterModel, key: str, rows: Sequence[ManifestRow], batch_size: int = 16):
-    """Predictions for each row id, in batches of similar length; also returns seconds of compute."""
+    """Predictions for each row id, in batches of similar length; also returns seconds of compute. A clip
+    without sound gets its task's ``silence_answer`` without the model, as the server answers it."""
     was_training = model.training
     model.eval()
     results = {}
+    task = model.adapter_sets[key].task_spec
+    gate = SpeechGate() if task.silence_answer is not None else None
     started = time.perf_counter()
     for batch in length_batches(rows, batch_size):
-        waves = [torch.from_numpy(load_audio(r.path)) for r in batch]
-        for row, prediction in zip(batch, model.predict(waves, [key] * len(batch)), strict=True):
+        waves = {r.id: load_audio(r.path) for r in batch}
+        if gate is not None:
+            for row in [r for r in batch if not gate.has_speech(waves[r.id], SAMPLE_RATE)]:
+                results[row.id] = Prediction(task.name, key, **dict(task.silence_answer or ()))
+            batch = [r for r in batch if r.id not in results]
+        if not batch:
+            continue
+        predictions = model.predict([torch.from_numpy(waves[r.id]) for r in batch], [key] * len(batch))
+        for row, prediction in zip(batch, predictions, strict=True):
             results[row.id] = prediction
     elapsed = time.perf_counter() - started
     model.train(was_training)

@@ -149,6 +149,8 @@ ASR = AsrTask(
     target_field="text", headline_metric="cer", higher_is_better=False, metrics=("wer", "cer"),
     evaluation="transcripts", head_hidden_dim=0, supports_prosody=False, supports_language_model=True,
     supports_decoder=True,
+    # 8 s of digital silence: asr-default "he is so", asr-whisper "you"
+    silence_answer=(("text", ""),),
     # long recordings cut at every pause (its settings chosen on validation recordings: docs/results/long-form.md)
     long_form=LongFormSplitter(),
     # short silenced spans: the CTC head must spell from context, not memorise the training sentences

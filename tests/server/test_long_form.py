@@ -75,6 +75,21 @@ async def test_a_silent_recording_has_no_segments_and_silence_inside_one_is_skip
         assert metric(app, "elp_inference_rows_total", {"task": "asr"}) - rows_before == len(answer["segments"])
 
 
+async def test_a_clip_without_sound_is_answered_no_words_without_the_model(tiny_store, tmp_path) -> None:
+    """The shipped ASR sets make words of silence ("he is so", "you"): /asr answers it without the model,
+    unless the deployment's floor says the clip has sound."""
+    hiss = (1e-4 * np.random.default_rng(0).standard_normal(5 * RATE)).astype(np.float32)  # -80 dBFS
+    rows = {"task": "asr"}
+    async with running_app(make_settings(*tiny_store, tmp_path)) as (app, client):
+        for clip in (np.zeros(5 * RATE, np.float32), hiss):
+            answer = (await client.post("/asr", files=clip_files(wav(clip)))).json()
+            assert answer["text"] == "" and "segments" not in answer and answer["duration_s"] == 5.0
+        assert metric(app, "elp_inference_rows_total", rows) == 0
+    async with running_app(make_settings(*tiny_store, tmp_path, speech_floor_dbfs=-95.0)) as (app, client):
+        assert (await client.post("/asr", files=clip_files(wav(hiss)))).status_code == 200
+        assert metric(app, "elp_inference_rows_total", rows) == 1  # above this deployment's floor: read
+
+
 class FailsFirstBatch:
     """Wraps the real model; its first batch raises (a GPU fault in the middle of a long recording)."""
 
