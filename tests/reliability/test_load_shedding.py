@@ -54,23 +54,29 @@ def test_a_burst_past_the_deadline_is_refused_at_the_door_with_retry_after(tiny_
         assert time.monotonic() - started < 10
 
 
+#: batches wait 2 s for company, so a request is still queued when its client hangs up
+_PATIENT = ("--max-wait-ms", "2000", "--batch-wait", "always", "--max-batch-size", "64")
+
+
+def _queue_then_hang_up(port: int, endpoint: str, filename: str, clip: bytes, jobs: int) -> None:
+    """Send one upload on a raw socket, wait until its ``jobs`` are queued, close the connection, and wait
+    until the server counts the request abandoned and its queue is empty."""
+    body = multipart([("file", filename, clip, {"Content-Type": "audio/wav"})])
+    head = (f"POST {endpoint} HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=elpboundary\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(head + body)
+        assert wait_until(lambda: metric(port, "elp_queue_depth") == float(jobs), 10)
+    assert wait_until(lambda: metric(port, "elp_abandoned_requests_total") == 1.0, 10)
+    assert wait_until(lambda: metric(port, "elp_queue_depth") == 0.0, 10)
+
+
 @pytest.mark.slow
 def test_work_of_a_client_that_left_is_dropped_unrun(tiny_store, tmp_path) -> None:
-    """Batches wait 2 s for company, so the request is still queued when its client hangs up."""
-    backbone, store = tiny_store
-    extra = ("--max-wait-ms", "2000", "--batch-wait", "always", "--max-batch-size", "64")
-    body = multipart([("file", "c.wav", CLIP, {"Content-Type": "audio/wav"})])
-    head = (b"POST /emotion HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=elpboundary\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode())
-    rows = 'elp_inference_rows_total{task="emotion"}'
-    with live_server(backbone, store, tmp_path, *extra) as (port, _):
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(head + body)
-            assert wait_until(lambda: metric(port, "elp_queue_depth") == 1.0, 10)
-        assert wait_until(lambda: metric(port, "elp_abandoned_requests_total") == 1.0, 10)
+    with live_server(*tiny_store, tmp_path, *_PATIENT) as (port, _):
+        _queue_then_hang_up(port, "/emotion", "c.wav", CLIP, jobs=1)
         assert httpx.post(f"http://127.0.0.1:{port}/emotion", files=FILES, timeout=30).status_code == 200
-        assert metric(port, rows) == 1.0  # only the request whose client stayed ran
-        assert metric(port, "elp_queue_depth") == 0.0
+        assert metric(port, 'elp_inference_rows_total{task="emotion"}') == 1.0  # only the client that stayed ran
 
 
 @pytest.mark.slow
@@ -87,20 +93,10 @@ def test_every_segment_of_a_long_recording_whose_client_left_is_dropped_unrun(ti
     samples, pauses = speech_with_pauses(list(np.random.default_rng(5).uniform(2.0, 4.0, size=10)), seed=5)
     buffer = io.BytesIO()
     sf.write(buffer, samples, 16000, subtype="PCM_16", format="WAV")
-    backbone, store = tiny_store
-    extra = ("--max-wait-ms", "2000", "--batch-wait", "always", "--max-batch-size", "64")
-    body = multipart([("file", "long.wav", buffer.getvalue(), {"Content-Type": "audio/wav"})])
-    head = (b"POST /asr HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=elpboundary\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode())
-    rows = 'elp_inference_rows_total{task="asr"}'
-    with live_server(backbone, store, tmp_path, *extra) as (port, _):
-        with socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.sendall(head + body)
-            assert wait_until(lambda: metric(port, "elp_queue_depth") == len(pauses) + 1.0, 10)  # a job a segment
-        assert wait_until(lambda: metric(port, "elp_abandoned_requests_total") == 1.0, 10)
-        assert wait_until(lambda: metric(port, "elp_queue_depth") == 0.0, 10)
+    with live_server(*tiny_store, tmp_path, *_PATIENT) as (port, _):
+        _queue_then_hang_up(port, "/asr", "long.wav", buffer.getvalue(), jobs=len(pauses) + 1)  # a job a segment
         assert httpx.post(f"http://127.0.0.1:{port}/asr", files=FILES, timeout=30).status_code == 200
-        assert metric(port, rows) == 1.0  # none of the recording's segments ran: only the later clip did
+        assert metric(port, 'elp_inference_rows_total{task="asr"}') == 1.0  # none of the segments ran, the clip did
 
 
 @pytest.mark.anyio
