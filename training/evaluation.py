@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -23,25 +24,37 @@ def length_batches(rows: Sequence[ManifestRow], batch_size: int) -> list[list[Ma
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
-def predict_rows(model: MultiAdapterModel, key: str, rows: Sequence[ManifestRow], batch_size: int = 16):
-    """Predictions for each row id, in batches of similar length; also returns seconds of compute. A clip
+def predict_waveforms(model: MultiAdapterModel, key: str, waveforms: Sequence[np.ndarray],
+                      batch_size: int = 16) -> list[Prediction]:
+    """Predictions of ``key`` for 16 kHz clips, in their order, run in batches of similar length. A clip
     without sound gets its task's ``silence_answer`` without the model, as the server answers it."""
+    task = model.adapter_sets[key].task_spec
+    gate = SpeechGate() if task.silence_answer is not None else None
+    predictions: list[Prediction | None] = [None] * len(waveforms)
+    order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].size)
+    if gate is not None:
+        for i in order:
+            if not gate.has_speech(waveforms[i], SAMPLE_RATE):
+                predictions[i] = Prediction(task.name, key, **dict(task.silence_answer or ()))
+        order = [i for i in order if predictions[i] is None]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start: start + batch_size]
+        answers = model.predict([torch.from_numpy(waveforms[i]) for i in chunk], [key] * len(chunk))
+        for i, prediction in zip(chunk, answers, strict=True):
+            predictions[i] = prediction
+    return predictions  # type: ignore[return-value]
+
+
+def predict_rows(model: MultiAdapterModel, key: str, rows: Sequence[ManifestRow], batch_size: int = 16):
+    """Predictions for each row id (:func:`predict_waveforms`, audio read a batch at a time); also returns
+    seconds of compute."""
     was_training = model.training
     model.eval()
     results = {}
-    task = model.adapter_sets[key].task_spec
-    gate = SpeechGate() if task.silence_answer is not None else None
     started = time.perf_counter()
     for batch in length_batches(rows, batch_size):
-        waves = {r.id: load_audio(r.path) for r in batch}
-        if gate is not None:
-            for row in [r for r in batch if not gate.has_speech(waves[r.id], SAMPLE_RATE)]:
-                results[row.id] = Prediction(task.name, key, **dict(task.silence_answer or ()))
-            batch = [r for r in batch if r.id not in results]
-        if not batch:
-            continue
-        predictions = model.predict([torch.from_numpy(waves[r.id]) for r in batch], [key] * len(batch))
-        for row, prediction in zip(batch, predictions, strict=True):
+        waves = [load_audio(r.path) for r in batch]
+        for row, prediction in zip(batch, predict_waveforms(model, key, waves, batch_size), strict=True):
             results[row.id] = prediction
     elapsed = time.perf_counter() - started
     model.train(was_training)

@@ -32,6 +32,7 @@ from elp.speech_activity import frame_levels_dbfs
 from elp.tasks import get_task
 from training.data.manifest import ManifestRow, filter_split, read_manifest
 from training.dataset import SAMPLE_RATE, load_audio
+from training.evaluation import predict_waveforms
 from training.metrics import char_errors, word_errors
 
 
@@ -75,15 +76,8 @@ def build_recordings(rows: Sequence[ManifestRow], recording_s: float, gap_s: tup
 
 
 def transcribe(model: MultiAdapterModel, key: str, waveforms: Sequence[np.ndarray], batch_size: int) -> list[str]:
-    """Texts of the waveforms, in order, in batches of similar length (as ``training.evaluation`` does)."""
-    order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].size)
-    texts: list[str] = [""] * len(waveforms)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start: start + batch_size]
-        predictions = model.predict([torch.from_numpy(waveforms[i]) for i in chunk], [key] * len(chunk))
-        for i, prediction in zip(chunk, predictions, strict=True):
-            texts[i] = prediction.text or ""
-    return texts
+    """Texts of the waveforms, in order, as served (``training.evaluation.predict_waveforms``)."""
+    return [prediction.text or "" for prediction in predict_waveforms(model, key, waveforms, batch_size)]
 
 
 def segmented_texts(model: MultiAdapterModel, key: str, recordings: Sequence[Recording],
