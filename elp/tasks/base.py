@@ -138,8 +138,10 @@ class TaskSpec:
     headline_field: str = ""
 
     def __post_init__(self) -> None:
-        if self.long_form is not None and (self.extra_clips or self.enrolled_reference is not None):
-            raise ConfigError(f"task {self.name!r}: long-form splitting is for tasks whose request is one clip")
+        one_clip = not self.extra_clips and self.enrolled_reference is None
+        if (self.long_form is not None or self.silence_answer is not None) and not one_clip:
+            raise ConfigError(f"task {self.name!r}: long-form splitting and a silence answer are for tasks whose "
+                              "request is one clip (the server reads only that clip for them)")
 
     # -- names derived from the route ----------------------------------------------------------------
     @property

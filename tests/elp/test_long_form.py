@@ -100,3 +100,18 @@ def test_bad_bounds_are_refused() -> None:
 def test_join_texts_drops_empty_segments_and_extra_spaces() -> None:
     assert join_texts(["hello  world ", "", "  ", "again"]) == "hello world again"
     assert join_texts([]) == ""
+
+
+def test_only_one_clip_tasks_may_split_long_recordings_or_answer_silence() -> None:
+    """The server reads only ``file`` for such tasks: a task with a second clip may declare neither."""
+    import dataclasses
+
+    from elp.errors import ConfigError
+    from elp.tasks.asr import ASR
+    from elp.tasks.base import ExtraClip
+
+    second = (ExtraClip("reference", "another clip"),)
+    for fields in ({"silence_answer": None}, {"long_form": None}):
+        with pytest.raises(ConfigError, match="one clip"):
+            dataclasses.replace(ASR, extra_clips=second, **fields)
+    assert dataclasses.replace(ASR, extra_clips=second, long_form=None, silence_answer=None).extra_clips == second
