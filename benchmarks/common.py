@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import os
@@ -273,10 +274,22 @@ def started_processes(commands: Sequence[tuple[list[str], dict[str, str], int]],
 BENCHMARK_API_KEY = "elp-benchmark-key"
 
 
+#: server flags for seeded stand-in audio: the default voice detector rightly hears no voice in it and would
+#: refuse its verification requests (422) and answer its ASR requests without the model
+STAND_IN_FLAGS = ("--speech-detector", "level")
+
+
+@functools.cache
+def stand_in_audio() -> bool:
+    """Whether the benchmarks send seeded stand-ins (``corpus_clips`` without the corpus) instead of speech."""
+    return not any(corpus_rows(task) for task in task_names())
+
+
 def server_command(backbone: Path, store: Path, port: int, device: str = "cpu", *extra: str) -> list[str]:
     return [sys.executable, "-m", "server", "--backbone", str(backbone), "--adapters-dir", str(store),
             "--speakers-dir", str(store.parent / f"speakers-{port}"), "--port", str(port), "--device", device,
-            "--log-level", "warning", "--api-key", BENCHMARK_API_KEY, *extra]
+            "--log-level", "warning", "--api-key", BENCHMARK_API_KEY,
+            *(STAND_IN_FLAGS if stand_in_audio() else ()), *extra]
 
 
 def process_tree(pids: Sequence[int]) -> Iterator[psutil.Process]:

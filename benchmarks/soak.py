@@ -28,6 +28,7 @@ import psutil
 from benchmarks.common import (
     BENCHMARK_API_KEY,
     MIB,
+    STAND_IN_FLAGS,
     add_common_args,
     build_random_store,
     corpus_clips,
@@ -151,7 +152,9 @@ def run_soak(backbone: Path, store: Path, seconds: float, *, concurrency: int = 
              warmup_fraction: float = 0.3, device: str = "cpu", seed: int = 0,
              extra_server_args: tuple[str, ...] = (), traffic_uses_churned_sets: bool = True) -> SoakReport:
     """Start a server on ``store``, soak it for ``seconds``, stop it, and report."""
-    clips = clips or [seeded_clip(1.0 + (i % 4) * 0.5, seed=i) for i in range(8)]
+    if clips is None:  # seeded stand-ins: no voice for the default speech gate
+        clips = [seeded_clip(1.0 + (i % 4) * 0.5, seed=i) for i in range(8)]
+        extra_server_args = (*STAND_IN_FLAGS, *extra_server_args)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     command = server_command(backbone, store, port, device, *extra_server_args)

@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from elp.speech_activity import FRAME_S, HOP_S, SpeechGate, frame_levels_dbfs
+from elp.speech_activity import FRAME_S, HOP_S, SpeechGate, VoiceGate, frame_levels_dbfs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -38,7 +38,7 @@ PAUSE_PAD_S = 0.25
 @dataclass(frozen=True)
 class LongFormSplitter:
     """Recordings longer than ``max_segment_s`` become segments cut in their pauses, in order, covering
-    them but for segments without sound (``speech_gate``); every segment lasts at most ``max_segment_s``
+    them but for segments without a voice (``speech_gate``); every segment lasts at most ``max_segment_s``
     and, unless the recording's pauses allow no other way, at least ``min_segment_s``."""
 
     max_segment_s: float = 20.0
@@ -47,10 +47,10 @@ class LongFormSplitter:
     pause_margin_db: float = 10.0
     smooth_s: float = 0.1
     context_s: float = 5.0
-    #: segments this gate refuses (no sound: a muted stretch of a voicemail) are left out: no model reads them,
-    #: and no set makes words of them (on 8 s of silence asr-whisper says "you", asr-default "he is so");
-    #: None keeps every segment
-    speech_gate: SpeechGate | None = SpeechGate()
+    #: segments this gate refuses (no voice: a muted stretch of a voicemail, hold music's hiss, a ring tone) are
+    #: left out: no model reads them, and no set makes words of them (on 8 s of silence asr-whisper says "you",
+    #: asr-default "he is so"); None keeps every segment
+    speech_gate: SpeechGate | None = VoiceGate()
 
     def __post_init__(self) -> None:
         if not 0 < 2 * self.min_segment_s <= self.max_segment_s:

@@ -42,6 +42,69 @@ class SpeechGate:
         """The rule in words, for error messages and docs."""
         return f"at least {self.min_active_s:g} s of sound above {self.floor_dbfs:g} dBFS"
 
+    def shortfall(self, active_s: float) -> str:
+        """Why a clip with ``active_s`` active seconds was refused, for the ``no_speech`` message."""
+        return f"{active_s:.2f} s of it is above {self.floor_dbfs:g} dBFS; this task needs {self.describe()}"
+
+
+@dataclass(frozen=True)
+class VoiceGate(SpeechGate):
+    """A clip passes when at least ``min_active_s`` of it is *voice*: 32 ms chunks that Silero's voice
+    detector (``elp.voice_activity``) gives a speech probability of at least ``min_probability`` and that
+    are louder than ``floor_dbfs`` (so digital silence never passes, whatever the detector says). Refuses
+    what the level gate refuses and steady noise, hum, tones and ring tones besides (numbers in
+    docs/results/speech-gate.md). Needs torch and silero-vad, imported on first use."""
+
+    min_active_s: float = 0.1
+    min_probability: float = 0.5
+
+    def active_seconds(self, waveform: np.ndarray, sample_rate: int) -> float:
+        """Seconds of voice chunks."""
+        from elp.voice_activity import CHUNK, CHUNK_S, speech_probabilities
+
+        probabilities = speech_probabilities(waveform, sample_rate)
+        levels = chunk_levels_dbfs(waveform, CHUNK)
+        return float(((probabilities >= self.min_probability) & (levels > self.floor_dbfs)).sum()) * CHUNK_S
+
+    def describe(self) -> str:
+        return (f"at least {self.min_active_s:g} s of voice (speech probability >= {self.min_probability:g}, "
+                f"above {self.floor_dbfs:g} dBFS)")
+
+    def shortfall(self, active_s: float) -> str:
+        return f"{active_s:.2f} s of it sounds like a voice; this task needs {self.describe()}"
+
+
+#: ``ELP_SPEECH_DETECTOR``'s values: the voice detector (the tasks' own gates), or the level rule in its place
+DETECTORS = ("voice", "level")
+
+
+def with_detector(gate: SpeechGate | None, detector: str) -> SpeechGate | None:
+    """``gate`` as a deployment with ``ELP_SPEECH_DETECTOR=detector`` runs it: ``level`` puts the level rule
+    (at its own minimum, the gate's floor) in place of a voice gate."""
+    if detector not in DETECTORS:
+        raise ValueError(f"speech detector must be one of {DETECTORS}, not {detector!r}")
+    if detector == "level" and isinstance(gate, VoiceGate):
+        return SpeechGate(floor_dbfs=gate.floor_dbfs)
+    return gate
+
+
+def evaluation_gate(gate: SpeechGate | None) -> SpeechGate | None:
+    """The gate the evaluation code applies: ``gate`` under this process' ``ELP_SPEECH_DETECTOR`` (unset:
+    voice), so an evaluation can follow a deployment that serves the level rule."""
+    import os
+
+    return with_detector(gate, os.environ.get("ELP_SPEECH_DETECTOR", "voice"))
+
+
+def chunk_levels_dbfs(waveform: np.ndarray, chunk: int) -> np.ndarray:
+    """Level (dBFS) of every ``chunk`` samples, the last one zero-padded, as the voice detector cuts them."""
+    import numpy as np
+
+    samples = np.asarray(waveform, dtype=np.float32).reshape(-1)
+    samples = np.pad(samples, (0, (-samples.size) % chunk)).reshape(-1, chunk)
+    power = np.square(samples, dtype=np.float64).mean(axis=1)
+    return 10.0 * np.log10(np.maximum(power, 1e-12))
+
 
 def frame_levels_dbfs(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     """Level (dB relative to full scale: a full-scale square wave is 0 dBFS) of every 25 ms frame, hopped

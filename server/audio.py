@@ -94,8 +94,7 @@ def decode_audio(data: bytes, *, target_rate: int, limits: AudioLimits, field: s
     if speech_gate is not None:
         active_s = speech_gate.active_seconds(mono, target_rate)
         if active_s < speech_gate.min_active_s:
-            raise NoSpeechError(f"'{field}' is (nearly) silent: {active_s:.2f} s of it is above "
-                                f"{speech_gate.floor_dbfs:g} dBFS; this task needs {speech_gate.describe()}")
+            raise NoSpeechError(f"'{field}' holds no voice: {speech_gate.shortfall(active_s)}")
     return DecodedAudio(mono, target_rate, source_rate, samples.shape[1])
 
 

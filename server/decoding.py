@@ -8,7 +8,9 @@ processes the decoder holds no lock of the server's, and a decoder that crashes 
 (libsndfile is C) takes down its process, not the server: the process is replaced, the uploads it
 held are tried once more, and a file that stops the decoder twice is refused as undecodable. The cost is
 the copies between processes (the upload in, the float32 samples out) and ~120 MB a process
-(``import server.audio`` in a fresh interpreter: 1.1 s, 121 MB peak RSS, no torch).
+(``import server.audio`` in a fresh interpreter: 1.1-1.7 s, 121-125 MB peak RSS, no torch), ~320 MB with the
+voice detector of the default speech gate (torch and Silero's weights: 3.8 s to start; ``ELP_SPEECH_DETECTOR=level``
+keeps torch out).
 
 ``decode_pool`` setting, threads by default: on 2 CPU cores processes served 0.89x the req/s (the
 decoders compete with the model for the cores, and the event loop pays ~0.2 ms a request for the copies);
@@ -35,8 +37,13 @@ from server.pool_processes import single_worker_process
 logger = logging.getLogger("server.decoding")
 
 
-def _warm_up() -> None:
-    """Import the decoder now (a spawned process starts bare), not on the first upload."""
+def _warm_up(voice_detector: bool = False) -> None:
+    """Import the decoder now (a spawned process starts bare), not on the first upload; with
+    ``voice_detector`` also torch and the voice detector's weights (~2 s and ~200 MB more a process)."""
+    if voice_detector:
+        from elp.voice_activity import shared_model
+
+        shared_model()
 
 
 class DecodePool:
@@ -47,12 +54,13 @@ class DecodePool:
 
     def __init__(self, kind: str, workers: int, target_rate: int, limits: AudioLimits,
                  decode: Callable[..., DecodedAudio] = decode_audio,
-                 on_restart: Callable[[], None] | None = None) -> None:
+                 on_restart: Callable[[], None] | None = None, voice_detector: bool = False) -> None:
         if kind not in ("threads", "processes"):
             raise ValueError(f"decode pool kind must be threads or processes, not {kind!r}")
         self.kind, self.target_rate, self.limits = kind, target_rate, limits
         self._decode = decode  # module-level, so a spawned process can import it
         self._on_restart = on_restart  # counts replaced processes (elp_decoder_restarts_total)
+        self._voice_detector = voice_detector  # a speech gate of the deployment runs Silero: load it up front
         self._lock = threading.Lock()
         self._turn = itertools.count()
         self._warming: list[Future] = []
@@ -62,7 +70,7 @@ class DecodePool:
 
     def _new_process(self) -> Executor:
         executor = single_worker_process()
-        self._warming.append(executor.submit(_warm_up))
+        self._warming.append(executor.submit(_warm_up, self._voice_detector))
         return executor
 
     @property

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from elp.speech_activity import SpeechGate
+from elp.speech_activity import SpeechGate, VoiceGate, with_detector
 from elp.tasks import TASKS
+from elp.voice_activity import shared_model
 from server.adapter_store import AdapterStore, is_marked_default
 from server.adapters import AdapterCache, AdapterLease
 from server.admission import await_results
@@ -57,10 +58,11 @@ def _set_torch_threads(torch_threads: int, model_workers: int) -> int:
 
 
 def _deployed_gate(gate: SpeechGate | None, settings: Settings) -> SpeechGate | None:
-    """A task's speech gate with the deployment's overrides (``ELP_MIN_SPEECH_S``, ``ELP_SPEECH_FLOOR_DBFS``);
-    None when the task has none or the minimum is 0."""
+    """A task's speech gate with the deployment's overrides (``ELP_SPEECH_DETECTOR``, ``ELP_MIN_SPEECH_S``,
+    ``ELP_SPEECH_FLOOR_DBFS``); None when the task has none or the minimum is 0."""
     if gate is None:
         return None
+    gate = with_detector(gate, settings.speech_detector)
     overrides = {"min_active_s": settings.min_speech_s, "floor_dbfs": settings.speech_floor_dbfs}
     gate = replace(gate, **{name: value for name, value in overrides.items() if value is not None})
     return gate if gate.min_active_s > 0 else None
@@ -82,8 +84,9 @@ class InferenceService:
         self.limits = AudioLimits(settings.max_duration_s, settings.min_duration_s, settings.min_sample_rate,
                                   settings.max_sample_rate)
         #: tasks that take long recordings in segments (``TaskSpec.long_form``), unless the deployment says 0
-        self.splitters = {spec.name: spec.long_form for spec in TASKS
-                          if spec.long_form is not None and settings.max_long_form_s > 0}
+        self.splitters = {spec.name: replace(spec.long_form,
+                                             speech_gate=_deployed_gate(spec.long_form.speech_gate, settings))
+                          for spec in TASKS if spec.long_form is not None and settings.max_long_form_s > 0}
         self.long_form_limits = self.limits.for_long_form(settings.max_long_form_s)
         self.store = AdapterStore(settings.adapters_dir)
         self.speakers = open_speaker_store(settings)
@@ -100,10 +103,16 @@ class InferenceService:
         self._calibrating = False
         self.speech_gates = {spec.name: _deployed_gate(spec.speech_gate, settings) for spec in TASKS}
         #: tasks that answer a clip without sound without the model (``TaskSpec.silence_answer``)
-        self.silence_gates = {spec.name: _deployed_gate(SpeechGate(), settings) for spec in TASKS
+        self.silence_gates = {spec.name: _deployed_gate(VoiceGate(), settings) for spec in TASKS
                               if spec.silence_answer is not None}
         #: deployment defaults a task falls back on (``TaskRequest.fallbacks``): answers and enrolments alike
         self.task_fallbacks = MappingProxyType({"threshold": settings.verify_threshold})  # shared: read-only
+
+    def _gates(self) -> list[SpeechGate]:
+        """Every speech gate this deployment runs: the tasks' own, the silence answers', the splitters'."""
+        gates = [*self.speech_gates.values(), *self.silence_gates.values(),
+                 *(splitter.speech_gate for splitter in self.splitters.values())]
+        return [gate for gate in gates if gate is not None]
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -120,8 +129,11 @@ class InferenceService:
                                                 quantization=_QUANTIZED.get(self.settings.dtype))
         self.backbone.front_end_mode = self.settings.front_end
         self.sample_rate = int(getattr(self.backbone, "sample_rate", 16000))
+        voice = any(isinstance(gate, VoiceGate) for gate in self._gates())
+        if voice:  # the server's own threads run it too (/asr's silence answer, long recordings): load it once now
+            await asyncio.to_thread(shared_model)
         self.decoder = DecodePool(self.settings.decode_pool, self.settings.decode_workers, self.sample_rate,
-                                  self.limits, on_restart=self.metrics.decoder_restarts.inc)
+                                  self.limits, on_restart=self.metrics.decoder_restarts.inc, voice_detector=voice)
         logger.info("backbone %s loaded on %s in %.1f s", self.settings.backbone, device,
                     time.perf_counter() - started)
         if device.startswith("cuda"):

@@ -166,15 +166,20 @@ class ServerSettings(BaseSettings):
         description="highest sample rate an upload may declare (Hz); higher: 400. With max_duration_s it sets the "
         "decoding budget: at most max_duration_s x max_sample_rate samples (all channels) are ever decoded",
     )
+    speech_detector: Literal["voice", "level"] = Field(
+        "voice", description="how a clip is judged to hold speech, for the tasks that need a voice (verification "
+        "and enrolment: else 422 no_speech), the clips /asr answers with no words without the model, and the "
+        "stretches of long recordings it skips: voice = Silero's voice detector (refuses silence, noise, hum, "
+        "tones and ring tones; ~1-2 ms of CPU per second of audio), level = sound above a floor (refuses only "
+        "silence; no model in the decoding stage)",
+    )
     min_speech_s: float | None = Field(
-        None, ge=0, description="speech gate of the tasks that need a voice (verification and enrolment): "
-        "seconds of a clip that must be above speech_floor_dbfs, else 422 no_speech (unset = the task's own, "
-        "0.3 for verification; 0 turns the gate off). The same rule finds the clips /asr answers with no words "
-        "without the model, and the stretches of long recordings it skips",
+        None, ge=0, description="seconds of a clip that must be speech, by speech_detector (unset = the gate's "
+        "own: 0.1 s of voice, or 0.3 s of sound for the level rule; 0 turns the gate off)",
     )
     speech_floor_dbfs: float | None = Field(
-        None, le=0, description="the speech gate's level floor (dBFS; unset = the task's own, -55 for "
-        "verification): lower it for quiet microphones",
+        None, le=0, description="the speech gate's level floor (dBFS): quieter chunks never count as speech "
+        "(unset = -55): lower it for quiet microphones",
     )
     max_enrol_clips: int = Field(10, ge=1, description="most clips in one enrolment (POST /speakers/{id})")
     max_enrol_seconds: float = Field(120.0, gt=0, description="most seconds of audio in one enrolment, all clips")

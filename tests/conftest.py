@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -55,3 +56,31 @@ def store_copy(tiny_store: tuple[Path, Path], tmp_path: Path) -> Path:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+SpokenClip = Callable[..., np.ndarray]
+
+
+@pytest.fixture(scope="session")
+def spoken_clip(tmp_path_factory: pytest.TempPathFactory) -> SpokenClip:
+    """``spoken_clip(text, voice="en-us")``: espeak-ng's reading of ``text`` as 16 kHz float32 (espeak-ng is
+    deterministic for the same arguments): a real voice for the tests that need one (the voice detector
+    refuses the tone stand-ins). Skips without espeak-ng (scripts/run_tests.sh installs it)."""
+    import shutil
+    import subprocess
+
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    root = tmp_path_factory.mktemp("spoken")
+
+    def speak(text: str, voice: str = "en-us"):
+        path = root / f"{abs(hash((text, voice)))}.wav"
+        if not path.is_file():
+            subprocess.run(["espeak-ng", "-v", voice, "-s", "150", "-p", "50", "-w", str(path), text], check=True)
+        samples, rate = sf.read(path, dtype="float32")
+        return resample_poly(samples, 16000, rate).astype("float32")
+
+    return speak

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from elp import MultiAdapterModel
 from elp.model_outputs import Prediction
-from elp.speech_activity import SpeechGate
+from elp.speech_activity import VoiceGate, evaluation_gate
 from elp.tasks import get_task
 from training.data.manifest import ManifestRow, Trial
 from training.dataset import SAMPLE_RATE, load_audio
@@ -27,9 +27,9 @@ def length_batches(rows: Sequence[ManifestRow], batch_size: int) -> list[list[Ma
 def predict_waveforms(model: MultiAdapterModel, key: str, waveforms: Sequence[np.ndarray],
                       batch_size: int = 16) -> list[Prediction]:
     """Predictions of ``key`` for 16 kHz clips, in their order, run in batches of similar length. A clip
-    without sound gets its task's ``silence_answer`` without the model, as the server answers it."""
+    without a voice gets its task's ``silence_answer`` without the model, as the server answers it."""
     task = model.adapter_sets[key].task_spec
-    gate = SpeechGate() if task.silence_answer is not None else None
+    gate = evaluation_gate(VoiceGate()) if task.silence_answer is not None else None
     predictions: list[Prediction | None] = [None] * len(waveforms)
     order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].size)
     if gate is not None:
@@ -93,7 +93,7 @@ def gated_trials(trials: Sequence[Trial], task: str = "verification") -> tuple[l
     """The trials whose two clips pass the task's speech gate (``TaskSpec.speech_gate``), and how many
     were left out: the server refuses a silent clip (``422 no_speech``), so no served answer exists for
     such a trial and no figure counts one."""
-    gate = get_task(task).speech_gate
+    gate = evaluation_gate(get_task(task).speech_gate)
     if gate is None:
         return list(trials), 0
     paths = {p for t in trials for p in (t.path_a, t.path_b)}

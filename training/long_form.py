@@ -28,7 +28,7 @@ import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.long_form import LongFormSplitter, join_texts
-from elp.speech_activity import frame_levels_dbfs
+from elp.speech_activity import evaluation_gate, frame_levels_dbfs
 from elp.tasks import get_task
 from training.data.manifest import ManifestRow, filter_split, read_manifest
 from training.dataset import SAMPLE_RATE, load_audio
@@ -83,6 +83,7 @@ def transcribe(model: MultiAdapterModel, key: str, waveforms: Sequence[np.ndarra
 def segmented_texts(model: MultiAdapterModel, key: str, recordings: Sequence[Recording],
                     splitter: LongFormSplitter, batch_size: int) -> tuple[list[str], int]:
     """Each recording transcribed as the server does it; also the number of segments."""
+    splitter = dataclasses.replace(splitter, speech_gate=evaluation_gate(splitter.speech_gate))  # as deployed
     pieces, owners = [], []
     for index, recording in enumerate(recordings):
         for start, end in splitter.spans(recording.waveform, SAMPLE_RATE):

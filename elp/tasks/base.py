@@ -122,9 +122,10 @@ class TaskSpec:
     #: clips without a voice are refused (``422 no_speech``) and left out of evaluations: for tasks whose
     #: answer means nothing without speech (two silent clips embed alike: "same speaker")
     speech_gate: SpeechGate | None = None
-    #: the answer fields of a clip without sound (the speech gate's rule at its defaults, moved by the deployment's
-    #: ``ELP_MIN_SPEECH_S`` / ``ELP_SPEECH_FLOOR_DBFS``), given without the model, as (field, value) pairs: for
-    #: tasks whose answer to silence is "nothing" (ASR: no words; the shipped ASR sets make words of silence)
+    #: the answer fields of a clip without a voice (``VoiceGate()``'s rule, moved by the deployment's
+    #: ``ELP_SPEECH_DETECTOR`` / ``ELP_MIN_SPEECH_S`` / ``ELP_SPEECH_FLOOR_DBFS``), given without the model, as
+    #: (field, value) pairs: for tasks whose answer to silence or noise is "nothing" (ASR: no words; the shipped
+    #: ASR sets make words of silence and of hiss)
     silence_answer: tuple[tuple[str, Any], ...] | None = None
     #: recordings longer than the model reads at once are taken (up to the server's ``max_long_form_s``) and
     #: cut at pauses into segments, one row each; :meth:`respond` joins them (``TaskRequest.segments_s``).

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, create_model
 
-from elp.speech_activity import SpeechGate
+from elp.speech_activity import VoiceGate
 from elp.tasks.base import EnrolledReference, ExtraClip, TaskRequest, TaskSpec
 from elp.tasks.recipe import TrainingRecipe
 
@@ -123,7 +123,7 @@ VERIFICATION = VerificationTask(
     extra_clips=(ExtraClip("reference", "a clip of the claimed speaker"),),
     enrolled_reference=EnrolledReference("speaker", instead_of="reference",
                                          description="an enrolled speaker id instead of `reference`"),
-    speech_gate=SpeechGate(),
+    speech_gate=VoiceGate(),
     # no speed perturbation: it would turn one voice into another under the same speaker label
     training=TrainingRecipe(paper_rates=(5e-4, 1e-4, 1e-5), fast_rates=(2e-3, 1e-3, 2e-4),
                             augment=(("speed_prob", 0.0),)),

@@ -1,4 +1,6 @@
-"""The long-form splitter: segments within bounds, contiguous, covering the clip, cut in the pauses."""
+"""The long-form splitter: segments within bounds, contiguous, covering the clip, cut in the pauses. The
+clips are noise bursts standing in for phrases, so the splitters here leave out segments by the level gate
+(the default voice gate hears no voice in them; it is tested on espeak speech in tests/server/test_voice_gate.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,10 @@ from elp.long_form import LongFormSplitter, join_texts
 from elp.speech_activity import SpeechGate
 
 RATE = 16000
+
+
+def level_splitter(**settings) -> LongFormSplitter:
+    return LongFormSplitter(**{"speech_gate": SpeechGate(), **settings})
 
 
 def speech_with_pauses(bursts_s: list[float], pause_s: float = 0.6, seed: int = 0) -> tuple[np.ndarray, list[float]]:
@@ -28,7 +34,7 @@ def speech_with_pauses(bursts_s: list[float], pause_s: float = 0.6, seed: int = 
 
 
 def test_a_clip_within_one_segment_is_not_cut() -> None:
-    splitter = LongFormSplitter(max_segment_s=20.0, min_segment_s=1.0)
+    splitter = level_splitter(max_segment_s=20.0, min_segment_s=1.0)
     clip = np.zeros(20 * RATE, dtype=np.float32)
     assert not splitter.needs_split(clip.size, RATE)
     assert splitter.spans(clip, RATE) == [(0, clip.size)]
@@ -38,7 +44,7 @@ def test_a_clip_within_one_segment_is_not_cut() -> None:
 def test_segments_cover_the_clip_within_bounds_and_cut_in_pauses(seed: int) -> None:
     rng = np.random.default_rng(seed)
     clip, pauses = speech_with_pauses(list(rng.uniform(1.5, 6.0, size=24)), seed=seed)
-    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=1.0).spans(clip, RATE)
+    spans = level_splitter(max_segment_s=20.0, min_segment_s=1.0).spans(clip, RATE)
     assert spans[0][0] == 0 and spans[-1][1] == clip.size
     assert all(end == next_start for (_, end), (next_start, _) in zip(spans, spans[1:], strict=False))
     assert all(RATE <= end - start <= 20 * RATE for start, end in spans)
@@ -51,7 +57,7 @@ def test_segments_cover_the_clip_within_bounds_and_cut_in_pauses(seed: int) -> N
 def test_short_pieces_join_a_neighbour() -> None:
     """A 0.4 s phrase between pauses is not a segment of its own: it joins the shorter neighbour."""
     clip, pauses = speech_with_pauses([8.0, 3.0, 0.4, 5.0, 9.0])
-    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=1.0).spans(clip, RATE)
+    spans = level_splitter(max_segment_s=20.0, min_segment_s=1.0).spans(clip, RATE)
     assert len(spans) == 4 and all(end - start >= RATE for start, end in spans)
     cuts = [end / RATE for _, end in spans[:-1]]
     assert min(abs(c - pauses[1]) for c in cuts) > 0.3 or min(abs(c - pauses[2]) for c in cuts) > 0.3
@@ -61,15 +67,15 @@ def test_speech_without_pauses_is_cut_at_its_quietest_moment() -> None:
     t = np.arange(45 * RATE) / RATE
     level = 1.0 - 0.9 * np.exp(-((t - 17.0) ** 2) / 0.05)  # one dip at 17 s, otherwise loud throughout
     clip = (0.3 * level * np.random.default_rng(0).standard_normal(t.size)).astype(np.float32)
-    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=1.0).spans(clip, RATE)
+    spans = level_splitter(max_segment_s=20.0, min_segment_s=1.0).spans(clip, RATE)
     assert abs(spans[0][1] / RATE - 17.0) < 0.05  # the dip is no pause (too short), but the quietest moment
     assert spans[-1][1] == clip.size and all(5 * RATE <= e - s <= 20 * RATE for s, e in spans)
 
 
 def test_digital_silence_and_an_odd_length_still_give_valid_segments() -> None:
     clip = np.zeros(61 * RATE + 7, dtype=np.float32)
-    assert LongFormSplitter().spans(clip, RATE) == []  # nothing to read: no segment at all
-    spans = LongFormSplitter(max_segment_s=20.0, min_segment_s=1.0, speech_gate=None).spans(clip, RATE)
+    assert level_splitter().spans(clip, RATE) == []  # nothing to read: no segment at all
+    spans = level_splitter(max_segment_s=20.0, min_segment_s=1.0, speech_gate=None).spans(clip, RATE)
     assert spans[-1][1] == clip.size and all(5 * RATE <= e - s <= 20 * RATE for s, e in spans)
 
 
@@ -79,7 +85,7 @@ def test_stretches_without_sound_are_left_out() -> None:
     after, _ = speech_with_pauses([5.0, 2.0], seed=4)
     muted = np.zeros(40 * RATE, dtype=np.float32)
     clip = np.concatenate([before, muted, after])
-    spans = LongFormSplitter().spans(clip, RATE)
+    spans = level_splitter().spans(clip, RATE)
     assert spans and all(SpeechGate().has_speech(clip[s:e], RATE) for s, e in spans)
     inside = [(s, e) for s, e in spans if s >= before.size + RATE and e <= before.size + muted.size - RATE]
     assert inside == []  # no segment lies within the muted stretch

@@ -1,5 +1,5 @@
-"""The speech gate: silence and near-silence are refused, any sounding clip passes, at any rate, and
-the server's decoding, the evaluation code and the gate agree on the same clips."""
+"""The level gate (``ELP_SPEECH_DETECTOR=level``): silence and near-silence are refused, any sounding clip
+passes, at any rate. The voice gate, the default: tests/elp/test_voice_activity.py."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from elp.speech_activity import HOP_S, SpeechGate, frame_levels_dbfs
-from elp.tasks import get_task
 
 GATE = SpeechGate()
 RATE = 16000
@@ -50,8 +49,3 @@ def test_the_floor_is_a_level() -> None:
     assert SpeechGate(floor_dbfs=-65.0).has_speech(quiet, RATE)
     assert "0.3 s" in GATE.describe() and "-55 dBFS" in GATE.describe()
 
-
-def test_verification_is_gated_transcription_is_not() -> None:
-    """A silent clip has an answer for ASR (no words), none for "same speaker?"."""
-    assert get_task("verification").speech_gate == GATE
-    assert get_task("asr").speech_gate is None

@@ -70,8 +70,10 @@ def wav_bytes(seconds: float = 1.0, *, seed: int = 0, sample_rate: int = 16000, 
 def make_settings(backbone: Path, store: Path, tmp: Path, **overrides):
     from server.settings import Settings
 
+    # speech_detector: the clips of these tests are tone stand-ins (wav_bytes), which the voice detector
+    # rightly refuses as no voice; the detector itself is tested on espeak speech (tests/server/test_voice_gate.py)
     values = dict(backbone=str(backbone), adapters_dir=store, speakers_dir=tmp / "speakers",
-                  max_wait_ms=5.0, log_level="warning")
+                  max_wait_ms=5.0, log_level="warning", speech_detector="level")
     values.update(overrides)
     return Settings(**values)
 
@@ -111,7 +113,8 @@ def free_port() -> int:
 def server_process(args: list[str], env: dict[str, str] | None = None, *, port: int,
                    timeout_s: float = 60.0) -> Iterator[subprocess.Popen]:
     """Start a real server process and wait until /readyz answers 200; stop it (SIGTERM) after."""
-    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    # the level speech gate, as make_settings: these servers are sent tone stand-ins
+    full_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ELP_SPEECH_DETECTOR": "level", **(env or {})}
     command = args if args[0] != "python" else [sys.executable, *args[1:]]
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=full_env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT)

@@ -50,7 +50,7 @@ async def test_a_long_recording_is_answered_in_segments_equal_to_the_segments_se
         assert answer["text"] == join_texts([s["text"] for s in segments])
         timings = answer["timings_ms"]  # the request's own span: its segments' batches overlap, not summed
         assert timings["queue"] + timings["inference"] <= timings["total"]
-        spans = get_task("asr").long_form.spans(recording, RATE)  # the registry's splitter, as served
+        spans = app.state.service.splitters["asr"].spans(recording, RATE)  # the registry's splitter, as served
         assert [(s["start_s"], s["end_s"]) for s in segments] == [(round(a / RATE, 3), round(b / RATE, 3))
                                                                   for a, b in spans]
         for segment, (start, end) in zip(segments, spans, strict=True):  # ordinary rows: answered as if sent alone
@@ -114,7 +114,7 @@ async def test_a_failing_segment_fails_the_recording_and_its_queued_segments_are
         flaky = FailsFirstBatch(worker.model)
         worker.model = flaky
         assert_error(await client.post("/asr", files=clip_files(wav(recording))), 500, "internal")
-        segments = len(get_task("asr").long_form.spans(recording, RATE))
+        segments = len(app.state.service.splitters["asr"].spans(recording, RATE))
         for _ in range(200):  # the worker drops the cancelled jobs as it reaches them
             if worker.queue_depth == 0:
                 break

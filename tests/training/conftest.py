@@ -11,6 +11,14 @@ import soundfile as sf
 SR = 16000
 
 
+@pytest.fixture(autouse=True)
+def level_speech_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests' clips are noise stand-ins, which the voice detector rightly hears no voice in: the
+    evaluation code applies the level rule here, as under ``ELP_SPEECH_DETECTOR=level``
+    (tests/training/test_evaluation_gate.py checks the voice default)."""
+    monkeypatch.setenv("ELP_SPEECH_DETECTOR", "level")
+
+
 def write_audio(path: Path, seconds: float = 0.1, seed: int = 0) -> Path:
     """Low-level noise clip; the format follows the suffix (.wav or .flac)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,87 @@
+"""The voice detector: the batched model equals silero-vad's own, chunk by chunk; a voice passes the voice
+gate, and silence, noise, hum and tones, which the level gate lets through, do not."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from elp.speech_activity import SpeechGate, VoiceGate
+from elp.tasks import get_task
+from elp.voice_activity import CHUNK, load_silero, package_model_path, speech_probabilities
+
+RATE = 16000
+
+
+def package_probabilities(waveform: np.ndarray) -> np.ndarray:
+    """silero-vad's TorchScript model, fed 512 samples at a time as its own helpers feed it."""
+    model = torch.jit.load(str(package_model_path()))
+    x = F.pad(torch.from_numpy(waveform), (0, (-waveform.size) % CHUNK))
+    with torch.no_grad():
+        return torch.stack([model(x[i:i + CHUNK], RATE).reshape(()) for i in range(0, x.numel(), CHUNK)]).numpy()
+
+
+def noise(seconds: float, dbfs: float, seed: int = 0) -> np.ndarray:
+    x = np.random.default_rng(seed).standard_normal(int(seconds * RATE))
+    return (x * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def tones(seconds: float = 3.0) -> dict[str, np.ndarray]:
+    t = np.arange(int(seconds * RATE)) / RATE
+    hum = sum(np.sin(2 * np.pi * 50 * k * t) / k for k in range(1, 8))
+    beeps = (np.sin(2 * np.pi * 697 * t) + np.sin(2 * np.pi * 1209 * t)) * ((t * 4) % 1 < 0.5)
+    return {name: (0.1 * x / np.abs(x).max()).astype(np.float32)
+            for name, x in {"hum": hum, "tone": np.sin(2 * np.pi * 440 * t), "beeps": beeps}.items()}
+
+
+def test_batched_model_equals_the_packages(spoken_clip) -> None:
+    speech = spoken_clip("the quick brown fox jumps over the lazy dog")
+    clip = np.concatenate([noise(0.5, -40), speech, noise(0.7, -40, seed=1)]).astype(np.float32)
+    ours, theirs = speech_probabilities(clip, RATE), package_probabilities(clip)
+    assert ours.shape == theirs.shape == (-(-clip.size // CHUNK),)
+    assert np.abs(ours - theirs).max() < 1e-4
+    assert theirs.max() > 0.9 and theirs.min() < 0.1  # the clip has speech and non-speech chunks
+
+
+def test_a_voice_passes_noise_and_tones_do_not(spoken_clip) -> None:
+    gate, level = VoiceGate(), SpeechGate()
+    assert gate.has_speech(spoken_clip("yes"), RATE)
+    assert gate.has_speech(spoken_clip("bonjour, comment allez vous", voice="fr"), RATE)
+    refused = {"silence": np.zeros(2 * RATE, np.float32), "noise": noise(3, -30), **tones()}
+    for name, clip in refused.items():
+        assert not gate.has_speech(clip, RATE), name
+        assert name == "silence" or level.has_speech(clip, RATE), name  # what the level gate let through
+    # the level floor holds whatever the detector says: no chunk of this voice is above -3 dBFS
+    voice = spoken_clip("hello there")
+    assert gate.has_speech(voice, RATE) and not VoiceGate(floor_dbfs=-3).has_speech(voice, RATE)
+    assert "voice" in gate.describe() and "0.1 s" in gate.describe()
+
+
+def test_verification_needs_a_voice() -> None:
+    assert get_task("verification").speech_gate == VoiceGate()
+    assert get_task("asr").speech_gate is None
+
+
+def test_only_the_pinned_model_loads(tmp_path) -> None:
+    tampered = tmp_path / "silero_vad.jit"
+    tampered.write_bytes(package_model_path().read_bytes() + b"\0")
+    with pytest.raises(RuntimeError, match="silero-vad 6.2.3"):
+        load_silero(tampered)
+    with pytest.raises(ValueError, match="16000 Hz"):
+        speech_probabilities(np.zeros(8000, np.float32), 8000)
+    assert speech_probabilities(np.zeros(0, np.float32), RATE).size == 0
+
+
+@pytest.mark.skipif(shutil.which(sys.executable) is None, reason="no interpreter path")
+def test_loading_keeps_torchs_thread_count() -> None:
+    """``import silero_vad`` sets torch to one thread for the whole process; the detector must not."""
+    code = ("import torch; torch.set_num_threads(2); from elp.voice_activity import shared_model; "
+            "shared_model(); print(torch.get_num_threads())")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "2"
