@@ -91,10 +91,9 @@ def decode_audio(data: bytes, *, target_rate: int, limits: AudioLimits, field: s
         raise InvalidAudioError(
             f"'{field}' is {duration:.3f} s long; the minimum is {limits.min_duration_s:g} s"
         )
-    if speech_gate is not None:
+    if speech_gate is not None and not speech_gate.has_speech(mono, target_rate):
         active_s = speech_gate.active_seconds(mono, target_rate)
-        if active_s < speech_gate.min_active_s:
-            raise NoSpeechError(f"'{field}' holds no voice: {speech_gate.shortfall(active_s)}")
+        raise NoSpeechError(f"'{field}' holds no voice: {speech_gate.shortfall(active_s)}")
     return DecodedAudio(mono, target_rate, source_rate, samples.shape[1])
 
 

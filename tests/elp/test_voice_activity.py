@@ -85,3 +85,18 @@ def test_loading_keeps_torchs_thread_count() -> None:
             "shared_model(); print(torch.get_num_threads())")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "2"
+
+
+def test_the_detector_is_causal_so_a_prefix_decides_as_the_whole_clip(spoken_clip) -> None:
+    """``VoiceGate.has_speech`` reads the first second first: its chunks must score as in the whole clip (to
+    float rounding: batches of other sizes sum in another order)."""
+    clip = np.concatenate([spoken_clip("one two three"), noise(2, -40), spoken_clip("four five")])
+    whole = speech_probabilities(clip, RATE)
+    for chunks in (1, 7, 32):
+        assert np.allclose(speech_probabilities(clip[: chunks * CHUNK], RATE), whole[:chunks], atol=1e-5)
+    gate = VoiceGate()
+    hum = tones(4.0)["hum"]
+    cases = [clip, hum, np.concatenate([hum, spoken_clip("late words")]), np.concatenate([spoken_clip("a"), hum])]
+    for case in cases:  # the prefix shortcut answers what the whole clip's seconds answer
+        assert gate.has_speech(case, RATE) == (gate.active_seconds(case, RATE) >= gate.min_active_s)
+    assert not gate.has_speech(hum, RATE) and gate.has_speech(cases[2], RATE)

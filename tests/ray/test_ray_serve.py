@@ -39,7 +39,8 @@ def stack(tiny_store, tmp_path_factory):
                     speakers_url=speakers_url, api_key=KEY, max_wait_ms=5.0, log_level="warning", torch_threads=1,
                     decode_workers=1, ray_min_replicas=2, ray_max_replicas=2, ray_replica_cpus=0.5,
                     ray_ingress_cpus=0.25, ray_models_per_replica=MODELS_PER_REPLICA, ray_metrics_push_s=0.3,
-                    ray_health_check_period_s=1.0)
+                    ray_health_check_period_s=1.0,
+                    speech_detector="level")  # tone stand-ins (wav_bytes): see tests/server/helpers.make_settings
         with ray_serve(args) as deployment:
             yield deployment, store, extra, root
 
