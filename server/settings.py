@@ -170,7 +170,7 @@ class ServerSettings(BaseSettings):
         "voice", description="how a clip is judged to hold speech, for the tasks that need a voice (verification "
         "and enrolment: else 422 no_speech), the clips /asr answers with no words without the model, and the "
         "stretches of long recordings it skips: voice = Silero's voice detector (refuses silence, noise, hum, "
-        "tones and ring tones; ~1-2 ms of CPU per second of audio), level = sound above a floor (refuses only "
+        "tones and ring tones; ~2 ms of one core a clip), level = sound above a floor (refuses only "
         "silence; no model in the decoding stage)",
     )
     min_speech_s: float | None = Field(
