@@ -38,6 +38,7 @@ EXPORTED_METRIC_NAMES: tuple[str, ...] = (
     "elp_errors_total",
     "elp_request_duration_seconds",
     "elp_audio_seconds_total",
+    "elp_voiceless_audio_seconds_total",
     "elp_queue_wait_seconds",
     "elp_inference_rows_total",
     "elp_batch_size",
@@ -86,6 +87,11 @@ class ServerMetrics:
             "audio_seconds", "Seconds of audio in answered task requests, by endpoint (against "
             "request_duration_seconds: how fast audio is served, long recordings included)", ["endpoint"],
             namespace=NAMESPACE, registry=r,
+        )
+        self.voiceless_audio_seconds = Counter(
+            "voiceless_audio_seconds", "Seconds of answered audio that the speech gate found no voice in and no model "
+            "read, by endpoint: /asr clips answered with no words, long recordings' stretches left out (a share of "
+            "audio_seconds; a rising share: a muted or humming source)", ["endpoint"], namespace=NAMESPACE, registry=r,
         )
         self.queue_wait = Histogram(
             "queue_wait_seconds", "Time a task request waited in the batching queue, by task",

@@ -181,6 +181,7 @@ def task_handler(spec: TaskSpec) -> Any:
             outcome = await service.infer_plan(spec.name, lease, plan, receive=request.receive)
         fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}
         service.metrics.audio_seconds.labels(endpoint=spec.endpoint).inc(sum(clip.duration_s for clip in clips))
+        service.metrics.voiceless_audio_seconds.labels(endpoint=spec.endpoint).inc(plan.unread_s)
         answer = dict(spec.silence_answer or ()) if plan.silent else spec.respond(TaskRequest(
             config=entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in plan.rows],
             fields=fields, enrolled=enrolled, fallbacks=service.task_fallbacks, segments_s=plan.spans,

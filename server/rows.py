@@ -24,6 +24,8 @@ class RowPlan:
     rows: list[DecodedAudio]
     spans: list[tuple[float, float]] | None = None
     silent: bool = False
+    #: seconds of the clip that no row holds: a clip without a voice, a long recording's voiceless stretches
+    unread_s: float = 0.0
 
 
 async def plan_rows(clips: list[DecodedAudio], splitter: LongFormSplitter | None,
@@ -34,8 +36,9 @@ async def plan_rows(clips: list[DecodedAudio], splitter: LongFormSplitter | None
     rate = clip.sample_rate
     if splitter is not None and splitter.needs_split(len(clip.waveform), rate):
         spans = await asyncio.to_thread(splitter.spans, clip.waveform, rate)
+        read = sum(b - a for a, b in spans)
         return RowPlan([replace(clip, waveform=clip.waveform[a:b]) for a, b in spans],
-                       [(a / rate, b / rate) for a, b in spans])
+                       [(a / rate, b / rate) for a, b in spans], unread_s=(len(clip.waveform) - read) / rate)
     if silence_gate is not None and not await asyncio.to_thread(silence_gate.has_speech, clip.waveform, rate):
-        return RowPlan([], silent=True)
+        return RowPlan([], silent=True, unread_s=clip.duration_s)
     return RowPlan(clips)

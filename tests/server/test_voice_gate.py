@@ -44,6 +44,7 @@ async def test_asr_answers_hum_with_no_words_without_the_model(tiny_store, tmp_p
         answer = (await client.post("/asr", files=clip_files(wav(hum(4))))).json()
         assert answer["text"] == "" and answer["duration_s"] == 4.0
         assert metric(app, "elp_inference_rows_total", ASR_ROWS) == 0
+        assert metric(app, "elp_voiceless_audio_seconds_total", {"endpoint": "asr"}) == 4.0
         assert (await client.post("/asr", files=clip_files(wav(spoken_clip("hello world"))))).status_code == 200
         assert metric(app, "elp_inference_rows_total", ASR_ROWS) == 1
 
@@ -58,11 +59,12 @@ async def test_a_long_recording_leaves_out_a_stretch_of_hum(tiny_store, tmp_path
     hum_span = (start, start + 8.0)
     recording = np.concatenate(parts)
     assert recording.size / RATE > 20  # long enough to be cut
-    spans = {}
+    spans, unread = {}, {}
     for detector in ("voice", "level"):
-        async with running_app(make_settings(*tiny_store, tmp_path, speech_detector=detector)) as (_, client):
+        async with running_app(make_settings(*tiny_store, tmp_path, speech_detector=detector)) as (app, client):
             answer = (await client.post("/asr", files=clip_files(wav(recording)))).json()
             spans[detector] = [(s["start_s"], s["end_s"]) for s in answer["segments"]]
+            unread[detector] = metric(app, "elp_voiceless_audio_seconds_total", {"endpoint": "asr"})
 
     def covers_hum(span: tuple[float, float]) -> bool:  # most of the segment lies in the hum
         overlap = min(span[1], hum_span[1]) - max(span[0], hum_span[0])
@@ -70,3 +72,7 @@ async def test_a_long_recording_leaves_out_a_stretch_of_hum(tiny_store, tmp_path
 
     assert not any(map(covers_hum, spans["voice"])) and any(map(covers_hum, spans["level"]))
     assert len(spans["voice"]) >= 4  # every sentence is still read
+    # what operators see: the seconds left out, the hum and at most the pauses around it
+    assert unread["level"] == 0 and 8.0 <= unread["voice"] <= 8.0 + 1.6 + 1e-6
+    covered = sum(end - start for start, end in spans["voice"])
+    assert unread["voice"] == pytest.approx(recording.size / RATE - covered, abs=2e-3)
