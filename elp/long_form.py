@@ -20,10 +20,10 @@ inside a word.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from elp.speech_activity import FRAME_S, HOP_S, SpeechGate, VoiceGate, frame_levels_dbfs
+from elp.speech_activity import FRAME_S, HOP_S, SpeechGate, VoiceGate, frame_levels_dbfs, with_detector
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 LONG_PAUSE_S = 2.0
 #: how much of a long pause each neighbouring segment keeps
 PAUSE_PAD_S = 0.25
+#: each pause detector's settings, chosen on validation recordings (docs/results/long-form.md)
+PAUSES = {"voice": {"pause_detector": "voice", "min_pause_s": 0.10, "pause_probability": 0.5},
+          "level": {"pause_detector": "level", "min_pause_s": 0.15, "pause_margin_db": 10.0}}
 
 
 @dataclass(frozen=True)
@@ -43,10 +46,14 @@ class LongFormSplitter:
 
     max_segment_s: float = 20.0
     min_segment_s: float = 1.0
-    min_pause_s: float = 0.15
+    min_pause_s: float = 0.10
     pause_margin_db: float = 10.0
     smooth_s: float = 0.1
     context_s: float = 5.0
+    #: what finds pauses: ``level`` (frames near the local floor, by the two numbers above) or ``voice``
+    #: (frames whose 32 ms chunk the voice detector gives a speech probability under ``pause_probability``)
+    pause_detector: str = "voice"
+    pause_probability: float = 0.5
     #: segments this gate refuses (no voice: a muted stretch of a voicemail, hold music's hiss, a ring tone) are
     #: left out: no model reads them, and no set makes words of them (on 8 s of silence asr-whisper says "you",
     #: asr-default "he is so"); None keeps every segment
@@ -57,6 +64,14 @@ class LongFormSplitter:
             raise ValueError("a long-form splitter needs 0 < 2 x min_segment_s <= max_segment_s")
         if min(self.min_pause_s, self.smooth_s, self.pause_margin_db, self.context_s) <= 0:
             raise ValueError("min_pause_s, smooth_s, pause_margin_db and context_s must be positive")
+        if self.pause_detector not in ("level", "voice") or not 0 < self.pause_probability < 1:
+            raise ValueError("pause_detector must be level or voice, pause_probability in (0, 1)")
+
+    def for_detector(self, detector: str) -> LongFormSplitter:
+        """This splitter as a deployment with ``ELP_SPEECH_DETECTOR=detector`` runs it: that detector's speech
+        gate and, when it finds pauses with the other one, that detector's pauses at their validated settings."""
+        pauses = {} if detector == self.pause_detector else PAUSES[detector]
+        return replace(self, speech_gate=with_detector(self.speech_gate, detector), **pauses)
 
     def needs_split(self, num_samples: int, sample_rate: int) -> bool:
         return num_samples > round(self.max_segment_s * sample_rate)
@@ -72,7 +87,8 @@ class LongFormSplitter:
         hop, frame = max(1, round(HOP_S * sample_rate)), max(1, round(FRAME_S * sample_rate))
         levels = _moving_average(frame_levels_dbfs(waveform, sample_rate), max(1, round(self.smooth_s / HOP_S)))
         centres = np.arange(levels.shape[0]) * hop + frame // 2  # each frame's centre sample
-        cuts = [int(centres[i]) for i in self._pause_frames(levels)]
+        cuts = [int(centres[i]) for i in self._pause_frames(levels, self._in_pause(waveform, sample_rate, levels,
+                                                                                    centres))]
         bounds = self._merged([0, *cuts, total], round(self.min_segment_s * sample_rate),
                               round(self.max_segment_s * sample_rate))
         spans: list[tuple[int, int]] = []
@@ -82,20 +98,33 @@ class LongFormSplitter:
         return [(start, end) for start, end in spans
                 if gate is None or gate.has_speech(np.asarray(waveform).reshape(-1)[start:end], sample_rate)]
 
-    def _pause_frames(self, levels: np.ndarray) -> list[int]:
-        """The quietest frame of every pause (a run of at least ``min_pause_s`` below the threshold); a pause
-        of ``LONG_PAUSE_S`` or more is cut ``PAUSE_PAD_S`` inside either end instead, so the stretch
-        between is a segment of its own (and left out when it has no sound)."""
+    def _in_pause(self, waveform: np.ndarray, sample_rate: int, levels: np.ndarray,
+                  centres: np.ndarray) -> np.ndarray:
+        """Which frames may belong to a pause."""
         import numpy as np
 
+        if self.pause_detector == "voice":  # no voice, however loud the frame (noise may be as loud as speech)
+            from elp.voice_activity import CHUNK, speech_probabilities
+
+            probabilities = speech_probabilities(waveform, sample_rate)
+            return probabilities[np.minimum(centres // CHUNK, probabilities.size - 1)] < self.pause_probability
         # near the local noise floor and well under the local speech (both over ``context_s``: a recording's
         # noise changes along it), so a stretch without quiet frames has no pauses
         width = max(1, round(self.context_s / HOP_S)) | 1
         padded = np.pad(levels, width // 2, mode="edge")
         windows = np.lib.stride_tricks.sliding_window_view(padded, width)
         floor, loud = windows.min(axis=1), windows.max(axis=1)
-        quiet = levels < np.minimum(floor + self.pause_margin_db, loud - self.pause_margin_db)
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
+        return levels < np.minimum(floor + self.pause_margin_db, loud - self.pause_margin_db)
+
+    def _pause_frames(self, levels: np.ndarray, in_pause: np.ndarray) -> list[int]:
+        """Where to cut each pause (a run of at least ``min_pause_s`` of ``in_pause`` frames): at its quietest
+        frame, or, when the voice detector found it, at its middle (the detector's probability lags the voice
+        by tens of ms at both ends, and a pause full of noise has no quiet frame); a pause
+        of ``LONG_PAUSE_S`` or more is cut ``PAUSE_PAD_S`` inside either end instead, so the stretch
+        between is a segment of its own (and left out when it has no sound)."""
+        import numpy as np
+
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], in_pause.astype(np.int8), [0]))))
         shortest, long_pause = max(1, round(self.min_pause_s / HOP_S)), round(LONG_PAUSE_S / HOP_S)
         pad = round(PAUSE_PAD_S / HOP_S)
         cuts: list[int] = []
@@ -105,7 +134,8 @@ class LongFormSplitter:
             if end - start >= long_pause:  # the recording's own silent start or end too
                 cuts += [k for k in (start + pad, end - pad) if 0 < k < levels.size - 1]
             elif start > 0 and end < levels.size:
-                cuts.append(int(start + np.argmin(levels[start:end])))
+                middle = (start + end) // 2 if self.pause_detector == "voice" else start + np.argmin(levels[start:end])
+                cuts.append(int(middle))
         return cuts
 
     @staticmethod

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from elp.long_form import LongFormSplitter
 from elp.speech_activity import SpeechGate, VoiceGate, with_detector
 from elp.tasks import TASKS
 from elp.voice_activity import shared_model
@@ -68,6 +69,13 @@ def _deployed_gate(gate: SpeechGate | None, settings: Settings) -> SpeechGate | 
     return gate if gate.min_active_s > 0 else None
 
 
+def _deployed_splitter(splitter: LongFormSplitter, settings: Settings) -> LongFormSplitter:
+    """A task's long-form splitter with the deployment's speech detector (its pauses and its gate) and gate
+    overrides."""
+    splitter = splitter.for_detector(settings.speech_detector)
+    return replace(splitter, speech_gate=_deployed_gate(splitter.speech_gate, settings))
+
+
 @dataclass
 class InferenceOutcome:
     predictions: list[Any]
@@ -84,8 +92,7 @@ class InferenceService:
         self.limits = AudioLimits(settings.max_duration_s, settings.min_duration_s, settings.min_sample_rate,
                                   settings.max_sample_rate)
         #: tasks that take long recordings in segments (``TaskSpec.long_form``), unless the deployment says 0
-        self.splitters = {spec.name: replace(spec.long_form,
-                                             speech_gate=_deployed_gate(spec.long_form.speech_gate, settings))
+        self.splitters = {spec.name: _deployed_splitter(spec.long_form, settings)
                           for spec in TASKS if spec.long_form is not None and settings.max_long_form_s > 0}
         self.long_form_limits = self.limits.for_long_form(settings.max_long_form_s)
         self.store = AdapterStore(settings.adapters_dir)

@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--min-pause", type=float, nargs="+", default=None)
     grid.add_argument("--margin-db", type=float, nargs="+", default=None)
     grid.add_argument("--min-segment", type=float, nargs="+", default=None)
+    grid.add_argument("--pause-detector", nargs="+", default=None, choices=["level", "voice"])
+    grid.add_argument("--pause-probability", type=float, nargs="+", default=None)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the JSON here")
@@ -162,11 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     model.add_adapter_set(key, AdapterSet.load(args.adapter))
     served = get_task("asr").long_form or LongFormSplitter()
     splitters = [dataclasses.replace(served, max_segment_s=longest, min_pause_s=pause, pause_margin_db=margin,
-                                     min_segment_s=shortest)
+                                     min_segment_s=shortest, pause_detector=detector, pause_probability=probability)
                  for longest in args.max_segment or [served.max_segment_s]
                  for pause in args.min_pause or [served.min_pause_s]
                  for margin in args.margin_db or [served.pause_margin_db]
-                 for shortest in args.min_segment or [served.min_segment_s]]
+                 for shortest in args.min_segment or [served.min_segment_s]
+                 for detector in args.pause_detector or [served.pause_detector]
+                 for probability in args.pause_probability or [served.pause_probability]
+                 if detector == "voice" or probability == (args.pause_probability or [served.pause_probability])[0]]
     report = {"adapter": key, "dtype": args.dtype, "recording_s": args.recording_s, "gap_s": list(args.gap),
               "suites": {}}
     for corpus in args.corpus:

@@ -4,6 +4,8 @@ clips are noise bursts standing in for phrases, so the splitters here leave out 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -14,7 +16,8 @@ RATE = 16000
 
 
 def level_splitter(**settings) -> LongFormSplitter:
-    return LongFormSplitter(**{"speech_gate": SpeechGate(), **settings})
+    """The splitter as ``ELP_SPEECH_DETECTOR=level`` deploys it (level pauses and gate), with ``settings``."""
+    return replace(LongFormSplitter().for_detector("level"), **settings)
 
 
 def speech_with_pauses(bursts_s: list[float], pause_s: float = 0.6, seed: int = 0) -> tuple[np.ndarray, list[float]]:

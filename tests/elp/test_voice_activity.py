@@ -100,3 +100,32 @@ def test_the_detector_is_causal_so_a_prefix_decides_as_the_whole_clip(spoken_cli
     for case in cases:  # the prefix shortcut answers what the whole clip's seconds answer
         assert gate.has_speech(case, RATE) == (gate.active_seconds(case, RATE) >= gate.min_active_s)
     assert not gate.has_speech(hum, RATE) and gate.has_speech(cases[2], RATE)
+
+
+def test_the_voice_pause_detector_cuts_in_noise_as_loud_as_the_speech(spoken_clip) -> None:
+    """Sentences with pauses full of noise as loud as the voice: no level is a pause there, the voice
+    detector's chunks are; every cut of ``pause_detector="voice"`` falls in a gap."""
+    from elp.long_form import LongFormSplitter
+
+    texts = ["the weather is fine today", "tomorrow it may rain in the north", "please call me back after nine",
+             "the meeting moved to thursday", "bring the report and the slides", "we will start at ten sharp",
+             "thank you and see you soon", "one more thing about the budget"]
+    parts, voiced, clock = [], [], 0.0
+    for k, text in enumerate(texts):
+        speech = spoken_clip(text)
+        sounding = np.flatnonzero(np.abs(speech) > 1e-3)
+        speech = speech[sounding[0]:sounding[-1] + 1]  # no silent lead-in or tail: the noise meets the voice
+        voiced.append((clock, clock + speech.size / RATE))
+        parts.append(speech)
+        clock += speech.size / RATE
+        if k < len(texts) - 1:  # noise as loud as the voice
+            parts.append(noise(0.8, float(10 * np.log10(np.mean(np.square(speech)))), seed=k))
+            clock += 0.8
+    gaps = [(a[1], b[0]) for a, b in zip(voiced, voiced[1:], strict=False)]
+    recording = np.concatenate(parts).astype(np.float32)
+    splitter = LongFormSplitter(max_segment_s=10.0, min_segment_s=1.0, min_pause_s=0.3, pause_detector="voice",
+                                speech_gate=None)
+    cuts = [start / RATE for start, _ in splitter.spans(recording, RATE)[1:]]
+    assert len(cuts) >= 3 and all(any(a <= cut <= b for a, b in gaps) for cut in cuts), (cuts, gaps)
+    with pytest.raises(ValueError, match="pause_detector"):
+        LongFormSplitter(pause_detector="energy")
