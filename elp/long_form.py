@@ -9,13 +9,16 @@ is measured is what is served.
 
 Measured on validation recordings (docs/results/long-form.md): packing several utterances into one long
 segment costs words (the shipped CTC set made 22% WER on clips sent one by one, 28-36% on segments of
-10-30 s cut at their quietest moment), so the splitter cuts at *every* pause, like a voice-activity
-segmenter: frames (25 ms every 10 ms, the speech gate's levels, no model), smoothed over ``smooth_s``,
-within ``pause_margin_db`` of the quietest frame and at least that much under the loudest one within
-``context_s`` around them (the noise of a recording changes along it), for at least ``min_pause_s``, make a
-pause, cut at its quietest frame. A piece shorter than ``min_segment_s`` joins a neighbour; a piece
-longer than ``max_segment_s`` (speech without a pause) is cut at its quietest moment, which may fall
-inside a word.
+10-30 s cut at their quietest moment), so the splitter cuts at *every* pause. By default the voice detector
+finds them (``pause_detector="voice"``, chosen on validation in the seventeenth session): at least
+``min_pause_s`` of frames whose 32 ms chunk has a speech probability under ``pause_probability``, cut in the
+middle, so a pause full of noise as loud as the voice is still one. With ``"level"`` (what
+``ELP_SPEECH_DETECTOR=level`` serves, no model): frames (25 ms every 10 ms, the speech gate's levels),
+smoothed over ``smooth_s``, within ``pause_margin_db`` of the quietest frame and at least that much under the
+loudest one within ``context_s`` around them (the noise of a recording changes along it), for at least
+``min_pause_s``, make a pause, cut at its quietest frame. A piece shorter than ``min_segment_s`` joins a
+neighbour; a piece longer than ``max_segment_s`` (speech without a pause) is cut at its quietest moment,
+which may fall inside a word.
 """
 
 from __future__ import annotations

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import soundfile as sf
 
 from elp.long_form import LongFormSplitter, join_texts
-from elp.speech_activity import SpeechGate
 from tests.elp.test_long_form import speech_with_pauses
 from training.data.manifest import ManifestRow
 from training.long_form import build_recordings, evaluate, noise_floor, rates, transcribe
@@ -50,7 +51,7 @@ def test_figures_come_from_the_served_splitting_and_the_metric_code(rows, tiny_b
     model = MultiAdapterModel(load_backbone(str(tiny_backbone_dir("wavlm")))).eval()
     model.add_adapter_set("asr", make_random_adapter_set(model.backbone, task="asr", seed=1))
     recordings = build_recordings(rows, recording_s=10.0, gap_s=(0.4, 0.6), seed=0)
-    splitter = LongFormSplitter(max_segment_s=6.0, min_segment_s=1.0, speech_gate=SpeechGate())  # stand-in clips
+    splitter = replace(LongFormSplitter().for_detector("level"), max_segment_s=6.0, min_segment_s=1.0)  # stand-ins
     report = evaluate(model, "asr", recordings, [splitter], batch_size=2)
     baseline, segmented = report["rows"]
     references = [r.reference for r in recordings]
