@@ -268,6 +268,14 @@ async def test_admin_calls_need_the_api_key(tiny_store, tmp_path) -> None:
         assert dropped.status_code == 200 and dropped.json()["resident"] is False
 
 
+async def drained(worker, timeout_s: float = 30.0) -> None:
+    """Until nothing is queued or running on the worker (its own estimate of the rows ahead is zero)."""
+    deadline = time.monotonic() + timeout_s
+    while worker.estimated_wait_s() > 0:
+        assert time.monotonic() < deadline, "the worker did not drain"
+        await asyncio.sleep(0.01)
+
+
 def _slow_predict(app, seconds: float):
     """Slow down the model stage of every batch (the worker's ``head_outputs`` call)."""
     model = app.state.service.worker.model
@@ -306,6 +314,9 @@ async def test_timeout_when_waiting_past_the_deadline_then_serving(tiny_store, t
         assert timed_out
         for response in timed_out:
             assert_error(response, 504, "timeout")
+        # a timed-out request's batch may still be running the slow model: while it does, the admission rightly
+        # estimates a wait past this deadline (503); "then serving" means once the worker has drained
+        await drained(app.state.service.worker)
         await assert_serving(client)
 
 
