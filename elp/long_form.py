@@ -9,16 +9,15 @@ is measured is what is served.
 
 Measured on validation recordings (docs/results/long-form.md): packing several utterances into one long
 segment costs words (the shipped CTC set made 22% WER on clips sent one by one, 28-36% on segments of
-10-30 s cut at their quietest moment), so the splitter cuts at *every* pause. By default the voice detector
-finds them (``pause_detector="voice"``, chosen on validation in the seventeenth session): at least
-``min_pause_s`` of frames whose 32 ms chunk has a speech probability under ``pause_probability``, cut in the
-middle, so a pause full of noise as loud as the voice is still one. With ``"level"`` (what
-``ELP_SPEECH_DETECTOR=level`` serves, no model): frames (25 ms every 10 ms, the speech gate's levels),
-smoothed over ``smooth_s``, within ``pause_margin_db`` of the quietest frame and at least that much under the
-loudest one within ``context_s`` around them (the noise of a recording changes along it), for at least
-``min_pause_s``, make a pause, cut at its quietest frame. A piece shorter than ``min_segment_s`` joins a
-neighbour; a piece longer than ``max_segment_s`` (speech without a pause) is cut at its quietest moment,
-which may fall inside a word.
+10-30 s cut at their quietest moment), so the splitter cuts at *every* pause: frames (25 ms every 10 ms,
+the speech gate's levels), smoothed over ``smooth_s``, within ``pause_margin_db`` of the quietest frame and at
+least that much under the loudest one within ``context_s`` around them (the noise of a recording changes along
+it), for at least ``min_pause_s``, make a pause, cut at its quietest frame. ``pause_detector="voice"`` finds
+pauses with the voice detector instead (at least ``min_pause_s`` of frames whose 32 ms chunk has a speech
+probability under ``pause_probability``, cut in the middle, so a pause full of noise as loud as the voice is
+still one); measured and not chosen (better cuts on synthetic voices, worse for Whisper's decoder). A piece
+shorter than ``min_segment_s`` joins a neighbour; a piece longer than ``max_segment_s`` (speech without a
+pause) is cut at its quietest moment, which may fall inside a word.
 """
 
 from __future__ import annotations
@@ -49,13 +48,14 @@ class LongFormSplitter:
 
     max_segment_s: float = 20.0
     min_segment_s: float = 1.0
-    min_pause_s: float = 0.10
+    min_pause_s: float = 0.15
     pause_margin_db: float = 10.0
     smooth_s: float = 0.1
     context_s: float = 5.0
     #: what finds pauses: ``level`` (frames near the local floor, by the two numbers above) or ``voice``
-    #: (frames whose 32 ms chunk the voice detector gives a speech probability under ``pause_probability``)
-    pause_detector: str = "voice"
+    #: (frames whose 32 ms chunk the voice detector gives a speech probability under ``pause_probability``;
+    #: measured in the seventeenth session and not chosen: docs/results/long-form.md)
+    pause_detector: str = "level"
     pause_probability: float = 0.5
     #: segments this gate refuses (no voice: a muted stretch of a voicemail, hold music's hiss, a ring tone) are
     #: left out: no model reads them, and no set makes words of them (on 8 s of silence asr-whisper says "you",
@@ -71,9 +71,10 @@ class LongFormSplitter:
             raise ValueError("pause_detector must be level or voice, pause_probability in (0, 1)")
 
     def for_detector(self, detector: str) -> LongFormSplitter:
-        """This splitter as a deployment with ``ELP_SPEECH_DETECTOR=detector`` runs it: that detector's speech
-        gate and, when it finds pauses with the other one, that detector's pauses at their validated settings."""
-        pauses = {} if detector == self.pause_detector else PAUSES[detector]
+        """This splitter as a deployment with ``ELP_SPEECH_DETECTOR=detector`` runs it: with ``level`` (no voice
+        detector) the level gate and, in place of the voice detector's pauses, the level pauses at their
+        validated settings; otherwise as it is."""
+        pauses = PAUSES["level"] if detector == "level" and self.pause_detector == "voice" else {}
         return replace(self, speech_gate=with_detector(self.speech_gate, detector), **pauses)
 
     def needs_split(self, num_samples: int, sample_rate: int) -> bool:

@@ -124,3 +124,17 @@ def test_only_one_clip_tasks_may_split_long_recordings_or_answer_silence() -> No
         with pytest.raises(ConfigError, match="one clip"):
             dataclasses.replace(ASR, extra_clips=second, **fields)
     assert dataclasses.replace(ASR, extra_clips=second, long_form=None, silence_answer=None).extra_clips == second
+
+
+def test_a_level_deployment_gets_level_pauses_and_gate_and_a_voice_one_the_splitter_as_it_is() -> None:
+    from elp.long_form import PAUSES
+    from elp.speech_activity import VoiceGate
+
+    voice = LongFormSplitter(pause_detector="voice", min_pause_s=0.1, max_segment_s=12.0)
+    level = voice.for_detector("level")
+    assert level.pause_detector == "level" and level.min_pause_s == PAUSES["level"]["min_pause_s"]
+    assert level.speech_gate == SpeechGate() and level.max_segment_s == 12.0  # the rest as it was
+    assert voice.for_detector("voice") == voice
+    custom = LongFormSplitter(pause_detector="level", min_pause_s=0.3, speech_gate=VoiceGate())
+    assert custom.for_detector("voice") == custom  # a level splitter never gains the voice detector's pauses
+    assert custom.for_detector("level").min_pause_s == 0.3 and custom.for_detector("level").speech_gate == SpeechGate()
