@@ -12,30 +12,17 @@ min-max, and ms per second of audio.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from benchmarks.common import corpus_clips, decode_clip, markdown_table, write_results
 from benchmarks.set_latency import interleaved
 from benchmarks.stats import load_note
 from elp.speech_activity import SpeechGate, VoiceGate
-from elp.voice_activity import CHUNK, SAMPLE_RATE, package_model_path
-
-
-def package_loop() -> callable:
-    """silero-vad's TorchScript model, chunk by chunk, as ``get_speech_timestamps`` runs it."""
-    model = torch.jit.load(str(package_model_path()))
-
-    def run(wave: np.ndarray) -> float:
-        model.reset_states()
-        x = F.pad(torch.from_numpy(wave), (0, (-wave.size) % CHUNK))
-        with torch.no_grad():
-            return sum(float(model(x[i:i + CHUNK], SAMPLE_RATE)) for i in range(0, x.numel(), CHUNK))
-
-    return run
+from elp.voice_activity import SAMPLE_RATE, load_package_model, package_probabilities
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     systems = {"level rule": lambda w: level.has_speech(w, SAMPLE_RATE),
                "voice gate as served (first second, then whole)": lambda w: voice.has_speech(w, SAMPLE_RATE),
                "voice detector, whole clip batched": lambda w: voice.active_seconds(w, SAMPLE_RATE),
-               "silero-vad's chunk loop, whole clip": package_loop()}
+               "silero-vad's chunk loop, whole clip": functools.partial(package_probabilities, load_package_model())}
     tables, results = [], {}
     sets = {"clips": waves}
     if args.long_s > 0:

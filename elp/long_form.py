@@ -25,7 +25,15 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from elp.speech_activity import FRAME_S, HOP_S, SpeechGate, VoiceGate, frame_levels_dbfs, with_detector
+from elp.speech_activity import (
+    DETECTORS,
+    FRAME_S,
+    HOP_S,
+    SpeechGate,
+    VoiceGate,
+    frame_levels_dbfs,
+    with_detector,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,7 +75,7 @@ class LongFormSplitter:
             raise ValueError("a long-form splitter needs 0 < 2 x min_segment_s <= max_segment_s")
         if min(self.min_pause_s, self.smooth_s, self.pause_margin_db, self.context_s) <= 0:
             raise ValueError("min_pause_s, smooth_s, pause_margin_db and context_s must be positive")
-        if self.pause_detector not in ("level", "voice") or not 0 < self.pause_probability < 1:
+        if self.pause_detector not in DETECTORS or not 0 < self.pause_probability < 1:
             raise ValueError("pause_detector must be level or voice, pause_probability in (0, 1)")
 
     def for_detector(self, detector: str) -> LongFormSplitter:
@@ -98,9 +106,9 @@ class LongFormSplitter:
         spans: list[tuple[int, int]] = []
         for start, end in zip(bounds, bounds[1:], strict=False):
             spans += self._forced(start, end, levels, centres, sample_rate)
-        gate = self.speech_gate
+        gate, samples = self.speech_gate, np.asarray(waveform).reshape(-1)
         return [(start, end) for start, end in spans
-                if gate is None or gate.has_speech(np.asarray(waveform).reshape(-1)[start:end], sample_rate)]
+                if gate is None or gate.has_speech(samples[start:end], sample_rate)]
 
     def _in_pause(self, waveform: np.ndarray, sample_rate: int, levels: np.ndarray,
                   centres: np.ndarray) -> np.ndarray:

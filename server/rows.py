@@ -23,9 +23,13 @@ class RowPlan:
 
     rows: list[DecodedAudio]
     spans: list[tuple[float, float]] | None = None
-    silent: bool = False
     #: seconds of the clip that no row holds: a clip without a voice, a long recording's voiceless stretches
     unread_s: float = 0.0
+
+    @property
+    def silent(self) -> bool:
+        """A clip without a voice, answered without the model (a silent long recording has ``spans`` [])."""
+        return not self.rows and self.spans is None
 
 
 async def plan_rows(clips: list[DecodedAudio], splitter: LongFormSplitter | None,
@@ -40,5 +44,5 @@ async def plan_rows(clips: list[DecodedAudio], splitter: LongFormSplitter | None
         return RowPlan([replace(clip, waveform=clip.waveform[a:b]) for a, b in spans],
                        [(a / rate, b / rate) for a, b in spans], unread_s=(len(clip.waveform) - read) / rate)
     if silence_gate is not None and not await asyncio.to_thread(silence_gate.has_speech, clip.waveform, rate):
-        return RowPlan([], silent=True, unread_s=clip.duration_s)
+        return RowPlan([], unread_s=clip.duration_s)
     return RowPlan(clips)

@@ -110,8 +110,8 @@ class InferenceService:
         self._calibrating = False
         self.speech_gates = {spec.name: _deployed_gate(spec.speech_gate, settings) for spec in TASKS}
         #: tasks that answer a clip without sound without the model (``TaskSpec.silence_answer``)
-        self.silence_gates = {spec.name: _deployed_gate(VoiceGate(), settings) for spec in TASKS
-                              if spec.silence_answer is not None}
+        self.silence_gates = {spec.name: _deployed_gate(spec.silence_gate, settings) for spec in TASKS
+                              if spec.silence_gate is not None}
         #: deployment defaults a task falls back on (``TaskRequest.fallbacks``): answers and enrolments alike
         self.task_fallbacks = MappingProxyType({"threshold": settings.verify_threshold})  # shared: read-only
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from elp import MultiAdapterModel
 from elp.model_outputs import Prediction
-from elp.speech_activity import VoiceGate, evaluation_gate
+from elp.speech_activity import evaluation_gate
 from elp.tasks import get_task
 from training.data.manifest import ManifestRow, Trial
 from training.dataset import SAMPLE_RATE, load_audio
@@ -29,7 +29,7 @@ def predict_waveforms(model: MultiAdapterModel, key: str, waveforms: Sequence[np
     """Predictions of ``key`` for 16 kHz clips, in their order, run in batches of similar length. A clip
     without a voice gets its task's ``silence_answer`` without the model, as the server answers it."""
     task = model.adapter_sets[key].task_spec
-    gate = evaluation_gate(VoiceGate()) if task.silence_answer is not None else None
+    gate = evaluation_gate(task.silence_gate)
     predictions: list[Prediction | None] = [None] * len(waveforms)
     order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].size)
     if gate is not None:

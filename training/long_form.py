@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     key = Path(args.adapter).name
     model.add_adapter_set(key, AdapterSet.load(args.adapter))
     served = get_task("asr").long_form or LongFormSplitter()
+    probabilities = args.pause_probability or [served.pause_probability]
     splitters = [dataclasses.replace(served, max_segment_s=longest, min_pause_s=pause, pause_margin_db=margin,
                                      min_segment_s=shortest, pause_detector=detector, pause_probability=probability)
                  for longest in args.max_segment or [served.max_segment_s]
@@ -170,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
                  for margin in args.margin_db or [served.pause_margin_db]
                  for shortest in args.min_segment or [served.min_segment_s]
                  for detector in args.pause_detector or [served.pause_detector]
-                 for probability in args.pause_probability or [served.pause_probability]
-                 if detector == "voice" or probability == (args.pause_probability or [served.pause_probability])[0]]
+                 for probability in (probabilities if detector == "voice" else probabilities[:1])]  # level: unused
     report = {"adapter": key, "dtype": args.dtype, "recording_s": args.recording_s, "gap_s": list(args.gap),
               "suites": {}}
     for corpus in args.corpus:

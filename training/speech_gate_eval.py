@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,7 +117,7 @@ def theme_sounds(split: str, cache: Path) -> Iterator[tuple[str, str, np.ndarray
 def refusal_table(measured: list[Measured], floor_dbfs: float = -55.0) -> list[dict]:
     """Share of each group refused by each rule (speech refused is the error; non-speech refused the aim)."""
     groups = sorted({m.group for m in measured})
-    rules: list[tuple[str, callable]] = [("level gate (0.3 s above -55 dBFS)",
+    rules: list[tuple[str, Callable[[Measured], bool]]] = [("level gate (0.3 s above -55 dBFS)",
                                           lambda m: m.level_active_s < 0.3)]
     for p in PROBABILITIES:
         for minimum in MINIMA_S:

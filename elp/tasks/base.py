@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from elp.errors import ConfigError
 from elp.long_form import LongFormSplitter
-from elp.speech_activity import SpeechGate
+from elp.speech_activity import SpeechGate, VoiceGate
 from elp.tasks.recipe import TrainingRecipe
 
 if TYPE_CHECKING:  # torch-free at import time
@@ -143,6 +143,12 @@ class TaskSpec:
         if (self.long_form is not None or self.silence_answer is not None) and not one_clip:
             raise ConfigError(f"task {self.name!r}: long-form splitting and a silence answer are for tasks whose "
                               "request is one clip (the server reads only that clip for them)")
+
+    @property
+    def silence_gate(self) -> SpeechGate | None:
+        """The gate whose refusal is answered with ``silence_answer`` (the voice gate at its defaults; the
+        server applies the deployment's overrides, the evaluation code ``ELP_SPEECH_DETECTOR``)."""
+        return VoiceGate() if self.silence_answer is not None else None
 
     # -- names derived from the route ----------------------------------------------------------------
     @property

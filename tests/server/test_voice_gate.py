@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.elp.test_voice_activity import hum
 from tests.server.helpers import make_settings, running_app
 from tests.server.test_long_form import wav
 from tests.server.test_server_api import assert_error, clip_files, metric
@@ -14,13 +15,6 @@ from tests.server.test_server_api import assert_error, clip_files, metric
 pytestmark = pytest.mark.anyio
 RATE = 16000
 ASR_ROWS = {"task": "asr"}
-
-
-def hum(seconds: float) -> np.ndarray:
-    """Mains hum with harmonics at about -25 dBFS: sound, no voice."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    x = sum(np.sin(2 * np.pi * 50 * k * t) / k for k in range(1, 8))
-    return (0.08 * x / np.abs(x).max()).astype(np.float32)
 
 
 def pause(seconds: float, seed: int = 0) -> np.ndarray:

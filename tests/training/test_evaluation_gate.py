@@ -3,21 +3,15 @@ silence answer and its verification trials are left out), the level rule under E
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import soundfile as sf
 
 from elp.speech_activity import SpeechGate, VoiceGate, evaluation_gate, with_detector
+from tests.elp.test_voice_activity import hum
 from training.data.manifest import Trial
 from training.evaluation import gated_trials
 
 RATE = 16000
-
-
-def hum(seconds: float = 3.0) -> np.ndarray:
-    t = np.arange(int(seconds * RATE)) / RATE
-    x = sum(np.sin(2 * np.pi * 60 * k * t) / k for k in range(1, 6))
-    return (0.1 * x / np.abs(x).max()).astype(np.float32)
 
 
 def test_the_detector_setting_moves_every_gate(monkeypatch) -> None:
