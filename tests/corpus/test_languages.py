@@ -9,10 +9,15 @@ import pytest
 
 from training.corpus.language_text import LANGUAGES, SENTENCES, sentence_split
 from training.corpus.languages import (
+    GAME_TRAIN,
+    GAME_VALID,
+    KTUBERLING,
     REAL_TEST,
     REAL_TRAIN,
+    RealSource,
     check_language_training_rows,
     held_out_speakers,
+    real_rows,
 )
 from training.data.manifest import ManifestRow, read_manifest, write_manifest
 from training.suites.guard import SUITE_MARKER, HeldOutDataError
@@ -44,6 +49,31 @@ def test_kokoro_and_suite_folders_are_refused(tmp_path: Path) -> None:
 def test_no_person_both_trains_and_tests() -> None:
     assert not {s.speaker for s in REAL_TRAIN} & held_out_speakers()
     assert {s.language for s in REAL_TEST} >= set(LANGUAGES)  # every language has a held-out real speaker
+
+
+def test_game_voices_are_no_test_speakers_and_give_every_language_a_real_training_voice() -> None:
+    game = GAME_TRAIN + GAME_VALID
+    assert not {s.speaker for s in game} & held_out_speakers()
+    assert not {s.speaker for s in GAME_TRAIN} & {s.speaker for s in GAME_VALID}
+    assert all(s.package != KTUBERLING for s in game)  # KTuberling's readers are language-ID test speakers
+    check_language_training_rows([_row(s.speaker) for s in GAME_TRAIN])
+    assert {s.language for s in REAL_TRAIN + GAME_TRAIN} == set(LANGUAGES)
+
+
+def test_real_rows_pick_by_name_and_a_validation_voice_gets_valid_rows_only(tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    stamps = tmp_path / "root" / "stamps"
+    (stamps / "animals").mkdir(parents=True)
+    for name in ("frog_desc", "frog_desc_fr", "cat_desc_fr", "dog_desc_fr", "frog"):
+        sf.write(stamps / "animals" / f"{name}.wav", 0.1 * np.ones(16000, dtype=np.float32), 16000)
+    source = RealSource("reader-fr", "fr", "pkg", "stamps", "wav", "tuxpaint", 10, "_desc_fr")
+    valid = real_rows(tmp_path / "out", source, tmp_path / "root", seed=0, training=True, validation_only=True)
+    assert sorted(r.id.rsplit("-", 1)[-1] for r in valid) == ["cat_desc_fr", "dog_desc_fr", "frog_desc_fr"]
+    assert {r.split for r in valid} == {"valid"} and {r.label for r in valid} == {"fr"}
+    trained = real_rows(tmp_path / "out2", source, tmp_path / "root", seed=0, training=True)
+    assert {r.split for r in trained} == {"train"}  # 3 clips: the 7th would be the first valid one
 
 
 def test_sentence_splits_are_fixed_and_disjoint() -> None:

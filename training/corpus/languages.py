@@ -53,7 +53,7 @@ from training.suites.registry import ASTERISK_SOUNDS, KOKORO_SYNTH
 
 TASK = "language"
 MAX_SECONDS = 4.0  # clips are cut to their first 4 s: enough to tell a language, cheap to encode
-MIN_SECONDS = {"asterisk": 1.0, "ktuberling": 0.3}  # KTuberling holds single words
+MIN_SECONDS = {"asterisk": 1.0, "ktuberling": 0.3, "klettres": 0.3, "tuxpaint": 0.5}  # single words and letters
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,9 @@ class RealSource:
     package: str
     folder: str
     extension: str  # file suffix; "a|b" for either
-    kind: str  # asterisk (prompts) | ktuberling (isolated words)
+    kind: str  # asterisk (prompts) | ktuberling (isolated words) | klettres (letters, syllables) | tuxpaint
     clips: int  # at most this many
+    stem_suffix: str = ""  # only files whose name (without extension) ends with this
 
 
 KTUBERLING = "ktuberling-data"
@@ -89,6 +90,32 @@ REAL_TEST: tuple[RealSource, ...] = (
                "asterisk", 100),
     *(RealSource(f"ktuberling-{lang}", lang, KTUBERLING, f"usr/share/ktuberling/sounds/{lang}", "ogg|wav", "ktuberling",
                  80) for lang in LANGUAGES),
+)
+
+
+KLETTRES, TUXPAINT = "klettres-data", "tuxpaint-stamps-default"
+TUXPAINT_STAMPS = "usr/share/tuxpaint/stamps"
+#: ``--game-voices``: real readers of two game packages (KLettres' letters and syllables, Tux Paint's stamp
+#: descriptions), one per language where a package has one, none a language-ID test speaker (the realvox
+#: builder found none within 0.85 of a suite speaker, but Tux Paint's Spanish reader, at 0.865 of ``es_co``,
+#: a training speaker here). Why: every language then has a real training voice, so "real" stops meaning
+#: "Spanish, French or Italian" (the card's German and Russian failure).
+GAME_TRAIN: tuple[RealSource, ...] = (
+    RealSource("klettres-de", "de", KLETTRES, "usr/share/klettres/de", "ogg", "klettres", 140),
+    RealSource("klettres-en", "en", KLETTRES, "usr/share/klettres/en", "ogg", "klettres", 140),
+    RealSource("tuxpaint-en", "en", TUXPAINT, TUXPAINT_STAMPS, "ogg", "tuxpaint", 140, "_desc"),
+    RealSource("tuxpaint-es", "es", TUXPAINT, TUXPAINT_STAMPS, "ogg", "tuxpaint", 140, "_desc_es"),
+    RealSource("klettres-fr", "fr", KLETTRES, "usr/share/klettres/fr", "ogg", "klettres", 140),
+    RealSource("klettres-it", "it", KLETTRES, "usr/share/klettres/it", "ogg", "klettres", 140),
+    RealSource("tuxpaint-ru", "ru", TUXPAINT, TUXPAINT_STAMPS, "ogg", "tuxpaint", 140, "_desc_ru"),
+)
+#: ``--game-voices``: other readers of the same packages, validation only (speaker-independent): every clip
+#: is a ``valid`` row, never trained on. Chosen so that no language loses its only real training voice.
+GAME_VALID: tuple[RealSource, ...] = (
+    RealSource("klettres-en_GB", "en", KLETTRES, "usr/share/klettres/en_GB", "ogg", "klettres", 100),
+    RealSource("klettres-es", "es", KLETTRES, "usr/share/klettres/es", "ogg", "klettres", 100),
+    RealSource("tuxpaint-fr", "fr", TUXPAINT, TUXPAINT_STAMPS, "ogg", "tuxpaint", 100, "_desc_fr"),
+    RealSource("klettres-ru", "ru", KLETTRES, "usr/share/klettres/ru", "ogg", "klettres", 100),
 )
 
 
@@ -193,10 +220,12 @@ def _decode(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
 
 
-def real_rows(out: Path, source: RealSource, root: Path, seed: int, training: bool) -> list[ManifestRow]:
+def real_rows(out: Path, source: RealSource, root: Path, seed: int, training: bool,
+              validation_only: bool = False) -> list[ManifestRow]:
     """Up to ``source.clips`` seeded clips of one person (cut to :data:`MAX_SECONDS`); a training
-    speaker's clips are 85% train / 15% valid, a test speaker's all test."""
-    files = sorted(p for p in (root / source.folder).rglob("*") if p.suffix[1:] in source.extension.split("|"))
+    speaker's clips are 85% train / 15% valid, a validation speaker's all valid, a test speaker's all test."""
+    files = sorted(p for p in (root / source.folder).rglob("*")
+                   if p.suffix[1:] in source.extension.split("|") and p.stem.endswith(source.stem_suffix))
     order = np.random.default_rng([seed, stable_tag(f"{source.speaker}-{source.language}")]).permutation(len(files))
     rows: list[ManifestRow] = []
     for index in order:
@@ -212,23 +241,26 @@ def real_rows(out: Path, source: RealSource, root: Path, seed: int, training: bo
                 continue
             write_flac(wave[: int(MAX_SECONDS * SAMPLE_RATE)], out / rel)
         seconds = sf.info(out / rel).frames / SAMPLE_RATE
-        split = "test" if not training else "valid" if len(rows) % 7 == 6 else "train"
+        split = "test" if not training else "valid" if validation_only or len(rows) % 7 == 6 else "train"
         rows.append(ManifestRow(clip_id, rel, round(seconds, 3), split, TASK, source.speaker, None, source.language,
                                 {"language": source.language, "package": source.package, "kind": source.kind,
                                  "human": True}))
     return rows
 
 
-def build(out: Path, deb_cache: Path, seed: int = 0, log=print) -> dict:
+def build(out: Path, deb_cache: Path, seed: int = 0, log=print, game_voices: bool = False) -> dict:
     """Write both folders; returns the summary written to ``<out>/human/suite.json``."""
-    packages = sorted({s.package for s in REAL_TRAIN + REAL_TEST})
+    game_train, game_valid = (GAME_TRAIN, GAME_VALID) if game_voices else ((), ())
+    packages = sorted({s.package for s in REAL_TRAIN + REAL_TEST + game_train + game_valid})
     roots, versions = {}, {}
     for package in packages:
         deb = fetch_deb(deb_cache, package)
         roots[package], versions[package] = extract_deb(deb, deb_cache / "x"), deb_version(deb)
     train = synthetic_rows(out / "train", seed, log)
-    for source in REAL_TRAIN:
+    for source in REAL_TRAIN + game_train:
         train += real_rows(out / "train", source, roots[source.package], seed, training=True)
+    for source in game_valid:
+        train += real_rows(out / "train", source, roots[source.package], seed, training=True, validation_only=True)
     check_language_training_rows([r for r in train if r.split == "train"])
     test = [row for source in REAL_TEST for row in real_rows(out / "human", source, roots[source.package], seed,
                                                               training=False)]
@@ -239,7 +271,9 @@ def build(out: Path, deb_cache: Path, seed: int = 0, log=print) -> dict:
         return {f"{split}:{lang}": n for (split, lang), n in sorted(Counter((r.split, r.label) for r in rows).items())}
 
     info = {"suite": "language-human", "seed": seed, "max_seconds": MAX_SECONDS, "packages": versions,
-            "train_speakers": [f"{s.speaker} ({s.language}, {s.package})" for s in REAL_TRAIN],
+            "train_speakers": [f"{s.speaker} ({s.language}, {s.package})" for s in REAL_TRAIN + game_train],
+            **({"valid_speakers": [f"{s.speaker} ({s.language}, {s.package})" for s in game_valid]}
+               if game_valid else {}),
             "test_speakers": [f"{s.speaker} ({s.language}, {s.package})" for s in REAL_TEST],
             "festival_voices": festival_voices(), "train_counts": counts(train), "test_counts": counts(test)}
     (out / "human" / SUITE_MARKER).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
@@ -251,8 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("data/language"))
     parser.add_argument("--deb-cache", type=Path, default=DEFAULT_DEB_CACHE)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--game-voices", action="store_true",
+                        help="add the game packages' real readers (GAME_TRAIN to train, GAME_VALID to valid only)")
     args = parser.parse_args(argv)
-    info = build(args.out, args.deb_cache, args.seed)
+    info = build(args.out, args.deb_cache, args.seed, game_voices=args.game_voices)
     print(json.dumps({k: info[k] for k in ("train_counts", "test_counts", "festival_voices")}, ensure_ascii=False))
     return 0
 
