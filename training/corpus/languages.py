@@ -99,7 +99,8 @@ TUXPAINT_STAMPS = "usr/share/tuxpaint/stamps"
 #: descriptions), one per language where a package has one, none a language-ID test speaker (the realvox
 #: builder found none within 0.85 of a suite speaker, but Tux Paint's Spanish reader, at 0.865 of ``es_co``,
 #: a training speaker here). Why: every language then has a real training voice, so "real" stops meaning
-#: "Spanish, French or Italian" (the card's German and Russian failure).
+#: "Spanish, French or Italian" (the card's German and Russian failure). Tried 2026-12-05, not shipped: with
+#: one reader per language the head learnt the voices, not the languages (language-default's card).
 GAME_TRAIN: tuple[RealSource, ...] = (
     RealSource("klettres-de", "de", KLETTRES, "usr/share/klettres/de", "ogg", "klettres", 140),
     RealSource("klettres-en", "en", KLETTRES, "usr/share/klettres/en", "ogg", "klettres", 140),
