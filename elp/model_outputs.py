@@ -43,8 +43,8 @@ class RowOutput:
 
 @dataclass
 class Prediction:
-    """A served answer for one row: the fields its task's post-processor fills (``text``;
-    ``embedding``; ``label`` and ``scores``, and ``slots`` for intents written slot_slot_slot)."""
+    """A served answer for one row: the fields its task's post-processor fills (``text``, and ``words`` for a
+    CTC set; ``embedding``; ``label`` and ``scores``, and ``slots`` for intents written slot_slot_slot)."""
 
     task: str
     adapter: str
@@ -53,6 +53,8 @@ class Prediction:
     label: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     slots: dict[str, str] | None = None
+    #: a CTC transcript's words with their span as fractions (0-1) of the row's audio: (word, start, end)
+    words: list[tuple[str, float, float]] | None = None
 
 
 def pad_waveforms(waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, create_model
@@ -31,14 +31,16 @@ CTC_VOCAB = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
 
 
 class CTCTranscriber:
-    """CTC log-probabilities of one clip (real frames) -> ``{"text": ...}``: beam search under the
-    LM when the set has one (``offload``: ~25 ms of pure Python per clip), else best path.
+    """CTC log-probabilities of one clip (real frames) -> ``{"text": ..., "words": ...}``: beam search under
+    the LM when the set has one (``offload``: ~25 ms of pure Python per clip), else best path; then each word's
+    span by forced alignment of that text.
 
     Picklable: it travels to a post-processing process whole (vocabulary, LM tensors); the search's
     caches are rebuilt there, not shipped."""
 
-    def __init__(self, vocab: list[str], language_model: WordBigramLM | None) -> None:
+    def __init__(self, vocab: list[str], language_model: WordBigramLM | None, align: bool = True) -> None:
         self.vocab = list(vocab)
+        self.align = align  # also each word's span (``elp.decoding.alignment``); off for readers of the text alone
         self.language_model = language_model
         self.offload = language_model is not None
         self._decoder: Any = None
@@ -56,11 +58,29 @@ class CTCTranscriber:
         return self._decoder
 
     def __call__(self, output: torch.Tensor) -> dict[str, Any]:
+        """The transcript and its words' spans (fractions of the row's frames, so of its audio)."""
+        from elp.decoding.alignment import ctc_word_spans
+
+        log_probs = output.float().cpu().numpy()
         if self.language_model is None:
             from elp.heads.ctc import ctc_greedy_decode
 
-            return {"text": ctc_greedy_decode(output, output.shape[0], self.vocab)}
-        return {"text": self.beam_decoder.decode(output.float().cpu().numpy())}
+            text = ctc_greedy_decode(output, output.shape[0], self.vocab)
+        else:
+            text = self.beam_decoder.decode(log_probs)
+        if not self.align:
+            return {"text": text}
+        frames = max(log_probs.shape[0], 1)
+        spans = ctc_word_spans(log_probs, text, self.vocab)
+        return {"text": text, "words": [(word, start / frames, end / frames) for word, start, end in spans]}
+
+
+class AsrWord(BaseModel):
+    """One word of the transcript and when it was said (CTC sets: the frames a forced alignment gives it)."""
+
+    word: str
+    start_s: float
+    end_s: float
 
 
 class AsrSegment(BaseModel):
@@ -75,10 +95,23 @@ class AsrSegment(BaseModel):
 def _answer_fields() -> type[BaseModel]:
     return create_model(
         "AsrAnswerFields", text=(str, ...),
+        words=(list[AsrWord] | None, Field(None, description="each word of `text` with its start and end in the "
+                                           "upload (s), from the CTC frames; absent for sets with a decoder "
+                                           "(`asr-whisper`)")),
         segments=(list[AsrSegment] | None, Field(None, description="a recording longer than one segment may be "
                                                  "(20 s) is cut at its pauses and transcribed segment by segment: "
                                                  "each segment's span and text (absent for a clip read whole)")),
     )
+
+
+def word_times(rows: Sequence[Any], spans: Sequence[tuple[float, float]]) -> list[dict[str, Any]] | None:
+    """Each row's aligned words placed in its span of the upload (seconds, 3 decimals); None when no row has
+    aligned words (a decoder set, or a silent clip answered without the model)."""
+    if all(getattr(row, "words", None) is None for row in rows):
+        return None
+    return [{"word": word, "start_s": round(start + first * (end - start), 3),
+             "end_s": round(start + last * (end - start), 3)}
+            for row, (start, end) in zip(rows, spans, strict=True) for word, first, last in (row.words or [])]
 
 
 class AsrTask(TaskSpec):
@@ -134,12 +167,18 @@ class AsrTask(TaskSpec):
         return _answer_fields()
 
     def respond(self, request: TaskRequest) -> dict[str, Any]:
+        """The text (a long recording's segments joined, with their spans), and the words' times in the upload
+        when the set aligns them (CTC sets)."""
+        spans = list(request.segments_s) if request.segments_s is not None else [(0.0, request.durations_s[0])]
+        words = word_times(request.rows, spans)
         if request.segments_s is None:
-            return {"text": request.rows[0].text or ""}
-        texts = [row.text or "" for row in request.rows]
-        segments = [{"start_s": round(start, 3), "end_s": round(end, 3), "text": join_texts([text])}
-                    for (start, end), text in zip(request.segments_s, texts, strict=True)]
-        return {"text": join_texts(texts), "segments": segments}
+            answer: dict[str, Any] = {"text": request.rows[0].text or ""}
+        else:
+            texts = [row.text or "" for row in request.rows]
+            answer = {"text": join_texts(texts),
+                      "segments": [{"start_s": round(start, 3), "end_s": round(end, 3), "text": join_texts([text])}
+                                   for (start, end), text in zip(spans, texts, strict=True)]}
+        return answer if words is None else {**answer, "words": words}
 
 
 ASR = AsrTask(

@@ -126,7 +126,7 @@ class TranscriptIntentReader:
 
         self.labels, self.vocab = list(labels), list(vocab)
         self.classifier, self.text_weight = classifier, text_weight
-        self.transcriber = CTCTranscriber(self.vocab, language_model)
+        self.transcriber = CTCTranscriber(self.vocab, language_model, align=False)
         # best path and a few hundred look-ups: under a millisecond; a beam search is worth a pool process
         self.offload = self.transcriber.offload
 

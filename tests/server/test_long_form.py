@@ -53,9 +53,18 @@ async def test_a_long_recording_is_answered_in_segments_equal_to_the_segments_se
         spans = app.state.service.splitters["asr"].spans(recording, RATE)  # the registry's splitter, as served
         assert [(s["start_s"], s["end_s"]) for s in segments] == [(round(a / RATE, 3), round(b / RATE, 3))
                                                                   for a, b in spans]
+        words = answer["words"]  # each word once, in order, inside the recording, placed in its segment
+        assert [w["word"] for w in words] == answer["text"].split()
+        assert all(0 <= w["start_s"] < w["end_s"] <= answer["duration_s"] + 0.001 for w in words)  # ms rounding
+        assert all(a["start_s"] <= b["start_s"] for a, b in zip(words, words[1:], strict=False))
         for segment, (start, end) in zip(segments, spans, strict=True):  # ordinary rows: answered as if sent alone
             alone = (await client.post("/asr", files=clip_files(wav(recording[start:end])))).json()
             assert "segments" not in alone and join_texts([alone["text"]]) == segment["text"]
+            inside = [w for w in words if segment["start_s"] <= w["start_s"] < segment["end_s"]]
+            assert [w["word"] for w in inside] == [w["word"] for w in alone["words"]]
+            for mine, own in zip(inside, alone["words"], strict=True):  # the same times, moved by the segment start
+                assert mine["start_s"] == pytest.approx(own["start_s"] + segment["start_s"], abs=0.002)
+                assert mine["end_s"] == pytest.approx(own["end_s"] + segment["start_s"], abs=0.002)
 
 
 async def test_a_silent_recording_has_no_segments_and_silence_inside_one_is_skipped(tiny_store, tmp_path,
@@ -84,6 +93,7 @@ async def test_a_clip_without_sound_is_answered_no_words_without_the_model(tiny_
         for clip in (np.zeros(5 * RATE, np.float32), hiss):
             answer = (await client.post("/asr", files=clip_files(wav(clip)))).json()
             assert answer["text"] == "" and "segments" not in answer and answer["duration_s"] == 5.0
+            assert "words" not in answer  # nothing was read, so nothing aligned
         assert metric(app, "elp_inference_rows_total", rows) == 0
     async with running_app(make_settings(*tiny_store, tmp_path, speech_floor_dbfs=-95.0)) as (app, client):
         assert (await client.post("/asr", files=clip_files(wav(hiss)))).status_code == 200
