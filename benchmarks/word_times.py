@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         wave, truth = built_sentence((row.text or "").split(), rng)
         answer = model.predict([torch.from_numpy(wave)], ["asr"])[0]
         seconds = wave.size / RATE
-        said = [(word, first * seconds, last * seconds) for word, first, last in answer.words or []]
+        said = [(word, first * seconds, last * seconds) for word, first, last, _ in answer.words or []]
         matcher = difflib.SequenceMatcher(a=[w for w, _, _ in truth], b=[w for w, _, _ in said], autojunk=False)
         for block in matcher.get_matching_blocks():
             for k in range(block.size):

@@ -53,8 +53,8 @@ class Prediction:
     label: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     slots: dict[str, str] | None = None
-    #: a CTC transcript's words with their span as fractions (0-1) of the row's audio: (word, start, end)
-    words: list[tuple[str, float, float]] | None = None
+    #: a CTC transcript's words, their span as fractions (0-1) of the row's audio: (word, start, end, confidence)
+    words: list[tuple[str, float, float, float]] | None = None
 
 
 def pad_waveforms(waveforms: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -72,7 +72,8 @@ class CTCTranscriber:
             return {"text": text}
         frames = max(log_probs.shape[0], 1)
         spans = ctc_word_spans(log_probs, text, self.vocab)
-        return {"text": text, "words": [(word, start / frames, end / frames) for word, start, end in spans]}
+        return {"text": text, "words": [(word, start / frames, end / frames, confidence)
+                                        for word, start, end, confidence in spans]}
 
 
 class AsrWord(BaseModel):
@@ -81,6 +82,8 @@ class AsrWord(BaseModel):
     word: str
     start_s: float
     end_s: float
+    confidence: float = Field(ge=0.0, le=1.0, description="the acoustic model's mean letter posterior on the word's "
+                                                          "frames: low where the LM chose it against the acoustics")
 
 
 class AsrSegment(BaseModel):
@@ -110,8 +113,9 @@ def word_times(rows: Sequence[Any], spans: Sequence[tuple[float, float]]) -> lis
     if all(getattr(row, "words", None) is None for row in rows):
         return None
     return [{"word": word, "start_s": round(start + first * (end - start), 3),
-             "end_s": round(start + last * (end - start), 3)}
-            for row, (start, end) in zip(rows, spans, strict=True) for word, first, last in (row.words or [])]
+             "end_s": round(start + last * (end - start), 3), "confidence": round(confidence, 3)}
+            for row, (start, end) in zip(rows, spans, strict=True)
+            for word, first, last, confidence in (row.words or [])]
 
 
 class AsrTask(TaskSpec):

@@ -51,7 +51,9 @@ def brute_force_spans(log_probs: np.ndarray, text: str) -> list[tuple[str, int, 
 def test_the_alignment_is_the_best_path_that_spells_the_text(seed: int, text: str) -> None:
     rng = np.random.default_rng(seed)
     log_probs = np.log(rng.dirichlet(np.ones(len(VOCAB)), size=7))
-    assert ctc_word_spans(log_probs, text, VOCAB) == brute_force_spans(log_probs, text)
+    spans = ctc_word_spans(log_probs, text, VOCAB)
+    assert [span[:3] for span in spans] == brute_force_spans(log_probs, text)
+    assert all(0.0 < span[3] <= 1.0 for span in spans)
 
 
 def peaky(path: str, frames_per_symbol: int = 1) -> np.ndarray:
@@ -64,46 +66,49 @@ def peaky(path: str, frames_per_symbol: int = 1) -> np.ndarray:
 
 def test_peaky_words_are_placed_where_they_are_said() -> None:
     log_probs = peaky("__aab___ _ba__")
-    assert ctc_word_spans(log_probs, "ab ba", VOCAB) == [("ab", 2, 5), ("ba", 10, 12)]
+    assert ctc_word_spans(log_probs, "ab ba", VOCAB) == [("ab", 2, 5, pytest.approx(0.97)),
+                                                         ("ba", 10, 12, pytest.approx(0.97))]
 
 
 def test_the_text_need_not_be_the_best_path() -> None:
     """The LM may answer other words than the argmax: they are aligned all the same."""
     spans = ctc_word_spans(peaky("__aab___ _ba__"), "bb a", VOCAB)
-    assert [word for word, _, _ in spans] == ["bb", "a"]
-    assert all(0 <= start < end <= 14 for _, start, end in spans)
+    assert [span[0] for span in spans] == ["bb", "a"]
+    assert all(0 <= start < end <= 14 for _, start, end, _ in spans)
     assert spans[0][2] <= spans[1][1]
+    # the acoustics said "aab", not "bb": the first word's letters are a guess against them
+    assert spans[0][3] < 0.6 and spans[1][3] == pytest.approx(0.97)
 
 
 def test_nothing_when_the_text_cannot_fit_or_is_empty() -> None:
     assert ctc_word_spans(peaky("ab"), "aa", VOCAB) == []  # a repeat needs a blank between: 3 frames
-    assert ctc_word_spans(peaky("a_a"), "aa", VOCAB) == [("aa", 0, 3)]
+    assert ctc_word_spans(peaky("a_a"), "aa", VOCAB) == [("aa", 0, 3, pytest.approx(0.97))]
     assert ctc_word_spans(peaky("ab"), "", VOCAB) == []
     assert ctc_word_spans(np.zeros((0, len(VOCAB))), "a", VOCAB) == []
 
 
 def test_characters_outside_the_vocabulary_are_skipped() -> None:
     spans = ctc_word_spans(peaky("_a_b_"), "a? zz b", VOCAB)
-    assert [word for word, _, _ in spans] == ["a?", "b"]  # "zz" has nothing to align
+    assert [span[0] for span in spans] == ["a?", "b"]  # "zz" has nothing to align
 
 
 def test_the_transcriber_answers_words_as_fractions_of_the_clip() -> None:
     transcriber = CTCTranscriber(VOCAB, None)
     answer = transcriber(torch.from_numpy(peaky("__ab__ _a__")).float())
     assert answer["text"] == "ab a"
-    assert answer["words"] == [("ab", 2 / 11, 4 / 11), ("a", 8 / 11, 9 / 11)]
+    assert answer["words"] == [("ab", 2 / 11, 4 / 11, pytest.approx(0.97)), ("a", 8 / 11, 9 / 11, pytest.approx(0.97))]
     assert "words" not in CTCTranscriber(VOCAB, None, align=False)(torch.from_numpy(peaky("_a_")).float())
 
 
 class _Row:
-    def __init__(self, words: list[tuple[str, float, float]] | None) -> None:
+    def __init__(self, words: list[tuple[str, float, float, float]] | None) -> None:
         self.words = words
 
 
 def test_word_times_follow_each_segment_of_a_long_recording() -> None:
-    rows = [_Row([("hello", 0.1, 0.5)]), _Row([("there", 0.0, 0.25), ("now", 0.5, 1.0)])]
+    rows = [_Row([("hello", 0.1, 0.5, 0.91234)]), _Row([("there", 0.0, 0.25, 0.5), ("now", 0.5, 1.0, 1.0)])]
     assert word_times(rows, [(10.0, 12.0), (20.0, 24.0)]) == [
-        {"word": "hello", "start_s": 10.2, "end_s": 11.0},
-        {"word": "there", "start_s": 20.0, "end_s": 21.0},
-        {"word": "now", "start_s": 22.0, "end_s": 24.0}]
+        {"word": "hello", "start_s": 10.2, "end_s": 11.0, "confidence": 0.912},
+        {"word": "there", "start_s": 20.0, "end_s": 21.0, "confidence": 0.5},
+        {"word": "now", "start_s": 22.0, "end_s": 24.0, "confidence": 1.0}]
     assert word_times([_Row(None)], [(0.0, 3.0)]) is None  # a decoder set, or silence answered without the model
