@@ -43,13 +43,19 @@ const words = (field) => field.replaceAll("_", " ");
 const shown = (value) => (typeof value === "number" && !Number.isInteger(value) ? value.toFixed(3)
   : typeof value === "boolean" ? (value ? "yes" : "no") : String(value));
 
-// A list of records (the segments of a long recording) as a table, its columns the first record's keys.
+// Longer lists than this are shown folded (a long recording's words), so the answer stays readable.
+const FOLD_ROWS = 12;
+
+// A list of records (a long recording's segments, a transcript's words) as a table, its columns the first
+// record's keys; folded under a summary line when it is long.
 function rowsTable(field, records) {
   const columns = Object.keys(records[0]);
   const head = el("tr", {}, ...columns.map((column) => el("th", { text: words(column) })));
   const body = records.map((record) => el("tr", {}, ...columns.map((column) => el("td", { text: shown(record[column]) }))));
-  return el("table", { class: "records", "data-field": field, "aria-label": words(field) }, el("thead", {}, head),
-    el("tbody", {}, ...body));
+  const table = el("table", { class: "records", "data-field": field, "aria-label": words(field) },
+    el("thead", {}, head), el("tbody", {}, ...body));
+  if (records.length <= FOLD_ROWS) return table;
+  return el("details", { class: "records" }, el("summary", { text: `${words(field)} (${records.length})` }), table);
 }
 
 // The headline field large (a yes/no field with its name: "same speaker: no"), then every other

@@ -221,7 +221,8 @@ def test_an_uploaded_clip_shows_the_apis_own_answers(server, browser, clips) -> 
 
 
 def test_a_long_recording_shows_its_segments(server, browser, clips, tmp_path) -> None:
-    """A recording over one ASR segment (20 s): the page shows the API's segments as a table, row for row."""
+    """A recording over one ASR segment (20 s): the page shows the API's segments as a table, row for row,
+    and its words folded."""
     url, _ = server
     sentences = ["turn on the lights in the kitchen.", "please play some music in the bedroom.",
                  "what is the weather like today?", "set an alarm for seven in the morning.",
@@ -241,6 +242,13 @@ def test_a_long_recording_shows_its_segments(server, browser, clips, tmp_path) -
             for row in cards["asr"].find_elements(By.CSS_SELECTOR, "[data-field=segments] tbody tr")]
     assert [row[2] for row in rows] == [segment["text"] for segment in asr["segments"]]
     assert [float(row[1]) for row in rows] == pytest.approx([s["end_s"] for s in asr["segments"]], abs=1e-3)
+    # the words (dozens) are folded under a summary line; unfolded, they are the API's, row for row
+    folded = cards["asr"].find_element(By.CSS_SELECTOR, "details.records")
+    assert len(asr["words"]) > 12 and not folded.find_element(By.CSS_SELECTOR, "table").is_displayed()
+    folded.find_element(By.TAG_NAME, "summary").click()
+    shown = [row.find_element(By.TAG_NAME, "td").text
+             for row in folded.find_elements(By.CSS_SELECTOR, "[data-field=words] tbody tr")]
+    assert shown == [word["word"] for word in asr["words"]]
 
 
 def save_screenshot(browser, path: Path, width: int = 1000) -> None:
