@@ -51,7 +51,8 @@ const FOLD_ROWS = 12;
 function rowsTable(field, records) {
   const columns = Object.keys(records[0]);
   const head = el("tr", {}, ...columns.map((column) => el("th", { text: words(column) })));
-  const body = records.map((record) => el("tr", {}, ...columns.map((column) => el("td", { text: shown(record[column]) }))));
+  const cell = (value) => el("td", typeof value === "number" ? { class: "number", text: shown(value) } : { text: shown(value) });
+  const body = records.map((record) => el("tr", {}, ...columns.map((column) => cell(record[column]))));
   const table = el("table", { class: "records", "data-field": field, "aria-label": words(field) },
     el("thead", {}, head), el("tbody", {}, ...body));
   if (records.length <= FOLD_ROWS) return table;
