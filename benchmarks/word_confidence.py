@@ -40,10 +40,11 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 
 
 def scored_words(model: MultiAdapterModel, manifest: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(confidence, right) of every answered word of the split's ASR clips."""
+    """(confidence, right) of every answered word of the split's clips of the set's task."""
     from training.dataset import load_audio
 
-    rows = [r for r in filter_split(read_manifest(manifest), split) if r.task == "asr"]
+    task = model.adapter_sets["asr"].config.task
+    rows = [r for r in filter_split(read_manifest(manifest), split) if r.task == task]
     confidence, right = [], []
     for batch in length_batches(rows, 16):
         answers = model.predict([torch.from_numpy(load_audio(r.path)) for r in batch], ["asr"] * len(batch))
