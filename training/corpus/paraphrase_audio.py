@@ -62,10 +62,12 @@ def manifest_rows(clips: list[Clip], done: dict[str, tuple[float, dict[str, obje
 
 
 def render(out: Path, seed: int, scale: str = "full", workers: int = 2,
-           per_intent: dict[str, int] | None = None, log=print) -> dict[str, object]:
-    """Render the family into ``out`` (audio/<split>/para-*.flac, intent.jsonl, paraphrase.json)."""
+           per_intent: dict[str, int] | None = None, log=print,
+           family: dict[str, list[Paraphrase]] | None = None) -> dict[str, object]:
+    """Render the family (the paraphrase grammar's, or the one given) into ``out`` (audio/<split>/para-*.flac,
+    intent.jsonl, paraphrase.json)."""
     started = time.time()
-    family = paraphrase_family(seed, per_intent)
+    family = family if family is not None else paraphrase_family(seed, per_intent)
     speakers, _, info = make_plan(0, scale)  # the corpus' voices (seed 0, as data/corpus) and babble talkers
     clips = plan_clips(family, speakers, seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,6 +129,24 @@ def subset(source: Path, out: Path, per_intent: dict[str, int]) -> dict[str, int
     return {split: sum(r["split"] == split for r in kept) for split in SPLITS}
 
 
+def handwritten_family(seed: int) -> tuple[dict[str, list[Paraphrase]], list[str]]:
+    """The hand-written validation family (``training.corpus.intent_handwritten``) as a valid-only family, without
+    any sentence that equals a corpus phrasing, a sentence of the paraphrase family rendered for training, or a
+    held-out test phrasing; and the dropped texts."""
+    from training.corpus import intent_handwritten
+    from training.corpus.text import intent_phrasings
+    from training.suites.phrasings import held_out_set
+
+    generated = paraphrase_family(seed)
+    excluded = {intent_handwritten.normalised(t) for texts in intent_phrasings().values() for t in texts}
+    excluded |= {intent_handwritten.normalised(p.text) for split in SPLITS for p in generated[split]}
+    excluded |= {intent_handwritten.normalised(t) for t in held_out_set()}
+    kept, dropped = intent_handwritten.family(excluded)
+    valid = [Paraphrase(text, intent, "handwritten", f"handwritten/{i:03d}", "handwritten", "", "|")
+             for i, (text, intent) in enumerate(kept)]
+    return {"train": [], "valid": valid}, dropped
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("data/intent-para"))
@@ -137,7 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--subset-of", type=Path, help="write a smaller manifest over this rendered family's audio "
                                                   "(no synthesis) instead of rendering")
+    p.add_argument("--handwritten", action="store_true",
+                   help="render the hand-written validation family (training.corpus.intent_handwritten) instead")
     args = p.parse_args(argv)
+    if args.handwritten:
+        family, dropped = handwritten_family(args.seed)
+        print(json.dumps({"dropped": len(dropped)}))  # how many, not which: some may be held-out test phrasings
+        summary = render(args.out, args.seed, args.scale, args.workers, log=lambda m: print(m, flush=True),
+                         family=family)
+        print(json.dumps({k: summary[k] for k in ("counts", "hours", "family_sha256", "manifest_sha256")}))
+        return 0
     if args.subset_of:
         counts = subset(args.subset_of, args.out, {"train": args.train_per_intent, "valid": args.valid_per_intent})
         print(json.dumps({"counts": counts}))
