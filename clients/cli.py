@@ -1,6 +1,7 @@
 """``elp-client``: the server from the shell.
 
     elp-client asr clip.wav
+    elp-client --subtitles srt asr talk.flac > talk.srt   # word times as subtitles (srt, vtt)
     elp-client verify a.wav b.wav            # or: elp-client verify a.wav --speaker alice
     elp-client emotion clip.wav --adapter emotion-alt
     elp-client intent clip.wav
@@ -25,6 +26,7 @@ import httpx
 
 from clients.client import DEFAULT_URL, ELPClient
 from clients.errors import ELPClientError
+from clients.subtitles import FORMATS
 from elp.tasks import TASKS, TaskSpec
 
 
@@ -34,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--url", default=os.environ.get("ELP_SERVER_URL", DEFAULT_URL), help="server base URL")
     parser.add_argument("--api-key", default=os.environ.get("ELP_API_KEY"), help="admin API key")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    parser.add_argument("--subtitles", choices=sorted(FORMATS),
+                        help="print an answer's word times (`words`, e.g. /asr with a CTC set) as subtitles, not JSON")
     commands = parser.add_subparsers(dest="command", required=True)
 
     for spec in TASKS:  # one command per registered task: its clip(s), its fields, --adapter
@@ -117,6 +121,13 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx.BaseTransport | 
     except (httpx.HTTPError, OSError) as exc:
         print(f"elp-client: {exc}", file=sys.stderr)
         return 2
+    if args.subtitles:
+        words = result.get("words") if isinstance(result, dict) else None
+        if words is None:
+            print("elp-client: this answer has no word times for --subtitles (a set with a decoder?)", file=sys.stderr)
+            return 2
+        sys.stdout.write(FORMATS[args.subtitles](words))
+        return 0
     print(json.dumps(_jsonable(result), indent=2, sort_keys=True))
     return 0
 
