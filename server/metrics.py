@@ -31,6 +31,7 @@ _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 _TASKS_PER_BATCH_BUCKETS = (1, 2, 3, 4)
 _SETS_PER_BATCH_BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16)
 _LOAD_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+_CONFIDENCE_BUCKETS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
 
 #: every series name the server exports (tests check dashboards against this list)
 EXPORTED_METRIC_NAMES: tuple[str, ...] = (
@@ -39,6 +40,7 @@ EXPORTED_METRIC_NAMES: tuple[str, ...] = (
     "elp_request_duration_seconds",
     "elp_audio_seconds_total",
     "elp_voiceless_audio_seconds_total",
+    "elp_answer_confidence",
     "elp_queue_wait_seconds",
     "elp_inference_rows_total",
     "elp_batch_size",
@@ -92,6 +94,12 @@ class ServerMetrics:
             "voiceless_audio_seconds", "Seconds of answered audio that the speech gate found no voice in and no model "
             "read, by endpoint: /asr clips answered with no words, long recordings' stretches left out (a share of "
             "audio_seconds; a rising share: a muted or humming source)", ["endpoint"], namespace=NAMESPACE, registry=r,
+        )
+        self.answer_confidence = Histogram(
+            "answer_confidence", "How sure the model was of each answer that says (TaskSpec.answer_confidence: /asr "
+            "with a CTC set, its words' mean confidence), by endpoint: a falling median points at audio unlike "
+            "what the set learnt (a new microphone, accent or channel)", ["endpoint"], namespace=NAMESPACE,
+            buckets=_CONFIDENCE_BUCKETS, registry=r,
         )
         self.queue_wait = Histogram(
             "queue_wait_seconds", "Time a task request waited in the batching queue, by task",

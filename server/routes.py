@@ -186,6 +186,9 @@ def task_handler(spec: TaskSpec) -> Any:
             config=entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in plan.rows],
             fields=fields, enrolled=enrolled, fallbacks=service.task_fallbacks, segments_s=plan.spans,
         ))
+        confidence = spec.answer_confidence(answer)
+        if confidence is not None:
+            service.metrics.answer_confidence.labels(endpoint=spec.endpoint).observe(confidence)
         return {**answer, **_base(lease, clips[0], clock, outcome)}
 
     handler.__name__ = spec.endpoint

@@ -184,6 +184,11 @@ class AsrTask(TaskSpec):
                                    for (start, end), text in zip(spans, texts, strict=True)]}
         return answer if words is None else {**answer, "words": words}
 
+    def answer_confidence(self, answer: Mapping[str, Any]) -> float | None:
+        """The mean confidence of the answer's words (CTC sets); None without words."""
+        words = answer.get("words") or []
+        return sum(word["confidence"] for word in words) / len(words) if words else None
+
 
 ASR = AsrTask(
     name="asr", display_name="Speech recognition", route="/asr",

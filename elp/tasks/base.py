@@ -245,3 +245,8 @@ class TaskSpec:
     def respond(self, request: TaskRequest) -> dict[str, Any]:
         """A request's answer fields from its rows' post-processed predictions."""
         raise NotImplementedError
+
+    def answer_confidence(self, answer: Mapping[str, Any]) -> float | None:
+        """One number (0-1) for how sure the model was of an answer, for operators' metrics; None when the task
+        has none to give (the default) or the answer holds nothing to judge."""
+        return None

@@ -53,6 +53,13 @@ async def test_a_long_recording_is_answered_in_segments_equal_to_the_segments_se
         spans = app.state.service.splitters["asr"].spans(recording, RATE)  # the registry's splitter, as served
         assert [(s["start_s"], s["end_s"]) for s in segments] == [(round(a / RATE, 3), round(b / RATE, 3))
                                                                   for a, b in spans]
+        # operators see how sure the set was: one observation, the mean of the words' confidences
+        confidence = {"endpoint": "asr"}
+        assert answer["words"] and metric(app, "elp_answer_confidence_count", confidence) == 1
+        assert metric(app, "elp_answer_confidence_sum", confidence) == pytest.approx(
+            sum(w["confidence"] for w in answer["words"]) / len(answer["words"]), abs=1e-9)
+        assert (await client.post("/emotion", files=clip_files(wav(recording[: 5 * RATE])))).status_code == 200
+        assert metric(app, "elp_answer_confidence_count", {"endpoint": "emotion"}) == 0  # it gives none
         words = answer["words"]  # each word once, in order, inside the recording, placed in its segment
         assert [w["word"] for w in words] == answer["text"].split()
         assert all(0 <= w["start_s"] < w["end_s"] <= answer["duration_s"] + 0.001 for w in words)  # ms rounding
@@ -95,6 +102,7 @@ async def test_a_clip_without_sound_is_answered_no_words_without_the_model(tiny_
             assert answer["text"] == "" and "segments" not in answer and answer["duration_s"] == 5.0
             assert "words" not in answer  # nothing was read, so nothing aligned
         assert metric(app, "elp_inference_rows_total", rows) == 0
+        assert metric(app, "elp_answer_confidence_count", {"endpoint": "asr"}) == 0  # nothing to judge
     async with running_app(make_settings(*tiny_store, tmp_path, speech_floor_dbfs=-95.0)) as (app, client):
         assert (await client.post("/asr", files=clip_files(wav(hiss)))).status_code == 200
         assert metric(app, "elp_inference_rows_total", rows) == 1  # above this deployment's floor: read
