@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import roc_auc_score
 
 from benchmarks.common import REPO_ROOT, markdown_table, write_results
 from elp import AdapterSet, MultiAdapterModel, load_backbone
@@ -25,18 +26,6 @@ from training.data.manifest import filter_split, read_manifest
 from training.evaluation import length_batches
 
 BANDS = ((0.0, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01))
-
-
-def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Probability that a right word scores above a wrong one (ties count half): the Mann-Whitney form."""
-    ranks = np.empty(scores.size)
-    order = np.argsort(scores, kind="mergesort")
-    ranks[order] = np.arange(1, scores.size + 1)
-    for value in np.unique(scores):  # average ranks over ties
-        tied = scores == value
-        ranks[tied] = ranks[tied].mean()
-    n_pos, n_neg = positive.sum(), (~positive).sum()
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def scored_words(model: MultiAdapterModel, manifest: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -72,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         manifest, split = source.rsplit(":", 1)
         confidence, right = scored_words(model, manifest, split)
         row = {"data": name, "words": int(right.size), "right": f"{100 * right.mean():.1f}%",
-               "auc": round(roc_auc(confidence, right), 3)}
+               "auc": round(float(roc_auc_score(right, confidence)), 3)}
         for low, high in BANDS:
             band = (confidence >= low) & (confidence < high)
             share = f"{100 * right[band].mean():.0f}% of {band.sum()}" if band.any() else "-"

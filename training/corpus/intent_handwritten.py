@@ -14,7 +14,7 @@ never printed), and says how many it dropped.
 
 from __future__ import annotations
 
-import re
+from training.data.manifest import normalize_text as normalised  # what a phrasing is compared as
 
 SENTENCES: dict[str, tuple[str, ...]] = {
     "activate_lamp_none": ("can i get some light from the lamp", "the lamp should be on now",
@@ -81,10 +81,6 @@ SENTENCES: dict[str, tuple[str, ...]] = {
     "increase_volume_none": ("i can't hear it turn it up", "louder please", "pump up the volume",
                              "raise the volume a little"),
 }
-
-
-def normalised(text: str) -> str:
-    return " ".join(re.sub(r"[^a-z' ]", " ", text.lower()).split())
 
 
 def family(excluded: set[str]) -> tuple[list[tuple[str, str]], list[str]]:
