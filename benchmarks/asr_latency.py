@@ -7,12 +7,13 @@ on every clip, a different system first each round); reported: the median over r
 system's mean milliseconds a clip, min-max, and the ratio to Whisper ``generate`` in the same run.
 
     python -m benchmarks.asr_latency --adapter adapters_store/asr-default adapters_store/asr-whisper \
-        [--dtype float32 auto] [--clips 20] [--rounds 3]
+        [--dtype float32 auto] [--clips 20] [--rounds 3] [--without-word-times]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,20 +28,34 @@ from benchmarks.stats import load_note
 WHISPER = "whisper base generate"
 
 
-def served_system(backbone_dir: Path, adapter_dir: Path, dtype: str) -> Callable[[np.ndarray], str]:
+def served_system(backbone_dir: Path, adapter_dir: Path, dtype: str,
+                  word_times: bool = True) -> Callable[[np.ndarray], str]:
+    """The set as the server runs it (``prepare_for_serving``); ``word_times=False``: a decoder set without
+    its words' times (the cost of the teacher-forced pass that gives them)."""
     from elp import MultiAdapterModel, load_backbone
     from elp.adapter_set import AdapterSet
 
     quantization = None if dtype == "float32" else dtype
     model = MultiAdapterModel(load_backbone(str(backbone_dir), quantization=quantization))
-    model.add_adapter_set(adapter_dir.name, AdapterSet.load(adapter_dir))
+    adapter_set = AdapterSet.load(adapter_dir)
+    model.add_adapter_set(adapter_dir.name, adapter_set)
+    adapter_set.task_spec.prepare_for_serving(adapter_set, {})
+    if not word_times and adapter_set.config.decoder is not None:
+        adapter_set.head.time_words(False)
+        adapter_set.refresh_post_processor()
     return lambda wave: model.predict([torch.from_numpy(wave)], [adapter_dir.name])[0].text or ""
+
+
+def is_decoder_set(folder: Path) -> bool:
+    return json.loads((folder / "adapter_config.json").read_text()).get("decoder") is not None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--adapter", type=Path, nargs="+", required=True, help="ASR set folders")
     add_timing_options(parser, "float32")
+    parser.add_argument("--without-word-times", action="store_true",
+                        help="also time each decoder set without its words' times")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from training.suites.baselines import whisper_generate
@@ -48,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     waves = [decode_clip(clip.data) for clip in corpus_clips(args.clips)]
     systems = {f"{folder.name} ({dtype})": served_system(args.backbone, folder, dtype)
                for folder in args.adapter for dtype in args.dtype}
+    if args.without_word_times:  # decoder sets also without their words' times
+        systems |= {f"{folder.name} ({dtype}, no word times)": served_system(args.backbone, folder, dtype, False)
+                    for folder in args.adapter for dtype in args.dtype if is_decoder_set(folder)}
     systems[WHISPER] = whisper_generate(str(args.backbone))
     result = interleaved(systems, waves, args.rounds, args.threads)
     whisper_ms = next(row["ms_per_clip"] for row in result["rows"] if row["system"] == WHISPER)

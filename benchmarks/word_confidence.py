@@ -6,7 +6,7 @@ block), and the table gives the ROC AUC of the confidence for "right", and how o
 confidence band are right.
 
     python -m benchmarks.word_confidence --data near-valid=data/corpus/asr.jsonl:valid \\
-        human=data/human/asr.jsonl:test [--adapter adapters_store/asr-default]
+        human=data/human/asr.jsonl:test [--adapter adapters_store/asr-default] [--name word_confidence]
 """
 
 from __future__ import annotations
@@ -51,9 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adapter", default=str(REPO_ROOT / "adapters_store" / "asr-default"))
     parser.add_argument("--backbone", default=str(REPO_ROOT / "models" / "whisper-base"))
     parser.add_argument("--data", nargs="+", required=True, metavar="NAME=MANIFEST:SPLIT")
+    parser.add_argument("--name", default="word_confidence", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args(argv)
     model = MultiAdapterModel(load_backbone(args.backbone))
-    model.add_adapter_set("asr", AdapterSet.load(args.adapter))
+    adapter_set = AdapterSet.load(args.adapter)
+    model.add_adapter_set("asr", adapter_set)
+    adapter_set.task_spec.prepare_for_serving(adapter_set, {})  # as served: a decoder set times its words
     model.eval()
     rows = []
     for spec in args.data:
@@ -69,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     title = f"Word confidence of {Path(args.adapter).name}: ROC AUC for a right word, and how often each band is right"
     table = markdown_table(rows, list(rows[0]))
-    write_results("word_confidence", {"title": title, "rows": rows}, f"{title}\n\n{table}")
+    write_results(args.name, {"title": title, "rows": rows}, f"{title}\n\n{table}")
     return 0
 
 

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", default=os.environ.get("ELP_API_KEY"), help="admin API key")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     parser.add_argument("--subtitles", choices=sorted(FORMATS),
-                        help="print an answer's word times (`words`, e.g. /asr with a CTC set) as subtitles, not JSON")
+                        help="print an answer's word times (`words`, e.g. /asr) as subtitles, not JSON")
     commands = parser.add_subparsers(dest="command", required=True)
 
     for spec in TASKS:  # one command per registered task: its clip(s), its fields, --adapter
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx.BaseTransport | 
     if args.subtitles:
         words = result.get("words") if isinstance(result, dict) else None
         if words is None:
-            print("elp-client: this answer has no word times for --subtitles (a set with a decoder?)", file=sys.stderr)
+            print("elp-client: this answer has no word times for --subtitles", file=sys.stderr)
             return 2
         sys.stdout.write(FORMATS[args.subtitles](words))
         return 0

@@ -1,4 +1,4 @@
-"""Subtitles (SRT, WebVTT) from an answer's word times (``words``: ``/asr`` with a CTC set).
+"""Subtitles (SRT, WebVTT) from an answer's word times (``words``: ``/asr`` with asr-default or asr-whisper).
 
 Why: word times are what subtitles need, and a long recording's segments (up to 20 s) are too long to read as
 one cue. Words are grouped into cues that end at a pause, at ``max_chars`` characters or at ``max_s`` seconds,

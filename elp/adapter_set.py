@@ -164,6 +164,10 @@ class AdapterSet(nn.Module):
         self.config.language_model = language_model.config if language_model is not None else None
         self._post_processor = None
 
+    def refresh_post_processor(self) -> None:
+        """Build the post-processor again on next use (the head's output changed form, e.g. timed rows)."""
+        self._post_processor = None
+
     @property
     def post_processor(self) -> PostProcessor:
         """The task's post-processing of one row's head output into answer fields (built once)."""

@@ -300,6 +300,11 @@ class MultiAdapterModel(nn.Module):
             features = adapter_set.featurizer(states)
             prosody, waves = None, {}
             head = adapter_set.head
+            reads_clip_frames = getattr(head, "reads_clip_frames", False)
+            clip_frames = (self._clip_frames(lengths if clip_lengths is None else clip_lengths, index, group_lengths)
+                           if adapter_set.companion is not None or reads_clip_frames else None)
+            if reads_clip_frames:
+                waves["clip_frames"] = clip_frames
             if head.uses_prosody or head.reads_waveform:  # only for the sets whose head reads samples
                 picked = index.to(waveforms.device)  # select this set's rows before any device copy
                 samples = waveforms.index_select(0, picked).to(index.device)
@@ -307,17 +312,21 @@ class MultiAdapterModel(nn.Module):
                 if head.uses_prosody:
                     prosody = prosody_features(samples, sample_lengths)
                 if head.reads_waveform:
-                    waves = {"waves": (samples, sample_lengths.to(index.device))}
+                    waves["waves"] = (samples, sample_lengths.to(index.device))
             outputs[key] = GroupOutput(rows, head(features, group_lengths, prosody, **waves), group_lengths,
                                        frame_counts)
             if adapter_set.companion is not None:
-                clip = (lengths if clip_lengths is None else clip_lengths).to(index.device).index_select(0, index)
-                frames = torch.minimum(self.backbone.front_end_lengths(clip).to(group_lengths), group_lengths)
                 companion = adapter_set.companion
-                outputs[key].output = companion.fuse(outputs[key].output, companion(states, frames))
+                outputs[key].output = companion.fuse(outputs[key].output, companion(states, clip_frames))
             if with_text and adapter_set.text_branch is not None:
                 outputs[key].text_log_probs = adapter_set.text_branch(states, group_lengths)
         return outputs
+
+    def _clip_frames(self, clip_lengths: torch.Tensor, index: torch.Tensor,
+                     group_lengths: torch.Tensor) -> torch.Tensor:
+        """The encoder frames of each row's clip before a decoder set's trailing zeros (rows ``index``)."""
+        clip = clip_lengths.to(index.device).index_select(0, index)
+        return torch.minimum(self.backbone.front_end_lengths(clip).to(group_lengths), group_lengths)
 
     @torch.inference_mode()
     def head_outputs(self, waveforms: list[torch.Tensor], adapter_keys: list[str]) -> list[RowOutput]:

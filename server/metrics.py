@@ -96,9 +96,10 @@ class ServerMetrics:
             "audio_seconds; a rising share: a muted or humming source)", ["endpoint"], namespace=NAMESPACE, registry=r,
         )
         self.answer_confidence = Histogram(
-            "answer_confidence", "How sure the model was of each answer that says (TaskSpec.answer_confidence: /asr "
-            "with a CTC set, its words' mean confidence), by endpoint: a falling median points at audio unlike "
-            "what the set learnt (a new microphone, accent or channel)", ["endpoint"], namespace=NAMESPACE,
+            "answer_confidence", "How sure the model was of each answer that says (TaskSpec.answer_confidence: /asr, "
+            "its words' mean confidence, on each set's own scale), by endpoint: a falling median points at audio "
+            "unlike what the set learnt (a new microphone, accent or channel), or at a new mix of sets",
+            ["endpoint"], namespace=NAMESPACE,
             buckets=_CONFIDENCE_BUCKETS, registry=r,
         )
         self.queue_wait = Histogram(

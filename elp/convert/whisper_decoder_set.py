@@ -110,7 +110,8 @@ def convert(checkpoint: str | Path, language: str = "en", trailing_silence_s: fl
         **decoder_sizes(whisper.config), vocab_size=whisper.config.vocab_size, prompt_ids=list(prompt), eot_id=eot,
         suppress_ids=list(generation.suppress_tokens or []),
         begin_suppress_ids=list(generation.begin_suppress_tokens or []),
-        trailing_silence_s=trailing_silence_s, language=language, stop_repeats=stop_repeats)
+        trailing_silence_s=trailing_silence_s, language=language, stop_repeats=stop_repeats,
+        alignment_heads=[list(pair) for pair in getattr(generation, "alignment_heads", None) or []])
     tokens = tokenizer.convert_ids_to_tokens(list(range(eot)))
     return build_decoder_set(whisper.model.decoder, load_backbone(str(checkpoint)), tokens, decoder)
 

@@ -137,7 +137,11 @@ class DecoderConfig:
     or telephone-band speech. ``float32_encoder``: on an int8 encoder this set's rows read a float32
     copy of it (``elp.decoder_rows``); transcription needs it (asr-whisper's human CER 7.2% vs 9.7% on
     int8), language identification does not (68.8% vs 68.2% on real validation voices: the
-    language-whisper card), so its rows share the int8 pass."""
+    language-whisper card), so its rows share the int8 pass.
+
+    ``alignment_heads``: ``[layer, head]`` pairs of cross-attention heads that follow the speech as the
+    decoder writes it (the checkpoint's generation config names them); a transcribing set with some answers
+    each word's time (``elp.decoding.token_alignment``). Empty: no word times."""
 
     kind: str = "whisper"
     layers: int = 6
@@ -166,6 +170,7 @@ class DecoderConfig:
     label_ids: list[int] = field(default_factory=list)
     label_bias: list[float] = field(default_factory=list)
     float32_encoder: bool = True
+    alignment_heads: list[list[int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind != "whisper":
@@ -183,6 +188,9 @@ class DecoderConfig:
             raise ConfigError("label_bias needs one value per label token")
         if self.token_table_bytes < 0 or self.stop_repeats == 1 or self.stop_repeats < 0:
             raise ConfigError("token_table_bytes must be >= 0 and stop_repeats 0 or > 1")
+        if any(len(pair) != 2 or not 0 <= pair[0] < self.layers or not 0 <= pair[1] < self.heads
+               for pair in self.alignment_heads):
+            raise ConfigError("alignment_heads must be [layer, head] pairs inside the decoder")
         if self.draft_hidden < 0 or (self.draft_hidden and (len(self.draft_vocab) < 2 or self.draft_kernel % 2 == 0
                                                             or self.draft_max_tokens < 1 or self.draft_max_rows < 1
                                                             or not 0.0 <= self.draft_min_confidence <= 1.0)):

@@ -23,7 +23,7 @@ from torch import nn
 
 from elp.heads.config import DecoderConfig
 from elp.heads.draft import CtcDraft, DraftProposer, WordTokenizer, greedy_words
-from elp.spoken_text import normalise
+from elp.heads.whisper_text import WhisperTranscriber, detokenize, token_bytes  # noqa: F401  (re-exported)
 from elp.string_table import join_strings, split_strings
 
 FRAMES_PER_SECOND = 50  # Whisper encoder frames: 2 x 10 ms hops
@@ -54,6 +54,7 @@ class WhisperDecoderHead(nn.Module):
 
     uses_prosody = False
     reads_waveform = False
+    reads_clip_frames = True  # the model passes each row's frames before the trailing zeros (word times)
 
     def __init__(self, config: DecoderConfig, d_model: int) -> None:
         super().__init__()
@@ -74,6 +75,21 @@ class WhisperDecoderHead(nn.Module):
                       if config.draft_hidden else None)
         #: decoder passes of each row of the last drafted call, empty after a greedy one (benchmarks read it)
         self.__dict__["last_passes"] = []
+        #: rows also carry each token's times and probability (``time_words``; serving state, not saved)
+        self.__dict__["word_times"] = False
+
+    def time_words(self, enabled: bool = True) -> bool:
+        """Answer each token's frames and probability beside the ids (``elp.heads.word_timing``), when the set
+        names alignment heads and transcribes. Returns whether rows are now timed."""
+        self.__dict__["word_times"] = bool(enabled and self.config.alignment_heads and not self.config.label_ids)
+        self.__dict__["reads_waveform"] = self.word_times  # the words' edges are put where they sound
+        return self.word_times
+
+    @functools.cached_property
+    def opens_word(self) -> list[bool]:
+        """Per token id below ``eot_id``: whether its text starts with a space (it opens a word)."""
+        tokens = self.tokens()
+        return [token_bytes(i, tokens).startswith(b" ") for i in range(len(tokens))]
 
     # -------------------------------------------------------------------- int8 token steps
     #: the Linears every token step reads; the cross-attention keys/values (once a request) stay float
@@ -175,9 +191,11 @@ class WhisperDecoderHead(nn.Module):
         return states
 
     def _step(self, tokens: torch.Tensor, start: int, cache: list[list[torch.Tensor]],
-              cross: list[tuple[torch.Tensor, torch.Tensor]], keep: int = 1) -> torch.Tensor:
+              cross: list[tuple[torch.Tensor, torch.Tensor]], keep: int = 1,
+              watched: dict[int, list[int]] | None = None, seen: list[torch.Tensor] | None = None) -> torch.Tensor:
         """The final-norm hidden states (b, keep, d) of the last ``keep`` positions after feeding
-        ``tokens`` (b, n) at positions start..start+n: ``_logits`` / ``_next_tokens`` read them."""
+        ``tokens`` (b, n) at positions start..start+n: ``_logits`` / ``_next_tokens`` read them.
+        ``watched``: heads per layer whose cross-attention probabilities (b, heads, n, S) go to ``seen``."""
         decoder = self.decoder
         count = tokens.shape[1]
         positions = decoder.embed_positions.weight[start:start + count]
@@ -199,6 +217,10 @@ class WhisperDecoderHead(nn.Module):
             attention = layer.encoder_attn
             query = self._split(attention.q_proj(layer.encoder_attn_layer_norm(hidden)))
             mixed = F.scaled_dot_product_attention(query, *cross[index])
+            if watched and index in watched and seen is not None:
+                picked = watched[index]
+                scale = query.shape[-1] ** -0.5
+                seen.append((query[:, picked] @ cross[index][0][:, picked].transpose(-1, -2) * scale).softmax(-1))
             hidden = hidden + attention.out_proj(mixed.transpose(1, 2).flatten(2))
             normed = layer.final_layer_norm(hidden)
             hidden = hidden + layer.fc2(F.gelu(layer.fc1(normed)))
@@ -256,16 +278,27 @@ class WhisperDecoderHead(nn.Module):
         first[self.config.begin_suppress_ids] = True
         return blocked, first
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor,
-                prosody: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor, prosody: torch.Tensor | None = None,
+                clip_frames: torch.Tensor | None = None,
+                waves: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Label logits (b, labels), or token ids (b, N); with ``word_times`` the ids then each token's start,
+        end (fractions of the clip: ``clip_frames``, default ``lengths``) and probability, (b, 4N)."""
         cross = self._cross_states(features, lengths)
         if self.config.label_ids:
             return self.label_logits(cross)
         limits = self.token_limits(lengths)
         if self.speculative(features.shape[0]):
-            return self._drafted(features, lengths, cross, limits)
-        self.__dict__["last_passes"] = []
-        return self._greedy(cross, limits)
+            emitted = self._drafted(features, lengths, cross, limits)
+        else:
+            self.__dict__["last_passes"] = []
+            emitted = self._greedy(cross, limits)
+        if not self.word_times:
+            return emitted
+        from elp.heads.word_timing import token_times
+
+        frames = (lengths if clip_frames is None else clip_frames).tolist()
+        samples = waves[0] if waves is not None else None
+        return torch.cat([emitted, token_times(self, cross, emitted, frames, samples).flatten(1)], dim=1)
 
     def label_logits(self, cross: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """(b, labels) logits of the ``label_ids`` tokens right after the prompt: one step, no decoding."""
@@ -339,39 +372,3 @@ class WhisperDecoderHead(nn.Module):
                 break
             tokens = best.unsqueeze(1)
         return emitted
-
-
-@functools.lru_cache(maxsize=1)
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level BPE alphabet (printable stand-ins for the 256 bytes), reversed."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes = list(printable)
-    extra = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + extra)
-            extra += 1
-    return {chr(code): byte for byte, code in zip(printable, codes, strict=True)}
-
-
-def detokenize(token_ids: list[int], tokens: list[str]) -> str:
-    """Text of byte-level BPE ids (ids outside ``tokens``, the specials, are skipped)."""
-    table = _byte_decoder()
-    symbols = "".join(tokens[i] for i in token_ids if 0 <= i < len(tokens))
-    return bytes(table[c] for c in symbols if c in table).decode("utf-8", errors="replace").strip()
-
-
-class WhisperTranscriber:
-    """One row's token ids (floats, -1 after its end) -> ``{"text": ...}``, in the spoken form unless
-    the set says otherwise. Cheap: stays on the worker."""
-
-    offload = False
-
-    def __init__(self, tokens: list[str], spoken_form: bool = True) -> None:
-        self.tokens = tokens
-        self.spoken_form = spoken_form
-
-    def __call__(self, output: torch.Tensor) -> dict[str, str]:
-        text = detokenize([int(token) for token in output.tolist() if token >= 0], self.tokens)
-        return {"text": normalise(text) if self.spoken_form else text}

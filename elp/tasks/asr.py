@@ -77,13 +77,15 @@ class CTCTranscriber:
 
 
 class AsrWord(BaseModel):
-    """One word of the transcript and when it was said (CTC sets: the frames a forced alignment gives it)."""
+    """One word of the transcript and when it was said (CTC sets: the frames a forced alignment gives it; decoder
+    sets: the frames their alignment heads attend to, edges moved to the sound)."""
 
     word: str
     start_s: float
     end_s: float
-    confidence: float = Field(ge=0.0, le=1.0, description="the acoustic model's mean letter posterior on the word's "
-                                                          "frames: low where the LM chose it against the acoustics")
+    confidence: float = Field(ge=0.0, le=1.0, description="CTC sets: the mean letter posterior on the word's frames "
+                              "(low where the LM chose it against the acoustics); decoder sets: the mean probability "
+                              "of the word's tokens. It ranks words; it is not a probability that the word is right")
 
 
 class AsrSegment(BaseModel):
@@ -99,8 +101,8 @@ def _answer_fields() -> type[BaseModel]:
     return create_model(
         "AsrAnswerFields", text=(str, ...),
         words=(list[AsrWord] | None, Field(None, description="each word of `text` with its start and end in the "
-                                           "upload (s), from the CTC frames; absent for sets with a decoder "
-                                           "(`asr-whisper`)")),
+                                           "upload (s); absent for a decoder set without alignment heads and for "
+                                           "a clip answered without the model")),
         segments=(list[AsrSegment] | None, Field(None, description="a recording longer than one segment may be "
                                                  "(20 s) is cut at its pauses and transcribed segment by segment: "
                                                  "each segment's span and text (absent for a clip read whole)")),
@@ -109,7 +111,7 @@ def _answer_fields() -> type[BaseModel]:
 
 def word_times(rows: Sequence[Any], spans: Sequence[tuple[float, float]]) -> list[dict[str, Any]] | None:
     """Each row's aligned words placed in its span of the upload (seconds, 3 decimals); None when no row has
-    aligned words (a decoder set, or a silent clip answered without the model)."""
+    aligned words (a decoder set without alignment heads, or a silent clip answered without the model)."""
     if all(getattr(row, "words", None) is None for row in rows):
         return None
     return [{"word": word, "start_s": round(start + first * (end - start), 3),
@@ -153,12 +155,16 @@ class AsrTask(TaskSpec):
         if adapter_set.config.decoder is not None:
             from elp.heads.seq2seq import WhisperTranscriber
 
-            return WhisperTranscriber(adapter_set.head.tokens(), adapter_set.config.decoder.spoken_form)
+            head = adapter_set.head
+            return WhisperTranscriber(head.tokens(), adapter_set.config.decoder.spoken_form, timed=head.word_times)
         return CTCTranscriber(adapter_set.config.vocab or [], adapter_set.language_model)
 
     def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
         """``asr_beam_width`` (``ELP_ASR_BEAM_WIDTH``) in place of a set's own, for sets with an LM; 0 keeps
-        the set's. The LM tensors and fusion weights stay: only the search's latency/accuracy trade moves."""
+        the set's. The LM tensors and fusion weights stay: only the search's latency/accuracy trade moves.
+        A decoder set that names alignment heads answers its words' times, as a CTC set does."""
+        if adapter_set.config.decoder is not None and adapter_set.head.time_words(True):
+            adapter_set.refresh_post_processor()
         beam_width = int(options.get("asr_beam_width") or 0)
         language_model = adapter_set.language_model
         if beam_width and language_model is not None and language_model.config.beam_width != beam_width:
@@ -172,7 +178,7 @@ class AsrTask(TaskSpec):
 
     def respond(self, request: TaskRequest) -> dict[str, Any]:
         """The text (a long recording's segments joined, with their spans), and the words' times in the upload
-        when the set aligns them (CTC sets)."""
+        when the set aligns them."""
         spans = list(request.segments_s) if request.segments_s is not None else [(0.0, request.durations_s[0])]
         words = word_times(request.rows, spans)
         if request.segments_s is None:
@@ -185,7 +191,7 @@ class AsrTask(TaskSpec):
         return answer if words is None else {**answer, "words": words}
 
     def answer_confidence(self, answer: Mapping[str, Any]) -> float | None:
-        """The mean confidence of the answer's words (CTC sets); None without words."""
+        """The mean confidence of the answer's words; None without words."""
         words = answer.get("words") or []
         return sum(word["confidence"] for word in words) / len(words) if words else None
 

@@ -177,5 +177,5 @@ def attach_text_branch(intent: AdapterSet, asr: AdapterSet, features: list[str],
     if branch.language_model is not None and copied_lm is not None:
         branch.language_model.load_state_dict(copied_lm.state_dict())
     intent.text_branch = branch.to(next(intent.parameters()).device)
-    intent._post_processor = None
+    intent.refresh_post_processor()
     return intent
