@@ -58,15 +58,18 @@ fi
 
 # The sets that serve Whisper base's own decoder on the shared encoder: adapters_store/asr-whisper (its
 # transcripts, ~200 MB) and adapters_store/language-whisper (its language tokens, ~100 MB). Converted
-# weights, so made here from the checkpoint rather than committed; remade when the checkpoint is newer or
-# the conversion's arguments changed (recorded in the set's .setup-args).
+# weights, so made here from the checkpoint rather than committed; remade when the checkpoint is newer, the
+# conversion's arguments changed or the converter writes more (recorded in the set's .setup-args).
+# Converter revision: bump it when elp.convert.whisper_decoder_set writes something new (2: alignment_heads,
+# the word times of asr-whisper).
+DECODER_SET_REVISION=2
 make_decoder_set() {
     local set_dir="${ELP_ADAPTERS_DIR:-adapters_store}/$1"; shift
     local stamp="$set_dir/.setup-args"
     if [[ ! -f "$set_dir/adapter_model.safetensors" || "$models_dir/whisper-base/model.safetensors" -nt "$set_dir/adapter_model.safetensors" \
-          || "$(cat "$stamp" 2>/dev/null)" != "$*" ]]; then
+          || "$(cat "$stamp" 2>/dev/null)" != "r$DECODER_SET_REVISION $*" ]]; then
         "$PYTHON" -m elp.convert.whisper_decoder_set "$models_dir/whisper-base" "$set_dir" "$@"
-        printf '%s' "$*" > "$stamp"
+        printf '%s' "r$DECODER_SET_REVISION $*" > "$stamp"
     else
         echo "decoder set up to date: $set_dir"
     fi
