@@ -1,5 +1,5 @@
-"""Shared pieces of the benchmarks: backbones, random adapter stores, clips, server processes,
-process-tree memory sampling, percentiles, and the table/JSON output every script writes.
+"""Shared pieces of the benchmarks: backbones, random adapter stores, clips, server processes, percentiles, and
+the table/JSON output every script writes (a process tree's memory and CPU: ``benchmarks.process_tree``).
 
 Benchmarks never import test code: the server processes they start are the real ``python -m server``.
 """
@@ -17,7 +17,6 @@ import random
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,6 @@ from typing import Any, TypeVar
 
 import httpx
 import numpy as np
-import psutil
 import soundfile as sf
 
 from elp.tasks import TASKS, task_names
@@ -290,63 +288,6 @@ def server_command(backbone: Path, store: Path, port: int, device: str = "cpu", 
             "--speakers-dir", str(store.parent / f"speakers-{port}"), "--port", str(port), "--device", device,
             "--log-level", "warning", "--api-key", BENCHMARK_API_KEY,
             *(STAND_IN_FLAGS if stand_in_audio() else ()), *extra]
-
-
-def process_tree(pids: Sequence[int]) -> Iterator[psutil.Process]:
-    """The processes and all their live children, each once."""
-    seen: set[int] = set()
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            root = psutil.Process(pid)
-            for process in [root, *root.children(recursive=True)]:
-                if process.pid not in seen:
-                    seen.add(process.pid)
-                    yield process
-
-
-def tree_rss_bytes(pids: Sequence[int]) -> int:
-    """Resident memory of the processes and all their children (each counted once)."""
-    total = 0
-    for process in process_tree(pids):
-        with contextlib.suppress(psutil.Error):
-            total += process.memory_info().rss
-    return total
-
-
-def tree_cpu_s(pids: Sequence[int]) -> float:
-    """CPU seconds (user + system) used so far by the processes and their live children."""
-    total = 0.0
-    for process in process_tree(pids):
-        with contextlib.suppress(psutil.Error):
-            times = process.cpu_times()
-            total += times.user + times.system
-    return total
-
-
-class PeakRssSampler:
-    """Samples the summed RSS of a process tree on a thread; ``peak`` after the ``with`` block."""
-
-    def __init__(self, pids: Sequence[int], interval_s: float = 0.25) -> None:
-        self.pids = list(pids)
-        self.interval_s = interval_s
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss_bytes(self.pids))
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> PeakRssSampler:
-        self.peak = tree_rss_bytes(self.pids)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, tree_rss_bytes(self.pids))
 
 
 # ------------------------------------------------------------------------------------------------ output

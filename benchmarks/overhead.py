@@ -60,11 +60,11 @@ from benchmarks.common import (
     prepare_backbone,
     server_command,
     started_processes,
-    tree_cpu_s,
     workdir_for,
     write_results,
 )
 from benchmarks.loadgen import PlannedRequest, request_plan, run_load
+from benchmarks.process_tree import tree_cpu_s
 from benchmarks.stats import load_note, machine_load, median_rows, round_robin
 
 TASK_KEYS = tuple(DEFAULT_IDS.values())

@@ -37,10 +37,10 @@ from benchmarks.common import (
     prepare_backbone,
     server_command,
     started_processes,
-    tree_cpu_s,
     workdir_for,
 )
 from benchmarks.loadgen import run_load
+from benchmarks.process_tree import tree_cpu_s
 from benchmarks.stats import load_note, machine_load
 
 #: the part of the CPU the model stage accounts for (the worker thread and the threads it drives)

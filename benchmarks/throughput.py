@@ -41,7 +41,6 @@ from benchmarks.common import (
     DEFAULT_IDS,
     MIB,
     RESULTS_DIR,
-    PeakRssSampler,
     add_common_args,
     backbone_label,
     build_random_store,
@@ -57,6 +56,7 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.loadgen import TASKS, run_load
+from benchmarks.process_tree import PeakRssSampler
 from benchmarks.stats import load_note, machine_load, median_rows, plot_points, ratio_table, round_robin
 from elp.tasks import TASKS as REGISTERED_TASKS
 

@@ -191,3 +191,29 @@ def describe_snapshot(snapshot: AdapterSnapshot) -> AdapterEntry:
         num_params=num_params, size_bytes=size_bytes, sha256=snapshot.sha256,
         resident=False, default=False, error=error,
     )
+
+
+def resolve_default_ids(store: AdapterStore, configured: dict[str, str]) -> dict[str, str | None]:
+    """Per task of ``configured`` (task -> configured id): that id if the store has it for the task, else a set
+    marked ``"default": true``, else the task's only set, else None."""
+    by_task: dict[str, list[str]] = {task: [] for task in configured}
+    marked: dict[str, list[str]] = {task: [] for task in configured}
+    for adapter_id in store.ids():
+        try:
+            config = store.read_config(adapter_id)
+        except AdapterNotFoundError:  # removed since the listing
+            continue
+        task = config.get("task")
+        if task in by_task:
+            by_task[task].append(adapter_id)
+            if is_marked_default(config):
+                marked[task].append(adapter_id)
+    defaults: dict[str, str | None] = {}
+    for task, adapter_id in configured.items():
+        if adapter_id in by_task[task]:
+            defaults[task] = adapter_id
+        elif marked[task]:
+            defaults[task] = marked[task][0]
+        else:
+            defaults[task] = by_task[task][0] if len(by_task[task]) == 1 else None
+    return defaults

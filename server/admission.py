@@ -18,7 +18,7 @@ from server.errors import NonFiniteOutputError, RequestTimeoutError, ServerError
 from server.metrics import ServerMetrics
 
 if TYPE_CHECKING:
-    from server.batching import JobResult
+    from server.batch_jobs import JobResult
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 

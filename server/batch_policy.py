@@ -32,7 +32,7 @@ import torch
 from server.batch_support import length_chunks
 
 if TYPE_CHECKING:
-    from server.batching import InferenceJob
+    from server.batch_jobs import InferenceJob
 
 logger = logging.getLogger("server.batching")
 

@@ -10,23 +10,30 @@ import contextlib
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 import torch
 
-from elp.long_form import LongFormSplitter
-from elp.speech_activity import SpeechGate, VoiceGate, with_detector
+from elp.speech_activity import SpeechGate, VoiceGate
 from elp.tasks import TASKS
 from elp.voice_activity import shared_model
-from server.adapter_store import AdapterStore, is_marked_default
+from server.adapter_store import AdapterStore, resolve_default_ids
 from server.adapters import AdapterCache, AdapterLease
 from server.admission import await_results
 from server.audio import AudioLimits, DecodedAudio
 from server.batch_policy import BatchPolicy, CostAwarePolicy, LengthRatioPolicy
 from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
 from server.decoding import DecodePool
+from server.deployment import (
+    DEFAULT_TORCH_THREADS,
+    DTYPES,
+    QUANTIZED,
+    deployed_gate,
+    deployed_splitter,
+    set_torch_threads,
+)
 from server.errors import AdapterNotFoundError, OverloadedError
 from server.metrics import ServerMetrics
 from server.post_pool import PostPool, PostStage
@@ -36,44 +43,8 @@ from server.speakers import open_speaker_store
 
 logger = logging.getLogger("server.service")
 
-#: torch's own choice (the cores this process may use), before any app in this process changed it
-_DEFAULT_TORCH_THREADS = torch.get_num_threads()
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "int8": torch.float32,
-           "auto": torch.float32}
-#: settings dtypes that quantise a float32 backbone (auto: int8 where measured to hold, elp.backbones)
-_QUANTIZED = {"int8": "int8", "auto": "auto"}
 #: extra seconds a handler waits past the queue deadline for a batch that is already running
-_RUNNING_GRACE_S = 60.0
-
-
-def _set_torch_threads(torch_threads: int, model_workers: int) -> int:
-    """Intra-op threads: as configured, or torch's default (the cores this process may use). The model
-    workers share them (``BatchWorker.thread_share``): a batch running alone uses all of them, N
-    batches at once 1/N each, so N workers use the cores side by side instead of N x cores threads
-    fighting over them."""
-    threads = torch_threads or _DEFAULT_TORCH_THREADS
-    if threads != torch.get_num_threads():
-        torch.set_num_threads(threads)
-    logger.info("torch intra-op threads: %d, shared by %d model worker(s)", threads, model_workers)
-    return threads
-
-
-def _deployed_gate(gate: SpeechGate | None, settings: Settings) -> SpeechGate | None:
-    """A task's speech gate with the deployment's overrides (``ELP_SPEECH_DETECTOR``, ``ELP_MIN_SPEECH_S``,
-    ``ELP_SPEECH_FLOOR_DBFS``); None when the task has none or the minimum is 0."""
-    if gate is None:
-        return None
-    gate = with_detector(gate, settings.speech_detector)
-    overrides = {"min_active_s": settings.min_speech_s, "floor_dbfs": settings.speech_floor_dbfs}
-    gate = replace(gate, **{name: value for name, value in overrides.items() if value is not None})
-    return gate if gate.min_active_s > 0 else None
-
-
-def _deployed_splitter(splitter: LongFormSplitter, settings: Settings) -> LongFormSplitter:
-    """A task's long-form splitter with the deployment's speech detector (its pauses and its gate) and gate
-    overrides."""
-    splitter = splitter.for_detector(settings.speech_detector)
-    return replace(splitter, speech_gate=_deployed_gate(splitter.speech_gate, settings))
+RUNNING_GRACE_S = 60.0
 
 
 @dataclass
@@ -92,7 +63,7 @@ class InferenceService:
         self.limits = AudioLimits(settings.max_duration_s, settings.min_duration_s, settings.min_sample_rate,
                                   settings.max_sample_rate)
         #: tasks that take long recordings in segments (``TaskSpec.long_form``), unless the deployment says 0
-        self.splitters = {spec.name: _deployed_splitter(spec.long_form, settings)
+        self.splitters = {spec.name: deployed_splitter(spec.long_form, settings)
                           for spec in TASKS if spec.long_form is not None and settings.max_long_form_s > 0}
         self.long_form_limits = self.limits.for_long_form(settings.max_long_form_s)
         self.store = AdapterStore(settings.adapters_dir)
@@ -108,9 +79,9 @@ class InferenceService:
         self._default_problems: dict[str, str] = {}
         self._warmup: asyncio.Task | None = None
         self._calibrating = False
-        self.speech_gates = {spec.name: _deployed_gate(spec.speech_gate, settings) for spec in TASKS}
+        self.speech_gates = {spec.name: deployed_gate(spec.speech_gate, settings) for spec in TASKS}
         #: tasks that answer a clip without sound without the model (``TaskSpec.silence_answer``)
-        self.silence_gates = {spec.name: _deployed_gate(spec.silence_gate, settings) for spec in TASKS
+        self.silence_gates = {spec.name: deployed_gate(spec.silence_gate, settings) for spec in TASKS
                               if spec.silence_gate is not None}
         #: deployment defaults a task falls back on (``TaskRequest.fallbacks``): answers and enrolments alike
         self.task_fallbacks = MappingProxyType({"threshold": settings.verify_threshold})  # shared: read-only
@@ -127,13 +98,13 @@ class InferenceService:
         from elp import AdapterSet, MultiAdapterModel, load_backbone
 
         device = self.settings.resolved_device()
-        dtype = _DTYPES[self.settings.dtype]
-        model_workers = self.settings.resolved_model_workers(device, _DEFAULT_TORCH_THREADS)
+        dtype = DTYPES[self.settings.dtype]
+        model_workers = self.settings.resolved_model_workers(device, DEFAULT_TORCH_THREADS)
         max_batch_rows = self.settings.resolved_max_batch_size(device)
-        intra_op_threads = _set_torch_threads(self.settings.torch_threads, model_workers)
+        intra_op_threads = set_torch_threads(self.settings.torch_threads, model_workers)
         started = time.perf_counter()
         self.backbone = await asyncio.to_thread(load_backbone, self.settings.backbone, device, dtype,
-                                                quantization=_QUANTIZED.get(self.settings.dtype))
+                                                quantization=QUANTIZED.get(self.settings.dtype))
         self.backbone.front_end_mode = self.settings.front_end
         self.sample_rate = int(getattr(self.backbone, "sample_rate", 16000))
         voice = any(isinstance(gate, VoiceGate) for gate in self._gates())
@@ -239,31 +210,8 @@ class InferenceService:
     def resolve_defaults(self) -> dict[str, str | None]:
         """Per task: the configured id if it exists, else a set marked ``"default": true``, else the
         only set of that task, else none (requests then must name an adapter)."""
-        configured = self.settings.default_adapter_ids()
-        by_task: dict[str, list[str]] = {task: [] for task in configured}
-        marked: dict[str, list[str]] = {task: [] for task in configured}
-        for adapter_id in self.store.ids():
-            try:
-                config = self.store.read_config(adapter_id)
-            except AdapterNotFoundError:  # removed since the listing
-                continue
-            task = config.get("task")
-            if task in by_task:
-                by_task[task].append(adapter_id)
-                if is_marked_default(config):
-                    marked[task].append(adapter_id)
-        defaults: dict[str, str | None] = {}
-        for task, adapter_id in configured.items():
-            if adapter_id in by_task[task]:
-                defaults[task] = adapter_id
-            elif marked[task]:
-                defaults[task] = marked[task][0]
-            elif len(by_task[task]) == 1:
-                defaults[task] = by_task[task][0]
-            else:
-                defaults[task] = None
-        self._defaults = defaults
-        return defaults
+        self._defaults = resolve_default_ids(self.store, self.settings.default_adapter_ids())
+        return self._defaults
 
     def default_adapter(self, task: str, recheck: bool = False) -> str:
         """The task's default set id, as last resolved; ``recheck`` resolves again from the store first
@@ -367,7 +315,7 @@ class InferenceService:
 
     async def _results(self, futures: list[Future], receive: Any) -> list[JobResult]:
         return await await_results(futures, receive=receive, deadline_s=self.settings.request_deadline_s,
-                                   grace_s=_RUNNING_GRACE_S, metrics=self.metrics)
+                                   grace_s=RUNNING_GRACE_S, metrics=self.metrics)
 
     async def infer(self, task: str, lease: AdapterLease, clips: list[DecodedAudio], *,
                     receive: Any = None) -> InferenceOutcome:

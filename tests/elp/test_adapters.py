@@ -366,7 +366,7 @@ def test_context_head_round_trips_and_ignores_padding_and_batch_mates(backbone, 
 
 
 def test_new_context_blocks_start_as_the_identity(backbone):
-    from training.cached import warm_start
+    from training.refit_start import warm_start
 
     linear = make_random_adapter_set(backbone, "asr", method="elp", seed=7)
     config = linear.config

@@ -162,7 +162,7 @@ def test_cached_refit_adds_a_warm_started_prosody_head(corpus, backbone_dir, tmp
 def test_warm_start_gives_a_head_that_gained_prosody_the_old_heads_answers():
     from elp.heads import HeadConfig, build_head
     from elp.heads.prosody import NUM_PROSODY_FEATURES
-    from training.cached import warm_start
+    from training.refit_start import warm_start
 
     torch.manual_seed(0)
     old = build_head(HeadConfig(hidden_dim=16, pooling="stats"), "emotion", 8, 4).eval()
@@ -447,7 +447,7 @@ def test_augmented_views_differ_from_the_clean_pass_and_repeat_with_the_seed(asr
 def test_transplant_keeps_the_source_adapters_and_the_target_labels_with_a_fresh_head(backbone_dir):
     from elp import load_backbone as load
     from elp.testing import make_random_adapter_set
-    from training.cached import transplant
+    from training.refit_start import transplant
 
     backbone = load(backbone_dir)
     asr, intent = (make_random_adapter_set(backbone, task, seed=seed) for task, seed in (("asr", 1), ("intent", 2)))
