@@ -226,6 +226,16 @@ class WhisperDecoderHead(nn.Module):
             hidden = hidden + layer.fc2(F.gelu(layer.fc1(normed)))
         return decoder.layer_norm(hidden[:, -keep:])
 
+    def forced_pass(self, sequences: torch.Tensor, cross: list[tuple[torch.Tensor, torch.Tensor]],
+                    watched: dict[int, list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One teacher-forced pass over whole token sequences (b, L) from position 0: the final-norm hidden
+        states of every position (b, L, d) and the ``watched`` heads' cross-attention probabilities
+        (b, heads, L, S), layer by layer (``elp.heads.word_timing`` reads them)."""
+        seen: list[torch.Tensor] = []
+        hidden = self._step(sequences, 0, [[] for _ in self.decoder.layers], cross, keep=sequences.shape[1],
+                            watched=watched, seen=seen)
+        return hidden, torch.cat(seen, dim=1)
+
     def _logits(self, last: torch.Tensor) -> torch.Tensor:
         """Every token's logit (b, V): the int8 projection if ``quantize_int8`` made one, else float32."""
         if self.logit_projection is not None:

@@ -109,10 +109,7 @@ def token_times(head: WhisperDecoderHead, cross: list[tuple[torch.Tensor, torch.
     prompt = list(head.config.prompt_ids)
     sequences = torch.tensor([prompt + ids + [head.config.eot_id] * (longest - len(ids)) for ids in rows],
                              device=device)
-    seen: list[torch.Tensor] = []
-    hidden = head._step(sequences, 0, [[] for _ in head.decoder.layers], cross, keep=sequences.shape[1],
-                        watched=watched_heads(head.config.alignment_heads), seen=seen)
-    attention = torch.cat(seen, dim=1)  # (b, watched heads, positions, source frames)
+    hidden, attention = head.forced_pass(sequences, cross, watched_heads(head.config.alignment_heads))
     weight = head.decoder.embed_tokens.weight
     for row, ids in enumerate(rows):
         if not ids:
