@@ -144,3 +144,32 @@ def wait_http(url: str, process: subprocess.Popen | None, timeout_s: float) -> N
             pass
         time.sleep(0.1)
     raise AssertionError(f"{url} did not answer 200 within {timeout_s} s")
+
+
+# -- answers and errors ------------------------------------------------------------------------------
+CLIP = wav_bytes(1.0, seed=1)
+
+
+def clip_files(data: bytes = CLIP, **extra: bytes) -> dict[str, tuple[str, bytes, str]]:
+    files = {"file": ("clip.wav", data, "audio/wav")}
+    files.update({name: (f"{name}.wav", payload, "audio/wav") for name, payload in extra.items()})
+    return files
+
+
+def metric(app, name: str, labels: dict[str, str] | None = None) -> float:
+    return app.state.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code and body["error"]["message"]
+    assert "Traceback" not in body["error"]["message"]
+    return body["error"]
+
+
+async def assert_serving(client: httpx.AsyncClient) -> None:
+    """A normal request right after an error still succeeds."""
+    response = await client.post("/emotion", files=clip_files())
+    assert response.status_code == 200, response.text

@@ -13,8 +13,7 @@ import soundfile as sf
 from elp.long_form import join_texts
 from elp.tasks import get_task
 from tests.elp.test_long_form import speech_with_pauses
-from tests.server.helpers import make_settings, running_app
-from tests.server.test_server_api import assert_error, clip_files, metric
+from tests.server.helpers import assert_error, clip_files, make_settings, metric, running_app
 
 pytestmark = pytest.mark.anyio
 RATE = 16000

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from tests.elp.test_voice_activity import hum
-from tests.server.helpers import make_settings, running_app
+from tests.server.helpers import assert_error, clip_files, make_settings, metric, running_app
 from tests.server.test_long_form import wav
-from tests.server.test_server_api import assert_error, clip_files, metric
 
 pytestmark = pytest.mark.anyio
 RATE = 16000
