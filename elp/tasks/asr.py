@@ -59,7 +59,7 @@ class CTCTranscriber:
 
     def __call__(self, output: torch.Tensor) -> dict[str, Any]:
         """The transcript and its words' spans (fractions of the row's frames, so of its audio)."""
-        from elp.decoding.alignment import ctc_word_spans
+        from elp.decoding.alignment import ctc_word_spans, with_onset_lead
 
         log_probs = output.float().cpu().numpy()
         if self.language_model is None:
@@ -71,7 +71,7 @@ class CTCTranscriber:
         if not self.align:
             return {"text": text}
         frames = max(log_probs.shape[0], 1)
-        spans = ctc_word_spans(log_probs, text, self.vocab)
+        spans = with_onset_lead(ctc_word_spans(log_probs, text, self.vocab))
         return {"text": text, "words": [(word, start / frames, end / frames, confidence)
                                         for word, start, end, confidence in spans]}
 

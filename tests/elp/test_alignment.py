@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from elp.decoding.alignment import _label_sequence, ctc_word_spans
+from elp.decoding.alignment import _label_sequence, ctc_word_spans, with_onset_lead
 from elp.tasks.asr import CTCTranscriber, word_times
 
 VOCAB = ["<blank>", " ", "a", "b"]
@@ -96,7 +96,8 @@ def test_the_transcriber_answers_words_as_fractions_of_the_clip() -> None:
     transcriber = CTCTranscriber(VOCAB, None)
     answer = transcriber(torch.from_numpy(peaky("__ab__ _a__")).float())
     assert answer["text"] == "ab a"
-    assert answer["words"] == [("ab", 2 / 11, 4 / 11, pytest.approx(0.97)), ("a", 8 / 11, 9 / 11, pytest.approx(0.97))]
+    # starts come ONSET_LEAD_FRAMES (3) earlier than the first letter, never before 0 nor into the word before
+    assert answer["words"] == [("ab", 0 / 11, 4 / 11, pytest.approx(0.97)), ("a", 5 / 11, 9 / 11, pytest.approx(0.97))]
     assert "words" not in CTCTranscriber(VOCAB, None, align=False)(torch.from_numpy(peaky("_a_")).float())
 
 
@@ -112,3 +113,9 @@ def test_word_times_follow_each_segment_of_a_long_recording() -> None:
         {"word": "there", "start_s": 20.0, "end_s": 21.0, "confidence": 0.5},
         {"word": "now", "start_s": 22.0, "end_s": 24.0, "confidence": 1.0}]
     assert word_times([_Row(None)], [(0.0, 3.0)]) is None  # a decoder set, or silence answered without the model
+
+
+def test_the_onset_lead_moves_starts_back_but_never_into_the_word_before() -> None:
+    spans = [("a", 1, 4, 0.9), ("b", 5, 8, 0.8), ("c", 20, 22, 0.7)]
+    assert with_onset_lead(spans, 3) == [("a", 0, 4, 0.9), ("b", 4, 8, 0.8), ("c", 17, 22, 0.7)]
+    assert with_onset_lead(spans, 0) == spans
