@@ -35,3 +35,9 @@ def variant(request):
 @pytest.fixture
 def backbone(backbone_dirs, variant):
     return load_backbone(backbone_dirs[variant])
+
+
+@pytest.fixture(scope="session")
+def whisper_dir(tiny_backbone_dir):
+    """The tiny Whisper checkpoint (pre-LN as Whisper is; the decoder-set tests read its decoder)."""
+    return tiny_backbone_dir("whisper", False)

@@ -26,11 +26,6 @@ LABELS = ["de", "en", "fr"]
 
 
 @pytest.fixture(scope="module")
-def whisper_dir(tiny_backbone_dir):
-    return tiny_backbone_dir("whisper", False)
-
-
-@pytest.fixture(scope="module")
 def backbone(whisper_dir):
     return load_backbone(whisper_dir)
 

@@ -18,22 +18,15 @@ from elp.heads.config import DecoderConfig
 from elp.heads.word_timing import TIMED_PARTS, fitted_to_sound, timed_words
 from elp.spoken_text import normalise
 from elp.testing import seeded_waveform
+from tests.elp.test_whisper_decoder import EOT
+from tests.elp.test_whisper_decoder import decoder_config as whisper_decoder_config
 
-EOT = 50
 #: letters only (numbers would be spelt), every third token opens a word
 TOKENS = [("Ġ" if i % 3 == 0 else "") + chr(97 + i % 26) + chr(97 + i // 26) for i in range(EOT)]
 
 
 def decoder_config(**changes) -> DecoderConfig:
-    fields = dict(layers=1, heads=2, ffn_dim=64, vocab_size=64, max_target_positions=32, source_positions=1500,
-                  prompt_ids=[1, 60, 61, 62], eot_id=EOT, suppress_ids=[3], begin_suppress_ids=[4, EOT],
-                  max_tokens_per_second=6.0, extra_tokens=10, trailing_silence_s=0.3, alignment_heads=[[0, 0], [0, 1]])
-    return DecoderConfig(**{**fields, **changes})
-
-
-@pytest.fixture(scope="module")
-def whisper_dir(tiny_backbone_dir):
-    return tiny_backbone_dir("whisper", False)
+    return whisper_decoder_config(**{"alignment_heads": [[0, 0], [0, 1]], **changes})
 
 
 @pytest.fixture(scope="module")

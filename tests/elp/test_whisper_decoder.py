@@ -28,11 +28,6 @@ def decoder_config(**changes) -> DecoderConfig:
 
 
 @pytest.fixture(scope="module")
-def whisper_dir(tiny_backbone_dir):
-    return tiny_backbone_dir("whisper", False)
-
-
-@pytest.fixture(scope="module")
 def whisper(whisper_dir):
     return WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
 

@@ -41,12 +41,19 @@ def _slow_predict(app, seconds: float):
     return lambda: setattr(model, "head_outputs", original)
 
 
+async def burst_on_a_slow_model(app, client, requests: int, seconds: float) -> list:
+    """``requests`` emotion requests at once while every batch's model stage takes ``seconds`` longer."""
+    restore = _slow_predict(app, seconds)
+    try:
+        return await asyncio.gather(*(client.post("/emotion", files=clip_files()) for _ in range(requests)))
+    finally:
+        restore()
+
+
 async def test_overloaded_with_retry_after_then_serving(tiny_store, tmp_path) -> None:
     settings = make_settings(*tiny_store, tmp_path, max_queue=1, max_batch_size=1, max_wait_ms=0)
     async with running_app(settings) as (app, client):
-        restore = _slow_predict(app, 0.3)
-        responses = await asyncio.gather(*(client.post("/emotion", files=clip_files()) for _ in range(6)))
-        restore()
+        responses = await burst_on_a_slow_model(app, client, 6, 0.3)
         refused = [r for r in responses if r.status_code == 503]
         assert refused and any(r.status_code == 200 for r in responses)
         for response in refused:
@@ -58,9 +65,7 @@ async def test_overloaded_with_retry_after_then_serving(tiny_store, tmp_path) ->
 async def test_timeout_when_waiting_past_the_deadline_then_serving(tiny_store, tmp_path) -> None:
     settings = make_settings(*tiny_store, tmp_path, request_deadline_s=0.2, max_batch_size=1, max_wait_ms=0)
     async with running_app(settings) as (app, client):
-        restore = _slow_predict(app, 0.5)
-        responses = await asyncio.gather(*(client.post("/emotion", files=clip_files()) for _ in range(3)))
-        restore()
+        responses = await burst_on_a_slow_model(app, client, 3, 0.5)
         assert sorted(r.status_code for r in responses)[0] == 200
         timed_out = [r for r in responses if r.status_code == 504]
         assert timed_out
