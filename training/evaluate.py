@@ -71,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def served_set(folder: str | Path) -> AdapterSet:
+    """The set as the server prepares it (``TaskSpec.prepare_for_serving`` with the default settings: a decoder
+    set times its words), so the figures and compute times are the served path's."""
+    adapter_set = AdapterSet.load(folder)
+    return adapter_set.task_spec.prepare_for_serving(adapter_set, {})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quantization = None if args.dtype == "float32" else args.dtype
@@ -80,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for folder in args.adapters:
         key = Path(folder).name
-        model.add_adapter_set(key, AdapterSet.load(folder))
+        model.add_adapter_set(key, served_set(folder))
         result = evaluate_adapter(model, key, Path(args.corpus), args.split, Path(args.plots), args.max_clips)
         print(json.dumps(result), flush=True)
         results.append(result)
@@ -110,7 +117,7 @@ def run_suites(model: MultiAdapterModel, args: argparse.Namespace, argv: list[st
     records: list[dict] = []
     for folder in args.adapters:
         key = Path(folder).name
-        model.add_adapter_set(key, AdapterSet.load(folder))
+        model.add_adapter_set(key, served_set(folder))
         records += evaluate_on_suites(model, key, options)
         out.write_text(json.dumps({"command": command, "records": records}, indent=1))  # after each set
     table = markdown(records, command)
