@@ -69,11 +69,15 @@ def test_real_rows_pick_by_name_and_a_validation_voice_gets_valid_rows_only(tmp_
     for name in ("frog_desc", "frog_desc_fr", "cat_desc_fr", "dog_desc_fr", "frog"):
         sf.write(stamps / "animals" / f"{name}.wav", 0.1 * np.ones(16000, dtype=np.float32), 16000)
     source = RealSource("reader-fr", "fr", "pkg", "stamps", "wav", "tuxpaint", 10, "_desc_fr")
-    valid = real_rows(tmp_path / "out", source, tmp_path / "root", seed=0, training=True, validation_only=True)
+    valid = real_rows(tmp_path / "out", source, tmp_path / "root", seed=0, role="valid")
     assert sorted(r.id.rsplit("-", 1)[-1] for r in valid) == ["cat_desc_fr", "dog_desc_fr", "frog_desc_fr"]
     assert {r.split for r in valid} == {"valid"} and {r.label for r in valid} == {"fr"}
-    trained = real_rows(tmp_path / "out2", source, tmp_path / "root", seed=0, training=True)
+    trained = real_rows(tmp_path / "out2", source, tmp_path / "root", seed=0, role="train")
     assert {r.split for r in trained} == {"train"}  # 3 clips: the 7th would be the first valid one
+    tested = real_rows(tmp_path / "out3", source, tmp_path / "root", seed=0, role="test")
+    assert {r.split for r in tested} == {"test"}
+    with pytest.raises(ValueError, match="speaker role"):
+        real_rows(tmp_path / "out4", source, tmp_path / "root", seed=0, role="training")
 
 
 def test_sentence_splits_are_fixed_and_disjoint() -> None:

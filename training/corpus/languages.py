@@ -221,10 +221,16 @@ def _decode(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
 
 
-def real_rows(out: Path, source: RealSource, root: Path, seed: int, training: bool,
-              validation_only: bool = False) -> list[ManifestRow]:
-    """Up to ``source.clips`` seeded clips of one person (cut to :data:`MAX_SECONDS`); a training
-    speaker's clips are 85% train / 15% valid, a validation speaker's all valid, a test speaker's all test."""
+#: what a real speaker is for: ``train`` (85% of the clips train, 15% valid), ``valid`` (all valid), ``test``
+SPEAKER_ROLES = ("train", "valid", "test")
+
+
+def real_rows(out: Path, source: RealSource, root: Path, seed: int, role: str) -> list[ManifestRow]:
+    """Up to ``source.clips`` seeded clips of one person (cut to :data:`MAX_SECONDS`), split by the speaker's
+    ``role`` (:data:`SPEAKER_ROLES`): a training speaker's clips are 85% train / 15% valid, a validation
+    speaker's all valid, a test speaker's all test."""
+    if role not in SPEAKER_ROLES:
+        raise ValueError(f"speaker role must be one of {SPEAKER_ROLES}, not {role!r}")
     files = sorted(p for p in (root / source.folder).rglob("*")
                    if p.suffix[1:] in source.extension.split("|") and p.stem.endswith(source.stem_suffix))
     order = np.random.default_rng([seed, stable_tag(f"{source.speaker}-{source.language}")]).permutation(len(files))
@@ -242,7 +248,7 @@ def real_rows(out: Path, source: RealSource, root: Path, seed: int, training: bo
                 continue
             write_flac(wave[: int(MAX_SECONDS * SAMPLE_RATE)], out / rel)
         seconds = sf.info(out / rel).frames / SAMPLE_RATE
-        split = "test" if not training else "valid" if validation_only or len(rows) % 7 == 6 else "train"
+        split = role if role != "train" else "valid" if len(rows) % 7 == 6 else "train"
         rows.append(ManifestRow(clip_id, rel, round(seconds, 3), split, TASK, source.speaker, None, source.language,
                                 {"language": source.language, "package": source.package, "kind": source.kind,
                                  "human": True}))
@@ -259,12 +265,12 @@ def build(out: Path, deb_cache: Path, seed: int = 0, log=print, game_voices: boo
         roots[package], versions[package] = extract_deb(deb, deb_cache / "x"), deb_version(deb)
     train = synthetic_rows(out / "train", seed, log)
     for source in REAL_TRAIN + game_train:
-        train += real_rows(out / "train", source, roots[source.package], seed, training=True)
+        train += real_rows(out / "train", source, roots[source.package], seed, role="train")
     for source in game_valid:
-        train += real_rows(out / "train", source, roots[source.package], seed, training=True, validation_only=True)
+        train += real_rows(out / "train", source, roots[source.package], seed, role="valid")
     check_language_training_rows([r for r in train if r.split == "train"])
     test = [row for source in REAL_TEST for row in real_rows(out / "human", source, roots[source.package], seed,
-                                                              training=False)]
+                                                              role="test")]
     write_manifest(train, out / "train" / f"{TASK}.jsonl")
     write_manifest(test, out / "human" / f"{TASK}.jsonl")
 
