@@ -101,8 +101,9 @@ def _answer_fields() -> type[BaseModel]:
     return create_model(
         "AsrAnswerFields", text=(str, ...),
         words=(list[AsrWord] | None, Field(None, description="each word of `text` with its start and end in the "
-                                           "upload (s); absent for a decoder set without alignment heads and for "
-                                           "a clip answered without the model")),
+                                           "upload (s); absent for a decoder set without alignment heads, for "
+                                           "a clip answered without the model, and where a decoder wrote more "
+                                           "tokens than the clip has 20 ms frames")),
         segments=(list[AsrSegment] | None, Field(None, description="a recording longer than one segment may be "
                                                  "(20 s) is cut at its pauses and transcribed segment by segment: "
                                                  "each segment's span and text (absent for a clip read whole)")),
