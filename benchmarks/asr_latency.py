@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import corpus_clips, decode_clip, markdown_table, write_results
-from benchmarks.set_latency import add_timing_options, interleaved
+from benchmarks.set_latency import add_timing_options, interleaved, served_model
 from benchmarks.stats import load_note
 
 WHISPER = "whisper base generate"
@@ -32,14 +32,8 @@ def served_system(backbone_dir: Path, adapter_dir: Path, dtype: str,
                   word_times: bool = True) -> Callable[[np.ndarray], str]:
     """The set as the server runs it (``prepare_for_serving``); ``word_times=False``: a decoder set without
     its words' times (the cost of the teacher-forced pass that gives them)."""
-    from elp import MultiAdapterModel, load_backbone
-    from elp.adapter_set import AdapterSet
-
-    quantization = None if dtype == "float32" else dtype
-    model = MultiAdapterModel(load_backbone(str(backbone_dir), quantization=quantization))
-    adapter_set = AdapterSet.load(adapter_dir)
-    model.add_adapter_set(adapter_dir.name, adapter_set)
-    adapter_set.task_spec.prepare_for_serving(adapter_set, {})
+    model = served_model(backbone_dir, adapter_dir, dtype)
+    adapter_set = model.adapter_sets[adapter_dir.name]
     if not word_times and adapter_set.config.decoder is not None:
         adapter_set.head.time_words(False)
         adapter_set.refresh_post_processor()

@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,12 +65,19 @@ def interleaved(systems: dict[str, Callable[[np.ndarray], object]], waves: list[
     return {"title": title, "load_start": load_at_start, "load_end": load_at_end, "rows": rows, "rounds": spent}
 
 
-def served_set(backbone_dir: Path, adapter_dir: Path, dtype: str) -> Callable[[np.ndarray], object]:
+def served_model(backbone_dir: Path, adapter_dir: Path, dtype: str) -> Any:
+    """A model holding the set (key: its folder's name) as the server prepares it, on the encoder at ``dtype``."""
     from elp import MultiAdapterModel, load_backbone
-    from elp.adapter_set import AdapterSet
+    from training.evaluate import served_set
 
     model = MultiAdapterModel(load_backbone(str(backbone_dir), quantization=None if dtype == "float32" else dtype))
-    model.add_adapter_set(adapter_dir.name, AdapterSet.load(adapter_dir))
+    model.add_adapter_set(adapter_dir.name, served_set(adapter_dir))
+    return model
+
+
+def served_system(backbone_dir: Path, adapter_dir: Path, dtype: str) -> Callable[[np.ndarray], object]:
+    """One clip's answer from the set as served."""
+    model = served_model(backbone_dir, adapter_dir, dtype)
     return lambda wave: model.predict([torch.from_numpy(wave)], [adapter_dir.name])[0]
 
 
@@ -88,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     waves = [decode_clip(clip.data) for clip in corpus_clips(args.clips)]
-    systems = {f"{folder.name} ({dtype})": served_set(args.backbone, folder, dtype)
+    systems = {f"{folder.name} ({dtype})": served_system(args.backbone, folder, dtype)
                for folder in args.adapter for dtype in args.dtype}
     if args.resemblyzer:
         systems["resemblyzer"] = resemblyzer_system()

@@ -21,8 +21,9 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from benchmarks.common import REPO_ROOT, markdown_table, write_results
-from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp import MultiAdapterModel, load_backbone
 from training.data.manifest import filter_split, read_manifest
+from training.evaluate import served_set
 from training.evaluation import length_batches
 
 BANDS = ((0.0, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.01))
@@ -54,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="word_confidence", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args(argv)
     model = MultiAdapterModel(load_backbone(args.backbone))
-    adapter_set = AdapterSet.load(args.adapter)
-    model.add_adapter_set("asr", adapter_set)
-    adapter_set.task_spec.prepare_for_serving(adapter_set, {})  # as served: a decoder set times its words
+    model.add_adapter_set("asr", served_set(args.adapter))  # as served: a decoder set times its words
     model.eval()
     rows = []
     for spec in args.data:

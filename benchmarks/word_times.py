@@ -24,9 +24,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import REPO_ROOT, markdown_table, write_results
-from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp import MultiAdapterModel, load_backbone
 from elp.audio import load_audio
 from training.data.manifest import filter_split, read_manifest
+from training.evaluate import served_set
 
 RATE = 16000
 
@@ -64,10 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     model = MultiAdapterModel(load_backbone(args.backbone))
-    adapter_set = AdapterSet.load(args.adapter)
-    model.add_adapter_set("asr", adapter_set)
+    model.add_adapter_set("asr", served_set(args.adapter))  # as served: a decoder set times its words
     model.eval()
-    adapter_set.task_spec.prepare_for_serving(adapter_set, {})  # as served: a decoder set times its words
     rows = filter_split(read_manifest(Path(args.corpus) / "asr.jsonl"), args.split)[: args.sentences]
     starts, ends, total = [], [], 0
     for row in rows:

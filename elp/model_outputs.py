@@ -43,8 +43,9 @@ class RowOutput:
 
 @dataclass
 class Prediction:
-    """A served answer for one row: the fields its task's post-processor fills (``text``, and ``words`` for a
-    CTC set; ``embedding``; ``label`` and ``scores``, and ``slots`` for intents written slot_slot_slot)."""
+    """A served answer for one row: the fields its task's post-processor fills (``text``, and ``words`` for an
+    ASR set that times them; ``embedding``; ``label`` and ``scores``, and ``slots`` for intents written
+    slot_slot_slot)."""
 
     task: str
     adapter: str
@@ -53,7 +54,7 @@ class Prediction:
     label: str | None = None
     scores: dict[str, float] = field(default_factory=dict)
     slots: dict[str, str] | None = None
-    #: a CTC transcript's words, their span as fractions (0-1) of the row's audio: (word, start, end, confidence)
+    #: a transcript's words, their span as fractions (0-1) of the row's audio: (word, start, end, confidence)
     words: list[tuple[str, float, float, float]] | None = None
 
 

@@ -53,7 +53,6 @@ class WhisperDecoderHead(nn.Module):
     (``silence``) and the token strings below ``eot_id`` (``token_table``, byte-level BPE symbols)."""
 
     uses_prosody = False
-    reads_waveform = False
     reads_clip_frames = True  # the model passes each row's frames before the trailing zeros (word times)
 
     def __init__(self, config: DecoderConfig, d_model: int) -> None:
@@ -82,7 +81,11 @@ class WhisperDecoderHead(nn.Module):
         """Answer each token's frames and probability beside the ids (``elp.heads.word_timing``), when the set
         names alignment heads and transcribes. Returns whether rows are now timed."""
         self.__dict__["word_times"] = bool(enabled and self.config.alignment_heads and not self.config.label_ids)
-        self.__dict__["reads_waveform"] = self.word_times  # the words' edges are put where they sound
+        return self.word_times
+
+    @property
+    def reads_waveform(self) -> bool:
+        """Timed rows read their samples: the words' edges are put where they sound."""
         return self.word_times
 
     @functools.cached_property

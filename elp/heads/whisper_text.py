@@ -27,17 +27,15 @@ def _byte_decoder() -> dict[str, int]:
     return {chr(code): byte for byte, code in zip(printable, codes, strict=True)}
 
 
-def detokenize(token_ids: list[int], tokens: list[str]) -> str:
-    """Text of byte-level BPE ids (ids outside ``tokens``, the specials, are skipped)."""
-    table = _byte_decoder()
-    symbols = "".join(tokens[i] for i in token_ids if 0 <= i < len(tokens))
-    return bytes(table[c] for c in symbols if c in table).decode("utf-8", errors="replace").strip()
-
-
 def token_bytes(token_id: int, tokens: list[str]) -> bytes:
     """The bytes one byte-level BPE token spells (empty for the specials)."""
     table = _byte_decoder()
     return bytes(table[c] for c in tokens[token_id] if c in table) if 0 <= token_id < len(tokens) else b""
+
+
+def detokenize(token_ids: list[int], tokens: list[str]) -> str:
+    """Text of byte-level BPE ids (ids outside ``tokens``, the specials, are skipped)."""
+    return b"".join(token_bytes(i, tokens) for i in token_ids).decode("utf-8", errors="replace").strip()
 
 
 class WhisperTranscriber:

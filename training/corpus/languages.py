@@ -277,11 +277,13 @@ def build(out: Path, deb_cache: Path, seed: int = 0, log=print, game_voices: boo
     def counts(rows: list[ManifestRow]) -> dict:
         return {f"{split}:{lang}": n for (split, lang), n in sorted(Counter((r.split, r.label) for r in rows).items())}
 
+    def speakers(sources: tuple[RealSource, ...]) -> list[str]:
+        return [f"{s.speaker} ({s.language}, {s.package})" for s in sources]
+
     info = {"suite": "language-human", "seed": seed, "max_seconds": MAX_SECONDS, "packages": versions,
-            "train_speakers": [f"{s.speaker} ({s.language}, {s.package})" for s in REAL_TRAIN + game_train],
-            **({"valid_speakers": [f"{s.speaker} ({s.language}, {s.package})" for s in game_valid]}
-               if game_valid else {}),
-            "test_speakers": [f"{s.speaker} ({s.language}, {s.package})" for s in REAL_TEST],
+            "train_speakers": speakers(REAL_TRAIN + game_train),
+            **({"valid_speakers": speakers(game_valid)} if game_valid else {}),
+            "test_speakers": speakers(REAL_TEST),
             "festival_voices": festival_voices(), "train_counts": counts(train), "test_counts": counts(test)}
     (out / "human" / SUITE_MARKER).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n")
     return info
