@@ -12,7 +12,9 @@ are read; the threshold is left to ``training.verify_calibrate``.
 ``--second``: the set keeps its branch and the new one joins as its second (``HeadConfig.second_voice_*``):
 the grid is then over the second branch's weight ``v2``, the cosine ``(1 - v2) * (the set's own mix) +
 v2 cos_second``, so the set's encoder/branch ratio stays as it was chosen. Fuse into the uncentred set and
-centre afterwards (``training.verify_norm centre``): the centre depends on the whole embedding.
+centre afterwards (``training.verify_norm centre``): the centre depends on the whole embedding. Without
+``--second`` a centred set may be the source: its encoder part is scored uncentred and the fitted set is
+written uncentred, to be centred again.
 
     python -m training.voice_fusion adapters_store/verify-default --branch data/candidates/voice-branch \
         --valid human=data/human/verification_trials_valid.txt \
@@ -58,13 +60,13 @@ def load_branch(folder: str | Path) -> torch.nn.Module:
 
 
 def encoder_part(source: AdapterSet) -> AdapterSet:
-    """The set without pitch coordinates or a voice branch: the encoder's embedding alone."""
+    """The set without pitch coordinates, a voice branch or a centre: the encoder's embedding alone."""
     config = copy.deepcopy(source.config)
-    config.head.pitch_weight, config.head.voice_weight = 0.0, 0.0
+    config.head.pitch_weight, config.head.voice_weight, config.head.centred = 0.0, 0.0, False
     config.head.second_voice_kind, config.head.second_voice_weight = "", 0.0
     base = AdapterSet(config)
     keep = {k: v for k, v in source.state_dict().items()
-            if not k.startswith(("head.prosody_norm.", "head.voice.", "head.second_voice."))}
+            if not k.startswith(("head.prosody_norm.", "head.voice.", "head.second_voice.", "head.centre"))}
     base.load_state_dict(keep)
     return base
 
@@ -116,9 +118,10 @@ def eer_percent(cosines: dict, voice_weight: float, pitch_weight: float, own_voi
 
 
 def fitted_set(source: AdapterSet, branch: torch.nn.Module, best: dict, second: bool) -> AdapterSet:
-    """The source set with the chosen weights and the branch: its voice branch, or with ``second`` its second."""
+    """The source set with the chosen weights and the branch: its voice branch, or with ``second`` its second.
+    A centred source comes out uncentred: its centre was the mean of the embedding the branch replaces."""
     config = copy.deepcopy(source.config)
-    config.head.pitch_weight = best["pitch_weight"]
+    config.head.pitch_weight, config.head.centred = best["pitch_weight"], False
     fields = head_fields(branch.config.to_dict())
     prefix = "head.second_voice." if second else "head.voice."
     if second:
@@ -132,7 +135,7 @@ def fitted_set(source: AdapterSet, branch: torch.nn.Module, best: dict, second: 
     for field, value in fields.items():
         setattr(config.head, field, value)
     fitted = AdapterSet(config)
-    state = {k: v for k, v in source.state_dict().items() if not k.startswith(prefix)}
+    state = {k: v for k, v in source.state_dict().items() if not k.startswith((prefix, "head.centre"))}
     if best["pitch_weight"] == 0:
         state = {k: v for k, v in state.items() if not k.startswith("head.prosody_norm.")}
     if best["voice_weight"] > 0:

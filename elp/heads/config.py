@@ -8,8 +8,8 @@ from elp.config_parsing import build_strict
 from elp.errors import ConfigError
 
 POOLINGS = ("mean", "stats", "max")
-VOICE_KINDS = ("tdnn", "ge2e", "dvector")
-SECOND_VOICE_KINDS = ("", "ge2e", "dvector")  # converted encoders: sized by channels, layers, embedding
+VOICE_KINDS = ("tdnn", "ge2e", "dvector", "campplus")
+SECOND_VOICE_KINDS = ("", "ge2e", "dvector", "campplus")  # converted encoders: sized by channels, layers, embedding
 
 
 @dataclass
@@ -34,8 +34,9 @@ class HeadConfig:
     ``voice_kind``: ``tdnn`` (that convolution stack, distilled by ``training.distill_voice``) or
     ``ge2e`` (:mod:`elp.heads.ge2e`, an LSTM speaker encoder ``voice_layers`` deep and ``voice_channels``
     wide, converted from a published checkpoint; ``voice_pooled_channels`` is not read) or ``dvector``
-    (:mod:`elp.heads.dvector`, another published LSTM speaker encoder, sized the same way).
-    ``second_voice_kind`` (``ge2e`` | ``dvector``, "" = none) with ``second_voice_weight`` > 0: a second
+    (:mod:`elp.heads.dvector`, another published LSTM speaker encoder, sized the same way) or ``campplus``
+    (:mod:`elp.heads.campplus`, a published CAM++ network; channels 128 and 3 dense blocks, its one layout).
+    ``second_voice_kind`` (any converted kind, "" = none) with ``second_voice_weight`` > 0: a second
     converted branch beside the first (``second_voice_channels`` / ``_layers`` / ``_embedding_dim``); the
     voice cosine is then ``(1 - v - v2) cos_encoder + v cos_branch + v2 cos_second``. Why: two real-speaker
     encoders trained on other data err on different pairs, and the weighted concatenation averages them

@@ -24,6 +24,7 @@ SAMPLE_RATE = 16_000
 WINDOW = 400  # 25 ms
 HOP = 160  # 10 ms
 MEL_BANDS = 40
+CONVERTED_KINDS = ("ge2e", "dvector", "campplus")  # published networks, sized by channels, layers, embedding
 MIN_FRAMES = 20  # 0.2 s: shorter rows are padded with silence, so every row gets an embedding
 
 
@@ -130,7 +131,7 @@ class VoiceBranch(nn.Module):
 
 
 def build_voice_branch(kind: str, channels: int, pooled_channels: int, embedding_dim: int, layers: int) -> nn.Module:
-    """The branch a head config names (``HeadConfig.voice_kind``); both take ``(waves, lengths)``."""
+    """The branch a head config names (``HeadConfig.voice_kind``); all take ``(waves, lengths)``."""
     if kind == "ge2e":
         from elp.heads.ge2e import Ge2eBranch, Ge2eConfig
 
@@ -139,20 +140,24 @@ def build_voice_branch(kind: str, channels: int, pooled_channels: int, embedding
         from elp.heads.dvector import DvectorBranch, DvectorConfig
 
         return DvectorBranch(DvectorConfig(channels, layers, embedding_dim))
+    if kind == "campplus":
+        from elp.heads.campplus import CamppBranch, CamppConfig
+
+        return CamppBranch(CamppConfig(channels, layers, embedding_dim))
     return VoiceBranch(VoiceBranchConfig(channels, pooled_channels, embedding_dim))
 
 
 def branch_from_record(config: dict) -> nn.Module:
     """An untrained branch shaped as a branch folder's ``voice_branch.json`` ``config`` says."""
     kind = config.get("kind", "tdnn")
-    if kind in ("ge2e", "dvector"):
+    if kind in CONVERTED_KINDS:
         return build_voice_branch(kind, int(config["hidden"]), 0, int(config["embedding_dim"]), int(config["layers"]))
     return VoiceBranch(VoiceBranchConfig.from_dict(config))
 
 
 def head_fields(config: dict) -> dict:
     """The ``HeadConfig`` voice fields that rebuild a branch folder's branch inside a set."""
-    if config.get("kind", "tdnn") in ("ge2e", "dvector"):
+    if config.get("kind", "tdnn") in CONVERTED_KINDS:
         return {"voice_kind": config["kind"], "voice_channels": int(config["hidden"]),
                 "voice_layers": int(config["layers"]), "voice_embedding_dim": int(config["embedding_dim"])}
     return {"voice_kind": "tdnn", "voice_channels": int(config["channels"]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -195,3 +196,27 @@ def test_second_branch_joins_beside_the_first_and_keeps_its_ratio(clips, tmp_pat
     expected = 0.7 * float(one_a @ one_b) + 0.3 * float(second_a @ second_b)
     assert float(two_a @ two_b) == pytest.approx(expected, abs=1e-4)
     assert json.loads((tmp_path / "two.json").read_text())["chosen"]["voice_weight"] == 0.3
+
+
+def test_fusion_from_a_centred_set_scores_its_encoder_part_uncentred_and_writes_it_uncentred(clips, tmp_path):
+    """A branch replacing a centred set's branch (CAM++ for GE2E in the twentieth session): the centre was the mean
+    of the embedding being replaced, so the grid is the uncentred set's and the fitted set comes out uncentred."""
+    root, _, trials = clips
+    backbone_dir, _ = fusion_case(root, tmp_path, "whisper-centred")
+    common = ["--branch", str(tmp_path / "branch"), "--valid", f"v={trials}", "--weights", "0", "0.5",
+              "--backbone", str(backbone_dir)]
+    voice_fusion.main([str(tmp_path / "speaker"), *common, "--out", str(tmp_path / "one"),
+                       "--report", str(tmp_path / "one.json")])
+    one = AdapterSet.load(tmp_path / "one")
+    config = copy.deepcopy(one.config)
+    config.head.centred = True
+    centred = AdapterSet(config)
+    centre = torch.full_like(centred.state_dict()["head.centre"], 0.1)
+    centred.load_state_dict(one.state_dict() | {"head.centre": centre})
+    centred.save(tmp_path / "centred")
+    voice_fusion.main([str(tmp_path / "centred"), *common, "--out", str(tmp_path / "refit"),
+                       "--report", str(tmp_path / "refit.json")])
+    refit = AdapterSet.load(tmp_path / "refit")  # strict: no centre tensor left behind
+    assert not refit.config.head.centred and "head.centre" not in refit.state_dict()
+    grids = [json.loads((tmp_path / name).read_text())["grid"] for name in ("one.json", "refit.json")]
+    assert grids[0] == grids[1]

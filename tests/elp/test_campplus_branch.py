@@ -1,0 +1,135 @@
+"""The CAM++ voice branch (elp.heads.campplus) and its converter (elp.convert.campplus_branch): the front end
+equals Kaldi's filterbanks, the network has the published layout tensor for tensor, rows are independent,
+and a set carrying it round-trips through safetensors + JSON and fuses as its config says."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from elp import AdapterSet, MultiAdapterModel
+from elp.convert import campplus_branch
+from elp.errors import ConfigError
+from elp.heads.campplus import CamppBranch, CamppConfig
+from elp.heads.voice import branch_from_record, head_fields
+from elp.testing import make_random_adapter_set, seeded_waveform, voice_rows_alone_and_in_a_batch
+
+# The published checkpoint's state dict (3D-Speaker's zh-en "common advanced" CAM++): tensors, values in all.
+PUBLISHED_TENSORS, PUBLISHED_VALUES = 937, 6_930_842
+
+
+@pytest.fixture(scope="module")
+def branch() -> CamppBranch:
+    torch.manual_seed(0)
+    model = CamppBranch().eval()
+    with torch.no_grad():  # non-trivial BatchNorm statistics, so that a wrong statistic would show
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("seconds", [0.02, 0.6, 2.37])
+def test_filterbanks_are_kaldis(branch, seconds):
+    knf = pytest.importorskip("kaldi_native_fbank")
+    wave = seeded_waveform(seconds, seed=4) * 0.3
+    options = knf.FbankOptions()
+    options.frame_opts.dither = 0.0
+    options.mel_opts.num_bins = 80
+    reference = knf.OnlineFbank(options)
+    reference.accept_waveform(16000, wave.tolist())
+    reference.input_finished()
+    expected = np.stack([reference.get_frame(i) for i in range(reference.num_frames_ready)]) \
+        if reference.num_frames_ready else None
+    mine = branch.features(wave).numpy()
+    if expected is None:  # under one 25 ms frame: Kaldi gives none, the branch one padded frame
+        assert mine.shape == (1, 80)
+        return
+    assert mine.shape == expected.shape
+    assert np.abs(mine - (expected - expected.mean(axis=0))).max() < 1e-3
+
+
+def test_network_has_the_published_layout(branch):
+    state = branch.state_dict()
+    assert len(state) == PUBLISHED_TENSORS
+    assert sum(v.numel() for v in state.values()) == PUBLISHED_VALUES
+    assert state["xvector.tdnn.linear.weight"].shape == (128, 320, 5)
+    assert state["xvector.block2.tdnnd24.cam_layer.linear_local.weight"].shape == (32, 128, 3)
+    assert state["xvector.dense.linear.weight"].shape == (192, 1024, 1)
+    assert "xvector.dense.nonlinear.batchnorm.weight" not in state  # the last BatchNorm is not affine
+    with pytest.raises(ConfigError):
+        CamppConfig(hidden=64)
+
+
+def test_rows_do_not_depend_on_batch_mates_or_padding(branch):
+    together, alone = voice_rows_alone_and_in_a_batch(branch)
+    assert torch.allclose(together.norm(dim=1), torch.ones(2), atol=1e-5)
+    # a random network puts every clip near one direction: compare with how far two clips' answers are apart
+    gap = float((together[0] - together[1]).abs().max())
+    assert gap > 1e-4 and float((together[0] - alone[0]).abs().max()) < gap / 100
+
+
+def test_level_does_not_change_the_embedding(branch):
+    """Mean-normalised log filterbanks: a gain is a constant per band, removed with the clip's mean."""
+    wave = seeded_waveform(1.5, seed=9) * 0.2
+    with torch.no_grad():
+        loud, quiet = (branch(w.unsqueeze(0), torch.tensor([w.numel()])) for w in (wave, wave * 0.05))
+    assert float((loud * quiet).sum()) > 0.9999
+
+
+def test_converter_reads_a_state_dict_without_running_code_and_writes_a_branch_folder(branch, tmp_path):
+    checkpoint = tmp_path / "campplus.pt"
+    torch.save({k: v.clone() for k, v in branch.state_dict().items()}, checkpoint)
+    converted = campplus_branch.branch_from_checkpoint(checkpoint)
+    assert converted.config == CamppConfig()
+    campplus_branch.write_branch(converted, tmp_path / "out", checkpoint)
+    record = json.loads((tmp_path / "out" / "voice_branch.json").read_text())
+    assert record["config"]["kind"] == "campplus" and "Apache-2.0" in record["licence"]
+    from training.voice_fusion import load_branch
+
+    loaded = load_branch(tmp_path / "out")
+    wave = seeded_waveform(1.7, seed=8)
+    with torch.no_grad():
+        assert torch.allclose(loaded(wave.unsqueeze(0), torch.tensor([wave.numel()])),
+                              branch(wave.unsqueeze(0), torch.tensor([wave.numel()])), atol=1e-6)
+    assert isinstance(branch_from_record(record["config"]), CamppBranch)
+    torch.save({"lstm.weight_hh_l0": torch.zeros(4, 1)}, tmp_path / "other.pt")
+    with pytest.raises(ConfigError, match="not a CAM"):
+        campplus_branch.branch_from_checkpoint(tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("variant", ["whisper-postln"])
+def test_set_with_a_campplus_branch_round_trips_and_fuses(backbone, branch, tmp_path):
+    plain = make_random_adapter_set(backbone, "verification", seed=4)
+    config = plain.config
+    config.head.voice_weight = 0.8
+    for field, value in head_fields(CamppConfig().to_dict()).items():
+        setattr(config.head, field, value)
+    fused = AdapterSet(config)
+    fused.load_state_dict(plain.state_dict() | {f"head.voice.{k}": v for k, v in branch.state_dict().items()})
+    fused.save(tmp_path / "speaker")
+    assert json.loads((tmp_path / "speaker" / "adapter_config.json").read_text())["head"]["voice_kind"] == "campplus"
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("fused", AdapterSet.load(tmp_path / "speaker"))
+    model.add_adapter_set("plain", make_random_adapter_set(backbone, "verification", seed=4))
+    a, b = seeded_waveform(1.9, seed=10), seeded_waveform(1.1, seed=11)
+    outputs = model.predict([a, b, a, b], ["plain", "fused", "fused", "plain"])
+    with torch.no_grad():
+        voice_a, voice_b = (branch(x.unsqueeze(0), torch.tensor([x.numel()]))[0] for x in (a, b))
+    expected = 0.2 * float(outputs[0].embedding @ outputs[3].embedding) + 0.8 * float(voice_a @ voice_b)
+    assert float(outputs[2].embedding @ outputs[1].embedding) == pytest.approx(expected, abs=1e-4)
+
+
+def test_branch_runs_in_bfloat16_close_to_float32(branch):
+    wave = seeded_waveform(2.2, seed=12).unsqueeze(0)
+    half = CamppBranch().eval()
+    half.load_state_dict(branch.state_dict())
+    with torch.no_grad():
+        full = branch(wave, torch.tensor([wave.shape[1]]))
+        low = half.to(torch.bfloat16)(wave, torch.tensor([wave.shape[1]]))
+    assert low.dtype == torch.float32  # the answer is float32 whatever the weights' dtype
+    assert float((full - low).abs().max()) < 0.05 * float((full - full.mean()).abs().max())
