@@ -3,9 +3,10 @@ cohort-mean centring): the formulas ``training.verify_norm`` compares on validat
 
 Why: a cosine means different things for different voices (a voice near many others scores high with
 everyone); normalising by how each clip scores against known other people removes that offset.
-``centre`` is served as an embedding shift (``HeadConfig.centred``: the shipped verify-default, chosen on
-validation in the eleventh session); S-norm and AS-norm are not served (none passed a ship rule, see the
-verify-default card). Torch is imported inside the function (task modules import torch-free).
+``centre`` is served as an embedding shift (``HeadConfig.centred``: the shipped verify-ge2e, chosen on
+validation in the eleventh session; the CAM++ verify-default scores plain cosines, chosen the same way); S-norm
+and AS-norm are not served (none passed a ship rule, see the verify-ge2e card). Torch is imported inside the
+function (task modules import torch-free).
 """
 
 from __future__ import annotations
