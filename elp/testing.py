@@ -177,3 +177,34 @@ def voice_rows_alone_and_in_a_batch(branch: torch.nn.Module) -> tuple[torch.Tens
         together = branch(padded, torch.tensor([short.numel(), long.numel()]))
         alone = branch(short.unsqueeze(0), torch.tensor([short.numel()]))
     return together, alone
+
+
+def voice_set_round_trip(backbone: Backbone, branch: torch.nn.Module, voice_weight: float,
+                         folder: Path) -> tuple[float, float, dict]:
+    """A random speaker set carrying ``branch`` as its voice branch at ``voice_weight``, saved to ``folder`` and
+    loaded back: the served cosine of two clips, the cosine the config promises (``(1 - v) cos_encoder +
+    v cos_branch``, the encoder part read from the same set without the branch) and the saved head config."""
+    import json
+
+    from elp.heads.voice import head_fields
+    from elp.model import MultiAdapterModel
+
+    plain = make_random_adapter_set(backbone, "verification", seed=4)
+    config = plain.config
+    config.head.voice_weight = voice_weight
+    for field, value in head_fields(branch.config.to_dict()).items():
+        setattr(config.head, field, value)
+    fused = AdapterSet(config)
+    fused.load_state_dict(plain.state_dict() | {f"head.voice.{k}": v for k, v in branch.state_dict().items()})
+    fused.save(folder)
+    model = MultiAdapterModel(backbone)
+    model.add_adapter_set("fused", AdapterSet.load(folder))
+    model.add_adapter_set("plain", make_random_adapter_set(backbone, "verification", seed=4))
+    a, b = seeded_waveform(1.9, seed=10), seeded_waveform(1.1, seed=11)
+    outputs = model.predict([a, b, a, b], ["plain", "fused", "fused", "plain"])
+    with torch.no_grad():
+        voice_a, voice_b = (branch(x.unsqueeze(0), torch.tensor([x.numel()]))[0] for x in (a, b))
+    expected = (1 - voice_weight) * float(outputs[0].embedding @ outputs[3].embedding) \
+        + voice_weight * float(voice_a @ voice_b)
+    head = json.loads((folder / "adapter_config.json").read_text())["head"]
+    return float(outputs[2].embedding @ outputs[1].embedding), expected, head

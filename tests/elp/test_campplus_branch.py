@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from elp import AdapterSet, MultiAdapterModel
 from elp.convert import campplus_branch
 from elp.errors import ConfigError
 from elp.heads.campplus import CamppBranch, CamppConfig
-from elp.heads.voice import branch_from_record, head_fields
-from elp.testing import make_random_adapter_set, seeded_waveform, voice_rows_alone_and_in_a_batch
+from elp.heads.voice import branch_from_record
+from elp.testing import seeded_waveform, voice_rows_alone_and_in_a_batch, voice_set_round_trip
 
 # The published checkpoint's state dict (3D-Speaker's zh-en "common advanced" CAM++): tensors, values in all.
 PUBLISHED_TENSORS, PUBLISHED_VALUES = 937, 6_930_842
@@ -104,25 +103,8 @@ def test_converter_reads_a_state_dict_without_running_code_and_writes_a_branch_f
 
 @pytest.mark.parametrize("variant", ["whisper-postln"])
 def test_set_with_a_campplus_branch_round_trips_and_fuses(backbone, branch, tmp_path):
-    plain = make_random_adapter_set(backbone, "verification", seed=4)
-    config = plain.config
-    config.head.voice_weight = 0.8
-    for field, value in head_fields(CamppConfig().to_dict()).items():
-        setattr(config.head, field, value)
-    fused = AdapterSet(config)
-    fused.load_state_dict(plain.state_dict() | {f"head.voice.{k}": v for k, v in branch.state_dict().items()})
-    fused.save(tmp_path / "speaker")
-    assert json.loads((tmp_path / "speaker" / "adapter_config.json").read_text())["head"]["voice_kind"] == "campplus"
-    model = MultiAdapterModel(backbone)
-    model.add_adapter_set("fused", AdapterSet.load(tmp_path / "speaker"))
-    model.add_adapter_set("plain", make_random_adapter_set(backbone, "verification", seed=4))
-    a, b = seeded_waveform(1.9, seed=10), seeded_waveform(1.1, seed=11)
-    outputs = model.predict([a, b, a, b], ["plain", "fused", "fused", "plain"])
-    with torch.no_grad():
-        voice_a, voice_b = (branch(x.unsqueeze(0), torch.tensor([x.numel()]))[0] for x in (a, b))
-    expected = 0.2 * float(outputs[0].embedding @ outputs[3].embedding) + 0.8 * float(voice_a @ voice_b)
-    assert float(outputs[2].embedding @ outputs[1].embedding) == pytest.approx(expected, abs=1e-4)
-
+    served, expected, head = voice_set_round_trip(backbone, branch, 0.8, tmp_path / "speaker")
+    assert head["voice_kind"] == "campplus" and served == pytest.approx(expected, abs=1e-4)
 
 def test_branch_runs_in_bfloat16_close_to_float32(branch):
     wave = seeded_waveform(2.2, seed=12).unsqueeze(0)
