@@ -24,6 +24,9 @@ from elp.tasks import get_task
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.evaluation import evaluate_set, public
 from training.plots import plot_confusion_matrix, plot_det_curve
+from training.suites.baselines import ASR_BASELINES, SPEAKER_BASELINES
+
+ALL_BASELINES = (*ASR_BASELINES, *SPEAKER_BASELINES)
 
 
 def evaluate_adapter(
@@ -63,8 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     suites.add_argument("--suite", choices=["near", "far", "human", "all"], action="append",
                         help="report near / far / human side by side (repeatable; 'all' = every suite)")
     suites.add_argument("--data", default="data", help="folder holding far/, human/ and phrasings/")
-    suites.add_argument("--baselines", nargs="*", default=None, choices=["whisper", "pocketsphinx", "resemblyzer"],
-                        help="add these baselines (no names: all three) on capped subsets of the same clips")
+    suites.add_argument("--baselines", nargs="*", default=None, choices=ALL_BASELINES,
+                        help="add these baselines (no names: all four) on capped subsets of the same clips")
     suites.add_argument("--baseline-clips", type=int, default=80, help="ASR clips per data set for the baselines")
     suites.add_argument("--baseline-trials", type=int, default=1000, help="trials per data set for the baselines")
     suites.add_argument("--markdown", default=None, help="also write the table here (default: --out with .md)")
@@ -105,7 +108,7 @@ def run_suites(model: MultiAdapterModel, args: argparse.Namespace, argv: list[st
     from training.suites.report import markdown
 
     data = Path(args.data)
-    baselines = None if args.baselines is None else (args.baselines or ["whisper", "pocketsphinx", "resemblyzer"])
+    baselines = None if args.baselines is None else (args.baselines or list(ALL_BASELINES))
     options = Options(folders={"corpus": Path(args.corpus), "far": data / "far", "human": data / "human",
                                "phrasings": data / "phrasings"},
                       suites=SUITES if "all" in args.suite else tuple(args.suite), baselines=baselines or [],

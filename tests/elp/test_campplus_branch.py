@@ -14,7 +14,7 @@ from elp.convert import campplus_branch
 from elp.errors import ConfigError
 from elp.heads.campplus import CamppBranch, CamppConfig
 from elp.heads.voice import branch_from_record
-from elp.testing import seeded_waveform, voice_rows_alone_and_in_a_batch, voice_set_round_trip
+from elp.testing import make_random_adapter_set, seeded_waveform, voice_rows_alone_and_in_a_batch, voice_set_round_trip
 
 # The published checkpoint's state dict (3D-Speaker's zh-en "common advanced" CAM++): tensors, values in all.
 PUBLISHED_TENSORS, PUBLISHED_VALUES = 937, 6_930_842
@@ -115,3 +115,20 @@ def test_branch_runs_in_bfloat16_close_to_float32(branch):
         low = half.to(torch.bfloat16)(wave, torch.tensor([wave.shape[1]]))
     assert low.dtype == torch.float32  # the answer is float32 whatever the weights' dtype
     assert float((full - low).abs().max()) < 0.05 * float((full - full.mean()).abs().max())
+
+
+@pytest.mark.parametrize("variant", ["whisper-postln"])
+def test_the_campplus_baseline_is_the_branch_a_set_carries(backbone, branch, tmp_path):
+    """``elp-evaluate --baselines campplus``: CAM++ alone, read from the speaker set that fuses it."""
+    from training.suites import baselines
+
+    voice_set_round_trip(backbone, branch, 0.8, tmp_path / "speaker")
+    embed = baselines.campplus(str(tmp_path / "speaker"))
+    wave = seeded_waveform(1.3, seed=21)
+    with torch.no_grad():
+        expected = branch(wave.unsqueeze(0), torch.tensor([wave.numel()]))[0].numpy()
+    assert np.allclose(embed(wave.numpy()), expected, atol=1e-6)
+    assert list(baselines.speaker_baselines(["campplus"])) == ["CAM++ alone"]  # the shipped set carries one
+    make_random_adapter_set(backbone, "verification", seed=1).save(tmp_path / "plain")
+    with pytest.raises(SystemExit, match="no CAM"):
+        baselines.campplus(str(tmp_path / "plain"))

@@ -3,7 +3,10 @@
 * ASR: full Whisper base ``generate`` (encoder + its decoder, English, greedy; the processor pads
   every clip to the 30 s input the decoder was trained on: fed a length-sliced encoder output it
   loops), and pocketsphinx with its bundled en-US models;
-* speaker embeddings: resemblyzer's GE2E d-vectors (trained on thousands of real speakers).
+* speaker embeddings: resemblyzer's GE2E d-vectors (trained on thousands of real speakers), and CAM++ alone
+  (3D-Speaker's published network, trained on real Chinese and English speakers), read from the CAM++ branch
+  that the shipped ``verify-default`` carries (``elp.heads.campplus``; its front end and layout are tested
+  against the published recipe), so the set can be compared with the network it fuses.
 
 Shared by ``elp-evaluate --baselines`` and ``benchmarks/quality_baselines.py``.
 """
@@ -19,7 +22,8 @@ from training.data.manifest import normalize_text
 
 SAMPLE_RATE = 16000
 ASR_BASELINES = ("whisper", "pocketsphinx")
-SPEAKER_BASELINES = ("resemblyzer",)
+SPEAKER_BASELINES = ("resemblyzer", "campplus")
+CAMPPLUS_SET = "adapters_store/verify-default"
 
 
 def whisper_generate(whisper_dir: str, device: str = "cpu") -> Callable[[np.ndarray], str]:
@@ -59,6 +63,26 @@ def resemblyzer(device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
     return lambda wave: encoder.embed_utterance(preprocess_wav(wave, source_sr=SAMPLE_RATE))
 
 
+def campplus(adapter_dir: str = CAMPPLUS_SET, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """CAM++ alone: the first or second voice branch of a speaker set that carries one (unit embeddings)."""
+    from elp import AdapterSet
+    from elp.heads.campplus import CamppBranch
+
+    head = AdapterSet.load(adapter_dir).head
+    branch = next((b for b in (getattr(head, "voice", None), getattr(head, "second_voice", None))
+                   if isinstance(b, CamppBranch)), None)
+    if branch is None:
+        raise SystemExit(f"{adapter_dir} carries no CAM++ branch")
+    branch = branch.to(device).eval()
+
+    @torch.inference_mode()
+    def embed(wave: np.ndarray) -> np.ndarray:
+        row = torch.from_numpy(np.asarray(wave, dtype=np.float32)).to(device)
+        return branch(row.unsqueeze(0), torch.tensor([row.numel()]))[0].cpu().numpy()
+
+    return embed
+
+
 def asr_baselines(names: list[str], whisper_dir: str, device: str = "cpu") -> dict[str, Callable[[np.ndarray], str]]:
     systems: dict[str, Callable[[np.ndarray], str]] = {}
     if "whisper" in names:
@@ -69,4 +93,9 @@ def asr_baselines(names: list[str], whisper_dir: str, device: str = "cpu") -> di
 
 
 def speaker_baselines(names: list[str], device: str = "cpu") -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    return {"resemblyzer (GE2E)": resemblyzer(device)} if "resemblyzer" in names else {}
+    systems: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    if "resemblyzer" in names:
+        systems["resemblyzer (GE2E)"] = resemblyzer(device)
+    if "campplus" in names:
+        systems["CAM++ alone"] = campplus(device=device)
+    return systems
