@@ -11,7 +11,9 @@ The front end is the network's training recipe, so that the weights see what the
 filterbanks (25 ms Povey window, 10 ms hop, pre-emphasis 0.97, DC removed, 512-point FFT, 20 Hz to
 Nyquist, no dither, frames inside the clip only) minus their mean over the clip. The whole clip is embedded
 at once (no windows). BatchNorm runs on its stored statistics, but the masking and the statistics pooling
-read the whole time axis, so rows run one at a time: a row's answer never depends on its batch-mates.
+read the whole time axis. On a GPU rows of different lengths run in one pass whose padded frames are zeroed
+before every convolution and left out of every mean; on a CPU rows run one by one. Either way a row's answer is
+the one it gets alone (tested).
 """
 
 from __future__ import annotations
@@ -92,6 +94,30 @@ def kaldi_fbank(wave: torch.Tensor, banks: torch.Tensor, window: torch.Tensor) -
     return (energies - energies.mean(dim=0, keepdim=True)).float()
 
 
+def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Zero the frames past each row's end (``mask`` 1 on real frames): what a lone row's convolution pads with."""
+    return x if mask is None else x * mask
+
+
+def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return x.mean(dim=-1)
+    return (x * mask).sum(dim=-1) / mask.sum(dim=-1).clamp(min=1)
+
+
+def _segment_means(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Each frame's 100-frame segment mean (segments from each row's start; a row's last one is partial)."""
+    frames = x.shape[-1]
+    if mask is None:
+        segments = F.avg_pool1d(x, SEGMENT_FRAMES, SEGMENT_FRAMES, ceil_mode=True)
+    else:
+        spare = -frames % SEGMENT_FRAMES
+        sums = F.pad(x * mask, (0, spare)).unflatten(-1, (-1, SEGMENT_FRAMES)).sum(dim=-1)
+        counts = F.pad(mask, (0, spare)).unflatten(-1, (-1, SEGMENT_FRAMES)).sum(dim=-1)
+        segments = sums / counts.clamp(min=1)
+    return segments.repeat_interleave(SEGMENT_FRAMES, dim=-1)[..., :frames]
+
+
 class _BnRelu(nn.Module):
     def __init__(self, channels: int, affine: bool = True, relu: bool = True) -> None:
         super().__init__()
@@ -117,9 +143,9 @@ class _ResBlock2d(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(channels, channels, 1, stride=(stride, 1), bias=False),
                                           nn.BatchNorm2d(channels))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(out + self.shortcut(x))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.bn2(self.conv2(_masked(F.relu(self.bn1(self.conv1(x))), mask)))
+        return _masked(F.relu(out + self.shortcut(x)), mask)
 
 
 class _FrontConv(nn.Module):
@@ -135,10 +161,13 @@ class _FrontConv(nn.Module):
         self.conv2 = nn.Conv2d(c, c, 3, stride=(2, 1), padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(c)
 
-    def forward(self, feats: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(feats.transpose(1, 2).unsqueeze(1))))
-        x = F.relu(self.bn2(self.conv2(self.layer2(self.layer1(x)))))
-        return x.flatten(1, 2)
+    def forward(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask``: (batch, 1, frames), 1 on each row's real frames (None: every row is whole)."""
+        mask = None if mask is None else mask.unsqueeze(1)
+        x = _masked(F.relu(self.bn1(self.conv1(feats.transpose(1, 2).unsqueeze(1)))), mask)
+        for block in (*self.layer1, *self.layer2):
+            x = block(x, mask)
+        return _masked(F.relu(self.bn2(self.conv2(x))), mask).flatten(1, 2)
 
 
 class _MaskedConv(nn.Module):
@@ -151,12 +180,10 @@ class _MaskedConv(nn.Module):
         self.linear1 = nn.Conv1d(channels, channels // 2, 1)
         self.linear2 = nn.Conv1d(channels // 2, out_channels, 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        frames = x.shape[-1]
-        segments = F.avg_pool1d(x, SEGMENT_FRAMES, SEGMENT_FRAMES, ceil_mode=True)
-        local = segments.repeat_interleave(SEGMENT_FRAMES, dim=-1)[..., :frames]
-        context = F.relu(self.linear1(x.mean(dim=-1, keepdim=True) + local))
-        return self.linear_local(x) * torch.sigmoid(self.linear2(context))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = _masked(x, mask)
+        context = F.relu(self.linear1(_masked_mean(x, mask).unsqueeze(-1) + _segment_means(x, mask)))
+        return _masked(self.linear_local(x) * torch.sigmoid(self.linear2(context)), mask)
 
 
 class _DenseLayer(nn.Module):
@@ -167,8 +194,8 @@ class _DenseLayer(nn.Module):
         self.nonlinear2 = _BnRelu(BOTTLENECK)
         self.cam_layer = _MaskedConv(BOTTLENECK, GROWTH, dilation)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, self.cam_layer(self.nonlinear2(self.linear1(self.nonlinear1(x))))], dim=1)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.cat([x, self.cam_layer(self.nonlinear2(self.linear1(self.nonlinear1(x))), mask)], dim=1)
 
 
 class _Transit(nn.Module):
@@ -211,20 +238,31 @@ class _Xvector(nn.Module):
         self.dense.linear = nn.Conv1d(2 * channels, config.embedding_dim, 1, bias=False)
         self.dense.nonlinear = _BnRelu(config.embedding_dim, affine=False, relu=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.tdnn(x)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask``: (batch, 1, frames) at the front's frame rate (None: every row is whole)."""
+        mask = None if mask is None else mask[..., ::2]  # the TDNN's stride: frame j reads 2j - 2 .. 2j + 2
+        x = _masked(self.tdnn(x), mask)
         for index in range(1, len(BLOCK_LAYERS) + 1):
             for layer in getattr(self, f"block{index}").children():
-                x = layer(x)
-            x = getattr(self, f"transit{index}")(x)
-        x = self.out_nonlinear(x)
-        spread = x.std(dim=-1, unbiased=True) if x.shape[-1] > 1 else torch.zeros_like(x[..., 0])
-        stats = torch.cat([x.mean(dim=-1), spread], dim=-1)
+                x = layer(x, mask)
+            x = _masked(getattr(self, f"transit{index}")(x), mask)
+        x = _masked(self.out_nonlinear(x), mask)
+        stats = torch.cat([_masked_mean(x, mask), _spread(x, mask)], dim=-1)
         return self.dense.nonlinear(self.dense.linear(stats.unsqueeze(-1))).squeeze(-1)
 
 
+def _spread(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Each row's standard deviation over its frames (unbiased; 0 for a one-frame row)."""
+    if mask is None:
+        return x.std(dim=-1, unbiased=True) if x.shape[-1] > 1 else torch.zeros_like(x[..., 0])
+    count = mask.sum(dim=-1)
+    centred = (x - _masked_mean(x, mask).unsqueeze(-1)) * mask
+    variance = centred.pow(2).sum(dim=-1) / (count - 1).clamp(min=1)
+    return torch.where(count > 1, variance.sqrt(), torch.zeros_like(variance))
+
+
 class CamppBranch(nn.Module):
-    """Waveform -> unit speaker embedding (``config.embedding_dim``), one row at a time."""
+    """Waveform -> unit speaker embedding (``config.embedding_dim``)."""
 
     def __init__(self, config: CamppConfig | None = None) -> None:
         super().__init__()
@@ -239,13 +277,26 @@ class CamppBranch(nn.Module):
         """(samples,) -> (frames, MEL_BANDS) mean-normalised Kaldi filterbanks, float32."""
         return kaldi_fbank(wave.float(), self.banks, self.window)
 
-    def embed_features(self, feats: torch.Tensor) -> torch.Tensor:
-        """(batch, frames, MEL_BANDS) equal-length rows -> (batch, embedding_dim) raw (unnormalised) embeddings."""
-        return self.xvector(self.head(feats.to(self.xvector.dense.linear.weight.dtype)))
+    def embed_features(self, feats: torch.Tensor, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, frames, MEL_BANDS) rows -> (batch, embedding_dim) raw (unnormalised) embeddings. ``frames``:
+        each row's real frame count (the rest zero padding); None: every row is whole."""
+        feats = feats.to(self.xvector.dense.linear.weight.dtype)
+        mask = None
+        if frames is not None:
+            mask = (torch.arange(feats.shape[1], device=feats.device) < frames.to(feats.device)[:, None])
+            mask = mask.to(feats.dtype).unsqueeze(1)
+        return self.xvector(self.head(feats, mask), mask)
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(batch, samples) padded rows and their real lengths -> (batch, embedding_dim) unit embeddings."""
-        rows = [self.embed_features(self.features(wave[: int(length)]).unsqueeze(0))
-                for wave, length in zip(waves, lengths, strict=True)]
-        return F.normalize(torch.cat(rows).float(), dim=-1)
+        """(batch, samples) padded rows and their real lengths -> (batch, embedding_dim) unit embeddings, each
+        row's filterbanks from its own samples. On a GPU every row runs in one masked pass (a call costs its
+        kernels there, ~600 a pass, not its frames); on a CPU a call costs its frames, padding included, so rows
+        run one by one. Both give a row the answer it gets alone."""
+        feats = [self.features(wave[: int(length)]) for wave, length in zip(waves, lengths, strict=True)]
+        if waves.device.type == "cpu" or len(feats) == 1:
+            rows = torch.cat([self.embed_features(f.unsqueeze(0)) for f in feats])
+        else:
+            frames = torch.tensor([f.shape[0] for f in feats])
+            rows = self.embed_features(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), frames)
+        return F.normalize(rows.float(), dim=-1)
 

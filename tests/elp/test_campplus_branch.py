@@ -132,3 +132,19 @@ def test_the_campplus_baseline_is_the_branch_a_set_carries(backbone, branch, tmp
     make_random_adapter_set(backbone, "verification", seed=1).save(tmp_path / "plain")
     with pytest.raises(SystemExit, match="no CAM"):
         baselines.campplus(str(tmp_path / "plain"))
+
+
+def test_one_masked_pass_gives_each_row_its_answer_alone(branch):
+    """The GPU path: rows of different lengths (one frame, under and over the masking's 100-frame segments,
+    odd frame counts for the TDNN's stride) in one padded pass, each row equal to its own pass."""
+    clips = [seeded_waveform(seconds, seed=seed) * 0.3 for seed, seconds in enumerate((0.02, 0.61, 1.37, 2.93))]
+    feats = [branch.features(clip) for clip in clips]
+    frames = torch.tensor([f.shape[0] for f in feats])
+    assert frames[0] == 1 and frames[-1] > 2 * 100
+    with torch.no_grad():
+        together = branch.embed_features(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), frames)
+        alone = torch.cat([branch.embed_features(f.unsqueeze(0)) for f in feats])
+    scale = float(alone.abs().max())
+    assert float((together - alone).abs().max()) < 1e-5 * scale
+    gap = float((alone[1] - alone[2]).abs().max())  # rows differ by far more than the paths do
+    assert gap > 1e3 * float((together - alone).abs().max())
