@@ -4,7 +4,8 @@
 # the server on CUDA); the front end per row vs batched and the batch upload pageable vs pinned, B =
 # 1/8/32 of 1-10 s clips, both backbones (benchmarks/frontend.py); what a mixed batch costs by the adapter
 # sets in it under per-group vs gathered routing (benchmarks/routing.py); where one model-stage call's time
-# goes: kernel time, host-device synchronisations, Python functions (benchmarks/model_stage.py); then the
+# goes: kernel time, host-device synchronisations, Python functions (benchmarks/model_stage.py); the CAM++
+# voice branch of verify-default one row at a time vs one masked pass (benchmarks/voice_branch.py); then the
 # one server (defaults: 64-row batches of any length mix; the former 16-row near-equal-length batches;
 # decoding in processes) vs four per-task processes at concurrency 16 and 64, interleaved,
 # on Whisper base and on a WavLM Base+-shaped encoder (benchmarks/throughput.py). Every table, PNG and log
@@ -42,13 +43,14 @@ fi
 whisper=${BACKBONE:-$bundle/whisper-base}
 wavlm=${WAVLM_BACKBONE:-wavlm-base-plus}  # random weights of the Base+ shape, built in the workdir
 if [ "$quick" = 1 ]; then
-  rows=4; repeats=2; levels="1 2"; requests=4; wavlm=$whisper; extra=(--clips 4); front=(--quick)
-  limits=(300 300 300 300 300 300 300)
+  rows=4; repeats=2; levels="1 2"; requests=4; wavlm=$whisper; extra=(--clips 4); front=(--quick); voice=(--quick)
+  limits=(300 300 300 300 300 300 300 300)
 else
   rows=8; repeats=3; levels="16 64"; requests=128; extra=(); front=(--batch-sizes 1 8 32 --repeats 5)
-  # seconds: tests, front end x2, routing, model stage, throughput x2 (sum + set-up < 9.5 min; on an H200
-  # the first five took 15-22 s each, the Whisper throughput ~65 s a repeat of 5 systems x 2 levels)
-  limits=(60 40 40 40 40 200 120)
+  voice=(--batch-sizes 1 8 32 --repeats 3)
+  # seconds: tests, front end x2, routing, model stage, throughput x2, voice branch (sum + set-up < 9.5 min; on
+  # an H200 the first five took 15-22 s each, the Whisper throughput ~65 s a repeat of 5 systems x 2 levels)
+  limits=(50 40 40 40 40 200 120 30)
 fi
 # gathered routing and two model workers were timed on the H200 (2026-12-04) and did not help; decoding
 # in processes (ELP_DECODE_POOL, threads by default) is timed against the default threads
@@ -80,6 +82,7 @@ step routing-whisper "${limits[3]}" "$python" -m benchmarks.routing --backbone "
   --repeats $((repeats + 2)) --workdir "$work"
 step model-stage-whisper "${limits[4]}" "$python" -m benchmarks.model_stage --backbone "$whisper" --device "$device" \
   --rows $((rows * 2)) --repeats $((repeats + 2)) --workdir "$work"
+step voice-branch "${limits[7]}" "$python" -m benchmarks.voice_branch --device "$device" "${voice[@]}"
 # shellcheck disable=SC2086
 step throughput-whisper "${limits[5]}" "$python" -m benchmarks.throughput --backbone "$whisper" \
   --device "$device" --systems "${systems[@]}" "${former[@]}" --concurrency $levels --requests "$requests" --repeats "$repeats" --workdir "$work" "${extra[@]}"
