@@ -3,11 +3,11 @@ verification row costs a GPU).
 
 ``verify-default`` carries CAM++ (``elp.heads.campplus``). Its masking and pooling read the whole clip, so rows
 either run one by one (the CPU path) or in one padded pass whose padded frames are masked (the GPU path; each
-row's answer equals its own pass). On a batch of ``B`` clips of 1-10 s (seeded), each repeat times both modes
-in turn, a different one first each repeat. Tables give the median with min-max, ms a row, the operators one
-call dispatches (aten operators on a CPU, CUDA kernels on a GPU) and the largest difference between the modes'
-unit embeddings. The weights are random unless ``--adapter`` names a set that carries the branch (the cost does
-not depend on them).
+row's answer equals its own pass; a batch of one row runs alone in both). On a batch of ``B`` clips of 1-10 s
+(seeded), each repeat times both modes in turn, a different one first each repeat. Tables give the median with
+min-max, ms a row, the operators one call dispatches (aten operators on a CPU, CUDA kernels on a GPU) and the
+largest difference between the modes' unit embeddings. The weights are random unless ``--adapter`` names a set
+that carries the branch (the cost does not depend on them).
 
     python -m benchmarks.voice_branch [--device cuda] [--batch-sizes 1 8 32] [--repeats 5] [--adapter SET]
 """
@@ -32,33 +32,18 @@ MODES = ("per_row", "masked")
 def load_branch(adapter: str | None, device: str) -> Any:
     """The CAM++ branch of ``adapter`` (first or second voice branch), else a randomly initialised one."""
     from elp.heads.campplus import CamppBranch
+    from training.suites.baselines import campplus_branch_of
 
-    branch = CamppBranch()
-    if adapter:
-        from elp import AdapterSet
-
-        head = AdapterSet.load(adapter).head
-        found = [b for b in (getattr(head, "voice", None), getattr(head, "second_voice", None))
-                 if isinstance(b, CamppBranch)]
-        if not found:
-            raise SystemExit(f"{adapter} carries no CAM++ branch")
-        branch = found[0]
-    return branch.to(device).eval()
+    return campplus_branch_of(adapter, device) if adapter else CamppBranch().to(device).eval()
 
 
 def mode_call(branch: Any, mode: str, clips: list[torch.Tensor]) -> Callable[[], torch.Tensor]:
     """One call of the branch's network over the clips' filterbanks in ``mode`` (unit embeddings)."""
     feats = [branch.features(clip) for clip in clips]
-    frames = torch.tensor([f.shape[0] for f in feats])
-    padded = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True)
 
     @torch.inference_mode()
     def call() -> torch.Tensor:
-        if mode == "per_row":
-            rows = torch.cat([branch.embed_features(f.unsqueeze(0)) for f in feats])
-        else:
-            rows = branch.embed_features(padded, frames)
-        return F.normalize(rows.float(), dim=-1)
+        return F.normalize(branch.embed_rows(feats, one_pass=mode == "masked").float(), dim=-1)
 
     return call
 

@@ -287,16 +287,19 @@ class CamppBranch(nn.Module):
             mask = mask.to(feats.dtype).unsqueeze(1)
         return self.xvector(self.head(feats, mask), mask)
 
+    def embed_rows(self, feats: list[torch.Tensor], one_pass: bool) -> torch.Tensor:
+        """Rows' (frames, MEL_BANDS) filterbanks -> (rows, embedding_dim) raw embeddings, in one masked pass or
+        one pass a row; both give a row the answer it gets alone."""
+        if not one_pass or len(feats) == 1:
+            return torch.cat([self.embed_features(f.unsqueeze(0)) for f in feats])
+        frames = torch.tensor([f.shape[0] for f in feats])
+        return self.embed_features(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), frames)
+
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, samples) padded rows and their real lengths -> (batch, embedding_dim) unit embeddings, each
         row's filterbanks from its own samples. On a GPU every row runs in one masked pass (a call costs its
-        kernels there, ~600 a pass, not its frames); on a CPU a call costs its frames, padding included, so rows
-        run one by one. Both give a row the answer it gets alone."""
+        kernels there, not its frames); on a CPU a call costs its frames, padding included, so rows run one by
+        one."""
         feats = [self.features(wave[: int(length)]) for wave, length in zip(waves, lengths, strict=True)]
-        if waves.device.type == "cpu" or len(feats) == 1:
-            rows = torch.cat([self.embed_features(f.unsqueeze(0)) for f in feats])
-        else:
-            frames = torch.tensor([f.shape[0] for f in feats])
-            rows = self.embed_features(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), frames)
-        return F.normalize(rows.float(), dim=-1)
+        return F.normalize(self.embed_rows(feats, one_pass=waves.device.type != "cpu").float(), dim=-1)
 

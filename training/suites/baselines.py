@@ -63,8 +63,8 @@ def resemblyzer(device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
     return lambda wave: encoder.embed_utterance(preprocess_wav(wave, source_sr=SAMPLE_RATE))
 
 
-def campplus(adapter_dir: str = CAMPPLUS_SET, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """CAM++ alone: the first or second voice branch of a speaker set that carries one (unit embeddings)."""
+def campplus_branch_of(adapter_dir: str, device: str = "cpu") -> torch.nn.Module:
+    """The CAM++ network a speaker set carries as its first or second voice branch, on ``device``."""
     from elp import AdapterSet
     from elp.heads.campplus import CamppBranch
 
@@ -73,7 +73,12 @@ def campplus(adapter_dir: str = CAMPPLUS_SET, device: str = "cpu") -> Callable[[
                    if isinstance(b, CamppBranch)), None)
     if branch is None:
         raise SystemExit(f"{adapter_dir} carries no CAM++ branch")
-    branch = branch.to(device).eval()
+    return branch.to(device).eval()
+
+
+def campplus(adapter_dir: str = CAMPPLUS_SET, device: str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """CAM++ alone: the CAM++ branch of a speaker set (:func:`campplus_branch_of`), unit embeddings."""
+    branch = campplus_branch_of(adapter_dir, device)
 
     @torch.inference_mode()
     def embed(wave: np.ndarray) -> np.ndarray:
