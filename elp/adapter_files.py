@@ -31,8 +31,8 @@ ADAPTER_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 #: config fields that describe a set but never change what it answers: outside the version hash
 PROVENANCE_FIELDS = ("description", "metrics", "training")
 #: content fields that change the decision taken from a set's output but not the output itself (a
-#: recalibrated verification threshold): outside the *embedding* version that keys enrolments
-DECISION_FIELDS = ("threshold",)
+#: recalibrated verification threshold, or its duration table): outside the *embedding* version that keys enrolments
+DECISION_FIELDS = ("threshold", "duration_thresholds")
 LANGUAGE_MODEL_PREFIX = "language_model."
 
 _SAFETENSORS_BYTES_PER_DTYPE = {

@@ -31,7 +31,9 @@ class AdapterSetConfig:
 
     ``labels``: class names (emotion, intent) in output order. ``vocab``: CTC symbols, index 0 the
     blank. ``slot_names``: for intents written ``action_object_location``. ``threshold``: the
-    calibrated cosine threshold of a verification set. ``weighted_sum_layers``: the layers the
+    calibrated cosine threshold of a verification set; ``duration_thresholds``: its thresholds by the duration
+    of the shorter clip of a pair, ``[[from_s, threshold], ...]`` ascending from 0 (``threshold`` then serves
+    when no duration is known). ``weighted_sum_layers``: the layers the
     plain weighted sum reads when there are no L-adapters. ``language_model``: an ASR set's optional
     word LM for beam search (its tensors live in the weights file); without one, greedy decoding.
     ``text_branch``: an intent set's reader of the ASR transcript (``elp.text_intent``); None = acoustic only.
@@ -52,6 +54,7 @@ class AdapterSetConfig:
     vocab: list[str] | None = None
     slot_names: list[str] | None = None
     threshold: float | None = None
+    duration_thresholds: list[list[float]] | None = None
     language_model: LanguageModelConfig | None = None
     text_branch: TextBranchConfig | None = None
     decoder: DecoderConfig | None = None

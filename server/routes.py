@@ -172,11 +172,11 @@ def task_handler(spec: TaskSpec) -> Any:
         clips, lease = await _decode_and_lease(service, spec, _chosen_adapter(request, adapter), uploads, clock)
         with lease:
             entry = lease.entry
-            enrolled = None
+            enrolled, enrolled_s = None, None
             if enrolled_id is not None:
                 record = await asyncio.to_thread(get_enrolled, service.speakers, enrolled_id, entry.adapter_id,
                                                  entry.enrolment_versions)
-                enrolled = record.embedding
+                enrolled, enrolled_s = record.embedding, record.total_duration_s or None
             plan = await service.plan(spec.name, clips)
             outcome = await service.infer_plan(spec.name, lease, plan, receive=request.receive)
         fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}
@@ -184,7 +184,8 @@ def task_handler(spec: TaskSpec) -> Any:
         service.metrics.voiceless_audio_seconds.labels(endpoint=spec.endpoint).inc(plan.unread_s)
         answer = dict(spec.silence_answer or ()) if plan.silent else spec.respond(TaskRequest(
             config=entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in plan.rows],
-            fields=fields, enrolled=enrolled, fallbacks=service.task_fallbacks, segments_s=plan.spans,
+            fields=fields, enrolled=enrolled, enrolled_duration_s=enrolled_s, fallbacks=service.task_fallbacks,
+            segments_s=plan.spans,
         ))
         confidence = spec.answer_confidence(answer)
         if confidence is not None:
@@ -242,7 +243,8 @@ async def enroll_speaker(
             service.speakers.enroll, speaker_id, entry.adapter_id, entry.enrolment_version,
             embeddings, sum(c.duration_s for c in clips),
         )
-    report = ENROLMENT_SPEC.enrolment_report(entry.config, embeddings, service.task_fallbacks)
+    report = ENROLMENT_SPEC.enrolment_report(entry.config, embeddings, service.task_fallbacks,
+                                             [clip.duration_s for clip in clips])
     return {**_speaker_row(record), **report}
 
 

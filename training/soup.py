@@ -23,7 +23,8 @@ import torch
 from elp import AdapterSet
 
 # Config fields that describe a run, not the architecture: members may differ in them.
-RUN_FIELDS = ("description", "metrics", "training", "weights_sha256", "language_model", "threshold")
+RUN_FIELDS = ("description", "metrics", "training", "weights_sha256", "language_model", "threshold",
+              "duration_thresholds")
 
 
 def _architecture(adapter_set: AdapterSet) -> dict:

@@ -75,6 +75,7 @@ class TaskRequest:
     durations_s: Sequence[float]
     fields: Mapping[str, Any] = field(default_factory=dict)  # extra form fields (an enrolled speaker id)
     enrolled: torch.Tensor | None = None  # the enrolled reference's embedding, when one was named
+    enrolled_duration_s: float | None = None  # the enrolled reference's clips' total duration
     fallbacks: Mapping[str, Any] = field(default_factory=dict)  # deployment defaults (a threshold)
     #: (start, end) seconds of each row when a long ``file`` was split (:attr:`TaskSpec.long_form`): the rows
     #: are then its segments with sound, in order (none for a silent recording); None when it was read whole
@@ -226,8 +227,8 @@ class TaskSpec:
         raise NotImplementedError
 
     def enrolment_report(self, config: AdapterSetConfig, embeddings: Sequence[torch.Tensor],
-                         fallbacks: Mapping[str, Any]) -> dict[str, Any]:
-        """Extra fields of an enrolment's answer, from its clips' embeddings (tasks with an
+                         fallbacks: Mapping[str, Any], durations_s: Sequence[float] | None = None) -> dict[str, Any]:
+        """Extra fields of an enrolment's answer, from its clips' embeddings and durations (tasks with an
         ``enrolled_reference``; ``fallbacks`` as in :class:`TaskRequest`). Default: none."""
         return {}
 

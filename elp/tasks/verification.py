@@ -42,12 +42,35 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.nn.functional.cosine_similarity(a, b, dim=0).clamp(-1.0, 1.0))
 
 
-def served_threshold(config: AdapterSetConfig, fallbacks: Mapping[str, Any]) -> float:
-    """The set's calibrated threshold, else the deployment's (``fallbacks["threshold"]``), else 0.5."""
+def served_threshold(config: AdapterSetConfig, fallbacks: Mapping[str, Any], duration_s: float | None = None) -> float:
+    """The set's calibrated threshold for a pair whose shorter clip lasts ``duration_s`` (its duration table,
+    else its single threshold), else the deployment's (``fallbacks["threshold"]``), else 0.5."""
+    if config.duration_thresholds and duration_s is not None:
+        return float(next(threshold for start, threshold in reversed(config.duration_thresholds)
+                          if duration_s >= start))
     return float(fallbacks.get("threshold", 0.5) if config.threshold is None else config.threshold)
 
 
+def check_duration_thresholds(table: Sequence[Sequence[float]] | None) -> None:
+    """A duration table is ``[[from_s, threshold], ...]``: the first from 0, ascending, thresholds cosines."""
+    from elp.errors import ConfigError
+
+    if table is None:
+        return
+    if not table or any(len(entry) != 2 for entry in table):
+        raise ConfigError("duration_thresholds must be a non-empty list of [from_s, threshold] pairs")
+    starts = [float(start) for start, _ in table]
+    if starts[0] != 0.0 or any(b <= a for a, b in zip(starts, starts[1:], strict=False)):
+        raise ConfigError(f"duration_thresholds must start at 0 s and ascend; got starts {starts}")
+    if any(not -1.0 <= float(threshold) <= 1.0 for _, threshold in table):
+        raise ConfigError("duration_thresholds' thresholds are cosines, within [-1, 1]")
+
+
 class VerificationTask(TaskSpec):
+    def validate(self, config: AdapterSetConfig) -> None:
+        super().validate(config)
+        check_duration_thresholds(config.duration_thresholds)
+
     def num_outputs(self, config: AdapterSetConfig) -> int:
         return config.head.embedding_dim
 
@@ -72,7 +95,8 @@ class VerificationTask(TaskSpec):
             "VerifyAnswerFields",
             score=(float, Field(ge=-1.0, le=1.0, description="cosine similarity of the two embeddings")),
             same_speaker=(bool, ...),
-            threshold=(float, ...),
+            threshold=(float, Field(..., description="the threshold applied: the set's for the shorter clip's "
+                                                      "duration when it carries a duration table")),
             reference_duration_s=(float | None, Field(None, description="duration of `reference` (absent for "
                                                                         "`speaker`)")),
             speaker=(str | None, Field(None, description="enrolled speaker compared against, when `speaker` "
@@ -80,10 +104,11 @@ class VerificationTask(TaskSpec):
         )
 
     def enrolment_report(self, config: AdapterSetConfig, embeddings: Sequence[torch.Tensor],
-                         fallbacks: Mapping[str, Any]) -> dict[str, Any]:
+                         fallbacks: Mapping[str, Any], durations_s: Sequence[float] | None = None) -> dict[str, Any]:
         """Does every clip sound like the others? Each clip's score against the mean of the *other* clips
-        (leave-one-out, rounded as enrolled scores are), and the clips under the threshold: a clip of
-        another person, or a poor recording, that the stored mean would carry. Nothing for one clip."""
+        (leave-one-out, rounded as enrolled scores are), and the clips under the threshold (at the clip's own
+        duration, when known): a clip of another person, or a poor recording, that the stored mean would
+        carry. Nothing for one clip."""
         if len(embeddings) < 2:
             return {}
         import torch
@@ -92,18 +117,22 @@ class VerificationTask(TaskSpec):
                                              dim=1)
         total = unit.sum(dim=0)
         scores = [cosine(unit[i], total - unit[i]) for i in range(len(unit))]
-        threshold = served_threshold(config, fallbacks)
+        durations = list(durations_s) if durations_s is not None else [None] * len(scores)
         return {"clip_scores": [round(score, ENROLLED_SCORE_DECIMALS) for score in scores],
-                "outlier_clips": [i for i, score in enumerate(scores) if score < threshold]}
+                "outlier_clips": [i for i, (score, seconds) in enumerate(zip(scores, durations, strict=True))
+                                  if score < served_threshold(config, fallbacks, seconds)]}
 
     def respond(self, request: TaskRequest) -> dict[str, Any]:
-        """Cosine of ``file`` against ``reference`` or the enrolled speaker; the set's calibrated
-        threshold, else the deployment's (``fallbacks["threshold"]``)."""
+        """Cosine of ``file`` against ``reference`` or the enrolled speaker; the set's calibrated threshold
+        at the shorter side's duration (an enrolment's: its clips' total), else the deployment's
+        (``fallbacks["threshold"]``)."""
         assert self.enrolled_reference is not None
         embedding = request.rows[0].embedding
         enrolled = request.enrolled is not None
         score = cosine(embedding, request.enrolled if enrolled else request.rows[1].embedding)
-        threshold = served_threshold(request.config, request.fallbacks)
+        other_s = request.enrolled_duration_s if enrolled else request.durations_s[1]
+        shorter_s = min(request.durations_s[0], other_s) if other_s else request.durations_s[0]
+        threshold = served_threshold(request.config, request.fallbacks, shorter_s)
         answer: dict[str, Any] = {"score": score, "same_speaker": score >= threshold, "threshold": threshold}
         if enrolled:
             answer["score"] = round(score, ENROLLED_SCORE_DECIMALS)

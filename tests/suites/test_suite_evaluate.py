@@ -21,8 +21,26 @@ from .fixtures import tone
 
 def test_served_threshold_rates_on_a_known_case() -> None:
     scores, labels = np.array([0.9, 0.8, 0.6, 0.3, 0.2]), np.array([1, 1, 0, 0, 1])
-    assert _rates(scores, labels, 0.5) == {"false_accept": 0.5, "false_reject": 1 / 3, "threshold": 0.5}
+    assert _rates(scores, labels, 0.5) == {"false_accept": 0.5, "false_reject": 1 / 3}
     assert _rates(scores, labels, 0.85)["false_reject"] == 2 / 3
+    # each trial its own threshold (a duration table): the third trial's impostor passes at 0.55 only
+    per_trial = np.array([0.95, 0.5, 0.55, 0.5, 0.5])
+    assert _rates(scores, labels, per_trial) == {"false_accept": 0.5, "false_reject": 2 / 3}
+
+
+def test_served_thresholds_read_the_sets_duration_table(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from training.suites.evaluate import served_thresholds
+
+    for name, seconds in (("short", 0.5), ("long", 3.0)):
+        sf.write(tmp_path / f"{name}.flac", np.zeros(int(seconds * 16000), np.float32), 16000)
+    trials = [SimpleNamespace(path_a=str(tmp_path / a), path_b=str(tmp_path / b))
+              for a, b in (("short.flac", "long.flac"), ("long.flac", "long.flac"))]
+    table = SimpleNamespace(threshold=0.6, duration_thresholds=[[0.0, 0.4], [1.0, 0.7]])
+    assert served_thresholds(table, trials).tolist() == [0.4, 0.7]
+    assert served_thresholds(SimpleNamespace(threshold=0.6, duration_thresholds=None), trials).tolist() == [0.6, 0.6]
+    assert served_thresholds(SimpleNamespace(threshold=None, duration_thresholds=None), trials) is None
 
 
 def test_spread_keeps_both_ends_and_everything_when_uncapped() -> None:

@@ -20,10 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 import torch.nn.functional as F
 
 from elp import MultiAdapterModel
+from elp.config import AdapterSetConfig
 from elp.tasks import get_task
+from elp.tasks.verification import served_threshold
 from training.data.manifest import ManifestRow, filter_split, read_manifest, read_trials
 from training.dataset import load_audio
 from training.evaluation import gated_trials, predict_rows, trial_clip_rows
@@ -120,10 +123,20 @@ def asr_records(model: MultiAdapterModel, key: str, data: DataSet, rows: list[Ma
     return out
 
 
-def _rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """What /verify would answer at ``threshold``: impostors accepted, genuine pairs rejected."""
-    return {"false_accept": float((scores[labels == 0] >= threshold).mean()),
-            "false_reject": float((scores[labels == 1] < threshold).mean()), "threshold": threshold}
+def _rates(scores: np.ndarray, labels: np.ndarray, threshold: float | np.ndarray) -> dict[str, float]:
+    """What /verify would answer at ``threshold`` (one, or each trial's): impostors accepted, genuine pairs
+    rejected."""
+    accept = scores >= threshold
+    return {"false_accept": float(accept[labels == 0].mean()), "false_reject": float((~accept[labels == 1]).mean())}
+
+
+def served_thresholds(config: AdapterSetConfig, trials: list) -> np.ndarray | None:
+    """The threshold /verify applies to each trial: the set's duration table at the shorter clip's duration,
+    else its single threshold; None for a set with neither (the deployment would choose)."""
+    if config.threshold is None and not config.duration_thresholds:
+        return None
+    seconds = {p: sf.info(p).duration for p in {p for t in trials for p in (t.path_a, t.path_b)}}
+    return np.array([served_threshold(config, {}, min(seconds[t.path_a], seconds[t.path_b])) for t in trials])
 
 
 def _cosines(embed: dict[str, np.ndarray], trials: list) -> np.ndarray:
@@ -139,10 +152,12 @@ def verification_records(model: MultiAdapterModel, key: str, data: DataSet, tria
     scores = np.array([float(F.cosine_similarity(predictions[t.path_a].embedding, predictions[t.path_b].embedding,
                                                  dim=0)) for t in trials])
     labels = np.array([t.label for t in trials])
-    served = model.adapter_sets[key].config.threshold
+    config = model.adapter_sets[key].config
+    served = served_thresholds(config, trials)
     metrics: dict[str, Any] = {**verification_metrics(scores, labels), "n": len(trials)}
     if served is not None:
-        metrics.update(_rates(scores, labels, served))
+        metrics.update(_rates(scores, labels, served), threshold=config.threshold,
+                       by_duration=bool(config.duration_thresholds))
     out = [_record(key, task, "ours", data, False, **metrics)]
     if not baseline_systems:
         return out
@@ -151,7 +166,7 @@ def verification_records(model: MultiAdapterModel, key: str, data: DataSet, tria
     sub_labels = labels[picked]
     ours = {"eer": compute_eer(scores[picked], sub_labels).eer, "n": len(subset)}
     out.append(_record(key, task, "ours", data, True,
-                       **ours, **(_rates(scores[picked], sub_labels, served) if served is not None else {})))
+                       **ours, **(_rates(scores[picked], sub_labels, served[picked]) if served is not None else {})))
     paths = sorted({p for t in subset for p in (t.path_a, t.path_b)})
     for name, system in baseline_systems.items():
         embed = {p: np.asarray(system(load_audio(p)), dtype=np.float64) for p in paths}
@@ -161,7 +176,7 @@ def verification_records(model: MultiAdapterModel, key: str, data: DataSet, tria
             calibrated[name] = eer.threshold  # the only place a baseline threshold is chosen
         record = {"eer": eer.eer, "n": len(subset)}
         if name in calibrated:
-            record.update(_rates(base, sub_labels, calibrated[name]))
+            record.update(_rates(base, sub_labels, calibrated[name]), threshold=calibrated[name])
         out.append(_record(key, task, name, data, True, **record))
     return out
 
