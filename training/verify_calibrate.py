@@ -33,6 +33,7 @@ from training.dataset import load_audio
 from training.distill import absolute_key, embed, load_features
 from training.evaluation import gated_trials
 from training.metrics import compute_eer, verification_metrics
+from training.suites.evaluate import served_thresholds
 
 MAX_SAMPLES = 30 * 16000  # the server's default max_duration_s
 SPEECH_ONLY = [False]  # set by --speech-only for every trial list read here
@@ -46,11 +47,12 @@ def read_speech_trials(trials_file: str, speech_only: bool) -> list:
     return gated_trials(trials)[0] if speech_only else trials
 
 
-def error_rates(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    """False accepts (non-targets scoring >= threshold) and false rejects (targets below it)."""
+def error_rates(scores: np.ndarray, labels: np.ndarray, threshold: float | np.ndarray) -> dict[str, float]:
+    """False accepts (non-targets scoring >= threshold) and false rejects (targets below it); ``threshold``
+    may be each trial's own (a set's duration table), and is then reported as its median."""
     accept = scores >= threshold
     return {"far": float(accept[labels == 0].mean()), "frr": float((~accept[labels == 1]).mean()),
-            "threshold": float(threshold)}
+            "threshold": float(np.median(threshold))}
 
 
 def choose_threshold(scores: np.ndarray, labels: np.ndarray, max_far: float, max_frr: float) -> dict:
@@ -236,7 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.served:
         name, trials_file = spec.split("=", 1)
         scores, labels = served_scores(args.adapter, trials_file, args.backbone, args.dtype)
-        out[f"{name} (served model)"] = summary(scores, labels, float(adapter_set.config.threshold))
+        # what /verify answers: the set's duration table at each trial's shorter clip, else its one threshold
+        served = served_thresholds(adapter_set.config, read_speech_trials(trials_file, SPEECH_ONLY[0]))
+        out[f"{name} (served model)"] = summary(scores, labels, served) | {
+            "by_duration": bool(adapter_set.config.duration_thresholds)}
         if args.record:
             adapter_set.config.metrics = (adapter_set.config.metrics or {}) | {
                 name: out[f"{name} (served model)"], "speech_only": args.speech_only}

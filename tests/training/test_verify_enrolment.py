@@ -57,3 +57,29 @@ def test_draws_are_seeded(tmp_path):
     assert np.array_equal(first["genuine"], again["genuine"]) and np.array_equal(first["impostor"], again["impostor"])
     other = verify_enrolment.enrolment_trials(voices, 2, draws=4, seed=4)
     assert not np.array_equal(first["genuine"], other["genuine"])
+
+
+def test_a_duration_table_judges_each_probe_at_the_shorter_side(tmp_path):
+    """Each probe's threshold comes from the shorter of the probe and the enrolment's clips in all; the
+    draws are the same as with one threshold."""
+    store, manifest = write_case(tmp_path, {"a": 5, "b": 5, "c": 5})
+    voices, seconds = verify_enrolment.voices_of(store, manifest), verify_enrolment.seconds_of(manifest, store)
+    assert {speaker: len(s) for speaker, s in seconds.items()} == {"a": 5, "b": 5, "c": 5}
+    seen = []
+
+    def threshold_at(duration: float) -> float:
+        seen.append(duration)
+        return 1.01 if duration >= 3.0 else -1.0
+
+    for clips in (1, 3):
+        seen.clear()
+        trials = verify_enrolment.enrolment_trials(voices, clips, 4, 0, seconds, threshold_at)
+        plain = verify_enrolment.enrolment_trials(voices, clips, 4, 0)
+        assert np.array_equal(trials["genuine"], plain["genuine"]) and np.array_equal(trials["impostor"],
+                                                                                       plain["impostor"])
+        assert set(seen) == {1.0}  # every 1 s probe is the shorter side of an enrolment of 1 s clips
+        assert verify_enrolment.rates(trials)["genuine_rejected"] == 0.0  # judged at -1
+    # clips of 4 s: a one-clip enrolment (4 s) and a 3-clip one (12 s) both leave the 4 s probe the shorter side
+    long_clips = {speaker: [4.0] * len(s) for speaker, s in seconds.items()}
+    trials = verify_enrolment.enrolment_trials(voices, 3, 4, 0, long_clips, threshold_at)
+    assert verify_enrolment.rates(trials)["genuine_rejected"] == 100.0  # judged at 1.01
