@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, create_model
 
+from elp.errors import ConfigError
 from elp.speech_activity import VoiceGate
 from elp.tasks.base import EnrolledReference, ExtraClip, TaskRequest, TaskSpec
 from elp.tasks.recipe import TrainingRecipe
@@ -53,8 +54,6 @@ def served_threshold(config: AdapterSetConfig, fallbacks: Mapping[str, Any], dur
 
 def check_duration_thresholds(table: Sequence[Sequence[float]] | None) -> None:
     """A duration table is ``[[from_s, threshold], ...]``: the first from 0, ascending, thresholds cosines."""
-    from elp.errors import ConfigError
-
     if table is None:
         return
     if not table or any(len(entry) != 2 for entry in table):

@@ -1,0 +1,50 @@
+"""training.corpus.gamevox: the FOTAQ resource table is read as ScummVM writes it, groups keep a scene's (or a
+character's) lines together, sound effects stay out, and implausible teacher transcripts are dropped."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from training.corpus.gamevox import DRASCULA, FOTAQ, fotaq_lines, group_of, plausible, seeded_pick
+
+
+def fotaq_file(tmp_path, entries: dict[str, bytes], compression: int = 1):
+    """A rebuilt queen.1c: QTBL, version, 2 bytes, compression, count, then name/bundle/offset/size entries."""
+    header = b"QTBL" + b"CEM10\0" + b"\0\0" + bytes([compression]) + struct.pack(">H", len(entries))
+    offset = len(header) + 21 * len(entries)
+    table, payload = b"", b""
+    for name, data in entries.items():
+        table += name.encode().ljust(12, b"\0") + b"\x01" + struct.pack(">II", offset + len(payload), len(data))
+        payload += data
+    path = tmp_path / "queen.1c"
+    path.write_bytes(header + table + payload)
+    return path
+
+
+def test_the_resource_table_gives_every_speech_line(tmp_path) -> None:
+    path = fotaq_file(tmp_path, {"020001P2.SB": b"first", "QUEEN.JAS": b"logic", "020006J1.SB": b"second!"})
+    assert list(fotaq_lines(path)) == [("020001P2.SB", b"first"), ("020006J1.SB", b"second!")]
+    with pytest.raises(ValueError, match="MP3"):
+        list(fotaq_lines(fotaq_file(tmp_path, {"A.SB": b"x"}, compression=0)))
+
+
+def test_groups() -> None:
+    assert group_of(FOTAQ, "020006J1.SB") == group_of(FOTAQ, "029999P1.SB") == "fotaq-02"
+    assert group_of(DRASCULA, "3.ALS") == group_of(DRASCULA, "463.ALS") == "drascula-hacker"
+    assert group_of(DRASCULA, "VB12.ALS") == "drascula-vb" and group_of(DRASCULA, "AN7_3.ALS") == "drascula-an"
+
+
+def test_plausible_transcripts() -> None:
+    assert plausible("where is the key", 1.5)
+    assert not plausible("", 2.0)
+    assert not plausible("a" * 60, 2.0)  # more letters than two seconds of speech hold
+    assert not plausible(" ".join(["go to the door"] * 6), 20.0)  # a loop
+
+
+def test_seeded_pick_is_stable_and_capped() -> None:
+    names = [f"n{i}" for i in range(50)]
+    assert seeded_pick(names, 10, 0) == seeded_pick(list(reversed(names)), 10, 0)
+    assert len(seeded_pick(names, 10, 0)) == 10 and seeded_pick(names, 0, 0) == set(names)
+    assert seeded_pick(names, 10, 0) != seeded_pick(names, 10, 1)
