@@ -64,7 +64,7 @@ def test_an_enrolment_names_the_clip_that_does_not_sound_like_the_others() -> No
     from elp.tasks import get_task
 
     task = get_task("verification")
-    config = SimpleNamespace(threshold=0.4)  # the scoring reads the set's threshold only
+    config = SimpleNamespace(threshold=0.4, duration_thresholds=None)  # the scoring reads the thresholds only
     voice = torch.tensor([1.0, 0.2, 0.0])
     same = [voice + torch.tensor([0.0, 0.05 * i, 0.02]) for i in range(3)]
     other = torch.tensor([0.0, 0.1, 1.0])
@@ -73,5 +73,5 @@ def test_an_enrolment_names_the_clip_that_does_not_sound_like_the_others() -> No
     assert all(round(score, 2) == score for score in report["clip_scores"])
     assert task.enrolment_report(config, same[:1], {}) == {}  # one clip: nothing to compare
     # no calibrated threshold: the deployment's
-    uncalibrated = SimpleNamespace(threshold=None)
+    uncalibrated = SimpleNamespace(threshold=None, duration_thresholds=None)
     assert task.enrolment_report(uncalibrated, same, {"threshold": 1.0})["outlier_clips"] == [0, 1, 2]
