@@ -13,12 +13,13 @@ impostors there are accepted; the bin takes the highest of them (every populatio
 ``--max-far`` of its impostors of that duration). A bin no population fills takes the next shorter bin's.
 Last, the table is made non-decreasing with duration (a running maximum): a longer clip is never judged more
 leniently than a shorter one, so the table errs on the side of refusing impostors. A population is a
-comma-separated list of trial files of the same voices (natural trials and ``training.verify_crops`` crops).
+comma-separated list of trial files of the same voices and making; crops (``training.verify_crops``) are best
+their own population, since their impostor scores differ from natural clips' of the same length.
 
-    python -m training.verify_durations data/candidates/emb.pt \
-        --valid human=data/human/verification_trials_valid.txt,data/verify-crops/human_valid_d0.5.txt \
+    python -m training.verify_durations data/candidates/emb.pt --set adapters_store/verify-default \
+        --valid human=data/human/verification_trials_valid.txt human_crops=data/verify-crops/human_valid_d0.5.txt \
         realvox=data/realvox-valid/verification_trials_valid.txt,data/realvox-short/verification_trials_valid.txt \
-        --edges 0.65 1.0 1.5 2.0 3.0 --write adapters_store/verify-default
+        --edges 0.65 1.0 1.5 2.0 3.0 --write
 
 ``--report NAME=FILES`` lists are only scored (test lists belong here, read once the table is written).
 """
