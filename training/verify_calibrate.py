@@ -47,6 +47,13 @@ def read_speech_trials(trials_file: str, speech_only: bool) -> list:
     return gated_trials(trials)[0] if speech_only else trials
 
 
+@functools.lru_cache(maxsize=16)
+def served_trials(trials_file: str, speech_only: bool) -> tuple:
+    """``read_speech_trials`` once per list in a run: the speech gate reads every clip, and both the served
+    scores and the served thresholds of a list need its trials."""
+    return tuple(read_speech_trials(trials_file, speech_only))
+
+
 def error_rates(scores: np.ndarray, labels: np.ndarray, threshold: float | np.ndarray) -> dict[str, float]:
     """False accepts (non-targets scoring >= threshold) and false rejects (targets below it); ``threshold``
     may be each trial's own (a set's duration table), and is then reported as its median."""
@@ -140,7 +147,7 @@ def served_scores(adapter_dir: str, trials_file: str, backbone: str, dtype: str 
     embeddings out (``MultiAdapterModel.predict``), cosine per trial. Kept per call: a threshold never
     changes a score, so --served-calibrate and --served on the same trials encode the clips once."""
     model = served_model(adapter_dir, backbone, dtype)
-    trials = read_speech_trials(trials_file, SPEECH_ONLY[0])
+    trials = served_trials(trials_file, SPEECH_ONLY[0])
     paths = sorted({p for t in trials for p in (t.path_a, t.path_b)}, key=lambda p: sf.info(p).duration)
     vectors = {}
     for start in range(0, len(paths), 2):  # small batches: a 30 s clip's prosody pass is memory-hungry
@@ -239,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         name, trials_file = spec.split("=", 1)
         scores, labels = served_scores(args.adapter, trials_file, args.backbone, args.dtype)
         # what /verify answers: the set's duration table at each trial's shorter clip, else its one threshold
-        served = served_thresholds(adapter_set.config, read_speech_trials(trials_file, SPEECH_ONLY[0]))
+        served = served_thresholds(adapter_set.config, list(served_trials(trials_file, SPEECH_ONLY[0])))
         out[f"{name} (served model)"] = summary(scores, labels, served) | {
             "by_duration": bool(adapter_set.config.duration_thresholds)}
         if args.record:
