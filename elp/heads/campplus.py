@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from elp.errors import ConfigError
+from elp.heads.voice import ConvertedNetworkConfig
 
 SAMPLE_RATE = 16_000
 FRAME = 400  # 25 ms
@@ -42,7 +43,7 @@ FRONT_CHANNELS = 32
 
 
 @dataclass(frozen=True)
-class CamppConfig:
+class CamppConfig(ConvertedNetworkConfig):
     """The published layout (stored in the set's config): ``hidden`` = the TDNN's width, ``layers`` = the
     dense blocks. Only the published layout (128, 3) is built; the embedding size follows the weights."""
 
@@ -54,13 +55,6 @@ class CamppConfig:
     def __post_init__(self) -> None:
         if (self.hidden, self.layers) != (128, len(BLOCK_LAYERS)) or self.embedding_dim <= 0:
             raise ConfigError("CAM++ is built in its published layout only: hidden 128, 3 dense blocks")
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "hidden": self.hidden, "layers": self.layers, "embedding_dim": self.embedding_dim}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CamppConfig:
-        return cls(int(data["hidden"]), int(data["layers"]), int(data["embedding_dim"]))
 
 
 def kaldi_mel_banks(bands: int = MEL_BANDS, n_fft: int = N_FFT, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:

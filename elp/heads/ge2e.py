@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from elp.heads.voice import ConvertedNetworkConfig
+
 SAMPLE_RATE = 16_000
 WINDOW = 400  # 25 ms
 HOP = 160  # 10 ms
@@ -35,7 +37,7 @@ TARGET_DBFS = -30.0
 
 
 @dataclass(frozen=True)
-class Ge2eConfig:
+class Ge2eConfig(ConvertedNetworkConfig):
     """Sizes of the LSTM (stored in the set's config; the weights follow them). ``kind`` names the network
     (a subclass per published encoder of this shape)."""
 
@@ -43,13 +45,6 @@ class Ge2eConfig:
     layers: int = 3
     embedding_dim: int = 256
     kind = "ge2e"
-
-    def to_dict(self) -> dict:
-        return {"kind": self.kind, "hidden": self.hidden, "layers": self.layers, "embedding_dim": self.embedding_dim}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Ge2eConfig:
-        return cls(int(data["hidden"]), int(data["layers"]), int(data["embedding_dim"]))
 
 
 def slaney_mel_filterbank(bands: int = MEL_BANDS, n_fft: int = WINDOW, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:

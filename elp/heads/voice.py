@@ -15,6 +15,7 @@ deviation pooling over the row's real frames. It runs on the model's device, one
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Self
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,24 @@ class VoiceBranchConfig:
     def from_dict(cls, data: dict) -> VoiceBranchConfig:
         return cls(int(data["channels"]), int(data["pooled_channels"]), int(data["embedding_dim"]),
                    tuple(int(d) for d in data["dilations"]))
+
+
+@dataclass(frozen=True)
+class ConvertedNetworkConfig:
+    """Sizes of a converted published network (one of ``CONVERTED_KINDS``), stored in the set's config: its
+    width, layers and embedding size; ``kind``, a class attribute of each subclass, names the network."""
+
+    hidden: int
+    layers: int
+    embedding_dim: int
+    kind = ""
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "hidden": self.hidden, "layers": self.layers, "embedding_dim": self.embedding_dim}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Self:
+        return cls(int(data["hidden"]), int(data["layers"]), int(data["embedding_dim"]))
 
 
 def mel_filterbank(bands: int = MEL_BANDS, n_fft: int = WINDOW, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
