@@ -10,6 +10,7 @@ import bisect
 import collections
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,6 +34,102 @@ def _sorted_lookup(sorted_keys: np.ndarray, values: np.ndarray, queries: np.ndar
         hit = sorted_keys[at] == queries
         out[hit] = values[at[hit]]
     return out
+
+
+def _corpus_unigram(sentences: list[list[str]], general: dict[str, float], background_unigram: Mapping[str, float],
+                    mix: float, end_probability: float) -> tuple[list[str], np.ndarray]:
+    """The model's words (``<s>``, ``</s>``, then the vocabulary sorted) and the corpus side's unigram:
+    training counts mixed with ``general`` (weight ``1 - mix``), ``</s>`` at its fixed share."""
+    counts = collections.Counter(word for words in sentences for word in words)
+    total = sum(counts.values()) or 1
+    general_total = sum(general.values()) or 1.0
+    weight = mix if general else 1.0
+    vocab = sorted(set(counts) | set(general) | (set(background_unigram) - {EOS}))
+    unigram = np.zeros(len(vocab) + 2)
+    unigram[2:] = np.maximum([weight * counts[w] / total + (1 - weight) * general.get(w, 0.0) / general_total
+                              for w in vocab], 1e-9)
+    unigram[2:] *= (1 - end_probability) / unigram[2:].sum()
+    unigram[1] = end_probability
+    return [BOS, EOS, *vocab], unigram
+
+
+@dataclass
+class _CorpusPairs:
+    """The training text's bigram counts, sorted by key (``history * size + word``)."""
+
+    keys: np.ndarray
+    counts: np.ndarray
+    history_counts: np.ndarray
+    backoff: np.ndarray
+    size: int
+
+    @classmethod
+    def count(cls, sentences: list[list[str]], index: Mapping[str, int], discount: float) -> _CorpusPairs:
+        size = len(index)
+        pairs: collections.Counter[tuple[str, str]] = collections.Counter()
+        for words in sentences:
+            tokens = [BOS, *words, EOS]
+            pairs.update(zip(tokens, tokens[1:], strict=False))
+        keys = np.array([index[v] * size + index[w] for v, w in pairs], dtype=np.int64)
+        counts = np.array(list(pairs.values()), dtype=np.float64)
+        order = np.argsort(keys)
+        keys, counts = keys[order], counts[order]
+        history_counts = np.bincount(keys // size, counts, minlength=size)
+        followers = np.bincount(keys // size, minlength=size)
+        backoff = np.where(history_counts > 0, discount * followers / np.maximum(history_counts, 1), 1.0)
+        return cls(keys, counts, history_counts, backoff, size)
+
+    def probability(self, keys: np.ndarray, unigram: np.ndarray, discount: float) -> np.ndarray:
+        """Absolute-discount p(word | history) at ``keys``, backing off to ``unigram``."""
+        history, word = keys // self.size, keys % self.size
+        count = _sorted_lookup(self.keys, self.counts, keys, 0.0)
+        seen = self.history_counts[history] > 0
+        return np.where(seen, np.maximum(count - discount, 0.0) / np.maximum(self.history_counts[history], 1)
+                        + self.backoff[history] * unigram[word], unigram[word])
+
+
+@dataclass
+class _BackgroundSide:
+    """A background ARPA model on the model's word index: its unigram, back-off weights and the pairs
+    kept (the most frequent ``max_bigrams`` by p(v) p(w | v) when bounded), sorted by key."""
+
+    unigram: np.ndarray
+    backoff: np.ndarray
+    keys: np.ndarray
+    log10: np.ndarray
+    size: int
+
+    @classmethod
+    def read(cls, background: ArpaBigrams, background_unigram: Mapping[str, float], index: Mapping[str, int],
+             max_bigrams: int) -> _BackgroundSide:
+        size = len(index)
+        unigram = np.zeros(size)
+        for w, p in background_unigram.items():
+            if w in index:
+                unigram[index[w]] = p
+        unigram /= unigram.sum()
+        backoff = np.ones(size)
+        for w, (_, b) in background.unigrams.items():
+            if w in index:
+                backoff[index[w]] = 10.0 ** b
+        known = [(index[v] * size + index[w], p) for (v, w), p in background.bigrams.items()
+                 if v in index and w in index]
+        keys = np.array([k for k, _ in known], dtype=np.int64)
+        log10 = np.array([p for _, p in known])
+        if max_bigrams and len(keys) > max_bigrams:
+            joint = log10 + np.log10(np.maximum(unigram[keys // size], 1e-30))
+            starts = keys // size == 0  # <s> has no unigram: count it once per ~10 words
+            joint[starts] = log10[starts] - 1.0
+            keep = np.argpartition(-joint, max_bigrams)[:max_bigrams]
+            keys, log10 = keys[keep], log10[keep]
+        order = np.argsort(keys)
+        return cls(unigram, backoff, keys[order], log10[order], size)
+
+    def probability(self, keys: np.ndarray) -> np.ndarray:
+        """p(word | history) at ``keys``: the stored pair's, or back-off x unigram."""
+        history, word = keys // self.size, keys % self.size
+        explicit = _sorted_lookup(self.keys, self.log10, keys, np.nan)
+        return np.where(np.isnan(explicit), self.backoff[history] * self.unigram[word], 10.0 ** explicit)
 
 
 class WordBigramLM(nn.Module):
@@ -68,88 +165,40 @@ class WordBigramLM(nn.Module):
         if not 0.0 <= interpolation <= 1.0:
             raise ConfigError("interpolation must be in [0, 1]")
         sentences = [text.split() for text in texts if text.split()]
-        counts = collections.Counter(word for words in sentences for word in words)
-        total = sum(counts.values()) or 1
         background_unigram: dict[str, float] = {}
         if background is not None:
             background_unigram = {w: 10.0 ** p for w, (p, _) in background.unigrams.items() if w != BOS}
             if general is None:
                 general = {w: p for w, p in background_unigram.items() if w != EOS}
-        general = dict(general or {})
-        general_total = sum(general.values()) or 1.0
-        weight = mix if general else 1.0
-        vocab = sorted(set(counts) | set(general) | (set(background_unigram) - {EOS}))
-        corpus_unigram = {w: weight * counts[w] / total + (1 - weight) * general.get(w, 0.0) / general_total
-                          for w in vocab}
-        words = [BOS, EOS, *vocab]
+        words, unigram = _corpus_unigram(sentences, dict(general or {}), background_unigram, mix, end_probability)
         index = {w: i for i, w in enumerate(words)}
-        size = len(words)
-        unigram = np.zeros(size)  # the corpus side, </s> at its fixed share
-        unigram[2:] = np.maximum([corpus_unigram[w] for w in vocab], 1e-9)
-        unigram[2:] *= (1 - end_probability) / unigram[2:].sum()
-        unigram[1] = end_probability
-
-        pairs: collections.Counter[tuple[str, str]] = collections.Counter()
-        for words_ in sentences:
-            tokens = [BOS, *words_, EOS]
-            pairs.update(zip(tokens, tokens[1:], strict=False))
-        corpus_keys = np.array([index[v] * size + index[w] for v, w in pairs], dtype=np.int64)
-        corpus_counts = np.array(list(pairs.values()), dtype=np.float64)
-        order = np.argsort(corpus_keys)
-        corpus_keys, corpus_counts = corpus_keys[order], corpus_counts[order]
-        history_counts = np.bincount(corpus_keys // size, corpus_counts, minlength=size)
-        followers = np.bincount(corpus_keys // size, minlength=size)
-        corpus_backoff = np.where(history_counts > 0, discount * followers / np.maximum(history_counts, 1), 1.0)
-
-        keys, lam = corpus_keys, 1.0
+        corpus = _CorpusPairs.count(sentences, index, discount)
+        keys, probability, stored_unigram = corpus.keys, corpus.probability(corpus.keys, unigram, discount), unigram
         if background is not None:
-            lam = interpolation
-            background_p = np.zeros(size)
-            for w, p in background_unigram.items():
-                if w in index:
-                    background_p[index[w]] = p
-            background_p /= background_p.sum()
-            background_backoff = np.ones(size)
-            for w, (_, b) in background.unigrams.items():
-                if w in index:
-                    background_backoff[index[w]] = 10.0 ** b
-            known = [(index[v] * size + index[w], p) for (v, w), p in background.bigrams.items()
-                     if v in index and w in index]
-            background_keys = np.array([k for k, _ in known], dtype=np.int64)
-            background_log10 = np.array([p for _, p in known])
-            if max_background_bigrams and len(background_keys) > max_background_bigrams:
-                joint = background_log10 + np.log10(np.maximum(background_p[background_keys // size], 1e-30))
-                starts = background_keys // size == 0  # <s> has no unigram: count it once per ~10 words
-                joint[starts] = background_log10[starts] - 1.0
-                keep = np.argpartition(-joint, max_background_bigrams)[:max_background_bigrams]
-                background_keys, background_log10 = background_keys[keep], background_log10[keep]
-            order_ = np.argsort(background_keys)
-            background_keys, background_log10 = background_keys[order_], background_log10[order_]
-            keys = np.union1d(corpus_keys, background_keys)
-        history, word = keys // size, keys % size
-        count = _sorted_lookup(corpus_keys, corpus_counts, keys, 0.0)
-        seen = history_counts[history] > 0
-        p_corpus = np.where(seen, np.maximum(count - discount, 0.0) / np.maximum(history_counts[history], 1)
-                            + corpus_backoff[history] * unigram[word], unigram[word])
-        stored_unigram = unigram
-        probability = p_corpus
-        if background is not None:
-            explicit = _sorted_lookup(background_keys, background_log10, keys, np.nan)
-            p_background = np.where(np.isnan(explicit), background_backoff[history] * background_p[word],
-                                    10.0 ** explicit)
-            probability = lam * p_corpus + (1 - lam) * p_background
-            stored_unigram = lam * unigram + (1 - lam) * background_p
+            side = _BackgroundSide.read(background, background_unigram, index, max_background_bigrams)
+            keys = np.union1d(corpus.keys, side.keys)
+            probability = (interpolation * corpus.probability(keys, unigram, discount)
+                           + (1 - interpolation) * side.probability(keys))
+            stored_unigram = interpolation * unigram + (1 - interpolation) * side.unigram
             stored_unigram /= stored_unigram.sum()
+        return cls._packed(words, keys, probability, stored_unigram, decoder)
+
+    @classmethod
+    def _packed(cls, words: list[str], keys: np.ndarray, probability: np.ndarray, unigram: np.ndarray,
+                decoder: Mapping[str, float]) -> WordBigramLM:
+        """The model's tensors from its bigram keys (``history * size + word``), their probabilities and
+        the unigram; each history's back-off weight keeps its distribution normalised."""
+        size = len(words)
+        history, word = keys // size, keys % size
         mass = np.bincount(history, probability, minlength=size)
-        unigram_mass = np.bincount(history, stored_unigram[word], minlength=size)
+        unigram_mass = np.bincount(history, unigram[word], minlength=size)
         has_pairs = np.bincount(history, minlength=size) > 0
         backoff = np.where(has_pairs, np.maximum(1 - mass, 1e-12) / np.maximum(1 - unigram_mass, 1e-12), 1.0)
-
         blob = join_strings(words)
         config = LanguageModelConfig(num_words=size, num_word_bytes=len(blob), num_bigrams=len(keys), **decoder)
         model = cls(config)
         model.words_utf8.copy_(torch.frombuffer(bytearray(blob), dtype=torch.uint8))
-        table = np.stack([np.log10(np.maximum(stored_unigram, 1e-99)), np.log10(backoff)], axis=1)
+        table = np.stack([np.log10(np.maximum(unigram, 1e-99)), np.log10(backoff)], axis=1)
         table[0, 0] = -99.0
         table[~has_pairs, 1] = 0.0
         model.unigram_log10.copy_(torch.from_numpy(table))
