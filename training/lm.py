@@ -9,12 +9,17 @@ split (by the mean of CER and WER unless ``--select`` says otherwise). Test clip
 (greedy and LM) for the record. ``--keep-lm`` re-tunes only the fusion weights, temperature, beam and look-ahead of
 the LM the set already carries (no rebuild: the same tensors). ``--text`` adds text-only sentences
 (a user's domain text; ``python -m training.corpus.lm_text`` writes the offline corpus' own), minus any
-line holding a validation or test transcript.
+line holding a validation or test transcript. ``--valid-data`` adds validation speech beside the
+corpus' valid split (natural voices, real speakers' validation clips): the setting with the lowest mean
+criterion over all the sources wins, and rows reserved for final figures (test speakers, test suites:
+``training.suites.guard.choice_refusal``) are refused.
 
     elp-add-lm adapters_store/asr-default --corpus data/corpus
     elp-add-lm adapters_store/asr-default --corpus data/corpus --background-arpa data/lm/en-us-bigram.arpa
     elp-add-lm adapters_store/asr-default --corpus data/corpus --keep-lm --beam-width 64
     elp-add-lm adapters_store/asr-default --corpus data/corpus --text my-domain-sentences.txt
+    elp-add-lm adapters_store/asr-default --corpus data/corpus --keep-lm --select wer \
+        --valid-data kokoro=data/kokoro-asr-valid/asr.jsonl game=data/gamevox/asr.jsonl:valid
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from training.data.manifest import filter_split, read_manifest
 from training.dataset import load_audio
 from training.evaluation import length_batches
 from training.metrics import cer, wer
+from training.suites.guard import HeldOutDataError, check_choice_rows
 
 KEY = "set"
 
@@ -86,7 +92,7 @@ def text_lines(paths: list[str], held_out: set[str]) -> tuple[list[str], int]:
     return kept, dropped
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("adapter_set", help="ASR adapter-set folder (rewritten in place unless --out)")
     p.add_argument("--out", help="write the set with its LM here instead")
@@ -116,12 +122,51 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lm-from", metavar="SET",
                    help="with --keep-lm: keep this other set's LM (same vocabulary), e.g. for a set trained on "
                         "a GPU machine that came back without its LM")
+    p.add_argument("--valid-data", nargs="+", default=[], metavar="NAME=MANIFEST[:SPLIT]",
+                   help="more validation speech beside the corpus' valid split (split 'valid' unless given), e.g. "
+                        "natural voices: the weights are chosen by the mean of the sources' criteria. Rows "
+                        "reserved for final figures (test speakers, test suites) are refused")
     p.add_argument("--select", choices=["cer", "wer", "mean"], default="mean",
                    help="validation criterion for alpha/beta (CER alone can buy characters with words)")
     p.add_argument("--max-clips", type=int, default=0, help="score the first N clips of each split only")
     p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
+    return p
 
+
+def validation_sources(specs: list[str], max_clips: int) -> dict[str, list]:
+    """``NAME=MANIFEST[:SPLIT]`` -> that split's rows, each checked by the choice guard."""
+    sources: dict[str, list] = {}
+    for spec in specs:
+        name, sep, where = spec.partition("=")
+        if not sep or not name or name in ("valid", "test") or name in sources:
+            raise SystemExit(f"--valid-data {spec!r}: give NAME=MANIFEST[:SPLIT] with a new name")
+        manifest, _, split = where.partition(":") if where.endswith((":train", ":valid", ":test")) else (where, "", "")
+        rows = filter_split(read_manifest(manifest), split or "valid")[: max_clips or None]
+        if not rows:
+            raise SystemExit(f"--valid-data {spec!r}: no {split or 'valid'} rows in {manifest}")
+        try:
+            check_choice_rows(rows, where=f"--valid-data {name}", manifest=manifest)
+        except HeldOutDataError as error:
+            raise SystemExit(str(error)) from None
+        sources[name] = rows
+    return sources
+
+
+def kept_language_model(args: argparse.Namespace, adapter_set: AdapterSet) -> WordBigramLM | None:
+    """With ``--keep-lm``: the LM to re-tune (the set's own, or ``--lm-from``'s)."""
+    kept = adapter_set.language_model
+    if args.lm_from:
+        donor = AdapterSet.load(args.lm_from)
+        if donor.config.vocab != adapter_set.config.vocab:
+            raise SystemExit(f"{args.lm_from} spells with another vocabulary than {args.adapter_set}")
+        kept = donor.language_model
+    if args.keep_lm and kept is None:
+        raise SystemExit(f"{args.lm_from or args.adapter_set} has no language model to keep")
+    return kept
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.keep_lm and args.text:
         raise SystemExit("--text builds a new LM; --keep-lm keeps the old one")
     if args.lm_from and not args.keep_lm:
@@ -131,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.adapter_set} is a {adapter_set.config.task} set: its task decodes no text with an LM")
     rows = read_manifest(Path(args.corpus) / f"{adapter_set.config.task}.jsonl")
     splits = {s: filter_split(rows, s)[: args.max_clips or None] for s in ("train", "valid", "test")}
+    extra_valid = validation_sources(args.valid_data, args.max_clips)
     vocab = adapter_set.config.vocab or []
     general = None
     if args.general_words and not args.keep_lm:
@@ -139,24 +185,17 @@ def main(argv: list[str] | None = None) -> int:
     model = MultiAdapterModel(load_backbone(args.backbone, device=args.device))
     model.add_adapter_set(KEY, adapter_set)
     clips = {s: clip_log_probs(model, splits[s]) for s in ("valid", "test")}
-    kept = adapter_set.language_model
-    if args.lm_from:
-        donor = AdapterSet.load(args.lm_from)
-        if donor.config.vocab != adapter_set.config.vocab:
-            raise SystemExit(f"{args.lm_from} spells with another vocabulary than {args.adapter_set}")
-        kept = donor.language_model
-    if args.keep_lm and kept is None:
-        raise SystemExit(f"{args.lm_from or args.adapter_set} has no language model to keep")
+    clips |= {name: clip_log_probs(model, source) for name, source in extra_valid.items()}
+    kept = kept_language_model(args, adapter_set)
     adapter_set.attach_language_model(None)
     report: dict[str, object] = {"greedy": {s: score(adapter_set, clips[s]) for s in clips}}
     texts = [r.text for r in filter_split(rows, "train") if r.text]
     if args.text:
         held_out = {r.text for s in ("valid", "test") for r in filter_split(rows, s) if r.text}
+        held_out |= {r.text for source in extra_valid.values() for r in source if r.text}
         extra, dropped = text_lines(args.text, held_out)
         texts += extra
         print(json.dumps({"extra_text_sentences": len(extra), "dropped_holding_held_out": dropped}), flush=True)
-    def criterion(metrics: dict[str, float]) -> float:
-        return (metrics["cer"] + metrics["wer"]) / 2 if args.select == "mean" else metrics[args.select]
 
     background = None
     if args.background_arpa and not args.keep_lm:
@@ -171,26 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             yield weight, WordBigramLM.build(texts, general, background=background, interpolation=weight,
                                              max_background_bigrams=args.background_bigrams)
 
-    best = None
-    for interpolation, lm in language_models():
-        for alpha, beta, unk, temperature in itertools.product(args.alphas, args.betas, args.unk_offsets,
-                                                               args.temperatures):
-            lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk,  # re-validated
-                                            beam_width=args.beam_width, lookahead=args.lookahead,
-                                            temperature=temperature)
-            adapter_set.attach_language_model(lm)  # a fresh decoder with these weights
-            valid = score(adapter_set, clips["valid"])
-            print(f"interpolation {interpolation} alpha {alpha} beta {beta} unk {unk} temperature {temperature}: "
-                  f"valid CER {valid['cer']:.4f} WER {valid['wer']:.4f}", flush=True)
-            if best is None or criterion(valid) < criterion(best[0]):
-                best = (valid, alpha, beta, unk, temperature, interpolation, lm)
-    assert best is not None
-    valid, alpha, beta, unk, temperature, interpolation, lm = best
-    lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk, temperature=temperature)
+    choice = tune(args, adapter_set, language_models(), {s: clips[s] for s in ("valid", *extra_valid)})
+    lm, interpolation = choice.pop("lm"), choice.pop("interpolation")
     adapter_set.attach_language_model(lm)
-    report["lm"] = {"valid": valid, "test": score(adapter_set, clips["test"]), "alpha": alpha, "beta": beta,
-                    "unk_score_offset": unk, "beam_width": args.beam_width, "lookahead": args.lookahead,
-                    "temperature": temperature,
+    report["lm"] = {"valid": choice["sources"]["valid"], "test": score(adapter_set, clips["test"]),
+                    **{k: choice[k] for k in ("alpha", "beta", "unk_score_offset", "temperature")},
+                    "beam_width": args.beam_width, "lookahead": args.lookahead,
                     "words": lm.config.num_words, "bigrams": lm.config.num_bigrams, "kept": args.keep_lm,
                     "background": args.background_arpa if background else None,
                     "interpolation": interpolation if background else None,
@@ -199,9 +224,41 @@ def main(argv: list[str] | None = None) -> int:
     metrics["greedy"] = report["greedy"]
     for split in ("valid", "test"):  # a soup records none of its own yet: these are its first
         metrics.setdefault(split, {}).update(report["lm"][split])  # type: ignore[index]
+    if extra_valid:
+        report["lm"]["chosen_on"] = metrics["lm_chosen_on"] = {  # type: ignore[index]
+            "select": args.select, "sources": choice["sources"],
+            "manifests": {name: spec.split("=", 1)[1] for name, spec in zip(extra_valid, args.valid_data, strict=True)}}
     adapter_set.save(args.out or args.adapter_set)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def tune(args: argparse.Namespace, adapter_set: AdapterSet, language_models, valid: dict[str, list]) -> dict:
+    """Every (LM, alpha, beta, unknown-word penalty, temperature) scored on each validation source; the
+    setting with the lowest mean criterion over the sources wins (each source weighs the same)."""
+    def criterion(metrics: dict[str, float]) -> float:
+        return (metrics["cer"] + metrics["wer"]) / 2 if args.select == "mean" else metrics[args.select]
+
+    best: dict | None = None
+    for interpolation, lm in language_models:
+        for alpha, beta, unk, temperature in itertools.product(args.alphas, args.betas, args.unk_offsets,
+                                                               args.temperatures):
+            lm.config = dataclasses.replace(lm.config, alpha=alpha, beta=beta, unk_score_offset=unk,  # re-validated
+                                            beam_width=args.beam_width, lookahead=args.lookahead,
+                                            temperature=temperature)
+            adapter_set.attach_language_model(lm)  # a fresh decoder with these weights
+            sources = {name: score(adapter_set, clips) for name, clips in valid.items()}
+            mean = sum(criterion(m) for m in sources.values()) / len(sources)
+            shown = " ".join(f"{name} CER {m['cer']:.4f} WER {m['wer']:.4f}" for name, m in sources.items())
+            print(f"interpolation {interpolation} alpha {alpha} beta {beta} unk {unk} temperature {temperature}: "
+                  f"{shown}" + (f" mean {args.select} {mean:.4f}" if len(sources) > 1 else ""), flush=True)
+            if best is None or mean < best["mean"]:
+                best = {"mean": mean, "sources": sources, "alpha": alpha, "beta": beta, "unk_score_offset": unk,
+                        "temperature": temperature, "interpolation": interpolation, "lm": lm,
+                        "config": lm.config}
+    assert best is not None
+    best["lm"].config = best.pop("config")
+    return best
 
 
 if __name__ == "__main__":

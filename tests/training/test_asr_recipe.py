@@ -270,6 +270,37 @@ def test_add_lm_tunes_on_valid_and_writes_a_set_that_decodes_with_it(asr_corpus,
                  "--lm-from", str(tmp_path / "asr-lm")])
 
 
+@pytest.mark.slow
+def test_add_lm_chooses_on_several_validation_sources_and_refuses_final_figure_data(asr_corpus, backbone_dir,
+                                                                                  tmp_path, capsys):
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training import lm
+
+    make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
+    rows = [json.loads(line) for line in (asr_corpus / "asr.jsonl").read_text().splitlines()]
+    for name, role in [("natural", "valid"), ("far", None)]:  # a validation suite, and a final-figure suite
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "suite.json").write_text(json.dumps({"suite": name} | ({"role": role} if role else {})))
+        clips = [{**r, "path": str(asr_corpus / r["path"]), "split": "valid"} for r in rows if r["split"] == "train"]
+        (folder / "asr.jsonl").write_text("".join(json.dumps(r) + "\n" for r in clips))
+    common = [str(tmp_path / "asr-set"), "--backbone", str(backbone_dir), "--corpus", str(asr_corpus),
+              "--general-words", "0", "--alphas", "0.5", "--betas", "1.0", "2.0", "--unk-offsets", "-10",
+              "--select", "wer"]
+    assert lm.main([*common, "--out", str(tmp_path / "chosen"),
+                    "--valid-data", f"natural={tmp_path / 'natural' / 'asr.jsonl'}"]) == 0
+    chosen_on = AdapterSet.load(tmp_path / "chosen").config.metrics["lm_chosen_on"]
+    assert set(chosen_on["sources"]) == {"valid", "natural"} and chosen_on["select"] == "wer"
+    assert chosen_on["manifests"] == {"natural": str(tmp_path / "natural" / "asr.jsonl")}
+    assert all(set(m) == {"cer", "wer"} for m in chosen_on["sources"].values())
+    assert "natural CER" in capsys.readouterr().out  # every setting is scored on each source
+    with pytest.raises(SystemExit, match="may not choose"):
+        lm.main([*common, "--valid-data", f"far={tmp_path / 'far' / 'asr.jsonl'}"])
+    with pytest.raises(SystemExit, match="NAME=MANIFEST"):
+        lm.main([*common, "--valid-data", str(tmp_path / "natural" / "asr.jsonl")])
+
+
 def test_text_lines_are_normalised_and_lose_every_line_holding_a_held_out_transcript(tmp_path):
     from training.lm import text_lines
 

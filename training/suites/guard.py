@@ -4,12 +4,17 @@ Held out (see :mod:`training.suites.registry`): every real person of the human s
 roles (valid speakers choose thresholds and models, test speakers are never used for anything but
 the final figure); the Kokoro synthesiser family (the far suite); the held-out intent phrasing family.
 A row is also refused when its audio lies in a suite folder (one holding ``suite.json``).
+
+Choosing (a model, a threshold, a decoding setting) has its own, looser check, :func:`choice_refusal`:
+validation data may come from a suite marked ``"role": "valid"`` or from the human suite's valid
+speakers, never from a test speaker, a test suite or the held-out phrasing family.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -48,6 +53,45 @@ def held_out_reason(row: ManifestRow) -> str | None:
     if _in_suite_folder(str(Path(row.path).parent)):
         return f"its audio {row.path} lies in an evaluation suite folder"
     return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _suite_of(folder: str) -> tuple[str, str] | None:
+    """(suite name, role) of the nearest suite folder holding ``folder``; None outside every suite."""
+    for parent in (Path(folder), *Path(folder).parents):
+        marker = parent / SUITE_MARKER
+        if marker.is_file():
+            info = json.loads(marker.read_text(encoding="utf-8"))
+            return str(info.get("suite", parent.name)), str(info.get("role", ""))
+    return None
+
+
+def choice_refusal(row: ManifestRow) -> str | None:
+    """Why ``row`` may not help choose anything (it belongs to a final figure), or None when it may."""
+    role = human_speaker_roles().get(row.speaker)
+    if role == "test":
+        return f"speaker {row.speaker!r} is a test speaker of the human suite"
+    if row.text is not None and row.text.strip() in _held_out_phrasings():
+        return f"its text {row.text!r} is a held-out intent phrasing (a test family)"
+    suite = _suite_of(str(Path(row.path).parent))
+    if suite is None or suite[1] == "valid" or role == "valid":
+        return None
+    return f"its audio lies in the {suite[0]!r} suite, which is not marked for validation (\"role\": \"valid\")"
+
+
+def check_choice_rows(rows: Iterable[ManifestRow], where: str = "validation rows",
+                      manifest: str | Path | None = None) -> None:
+    """Raise :class:`HeldOutDataError` when any row may not choose a setting, or when ``manifest`` itself
+    lies in a suite not marked for validation; silent when all may."""
+    suite = _suite_of(str(Path(manifest).resolve().parent)) if manifest is not None else None
+    if suite is not None and suite[1] != "valid":
+        raise HeldOutDataError(f"{where}: {manifest} lies in the {suite[0]!r} suite, which is not marked for "
+                               f"validation: its rows may not choose a setting")
+    offending = [(row, reason) for row in rows if (reason := choice_refusal(row)) is not None]
+    if offending:
+        shown = "; ".join(f"{row.id}: {reason}" for row, reason in offending[:3])
+        raise HeldOutDataError(f"{where}: {len(offending)} row(s) are reserved for final figures and may not "
+                               f"choose a setting ({shown}).")
 
 
 def check_training_rows(rows: Iterable[ManifestRow], where: str = "training rows") -> None:
