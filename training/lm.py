@@ -140,7 +140,7 @@ def validation_sources(specs: list[str], max_clips: int) -> dict[str, list]:
         name, sep, where = spec.partition("=")
         if not sep or not name or name in ("valid", "test") or name in sources:
             raise SystemExit(f"--valid-data {spec!r}: give NAME=MANIFEST[:SPLIT] with a new name")
-        manifest, _, split = where.partition(":") if where.endswith((":train", ":valid", ":test")) else (where, "", "")
+        manifest, _, split = where.rpartition(":") if where.endswith((":train", ":valid", ":test")) else (where, "", "")
         rows = filter_split(read_manifest(manifest), split or "valid")[: max_clips or None]
         if not rows:
             raise SystemExit(f"--valid-data {spec!r}: no {split or 'valid'} rows in {manifest}")
