@@ -38,8 +38,20 @@ def _held_out_phrasings() -> frozenset[str]:
 
 
 @functools.lru_cache(maxsize=4096)
-def _in_suite_folder(folder: str) -> bool:
-    return any((parent / SUITE_MARKER).is_file() for parent in (Path(folder), *Path(folder).parents))
+def _suite_of(folder: str) -> tuple[str, str] | None:
+    """(suite name, role) of the nearest suite folder holding ``folder``; None outside every suite. A marker
+    that is not a JSON object still makes a suite folder, one with no role."""
+    for parent in (Path(folder), *Path(folder).parents):
+        marker = parent / SUITE_MARKER
+        if marker.is_file():
+            try:
+                info = json.loads(marker.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                info = None
+            if not isinstance(info, dict):
+                return parent.name, ""
+            return str(info.get("suite", parent.name)), str(info.get("role", ""))
+    return None
 
 
 def held_out_reason(row: ManifestRow) -> str | None:
@@ -50,19 +62,8 @@ def held_out_reason(row: ManifestRow) -> str | None:
         return "it is a Kokoro clip (the far suite's held-out synthesiser family)"
     if row.text is not None and row.text.strip() in _held_out_phrasings():
         return f"its text {row.text!r} is a held-out intent phrasing"
-    if _in_suite_folder(str(Path(row.path).parent)):
+    if _suite_of(str(Path(row.path).parent)) is not None:
         return f"its audio {row.path} lies in an evaluation suite folder"
-    return None
-
-
-@functools.lru_cache(maxsize=4096)
-def _suite_of(folder: str) -> tuple[str, str] | None:
-    """(suite name, role) of the nearest suite folder holding ``folder``; None outside every suite."""
-    for parent in (Path(folder), *Path(folder).parents):
-        marker = parent / SUITE_MARKER
-        if marker.is_file():
-            info = json.loads(marker.read_text(encoding="utf-8"))
-            return str(info.get("suite", parent.name)), str(info.get("role", ""))
     return None
 
 
