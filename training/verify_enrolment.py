@@ -28,25 +28,28 @@ import torch
 from elp.adapter_files import CONFIG_NAME
 from elp.config import AdapterSetConfig
 from elp.tasks.verification import served_threshold
-from training.data.manifest import read_manifest
+from training.data.manifest import ManifestRow, read_manifest
+
+
+def _cached_clips(manifest: str, store: dict[str, dict]) -> dict[str, list[ManifestRow]]:
+    """Each speaker's rows whose clip is in the cache, in manifest order."""
+    clips: dict[str, list[ManifestRow]] = defaultdict(list)
+    for row in read_manifest(manifest):
+        if row.path in store:
+            clips[row.speaker].append(row)
+    return clips
 
 
 def voices_of(store: dict[str, dict], manifest: str) -> dict[str, list[torch.Tensor]]:
     """Each speaker's cached unit embeddings, in manifest order (speakers with fewer than 2 clips left out)."""
-    voices: dict[str, list[torch.Tensor]] = defaultdict(list)
-    for row in read_manifest(manifest):
-        if row.path in store:
-            voices[row.speaker].append(torch.nn.functional.normalize(store[row.path]["voice"].float(), dim=0))
-    return {speaker: clips for speaker, clips in voices.items() if len(clips) >= 2}
+    return {speaker: [torch.nn.functional.normalize(store[row.path]["voice"].float(), dim=0) for row in rows]
+            for speaker, rows in _cached_clips(manifest, store).items() if len(rows) >= 2}
 
 
 def seconds_of(manifest: str, store: dict[str, dict]) -> dict[str, list[float]]:
     """Each speaker's cached clips' durations, in the order of :func:`voices_of`."""
-    seconds: dict[str, list[float]] = defaultdict(list)
-    for row in read_manifest(manifest):
-        if row.path in store:
-            seconds[row.speaker].append(float(row.duration_s))
-    return dict(seconds)
+    return {speaker: [float(row.duration_s) for row in rows]
+            for speaker, rows in _cached_clips(manifest, store).items()}
 
 
 def enrolment_trials(voices: dict[str, list[torch.Tensor]], clips: int, draws: int, seed: int = 0,
