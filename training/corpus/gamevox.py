@@ -27,7 +27,6 @@ import hashlib
 import json
 import re
 import struct
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,7 +34,15 @@ import numpy as np
 import soundfile as sf
 
 from training.data.manifest import ManifestRow, write_manifest
-from training.suites.debian import DEFAULT_DEB_CACHE, SAMPLE_RATE, deb_version, extract_deb, fetch_deb, write_flac
+from training.suites.debian import (
+    DEFAULT_DEB_CACHE,
+    SAMPLE_RATE,
+    deb_version,
+    extract_deb,
+    fetch_deb,
+    ffmpeg_decode,
+    write_flac,
+)
 
 FOTAQ, DRASCULA = "flight-of-the-amazon-queen", "drascula"
 MIN_SECONDS, MAX_SECONDS = 1.0, 15.0
@@ -56,14 +63,6 @@ def fotaq_lines(queen_1c: Path) -> Iterator[tuple[str, bytes]]:
         offset, size = struct.unpack(">II", entry[13:21])
         if name.endswith(".SB"):
             yield name, data[offset: offset + size]
-
-
-def decode_bytes(payload: bytes, input_args: list[str]) -> np.ndarray:
-    """Mono float32 at 16 kHz from encoded or raw bytes (``ffmpeg`` with the given input options)."""
-    command = ["ffmpeg", "-v", "error", *input_args, "-i", "pipe:0", "-ar", str(SAMPLE_RATE), "-ac", "1",
-               "-f", "s16le", "pipe:1"]
-    result = subprocess.run(command, input=payload, capture_output=True, check=True)
-    return np.frombuffer(result.stdout, dtype="<i2").astype(np.float32) / 32768.0
 
 
 def group_of(source: str, name: str) -> str:
@@ -105,7 +104,7 @@ def extract(args: argparse.Namespace) -> dict:
         if (out / relative).is_file():  # a rerun keeps what an earlier one wrote
             seconds = sf.info(out / relative).duration
         else:
-            wave = decode_bytes(payload, input_args)
+            wave = ffmpeg_decode("pipe:0", input_args, payload)
             seconds = wave.size / SAMPLE_RATE
             if not MIN_SECONDS <= seconds <= MAX_SECONDS or float(np.abs(wave).max(initial=0.0)) < 1e-3:
                 skipped += 1

@@ -46,6 +46,7 @@ from training.suites.debian import (
     decode_file,
     extract_deb,
     fetch_deb,
+    ffmpeg_decode,
     write_flac,
 )
 from training.suites.guard import SUITE_MARKER, HeldOutDataError
@@ -214,11 +215,7 @@ def synthetic_rows(out: Path, seed: int, log=print) -> list[ManifestRow]:
 
 def _decode(path: Path) -> np.ndarray:
     """Mono 16 kHz float32: the suites' decoder for the asterisk formats, ffmpeg for Ogg Vorbis."""
-    if path.suffix != ".ogg":
-        return decode_file(path)
-    command = ["ffmpeg", "-v", "error", "-i", str(path), "-ar", str(SAMPLE_RATE), "-ac", "1", "-f", "s16le", "-"]
-    raw = subprocess.run(command, capture_output=True, check=True).stdout
-    return np.frombuffer(raw, dtype="<i2").astype(np.float32) / 32768.0
+    return ffmpeg_decode(str(path)) if path.suffix == ".ogg" else decode_file(path)
 
 
 #: what a real speaker is for: ``train`` (85% of the clips train, 15% valid), ``valid`` (all valid), ``test``

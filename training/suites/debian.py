@@ -7,6 +7,7 @@ unpacked into the cache, so the suite builds the same on a clean machine.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +54,21 @@ def extract_deb(deb: Path, root: Path) -> Path:
     return target
 
 
+def ffmpeg_decode(source: str, input_args: Sequence[str] = (), payload: bytes | None = None) -> np.ndarray:
+    """Mono float32 at 16 kHz by ffmpeg from ``source``: a file, or ``pipe:0`` fed ``payload`` (bytes in memory);
+    ``input_args`` describe the input where ffmpeg cannot tell it (``-f g722``, raw sample formats)."""
+    command = ["ffmpeg", "-v", "error", *input_args, "-i", source, "-ar", str(SAMPLE_RATE), "-ac", "1",
+               "-f", "s16le", "-"]
+    result = subprocess.run(command, input=payload, capture_output=True, check=True)  # raw 16-bit PCM
+    return np.frombuffer(result.stdout, dtype="<i2").astype(np.float32) / 32768.0
+
+
 def decode_file(path: Path) -> np.ndarray:
     """Mono float32 at 16 kHz: sox reads WAV and GSM, ffmpeg reads G.722 (sox cannot)."""
     if path.suffix == ".g722":
-        command = ["ffmpeg", "-v", "error", "-f", "g722", "-i", str(path), "-ar", str(SAMPLE_RATE), "-ac", "1",
-                   "-f", "s16le", "-"]
-    else:
-        command = ["sox", "-V1", str(path), "-t", "raw", "-e", "signed", "-b", "16", "-L", "-r",
-                   str(SAMPLE_RATE), "-c", "1", "-"]
+        return ffmpeg_decode(str(path), ["-f", "g722"])
+    command = ["sox", "-V1", str(path), "-t", "raw", "-e", "signed", "-b", "16", "-L", "-r",
+               str(SAMPLE_RATE), "-c", "1", "-"]
     result = subprocess.run(command, capture_output=True, check=True)  # raw 16-bit little-endian PCM
     return np.frombuffer(result.stdout, dtype="<i2").astype(np.float32) / 32768.0
 
