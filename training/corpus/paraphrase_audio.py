@@ -129,22 +129,43 @@ def subset(source: Path, out: Path, per_intent: dict[str, int]) -> dict[str, int
     return {split: sum(r["split"] == split for r in kept) for split in SPLITS}
 
 
+def _taken_phrasings(seed: int) -> set[str]:
+    """Normalised texts a written family may not repeat: every corpus phrasing, every sentence of the paraphrase
+    family rendered for training or validation, and every held-out test phrasing."""
+    from training.corpus.text import intent_phrasings
+    from training.data.manifest import normalize_text
+    from training.suites.phrasings import held_out_set
+
+    generated = paraphrase_family(seed)
+    taken = {normalize_text(t) for texts in intent_phrasings().values() for t in texts}
+    taken |= {normalize_text(p.text) for split in SPLITS for p in generated[split]}
+    return taken | {normalize_text(t) for t in held_out_set()}
+
+
 def handwritten_family(seed: int) -> tuple[dict[str, list[Paraphrase]], list[str]]:
     """The hand-written validation family (``training.corpus.intent_handwritten``) as a valid-only family, without
     any sentence that equals a corpus phrasing, a sentence of the paraphrase family rendered for training, or a
     held-out test phrasing; and the dropped texts."""
     from training.corpus import intent_handwritten
-    from training.corpus.text import intent_phrasings
-    from training.suites.phrasings import held_out_set
 
-    generated = paraphrase_family(seed)
-    excluded = {intent_handwritten.normalised(t) for texts in intent_phrasings().values() for t in texts}
-    excluded |= {intent_handwritten.normalised(p.text) for split in SPLITS for p in generated[split]}
-    excluded |= {intent_handwritten.normalised(t) for t in held_out_set()}
-    kept, dropped = intent_handwritten.family(excluded)
+    kept, dropped = intent_handwritten.family(_taken_phrasings(seed))
     valid = [Paraphrase(text, intent, "handwritten", f"handwritten/{i:03d}", "handwritten", "", "|")
              for i, (text, intent) in enumerate(kept)]
     return {"train": [], "valid": valid}, dropped
+
+
+def written_family(seed: int, copies: int = 1) -> tuple[dict[str, list[Paraphrase]], list[str]]:
+    """The hand-written training family (``training.corpus.intent_written``) as a train-only family, each sentence
+    ``copies`` times (a voice drawn for each), without any sentence that equals a phrasing
+    :func:`_taken_phrasings` lists or a hand-written validation sentence."""
+    from training.corpus import intent_handwritten, intent_written
+
+    taken = _taken_phrasings(seed)
+    taken |= {intent_handwritten.normalised(t) for texts in intent_handwritten.SENTENCES.values() for t in texts}
+    kept, dropped = intent_written.family(taken)
+    train = [Paraphrase(text, intent, "written", f"written/{i:03d}", "written", "", "|")
+             for _ in range(copies) for i, (text, intent) in enumerate(kept)]
+    return {"train": train, "valid": []}, dropped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,11 +178,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--subset-of", type=Path, help="write a smaller manifest over this rendered family's audio "
                                                   "(no synthesis) instead of rendering")
-    p.add_argument("--handwritten", action="store_true",
-                   help="render the hand-written validation family (training.corpus.intent_handwritten) instead")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--handwritten", action="store_true",
+                       help="render the hand-written validation family (training.corpus.intent_handwritten) instead")
+    which.add_argument("--written", action="store_true",
+                       help="render the hand-written training family (training.corpus.intent_written) instead")
+    p.add_argument("--copies", type=int, default=1, help="with --written: clips of each sentence")
     args = p.parse_args(argv)
-    if args.handwritten:
-        family, dropped = handwritten_family(args.seed)
+    if args.handwritten or args.written:
+        family, dropped = handwritten_family(args.seed) if args.handwritten else written_family(args.seed, args.copies)
         print(json.dumps({"dropped": len(dropped)}))  # how many, not which: some may be held-out test phrasings
         summary = render(args.out, args.seed, args.scale, args.workers, log=lambda m: print(m, flush=True),
                          family=family)
