@@ -34,6 +34,9 @@ RUN pip install ".${ELP_EXTRAS:+[${ELP_EXTRAS}]}"
 RUN useradd --create-home --uid 10001 elp && mkdir -p /data/adapters /data/speakers /data/hf-cache /models \
     && chown -R elp:elp /data /models
 USER elp
+# the compiled beam search (numba) compiled once into the image, not at every container start (~8 s)
+ENV NUMBA_CACHE_DIR=/home/elp/.cache/numba
+RUN python -c "from elp.decoding.compiled import warm_up; warm_up()"
 
 # the adapter store (and enrolments) live on a volume; mount the backbone under /models
 VOLUME ["/data"]

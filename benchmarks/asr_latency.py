@@ -7,7 +7,7 @@ on every clip, a different system first each round); reported: the median over r
 system's mean milliseconds a clip, min-max, and the ratio to Whisper ``generate`` in the same run.
 
     python -m benchmarks.asr_latency --adapter adapters_store/asr-default adapters_store/asr-whisper \
-        [--dtype float32 auto] [--clips 20] [--rounds 3] [--without-word-times]
+        [--dtype float32 auto] [--clips 20] [--rounds 3] [--without-word-times] [--python-search]
 """
 
 from __future__ import annotations
@@ -29,15 +29,25 @@ WHISPER = "whisper base generate"
 
 
 def served_system(backbone_dir: Path, adapter_dir: Path, dtype: str,
-                  word_times: bool = True) -> Callable[[np.ndarray], str]:
+                  word_times: bool = True, python_search: bool = False) -> Callable[[np.ndarray], str]:
     """The set as the server runs it (``prepare_for_serving``); ``word_times=False``: a decoder set without
-    its words' times (the cost of the teacher-forced pass that gives them)."""
+    its words' times (the cost of the teacher-forced pass that gives them); ``python_search``: an LM set's
+    beam search in Python (``elp.decoding.beam``, the reference the compiled search replaced)."""
     model = served_model(backbone_dir, adapter_dir, dtype)
     adapter_set = model.adapter_sets[adapter_dir.name]
     if not word_times and adapter_set.config.decoder is not None:
         adapter_set.head.time_words(False)
         adapter_set.refresh_post_processor()
+    if python_search:
+        from elp.decoding.beam import CTCBeamDecoder
+
+        transcriber = adapter_set.post_processor
+        transcriber._decoder = CTCBeamDecoder(transcriber.vocab, transcriber.language_model)
     return lambda wave: model.predict([torch.from_numpy(wave)], [adapter_dir.name])[0].text or ""
+
+
+def has_language_model(folder: Path) -> bool:
+    return json.loads((folder / "adapter_config.json").read_text()).get("language_model") is not None
 
 
 def is_decoder_set(folder: Path) -> bool:
@@ -50,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     add_timing_options(parser, "float32")
     parser.add_argument("--without-word-times", action="store_true",
                         help="also time each decoder set without its words' times")
+    parser.add_argument("--python-search", action="store_true",
+                        help="also time each LM set with its beam search in Python (the compiled one's reference)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from training.suites.baselines import whisper_generate
@@ -60,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.without_word_times:  # decoder sets also without their words' times
         systems |= {f"{folder.name} ({dtype}, no word times)": served_system(args.backbone, folder, dtype, False)
                     for folder in args.adapter for dtype in args.dtype if is_decoder_set(folder)}
+    if args.python_search:
+        systems |= {f"{folder.name} ({dtype}, Python search)": served_system(args.backbone, folder, dtype,
+                                                                            python_search=True)
+                    for folder in args.adapter for dtype in args.dtype if has_language_model(folder)}
     systems[WHISPER] = whisper_generate(str(args.backbone))
     result = interleaved(systems, waves, args.rounds, args.threads)
     whisper_ms = next(row["ms_per_clip"] for row in result["rows"] if row["system"] == WHISPER)

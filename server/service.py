@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from elp.decoding.compiled import warm_up as warm_up_search
 from elp.speech_activity import SpeechGate, VoiceGate
 from elp.tasks import TASKS
 from elp.voice_activity import shared_model
@@ -183,6 +184,7 @@ class InferenceService:
                 message = getattr(exc, "message", None) or type(exc).__name__
                 self._default_problems[task] = f"default {task} adapter '{adapter_id}': {message}"
                 logger.error("%s", self._default_problems[task])
+        await asyncio.to_thread(warm_up_search)  # compiled beam search: 0.1 s from numba's cache, ~8 s first
         await self._calibrate_batch_cost()
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
 

@@ -104,6 +104,8 @@ def test_dockerfile_runs_as_non_root_with_healthcheck() -> None:
     assert re.search(r"^USER (?!root)\S+", text, re.M)
     assert "HEALTHCHECK" in text and "/healthz" in text
     assert re.search(r"^ARG BASE_IMAGE=", text, re.M) and "TORCH_INDEX_URL" in text
+    # the compiled beam search is compiled as that user into a cache it can read, not at each start
+    assert text.index("NUMBA_CACHE_DIR=/home/") > text.index("\nUSER ") < text.index("compiled import warm_up")
 
 
 @pytest.mark.slow  # a real server process (28 s on 2 shared cores)

@@ -224,14 +224,24 @@ def test_lookahead_keeps_a_likely_word_a_narrow_beam_otherwise_drops(asr_set: Ad
     assert decoded == {False: "turn on the lixhts", True: "turn on the lights"}
 
 
-def test_a_long_lived_decoder_keeps_its_caches_bounded(asr_set: AdapterSet, monkeypatch) -> None:
+def test_a_long_lived_decoder_keeps_its_caches_bounded(monkeypatch) -> None:
+    """Both searches start their caches afresh once they hold MAX_CACHED entries (a server's decoder meets new word
+    pairs forever)."""
     import elp.decoding.beam as beam
+    import elp.decoding.compiled as compiled
 
     monkeypatch.setattr(beam, "MAX_CACHED", 3)
-    asr_set.attach_language_model(WordBigramLM.build(TEXTS, alpha=0.8, beta=1.0, beam_width=8, lookahead=True))
-    assert asr_set.decode_ctc(spelled_log_probs("turn on the lights")) == "turn on the lights"
-    decoder = asr_set.post_processor.beam_decoder
-    assert ("the", "lights") in decoder._word_cache and len(decoder._word_cache) > 3  # filled by one clip ...
-    assert asr_set.decode_ctc(spelled_log_probs("open the door")) == "open the door"
-    assert ("the", "lights") not in decoder._word_cache  # ... started afresh by the next
-    assert ("the", "door") in decoder._word_cache
+    monkeypatch.setattr(compiled, "MAX_CACHED", 3)
+    lm = WordBigramLM.build(TEXTS, alpha=0.8, beta=1.0, beam_width=8, lookahead=True)
+    reference, served = beam.CTCBeamDecoder(CTC_VOCAB, lm), compiled.CompiledCTCBeamDecoder(CTC_VOCAB, lm)
+    for decoder in (reference, served):
+        assert decoder.decode(spelled_log_probs("turn on the lights").numpy()) == "turn on the lights"
+    assert ("the", "lights") in reference._word_cache and len(reference._word_cache) > 3  # filled by one clip ...
+    assert len(served._lookahead) > 3
+    for decoder in (reference, served):
+        assert decoder.decode(spelled_log_probs("open the door").numpy()) == "open the door"
+    assert ("the", "lights") not in reference._word_cache  # ... started afresh by the next
+    assert ("the", "door") in reference._word_cache
+    fresh = compiled.CompiledCTCBeamDecoder(CTC_VOCAB, lm)
+    fresh.decode(spelled_log_probs("open the door").numpy())
+    assert dict(served._lookahead) == dict(fresh._lookahead)

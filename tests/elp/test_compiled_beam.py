@@ -1,0 +1,84 @@
+"""The compiled CTC prefix beam search (elp.decoding.compiled) against the Python reference (elp.decoding.beam):
+the same transcript for every input, LM setting and length, and the served post-processing runs it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from elp.decoding import WordBigramLM
+from elp.decoding.beam import CTCBeamDecoder
+from elp.decoding.compiled import CompiledCTCBeamDecoder, beam_decoder, warm_up
+from elp.tasks.asr import CTCTranscriber
+from elp.testing import CTC_VOCAB, spelled_log_probs
+
+TEXTS = ["turn on the lights", "turn off the lights", "the lights are on", "open the door", "a door is open"]
+GENERAL = {"door": 2.0, "window": 1.0, "the": 5.0, "light": 1.0, "lighter": 0.5, "turnip": 0.2, "dog": 0.3}
+
+
+def noisy_log_probs(text: str, seed: int, spread: float) -> np.ndarray:
+    """A clip's log-probabilities: the spelled path with seeded Gaussian noise on every logit, so several
+    symbols a frame pass the pruning floor and spellings compete (``spread`` sets how much)."""
+    rng = np.random.default_rng(seed)
+    logits = spelled_log_probs(text).numpy().astype(np.float64) + spread * rng.standard_normal((2 * len(text),
+                                                                                                 len(CTC_VOCAB)))
+    return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+
+
+def settings() -> list[dict]:
+    return [dict(alpha=0.5, beta=0.5, beam_width=8, temperature=1.0, lookahead=True, unk_score_offset=-10.0),
+            dict(alpha=0.5, beta=-1.0, beam_width=32, temperature=3.0, lookahead=True, unk_score_offset=-20.0),
+            dict(alpha=1.2, beta=2.0, beam_width=4, temperature=2.0, lookahead=False, unk_score_offset=-5.0)]
+
+
+@pytest.mark.parametrize("setting", settings(), ids=["plain", "served", "no-lookahead"])
+def test_compiled_search_gives_the_reference_transcript(setting: dict) -> None:
+    lm = WordBigramLM.build(TEXTS, GENERAL)
+    lm.config = dataclasses.replace(lm.config, **setting)
+    reference, compiled = CTCBeamDecoder(CTC_VOCAB, lm), CompiledCTCBeamDecoder(CTC_VOCAB, lm)
+    sentences = [*TEXTS, "turn on the window light", "the dog opens a turnip", "xq zzv the"]  # out-of-LM words too
+    answers = []
+    for seed, text in enumerate(sentences * 3):
+        log_probs = noisy_log_probs(text, seed, spread=(0.5, 1.5, 3.0)[seed % 3])
+        expected = reference.decode(log_probs)
+        assert compiled.decode(log_probs) == expected, (text, seed)
+        answers.append(expected)
+    assert len(set(answers)) > len(sentences)  # the noise made the searches disagree with the spelling sometimes
+
+
+def test_a_long_clip_grows_the_prefix_tree_and_still_agrees() -> None:
+    """Hundreds of frames with many symbols above the floor: more prefix nodes than the search starts with."""
+    lm = WordBigramLM.build(TEXTS, GENERAL, alpha=0.5, beta=0.0, beam_width=32, temperature=3.0)
+    text = " ".join(TEXTS * 4)
+    log_probs = noisy_log_probs(text, seed=7, spread=2.0)
+    assert log_probs.shape[0] > 500
+    assert CompiledCTCBeamDecoder(CTC_VOCAB, lm).decode(log_probs) == CTCBeamDecoder(CTC_VOCAB, lm).decode(log_probs)
+
+
+def test_an_lm_built_unsorted_is_refused_for_lookahead_like_the_reference() -> None:
+    lm = WordBigramLM.build(TEXTS, GENERAL, lookahead=True)
+    lm._lookup()
+    lm._vocabulary_sorted = False
+    with pytest.raises(Exception, match="sorted"):
+        CompiledCTCBeamDecoder(CTC_VOCAB, lm)
+
+
+def test_served_post_processing_runs_the_compiled_search() -> None:
+    lm = WordBigramLM.build(TEXTS, alpha=0.8, beta=1.0, beam_width=16)
+    processor = CTCTranscriber(CTC_VOCAB, lm)
+    assert isinstance(processor.beam_decoder, CompiledCTCBeamDecoder)
+    assert isinstance(beam_decoder(CTC_VOCAB, lm), CompiledCTCBeamDecoder)
+    answer = processor(spelled_log_probs("turn on the lights", noise={14: "x"}))  # "lights" -> "lixhts"
+    assert answer["text"] == "turn on the lights"
+    warm_up()  # compiles (or loads) without a set
+
+
+def test_the_search_releases_the_interpreter_lock() -> None:
+    """Post-processing threads decode clips at once: the compiled functions are declared nogil."""
+    from elp.decoding import compiled
+
+    assert compiled._search.targetoptions.get("nogil") is True
+    assert torch.get_num_threads() >= 1  # (torch imported: the pool's rows arrive as tensors)
