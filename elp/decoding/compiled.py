@@ -22,6 +22,7 @@ the reference and the fallback where numba is not installed (:func:`beam_decoder
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numpy as np
@@ -348,20 +349,31 @@ class CompiledCTCBeamDecoder:
         self._bos, self._eos = index[BOS], index[EOS]
         self._space = self.vocab.index(" ") if " " in self.vocab else -1
         self._symbol_codes = np.array([ord(s) if len(s) == 1 else -2 for s in self.vocab], np.int32)
-        self._best_unigram: Any = Dict.empty(types.int64, types.float64)
-        self._lookahead: Any = Dict.empty(types.int64, types.float64)
+        self._caches = threading.local()
+
+    @property
+    def _thread_caches(self) -> tuple[Any, Any]:
+        """This thread's look-up caches (best unigram of a span, look-ahead scores). The search runs without the
+        GIL, so two threads decoding with one decoder (a server's model workers) must not share a typed dict:
+        concurrent writes to one corrupt it."""
+        caches = getattr(self._caches, "dicts", None)
+        if caches is None:
+            caches = self._caches.dicts = (Dict.empty(types.int64, types.float64),
+                                           Dict.empty(types.int64, types.float64))
+        return caches
 
     def decode(self, log_probs: np.ndarray) -> str:
         log_probs = np.asarray(log_probs, dtype=np.float64)
         if self.temperature != 1.0:
             log_probs = tempered(log_probs, self.temperature)
-        if len(self._lookahead) > MAX_CACHED or len(self._best_unigram) > MAX_CACHED:
-            self._lookahead.clear()
-            self._best_unigram.clear()
+        best_unigram, lookahead = self._thread_caches
+        if len(best_unigram) > MAX_CACHED or len(lookahead) > MAX_CACHED:  # a long-lived decoder's: start afresh
+            best_unigram.clear()
+            lookahead.clear()
         symbols = _search(np.ascontiguousarray(log_probs), self._symbol_codes, self._space, self.beam_width,
                           self.prune_logp, self.blank_skip_logp, self.alpha, self.beta, self.unk, self.lookahead,
                           self._codes, self._offsets, self._unigram, self._keys, self._values, self._bos, self._eos,
-                          self._best_unigram, self._lookahead)
+                          best_unigram, lookahead)
         return " ".join("".join(self.vocab[s] for s in symbols.tolist()).split())
 
 

@@ -32,8 +32,8 @@ CTC_VOCAB = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
 
 class CTCTranscriber:
     """CTC log-probabilities of one clip (real frames) -> ``{"text": ..., "words": ...}``: beam search under
-    the LM when the set has one (``offload``: 15-25 ms a clip, compiled: ``elp.decoding.compiled``), else best path; then each word's
-    span by forced alignment of that text.
+    the LM when the set has one (``offload``: 15-25 ms a clip, compiled: ``elp.decoding.compiled``), else best
+    path; then each word's span by forced alignment of that text.
 
     Picklable: it travels to a post-processing process whole (vocabulary, LM tensors); the search's
     caches are rebuilt there, not shipped."""

@@ -82,3 +82,40 @@ def test_the_search_releases_the_interpreter_lock() -> None:
 
     assert compiled._search.targetoptions.get("nogil") is True
     assert torch.get_num_threads() >= 1  # (torch imported: the pool's rows arrive as tensors)
+
+
+THREADED_DECODING = """
+import random, string, sys
+from concurrent.futures import ThreadPoolExecutor
+import numpy as np
+from elp.decoding import WordBigramLM
+from elp.decoding.compiled import CompiledCTCBeamDecoder
+from elp.testing import CTC_VOCAB, spelled_log_probs
+rng = random.Random(0)
+words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randint(2, 9))) for _ in range(3000)]
+texts = [" ".join(rng.choice(words) for _ in range(6)) for _ in range(2000)]
+lm = WordBigramLM.build(texts, alpha=0.5, beta=-1.0, beam_width=32, temperature=3.0, lookahead=True)
+noise = np.random.default_rng(0)
+inputs = []
+for text in texts[:160]:
+    logits = spelled_log_probs(text).numpy().astype(np.float64) + 2.0 * noise.standard_normal((2 * len(text), 29))
+    inputs.append(logits - np.log(np.exp(logits).sum(axis=1, keepdims=True)))
+serial = [CompiledCTCBeamDecoder(CTC_VOCAB, lm).decode(x) for x in inputs]
+shared = CompiledCTCBeamDecoder(CTC_VOCAB, lm)
+with ThreadPoolExecutor(4) as pool:
+    for _ in range(3):
+        assert list(pool.map(shared.decode, inputs)) == serial
+print("ok")
+"""
+
+
+def test_threads_decoding_with_one_decoder_get_the_serial_answers() -> None:
+    """The search runs without the GIL and a server's model workers share a set's decoder: each thread keeps its
+    own caches. (One typed dict shared by all threads corrupted the heap under this load and killed a server, so
+    the load runs in a child process: a crash fails this test instead of the session.)"""
+    import subprocess
+    import sys
+
+    assert len(CTC_VOCAB) == 29
+    done = subprocess.run([sys.executable, "-c", THREADED_DECODING], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]

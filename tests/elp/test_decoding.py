@@ -237,11 +237,11 @@ def test_a_long_lived_decoder_keeps_its_caches_bounded(monkeypatch) -> None:
     for decoder in (reference, served):
         assert decoder.decode(spelled_log_probs("turn on the lights").numpy()) == "turn on the lights"
     assert ("the", "lights") in reference._word_cache and len(reference._word_cache) > 3  # filled by one clip ...
-    assert len(served._lookahead) > 3
+    assert len(served._thread_caches[1]) > 3
     for decoder in (reference, served):
         assert decoder.decode(spelled_log_probs("open the door").numpy()) == "open the door"
     assert ("the", "lights") not in reference._word_cache  # ... started afresh by the next
     assert ("the", "door") in reference._word_cache
     fresh = compiled.CompiledCTCBeamDecoder(CTC_VOCAB, lm)
     fresh.decode(spelled_log_probs("open the door").numpy())
-    assert dict(served._lookahead) == dict(fresh._lookahead)
+    assert dict(served._thread_caches[1]) == dict(fresh._thread_caches[1])
