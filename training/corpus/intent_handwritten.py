@@ -83,14 +83,20 @@ SENTENCES: dict[str, tuple[str, ...]] = {
 }
 
 
-def family(excluded: set[str]) -> tuple[list[tuple[str, str]], list[str]]:
+def kept_and_dropped(sentences: dict[str, tuple[str, ...]], excluded: set[str]
+                     ) -> tuple[list[tuple[str, str]], list[str]]:
     """``(text, intent)`` of every sentence whose normalised text is not in ``excluded``, and the dropped texts."""
     kept: list[tuple[str, str]] = []
     dropped: list[str] = []
-    for intent, sentences in SENTENCES.items():
-        for text in sentences:
+    for intent, texts in sentences.items():
+        for text in texts:
             if normalised(text) in excluded:
                 dropped.append(text)
             else:
                 kept.append((text, intent))
     return kept, dropped
+
+
+def family(excluded: set[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """This family's sentences less those in ``excluded`` (:func:`kept_and_dropped`)."""
+    return kept_and_dropped(SENTENCES, excluded)

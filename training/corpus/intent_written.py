@@ -14,7 +14,7 @@ or a held-out one (checked by set membership; the test texts are never printed).
 
 from __future__ import annotations
 
-from training.data.manifest import normalize_text as normalised
+from training.corpus.intent_handwritten import kept_and_dropped
 
 SENTENCES: dict[str, tuple[str, ...]] = {
     "activate_lamp_none": (
@@ -166,13 +166,5 @@ SENTENCES: dict[str, tuple[str, ...]] = {
 
 
 def family(excluded: set[str]) -> tuple[list[tuple[str, str]], list[str]]:
-    """``(text, intent)`` of every sentence whose normalised text is not in ``excluded``, and the dropped texts."""
-    kept: list[tuple[str, str]] = []
-    dropped: list[str] = []
-    for intent, sentences in SENTENCES.items():
-        for text in sentences:
-            if normalised(text) in excluded:
-                dropped.append(text)
-            else:
-                kept.append((text, intent))
-    return kept, dropped
+    """This family's sentences less those in ``excluded``, and the dropped texts."""
+    return kept_and_dropped(SENTENCES, excluded)
