@@ -38,6 +38,9 @@ except ImportError:  # pragma: no cover - numba is a core dependency; the Python
     numba = None
 
 LN10 = math.log(10)
+# a prefix node's integer fields (one row of ``ints``) and float fields (one row of ``floats``)
+PARENT, SYMBOL, HISTORY, SPAN_LO, SPAN_HI, LENGTH, STAMP = range(7)
+COMPLETED, LM_SCORE, ENDS_BLANK, ENDS_SYMBOL = range(4)
 
 
 def available() -> bool:
@@ -57,10 +60,13 @@ if numba is not None:
             return a + math.log1p(math.exp(b - a))
         return b + math.log1p(math.exp(a - b))
 
+    # -- the LM: ``lm`` = (word code points, word offsets, unigram table, sorted bigram keys, their log10 p)
+
     @njit(cache=True, nogil=True)
-    def _char_bound(codes, offsets, lo, hi, position, code, upper):
+    def _char_bound(lm, lo, hi, position, code, upper):
         """First word index in ``[lo, hi)`` whose character at ``position`` is >= ``code`` (> with ``upper``);
         words that end before ``position`` sort first (they count as character -1)."""
+        codes, offsets = lm[0], lm[1]
         while lo < hi:
             mid = (lo + hi) // 2
             start = offsets[mid]
@@ -72,257 +78,201 @@ if numba is not None:
         return lo
 
     @njit(cache=True, nogil=True)
-    def _log10_prob(history, word, unigram, keys, values, num_words):
+    def _log10_prob(lm, history, word):
         """:meth:`WordBigramLM.log10_prob` for in-vocabulary ``word``; ``history`` -1 = a word outside the LM."""
+        unigram, keys, values = lm[2], lm[3], lm[4]
         if history < 0:
             return unigram[word, 0]
-        key = history * num_words + word
+        key = history * (lm[1].shape[0] - 1) + word
         at = np.searchsorted(keys, key)
         if at < keys.shape[0] and keys[at] == key:
             return values[at]
         return unigram[history, 1] + unigram[word, 0]
 
     @njit(cache=True, nogil=True)
-    def _lookahead(history, lo, hi, unigram, keys, values, num_words, best_unigram_cache):
+    def _best_log10_prob(lm, history, lo, hi, best_unigram_cache):
         """:meth:`WordBigramLM.best_log10_prob` of a non-empty span."""
+        unigram, keys, values = lm[2], lm[3], lm[4]
+        num_words = lm[1].shape[0] - 1
         span_key = lo * (num_words + 1) + hi
         if span_key in best_unigram_cache:
             best_unigram = best_unigram_cache[span_key]
         else:
-            best_unigram = unigram[lo, 0]
-            for i in range(lo + 1, hi):
-                if unigram[i, 0] > best_unigram:
-                    best_unigram = unigram[i, 0]
+            best_unigram = unigram[lo:hi, 0].max()
             best_unigram_cache[span_key] = best_unigram
         if history < 0:
             return best_unigram
-        base = history * num_words
-        first = np.searchsorted(keys, base + lo)
-        last = np.searchsorted(keys, base + hi)
+        first = np.searchsorted(keys, history * num_words + lo)
+        last = np.searchsorted(keys, history * num_words + hi)
         best = unigram[history, 1] + best_unigram
         if last > first:
-            top = values[first]
-            for i in range(first + 1, last):
-                if values[i] > top:
-                    top = values[i]
-            if top > best:
-                return top
+            return max(best, values[first:last].max())
         return best
 
     @njit(cache=True, nogil=True)
-    def _search(log_probs, symbol_codes, space, beam_width, prune_logp, blank_skip_logp, alpha, beta, unk,
-                lookahead, codes, offsets, unigram, keys, values, bos, eos, best_unigram_cache, lookahead_cache):
-        """The best prefix's symbols (vocabulary indices), the search of ``CTCBeamDecoder.decode``."""
-        frames, num_symbols = log_probs.shape
-        num_words = offsets.shape[0] - 1
-        capacity = 1024
-        parent = np.empty(capacity, np.int64)
-        last_symbol = np.empty(capacity, np.int64)
-        completed = np.empty(capacity, np.float64)
-        history = np.empty(capacity, np.int64)
-        span_lo = np.empty(capacity, np.int64)
-        span_hi = np.empty(capacity, np.int64)
-        partial_len = np.empty(capacity, np.int64)
-        lm_score = np.empty(capacity, np.float64)
-        slot_b = np.empty(capacity, np.float64)
-        slot_n = np.empty(capacity, np.float64)
-        stamp = np.full(capacity, -1, np.int64)
-        children = Dict.empty(types.int64, types.int64)
-        # the root: the empty prefix, no word yet, the partial word's span = every word after the markers
-        parent[0], last_symbol[0], completed[0], history[0] = -1, -1, 0.0, bos
-        span_lo[0], span_hi[0], partial_len[0], lm_score[0] = 2, num_words, 0, 0.0
-        nodes = 1
-        beam_nodes = np.zeros(1, np.int64)
-        beam_b = np.zeros(1, np.float64)
-        beam_n = np.full(1, -np.inf)
-        touched = np.empty(beam_width * num_symbols + beam_width, np.int64)
-        for frame in range(frames):
-            row = log_probs[frame]
-            blank = row[0]
-            if blank > blank_skip_logp:  # (almost) surely blank: every beam just continues
-                for i in range(beam_nodes.shape[0]):
-                    beam_b[i] = _lae(beam_b[i], beam_n[i]) + blank
-                    beam_n[i] = -np.inf
-                continue
-            candidates = np.flatnonzero(row > prune_logp)
-            if candidates.shape[0] == 0:
-                candidates = np.array([np.argmax(row)], np.int64)
-            if touched.shape[0] < beam_nodes.shape[0] * (candidates.shape[0] + 1):
-                touched = np.empty(beam_nodes.shape[0] * (candidates.shape[0] + 1), np.int64)
-            count = 0
-            for i in range(beam_nodes.shape[0]):
-                node, b, n = beam_nodes[i], beam_b[i], beam_n[i]
-                total = _lae(b, n)
-                last = last_symbol[node]
-                for index in candidates:
-                    p = row[index]
-                    if index == 0:
-                        key, value, into_n = node, total + p, False
-                    elif index == space and (last == -1 or last == space):
-                        key, value, into_n = node, total + p, True  # no leading or double spaces
-                    else:
-                        if last == index:  # a repeat without a blank collapses into the prefix...
-                            value = n + p
-                            if stamp[node] != frame:
-                                stamp[node] = frame
-                                slot_b[node], slot_n[node] = -np.inf, value
-                                touched[count] = node
-                                count += 1
-                            elif value != -np.inf:
-                                slot_n[node] = value if slot_n[node] == -np.inf else _lae(slot_n[node], value)
-                            value = b + p  # ...or, after a blank, repeats
-                        else:
-                            value = total + p
-                        into_n = True
-                        child_key = node * num_symbols + index
-                        if child_key in children:
-                            key = children[child_key]
-                        else:
-                            if nodes == parent.shape[0]:
-                                grown = 2 * nodes
-                                parent = _grow(parent, grown)
-                                last_symbol = _grow(last_symbol, grown)
-                                completed = _grow(completed, grown)
-                                history = _grow(history, grown)
-                                span_lo = _grow(span_lo, grown)
-                                span_hi = _grow(span_hi, grown)
-                                partial_len = _grow(partial_len, grown)
-                                lm_score = _grow(lm_score, grown)
-                                slot_b = _grow(slot_b, grown)
-                                slot_n = _grow(slot_n, grown)
-                                stamp = _grow_stamp(stamp, grown)
-                            key = nodes
-                            nodes += 1
-                            children[child_key] = key
-                            parent[key], last_symbol[key] = node, index
-                            _extend_state(key, node, index, space, symbol_codes, codes, offsets, completed, history,
-                                          span_lo, span_hi, partial_len, alpha, beta, unk, unigram, keys, values,
-                                          num_words)
-                            lm_score[key] = completed[key] + _partial_score(
-                                history[key], span_lo[key], span_hi[key], partial_len[key], lookahead, alpha, unk,
-                                unigram, keys, values, num_words, best_unigram_cache, lookahead_cache)
-                    if stamp[key] != frame:
-                        stamp[key] = frame
-                        if into_n:
-                            slot_b[key], slot_n[key] = -np.inf, value
-                        else:
-                            slot_b[key], slot_n[key] = value, -np.inf
-                        touched[count] = key
-                        count += 1
-                    elif value != -np.inf:
-                        if into_n:
-                            slot_n[key] = value if slot_n[key] == -np.inf else _lae(slot_n[key], value)
-                        else:
-                            slot_b[key] = value if slot_b[key] == -np.inf else _lae(slot_b[key], value)
-            scores = np.empty(count, np.float64)
-            for j in range(count):
-                node = touched[j]
-                scores[j] = _lae(slot_b[node], slot_n[node]) + lm_score[node]
-            order = np.argsort(-scores, kind="mergesort")[:beam_width]  # stable: ties keep insertion order
-            beam_nodes = np.empty(order.shape[0], np.int64)
-            beam_b = np.empty(order.shape[0], np.float64)
-            beam_n = np.empty(order.shape[0], np.float64)
-            for j in range(order.shape[0]):
-                node = touched[order[j]]
-                beam_nodes[j], beam_b[j], beam_n[j] = node, slot_b[node], slot_n[node]
-        best_node, best_score = beam_nodes[0], -np.inf
-        for i in range(beam_nodes.shape[0]):
-            node = beam_nodes[i]
-            score = _lae(beam_b[i], beam_n[i]) + _final_score(node, completed, history, span_lo, span_hi, partial_len,
-                                                               offsets, alpha, beta, unk, unigram, keys, values,
-                                                               num_words, eos)
-            if i == 0 or score > best_score:
-                best_node, best_score = node, score
-        length = 0
-        node = best_node
-        while node > 0:
-            length += 1
-            node = parent[node]
-        symbols = np.empty(length, np.int64)
-        node = best_node
-        for j in range(length - 1, -1, -1):
-            symbols[j] = last_symbol[node]
-            node = parent[node]
-        return symbols
-
-    @njit(cache=True, nogil=True)
-    def _grow(array, size):
-        out = np.empty(size, array.dtype)
-        out[: array.shape[0]] = array
-        return out
-
-    @njit(cache=True, nogil=True)
-    def _grow_stamp(array, size):
-        out = np.full(size, -1, array.dtype)
-        out[: array.shape[0]] = array
-        return out
-
-    @njit(cache=True, nogil=True)
-    def _word_of(lo, hi, length, offsets):
+    def _word_of(lm, lo, hi, length):
         """The vocabulary index of the partial word itself, or -1 when it is not a word (the shortest word of its
         span comes first, and is the partial word when as long)."""
+        offsets = lm[1]
         if hi > lo and offsets[lo + 1] - offsets[lo] == length:
             return lo
         return -1
 
+    # -- scores: ``fusion`` = (alpha, beta, unknown-word offset, look-ahead on)
+
     @njit(cache=True, nogil=True)
-    def _word_score(history, word, alpha, beta, unk, unigram, keys, values, num_words):
+    def _word_score(lm, fusion, history, word):
         if word < 0:
-            return unk + beta
-        return alpha * _log10_prob(history, word, unigram, keys, values, num_words) * (math.log(10.0)) + beta
+            return fusion[2] + fusion[1]
+        return fusion[0] * _log10_prob(lm, history, word) * LN10 + fusion[1]
 
     @njit(cache=True, nogil=True)
-    def _extend_state(key, node, index, space, symbol_codes, codes, offsets, completed, history, span_lo, span_hi,
-                      partial_len, alpha, beta, unk, unigram, keys, values, num_words):
-        """``CTCBeamDecoder._extend``: a space completes the partial word, any other symbol narrows its span."""
-        if index != space:
-            completed[key], history[key] = completed[node], history[node]
-            length = partial_len[node]
-            lo, hi = span_lo[node], span_hi[node]
-            if hi > lo:
-                code = symbol_codes[index]
-                new_lo = _char_bound(codes, offsets, lo, hi, length, code, False)
-                hi = _char_bound(codes, offsets, new_lo, hi, length, code, True)
-                lo = new_lo
-            span_lo[key], span_hi[key], partial_len[key] = lo, hi, length + 1
-            return
-        if partial_len[node] == 0:
-            completed[key], history[key] = completed[node], history[node]
-            span_lo[key], span_hi[key], partial_len[key] = span_lo[node], span_hi[node], 0
-            return
-        word = _word_of(span_lo[node], span_hi[node], partial_len[node], offsets)
-        completed[key] = completed[node] + _word_score(history[node], word, alpha, beta, unk, unigram, keys, values,
-                                                       num_words)
-        history[key] = word
-        span_lo[key], span_hi[key], partial_len[key] = 2, num_words, 0
-
-    @njit(cache=True, nogil=True)
-    def _partial_score(history, lo, hi, length, lookahead, alpha, unk, unigram, keys, values, num_words,
-                       best_unigram_cache, lookahead_cache):
+    def _partial_score(lm, fusion, caches, history, lo, hi, length):
+        """``CTCBeamDecoder._partial_score``: nothing, the unknown-word offset, or the look-ahead score."""
         if length == 0:
             return 0.0
         if hi <= lo:
-            return unk
-        if not lookahead:
+            return fusion[2]
+        if not fusion[3]:
             return 0.0
+        num_words = lm[1].shape[0] - 1
         key = ((history + 1) * (num_words + 1) + lo) * (num_words + 1) + hi
-        if key in lookahead_cache:
-            return lookahead_cache[key]
-        score = alpha * _lookahead(history, lo, hi, unigram, keys, values, num_words, best_unigram_cache) * (
-            math.log(10.0))
-        lookahead_cache[key] = score
-        return score
+        lookahead_cache = caches[1]
+        if key not in lookahead_cache:
+            lookahead_cache[key] = fusion[0] * _best_log10_prob(lm, history, lo, hi, caches[0]) * LN10
+        return lookahead_cache[key]
 
     @njit(cache=True, nogil=True)
-    def _final_score(node, completed, history, span_lo, span_hi, partial_len, offsets, alpha, beta, unk, unigram, keys,
-                     values, num_words, eos):
+    def _new_node(key, node, symbol, space, symbol_codes, ints, floats, lm, fusion, caches):
+        """Prefix ``node`` + ``symbol`` as node ``key``: ``CTCBeamDecoder._extend`` (a space completes the partial
+        word, another symbol narrows its span) and its LM score."""
+        ints[key, PARENT], ints[key, SYMBOL], ints[key, STAMP] = node, symbol, -1
+        ints[key, HISTORY], floats[key, COMPLETED] = ints[node, HISTORY], floats[node, COMPLETED]
+        lo, hi, length = ints[node, SPAN_LO], ints[node, SPAN_HI], ints[node, LENGTH]
+        if symbol != space:
+            if hi > lo:
+                code = symbol_codes[symbol]
+                lo = _char_bound(lm, lo, hi, length, code, False)
+                hi = _char_bound(lm, lo, hi, length, code, True)
+            length += 1
+        elif length > 0:
+            word = _word_of(lm, lo, hi, length)
+            floats[key, COMPLETED] += _word_score(lm, fusion, ints[node, HISTORY], word)
+            ints[key, HISTORY], lo, hi, length = word, 2, lm[1].shape[0] - 1, 0
+        ints[key, SPAN_LO], ints[key, SPAN_HI], ints[key, LENGTH] = lo, hi, length
+        floats[key, LM_SCORE] = floats[key, COMPLETED] + _partial_score(lm, fusion, caches, ints[key, HISTORY], lo,
+                                                                         hi, length)
+
+    @njit(cache=True, nogil=True)
+    def _final_score(node, ints, floats, lm, fusion, eos):
         """``CTCBeamDecoder._final_score``: the last partial word completed, then the sentence end."""
-        total, last = completed[node], history[node]
-        if partial_len[node] > 0:
-            word = _word_of(span_lo[node], span_hi[node], partial_len[node], offsets)
-            total += _word_score(last, word, alpha, beta, unk, unigram, keys, values, num_words)
+        total, last = floats[node, COMPLETED], ints[node, HISTORY]
+        if ints[node, LENGTH] > 0:
+            word = _word_of(lm, ints[node, SPAN_LO], ints[node, SPAN_HI], ints[node, LENGTH])
+            total += _word_score(lm, fusion, last, word)
             last = word
-        return total + alpha * _log10_prob(last, eos, unigram, keys, values, num_words) * (math.log(10.0))
+        return total + fusion[0] * _log10_prob(lm, last, eos) * LN10
+
+    # -- the search
+
+    @njit(cache=True, nogil=True)
+    def _add_path(key, value, slot, frame, ints, floats, touched, count):
+        """Log-add ``value`` into prefix ``key``'s ``slot`` (ends in blank / in a symbol) for this frame, as
+        ``_extend_beams`` does; a prefix first met this frame joins ``touched``. Returns the new count."""
+        if ints[key, STAMP] != frame:
+            ints[key, STAMP] = frame
+            floats[key, ENDS_BLANK], floats[key, ENDS_SYMBOL] = -np.inf, -np.inf
+            floats[key, slot] = value
+            touched[count] = key
+            return count + 1
+        if value != -np.inf:
+            held = floats[key, slot]
+            floats[key, slot] = value if held == -np.inf else _lae(held, value)
+        return count
+
+    @njit(cache=True, nogil=True)
+    def _grown(ints, floats):
+        """The node tables at twice their rows."""
+        more_ints = np.empty((2 * ints.shape[0], ints.shape[1]), np.int64)
+        more_floats = np.empty((2 * floats.shape[0], floats.shape[1]), np.float64)
+        more_ints[: ints.shape[0]], more_floats[: floats.shape[0]] = ints, floats
+        return more_ints, more_floats
+
+    @njit(cache=True, nogil=True)
+    def _kept_beams(touched, count, floats, beam_width):
+        """The ``beam_width`` best prefixes of the frame, best first (``heapq.nlargest``; ties keep the order
+        they were met in) and their two scores."""
+        scores = np.empty(count, np.float64)
+        for j in range(count):
+            node = touched[j]
+            scores[j] = _lae(floats[node, ENDS_BLANK], floats[node, ENDS_SYMBOL]) + floats[node, LM_SCORE]
+        kept = touched[np.argsort(-scores, kind="mergesort")[:beam_width]]
+        return kept, floats[kept, ENDS_BLANK].copy(), floats[kept, ENDS_SYMBOL].copy()
+
+    @njit(cache=True, nogil=True)
+    def _best_symbols(beam, ends_blank, ends_symbol, ints, floats, lm, fusion, eos):
+        """The symbols of the beam's best prefix with its whole LM score (the first of equals)."""
+        best, best_score = beam[0], -np.inf
+        for i in range(beam.shape[0]):
+            score = _lae(ends_blank[i], ends_symbol[i]) + _final_score(beam[i], ints, floats, lm, fusion, eos)
+            if i == 0 or score > best_score:
+                best, best_score = beam[i], score
+        symbols = []
+        while best > 0:
+            symbols.append(ints[best, SYMBOL])
+            best = ints[best, PARENT]
+        return np.array(symbols[::-1], np.int64)
+
+    @njit(cache=True, nogil=True)
+    def _search(log_probs, symbol_codes, space, beam_width, prune_logp, blank_skip_logp, lm, fusion, bos, eos,
+                caches):
+        """The best prefix's symbols (vocabulary indices): ``CTCBeamDecoder.decode`` on a tree of prefix nodes."""
+        num_symbols = log_probs.shape[1]
+        ints, floats = np.empty((1024, 7), np.int64), np.empty((1024, 4), np.float64)
+        children = Dict.empty(types.int64, types.int64)  # parent * symbols + symbol -> child node
+        # the root: the empty prefix, no word yet, its partial word's span every word after the two markers
+        ints[0, PARENT], ints[0, SYMBOL], ints[0, HISTORY], ints[0, STAMP] = -1, -1, bos, -1
+        ints[0, SPAN_LO], ints[0, SPAN_HI], ints[0, LENGTH] = 2, lm[1].shape[0] - 1, 0
+        floats[0, COMPLETED], floats[0, LM_SCORE] = 0.0, 0.0
+        nodes, beam = 1, np.zeros(1, np.int64)
+        ends_blank, ends_symbol = np.zeros(1), np.full(1, -np.inf)
+        for frame in range(log_probs.shape[0]):
+            row = log_probs[frame]
+            if row[0] > blank_skip_logp:  # (almost) surely blank: every beam just continues
+                for i in range(beam.shape[0]):
+                    ends_blank[i], ends_symbol[i] = _lae(ends_blank[i], ends_symbol[i]) + row[0], -np.inf
+                continue
+            candidates = np.flatnonzero(row > prune_logp)
+            if candidates.shape[0] == 0:
+                candidates = np.array([np.argmax(row)], np.int64)
+            touched, count = np.empty(beam.shape[0] * (candidates.shape[0] + 1), np.int64), 0
+            for i in range(beam.shape[0]):
+                node, b, n = beam[i], ends_blank[i], ends_symbol[i]
+                total, last = _lae(b, n), ints[node, SYMBOL]
+                for index in candidates:
+                    p = row[index]
+                    if index == 0:
+                        count = _add_path(node, total + p, ENDS_BLANK, frame, ints, floats, touched, count)
+                        continue
+                    if index == space and (last == -1 or last == space):  # no leading or double spaces
+                        count = _add_path(node, total + p, ENDS_SYMBOL, frame, ints, floats, touched, count)
+                        continue
+                    value = total + p
+                    if last == index:  # a repeat without a blank collapses into the prefix, or after one repeats
+                        count = _add_path(node, n + p, ENDS_SYMBOL, frame, ints, floats, touched, count)
+                        value = b + p
+                    child_key = node * num_symbols + index
+                    if child_key in children:
+                        child = children[child_key]
+                    else:
+                        if nodes == ints.shape[0]:
+                            ints, floats = _grown(ints, floats)
+                        child, nodes = nodes, nodes + 1
+                        children[child_key] = child
+                        _new_node(child, node, index, space, symbol_codes, ints, floats, lm, fusion, caches)
+                    count = _add_path(child, value, ENDS_SYMBOL, frame, ints, floats, touched, count)
+            beam, ends_blank, ends_symbol = _kept_beams(touched, count, floats, beam_width)
+        return _best_symbols(beam, ends_blank, ends_symbol, ints, floats, lm, fusion, eos)
 
 
 class CompiledCTCBeamDecoder:
@@ -345,7 +295,8 @@ class CompiledCTCBeamDecoder:
         self._codes = np.concatenate(encoded) if encoded else np.zeros(0, np.int32)
         self._offsets = np.zeros(len(words) + 1, np.int64)
         np.cumsum([len(e) for e in encoded], out=self._offsets[1:])
-        self._unigram, self._keys, self._values = unigram, keys, values
+        self._lm = (self._codes, self._offsets, unigram, keys, values)
+        self._fusion = (float(self.alpha), float(self.beta), float(self.unk), bool(self.lookahead))
         self._bos, self._eos = index[BOS], index[EOS]
         self._space = self.vocab.index(" ") if " " in self.vocab else -1
         self._symbol_codes = np.array([ord(s) if len(s) == 1 else -2 for s in self.vocab], np.int32)
@@ -371,9 +322,8 @@ class CompiledCTCBeamDecoder:
             best_unigram.clear()
             lookahead.clear()
         symbols = _search(np.ascontiguousarray(log_probs), self._symbol_codes, self._space, self.beam_width,
-                          self.prune_logp, self.blank_skip_logp, self.alpha, self.beta, self.unk, self.lookahead,
-                          self._codes, self._offsets, self._unigram, self._keys, self._values, self._bos, self._eos,
-                          best_unigram, lookahead)
+                          self.prune_logp, self.blank_skip_logp, self._lm, self._fusion, self._bos, self._eos,
+                          (best_unigram, lookahead))
         return " ".join("".join(self.vocab[s] for s in symbols.tolist()).split())
 
 
