@@ -7,8 +7,8 @@ whose ``offload`` is set (an LM beam search: 15-25 ms a clip, compiled, without 
 missing) runs in a pool, so the worker goes on to the next batch at once; cheap ones (softmax, best path, an
 embedding) run on the worker right after the batch.
 
-The pool is processes (the search then holds no GIL the worker needs to launch kernels) or threads
-(no second interpreter and no copies, for searches that are rare or a CPU that is busy anyway): the
+The pool is processes (a crash stays in its process; a search in Python, where numba is missing, holds no GIL the
+worker needs) or threads (no second interpreter and no copies; the compiled search releases the GIL): the
 ``post_pool`` setting. Processes are single-worker executors chosen round-robin, so the parent knows
 which post-processors each holds and ships one (the task's own picklable object: vocabulary and LM
 tensors, ~1 MB) only with a process's first row of that adapter version. A process that dies fails
