@@ -4,6 +4,7 @@ the same transcript for every input, LM setting and length, and the served post-
 from __future__ import annotations
 
 import dataclasses
+import pickle
 
 import numpy as np
 import pytest
@@ -73,6 +74,8 @@ def test_served_post_processing_runs_the_compiled_search() -> None:
     assert isinstance(beam_decoder(CTC_VOCAB, lm), CompiledCTCBeamDecoder)
     answer = processor(spelled_log_probs("turn on the lights", noise={14: "x"}))  # "lights" -> "lixhts"
     assert answer["text"] == "turn on the lights"
+    shipped = pickle.loads(pickle.dumps(processor))  # to a post-processing process: the search is rebuilt there
+    assert shipped(spelled_log_probs("turn on the lights", noise={14: "x"}))["text"] == "turn on the lights"
     warm_up()  # compiles (or loads) without a set
 
 
