@@ -122,3 +122,12 @@ def test_threads_decoding_with_one_decoder_get_the_serial_answers() -> None:
     assert len(CTC_VOCAB) == 29
     done = subprocess.run([sys.executable, "-c", THREADED_DECODING], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("frames", [0, 1, 2])
+def test_empty_and_one_frame_clips_agree(frames: int) -> None:
+    lm = WordBigramLM.build(TEXTS, GENERAL, lookahead=True, temperature=3.0)
+    uniform = np.log(np.full((frames, len(CTC_VOCAB)), 1 / len(CTC_VOCAB)))
+    expected = CTCBeamDecoder(CTC_VOCAB, lm).decode(uniform)
+    assert CompiledCTCBeamDecoder(CTC_VOCAB, lm).decode(uniform) == expected
+    assert (expected == "") == (frames == 0)
