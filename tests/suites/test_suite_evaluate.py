@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from training.data.manifest import ManifestRow, write_manifest
 from training.metrics import cer, compute_eer, wer
-from training.suites.evaluate import Options, _rates, evaluate_on_suites, spread
+from training.suites.evaluate import DATASETS, Options, _rates, evaluate_on_suites, scored_rows, spread
 from training.suites.report import markdown
 
 from .fixtures import tone
@@ -41,6 +41,24 @@ def test_served_thresholds_read_the_sets_duration_table(tmp_path) -> None:
     assert served_thresholds(table, trials).tolist() == [0.4, 0.7]
     assert served_thresholds(SimpleNamespace(threshold=0.6, duration_thresholds=None), trials).tolist() == [0.6, 0.6]
     assert served_thresholds(SimpleNamespace(threshold=None, duration_thresholds=None), trials) is None
+
+
+def test_held_out_phrasings_a_shipped_set_heard_do_not_count_but_stay_held_out() -> None:
+    from training.suites.guard import held_out_reason
+    from training.suites.phrasings import SEEN_IN_TRAINING, held_out_set
+
+    def row(i: int, text: str) -> ManifestRow:
+        return ManifestRow(id=f"r{i}", path=f"/nowhere/{i}.flac", duration_s=1.0, split="test", task="intent",
+                           speaker="s", text=text, label="increase_volume_none")
+
+    seen = sorted(SEEN_IN_TRAINING)[0]
+    rows = [row(0, seen), row(1, "um could you please crank it up"), row(2, seen + " ")]
+    phrasings = {d.name: d for d in DATASETS["intent"]}
+    assert scored_rows(phrasings["near-phrasings"], rows) == ([rows[1]], 2)
+    assert scored_rows(phrasings["far-phrasings"], rows) == ([rows[1]], 2)
+    assert scored_rows(phrasings["near"], rows) == (rows, 0)  # the corpus' own test phrasings: all count
+    assert SEEN_IN_TRAINING.issubset(held_out_set())  # still refused for training:
+    assert held_out_reason(row(3, seen)) is not None
 
 
 def test_spread_keeps_both_ends_and_everything_when_uncapped() -> None:

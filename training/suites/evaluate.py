@@ -47,6 +47,19 @@ class DataSet:
     manifest: str
     split: str | None = None  # keep only this split (the corpus' test split)
     trials: str | None = None  # verification trial list in the folder
+    leave_out_seen: bool = False  # held-out phrasings: leave out those a shipped set was trained on
+
+
+def scored_rows(data: DataSet, rows: list[ManifestRow]) -> tuple[list[ManifestRow], int]:
+    """The rows a figure is computed on, and how many were left out: a held-out phrasing family's clips whose
+    text a shipped set heard in training (``training.suites.phrasings.SEEN_IN_TRAINING``) do not count."""
+    rows = filter_split(rows, data.split) if data.split else rows
+    if not data.leave_out_seen:
+        return rows, 0
+    from training.suites.phrasings import SEEN_IN_TRAINING
+
+    kept = [r for r in rows if (r.text or "").strip() not in SEEN_IN_TRAINING]
+    return kept, len(rows) - len(kept)
 
 
 DATASETS: dict[str, tuple[DataSet, ...]] = {
@@ -62,8 +75,9 @@ DATASETS: dict[str, tuple[DataSet, ...]] = {
                      DataSet("human", "human", "", "human", "verification.jsonl",
                              trials="verification_trials_test.txt")),
     "intent": (DataSet("near", "near", "corpus test phrasings", "corpus", "intent.jsonl", "test"),
-               DataSet("near-phrasings", "near", "held-out phrasings", "phrasings", "intent.jsonl"),
-               DataSet("far-phrasings", "far", "held-out phrasings", "far", "intent.jsonl")),
+               DataSet("near-phrasings", "near", "held-out phrasings", "phrasings", "intent.jsonl",
+                       leave_out_seen=True),
+               DataSet("far-phrasings", "far", "held-out phrasings", "far", "intent.jsonl", leave_out_seen=True)),
     "emotion": (DataSet("near", "near", "", "corpus", "emotion.jsonl", "test"),
                 DataSet("far", "far", "", "far", "emotion.jsonl")),
 }
@@ -218,8 +232,9 @@ def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options,
             records += verification_records(model, key, data, spread(trials, 4 * options.max_clips), options,
                                             systems, calibrated)
         else:
-            rows = read_manifest(manifest)
-            rows = filter_split(rows, data.split) if data.split else rows
+            rows, left_out = scored_rows(data, read_manifest(manifest))
+            if left_out:
+                log(f"{key}: {data.name}: {left_out} clips of phrasings a shipped set was trained on left out")
             rows = spread(rows, options.max_clips)
             records += (asr_records(model, key, data, rows, options, systems) if evaluation == "transcripts"
                         else label_records(model, key, task, data, rows))

@@ -88,6 +88,12 @@ def held_out_set() -> frozenset[str]:
     return frozenset(p for phrasings in held_out_phrasings().values() for p in phrasings)
 
 
+#: held-out phrasings found (2026-12-03) in the paraphrase family a shipped intent set was trained on: the two
+#: families were written apart and met by chance. They stay held out (the guard refuses them for training, the
+#: generator drops them), but the shipped set heard them, so reported accuracies leave their clips out.
+SEEN_IN_TRAINING = frozenset({"the kitchen is way too warm", "boost the sound", "i'd like it a bit louder"})
+
+
 def build_near(out: Path, seed: int = 0, scale: str = "full", log=print) -> dict:
     """Render the family with the near corpus' TEST speakers into ``out`` (suite ``phrasings``).
 
