@@ -245,12 +245,17 @@ class WordBigramLM(nn.Module):
             return float(values[at])
         return float(unigram[v, 1] + unigram[w, 0])
 
-    def prefix_span(self, prefix: str) -> tuple[int, int]:
-        """Word indices ``[lo, hi)`` of the vocabulary words that start with ``prefix`` (empty if none):
-        ``build`` stores the vocabulary sorted after the two sentence markers."""
+    def sorted_vocabulary(self) -> list[str]:
+        """:meth:`vocabulary`, checked to be sorted after the two sentence markers (as ``build`` stores it): the
+        look-ahead finds a partial word's words as a contiguous span of it."""
         words = self._lookup()[0]
         if not self._vocabulary_sorted:
             raise ConfigError("LM look-ahead needs the vocabulary stored sorted, as build() stores it")
+        return words
+
+    def prefix_span(self, prefix: str) -> tuple[int, int]:
+        """Word indices ``[lo, hi)`` of the vocabulary words that start with ``prefix`` (empty if none)."""
+        words = self.sorted_vocabulary()
         if not prefix:
             return 2, len(words)
         lo = bisect.bisect_left(words, prefix, 2)

@@ -43,10 +43,6 @@ PARENT, SYMBOL, HISTORY, SPAN_LO, SPAN_HI, LENGTH, STAMP = range(7)
 COMPLETED, LM_SCORE, ENDS_BLANK, ENDS_SYMBOL = range(4)
 
 
-def available() -> bool:
-    return numba is not None
-
-
 if numba is not None:
 
     @njit(cache=True, nogil=True)
@@ -285,18 +281,17 @@ class CompiledCTCBeamDecoder:
         self.vocab = list(vocab)
         self.lm = lm
         config = lm.config
-        self.alpha, self.beta, self.unk = config.alpha, config.beta, config.unk_score_offset
-        self.beam_width, self.lookahead, self.temperature = config.beam_width, config.lookahead, config.temperature
+        self.beam_width, self.temperature = config.beam_width, config.temperature
         self.prune_logp, self.blank_skip_logp = prune_logp, blank_skip_logp
         words, index, unigram, keys, values = lm._lookup()
         if config.lookahead:
-            lm.prefix_span("a")  # raises unless the vocabulary is stored sorted, as the search needs
-        encoded = [np.frombuffer(word.encode("utf-32-le"), dtype=np.int32) for word in words]
-        self._codes = np.concatenate(encoded) if encoded else np.zeros(0, np.int32)
-        self._offsets = np.zeros(len(words) + 1, np.int64)
-        np.cumsum([len(e) for e in encoded], out=self._offsets[1:])
-        self._lm = (self._codes, self._offsets, unigram, keys, values)
-        self._fusion = (float(self.alpha), float(self.beta), float(self.unk), bool(self.lookahead))
+            lm.sorted_vocabulary()  # raises unless the vocabulary is stored sorted, as the search needs
+        # every word's code points in one array (UTF-32: one unit a code point), each word's start in offsets
+        codes = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.int32)
+        offsets = np.zeros(len(words) + 1, np.int64)
+        np.cumsum([len(word) for word in words], out=offsets[1:])
+        self._lm = (codes, offsets, unigram, keys, values)
+        self._fusion = (float(config.alpha), float(config.beta), float(config.unk_score_offset), bool(config.lookahead))
         self._bos, self._eos = index[BOS], index[EOS]
         self._space = self.vocab.index(" ") if " " in self.vocab else -1
         self._symbol_codes = np.array([ord(s) if len(s) == 1 else -2 for s in self.vocab], np.int32)
