@@ -11,6 +11,7 @@ the intents from its words and fuses them with the acoustic logits (log-linear, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,10 +23,18 @@ from elp.heads.pooled import slot_incidence
 from elp.string_table import join_strings, split_strings
 from elp.text_intent.config import TextBranchConfig
 from elp.text_intent.features import feature_indices
+from elp.text_intent.sentence_encoder import PieceTokenizer, SentenceEncoder
 from elp.tuners.l_adapter import LAdapterStack
 
 if TYPE_CHECKING:
     from elp.adapter_set import AdapterSet
+
+
+def _byte_tensor(blob: bytes) -> torch.Tensor:
+    """A string table's bytes as a uint8 tensor (``torch.frombuffer`` refuses an empty buffer)."""
+    if not blob:
+        return torch.zeros(0, dtype=torch.uint8)
+    return torch.frombuffer(bytearray(blob), dtype=torch.uint8)
 
 
 def pack_row(logits: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:
@@ -45,22 +54,43 @@ def fuse_log_probs(acoustic_logits: torch.Tensor, text_logits: torch.Tensor, tex
     return (acoustic_logits.log_softmax(-1) + text_weight * text_logits.log_softmax(-1)).log_softmax(-1)
 
 
+class SentenceScorer:
+    """Transcript -> intent logits from a sentence encoder's embedding: a linear layer onto the slot
+    values, an intent's logit the sum of its slot values' (the word features' factorisation)."""
+
+    def __init__(self, encoder: SentenceEncoder, tokenizer: PieceTokenizer, slot_weights: torch.Tensor,
+                 slot_bias: torch.Tensor) -> None:
+        self.encoder, self.tokenizer = encoder, tokenizer
+        self.slot_weights = slot_weights.detach().float().cpu()
+        self.slot_bias = slot_bias.detach().float().cpu()
+
+    def slot_scores(self, texts: list[str]) -> torch.Tensor:
+        return self.encoder.embed(self.tokenizer, texts) @ self.slot_weights + self.slot_bias
+
+
 class TextClassifier:
     """Transcript -> intent logits: summed feature weights per slot value, an intent's logit the sum of
-    its slot values' scores (the acoustic head's factorisation). Plain data, picklable."""
+    its slot values' scores (the acoustic head's factorisation). With a :class:`SentenceScorer`, the
+    logits are the word features' log-probabilities plus ``sentence_weight`` x the sentence's. Picklable."""
 
     def __init__(self, features: list[str], lexicon: dict[str, list[str]], slot_weights: torch.Tensor,
-                 slot_bias: torch.Tensor, incidence: torch.Tensor) -> None:
+                 slot_bias: torch.Tensor, incidence: torch.Tensor, sentence: SentenceScorer | None = None,
+                 sentence_weight: float = 0.0) -> None:
         self.index = {name: i for i, name in enumerate(features)}
         self.lexicon = lexicon
         self.slot_weights = slot_weights.detach().float().cpu()
         self.slot_bias = slot_bias.detach().float().cpu()
         self.incidence = incidence.detach().float().cpu()
+        self.sentence, self.sentence_weight = sentence, sentence_weight
 
     def logits(self, text: str) -> torch.Tensor:
         rows = feature_indices(text, self.lexicon, self.index)
         slot_scores = self.slot_bias + (self.slot_weights[rows].sum(dim=0) if rows else 0.0)
-        return self.incidence @ slot_scores
+        word_logits = self.incidence @ slot_scores
+        if self.sentence is None or self.sentence_weight == 0:
+            return word_logits
+        sentence_logits = self.incidence @ self.sentence.slot_scores([text])[0]
+        return word_logits.log_softmax(-1) + self.sentence_weight * sentence_logits.log_softmax(-1)
 
 
 class TextBranch(nn.Module):
@@ -83,6 +113,14 @@ class TextBranch(nn.Module):
         self.register_buffer("term_features", torch.zeros(config.num_links, dtype=torch.int32))
         self.register_buffer("slot_weights", torch.zeros(config.num_features, config.num_slot_values))
         self.register_buffer("slot_bias", torch.zeros(config.num_slot_values))
+        self.sentence_encoder: SentenceEncoder | None = None
+        if config.sentence_encoder is not None:
+            sentence = config.sentence_encoder
+            self.sentence_encoder = SentenceEncoder(sentence)
+            self.register_buffer("piece_names_utf8", torch.zeros(sentence.num_piece_bytes, dtype=torch.uint8))
+            self.register_buffer("piece_scores", torch.zeros(sentence.num_pieces))
+            self.register_buffer("sentence_slot_weights", torch.zeros(sentence.hidden_dim, config.num_slot_values))
+            self.register_buffer("sentence_slot_bias", torch.zeros(config.num_slot_values))
 
     def forward(self, hidden_states: list[torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
         """(rows, frames, vocab) CTC log-probs from the rows' encoder layer outputs."""
@@ -99,20 +137,41 @@ class TextBranch(nn.Module):
         for term in terms:
             offsets.append(offsets[-1] + len(lexicon[term]))
         term_blob = join_strings(terms)
-        self.feature_names_utf8.copy_(torch.frombuffer(bytearray(names), dtype=torch.uint8))
-        self.term_names_utf8.copy_(torch.frombuffer(bytearray(term_blob), dtype=torch.uint8))
+        self.feature_names_utf8.copy_(_byte_tensor(names))
+        self.term_names_utf8.copy_(_byte_tensor(term_blob))  # empty for a branch without lexicon terms
         self.term_offsets.copy_(torch.tensor(offsets, dtype=torch.int32))
         self.term_features.copy_(torch.tensor(links, dtype=torch.int32))
         self.slot_weights.copy_(slot_weights)
         self.slot_bias.copy_(slot_bias)
 
+    def set_sentence_scorer(self, encoder: SentenceEncoder, pieces: list[str], scores: list[float],
+                            slot_weights: torch.Tensor, slot_bias: torch.Tensor) -> None:
+        """Store the sentence encoder, its piece table and the linear layer over its embedding."""
+        if self.sentence_encoder is None:
+            raise ValueError("this branch's config has no sentence_encoder")
+        self.sentence_encoder.load_state_dict(encoder.state_dict())
+        self.piece_names_utf8.copy_(_byte_tensor(join_strings(pieces)))
+        self.piece_scores.copy_(torch.tensor(scores))
+        self.sentence_slot_weights.copy_(slot_weights)
+        self.sentence_slot_bias.copy_(slot_bias)
+
     def classifier(self) -> TextClassifier:
-        """The stored classifier as plain Python data."""
+        """The stored classifier as plain Python data (the sentence encoder, if any, a frozen CPU module)."""
         features = split_strings(bytes(self.feature_names_utf8.cpu().numpy()), self.config.num_features)
         terms = split_strings(bytes(self.term_names_utf8.cpu().numpy()), self.config.num_terms)
         offsets, links = self.term_offsets.tolist(), self.term_features.tolist()
         lexicon = {term: [features[i] for i in links[offsets[k]: offsets[k + 1]]] for k, term in enumerate(terms)}
-        return TextClassifier(features, lexicon, self.slot_weights, self.slot_bias, self.slot_incidence)
+        sentence = None
+        sentence_config = self.config.sentence_encoder
+        if self.sentence_encoder is not None and sentence_config is not None:
+            pieces = split_strings(bytes(self.piece_names_utf8.cpu().numpy()), sentence_config.num_pieces)
+            encoder = SentenceEncoder(sentence_config)
+            stored = self.sentence_encoder.state_dict()
+            encoder.load_state_dict({name: value.detach().float().cpu() for name, value in stored.items()})
+            sentence = SentenceScorer(encoder, PieceTokenizer(pieces, self.piece_scores.tolist()),
+                                      self.sentence_slot_weights, self.sentence_slot_bias)
+        return TextClassifier(features, lexicon, self.slot_weights, self.slot_bias, self.slot_incidence,
+                              sentence, self.config.sentence_weight)
 
 
 class TranscriptIntentReader:
@@ -144,13 +203,28 @@ class TranscriptIntentReader:
         return {"label": self.labels[best], "scores": dict(zip(self.labels, probs, strict=True)), "text": transcript}
 
 
+@dataclass
+class SentencePart:
+    """What :func:`attach_text_branch` stores for a sentence scorer: the encoder, its piece table, the
+    linear layer onto the slot values and the sentence log-probabilities' weight."""
+
+    encoder: SentenceEncoder
+    pieces: list[str]
+    scores: list[float]
+    slot_weights: torch.Tensor
+    slot_bias: torch.Tensor
+    weight: float
+
+
 def attach_text_branch(intent: AdapterSet, asr: AdapterSet, features: list[str], lexicon: dict[str, list[str]],
                        slot_weights: torch.Tensor, slot_bias: torch.Tensor, text_weight: float,
-                       source: str = "", with_language_model: bool = False) -> AdapterSet:
+                       source: str = "", with_language_model: bool = False,
+                       sentence: SentencePart | None = None) -> AdapterSet:
     """Give ``intent`` (in place; returned) a text branch: a copy of ``asr``'s L-adapters and CTC head
     (``asr`` must share the intent set's E/P for the transcript to be the ASR set's) and the classifier
     (``features`` x slot values ``slot_weights``, ``slot_bias``; ``lexicon`` term -> features);
-    ``with_language_model``: also a copy of ``asr``'s LM, so the transcript is its beam search."""
+    ``with_language_model``: also a copy of ``asr``'s LM, so the transcript is its beam search;
+    ``sentence``: a sentence encoder's scorer beside the word features."""
     if asr.config.l_adapter is None or not asr.config.vocab:
         raise ValueError("the text branch copies an ASR set with L-adapters and a CTC vocabulary")
     config = intent.config
@@ -162,7 +236,9 @@ def attach_text_branch(intent: AdapterSet, asr: AdapterSet, features: list[str],
         num_terms=len(terms), num_term_bytes=len(join_strings(terms)),
         num_links=sum(len(lexicon[t]) for t in terms), num_slot_values=int(slot_weights.shape[1]),
         text_weight=text_weight, source=source,
-        language_model=copied_lm.config if copied_lm is not None else None)
+        language_model=copied_lm.config if copied_lm is not None else None,
+        sentence_encoder=sentence.encoder.config if sentence is not None else None,
+        sentence_weight=sentence.weight if sentence is not None else 0.0)
     config.text_branch = branch_config
     try:
         intent.task_spec.validate(config)  # only tasks that support a text branch may carry one
@@ -174,6 +250,9 @@ def attach_text_branch(intent: AdapterSet, asr: AdapterSet, features: list[str],
     branch.featurizer.load_state_dict(asr.featurizer.state_dict())
     branch.ctc_head.load_state_dict(asr.head.state_dict())
     branch.set_classifier(features, lexicon, slot_weights, slot_bias)
+    if sentence is not None:
+        branch.set_sentence_scorer(sentence.encoder, sentence.pieces, sentence.scores, sentence.slot_weights,
+                                   sentence.slot_bias)
     if branch.language_model is not None and copied_lm is not None:
         branch.language_model.load_state_dict(copied_lm.state_dict())
     intent.text_branch = branch.to(next(intent.parameters()).device)

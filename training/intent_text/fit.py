@@ -94,3 +94,20 @@ def text_logits(model: FittedClassifier, texts: Sequence[str], lexicon: Mapping[
     """(texts x intents) logits of the fitted classifier."""
     flat, offsets = bags(texts, lexicon, model.index())
     return (embedding_bag(flat, model.slot_weights, offsets, mode="sum") + model.slot_bias) @ model.incidence.T
+
+
+def fit_sentence_scorer(embeddings: torch.Tensor, targets: torch.Tensor, incidence: torch.Tensor, l2: float,
+                        steps: int = 400, lr: float = 0.05, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(slot weights, slot bias) of a linear layer from sentence embeddings onto the slot values, an
+    intent's logit the sum of its slot values' (full-batch Adam on the intent cross-entropy + L2)."""
+    torch.manual_seed(seed)
+    weights = torch.zeros(embeddings.shape[1], incidence.shape[1], requires_grad=True)
+    bias = torch.zeros(incidence.shape[1], requires_grad=True)
+    optimiser = torch.optim.Adam([weights, bias], lr=lr)
+    for _ in range(steps):
+        logits = (embeddings @ weights + bias) @ incidence.T
+        loss = torch.nn.functional.cross_entropy(logits, targets) + l2 * weights.pow(2).sum()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return weights.detach(), bias.detach()

@@ -22,9 +22,10 @@ from pathlib import Path
 import torch
 
 from elp import AdapterSet
-from elp.text_intent.branch import attach_text_branch, fuse_log_probs
+from elp.heads.pooled import slot_incidence
+from elp.text_intent.branch import SentencePart, attach_text_branch, fuse_log_probs
 from training.data.manifest import filter_split, read_manifest
-from training.intent_text.fit import FitSettings, FittedClassifier, TextExample, fit, text_logits
+from training.intent_text.fit import FitSettings, TextExample, fit, fit_sentence_scorer, text_logits
 from training.intent_text.lexicon import WordNetLexicon, stored_lexicon
 from training.suites.guard import held_out_reason
 
@@ -83,9 +84,9 @@ def fused_scores(acoustic: torch.Tensor, text: torch.Tensor, weight: float,
     return accuracy, float(fused.gather(1, targets[:, None]).mean())
 
 
-def score_setting(model: FittedClassifier, lexicon: WordNetLexicon, valid: dict[str, dict]) -> list[dict]:
-    """Per fusion weight: each source's accuracy and the means used to choose."""
-    text = {source: text_logits(model, v["texts"], lexicon) for source, v in valid.items()}
+def score_setting(text: dict[str, torch.Tensor], valid: dict[str, dict]) -> list[dict]:
+    """Per fusion weight: each source's accuracy (the text logits ``text`` fused with the acoustic ones)
+    and the means used to choose."""
     results = []
     for weight in (*TEXT_WEIGHTS, float("inf")):
         per_source = {}
@@ -98,6 +99,71 @@ def score_setting(model: FittedClassifier, lexicon: WordNetLexicon, valid: dict[
                         "mean_accuracy": sum(a for a, _ in per_source.values()) / len(per_source),
                         "mean_loglik": sum(ll for _, ll in per_source.values()) / len(per_source)})
     return results
+
+
+class SentenceSide:
+    """The sentence encoder's side of the grid: embeddings of every training and validation text (computed
+    once), one linear layer fitted per L2 value, and the logits combined with the word features'."""
+
+    def __init__(self, part_inputs: tuple, fitted: dict[float, tuple[torch.Tensor, torch.Tensor]],
+                 valid_embeddings: dict[str, torch.Tensor], incidence: torch.Tensor) -> None:
+        self.encoder, self.pieces, self.scores = part_inputs
+        self.fitted, self.valid_embeddings, self.incidence = fitted, valid_embeddings, incidence
+
+    @classmethod
+    def build(cls, folder: str, examples: list[TextExample], valid: dict[str, dict], labels: list[str],
+              slot_names: list[str], l2_values: list[float]) -> SentenceSide:
+        from elp.convert.sentence_encoder import convert
+        from elp.text_intent.sentence_encoder import PieceTokenizer
+
+        encoder, pieces, scores = convert(Path(folder))
+        tokenizer = PieceTokenizer(pieces, scores)
+        texts = sorted({ex.text for ex in examples} | {t for v in valid.values() for t in v["texts"]})
+        vectors = torch.cat([encoder.embed(tokenizer, texts[i:i + 512]) for i in range(0, len(texts), 512)])
+        row = {text: i for i, text in enumerate(texts)}
+        incidence = slot_incidence(labels, slot_names)
+        train = vectors[[row[ex.text] for ex in examples]]
+        targets = torch.tensor([labels.index(ex.label) for ex in examples])
+        fitted = {l2: fit_sentence_scorer(train, targets, incidence, l2) for l2 in l2_values}
+        valid_embeddings = {source: vectors[[row[t] for t in v["texts"]]] for source, v in valid.items()}
+        return cls((encoder, pieces, scores), fitted, valid_embeddings, incidence)
+
+    def combined(self, words: dict[str, torch.Tensor], l2: float, weight: float) -> dict[str, torch.Tensor]:
+        weights, bias = self.fitted[l2]
+        return {source: logits.log_softmax(-1)
+                + weight * ((self.valid_embeddings[source] @ weights + bias) @ self.incidence.T).log_softmax(-1)
+                for source, logits in words.items()}
+
+    def part(self, l2: float, weight: float) -> SentencePart:
+        weights, bias = self.fitted[l2]
+        return SentencePart(self.encoder, self.pieces, self.scores, weights, bias, weight)
+
+
+def grid_search(args: argparse.Namespace, examples: list[TextExample], valid: dict[str, dict], labels: list[str],
+                slot_names: list[str], sentence: SentenceSide | None) -> tuple[list[dict], tuple]:
+    """Every setting of the grid scored on validation: (report, best = (key, entry, model, lexicon))."""
+    options = [(l2, w) for l2 in args.sentence_l2 for w in args.sentence_weight] if sentence else [(None, 0.0)]
+    report, best = [], None
+    for senses, dropout, l2 in itertools.product(args.senses, args.feature_dropout, args.l2):
+        lexicon = WordNetLexicon(senses)
+        model = fit(examples, lexicon, labels, slot_names, FitSettings(senses=senses, feature_dropout=dropout, l2=l2))
+        words = {source: text_logits(model, v["texts"], lexicon) for source, v in valid.items()}
+        for sentence_l2, sentence_weight in options:
+            text = words if sentence is None else sentence.combined(words, sentence_l2, sentence_weight)
+            setting = {"senses": senses, "feature_dropout": dropout, "l2": l2}
+            if sentence is not None:
+                setting |= {"sentence_l2": sentence_l2, "sentence_weight": sentence_weight}
+            for result in score_setting(text, valid):
+                entry = {**setting, **result}
+                report.append(entry)
+                key = (round(entry["mean_accuracy"], 6), entry["mean_loglik"])
+                if result["text_weight"] != float("inf") and (best is None or key > best[0]):
+                    best = (key, entry, model, lexicon)
+            top = max(report[-len(TEXT_WEIGHTS) - 1:-1], key=lambda e: e["mean_accuracy"])
+            print(json.dumps({k: top[k] for k in (*setting, "text_weight", "accuracy")}
+                             | {"text_only": report[-1]["accuracy"]}), flush=True)
+    assert best is not None
+    return report, best
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,6 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-transcripts", action="store_true", help="train on the gold phrasings only (ablation)")
     p.add_argument("--train-fields", nargs="+", choices=["asr", "asr_lm"],
                    help="which transcripts of the training clips to train on (default: the served kind)")
+    p.add_argument("--sentence-encoder", metavar="DIR",
+                   help="a sentence encoder's TF.js folder (python -m elp.convert.sentence_encoder fetch): a linear "
+                        "layer over its embedding of the transcript scores intents beside the word features")
+    p.add_argument("--sentence-l2", type=float, nargs="+", default=[1e-3, 1e-2])
+    p.add_argument("--sentence-weight", type=float, nargs="+", default=[1.0, 3.0],
+                   help="the sentence log-probabilities' weight beside the word features' (grid)")
     p.add_argument("--out", help="write the chosen set here")
     p.add_argument("--report", help="write every setting's validation scores here (JSON)")
     return p
@@ -143,20 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     examples = training_examples(manifests, transcripts, not args.no_transcripts, fields)
     valid = validation_sets(transcripts, read_jsonl(args.acoustic), labels, field)
     print(json.dumps({"training_examples": len(examples), "valid": {s: len(v["texts"]) for s, v in valid.items()}}))
-    report, best = [], None
-    for senses, dropout, l2 in itertools.product(args.senses, args.feature_dropout, args.l2):
-        lexicon = WordNetLexicon(senses)
-        model = fit(examples, lexicon, labels, slot_names, FitSettings(senses=senses, feature_dropout=dropout, l2=l2))
-        for result in score_setting(model, lexicon, valid):
-            entry = {"senses": senses, "feature_dropout": dropout, "l2": l2, **result}
-            report.append(entry)
-            key = (round(entry["mean_accuracy"], 6), entry["mean_loglik"])
-            if result["text_weight"] != float("inf") and (best is None or key > best[0]):
-                best = (key, entry, model, lexicon)
-        top = max((e for e in report if e["senses"] == senses and e["feature_dropout"] == dropout and e["l2"] == l2),
-                  key=lambda e: e["mean_accuracy"])
-        print(json.dumps({k: top[k] for k in ("senses", "feature_dropout", "l2", "text_weight", "accuracy")}
-                         | {"text_only": report[-1]["accuracy"]}), flush=True)
+    sentence = SentenceSide.build(args.sentence_encoder, examples, valid, labels, slot_names, args.sentence_l2) \
+        if args.sentence_encoder else None
+    report, best = grid_search(args, examples, valid, labels, slot_names, sentence)
     assert best is not None
     _, chosen, model, lexicon = best
     print(json.dumps({"chosen": chosen}), flush=True)
@@ -164,9 +225,14 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.report).write_text(json.dumps(report, indent=1, default=str))
     if args.out:
         stored = stored_lexicon(chosen["senses"], model.index()) if chosen["senses"] else {}
+        part = sentence.part(chosen["sentence_l2"], chosen["sentence_weight"]) if sentence else None
         attach_text_branch(intent, asr, model.features, stored, model.slot_weights, model.slot_bias,
-                           chosen["text_weight"], source=Path(args.asr).name, with_language_model=args.with_lm)
-        record = {k: chosen[k] for k in ("senses", "feature_dropout", "l2", "text_weight", "accuracy")}
+                           chosen["text_weight"], source=Path(args.asr).name, with_language_model=args.with_lm,
+                           sentence=part)
+        record = {k: chosen[k] for k in ("senses", "feature_dropout", "l2", "text_weight", "accuracy",
+                                         "sentence_l2", "sentence_weight") if k in chosen}
+        if part is not None:
+            record["sentence_encoder"] = part.encoder.config.source
         record["transcripts"] = "asr beam search under its LM" if args.with_lm else "asr best path"
         if args.lm_from:
             record["transcripts"] = f"asr beam search under the LM of {args.lm_from}"
