@@ -160,6 +160,12 @@ def slot_incidence(labels: list[str], slot_names: list[str]) -> torch.Tensor:
     return incidence
 
 
+def label_incidence(labels: list[str], slot_names: list[str] | None) -> torch.Tensor:
+    """:func:`slot_incidence` for slot-factorised labels; without slot names each label is its own value
+    (the identity), so a classifier over free-form intents shares the same code."""
+    return slot_incidence(labels, slot_names) if slot_names else torch.eye(len(labels))
+
+
 class ClassifierHead(_PooledHead):
     """Projection, pooling, linear -> class logits; with ``factorized_slots`` the linear scores slot
     values and an intent's logit is the sum of its values' scores."""

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
 
-from elp.errors import ConfigError
 from elp.tasks.base import TaskRequest
 from elp.tasks.classifier import ClassifierTask, LabelScorer
 from elp.tasks.recipe import TrainingRecipe
@@ -17,7 +16,6 @@ if TYPE_CHECKING:
     import torch
 
     from elp.adapter_set import AdapterSet
-    from elp.config import AdapterSetConfig
 
 
 def split_slots(label: str, slot_names: list[str] | None) -> dict[str, str] | None:
@@ -58,11 +56,6 @@ class SlotScorer(LabelScorer):
 
 @dataclass(frozen=True)
 class IntentTask(ClassifierTask):
-    def validate(self, config: AdapterSetConfig) -> None:
-        super().validate(config)
-        if config.text_branch is not None and not config.slot_names:
-            raise ConfigError("an intent set's text branch scores slot values: the set needs slot_names")
-
     def example_fields(self, num_outputs: int | None = None) -> dict[str, Any]:
         fields = super().example_fields(num_outputs)
         return fields if num_outputs is not None else {**fields, "slot_names": ["action", "object", "location"]}

@@ -19,7 +19,7 @@ from torch import nn
 
 from elp.decoding.bigram import WordBigramLM
 from elp.heads.ctc import CTCHead
-from elp.heads.pooled import slot_incidence
+from elp.heads.pooled import label_incidence
 from elp.string_table import join_strings, split_strings
 from elp.text_intent.config import TextBranchConfig
 from elp.text_intent.features import feature_indices
@@ -103,7 +103,7 @@ class TextBranch(nn.Module):
         self.ctc_head = CTCHead(self.featurizer.output_dim, len(config.vocab), config.head)
         self.language_model = WordBigramLM(config.language_model) if config.language_model is not None else None
         self.requires_grad_(False)  # a copy of another set's modules: never trained here
-        incidence = slot_incidence(labels, slot_names)
+        incidence = label_incidence(labels, slot_names)
         if incidence.shape[1] != config.num_slot_values:
             raise ValueError(f"text_branch has {config.num_slot_values} slot values, the labels {incidence.shape[1]}")
         self.register_buffer("slot_incidence", incidence, persistent=False)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn.functional import embedding_bag
 
-from elp.heads.pooled import slot_incidence
+from elp.heads.pooled import label_incidence
 from elp.text_intent.features import transcript_features
 
 
@@ -76,7 +76,7 @@ def fit(examples: Sequence[TextExample], lexicon: Mapping[str, Sequence[str]], l
     index = {name: i for i, name in enumerate(features)}
     flat, offsets = bags([ex.text for ex in examples], lexicon, index)
     targets = torch.tensor([labels.index(ex.label) for ex in examples])
-    incidence = slot_incidence(labels, slot_names)
+    incidence = label_incidence(labels, slot_names)
     weights = torch.zeros(len(features), incidence.shape[1], requires_grad=True)
     bias = torch.zeros(incidence.shape[1], requires_grad=True)
     optimiser = torch.optim.Adam([weights, bias], lr=settings.lr)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from elp import AdapterSet
-from elp.heads.pooled import slot_incidence
+from elp.heads.pooled import label_incidence
 from elp.text_intent.branch import SentencePart, attach_text_branch, fuse_log_probs
 from training.data.manifest import filter_split, read_manifest
 from training.intent_text.fit import FitSettings, TextExample, fit, fit_sentence_scorer, text_logits
@@ -121,7 +121,7 @@ class SentenceSide:
         texts = sorted({ex.text for ex in examples} | {t for v in valid.values() for t in v["texts"]})
         vectors = torch.cat([encoder.embed(tokenizer, texts[i:i + 512]) for i in range(0, len(texts), 512)])
         row = {text: i for i, text in enumerate(texts)}
-        incidence = slot_incidence(labels, slot_names)
+        incidence = label_incidence(labels, slot_names)
         train = vectors[[row[ex.text] for ex in examples]]
         targets = torch.tensor([labels.index(ex.label) for ex in examples])
         fitted = {l2: fit_sentence_scorer(train, targets, incidence, l2) for l2 in l2_values}
