@@ -22,6 +22,10 @@ starts at the set's own answers.
 the set's E/P-adapters, the clips, the augmentation and its seed) so later refits of the same set
 skip it; ``--schedule cosine`` anneals the learning rate; ``--select lm`` keeps the epoch that decodes
 best under the ASR set's own LM (greedy CER and LM-decoded CER can disagree).
+
+``--extra-corpus DIR --distill-corpus W`` teaches the set new clips without letting go of the old: on the main
+corpus' training clips the loss adds W x the KL divergence from the starting set's outputs (learning without
+forgetting, Li & Hoiem 2016), so what the set already did well is held while the extra clips pull.
 """
 
 from __future__ import annotations
@@ -148,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--held-out-guard", default=DEFAULT_GUARD, metavar="MODULE:FUNC",
                    help="the check every training row must pass; a corpus that holds out its own test people "
                         "names its builder's (language ID: training.corpus.languages:check_language_training_rows)")
+    p.add_argument("--distill-corpus", type=float, default=0.0, metavar="W",
+                   help="keep the set's own answers on --corpus's training clips: W x the KL divergence from the "
+                        "starting set's outputs to the refit's (learning without forgetting; for --extra-corpus)")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                    help="learning rate: constant, or a 5%% linear warm-up then a cosine to zero over --epochs")
     return p
@@ -168,6 +175,8 @@ class Refit:
     with_lm: bool
     views: list[dict] = field(default_factory=list)
     prosody_views: list[dict | None] = field(default_factory=list)
+    #: --corpus's own training rows (``splits["train"]`` later also holds the extra corpora's)
+    corpus_train: list = field(default_factory=list)
 
     @property
     def task(self) -> str:
@@ -212,7 +221,8 @@ def _open_refit(args: argparse.Namespace) -> Refit:
     # validation sources: the corpus' own split first, then each extra corpus' (selection averages them)
     valid_sources = {"corpus": splits["valid"]} | {record["path"]: valid for record, _, valid in extra}
     featurizer = adapter_set.featurizer if args.freeze_featurizer else None
-    return Refit(model, adapter_set, splits, trials, extra, valid_sources, featurizer, with_lm)
+    return Refit(model, adapter_set, splits, trials, extra, valid_sources, featurizer, with_lm,
+                 corpus_train=list(splits["train"]))
 
 
 def _encode(args: argparse.Namespace, refit: Refit, started: float) -> None:
@@ -321,10 +331,13 @@ def _train(args: argparse.Namespace, refit: Refit, before: dict, new_head: bool)
     total_steps = args.epochs * -(-len(samples) // args.batch_size)
     scheduler = (cosine_scheduler(optimizer, total_steps, 0.05) if args.schedule == "cosine"
                  else constant_scheduler(optimizer))
+    teacher = copy.deepcopy(adapter_set).eval() if args.distill_corpus > 0 else None
     source = CachedFeatures(adapter_set, refit.views, refit.prosody_views, samples, targets, args.batch_size,
                             sequence_targets=get_task(refit.task).target_field == "text",
                             frame_mask_prob=args.frame_mask_prob,
-                            mask_generator=torch.Generator().manual_seed(args.seed))
+                            mask_generator=torch.Generator().manual_seed(args.seed), teacher=teacher,
+                            teacher_paths=frozenset(r.path for r in refit.corpus_train),
+                            teacher_weight=args.distill_corpus)
     loop = TrainingLoop(
         get_task(refit.task), source, loss_fn, optimizer, scheduler, lambda: _validation(refit),
         LoopSettings(total_steps, args.patience, history_key="epoch"), {"adapter_set": adapter_set},
@@ -345,6 +358,7 @@ def _record(args: argparse.Namespace, refit: Refit, epochs: int, new_head: bool)
             "prosody": config.head.prosody, "dropout": config.head.dropout,
             "augmented_views": args.augmented_views, "frame_mask_prob": args.frame_mask_prob,
             "weight_decay": args.weight_decay, "freeze_featurizer": args.freeze_featurizer,
+            "distill_corpus": args.distill_corpus,
             "context_blocks": args.context_blocks, "schedule": args.schedule, "select": args.select,
             "finished": True, "corpus": args.corpus,
             "extra_corpora": [record for record, _, _ in refit.extra],

@@ -224,6 +224,10 @@ class CachedFeatures:
     sequence_targets: bool = False
     frame_mask_prob: float = 0.0
     mask_generator: torch.Generator | None = None
+    #: a frozen copy of the starting set: its answers on ``teacher_paths`` hold the refit near them
+    teacher: AdapterSet | None = None
+    teacher_paths: frozenset[str] = frozenset()
+    teacher_weight: float = 0.0
 
     def train(self) -> None:
         self.adapter_set.train()
@@ -240,10 +244,16 @@ class CachedFeatures:
             masked = torch.rand(len(states), generator=self.mask_generator) < self.frame_mask_prob
             states = [mask_frames(s, self.mask_generator) if m else s for s, m in zip(states, masked, strict=True)]
         wants_prosody = self.prosody_views[0] is not None
-        output = head_outputs(self.adapter_set, states,
-                              [self.prosody_views[view][path] for view, path in picked] if wants_prosody else None)
+        prosody = [self.prosody_views[view][path] for view, path in picked] if wants_prosody else None
+        output = head_outputs(self.adapter_set, states, prosody)
+        teacher = {}
+        if self.teacher is not None and self.teacher_weight > 0:
+            with torch.no_grad():  # the same (masked) frames through the starting set
+                teacher = {"teacher": head_outputs(self.teacher, states, prosody),
+                           "teacher_weight": self.teacher_weight,
+                           "teacher_rows": torch.tensor([p in self.teacher_paths for p in paths])}
         if self.sequence_targets:
             return HeadBatch(output, torch.tensor([i for p in paths for i in self.targets[p]]),
                              torch.tensor([s[0].shape[0] for s in states]),
-                             torch.tensor([len(self.targets[p]) for p in paths]))
-        return HeadBatch(output, torch.tensor([self.targets[p] for p in paths]))
+                             torch.tensor([len(self.targets[p]) for p in paths]), **teacher)
+        return HeadBatch(output, torch.tensor([self.targets[p] for p in paths]), **teacher)

@@ -62,11 +62,35 @@ class HeadBatch:
     targets: torch.Tensor
     output_lengths: torch.Tensor | None = None
     target_lengths: torch.Tensor | None = None
+    #: a frozen teacher's outputs for the same rows, the rows it speaks for, and its term's weight
+    teacher: torch.Tensor | None = None
+    teacher_rows: torch.Tensor | None = None
+    teacher_weight: float = 0.0
+
+
+def teacher_divergence(output: torch.Tensor, teacher: torch.Tensor, rows: torch.Tensor,
+                       lengths: torch.Tensor | None) -> torch.Tensor:
+    """Mean KL(teacher || output) over the chosen rows' outputs (each frame of a sequence output, up to its
+    length): how far training has moved those rows' answers from where they started."""
+    log_student, log_teacher = output.float().log_softmax(-1), teacher.float().log_softmax(-1)
+    divergence = (log_teacher.exp() * (log_teacher - log_student)).sum(-1)  # (rows,) or (rows, frames)
+    weight = rows.float()
+    if divergence.dim() == 2:
+        frames = torch.arange(divergence.shape[1], device=divergence.device)
+        valid = frames[None, :] < (lengths if lengths is not None else divergence.new_full(
+            (divergence.shape[0],), divergence.shape[1]))[:, None]
+        weight = weight[:, None] * valid.float()
+    return (divergence * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def loss_value(task: TaskSpec, loss_fn: nn.Module, batch: HeadBatch) -> torch.Tensor:
-    """The loss of one batch, applied the task's way (:meth:`elp.tasks.TaskSpec.loss`) in float32."""
-    return task.loss(loss_fn, batch.output.float(), batch.output_lengths, batch.targets, batch.target_lengths)
+    """The loss of one batch, applied the task's way (:meth:`elp.tasks.TaskSpec.loss`) in float32, plus
+    ``teacher_weight`` x :func:`teacher_divergence` when the batch carries a teacher's outputs."""
+    loss = task.loss(loss_fn, batch.output.float(), batch.output_lengths, batch.targets, batch.target_lengths)
+    if batch.teacher is not None and batch.teacher_rows is not None and batch.teacher_weight > 0:
+        loss = loss + batch.teacher_weight * teacher_divergence(batch.output, batch.teacher, batch.teacher_rows,
+                                                                batch.output_lengths)
+    return loss
 
 
 # ------------------------------------------------------------------ the loop
