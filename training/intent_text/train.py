@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ import torch
 from elp import AdapterSet
 from elp.heads.pooled import label_incidence
 from elp.text_intent.branch import SentencePart, attach_text_branch, fuse_log_probs
+from elp.text_intent.sentence_encoder import PieceTokenizer, SentenceEncoder
 from training.data.manifest import filter_split, read_manifest
 from training.intent_text.fit import FitSettings, TextExample, fit, fit_sentence_scorer, text_logits
 from training.intent_text.lexicon import WordNetLexicon, stored_lexicon
@@ -101,20 +103,22 @@ def score_setting(text: dict[str, torch.Tensor], valid: dict[str, dict]) -> list
     return results
 
 
+@dataclass
 class SentenceSide:
     """The sentence encoder's side of the grid: embeddings of every training and validation text (computed
     once), one linear layer fitted per L2 value, and the logits combined with the word features'."""
 
-    def __init__(self, part_inputs: tuple, fitted: dict[float, tuple[torch.Tensor, torch.Tensor]],
-                 valid_embeddings: dict[str, torch.Tensor], incidence: torch.Tensor) -> None:
-        self.encoder, self.pieces, self.scores = part_inputs
-        self.fitted, self.valid_embeddings, self.incidence = fitted, valid_embeddings, incidence
+    encoder: SentenceEncoder
+    pieces: list[str]
+    scores: list[float]
+    fitted: dict[float, tuple[torch.Tensor, torch.Tensor]]
+    valid_embeddings: dict[str, torch.Tensor]
+    incidence: torch.Tensor
 
     @classmethod
     def build(cls, folder: str, examples: list[TextExample], valid: dict[str, dict], labels: list[str],
               slot_names: list[str], l2_values: list[float]) -> SentenceSide:
         from elp.convert.sentence_encoder import convert
-        from elp.text_intent.sentence_encoder import PieceTokenizer
 
         encoder, pieces, scores = convert(Path(folder))
         tokenizer = PieceTokenizer(pieces, scores)
@@ -126,7 +130,7 @@ class SentenceSide:
         targets = torch.tensor([labels.index(ex.label) for ex in examples])
         fitted = {l2: fit_sentence_scorer(train, targets, incidence, l2) for l2 in l2_values}
         valid_embeddings = {source: vectors[[row[t] for t in v["texts"]]] for source, v in valid.items()}
-        return cls((encoder, pieces, scores), fitted, valid_embeddings, incidence)
+        return cls(encoder, pieces, scores, fitted, valid_embeddings, incidence)
 
     def combined(self, words: dict[str, torch.Tensor], l2: float, weight: float) -> dict[str, torch.Tensor]:
         weights, bias = self.fitted[l2]
@@ -218,7 +222,6 @@ def main(argv: list[str] | None = None) -> int:
     sentence = SentenceSide.build(args.sentence_encoder, examples, valid, labels, slot_names, args.sentence_l2) \
         if args.sentence_encoder else None
     report, best = grid_search(args, examples, valid, labels, slot_names, sentence)
-    assert best is not None
     _, chosen, model, lexicon = best
     print(json.dumps({"chosen": chosen}), flush=True)
     if args.report:
