@@ -237,6 +237,22 @@ class CachedFeatures:
         return [[self.samples[i] for i in order[start : start + self.batch_size]]
                 for start in range(0, len(order), self.batch_size)]
 
+    def _teacher_outputs(self, output: torch.Tensor, paths: list[str], states: list,
+                         prosody: list[torch.Tensor] | None) -> dict:
+        """HeadBatch's teacher fields: the starting set's outputs on the same (masked) frames of the rows it
+        speaks for, in a tensor shaped like ``output`` (other rows zero, and masked out by ``teacher_rows``);
+        the teacher runs on those rows only. Empty when there is no teacher or no such row in the batch."""
+        rows = torch.tensor([path in self.teacher_paths for path in paths])
+        if self.teacher is None or self.teacher_weight <= 0 or not bool(rows.any()):
+            return {}
+        chosen = rows.nonzero().flatten().tolist()
+        with torch.no_grad():
+            taught = head_outputs(self.teacher, [states[i] for i in chosen],
+                                  [prosody[i] for i in chosen] if prosody is not None else None)
+            full = output.detach().new_zeros(output.shape)
+            full[chosen, : taught.shape[1]] = taught.to(full.dtype)
+        return {"teacher": full, "teacher_rows": rows, "teacher_weight": self.teacher_weight}
+
     def forward(self, picked: list[tuple[int, str]]) -> HeadBatch:
         paths = [path for _, path in picked]
         states = [self.views[view][path] for view, path in picked]
@@ -246,12 +262,7 @@ class CachedFeatures:
         wants_prosody = self.prosody_views[0] is not None
         prosody = [self.prosody_views[view][path] for view, path in picked] if wants_prosody else None
         output = head_outputs(self.adapter_set, states, prosody)
-        teacher = {}
-        if self.teacher is not None and self.teacher_weight > 0:
-            with torch.no_grad():  # the same (masked) frames through the starting set
-                teacher = {"teacher": head_outputs(self.teacher, states, prosody),
-                           "teacher_weight": self.teacher_weight,
-                           "teacher_rows": torch.tensor([p in self.teacher_paths for p in paths])}
+        teacher = self._teacher_outputs(output, paths, states, prosody)
         if self.sequence_targets:
             return HeadBatch(output, torch.tensor([i for p in paths for i in self.targets[p]]),
                              torch.tensor([s[0].shape[0] for s in states]),
