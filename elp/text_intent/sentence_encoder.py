@@ -46,7 +46,8 @@ class PieceTokenizer:
         n = len(symbols)
         best = [0.0] * (n + 1)
         chosen = [0] * (n + 1)
-        # candidates ending at each position, visited by start position in increasing order (the original's order)
+        # candidates ending at each position, appended (so visited) by start position in increasing order, the
+        # original's order
         ending: list[list[tuple[int, int, float]]] = [[] for _ in range(n + 1)]
         for start in range(n):
             found = False
@@ -58,7 +59,7 @@ class PieceTokenizer:
             if not found:
                 ending[start + 1].append((start, 0, 0.0))
         for end in range(n + 1):
-            for start, index, score in sorted(ending[end], key=lambda c: c[0]):
+            for start, index, score in ending[end]:
                 total = score + best[start]
                 if best[end] == 0 or total >= best[end]:  # 0 stands for "not reached yet", as in the original
                     best[end], chosen[end] = total, index

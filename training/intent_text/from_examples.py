@@ -61,9 +61,7 @@ def empty_intent_set(asr: AdapterSet, labels: list[str], slot_names: list[str] |
     """An intent set on ``asr``'s E-, P- and L-adapters whose head answers nothing (all weights zero)."""
     config = config_for_method("elp", "intent", dict(asr.config.backbone), labels=labels, slot_names=slot_names)
     config.head.factorized_slots = False
-    target = AdapterSet(config)
-    target.config.slot_names = slot_names
-    intent = transplant(target, asr)
+    intent = transplant(AdapterSet(config), asr)
     with torch.no_grad():
         for parameter in intent.head.parameters():
             parameter.zero_()
