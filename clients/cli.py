@@ -5,6 +5,7 @@
     elp-client verify a.wav b.wav            # or: elp-client verify a.wav --speaker alice
     elp-client emotion clip.wav --adapter emotion-alt
     elp-client intent clip.wav
+    elp-client asr talk.wav --stream         # a live stream: JSON lines, partial answers and one result an utterance
     elp-client enroll alice a1.wav a2.wav ; elp-client speakers ; elp-client delete-speaker alice
     elp-client adapters ; elp-client load ID ; elp-client unload ID ; elp-client ready
 
@@ -23,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import httpx
+from websockets.exceptions import WebSocketException
 
 from clients.client import DEFAULT_URL, ELPClient
 from clients.errors import ELPClientError
@@ -49,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
         if spec.enrolled_reference is not None:
             sub.add_argument(f"--{spec.enrolled_reference.field}", help=spec.enrolled_reference.description)
         sub.add_argument("--adapter", help="adapter id (default: the task's default)")
+        if spec.one_clip:
+            sub.add_argument("--stream", action="store_true",
+                             help="send the clip as a live stream at the pace of speech; print each message as "
+                             "one JSON line (partial answers as they grow, one result per utterance)")
     sub = commands.add_parser("enroll", help="enrol a speaker from one or more clips")
     sub.add_argument("speaker")
     sub.add_argument("clips", nargs="+")
@@ -113,12 +119,16 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx.BaseTransport | 
     args = build_parser().parse_args(argv)
     try:
         with ELPClient(args.url, api_key=args.api_key, timeout=args.timeout, transport=transport) as client:
+            if getattr(args, "stream", False):
+                for message in client.stream(args.command, args.clip, adapter=args.adapter, realtime=True):
+                    print(json.dumps(message, sort_keys=True), flush=True)
+                return 0
             result = run(args, client)
     except ELPClientError as exc:
         print(json.dumps({"error": {"code": exc.code, "message": exc.message}, "status": exc.status}),
               file=sys.stderr)
         return 1
-    except (httpx.HTTPError, OSError) as exc:
+    except (httpx.HTTPError, OSError, WebSocketException) as exc:
         print(f"elp-client: {exc}", file=sys.stderr)
         return 2
     if args.subtitles:

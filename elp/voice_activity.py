@@ -31,6 +31,8 @@ SAMPLE_RATE = 16000
 CHUNK = 512
 CONTEXT = 64
 CHUNK_S = CHUNK / SAMPLE_RATE
+#: the LSTM's (hidden, cell) state between chunks
+LSTMState = tuple[torch.Tensor, torch.Tensor]
 #: the 16 kHz model's file in silero-vad 6.2.3 (pinned in pyproject.toml): another model would move every
 #: gate decision, so a different file is refused rather than served silently
 JIT_FILE = "silero_vad.jit"
@@ -66,14 +68,21 @@ class SileroVAD(torch.nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """``waveform``: 1-D, 16 kHz. Returns one probability per chunk (the last chunk zero-padded)."""
         x = F.pad(waveform.reshape(-1).float(), (CONTEXT, (-waveform.numel()) % CHUNK))
-        chunks = x.unfold(0, CHUNK + CONTEXT, CHUNK)  # (chunks, 576): each with the 64 samples before it
+        probabilities, _ = self.step(x.unfold(0, CHUNK + CONTEXT, CHUNK))
+        return probabilities
+
+    @torch.inference_mode()
+    def step(self, chunks: torch.Tensor, state: LSTMState | None = None) -> tuple[torch.Tensor, LSTMState]:
+        """Probabilities of consecutive ``chunks`` (n, 576: each chunk with the 64 samples before it) and the
+        LSTM's state after them: passing that state with the next chunks continues the clip, so audio that
+        arrives piece by piece gets the probabilities of the whole clip (``elp.streaming``)."""
         spectrum = F.conv1d(F.pad(chunks, (0, 64), mode="reflect").unsqueeze(1), self.stft, stride=128)
         half = spectrum.shape[1] // 2
         h = (spectrum[:, :half] ** 2 + spectrum[:, half:] ** 2).sqrt()
         for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
             h = F.relu(conv(h))
-        states, _ = self.lstm(h.squeeze(-1).unsqueeze(1))  # (chunks, 1, 128): the state runs through time
-        return torch.sigmoid(self.out(F.relu(states.squeeze(1)).unsqueeze(-1))).reshape(-1)
+        states, state = self.lstm(h.squeeze(-1).unsqueeze(1), state)  # (chunks, 1, 128): the state runs in time
+        return torch.sigmoid(self.out(F.relu(states.squeeze(1)).unsqueeze(-1))).reshape(-1), state
 
 
 def package_model_path() -> Path:

@@ -15,6 +15,7 @@ from server.routes import router
 from server.security import TokenBucketLimiter
 from server.service import InferenceService
 from server.settings import Settings
+from server.streaming import stream_router
 from server.ui import router as ui_router
 
 logger = logging.getLogger("server")
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The routes are the app's own, not an included router: FastAPI (0.16x) re-walks an included
     # router's routes on every request to see whether they changed, ~6% of a saturated event loop
     # (py-spy, benchmarks/README.md "Host time per request"); ours are fixed when the app is built.
-    routes = [*router.routes, *(ui_router.routes if settings.ui_enabled else [])]
+    routes = [*router.routes, *stream_router.routes, *(ui_router.routes if settings.ui_enabled else [])]
     app = FastAPI(
         title="ELP speech server",
         version="1.0.0",
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.service = service
+    app.state.open_streams = {}  # live streams open now, by endpoint (read and written on the event loop)
     app.state.verify_limiter = TokenBucketLimiter(settings.verify_rate_per_s, settings.verify_burst)
     install_error_handlers(app)
     # added innermost first: metrics see every answer, including the body limit's 413s and the upload

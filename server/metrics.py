@@ -63,7 +63,14 @@ EXPORTED_METRIC_NAMES: tuple[str, ...] = (
     "elp_gpu_memory_allocated_bytes",
     "elp_gpu_memory_reserved_bytes",
     "elp_ready",
+    "elp_streams_open",
+    "elp_stream_utterances_total",
+    "elp_stream_answer_delay_seconds",
+    "elp_streams_closed_total",
 )
+
+#: why a live stream ended (label values of ``elp_streams_closed_total``)
+STREAM_CLOSE_REASONS = ("client", "idle", "limit", "invalid", "overloaded", "refused", "error")
 
 
 class ServerMetrics:
@@ -179,6 +186,25 @@ class ServerMetrics:
         )
         self.gpu_memory_reserved = Gauge(
             "gpu_memory_reserved_bytes", "torch.cuda.memory_reserved (0 without CUDA)",
+            namespace=NAMESPACE, registry=r,
+        )
+        self.streams_open = Gauge(
+            "streams_open", "Live streams (WebSocket) open now, by endpoint", ["endpoint"],
+            namespace=NAMESPACE, registry=r,
+        )
+        self.stream_utterances = Counter(
+            "stream_utterances", "Answers sent on live streams, by endpoint and kind (partial: the utterance still "
+            "being spoken; final: an utterance that ended)", ["endpoint", "kind"], namespace=NAMESPACE, registry=r,
+        )
+        self.stream_answer_delay = Histogram(
+            "stream_answer_delay_seconds", "From the moment the server heard a live stream's utterance end (its "
+            "pause, a cut or the stream's end) to the moment its answer was sent, by endpoint: what a speaker "
+            "waits for after the pause", ["endpoint"], namespace=NAMESPACE, buckets=_LATENCY_BUCKETS, registry=r,
+        )
+        self.streams_closed = Counter(
+            "streams_closed", "Live streams ended, by endpoint and reason (client: it said end or hung up; idle; "
+            "limit: too long or too large a message; invalid: a malformed message or parameter; overloaded; "
+            "refused: too many streams or a foreign page; error: a server fault)", ["endpoint", "reason"],
             namespace=NAMESPACE, registry=r,
         )
         self.ready = Gauge("ready", "1 once the backbone and default adapters are resident",

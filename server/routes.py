@@ -13,8 +13,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
-from elp.tasks import TASKS, TaskRequest, TaskSpec, enrolment_task
+from elp.tasks import TASKS, TaskSpec, enrolment_task
 from server.adapters import AdapterLease
+from server.answering import answer_clips
 from server.audio import DecodedAudio
 from server.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
 from server.schemas import (
@@ -177,19 +178,9 @@ def task_handler(spec: TaskSpec) -> Any:
                 record = await asyncio.to_thread(get_enrolled, service.speakers, enrolled_id, entry.adapter_id,
                                                  entry.enrolment_versions)
                 enrolled, enrolled_s = record.embedding, record.total_duration_s or None
-            plan = await service.plan(spec.name, clips)
-            outcome = await service.infer_plan(spec.name, lease, plan, receive=request.receive)
-        fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}
-        service.metrics.audio_seconds.labels(endpoint=spec.endpoint).inc(sum(clip.duration_s for clip in clips))
-        service.metrics.voiceless_audio_seconds.labels(endpoint=spec.endpoint).inc(plan.unread_s)
-        answer = dict(spec.silence_answer or ()) if plan.silent else spec.respond(TaskRequest(
-            config=entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in plan.rows],
-            fields=fields, enrolled=enrolled, enrolled_duration_s=enrolled_s, fallbacks=service.task_fallbacks,
-            segments_s=plan.spans,
-        ))
-        confidence = spec.answer_confidence(answer)
-        if confidence is not None:
-            service.metrics.answer_confidence.labels(endpoint=spec.endpoint).observe(confidence)
+            fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}
+            answer, outcome = await answer_clips(service, spec, lease, clips, fields=fields, enrolled=enrolled,
+                                                 enrolled_s=enrolled_s, receive=request.receive)
         return {**answer, **_base(lease, clips[0], clock, outcome)}
 
     handler.__name__ = spec.endpoint

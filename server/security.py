@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -63,12 +64,17 @@ def check_same_origin(request: Request) -> None:
     Refuse it (403) unless the Origin is this server's own; clients without an Origin (curl, SDKs) pass.
     No CORS headers are ever sent, so cross-site pages cannot read answers or send the key header."""
     origin = request.headers.get("origin")
-    if origin is None or request.method not in _STATE_CHANGING:
-        return
-    host = request.headers.get("host", "")
-    parts = urlsplit(origin)
-    if origin == "null" or parts.scheme not in ("http", "https") or parts.netloc.lower() != host.lower():
+    if origin is not None and request.method in _STATE_CHANGING and is_foreign_origin(origin, request.headers):
         raise ForbiddenError(f"cross-site request refused: Origin {origin[:100]!r} is not this server")
+
+
+def is_foreign_origin(origin: str, headers: Mapping[str, str]) -> bool:
+    """Whether a browser sent the request from a page of another site (or an opaque one): its ``Origin``
+    is not this server's own scheme-less host. Live streams (WebSockets, which CORS does not guard) refuse
+    such pages outright, so no other site can listen through a user's server."""
+    parts = urlsplit(origin)
+    return (origin == "null" or parts.scheme not in ("http", "https")
+            or parts.netloc.lower() != headers.get("host", "").lower())
 
 
 class TokenBucketLimiter:

@@ -181,6 +181,29 @@ class ServerSettings(BaseSettings):
         None, le=0, description="the speech gate's level floor (dBFS): quieter chunks never count as speech "
         "(unset = -55): lower it for quiet microphones",
     )
+    # live streams (/asr/stream and the other one-clip tasks' /<endpoint>/stream: docs/API.md, "Live streams")
+    max_streams: int = Field(
+        16, ge=0, description="live streams open at once; one more is refused (close code 1013; 0 = no streams)"
+    )
+    stream_max_s: float = Field(3600.0, gt=0, description="most seconds of audio one live stream may send")
+    stream_idle_timeout_s: float = Field(
+        30.0, gt=0, description="a live stream that sends nothing for this long is closed (close code 1008)"
+    )
+    stream_max_frame_bytes: int = Field(
+        256 * 1024, ge=4096, le=16 * MIB,
+        description="largest message of a live stream (also the WebSocket limit uvicorn enforces): 8 s of 16-bit "
+        "16 kHz audio",
+    )
+    stream_end_pause_s: float = Field(
+        0.6, gt=0, le=10, description="a pause this long (by the voice detector) ends an utterance of a live stream"
+    )
+    stream_partial_interval_s: float = Field(
+        1.0, ge=0, description="how often, at most, the answer of the utterance still being spoken is sent "
+        "(tasks with partial answers: /asr; it then waits until the utterance has grown by half; 0 = never)",
+    )
+    stream_max_utterance_s: float = Field(
+        20.0, ge=5, le=30, description="an utterance of a live stream this long is cut at its least voiced moment"
+    )
     max_enrol_clips: int = Field(10, ge=1, description="most clips in one enrolment (POST /speakers/{id})")
     max_enrol_seconds: float = Field(120.0, gt=0, description="most seconds of audio in one enrolment, all clips")
 

@@ -208,6 +208,8 @@ ASR = AsrTask(
     silence_answer=(("text", ""),),
     # long recordings cut at every pause (its settings chosen on validation recordings: docs/results/long-form.md)
     long_form=LongFormSplitter(),
+    # a live stream shows the words of the sentence still being spoken
+    partial_answers=True,
     # short silenced spans: the CTC head must spell from context, not memorise the training sentences
     training=TrainingRecipe(paper_rates=(2e-3, 1e-3, 1e-3), fast_rates=(2e-3, 1e-3, 5e-4),
                             augment=(("time_mask_prob", 0.5),)),

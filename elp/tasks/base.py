@@ -138,12 +138,20 @@ class TaskSpec:
     display_name: str = ""
     #: the answer field that states the result (shown first on the page); "" = the first answer field
     headline_field: str = ""
+    #: live streams (``/<endpoint>/stream``, tasks whose request is one clip): whether the answer of the
+    #: utterance still being spoken is sent as it grows (ASR's words), besides each utterance's final answer
+    partial_answers: bool = False
 
     def __post_init__(self) -> None:
-        one_clip = not self.extra_clips and self.enrolled_reference is None
-        if (self.long_form is not None or self.silence_answer is not None) and not one_clip:
-            raise ConfigError(f"task {self.name!r}: long-form splitting and a silence answer are for tasks whose "
-                              "request is one clip (the server reads only that clip for them)")
+        if (self.long_form is not None or self.silence_answer is not None or self.partial_answers) \
+                and not self.one_clip:
+            raise ConfigError(f"task {self.name!r}: long-form splitting, a silence answer and partial answers are for "
+                              "tasks whose request is one clip (the server reads only that clip for them)")
+
+    @property
+    def one_clip(self) -> bool:
+        """Whether a request is the one ``file``: such tasks also take long recordings and live streams."""
+        return not self.extra_clips and self.enrolled_reference is None
 
     @property
     def silence_gate(self) -> SpeechGate | None:

@@ -1,0 +1,40 @@
+"""A task's answer to decoded clips: the rows planned, run through the batching worker, shaped by the task.
+
+Shared by the task routes (one upload) and live streams (one utterance at a time), so a streamed
+utterance is answered exactly as the same audio sent to ``POST /<endpoint>`` would be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from elp.tasks import TaskRequest, TaskSpec
+from server.adapters import AdapterLease
+from server.audio import DecodedAudio
+from server.service import InferenceOutcome, InferenceService
+
+
+async def answer_clips(
+    service: InferenceService, spec: TaskSpec, lease: AdapterLease, clips: list[DecodedAudio], *,
+    fields: Mapping[str, Any] | None = None, enrolled: Any = None, enrolled_s: float | None = None,
+    receive: Any = None, counted: bool = True,
+) -> tuple[dict[str, Any], InferenceOutcome]:
+    """The task's answer fields for ``clips`` (``file`` first) and the outcome's timings. Unless not
+    ``counted`` (a live stream's partial answer: its audio is counted with the utterance's final one), the
+    audio and the answer's confidence go into the metrics. ``lease`` must be held until this returns."""
+    plan = await service.plan(spec.name, clips)
+    outcome = await service.infer_plan(spec.name, lease, plan, receive=receive)
+    answer = dict(spec.silence_answer or ()) if plan.silent else spec.respond(TaskRequest(
+        config=lease.entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in plan.rows],
+        fields=dict(fields or {}), enrolled=enrolled, enrolled_duration_s=enrolled_s,
+        fallbacks=service.task_fallbacks, segments_s=plan.spans,
+    ))
+    if counted:
+        metrics = service.metrics
+        metrics.audio_seconds.labels(endpoint=spec.endpoint).inc(sum(clip.duration_s for clip in clips))
+        metrics.voiceless_audio_seconds.labels(endpoint=spec.endpoint).inc(plan.unread_s)
+        confidence = spec.answer_confidence(answer)
+        if confidence is not None:
+            metrics.answer_confidence.labels(endpoint=spec.endpoint).observe(confidence)
+    return answer, outcome

@@ -1,0 +1,265 @@
+"""Live streams: ``WS /<endpoint>/stream`` for every task whose request is one clip (docs/API.md, "Live streams").
+
+A client sends raw 16 kHz mono audio as it is recorded; the server cuts it into utterances with the voice
+detector (``elp.streaming.Endpointer``) and answers each one when its pause is heard, through the same
+batching worker and task code as ``POST /<endpoint>`` (``server.answering``). Tasks with partial answers
+(``TaskSpec.partial_answers``: ASR) also get the answer of the utterance still being spoken as it grows.
+
+A session reads, cuts and answers in order, one message at a time, so a client that sends faster than the
+server answers is slowed by its own socket (no queue grows here), and it holds at most one utterance of
+audio. Limits (settings): streams open at once, seconds per stream, bytes per message, idle time. A page of
+another site is refused before the handshake completes (CORS does not guard WebSockets).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+
+from elp.streaming import Endpointer, EndpointSettings, Utterance
+from elp.tasks import TASKS, TaskSpec
+from elp.voice_activity import SAMPLE_RATE
+from server.answering import answer_clips
+from server.audio import DecodedAudio
+from server.errors import (
+    InvalidAudioError,
+    InvalidRequestError,
+    OverloadedError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+    ServerError,
+)
+from server.security import is_foreign_origin
+from server.service import InferenceService
+
+logger = logging.getLogger("server.streaming")
+
+#: how each message's bytes become samples
+ENCODINGS = {"pcm_s16le": (np.dtype("<i2"), 1.0 / 32768.0), "f32le": (np.dtype("<f4"), 1.0)}
+# close codes (RFC 6455): 1000 done, 1007 bad data, 1008 policy (idle, bad parameter, foreign page),
+# 1009 too large, 1011 server fault, 1013 try again later
+CLOSE_NORMAL, CLOSE_BAD_DATA, CLOSE_POLICY = 1000, 1007, 1008
+CLOSE_TOO_LARGE, CLOSE_FAULT, CLOSE_BUSY = 1009, 1011, 1013
+
+stream_router = APIRouter()
+
+
+class StreamClosing(Exception):
+    """End the stream: send ``error`` (if any) as the last message, close with ``code``, count ``reason``."""
+
+    def __init__(self, code: int, reason: str, error: ServerError | None = None) -> None:
+        super().__init__(reason)
+        self.code, self.reason, self.error = code, reason, error
+
+
+@dataclass(frozen=True)
+class StreamParameters:
+    """The query string of a stream: ``adapter``, ``encoding``, ``sample_rate`` (16000 only), ``partials``."""
+
+    adapter: str | None
+    encoding: str
+    partials: bool
+
+    @classmethod
+    def parse(cls, query: Any, spec: TaskSpec) -> StreamParameters:
+        unknown = set(query) - {"adapter", "encoding", "sample_rate", "partials"}
+        if unknown:
+            raise InvalidRequestError(f"unknown stream parameters: {sorted(unknown)}")
+        encoding = query.get("encoding", "pcm_s16le")
+        if encoding not in ENCODINGS:
+            raise InvalidRequestError(f"encoding must be one of {sorted(ENCODINGS)}, got {encoding[:40]!r}")
+        if query.get("sample_rate", str(SAMPLE_RATE)) != str(SAMPLE_RATE):
+            raise InvalidRequestError(f"a live stream is {SAMPLE_RATE} Hz mono; resample before sending")
+        partials = query.get("partials", "true").lower()
+        if partials not in ("true", "false", "1", "0"):
+            raise InvalidRequestError("partials must be true or false")
+        return cls(query.get("adapter") or None, encoding, spec.partial_answers and partials in ("true", "1"))
+
+
+def samples_of(data: bytes, encoding: str) -> np.ndarray:
+    """A binary message as float32 samples; refused if it does not hold whole, finite samples."""
+    dtype, scale = ENCODINGS[encoding]
+    if len(data) % dtype.itemsize:
+        raise InvalidAudioError(f"a {encoding} message holds whole {dtype.itemsize}-byte samples; got {len(data)} "
+                                "bytes")
+    samples = np.frombuffer(data, dtype=dtype).astype(np.float32) * np.float32(scale)
+    if not np.isfinite(samples).all():
+        raise InvalidAudioError("the audio holds NaN or infinite samples")
+    return samples
+
+
+class StreamSession:
+    """One open stream: reads messages, cuts utterances, answers them in order."""
+
+    def __init__(self, websocket: WebSocket, spec: TaskSpec, service: InferenceService) -> None:
+        self.websocket, self.spec, self.service = websocket, spec, service
+        self.settings = service.settings
+        self.metrics = service.metrics
+        self.received = 0  # samples
+
+    async def run(self) -> None:
+        try:
+            self.parameters = StreamParameters.parse(self.websocket.query_params, self.spec)
+        except InvalidRequestError as error:
+            raise StreamClosing(CLOSE_POLICY, "invalid", error) from None
+        lease = await self._lease()
+        lease.release()
+        s = self.settings
+        self.endpointer = Endpointer(EndpointSettings(
+            end_pause_s=s.stream_end_pause_s, max_utterance_s=s.stream_max_utterance_s,
+            partial_interval_s=s.stream_partial_interval_s if self.parameters.partials else 0.0))
+        await self.websocket.send_json({
+            "type": "ready", "adapter": lease.entry.label, "sample_rate": SAMPLE_RATE,
+            "encoding": self.parameters.encoding, "partials": self.parameters.partials,
+            "end_pause_s": s.stream_end_pause_s, "max_utterance_s": s.stream_max_utterance_s,
+            "max_stream_s": s.stream_max_s,
+        })
+        while await self._next_message():
+            pass
+
+    async def _next_message(self) -> bool:
+        """Read and answer one message; False once the stream has ended."""
+        try:
+            message = await asyncio.wait_for(self.websocket.receive(), self.settings.stream_idle_timeout_s)
+        except TimeoutError:
+            raise StreamClosing(CLOSE_POLICY, "idle", RequestTimeoutError(
+                f"no message for {self.settings.stream_idle_timeout_s:g} s: the stream is closed")) from None
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", CLOSE_NORMAL))
+        if message.get("bytes") is not None:
+            await self._audio(message["bytes"])
+            return True
+        if _command(message.get("text")) != "end":
+            raise StreamClosing(CLOSE_POLICY, "invalid", InvalidRequestError(
+                'send audio as binary messages, and {"type": "end"} as text to end the stream'))
+        await self._answer_all(await asyncio.to_thread(self.endpointer.finish))
+        await self.websocket.send_json({"type": "end", "utterances": self.endpointer.index,
+                                        "audio_s": round(self.received / SAMPLE_RATE, 3)})
+        await self.websocket.close(CLOSE_NORMAL)
+        return False
+
+    async def _audio(self, data: bytes) -> None:
+        if len(data) > self.settings.stream_max_frame_bytes:
+            raise StreamClosing(CLOSE_TOO_LARGE, "limit", PayloadTooLargeError(
+                f"a stream message holds at most {self.settings.stream_max_frame_bytes} bytes; got {len(data)}"))
+        try:
+            samples = samples_of(data, self.parameters.encoding)
+        except InvalidAudioError as error:
+            raise StreamClosing(CLOSE_BAD_DATA, "invalid", error) from None
+        self.received += len(samples)
+        if self.received > self.settings.stream_max_s * SAMPLE_RATE:
+            await self._answer_all(await asyncio.to_thread(self.endpointer.finish))
+            raise StreamClosing(CLOSE_TOO_LARGE, "limit", PayloadTooLargeError(
+                f"a live stream lasts at most {self.settings.stream_max_s:g} s of audio"))
+        await self._answer_all(await asyncio.to_thread(self.endpointer.push, samples))
+
+    async def _answer_all(self, utterances: list[Utterance]) -> None:
+        heard = time.perf_counter()
+        for utterance in utterances:
+            await self._answer(utterance, heard)
+
+    async def _lease(self) -> Any:
+        try:
+            return await self.service.lease(self.spec.name, self.parameters.adapter)
+        except ServerError as error:
+            raise StreamClosing(CLOSE_POLICY, "invalid", error) from None
+
+    async def _answer(self, utterance: Utterance, heard: float) -> None:
+        """Answer one utterance. A partial is skipped when the server is overloaded; a final ends the stream
+        with 1013 then (its client should come back later)."""
+        clip = DecodedAudio(utterance.waveform, SAMPLE_RATE, SAMPLE_RATE, 1)
+        try:
+            self.service.admit(1)
+            lease = await self._lease()
+            with lease:
+                answer, outcome = await answer_clips(self.service, self.spec, lease, [clip], counted=utterance.final)
+        except StreamClosing:
+            raise
+        except ServerError as error:
+            if not utterance.final:
+                return
+            busy = isinstance(error, OverloadedError | RequestTimeoutError)
+            raise StreamClosing(CLOSE_BUSY if busy else CLOSE_FAULT, "overloaded" if busy else "error", error) from None
+        kind = "result" if utterance.final else "partial"
+        message = {"type": kind, "utterance": utterance.index, "start_s": round(utterance.start_s, 3),
+                   "end_s": round(utterance.end_s, 3), **answer, "adapter": lease.entry.label}
+        if utterance.final:
+            delay_ms = (time.perf_counter() - heard) * 1000.0
+            message["timings_ms"] = {"queue": round(outcome.queue_ms, 3), "inference": round(outcome.inference_ms, 3),
+                                     "total": round(delay_ms, 3)}
+            self.metrics.stream_answer_delay.labels(endpoint=self.spec.endpoint).observe(delay_ms / 1000.0)
+        self.metrics.stream_utterances.labels(endpoint=self.spec.endpoint,
+                                              kind="final" if utterance.final else "partial").inc()
+        await self.websocket.send_json(message)
+
+
+def _command(text: str | None) -> str | None:
+    try:
+        command = json.loads(text or "")
+    except ValueError:
+        return None
+    return command.get("type") if isinstance(command, dict) else None
+
+
+def stream_handler(spec: TaskSpec) -> Any:
+    """The WebSocket route of one task: refusals, the session, then one close code and one counted reason."""
+
+    async def handler(websocket: WebSocket) -> None:
+        service: InferenceService = websocket.app.state.service
+        open_streams: dict[str, int] = websocket.app.state.open_streams
+        closed = service.metrics.streams_closed
+        origin = websocket.headers.get("origin")
+        if origin is not None and is_foreign_origin(origin, websocket.headers):
+            closed.labels(endpoint=spec.endpoint, reason="refused").inc()
+            await websocket.close(CLOSE_POLICY)  # before accept: the handshake is answered 403
+            return
+        await websocket.accept()
+        if sum(open_streams.values()) >= service.settings.max_streams:
+            await _close(websocket, CLOSE_BUSY, OverloadedError(
+                f"{service.settings.max_streams} live streams are open, the most this server takes; retry later"))
+            closed.labels(endpoint=spec.endpoint, reason="refused").inc()
+            return
+        open_streams[spec.endpoint] = open_streams.get(spec.endpoint, 0) + 1
+        service.metrics.streams_open.labels(endpoint=spec.endpoint).inc()
+        reason = "client"
+        try:
+            await StreamSession(websocket, spec, service).run()
+        except StreamClosing as closing:
+            reason = closing.reason
+            await _close(websocket, closing.code, closing.error)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            logger.exception("live stream on %s failed", spec.route)
+            reason = "error"
+            await _close(websocket, CLOSE_FAULT, ServerError("internal server error; the stream was closed"))
+        finally:
+            open_streams[spec.endpoint] -= 1
+            service.metrics.streams_open.labels(endpoint=spec.endpoint).dec()
+            closed.labels(endpoint=spec.endpoint, reason=reason).inc()
+
+    handler.__name__ = f"{spec.endpoint}_stream"
+    return handler
+
+
+async def _close(websocket: WebSocket, code: int, error: ServerError | None) -> None:
+    """Send the error (if the client still listens), then close; a client that has gone is no fault."""
+    try:
+        if error is not None:
+            await websocket.send_json({"type": "error", "error": {"code": error.code, "message": error.message}})
+        await websocket.close(code)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+
+
+for _spec in TASKS:
+    if _spec.one_clip:
+        stream_router.add_api_websocket_route(f"{_spec.route}/stream", stream_handler(_spec),
+                                              name=f"{_spec.endpoint}_stream")
