@@ -68,8 +68,9 @@ class EndpointSettings:
     end_probability: float = 0.35
     #: voiced chunks in a row that open an utterance (a click or a cough shorter than this does not)
     min_speech_s: float = 0.25
-    #: a pause this long (every chunk under ``end_probability``) ends the utterance
-    end_pause_s: float = 0.6
+    #: a pause this long (every chunk under ``end_probability``) ends the utterance (0.3 s: the best of 0.3-1.0 s
+    #: on validation recordings for ASR, docs/server.md "Live streams"; commands may want longer)
+    end_pause_s: float = 0.3
     #: audio kept before the first and after the last voiced chunk
     pad_s: float = 0.2
     #: an utterance this long is cut (at its least voiced chunk near the end) and the rest goes on

@@ -69,9 +69,6 @@ EXPORTED_METRIC_NAMES: tuple[str, ...] = (
     "elp_streams_closed_total",
 )
 
-#: why a live stream ended (label values of ``elp_streams_closed_total``)
-STREAM_CLOSE_REASONS = ("client", "idle", "limit", "invalid", "overloaded", "refused", "error")
-
 
 class ServerMetrics:
     """All collectors of one app instance, registered on a private registry."""

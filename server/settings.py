@@ -195,7 +195,8 @@ class ServerSettings(BaseSettings):
         "16 kHz audio",
     )
     stream_end_pause_s: float = Field(
-        0.6, gt=0, le=10, description="a pause this long (by the voice detector) ends an utterance of a live stream"
+        0.3, ge=0.1, le=5, description="a pause this long (by the voice detector) ends an utterance of a live stream, "
+        "unless the stream asks for another (end_pause_s); 0.3 read validation recordings best (docs/server.md)",
     )
     stream_partial_interval_s: float = Field(
         1.0, ge=0, description="how often, at most, the answer of the utterance still being spoken is sent "

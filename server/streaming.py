@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,10 @@ ENCODINGS = {"pcm_s16le": (np.dtype("<i2"), 1.0 / 32768.0), "f32le": (np.dtype("
 CLOSE_NORMAL, CLOSE_BAD_DATA, CLOSE_POLICY = 1000, 1007, 1008
 CLOSE_TOO_LARGE, CLOSE_FAULT, CLOSE_BUSY = 1009, 1011, 1013
 
+#: the end pauses a client may ask for (a shorter one would cut words at their stops, a longer one keeps
+#: the speaker waiting)
+MIN_END_PAUSE_S, MAX_END_PAUSE_S = 0.1, 5.0
+
 stream_router = APIRouter()
 
 
@@ -61,15 +66,17 @@ class StreamClosing(Exception):
 
 @dataclass(frozen=True)
 class StreamParameters:
-    """The query string of a stream: ``adapter``, ``encoding``, ``sample_rate`` (16000 only), ``partials``."""
+    """The query string of a stream: ``adapter``, ``encoding``, ``sample_rate`` (16000 only), ``partials``,
+    ``end_pause_s`` (this stream's end pause; unset: the deployment's)."""
 
     adapter: str | None
     encoding: str
     partials: bool
+    end_pause_s: float | None
 
     @classmethod
     def parse(cls, query: Any, spec: TaskSpec) -> StreamParameters:
-        unknown = set(query) - {"adapter", "encoding", "sample_rate", "partials"}
+        unknown = set(query) - {"adapter", "encoding", "sample_rate", "partials", "end_pause_s"}
         if unknown:
             raise InvalidRequestError(f"unknown stream parameters: {sorted(unknown)}")
         encoding = query.get("encoding", "pcm_s16le")
@@ -80,7 +87,16 @@ class StreamParameters:
         partials = query.get("partials", "true").lower()
         if partials not in ("true", "false", "1", "0"):
             raise InvalidRequestError("partials must be true or false")
-        return cls(query.get("adapter") or None, encoding, spec.partial_answers and partials in ("true", "1"))
+        end_pause_s = None
+        if "end_pause_s" in query:
+            try:
+                end_pause_s = float(query["end_pause_s"])
+            except ValueError:
+                end_pause_s = math.nan
+            if not MIN_END_PAUSE_S <= end_pause_s <= MAX_END_PAUSE_S:
+                raise InvalidRequestError(f"end_pause_s must be {MIN_END_PAUSE_S}-{MAX_END_PAUSE_S} seconds")
+        return cls(query.get("adapter") or None, encoding, spec.partial_answers and partials in ("true", "1"),
+                   end_pause_s)
 
 
 def samples_of(data: bytes, encoding: str) -> np.ndarray:
@@ -112,13 +128,14 @@ class StreamSession:
         lease = await self._lease()
         lease.release()
         s = self.settings
+        end_pause_s = self.parameters.end_pause_s or s.stream_end_pause_s
         self.endpointer = Endpointer(EndpointSettings(
-            end_pause_s=s.stream_end_pause_s, max_utterance_s=s.stream_max_utterance_s,
+            end_pause_s=end_pause_s, max_utterance_s=s.stream_max_utterance_s,
             partial_interval_s=s.stream_partial_interval_s if self.parameters.partials else 0.0))
         await self.websocket.send_json({
             "type": "ready", "adapter": lease.entry.label, "sample_rate": SAMPLE_RATE,
             "encoding": self.parameters.encoding, "partials": self.parameters.partials,
-            "end_pause_s": s.stream_end_pause_s, "max_utterance_s": s.stream_max_utterance_s,
+            "end_pause_s": end_pause_s, "max_utterance_s": s.stream_max_utterance_s,
             "max_stream_s": s.stream_max_s,
         })
         while await self._next_message():

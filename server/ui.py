@@ -16,7 +16,9 @@ Each entry (all read from the task's ``TaskSpec``):
 - ``answer_fields``: the task's own answer fields in order; ``headline``: the one that states the result;
 - ``extra_clips``: ``[{name, description}]`` uploads besides ``file`` (verification's ``reference``);
 - ``enrolled_reference``: ``{field, instead_of, description}`` or null (an enrolled speaker may
-  replace the clip ``instead_of``; enrolment is ``POST /speakers/{id}`` with that task's set).
+  replace the clip ``instead_of``; enrolment is ``POST /speakers/{id}`` with that task's set);
+- ``stream``: whether the task has a live stream (``WS <route>/stream``); ``partials``: whether it sends the
+  answer of the utterance being spoken.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ router = APIRouter(include_in_schema=False)
 
 #: file name under server/static/ -> media type; nothing else is served from there. (Route names
 #: ui_page, ui_redirect, ui_asset are the endpoint labels of the request metrics.)
-ASSETS: dict[str, str] = {"answers.js": "text/javascript; charset=utf-8", "ui.js": "text/javascript; charset=utf-8",
-                          "ui.css": "text/css; charset=utf-8"}
+ASSETS: dict[str, str] = {name: "text/javascript; charset=utf-8" for name in ("answers.js", "ui.js", "live.js",
+                                                                               "capture.js")}
+ASSETS["ui.css"] = "text/css; charset=utf-8"
 
 #: same-origin only: the page's own script and style, the API, and blob: for playing the recorded clip
 CONTENT_SECURITY_POLICY = (
@@ -65,6 +68,8 @@ def page_tasks(settings: Settings) -> list[dict[str, Any]]:
         "headline": spec.headline,
         "extra_clips": [dataclasses.asdict(clip) for clip in spec.extra_clips],
         "enrolled_reference": dataclasses.asdict(spec.enrolled_reference) if spec.enrolled_reference else None,
+        "stream": spec.one_clip,
+        "partials": spec.partial_answers,
     } for spec in TASKS]
 
 

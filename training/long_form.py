@@ -5,7 +5,8 @@ clips of a manifest joined into recordings of ``--recording-s`` seconds with pau
 filled with noise at the level of the quieter neighbour's noise floor, so a pause is not digital
 silence), or with no pause at all (``--gap 0``: cuts must then fall inside the speech). Each recording is
 transcribed the way the server does it (``elp.long_form.LongFormSplitter``, the segments as rows of
-batches, texts joined) and compared with the same clips transcribed one by one (what a client that sent
+batches, texts joined) or as a live stream would be (``--stream-end-pause``: ``elp.streaming.Endpointer``'s
+utterances), and compared with the same clips transcribed one by one (what a client that sent
 the clips separately would get), on the recording's reference (the clips' texts joined). The real metric
 code (``training.metrics``) counts the errors.
 
@@ -19,7 +20,7 @@ import argparse
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,11 +30,15 @@ import torch
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.long_form import LongFormSplitter, join_texts
 from elp.speech_activity import evaluation_gate, frame_levels_dbfs
+from elp.streaming import Endpointer, EndpointSettings
 from elp.tasks import get_task
 from training.data.manifest import ManifestRow, filter_split, read_manifest
 from training.dataset import SAMPLE_RATE, load_audio
 from training.evaluation import predict_waveforms
 from training.metrics import char_errors, word_errors
+
+#: where a recording is cut: (start, end) samples of each piece read
+Spans = Callable[[np.ndarray], list[tuple[int, int]]]
 
 
 @dataclass
@@ -80,13 +85,28 @@ def transcribe(model: MultiAdapterModel, key: str, waveforms: Sequence[np.ndarra
     return [prediction.text or "" for prediction in predict_waveforms(model, key, waveforms, batch_size)]
 
 
+def splitter_spans(splitter: LongFormSplitter) -> Spans:
+    """The spans ``POST /asr`` reads a long recording in (the splitter with the deployed speech gate)."""
+    splitter = dataclasses.replace(splitter, speech_gate=evaluation_gate(splitter.speech_gate))
+    return lambda waveform: splitter.spans(waveform, SAMPLE_RATE)
+
+
+def stream_spans(settings: EndpointSettings, piece_s: float = 0.1) -> Spans:
+    """The utterances a live stream of the recording is answered in (sent in ``piece_s`` pieces)."""
+    def spans(waveform: np.ndarray) -> list[tuple[int, int]]:
+        endpointer, step, found = Endpointer(settings), int(piece_s * SAMPLE_RATE), []
+        for at in range(0, len(waveform), step):
+            found += endpointer.push(waveform[at:at + step])
+        return [(u.start, u.end) for u in found + endpointer.finish() if u.final]
+    return spans
+
+
 def segmented_texts(model: MultiAdapterModel, key: str, recordings: Sequence[Recording],
-                    splitter: LongFormSplitter, batch_size: int) -> tuple[list[str], int]:
-    """Each recording transcribed as the server does it; also the number of segments."""
-    splitter = dataclasses.replace(splitter, speech_gate=evaluation_gate(splitter.speech_gate))  # as deployed
+                    spans_of: Spans, batch_size: int) -> tuple[list[str], int]:
+    """Each recording transcribed in the spans ``spans_of`` gives; also the number of segments."""
     pieces, owners = [], []
     for index, recording in enumerate(recordings):
-        for start, end in splitter.spans(recording.waveform, SAMPLE_RATE):
+        for start, end in spans_of(recording.waveform):
             pieces.append(recording.waveform[start:end])
             owners.append(index)
     texts = transcribe(model, key, pieces, batch_size)
@@ -101,8 +121,9 @@ def rates(references: Sequence[str], hypotheses: Sequence[str]) -> dict[str, flo
 
 
 def evaluate(model: MultiAdapterModel, key: str, recordings: Sequence[Recording],
-             splitters: Sequence[LongFormSplitter], batch_size: int) -> dict:
-    """Per-clip baseline and one row per splitter, on the same recordings."""
+             splitters: Sequence[LongFormSplitter], batch_size: int,
+             streams: Sequence[EndpointSettings] = ()) -> dict:
+    """Per-clip baseline, one row per splitter and one per live-stream endpointer, on the same recordings."""
     references = [r.reference for r in recordings]
     started = time.perf_counter()
     per_clip = [join_texts(transcribe(model, key, [c for c, _ in r.clips], batch_size)) for r in recordings]
@@ -110,8 +131,13 @@ def evaluate(model: MultiAdapterModel, key: str, recordings: Sequence[Recording]
              "seconds": round(time.perf_counter() - started, 1)}]
     for splitter in splitters:
         started = time.perf_counter()
-        texts, segments = segmented_texts(model, key, recordings, splitter, batch_size)
+        texts, segments = segmented_texts(model, key, recordings, splitter_spans(splitter), batch_size)
         rows.append({"system": "segments", "splitter": dataclasses.asdict(splitter), "segments": segments,
+                     **rates(references, texts), "seconds": round(time.perf_counter() - started, 1)})
+    for settings in streams:
+        started = time.perf_counter()
+        texts, segments = segmented_texts(model, key, recordings, stream_spans(settings), batch_size)
+        rows.append({"system": "live stream", "endpointer": dataclasses.asdict(settings), "segments": segments,
                      **rates(references, texts), "seconds": round(time.perf_counter() - started, 1)})
     return {"recordings": len(recordings), "audio_s": round(sum(r.waveform.size for r in recordings) / SAMPLE_RATE, 1),
             "rows": rows}
@@ -147,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--min-segment", type=float, nargs="+", default=None)
     grid.add_argument("--pause-detector", nargs="+", default=None, choices=["level", "voice"])
     grid.add_argument("--pause-probability", type=float, nargs="+", default=None)
+    p.add_argument("--stream-end-pause", type=float, nargs="*", default=[],
+                   help="also as live streams (elp.streaming.Endpointer), one row per end pause (seconds)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the JSON here")
@@ -172,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                  for shortest in args.min_segment or [served.min_segment_s]
                  for detector in args.pause_detector or [served.pause_detector]
                  for probability in (probabilities if detector == "voice" else probabilities[:1])]  # level: unused
+    streams = [EndpointSettings(end_pause_s=pause, partial_interval_s=0) for pause in args.stream_end_pause]
     report = {"adapter": key, "dtype": args.dtype, "recording_s": args.recording_s, "gap_s": list(args.gap),
               "suites": {}}
     for corpus in args.corpus:
@@ -182,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             write_recordings(recordings, Path(args.write_recordings) / Path(corpus).name)
         with torch.inference_mode():
             report["suites"][corpus] = {"clips": len(rows), **evaluate(model, key, recordings, splitters,
-                                                                       args.batch_size)}
+                                                                       args.batch_size, streams)}
         print(json.dumps({corpus: report["suites"][corpus]}), flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

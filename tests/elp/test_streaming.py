@@ -91,7 +91,7 @@ def test_partials_grow_and_precede_their_final(conversation) -> None:
 
 def test_a_long_voice_is_cut_at_max_utterance_and_goes_on(spoken_clip) -> None:
     speech = np.concatenate([spoken_clip(s) for s in SENTENCES * 2])  # ~10 s with no pause
-    settings = EndpointSettings(max_utterance_s=4.0, partial_interval_s=0)
+    settings = EndpointSettings(max_utterance_s=4.0, partial_interval_s=0, end_pause_s=1.0)  # espeak trails 0.3 s
     found, _ = run(np.concatenate([quiet(0.5, 0), speech, quiet(1.0, 1)]), [800], settings)
     assert len(found) >= 3
     assert all(u.end - u.start <= 4.0 * RATE for u in found)

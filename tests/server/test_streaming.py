@@ -123,8 +123,8 @@ def test_tasks_without_partial_answers_and_clients_that_want_none(tiny_store, tm
         start, stop = round(results[0]["start_s"] * RATE), round(results[0]["end_s"] * RATE)
         posted = client.post("/emotion", files=clip_files(wav(conversation[start:stop]))).json()
         assert results[0]["label"] == posted["label"] and results[0]["scores"] == posted["scores"]
-        quiet = stream(client, "/asr", conversation, query="?partials=false&adapter=asr-default")
-        assert not [m for m in quiet if m["type"] == "partial"]
+        quiet = stream(client, "/asr", conversation, query="?partials=false&adapter=asr-default&end_pause_s=0.9")
+        assert not [m for m in quiet if m["type"] == "partial"] and quiet[0]["end_pause_s"] == 0.9
         assert len([m for m in quiet if m["type"] == "result"]) == 2
         # tasks whose request is more than one clip have no stream route
         with pytest.raises(WebSocketDisconnect), client.websocket_connect("/verify/stream"):
@@ -153,6 +153,8 @@ def test_every_limit_ends_the_stream_with_its_error_and_code(tiny_store, tmp_pat
             "": ([b"\x00\x01\x02"], "invalid_audio", 1007),
             "?encoding=f32le": ([np.array([np.nan] * 4, "<f4").tobytes()], "invalid_audio", 1007),
             "?x=1": ([], "invalid_request", 1008),
+            "?end_pause_s=0.01": ([], "invalid_request", 1008),
+            "?end_pause_s=soon": ([], "invalid_request", 1008),
         }
         for query, (send, code, close) in cases.items():
             assert closing_error(client, "/asr", send, query)[0]["error"]["code"] == code, query

@@ -35,8 +35,9 @@ async def test_page_and_its_assets_are_served_same_origin_only(tiny_store, tmp_p
         assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "script-src 'self'" in csp
         for reference in re.findall(r'(?:src|href)="([^"]+)"', page.text):
             assert not re.match(r"^(https?:)?//", reference), reference  # no CDN, no fonts, no absolute URL
-        for name, media_type in ASSETS.items():
-            assert f'"ui/{name}"' in page.text
+        scripts = "".join(read_static(name).decode() for name in ASSETS if name.endswith(".js"))
+        for name, media_type in ASSETS.items():  # each loaded by the page, or by its scripts (the audio worklet)
+            assert f'"ui/{name}"' in page.text + scripts, name
             asset = await client.get(f"/ui/{name}")
             assert asset.status_code == 200 and asset.headers["content-type"] == media_type
         alias = await client.get("/ui", follow_redirects=False)
@@ -102,6 +103,7 @@ async def test_the_page_describes_the_registered_tasks_a_new_one_included(tiny_s
         assert entry["enrolled_reference"] == (None if reference is None else
                                                {"field": reference.field, "instead_of": reference.instead_of,
                                                 "description": reference.description})
+        assert entry["stream"] == spec.one_clip and entry["partials"] == spec.partial_answers
     by_name = {entry["name"]: entry for entry in described}
     assert by_name["emotion"]["default_adapter"] == "emotion-other"  # the deployment's default, not the registry's
     assert by_name["tone"]["default_adapter"] == "tone-default"  # no setting for a task registered after startup

@@ -62,3 +62,29 @@ def test_figures_come_from_the_served_splitting_and_the_metric_code(rows, tiny_b
     pieces = [join_texts(transcribe(model, "asr", [r.waveform[a:b] for a, b in splitter.spans(r.waveform, RATE)], 2))
               for r in recordings]
     assert segmented["cer"] == round(100 * char_errors(references, pieces).rate, 2)
+
+
+def test_live_stream_rows_read_the_endpointers_utterances(spoken_clip, tmp_path, tiny_backbone_dir) -> None:
+    from elp import MultiAdapterModel, load_backbone
+    from elp.streaming import EndpointSettings
+    from elp.testing import make_random_adapter_set
+    from training.long_form import stream_spans
+
+    texts = ["turn on the lights", "what time is it", "play some music", "close the door"]
+    spoken = []
+    for i, text in enumerate(texts):
+        path = tmp_path / f"spoken{i}.wav"
+        sf.write(path, spoken_clip(text), RATE, subtype="FLOAT")
+        spoken.append(ManifestRow(id=f"s{i}", path=str(path), duration_s=1.0, split="valid", task="asr",
+                                  speaker="s", text=text))
+    model = MultiAdapterModel(load_backbone(str(tiny_backbone_dir("wavlm")))).eval()
+    model.add_adapter_set("asr", make_random_adapter_set(model.backbone, task="asr", seed=1))
+    recordings = build_recordings(spoken, recording_s=60.0, gap_s=(1.0, 1.2), seed=0)
+    settings = EndpointSettings(partial_interval_s=0)
+    report = evaluate(model, "asr", recordings, [], batch_size=2, streams=[settings])
+    _, streamed = report["rows"]
+    assert streamed["system"] == "live stream" and streamed["segments"] == len(texts)  # one utterance a sentence
+    [recording] = recordings
+    spans = stream_spans(settings)(recording.waveform)
+    heard = join_texts(transcribe(model, "asr", [recording.waveform[a:b] for a, b in spans], 2))
+    assert {k: streamed[k] for k in ("wer", "cer")} == rates([recording.reference], [heard])

@@ -320,3 +320,20 @@ def test_enrolling_needs_the_key_typed_into_the_page_and_verifies_against_the_sp
     card = wait_for_cards(browser, ["verification"])["verification"]
     assert shown_field(card, "same_speaker") == "true"
     assert shown_field(card, "speaker") == "alice"
+
+
+def test_talking_live_lists_each_utterance_when_its_pause_is_heard(server, browser, clips) -> None:
+    url, _ = server
+    open_page(browser, url)
+    WebDriverWait(browser, 30).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#live-task option"))
+    streamable = [o.get_attribute("value") for o in browser.find_elements(By.CSS_SELECTOR, "#live-task option")]
+    assert set(streamable) == {"asr", "intent", "emotion", "language"}  # verification takes two clips: no stream
+    Select(browser.find_element(By.ID, "live-task")).select_by_value("asr")
+    live = browser.find_element(By.ID, "live")
+    live.click()
+    WebDriverWait(browser, ANSWER_WAIT_S).until(lambda b: b.find_elements(By.CSS_SELECTOR, "#live-results li"))
+    live.click()  # stop: the server answers what is left and ends the stream
+    WebDriverWait(browser, 60).until(lambda _: live.get_attribute("data-state") == "ended")
+    first = browser.find_elements(By.CSS_SELECTOR, "#live-results li")[0]
+    assert cer(COMMAND, first.get_attribute("data-value")) <= 0.1, first.text
+    assert "Ended:" in browser.find_element(By.ID, "live-status").text
