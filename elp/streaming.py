@@ -30,6 +30,74 @@ PARTIAL_GROWTH = 1.5
 FORCED_CUT_SEARCH = 0.25
 
 
+class StreamResampler:
+    """A stream at ``rate`` to 16 kHz piece by piece: ``scipy.signal.resample_poly``'s filter (a Kaiser-windowed
+    FIR, 10 zero crossings a side) applied as the audio arrives. Each output sample is released once every
+    input it depends on has come, so the result does not depend on how the stream was cut into pieces, and
+    with :meth:`flush` it equals ``resample_poly`` on the whole stream."""
+
+    def __init__(self, rate: int, target: int = SAMPLE_RATE) -> None:
+        from scipy.signal import firwin
+
+        divisor = math.gcd(rate, target)
+        self.up, self.down = target // divisor, rate // divisor
+        widest = max(self.up, self.down)
+        self.delay = 10 * widest  # half the filter, at the upsampled rate
+        # (the same rate: no filter, samples pass through)
+        self.taps = firwin(2 * self.delay + 1, 1.0 / widest, window=("kaiser", 5.0)) * self.up if widest > 1 else None
+        # the first input of a block must sit on the output grid: k * up = delay (mod down)
+        self._phase = self.delay * pow(self.up, -1, self.down) % self.down if self.down > 1 else 0
+        self._input = np.zeros(0, dtype=np.float64)
+        self._offset = 0  # stream index of _input[0]
+        self._received = 0
+        self._released = 0  # output samples given so far
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if self.up == self.down:
+            return samples
+        self._input = np.concatenate([self._input, samples])
+        self._received += len(samples)
+        # output j reads inputs up to (j * down + delay) // up: release those whose last input has come
+        return self._release(max(0, -(-(self._received * self.up - self.delay) // self.down)))
+
+    def flush(self) -> np.ndarray:
+        """The outputs that read past the stream's end (as zeros), up to resample_poly's length."""
+        if self.up == self.down:
+            return np.zeros(0, dtype=np.float32)
+        total = -(-self._received * self.up // self.down)
+        self._input = np.concatenate([self._input, np.zeros(len(self.taps) // self.up + 2)])
+        return self._release(total)
+
+    def _release(self, end: int) -> np.ndarray:
+        from scipy.signal import upfirdn
+
+        first = self._released
+        if end <= first:
+            return np.zeros(0, dtype=np.float32)
+        lowest = -(-(first * self.down + self.delay - (len(self.taps) - 1)) // self.up)
+        lowest -= (lowest - self._phase) % self.down
+        highest = ((end - 1) * self.down + self.delay) // self.up
+        block = np.zeros(highest - lowest + 1)
+        start = max(lowest, self._offset)
+        block[start - lowest:] = self._input[start - self._offset:highest + 1 - self._offset]
+        filtered = upfirdn(self.taps, block, self.up, self.down)
+        skip = (first * self.down + self.delay - lowest * self.up) // self.down
+        self._released = end
+        keep_from = max(self._offset, lowest - self.down)  # the next block starts no earlier
+        self._input = self._input[keep_from - self._offset:]
+        self._offset = keep_from
+        return filtered[skip:skip + end - first].astype(np.float32)
+
+
+def mulaw_samples(data: bytes) -> np.ndarray:
+    """G.711 mu-law bytes (telephone lines: 8-bit, usually 8 kHz) as float32 samples in [-1, 1]."""
+    code = ~np.frombuffer(data, dtype=np.uint8)
+    exponent = (code >> 4) & 0x07
+    magnitude = ((((code & 0x0F).astype(np.int32) << 3) + 0x84) << exponent) - 0x84
+    return (np.where(code & 0x80, -magnitude, magnitude) / 32768.0).astype(np.float32)
+
+
 class StreamingVoiceDetector:
     """Silero's speech probability of each complete 32 ms chunk of a 16 kHz stream, piece by piece."""
 

@@ -1,6 +1,7 @@
 """Live streams: ``WS /<endpoint>/stream`` for every task whose request is one clip (docs/API.md, "Live streams").
 
-A client sends raw 16 kHz mono audio as it is recorded; the server cuts it into utterances with the voice
+A client sends raw mono audio as it is recorded (16-bit, float or mu-law, 8-48 kHz: resampled to 16 kHz as it
+arrives); the server cuts it into utterances with the voice
 detector (``elp.streaming.Endpointer``) and answers each one when its pause is heard, through the same
 batching worker and task code as ``POST /<endpoint>`` (``server.answering``). Tasks with partial answers
 (``TaskSpec.partial_answers``: ASR) also get the answer of the utterance still being spoken as it grows.
@@ -18,13 +19,14 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from elp.streaming import Endpointer, EndpointSettings, Utterance
+from elp.streaming import Endpointer, EndpointSettings, StreamResampler, Utterance, mulaw_samples
 from elp.tasks import TASKS, TaskSpec
 from elp.voice_activity import SAMPLE_RATE
 from server.answering import answer_clips
@@ -42,8 +44,14 @@ from server.service import InferenceService
 
 logger = logging.getLogger("server.streaming")
 
-#: how each message's bytes become samples
-ENCODINGS = {"pcm_s16le": (np.dtype("<i2"), 1.0 / 32768.0), "f32le": (np.dtype("<f4"), 1.0)}
+#: how each message's bytes become float32 samples, and the bytes of one sample
+ENCODINGS: dict[str, tuple[Callable[[bytes], np.ndarray], int]] = {
+    "pcm_s16le": (lambda data: np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(32768.0), 2),
+    "f32le": (lambda data: np.frombuffer(data, dtype="<f4").astype(np.float32), 4),
+    "mulaw": (mulaw_samples, 1),  # G.711 mu-law, as phone lines carry it (8 kHz)
+}
+#: the highest sample rate a stream may declare (the lowest: the uploads' ELP_MIN_SAMPLE_RATE)
+MAX_STREAM_RATE = 48000
 # close codes (RFC 6455): 1000 done, 1007 bad data, 1008 policy (idle, bad parameter, foreign page),
 # 1009 too large, 1011 server fault, 1013 try again later
 CLOSE_NORMAL, CLOSE_BAD_DATA, CLOSE_POLICY = 1000, 1007, 1008
@@ -66,24 +74,26 @@ class StreamClosing(Exception):
 
 @dataclass(frozen=True)
 class StreamParameters:
-    """The query string of a stream: ``adapter``, ``encoding``, ``sample_rate`` (16000 only), ``partials``,
-    ``end_pause_s`` (this stream's end pause; unset: the deployment's)."""
+    """The query string of a stream: ``adapter``, ``encoding``, ``sample_rate``, ``partials``, ``end_pause_s``
+    (this stream's end pause; unset: the deployment's)."""
 
     adapter: str | None
     encoding: str
+    sample_rate: int
     partials: bool
     end_pause_s: float | None
 
     @classmethod
-    def parse(cls, query: Any, spec: TaskSpec) -> StreamParameters:
+    def parse(cls, query: Any, spec: TaskSpec, min_rate: int) -> StreamParameters:
         unknown = set(query) - {"adapter", "encoding", "sample_rate", "partials", "end_pause_s"}
         if unknown:
             raise InvalidRequestError(f"unknown stream parameters: {sorted(unknown)}")
         encoding = query.get("encoding", "pcm_s16le")
         if encoding not in ENCODINGS:
             raise InvalidRequestError(f"encoding must be one of {sorted(ENCODINGS)}, got {encoding[:40]!r}")
-        if query.get("sample_rate", str(SAMPLE_RATE)) != str(SAMPLE_RATE):
-            raise InvalidRequestError(f"a live stream is {SAMPLE_RATE} Hz mono; resample before sending")
+        rate = query.get("sample_rate", str(SAMPLE_RATE))
+        if not rate.isdigit() or not min_rate <= int(rate) <= MAX_STREAM_RATE:
+            raise InvalidRequestError(f"sample_rate must be {min_rate}-{MAX_STREAM_RATE} Hz, got {rate[:20]!r}")
         partials = query.get("partials", "true").lower()
         if partials not in ("true", "false", "1", "0"):
             raise InvalidRequestError("partials must be true or false")
@@ -95,17 +105,16 @@ class StreamParameters:
                 end_pause_s = math.nan
             if not MIN_END_PAUSE_S <= end_pause_s <= MAX_END_PAUSE_S:
                 raise InvalidRequestError(f"end_pause_s must be {MIN_END_PAUSE_S}-{MAX_END_PAUSE_S} seconds")
-        return cls(query.get("adapter") or None, encoding, spec.partial_answers and partials in ("true", "1"),
-                   end_pause_s)
+        wants_partials = spec.partial_answers and partials in ("true", "1")
+        return cls(query.get("adapter") or None, encoding, int(rate), wants_partials, end_pause_s)
 
 
 def samples_of(data: bytes, encoding: str) -> np.ndarray:
     """A binary message as float32 samples; refused if it does not hold whole, finite samples."""
-    dtype, scale = ENCODINGS[encoding]
-    if len(data) % dtype.itemsize:
-        raise InvalidAudioError(f"a {encoding} message holds whole {dtype.itemsize}-byte samples; got {len(data)} "
-                                "bytes")
-    samples = np.frombuffer(data, dtype=dtype).astype(np.float32) * np.float32(scale)
+    decode, width = ENCODINGS[encoding]
+    if len(data) % width:
+        raise InvalidAudioError(f"a {encoding} message holds whole {width}-byte samples; got {len(data)} bytes")
+    samples = decode(data)
     if not np.isfinite(samples).all():
         raise InvalidAudioError("the audio holds NaN or infinite samples")
     return samples
@@ -118,22 +127,24 @@ class StreamSession:
         self.websocket, self.spec, self.service = websocket, spec, service
         self.settings = service.settings
         self.metrics = service.metrics
-        self.received = 0  # samples
+        self.received_s = 0.0  # seconds of audio received
 
     async def run(self) -> None:
         try:
-            self.parameters = StreamParameters.parse(self.websocket.query_params, self.spec)
+            self.parameters = StreamParameters.parse(self.websocket.query_params, self.spec,
+                                                     self.settings.min_sample_rate)
         except InvalidRequestError as error:
             raise StreamClosing(CLOSE_POLICY, "invalid", error) from None
         lease = await self._lease()
         lease.release()
         s = self.settings
         end_pause_s = self.parameters.end_pause_s or s.stream_end_pause_s
+        self.resampler = StreamResampler(self.parameters.sample_rate)
         self.endpointer = Endpointer(EndpointSettings(
             end_pause_s=end_pause_s, max_utterance_s=s.stream_max_utterance_s,
             partial_interval_s=s.stream_partial_interval_s if self.parameters.partials else 0.0))
         await self.websocket.send_json({
-            "type": "ready", "adapter": lease.entry.label, "sample_rate": SAMPLE_RATE,
+            "type": "ready", "adapter": lease.entry.label, "sample_rate": self.parameters.sample_rate,
             "encoding": self.parameters.encoding, "partials": self.parameters.partials,
             "end_pause_s": end_pause_s, "max_utterance_s": s.stream_max_utterance_s,
             "max_stream_s": s.stream_max_s,
@@ -156,9 +167,9 @@ class StreamSession:
         if _command(message.get("text")) != "end":
             raise StreamClosing(CLOSE_POLICY, "invalid", InvalidRequestError(
                 'send audio as binary messages, and {"type": "end"} as text to end the stream'))
-        await self._answer_all(await asyncio.to_thread(self.endpointer.finish))
+        await self._answer_all(await asyncio.to_thread(self._finish))
         await self.websocket.send_json({"type": "end", "utterances": self.endpointer.index,
-                                        "audio_s": round(self.received / SAMPLE_RATE, 3)})
+                                        "audio_s": round(self.received_s, 3)})
         await self.websocket.close(CLOSE_NORMAL)
         return False
 
@@ -170,12 +181,18 @@ class StreamSession:
             samples = samples_of(data, self.parameters.encoding)
         except InvalidAudioError as error:
             raise StreamClosing(CLOSE_BAD_DATA, "invalid", error) from None
-        self.received += len(samples)
-        if self.received > self.settings.stream_max_s * SAMPLE_RATE:
-            await self._answer_all(await asyncio.to_thread(self.endpointer.finish))
+        self.received_s += len(samples) / self.parameters.sample_rate
+        if self.received_s > self.settings.stream_max_s:
+            await self._answer_all(await asyncio.to_thread(self._finish))
             raise StreamClosing(CLOSE_TOO_LARGE, "limit", PayloadTooLargeError(
                 f"a live stream lasts at most {self.settings.stream_max_s:g} s of audio"))
-        await self._answer_all(await asyncio.to_thread(self.endpointer.push, samples))
+        await self._answer_all(await asyncio.to_thread(self._push, samples))
+
+    def _push(self, samples: np.ndarray) -> list[Utterance]:
+        return self.endpointer.push(self.resampler.push(samples))
+
+    def _finish(self) -> list[Utterance]:
+        return self.endpointer.push(self.resampler.flush()) + self.endpointer.finish()
 
     async def _answer_all(self, utterances: list[Utterance]) -> None:
         heard = time.perf_counter()
@@ -191,7 +208,7 @@ class StreamSession:
     async def _answer(self, utterance: Utterance, heard: float) -> None:
         """Answer one utterance. A partial is skipped when the server is overloaded; a final ends the stream
         with 1013 then (its client should come back later)."""
-        clip = DecodedAudio(utterance.waveform, SAMPLE_RATE, SAMPLE_RATE, 1)
+        clip = DecodedAudio(utterance.waveform, SAMPLE_RATE, self.parameters.sample_rate, 1)
         try:
             self.service.admit(1)
             lease = await self._lease()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from elp.streaming import Endpointer, EndpointSettings, StreamingVoiceDetector
+from elp.streaming import Endpointer, EndpointSettings, StreamingVoiceDetector, StreamResampler, mulaw_samples
 from elp.voice_activity import CHUNK, speech_probabilities
 
 RATE = 16000
@@ -123,3 +123,32 @@ def test_settings_are_checked() -> None:
         EndpointSettings(start_probability=0.3, end_probability=0.5)
     with pytest.raises(ValueError):
         EndpointSettings(max_utterance_s=0.5)
+
+
+@pytest.mark.parametrize("rate", [8000, 11025, 22050, 44100, 48000])
+def test_the_stream_resampler_equals_resample_poly_on_the_whole_stream_whatever_the_pieces(rate) -> None:
+    from math import gcd
+
+    from scipy.signal import resample_poly
+
+    audio = np.random.default_rng(rate).standard_normal(rate * 2 + 77).astype(np.float32)
+    whole = resample_poly(audio, RATE // gcd(rate, RATE), rate // gcd(rate, RATE))
+    for sizes in ([160], [1000, 7, 333], [len(audio)]):
+        resampler = StreamResampler(rate)
+        streamed = np.concatenate([resampler.push(p) for p in pieces(audio, sizes)] + [resampler.flush()])
+        assert streamed.shape == whole.shape and np.abs(streamed - whole).max() < 1e-5, sizes
+    assert np.array_equal(StreamResampler(RATE).push(audio), audio)  # 16 kHz passes through
+
+
+def test_mulaw_decodes_as_libsndfile_does() -> None:
+    import io
+
+    import soundfile as sf
+
+    audio = np.random.default_rng(1).uniform(-1, 1, 4000).astype(np.float32)
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, 8000, subtype="ULAW", format="RAW")
+    reference, _ = sf.read(io.BytesIO(buffer.getvalue()), dtype="float32", samplerate=8000, channels=1,
+                           subtype="ULAW", format="RAW")
+    assert np.array_equal(mulaw_samples(buffer.getvalue()), reference)
+    assert np.abs(mulaw_samples(buffer.getvalue()) - audio).max() < 0.03  # 8-bit companding

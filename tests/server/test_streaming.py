@@ -114,6 +114,36 @@ def test_each_utterance_is_answered_as_the_same_audio_posted(tiny_store, tmp_pat
             streamed_s + posted_s, abs=0.01)
 
 
+def test_a_phone_line_in_mulaw_at_8_khz_is_resampled_as_it_arrives(tiny_store, tmp_path, conversation) -> None:
+    from scipy.signal import resample_poly
+
+    from elp.streaming import mulaw_samples
+
+    buffer = io.BytesIO()
+    sf.write(buffer, resample_poly(conversation, 1, 2), 8000, subtype="ULAW", format="RAW")
+    line = buffer.getvalue()
+    heard = resample_poly(mulaw_samples(line), 2, 1).astype(np.float32)  # what the server reads at 16 kHz
+    with serving(tiny_store, tmp_path) as client:
+        messages = []
+        with client.websocket_connect("/asr/stream?encoding=mulaw&sample_rate=8000&partials=false") as ws:
+            messages.append(ws.receive_json())
+            for at in range(0, len(line), 160):  # 20 ms packets, as RTP carries them
+                ws.send_bytes(line[at:at + 160])
+            ws.send_text('{"type": "end"}')
+            while messages[-1]["type"] != "end":
+                messages.append(ws.receive_json())
+        assert messages[0]["sample_rate"] == 8000
+        assert messages[-1]["audio_s"] == pytest.approx(len(conversation) / RATE, abs=1e-3)
+        results = [m for m in messages if m["type"] == "result"]
+        assert len(results) == 2
+        for result in results:
+            start, stop = round(result["start_s"] * RATE), round(result["end_s"] * RATE)
+            buffer = io.BytesIO()
+            sf.write(buffer, heard[start:stop], RATE, subtype="FLOAT", format="WAV")
+            posted = client.post("/asr", files=clip_files(buffer.getvalue())).json()
+            assert result["text"] == posted["text"] and result["words"] == posted["words"]
+
+
 def test_tasks_without_partial_answers_and_clients_that_want_none(tiny_store, tmp_path, conversation) -> None:
     with serving(tiny_store, tmp_path) as client:
         emotion = stream(client, "/emotion", conversation, frame_s=0.5)
@@ -147,7 +177,9 @@ def test_every_limit_ends_the_stream_with_its_error_and_code(tiny_store, tmp_pat
     with serving(tiny_store, tmp_path, stream_max_s=2.0, stream_max_frame_bytes=8192,
                  stream_idle_timeout_s=0.3) as client:
         cases = {  # what is sent -> (error code, close code)
-            "?sample_rate=8000": ([], "invalid_request", 1008),
+            "?sample_rate=4000": ([], "invalid_request", 1008),
+            "?sample_rate=96000": ([], "invalid_request", 1008),
+            "?sample_rate=fast": ([], "invalid_request", 1008),
             "?adapter=no-such-set": ([], "adapter_not_found", 1008),
             "?encoding=mp3": ([], "invalid_request", 1008),
             "": ([b"\x00\x01\x02"], "invalid_audio", 1007),
