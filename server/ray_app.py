@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request, Response, WebSocket
 from pydantic import Field
 from ray import serve
 from ray.exceptions import RayActorError
@@ -37,7 +37,9 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 from elp.tasks import TASKS, enrolment_task
 from server.errors import error_response, install_error_handlers
 from server.ray_metrics import MetricsBoard
+from server.ray_streams import RayAnswers
 from server.settings import Settings
+from server.streaming import CLOSE_POLICY, serve_stream
 
 logger = logging.getLogger("server.ray")
 
@@ -264,8 +266,10 @@ class ElpIngress:
         self.settings = RaySettings(**settings)
         self.replicas = replicas
         self.board = board
-        # never started: only its store and default resolution are used, the same code as a replica's
+        # never started: only its store and default resolution are used, the same code as a replica's (and its
+        # metrics object counts this ingress' live streams)
         self.resolver = InferenceService(self.settings, ServerMetrics())
+        self.open_streams: dict[str, int] = {}
 
     @ingress_api.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
                            include_in_schema=False)
@@ -282,6 +286,21 @@ class ElpIngress:
         forwarded = ForwardedRequest(request.method, request.url.path, request.scope.get("query_string", b""),
                                      headers, body, client)
         return await self.forward(forwarded, adapter_id)
+
+    @ingress_api.websocket("/{endpoint}/stream")
+    async def stream(self, websocket: WebSocket, endpoint: str) -> None:
+        """A live stream (server.ray_streams): the session here, each utterance answered by a replica."""
+        spec = next((spec for spec in TASKS if spec.endpoint == endpoint and spec.one_clip), None)
+        if spec is None:
+            await websocket.close(CLOSE_POLICY)
+            return
+        answers = RayAnswers(spec, self.resolver, self._forward_post)
+        await serve_stream(websocket, spec, self.settings, self.resolver.metrics, answers, self.open_streams)
+
+    async def _forward_post(self, path: str, headers: list[tuple[bytes, bytes]], body: bytes,
+                            adapter_id: str) -> Response:
+        headers = [*headers, (b"content-length", str(len(body)).encode())]
+        return await self.forward(ForwardedRequest("POST", path, b"", headers, body, None), adapter_id)
 
     async def adapter_for(self, request: Request) -> str | None:
         """The set a request will use (its multiplexed id), or None when it uses none or names one

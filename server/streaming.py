@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -32,6 +32,7 @@ from elp.voice_activity import SAMPLE_RATE
 from server.answering import answer_clips
 from server.audio import DecodedAudio
 from server.errors import (
+    AdapterNotFoundError,
     InvalidAudioError,
     InvalidRequestError,
     OverloadedError,
@@ -39,8 +40,10 @@ from server.errors import (
     RequestTimeoutError,
     ServerError,
 )
+from server.metrics import ServerMetrics
 from server.security import is_foreign_origin
 from server.service import InferenceService
+from server.settings import Settings
 
 logger = logging.getLogger("server.streaming")
 
@@ -57,6 +60,8 @@ MAX_STREAM_RATE = 48000
 CLOSE_NORMAL, CLOSE_BAD_DATA, CLOSE_POLICY = 1000, 1007, 1008
 CLOSE_TOO_LARGE, CLOSE_FAULT, CLOSE_BUSY = 1009, 1011, 1013
 
+#: the queue wait and inference time of one answer, ms
+Timings = dict[str, float]
 #: the end pauses a client may ask for (a shorter one would cut words at their stops, a longer one keeps
 #: the speaker waiting)
 MIN_END_PAUSE_S, MAX_END_PAUSE_S = 0.1, 5.0
@@ -120,13 +125,46 @@ def samples_of(data: bytes, encoding: str) -> np.ndarray:
     return samples
 
 
+class UtteranceAnswers(Protocol):
+    """Who answers a stream's utterances: this process's batching worker (:class:`ServiceAnswers`), or a Ray
+    Serve replica (``server.ray_app``). Errors are the contract's ``ServerError`` s."""
+
+    async def label(self, adapter: str | None) -> str:
+        """``id@version`` of the set a stream naming ``adapter`` (None: the task's default) will use."""
+        ...
+
+    async def answer(self, clip: DecodedAudio, adapter: str | None, final: bool) -> tuple[dict[str, Any], Timings]:
+        """The task's answer fields for ``clip`` with ``adapter`` (the set's label), and the queue and inference ms.
+        ``final``: False for a partial answer (its audio is not counted again)."""
+        ...
+
+
+class ServiceAnswers:
+    """Utterances answered by this process's batching worker, as ``POST /<endpoint>`` answers a clip."""
+
+    def __init__(self, service: InferenceService, spec: TaskSpec) -> None:
+        self.service, self.spec = service, spec
+
+    async def label(self, adapter: str | None) -> str:
+        lease = await self.service.lease(self.spec.name, adapter)
+        lease.release()
+        return lease.entry.label
+
+    async def answer(self, clip: DecodedAudio, adapter: str | None, final: bool) -> tuple[dict[str, Any], Timings]:
+        self.service.admit(1)
+        lease = await self.service.lease(self.spec.name, adapter)
+        with lease:
+            answer, outcome = await answer_clips(self.service, self.spec, lease, [clip], counted=final)
+        return {**answer, "adapter": lease.entry.label}, {"queue": outcome.queue_ms, "inference": outcome.inference_ms}
+
+
 class StreamSession:
     """One open stream: reads messages, cuts utterances, answers them in order."""
 
-    def __init__(self, websocket: WebSocket, spec: TaskSpec, service: InferenceService) -> None:
-        self.websocket, self.spec, self.service = websocket, spec, service
-        self.settings = service.settings
-        self.metrics = service.metrics
+    def __init__(self, websocket: WebSocket, spec: TaskSpec, settings: Settings, metrics: ServerMetrics,
+                 answers: UtteranceAnswers) -> None:
+        self.websocket, self.spec, self.answers = websocket, spec, answers
+        self.settings, self.metrics = settings, metrics
         self.received_s = 0.0  # seconds of audio received
 
     async def run(self) -> None:
@@ -135,8 +173,10 @@ class StreamSession:
                                                      self.settings.min_sample_rate)
         except InvalidRequestError as error:
             raise StreamClosing(CLOSE_POLICY, "invalid", error) from None
-        lease = await self._lease()
-        lease.release()
+        try:
+            label = await self.answers.label(self.parameters.adapter)
+        except ServerError as error:
+            raise StreamClosing(CLOSE_POLICY, "invalid", error) from None
         s = self.settings
         end_pause_s = self.parameters.end_pause_s or s.stream_end_pause_s
         self.resampler = StreamResampler(self.parameters.sample_rate)
@@ -144,7 +184,7 @@ class StreamSession:
             end_pause_s=end_pause_s, max_utterance_s=s.stream_max_utterance_s,
             partial_interval_s=s.stream_partial_interval_s if self.parameters.partials else 0.0))
         await self.websocket.send_json({
-            "type": "ready", "adapter": lease.entry.label, "sample_rate": self.parameters.sample_rate,
+            "type": "ready", "adapter": label, "sample_rate": self.parameters.sample_rate,
             "encoding": self.parameters.encoding, "partials": self.parameters.partials,
             "end_pause_s": end_pause_s, "max_utterance_s": s.stream_max_utterance_s,
             "max_stream_s": s.stream_max_s,
@@ -199,34 +239,26 @@ class StreamSession:
         for utterance in utterances:
             await self._answer(utterance, heard)
 
-    async def _lease(self) -> Any:
-        try:
-            return await self.service.lease(self.spec.name, self.parameters.adapter)
-        except ServerError as error:
-            raise StreamClosing(CLOSE_POLICY, "invalid", error) from None
-
     async def _answer(self, utterance: Utterance, heard: float) -> None:
         """Answer one utterance. A partial is skipped when the server is overloaded; a final ends the stream
         with 1013 then (its client should come back later)."""
         clip = DecodedAudio(utterance.waveform, SAMPLE_RATE, self.parameters.sample_rate, 1)
         try:
-            self.service.admit(1)
-            lease = await self._lease()
-            with lease:
-                answer, outcome = await answer_clips(self.service, self.spec, lease, [clip], counted=utterance.final)
-        except StreamClosing:
-            raise
+            answer, timings = await self.answers.answer(clip, self.parameters.adapter, utterance.final)
         except ServerError as error:
             if not utterance.final:
                 return
-            busy = isinstance(error, OverloadedError | RequestTimeoutError)
-            raise StreamClosing(CLOSE_BUSY if busy else CLOSE_FAULT, "overloaded" if busy else "error", error) from None
+            busy = error.code in (OverloadedError.code, RequestTimeoutError.code)
+            if busy or error.code == AdapterNotFoundError.code:  # busy, or the set was removed mid-stream
+                raise StreamClosing(CLOSE_BUSY if busy else CLOSE_POLICY, "overloaded" if busy else "invalid",
+                                    error) from None
+            raise StreamClosing(CLOSE_FAULT, "error", error) from None
         kind = "result" if utterance.final else "partial"
         message = {"type": kind, "utterance": utterance.index, "start_s": round(utterance.start_s, 3),
-                   "end_s": round(utterance.end_s, 3), **answer, "adapter": lease.entry.label}
+                   "end_s": round(utterance.end_s, 3), **answer}
         if utterance.final:
             delay_ms = (time.perf_counter() - heard) * 1000.0
-            message["timings_ms"] = {"queue": round(outcome.queue_ms, 3), "inference": round(outcome.inference_ms, 3),
+            message["timings_ms"] = {"queue": round(timings["queue"], 3), "inference": round(timings["inference"], 3),
                                      "total": round(delay_ms, 3)}
             self.metrics.stream_answer_delay.labels(endpoint=self.spec.endpoint).observe(delay_ms / 1000.0)
         self.metrics.stream_utterances.labels(endpoint=self.spec.endpoint,
@@ -242,42 +274,49 @@ def _command(text: str | None) -> str | None:
     return command.get("type") if isinstance(command, dict) else None
 
 
+async def serve_stream(websocket: WebSocket, spec: TaskSpec, settings: Settings, metrics: ServerMetrics,
+                       answers: UtteranceAnswers, open_streams: dict[str, int]) -> None:
+    """One stream from handshake to close: refusals (a foreign page, too many streams), the session, then one
+    close code and one counted reason. ``open_streams`` (by endpoint) is the process's, touched on its loop."""
+    closed = metrics.streams_closed
+    origin = websocket.headers.get("origin")
+    if origin is not None and is_foreign_origin(origin, websocket.headers):
+        closed.labels(endpoint=spec.endpoint, reason="refused").inc()
+        await websocket.close(CLOSE_POLICY)  # before accept: the handshake is answered 403
+        return
+    await websocket.accept()
+    if sum(open_streams.values()) >= settings.max_streams:
+        await _close(websocket, CLOSE_BUSY, OverloadedError(
+            f"{settings.max_streams} live streams are open, the most this server takes; retry later"))
+        closed.labels(endpoint=spec.endpoint, reason="refused").inc()
+        return
+    open_streams[spec.endpoint] = open_streams.get(spec.endpoint, 0) + 1
+    metrics.streams_open.labels(endpoint=spec.endpoint).inc()
+    reason = "client"
+    try:
+        await StreamSession(websocket, spec, settings, metrics, answers).run()
+    except StreamClosing as closing:
+        reason = closing.reason
+        await _close(websocket, closing.code, closing.error)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        logger.exception("live stream on %s failed", spec.route)
+        reason = "error"
+        await _close(websocket, CLOSE_FAULT, ServerError("internal server error; the stream was closed"))
+    finally:
+        open_streams[spec.endpoint] -= 1
+        metrics.streams_open.labels(endpoint=spec.endpoint).dec()
+        closed.labels(endpoint=spec.endpoint, reason=reason).inc()
+
+
 def stream_handler(spec: TaskSpec) -> Any:
-    """The WebSocket route of one task: refusals, the session, then one close code and one counted reason."""
+    """The WebSocket route of one task on this server."""
 
     async def handler(websocket: WebSocket) -> None:
         service: InferenceService = websocket.app.state.service
-        open_streams: dict[str, int] = websocket.app.state.open_streams
-        closed = service.metrics.streams_closed
-        origin = websocket.headers.get("origin")
-        if origin is not None and is_foreign_origin(origin, websocket.headers):
-            closed.labels(endpoint=spec.endpoint, reason="refused").inc()
-            await websocket.close(CLOSE_POLICY)  # before accept: the handshake is answered 403
-            return
-        await websocket.accept()
-        if sum(open_streams.values()) >= service.settings.max_streams:
-            await _close(websocket, CLOSE_BUSY, OverloadedError(
-                f"{service.settings.max_streams} live streams are open, the most this server takes; retry later"))
-            closed.labels(endpoint=spec.endpoint, reason="refused").inc()
-            return
-        open_streams[spec.endpoint] = open_streams.get(spec.endpoint, 0) + 1
-        service.metrics.streams_open.labels(endpoint=spec.endpoint).inc()
-        reason = "client"
-        try:
-            await StreamSession(websocket, spec, service).run()
-        except StreamClosing as closing:
-            reason = closing.reason
-            await _close(websocket, closing.code, closing.error)
-        except WebSocketDisconnect:
-            pass
-        except Exception:
-            logger.exception("live stream on %s failed", spec.route)
-            reason = "error"
-            await _close(websocket, CLOSE_FAULT, ServerError("internal server error; the stream was closed"))
-        finally:
-            open_streams[spec.endpoint] -= 1
-            service.metrics.streams_open.labels(endpoint=spec.endpoint).dec()
-            closed.labels(endpoint=spec.endpoint, reason=reason).inc()
+        await serve_stream(websocket, spec, service.settings, service.metrics, ServiceAnswers(service, spec),
+                           websocket.app.state.open_streams)
 
     handler.__name__ = f"{spec.endpoint}_stream"
     return handler

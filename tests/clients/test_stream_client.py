@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -87,3 +89,23 @@ def test_stream_urls() -> None:
     assert stream_url("https://host/base/", "asr", adapter="a", partials=False) == \
         "wss://host/base/asr/stream?adapter=a&partials=false"
     assert stream_url("http://127.0.0.1:8000", "intent") == "ws://127.0.0.1:8000/intent/stream"
+
+
+def test_a_server_shutting_down_closes_its_open_streams(tiny_store, tmp_path) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    backbone, store = tiny_store
+    port = free_port()
+    args = ["python", "-m", "server", "--backbone", str(backbone), "--adapters-dir", str(store),
+            "--speakers-dir", str(tmp_path / "speakers"), "--port", str(port)]
+    with server_process(args, port=port) as process, connect(stream_url(f"http://127.0.0.1:{port}", "asr")) as ws:
+        assert json.loads(ws.recv())["type"] == "ready"
+        ws.send(b"\x00\x00" * 1600)
+        started = time.monotonic()
+        process.terminate()  # SIGTERM: the stream must not hold the shutdown up until its 30 s idle timeout
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+        assert process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it is done
+        assert time.monotonic() - started < 15
+    assert closed.value.rcvd is not None and closed.value.rcvd.code in (1001, 1012), closed.value

@@ -350,3 +350,48 @@ def test_redeploying_to_one_replica_under_traffic_loses_no_request(stack) -> Non
     thread.join(timeout=60)
     assert redeployed.is_set() and deployment.running_replicas() == 1
     assert statuses and set(statuses) == {200}, statuses
+
+
+def test_a_live_stream_through_the_ingress_is_answered_by_the_replicas(stack, spoken_clip) -> None:
+    """The ingress cuts the stream, a replica answers each utterance as the POST of its audio."""
+    import io
+    import json
+
+    import numpy as np
+    import soundfile as sf
+    from websockets.sync.client import connect
+
+    deployment, _, extra, _ = stack
+    rng = np.random.default_rng(9)
+    quiet = [(rng.standard_normal(int(s * 16000)) * 1e-3).astype(np.float32) for s in (0.5, 1.0, 0.8)]
+    audio = np.concatenate([quiet[0], spoken_clip("switch on the kettle"), quiet[1], spoken_clip("how late is it"),
+                            quiet[2]]).astype(np.float32)
+    url = deployment.url.replace("http://", "ws://")
+    for route, adapter in (("asr", None), ("emotion", extra[0])):
+        query = f"?adapter={adapter}" if adapter else ""
+        with connect(f"{url}/{route}/stream{query}") as ws:
+            ready = json.loads(ws.recv(timeout=60))
+            assert ready["type"] == "ready", ready
+            for at in range(0, len(audio), 1600):
+                ws.send(np.clip(np.round(audio[at:at + 1600] * 32768), -32768, 32767).astype("<i2").tobytes())
+            ws.send(json.dumps({"type": "end"}))
+            messages = [json.loads(ws.recv(timeout=120))]
+            while messages[-1]["type"] not in ("end", "error"):
+                messages.append(json.loads(ws.recv(timeout=120)))
+        results = [m for m in messages if m["type"] == "result"]
+        assert len(results) == 2 and messages[-1]["type"] == "end", messages
+        heard = np.round(audio * 32768).clip(-32768, 32767) / 32768
+        for result in results:
+            assert result["adapter"] == ready["adapter"]
+            start, stop = round(result["start_s"] * 16000), round(result["end_s"] * 16000)
+            clip = io.BytesIO()
+            sf.write(clip, heard[start:stop].astype(np.float32), 16000, subtype="FLOAT", format="WAV")
+            posted = httpx.post(f"{deployment.url}/{route}", files={"file": ("u.wav", clip.getvalue())},
+                                data={"adapter": adapter} if adapter else {}, timeout=120).json()
+            shared = (set(posted) & set(result)) - {"timings_ms"}
+            assert shared >= {"adapter"} | ({"text"} if route == "asr" else {"label", "scores"})
+            assert normalised({k: result[k] for k in shared}) == normalised({k: posted[k] for k in shared}), route
+    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    with pytest.raises((ConnectionClosed, InvalidStatus)), connect(f"{url}/verify/stream") as ws:  # two clips: none
+        ws.recv(timeout=30)
