@@ -61,8 +61,8 @@ class HeaderTimeoutProtocol(_UvicornProtocol):
                              f"request head larger than {self.max_header_bytes} bytes")
                 return
         super().data_received(data)
-        if not self._between_requests():
-            self._disarm_header_timer()  # the head is complete: a request cycle runs
+        if not self._between_requests() or self._upgraded():
+            self._disarm_header_timer()  # the head is complete: a request cycle runs, or a WebSocket took over
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_timer()
@@ -70,6 +70,11 @@ class HeaderTimeoutProtocol(_UvicornProtocol):
 
     def _between_requests(self) -> bool:
         return self.cycle is None or self.cycle.response_complete
+
+    def _upgraded(self) -> bool:
+        """Whether the connection became a WebSocket (uvicorn hands the transport to its WS protocol): no
+        request head comes any more, and a 408 written now would corrupt the stream's frames."""
+        return self.transport.get_protocol() is not self
 
     def _head_too_large(self, data: bytes) -> bool:
         """Bytes of the request head so far (up to its blank line, if in ``data``) past the limit."""
@@ -98,7 +103,7 @@ class HeaderTimeoutProtocol(_UvicornProtocol):
 
     def _header_timed_out(self) -> None:
         self._header_timer = None
-        if self.transport.is_closing() or not self._between_requests():
+        if self.transport.is_closing() or not self._between_requests() or self._upgraded():
             return
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
         logger.info("%s: request head not received within %g s; closing the connection", client,

@@ -43,7 +43,8 @@ def server_url(tiny_store, tmp_path_factory) -> Iterator[str]:
     port = free_port()
     args = ["python", "-m", "server", "--backbone", str(backbone), "--adapters-dir", str(store),
             "--speakers-dir", str(tmp_path_factory.mktemp("speakers")), "--port", str(port),
-            "--stream-max-frame-bytes", "16384"]
+            "--stream-max-frame-bytes", "16384",
+            "--header-timeout-s", "1"]  # a stream outlives the head's deadline many times: the upgrade disarms it
     with server_process(args, port=port):
         yield f"http://127.0.0.1:{port}"
 
