@@ -1,9 +1,9 @@
 """Live streams: ``WS /<endpoint>/stream`` for every task whose request is one clip (docs/API.md, "Live streams").
 
 A client sends raw mono audio as it is recorded (16-bit, float or mu-law, 8-48 kHz: resampled to 16 kHz as it
-arrives); the server cuts it into utterances with the voice
-detector (``elp.streaming.Endpointer``) and answers each one when its pause is heard, through the same
-batching worker and task code as ``POST /<endpoint>`` (``server.answering``). Tasks with partial answers
+arrives); the server cuts it into utterances with the voice detector (``elp.streaming.Endpointer``) and answers
+each one when its pause is heard, through the same batching worker and task code as ``POST /<endpoint>``
+(``server.answering``; on Ray Serve a replica answers: ``server.ray_streams``). Tasks with partial answers
 (``TaskSpec.partial_answers``: ASR) also get the answer of the utterance still being spoken as it grows.
 
 A session reads, cuts and answers in order, one message at a time, so a client that sends faster than the
@@ -60,6 +60,13 @@ MAX_STREAM_RATE = 48000
 CLOSE_NORMAL, CLOSE_BAD_DATA, CLOSE_POLICY = 1000, 1007, 1008
 CLOSE_TOO_LARGE, CLOSE_FAULT, CLOSE_BUSY = 1009, 1011, 1013
 
+#: the clock the session judges its backlog by (a module attribute: tests drive a fake one)
+now_s = time.monotonic
+#: a read that waited this long found nothing sent and unread (the session had caught up with the client)
+CAUGHT_UP_WAIT_S = 0.005
+#: partial answers are skipped while the session is this far behind the pace of speech (an overloaded server
+#: serves the final answers first: each partial reads the whole utterance so far)
+PARTIAL_BACKLOG_S = 0.5
 #: the queue wait and inference time of one answer, ms
 Timings = dict[str, float]
 #: the end pauses a client may ask for (a shorter one would cut words at their stops, a longer one keeps
@@ -166,6 +173,9 @@ class StreamSession:
         self.websocket, self.spec, self.answers = websocket, spec, answers
         self.settings, self.metrics = settings, metrics
         self.received_s = 0.0  # seconds of audio received
+        # the last moment the session had read everything the client had sent (a read that waited), and the
+        # audio received by then: how far the session is behind the pace of speech (:meth:`_behind_s`)
+        self._caught_up_at, self._caught_up_s = now_s(), 0.0
 
     async def run(self) -> None:
         try:
@@ -194,8 +204,11 @@ class StreamSession:
 
     async def _next_message(self) -> bool:
         """Read and answer one message; False once the stream has ended."""
+        asked = now_s()
         try:
             message = await asyncio.wait_for(self.websocket.receive(), self.settings.stream_idle_timeout_s)
+            if now_s() - asked > CAUGHT_UP_WAIT_S:  # nothing was waiting to be read: not behind
+                self._caught_up_at, self._caught_up_s = asked, self.received_s
         except TimeoutError:
             raise StreamClosing(CLOSE_POLICY, "idle", RequestTimeoutError(
                 f"no message for {self.settings.stream_idle_timeout_s:g} s: the stream is closed")) from None
@@ -234,6 +247,11 @@ class StreamSession:
     def _finish(self) -> list[Utterance]:
         return self.endpointer.push(self.resampler.flush()) + self.endpointer.finish()
 
+    def _behind_s(self) -> float:
+        """Seconds of speech the client has (likely) sent that the session has not read yet: the time since it
+        last caught up less the audio read since (negative for a client sending faster than speech)."""
+        return (now_s() - self._caught_up_at) - (self.received_s - self._caught_up_s)
+
     async def _answer_all(self, utterances: list[Utterance]) -> None:
         heard = time.perf_counter()
         for utterance in utterances:
@@ -242,6 +260,8 @@ class StreamSession:
     async def _answer(self, utterance: Utterance, heard: float) -> None:
         """Answer one utterance. A partial is skipped when the server is overloaded; a final ends the stream
         with 1013 then (its client should come back later)."""
+        if not utterance.final and self._behind_s() > PARTIAL_BACKLOG_S:
+            return  # behind the pace of speech: the final answers come first, the partials would delay them
         clip = DecodedAudio(utterance.waveform, SAMPLE_RATE, self.parameters.sample_rate, 1)
         try:
             answer, timings = await self.answers.answer(clip, self.parameters.adapter, utterance.final)

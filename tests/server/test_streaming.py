@@ -211,3 +211,74 @@ def test_streams_beyond_max_streams_are_refused(tiny_store, tmp_path) -> None:
         assert error["error"]["code"] == "overloaded" and code == 1013
         first.send_text('{"type": "end"}')
         assert first.receive_json() == {"type": "end", "utterances": 0, "audio_s": 0.0}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _RealTimeClient:
+    """A fake socket: a client sending 20 ms of audio every 20 ms of the fake clock. A read before the next
+    message is due waits for it (the clock moves to its time); a read after gets it at once (it was waiting)."""
+
+    def __init__(self, audio: np.ndarray, clock: _Clock) -> None:
+        self.frames = [pcm16(audio[at:at + 320]) for at in range(0, len(audio), 320)]
+        self.clock, self.read, self.sent = clock, 0, []
+        self.query_params: dict[str, str] = {}
+
+    async def receive(self) -> dict:
+        if self.read == len(self.frames):
+            self.read += 1
+            return {"type": "websocket.receive", "text": '{"type": "end"}'}
+        self.clock.now = max(self.clock.now, self.read * 0.02)
+        self.read += 1
+        return {"type": "websocket.receive", "bytes": self.frames[self.read - 1]}
+
+    async def send_json(self, message: dict) -> None:
+        self.sent.append(message)
+
+    async def close(self, code: int) -> None:
+        pass
+
+
+class _SlowAnswers:
+    """An answerer whose every answer takes ``seconds`` of the fake clock."""
+
+    def __init__(self, clock: _Clock, seconds: float) -> None:
+        self.clock, self.seconds, self.asked = clock, seconds, []
+
+    async def label(self, adapter: str | None) -> str:
+        return "asr-fake@0"
+
+    async def answer(self, clip, adapter: str | None, final: bool):
+        self.clock.now += self.seconds
+        self.asked.append(final)
+        return {"text": "", "adapter": "asr-fake@0"}, {"queue": 0.0, "inference": self.seconds * 1000}
+
+
+@pytest.mark.parametrize("seconds", [0.05, 3.0])
+def test_partials_wait_while_the_server_is_behind_the_speech_and_finals_never_do(
+        conversation, monkeypatch, seconds) -> None:
+    import asyncio
+
+    from elp.tasks import get_task
+    from server import streaming
+    from server.metrics import ServerMetrics
+    from server.settings import Settings
+
+    clock = _Clock()
+    monkeypatch.setattr(streaming, "now_s", clock)
+    client, answers = _RealTimeClient(conversation, clock), _SlowAnswers(clock, seconds)
+    session = streaming.StreamSession(client, get_task("asr"), Settings(stream_partial_interval_s=0.3),
+                                      ServerMetrics(), answers)
+    asyncio.run(session.run())
+    assert answers.asked.count(True) == 2 and client.sent[-1]["type"] == "end"  # every final, in any case
+    partials = answers.asked.count(False)
+    if seconds < 0.5:  # keeping up: a partial every time one is due
+        assert partials >= 4
+    else:  # 3 s an answer: once behind, the partials of the rest of the utterance are skipped
+        assert partials <= 2
