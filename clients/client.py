@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,7 +21,7 @@ import httpx
 
 from clients import models
 from clients.errors import error_from_response
-from clients.streaming import stream
+from clients.streaming import astream, stream
 from elp.tasks import TASKS, TaskSpec, task_for_endpoint
 
 AudioInput = str | os.PathLike | bytes | IO[bytes]
@@ -114,7 +114,6 @@ class ELPClient(_Shared):
         spec = task_for_endpoint(endpoint)
         return models.parse_result(spec, self._call(**_spec_request(spec, audio, clips, adapter, fields)))
 
-
     def stream(self, endpoint: str, audio: AudioInput | Iterable[Any], *, adapter: str | None = None,
                partials: bool = True, realtime: bool = False) -> Iterator[dict[str, Any]]:
         """A live stream to ``/<endpoint>/stream`` (tasks whose request is one clip): the server's messages as
@@ -185,6 +184,13 @@ class AsyncELPClient(_Shared):
         spec = task_for_endpoint(endpoint)
         return models.parse_result(spec, await self._call(**_spec_request(spec, audio, clips, adapter, fields)))
 
+
+    def stream(self, endpoint: str, audio: AudioInput | Iterable[Any] | AsyncIterable[Any], *,
+               adapter: str | None = None, partials: bool = True,
+               realtime: bool = False) -> AsyncIterator[dict[str, Any]]:
+        """A live stream, as ``ELPClient.stream``: ``async for message in client.stream("asr", ...)``."""
+        return astream(self.base_url, endpoint, audio, adapter=adapter, partials=partials, realtime=realtime,
+                       api_key=self.api_key, open_timeout=self.timeout)
 
     async def enroll_speaker(self, speaker: str, clips: Sequence[AudioInput], *,
                              adapter: str | None = None) -> models.SpeakerInfo:

@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]  # call_later takes floats
         limit_concurrency=settings.max_connections or None,
         h11_max_incomplete_event_size=settings.max_header_bytes,  # read only where h11 is the fallback
-        ws="websockets-sansio",  # live streams: the websockets package's protocol, no thread of its own
+        ws="websockets-sansio",  # live streams: the websockets package's current protocol (not its deprecated legacy)
         ws_max_size=settings.stream_max_frame_bytes,  # a larger message is refused before it is buffered
     )
 

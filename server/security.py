@@ -69,8 +69,8 @@ def check_same_origin(request: Request) -> None:
 
 
 def is_foreign_origin(origin: str, headers: Mapping[str, str]) -> bool:
-    """Whether a browser sent the request from a page of another site (or an opaque one): its ``Origin``
-    is not this server's own scheme-less host. Live streams (WebSockets, which CORS does not guard) refuse
+    """Whether a browser sent the request from a page of another site (or an opaque one): the host in its
+    ``Origin`` is not the ``Host`` the request was sent to. Live streams (WebSockets, which CORS does not guard) refuse
     such pages outright, so no other site can listen through a user's server."""
     parts = urlsplit(origin)
     return (origin == "null" or parts.scheme not in ("http", "https")

@@ -110,3 +110,27 @@ def test_a_server_shutting_down_closes_its_open_streams(tiny_store, tmp_path) ->
         assert process.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it is done
         assert time.monotonic() - started < 15
     assert closed.value.rcvd is not None and closed.value.rcvd.code in (1001, 1012), closed.value
+
+
+def test_the_async_client_streams_from_an_async_source_as_the_sync_one_does(server_url, recording) -> None:
+    import asyncio
+
+    from clients import AsyncELPClient
+    from clients.streaming import read_mono_16k
+
+    samples = read_mono_16k(recording)
+
+    async def microphone():  # an async source of 16 kHz pieces, as a capture callback's queue would give
+        for at in range(0, len(samples), 1600):
+            yield samples[at:at + 1600]
+
+    async def run() -> list[dict]:
+        async with AsyncELPClient(server_url) as client:
+            return [message async for message in client.stream("asr", microphone())]
+
+    streamed = asyncio.run(run())
+    with ELPClient(server_url) as client:
+        expected = list(client.stream("asr", recording))
+    results = [(m["start_s"], m["text"]) for m in streamed if m["type"] == "result"]
+    assert len(results) == 2 and streamed[-1]["type"] == "end"
+    assert results == [(m["start_s"], m["text"]) for m in expected if m["type"] == "result"]
