@@ -1,6 +1,6 @@
 // The try-it page's live section: the microphone streamed to WS /<task>/stream (docs/API.md, "Live streams"),
 // each utterance's answer listed when its pause is heard, the words of the one being spoken shown as they
-// grow. Uses ui.js's globals ($, el, TASKS, adapterFor, SAMPLE_RATE); loaded after it.
+// grow. Uses ui.js's globals ($, el, TASKS, adapterFor, openMicrophone, SAMPLE_RATE); loaded after it.
 "use strict";
 
 let live = null; // {socket, context, stream, task}
@@ -49,18 +49,12 @@ function onLiveMessage(task, message) {
 
 async function startLive() {
   const task = TASKS.find((t) => t.name === $("live-task").value);
-  if (!navigator.mediaDevices || !window.AudioWorkletNode) {
-    setLiveStatus("Live streams need the microphone on an https:// or localhost page.", true);
+  if (!window.AudioWorkletNode) {
+    setLiveStatus("Live streams need an audio worklet: this browser, or this page outside https:// or localhost, has none.", true);
     return;
   }
-  let stream;
-  try {
-    stream = await navigator.mediaDevices.getUserMedia(
-      { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
-  } catch (err) {
-    setLiveStatus(`No microphone: ${err.message}`, true);
-    return;
-  }
+  const stream = await openMicrophone((text) => setLiveStatus(text, true));
+  if (!stream) return;
   const context = new AudioContext({ sampleRate: SAMPLE_RATE }); // capture.js resamples if the browser will not
   await context.audioWorklet.addModule("ui/capture.js");
   const capture = new AudioWorkletNode(context, "pcm-capture");

@@ -222,22 +222,27 @@ async function toWav(blob) {
   return { wav: new Blob([view], { type: "audio/wav" }), seconds: mono.length / SAMPLE_RATE };
 }
 
+// The raw microphone (the models were not trained on browser noise suppression or gain control), or null
+// after telling `report` why not (also used by live.js).
+async function openMicrophone(report) {
+  if (!navigator.mediaDevices) { // browsers only lend the microphone to https:// or localhost pages
+    report("The microphone needs this page on https:// or localhost.");
+    return null;
+  }
+  try {
+    return await navigator.mediaDevices.getUserMedia(
+      { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
+  } catch (err) {
+    report(`No microphone: ${err.message}`);
+    return null;
+  }
+}
+
 async function startRecording(slot) {
   const button = $(`record-${slot}`);
   const clock = $(`record-${slot}-time`);
-  if (!navigator.mediaDevices) { // browsers only lend the microphone to https:// or localhost pages
-    clock.textContent = "The microphone needs this page on https:// or localhost; pick a file instead.";
-    return;
-  }
-  let stream;
-  try {
-    // raw microphone: the models were not trained on browser noise suppression or gain control
-    stream = await navigator.mediaDevices.getUserMedia(
-      { audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false } });
-  } catch (err) {
-    clock.textContent = `No microphone: ${err.message}`;
-    return;
-  }
+  const stream = await openMicrophone((text) => { clock.textContent = `${text} Pick a file instead.`; });
+  if (!stream) return;
   const recorder = new MediaRecorder(stream);
   const chunks = [];
   recorder.ondataavailable = (event) => chunks.push(event.data);
