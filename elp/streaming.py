@@ -197,7 +197,10 @@ class Endpointer:
         self._end_pause = _chunks(s.end_pause_s)
         self._max_chunks = _chunks(s.max_utterance_s)
         self._partial_chunks = _chunks(s.partial_interval_s)
-        self._audio = np.zeros(0, dtype=np.float32)  # the stream's samples from chunk ``_origin`` on
+        # the stream's samples from chunk ``_origin`` on: the first ``_held`` of a buffer grown by doubling, so
+        # a 20 ms message costs its own samples, not a copy of the whole utterance so far
+        self._buffer = np.zeros(CHUNK * 64, dtype=np.float32)
+        self._held = 0
         self._probabilities: list[float] = []  # of the complete chunks from ``_origin`` on
         self._origin = 0
         self._run = 0  # voiced chunks in a row while no utterance is open
@@ -209,7 +212,11 @@ class Endpointer:
     @property
     def samples(self) -> int:
         """Samples received so far."""
-        return self._origin * CHUNK + len(self._audio)
+        return self._origin * CHUNK + self._held
+
+    @property
+    def _audio(self) -> np.ndarray:
+        return self._buffer[:self._held]
 
     @property
     def open(self) -> bool:
@@ -219,7 +226,12 @@ class Endpointer:
         """Read more of the stream; returns the utterances that ended in it (and, last, at most one partial
         view of the open one)."""
         samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        self._audio = np.concatenate([self._audio, samples])
+        if self._held + len(samples) > len(self._buffer):
+            grown = np.zeros(max(self._held + len(samples), 2 * len(self._buffer)), dtype=np.float32)
+            grown[:self._held] = self._audio
+            self._buffer = grown
+        self._buffer[self._held:self._held + len(samples)] = samples
+        self._held += len(samples)
         found = self._read(self.detector.push(samples))
         partial = self._partial()
         if partial is not None:
@@ -301,6 +313,8 @@ class Endpointer:
         keep_from = self._start if self._start is not None else complete - self._run - self._pad
         keep_from = max(self._origin, min(keep_from, complete))
         if keep_from > self._origin:
-            self._audio = self._audio[(keep_from - self._origin) * CHUNK:]
+            dropped = (keep_from - self._origin) * CHUNK
+            self._buffer[:self._held - dropped] = self._buffer[dropped:self._held]
+            self._held -= dropped
             self._probabilities = self._probabilities[keep_from - self._origin:]
             self._origin = keep_from
