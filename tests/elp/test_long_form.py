@@ -111,8 +111,8 @@ def test_join_texts_drops_empty_segments_and_extra_spaces() -> None:
     assert join_texts([]) == ""
 
 
-def test_only_one_clip_tasks_may_split_long_recordings_or_answer_silence() -> None:
-    """The server reads only ``file`` for such tasks: a task with a second clip may declare neither."""
+def test_only_one_clip_tasks_may_split_long_recordings_answer_silence_or_stream_partials() -> None:
+    """The server reads only ``file`` for such tasks: a task with a second clip may declare none of them."""
     import dataclasses
 
     from elp.errors import ConfigError
@@ -120,10 +120,11 @@ def test_only_one_clip_tasks_may_split_long_recordings_or_answer_silence() -> No
     from elp.tasks.base import ExtraClip
 
     second = (ExtraClip("reference", "another clip"),)
-    for fields in ({"silence_answer": None}, {"long_form": None}):
+    for fields in ({"silence_answer": None}, {"long_form": None}, {"long_form": None, "silence_answer": None}):
         with pytest.raises(ConfigError, match="one clip"):
             dataclasses.replace(ASR, extra_clips=second, **fields)
-    assert dataclasses.replace(ASR, extra_clips=second, long_form=None, silence_answer=None).extra_clips == second
+    plain = dataclasses.replace(ASR, extra_clips=second, long_form=None, silence_answer=None, partial_answers=False)
+    assert plain.extra_clips == second and not plain.one_clip
 
 
 def test_a_level_deployment_gets_level_pauses_and_gate_and_a_voice_one_the_splitter_as_it_is() -> None:
