@@ -1,7 +1,8 @@
 """Who may do what: the API key, cross-site request refusal, the verification rate limit, the bind check.
 
-Open without a key: the task routes (/asr, /emotion, /intent, /verify with two clips), health,
-readiness, metrics and the adapter listing; they change no state and reveal no voiceprint. Behind the
+Open without a key: the task routes (/asr, /emotion, /intent, /verify with two clips) and their live
+streams (which refuse other sites' pages: ``is_foreign_origin``), health, readiness, metrics and the
+adapter listing; they change no state and reveal no voiceprint. Behind the
 key: adapter load/unload, enrolment, speaker listing/deletion and /verify against an enrolled speaker.
 With no key configured those answer 403 (saying how to set one) unless ``insecure_open_admin``.
 """
