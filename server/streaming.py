@@ -245,7 +245,9 @@ class StreamSession:
         return self.endpointer.push(self.resampler.push(samples))
 
     def _finish(self) -> list[Utterance]:
-        return self.endpointer.push(self.resampler.flush()) + self.endpointer.finish()
+        """The stream's last utterances (a partial view now would only precede its own final answer)."""
+        last = [u for u in self.endpointer.push(self.resampler.flush()) if u.final]
+        return last + self.endpointer.finish()
 
     def _behind_s(self) -> float:
         """Seconds of speech the client has (likely) sent that the session has not read yet: the time since it
@@ -258,8 +260,8 @@ class StreamSession:
             await self._answer(utterance, heard)
 
     async def _answer(self, utterance: Utterance, heard: float) -> None:
-        """Answer one utterance. A partial is skipped when the server is overloaded; a final ends the stream
-        with 1013 then (its client should come back later)."""
+        """Answer one utterance. A partial is skipped while the session is behind the speech or the server is
+        overloaded; a final is never skipped: overloaded, it ends the stream with 1013 (come back later)."""
         if not utterance.final and self._behind_s() > PARTIAL_BACKLOG_S:
             return  # behind the pace of speech: the final answers come first, the partials would delay them
         clip = DecodedAudio(utterance.waveform, SAMPLE_RATE, self.parameters.sample_rate, 1)
