@@ -9,6 +9,7 @@ ingress cut, bit for bit.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from collections.abc import Awaitable, Callable
@@ -52,12 +53,13 @@ class RayAnswers:
 
     async def label(self, adapter: str | None) -> str:
         adapter_id = self._adapter_id(adapter)
-        info = self.resolver.store.info(adapter_id)
+        info = await asyncio.to_thread(self.resolver.store.info, adapter_id)  # hashes the files once: off the loop
         if info.task != self.spec.name:
             raise AdapterNotFoundError(f"adapter set {adapter_id!r} is a {info.task} set, not {self.spec.name}")
         return f"{adapter_id}@{info.sha256[:12]}"
 
     async def answer(self, clip: DecodedAudio, adapter: str | None, final: bool) -> tuple[dict[str, Any], Timings]:
+        """The replica's answer to the POST of ``clip`` (a partial's audio too is counted there: it is a request)."""
         adapter_id = self._adapter_id(adapter)
         wav = io.BytesIO()
         sf.write(wav, clip.waveform, clip.sample_rate, subtype="FLOAT", format="WAV")
