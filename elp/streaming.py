@@ -207,6 +207,7 @@ class Endpointer:
         self._start: int | None = None  # the open utterance's first chunk
         self._last_voiced = 0  # the chunk after its last chunk at or over end_probability
         self._next_partial = 0  # length (chunks) at which the next partial is due
+        self._closed = 0  # the chunk where the last final utterance ended (the next starts no earlier)
         self.index = 0  # final utterances so far
 
     @property
@@ -257,7 +258,8 @@ class Endpointer:
                 self._run = self._run + 1 if probability >= s.start_probability else 0
                 if self._run < self._min_speech:
                     continue
-                self._open(max(self._origin, chunk + 1 - self._run - self._pad))
+                # its padding may not reach back into the utterance before (a pause just over end_pause_s)
+                self._open(max(self._origin, self._closed, chunk + 1 - self._run - self._pad))
             if probability >= s.end_probability:
                 self._last_voiced = chunk + 1
             elif chunk + 1 - self._last_voiced >= self._end_pause:
@@ -281,6 +283,7 @@ class Endpointer:
         start, end = self._start * CHUNK, min(end, self.samples)
         utterance = Utterance(self.index, start, end, self._slice(start, end), final=True, forced=forced)
         self.index += 1
+        self._closed = -(-end // CHUNK)
         self._start = None
         self._run = 0
         return utterance

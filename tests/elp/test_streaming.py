@@ -99,6 +99,21 @@ def test_a_long_voice_is_cut_at_max_utterance_and_goes_on(spoken_clip) -> None:
     assert all(a.end == b.start for a, b in zip(found, found[1:], strict=False))  # nothing lost between cuts
 
 
+def voiced(clip: np.ndarray) -> np.ndarray:
+    """espeak's reading without its own leading and trailing silence."""
+    loud = np.flatnonzero(np.abs(clip) > 0.01)
+    return clip[loud[0]:loud[-1] + 1]
+
+
+@pytest.mark.parametrize("pause_s", [0.4, 0.45])
+def test_utterances_never_overlap_even_after_a_pause_just_over_the_end_pause(spoken_clip, pause_s) -> None:
+    """A pause that just closes the first utterance: the second's padding would reach back into the first."""
+    audio = np.concatenate([quiet(0.5, 0), voiced(spoken_clip(SENTENCES[0])), quiet(pause_s, 1),
+                            voiced(spoken_clip(SENTENCES[2])), quiet(1.0, 2)])
+    found, _ = run(audio, [320], EndpointSettings(partial_interval_s=0))
+    assert len(found) == 2 and found[0].end <= found[1].start
+
+
 def test_silence_noise_and_a_click_make_no_utterance() -> None:
     click = np.zeros(RATE // 10, np.float32)
     click[:40] = 0.8
