@@ -8,6 +8,7 @@ codes. Adapter ids are never labels: the store is operator-controlled but unboun
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import psutil
 from prometheus_client import (
@@ -216,6 +217,17 @@ class ServerMetrics:
 
         self.gpu_memory_allocated.set_function(reader(torch.cuda.memory_allocated))
         self.gpu_memory_reserved.set_function(reader(torch.cuda.memory_reserved))
+
+    def stream_exposition(self) -> bytes:
+        """Only the live-stream series: what a Ray Serve ingress reports (it holds streams, runs no model)."""
+        collectors = (self.streams_open, self.stream_utterances, self.stream_answer_delay, self.streams_closed)
+
+        class _Streams:
+            def collect(self) -> Any:
+                for collector in collectors:
+                    yield from collector.collect()
+
+        return generate_latest(_Streams())  # type: ignore[arg-type]  # any object with collect()
 
     def exposition(self) -> tuple[bytes, str]:
         """Text exposition body and its content type."""

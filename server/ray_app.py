@@ -270,6 +270,7 @@ class ElpIngress:
         # metrics object counts this ingress' live streams)
         self.resolver = InferenceService(self.settings, ServerMetrics())
         self.open_streams: dict[str, int] = {}
+        self._stream_reports: asyncio.Task | None = None
 
     @ingress_api.api_route("/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
                            include_in_schema=False)
@@ -294,8 +295,19 @@ class ElpIngress:
         if spec is None:
             await websocket.close(CLOSE_POLICY)
             return
+        if self._stream_reports is None:  # from the first stream on, its series reach the board like a replica's
+            self._stream_reports = asyncio.create_task(self._report_streams_forever(), name="elp-ray-stream-metrics")
         answers = RayAnswers(spec, self.resolver, self._forward_post)
         await serve_stream(websocket, spec, self.settings, self.resolver.metrics, answers, self.open_streams)
+
+    async def _report_streams_forever(self) -> None:
+        """This ingress' live-stream series (only those: it runs no model) to the metrics board, under
+        ``replica="ingress-<id>"``, every ``ray_metrics_push_s``."""
+        ingress_id = f"ingress-{serve.get_replica_context().replica_id.unique_id}"
+        while True:
+            with contextlib.suppress(Exception):  # the board may be restarting; next round
+                await self.board.report.remote(ingress_id, self.resolver.metrics.stream_exposition().decode())
+            await asyncio.sleep(self.settings.ray_metrics_push_s)
 
     async def _forward_post(self, path: str, headers: list[tuple[bytes, bytes]], body: bytes,
                             adapter_id: str) -> Response:

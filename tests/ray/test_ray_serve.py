@@ -395,3 +395,11 @@ def test_a_live_stream_through_the_ingress_is_answered_by_the_replicas(stack, sp
 
     with pytest.raises((ConnectionClosed, InvalidStatus)), connect(f"{url}/verify/stream") as ws:  # two clips: none
         ws.recv(timeout=30)
+
+    def ingress_finals() -> float | None:  # the ingress' stream series reach the one scrape target too
+        from server.ray_metrics import sample_value
+
+        text = httpx.get(f"{deployment.url}/metrics", timeout=30).text
+        return sample_value(text, "elp_stream_utterances_total", {"endpoint": "asr", "kind": "final"})
+
+    assert wait_for(ingress_finals, 30, "the ingress' stream metrics on the board") == 2
