@@ -277,7 +277,7 @@ class StreamSession:
             raise StreamClosing(CLOSE_FAULT, "error", error) from None
         kind = "result" if utterance.final else "partial"
         message = {"type": kind, "utterance": utterance.index, "start_s": round(utterance.start_s, 3),
-                   "end_s": round(utterance.end_s, 3), **answer}
+                   "end_s": round(utterance.end_s, 3), **self.spec.answer_at(answer, utterance.start_s)}
         if utterance.final:
             delay_ms = (time.perf_counter() - heard) * 1000.0
             message["timings_ms"] = {"queue": round(timings["queue"], 3), "inference": round(timings["inference"], 3),

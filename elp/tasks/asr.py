@@ -191,6 +191,15 @@ class AsrTask(TaskSpec):
                                    for (start, end), text in zip(spans, texts, strict=True)]}
         return answer if words is None else {**answer, "words": words}
 
+    def answer_at(self, answer: dict[str, Any], offset_s: float) -> dict[str, Any]:
+        """The words' times moved by ``offset_s`` (ms precision, as answered)."""
+        words = answer.get("words")
+        if not words:
+            return answer
+        moved = [{**word, "start_s": round(word["start_s"] + offset_s, 3), "end_s": round(word["end_s"] + offset_s, 3)}
+                 for word in words]
+        return {**answer, "words": moved}
+
     def answer_confidence(self, answer: Mapping[str, Any]) -> float | None:
         """The mean confidence of the answer's words; None without words."""
         words = answer.get("words") or []

@@ -259,3 +259,8 @@ class TaskSpec:
         """One number (0-1) for how sure the model was of an answer, for operators' metrics; None when the task
         has none to give (the default) or the answer holds nothing to judge."""
         return None
+
+    def answer_at(self, answer: dict[str, Any], offset_s: float) -> dict[str, Any]:
+        """An answer to a clip that starts ``offset_s`` into a longer stream, with the times it holds counted
+        from the stream's start (a live stream's utterances). Default: no times to move."""
+        return answer
