@@ -42,13 +42,19 @@ class RayAnswers:
 
     def __init__(self, spec: TaskSpec, resolver: InferenceService, forward: Forward) -> None:
         self.spec, self.resolver, self.forward = spec, resolver, forward
+        # the stream's set (one per stream), resolved once as the single server keeps its defaults resolved, and
+        # again only when a replica finds it gone (``answer``), not by reading the store at every utterance
+        self._resolved: str | None = None
 
-    def _adapter_id(self, adapter: str | None) -> str:
+    def _adapter_id(self, adapter: str | None, recheck: bool = False) -> str:
         """The named set, else the task's default (as the ingress resolves a POST's), checked to exist."""
-        adapter_id = adapter or self.resolver.default_adapter(self.spec.name)
+        if not recheck and self._resolved is not None:
+            return self._resolved
+        adapter_id = adapter or self.resolver.default_adapter(self.spec.name, recheck=recheck)
         self.resolver.store.folder(adapter_id)  # an invalid id: the store's own 404, as on the single server
         if not self.resolver.store.exists(adapter_id):
             raise AdapterNotFoundError(f"adapter '{adapter_id}' not found")
+        self._resolved = adapter_id
         return adapter_id
 
     async def label(self, adapter: str | None) -> str:
@@ -59,8 +65,16 @@ class RayAnswers:
         return f"{adapter_id}@{info.sha256[:12]}"
 
     async def answer(self, clip: DecodedAudio, adapter: str | None, final: bool) -> tuple[dict[str, Any], Timings]:
-        """The replica's answer to the POST of ``clip`` (a partial's audio too is counted there: it is a request)."""
-        adapter_id = self._adapter_id(adapter)
+        """The replica's answer to the POST of ``clip`` (a partial's audio too is counted there: it is a request).
+        A default set that a replica finds gone is resolved again once, as the single server's lease does."""
+        try:
+            return await self._answer(clip, self._adapter_id(adapter))
+        except ForwardedError as error:
+            if adapter is not None or error.code != AdapterNotFoundError.code:
+                raise
+            return await self._answer(clip, self._adapter_id(None, recheck=True))
+
+    async def _answer(self, clip: DecodedAudio, adapter_id: str) -> tuple[dict[str, Any], Timings]:
         wav = io.BytesIO()
         sf.write(wav, clip.waveform, clip.sample_rate, subtype="FLOAT", format="WAV")
         request = httpx.Request("POST", f"http://elp{self.spec.route}", data={"adapter": adapter_id},

@@ -59,3 +59,45 @@ def test_the_board_forgets_replicas_that_stopped_reporting() -> None:
     board.report("gone", ServerMetrics().exposition()[0].decode())
     board._latest["gone"] = (0.0, board._latest["gone"][1])  # reported long ago
     assert board.snapshot() == {}
+
+
+def test_a_streams_set_is_resolved_once_and_again_only_when_a_replica_finds_it_gone(tiny_store, tmp_path) -> None:
+    """RayAnswers (the ingress' side of a live stream) reads the store for the stream's default set once, not at
+    every utterance; a replica's adapter_not_found for that default resolves it again and retries once."""
+    import asyncio
+    import json
+
+    import numpy as np
+    from fastapi import Response
+
+    from elp.tasks import get_task
+    from server.audio import DecodedAudio
+    from server.ray_streams import RayAnswers
+    from server.service import InferenceService
+    from tests.server.helpers import make_settings
+
+    resolver = InferenceService(make_settings(*tiny_store, tmp_path), ServerMetrics())
+    rechecks: list[bool] = []
+    resolve = resolver.default_adapter
+    resolver.default_adapter = lambda task, recheck=False: rechecks.append(recheck) or resolve(task, recheck)
+    replies = []
+
+    async def forward(path, headers, body, adapter_id) -> Response:
+        status, reply = replies.pop(0)
+        return Response(json.dumps(reply), status_code=status, media_type="application/json")
+
+    answers = RayAnswers(get_task("asr"), resolver, forward)
+    clip = DecodedAudio(np.zeros(16000, np.float32), 16000, 16000, 1)
+    ok = (200, {"text": "hi", "adapter": "asr-default@x", "duration_s": 1.0,
+                "timings_ms": {"queue": 1, "inference": 2}})
+    gone = (404, {"error": {"code": "adapter_not_found", "message": "gone"}})
+
+    async def run() -> list:
+        label = await answers.label(None)
+        replies.extend([ok, ok, gone, ok])
+        return [label, *[await answers.answer(clip, None, True) for _ in range(3)]]
+
+    label, *answered = asyncio.run(run())
+    assert label.startswith("asr-default@") and rechecks == [False, True]  # once, then once more after the 404
+    assert all(a == ({"text": "hi", "adapter": "asr-default@x"}, {"queue": 1, "inference": 2}) for a in answered)
+    assert not replies
