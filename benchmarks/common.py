@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from elp.tasks import TASKS, task_names
+from elp.tasks import set_task_names, set_tasks
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,8 +40,8 @@ DEFAULT_BACKBONE = "models/whisper-base"
 #: ``--backbone`` shortcuts; anything else is taken as a folder
 BACKBONE_CHOICES = ("whisper-base", "wavlm-base-plus")
 #: endpoint -> adapter-set task, and task -> default adapter id, from the task registry
-ENDPOINT_TASKS = {spec.endpoint: spec.name for spec in TASKS}
-DEFAULT_IDS = {spec.name: spec.default_adapter for spec in TASKS}
+ENDPOINT_TASKS = {spec.endpoint: spec.name for spec in set_tasks()}
+DEFAULT_IDS = {spec.name: spec.default_adapter for spec in set_tasks()}
 MIB = 1024 * 1024
 
 # child processes and this one: no progress bars in benchmark output
@@ -169,7 +169,7 @@ def corpus_clips(count: int, seed: int = 0, min_s: float = 1.0, max_s: float = 1
     (clips joined with 0.2 s pauses where the target is longer than one clip), or seeded audio when
     the corpus is absent. Encoded as 16 kHz PCM-16 WAV, as a client would upload."""
     rng = random.Random(seed)
-    rows = [row for task in task_names() for row in corpus_rows(task)]
+    rows = [row for task in set_task_names() for row in corpus_rows(task)]
     targets = [min_s + (max_s - min_s) * (i + rng.random()) / count for i in range(count)]
     rng.shuffle(targets)
     if not rows:
@@ -280,7 +280,7 @@ STAND_IN_FLAGS = ("--speech-detector", "level")
 @functools.cache
 def stand_in_audio() -> bool:
     """Whether the benchmarks send seeded stand-ins (``corpus_clips`` without the corpus) instead of speech."""
-    return not any(corpus_rows(task) for task in task_names())
+    return not any(corpus_rows(task) for task in set_task_names())
 
 
 def server_command(backbone: Path, store: Path, port: int, device: str = "cpu", *extra: str) -> list[str]:

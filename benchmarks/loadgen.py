@@ -22,11 +22,10 @@ from typing import Any
 from benchmarks.common import Clip, percentiles_ms
 from clients import AsyncELPClient
 from clients.errors import ELPClientError
-from elp.tasks import TASKS as REGISTERED_TASKS
-from elp.tasks import task_for_endpoint
+from elp.tasks import set_tasks, task_for_endpoint
 
 #: the endpoints a mixed load draws from (every registered task's)
-TASKS = tuple(spec.endpoint for spec in REGISTERED_TASKS)
+TASKS = tuple(spec.endpoint for spec in set_tasks())  # the tasks of the benchmark mixes
 
 
 @dataclass

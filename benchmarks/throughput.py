@@ -58,7 +58,7 @@ from benchmarks.common import (
 from benchmarks.loadgen import TASKS, run_load
 from benchmarks.process_tree import PeakRssSampler
 from benchmarks.stats import load_note, machine_load, median_rows, plot_points, ratio_table, round_robin
-from elp.tasks import TASKS as REGISTERED_TASKS
+from elp.tasks import set_tasks
 
 SYSTEMS = ("elp", "elp_1w", "elp_2w", "elp_cost", "elp_length", "elp_int8", "elp_gathered", "per_task", "naive")
 #: extra server flags per ELP system: ``elp_1w`` / ``elp_2w`` one / two batch workers over the one model,
@@ -108,7 +108,7 @@ def system_commands(system: str, backbone: Path, workdir: Path, device: str, ext
         return [(argv, env, port)], dict.fromkeys(TASKS, port)
     if system == "per_task":
         commands, ports = [], {}
-        for index, (endpoint, task) in enumerate((spec.endpoint, spec.name) for spec in REGISTERED_TASKS):
+        for index, (endpoint, task) in enumerate((spec.endpoint, spec.name) for spec in set_tasks()):
             own_backbone = perturbed_backbone_copy(backbone, workdir / f"backbone-{task}", seed=100 + index)
             store = build_random_store(own_backbone, workdir / f"store-{task}", {DEFAULT_IDS[task]: task})
             port = free_port()

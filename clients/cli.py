@@ -2,6 +2,7 @@
 
     elp-client asr clip.wav
     elp-client --subtitles srt asr talk.flac > talk.srt   # word times as subtitles (srt, vtt)
+    elp-client diarize meeting.flac --num-speakers 3      # who spoke when (JSON); --rttm before it: RTTM lines
     elp-client verify a.wav b.wav            # or: elp-client verify a.wav --speaker alice
     elp-client emotion clip.wav --adapter emotion-alt
     elp-client intent clip.wav
@@ -28,7 +29,7 @@ from websockets.exceptions import WebSocketException
 
 from clients.client import DEFAULT_URL, ELPClient
 from clients.errors import ELPClientError
-from clients.subtitles import FORMATS
+from clients.subtitles import FORMATS, to_rttm
 from elp.tasks import TASKS, TaskSpec
 
 
@@ -40,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     parser.add_argument("--subtitles", choices=sorted(FORMATS),
                         help="print an answer's word times (`words`, e.g. /asr) as subtitles, not JSON")
+    parser.add_argument("--rttm", action="store_true",
+                        help="print an answer's speaker turns (`turns`, /diarize) as RTTM lines, not JSON")
     commands = parser.add_subparsers(dest="command", required=True)
 
     for spec in TASKS:  # one command per registered task: its clip(s), its fields, --adapter
@@ -50,8 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(clip.name, nargs="?" if optional else None, help=clip.description)
         if spec.enrolled_reference is not None:
             sub.add_argument(f"--{spec.enrolled_reference.field}", help=spec.enrolled_reference.description)
+        for option in spec.options:
+            sub.add_argument(option.flag, dest=option.name, type=option.kind, help=option.description)
         sub.add_argument("--adapter", help="adapter id (default: the task's default)")
-        if spec.one_clip:
+        if spec.streams:
             sub.add_argument("--stream", action="store_true",
                              help="send the clip as a live stream at the pace of speech; print each message as "
                              "one JSON line (partial answers as they grow, one result per utterance)")
@@ -112,6 +117,8 @@ def run_task(spec: TaskSpec, args: argparse.Namespace, client: ELPClient) -> Any
         fields[reference.field] = getattr(args, reference.field)
         if (getattr(args, reference.instead_of) is None) == (fields[reference.field] is None):
             raise SystemExit(f"{spec.endpoint} needs a {reference.instead_of} clip or --{reference.field}, not both")
+    fields.update({option.name: getattr(args, option.name) for option in spec.options
+                   if getattr(args, option.name) is not None})
     return client.task(spec.endpoint, args.clip, *clips, adapter=args.adapter, **fields).raw
 
 
@@ -137,6 +144,13 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx.BaseTransport | 
             print("elp-client: this answer has no word times for --subtitles", file=sys.stderr)
             return 2
         sys.stdout.write(FORMATS[args.subtitles](words))
+        return 0
+    if args.rttm:
+        turns = result.get("turns") if isinstance(result, dict) else None
+        if turns is None:
+            print("elp-client: this answer has no speaker turns for --rttm", file=sys.stderr)
+            return 2
+        sys.stdout.write(to_rttm(turns, os.path.splitext(os.path.basename(args.clip))[0]))
         return 0
     print(json.dumps(_jsonable(result), indent=2, sort_keys=True))
     return 0

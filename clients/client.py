@@ -50,18 +50,20 @@ def _task_request(
 
 
 def _spec_request(spec: TaskSpec, audio: AudioInput, clips: Sequence[AudioInput | None], adapter: str | None,
-                  fields: dict[str, str | None]) -> dict[str, Any]:
+                  fields: dict[str, str | float | None]) -> dict[str, Any]:
     """The multipart request of a task: ``file``, its extra clips (positional, in the task's order; None
     = not sent), the form fields it takes (an enrolled speaker id) and ``adapter``."""
     names = [clip.name for clip in spec.extra_clips]
     if len(clips) > len(names):
         raise TypeError(f"{spec.endpoint} takes {len(names)} clip(s) besides the audio, got {len(clips)}")
     allowed = {spec.enrolled_reference.field} if spec.enrolled_reference is not None else set()
+    allowed |= {option.name for option in spec.options}
     unknown = sorted(set(fields) - allowed)
     if unknown:
         raise TypeError(f"{spec.endpoint} takes no field(s) {unknown}")
     files = [("file", audio)] + [(name, clip) for name, clip in zip(names, clips, strict=False) if clip is not None]
-    return _task_request(spec.route, files, {"adapter": adapter, **fields})
+    sent = {name: None if value is None else str(value) for name, value in fields.items()}
+    return _task_request(spec.route, files, {"adapter": adapter, **sent})
 
 
 class _Shared:
@@ -109,7 +111,7 @@ class ELPClient(_Shared):
         return self._parse(self._http.request(**request))
 
     def task(self, endpoint: str, audio: AudioInput, *clips: AudioInput | None, adapter: str | None = None,
-             **fields: str | None) -> Any:
+             **fields: str | float | None) -> Any:
         """Any task by its endpoint (``"asr"``, ``"verify"``...); the named methods call this."""
         spec = task_for_endpoint(endpoint)
         return models.parse_result(spec, self._call(**_spec_request(spec, audio, clips, adapter, fields)))
@@ -179,7 +181,7 @@ class AsyncELPClient(_Shared):
         return self._parse(await self._http.request(**request))
 
     async def task(self, endpoint: str, audio: AudioInput, *clips: AudioInput | None, adapter: str | None = None,
-                   **fields: str | None) -> Any:
+                   **fields: str | float | None) -> Any:
         """Any task by its endpoint (``"asr"``, ``"verify"``...); the named methods call this."""
         spec = task_for_endpoint(endpoint)
         return models.parse_result(spec, await self._call(**_spec_request(spec, audio, clips, adapter, fields)))
@@ -231,6 +233,8 @@ def _task_signature(spec: TaskSpec, result: type) -> inspect.Signature:
     if spec.enrolled_reference is not None:
         parameters.append(inspect.Parameter(spec.enrolled_reference.field, keyword, default=None,
                                             annotation=str | None))
+    parameters += [inspect.Parameter(option.name, keyword, default=None, annotation=option.kind | None)
+                   for option in spec.options]
     parameters.append(inspect.Parameter("adapter", keyword, default=None, annotation=str | None))
     return inspect.Signature(parameters, return_annotation=result)
 

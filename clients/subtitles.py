@@ -5,6 +5,9 @@ one cue. Words are grouped into cues that end at a pause, at ``max_chars`` chara
 whichever comes first, as subtitle guidelines usually ask (about 42 characters a line, a few seconds a cue).
 
     elp-client --subtitles srt asr talk.flac > talk.srt
+
+Also RTTM (NIST's "who spoke when" lines, read by dscore, pyannote.metrics and md-eval) from ``/diarize``'s
+``turns``: ``elp-client --rttm diarize meeting.flac > meeting.rttm``.
 """
 
 from __future__ import annotations
@@ -65,3 +68,10 @@ def to_webvtt(words: Sequence[Mapping[str, Any]], **options: Any) -> str:
 
 
 FORMATS = {"srt": to_srt, "vtt": to_webvtt}
+
+
+def to_rttm(turns: Sequence[Mapping[str, Any]], recording: str) -> str:
+    """One ``SPEAKER`` line per turn (``{start_s, end_s, speaker}``) of ``recording`` (its name, no spaces)."""
+    name = "".join("_" if ch.isspace() else ch for ch in recording) or "recording"
+    return "".join(f"SPEAKER {name} 1 {turn['start_s']:.3f} {turn['end_s'] - turn['start_s']:.3f} <NA> <NA> "
+                   f"{turn['speaker']} <NA> <NA>\n" for turn in turns)

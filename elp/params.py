@@ -22,7 +22,7 @@ from transformers import (
 
 from elp.adapter_set import AdapterSet
 from elp.config import config_for_method
-from elp.tasks import get_task, task_names
+from elp.tasks import get_task, set_task_names
 
 
 def base_size_backbones() -> dict[str, tuple[str, torch.nn.Module]]:
@@ -69,7 +69,7 @@ def parameter_table(methods: tuple[str, ...] = ("elp", "el", "e", "l", "p"), tas
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", default="asr", choices=task_names())
+    parser.add_argument("--task", default="asr", choices=set_task_names())
     parser.add_argument("--methods", nargs="+", default=["elp", "el", "e", "l", "p"])
     args = parser.parse_args(argv)
     print(f"trained parameters per adapter set ({args.task} head), against the frozen backbone\n")

@@ -14,6 +14,7 @@ import os
 import re
 import stat
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,11 +194,14 @@ def describe_snapshot(snapshot: AdapterSnapshot) -> AdapterEntry:
     )
 
 
-def resolve_default_ids(store: AdapterStore, configured: dict[str, str]) -> dict[str, str | None]:
+def resolve_default_ids(store: AdapterStore, configured: dict[str, str],
+                        set_tasks: Mapping[str, str] | None = None) -> dict[str, str | None]:
     """Per task of ``configured`` (task -> configured id): that id if the store has it for the task, else a set
-    marked ``"default": true``, else the task's only set, else None."""
-    by_task: dict[str, list[str]] = {task: [] for task in configured}
-    marked: dict[str, list[str]] = {task: [] for task in configured}
+    marked ``"default": true``, else the task's only set, else None. ``set_tasks`` names the task whose sets
+    answer a task, when not its own (diarization: verification's)."""
+    set_of = {task: (set_tasks or {}).get(task, task) for task in configured}
+    by_task: dict[str, list[str]] = {task: [] for task in set_of.values()}
+    marked: dict[str, list[str]] = {task: [] for task in set_of.values()}
     for adapter_id in store.ids():
         try:
             config = store.read_config(adapter_id)
@@ -210,10 +214,11 @@ def resolve_default_ids(store: AdapterStore, configured: dict[str, str]) -> dict
                 marked[task].append(adapter_id)
     defaults: dict[str, str | None] = {}
     for task, adapter_id in configured.items():
-        if adapter_id in by_task[task]:
+        sets, marks = by_task[set_of[task]], marked[set_of[task]]
+        if adapter_id in sets:
             defaults[task] = adapter_id
-        elif marked[task]:
-            defaults[task] = marked[task][0]
+        elif marks:
+            defaults[task] = marks[0]
         else:
-            defaults[task] = by_task[task][0] if len(by_task[task]) == 1 else None
+            defaults[task] = sets[0] if len(sets) == 1 else None
     return defaults

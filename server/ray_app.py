@@ -114,7 +114,7 @@ def models_per_replica(settings: RaySettings) -> int:
             sizes.append(store.info(adapter_id).size_bytes)
     if not sizes:
         return 1
-    defaults = sum(1 for adapter_id in settings.default_adapter_ids().values() if store.exists(adapter_id))
+    defaults = len({adapter_id for adapter_id in settings.default_adapter_ids().values() if store.exists(adapter_id)})
     return max(1, settings.adapter_cache_bytes // max(sizes) - defaults)
 
 
@@ -291,7 +291,7 @@ class ElpIngress:
     @ingress_api.websocket("/{endpoint}/stream")
     async def stream(self, websocket: WebSocket, endpoint: str) -> None:
         """A live stream (server.ray_streams): the session here, each utterance answered by a replica."""
-        spec = next((spec for spec in TASKS if spec.endpoint == endpoint and spec.one_clip), None)
+        spec = next((spec for spec in TASKS if spec.endpoint == endpoint and spec.streams), None)
         if spec is None:
             await websocket.close(CLOSE_POLICY)
             return

@@ -60,8 +60,8 @@ class RayAnswers:
     async def label(self, adapter: str | None) -> str:
         adapter_id = self._adapter_id(adapter)
         info = await asyncio.to_thread(self.resolver.store.info, adapter_id)  # hashes the files once: off the loop
-        if info.task != self.spec.name:
-            raise AdapterNotFoundError(f"adapter set {adapter_id!r} is a {info.task} set, not {self.spec.name}")
+        if info.task != self.spec.set_task:
+            raise AdapterNotFoundError(f"adapter set {adapter_id!r} is a {info.task} set, not {self.spec.set_task}")
         return f"{adapter_id}@{info.sha256[:12]}"
 
     async def answer(self, clip: DecodedAudio, adapter: str | None, final: bool) -> tuple[dict[str, Any], Timings]:

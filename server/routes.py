@@ -139,6 +139,10 @@ def _task_parameters(spec: TaskSpec) -> list[inspect.Parameter]:
     if reference is not None:
         parameters.append(inspect.Parameter(reference.field, keyword, default=None,
                                             annotation=Annotated[str | None, Form(description=reference.description)]))
+    for option in spec.options:
+        form = Form(description=option.description, ge=option.minimum, le=option.maximum)
+        parameters.append(inspect.Parameter(option.name, keyword, default=None,
+                                            annotation=Annotated[option.kind | None, form]))
     parameters.append(inspect.Parameter("adapter", keyword, annotation=AdapterField, default=None))
     return parameters
 
@@ -179,6 +183,8 @@ def task_handler(spec: TaskSpec) -> Any:
                                                  entry.enrolment_versions)
                 enrolled, enrolled_s = record.embedding, record.total_duration_s or None
             fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}
+            fields.update({option.name: form[option.name] for option in spec.options
+                           if form.get(option.name) is not None})
             answer, outcome = await answer_clips(service, spec, lease, clips, fields=fields, enrolled=enrolled,
                                                  enrolled_s=enrolled_s, receive=request.receive)
         return {**answer, **_base(lease, clips[0], clock, outcome)}

@@ -32,6 +32,15 @@ class RowPlan:
         return not self.rows and self.spans is None
 
 
+def covered_samples(spans: list[tuple[int, int]]) -> int:
+    """Samples that at least one span holds (diarization's windows overlap; segments do not)."""
+    covered, reached = 0, 0
+    for start, end in sorted(spans):
+        covered += max(0, end - max(start, reached))
+        reached = max(reached, end)
+    return covered
+
+
 async def plan_rows(clips: list[DecodedAudio], splitter: LongFormSplitter | None,
                     silence_gate: SpeechGate | None) -> RowPlan:
     """The rows of a request whose first clip is ``clips[0]`` (a task with a splitter or a silence gate
@@ -40,7 +49,7 @@ async def plan_rows(clips: list[DecodedAudio], splitter: LongFormSplitter | None
     rate = clip.sample_rate
     if splitter is not None and splitter.needs_split(len(clip.waveform), rate):
         spans = await asyncio.to_thread(splitter.spans, clip.waveform, rate)
-        read = sum(b - a for a, b in spans)
+        read = covered_samples(spans)
         return RowPlan([replace(clip, waveform=clip.waveform[a:b]) for a, b in spans],
                        [(a / rate, b / rate) for a, b in spans], unread_s=(len(clip.waveform) - read) / rate)
     if silence_gate is not None and not await asyncio.to_thread(silence_gate.has_speech, clip.waveform, rate):

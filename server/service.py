@@ -43,6 +43,8 @@ from server.settings import Settings
 from server.speakers import open_speaker_store
 
 logger = logging.getLogger("server.service")
+#: task -> the task of the sets that answer it (diarization's are verification sets: ``TaskSpec.answers_with``)
+SET_TASKS = MappingProxyType({spec.name: spec.set_task for spec in TASKS})
 
 #: extra seconds a handler waits past the queue deadline for a batch that is already running
 RUNNING_GRACE_S = 60.0
@@ -177,7 +179,7 @@ class InferenceService:
                 continue
             self.cache.pinned.add(adapter_id)
             try:
-                lease = await self.cache.acquire(adapter_id, task)
+                lease = await self.cache.acquire(adapter_id, SET_TASKS[task])
                 lease.release()
                 self._default_problems.pop(task, None)
             except Exception as exc:  # reported by /readyz; requests get the error on demand
@@ -212,7 +214,7 @@ class InferenceService:
     def resolve_defaults(self) -> dict[str, str | None]:
         """Per task: the configured id if it exists, else a set marked ``"default": true``, else the
         only set of that task, else none (requests then must name an adapter)."""
-        self._defaults = resolve_default_ids(self.store, self.settings.default_adapter_ids())
+        self._defaults = resolve_default_ids(self.store, self.settings.default_adapter_ids(), SET_TASKS)
         return self._defaults
 
     def default_adapter(self, task: str, recheck: bool = False) -> str:
@@ -273,15 +275,15 @@ class InferenceService:
         defaults resolved again, and the new one leased."""
         assert self.cache is not None
         if adapter_id is not None:
-            return await self.cache.acquire(adapter_id, task)
+            return await self.cache.acquire(adapter_id, SET_TASKS[task])
         default_id = self.default_adapter(task)
         try:
-            return await self.cache.acquire(default_id, task)
+            return await self.cache.acquire(default_id, SET_TASKS[task])
         except AdapterNotFoundError:
             fallback = self.default_adapter(task, recheck=True)
             if fallback == default_id:
                 raise
-            return await self.cache.acquire(fallback, task)
+            return await self.cache.acquire(fallback, SET_TASKS[task])
 
     def incoming(self) -> contextlib.AbstractContextManager[None]:
         """Around a request's decoding: tells the worker that company for its batch is on the way."""

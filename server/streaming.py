@@ -355,6 +355,6 @@ async def _close(websocket: WebSocket, code: int, error: ServerError | None) -> 
 
 
 for _spec in TASKS:
-    if _spec.one_clip:
+    if _spec.streams:
         stream_router.add_api_websocket_route(f"{_spec.route}/stream", stream_handler(_spec),
                                               name=f"{_spec.endpoint}_stream")

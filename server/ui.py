@@ -17,6 +17,9 @@ Each entry (all read from the task's ``TaskSpec``):
 - ``extra_clips``: ``[{name, description}]`` uploads besides ``file`` (verification's ``reference``);
 - ``enrolled_reference``: ``{field, instead_of, description}`` or null (an enrolled speaker may
   replace the clip ``instead_of``; enrolment is ``POST /speakers/{id}`` with that task's set);
+- ``set_task``: the ``task`` of the adapter sets that answer it (diarization's: verification sets);
+- ``options``: ``[{name, description, minimum, maximum, integer}]`` form fields that tune an answer
+  (diarization's ``num_speakers``);
 - ``stream``: whether the task has a live stream (``WS <route>/stream``); ``partials``: whether it sends the
   answer of the utterance being spoken.
 """
@@ -60,6 +63,7 @@ def page_tasks(settings: Settings) -> list[dict[str, Any]]:
     """The registered tasks as the page reads them (the module docstring lists the fields)."""
     return [{
         "name": spec.name,
+        "set_task": spec.set_task,
         "route": spec.route,
         "title": spec.heading,
         "summary": spec.summary,
@@ -68,7 +72,9 @@ def page_tasks(settings: Settings) -> list[dict[str, Any]]:
         "headline": spec.headline,
         "extra_clips": [dataclasses.asdict(clip) for clip in spec.extra_clips],
         "enrolled_reference": dataclasses.asdict(spec.enrolled_reference) if spec.enrolled_reference else None,
-        "stream": spec.one_clip,
+        "options": [{"name": option.name, "description": option.description, "minimum": option.minimum,
+                     "maximum": option.maximum, "integer": option.kind is int} for option in spec.options],
+        "stream": spec.streams,
         "partials": spec.partial_answers,
     } for spec in TASKS]
 

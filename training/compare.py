@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from elp.tasks import get_task, task_names
+from elp.tasks import get_task, set_task_names
 from training.train import build_parser, train
 
 # ELP first: it becomes the stored default set, so it must finish even if the budget runs out.
 METHODS = ("elp", "full", "e", "l", "p", "none")
-TASKS = task_names()
+TASKS = set_task_names()
 
 
 def table_metrics(task: str) -> tuple[str, str]:

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from elp import AdapterSet, MultiAdapterModel, config_for_method, load_backbone
 from elp.heads.config import HeadConfig
-from elp.tasks import get_task, task_names
+from elp.tasks import get_task, set_task_names
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.dataset import CTC_VOCAB, ClipDataset, LengthBucketSampler, collate, task_augment
 from training.evaluation import evaluate_set, headline, public
@@ -70,7 +70,7 @@ class TrainResult:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="elp-train", description=__doc__.splitlines()[0])
-    p.add_argument("--task", required=True, choices=task_names())
+    p.add_argument("--task", required=True, choices=set_task_names())
     p.add_argument("--backbone", default="models/whisper-base", help="local folder or hub id")
     p.add_argument("--corpus", default="data/corpus", help="folder with <task>.jsonl manifests")
     p.add_argument("--method", default="elp", help="elp, el, ep, lp, e, l, p, none or full")

@@ -8,7 +8,7 @@ builds a spec and one ``register`` line below. Nothing here imports torch at imp
 from __future__ import annotations
 
 from elp.errors import ConfigError
-from elp.tasks.base import EnrolledReference, ExtraClip, PostProcessor, TaskRequest, TaskSpec
+from elp.tasks.base import EnrolledReference, ExtraClip, PostProcessor, TaskOption, TaskRequest, TaskSpec
 
 TASKS: list[TaskSpec] = []
 
@@ -34,6 +34,17 @@ def task_names() -> tuple[str, ...]:
     return tuple(spec.name for spec in TASKS)
 
 
+def set_tasks() -> tuple[TaskSpec, ...]:
+    """The tasks with adapter sets of their own (trained, evaluated, made up for tests and benchmarks); not
+    those that answer with another task's sets (``TaskSpec.answers_with``: diarization)."""
+    return tuple(spec for spec in TASKS if not spec.answers_with)
+
+
+def set_task_names() -> tuple[str, ...]:
+    """The ``task`` values an adapter config or a training manifest may hold."""
+    return tuple(spec.name for spec in set_tasks())
+
+
 def task_for_endpoint(endpoint: str) -> TaskSpec:
     """The task served at ``/<endpoint>`` (``verify`` -> verification)."""
     for spec in TASKS:
@@ -49,6 +60,7 @@ def enrolment_task() -> TaskSpec | None:
 
 # One line per task, in the order routes, settings and listings show them.
 from elp.tasks.asr import ASR  # noqa: E402
+from elp.tasks.diarization import DIARIZATION  # noqa: E402
 from elp.tasks.emotion import EMOTION  # noqa: E402
 from elp.tasks.intent import INTENT  # noqa: E402
 from elp.tasks.language import LANGUAGE  # noqa: E402
@@ -59,17 +71,21 @@ register(VERIFICATION)
 register(EMOTION)
 register(INTENT)
 register(LANGUAGE)
+register(DIARIZATION)
 
 __all__ = [
     "TASKS",
     "EnrolledReference",
     "ExtraClip",
     "PostProcessor",
+    "TaskOption",
     "TaskRequest",
     "TaskSpec",
     "enrolment_task",
     "get_task",
     "register",
+    "set_task_names",
+    "set_tasks",
     "task_for_endpoint",
     "task_names",
 ]

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
+from elp.diarization import SpeakerWindows
 from elp.errors import ConfigError
 from elp.long_form import LongFormSplitter
 from elp.speech_activity import SpeechGate, VoiceGate
@@ -65,6 +66,25 @@ class EnrolledReference:
     description: str
 
 
+@dataclass(frozen=True)
+class TaskOption:
+    """A form field besides the clips that tunes one request's answer (diarization's ``num_speakers``): an
+    integer (``kind`` int) or a number within ``[minimum, maximum]``, absent when not sent. The route, the
+    client's keyword, the CLI flag and the page's input are made from it; :meth:`TaskSpec.respond` reads it
+    from ``TaskRequest.fields``."""
+
+    name: str
+    description: str
+    kind: type = int
+    minimum: float | None = None
+    maximum: float | None = None
+
+    @property
+    def flag(self) -> str:
+        """``num_speakers`` -> ``--num-speakers``."""
+        return "--" + self.name.replace("_", "-")
+
+
 @dataclass
 class TaskRequest:
     """What :meth:`TaskSpec.respond` sees of one answered request (rows in upload order: ``file``
@@ -73,7 +93,7 @@ class TaskRequest:
     config: AdapterSetConfig
     rows: Sequence[Any]  # elp.model.Prediction
     durations_s: Sequence[float]
-    fields: Mapping[str, Any] = field(default_factory=dict)  # extra form fields (an enrolled speaker id)
+    fields: Mapping[str, Any] = field(default_factory=dict)  # extra form fields (an enrolled speaker id, options)
     enrolled: torch.Tensor | None = None  # the enrolled reference's embedding, when one was named
     enrolled_duration_s: float | None = None  # the enrolled reference's clips' total duration
     fallbacks: Mapping[str, Any] = field(default_factory=dict)  # deployment defaults (a threshold)
@@ -130,8 +150,9 @@ class TaskSpec:
     silence_answer: tuple[tuple[str, Any], ...] | None = None
     #: recordings longer than the model reads at once are taken (up to the server's ``max_long_form_s``) and
     #: cut at pauses into segments, one row each; :meth:`respond` joins them (``TaskRequest.segments_s``).
-    #: Only for tasks whose request is the one ``file``
-    long_form: LongFormSplitter | None = None
+    #: Only for tasks whose request is the one ``file``. Any splitter with ``LongFormSplitter``'s interface
+    #: (diarization's ``SpeakerWindows``: overlapping windows of every recording)
+    long_form: LongFormSplitter | SpeakerWindows | None = None
     #: elp-train's defaults for the task: learning rates, augmentations it must not get
     training: TrainingRecipe = TrainingRecipe()
     #: what a person reads as the task's name (the try-it page's headings); "" = the name, capitalised
@@ -141,12 +162,31 @@ class TaskSpec:
     #: live streams (``/<endpoint>/stream``, tasks whose request is one clip): whether the answer of the
     #: utterance still being spoken is sent as it grows (ASR's words), besides each utterance's final answer
     partial_answers: bool = False
+    #: whether the task has live streams (``/<endpoint>/stream``) when its request is one clip: not for tasks
+    #: whose answer needs the whole recording (diarization's speakers are clustered over all of it)
+    live_streams: bool = True
+    #: form fields that tune a request's answer (:class:`TaskOption`)
+    options: tuple[TaskOption, ...] = ()
+    #: the task whose adapter sets this one answers with, when not its own (diarization embeds its windows
+    #: with verification sets): it has no sets, training or evaluation of its own, and its default-adapter
+    #: setting names one of that task's sets
+    answers_with: str = ""
 
     def __post_init__(self) -> None:
         if (self.long_form is not None or self.silence_answer is not None or self.partial_answers) \
                 and not self.one_clip:
             raise ConfigError(f"task {self.name!r}: long-form splitting, a silence answer and partial answers are for "
                               "tasks whose request is one clip (the server reads only that clip for them)")
+
+    @property
+    def set_task(self) -> str:
+        """The ``task`` of the adapter sets that answer this task's requests."""
+        return self.answers_with or self.name
+
+    @property
+    def streams(self) -> bool:
+        """Whether ``/<endpoint>/stream`` exists: one-clip tasks that answer utterance by utterance."""
+        return self.one_clip and self.live_streams
 
     @property
     def one_clip(self) -> bool:

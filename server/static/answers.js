@@ -59,13 +59,14 @@ function rowsTable(field, records) {
   return el("details", { class: "records" }, el("summary", { text: `${words(field)} (${records.length})` }), table);
 }
 
-// The headline field large (a yes/no field with its name: "same speaker: no"), then every other
+// The headline field large (a yes/no or number field with its name: "same speaker: no"), then every other
 // field of the task's own answer by the shape of its value: a map of numbers as bars, a map of
 // strings and the scalars as name/value lists; then the timings. The exact values are kept in
 // data-value / data-score (tests compare them with the API's).
 function renderAnswer(task, answer) {
   const value = answer[task.headline];
-  const headline = typeof value === "boolean" ? `${words(task.headline)}: ${shown(value)}`
+  const named = typeof value === "boolean" || typeof value === "number"; // a bare "no" or "2" says nothing
+  const headline = named ? `${words(task.headline)}: ${shown(value)}`
     : value === "" ? "(empty)" : shown(value);
   const parts = [el("p", { class: "answer", "data-field": task.headline, "data-value": String(value),
     text: headline })];

@@ -8,7 +8,8 @@ const SAMPLE_RATE = 16000; // recordings are sent as 16 kHz mono 16-bit PCM WAV 
 const KEY_STORAGE = "elp-api-key"; // sessionStorage: this tab only, gone when it closes
 
 const $ = (id) => document.getElementById(id);
-// [{name, route, title, summary, default_adapter, answer_fields, headline, extra_clips, enrolled_reference}]
+// [{name, set_task, route, title, summary, default_adapter, answer_fields, headline, extra_clips, enrolled_reference,
+//   options, stream, partials}]
 const TASKS = JSON.parse($("elp-tasks").textContent);
 const TASK = Object.fromEntries(TASKS.map((task) => [task.name, task]));
 const ENROLMENT = TASKS.find((task) => task.enrolled_reference); // whose sets speakers are enrolled in
@@ -72,7 +73,7 @@ async function loadAdapters() {
     const choices = $("adapter-choices");
     choices.replaceChildren();
     for (const task of TASKS) {
-      const sets = rows.filter((row) => row.task === task.name);
+      const sets = rows.filter((row) => row.task === task.set_task);
       if (!sets.length) continue;
       const isDefault = (row) => row.id === task.default_adapter;
       const select = el("select", { id: `adapter-${task.name}`, "data-task": task.name });
@@ -82,7 +83,7 @@ async function loadAdapters() {
         select.append(option);
       }
       choices.append(el("div", { class: "choice" },
-        el("label", { for: select.id, text: `${task.title} set` }), select));
+        el("label", { for: select.id, text: `${task.title} set` }), select, ...optionInputs(task)));
     }
     status.textContent = `${rows.length} adapter sets in the store.`;
   } catch (err) {
@@ -90,6 +91,16 @@ async function loadAdapters() {
     status.className = "error";
   }
   updateButtons();
+}
+
+// A number input per option of the task (diarization's number of speakers); empty = not sent.
+function optionInputs(task) {
+  return task.options.flatMap((option) => {
+    const input = el("input", { id: `option-${task.name}-${option.name}`, type: "number", placeholder: "auto",
+      ...(option.minimum === null ? {} : { min: option.minimum }), ...(option.maximum === null ? {} : { max: option.maximum }),
+      ...(option.integer ? { step: 1 } : { step: "any" }) });
+    return [el("label", { for: input.id, title: option.description, text: words(option.name) }), input];
+  });
 }
 
 function adapterFor(task) {
@@ -302,6 +313,10 @@ function extraFields(task) {
       if (!picked) return null;
       fields.push([clip.name, picked.blob, picked.name]);
     }
+  }
+  for (const option of task.options) {
+    const input = $(`option-${task.name}-${option.name}`);
+    if (input && input.value !== "") fields.push([option.name, input.value]);
   }
   return fields;
 }

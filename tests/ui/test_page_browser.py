@@ -186,11 +186,10 @@ def test_an_uploaded_clip_shows_the_apis_own_answers(server, browser, clips) -> 
         " && !e.textContent.trim() && !e.getAttribute('aria-label')).map(e => e.id || e.outerHTML);")
     assert unlabelled == []  # every control has a name a screen reader can say
     browser.find_element(By.ID, "run").click()
-    described = [task["name"] for task in browser.execute_script(
-        "return JSON.parse(document.getElementById('elp-tasks').textContent)")]
+    described = browser.execute_script("return JSON.parse(document.getElementById('elp-tasks').textContent)")
     in_store = {row["task"] for row in httpx.get(f"{url}/adapters").json()}
-    served = [task for task in described if task in in_store]
-    assert {"asr", "intent", "emotion", "language", "verification"} <= set(served)
+    served = [task["name"] for task in described if task["set_task"] in in_store]  # diarization: verification's
+    assert {"asr", "intent", "emotion", "language", "verification", "diarization"} <= set(served)
     cards = wait_for_cards(browser, served)  # a card per described task with a set, and no other
     assert len(browser.find_elements(By.CSS_SELECTOR, "article.card")) == len(served)
     assert all(card.get_attribute("data-state") == "done" for card in cards.values())
@@ -212,7 +211,11 @@ def test_an_uploaded_clip_shows_the_apis_own_answers(server, browser, clips) -> 
     assert shown_field(cards["verification"], "same_speaker") == str(verify["same_speaker"]).lower()
     assert float(shown_field(cards["verification"], "score")) == pytest.approx(verify["score"], abs=1e-3)
     assert float(shown_field(cards["verification"], "threshold")) == pytest.approx(verify["threshold"])
-    answers = {"asr": asr, "intent": intent, "emotion": emotion, "verification": verify, "language": language}
+    diarization = api_answer(url, "diarize", clips["command"]).json()
+    assert cards["diarization"].find_element(By.CSS_SELECTOR, ".answer").text == \
+        f"speaker count: {diarization['speaker_count']}"
+    answers = {"asr": asr, "intent": intent, "emotion": emotion, "verification": verify, "language": language,
+               "diarization": diarization}
     for task, answer in answers.items():
         assert answer["adapter"] in cards[task].find_element(By.CSS_SELECTOR, ".timings").text
 

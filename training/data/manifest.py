@@ -3,7 +3,7 @@
 One JSON object per line (JSONL), one line per clip::
 
     {"id": str, "path": str, "duration_s": float, "split": "train"|"valid"|"test",
-     "task": <a registered task: elp.tasks.task_names()>, "speaker": str,
+     "task": <a task with sets of its own: elp.tasks.set_task_names()>, "speaker": str,
      "text": str|null, "label": str|null, "meta": {...}}
 
 ``path`` is stored relative to the manifest's folder so a prepared corpus can be moved as a
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from elp.tasks import get_task, task_names
+from elp.tasks import get_task, set_task_names
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 #: Characters the CTC head can emit besides the blank token (space is the word separator).
@@ -92,8 +92,8 @@ def validate_row(obj: Any) -> ManifestRow:
         raise ValueError(f"'duration_s' must be a finite number >= 0, got {dur!r}")
     if obj["split"] not in SPLITS:
         raise ValueError(f"'split' must be one of {SPLITS}, got {obj['split']!r}")
-    if obj["task"] not in task_names():
-        raise ValueError(f"'task' must be one of {task_names()}, got {obj['task']!r}")
+    if obj["task"] not in set_task_names():
+        raise ValueError(f"'task' must be one of {set_task_names()}, got {obj['task']!r}")
     for key in ("text", "label"):
         if obj[key] is not None and not isinstance(obj[key], str):
             raise ValueError(f"'{key}' must be a string or null, got {obj[key]!r}")
