@@ -43,7 +43,7 @@ class DiarizationTask(TaskSpec):
     clustering's stopping similarity; ``refine_steps`` rounds of nearest-mean reassignment follow it. Both
     were chosen on validation conversations (docs/results/diarization.md)."""
 
-    threshold_offset: float = 0.0
+    threshold_offset: float = -0.05
     refine_steps: int = 0
     max_speakers_default: int = 10
 

@@ -165,6 +165,8 @@ def _contract_requests(extra: list[str]) -> list[tuple[str, str, dict[str, Any]]
         ("POST", "/emotion", {"files": clip, "data": {"adapter": "emotion-alt"}}),
         ("POST", "/emotion", {"files": clip, "data": {"adapter": extra[1]}}),
         ("POST", "/intent", {"files": clip}),
+        ("POST", "/diarize", {"files": {"file": ("d.wav", wav_bytes(4.0, seed=5), "audio/wav")},
+                              "data": {"num_speakers": "2"}}),  # answered with a verification set's windows
         ("GET", "/adapters", {}),
         ("GET", "/healthz", {}),
         ("GET", "/readyz", {}),
@@ -183,6 +185,7 @@ def _contract_requests(extra: list[str]) -> list[tuple[str, str, dict[str, Any]]
         ("POST", "/asr", {"files": clip, "data": {"adapter": "emotion-default"}}),  # 404: other task
         ("POST", "/asr", {"files": clip, "data": {"adapter": "../etc"}}),  # 404: invalid id
         ("POST", "/verify", {"files": clip}),  # 422: neither reference nor speaker
+        ("POST", "/diarize", {"files": clip, "data": {"num_speakers": "0"}}),  # 422: out of range
         ("POST", "/adapters/nope/load", {}),  # 404
         ("DELETE", "/speakers/nobody", {}),  # 404 speaker_not_found
         ("GET", "/no/such/path", {}),  # 404

@@ -137,3 +137,22 @@ def test_a_folder_is_built_read_back_and_deterministic(far_data: Path, tmp_path:
         return [hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((folder / "audio").iterdir())]
 
     assert digest(out) == digest(tmp_path / "again")
+
+
+def test_a_pause_inside_a_clip_is_no_ones_speech() -> None:
+    from training.suites.conversations import speech_turns
+
+    rate = 16000
+    rng = np.random.default_rng(0)
+
+    def burst(seconds: float) -> np.ndarray:
+        return (0.3 * rng.standard_normal(int(seconds * rate))).astype(np.float32)
+
+    def pause(seconds: float) -> np.ndarray:
+        return (1e-5 * rng.standard_normal(int(seconds * rate))).astype(np.float32)
+
+    split = speech_turns(rate, np.concatenate([burst(1.0), pause(0.6), burst(0.8)]), "a", rate)
+    assert len(split) == 2 and split[0][0] == 1.0 and split[-1][1] == pytest.approx(3.4, abs=1e-3)
+    assert split[0][1] == pytest.approx(2.0 + 0.05, abs=0.02) and split[1][0] == pytest.approx(2.6 - 0.05, abs=0.02)
+    kept = speech_turns(0, np.concatenate([burst(1.0), pause(0.15), burst(0.8)]), "a", rate)
+    assert kept == [(0.0, round(1.95, 3), "a")]

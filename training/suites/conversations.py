@@ -4,7 +4,8 @@ Each conversation joins single-speaker utterance clips turn by turn: 2-4 speaker
 Kokoro component voice, no realvox voices linked as maybe one person), 30-90 s, the next turn by another
 speaker with probability 0.85, silent gaps of 0.2-1.0 s, no overlapping speech. A clip is trimmed of its
 leading and trailing silence (25 ms frames every 10 ms, more than 35 dB below its loudest frame, 50 ms
-margin kept), so its truth turn is the trimmed span, and set to an RMS of -26..-20 dBFS (lowered further only
+margin kept), so its truth turns are the trimmed span cut at any pause of 0.3 s or more inside it (the same
+rule: a source's clip may join several utterances), and set to an RMS of -26..-20 dBFS (lowered further only
 where its peak would clip). Seeded: the same seed gives the same folders.
 
 A folder holds ``audio/<id>.flac`` (16 kHz mono 16-bit), ``diarization.jsonl`` (one conversation a line:
@@ -45,6 +46,8 @@ MIN_TURNS = 2
 MAX_SPEAKERS = 4
 PEAK = 0.99  # a leveled clip whose peak would pass this is lowered to it
 TRIM_DB, FRAME_S, HOP_S, MARGIN_S = 35.0, 0.025, 0.010, 0.050
+#: a stretch this long inside a clip, every frame TRIM_DB under its loudest, is a pause: no one's speech in the truth
+PAUSE_S = 0.3
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,28 @@ def trim_silence(wave: np.ndarray, rate: int = SAMPLE_RATE, below_db: float = TR
     return wave[begin:end]
 
 
+def speech_turns(start: int, wave: np.ndarray, speaker: str, rate: int = SAMPLE_RATE,
+                 below_db: float = TRIM_DB, pause_s: float = PAUSE_S) -> list[tuple[float, float, str]]:
+    """The truth turns of a clip placed at sample ``start``: its span cut at every pause inside it (``pause_s`` or
+    longer of frames more than ``below_db`` under its loudest, ``MARGIN_S`` kept either side), so a turn is speech.
+    Some sources join several utterances into one clip (realvox segments hold words with 0.1-0.3 s of noise between,
+    game lines breathe); without the cut those pauses count as speech no one can find."""
+    frame, hop, margin = int(FRAME_S * rate), int(HOP_S * rate), int(MARGIN_S * rate)
+    bounds = [(0, len(wave))]
+    if len(wave) > frame:
+        starts = np.arange(0, len(wave) - frame + 1, hop)
+        power = np.array([np.mean(np.square(wave[i:i + frame], dtype=np.float64)) for i in starts])
+        quiet = 10 * np.log10(power + 1e-12) <= 10 * np.log10(power.max() + 1e-12) - below_db
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
+        for first, last in zip(edges[::2], edges[1::2], strict=True):
+            a, b = int(starts[first]) + frame // 2, int(starts[last - 1]) + frame // 2  # the pause's frame centres
+            if first == 0 or last == len(quiet) or b - a < pause_s * rate:
+                continue  # leading or trailing quiet (trimmed already) or a short pause
+            begin, end = bounds.pop()
+            bounds += [(begin, a + margin), (b - margin, end)]
+    return [(round((start + a) / rate, 3), round((start + b) / rate, 3), speaker) for a, b in bounds]
+
+
 def level(wave: np.ndarray, dbfs: float) -> tuple[np.ndarray, bool]:
     """``wave`` at an RMS of ``dbfs``; lowered to a peak of PEAK where that would clip (second value True)."""
     rms = float(np.sqrt(np.mean(np.square(wave, dtype=np.float64))))
@@ -261,7 +286,7 @@ def compose(clips: Mapping[str, Sequence[np.ndarray]], seed: int | Sequence[int]
         limited += low
         start = int(round((t + gap) * rate))
         placed.append((start, wave, speaker))
-        turns.append((round(start / rate, 3), round((start + len(wave)) / rate, 3), speaker))
+        turns += speech_turns(start, wave, speaker, rate)
         picks.append((speaker, index))
         turns_of[speaker] += 1
         t = (start + len(wave)) / rate

@@ -35,7 +35,16 @@ from pathlib import Path
 import numpy as np
 
 from training.corpus.gamevox import FOTAQ, fotaq_lines
-from training.suites.conversations import GAPS_S, LENGTH_S, LEVEL_DBFS, MIN_TURNS, level, trim_silence, write_folder
+from training.suites.conversations import (
+    GAPS_S,
+    LENGTH_S,
+    LEVEL_DBFS,
+    MIN_TURNS,
+    level,
+    speech_turns,
+    trim_silence,
+    write_folder,
+)
 from training.suites.debian import DEFAULT_DEB_CACHE, SAMPLE_RATE, deb_version, extract_deb, fetch_deb, ffmpeg_decode
 from training.suites.debian import write_flac as write_audio
 from training.suites.writer import READY
@@ -124,7 +133,7 @@ def join(waves: Sequence[np.ndarray], speakers: Sequence[str], rng: np.random.Ge
         limited += low
         start = int(round(t * rate))
         placed.append((start, leveled))
-        turns.append((round(start / rate, 3), round((start + len(leveled)) / rate, 3), speaker))
+        turns += speech_turns(start, leveled, speaker, rate)
         t = (start + len(leveled)) / rate
     out = np.zeros(int(round((t + rng.uniform(*gaps_s)) * rate)), dtype=np.float32)
     for start, wave in placed:
