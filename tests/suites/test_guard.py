@@ -27,6 +27,7 @@ def _row(tmp_path: Path, **changes) -> ManifestRow:
 
 def test_ordinary_corpus_rows_pass(tmp_path: Path) -> None:
     check_training_rows([_row(tmp_path)])
+    check_training_rows([_row(tmp_path, meta={"source": "flight-of-the-amazon-queen"})])  # the game's words: yes
 
 
 @pytest.mark.parametrize("changes, reason", [
@@ -34,6 +35,7 @@ def test_ordinary_corpus_rows_pass(tmp_path: Path) -> None:
     ({"speaker": "june"}, "held-out real person"),  # valid speakers choose thresholds: never trained on either
     ({"meta": {"synth": "kokoro"}}, "Kokoro"),
     ({"text": held_out_phrasings()["bring_socks_none"][0]}, "held-out intent phrasing"),
+    ({"task": "verification", "text": None, "meta": {"source": "flight-of-the-amazon-queen"}}, "game dialogue suite"),
 ])
 def test_held_out_rows_are_refused(tmp_path: Path, changes: dict, reason: str) -> None:
     assert reason in (held_out_reason(_row(tmp_path, **changes)) or "")

@@ -2,7 +2,8 @@
 
 Held out (see :mod:`training.suites.registry`): every real person of the human suite, of both
 roles (valid speakers choose thresholds and models, test speakers are never used for anything but
-the final figure); the Kokoro synthesiser family (the far suite); the held-out intent phrasing family.
+the final figure); the Kokoro synthesiser family (the far suite); the held-out intent phrasing family;
+for tasks that learn speakers, the actors of the game dialogue suite (diarization).
 A row is also refused when its audio lies in a suite folder (one holding ``suite.json``).
 
 Choosing (a model, a threshold, a decoding setting) has its own, looser check, :func:`choice_refusal`:
@@ -18,8 +19,9 @@ import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from elp.tasks import get_task
 from training.data.manifest import ManifestRow
-from training.suites.registry import KOKORO_SYNTH, human_speaker_roles
+from training.suites.registry import GAME_DIALOGUE_SOURCE, KOKORO_SYNTH, human_speaker_roles
 
 SUITE_MARKER = "suite.json"
 #: the ``--held-out-guard`` of training tools: the check below, unless a corpus names its own
@@ -62,6 +64,8 @@ def held_out_reason(row: ManifestRow) -> str | None:
         return "it is a Kokoro clip (the far suite's held-out synthesiser family)"
     if row.text is not None and row.text.strip() in _held_out_phrasings():
         return f"its text {row.text!r} is a held-out intent phrasing"
+    if (row.meta or {}).get("source") == GAME_DIALOGUE_SOURCE and get_task(row.task).target_field == "speaker":
+        return "its speaker acts in the game dialogue suite (conversations-game-test), held out from speaker tasks"
     if _suite_of(str(Path(row.path).parent)) is not None:
         return f"its audio {row.path} lies in an evaluation suite folder"
     return None

@@ -49,6 +49,9 @@ ALLISON_TRANSCRIPT_PACKAGE = "asterisk-core-sounds-en"
 
 #: The synthesiser family held out of training: its clips carry ``meta.synth == KOKORO_SYNTH``.
 KOKORO_SYNTH = "kokoro"
+#: the game whose dialogue is the diarization test suite (conversations-game-test): its actors are held out from
+#: training any task that learns speakers (its lines may still teach words: training.corpus.gamevox)
+GAME_DIALOGUE_SOURCE = "flight-of-the-amazon-queen"
 
 
 def human_speaker_roles() -> dict[str, str]:
