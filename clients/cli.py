@@ -3,6 +3,7 @@
     elp-client asr clip.wav
     elp-client --subtitles srt asr talk.flac > talk.srt   # word times as subtitles (srt, vtt)
     elp-client diarize meeting.flac --num-speakers 3      # who spoke when (JSON); --rttm before it: RTTM lines
+    elp-client who-said-what meeting.flac                 # the words by speaker: /diarize and /asr together
     elp-client verify a.wav b.wav            # or: elp-client verify a.wav --speaker alice
     elp-client emotion clip.wav --adapter emotion-alt
     elp-client intent clip.wav
@@ -60,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--stream", action="store_true",
                              help="send the clip as a live stream at the pace of speech; print each message as "
                              "one JSON line (partial answers as they grow, one result per utterance)")
+    sub = commands.add_parser("who-said-what", help="a recording's words by speaker (/diarize and /asr together)")
+    sub.add_argument("clip")
+    sub.add_argument("--num-speakers", type=int, help="the number of speakers, when known")
+    sub.add_argument("--speaker-adapter", help="verification set for the speakers (default: /diarize's)")
+    sub.add_argument("--asr-adapter", help="ASR set for the words (default: /asr's)")
     sub = commands.add_parser("enroll", help="enrol a speaker from one or more clips")
     sub.add_argument("speaker")
     sub.add_argument("clips", nargs="+")
@@ -89,6 +95,9 @@ def run(args: argparse.Namespace, client: ELPClient) -> Any:
     spec = next((spec for spec in TASKS if spec.endpoint == command), None)
     if spec is not None:
         return run_task(spec, args, client)
+    if command == "who-said-what":
+        return client.who_said_what(args.clip, num_speakers=args.num_speakers, speaker_adapter=args.speaker_adapter,
+                                    asr_adapter=args.asr_adapter)
     if command == "enroll":
         return client.enroll_speaker(args.speaker, args.clips, adapter=args.adapter)
     if command == "speakers":
@@ -135,7 +144,7 @@ def main(argv: Sequence[str] | None = None, *, transport: httpx.BaseTransport | 
         print(json.dumps({"error": {"code": exc.code, "message": exc.message}, "status": exc.status}),
               file=sys.stderr)
         return 1
-    except (httpx.HTTPError, OSError, WebSocketException) as exc:
+    except (httpx.HTTPError, OSError, WebSocketException, ValueError) as exc:
         print(f"elp-client: {exc}", file=sys.stderr)
         return 2
     if args.subtitles:

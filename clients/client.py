@@ -11,6 +11,7 @@ calls any of them by name.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
@@ -20,6 +21,7 @@ from typing import IO, Any
 import httpx
 
 from clients import models
+from clients.attribution import attribute
 from clients.errors import error_from_response
 from clients.streaming import astream, stream
 from elp.tasks import TASKS, TaskSpec, task_for_endpoint
@@ -36,6 +38,18 @@ def _file_part(audio: AudioInput, default_name: str) -> tuple[str, bytes, str]:
         return path.name, path.read_bytes(), "application/octet-stream"
     name = Path(getattr(audio, "name", default_name) or default_name).name
     return name, audio.read(), "application/octet-stream"
+
+
+def _audio_bytes(audio: AudioInput) -> bytes:
+    """The upload's bytes, read once (for two requests of the same recording)."""
+    return _file_part(audio, "audio.wav")[1]
+
+
+def _speakers_words(diarized: Any, transcribed: Any) -> list[dict[str, Any]]:
+    words = transcribed.raw.get("words")
+    if words is None:
+        raise ValueError(f"{transcribed.adapter} gives no word times: name an ASR set that does (asr-default)")
+    return attribute(words, diarized.turns)
 
 
 def _task_request(
@@ -123,6 +137,14 @@ class ELPClient(_Shared):
         return stream(self.base_url, endpoint, audio, adapter=adapter, partials=partials, realtime=realtime,
                       api_key=self.api_key, open_timeout=self.timeout)
 
+    def who_said_what(self, audio: AudioInput, *, num_speakers: int | None = None, speaker_adapter: str | None = None,
+                      asr_adapter: str | None = None) -> list[dict[str, Any]]:
+        """``/diarize`` and ``/asr`` of one recording, each word given to its speaker: ``[{speaker, start_s, end_s,
+        text}, ...]`` (:func:`clients.attribution.attribute`)."""
+        data = _audio_bytes(audio)
+        diarized = self.task("diarize", data, num_speakers=num_speakers, adapter=speaker_adapter)
+        return _speakers_words(diarized, self.task("asr", data, adapter=asr_adapter))
+
     def enroll_speaker(self, speaker: str, clips: Sequence[AudioInput], *,
                        adapter: str | None = None) -> models.SpeakerInfo:
         request = _task_request(f"/speakers/{speaker}", [("file", clip) for clip in clips], {"adapter": adapter})
@@ -193,6 +215,15 @@ class AsyncELPClient(_Shared):
         """A live stream, as ``ELPClient.stream``: ``async for message in client.stream("asr", ...)``."""
         return astream(self.base_url, endpoint, audio, adapter=adapter, partials=partials, realtime=realtime,
                        api_key=self.api_key, open_timeout=self.timeout)
+
+    async def who_said_what(self, audio: AudioInput, *, num_speakers: int | None = None,
+                            speaker_adapter: str | None = None, asr_adapter: str | None = None) -> list[dict[str, Any]]:
+        """As ``ELPClient.who_said_what``, the two requests at once (the server batches them together)."""
+        data = _audio_bytes(audio)
+        diarized, transcribed = await asyncio.gather(
+            self.task("diarize", data, num_speakers=num_speakers, adapter=speaker_adapter),
+            self.task("asr", data, adapter=asr_adapter))
+        return _speakers_words(diarized, transcribed)
 
     async def enroll_speaker(self, speaker: str, clips: Sequence[AudioInput], *,
                              adapter: str | None = None) -> models.SpeakerInfo:
