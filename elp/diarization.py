@@ -160,50 +160,6 @@ def cluster_windows(embeddings: np.ndarray, *, threshold: float, num_speakers: i
     return first_appearance_order(labels)
 
 
-#: the fewest windows the task gives spectral clustering (its eigengap needs a few); fewer go to average linkage
-SPECTRAL_MIN_WINDOWS = 6
-
-
-def spectral_windows(embeddings: np.ndarray, *, num_speakers: int | None = None, max_speakers: int = 10,
-                     seed: int = 0) -> np.ndarray:
-    """Speaker index of each window by spectral clustering with its own speaker count (NME-SC, Park et al.,
-    "Auto-tuning spectral clustering for speaker diarization using normalized maximum eigengap", 2019): the cosine
-    affinity keeps each row's top fraction ``p`` of neighbours, ``p`` chosen per recording where the normalised
-    largest eigengap of the Laplacian is clearest; that gap's position is the number of speakers (or
-    ``num_speakers``); k-means on the Laplacian's first eigenvectors. No threshold to calibrate."""
-    import numpy as np
-    from scipy.cluster.vq import kmeans2
-
-    vectors = np.asarray(embeddings, dtype=np.float64)
-    count = vectors.shape[0]
-    if count < 3 or num_speakers == 1:
-        return np.zeros(count, dtype=np.int64)
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    affinity = np.clip(unit @ unit.T, 0.0, 1.0)
-    most = min(max_speakers, count - 1)
-    best: tuple[float, np.ndarray, np.ndarray, int] | None = None
-    for neighbours in range(2, max(3, count // 2) + 1):  # p = neighbours / count, up to half of the windows
-        keep = np.zeros_like(affinity)
-        top = np.argsort(-affinity, axis=1)[:, :neighbours]
-        np.put_along_axis(keep, top, 1.0, axis=1)
-        pruned = (keep + keep.T) / 2.0
-        laplacian = np.diag(pruned.sum(axis=1)) - pruned
-        values, vectors_ = np.linalg.eigh(laplacian)
-        gaps = np.diff(values[: most + 1])
-        speakers = int(np.argmax(gaps)) + 1
-        ratio = (neighbours / count) / (gaps.max() / max(values[-1], 1e-12) + 1e-10)
-        if best is None or ratio < best[0]:
-            best = (ratio, values, vectors_, speakers)
-    assert best is not None
-    _, _, eigenvectors, speakers = best
-    speakers = min(num_speakers, count) if num_speakers else speakers
-    if speakers == 1:
-        return np.zeros(count, dtype=np.int64)
-    spectral = eigenvectors[:, :speakers]
-    _, labels = kmeans2(spectral, speakers, minit="++", seed=seed)
-    return first_appearance_order(labels)
-
-
 def first_appearance_order(labels: Sequence[int] | np.ndarray) -> np.ndarray:
     """Labels renamed 0, 1, ... in the order they first appear."""
     import numpy as np

@@ -85,8 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", choices=["float32", "int8", "auto"], help="the encoder as served")
     p.add_argument("--offsets", type=float, nargs="+", default=None, help="threshold offsets (default: served)")
     p.add_argument("--refine", type=int, nargs="+", default=None, help="refinement rounds (default: served)")
-    p.add_argument("--methods", nargs="+", default=None, choices=["ahc", "spectral"],
-                   help="clustering methods (default: served); spectral has no offset or refinement")
     p.add_argument("--known-speakers", action="store_true", help="also score with the true speaker count sent")
     p.add_argument("--limit", type=int, default=None, help="only the first N conversations of each suite (a smoke run)")
     p.add_argument("--batch-size", type=int, default=16)
@@ -99,12 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     served = get_task("diarization")
     assert isinstance(served, DiarizationTask)
     offsets, refines = args.offsets or [served.threshold_offset], args.refine or [served.refine_steps]
-    methods = args.methods or [served.method]
-    settings = [(method, offset, refine) for method in methods
-                for offset in (offsets if method == "ahc" else [served.threshold_offset])
-                for refine in (refines if method == "ahc" else [0])]
     suites = {folder: read_conversations(folder)[: args.limit] for folder in args.suite}
-    if len(settings) > 1 and any(c.split != "valid" for rows in suites.values() for c in rows):
+    if len(offsets) * len(refines) > 1 and any(c.split != "valid" for rows in suites.values() for c in rows):
         raise SystemExit("a grid of settings chooses: run it on valid suites only, then read test with one setting")
     quantization = None if args.dtype == "float32" else args.dtype
     model = MultiAdapterModel(load_backbone(args.backbone, quantization=quantization)).eval()
@@ -122,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             rows: dict[str, Any] = {"conversations": len(conversations), "audio_s": round(audio_s, 1),
                                     "windows": sum(len(e.spans_s) for e in embedded),
                                     "real_time_factor": round(elapsed / audio_s, 4)}
-            for method, offset, refine in settings:
-                task = dataclasses.replace(served, method=method, threshold_offset=offset, refine_steps=refine)
-                name = f"offset={offset:g},refine={refine}" if method == "ahc" else method
-                rows[name] = score(task, adapter_set, embedded)
+            for offset in offsets:
+                for refine in refines:
+                    task = dataclasses.replace(served, threshold_offset=offset, refine_steps=refine)
+                    rows[f"offset={offset:g},refine={refine}"] = score(task, adapter_set, embedded)
             if args.known_speakers:
                 rows["known_speakers"] = score(served, adapter_set, embedded, known_speakers=True)
             results[Path(suite).name] = rows

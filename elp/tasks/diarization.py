@@ -14,14 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, create_model
 
-from elp.diarization import (
-    SPECTRAL_MIN_WINDOWS,
-    SpeakerWindows,
-    cluster_windows,
-    first_appearance_order,
-    spectral_windows,
-    turns_from_windows,
-)
+from elp.diarization import SpeakerWindows, cluster_windows, first_appearance_order, turns_from_windows
 from elp.errors import ConfigError
 from elp.tasks.base import TaskOption, TaskRequest, TaskSpec
 from elp.tasks.verification import served_threshold
@@ -52,8 +45,6 @@ class DiarizationTask(TaskSpec):
 
     threshold_offset: float = -0.05
     refine_steps: int = 0
-    #: ``ahc`` (average linkage stopped at the set's threshold) or ``spectral`` (its own speaker count: NME-SC)
-    method: str = "ahc"
     max_speakers_default: int = 10
 
     def validate(self, config: AdapterSetConfig) -> None:
@@ -86,14 +77,10 @@ class DiarizationTask(TaskSpec):
             return {"speaker_count": 0, "speakers": [], "turns": [], "windows": 0}
         embeddings = np.stack([row.embedding.detach().float().cpu().numpy().reshape(-1) for row in request.rows])
         known = request.fields.get("num_speakers")
-        most = request.fields.get("max_speakers") or self.max_speakers_default
-        spectral = self.method == "spectral" and len(embeddings) >= SPECTRAL_MIN_WINDOWS
-        threshold = None if known or spectral else self.stopping_threshold(request)
-        if spectral:
-            labels = spectral_windows(embeddings, num_speakers=known, max_speakers=most)
-        else:  # average linkage (also for the few windows of a short recording under spectral clustering)
-            labels = cluster_windows(embeddings, threshold=threshold or 0.0, num_speakers=known, max_speakers=most,
-                                     refine_steps=self.refine_steps)
+        threshold = None if known else self.stopping_threshold(request)
+        labels = cluster_windows(embeddings, threshold=threshold or 0.0, num_speakers=known,
+                                 max_speakers=request.fields.get("max_speakers") or self.max_speakers_default,
+                                 refine_steps=self.refine_steps)
         turns = turns_from_windows(spans, labels.tolist())
         # speakers named in order of their first turn; a cluster whose windows lost every instant is none
         names = first_appearance_order([speaker for _, _, speaker in turns]).tolist()

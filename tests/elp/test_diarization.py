@@ -10,13 +10,7 @@ import pytest
 import torch
 
 from elp.config import AdapterSetConfig
-from elp.diarization import (
-    SpeakerWindows,
-    cluster_windows,
-    first_appearance_order,
-    spectral_windows,
-    turns_from_windows,
-)
+from elp.diarization import SpeakerWindows, cluster_windows, first_appearance_order, turns_from_windows
 from elp.errors import ConfigError
 from elp.tasks import get_task
 from elp.tasks.base import TaskRequest
@@ -97,17 +91,6 @@ def test_refinement_leaves_every_window_with_its_nearest_cluster_mean() -> None:
     assert not np.array_equal(nearest_mean_labels(vectors, plain), plain)
     refined = cluster_windows(vectors, threshold=0.0, num_speakers=3, refine_steps=10)
     assert np.array_equal(nearest_mean_labels(vectors, refined), refined)
-
-
-@pytest.mark.parametrize("sizes", [[10, 7, 12], [40, 30], [15, 15, 15, 15]])
-def test_spectral_clustering_finds_the_number_of_well_separated_voices(sizes: list[int]) -> None:
-    rng = np.random.default_rng(0)
-    centres = rng.standard_normal((4, 16))
-    vectors = np.concatenate([centres[i] + 0.4 * rng.standard_normal((n, 16)) for i, n in enumerate(sizes)])
-    truth = np.repeat(np.arange(len(sizes)), sizes)
-    assert spectral_windows(vectors).tolist() == truth.tolist()
-    assert len(set(spectral_windows(vectors, num_speakers=2).tolist())) == 2
-    assert spectral_windows(vectors[:2]).tolist() == [0, 0]
 
 
 def test_labels_are_named_in_order_of_first_appearance() -> None:
