@@ -15,6 +15,8 @@ from typing import Any
 
 #: a pause this long inside one speaker's words starts a new line
 LINE_PAUSE_S = 2.0
+#: and a line this long ends at the next word (a monologue read as one line is hard to follow)
+MAX_LINE_S = 15.0
 
 
 def speaker_of(word: Mapping[str, Any], turns: Sequence[Mapping[str, Any]]) -> str | None:
@@ -31,14 +33,15 @@ def speaker_of(word: Mapping[str, Any], turns: Sequence[Mapping[str, Any]]) -> s
 
 
 def attribute(words: Sequence[Mapping[str, Any]], turns: Sequence[Mapping[str, Any]],
-              line_pause_s: float = LINE_PAUSE_S) -> list[dict[str, Any]]:
+              line_pause_s: float = LINE_PAUSE_S, max_line_s: float = MAX_LINE_S) -> list[dict[str, Any]]:
     """``[{speaker, start_s, end_s, text}, ...]``: consecutive words of one speaker joined, a new line where the
-    speaker changes or after ``line_pause_s`` of silence."""
+    speaker changes, after ``line_pause_s`` of silence or once a line has lasted ``max_line_s``."""
     lines: list[dict[str, Any]] = []
     for word in words:
         speaker = speaker_of(word, turns)
         last = lines[-1] if lines else None
-        if last is not None and last["speaker"] == speaker and word["start_s"] - last["end_s"] < line_pause_s:
+        if (last is not None and last["speaker"] == speaker and word["start_s"] - last["end_s"] < line_pause_s
+                and last["end_s"] - last["start_s"] < max_line_s):
             last["text"] += " " + word["word"]
             last["end_s"] = word["end_s"]
         else:

@@ -37,6 +37,8 @@ def test_lines_change_with_the_speaker_and_after_a_long_pause() -> None:
         {"speaker": "speaker_1", "start_s": 9.1, "end_s": 9.5, "text": "again"}]
     same = [word("one", 0.6, 0.9), word("two", 2.5, 2.6)]  # a 1.6 s pause
     assert len(attribute(same, TURNS)) == 1 and len(attribute(same, TURNS, line_pause_s=1.0)) == 2
+    monologue = [word(f"w{k}", 0.6 + 0.5 * k, 0.9 + 0.5 * k) for k in range(5)]  # 0.6-2.9 s
+    assert [line["text"] for line in attribute(monologue, TURNS, max_line_s=1.0)] == ["w0 w1 w2", "w3 w4"]
 
 
 @pytest.mark.anyio
