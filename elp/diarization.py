@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from elp.speech_activity import DETECTORS, SpeechGate, chunk_levels_dbfs
 
@@ -38,6 +38,10 @@ class SpeakerWindows:
     The union of the windows is the voiced regions, so the answer's turns can be read off the windows alone.
     Same interface as :class:`elp.long_form.LongFormSplitter` (``needs_split``, ``spans``, ``for_detector``,
     ``speech_gate``), so the server plans a recording's rows with either."""
+
+    #: never turned off: the windows are how the task reads any recording (``ELP_MAX_LONG_FORM_S=0`` only keeps
+    #: its recordings within the clip limit)
+    optional: ClassVar[bool] = False
 
     window_s: float = 1.5
     hop_s: float = 0.75

@@ -23,7 +23,7 @@ pause) is cut at its quietest moment, which may fall inside a word.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from elp.speech_activity import (
     DETECTORS,
@@ -53,6 +53,9 @@ class LongFormSplitter:
     """Recordings longer than ``max_segment_s`` become segments cut in their pauses, in order, covering
     them but for segments without a voice (``speech_gate``); every segment lasts at most ``max_segment_s``
     and, unless the recording's pauses allow no other way, at least ``min_segment_s``."""
+
+    #: a deployment may turn it off (``ELP_MAX_LONG_FORM_S=0``: the task then reads clips whole)
+    optional: ClassVar[bool] = True
 
     max_segment_s: float = 20.0
     min_segment_s: float = 1.0

@@ -65,9 +65,11 @@ class InferenceService:
         self.metrics = metrics
         self.limits = AudioLimits(settings.max_duration_s, settings.min_duration_s, settings.min_sample_rate,
                                   settings.max_sample_rate)
-        #: tasks that take long recordings in segments (``TaskSpec.long_form``), unless the deployment says 0
-        self.splitters = {spec.name: deployed_splitter(spec.long_form, settings)
-                          for spec in TASKS if spec.long_form is not None and settings.max_long_form_s > 0}
+        #: tasks that read recordings in segments or windows (``TaskSpec.long_form``); an optional splitter (ASR's
+        #: long recordings) only unless the deployment says 0
+        long_recordings = settings.max_long_form_s > 0
+        self.splitters = {spec.name: deployed_splitter(spec.long_form, settings) for spec in TASKS
+                          if spec.long_form is not None and (long_recordings or not spec.long_form.optional)}
         self.long_form_limits = self.limits.for_long_form(settings.max_long_form_s)
         self.store = AdapterStore(settings.adapters_dir)
         self.speakers = open_speaker_store(settings)

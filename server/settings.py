@@ -156,7 +156,8 @@ class ServerSettings(BaseSettings):
     max_long_form_s: float = Field(
         300.0, ge=0,
         description="longest recording of a task that transcribes long recordings in segments (/asr): cut at "
-        "pauses into segments that are rows of the batches; 0 = such tasks take max_duration_s like the others. "
+        "pauses into segments that are rows of the batches; 0 = such tasks take max_duration_s like the others "
+        "(/diarize then reads recordings within max_duration_s). "
         "Its decoding budget: at most max_long_form_s x 96,000 samples (all channels)",
     )
     min_duration_s: float = Field(0.1, ge=0, description="shortest clip")

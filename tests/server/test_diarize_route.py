@@ -92,6 +92,16 @@ async def test_options_are_checked_and_only_verification_sets_answer(tiny_store,
         assert "num_speakers" in json.dumps(schema["components"]["schemas"])
 
 
+async def test_without_long_recordings_diarization_still_reads_windows_within_the_clip_limit(tiny_store,
+                                                                                              tmp_path) -> None:
+    settings = make_settings(*tiny_store, tmp_path, max_long_form_s=0, max_duration_s=12)
+    recording = conversation()
+    async with running_app(settings) as (_, client):
+        short = await client.post("/diarize", files=clip_files(wav(recording[: 10 * RATE])))
+        assert short.status_code == 200 and short.json()["windows"] > 1 and short.json()["speaker_count"] >= 1
+        assert_error(await client.post("/diarize", files=clip_files(wav(recording))), 413, "payload_too_large")
+
+
 async def test_the_clients_send_the_number_of_speakers(tiny_store, tmp_path, capsys) -> None:
     settings = make_settings(*tiny_store, tmp_path)
     recording = wav(conversation())
