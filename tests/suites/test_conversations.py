@@ -16,6 +16,7 @@ import soundfile as sf
 from tests.suites.fixtures import tone
 from training.data.manifest import ManifestRow, write_manifest
 from training.suites import conversations as cv
+from training.suites import utterances as ut
 
 RATE = 16000
 
@@ -58,18 +59,18 @@ def test_speaker_counts_spread_evenly():
 def test_trim_silence_keeps_the_margin():
     voiced = tone(1.0, RATE, 1)
     wave = np.concatenate([np.zeros(RATE // 2), voiced, np.zeros(RATE // 2)]).astype(np.float32)
-    trimmed = cv.trim_silence(wave)
-    assert abs(len(trimmed) / RATE - (1.0 + 2 * cv.MARGIN_S)) < cv.FRAME_S + cv.HOP_S
-    assert len(cv.to_rate(voiced, 8000)) == 2 * len(voiced)
+    trimmed = ut.trim_silence(wave)
+    assert abs(len(trimmed) / RATE - (1.0 + 2 * ut.MARGIN_S)) < ut.FRAME_S + ut.HOP_S
+    assert len(ut.to_rate(voiced, 8000)) == 2 * len(voiced)
 
 
 def test_level_sets_the_rms_and_never_clips():
-    wave, limited = cv.level(tone(0.5, RATE, 2), -23.0)
+    wave, limited = ut.level(tone(0.5, RATE, 2), -23.0)
     assert not limited and abs(20 * np.log10(np.sqrt(np.mean(wave.astype(np.float64) ** 2))) + 23.0) < 0.01
     spike = np.zeros(RATE, dtype=np.float32)
     spike[100] = 1.0
-    wave, limited = cv.level(spike, -20.0)
-    assert limited and np.max(np.abs(wave)) <= cv.PEAK + 1e-6
+    wave, limited = ut.level(spike, -20.0)
+    assert limited and np.max(np.abs(wave)) <= ut.PEAK + 1e-6
 
 
 def test_compose_rules_on_tiny_arrays():
@@ -140,7 +141,7 @@ def test_a_folder_is_built_read_back_and_deterministic(far_data: Path, tmp_path:
 
 
 def test_a_pause_inside_a_clip_is_no_ones_speech() -> None:
-    from training.suites.conversations import speech_turns
+    from training.suites.utterances import speech_turns
 
     rate = 16000
     rng = np.random.default_rng(0)

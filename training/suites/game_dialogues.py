@@ -40,13 +40,11 @@ from training.suites.conversations import (
     LENGTH_S,
     LEVEL_DBFS,
     MIN_TURNS,
-    level,
-    speech_turns,
-    trim_silence,
     write_folder,
 )
 from training.suites.debian import DEFAULT_DEB_CACHE, SAMPLE_RATE, deb_version, extract_deb, fetch_deb, ffmpeg_decode
 from training.suites.debian import write_flac as write_audio
+from training.suites.utterances import level, speech_turns, trim_silence
 from training.suites.writer import READY
 
 SUITE = "conversations-game-test"
