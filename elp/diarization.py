@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
-from elp.speech_activity import DETECTORS, SpeechGate, chunk_levels_dbfs
+from elp.speech_activity import DETECTORS, SpeechGate, chunk_levels_dbfs, true_runs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -98,8 +98,7 @@ class SpeakerWindows:
 
         total = int(np.asarray(waveform).reshape(-1).shape[0])
         voiced = self.voiced(waveform, sample_rate)
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], voiced.astype(np.int8), [0]))))
-        runs = [[int(a) * CHUNK_SAMPLES, int(b) * CHUNK_SAMPLES] for a, b in zip(edges[::2], edges[1::2], strict=True)]
+        runs = [[a * CHUNK_SAMPLES, b * CHUNK_SAMPLES] for a, b in true_runs(voiced)]
         bridged: list[list[int]] = []
         for run in runs:
             if bridged and run[0] - bridged[-1][1] < self.min_pause_s * sample_rate:

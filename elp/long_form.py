@@ -32,6 +32,7 @@ from elp.speech_activity import (
     SpeechGate,
     VoiceGate,
     frame_levels_dbfs,
+    true_runs,
     with_detector,
 )
 
@@ -139,11 +140,10 @@ class LongFormSplitter:
         between is a segment of its own (and left out when it has no sound)."""
         import numpy as np
 
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], in_pause.astype(np.int8), [0]))))
         shortest, long_pause = max(1, round(self.min_pause_s / HOP_S)), round(LONG_PAUSE_S / HOP_S)
         pad = round(PAUSE_PAD_S / HOP_S)
         cuts: list[int] = []
-        for start, end in zip(edges[::2], edges[1::2], strict=True):
+        for start, end in true_runs(in_pause):
             if end - start < shortest:
                 continue
             if end - start >= long_pause:  # the recording's own silent start or end too

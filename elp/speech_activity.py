@@ -140,3 +140,12 @@ def frame_levels_dbfs(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     starts = np.arange(0, samples.size - frame + 1, hop)
     power = (cumulative[starts + frame] - cumulative[starts]) / frame
     return 10.0 * np.log10(np.maximum(power, 1e-12))
+
+
+def true_runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[(start, end), ...]``: the half-open index ranges of ``mask``'s stretches of True, in order (voiced
+    chunks, pause frames)."""
+    import numpy as np
+
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], np.asarray(mask).astype(np.int8), [0]))))
+    return [(int(start), int(end)) for start, end in zip(edges[::2], edges[1::2], strict=True)]

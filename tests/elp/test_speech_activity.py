@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from elp.speech_activity import HOP_S, SpeechGate, frame_levels_dbfs
+from elp.speech_activity import HOP_S, SpeechGate, frame_levels_dbfs, true_runs
 
 GATE = SpeechGate()
 RATE = 16000
@@ -49,3 +49,8 @@ def test_the_floor_is_a_level() -> None:
     assert SpeechGate(floor_dbfs=-65.0).has_speech(quiet, RATE)
     assert "0.3 s" in GATE.describe() and "-55 dBFS" in GATE.describe()
 
+
+
+def test_true_runs_are_half_open_ranges_in_order() -> None:
+    assert true_runs(np.array([1, 1, 0, 0, 1, 0, 1], dtype=bool)) == [(0, 2), (4, 5), (6, 7)]
+    assert true_runs(np.zeros(4, dtype=bool)) == [] and true_runs(np.zeros(0, dtype=bool)) == []

@@ -10,6 +10,7 @@ from math import gcd
 import numpy as np
 from scipy.signal import resample_poly
 
+from elp.speech_activity import true_runs
 from training.suites.debian import SAMPLE_RATE
 
 PEAK = 0.99  # a leveled clip whose peak would pass this is lowered to it
@@ -51,8 +52,7 @@ def speech_turns(start: int, wave: np.ndarray, speaker: str, rate: int = SAMPLE_
         starts = np.arange(0, len(wave) - frame + 1, hop)
         power = np.array([np.mean(np.square(wave[i:i + frame], dtype=np.float64)) for i in starts])
         quiet = 10 * np.log10(power + 1e-12) <= 10 * np.log10(power.max() + 1e-12) - below_db
-        edges = np.flatnonzero(np.diff(np.concatenate(([0], quiet.astype(np.int8), [0]))))
-        for first, last in zip(edges[::2], edges[1::2], strict=True):
+        for first, last in true_runs(quiet):
             a, b = int(starts[first]) + frame // 2, int(starts[last - 1]) + frame // 2  # the pause's frame centres
             if first == 0 or last == len(quiet) or b - a < pause_s * rate:
                 continue  # leading or trailing quiet (trimmed already) or a short pause
