@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from elp.diarization import rttm_lines
+
 
 @dataclass(frozen=True)
 class Cue:
@@ -73,5 +75,5 @@ FORMATS = {"srt": to_srt, "vtt": to_webvtt}
 def to_rttm(turns: Sequence[Mapping[str, Any]], recording: str) -> str:
     """One ``SPEAKER`` line per turn (``{start_s, end_s, speaker}``) of ``recording`` (its name, no spaces)."""
     name = "".join("_" if ch.isspace() else ch for ch in recording) or "recording"
-    return "".join(f"SPEAKER {name} 1 {turn['start_s']:.3f} {turn['end_s'] - turn['start_s']:.3f} <NA> <NA> "
-                   f"{turn['speaker']} <NA> <NA>\n" for turn in turns)
+    lines = rttm_lines(name, [(turn["start_s"], turn["end_s"], turn["speaker"]) for turn in turns])
+    return "".join(line + "\n" for line in lines)

@@ -15,7 +15,7 @@ verification threshold for a window's duration (``duration_thresholds``: calibra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, ClassVar
 
@@ -195,3 +195,10 @@ def turns_from_windows(spans_s: Sequence[tuple[float, float]], labels: Sequence[
         if owner[a] >= 0:
             turns.append((round(float(a * resolution_s), 3), round(float(b * resolution_s), 3), int(owner[a])))
     return turns
+
+
+def rttm_lines(recording: str, turns: Iterable[tuple[float, float, str]]) -> list[str]:
+    """NIST RTTM ``SPEAKER`` lines (what md-eval, dscore and pyannote.metrics read) of ``(start_s, end_s, speaker)``
+    turns of ``recording`` (a name without spaces)."""
+    return [f"SPEAKER {recording} 1 {start:.3f} {end - start:.3f} <NA> <NA> {speaker} <NA> <NA>"
+            for start, end, speaker in turns]

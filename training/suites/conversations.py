@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from elp.diarization import rttm_lines
 from training.corpus.generate import stable_tag
 from training.data.manifest import ManifestRow, read_manifest
 from training.suites.debian import SAMPLE_RATE, write_flac
@@ -236,10 +237,6 @@ def compose(clips: Mapping[str, Sequence[np.ndarray]], seed: int | Sequence[int]
     for start, wave, _ in placed:
         out[start:start + len(wave)] = wave
     return Composition(out, turns, picks, limited)
-
-
-def rttm_lines(conversation_id: str, turns: Iterable[tuple[float, float, str]]) -> list[str]:
-    return [f"SPEAKER {conversation_id} 1 {a:.3f} {b - a:.3f} <NA> <NA> {s} <NA> <NA>" for a, b, s in turns]
 
 
 def speakers_in_order(turns: Iterable[tuple[float, float, str]]) -> list[str]:
