@@ -10,11 +10,11 @@ from math import gcd
 import numpy as np
 from scipy.signal import resample_poly
 
-from elp.speech_activity import true_runs
+from elp.speech_activity import FRAME_S, HOP_S, frame_levels_dbfs, true_runs
 from training.suites.debian import SAMPLE_RATE
 
 PEAK = 0.99  # a leveled clip whose peak would pass this is lowered to it
-TRIM_DB, FRAME_S, HOP_S, MARGIN_S = 35.0, 0.025, 0.010, 0.050
+TRIM_DB, MARGIN_S = 35.0, 0.050  # frames: elp.speech_activity (25 ms every 10 ms)
 #: a stretch this long inside a clip, every frame TRIM_DB under its loudest, is a pause: no one's speech in the truth
 PAUSE_S = 0.3
 
@@ -32,8 +32,7 @@ def trim_silence(wave: np.ndarray, rate: int = SAMPLE_RATE, below_db: float = TR
     if len(wave) <= frame:
         return wave
     starts = np.arange(0, len(wave) - frame + 1, hop)
-    power = np.array([np.mean(np.square(wave[s:s + frame], dtype=np.float64)) for s in starts])
-    db = 10 * np.log10(power + 1e-12)
+    db = frame_levels_dbfs(wave, rate)
     loud = np.flatnonzero(db > db.max() - below_db)
     begin = max(0, int(starts[loud[0]]) - margin)
     end = min(len(wave), int(starts[loud[-1]]) + frame + margin)
@@ -50,8 +49,8 @@ def speech_turns(start: int, wave: np.ndarray, speaker: str, rate: int = SAMPLE_
     bounds = [(0, len(wave))]
     if len(wave) > frame:
         starts = np.arange(0, len(wave) - frame + 1, hop)
-        power = np.array([np.mean(np.square(wave[i:i + frame], dtype=np.float64)) for i in starts])
-        quiet = 10 * np.log10(power + 1e-12) <= 10 * np.log10(power.max() + 1e-12) - below_db
+        db = frame_levels_dbfs(wave, rate)
+        quiet = db <= db.max() - below_db
         for first, last in true_runs(quiet):
             a, b = int(starts[first]) + frame // 2, int(starts[last - 1]) + frame // 2  # the pause's frame centres
             if first == 0 or last == len(quiet) or b - a < pause_s * rate:
