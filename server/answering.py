@@ -18,7 +18,7 @@ from server.service import InferenceOutcome, InferenceService
 async def answer_clips(
     service: InferenceService, spec: TaskSpec, lease: AdapterLease, clips: list[DecodedAudio], *,
     fields: Mapping[str, Any] | None = None, enrolled: Any = None, enrolled_s: float | None = None,
-    receive: Any = None, counted: bool = True,
+    gallery: Any = None, receive: Any = None, counted: bool = True,
 ) -> tuple[dict[str, Any], InferenceOutcome]:
     """The task's answer fields for ``clips`` (``file`` first) and the outcome's timings. Unless not
     ``counted`` (a live stream's partial answer: its audio is counted with the utterance's final one), the
@@ -27,7 +27,7 @@ async def answer_clips(
     outcome = await service.infer_plan(spec.name, lease, plan, receive=receive)
     answer = dict(spec.silence_answer or ()) if plan.silent else spec.respond(TaskRequest(
         config=lease.entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in plan.rows],
-        fields=dict(fields or {}), enrolled=enrolled, enrolled_duration_s=enrolled_s,
+        fields=dict(fields or {}), enrolled=enrolled, enrolled_duration_s=enrolled_s, gallery=gallery,
         fallbacks=service.task_fallbacks, segments_s=plan.spans,
     ))
     if counted:

@@ -13,11 +13,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
-from elp.tasks import TASKS, TaskSpec, enrolment_task
+from elp.tasks import TASKS, EnrolledVoice, TaskSpec, enrolment_task
 from server.adapters import AdapterLease
 from server.answering import answer_clips
 from server.audio import DecodedAudio
-from server.errors import InvalidRequestError, PayloadTooLargeError, UnsupportedMediaTypeError
+from server.errors import (
+    InvalidRequestError,
+    PayloadTooLargeError,
+    SpeakerNotFoundError,
+    UnsupportedMediaTypeError,
+)
 from server.schemas import (
     ERROR_RESPONSES,
     AdapterAction,
@@ -31,7 +36,7 @@ from server.schemas import (
 )
 from server.security import limit_speaker_verification, require_api_key
 from server.service import InferenceService
-from server.speakers import get_enrolled, validate_speaker_id
+from server.speakers import get_enrolled, get_gallery, validate_speaker_id
 
 router = APIRouter()
 
@@ -163,6 +168,22 @@ def _enrolled_id(spec: TaskSpec, request: Request, form: dict[str, Any]) -> str 
     return enrolled_id
 
 
+def _check_gallery_request(spec: TaskSpec, request: Request) -> None:
+    """A request compared with every enrolled speaker names them: the key and the rate limit, before any work."""
+    if spec.enrolled_gallery:
+        require_api_key(request)
+        limit_speaker_verification(request)
+
+
+async def _enrolled_voices(service: InferenceService, entry: Any) -> list[EnrolledVoice]:
+    """The speakers enrolled for the leased set (``/identify``); 404 when there are none to compare with."""
+    records = await asyncio.to_thread(get_gallery, service.speakers, entry.adapter_id, entry.enrolment_versions)
+    if not records:
+        raise SpeakerNotFoundError(f"no speaker is enrolled for adapter {entry.label}: enrol them with "
+                                   "POST /speakers/{id} first")
+    return [EnrolledVoice(record.speaker, record.embedding, record.total_duration_s or None) for record in records]
+
+
 def task_handler(spec: TaskSpec) -> Any:
     """One handler for every task: decode and lease, run the rows as one job (a long recording: its
     segments, a job each), let the task shape the answer (``TaskSpec.respond``) from its rows'
@@ -171,6 +192,7 @@ def task_handler(spec: TaskSpec) -> Any:
     async def handler(request: Request, service: InferenceService, file: UploadFile, adapter: str | None = None,
                       **form: Any) -> dict:
         enrolled_id = _enrolled_id(spec, request, form)
+        _check_gallery_request(spec, request)
         clock = _Clock()
         uploads = [("file", file)] + [(clip.name, form[clip.name]) for clip in spec.extra_clips
                                       if form.get(clip.name) is not None]
@@ -182,11 +204,12 @@ def task_handler(spec: TaskSpec) -> Any:
                 record = await asyncio.to_thread(get_enrolled, service.speakers, enrolled_id, entry.adapter_id,
                                                  entry.enrolment_versions)
                 enrolled, enrolled_s = record.embedding, record.total_duration_s or None
+            gallery = await _enrolled_voices(service, entry) if spec.enrolled_gallery else None
             fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}
             fields.update({option.name: form[option.name] for option in spec.options
                            if form.get(option.name) is not None})
             answer, outcome = await answer_clips(service, spec, lease, clips, fields=fields, enrolled=enrolled,
-                                                 enrolled_s=enrolled_s, receive=request.receive)
+                                                 enrolled_s=enrolled_s, gallery=gallery, receive=request.receive)
         return {**answer, **_base(lease, clips[0], clock, outcome)}
 
     handler.__name__ = spec.endpoint

@@ -59,6 +59,10 @@ class SpeakerBackend(Protocol):
 
     def list(self) -> list[EnrolledSpeaker]: ...
 
+    def gallery(self, adapter_id: str, adapter_sha256: str) -> list[EnrolledSpeaker]:
+        """Every speaker enrolled for this adapter version, embeddings included, by speaker id."""
+        ...
+
     def delete(self, speaker_id: str) -> int: ...
 
 
@@ -101,18 +105,32 @@ def get_enrolled(store: SpeakerBackend, speaker_id: str, adapter_id: str, versio
         raise
 
 
+def get_gallery(store: SpeakerBackend, adapter_id: str, versions: tuple[str, ...]) -> list[EnrolledSpeaker]:
+    """Every speaker enrolled for the set (``/identify``): under its own version, then those only enrolled
+    under a fallback version (as :func:`get_enrolled` finds one speaker), by speaker id."""
+    found: dict[str, EnrolledSpeaker] = {}
+    for version in versions:
+        for record in store.gallery(adapter_id, version):
+            found.setdefault(record.speaker, record)
+    return [found[speaker] for speaker in sorted(found)]
+
+
 class SpeakerStore:
     """File-backed enrolment store; every write is atomic (temp file + rename)."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
 
+    def _folder(self, adapter_id: str, adapter_sha256: str) -> Path:
+        """The enrolments of one adapter version (ids are validated before they get here; checked again)."""
+        folder = (self.root / adapter_id / adapter_sha256[:12]).resolve()
+        if not folder.is_relative_to(self.root) or folder == self.root:
+            raise InvalidRequestError("invalid speaker or adapter id")
+        return folder
+
     def _path(self, speaker_id: str, adapter_id: str, adapter_sha256: str) -> Path:
         validate_speaker_id(speaker_id)
-        path = (self.root / adapter_id / adapter_sha256[:12] / f"{speaker_id}.safetensors").resolve()
-        if not path.is_relative_to(self.root):
-            raise InvalidRequestError("invalid speaker or adapter id")
-        return path
+        return self._folder(adapter_id, adapter_sha256) / f"{speaker_id}.safetensors"
 
     def enroll(
         self, speaker_id: str, adapter_id: str, adapter_sha256: str, embeddings: list[torch.Tensor],
@@ -154,6 +172,12 @@ class SpeakerStore:
         if not self.root.is_dir():
             return []
         return [_read(path) for path in sorted(self.root.glob("*/*/*.safetensors"))]
+
+    def gallery(self, adapter_id: str, adapter_sha256: str) -> list[EnrolledSpeaker]:
+        folder = self._folder(adapter_id, adapter_sha256)
+        if not folder.is_dir():
+            return []
+        return [_read(path, with_embedding=True) for path in sorted(folder.glob("*.safetensors"))]
 
     def delete(self, speaker_id: str) -> int:
         """Remove every enrolment of ``speaker_id`` (all adapters, all versions)."""

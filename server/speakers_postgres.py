@@ -95,6 +95,14 @@ class PostgresSpeakerStore:
             ).fetchall()
         return [_record(row) for row in rows]
 
+    def gallery(self, adapter_id: str, adapter_sha256: str) -> list[EnrolledSpeaker]:
+        with self._connect() as connection:
+            rows = connection.execute(
+                f"SELECT {_COLUMNS}, embedding FROM elp_speakers WHERE adapter_id = %s AND adapter_sha256 = %s "
+                "ORDER BY speaker", (adapter_id, adapter_sha256),
+            ).fetchall()
+        return [_record(row, torch.from_numpy(np.frombuffer(bytes(row[6]), dtype="<f4").copy())) for row in rows]
+
     def delete(self, speaker_id: str) -> int:
         """Remove every enrolment of ``speaker_id`` (all adapters, all versions)."""
         validate_speaker_id(speaker_id)

@@ -17,6 +17,8 @@ Each entry (all read from the task's ``TaskSpec``):
 - ``extra_clips``: ``[{name, description}]`` uploads besides ``file`` (verification's ``reference``);
 - ``enrolled_reference``: ``{field, instead_of, description}`` or null (an enrolled speaker may
   replace the clip ``instead_of``; enrolment is ``POST /speakers/{id}`` with that task's set);
+- ``enrolled_gallery``: whether the clip is compared with every enrolled speaker (identification: needs the key,
+  so the page sends it only once a key is typed in);
 - ``set_task``: the ``task`` of the adapter sets that answer it (diarization's: verification sets);
 - ``options``: ``[{name, description, minimum, maximum, integer}]`` form fields that tune an answer
   (diarization's ``num_speakers``);
@@ -72,6 +74,7 @@ def page_tasks(settings: Settings) -> list[dict[str, Any]]:
         "headline": spec.headline,
         "extra_clips": [dataclasses.asdict(clip) for clip in spec.extra_clips],
         "enrolled_reference": dataclasses.asdict(spec.enrolled_reference) if spec.enrolled_reference else None,
+        "enrolled_gallery": spec.enrolled_gallery,
         "options": [{"name": option.name, "description": option.description, "minimum": option.minimum,
                      "maximum": option.maximum, "integer": option.kind is int} for option in spec.options],
         "stream": spec.streams,

@@ -8,7 +8,7 @@ builds a spec and one ``register`` line below. Nothing here imports torch at imp
 from __future__ import annotations
 
 from elp.errors import ConfigError
-from elp.tasks.base import EnrolledReference, ExtraClip, PostProcessor, TaskOption, TaskRequest, TaskSpec
+from elp.tasks.base import EnrolledReference, EnrolledVoice, ExtraClip, PostProcessor, TaskOption, TaskRequest, TaskSpec
 
 TASKS: list[TaskSpec] = []
 
@@ -62,6 +62,7 @@ def enrolment_task() -> TaskSpec | None:
 from elp.tasks.asr import ASR  # noqa: E402
 from elp.tasks.diarization import DIARIZATION  # noqa: E402
 from elp.tasks.emotion import EMOTION  # noqa: E402
+from elp.tasks.identification import IDENTIFICATION  # noqa: E402
 from elp.tasks.intent import INTENT  # noqa: E402
 from elp.tasks.language import LANGUAGE  # noqa: E402
 from elp.tasks.verification import VERIFICATION  # noqa: E402
@@ -72,10 +73,12 @@ register(EMOTION)
 register(INTENT)
 register(LANGUAGE)
 register(DIARIZATION)
+register(IDENTIFICATION)
 
 __all__ = [
     "TASKS",
     "EnrolledReference",
+    "EnrolledVoice",
     "ExtraClip",
     "PostProcessor",
     "TaskOption",

@@ -67,6 +67,16 @@ class EnrolledReference:
 
 
 @dataclass(frozen=True)
+class EnrolledVoice:
+    """One enrolled speaker as a gallery task sees it (:attr:`TaskSpec.enrolled_gallery`): the id, the stored
+    unit embedding and the total seconds of its enrolment clips."""
+
+    speaker: str
+    embedding: torch.Tensor
+    duration_s: float | None = None
+
+
+@dataclass(frozen=True)
 class TaskOption:
     """A form field besides the clips that tunes one request's answer (diarization's ``num_speakers``): an
     integer (``kind`` int) or a number within ``[minimum, maximum]``, absent when not sent. The route, the
@@ -96,6 +106,8 @@ class TaskRequest:
     fields: Mapping[str, Any] = field(default_factory=dict)  # extra form fields (an enrolled speaker id, options)
     enrolled: torch.Tensor | None = None  # the enrolled reference's embedding, when one was named
     enrolled_duration_s: float | None = None  # the enrolled reference's clips' total duration
+    #: every speaker enrolled for the answering set's version (tasks with ``enrolled_gallery``), else None
+    gallery: Sequence[EnrolledVoice] | None = None
     fallbacks: Mapping[str, Any] = field(default_factory=dict)  # deployment defaults (a threshold)
     #: (start, end) seconds of each row when a long ``file`` was split (:attr:`TaskSpec.long_form`): the rows
     #: are then its segments with sound, in order (none for a silent recording); None when it was read whole
@@ -140,6 +152,10 @@ class TaskSpec:
     typical_outputs: int | None = None
     extra_clips: tuple[ExtraClip, ...] = ()
     enrolled_reference: EnrolledReference | None = None
+    #: whether a request is compared with every speaker enrolled for the answering set (identification): the
+    #: server checks the API key and the per-client rate limit, and hands them to :meth:`respond`
+    #: (``TaskRequest.gallery``)
+    enrolled_gallery: bool = False
     #: clips without a voice are refused (``422 no_speech``) and left out of evaluations: for tasks whose
     #: answer means nothing without speech (two silent clips embed alike: "same speaker")
     speech_gate: SpeechGate | None = None

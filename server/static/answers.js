@@ -67,7 +67,7 @@ function renderAnswer(task, answer) {
   const value = answer[task.headline];
   const named = typeof value === "boolean" || typeof value === "number"; // a bare "no" or "2" says nothing
   const headline = named ? `${words(task.headline)}: ${shown(value)}`
-    : value === "" ? "(empty)" : shown(value);
+    : value === "" ? "(empty)" : value === undefined || value === null ? "(none)" : shown(value);
   const parts = [el("p", { class: "answer", "data-field": task.headline, "data-value": String(value),
     text: headline })];
   const scalars = el("dl", { class: "fields" });

@@ -9,7 +9,7 @@ const KEY_STORAGE = "elp-api-key"; // sessionStorage: this tab only, gone when i
 
 const $ = (id) => document.getElementById(id);
 // [{name, set_task, route, title, summary, default_adapter, answer_fields, headline, extra_clips, enrolled_reference,
-//   options, stream, partials}]
+//   enrolled_gallery, options, stream, partials}]
 const TASKS = JSON.parse($("elp-tasks").textContent);
 const TASK = Object.fromEntries(TASKS.map((task) => [task.name, task]));
 const ENROLMENT = TASKS.find((task) => task.enrolled_reference); // whose sets speakers are enrolled in
@@ -338,9 +338,16 @@ async function runTask(task, container) {
 
 // One click, every task with a set, concurrently (the server batches them into one encoder pass);
 // a task that takes more than the clip is sent too once its inputs are there.
+// A task that compares the clip with the enrolled speakers (identification) needs the key: without one typed
+// into the page its card says so instead of showing the server's 403.
 async function runAll() {
   const tasks = [...document.querySelectorAll("#adapter-choices select")].map((s) => TASK[s.dataset.task]);
-  await Promise.all(tasks.filter((task) => extraFields(task) !== null).map((task) =>
+  const ready = tasks.filter((task) => extraFields(task) !== null);
+  for (const task of ready.filter((t) => t.enrolled_gallery && !apiKey)) {
+    setCard($("results"), task, "skipped", [el("p", { class: "muted",
+      text: "Compares the clip with the enrolled speakers: type the API key (Admin, below) to send it." })]);
+  }
+  await Promise.all(ready.filter((task) => !task.enrolled_gallery || apiKey).map((task) =>
     runTask(task, task.extra_clips.length ? $(`results-${task.name}`) : $("results"))));
 }
 

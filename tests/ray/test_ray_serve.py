@@ -186,6 +186,7 @@ def _contract_requests(extra: list[str]) -> list[tuple[str, str, dict[str, Any]]
         ("POST", "/asr", {"files": clip, "data": {"adapter": "../etc"}}),  # 404: invalid id
         ("POST", "/verify", {"files": clip}),  # 422: neither reference nor speaker
         ("POST", "/diarize", {"files": clip, "data": {"num_speakers": "0"}}),  # 422: out of range
+        ("POST", "/identify", {"files": clip}),  # 404 speaker_not_found: nobody enrolled for the set
         ("POST", "/adapters/nope/load", {}),  # 404
         ("DELETE", "/speakers/nobody", {}),  # 404 speaker_not_found
         ("GET", "/no/such/path", {}),  # 404

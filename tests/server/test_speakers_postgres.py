@@ -39,6 +39,10 @@ async def test_enrolled_through_one_app_verifies_through_another(tiny_store, tmp
         assert via_other.json()["score"] > 0.5  # an enrolment clip matches its own mean embedding
         unknown = await other.post("/verify", files={"file": ("c.wav", alice[0])}, data={"speaker": "bob"})
         assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "speaker_not_found"
+        identified = await other.post("/identify", files={"file": ("c.wav", alice[0])})  # the gallery query
+        assert identified.status_code == 200, identified.text
+        assert identified.json()["candidates"] == [{"speaker": "alice", "score": via_one.json()["score"]}]
+        assert identified.json()["enrolled_speakers"] == 1
         deleted = await other.delete("/speakers/alice")
         assert deleted.status_code == 200 and deleted.json()["deleted"] == 1
         gone = await one.delete("/speakers/alice")

@@ -104,6 +104,7 @@ async def test_the_page_describes_the_registered_tasks_a_new_one_included(tiny_s
                                                {"field": reference.field, "instead_of": reference.instead_of,
                                                 "description": reference.description})
         assert entry["stream"] == spec.streams and entry["partials"] == spec.partial_answers
+        assert entry["enrolled_gallery"] is spec.enrolled_gallery
     by_name = {entry["name"]: entry for entry in described}
     assert by_name["emotion"]["default_adapter"] == "emotion-other"  # the deployment's default, not the registry's
     assert by_name["tone"]["default_adapter"] == "tone-default"  # no setting for a task registered after startup

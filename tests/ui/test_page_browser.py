@@ -188,11 +188,14 @@ def test_an_uploaded_clip_shows_the_apis_own_answers(server, browser, clips) -> 
     browser.find_element(By.ID, "run").click()
     described = browser.execute_script("return JSON.parse(document.getElementById('elp-tasks').textContent)")
     in_store = {row["task"] for row in httpx.get(f"{url}/adapters").json()}
-    served = [task["name"] for task in described if task["set_task"] in in_store]  # diarization: verification's
+    with_sets = [task for task in described if task["set_task"] in in_store]  # diarization: verification's
+    served = [task["name"] for task in with_sets if not task["enrolled_gallery"]]  # no key typed in: not sent
     assert {"asr", "intent", "emotion", "language", "verification", "diarization"} <= set(served)
     cards = wait_for_cards(browser, served)  # a card per described task with a set, and no other
-    assert len(browser.find_elements(By.CSS_SELECTOR, "article.card")) == len(served)
+    assert len(browser.find_elements(By.CSS_SELECTOR, "article.card")) == len(with_sets)
     assert all(card.get_attribute("data-state") == "done" for card in cards.values())
+    keyless = browser.find_element(By.ID, "result-identification")  # says what it needs instead of a 403
+    assert keyless.get_attribute("data-state") == "skipped" and "API key" in keyless.text
 
     asr = api_answer(url, "asr", clips["command"]).json()
     intent = api_answer(url, "intent", clips["command"]).json()
@@ -323,6 +326,13 @@ def test_enrolling_needs_the_key_typed_into_the_page_and_verifies_against_the_sp
     card = wait_for_cards(browser, ["verification"])["verification"]
     assert shown_field(card, "same_speaker") == "true"
     assert shown_field(card, "speaker") == "alice"
+
+    browser.find_element(By.ID, "run").click()  # with the key typed in, the clip is also identified
+    card = wait_for_cards(browser, ["identification"])["identification"]
+    assert card.find_element(By.CSS_SELECTOR, ".answer").text == "alice"  # the very clip alice was enrolled with
+    ranked = [row.find_element(By.TAG_NAME, "td").text
+              for row in card.find_elements(By.CSS_SELECTOR, "[data-field=candidates] tbody tr")]
+    assert ranked[0] == "alice"
 
 
 def test_talking_live_lists_each_utterance_when_its_pause_is_heard(server, browser, clips) -> None:

@@ -1,0 +1,111 @@
+"""Speaker identification: which enrolled speaker is this, if any (``POST /identify``, open-set 1:N).
+
+It answers with speaker-verification sets (:attr:`TaskSpec.answers_with`): the clip is embedded as ``/verify``
+embeds one, compared by cosine with every speaker enrolled for the set's version (``POST /speakers/{id}``), and
+the best one is named when its score reaches the set's verification threshold at the shorter of the clip and
+that speaker's enrolment, moved by an offset chosen on validation voices (docs/results/identification.md).
+Nobody at the threshold: ``speaker`` is null, so a voice that was never enrolled is not given a name.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field, create_model
+
+from elp.errors import ConfigError
+from elp.speech_activity import VoiceGate
+from elp.tasks.base import EnrolledVoice, TaskOption, TaskRequest, TaskSpec
+from elp.tasks.verification import ENROLLED_SCORE_DECIMALS, served_threshold
+
+if TYPE_CHECKING:
+    import torch
+
+    from elp.config import AdapterSetConfig
+
+
+class Candidate(BaseModel):
+    speaker: str
+    score: float = Field(ge=-1.0, le=1.0, description="cosine with the speaker's enrolment (2 decimals)")
+
+
+def ranked_scores(probe: torch.Tensor, gallery: Sequence[EnrolledVoice]) -> list[tuple[int, float]]:
+    """(gallery index, cosine) of every enrolled voice against ``probe``, best first (ties: gallery order)."""
+    import torch
+
+    if not gallery:
+        return []
+    unit = torch.nn.functional.normalize
+    enrolled = unit(torch.stack([voice.embedding.detach().float().cpu().flatten() for voice in gallery]), dim=1)
+    scores = (enrolled @ unit(probe.detach().float().cpu().flatten(), dim=0)).clamp(-1.0, 1.0).tolist()
+    return sorted(enumerate(scores), key=lambda pair: (-pair[1], pair[0]))
+
+
+@dataclass(frozen=True)
+class IdentificationTask(TaskSpec):
+    """``threshold_offset`` moves the set's verification threshold to the score the best enrolled speaker must
+    reach to be named; chosen on validation voices (docs/results/identification.md)."""
+
+    threshold_offset: float = 0.05
+    top_k_default: int = 3
+
+    def validate(self, config: AdapterSetConfig) -> None:
+        raise ConfigError(f"{self.name} has no adapter sets of its own: it answers with {self.set_task} sets")
+
+    def naming_threshold(self, config: AdapterSetConfig, fallbacks: Any, probe_s: float,
+                         enrolled_s: float | None) -> float:
+        """The score an enrolled speaker must reach to be named, for a probe of ``probe_s`` seconds against an
+        enrolment of ``enrolled_s`` seconds (the set's duration table at the shorter of the two)."""
+        shorter_s = min(probe_s, enrolled_s) if enrolled_s else probe_s
+        return served_threshold(config, fallbacks, shorter_s) + self.threshold_offset
+
+    @functools.cached_property
+    def answer_fields(self) -> type[BaseModel]:
+        return create_model(
+            "IdentifyAnswerFields",
+            speaker=(str | None, Field(None, description="the enrolled speaker this is; null when none scores at "
+                                                          "the threshold (a voice that was not enrolled)")),
+            score=(float, Field(ge=-1.0, le=1.0, description="the best enrolled speaker's score (2 decimals)")),
+            threshold=(float, Field(description="the score that best speaker had to reach: the set's threshold "
+                                                "at the shorter of the clip and its enrolment, moved by a "
+                                                "validated offset")),
+            candidates=(list[Candidate], Field(description="the best-scoring enrolled speakers, best first "
+                                                           "(`top_k` of them)")),
+            enrolled_speakers=(int, Field(description="how many speakers the clip was compared with")),
+        )
+
+    def respond(self, request: TaskRequest) -> dict[str, Any]:
+        """Rank the enrolled voices (``request.gallery``) by cosine with the clip; name the best at its threshold."""
+        gallery = list(request.gallery or [])
+        ranked = ranked_scores(request.rows[0].embedding, gallery)
+        top_k = int(request.fields.get("top_k") or self.top_k_default)
+        candidates = [{"speaker": gallery[index].speaker, "score": round(score, ENROLLED_SCORE_DECIMALS)}
+                      for index, score in ranked[:top_k]]
+        if not ranked:
+            return {"speaker": None, "score": -1.0, "threshold": round(served_threshold(
+                request.config, request.fallbacks, request.durations_s[0]) + self.threshold_offset, 4),
+                "candidates": [], "enrolled_speakers": 0}
+        best, best_score = ranked[0]
+        threshold = self.naming_threshold(request.config, request.fallbacks, request.durations_s[0],
+                                          gallery[best].duration_s)
+        return {"speaker": gallery[best].speaker if best_score >= threshold else None,
+                "score": round(best_score, ENROLLED_SCORE_DECIMALS), "threshold": round(threshold, 4),
+                "candidates": candidates, "enrolled_speakers": len(gallery)}
+
+
+IDENTIFICATION = IdentificationTask(
+    name="identification", route="/identify", default_adapter="verify-default", activation="relu",
+    display_name="Who is this", headline_field="speaker", answers_with="verification",
+    summary="Which enrolled speaker is this? The clip against every speaker enrolled for the set; null when none "
+            "scores at the threshold.",
+    description="Needs the API key (the answer names enrolled speakers) and counts against the per-client limit "
+                "of verifications against enrolled speakers.",
+    file_description="a clip of the speaker to identify", target_field="speaker", headline_metric="accuracy",
+    higher_is_better=True, metrics=("accuracy",), evaluation="identification", live_streams=False,
+    enrolled_gallery=True, speech_gate=VoiceGate(),  # a clip without a voice would still rank someone first
+    options=(TaskOption("top_k", "how many of the best-scoring enrolled speakers to list (default 3)",
+                        minimum=1, maximum=20),),
+)
