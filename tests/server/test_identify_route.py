@@ -3,6 +3,8 @@ best named only at its threshold; the key, the rate limit and an empty gallery; 
 
 from __future__ import annotations
 
+import os
+import time
 from types import SimpleNamespace
 
 import httpx
@@ -117,3 +119,26 @@ async def test_the_clients_and_the_cli_send_top_k(tiny_store, tmp_path) -> None:
     path = tmp_path / "probe.wav"
     path.write_bytes(wav_bytes(1.5, seed=31))
     assert cli_main(["identify", str(path), "--top-k", "1"], transport=httpx.MockTransport(answer)) == 0
+
+
+def test_the_file_stores_gallery_sees_every_write_of_any_process(tmp_path) -> None:
+    """The gallery is read once and kept while its folder is unchanged: enrolments, re-enrolments and deletions
+    by this store or another process's (another instance on the same folder) are seen at the next read."""
+    from server.speakers import SpeakerStore
+
+    mine, theirs = SpeakerStore(tmp_path), SpeakerStore(tmp_path)
+    version = "a" * 64
+    assert mine.gallery("verify-default", version) == []
+    mine.enroll("alice", "verify-default", version, [torch.ones(4)], 2.0)
+    folder = next(tmp_path.glob("verify-default/*"))
+    os.utime(folder, ns=(0, time.time_ns() - 10**10))  # written 10 s ago: old enough to be kept
+    assert [r.speaker for r in mine.gallery("verify-default", version)] == ["alice"]
+    assert folder in mine._galleries  # kept (a read now would be answered from it)
+    theirs.enroll("bob", "verify-default", version, [torch.ones(4)], 3.0)
+    theirs.enroll("alice", "verify-default", version, [-torch.ones(4)], 5.0)  # re-enrolled elsewhere
+    seen = {r.speaker: r for r in mine.gallery("verify-default", version)}
+    assert sorted(seen) == ["alice", "bob"] and seen["alice"].total_duration_s == 5.0
+    assert float(seen["alice"].embedding.sum()) < 0
+    theirs.delete("bob")
+    assert [r.speaker for r in mine.gallery("verify-default", version)] == ["alice"]
+    assert mine.gallery("verify-default", "b" * 64) == []  # another version: nobody
