@@ -5,6 +5,7 @@
     elp-client diarize meeting.flac --num-speakers 3      # who spoke when (JSON); --rttm before it: RTTM lines
     elp-client who-said-what meeting.flac                 # the words by speaker: /diarize and /asr together
     elp-client verify a.wav b.wav            # or: elp-client verify a.wav --speaker alice
+    elp-client identify clip.wav --top-k 5   # which enrolled speaker is this (the key)
     elp-client emotion clip.wav --adapter emotion-alt
     elp-client intent clip.wav
     elp-client asr talk.wav --stream         # a live stream: JSON lines, partial answers and one result an utterance

@@ -212,8 +212,8 @@ class ServerSettings(BaseSettings):
     # HTTP and security (docs/server.md#security)
     api_key: SecretStr | None = Field(
         None,
-        description="key for admin, enrolment, speaker listing/deletion and /verify against an enrolled speaker "
-        "(X-API-Key or Authorization: Bearer); unset = those routes answer 403",
+        description="key for admin, enrolment, speaker listing/deletion, /verify against an enrolled speaker and "
+        "/identify (X-API-Key or Authorization: Bearer); unset = those routes answer 403",
     )
     insecure_open_admin: bool = Field(
         False, description="development only: with no api_key, open the key's routes to anyone who can connect"
@@ -222,9 +222,11 @@ class ServerSettings(BaseSettings):
         False, description="start on a non-loopback host without api_key (e.g. behind a proxy that authenticates)"
     )
     verify_rate_per_s: float = Field(
-        1.0, gt=0, description="/verify against an enrolled speaker: sustained attempts per second per client"
+        1.0, gt=0, description="/verify against an enrolled speaker and /identify: sustained attempts per second "
+        "per client"
     )
-    verify_burst: int = Field(10, ge=1, description="/verify against an enrolled speaker: burst per client")
+    verify_burst: int = Field(10, ge=1, description="/verify against an enrolled speaker and /identify: burst per "
+                              "client")
     header_timeout_s: float = Field(
         10.0, gt=0, description="seconds a connection may take to send a request's headers, else closed (slowloris)"
     )

@@ -66,7 +66,7 @@ class IdentificationTask(TaskSpec):
     def answer_fields(self) -> type[BaseModel]:
         return create_model(
             "IdentifyAnswerFields",
-            speaker=(str | None, Field(None, description="the enrolled speaker this is; null when none scores at "
+            speaker=(str | None, Field(None, description="the enrolled speaker this is; absent when none scores at "
                                                           "the threshold (a voice that was not enrolled)")),
             score=(float, Field(ge=-1.0, le=1.0, description="the best enrolled speaker's score (2 decimals)")),
             threshold=(float, Field(description="the score that best speaker had to reach: the set's threshold "
