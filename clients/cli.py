@@ -4,6 +4,7 @@
     elp-client --subtitles srt asr talk.flac > talk.srt   # word times as subtitles (srt, vtt)
     elp-client diarize meeting.flac --num-speakers 3      # who spoke when (JSON); --rttm before it: RTTM lines
     elp-client who-said-what meeting.flac                 # the words by speaker: /diarize and /asr together
+    elp-client who-said-what meeting.flac --name-speakers # ... under enrolled speakers' ids where they match (key)
     elp-client verify a.wav b.wav            # or: elp-client verify a.wav --speaker alice
     elp-client identify clip.wav --top-k 5   # which enrolled speaker is this (the key)
     elp-client emotion clip.wav --adapter emotion-alt
@@ -56,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
         if spec.enrolled_reference is not None:
             sub.add_argument(f"--{spec.enrolled_reference.field}", help=spec.enrolled_reference.description)
         for option in spec.options:
-            sub.add_argument(option.flag, dest=option.name, type=option.kind, help=option.description)
+            if option.kind is bool:  # a switch: sent (true) only when given
+                sub.add_argument(option.flag, dest=option.name, action="store_const", const=True,
+                                 help=option.description)
+            else:
+                sub.add_argument(option.flag, dest=option.name, type=option.kind, help=option.description)
         sub.add_argument("--adapter", help="adapter id (default: the task's default)")
         if spec.streams:
             sub.add_argument("--stream", action="store_true",
@@ -67,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--num-speakers", type=int, help="the number of speakers, when known")
     sub.add_argument("--speaker-adapter", help="verification set for the speakers (default: /diarize's)")
     sub.add_argument("--asr-adapter", help="ASR set for the words (default: /asr's)")
+    sub.add_argument("--name-speakers", action="store_const", const=True,
+                     help="name the speakers who match enrolled ones (the API key)")
     sub = commands.add_parser("enroll", help="enrol a speaker from one or more clips")
     sub.add_argument("speaker")
     sub.add_argument("clips", nargs="+")
@@ -98,7 +105,7 @@ def run(args: argparse.Namespace, client: ELPClient) -> Any:
         return run_task(spec, args, client)
     if command == "who-said-what":
         return client.who_said_what(args.clip, num_speakers=args.num_speakers, speaker_adapter=args.speaker_adapter,
-                                    asr_adapter=args.asr_adapter)
+                                    asr_adapter=args.asr_adapter, name_speakers=args.name_speakers)
     if command == "enroll":
         return client.enroll_speaker(args.speaker, args.clips, adapter=args.adapter)
     if command == "speakers":

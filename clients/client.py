@@ -46,10 +46,13 @@ def _audio_bytes(audio: AudioInput) -> bytes:
 
 
 def _speakers_words(diarized: Any, transcribed: Any) -> list[dict[str, Any]]:
+    """The words by speaker; a speaker the server named by an enrolled one (``name_speakers``) under that name."""
     words = transcribed.raw.get("words")
     if words is None:
         raise ValueError(f"{transcribed.adapter} gives no word times: name an ASR set that does (asr-default)")
-    return attribute(words, diarized.turns)
+    enrolled = {entry["speaker"]: entry.get("name") for entry in diarized.raw.get("speakers", [])}
+    turns = [{**turn, "speaker": enrolled.get(turn["speaker"]) or turn["speaker"]} for turn in diarized.turns]
+    return attribute(words, turns)
 
 
 def _task_request(
@@ -76,7 +79,8 @@ def _spec_request(spec: TaskSpec, audio: AudioInput, clips: Sequence[AudioInput 
     if unknown:
         raise TypeError(f"{spec.endpoint} takes no field(s) {unknown}")
     files = [("file", audio)] + [(name, clip) for name, clip in zip(names, clips, strict=False) if clip is not None]
-    sent = {name: None if value is None else str(value) for name, value in fields.items()}
+    sent = {name: None if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+            for name, value in fields.items()}
     return _task_request(spec.route, files, {"adapter": adapter, **sent})
 
 
@@ -138,11 +142,13 @@ class ELPClient(_Shared):
                       api_key=self.api_key, open_timeout=self.timeout)
 
     def who_said_what(self, audio: AudioInput, *, num_speakers: int | None = None, speaker_adapter: str | None = None,
-                      asr_adapter: str | None = None) -> list[dict[str, Any]]:
+                      asr_adapter: str | None = None, name_speakers: bool | None = None) -> list[dict[str, Any]]:
         """``/diarize`` and ``/asr`` of one recording, each word given to its speaker: ``[{speaker, start_s, end_s,
-        text}, ...]`` (:func:`clients.attribution.attribute`)."""
+        text}, ...]`` (:func:`clients.attribution.attribute`); with ``name_speakers`` (the key) a speaker who
+        matches an enrolled one is given that one's id."""
         data = _audio_bytes(audio)
-        diarized = self.task("diarize", data, num_speakers=num_speakers, adapter=speaker_adapter)
+        diarized = self.task("diarize", data, num_speakers=num_speakers, adapter=speaker_adapter,
+                             name_speakers=name_speakers)
         return _speakers_words(diarized, self.task("asr", data, adapter=asr_adapter))
 
     def enroll_speaker(self, speaker: str, clips: Sequence[AudioInput], *,
@@ -217,11 +223,12 @@ class AsyncELPClient(_Shared):
                        api_key=self.api_key, open_timeout=self.timeout)
 
     async def who_said_what(self, audio: AudioInput, *, num_speakers: int | None = None,
-                            speaker_adapter: str | None = None, asr_adapter: str | None = None) -> list[dict[str, Any]]:
+                            speaker_adapter: str | None = None, asr_adapter: str | None = None,
+                            name_speakers: bool | None = None) -> list[dict[str, Any]]:
         """As ``ELPClient.who_said_what``, the two requests at once (the server batches them together)."""
         data = _audio_bytes(audio)
         diarized, transcribed = await asyncio.gather(
-            self.task("diarize", data, num_speakers=num_speakers, adapter=speaker_adapter),
+            self.task("diarize", data, num_speakers=num_speakers, adapter=speaker_adapter, name_speakers=name_speakers),
             self.task("asr", data, adapter=asr_adapter))
         return _speakers_words(diarized, transcribed)
 

@@ -168,17 +168,20 @@ def _enrolled_id(spec: TaskSpec, request: Request, form: dict[str, Any]) -> str 
     return enrolled_id
 
 
-def _check_gallery_request(spec: TaskSpec, request: Request) -> None:
-    """A request compared with every enrolled speaker names them: the key and the rate limit, before any work."""
-    if spec.enrolled_gallery:
-        require_api_key(request)
-        limit_speaker_verification(request)
+def _check_gallery_request(spec: TaskSpec, request: Request, form: dict[str, Any]) -> bool:
+    """Whether the request is compared with every enrolled speaker (``/identify``; ``/diarize`` naming its
+    speakers), which names them: then the key and the rate limit, before any work."""
+    if not spec.compares_with_enrolled(form):
+        return False
+    require_api_key(request)
+    limit_speaker_verification(request)
+    return True
 
 
-async def _enrolled_voices(service: InferenceService, entry: Any) -> list[EnrolledVoice]:
-    """The speakers enrolled for the leased set (``/identify``); 404 when there are none to compare with."""
+async def _enrolled_voices(service: InferenceService, entry: Any, required: bool) -> list[EnrolledVoice]:
+    """The speakers enrolled for the leased set; 404 when there are none and the task needs some (``/identify``)."""
     records = await asyncio.to_thread(get_gallery, service.speakers, entry.adapter_id, entry.enrolment_versions)
-    if not records:
+    if not records and required:
         raise SpeakerNotFoundError(f"no speaker is enrolled for adapter {entry.label}: enrol them with "
                                    "POST /speakers/{id} first")
     return [EnrolledVoice(record.speaker, record.embedding, record.total_duration_s or None) for record in records]
@@ -192,7 +195,7 @@ def task_handler(spec: TaskSpec) -> Any:
     async def handler(request: Request, service: InferenceService, file: UploadFile, adapter: str | None = None,
                       **form: Any) -> dict:
         enrolled_id = _enrolled_id(spec, request, form)
-        _check_gallery_request(spec, request)
+        with_gallery = _check_gallery_request(spec, request, form)
         clock = _Clock()
         uploads = [("file", file)] + [(clip.name, form[clip.name]) for clip in spec.extra_clips
                                       if form.get(clip.name) is not None]
@@ -204,7 +207,7 @@ def task_handler(spec: TaskSpec) -> Any:
                 record = await asyncio.to_thread(get_enrolled, service.speakers, enrolled_id, entry.adapter_id,
                                                  entry.enrolment_versions)
                 enrolled, enrolled_s = record.embedding, record.total_duration_s or None
-            gallery = await _enrolled_voices(service, entry) if spec.enrolled_gallery else None
+            gallery = await _enrolled_voices(service, entry, spec.enrolled_gallery) if with_gallery else None
             fields = {spec.enrolled_reference.field: enrolled_id} if enrolled_id is not None else {}
             fields.update({option.name: form[option.name] for option in spec.options
                            if form.get(option.name) is not None})

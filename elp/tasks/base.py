@@ -79,15 +79,18 @@ class EnrolledVoice:
 @dataclass(frozen=True)
 class TaskOption:
     """A form field besides the clips that tunes one request's answer (diarization's ``num_speakers``): an
-    integer (``kind`` int) or a number within ``[minimum, maximum]``, absent when not sent. The route, the
-    client's keyword, the CLI flag and the page's input are made from it; :meth:`TaskSpec.respond` reads it
-    from ``TaskRequest.fields``."""
+    integer (``kind`` int) or a number within ``[minimum, maximum]``, or a switch (``kind`` bool), absent when
+    not sent. The route, the client's keyword, the CLI flag and the page's input are made from it;
+    :meth:`TaskSpec.respond` reads it from ``TaskRequest.fields``. A ``gallery`` switch sent true asks for the
+    speakers enrolled for the set (``TaskRequest.gallery``): the server then checks the key and the rate limit
+    as for :attr:`TaskSpec.enrolled_gallery`."""
 
     name: str
     description: str
     kind: type = int
     minimum: float | None = None
     maximum: float | None = None
+    gallery: bool = False
 
     @property
     def flag(self) -> str:
@@ -203,6 +206,10 @@ class TaskSpec:
     def streams(self) -> bool:
         """Whether ``/<endpoint>/stream`` exists: one-clip tasks that answer utterance by utterance."""
         return self.one_clip and self.live_streams
+
+    def compares_with_enrolled(self, fields: Mapping[str, Any]) -> bool:
+        """Whether a request with these form fields is compared with the enrolled speakers (key and rate limit)."""
+        return self.enrolled_gallery or any(option.gallery and fields.get(option.name) for option in self.options)
 
     @property
     def one_clip(self) -> bool:

@@ -17,7 +17,8 @@ from pydantic import BaseModel, Field, create_model
 from elp.diarization import SpeakerWindows, cluster_windows, first_appearance_order, turns_from_windows
 from elp.errors import ConfigError
 from elp.tasks.base import TaskOption, TaskRequest, TaskSpec
-from elp.tasks.verification import served_threshold
+from elp.tasks.identification import IDENTIFICATION, assign_enrolled
+from elp.tasks.verification import ENROLLED_SCORE_DECIMALS, served_threshold
 
 if TYPE_CHECKING:
     from elp.config import AdapterSetConfig
@@ -35,6 +36,9 @@ class SpeakerTurn(BaseModel):
 class SpeakerTime(BaseModel):
     speaker: str
     speech_s: float = Field(description="seconds of the recording given to this speaker")
+    name: str | None = Field(None, description="the enrolled speaker this one is (with `name_speakers`); absent "
+                                               "when none scores at the threshold")
+    score: float | None = Field(None, description="that enrolled speaker's score (2 decimals)")
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class DiarizationTask(TaskSpec):
     threshold_offset: float = -0.05
     refine_steps: int = 0
     max_speakers_default: int = 10
+    #: added to the identification threshold when a found speaker is named by an enrolled one (``name_speakers``)
+    naming_offset: float = 0.0
 
     def validate(self, config: AdapterSetConfig) -> None:
         raise ConfigError(f"{self.name} has no adapter sets of its own: it answers with {self.set_task} sets")
@@ -84,14 +90,18 @@ class DiarizationTask(TaskSpec):
         turns = turns_from_windows(spans, labels.tolist())
         # speakers named in order of their first turn; a cluster whose windows lost every instant is none
         names = first_appearance_order([speaker for _, _, speaker in turns]).tolist()
+        speakers_of = dict(zip([cluster for _, _, cluster in turns], names, strict=True))  # cluster -> speaker index
         turns = [(start, end, name) for (start, end, _), name in zip(turns, names, strict=True)]
         speech = np.zeros(max(names, default=-1) + 1)
         for start, end, speaker in turns:
             speech[speaker] += end - start
+        speakers = [{"speaker": f"{SPEAKER_PREFIX}{index + 1}", "speech_s": round(float(seconds), 3)}
+                    for index, seconds in enumerate(speech)]
+        if request.gallery:
+            self.name_speakers(request, embeddings, labels, speakers_of, speakers)
         answer: dict[str, Any] = {
             "speaker_count": len(speech),
-            "speakers": [{"speaker": f"{SPEAKER_PREFIX}{index + 1}", "speech_s": round(float(seconds), 3)}
-                         for index, seconds in enumerate(speech)],
+            "speakers": speakers,
             "turns": [{"start_s": start, "end_s": end, "speaker": f"{SPEAKER_PREFIX}{speaker + 1}"}
                       for start, end, speaker in turns],
             "windows": len(spans),
@@ -99,6 +109,28 @@ class DiarizationTask(TaskSpec):
         if threshold is not None:
             answer["threshold"] = round(threshold, 4)
         return answer
+
+    def name_speakers(self, request: TaskRequest, embeddings: Any, labels: Any, speakers_of: dict[int, int],
+                      speakers: list[dict[str, Any]]) -> None:
+        """Give each found speaker the enrolled one it matches (``request.gallery``), one to one: its windows' mean
+        unit embedding against each enrolment, named at the identification threshold for the shorter of its speech
+        and that enrolment, moved by ``naming_offset``."""
+        import torch
+
+        unit = torch.nn.functional.normalize(torch.from_numpy(embeddings).float(), dim=1)
+        clusters = sorted(speakers_of, key=speakers_of.__getitem__)
+        voices = [unit[torch.from_numpy(labels == cluster)].mean(dim=0) for cluster in clusters]
+        gallery = list(request.gallery or [])
+        seconds = [speakers[speakers_of[cluster]]["speech_s"] for cluster in clusters]
+
+        def threshold_at(voice: int, index: int) -> float:
+            return IDENTIFICATION.naming_threshold(request.config, request.fallbacks, seconds[voice],
+                                                   gallery[index].duration_s) + self.naming_offset
+
+        for cluster, match in zip(clusters, assign_enrolled(voices, gallery, threshold_at), strict=True):
+            if match is not None:
+                speakers[speakers_of[cluster]].update(name=gallery[match[0]].speaker,
+                                                      score=round(match[1], ENROLLED_SCORE_DECIMALS))
 
 
 DIARIZATION = DiarizationTask(
@@ -112,5 +144,8 @@ DIARIZATION = DiarizationTask(
     evaluation="conversations", long_form=SpeakerWindows(), live_streams=False,
     options=(TaskOption("num_speakers", "the number of speakers, when known (the clustering stops there)",
                         minimum=1, maximum=20),
-             TaskOption("max_speakers", "at most this many speakers (default 10)", minimum=1, maximum=20)),
+             TaskOption("max_speakers", "at most this many speakers (default 10)", minimum=1, maximum=20),
+             TaskOption("name_speakers", "name the speakers found by the speakers enrolled for the set (the API key; "
+                        "counts against the per-client limit of verifications against enrolled speakers)",
+                        kind=bool, gallery=True)),
 )

@@ -10,7 +10,7 @@ Nobody at the threshold: ``speaker`` is null, so a voice that was never enrolled
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,22 @@ def ranked_scores(probe: torch.Tensor, gallery: Sequence[EnrolledVoice]) -> list
     enrolled = unit(torch.stack([voice.embedding.detach().float().cpu().flatten() for voice in gallery]), dim=1)
     scores = (enrolled @ unit(probe.detach().float().cpu().flatten(), dim=0)).clamp(-1.0, 1.0).tolist()
     return sorted(enumerate(scores), key=lambda pair: (-pair[1], pair[0]))
+
+
+def assign_enrolled(voices: Sequence[torch.Tensor], gallery: Sequence[EnrolledVoice],
+                    threshold_at: Callable[[int, int], float]) -> list[tuple[int, float] | None]:
+    """Each of ``voices`` (embeddings of different speakers: a recording's clusters) given at most one enrolled
+    voice and each enrolled voice at most one of them: pairs taken best score first, kept when the score reaches
+    ``threshold_at(voice index, gallery index)``. Per voice: (gallery index, score), or None."""
+    pairs = [(score, voice, index) for voice, probe in enumerate(voices)
+             for index, score in ranked_scores(probe, gallery)]
+    named: list[tuple[int, float] | None] = [None] * len(voices)
+    taken: set[int] = set()
+    for score, voice, index in sorted(pairs, key=lambda pair: (-pair[0], pair[1], pair[2])):
+        if named[voice] is None and index not in taken and score >= threshold_at(voice, index):
+            named[voice] = (index, score)
+            taken.add(index)
+    return named
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,14 @@ const shown = (value) => (typeof value === "number" && !Number.isInteger(value) 
 // Longer lists than this are shown folded (a long recording's words), so the answer stays readable.
 const FOLD_ROWS = 12;
 
-// A list of records (a long recording's segments, a transcript's words) as a table, its columns the first
-// record's keys; folded under a summary line when it is long.
+// A list of records (a long recording's segments, a transcript's words) as a table, its columns every key of
+// the records in order of first appearance (a field only some records carry: an empty cell for the others);
+// folded under a summary line when it is long.
 function rowsTable(field, records) {
-  const columns = Object.keys(records[0]);
+  const columns = [...new Set(records.flatMap((record) => Object.keys(record)))];
   const head = el("tr", {}, ...columns.map((column) => el("th", { text: words(column) })));
-  const cell = (value) => el("td", typeof value === "number" ? { class: "number", text: shown(value) } : { text: shown(value) });
+  const cell = (value) => el("td", value === undefined ? { text: "" }
+    : typeof value === "number" ? { class: "number", text: shown(value) } : { text: shown(value) });
   const body = records.map((record) => el("tr", {}, ...columns.map((column) => cell(record[column]))));
   const table = el("table", { class: "records", "data-field": field, "aria-label": words(field) },
     el("thead", {}, head), el("tbody", {}, ...body));

@@ -93,9 +93,14 @@ async function loadAdapters() {
   updateButtons();
 }
 
-// A number input per option of the task (diarization's number of speakers); empty = not sent.
+// A number input per option of the task (diarization's number of speakers; empty = not sent), a checkbox per
+// switch (sent as true when ticked).
 function optionInputs(task) {
   return task.options.flatMap((option) => {
+    if (option.switch) {
+      const box = el("input", { id: `option-${task.name}-${option.name}`, type: "checkbox" });
+      return [el("label", { for: box.id, title: option.description, text: words(option.name) }), box];
+    }
     const input = el("input", { id: `option-${task.name}-${option.name}`, type: "number", placeholder: "auto",
       ...(option.minimum === null ? {} : { min: option.minimum }), ...(option.maximum === null ? {} : { max: option.maximum }),
       ...(option.integer ? { step: 1 } : { step: "any" }) });
@@ -316,7 +321,9 @@ function extraFields(task) {
   }
   for (const option of task.options) {
     const input = $(`option-${task.name}-${option.name}`);
-    if (input && input.value !== "") fields.push([option.name, input.value]);
+    if (input && option.switch) {
+      if (input.checked) fields.push([option.name, "true"]);
+    } else if (input && input.value !== "") fields.push([option.name, input.value]);
   }
   return fields;
 }

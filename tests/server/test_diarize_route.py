@@ -17,7 +17,7 @@ from clients import AsyncELPClient
 from clients.cli import main as cli_main
 from elp import MultiAdapterModel, load_backbone
 from elp.adapter_set import AdapterSet
-from elp.tasks import TaskRequest, get_task
+from elp.tasks import EnrolledVoice, TaskRequest, get_task
 from tests.server.helpers import assert_error, clip_files, make_settings, metric, running_app
 
 pytestmark = pytest.mark.anyio
@@ -141,3 +141,84 @@ def test_turns_print_as_rttm(tmp_path, capsys) -> None:
     assert cli_main(["--rttm", "emotion", str(path)], transport=httpx.MockTransport(
         lambda request: httpx.Response(200, json={"label": "a", "scores": {"a": 1.0}, "adapter": "e@x",
                                                   "duration_s": 1.0, "timings_ms": {}}))) == 2
+
+
+def tone_voice(f0: float, seconds: float, seed: int) -> np.ndarray:
+    """One of conversation()'s tone "voices" alone (its enrolment clips)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    voice = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 5))
+    return (0.2 * voice + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+async def test_named_speakers_are_the_enrolled_ones_matched_one_to_one(tiny_store, tmp_path) -> None:
+    """``name_speakers``: the key; each speaker found gets the enrolled voice it matches, as the library names them
+    from the same windows and enrolments; nobody enrolled: no names; the who-said-what lines carry the names."""
+    key = {"X-API-Key": "k"}
+    settings = make_settings(*tiny_store, tmp_path, api_key="k")
+    recording = conversation()
+    async with running_app(settings) as (app, client):
+        assert_error(await client.post("/diarize", files=clip_files(wav(recording)), data={"name_speakers": "true"}),
+                     401, "unauthorized")
+        unnamed = await client.post("/diarize", files=clip_files(wav(recording)), headers=key,
+                                    data={"name_speakers": "true", "num_speakers": "2"})
+        assert unnamed.status_code == 200 and all("name" not in s for s in unnamed.json()["speakers"])
+        for speaker, f0 in (("low", 110.0), ("high", 260.0)):
+            files = [("file", (f"{i}.wav", wav(tone_voice(f0, 2.0, seed=50 + i)))) for i in range(2)]
+            assert (await client.post(f"/speakers/{speaker}", files=files, headers=key)).status_code == 200
+        named = await client.post("/diarize", files=clip_files(wav(recording)), headers=key,
+                                  data={"name_speakers": "true", "num_speakers": "2"})
+        plain = await client.post("/diarize", files=clip_files(wav(recording)), data={"num_speakers": "2"})
+        version = app.state.service.speakers.list()[0].adapter_sha256
+        gallery = [EnrolledVoice(r.speaker, r.embedding, r.total_duration_s)
+                   for r in app.state.service.speakers.gallery("verify-default", version)]
+        spans = app.state.service.splitters["diarization"].spans(recording, RATE)
+    answer = named.json()
+    assert [{k: s[k] for k in ("speaker", "speech_s")} for s in answer["speakers"]] == plain.json()["speakers"]
+    assert answer["turns"] == plain.json()["turns"]  # naming changes no turn
+    model = MultiAdapterModel(load_backbone(str(tiny_store[0])))
+    adapter_set = AdapterSet.load(tiny_store[1] / "verify-default")
+    model.add_adapter_set("v", adapter_set)
+    with torch.inference_mode():
+        rows = [model.predict([torch.from_numpy(recording[a:b].copy())], ["v"])[0] for a, b in spans]
+    expected = get_task("diarization").respond(TaskRequest(
+        config=adapter_set.config, rows=rows, durations_s=[], fields={"num_speakers": 2}, gallery=gallery,
+        fallbacks={"threshold": settings.verify_threshold}, segments_s=[(a / RATE, b / RATE) for a, b in spans]))
+    assert [s.get("name") for s in answer["speakers"]] == [s.get("name") for s in expected["speakers"]]
+    names = [s["name"] for s in answer["speakers"] if "name" in s]
+    assert len(names) == len(set(names))  # one to one
+    assert sorted(names) == ["high", "low"]  # each tone voice matched with its own enrolment
+
+
+def test_enrolled_voices_are_given_one_to_one_best_score_first() -> None:
+    from elp.tasks.identification import assign_enrolled
+
+    axes = torch.eye(3)
+    gallery = [EnrolledVoice("a", axes[0]), EnrolledVoice("b", axes[1])]
+    voices = [torch.tensor([1.0, 0.3, 0.0]), torch.tensor([1.0, 0.05, 0.0]), torch.tensor([0.0, 0.0, 1.0])]
+    # both first voices are closest to a; the second is closer still, so the first gets b only if b clears the bar
+    assert assign_enrolled(voices, gallery, lambda voice, index: 0.2) == [(1, pytest.approx(0.287, abs=1e-3)),
+                                                                         (0, pytest.approx(0.9988, abs=1e-3)), None]
+    assert assign_enrolled(voices, gallery, lambda voice, index: 0.5) == [None, (0, pytest.approx(0.9988, abs=1e-3)),
+                                                                         None]
+
+
+async def test_who_said_what_lines_carry_the_enrolled_names() -> None:
+    diarized = {"speaker_count": 2, "speakers": [{"speaker": "speaker_1", "speech_s": 1.0, "name": "alice",
+                                                  "score": 0.8}, {"speaker": "speaker_2", "speech_s": 1.0}],
+                "turns": [{"start_s": 0.0, "end_s": 1.0, "speaker": "speaker_1"},
+                          {"start_s": 1.2, "end_s": 2.0, "speaker": "speaker_2"}],
+                "windows": 3, "adapter": "verify-default@x", "duration_s": 2.0, "timings_ms": {}}
+    transcribed = {"text": "hi there", "adapter": "asr-default@x", "duration_s": 2.0, "timings_ms": {},
+                   "words": [{"word": "hi", "start_s": 0.2, "end_s": 0.5, "confidence": 1.0},
+                             {"word": "there", "start_s": 1.3, "end_s": 1.6, "confidence": 1.0}]}
+    sent: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request.read())
+        return httpx.Response(200, json=diarized if request.url.path == "/diarize" else transcribed)
+
+    async with AsyncELPClient("http://elp.test", transport=httpx.MockTransport(answer)) as client:
+        lines = await client.who_said_what(b"RIFF", name_speakers=True)
+    assert [line["speaker"] for line in lines] == ["alice", "speaker_2"]
+    assert any(b'name="name_speakers"\r\n\r\ntrue\r\n' in body for body in sent)
