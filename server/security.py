@@ -3,8 +3,9 @@
 Open without a key: the task routes (/asr, /emotion, /intent, /verify with two clips) and their live
 streams (which refuse other sites' pages: ``is_foreign_origin``), health, readiness, metrics and the
 adapter listing; they change no state and reveal no voiceprint. Behind the
-key: adapter load/unload, enrolment, speaker listing/deletion, /verify against an enrolled speaker and
-/identify (which names enrolled speakers; both count against the per-client rate limit).
+key: adapter load/unload, enrolment, speaker listing/deletion, /verify against an enrolled speaker,
+/identify and /diarize naming its speakers (which name enrolled speakers; these count against the per-client
+rate limit).
 With no key configured those answer 403 (saying how to set one) unless ``insecure_open_admin``.
 """
 

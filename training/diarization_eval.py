@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,7 @@ from elp.backbones import load_backbone
 from elp.tasks import TaskRequest, get_task
 from elp.tasks.diarization import DiarizationTask
 from training.dataset import load_audio
+from training.diarization_naming import draw_enrolments, gallery_of, named_turns, naming_frames, source_clips, summary
 from training.evaluation import predict_waveforms
 from training.metrics import DiarizationErrors, diarization_errors
 from training.suites.conversations import Conversation, read_conversations
@@ -77,6 +80,40 @@ def score(task: DiarizationTask, adapter_set: AdapterSet, embedded: list[Embedde
             "scored_s": round(total.scored_s, 1)}
 
 
+def clip_embedder(model: MultiAdapterModel, key: str) -> Callable[[Any], torch.Tensor]:
+    """A manifest row's clip embedded by the set, once per path (an enrolment clip, as ``POST /speakers`` embeds it)."""
+
+    @functools.cache
+    def embedding(path: str) -> torch.Tensor:
+        with torch.inference_mode():
+            return predict_waveforms(model, key, [load_audio(path)], 1)[0].embedding
+
+    return lambda row: embedding(row.path)
+
+
+def naming(task: DiarizationTask, adapter_set: AdapterSet, embedded: list[Embedded], folder: str,
+           embed_clip: Any, offsets: list[float]) -> dict[str, Any]:
+    """Naming accuracy by ``naming_offset`` (``training.diarization_naming``): each conversation with its own
+    enrolments (all its speakers but one, and two others), answered by the task with that gallery."""
+    sources = source_clips(folder)
+    cases = []
+    for index, item in enumerate(embedded):
+        left_out, enrolments = draw_enrolments(item.conversation.speakers, item.conversation.id, sources,
+                                               np.random.default_rng(index))
+        cases.append((item, set(enrolments), gallery_of(enrolments, embed_clip)))
+    results = {}
+    for offset in offsets:
+        named = dataclasses.replace(task, naming_offset=offset)
+        counts = []
+        for item, enrolled, gallery in cases:
+            answer = named.respond(TaskRequest(config=adapter_set.config, rows=item.predictions,
+                                               durations_s=[b - a for a, b in item.spans_s], fields={},
+                                               gallery=gallery, segments_s=item.spans_s))
+            counts.append(naming_frames(item.conversation.turns, named_turns(answer), enrolled))
+        results[f"naming_offset={offset:g}"] = summary(counts)
+    return results
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.diarization_eval", description=__doc__.splitlines()[0])
     p.add_argument("adapter", nargs="+", help="verification adapter-set folder(s)")
@@ -86,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offsets", type=float, nargs="+", default=None, help="threshold offsets (default: served)")
     p.add_argument("--refine", type=int, nargs="+", default=None, help="refinement rounds (default: served)")
     p.add_argument("--known-speakers", action="store_true", help="also score with the true speaker count sent")
+    p.add_argument("--name-speakers", type=float, nargs="*", default=None, metavar="OFFSET",
+                   help="also score naming the speakers by enrolled ones, at these naming offsets (none: served)")
     p.add_argument("--limit", type=int, default=None, help="only the first N conversations of each suite (a smoke run)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default=None, help="write the JSON here")
@@ -97,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     served = get_task("diarization")
     assert isinstance(served, DiarizationTask)
     offsets, refines = args.offsets or [served.threshold_offset], args.refine or [served.refine_steps]
+    naming_offsets = args.name_speakers or [served.naming_offset]
     suites = {folder: read_conversations(folder)[: args.limit] for folder in args.suite}
-    if len(offsets) * len(refines) > 1 and any(c.split != "valid" for rows in suites.values() for c in rows):
+    grid = len(offsets) * len(refines) * (len(naming_offsets) if args.name_speakers is not None else 1)
+    if grid > 1 and any(c.split != "valid" for rows in suites.values() for c in rows):
         raise SystemExit("a grid of settings chooses: run it on valid suites only, then read test with one setting")
     quantization = None if args.dtype == "float32" else args.dtype
     model = MultiAdapterModel(load_backbone(args.backbone, quantization=quantization)).eval()
@@ -122,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
                     rows[f"offset={offset:g},refine={refine}"] = score(task, adapter_set, embedded)
             if args.known_speakers:
                 rows["known_speakers"] = score(served, adapter_set, embedded, known_speakers=True)
+            if args.name_speakers is not None:
+                rows |= naming(served, adapter_set, embedded, suite, clip_embedder(model, key), naming_offsets)
             results[Path(suite).name] = rows
             print(json.dumps({key: {Path(suite).name: rows}}), flush=True)
         report["sets"][key] = results

@@ -51,7 +51,7 @@ class DiarizationTask(TaskSpec):
     refine_steps: int = 0
     max_speakers_default: int = 10
     #: added to the identification threshold when a found speaker is named by an enrolled one (``name_speakers``)
-    naming_offset: float = 0.0
+    naming_offset: float = 0.1
 
     def validate(self, config: AdapterSetConfig) -> None:
         raise ConfigError(f"{self.name} has no adapter sets of its own: it answers with {self.set_task} sets")
