@@ -182,8 +182,8 @@ async def _enrolled_voices(service: InferenceService, entry: Any, required: bool
     """The speakers enrolled for the leased set; 404 when there are none and the task needs some (``/identify``)."""
     records = await asyncio.to_thread(get_gallery, service.speakers, entry.adapter_id, entry.enrolment_versions)
     if not records and required:
-        raise SpeakerNotFoundError(f"no speaker is enrolled for adapter {entry.label}: enrol them with "
-                                   "POST /speakers/{id} first")
+        raise SpeakerNotFoundError(f"no speaker is enrolled for this version of adapter {entry.adapter_id}: enrol "
+                                   "them with POST /speakers/{id} first")
     return [EnrolledVoice(record.speaker, record.embedding, record.total_duration_s or None) for record in records]
 
 
