@@ -66,6 +66,17 @@ def _task_request(
     }
 
 
+def _form_value(value: Any) -> str | None:
+    """A form field as sent: switches as ``true``/``false``, a list of ids joined by commas."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list | tuple | set):
+        return ",".join(str(item) for item in value)
+    return str(value)
+
+
 def _spec_request(spec: TaskSpec, audio: AudioInput, clips: Sequence[AudioInput | None], adapter: str | None,
                   fields: dict[str, str | float | None]) -> dict[str, Any]:
     """The multipart request of a task: ``file``, its extra clips (positional, in the task's order; None
@@ -79,8 +90,7 @@ def _spec_request(spec: TaskSpec, audio: AudioInput, clips: Sequence[AudioInput 
     if unknown:
         raise TypeError(f"{spec.endpoint} takes no field(s) {unknown}")
     files = [("file", audio)] + [(name, clip) for name, clip in zip(names, clips, strict=False) if clip is not None]
-    sent = {name: None if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-            for name, value in fields.items()}
+    sent = {name: _form_value(value) for name, value in fields.items()}
     return _task_request(spec.route, files, {"adapter": adapter, **sent})
 
 

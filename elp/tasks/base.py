@@ -79,8 +79,8 @@ class EnrolledVoice:
 @dataclass(frozen=True)
 class TaskOption:
     """A form field besides the clips that tunes one request's answer (diarization's ``num_speakers``): an
-    integer (``kind`` int) or a number within ``[minimum, maximum]``, or a switch (``kind`` bool), absent when
-    not sent. The route, the client's keyword, the CLI flag and the page's input are made from it;
+    integer (``kind`` int) or a number within ``[minimum, maximum]``, a switch (``kind`` bool) or text (``kind``
+    str), absent when not sent. The route, the client's keyword, the CLI flag and the page's input are made from it;
     :meth:`TaskSpec.respond` reads it from ``TaskRequest.fields``. A ``gallery`` switch sent true asks for the
     speakers enrolled for the set (``TaskRequest.gallery``): the server then checks the key and the rate limit
     as for :attr:`TaskSpec.enrolled_gallery`."""

@@ -84,7 +84,8 @@ class IdentificationTask(TaskSpec):
             "IdentifyAnswerFields",
             speaker=(str | None, Field(None, description="the enrolled speaker this is; absent when none scores at "
                                                           "the threshold (a voice that was not enrolled)")),
-            score=(float, Field(ge=-1.0, le=1.0, description="the best enrolled speaker's score (2 decimals)")),
+            score=(float | None, Field(None, ge=-1.0, le=1.0, description="the best enrolled speaker's score (2 "
+                                                                          "decimals); absent when none was compared")),
             threshold=(float, Field(description="the score that best speaker had to reach: the set's threshold "
                                                 "at the shorter of the clip and its enrolment, moved by a "
                                                 "validated offset")),
@@ -94,15 +95,17 @@ class IdentificationTask(TaskSpec):
         )
 
     def respond(self, request: TaskRequest) -> dict[str, Any]:
-        """Rank the enrolled voices (``request.gallery``) by cosine with the clip; name the best at its threshold."""
-        gallery = list(request.gallery or [])
+        """Rank the enrolled voices (``request.gallery``; only those ``speakers`` lists, when sent) by cosine with
+        the clip; name the best at its threshold."""
+        listed = {name.strip() for name in str(request.fields.get("speakers") or "").split(",") if name.strip()}
+        gallery = [voice for voice in request.gallery or [] if not listed or voice.speaker in listed]
         ranked = ranked_scores(request.rows[0].embedding, gallery)
         top_k = int(request.fields.get("top_k") or self.top_k_default)
         candidates = [{"speaker": gallery[index].speaker, "score": round(score, ENROLLED_SCORE_DECIMALS)}
                       for index, score in ranked[:top_k]]
-        if not ranked:
-            return {"speaker": None, "score": -1.0, "threshold": round(served_threshold(
-                request.config, request.fallbacks, request.durations_s[0]) + self.threshold_offset, 4),
+        if not ranked:  # none of the speakers listed is enrolled
+            return {"speaker": None, "score": None, "threshold": round(self.naming_threshold(
+                request.config, request.fallbacks, request.durations_s[0], None), 4),
                 "candidates": [], "enrolled_speakers": 0}
         best, best_score = ranked[0]
         threshold = self.naming_threshold(request.config, request.fallbacks, request.durations_s[0],
@@ -115,7 +118,7 @@ class IdentificationTask(TaskSpec):
 IDENTIFICATION = IdentificationTask(
     name="identification", route="/identify", default_adapter="verify-default", activation="relu",
     display_name="Who is this", headline_field="speaker", answers_with="verification",
-    summary="Which enrolled speaker is this? The clip against every speaker enrolled for the set; null when none "
+    summary="Which enrolled speaker is this? The clip against the speakers enrolled for the set; no name when none "
             "scores at the threshold.",
     description="Needs the API key (the answer names enrolled speakers) and counts against the per-client limit "
                 "of verifications against enrolled speakers.",
@@ -123,5 +126,7 @@ IDENTIFICATION = IdentificationTask(
     higher_is_better=True, metrics=("accuracy",), evaluation="identification", live_streams=False,
     enrolled_gallery=True, speech_gate=VoiceGate(),  # a clip without a voice would still rank someone first
     options=(TaskOption("top_k", "how many of the best-scoring enrolled speakers to list (default 3)",
-                        minimum=1, maximum=20),),
+                        minimum=1, maximum=20),
+             TaskOption("speakers", "compare with these enrolled speakers only, ids separated by commas (default: "
+                        "all; fewer candidates, fewer voices named wrongly)", kind=str)),
 )

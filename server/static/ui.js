@@ -94,12 +94,16 @@ async function loadAdapters() {
 }
 
 // A number input per option of the task (diarization's number of speakers; empty = not sent), a checkbox per
-// switch (sent as true when ticked).
+// switch (sent as true when ticked), a text input per text option (identification's speakers).
 function optionInputs(task) {
   return task.options.flatMap((option) => {
     if (option.switch) {
       const box = el("input", { id: `option-${task.name}-${option.name}`, type: "checkbox" });
       return [el("label", { for: box.id, title: option.description, text: words(option.name) }), box];
+    }
+    if (option.text) {
+      const text = el("input", { id: `option-${task.name}-${option.name}`, type: "text", placeholder: "all" });
+      return [el("label", { for: text.id, title: option.description, text: words(option.name) }), text];
     }
     const input = el("input", { id: `option-${task.name}-${option.name}`, type: "number", placeholder: "auto",
       ...(option.minimum === null ? {} : { min: option.minimum }), ...(option.maximum === null ? {} : { max: option.maximum }),

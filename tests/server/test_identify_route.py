@@ -42,6 +42,10 @@ async def test_the_clip_is_ranked_against_every_enrolled_speaker(tiny_store, tmp
                                       data={"top_k": "20"})).json()
         assert_error(await client.post("/identify", files=clip_files(probe), headers=AUTH, data={"top_k": "0"}),
                      422, "invalid_request")
+        listed = (await client.post("/identify", files=clip_files(probe), headers=AUTH,
+                                    data={"speakers": " bob,carol ,nobody", "top_k": "20"})).json()
+        unlisted = (await client.post("/identify", files=clip_files(probe), headers=AUTH,
+                                      data={"speakers": "nobody"})).json()
         version = app.state.service.speakers.list()[0].adapter_sha256
         gallery = app.state.service.speakers.gallery("verify-default", version)
         verified = {speaker: (await client.post("/verify", files=clip_files(probe), headers=AUTH,
@@ -54,6 +58,11 @@ async def test_the_clip_is_ranked_against_every_enrolled_speaker(tiny_store, tmp
     assert {c["speaker"]: c["score"] for c in everyone["candidates"]} == verified
     scores = [c["score"] for c in everyone["candidates"]]
     assert scores == sorted(scores, reverse=True) and answer["score"] == scores[0]
+    # "speakers" narrows the comparison to those listed (ids not enrolled are no one)
+    assert listed["enrolled_speakers"] == 2 and {c["speaker"] for c in listed["candidates"]} == {"bob", "carol"}
+    assert [c for c in everyone["candidates"] if c["speaker"] != "alice"] == listed["candidates"]
+    assert unlisted["enrolled_speakers"] == 0 and unlisted["candidates"] == [] and "speaker" not in unlisted
+    assert "score" not in unlisted
     # named only when the best reaches the threshold the answer states
     assert (answer.get("speaker") == answer["candidates"][0]["speaker"]) == (answer["score"] >= answer["threshold"])
 
@@ -106,7 +115,9 @@ async def test_the_clients_and_the_cli_send_top_k(tiny_store, tmp_path) -> None:
             for speaker, seeds in VOICES.items():
                 await client.enroll_speaker(speaker, [wav_bytes(1.2, seed=seed) for seed in seeds])
             result = await client.identify(wav_bytes(1.5, seed=31), top_k=1)
+            among = await client.identify(wav_bytes(1.5, seed=31), speakers=["bob", "carol"])
     assert result.enrolled_speakers == 3 and len(result.candidates) == 1
+    assert among.enrolled_speakers == 2 and {c["speaker"] for c in among.candidates} == {"bob", "carol"}
 
     def answer(request: httpx.Request) -> httpx.Response:
         body = request.read().decode("latin-1")
