@@ -4,7 +4,7 @@ It answers with speaker-verification sets (:attr:`TaskSpec.answers_with`): the c
 embeds one, compared by cosine with every speaker enrolled for the set's version (``POST /speakers/{id}``), and
 the best one is named when its score reaches the set's verification threshold at the shorter of the clip and
 that speaker's enrolment, moved by an offset chosen on validation voices (docs/results/identification.md).
-Nobody at the threshold: ``speaker`` is null, so a voice that was never enrolled is not given a name.
+Nobody at the threshold: the answer has no ``speaker``, so a voice that was never enrolled is not given a name.
 """
 
 from __future__ import annotations
