@@ -102,7 +102,8 @@ class ServerMetrics:
         )
         self.answer_confidence = Histogram(
             "answer_confidence", "How sure the model was of each answer that says (TaskSpec.answer_confidence: /asr, "
-            "its words' mean confidence, on each set's own scale), by endpoint: a falling median points at audio "
+            "its words' mean confidence, on each set's own scale; /identify, the best enrolled speaker's score), "
+            "by endpoint: a falling median points at audio "
             "unlike what the set learnt (a new microphone, accent or channel), or at a new mix of sets",
             ["endpoint"], namespace=NAMESPACE,
             buckets=_CONFIDENCE_BUCKETS, registry=r,

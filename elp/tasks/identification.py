@@ -10,7 +10,7 @@ Nobody at the threshold: the answer has no ``speaker``, so a voice that was neve
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +93,12 @@ class IdentificationTask(TaskSpec):
                                                            "(`top_k` of them)")),
             enrolled_speakers=(int, Field(description="how many speakers the clip was compared with")),
         )
+
+    def answer_confidence(self, answer: Mapping[str, Any]) -> float | None:
+        """The best enrolled speaker's score (a cosine, clipped to 0-1): falling, the enrolments no longer sound
+        like the callers (another microphone, or voices nobody enrolled); None when nobody was compared."""
+        score = answer.get("score")
+        return None if score is None else min(max(float(score), 0.0), 1.0)
 
     def respond(self, request: TaskRequest) -> dict[str, Any]:
         """Rank the enrolled voices (``request.gallery``; only those ``speakers`` lists, when sent) by cosine with

@@ -15,7 +15,7 @@ from clients import AsyncELPClient
 from clients.cli import main as cli_main
 from elp.tasks import EnrolledVoice, TaskRequest, get_task
 from elp.tasks.identification import ranked_scores
-from tests.server.helpers import assert_error, clip_files, make_settings, running_app, wav_bytes
+from tests.server.helpers import assert_error, clip_files, make_settings, metric, running_app, wav_bytes
 
 pytestmark = pytest.mark.anyio
 KEY = "identify-key"
@@ -46,6 +46,8 @@ async def test_the_clip_is_ranked_against_every_enrolled_speaker(tiny_store, tmp
                                     data={"speakers": " bob,carol ,nobody", "top_k": "20"})).json()
         unlisted = (await client.post("/identify", files=clip_files(probe), headers=AUTH,
                                       data={"speakers": "nobody"})).json()
+        scored = metric(app, "elp_answer_confidence_count", {"endpoint": "identify"})
+        best = metric(app, "elp_answer_confidence_sum", {"endpoint": "identify"})
         version = app.state.service.speakers.list()[0].adapter_sha256
         gallery = app.state.service.speakers.gallery("verify-default", version)
         verified = {speaker: (await client.post("/verify", files=clip_files(probe), headers=AUTH,
@@ -63,6 +65,8 @@ async def test_the_clip_is_ranked_against_every_enrolled_speaker(tiny_store, tmp
     assert [c for c in everyone["candidates"] if c["speaker"] != "alice"] == listed["candidates"]
     assert unlisted["enrolled_speakers"] == 0 and unlisted["candidates"] == [] and "speaker" not in unlisted
     assert "score" not in unlisted
+    # operators see the best scores (the answer with nobody compared gives none)
+    assert scored == 3 and best == pytest.approx(answer["score"] + everyone["score"] + listed["score"])
     # named only when the best reaches the threshold the answer states
     assert (answer.get("speaker") == answer["candidates"][0]["speaker"]) == (answer["score"] >= answer["threshold"])
 
