@@ -85,8 +85,7 @@ class PostgresSpeakerStore:
                     (speaker_id, adapter_id),
                 ).fetchone()
                 raise not_enrolled(speaker_id, adapter_id, adapter_sha256, older is not None)
-        embedding = torch.from_numpy(np.frombuffer(bytes(row[6]), dtype="<f4").copy())
-        return _record(row, embedding)
+        return _record(row)
 
     def list(self) -> list[EnrolledSpeaker]:
         with self._connect() as connection:
@@ -101,7 +100,7 @@ class PostgresSpeakerStore:
                 f"SELECT {_COLUMNS}, embedding FROM elp_speakers WHERE adapter_id = %s AND adapter_sha256 = %s "
                 "ORDER BY speaker", (adapter_id, adapter_sha256),
             ).fetchall()
-        return [_record(row, torch.from_numpy(np.frombuffer(bytes(row[6]), dtype="<f4").copy())) for row in rows]
+        return [_record(row) for row in rows]
 
     def delete(self, speaker_id: str) -> int:
         """Remove every enrolment of ``speaker_id`` (all adapters, all versions)."""
@@ -113,8 +112,10 @@ class PostgresSpeakerStore:
         return deleted
 
 
-def _record(row: tuple, embedding: torch.Tensor | None = None) -> EnrolledSpeaker:
+def _record(row: tuple) -> EnrolledSpeaker:
+    """A row of ``_COLUMNS``, with the embedding decoded when the query selected it too (a seventh column)."""
     speaker, adapter_id, sha, num_clips, total_duration_s, created_at = row[:6]
+    embedding = torch.from_numpy(np.frombuffer(bytes(row[6]), dtype="<f4").copy()) if len(row) > 6 else None
     return EnrolledSpeaker(speaker=speaker, adapter=f"{adapter_id}@{sha[:12]}", adapter_sha256=sha,
                            num_clips=int(num_clips), total_duration_s=float(total_duration_s),
                            created_at=float(created_at), embedding=embedding)
