@@ -32,16 +32,21 @@ class Candidate(BaseModel):
     score: float = Field(ge=-1.0, le=1.0, description="cosine with the speaker's enrolment (2 decimals)")
 
 
-def ranked_scores(probe: torch.Tensor, gallery: Sequence[EnrolledVoice]) -> list[tuple[int, float]]:
-    """(gallery index, cosine) of every enrolled voice against ``probe``, best first (ties: gallery order)."""
+def similarities(probes: Sequence[torch.Tensor], gallery: Sequence[EnrolledVoice]) -> list[list[float]]:
+    """Cosine of each probe (rows) with each enrolled voice (columns), in one product."""
     import torch
 
-    if not gallery:
-        return []
-    unit = torch.nn.functional.normalize
-    enrolled = unit(torch.stack([voice.embedding.detach().float().cpu().flatten() for voice in gallery]), dim=1)
-    scores = (enrolled @ unit(probe.detach().float().cpu().flatten(), dim=0)).clamp(-1.0, 1.0).tolist()
-    return sorted(enumerate(scores), key=lambda pair: (-pair[1], pair[0]))
+    if not probes or not gallery:
+        return [[] for _ in probes]
+    def unit_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.stack([t.detach().float().cpu().flatten() for t in tensors]), dim=1)
+
+    return (unit_rows(probes) @ unit_rows([voice.embedding for voice in gallery]).T).clamp(-1.0, 1.0).tolist()
+
+
+def ranked_scores(probe: torch.Tensor, gallery: Sequence[EnrolledVoice]) -> list[tuple[int, float]]:
+    """(gallery index, cosine) of every enrolled voice against ``probe``, best first (ties: gallery order)."""
+    return sorted(enumerate(similarities([probe], gallery)[0]), key=lambda pair: (-pair[1], pair[0]))
 
 
 def assign_enrolled(voices: Sequence[torch.Tensor], gallery: Sequence[EnrolledVoice],
@@ -49,8 +54,8 @@ def assign_enrolled(voices: Sequence[torch.Tensor], gallery: Sequence[EnrolledVo
     """Each of ``voices`` (embeddings of different speakers: a recording's clusters) given at most one enrolled
     voice and each enrolled voice at most one of them: pairs taken best score first, kept when the score reaches
     ``threshold_at(voice index, gallery index)``. Per voice: (gallery index, score), or None."""
-    pairs = [(score, voice, index) for voice, probe in enumerate(voices)
-             for index, score in ranked_scores(probe, gallery)]
+    pairs = [(score, voice, index) for voice, row in enumerate(similarities(voices, gallery))
+             for index, score in enumerate(row)]
     named: list[tuple[int, float] | None] = [None] * len(voices)
     taken: set[int] = set()
     for score, voice, index in sorted(pairs, key=lambda pair: (-pair[0], pair[1], pair[2])):
