@@ -20,10 +20,9 @@ Each entry (all read from the task's ``TaskSpec``):
 - ``enrolled_gallery``: whether the clip is compared with every enrolled speaker (identification: needs the key,
   so the page sends it only once a key is typed in);
 - ``set_task``: the ``task`` of the adapter sets that answer it (diarization's: verification sets);
-- ``options``: ``[{name, description, minimum, maximum, integer, switch, text, gallery}]`` form fields that tune
-  an answer (diarization's ``num_speakers``; a ``switch`` is a checkbox, sent as ``true`` when ticked; ``text`` a
-  text input (identification's ``speakers``); a ``gallery``
-  switch compares with the enrolled speakers, so it needs the key);
+- ``options``: ``[{name, description, minimum, maximum, integer, switch, text}]`` form fields that tune an answer
+  (diarization's ``num_speakers``; a ``switch`` is a checkbox, sent as ``true`` when ticked; ``text`` a text input:
+  identification's ``speakers``);
 - ``stream``: whether the task has a live stream (``WS <route>/stream``); ``partials``: whether it sends the
   answer of the utterance being spoken.
 """
@@ -79,7 +78,7 @@ def page_tasks(settings: Settings) -> list[dict[str, Any]]:
         "enrolled_gallery": spec.enrolled_gallery,
         "options": [{"name": option.name, "description": option.description, "minimum": option.minimum,
                      "maximum": option.maximum, "integer": option.kind is int, "switch": option.kind is bool,
-                     "text": option.kind is str, "gallery": option.gallery} for option in spec.options],
+                     "text": option.kind is str} for option in spec.options],
         "stream": spec.streams,
         "partials": spec.partial_answers,
     } for spec in TASKS]

@@ -97,18 +97,13 @@ async function loadAdapters() {
 // switch (sent as true when ticked), a text input per text option (identification's speakers).
 function optionInputs(task) {
   return task.options.flatMap((option) => {
-    if (option.switch) {
-      const box = el("input", { id: `option-${task.name}-${option.name}`, type: "checkbox" });
-      return [el("label", { for: box.id, title: option.description, text: words(option.name) }), box];
-    }
-    if (option.text) {
-      const text = el("input", { id: `option-${task.name}-${option.name}`, type: "text", placeholder: "all" });
-      return [el("label", { for: text.id, title: option.description, text: words(option.name) }), text];
-    }
-    const input = el("input", { id: `option-${task.name}-${option.name}`, type: "number", placeholder: "auto",
-      ...(option.minimum === null ? {} : { min: option.minimum }), ...(option.maximum === null ? {} : { max: option.maximum }),
-      ...(option.integer ? { step: 1 } : { step: "any" }) });
-    return [el("label", { for: input.id, title: option.description, text: words(option.name) }), input];
+    const id = `option-${task.name}-${option.name}`;
+    const input = option.switch ? el("input", { id, type: "checkbox" })
+      : option.text ? el("input", { id, type: "text", placeholder: "all" })
+      : el("input", { id, type: "number", placeholder: "auto",
+        ...(option.minimum === null ? {} : { min: option.minimum }), ...(option.maximum === null ? {} : { max: option.maximum }),
+        ...(option.integer ? { step: 1 } : { step: "any" }) });
+    return [el("label", { for: id, title: option.description, text: words(option.name) }), input];
   });
 }
 
