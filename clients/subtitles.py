@@ -1,75 +1,22 @@
-"""Subtitles (SRT, WebVTT) from an answer's word times (``words``: ``/asr`` with asr-default or asr-whisper).
-
-Why: word times are what subtitles need, and a long recording's segments (up to 20 s) are too long to read as
-one cue. Words are grouped into cues that end at a pause, at ``max_chars`` characters or at ``max_s`` seconds,
-whichever comes first, as subtitle guidelines usually ask (about 42 characters a line, a few seconds a cue).
+"""Subtitles (SRT, WebVTT) from an answer's word times (``words``: ``/asr`` with asr-default or asr-whisper), and
+RTTM (NIST's "who spoke when" lines, read by dscore, pyannote.metrics and md-eval) from ``/diarize``'s ``turns``.
 
     elp-client --subtitles srt asr talk.flac > talk.srt
+    elp-client --rttm diarize meeting.flac > meeting.rttm
 
-Also RTTM (NIST's "who spoke when" lines, read by dscore, pyannote.metrics and md-eval) from ``/diarize``'s
-``turns``: ``elp-client --rttm diarize meeting.flac > meeting.rttm``.
+The cue rules live in ``elp.subtitles``, which the server's OpenAI-compatible route (``response_format=srt``)
+uses too, so both give the same cues.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from elp.diarization import rttm_lines
+from elp.subtitles import FORMATS, Cue, cues, to_srt, to_webvtt
 
-
-@dataclass(frozen=True)
-class Cue:
-    start_s: float
-    end_s: float
-    text: str
-
-
-def cues(words: Sequence[Mapping[str, Any]], max_chars: int = 42, max_s: float = 6.0,
-         max_gap_s: float = 0.6) -> list[Cue]:
-    """Consecutive words joined into cues; a new cue starts after a pause longer than ``max_gap_s`` or when the
-    next word would make the cue longer than ``max_chars`` characters or ``max_s`` seconds."""
-    out: list[Cue] = []
-    current: list[Mapping[str, Any]] = []
-    for word in words:
-        if current:
-            text = " ".join(w["word"] for w in [*current, word])
-            if (word["start_s"] - current[-1]["end_s"] > max_gap_s or len(text) > max_chars
-                    or word["end_s"] - current[0]["start_s"] > max_s):
-                out.append(_cue(current))
-                current = []
-        current.append(word)
-    if current:
-        out.append(_cue(current))
-    return out
-
-
-def _cue(words: Sequence[Mapping[str, Any]]) -> Cue:
-    return Cue(float(words[0]["start_s"]), float(words[-1]["end_s"]), " ".join(str(w["word"]) for w in words))
-
-
-def _clock(seconds: float, separator: str) -> str:
-    millis = max(0, round(seconds * 1000))
-    hours, millis = divmod(millis, 3_600_000)
-    minutes, millis = divmod(millis, 60_000)
-    secs, millis = divmod(millis, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{millis:03d}"
-
-
-def to_srt(words: Sequence[Mapping[str, Any]], **options: Any) -> str:
-    """SubRip: numbered cues, ``HH:MM:SS,mmm --> HH:MM:SS,mmm``, a blank line after each."""
-    return "".join(f"{i}\n{_clock(c.start_s, ',')} --> {_clock(c.end_s, ',')}\n{c.text}\n\n"
-                   for i, c in enumerate(cues(words, **options), 1))
-
-
-def to_webvtt(words: Sequence[Mapping[str, Any]], **options: Any) -> str:
-    """WebVTT: the ``WEBVTT`` header, then cues with ``HH:MM:SS.mmm`` times."""
-    return "WEBVTT\n\n" + "".join(f"{_clock(c.start_s, '.')} --> {_clock(c.end_s, '.')}\n{c.text}\n\n"
-                                  for c in cues(words, **options))
-
-
-FORMATS = {"srt": to_srt, "vtt": to_webvtt}
+__all__ = ["FORMATS", "Cue", "cues", "to_rttm", "to_srt", "to_webvtt"]
 
 
 def to_rttm(turns: Sequence[Mapping[str, Any]], recording: str) -> str:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from server.errors import install_error_handlers
 from server.metrics import ServerMetrics
 from server.middleware import BodyLimitMiddleware, RequestMetricsMiddleware, UploadTimeoutMiddleware
+from server.openai_audio import router as openai_router
 from server.routes import router
 from server.security import TokenBucketLimiter
 from server.service import InferenceService
@@ -39,7 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # The routes are the app's own, not an included router: FastAPI (0.16x) re-walks an included
     # router's routes on every request to see whether they changed, ~6% of a saturated event loop
     # (py-spy, benchmarks/README.md "Host time per request"); ours are fixed when the app is built.
-    routes = [*router.routes, *stream_router.routes, *(ui_router.routes if settings.ui_enabled else [])]
+    routes = [*router.routes, *openai_router.routes, *stream_router.routes,
+              *(ui_router.routes if settings.ui_enabled else [])]
     app = FastAPI(
         title="ELP speech server",
         version="1.0.0",

@@ -36,6 +36,7 @@ from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, 
 
 from elp.tasks import TASKS, enrolment_task
 from server.errors import error_response, install_error_handlers
+from server.openai_audio import OPENAI_TASK_OF_PATH, adapter_for_model
 from server.ray_metrics import MetricsBoard
 from server.ray_streams import RayAnswers
 from server.settings import Settings
@@ -322,17 +323,21 @@ class ElpIngress:
             named = path[len("/adapters/"):-len("/load")]
             return named if self._exists(named) else None
         enrolment = enrolment_task()
+        openai_spec = OPENAI_TASK_OF_PATH.get(path)
         task = _TASK_OF_PATH.get(path) or (enrolment.name if enrolment is not None and method == "POST"
                                            and path.startswith("/speakers/") else None)
+        task = openai_spec.name if openai_spec is not None else task
         if task is None:
             return None
         if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             try:
                 form = await request.form()
-                named = form.get("adapter")
+                named = form.get("adapter") if openai_spec is None else form.get("model")
                 await form.close()
             except Exception:  # malformed body: the replica's app says what is wrong with it
                 return None
+            if openai_spec is not None and isinstance(named, str):  # OpenAI's own model names: the default
+                named = adapter_for_model(openai_spec, named)
             if isinstance(named, str) and named:
                 return named if self._exists(named) else None
         try:

@@ -62,11 +62,13 @@ async def require_audio_upload(request: Request) -> None:
         raise UnsupportedMediaTypeError("multipart body has no 'file' field")
 
 
-_audio_route = {"dependencies": [Depends(require_audio_upload)], "responses": ERROR_RESPONSES}
+AUDIO_ROUTE = {"dependencies": [Depends(require_audio_upload)], "responses": ERROR_RESPONSES}
 _key_route = {"dependencies": [Depends(require_api_key)], "responses": ERROR_RESPONSES}
 
 
-class _Clock:
+class RequestClock:
+    """A request's timings (``timings_ms``): decode, queue, inference, total."""
+
     def __init__(self) -> None:
         self.started = time.perf_counter()
         self.decode_ms = 0.0
@@ -87,9 +89,9 @@ def _chosen_adapter(request: Request, form_value: str | None) -> str | None:
     return form_value if form_value is not None else query_value
 
 
-async def _decode_and_lease(
+async def decode_and_lease(
     service: InferenceService, spec: TaskSpec, adapter: str | None, uploads: list[tuple[str, UploadFile]],
-    clock: _Clock,
+    clock: RequestClock,
 ) -> tuple[list[DecodedAudio], AdapterLease]:
     """Admit (503 before any work when the queue is too long), then decode every upload (within the task's
     limits, through its speech gate if it has one) and lease the adapter concurrently; release the lease
@@ -120,7 +122,7 @@ async def _decode_and_lease(
     return decode_task.result(), lease_task.result()
 
 
-def _base(lease: AdapterLease, clip: DecodedAudio, clock: _Clock, outcome: Any) -> dict[str, Any]:
+def _base(lease: AdapterLease, clip: DecodedAudio, clock: RequestClock, outcome: Any) -> dict[str, Any]:
     return {"adapter": lease.entry.label, "duration_s": round(clip.duration_s, 4),
             "timings_ms": clock.timings(outcome.queue_ms, outcome.inference_ms)}
 
@@ -196,10 +198,10 @@ def task_handler(spec: TaskSpec) -> Any:
                       **form: Any) -> dict:
         enrolled_id = _enrolled_id(spec, request, form)
         with_gallery = _check_gallery_request(spec, request, form)
-        clock = _Clock()
+        clock = RequestClock()
         uploads = [("file", file)] + [(clip.name, form[clip.name]) for clip in spec.extra_clips
                                       if form.get(clip.name) is not None]
-        clips, lease = await _decode_and_lease(service, spec, _chosen_adapter(request, adapter), uploads, clock)
+        clips, lease = await decode_and_lease(service, spec, _chosen_adapter(request, adapter), uploads, clock)
         with lease:
             entry = lease.entry
             enrolled, enrolled_s = None, None
@@ -224,7 +226,7 @@ def task_handler(spec: TaskSpec) -> Any:
 for _spec in TASKS:
     router.add_api_route(
         _spec.route, task_handler(_spec), methods=["POST"], name=_spec.endpoint, response_model=answer_model(_spec),
-        response_model_exclude_none=True, tags=["tasks"], **_audio_route,
+        response_model_exclude_none=True, tags=["tasks"], **AUDIO_ROUTE,
     )
 
 
@@ -250,9 +252,9 @@ async def enroll_speaker(
     settings = service.settings
     if len(file) > settings.max_enrol_clips:
         raise PayloadTooLargeError(f"an enrolment takes at most {settings.max_enrol_clips} clips; got {len(file)}")
-    clock = _Clock()
+    clock = RequestClock()
     uploads = [(f"file[{i}]", upload) for i, upload in enumerate(file)]
-    clips, lease = await _decode_and_lease(service, ENROLMENT_SPEC, _chosen_adapter(request, adapter), uploads, clock)
+    clips, lease = await decode_and_lease(service, ENROLMENT_SPEC, _chosen_adapter(request, adapter), uploads, clock)
     total_s = sum(clip.duration_s for clip in clips)
     if total_s > settings.max_enrol_seconds:
         lease.release()

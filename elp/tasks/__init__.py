@@ -8,7 +8,16 @@ builds a spec and one ``register`` line below. Nothing here imports torch at imp
 from __future__ import annotations
 
 from elp.errors import ConfigError
-from elp.tasks.base import EnrolledReference, EnrolledVoice, ExtraClip, PostProcessor, TaskOption, TaskRequest, TaskSpec
+from elp.tasks.base import (
+    EnrolledReference,
+    EnrolledVoice,
+    ExtraClip,
+    OpenAIAudio,
+    PostProcessor,
+    TaskOption,
+    TaskRequest,
+    TaskSpec,
+)
 
 TASKS: list[TaskSpec] = []
 
@@ -18,6 +27,9 @@ def register(spec: TaskSpec) -> TaskSpec:
     for known in TASKS:
         if known.name == spec.name or known.route == spec.route:
             raise ConfigError(f"task {spec.name!r} ({spec.route}) clashes with {known.name!r} ({known.route})")
+        if spec.openai_audio is not None and known.openai_audio is not None \
+                and known.openai_audio.route == spec.openai_audio.route:
+            raise ConfigError(f"tasks {spec.name!r} and {known.name!r} both answer /v1/audio/{spec.openai_audio.route}")
     TASKS.append(spec)
     return spec
 
@@ -80,6 +92,7 @@ __all__ = [
     "EnrolledReference",
     "EnrolledVoice",
     "ExtraClip",
+    "OpenAIAudio",
     "PostProcessor",
     "TaskOption",
     "TaskRequest",

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, create_model
 
 from elp.errors import ConfigError
 from elp.long_form import LongFormSplitter, join_texts
-from elp.tasks.base import TaskRequest, TaskSpec
+from elp.tasks.base import OpenAIAudio, TaskRequest, TaskSpec
 from elp.tasks.recipe import TrainingRecipe
 
 if TYPE_CHECKING:
@@ -219,6 +219,10 @@ ASR = AsrTask(
     long_form=LongFormSplitter(),
     # a live stream shows the words of the sentence still being spoken
     partial_answers=True,
+    # tools written for OpenAI's "Whisper API" send these model names: the default set answers them. Every ASR set
+    # this project ships or its recipes build reads English (letters a-z; asr-whisper's prompt is <|en|>)
+    openai_audio=OpenAIAudio(route="transcriptions", language="en", language_name="english",
+                             model_aliases=("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")),
     # short silenced spans: the CTC head must spell from context, not memorise the training sentences
     training=TrainingRecipe(paper_rates=(2e-3, 1e-3, 1e-3), fast_rates=(2e-3, 1e-3, 5e-4),
                             augment=(("time_mask_prob", 0.5),)),

@@ -98,6 +98,21 @@ class TaskOption:
         return "--" + self.name.replace("_", "-")
 
 
+@dataclass(frozen=True)
+class OpenAIAudio:
+    """The task also answers on OpenAI's audio API, ``POST /v1/audio/<route>`` (``transcriptions``), so that tools and
+    SDKs written against it (the ``openai`` package, editors' and note-takers' "Whisper API" settings) reach this
+    server by its base URL alone. The request's ``model`` names one of the task's sets; OpenAI's own model names
+    (``model_aliases``) are answered by the task's default set, since such tools often send one fixed name.
+    ``language``: the ISO-639-1 code of the speech the task's sets read (a request naming another is refused, not
+    silently misread); ``language_name``: how ``verbose_json`` names it."""
+
+    route: str
+    language: str
+    language_name: str
+    model_aliases: tuple[str, ...] = ()
+
+
 @dataclass
 class TaskRequest:
     """What :meth:`TaskSpec.respond` sees of one answered request (rows in upload order: ``file``
@@ -190,6 +205,9 @@ class TaskSpec:
     #: with verification sets): it has no sets, training or evaluation of its own, and its default-adapter
     #: setting names one of that task's sets
     answers_with: str = ""
+    #: the task also answers on OpenAI's audio API (:class:`OpenAIAudio`; a task whose answer is a transcript:
+    #: ``text``, and ``words`` / ``segments`` with their times)
+    openai_audio: OpenAIAudio | None = None
 
     def __post_init__(self) -> None:
         if (self.long_form is not None or self.silence_answer is not None or self.partial_answers) \

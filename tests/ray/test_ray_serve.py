@@ -167,6 +167,13 @@ def _contract_requests(extra: list[str]) -> list[tuple[str, str, dict[str, Any]]
         ("POST", "/intent", {"files": clip}),
         ("POST", "/diarize", {"files": {"file": ("d.wav", wav_bytes(4.0, seed=5), "audio/wav")},
                               "data": {"num_speakers": "2"}}),  # answered with a verification set's windows
+        # OpenAI's audio API: OpenAI's model name routes to the default set, a set id to that set
+        ("POST", "/v1/audio/transcriptions", {"files": clip, "data": {"model": "whisper-1",
+                                                                      "response_format": "verbose_json"}}),
+        ("POST", "/v1/audio/transcriptions", {"files": clip, "data": {"model": "asr-default",
+                                                                      "response_format": "srt"}}),
+        ("POST", "/v1/audio/transcriptions", {"files": clip, "data": {"model": "emotion-default"}}),  # 404
+        ("GET", "/v1/models", {}),
         ("GET", "/adapters", {}),
         ("GET", "/healthz", {}),
         ("GET", "/readyz", {}),

@@ -65,6 +65,37 @@ def test_every_endpoint_over_loopback(live_server) -> None:
         assert client.get("/openapi.json").status_code == 200 and client.get("/docs").status_code == 200
 
 
+def test_the_openai_sdk_transcribes_through_the_server(live_server, tmp_path) -> None:
+    """OpenAI's own Python SDK, pointed at the server by its base URL alone, as users of tools written for
+    OpenAI's "Whisper API" would: every answer shape, the model listing, and a refusal as the SDK's error."""
+    import openai
+
+    base, _ = live_server
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(CLIP)
+    with httpx.Client(base_url=base, timeout=30) as http:
+        asr = http.post("/asr", files={"file": ("clip.wav", CLIP, "audio/wav")}).json()
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="k3y", max_retries=0, timeout=60)
+    with clip.open("rb") as audio:
+        plain = client.audio.transcriptions.create(model="whisper-1", file=audio)
+    assert plain.text == asr["text"]
+    with clip.open("rb") as audio:
+        verbose = client.audio.transcriptions.create(model="asr-default", file=audio, response_format="verbose_json",
+                                                     timestamp_granularities=["word", "segment"])
+    assert (verbose.text, verbose.language) == (asr["text"], "english")
+    assert [w.word for w in verbose.words or []] == [w["word"] for w in asr.get("words", [])]
+    assert all(s.end <= verbose.duration + 1e-3 for s in verbose.segments or [])
+    with clip.open("rb") as audio:
+        srt = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="srt")
+    assert isinstance(srt, str) and (srt == "" or srt.startswith("1\n00:00:"))
+    assert [m.id for m in client.models.list()] == ["asr-default"]
+    with clip.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.audio.transcriptions.create(model="whisper-1", file=audio, language="de")
+    assert "English" in str(refused.value)
+    with clip.open("rb") as audio, pytest.raises(openai.NotFoundError):
+        client.audio.transcriptions.create(model="emotion-default", file=audio)
+
+
 def test_prometheus_scrapes_the_request_counters(live_server, tmp_path) -> None:
     binary = shutil.which("prometheus")
     if binary is None:

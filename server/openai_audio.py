@@ -1,0 +1,124 @@
+"""OpenAI's audio API on this server: ``POST /v1/audio/transcriptions`` and ``GET /v1/models``.
+
+Why: many tools speak only OpenAI's "Whisper API" (the ``openai`` SDKs, note-takers, editors, chat front ends);
+with these routes they reach this server by its base URL (``http://host:8000/v1``) and nothing else. The route
+is made from the registry (:attr:`elp.tasks.TaskSpec.openai_audio`) and answers through the same decoding,
+batching worker and task code as the task's own route, so its ``text`` is the task route's ``text`` for the same
+upload. Its answers are shaped by ``server.openai_formats``; errors keep this server's body, which the SDKs read
+(``{"error": {"code", "message"}}``).
+"""
+
+# no ``from __future__ import annotations``: the handler's form fields describe themselves from the registry entry
+# (closure values), so FastAPI must see evaluated annotations, not strings it would resolve in module globals
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+
+from elp.tasks import TASKS, TaskSpec
+from server.answering import answer_clips
+from server.errors import InvalidRequestError
+from server.openai_formats import shaped
+from server.routes import AUDIO_ROUTE, RequestClock, Service, decode_and_lease
+
+router = APIRouter()
+
+ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+Granularity = Literal["word", "segment"]
+
+
+def openai_path(spec: TaskSpec) -> str:
+    assert spec.openai_audio is not None
+    return f"/v1/audio/{spec.openai_audio.route}"
+
+
+#: the OpenAI-compatible path of each task that has one (the Ray ingress routes by it too)
+OPENAI_TASK_OF_PATH: dict[str, TaskSpec] = {openai_path(spec): spec for spec in TASKS if spec.openai_audio}
+
+
+def adapter_for_model(spec: TaskSpec, model: str | None) -> str | None:
+    """The set a request's ``model`` names: None (the task's default) for none and for OpenAI's own names."""
+    assert spec.openai_audio is not None
+    if model is None or not model.strip() or model in spec.openai_audio.model_aliases:
+        return None
+    return model
+
+
+def _check_request(spec: TaskSpec, language: str | None, response_format: str,
+                   granularities: list[str] | None, stream: bool | None) -> None:
+    openai = spec.openai_audio
+    assert openai is not None
+    if stream:
+        raise InvalidRequestError(f"streamed answers are not offered on this route; for live audio use the "
+                                  f"WebSocket {spec.route}/stream (docs/API.md, 'Live streams')")
+    if granularities and response_format != "verbose_json":
+        raise InvalidRequestError("timestamp_granularities[] needs response_format=verbose_json")
+    if language is not None and language.strip().lower() not in (openai.language, openai.language_name):
+        raise InvalidRequestError(f"this server's {spec.heading.lower()} sets read {openai.language_name.capitalize()} "
+                                  f"(language '{openai.language}'); got language {language[:40]!r}")
+
+
+def transcription_handler(spec: TaskSpec) -> Any:
+    """The handler of ``spec``'s OpenAI route: OpenAI's form fields in, OpenAI's answer shapes out."""
+    openai = spec.openai_audio
+    assert openai is not None
+
+    async def handler(
+        request: Request,
+        service: Service,
+        file: Annotated[UploadFile, File(description="the audio (any format the task route takes)")],
+        model: Annotated[str | None, Form(description=f"an adapter set id from GET /v1/models; OpenAI's own names "
+                                          f"({', '.join(openai.model_aliases)}) and none mean the default set")] = None,
+        language: Annotated[str | None, Form(description=f"ISO-639-1; the sets read '{openai.language}' only")] = None,
+        prompt: Annotated[str | None, Form(description="accepted and not used: the sets take no text context")] = None,
+        response_format: Annotated[ResponseFormat, Form()] = "json",
+        temperature: Annotated[float | None, Form(ge=0.0, le=1.0, description="accepted and not used: one "
+                                                   "deterministic search, chosen on validation")] = None,
+        timestamp_granularities: Annotated[list[Granularity] | None, Form(alias="timestamp_granularities[]")] = None,
+        stream: Annotated[bool | None, Form(description="true is refused: use the live-stream WebSocket")] = None,
+    ) -> Response:
+        _check_request(spec, language, response_format, timestamp_granularities, stream)
+        clock = RequestClock()
+        clips, lease = await decode_and_lease(service, spec, adapter_for_model(spec, model), [("file", file)], clock)
+        with lease:
+            answer, outcome = await answer_clips(service, spec, lease, clips, receive=request.receive)
+        body, media_type = shaped(answer, clips[0].duration_s, response_format, openai.language_name,
+                                  timestamp_granularities or [])
+        headers = {"X-ELP-Adapter": lease.entry.label,
+                   "Server-Timing": ", ".join(f"{name};dur={ms}" for name, ms in
+                                              clock.timings(outcome.queue_ms, outcome.inference_ms).items())}
+        if isinstance(body, dict):
+            return JSONResponse(body, headers=headers)
+        return Response(body, media_type=media_type, headers=headers)
+
+    handler.__name__ = f"openai_{openai.route}"
+    handler.__doc__ = (f"OpenAI-compatible {spec.heading.lower()} (``{openai_path(spec)}``), answered as "
+                       f"``{spec.route}`` answers; response_format json, text, srt, vtt or verbose_json.")
+    return handler
+
+
+for _spec in OPENAI_TASK_OF_PATH.values():
+    router.add_api_route(openai_path(_spec), transcription_handler(_spec), methods=["POST"],
+                         name=f"openai_{_spec.openai_audio.route}", tags=["openai"], **AUDIO_ROUTE)
+
+
+@router.get("/v1/models", tags=["openai"])
+async def list_models(service: Service) -> dict[str, Any]:
+    """OpenAI's model listing: the adapter sets the OpenAI routes answer with (``created``: when the set's files
+    were last written; ``task`` and ``default`` added)."""
+    tasks = {spec.set_task for spec in OPENAI_TASK_OF_PATH.values()}
+    rows = [row for row in await service.list_adapters() if row["task"] in tasks and not row["error"]]
+
+    def written(adapter_id: str) -> int | None:
+        try:
+            return max(mtime for mtime, _, _ in service.store.signature(adapter_id)) // 1_000_000_000
+        except Exception:  # deleted since the listing
+            return None
+
+    created = await asyncio.to_thread(lambda: [written(row["id"]) for row in rows])
+    return {"object": "list", "data": [
+        {"id": row["id"], "object": "model", "created": when, "owned_by": "elp", "task": row["task"],
+         "default": row["default"]} for row, when in zip(rows, created, strict=True) if when is not None]}
+

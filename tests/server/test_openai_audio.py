@@ -1,0 +1,138 @@
+"""OpenAI's audio API on the server (``POST /v1/audio/transcriptions``, ``GET /v1/models``): the same transcript
+as ``/asr`` for the same upload, in each of OpenAI's answer shapes, with OpenAI's model names, and refusals for
+what the sets cannot do. The ``openai`` SDK itself against a real process: tests/server/test_server_integration.py."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from elp.tasks import get_task
+from server.openai_formats import compression_ratio
+from tests.elp.test_long_form import speech_with_pauses
+from tests.server.helpers import CLIP, assert_error, clip_files, make_settings, metric, running_app
+
+pytestmark = pytest.mark.anyio
+ROUTE = "/v1/audio/transcriptions"
+
+
+def _wav(samples: np.ndarray, rate: int = 16000) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, subtype="PCM_16", format="WAV")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def recording() -> bytes:
+    """~40 s of bursts and pauses: /asr reads it in segments."""
+    clip, _ = speech_with_pauses(list(np.random.default_rng(3).uniform(2.0, 5.0, size=10)), seed=3)
+    return _wav(clip)
+
+
+async def test_each_answer_shape_carries_the_transcript_asr_gives(tiny_store, tmp_path, recording) -> None:
+    settings = make_settings(*tiny_store, tmp_path)
+    async with running_app(settings) as (app, client):
+        asr = (await client.post("/asr", files=clip_files(recording))).json()
+        assert asr["segments"] and asr["words"]  # the tiny set spells something: the shapes below are not empty
+        duration = asr["duration_s"]
+
+        plain = await client.post(ROUTE, files=clip_files(recording), data={"model": "whisper-1"})
+        assert plain.status_code == 200, plain.text
+        assert plain.json() == {"text": asr["text"], "usage": {"type": "duration", "seconds": round(duration, 3)}}
+        assert plain.headers["x-elp-adapter"] == asr["adapter"]  # OpenAI's name: the default set answered
+        assert "queue;dur=" in plain.headers["server-timing"]
+
+        text = await client.post(ROUTE, files=clip_files(recording), data={"response_format": "text"})
+        assert text.headers["content-type"].startswith("text/plain") and text.text == asr["text"] + "\n"
+
+        verbose = (await client.post(ROUTE, files=clip_files(recording), data={
+            "model": "asr-default", "response_format": "verbose_json",
+            "timestamp_granularities[]": ["word", "segment"]})).json()
+        assert (verbose["task"], verbose["language"], verbose["text"]) == ("transcribe", "english", asr["text"])
+        assert verbose["duration"] == pytest.approx(duration, abs=1e-3)
+        assert [(s["start"], s["end"], s["text"]) for s in verbose["segments"]] == [
+            (s["start_s"], s["end_s"], s["text"]) for s in asr["segments"]]
+        assert [s["id"] for s in verbose["segments"]] == list(range(len(asr["segments"])))
+        assert [(w["word"], w["start"], w["end"]) for w in verbose["words"]] == [
+            (w["word"], w["start_s"], w["end_s"]) for w in asr["words"]]
+        first = verbose["segments"][0]
+        inside = [w for w in asr["words"] if first["start"] <= w["start_s"] < first["end"]]
+        assert first["avg_logprob"] == pytest.approx(np.mean([np.log(w["confidence"]) for w in inside]), abs=1e-3)
+        assert first["compression_ratio"] == pytest.approx(compression_ratio(first["text"]), abs=1e-4)
+        assert (first["tokens"], first["temperature"], first["no_speech_prob"]) == ([], 0.0, 0.0)
+
+        segments_only = (await client.post(ROUTE, files=clip_files(recording),
+                                           data={"response_format": "verbose_json"})).json()
+        assert "words" not in segments_only and segments_only["segments"] == verbose["segments"]  # OpenAI's default
+
+        srt = (await client.post(ROUTE, files=clip_files(recording), data={"response_format": "srt"})).text
+        cues = [block.split("\n") for block in srt.strip().split("\n\n")]
+        assert [c[0] for c in cues] == [str(i) for i in range(1, len(cues) + 1)]
+        assert " ".join(c[2] for c in cues) == " ".join(w["word"] for w in asr["words"])
+        vtt = await client.post(ROUTE, files=clip_files(recording), data={"response_format": "vtt"})
+        assert vtt.headers["content-type"].startswith("text/vtt") and vtt.text.startswith("WEBVTT\n\n")
+        assert vtt.text.count(" --> ") == len(cues)
+
+        # operators see these requests under the route, and their audio under the task
+        assert metric(app, "elp_requests_total", {"endpoint": "openai_transcriptions", "code": "200"}) == 6
+        assert metric(app, "elp_audio_seconds_total", {"endpoint": "asr"}) == pytest.approx(7 * duration, abs=0.01)
+
+
+async def test_silence_is_an_empty_transcript_in_every_shape(tiny_store, tmp_path) -> None:
+    settings = make_settings(*tiny_store, tmp_path)
+    silence = _wav(np.zeros(16000 * 2, dtype=np.float32))
+    async with running_app(settings) as (_, client):
+        verbose = (await client.post(ROUTE, files=clip_files(silence), data={
+            "response_format": "verbose_json", "timestamp_granularities[]": ["word", "segment"]})).json()
+        assert (verbose["text"], verbose["segments"]) == ("", [])
+        assert (await client.post(ROUTE, files=clip_files(silence), data={"response_format": "srt"})).text == ""
+        assert (await client.post(ROUTE, files=clip_files(silence), data={"response_format": "vtt"})).text == "WEBVTT\n\n"
+
+
+async def test_what_the_sets_cannot_do_is_refused(tiny_store, tmp_path) -> None:
+    settings = make_settings(*tiny_store, tmp_path)
+    async with running_app(settings) as (_, client):
+        assert_error(await client.post(ROUTE, files=clip_files(), data={"language": "fr"}), 422, "invalid_request")
+        for language in ("en", "English"):
+            assert (await client.post(ROUTE, files=clip_files(), data={"language": language})).status_code == 200
+        not_verbose = await client.post(ROUTE, files=clip_files(), data={"timestamp_granularities[]": "word"})
+        assert "verbose_json" in assert_error(not_verbose, 422, "invalid_request")["message"]
+        assert "/asr/stream" in assert_error(await client.post(ROUTE, files=clip_files(), data={"stream": "true"}),
+                                             422, "invalid_request")["message"]
+        assert_error(await client.post(ROUTE, files=clip_files(), data={"response_format": "diarized_json"}),
+                     422, "invalid_request")
+        assert_error(await client.post(ROUTE, files=clip_files(), data={"model": "no-such-set"}),
+                     404, "adapter_not_found")
+        other_task = await client.post(ROUTE, files=clip_files(), data={"model": "emotion-default"})
+        assert "not 'asr'" in assert_error(other_task, 404, "adapter_not_found")["message"]
+        assert_error(await client.post(ROUTE, data={"model": "whisper-1"}), 415, "unsupported_media_type")
+        assert_error(await client.post(ROUTE, files=clip_files(b"not audio")), 400, "invalid_audio")
+        ignored = await client.post(ROUTE, files=clip_files(), data={"prompt": "kitchen lights", "temperature": "0.2"})
+        assert ignored.json()["text"] == (await client.post("/asr", files=clip_files())).json()["text"]
+
+
+async def test_models_lists_the_sets_the_route_answers_with(tiny_store, tmp_path) -> None:
+    settings = make_settings(*tiny_store, tmp_path)
+    async with running_app(settings) as (_, client):
+        listing = (await client.get("/v1/models")).json()
+        adapters = {row["id"]: row for row in (await client.get("/adapters")).json()}
+        assert listing["object"] == "list"
+        assert [m["id"] for m in listing["data"]] == [i for i, row in adapters.items() if row["task"] == "asr"]
+        model = listing["data"][0]
+        assert (model["object"], model["owned_by"], model["task"], model["default"]) == ("model", "elp", "asr", True)
+        assert isinstance(model["created"], int) and model["created"] > 1_600_000_000
+        schema = (await client.get("/openapi.json")).json()
+        assert {"/v1/audio/transcriptions", "/v1/models"} <= set(schema["paths"])
+
+
+def test_the_route_comes_from_the_registry() -> None:
+    from server.openai_audio import OPENAI_TASK_OF_PATH, adapter_for_model
+
+    asr = get_task("asr")
+    assert OPENAI_TASK_OF_PATH == {"/v1/audio/transcriptions": asr}
+    assert [adapter_for_model(asr, m) for m in ("whisper-1", "gpt-4o-transcribe", None, " ", "asr-whisper")] == [
+        None, None, None, None, "asr-whisper"]
+    assert CLIP  # the shared clip the refusals above are sent with
