@@ -12,21 +12,30 @@ upload. Its answers are shaped by ``server.openai_formats``; errors keep this se
 # (closure values), so FastAPI must see evaluated annotations, not strings it would resolve in module globals
 
 import asyncio
+import base64
+import binascii
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 
-from elp.tasks import TASKS, TaskSpec
+from elp.tasks import TASKS, EnrolledVoice, TaskSpec, get_task
+from server.adapters import AdapterLease
 from server.answering import answer_clips
+from server.audio import DecodedAudio
 from server.errors import InvalidRequestError
-from server.openai_formats import shaped
+from server.openai_formats import diarized_json, shaped
 from server.routes import AUDIO_ROUTE, RequestClock, Service, decode_and_lease
+from server.service import InferenceService
+from server.speakers import mean_unit_embedding
 
 router = APIRouter()
 
-ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
+ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]
 Granularity = Literal["word", "segment"]
+#: OpenAI's own bounds on known speakers: at most 4, each named once
+MAX_KNOWN_SPEAKERS = 4
+MAX_SPEAKER_NAME_CHARS = 64
 
 
 def openai_path(spec: TaskSpec) -> str:
@@ -46,8 +55,8 @@ def adapter_for_model(spec: TaskSpec, model: str | None) -> str | None:
     return model
 
 
-def _check_request(spec: TaskSpec, language: str | None, response_format: str,
-                   granularities: list[str] | None, stream: bool | None) -> None:
+def _check_request(spec: TaskSpec, language: str | None, response_format: str, granularities: list[str] | None,
+                   stream: bool | None, names: list[str], references: list[str]) -> None:
     openai = spec.openai_audio
     assert openai is not None
     if stream:
@@ -58,6 +67,81 @@ def _check_request(spec: TaskSpec, language: str | None, response_format: str,
     if language is not None and language.strip().lower() not in (openai.language, openai.language_name):
         raise InvalidRequestError(f"this server's {spec.heading.lower()} sets read {openai.language_name.capitalize()} "
                                   f"(language '{openai.language}'); got language {language[:40]!r}")
+    if response_format == "diarized_json" and not openai.diarized_with:
+        raise InvalidRequestError("response_format=diarized_json is not offered for this route")
+    if (names or references) and response_format != "diarized_json":
+        raise InvalidRequestError("known_speaker_names[] and known_speaker_references[] need "
+                                  "response_format=diarized_json")
+    if len(names) != len(references) or len(names) > MAX_KNOWN_SPEAKERS:
+        raise InvalidRequestError(f"send as many known_speaker_names[] as known_speaker_references[], at most "
+                                  f"{MAX_KNOWN_SPEAKERS}; got {len(names)} and {len(references)}")
+    if len(set(names)) != len(names) or not all(
+            0 < len(name) <= MAX_SPEAKER_NAME_CHARS and name.isprintable() for name in names):
+        raise InvalidRequestError(f"known_speaker_names[] must be distinct printable names of 1-"
+                                  f"{MAX_SPEAKER_NAME_CHARS} characters")
+
+
+def data_url_bytes(url: str, field: str) -> bytes:
+    """The bytes of a base64 data URL (``data:audio/wav;base64,...``), as OpenAI takes speaker references."""
+    head, comma, payload = url.partition(",")
+    if not (head.startswith("data:") and head.endswith(";base64") and comma):
+        raise InvalidRequestError(f"'{field}' must be a data URL: data:audio/...;base64,<audio>")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequestError(f"'{field}' is not valid base64") from None
+
+
+async def known_speakers(service: InferenceService, spec: TaskSpec, lease: AdapterLease, names: list[str],
+                         references: list[str]) -> list[EnrolledVoice]:
+    """The request's own reference clips, embedded by the diarization's set as an enrolment would embed them (each
+    through that task's voice gate): speakers the diarization names (``TaskRequest.gallery``). Nothing is stored,
+    and nothing enrolled is compared, so no key is needed."""
+    if not names:
+        return []
+    fields = [f"known_speaker_references[{i}]" for i in range(len(names))]
+    datas = [data_url_bytes(url, field) for url, field in zip(references, fields, strict=True)]
+    clips = await asyncio.gather(*(service.decode(data, field, spec.set_task) for data, field in zip(datas, fields,
+                                                                                                    strict=True)))
+    outcome = await service.infer_each(spec.set_task, lease, list(clips))
+    return [EnrolledVoice(name, mean_unit_embedding([prediction.embedding]), clip.duration_s)
+            for name, prediction, clip in zip(names, outcome.predictions, clips, strict=True)]
+
+
+def diarization_options(diarization: TaskSpec, form: Any) -> dict[str, Any]:
+    """The diarization task's own numeric options (``num_speakers``, ``max_speakers``), which ``diarized_json`` also
+    takes as form fields (OpenAI has none: an extension), checked against the registry's bounds."""
+    values: dict[str, Any] = {}
+    for option in diarization.options:
+        raw = form.get(option.name)
+        if option.gallery or option.kind not in (int, float) or raw is None or raw == "":
+            continue
+        try:
+            value = option.kind(raw)
+        except (TypeError, ValueError):
+            raise InvalidRequestError(f"'{option.name}' must be a number") from None
+        if (option.minimum is not None and value < option.minimum) or (
+                option.maximum is not None and value > option.maximum):
+            raise InvalidRequestError(f"'{option.name}' must be within {option.minimum:g}-{option.maximum:g}")
+        values[option.name] = value
+    return values
+
+
+async def diarized_answer(service: InferenceService, spec: TaskSpec, lease: AdapterLease, clips: list[DecodedAudio],
+                          names: list[str], references: list[str], request: Request) -> tuple[dict[str, Any], Any]:
+    """``diarized_json``: the transcript and the diarization (``openai_audio.diarized_with``, its default set) of
+    the same decoded upload, run at once, the words then given to the speakers' turns."""
+    assert spec.openai_audio is not None
+    diarization = get_task(spec.openai_audio.diarized_with)
+    options = diarization_options(diarization, await request.form())
+    diarization_lease = await service.lease(diarization.name, None)
+    with diarization_lease:
+        gallery = await known_speakers(service, diarization, diarization_lease, names, references)
+        (transcript, outcome), (speakers, _) = await asyncio.gather(
+            answer_clips(service, spec, lease, clips, receive=request.receive),
+            answer_clips(service, diarization, diarization_lease, clips, fields=options, gallery=gallery or None,
+                         receive=request.receive))
+    return diarized_json(transcript, speakers, clips[0].duration_s), outcome
 
 
 def transcription_handler(spec: TaskSpec) -> Any:
@@ -77,15 +161,25 @@ def transcription_handler(spec: TaskSpec) -> Any:
         temperature: Annotated[float | None, Form(ge=0.0, le=1.0, description="accepted and not used: one "
                                                    "deterministic search, chosen on validation")] = None,
         timestamp_granularities: Annotated[list[Granularity] | None, Form(alias="timestamp_granularities[]")] = None,
+        known_speaker_names: Annotated[list[str] | None, Form(
+            alias="known_speaker_names[]", description="diarized_json: names for known_speaker_references[]")] = None,
+        known_speaker_references: Annotated[list[str] | None, Form(
+            alias="known_speaker_references[]", description="diarized_json: a clip of each known speaker as a data "
+            "URL (data:audio/wav;base64,...); a speaker found who matches one is labelled with its name")] = None,
         stream: Annotated[bool | None, Form(description="true is refused: use the live-stream WebSocket")] = None,
     ) -> Response:
-        _check_request(spec, language, response_format, timestamp_granularities, stream)
+        names, references = known_speaker_names or [], known_speaker_references or []
+        _check_request(spec, language, response_format, timestamp_granularities, stream, names, references)
         clock = RequestClock()
         clips, lease = await decode_and_lease(service, spec, adapter_for_model(spec, model), [("file", file)], clock)
         with lease:
-            answer, outcome = await answer_clips(service, spec, lease, clips, receive=request.receive)
-        body, media_type = shaped(answer, clips[0].duration_s, response_format, openai.language_name,
-                                  timestamp_granularities or [])
+            if response_format == "diarized_json":
+                body, outcome = await diarized_answer(service, spec, lease, clips, names, references, request)
+                media_type = "application/json"
+            else:
+                answer, outcome = await answer_clips(service, spec, lease, clips, receive=request.receive)
+                body, media_type = shaped(answer, clips[0].duration_s, response_format, openai.language_name,
+                                          timestamp_granularities or [])
         headers = {"X-ELP-Adapter": lease.entry.label,
                    "Server-Timing": ", ".join(f"{name};dur={ms}" for name, ms in
                                               clock.timings(outcome.queue_ms, outcome.inference_ms).items())}
@@ -95,7 +189,8 @@ def transcription_handler(spec: TaskSpec) -> Any:
 
     handler.__name__ = f"openai_{openai.route}"
     handler.__doc__ = (f"OpenAI-compatible {spec.heading.lower()} (``{openai_path(spec)}``), answered as "
-                       f"``{spec.route}`` answers; response_format json, text, srt, vtt or verbose_json.")
+                       f"``{spec.route}`` answers; response_format json, text, srt, vtt, verbose_json"
+                       + (" or diarized_json." if openai.diarized_with else "."))
     return handler
 
 

@@ -16,9 +16,10 @@ import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from elp.attribution import attribute
 from elp.subtitles import Cue, cues, srt_text, webvtt_text
 
-RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt")
+RESPONSE_FORMATS = ("json", "text", "srt", "verbose_json", "vtt", "diarized_json")
 GRANULARITIES = ("segment", "word")
 #: a word confidence of 0 would make a log of minus infinity, which JSON cannot carry
 _MIN_CONFIDENCE = 1e-6
@@ -79,6 +80,37 @@ def subtitle_cues(answer: Mapping[str, Any], duration_s: float) -> list[Cue]:
     if answer.get("words"):
         return cues(answer["words"])
     return [Cue(start, end, text) for start, end, text in _segments(answer, duration_s) if text]
+
+
+def speaker_labels(speakers: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """OpenAI's speaker labels for a diarization answer's ``speakers`` (in order of first turn): a known speaker's
+    name where one matched (``name``), else ``A``, ``B``, ... by that order."""
+    return {entry["speaker"]: str(entry.get("name") or _letters(index)) for index, entry in enumerate(speakers)}
+
+
+def _letters(index: int) -> str:
+    """0 -> A, 25 -> Z, 26 -> AA."""
+    label = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        label = chr(ord("A") + rest) + label
+    return label
+
+
+def diarized_json(transcript: Mapping[str, Any], diarization: Mapping[str, Any], duration_s: float) -> dict[str, Any]:
+    """``diarized_json``: the transcript's words given to the speakers' turns (``elp.attribution``: the turn a word
+    overlaps most; a new segment where the speaker changes or after a pause), each segment labelled. A set without
+    word times gives its segments (or the clip's text) as the units instead."""
+    units = transcript.get("words") or [{"word": text, "start_s": start, "end_s": end}
+                                        for start, end, text in _segments(transcript, duration_s)]
+    labels = speaker_labels(diarization.get("speakers") or [])
+    lines = attribute(units, diarization.get("turns") or [])
+    return {"task": "transcribe", "duration": round(float(duration_s), 3), "text": str(transcript.get("text") or ""),
+            "segments": [{"type": "transcript.text.segment", "id": f"seg_{i}", "start": line["start_s"],
+                          "end": line["end_s"], "speaker": labels.get(line["speaker"], "unknown"),
+                          "text": line["text"]} for i, line in enumerate(lines)],
+            **usage(duration_s)}
 
 
 def shaped(answer: Mapping[str, Any], duration_s: float, response_format: str, language_name: str,

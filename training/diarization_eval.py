@@ -92,14 +92,15 @@ def clip_embedder(model: MultiAdapterModel, key: str) -> Callable[[Any], torch.T
 
 
 def naming(task: DiarizationTask, adapter_set: AdapterSet, embedded: list[Embedded], folder: str,
-           embed_clip: Any, offsets: list[float]) -> dict[str, Any]:
+           embed_clip: Any, offsets: list[float], clips: int = 3) -> dict[str, Any]:
     """Naming accuracy by ``naming_offset`` (``training.diarization_naming``): each conversation with its own
-    enrolments (all its speakers but one, and two others), answered by the task with that gallery."""
+    enrolments of ``clips`` clips each (all its speakers but one, and two others), answered by the task with that
+    gallery. One clip is how OpenAI's route names speakers (``known_speaker_references[]``)."""
     sources = source_clips(folder)
     cases = []
     for index, item in enumerate(embedded):
         left_out, enrolments = draw_enrolments(item.conversation.speakers, item.conversation.id, sources,
-                                               np.random.default_rng(index))
+                                               np.random.default_rng(index), clips=clips)
         cases.append((item, set(enrolments), gallery_of(enrolments, embed_clip)))
     results = {}
     for offset in offsets:
@@ -125,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--known-speakers", action="store_true", help="also score with the true speaker count sent")
     p.add_argument("--name-speakers", type=float, nargs="*", default=None, metavar="OFFSET",
                    help="also score naming the speakers by enrolled ones, at these naming offsets (none: served)")
+    p.add_argument("--enrolment-clips", type=int, default=3,
+                   help="clips per enrolled speaker with --name-speakers (1: a known-speaker reference clip)")
     p.add_argument("--limit", type=int, default=None, help="only the first N conversations of each suite (a smoke run)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default=None, help="write the JSON here")
@@ -164,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.known_speakers:
                 rows["known_speakers"] = score(served, adapter_set, embedded, known_speakers=True)
             if args.name_speakers is not None:
-                rows |= naming(served, adapter_set, embedded, suite, clip_embedder(model, key), naming_offsets)
+                rows |= naming(served, adapter_set, embedded, suite, clip_embedder(model, key), naming_offsets,
+                               args.enrolment_clips)
             results[Path(suite).name] = rows
             print(json.dumps({key: {Path(suite).name: rows}}), flush=True)
         report["sets"][key] = results

@@ -221,8 +221,10 @@ ASR = AsrTask(
     partial_answers=True,
     # tools written for OpenAI's "Whisper API" send these model names: the default set answers them. Every ASR set
     # this project ships or its recipes build reads English (letters a-z; asr-whisper's prompt is <|en|>)
+    # who said what (response_format=diarized_json): the words given to /diarize's turns
     openai_audio=OpenAIAudio(route="transcriptions", language="en", language_name="english",
-                             model_aliases=("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe")),
+                             model_aliases=("whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe",
+                                            "gpt-4o-transcribe-diarize"), diarized_with="diarization"),
     # short silenced spans: the CTC head must spell from context, not memorise the training sentences
     training=TrainingRecipe(paper_rates=(2e-3, 1e-3, 1e-3), fast_rates=(2e-3, 1e-3, 5e-4),
                             augment=(("time_mask_prob", 0.5),)),

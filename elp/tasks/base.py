@@ -105,12 +105,15 @@ class OpenAIAudio:
     server by its base URL alone. The request's ``model`` names one of the task's sets; OpenAI's own model names
     (``model_aliases``) are answered by the task's default set, since such tools often send one fixed name.
     ``language``: the ISO-639-1 code of the speech the task's sets read (a request naming another is refused, not
-    silently misread); ``language_name``: how ``verbose_json`` names it."""
+    silently misread); ``language_name``: how ``verbose_json`` names it. ``diarized_with``: the task whose answer
+    (``turns`` of ``speaker_N``, naming by ``TaskRequest.gallery``) splits the transcript by speaker for OpenAI's
+    ``response_format=diarized_json``; "" = not offered."""
 
     route: str
     language: str
     language_name: str
     model_aliases: tuple[str, ...] = ()
+    diarized_with: str = ""
 
 
 @dataclass

@@ -172,6 +172,7 @@ def _contract_requests(extra: list[str]) -> list[tuple[str, str, dict[str, Any]]
                                                                       "response_format": "verbose_json"}}),
         ("POST", "/v1/audio/transcriptions", {"files": clip, "data": {"model": "asr-default",
                                                                       "response_format": "srt"}}),
+        ("POST", "/v1/audio/transcriptions", {"files": clip, "data": {"response_format": "diarized_json"}}),
         ("POST", "/v1/audio/transcriptions", {"files": clip, "data": {"model": "emotion-default"}}),  # 404
         ("GET", "/v1/models", {}),
         ("GET", "/adapters", {}),

@@ -4,16 +4,19 @@ what the sets cannot do. The ``openai`` SDK itself against a real process: tests
 
 from __future__ import annotations
 
+import base64
 import io
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from elp.attribution import attribute
 from elp.tasks import get_task
 from server.openai_formats import compression_ratio
 from tests.elp.test_long_form import speech_with_pauses
 from tests.server.helpers import CLIP, assert_error, clip_files, make_settings, metric, running_app
+from tests.server.test_diarize_route import conversation, tone_voice
 
 pytestmark = pytest.mark.anyio
 ROUTE = "/v1/audio/transcriptions"
@@ -89,7 +92,8 @@ async def test_silence_is_an_empty_transcript_in_every_shape(tiny_store, tmp_pat
             "response_format": "verbose_json", "timestamp_granularities[]": ["word", "segment"]})).json()
         assert (verbose["text"], verbose["segments"]) == ("", [])
         assert (await client.post(ROUTE, files=clip_files(silence), data={"response_format": "srt"})).text == ""
-        assert (await client.post(ROUTE, files=clip_files(silence), data={"response_format": "vtt"})).text == "WEBVTT\n\n"
+        vtt = await client.post(ROUTE, files=clip_files(silence), data={"response_format": "vtt"})
+        assert vtt.text == "WEBVTT\n\n"
 
 
 async def test_what_the_sets_cannot_do_is_refused(tiny_store, tmp_path) -> None:
@@ -102,7 +106,7 @@ async def test_what_the_sets_cannot_do_is_refused(tiny_store, tmp_path) -> None:
         assert "verbose_json" in assert_error(not_verbose, 422, "invalid_request")["message"]
         assert "/asr/stream" in assert_error(await client.post(ROUTE, files=clip_files(), data={"stream": "true"}),
                                              422, "invalid_request")["message"]
-        assert_error(await client.post(ROUTE, files=clip_files(), data={"response_format": "diarized_json"}),
+        assert_error(await client.post(ROUTE, files=clip_files(), data={"response_format": "subtitles"}),
                      422, "invalid_request")
         assert_error(await client.post(ROUTE, files=clip_files(), data={"model": "no-such-set"}),
                      404, "adapter_not_found")
@@ -132,7 +136,70 @@ def test_the_route_comes_from_the_registry() -> None:
     from server.openai_audio import OPENAI_TASK_OF_PATH, adapter_for_model
 
     asr = get_task("asr")
-    assert OPENAI_TASK_OF_PATH == {"/v1/audio/transcriptions": asr}
+    assert {"/v1/audio/transcriptions": asr} == OPENAI_TASK_OF_PATH
     assert [adapter_for_model(asr, m) for m in ("whisper-1", "gpt-4o-transcribe", None, " ", "asr-whisper")] == [
         None, None, None, None, "asr-whisper"]
     assert CLIP  # the shared clip the refusals above are sent with
+
+
+async def test_diarized_json_gives_the_asr_words_to_the_diarize_turns(tiny_store, tmp_path) -> None:
+    """Who said what in one request: the words of /asr given to the turns of /diarize for the same upload, as the
+    client's attribution gives them, speakers labelled A, B, ... in order of first turn."""
+    recording = _wav(conversation())
+    settings = make_settings(*tiny_store, tmp_path)
+    async with running_app(settings) as (app, client):
+        asr = (await client.post("/asr", files=clip_files(recording))).json()
+        turns = (await client.post("/diarize", files=clip_files(recording), data={"num_speakers": "2"})).json()
+        answer = await client.post(ROUTE, files=clip_files(recording), data={  # /diarize's options are taken too
+            "model": "gpt-4o-transcribe-diarize", "response_format": "diarized_json", "chunking_strategy": "auto",
+            "num_speakers": "2"})
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        windows = metric(app, "elp_audio_seconds_total", {"endpoint": "diarize"})
+    assert asr["words"] and turns["speaker_count"] >= 2
+    lines = attribute(asr["words"], turns["turns"])
+    letters = {f"speaker_{i + 1}": "ABCDEFGHIJ"[i] for i in range(turns["speaker_count"])}
+    assert body["segments"] == [{"type": "transcript.text.segment", "id": f"seg_{i}", "start": line["start_s"],
+                                 "end": line["end_s"], "speaker": letters[line["speaker"]], "text": line["text"]}
+                                for i, line in enumerate(lines)]
+    assert (body["task"], body["text"]) == ("transcribe", asr["text"])
+    assert body["duration"] == pytest.approx(asr["duration_s"], abs=1e-3)
+    assert windows == pytest.approx(2 * asr["duration_s"], abs=0.01)  # both tasks ran on the upload, each once more
+
+
+async def test_known_speakers_label_the_segments_they_match(tiny_store, tmp_path) -> None:
+    """OpenAI's known_speaker_names[] / known_speaker_references[]: each reference clip (a data URL) is embedded as an
+    enrolment would be and the speakers found are named by the library's one-to-one matching; nothing is stored and no
+    key is needed."""
+    recording = _wav(conversation())
+    settings = make_settings(*tiny_store, tmp_path, api_key="k")
+    references = {name: "data:audio/wav;base64," + base64.b64encode(_wav(tone_voice(f0, 2.0, seed=60))).decode()
+                  for name, f0 in (("low", 110.0), ("high", 260.0))}
+    fields = {"response_format": "diarized_json", "num_speakers": "2", "known_speaker_names[]": list(references),
+              "known_speaker_references[]": list(references.values())}
+    async with running_app(settings) as (app, client):
+        answer = await client.post(ROUTE, files=clip_files(recording), data=fields)
+        assert answer.status_code == 200, answer.text
+        assert app.state.service.speakers.list() == []  # nothing enrolled
+        unnamed = await client.post(ROUTE, files=clip_files(recording),
+                                    data={"response_format": "diarized_json", "num_speakers": "2"})
+        refusals = [
+            ({**fields, "known_speaker_names[]": ["low"]}, "as many"),
+            ({**fields, "known_speaker_names[]": ["low", "low"]}, "distinct"),
+            ({**fields, "known_speaker_references[]": ["data:audio/wav;base64,@@", references["high"]]}, "base64"),
+            ({**fields, "known_speaker_references[]": ["https://example.com/a.wav", references["high"]]}, "data URL"),
+            ({**fields, "response_format": "json"}, "diarized_json"),
+            ({**fields, "num_speakers": "0"}, "within 1-20"),
+            ({**fields, "max_speakers": "many"}, "a number"),
+        ]
+        for data, says in refusals:
+            refused = await client.post(ROUTE, files=clip_files(recording), data=data)
+            assert says in assert_error(refused, 422, "invalid_request")["message"]
+        silent = "data:audio/wav;base64," + base64.b64encode(_wav(np.zeros(32000, dtype=np.float32))).decode()
+        no_voice = await client.post(ROUTE, files=clip_files(recording), data={
+            **fields, "known_speaker_references[]": [silent, references["high"]]})
+        assert "known_speaker_references[0]" in assert_error(no_voice, 422, "no_speech")["message"]
+    named = answer.json()["segments"]
+    assert {s["speaker"] for s in named} == {"low", "high"}  # each tone voice labelled by its own reference
+    assert [(s["start"], s["end"], s["text"]) for s in named] == [
+        (s["start"], s["end"], s["text"]) for s in unnamed.json()["segments"]]  # naming moves no segment

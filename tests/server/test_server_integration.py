@@ -3,6 +3,7 @@ scraping it, and graceful shutdown with requests in flight."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import signal
 import subprocess
@@ -88,6 +89,15 @@ def test_the_openai_sdk_transcribes_through_the_server(live_server, tmp_path) ->
     with clip.open("rb") as audio:
         srt = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="srt")
     assert isinstance(srt, str) and (srt == "" or srt.startswith("1\n00:00:"))
+    reference = "data:audio/wav;base64," + base64.b64encode(CLIP).decode()
+    with clip.open("rb") as audio:
+        diarized = client.audio.transcriptions.create(
+            model="gpt-4o-transcribe-diarize", file=audio, response_format="diarized_json",
+            known_speaker_names=["carol"], known_speaker_references=[reference],
+            extra_body={"chunking_strategy": "auto"})
+    assert diarized.text == asr["text"] and all(s.type == "transcript.text.segment" for s in diarized.segments)
+    assert " ".join(s.text for s in diarized.segments) == " ".join(w["word"] for w in asr.get("words", []))
+    assert {s.speaker for s in diarized.segments} <= {"carol", "A"}  # the clip is its own reference
     assert [m.id for m in client.models.list()] == ["asr-default"]
     with clip.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as refused:
         client.audio.transcriptions.create(model="whisper-1", file=audio, language="de")
