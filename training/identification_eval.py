@@ -123,26 +123,29 @@ def figures(outcomes: Sequence[tuple[str | None, str | None, str | None]]) -> di
 
 
 def evaluate(set_dir: str, cache_path: Path, suites: Sequence[str], offsets: Sequence[float], draws: int,
-             clips: int, seed: int, backbone: str, gallery_size: int | None = None) -> dict:
+             clips: int, seed: int, backbone: str, gallery_size: int | None = None,
+             slopes: Sequence[float] | None = None) -> dict:
     config = AdapterSetConfig.from_dict(json.loads((Path(set_dir) / CONFIG_NAME).read_text(encoding="utf-8")))
     served = get_task("identification")
     assert isinstance(served, IdentificationTask)
     named_rows = [suite_rows(spec) for spec in suites]
-    if len(offsets) > 1 and any(row.split == "test" for _, rows in named_rows for row in rows):
+    slopes = list(slopes) if slopes is not None else [served.gallery_slope]
+    if len(offsets) * len(slopes) > 1 and any(row.split == "test" for _, rows in named_rows for row in rows):
         raise SystemExit("a grid of offsets on test clips: choose on validation suites, then read test at the choice")
     rows_by_suite = {name: speech_only(rows) for name, rows in named_rows}
     store = cache(set_dir, sorted({row.path for rows in rows_by_suite.values() for row in rows}), cache_path, backbone)
-    report: dict = {"set": set_dir, "served_offset": served.threshold_offset, "draws": draws, "clips": clips,
-                    "seed": seed, "gallery": gallery_size or "half", "suites": {}}
+    report: dict = {"set": set_dir, "served_offset": served.threshold_offset, "served_slope": served.gallery_slope,
+                    "draws": draws, "clips": clips, "seed": seed, "gallery": gallery_size or "half", "suites": {}}
     for name, rows in rows_by_suite.items():
         voices = voices_of(rows, store)
         by_offset = {}
         for offset in offsets:
-            spec = dataclasses.replace(served, threshold_offset=offset)
-            outcomes = [o for draw in range(draws)
-                        for o in draw_outcomes(spec, config, voices, clips, np.random.default_rng(seed + draw),
-                                               gallery_size)]
-            by_offset[str(offset)] = figures(outcomes)
+            for slope in slopes:
+                spec = dataclasses.replace(served, threshold_offset=offset, gallery_slope=slope)
+                outcomes = [o for draw in range(draws)
+                            for o in draw_outcomes(spec, config, voices, clips, np.random.default_rng(seed + draw),
+                                                   gallery_size)]
+                by_offset[str(offset) if len(slopes) == 1 else f"{offset},slope={slope}"] = figures(outcomes)
         report["suites"][name] = {"voices": len(voices), "clips": len(rows), "by_offset": by_offset}
     return report
 
@@ -157,12 +160,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clips", type=int, default=3, help="enrolment clips per voice")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gallery", type=int, help="voices enrolled per draw (default: half of them)")
+    parser.add_argument("--slopes", type=float, nargs="+",
+                        help="threshold rises per ln(speakers compared) (default: the served one)")
     parser.add_argument("--backbone", default="models/whisper-base")
     parser.add_argument("--out", type=Path, help="write the JSON report here too")
     args = parser.parse_args(argv)
     offsets = args.offsets or [get_task("identification").threshold_offset]  # type: ignore[attr-defined]
     report = evaluate(args.set, args.cache, args.suite, offsets, args.draws, args.clips, args.seed, args.backbone,
-                      args.gallery)
+                      args.gallery, args.slopes)
     text = json.dumps(report, indent=1)
     print(text)
     if args.out:

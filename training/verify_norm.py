@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,9 +69,18 @@ def cache(adapter_dir: str, paths: Sequence[str], out: Path, backbone: str) -> d
             store[path] = {"voice": voice.half(), "z": z}
         if start % 200 == 0:
             print(f"{start + len(chunk)}/{len(todo)}", flush=True)
-            torch.save(store, out)
-    torch.save(store, out)
+            _save_atomically(store, out)
+    if todo:
+        _save_atomically(store, out)
     return store
+
+
+def _save_atomically(store: dict[str, dict], out: Path) -> None:
+    """Write the cache whole, then rename: evaluations running at once read it while one of them extends it (a
+    rewrite in place was read half-written)."""
+    partial = out.with_name(f".{out.name}.{os.getpid()}.partial")
+    torch.save(store, partial)
+    os.replace(partial, out)
 
 
 def fused(store: dict[str, dict], paths: Sequence[str], weight: float, angle: float) -> np.ndarray:

@@ -10,6 +10,7 @@ Nobody at the threshold: the answer has no ``speaker``, so a voice that was neve
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -68,20 +69,25 @@ def assign_enrolled(voices: Sequence[torch.Tensor], gallery: Sequence[EnrolledVo
 @dataclass(frozen=True)
 class IdentificationTask(TaskSpec):
     """``threshold_offset`` moves the set's verification threshold to the score the best enrolled speaker must
-    reach to be named; chosen on validation voices (docs/results/identification.md)."""
+    reach to be named, and ``gallery_slope`` x ln(speakers compared) more on top: an unknown voice has as many
+    chances to pass as there are enrolled speakers, so a larger gallery needs a higher bar. Both chosen on
+    validation voices (docs/results/identification.md)."""
 
     threshold_offset: float = 0.05
+    gallery_slope: float = 0.0
     top_k_default: int = 3
 
     def validate(self, config: AdapterSetConfig) -> None:
         raise ConfigError(f"{self.name} has no adapter sets of its own: it answers with {self.set_task} sets")
 
     def naming_threshold(self, config: AdapterSetConfig, fallbacks: Any, probe_s: float,
-                         enrolled_s: float | None) -> float:
+                         enrolled_s: float | None, compared: int = 1) -> float:
         """The score an enrolled speaker must reach to be named, for a probe of ``probe_s`` seconds against an
-        enrolment of ``enrolled_s`` seconds (the set's duration table at the shorter of the two)."""
+        enrolment of ``enrolled_s`` seconds (the set's duration table at the shorter of the two) when ``compared``
+        enrolled speakers were compared."""
         shorter_s = min(probe_s, enrolled_s) if enrolled_s else probe_s
-        return served_threshold(config, fallbacks, shorter_s) + self.threshold_offset
+        return (served_threshold(config, fallbacks, shorter_s) + self.threshold_offset
+                + self.gallery_slope * math.log(max(compared, 1)))
 
     @functools.cached_property
     def answer_fields(self) -> type[BaseModel]:
@@ -120,7 +126,7 @@ class IdentificationTask(TaskSpec):
                 "candidates": [], "enrolled_speakers": 0}
         best, best_score = ranked[0]
         threshold = self.naming_threshold(request.config, request.fallbacks, request.durations_s[0],
-                                          gallery[best].duration_s)
+                                          gallery[best].duration_s, len(gallery))
         return {"speaker": gallery[best].speaker if best_score >= threshold else None,
                 "score": round(best_score, ENROLLED_SCORE_DECIMALS), "threshold": round(threshold, 4),
                 "candidates": candidates, "enrolled_speakers": len(gallery)}

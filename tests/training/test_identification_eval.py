@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from elp.tasks import get_task
+from elp.tasks import EnrolledVoice, TaskRequest, get_task
 from tests.training.tones import SR, tone
 from training import identification_eval
 from training.identification_eval import Voice, draw_outcomes, figures
@@ -86,3 +86,17 @@ def test_a_suite_runs_end_to_end_on_served_embeddings(tiny_store, tmp_path, monk
     with pytest.raises(SystemExit, match="validation"):
         identification_eval.evaluate(str(store / "verify-default"), tmp_path / "cache.pt", [f"t={test_manifest}"],
                                      [0.0, 0.1], draws=1, clips=3, seed=0, backbone=str(backbone))
+
+
+def test_the_gallery_slope_raises_the_bar_by_the_log_of_the_speakers_compared() -> None:
+    """``gallery_slope`` (measured, served at 0): the threshold the best voice must reach grows with ln(N)."""
+    spec = dataclasses.replace(get_task("identification"), threshold_offset=0.0, gallery_slope=0.04)
+    assert spec.naming_threshold(CONFIG, {}, 2.0, 4.0, compared=1) == pytest.approx(0.5)
+    assert spec.naming_threshold(CONFIG, {}, 2.0, 4.0, compared=20) == pytest.approx(0.5 + 0.04 * np.log(20))
+    voices = axis_voices(6, 5)
+    probe = voices["v0"].embeddings[4]
+    gallery = [EnrolledVoice(name, voice.embeddings[0], 1.0) for name, voice in voices.items()]
+    answer = spec.respond(TaskRequest(config=CONFIG, rows=[SimpleNamespace(embedding=probe)], durations_s=[1.0],
+                                      gallery=gallery))
+    assert answer["threshold"] == pytest.approx(0.5 + 0.04 * np.log(6), abs=1e-4)
+    assert get_task("identification").gallery_slope == 0.0  # rule R2 kept the constant (identification.md)
