@@ -12,6 +12,7 @@ import io
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
@@ -33,18 +34,97 @@ def read_samples(source: AudioSource, budget: FrameBudget | None = None) -> tupl
     """(samples of shape (frames, channels) as float32, sample rate) of a file or its bytes.
 
     ``budget(rate, channels, declared_frames)`` sees the header before any sample is decoded and
-    returns how many frames to read at most (or raises); without it the whole clip is read. Raises
-    ``AudioError`` for anything libsndfile cannot decode."""
+    returns how many frames to read at most (or raises); without it the whole clip is read. libsndfile reads
+    WAV, FLAC, OGG (Vorbis, Opus), MP3 and the rest of its formats; the containers it cannot read that browsers
+    and phones record (:func:`sniff_container`) are decoded by PyAV. Raises ``AudioError`` for anything else."""
     try:
         clip = sf.SoundFile(io.BytesIO(source) if isinstance(source, bytes) else str(source))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise AudioError(f"could not be decoded as audio: {_reason(exc)}") from None
+        container = sniff_container(_head(source))
+        if container is None:
+            raise AudioError(f"could not be decoded as audio: {_reason(exc)}") from None
+        return _read_with_pyav(source, container, budget)
     with clip:
         frames = -1 if budget is None else budget(clip.samplerate, clip.channels, clip.frames)
         try:
             return clip.read(frames=frames, dtype="float32", always_2d=True), clip.samplerate
         except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
             raise AudioError(f"could not be decoded as audio: {_reason(exc)}") from None
+
+
+def sniff_container(head: bytes) -> str | None:
+    """The FFmpeg demuxer for a container libsndfile cannot read, from its first bytes: ``matroska`` (WebM, as
+    browsers' MediaRecorder writes it; Matroska), ``mov`` (MP4, M4A, MOV, 3GP: phones' recorders), ``aac`` (ADTS
+    AAC); None for anything else. The demuxer is always named, never probed: FFmpeg's probing picks among all of
+    its demuxers, playlists and concat lists that open other files or URLs included."""
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "matroska"
+    if head[4:8] == b"ftyp":
+        return "mov"
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0:
+        return "aac"
+    return None
+
+
+def _head(source: AudioSource, size: int = 12) -> bytes:
+    if isinstance(source, bytes):
+        return source[:size]
+    try:
+        with open(source, "rb") as file:
+            return file.read(size)
+    except OSError:
+        return b""
+
+
+def _read_with_pyav(source: AudioSource, container_format: str, budget: FrameBudget | None) -> tuple[np.ndarray, int]:
+    """The first audio stream of a ``container_format`` file decoded by PyAV (FFmpeg's decoders) as float32,
+    channels and rate kept; decoding stops once ``budget``'s frames are read, whatever the container declares.
+    A broken file may fail anywhere in PyAV (a stream without a codec, a frame of another layout): every such
+    failure is ``AudioError``; the budget's own errors pass through."""
+    import av
+
+    broken = (av.error.FFmpegError, ValueError, TypeError, AttributeError, OverflowError, ZeroDivisionError,
+              RuntimeError, OSError, IndexError)
+    try:
+        container = av.open(io.BytesIO(source) if isinstance(source, bytes) else str(source), format=container_format,
+                            metadata_errors="ignore")
+    except broken as exc:
+        raise AudioError(f"could not be decoded as audio: {str(exc)[:200]}") from None
+    with container:
+        try:
+            rate, channels, declared, layout, stream = _audio_stream(container)
+        except broken as exc:
+            raise AudioError(f"could not be decoded as audio: {str(exc)[:200]}") from None
+        limit = -1 if budget is None else budget(rate, channels, declared)
+        chunks, read = [], 0
+        try:
+            to_float = av.AudioResampler(format="flt", layout=layout, rate=rate)
+            for frame in container.decode(stream):
+                for converted in to_float.resample(frame):
+                    chunk = converted.to_ndarray().reshape(-1, channels)
+                    chunks.append(chunk)
+                    read += len(chunk)
+                if 0 <= limit <= read:
+                    break
+        except broken as exc:
+            raise AudioError(f"could not be decoded as audio: {str(exc)[:200]}") from None
+    samples = np.concatenate(chunks) if chunks else np.zeros((0, channels), dtype=np.float32)
+    return np.ascontiguousarray(samples[:limit] if limit >= 0 else samples, dtype=np.float32), rate
+
+
+def _audio_stream(container: Any) -> tuple[int, int, int, Any, Any]:
+    """(rate, channels, declared frames, channel layout, stream) of a container's first audio stream."""
+    if not container.streams.audio:
+        raise AudioError("has no audio stream")
+    stream = container.streams.audio[0]
+    context = stream.codec_context
+    rate = int(context.sample_rate or 0)
+    layout = context.layout
+    channels = int(layout.nb_channels) if layout is not None else 0
+    if rate <= 0 or channels <= 0:
+        raise AudioError("has no audio stream")
+    declared = int(float(stream.duration * stream.time_base) * rate) if stream.duration and stream.time_base else 0
+    return rate, channels, max(declared, 0), layout, stream
 
 
 def check_samples(samples: np.ndarray) -> None:

@@ -203,3 +203,18 @@ async def test_known_speakers_label_the_segments_they_match(tiny_store, tmp_path
     assert {s["speaker"] for s in named} == {"low", "high"}  # each tone voice labelled by its own reference
     assert [(s["start"], s["end"], s["text"]) for s in named] == [
         (s["start"], s["end"], s["text"]) for s in unnamed.json()["segments"]]  # naming moves no segment
+
+
+async def test_a_browser_recording_is_transcribed_as_asr_reads_it(tiny_store, tmp_path) -> None:
+    """WebM/Opus, as a browser's MediaRecorder sends it to OpenAI-style endpoints: decoded (PyAV), answered as /asr
+    answers the same upload."""
+    from tests.server.test_server_audio import _recorded
+
+    webm, _ = _recorded("webm", "libopus", 48000, 2.0)
+    settings = make_settings(*tiny_store, tmp_path)
+    async with running_app(settings) as (_, client):
+        files = {"file": ("speech.webm", webm, "audio/webm")}
+        asr = (await client.post("/asr", files=files)).json()
+        answer = await client.post(ROUTE, files=files, data={"response_format": "verbose_json"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["text"] == asr["text"] and answer.json()["duration"] == pytest.approx(2.0, abs=0.15)
