@@ -23,9 +23,10 @@ from elp.tasks import TASKS, EnrolledVoice, TaskSpec, get_task
 from server.adapters import AdapterLease
 from server.answering import answer_clips
 from server.audio import DecodedAudio
-from server.errors import InvalidRequestError
+from server.errors import AdapterNotFoundError, InvalidRequestError
 from server.openai_formats import diarized_json, shaped
 from server.routes import AUDIO_ROUTE, RequestClock, Service, decode_and_lease
+from server.schemas import ERROR_RESPONSES
 from server.service import InferenceService
 from server.speakers import mean_unit_embedding
 
@@ -199,10 +200,9 @@ for _spec in OPENAI_TASK_OF_PATH.values():
                          name=f"openai_{_spec.openai_audio.route}", tags=["openai"], **AUDIO_ROUTE)
 
 
-@router.get("/v1/models", tags=["openai"])
-async def list_models(service: Service) -> dict[str, Any]:
-    """OpenAI's model listing: the adapter sets the OpenAI routes answer with (``created``: when the set's files
-    were last written; ``task`` and ``default`` added)."""
+async def _model_objects(service: InferenceService) -> list[dict[str, Any]]:
+    """OpenAI model objects of the adapter sets the OpenAI routes answer with (``created``: when the set's files were
+    last written; ``task`` and ``default`` added)."""
     tasks = {spec.set_task for spec in OPENAI_TASK_OF_PATH.values()}
     rows = [row for row in await service.list_adapters() if row["task"] in tasks and not row["error"]]
 
@@ -213,7 +213,28 @@ async def list_models(service: Service) -> dict[str, Any]:
             return None
 
     created = await asyncio.to_thread(lambda: [written(row["id"]) for row in rows])
-    return {"object": "list", "data": [
-        {"id": row["id"], "object": "model", "created": when, "owned_by": "elp", "task": row["task"],
-         "default": row["default"]} for row, when in zip(rows, created, strict=True) if when is not None]}
+    return [{"id": row["id"], "object": "model", "created": when, "owned_by": "elp", "task": row["task"],
+             "default": row["default"]} for row, when in zip(rows, created, strict=True) if when is not None]
 
+
+@router.get("/v1/models", tags=["openai"])
+async def list_models(service: Service) -> dict[str, Any]:
+    """OpenAI's model listing: the adapter sets the OpenAI routes answer with."""
+    return {"object": "list", "data": await _model_objects(service)}
+
+
+@router.get("/v1/models/{model}", tags=["openai"], responses=ERROR_RESPONSES)
+async def retrieve_model(model: str, service: Service) -> dict[str, Any]:
+    """One model object: an adapter set by id, or one of OpenAI's own names (``alias_of``: the default set that
+    answers it), which tools look up before they send it."""
+    objects = await _model_objects(service)
+    for spec in OPENAI_TASK_OF_PATH.values():
+        if adapter_for_model(spec, model) is None:
+            default = next((o for o in objects if o["task"] == spec.set_task and o["default"]), None)
+            if default is not None:
+                return {**default, "id": model, "alias_of": default["id"]}
+    found = next((o for o in objects if o["id"] == model), None)
+    if found is None:
+        raise AdapterNotFoundError(f"model '{model[:100]}' is not an adapter set the OpenAI routes serve "
+                                   "(GET /v1/models lists them)")
+    return found

@@ -128,6 +128,11 @@ async def test_models_lists_the_sets_the_route_answers_with(tiny_store, tmp_path
         model = listing["data"][0]
         assert (model["object"], model["owned_by"], model["task"], model["default"]) == ("model", "elp", "asr", True)
         assert isinstance(model["created"], int) and model["created"] > 1_600_000_000
+        assert (await client.get("/v1/models/asr-default")).json() == model
+        alias = (await client.get("/v1/models/whisper-1")).json()
+        assert alias == {**model, "id": "whisper-1", "alias_of": "asr-default"}
+        assert_error(await client.get("/v1/models/emotion-default"), 404, "adapter_not_found")
+        assert_error(await client.get("/v1/models/no-such"), 404, "adapter_not_found")
         schema = (await client.get("/openapi.json")).json()
         assert {"/v1/audio/transcriptions", "/v1/models"} <= set(schema["paths"])
 

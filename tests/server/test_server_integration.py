@@ -99,6 +99,7 @@ def test_the_openai_sdk_transcribes_through_the_server(live_server, tmp_path) ->
     assert " ".join(s.text for s in diarized.segments) == " ".join(w["word"] for w in asr.get("words", []))
     assert {s.speaker for s in diarized.segments} <= {"carol", "A"}  # the clip is its own reference
     assert [m.id for m in client.models.list()] == ["asr-default"]
+    assert client.models.retrieve("whisper-1").alias_of == "asr-default"  # tools look the name up first
     with clip.open("rb") as audio, pytest.raises(openai.UnprocessableEntityError) as refused:
         client.audio.transcriptions.create(model="whisper-1", file=audio, language="de")
     assert "English" in str(refused.value)
