@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Awaitable, Callable, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
@@ -74,6 +75,25 @@ async def await_results(futures: list[Future], *, receive: Receive | None, deadl
     for result in results:
         check_finite(result.predictions)
     return results
+
+
+async def results_in_order(futures: list[Future], *, deadline_s: float, grace_s: float) -> AsyncIterator[JobResult]:
+    """A request's queued jobs' results one by one, in queue order, each as soon as it and those before it are
+    done (a streamed answer: a long recording's text segment by segment), every answer checked finite. Past
+    ``deadline_s + grace_s`` in all: 504. Leaving early (the client went away, an error) drops the jobs that have
+    not started."""
+    ends_at = time.monotonic() + deadline_s + grace_s
+    try:
+        for future in futures:
+            try:
+                result = await asyncio.wait_for(asyncio.wrap_future(future), max(0.0, ends_at - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise RequestTimeoutError(f"no answer within {deadline_s + grace_s:.0f} s") from None
+            check_finite(result.predictions)
+            yield result
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def check_finite(predictions: Iterable[Any]) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from elp.tasks import TaskRequest, TaskSpec
 from server.adapters import AdapterLease
 from server.audio import DecodedAudio
+from server.rows import RowPlan
 from server.service import InferenceOutcome, InferenceService
 
 
@@ -31,10 +32,27 @@ async def answer_clips(
         fallbacks=service.task_fallbacks, segments_s=plan.spans,
     ))
     if counted:
-        metrics = service.metrics
-        metrics.audio_seconds.labels(endpoint=spec.endpoint).inc(sum(clip.duration_s for clip in clips))
-        metrics.voiceless_audio_seconds.labels(endpoint=spec.endpoint).inc(plan.unread_s)
-        confidence = spec.answer_confidence(answer)
-        if confidence is not None:
-            metrics.answer_confidence.labels(endpoint=spec.endpoint).observe(confidence)
+        count_answer(service, spec, clips, plan, answer)
     return answer, outcome
+
+
+def shape_answer(service: InferenceService, spec: TaskSpec, lease: AdapterLease, plan: RowPlan,
+                 predictions: list[Any], fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The task's answer to a plan's rows (the silence answer for a silent clip), as :func:`answer_clips` gives it:
+    for a streamed answer, which runs the rows itself."""
+    if plan.silent:
+        return dict(spec.silence_answer or ())
+    return spec.respond(TaskRequest(config=lease.entry.config, rows=predictions,
+                                    durations_s=[clip.duration_s for clip in plan.rows], fields=dict(fields or {}),
+                                    fallbacks=service.task_fallbacks, segments_s=plan.spans))
+
+
+def count_answer(service: InferenceService, spec: TaskSpec, clips: list[DecodedAudio], plan: RowPlan,
+                 answer: Mapping[str, Any]) -> None:
+    """What operators see of an answer: its audio, the voiceless part of it, and the answer's confidence."""
+    metrics = service.metrics
+    metrics.audio_seconds.labels(endpoint=spec.endpoint).inc(sum(clip.duration_s for clip in clips))
+    metrics.voiceless_audio_seconds.labels(endpoint=spec.endpoint).inc(plan.unread_s)
+    confidence = spec.answer_confidence(answer)
+    if confidence is not None:
+        metrics.answer_confidence.labels(endpoint=spec.endpoint).observe(confidence)

@@ -14,18 +14,23 @@ upload. Its answers are shaped by ``server.openai_formats``; errors keep this se
 import asyncio
 import base64
 import binascii
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, File, Form, Request, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 
+from elp.long_form import join_texts
 from elp.tasks import TASKS, EnrolledVoice, TaskSpec, get_task
 from server.adapters import AdapterLease
-from server.answering import answer_clips
+from server.answering import answer_clips, count_answer, shape_answer
 from server.audio import DecodedAudio
-from server.errors import AdapterNotFoundError, InvalidRequestError
-from server.openai_formats import diarized_json, shaped
+from server.errors import AdapterNotFoundError, InvalidRequestError, ServerError
+from server.openai_formats import diarized_json, shaped, usage
 from server.routes import AUDIO_ROUTE, RequestClock, Service, decode_and_lease
+from server.rows import RowPlan
 from server.schemas import ERROR_RESPONSES
 from server.service import InferenceService
 from server.speakers import mean_unit_embedding
@@ -60,9 +65,9 @@ def _check_request(spec: TaskSpec, language: str | None, response_format: str, g
                    stream: bool | None, names: list[str], references: list[str]) -> None:
     openai = spec.openai_audio
     assert openai is not None
-    if stream:
-        raise InvalidRequestError(f"streamed answers are not offered on this route; for live audio use the "
-                                  f"WebSocket {spec.route}/stream (docs/API.md, 'Live streams')")
+    if stream and response_format not in ("json", "text"):
+        raise InvalidRequestError(f"stream=true answers with events of text (response_format json or text); for "
+                                  f"live audio use the WebSocket {spec.route}/stream (docs/API.md, 'Live streams')")
     if granularities and response_format != "verbose_json":
         raise InvalidRequestError("timestamp_granularities[] needs response_format=verbose_json")
     if language is not None and language.strip().lower() not in (openai.language, openai.language_name):
@@ -145,6 +150,46 @@ async def diarized_answer(service: InferenceService, spec: TaskSpec, lease: Adap
     return diarized_json(transcript, speakers, clips[0].duration_s), outcome
 
 
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+async def streamed_transcript(service: InferenceService, spec: TaskSpec, lease: AdapterLease,
+                              clips: list[DecodedAudio]) -> StreamingResponse:
+    """``stream=true``: OpenAI's transcription events as server-sent events. A long recording's segments are queued
+    together as for ``/asr`` and each one's text is sent (``transcript.text.delta``) as soon as it and those before
+    it are read; ``transcript.text.done`` carries the whole text, the one ``/asr`` answers. The lease is held until
+    the last event (or the client leaves: the jobs not started are dropped); an error after the first byte is an
+    ``error`` event, which OpenAI's SDKs raise."""
+    try:
+        plan = await service.plan(spec.name, clips)
+    except BaseException:
+        lease.release()
+        raise
+
+    async def events() -> AsyncIterator[bytes]:
+        predictions: list[Any] = []
+        try:
+            async for rows in service.iter_plan(spec.name, lease, plan):
+                part = plan.rows if plan.spans is None else plan.rows[len(predictions):len(predictions) + len(rows)]
+                text = str(shape_answer(service, spec, lease, RowPlan(part), rows).get("text") or "")
+                text = text if plan.spans is None else join_texts([text])  # as the whole answer joins segments
+                if text:
+                    yield _event({"type": "transcript.text.delta", "delta": (" " if predictions else "") + text})
+                predictions += rows
+            answer = shape_answer(service, spec, lease, plan, predictions)
+            count_answer(service, spec, clips, plan, answer)
+            yield _event({"type": "transcript.text.done", "text": str(answer.get("text") or ""),
+                          **usage(clips[0].duration_s)})
+        except ServerError as exc:
+            yield _event({"type": "error", "error": {"code": exc.code, "message": exc.message}})
+        finally:
+            lease.release()
+
+    return StreamingResponse(events(), media_type="text/event-stream", background=BackgroundTask(lease.release),
+                             headers={"X-ELP-Adapter": lease.entry.label, "Cache-Control": "no-cache"})
+
+
 def transcription_handler(spec: TaskSpec) -> Any:
     """The handler of ``spec``'s OpenAI route: OpenAI's form fields in, OpenAI's answer shapes out."""
     openai = spec.openai_audio
@@ -167,12 +212,15 @@ def transcription_handler(spec: TaskSpec) -> Any:
         known_speaker_references: Annotated[list[str] | None, Form(
             alias="known_speaker_references[]", description="diarized_json: a clip of each known speaker as a data "
             "URL (data:audio/wav;base64,...); a speaker found who matches one is labelled with its name")] = None,
-        stream: Annotated[bool | None, Form(description="true is refused: use the live-stream WebSocket")] = None,
+        stream: Annotated[bool | None, Form(description="true: server-sent events, the text as it is read "
+                                            "(transcript.text.delta, then transcript.text.done)")] = None,
     ) -> Response:
         names, references = known_speaker_names or [], known_speaker_references or []
         _check_request(spec, language, response_format, timestamp_granularities, stream, names, references)
         clock = RequestClock()
         clips, lease = await decode_and_lease(service, spec, adapter_for_model(spec, model), [("file", file)], clock)
+        if stream:
+            return await streamed_transcript(service, spec, lease, clips)
         with lease:
             if response_format == "diarized_json":
                 body, outcome = await diarized_answer(service, spec, lease, clips, names, references, request)

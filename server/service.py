@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -22,7 +23,7 @@ from elp.tasks import TASKS
 from elp.voice_activity import shared_model
 from server.adapter_store import AdapterStore, resolve_default_ids
 from server.adapters import AdapterCache, AdapterLease
-from server.admission import await_results
+from server.admission import await_results, results_in_order
 from server.audio import AudioLimits, DecodedAudio
 from server.batch_policy import BatchPolicy, CostAwarePolicy, LengthRatioPolicy
 from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
@@ -353,6 +354,21 @@ class InferenceService:
         first = min(result.queue_wait_s for result in results)
         last = max(result.queue_wait_s + result.inference_s for result in results)
         return InferenceOutcome([result.predictions[0] for result in results], first * 1000.0, (last - first) * 1000.0)
+
+    async def iter_plan(self, task: str, lease: AdapterLease, plan: RowPlan) -> AsyncIterator[list[Any]]:
+        """The predictions of a plan's jobs in order, each job's as soon as it is done (streamed answers): a long
+        recording's segments queued together, one job each, as :meth:`infer_plan` queues them; whole clips as
+        one job; nothing for a silent clip."""
+        if plan.silent or not plan.rows:
+            return
+        if plan.spans is None:
+            jobs = [self._job(task, lease, plan.rows)]
+        else:
+            self.admit(len(plan.rows))
+            jobs = [self._job(task, lease, [segment]) for segment in plan.rows]
+        async for result in results_in_order(self._submit(jobs), deadline_s=self.settings.request_deadline_s,
+                                             grace_s=RUNNING_GRACE_S):
+            yield result.predictions
 
     async def infer_each(self, task: str, lease: AdapterLease, clips: list[DecodedAudio], *,
                          receive: Any = None) -> InferenceOutcome:

@@ -176,6 +176,7 @@ def _contract_requests(extra: list[str]) -> list[tuple[str, str, dict[str, Any]]
         ("POST", "/v1/audio/transcriptions", {"files": clip, "data": {"model": "emotion-default"}}),  # 404
         ("GET", "/v1/models", {}),
         ("GET", "/v1/models/whisper-1", {}),
+        ("POST", "/v1/audio/transcriptions", {"files": clip, "data": {"stream": "true"}}),  # events, forwarded whole
         ("GET", "/adapters", {}),
         ("GET", "/healthz", {}),
         ("GET", "/readyz", {}),

@@ -104,8 +104,9 @@ async def test_what_the_sets_cannot_do_is_refused(tiny_store, tmp_path) -> None:
             assert (await client.post(ROUTE, files=clip_files(), data={"language": language})).status_code == 200
         not_verbose = await client.post(ROUTE, files=clip_files(), data={"timestamp_granularities[]": "word"})
         assert "verbose_json" in assert_error(not_verbose, 422, "invalid_request")["message"]
-        assert "/asr/stream" in assert_error(await client.post(ROUTE, files=clip_files(), data={"stream": "true"}),
-                                             422, "invalid_request")["message"]
+        streamed_verbose = await client.post(ROUTE, files=clip_files(), data={"stream": "true",
+                                                                              "response_format": "verbose_json"})
+        assert "/asr/stream" in assert_error(streamed_verbose, 422, "invalid_request")["message"]
         assert_error(await client.post(ROUTE, files=clip_files(), data={"response_format": "subtitles"}),
                      422, "invalid_request")
         assert_error(await client.post(ROUTE, files=clip_files(), data={"model": "no-such-set"}),
@@ -223,3 +224,62 @@ async def test_a_browser_recording_is_transcribed_as_asr_reads_it(tiny_store, tm
         answer = await client.post(ROUTE, files=files, data={"response_format": "verbose_json"})
     assert answer.status_code == 200, answer.text
     assert answer.json()["text"] == asr["text"] and answer.json()["duration"] == pytest.approx(2.0, abs=0.15)
+
+
+def _events(body: str) -> list[dict]:
+    import json
+
+    assert body.endswith("\n\n")
+    return [json.loads(block.removeprefix("data: ")) for block in body.strip().split("\n\n")]
+
+
+async def test_stream_sends_each_segments_text_as_it_is_read(tiny_store, tmp_path, recording) -> None:
+    """``stream=true``: server-sent events, a delta per segment of a long recording in order, then the whole text,
+    the one /asr answers; a clip read whole is one delta; silence is only the done event."""
+    settings = make_settings(*tiny_store, tmp_path)
+    async with running_app(settings) as (app, client):
+        asr = (await client.post("/asr", files=clip_files(recording))).json()
+        streamed = await client.post(ROUTE, files=clip_files(recording), data={"stream": "true",
+                                                                                "model": "gpt-4o-transcribe"})
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        events = _events(streamed.text)
+        short = _events((await client.post(ROUTE, files=clip_files(), data={"stream": "true"})).text)
+        alone = (await client.post("/asr", files=clip_files())).json()
+        silent = _events((await client.post(ROUTE, files=clip_files(_wav(np.zeros(32000, dtype=np.float32))),
+                                            data={"stream": "true"})).text)
+        counted = metric(app, "elp_audio_seconds_total", {"endpoint": "asr"})
+        leases = app.state.service.cache.resident("asr-default")
+    deltas = [e["delta"] for e in events if e["type"] == "transcript.text.delta"]
+    nonempty = [s["text"] for s in asr["segments"] if s["text"]]
+    assert [d.strip() for d in deltas] == nonempty  # one per segment with words, in order
+    assert events[-1] == {"type": "transcript.text.done", "text": asr["text"],
+                          "usage": {"type": "duration", "seconds": round(asr["duration_s"], 3)}}
+    assert "".join(deltas) == asr["text"]
+    assert [e["type"] for e in short] == ["transcript.text.delta", "transcript.text.done"]
+    assert short[0]["delta"] == short[1]["text"] == alone["text"]
+    assert silent == [{"type": "transcript.text.done", "text": "", "usage": {"type": "duration", "seconds": 2.0}}]
+    assert counted == pytest.approx(2 * asr["duration_s"] + 2 * 1.0 + 2.0, abs=0.01)  # streamed audio counted too
+    assert leases is not None and leases.leases == 0  # every stream gave its set back
+
+
+async def test_an_error_after_the_first_event_is_an_error_event(tiny_store, tmp_path, recording, monkeypatch) -> None:
+    """Once events flow the status is sent: a failure later (here the deadline, after the first segment) ends the
+    stream with an ``error`` event, which OpenAI's SDKs raise, and the set is given back."""
+    from server.errors import RequestTimeoutError
+    from server.service import InferenceService
+
+    real = InferenceService.iter_plan
+
+    async def first_then_timeout(self, *args, **kwargs):
+        async for rows in real(self, *args, **kwargs):
+            yield rows
+            raise RequestTimeoutError("no answer within 1 s")
+
+    monkeypatch.setattr(InferenceService, "iter_plan", first_then_timeout)
+    settings = make_settings(*tiny_store, tmp_path)
+    async with running_app(settings) as (app, client):
+        events = _events((await client.post(ROUTE, files=clip_files(recording), data={"stream": "true"})).text)
+        resident = app.state.service.cache.resident("asr-default")
+    assert [e["type"] for e in events] == ["transcript.text.delta", "error"]
+    assert events[-1]["error"] == {"code": "timeout", "message": "no answer within 1 s"}
+    assert resident.leases == 0

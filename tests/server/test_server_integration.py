@@ -87,6 +87,10 @@ def test_the_openai_sdk_transcribes_through_the_server(live_server, tmp_path) ->
     assert [w.word for w in verbose.words or []] == [w["word"] for w in asr.get("words", [])]
     assert all(s.end <= verbose.duration + 1e-3 for s in verbose.segments or [])
     with clip.open("rb") as audio:
+        events = list(client.audio.transcriptions.create(model="gpt-4o-transcribe", file=audio, stream=True))
+    assert events[-1].type == "transcript.text.done" and events[-1].text == asr["text"]
+    assert "".join(e.delta for e in events[:-1]) == asr["text"]
+    with clip.open("rb") as audio:
         srt = client.audio.transcriptions.create(model="whisper-1", file=audio, response_format="srt")
     assert isinstance(srt, str) and (srt == "" or srt.startswith("1\n00:00:"))
     reference = "data:audio/wav;base64," + base64.b64encode(CLIP).decode()
