@@ -78,6 +78,20 @@ def test_dashboard_queries_only_exported_metrics() -> None:
     assert used and used <= set(EXPORTED_METRIC_NAMES), used - set(EXPORTED_METRIC_NAMES)
 
 
+def test_the_latency_panel_shows_every_task_route() -> None:
+    """The endpoints the latency panel selects: every task's route and the OpenAI-compatible ones (a task added to
+    the registry must appear there too)."""
+    from elp.tasks import TASKS
+    from server.openai_audio import OPENAI_TASK_OF_PATH
+
+    dashboard = json.loads((DASHBOARDS / "elp-server.json").read_text())
+    [panel] = [p for p in dashboard["panels"] if p["title"].startswith("Request latency")]
+    selected = {tuple(re.findall(r'endpoint=~"([^"]+)"', target["expr"])[0].split("|")) for target in panel["targets"]}
+    expected = {spec.endpoint for spec in TASKS} | {f"openai_{spec.openai_audio.route}"
+                                                    for spec in OPENAI_TASK_OF_PATH.values()}
+    assert all(set(endpoints) == expected for endpoints in selected), (selected, expected)
+
+
 @pytest.mark.anyio
 async def test_exported_metric_names_are_really_exported(tiny_store, tmp_path) -> None:
     from tests.server.helpers import make_settings, running_app
