@@ -134,9 +134,11 @@ def diarization_options(diarization: TaskSpec, form: Any) -> dict[str, Any]:
 
 
 async def diarized_answer(service: InferenceService, spec: TaskSpec, lease: AdapterLease, clips: list[DecodedAudio],
-                          names: list[str], references: list[str], request: Request) -> tuple[dict[str, Any], Any]:
+                          names: list[str], references: list[str], request: Request
+                          ) -> tuple[dict[str, Any], Any, str]:
     """``diarized_json``: the transcript and the diarization (``openai_audio.diarized_with``, its default set) of
-    the same decoded upload, run at once, the words then given to the speakers' turns."""
+    the same decoded upload, run at once, the words then given to the speakers' turns; also the label of the set
+    that found the speakers."""
     assert spec.openai_audio is not None
     diarization = get_task(spec.openai_audio.diarized_with)
     options = diarization_options(diarization, await request.form())
@@ -147,7 +149,7 @@ async def diarized_answer(service: InferenceService, spec: TaskSpec, lease: Adap
             answer_clips(service, spec, lease, clips, receive=request.receive),
             answer_clips(service, diarization, diarization_lease, clips, fields=options, gallery=gallery or None,
                          receive=request.receive))
-    return diarized_json(transcript, speakers, clips[0].duration_s), outcome
+    return diarized_json(transcript, speakers, clips[0].duration_s), outcome, diarization_lease.entry.label
 
 
 def _event(payload: dict[str, Any]) -> bytes:
@@ -221,17 +223,18 @@ def transcription_handler(spec: TaskSpec) -> Any:
         clips, lease = await decode_and_lease(service, spec, adapter_for_model(spec, model), [("file", file)], clock)
         if stream:
             return await streamed_transcript(service, spec, lease, clips)
+        headers = {"X-ELP-Adapter": lease.entry.label}
         with lease:
             if response_format == "diarized_json":
-                body, outcome = await diarized_answer(service, spec, lease, clips, names, references, request)
+                body, outcome, headers["X-ELP-Speaker-Adapter"] = await diarized_answer(
+                    service, spec, lease, clips, names, references, request)
                 media_type = "application/json"
             else:
                 answer, outcome = await answer_clips(service, spec, lease, clips, receive=request.receive)
                 body, media_type = shaped(answer, clips[0].duration_s, response_format, openai.language_name,
                                           timestamp_granularities or [])
-        headers = {"X-ELP-Adapter": lease.entry.label,
-                   "Server-Timing": ", ".join(f"{name};dur={ms}" for name, ms in
-                                              clock.timings(outcome.queue_ms, outcome.inference_ms).items())}
+        headers["Server-Timing"] = ", ".join(f"{name};dur={ms}" for name, ms in
+                                             clock.timings(outcome.queue_ms, outcome.inference_ms).items())
         if isinstance(body, dict):
             return JSONResponse(body, headers=headers)
         return Response(body, media_type=media_type, headers=headers)

@@ -160,6 +160,8 @@ async def test_diarized_json_gives_the_asr_words_to_the_diarize_turns(tiny_store
             "model": "gpt-4o-transcribe-diarize", "response_format": "diarized_json", "chunking_strategy": "auto",
             "num_speakers": "2"})
         assert answer.status_code == 200, answer.text
+        assert answer.headers["x-elp-speaker-adapter"] == turns["adapter"]  # the set that found the speakers
+        assert answer.headers["x-elp-adapter"] == asr["adapter"]
         body = answer.json()
         windows = metric(app, "elp_audio_seconds_total", {"endpoint": "diarize"})
     assert asr["words"] and turns["speaker_count"] >= 2
