@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field, create_model
 from elp.diarization import SpeakerWindows, cluster_windows, first_appearance_order, turns_from_windows
 from elp.errors import ConfigError
 from elp.tasks.base import TaskOption, TaskRequest, TaskSpec
-from elp.tasks.identification import IDENTIFICATION, assign_enrolled
+from elp.tasks.identification import IDENTIFICATION, assign_enrolled, listed_voices
 from elp.tasks.verification import ENROLLED_SCORE_DECIMALS, served_threshold
 
 if TYPE_CHECKING:
@@ -112,7 +112,8 @@ class DiarizationTask(TaskSpec):
 
     def name_speakers(self, request: TaskRequest, embeddings: Any, labels: Any, speakers_of: dict[int, int],
                       speakers: list[dict[str, Any]]) -> None:
-        """Give each found speaker the enrolled one it matches (``request.gallery``), one to one: its windows' mean
+        """Give each found speaker the enrolled one it matches (``request.gallery``, only those ``name_among`` lists
+        when sent), one to one: its windows' mean
         unit embedding against each enrolment, named at the identification threshold for the shorter of its speech
         and that enrolment, moved by ``naming_offset``."""
         import torch
@@ -120,7 +121,7 @@ class DiarizationTask(TaskSpec):
         unit = torch.nn.functional.normalize(torch.from_numpy(embeddings).float(), dim=1)
         clusters = sorted(speakers_of, key=speakers_of.__getitem__)
         voices = [unit[torch.from_numpy(labels == cluster)].mean(dim=0) for cluster in clusters]
-        gallery = list(request.gallery or [])
+        gallery = listed_voices(request.gallery, request.fields.get("name_among"))
         seconds = [speakers[speakers_of[cluster]]["speech_s"] for cluster in clusters]
 
         def threshold_at(voice: int, index: int) -> float:
@@ -147,5 +148,8 @@ DIARIZATION = DiarizationTask(
              TaskOption("max_speakers", "at most this many speakers (default 10)", minimum=1, maximum=20),
              TaskOption("name_speakers", "name the speakers found by the speakers enrolled for the set (the API key; "
                         "counts against the per-client limit of verifications against enrolled speakers)",
-                        kind=bool, gallery=True)),
+                        kind=bool, gallery=True),
+             TaskOption("name_among", "name the speakers found by these enrolled speakers only, ids separated by "
+                        "commas: the people expected in the recording (fewer wrong names); implies name_speakers",
+                        kind=str, gallery=True)),
 )

@@ -168,6 +168,11 @@ async def test_named_speakers_are_the_enrolled_ones_matched_one_to_one(tiny_stor
             assert (await client.post(f"/speakers/{speaker}", files=files, headers=key)).status_code == 200
         named = await client.post("/diarize", files=clip_files(wav(recording)), headers=key,
                                   data={"name_speakers": "true", "num_speakers": "2"})
+        # name_among: only the people listed are candidates (and it asks for names by itself: the key)
+        assert_error(await client.post("/diarize", files=clip_files(wav(recording)),
+                                       data={"name_among": "low", "num_speakers": "2"}), 401, "unauthorized")
+        among = (await client.post("/diarize", files=clip_files(wav(recording)), headers=key,
+                                   data={"name_among": " low ,nobody", "num_speakers": "2"})).json()
         plain = await client.post("/diarize", files=clip_files(wav(recording)), data={"num_speakers": "2"})
         version = app.state.service.speakers.list()[0].adapter_sha256
         gallery = [EnrolledVoice(r.speaker, r.embedding, r.total_duration_s)
@@ -188,6 +193,9 @@ async def test_named_speakers_are_the_enrolled_ones_matched_one_to_one(tiny_stor
     names = [s["name"] for s in answer["speakers"] if "name" in s]
     assert len(names) == len(set(names))  # one to one
     assert sorted(names) == ["high", "low"]  # each tone voice matched with its own enrolment
+    only_low = {s["speaker"]: s.get("name") for s in among["speakers"]}
+    assert sorted(filter(None, only_low.values())) == ["low"]  # "high" was not a candidate
+    assert only_low == {s["speaker"]: (s.get("name") if s.get("name") == "low" else None) for s in answer["speakers"]}
 
 
 def test_enrolled_voices_are_given_one_to_one_best_score_first() -> None:
