@@ -134,7 +134,8 @@ def test_the_answer_names_speakers_in_order_and_uses_the_sets_threshold_at_the_w
 def test_the_task_answers_with_verification_sets_and_has_no_live_stream() -> None:
     spec = get_task("diarization")
     assert spec.set_task == "verification" and spec.one_clip and not spec.streams
-    assert [option.flag for option in spec.options] == ["--num-speakers", "--max-speakers", "--name-speakers"]
+    assert [option.flag for option in spec.options] == ["--num-speakers", "--max-speakers", "--name-speakers",
+                                                       "--name-among"]
     with pytest.raises(ConfigError, match="verification sets"):  # it has no sets of its own
         AdapterSetConfig(task="diarization", backbone={"model_type": "wavlm", "hidden_size": 32, "num_layers": 2,
                                                        "fingerprint": "f"})
