@@ -99,14 +99,20 @@ async def test_an_upload_that_stops_the_decoder_twice_is_refused_and_the_pool_li
 
 @pytest.mark.anyio
 async def test_a_server_decoding_in_processes_answers_as_one_in_threads(tiny_store, tmp_path) -> None:
+    """Also for a browser's WebM, which FFmpeg (PyAV) decodes: the processes isolate that parser too."""
+    from tests.server.test_server_audio import _recorded
+
     clip = wav_bytes(1.2, seed=9, sample_rate=22050)
+    webm, _ = _recorded("webm", "libopus", 48000, 1.2)
     answers = {}
     for kind in ("threads", "processes"):
         settings = make_settings(*tiny_store, tmp_path / kind, decode_pool=kind)
         async with running_app(settings) as (_, client):
             response = await client.post("/emotion", files={"file": ("a.wav", clip, "audio/wav")})
             assert response.status_code == 200, response.text
-            answers[kind] = response.json()["scores"]
+            recorded = await client.post("/emotion", files={"file": ("a.webm", webm, "audio/webm")})
+            assert recorded.status_code == 200, recorded.text
+            answers[kind] = (response.json()["scores"], recorded.json()["scores"])
             bad = await client.post("/emotion", files={"file": ("a.wav", b"garbage", "audio/wav")})
             assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_audio"
     assert answers["processes"] == answers["threads"]
