@@ -26,25 +26,25 @@ async def answer_clips(
     audio and the answer's confidence go into the metrics. ``lease`` must be held until this returns."""
     plan = await service.plan(spec.name, clips)
     outcome = await service.infer_plan(spec.name, lease, plan, receive=receive)
-    answer = dict(spec.silence_answer or ()) if plan.silent else spec.respond(TaskRequest(
-        config=lease.entry.config, rows=outcome.predictions, durations_s=[clip.duration_s for clip in plan.rows],
-        fields=dict(fields or {}), enrolled=enrolled, enrolled_duration_s=enrolled_s, gallery=gallery,
-        fallbacks=service.task_fallbacks, segments_s=plan.spans,
-    ))
+    answer = shape_answer(service, spec, lease, plan, outcome.predictions, fields, enrolled=enrolled,
+                          enrolled_s=enrolled_s, gallery=gallery)
     if counted:
         count_answer(service, spec, clips, plan, answer)
     return answer, outcome
 
 
 def shape_answer(service: InferenceService, spec: TaskSpec, lease: AdapterLease, plan: RowPlan,
-                 predictions: list[Any], fields: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The task's answer to a plan's rows (the silence answer for a silent clip), as :func:`answer_clips` gives it:
-    for a streamed answer, which runs the rows itself."""
+                 predictions: list[Any], fields: Mapping[str, Any] | None = None, *, enrolled: Any = None,
+                 enrolled_s: float | None = None, gallery: Any = None) -> dict[str, Any]:
+    """The task's answer to a plan's rows (the silence answer for a silent clip): :func:`answer_clips`' answer, and
+    a streamed answer's, which runs the rows itself."""
     if plan.silent:
         return dict(spec.silence_answer or ())
-    return spec.respond(TaskRequest(config=lease.entry.config, rows=predictions,
-                                    durations_s=[clip.duration_s for clip in plan.rows], fields=dict(fields or {}),
-                                    fallbacks=service.task_fallbacks, segments_s=plan.spans))
+    return spec.respond(TaskRequest(
+        config=lease.entry.config, rows=predictions, durations_s=[clip.duration_s for clip in plan.rows],
+        fields=dict(fields or {}), enrolled=enrolled, enrolled_duration_s=enrolled_s, gallery=gallery,
+        fallbacks=service.task_fallbacks, segments_s=plan.spans,
+    ))
 
 
 def count_answer(service: InferenceService, spec: TaskSpec, clips: list[DecodedAudio], plan: RowPlan,

@@ -24,6 +24,7 @@ from starlette.background import BackgroundTask
 
 from elp.long_form import join_texts
 from elp.tasks import TASKS, EnrolledVoice, TaskSpec, get_task
+from elp.tasks.verification import mean_unit_embedding
 from server.adapters import AdapterLease
 from server.answering import answer_clips, count_answer, shape_answer
 from server.audio import DecodedAudio
@@ -33,7 +34,6 @@ from server.routes import AUDIO_ROUTE, RequestClock, Service, decode_and_lease
 from server.rows import RowPlan
 from server.schemas import ERROR_RESPONSES
 from server.service import InferenceService
-from server.speakers import mean_unit_embedding
 
 router = APIRouter()
 

@@ -21,6 +21,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from elp.tasks.verification import mean_unit_embedding
 from server.errors import InvalidRequestError, SpeakerNotFoundError
 
 if TYPE_CHECKING:
@@ -76,12 +77,6 @@ def open_speaker_store(settings: Settings) -> SpeakerBackend:
 
         return PostgresSpeakerStore(url)
     return SpeakerStore(settings.speakers_dir)
-
-
-def mean_unit_embedding(embeddings: list[torch.Tensor]) -> torch.Tensor:
-    """The L2-normalised mean of the L2-normalised clip embeddings (what every store keeps)."""
-    unit = [torch.nn.functional.normalize(e.detach().float().cpu().flatten(), dim=0) for e in embeddings]
-    return torch.nn.functional.normalize(torch.stack(unit).mean(dim=0), dim=0).contiguous()
 
 
 def not_enrolled(speaker_id: str, adapter_id: str, adapter_sha256: str, older_version: bool) -> SpeakerNotFoundError:

@@ -14,8 +14,9 @@ import time
 import numpy as np
 import torch
 
+from elp.tasks.verification import mean_unit_embedding
 from server.errors import SpeakerNotFoundError
-from server.speakers import EnrolledSpeaker, mean_unit_embedding, not_enrolled, validate_speaker_id
+from server.speakers import EnrolledSpeaker, not_enrolled, validate_speaker_id
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS elp_speakers (

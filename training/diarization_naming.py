@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from elp.tasks import EnrolledVoice
+from elp.tasks.verification import mean_unit_embedding
 from training.data.manifest import ManifestRow, read_manifest
 
 FRAME_S = 0.01
@@ -70,12 +71,8 @@ def draw_enrolments(speakers: Sequence[str], conversation_id: str, sources: Sour
 def gallery_of(enrolments: dict[str, list[ManifestRow]],
                embed: Callable[[ManifestRow], torch.Tensor]) -> list[EnrolledVoice]:
     """The enrolled voices as the store keeps them: the mean of the clips' unit embeddings, their seconds."""
-    gallery = []
-    for speaker, rows in enrolments.items():
-        unit = torch.stack([torch.nn.functional.normalize(embed(row).float().flatten(), dim=0) for row in rows])
-        gallery.append(EnrolledVoice(speaker, torch.nn.functional.normalize(unit.mean(dim=0), dim=0),
-                                     sum(float(row.duration_s) for row in rows)))
-    return gallery
+    return [EnrolledVoice(speaker, mean_unit_embedding([embed(row) for row in rows]),
+                          sum(float(row.duration_s) for row in rows)) for speaker, rows in enrolments.items()]
 
 
 def naming_frames(reference: Sequence[tuple[float, float, str]], hypothesis: Sequence[tuple[float, float, str | None]],

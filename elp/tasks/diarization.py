@@ -113,9 +113,8 @@ class DiarizationTask(TaskSpec):
     def name_speakers(self, request: TaskRequest, embeddings: Any, labels: Any, speakers_of: dict[int, int],
                       speakers: list[dict[str, Any]]) -> None:
         """Give each found speaker the enrolled one it matches (``request.gallery``, only those ``name_among`` lists
-        when sent), one to one: its windows' mean
-        unit embedding against each enrolment, named at the identification threshold for the shorter of its speech
-        and that enrolment, moved by ``naming_offset``."""
+        when sent), one to one: its windows' mean unit embedding against each enrolment, named at the identification
+        threshold for the shorter of its speech and that enrolment, moved by ``naming_offset``."""
         import torch
 
         unit = torch.nn.functional.normalize(torch.from_numpy(embeddings).float(), dim=1)

@@ -39,6 +39,7 @@ def similarities(probes: Sequence[torch.Tensor], gallery: Sequence[EnrolledVoice
 
     if not probes or not gallery:
         return [[] for _ in probes]
+
     def unit_rows(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
         return torch.nn.functional.normalize(torch.stack([t.detach().float().cpu().flatten() for t in tensors]), dim=1)
 

@@ -26,6 +26,15 @@ if TYPE_CHECKING:
 ENROLLED_SCORE_DECIMALS = 2
 
 
+def mean_unit_embedding(embeddings: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The L2-normalised mean of the L2-normalised clip embeddings: an enrolled speaker, as every speaker store keeps
+    it and every evaluation of enrolments builds it."""
+    import torch
+
+    unit = [torch.nn.functional.normalize(e.detach().float().cpu().flatten(), dim=0) for e in embeddings]
+    return torch.nn.functional.normalize(torch.stack(unit).mean(dim=0), dim=0).contiguous()
+
+
 class Embedder:
     """A row's head output is already the embedding: ``{"embedding": ...}``."""
 
