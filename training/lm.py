@@ -1,9 +1,10 @@
-"""``elp-add-lm``: give an ASR set a word bigram LM for beam-search decoding, tuned on validation.
+"""``elp-add-lm``: give an ASR set a word n-gram LM (bigram or trigram) for beam-search decoding, tuned on validation.
 
 The LM is built from the corpus' *training* transcripts, its unigrams mixed with general English
 word frequencies (``wordfreq``) so unseen words still score. With ``--background-arpa`` it is
-interpolated with a general-English bigram (``python -m training.general_lm`` makes one offline),
-which knows the word pairs a few thousand training sentences never show. ``alpha``, ``beta``, the
+interpolated with a general-English model (``python -m training.general_lm`` makes one offline),
+which knows the word pairs a few thousand training sentences never show; ``--order 3`` adds a trigram level
+(the training text's triples and the background's, interpolated the same way). ``alpha``, ``beta``, the
 penalty for a word outside the vocabulary and the interpolation weight are chosen on the validation
 split (by the mean of CER and WER unless ``--select`` says otherwise). Test clips are only scored
 (greedy and LM) for the record. ``--keep-lm`` re-tunes only the fusion weights, temperature, beam and look-ahead of
@@ -16,6 +17,7 @@ criterion over all the sources wins, and rows reserved for final figures (test s
 
     elp-add-lm adapters_store/asr-default --corpus data/corpus
     elp-add-lm adapters_store/asr-default --corpus data/corpus --background-arpa data/lm/en-us-bigram.arpa
+    elp-add-lm adapters_store/asr-default --corpus data/corpus --order 3 --background-arpa data/lm/en-us-trigram.arpa
     elp-add-lm adapters_store/asr-default --corpus data/corpus --keep-lm --beam-width 64
     elp-add-lm adapters_store/asr-default --corpus data/corpus --text my-domain-sentences.txt
     elp-add-lm adapters_store/asr-default --corpus data/corpus --keep-lm --select wer \
@@ -34,7 +36,7 @@ import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.decoding import WordBigramLM
-from elp.decoding.arpa import read_arpa_bigrams
+from elp.decoding.arpa import read_arpa
 from elp.model import pad_waveforms
 from elp.tasks import get_task
 from training.corpus.text import normalise
@@ -108,6 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weights of the corpus bigram against the background (with --background-arpa)")
     p.add_argument("--background-bigrams", type=int, default=600_000,
                    help="keep the background's N most frequent pairs (0: all); ~12 bytes each in the set")
+    p.add_argument("--order", type=int, choices=[2, 3], default=2,
+                   help="3 adds a trigram level (from the text and the background's trigrams, if it has any)")
+    p.add_argument("--background-trigrams", type=int, default=0,
+                   help="with --order 3: keep the background's N most frequent triples (0: all); ~12 bytes each")
     p.add_argument("--text", nargs="+", default=[],
                    help="text-only files (one sentence a line) added to the LM's training transcripts; lines "
                         "holding a validation or test transcript are dropped")
@@ -199,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 
     background = None
     if args.background_arpa and not args.keep_lm:
-        background = read_arpa_bigrams(args.background_arpa).restricted("".join(vocab[1:]))
+        background = read_arpa(args.background_arpa, max_order=args.order).restricted("".join(vocab[1:]))
 
     def language_models():
         """(interpolation weight, LM) per LM to tune: only the fusion weights change within one."""
@@ -208,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             return
         for weight in args.interpolations if background is not None else [1.0]:
             yield weight, WordBigramLM.build(texts, general, background=background, interpolation=weight,
-                                             max_background_bigrams=args.background_bigrams)
+                                             max_background_bigrams=args.background_bigrams, order=args.order,
+                                             max_background_trigrams=args.background_trigrams)
 
     choice = tune(args, adapter_set, language_models(), {s: clips[s] for s in ("valid", *extra_valid)})
     lm, interpolation = choice.pop("lm"), choice.pop("interpolation")
@@ -216,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     report["lm"] = {"valid": choice["sources"]["valid"], "test": score(adapter_set, clips["test"]),
                     **{k: choice[k] for k in ("alpha", "beta", "unk_score_offset", "temperature")},
                     "beam_width": args.beam_width, "lookahead": args.lookahead,
-                    "words": lm.config.num_words, "bigrams": lm.config.num_bigrams, "kept": args.keep_lm,
+                    "words": lm.config.num_words, "bigrams": lm.config.num_bigrams,
+                    "trigrams": lm.config.num_trigrams, "kept": args.keep_lm,
                     "background": args.background_arpa if background else None,
                     "interpolation": interpolation if background else None,
                     "extra_text": [Path(t).name for t in args.text]}

@@ -1,9 +1,9 @@
-"""CTC prefix beam search with shallow fusion of the set's word bigram LM.
+"""CTC prefix beam search with shallow fusion of the set's word LM (a bigram, or a trigram where the LM has the level).
 
 Per frame only symbols above ``prune_logp`` (log-probability) are expanded, and a frame that is
 almost surely blank only carries the beams forward: ~25 ms per corpus clip (~2 s) on one CPU core
 with beam 32 (the stricter -8 / -0.0005 cost ~40 ms for 0.1 point of CER).
-Words are scored by the LM as they complete (``alpha * ln p(word | previous) + beta``); a partial
+Words are scored by the LM as they complete (``alpha * ln p(word | history) + beta``); a partial
 word that no vocabulary word starts with pays ``unk_score_offset`` at once, so hopeless spellings
 leave the beam early. With the LM's ``lookahead`` a partial word is scored by the best word it can
 still become (``alpha * ln max p(w | previous)`` over the words it starts) until it completes: the
@@ -25,8 +25,9 @@ LN10 = math.log(10)
 NEG_INF = -math.inf
 MAX_CACHED = 500_000
 
-# (score of the completed words, the last completed word, the partial word after it)
-_PrefixState = tuple[float, str, str]
+# (score of the completed words, (the word before the last, the last completed word), the partial word after it);
+# the word before the last stays "" under a bigram LM, so histories that score the same share cache entries
+_PrefixState = tuple[float, tuple[str, str], str]
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -105,14 +106,15 @@ class CTCBeamDecoder:
         self.beam_width = lm.config.beam_width
         self.lookahead = lm.config.lookahead
         self.temperature = lm.config.temperature
+        self.trigrams = lm.config.num_trigrams > 0
         self.prune_logp = prune_logp
         self.blank_skip_logp = blank_skip_logp
-        self._word_cache: dict[tuple[str, str], float] = {}
+        self._word_cache: dict[tuple[tuple[str, str], str], float] = {}
         self._span_cache: dict[str, tuple[int, int]] = {}
-        self._lookahead_cache: dict[tuple[str, str], float] = {}
+        self._lookahead_cache: dict[tuple[tuple[str, str], str], float] = {}
 
     # ------------------------------------------------------------------ LM scores (natural log)
-    def _word_score(self, history: str, word: str) -> float:
+    def _word_score(self, history: tuple[str, str], word: str) -> float:
         key = (history, word)
         if key not in self._word_cache:
             log10 = self.lm.log10_prob(history, word)
@@ -125,14 +127,14 @@ class CTCBeamDecoder:
             self._span_cache[partial] = self.lm.prefix_span(partial)
         return self._span_cache[partial]
 
-    def _lookahead_score(self, history: str, partial: str, span: tuple[int, int]) -> float:
+    def _lookahead_score(self, history: tuple[str, str], partial: str, span: tuple[int, int]) -> float:
         key = (history, partial)
         if key not in self._lookahead_cache:
             best = self.lm.best_log10_prob(history, span)
             self._lookahead_cache[key] = self.unk if best is None else self.alpha * best * LN10
         return self._lookahead_cache[key]
 
-    def _partial_score(self, history: str, partial: str) -> float:
+    def _partial_score(self, history: tuple[str, str], partial: str) -> float:
         """What a partial word adds to its prefix: nothing, the unknown-word penalty if no vocabulary
         word starts with it, or (with look-ahead) the best score of a word it can still become."""
         if not partial:
@@ -149,14 +151,17 @@ class CTCBeamDecoder:
             return completed, history, partial + char
         if not partial:
             return state
-        return completed + self._word_score(history, partial), partial, ""
+        return completed + self._word_score(history, partial), self._next_history(history, partial), ""
+
+    def _next_history(self, history: tuple[str, str], word: str) -> tuple[str, str]:
+        return (history[1] if self.trigrams else "", word)
 
     def _final_score(self, state: _PrefixState) -> float:
         """A whole transcript's LM score: its last word and the sentence end scored too."""
         completed, history, partial = state
         if partial:
             completed += self._word_score(history, partial)
-            history = partial
+            history = self._next_history(history, partial)
         log10 = self.lm.log10_prob(history, EOS)
         return completed + self.alpha * (log10 if log10 is not None else 0.0) * LN10
 
@@ -175,7 +180,7 @@ class CTCBeamDecoder:
         space = self.vocab.index(" ") if " " in self.vocab else -1
         beams: dict[str, tuple[float, float]] = {"": (0.0, NEG_INF)}  # prefix -> (ends in blank, ends in symbol)
         self._bound_caches()
-        states: dict[str, _PrefixState] = {"": (0.0, BOS, "")}  # every prefix ever in a beam or extended
+        states: dict[str, _PrefixState] = {"": (0.0, ("", BOS), "")}  # every prefix ever in a beam or extended
         lm_cache: dict[str, float] = {"": 0.0}
         # per-frame facts read in a few array calls, as Python floats (numpy scalars are slow to add up)
         blanks = log_probs[:, 0].tolist()

@@ -1,7 +1,10 @@
-"""A word bigram language model stored as tensors (so it travels inside the set's safetensors file).
+"""A word bigram language model, optionally with a trigram level, stored as tensors (so it travels inside the
+set's safetensors file).
 
 Words are one UTF-8 blob joined by newlines; unigrams carry log10 probability and back-off weight,
-bigrams are (history, word) index pairs with their log10 probability: ARPA semantics, no pickle.
+bigrams are (history, word) index pairs with their log10 probability: ARPA semantics, no pickle. The trigram
+level (:mod:`elp.decoding.trigram`) adds two-word histories with their back-off weights and the trigrams under
+them; sets saved without it load and decode as before.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from elp.decoding.arpa import ArpaBigrams
+from elp.decoding.arpa import ArpaModel
 from elp.decoding.config import LanguageModelConfig
+from elp.decoding.trigram import TrigramLevel, build_trigram_level
 from elp.errors import ConfigError
 from elp.string_table import join_strings, split_strings
 
@@ -100,7 +104,7 @@ class _BackgroundSide:
     size: int
 
     @classmethod
-    def read(cls, background: ArpaBigrams, background_unigram: Mapping[str, float], index: Mapping[str, int],
+    def read(cls, background: ArpaModel, background_unigram: Mapping[str, float], index: Mapping[str, int],
              max_bigrams: int) -> _BackgroundSide:
         size = len(index)
         unigram = np.zeros(size)
@@ -132,6 +136,15 @@ class _BackgroundSide:
         return np.where(np.isnan(explicit), self.backoff[history] * self.unigram[word], 10.0 ** explicit)
 
 
+def _bigram_backoff(keys: np.ndarray, probability: np.ndarray, unigram: np.ndarray, size: int) -> np.ndarray:
+    """Each history's back-off weight (linear) so that its stored pairs plus the backed-off unigram sum to one."""
+    history, word = keys // size, keys % size
+    mass = np.bincount(history, probability, minlength=size)
+    unigram_mass = np.bincount(history, unigram[word], minlength=size)
+    has_pairs = np.bincount(history, minlength=size) > 0
+    return np.where(has_pairs, np.maximum(1 - mass, 1e-12) / np.maximum(1 - unigram_mass, 1e-12), 1.0)
+
+
 class WordBigramLM(nn.Module):
     """Tensor storage for the LM plus cached Python lookups for the decoder."""
 
@@ -142,7 +155,14 @@ class WordBigramLM(nn.Module):
         self.register_buffer("unigram_log10", torch.zeros(config.num_words, 2))
         self.register_buffer("bigram_index", torch.zeros(config.num_bigrams, 2, dtype=torch.int32))
         self.register_buffer("bigram_log10", torch.zeros(config.num_bigrams))
+        if config.num_trigrams:  # only then: a bigram set's tensors stay exactly what they were
+            self.register_buffer("trigram_histories", torch.zeros(config.num_trigram_histories, 2, dtype=torch.int32))
+            self.register_buffer("trigram_history_backoff_log10", torch.zeros(config.num_trigram_histories))
+            self.register_buffer("trigram_history_row", torch.zeros(config.num_trigrams, dtype=torch.int32))
+            self.register_buffer("trigram_word", torch.zeros(config.num_trigrams, dtype=torch.int32))
+            self.register_buffer("trigram_log10", torch.zeros(config.num_trigrams))
         self._arrays: tuple[list[str], dict[str, int], np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._trigram_arrays: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
         self._vocabulary_sorted = True
         # best unigram of a word span: the same for every history, and a max over thousands of words for a
         # short prefix; bounded like the decoder's caches
@@ -150,9 +170,10 @@ class WordBigramLM(nn.Module):
 
     @classmethod
     def build(cls, texts: Iterable[str], general: Mapping[str, float] | None = None, *,
-              background: ArpaBigrams | None = None, interpolation: float = 0.5,
+              background: ArpaModel | None = None, interpolation: float = 0.5,
               max_background_bigrams: int = 0, discount: float = 0.75, mix: float = 0.5,
-              end_probability: float = 0.08, **decoder: float) -> WordBigramLM:
+              end_probability: float = 0.08, order: int = 2, max_background_trigrams: int = 0,
+              **decoder: float) -> WordBigramLM:
         """Interpolated absolute-discount bigram over ``texts`` (training transcripts), its unigram
         mixed with ``general`` word frequencies (an English prior, e.g. from ``wordfreq``) so words
         never seen in training still get a probability.
@@ -161,9 +182,13 @@ class WordBigramLM(nn.Module):
         ``interpolation * p_corpus(w | v) + (1 - interpolation) * p_background(w | v)``, exact for every
         stored pair and with back-off weights that keep each history's distribution normalised;
         ``max_background_bigrams`` keeps only the background's most frequent pairs (by p(v) p(w | v))
-        to bound the set's size."""
+        to bound the set's size. ``order=3`` adds the trigram level (:func:`build_trigram_level`): the text's
+        triples and the background's (its ``max_background_trigrams`` most frequent, 0: all), interpolated with
+        the same weight."""
         if not 0.0 <= interpolation <= 1.0:
             raise ConfigError("interpolation must be in [0, 1]")
+        if order not in (2, 3):
+            raise ConfigError("order must be 2 or 3")
         sentences = [text.split() for text in texts if text.split()]
         background_unigram: dict[str, float] = {}
         if background is not None:
@@ -174,6 +199,7 @@ class WordBigramLM(nn.Module):
         index = {w: i for i, w in enumerate(words)}
         corpus = _CorpusPairs.count(sentences, index, discount)
         keys, probability, stored_unigram = corpus.keys, corpus.probability(corpus.keys, unigram, discount), unigram
+        side = None
         if background is not None:
             side = _BackgroundSide.read(background, background_unigram, index, max_background_bigrams)
             keys = np.union1d(corpus.keys, side.keys)
@@ -181,22 +207,45 @@ class WordBigramLM(nn.Module):
                            + (1 - interpolation) * side.probability(keys))
             stored_unigram = interpolation * unigram + (1 - interpolation) * side.unigram
             stored_unigram /= stored_unigram.sum()
-        return cls._packed(words, keys, probability, stored_unigram, decoder)
+        trigrams = None
+        if order == 3:
+            backoff = _bigram_backoff(keys, probability, stored_unigram, len(words))
+
+            def final_bigram(queries: np.ndarray) -> np.ndarray:
+                explicit = _sorted_lookup(keys, probability, queries, np.nan)
+                backed_off = backoff[queries // len(words)] * stored_unigram[queries % len(words)]
+                return np.where(np.isnan(explicit), backed_off, explicit)
+
+            trigrams = build_trigram_level(
+                sentences, index, corpus_bigram=lambda q: corpus.probability(q, unigram, discount),
+                final_bigram=final_bigram, background=background,
+                background_bigram=side.probability if side is not None else None,
+                background_unigram=side.unigram if side is not None else None, interpolation=interpolation,
+                discount=discount, max_background_trigrams=max_background_trigrams)
+        return cls._packed(words, keys, probability, stored_unigram, decoder, trigrams)
 
     @classmethod
     def _packed(cls, words: list[str], keys: np.ndarray, probability: np.ndarray, unigram: np.ndarray,
-                decoder: Mapping[str, float]) -> WordBigramLM:
+                decoder: Mapping[str, float], trigrams: TrigramLevel | None = None) -> WordBigramLM:
         """The model's tensors from its bigram keys (``history * size + word``), their probabilities and
-        the unigram; each history's back-off weight keeps its distribution normalised."""
+        the unigram (each history's back-off weight keeps its distribution normalised), and the trigram level."""
         size = len(words)
         history, word = keys // size, keys % size
-        mass = np.bincount(history, probability, minlength=size)
-        unigram_mass = np.bincount(history, unigram[word], minlength=size)
         has_pairs = np.bincount(history, minlength=size) > 0
-        backoff = np.where(has_pairs, np.maximum(1 - mass, 1e-12) / np.maximum(1 - unigram_mass, 1e-12), 1.0)
+        backoff = _bigram_backoff(keys, probability, unigram, size)
         blob = join_strings(words)
-        config = LanguageModelConfig(num_words=size, num_word_bytes=len(blob), num_bigrams=len(keys), **decoder)
+        levels = {} if trigrams is None else {"num_trigrams": len(trigrams.words),
+                                               "num_trigram_histories": len(trigrams.histories)}
+        config = LanguageModelConfig(num_words=size, num_word_bytes=len(blob), num_bigrams=len(keys), **levels,
+                                     **decoder)
         model = cls(config)
+        if trigrams is not None and len(trigrams.words):
+            model.trigram_histories.copy_(torch.from_numpy(
+                np.stack([trigrams.histories // size, trigrams.histories % size], axis=1).astype(np.int32)))
+            model.trigram_history_backoff_log10.copy_(torch.from_numpy(np.log10(trigrams.history_backoff)))
+            model.trigram_history_row.copy_(torch.from_numpy(trigrams.history_row.astype(np.int32)))
+            model.trigram_word.copy_(torch.from_numpy(trigrams.words.astype(np.int32)))
+            model.trigram_log10.copy_(torch.from_numpy(np.log10(trigrams.probability)))
         model.words_utf8.copy_(torch.frombuffer(bytearray(blob), dtype=torch.uint8))
         table = np.stack([np.log10(np.maximum(unigram, 1e-99)), np.log10(backoff)], axis=1)
         table[0, 0] = -99.0
@@ -225,25 +274,67 @@ class WordBigramLM(nn.Module):
                             self.bigram_log10.cpu().double().numpy()[order])
         return self._arrays
 
+    def trigram_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(two-word history keys ``before * V + last`` sorted, their log10 back-off, each history's first trigram
+        (one more entry than histories), the trigrams' words sorted within a history, their log10 p), built once;
+        empty arrays for a bigram model."""
+        if self._trigram_arrays is None:
+            size = self.config.num_words
+            if not self.config.num_trigrams:
+                empty = np.zeros(0, np.int64)
+                self._trigram_arrays = (empty, np.zeros(0), np.zeros(1, np.int64), empty, np.zeros(0))
+            else:
+                pairs = self.trigram_histories.cpu().numpy().astype(np.int64)
+                history_keys = pairs[:, 0] * size + pairs[:, 1]
+                by_key = np.argsort(history_keys, kind="stable")
+                new_row = np.empty_like(by_key)
+                new_row[by_key] = np.arange(len(by_key))
+                rows = new_row[self.trigram_history_row.cpu().numpy().astype(np.int64)]
+                trigram_words = self.trigram_word.cpu().numpy().astype(np.int64)
+                order = np.argsort(rows * size + trigram_words, kind="stable")
+                self._trigram_arrays = (history_keys[by_key],
+                                        self.trigram_history_backoff_log10.cpu().double().numpy()[by_key],
+                                        np.searchsorted(rows[order], np.arange(len(by_key) + 1)),
+                                        trigram_words[order], self.trigram_log10.cpu().double().numpy()[order])
+        return self._trigram_arrays
+
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         self._arrays = None
+        self._trigram_arrays = None
         self._best_unigram = {}
         super()._load_from_state_dict(*args, **kwargs)
 
-    def log10_prob(self, history: str, word: str) -> float | None:
-        """ARPA bigram lookup with back-off; None for a word outside the vocabulary."""
+    def _trigram_history(self, before: str, last: int) -> int:
+        """The row of the two-word history (``before``, word ``last``), or -1 when it has no trigrams."""
+        u = self._lookup()[1].get(before)
+        history_keys = self.trigram_arrays()[0]
+        if u is None or not len(history_keys):
+            return -1
+        key = u * self.config.num_words + last
+        at = int(history_keys.searchsorted(key))
+        return at if at < len(history_keys) and history_keys[at] == key else -1
+
+    def log10_prob(self, history: str | tuple[str, str], word: str) -> float | None:
+        """ARPA lookup with back-off; None for a word outside the vocabulary. ``history`` is the previous
+        word, or (the word before it, the previous word) for the trigram level where the model has one."""
+        before, last = history if isinstance(history, tuple) else ("", history)
         words, index, unigram, keys, values = self._lookup()
         w = index.get(word)
         if w is None:
             return None
-        v = index.get(history)
+        v = index.get(last)
         if v is None:
             return float(unigram[w, 0])
         key = v * len(words) + w
         at = int(keys.searchsorted(key))
-        if at < len(keys) and keys[at] == key:
-            return float(values[at])
-        return float(unigram[v, 1] + unigram[w, 0])
+        bigram = float(values[at]) if at < len(keys) and keys[at] == key else float(unigram[v, 1] + unigram[w, 0])
+        row = self._trigram_history(before, v) if before else -1
+        if row < 0:
+            return bigram
+        _, backoff, starts, trigram_words, trigram_values = self.trigram_arrays()
+        lo, hi = starts[row], starts[row + 1]
+        at = lo + int(trigram_words[lo:hi].searchsorted(w))
+        return float(trigram_values[at]) if at < hi and trigram_words[at] == w else float(backoff[row]) + bigram
 
     def sorted_vocabulary(self) -> list[str]:
         """:meth:`vocabulary`, checked to be sorted after the two sentence markers (as ``build`` stores it): the
@@ -264,9 +355,23 @@ class WordBigramLM(nn.Module):
         successor = prefix[:-1] + chr(ord(prefix[-1]) + 1)
         return lo, bisect.bisect_left(words, successor, lo)
 
-    def best_log10_prob(self, history: str, span: tuple[int, int]) -> float | None:
+    def best_log10_prob(self, history: str | tuple[str, str], span: tuple[int, int]) -> float | None:
         """Highest ``log10 p(w | history)`` of any word ``w`` in ``span`` (a :meth:`prefix_span`), with
-        back-off: the LM look-ahead of a partial word. None for an empty span."""
+        back-off: the LM look-ahead of a partial word. None for an empty span. With a two-word ``history`` and
+        a trigram level: the best stored trigram of the span or the back-off weight plus the bigram's best (an
+        upper bound where the bigram's best word has a trigram of its own)."""
+        before, last = history if isinstance(history, tuple) else ("", history)
+        bigram = self._best_bigram_log10_prob(last, span)
+        row = self._trigram_history(before, self._lookup()[1][last]) if before and last in self._lookup()[1] else -1
+        if bigram is None or row < 0:
+            return bigram
+        _, backoff, starts, trigram_words, trigram_values = self.trigram_arrays()
+        first, stop = starts[row], starts[row + 1]
+        lo, hi = first + trigram_words[first:stop].searchsorted(span)
+        best = float(backoff[row]) + bigram
+        return max(best, float(trigram_values[lo:hi].max())) if hi > lo else best
+
+    def _best_bigram_log10_prob(self, history: str, span: tuple[int, int]) -> float | None:
         lo, hi = span
         if hi <= lo:
             return None
@@ -286,11 +391,11 @@ class WordBigramLM(nn.Module):
 
     def sentence_log10_prob(self, words: list[str]) -> float:
         """Total log10 probability of a sentence, ``</s>`` included (OOV words count as -inf)."""
-        total, history = 0.0, BOS
+        total, history = 0.0, ("", BOS)
         for word in [*words, EOS]:
             score = self.log10_prob(history, word)
             if score is None:
                 return -math.inf
             total += score
-            history = word
+            history = (history[1], word)
         return total

@@ -7,9 +7,10 @@ threads decode clips in parallel:
 
 * a prefix is a node of a tree built during the search (parent, last symbol; a dict from ``parent * symbols +
   symbol`` to the child), so a prefix one character longer costs a look-up, not a new string;
-* its LM state is (completed words' score, the last word's index, the partial word's span of the sorted
-  vocabulary): a partial word one character longer narrows its span by two binary searches on that character
-  position, which is what :meth:`WordBigramLM.prefix_span` answers by bisecting strings;
+* its LM state is (completed words' score, the last word's index, the row of its two-word history where the LM
+  has a trigram level for it, the partial word's span of the sorted vocabulary): a partial word one character
+  longer narrows its span by two binary searches on that character position, which is what
+  :meth:`WordBigramLM.prefix_span` answers by bisecting strings;
 * the word-end and look-ahead scores read the LM's own sorted arrays (:meth:`WordBigramLM._lookup`) in the same
   order of float operations as the Python search, and beams are kept in the same order, so both give the same
   transcripts (``tests/elp/test_compiled_beam.py`` checks it clip by clip). Ties between equal scores are the one
@@ -39,7 +40,7 @@ except ImportError:  # pragma: no cover - numba is a core dependency; the Python
 
 LN10 = math.log(10)
 # a prefix node's integer fields (one row of ``ints``) and float fields (one row of ``floats``)
-PARENT, SYMBOL, HISTORY, SPAN_LO, SPAN_HI, LENGTH, STAMP = range(7)
+PARENT, SYMBOL, HISTORY, SPAN_LO, SPAN_HI, LENGTH, STAMP, CONTEXT = range(8)
 COMPLETED, LM_SCORE, ENDS_BLANK, ENDS_SYMBOL = range(4)
 
 
@@ -56,7 +57,9 @@ if numba is not None:
             return a + math.log1p(math.exp(b - a))
         return b + math.log1p(math.exp(a - b))
 
-    # -- the LM: ``lm`` = (word code points, word offsets, unigram table, sorted bigram keys, their log10 p)
+    # -- the LM: ``lm`` = (word code points, word offsets, unigram table, sorted bigram keys, their log10 p,
+    #    then :meth:`WordBigramLM.trigram_arrays`: two-word history keys, their log10 back-off, each history's first
+    #    trigram, the trigrams' words, their log10 p; empty for a bigram LM)
 
     @njit(cache=True, nogil=True)
     def _char_bound(lm, lo, hi, position, code, upper):
@@ -74,20 +77,54 @@ if numba is not None:
         return lo
 
     @njit(cache=True, nogil=True)
-    def _log10_prob(lm, history, word):
-        """:meth:`WordBigramLM.log10_prob` for in-vocabulary ``word``; ``history`` -1 = a word outside the LM."""
+    def _trigram_row(lm, before, last):
+        """The row of the two-word history (``before``, ``last``) in the trigram level, or -1 when it has none."""
+        history_keys = lm[5]
+        if before < 0 or last < 0 or history_keys.shape[0] == 0:
+            return -1
+        key = before * (lm[1].shape[0] - 1) + last
+        at = np.searchsorted(history_keys, key)
+        if at < history_keys.shape[0] and history_keys[at] == key:
+            return at
+        return -1
+
+    @njit(cache=True, nogil=True)
+    def _log10_prob(lm, history, context, word):
+        """:meth:`WordBigramLM.log10_prob` for in-vocabulary ``word``; ``history`` -1 = a word outside the LM,
+        ``context`` the row of the two-word history (:func:`_trigram_row`)."""
         unigram, keys, values = lm[2], lm[3], lm[4]
         if history < 0:
             return unigram[word, 0]
         key = history * (lm[1].shape[0] - 1) + word
         at = np.searchsorted(keys, key)
-        if at < keys.shape[0] and keys[at] == key:
-            return values[at]
-        return unigram[history, 1] + unigram[word, 0]
+        found = at < keys.shape[0] and keys[at] == key
+        bigram = values[at] if found else unigram[history, 1] + unigram[word, 0]
+        if context < 0:
+            return bigram
+        starts, trigram_words = lm[7], lm[8]
+        first, stop = starts[context], starts[context + 1]
+        at = first + np.searchsorted(trigram_words[first:stop], word)
+        if at < stop and trigram_words[at] == word:
+            return lm[9][at]
+        return lm[6][context] + bigram
 
     @njit(cache=True, nogil=True)
-    def _best_log10_prob(lm, history, lo, hi, best_unigram_cache):
+    def _best_log10_prob(lm, history, context, lo, hi, best_unigram_cache):
         """:meth:`WordBigramLM.best_log10_prob` of a non-empty span."""
+        best = _best_bigram_log10_prob(lm, history, lo, hi, best_unigram_cache)
+        if context < 0:
+            return best
+        starts, trigram_words = lm[7], lm[8]
+        first, stop = starts[context], starts[context + 1]
+        a = first + np.searchsorted(trigram_words[first:stop], lo)
+        b = first + np.searchsorted(trigram_words[first:stop], hi)
+        best = lm[6][context] + best
+        if b > a:
+            return max(best, lm[9][a:b].max())
+        return best
+
+    @njit(cache=True, nogil=True)
+    def _best_bigram_log10_prob(lm, history, lo, hi, best_unigram_cache):
         unigram, keys, values = lm[2], lm[3], lm[4]
         num_words = lm[1].shape[0] - 1
         span_key = lo * (num_words + 1) + hi
@@ -117,13 +154,13 @@ if numba is not None:
     # -- scores: ``fusion`` = (alpha, beta, unknown-word offset, look-ahead on)
 
     @njit(cache=True, nogil=True)
-    def _word_score(lm, fusion, history, word):
+    def _word_score(lm, fusion, history, context, word):
         if word < 0:
             return fusion[2] + fusion[1]
-        return fusion[0] * _log10_prob(lm, history, word) * LN10 + fusion[1]
+        return fusion[0] * _log10_prob(lm, history, context, word) * LN10 + fusion[1]
 
     @njit(cache=True, nogil=True)
-    def _partial_score(lm, fusion, caches, history, lo, hi, length):
+    def _partial_score(lm, fusion, caches, history, context, lo, hi, length):
         """``CTCBeamDecoder._partial_score``: nothing, the unknown-word offset, or the look-ahead score."""
         if length == 0:
             return 0.0
@@ -132,10 +169,12 @@ if numba is not None:
         if not fusion[3]:
             return 0.0
         num_words = lm[1].shape[0] - 1
-        key = ((history + 1) * (num_words + 1) + lo) * (num_words + 1) + hi
-        lookahead_cache = caches[1]
+        if context < 0:  # keyed by the last word, or by the two-word history's row in their own table
+            key, lookahead_cache = ((history + 1) * (num_words + 1) + lo) * (num_words + 1) + hi, caches[1]
+        else:
+            key, lookahead_cache = (context * (num_words + 1) + lo) * (num_words + 1) + hi, caches[2]
         if key not in lookahead_cache:
-            lookahead_cache[key] = fusion[0] * _best_log10_prob(lm, history, lo, hi, caches[0]) * LN10
+            lookahead_cache[key] = fusion[0] * _best_log10_prob(lm, history, context, lo, hi, caches[0]) * LN10
         return lookahead_cache[key]
 
     @njit(cache=True, nogil=True)
@@ -144,6 +183,7 @@ if numba is not None:
         word, another symbol narrows its span) and its LM score."""
         ints[key, PARENT], ints[key, SYMBOL], ints[key, STAMP] = node, symbol, -1
         ints[key, HISTORY], floats[key, COMPLETED] = ints[node, HISTORY], floats[node, COMPLETED]
+        ints[key, CONTEXT] = ints[node, CONTEXT]
         lo, hi, length = ints[node, SPAN_LO], ints[node, SPAN_HI], ints[node, LENGTH]
         if symbol != space:
             if hi > lo:
@@ -153,21 +193,22 @@ if numba is not None:
             length += 1
         elif length > 0:
             word = _word_of(lm, lo, hi, length)
-            floats[key, COMPLETED] += _word_score(lm, fusion, ints[node, HISTORY], word)
+            floats[key, COMPLETED] += _word_score(lm, fusion, ints[node, HISTORY], ints[node, CONTEXT], word)
+            ints[key, CONTEXT] = _trigram_row(lm, ints[node, HISTORY], word)
             ints[key, HISTORY], lo, hi, length = word, 2, lm[1].shape[0] - 1, 0
         ints[key, SPAN_LO], ints[key, SPAN_HI], ints[key, LENGTH] = lo, hi, length
-        floats[key, LM_SCORE] = floats[key, COMPLETED] + _partial_score(lm, fusion, caches, ints[key, HISTORY], lo,
-                                                                         hi, length)
+        floats[key, LM_SCORE] = floats[key, COMPLETED] + _partial_score(lm, fusion, caches, ints[key, HISTORY],
+                                                                         ints[key, CONTEXT], lo, hi, length)
 
     @njit(cache=True, nogil=True)
     def _final_score(node, ints, floats, lm, fusion, eos):
         """``CTCBeamDecoder._final_score``: the last partial word completed, then the sentence end."""
-        total, last = floats[node, COMPLETED], ints[node, HISTORY]
+        total, last, context = floats[node, COMPLETED], ints[node, HISTORY], ints[node, CONTEXT]
         if ints[node, LENGTH] > 0:
             word = _word_of(lm, ints[node, SPAN_LO], ints[node, SPAN_HI], ints[node, LENGTH])
-            total += _word_score(lm, fusion, last, word)
-            last = word
-        return total + fusion[0] * _log10_prob(lm, last, eos) * LN10
+            total += _word_score(lm, fusion, last, context, word)
+            last, context = word, _trigram_row(lm, last, word)
+        return total + fusion[0] * _log10_prob(lm, last, context, eos) * LN10
 
     # -- the search
 
@@ -224,10 +265,10 @@ if numba is not None:
                 caches):
         """The best prefix's symbols (vocabulary indices): ``CTCBeamDecoder.decode`` on a tree of prefix nodes."""
         num_symbols = log_probs.shape[1]
-        ints, floats = np.empty((1024, 7), np.int64), np.empty((1024, 4), np.float64)
+        ints, floats = np.empty((1024, 8), np.int64), np.empty((1024, 4), np.float64)
         children = Dict.empty(types.int64, types.int64)  # parent * symbols + symbol -> child node
         # the root: the empty prefix, no word yet, its partial word's span every word after the two markers
-        ints[0, PARENT], ints[0, SYMBOL], ints[0, HISTORY], ints[0, STAMP] = -1, -1, bos, -1
+        ints[0, PARENT], ints[0, SYMBOL], ints[0, HISTORY], ints[0, STAMP], ints[0, CONTEXT] = -1, -1, bos, -1, -1
         ints[0, SPAN_LO], ints[0, SPAN_HI], ints[0, LENGTH] = 2, lm[1].shape[0] - 1, 0
         floats[0, COMPLETED], floats[0, LM_SCORE] = 0.0, 0.0
         nodes, beam = 1, np.zeros(1, np.int64)
@@ -290,7 +331,7 @@ class CompiledCTCBeamDecoder:
         codes = np.frombuffer("".join(words).encode("utf-32-le"), dtype=np.int32)
         offsets = np.zeros(len(words) + 1, np.int64)
         np.cumsum([len(word) for word in words], out=offsets[1:])
-        self._lm = (codes, offsets, unigram, keys, values)
+        self._lm = (codes, offsets, unigram, keys, values, *lm.trigram_arrays())
         self._fusion = (float(config.alpha), float(config.beta), float(config.unk_score_offset), bool(config.lookahead))
         self._bos, self._eos = index[BOS], index[EOS]
         self._space = self.vocab.index(" ") if " " in self.vocab else -1
@@ -298,27 +339,26 @@ class CompiledCTCBeamDecoder:
         self._caches = threading.local()
 
     @property
-    def _thread_caches(self) -> tuple[Any, Any]:
-        """This thread's look-up caches (best unigram of a span, look-ahead scores). The search runs without the
-        GIL, so two threads decoding with one decoder (a server's model workers) must not share a typed dict:
-        concurrent writes to one corrupt it."""
+    def _thread_caches(self) -> tuple[Any, Any, Any]:
+        """This thread's look-up caches (best unigram of a span, look-ahead scores by last word and by two-word
+        history). The search runs without the GIL, so two threads decoding with one decoder (a server's model
+        workers) must not share a typed dict: concurrent writes to one corrupt it."""
         caches = getattr(self._caches, "dicts", None)
         if caches is None:
-            caches = self._caches.dicts = (Dict.empty(types.int64, types.float64),
-                                           Dict.empty(types.int64, types.float64))
+            caches = self._caches.dicts = tuple(Dict.empty(types.int64, types.float64) for _ in range(3))
         return caches
 
     def decode(self, log_probs: np.ndarray) -> str:
         log_probs = np.asarray(log_probs, dtype=np.float64)
         if self.temperature != 1.0:
             log_probs = tempered(log_probs, self.temperature)
-        best_unigram, lookahead = self._thread_caches
-        if len(best_unigram) > MAX_CACHED or len(lookahead) > MAX_CACHED:  # a long-lived decoder's: start afresh
-            best_unigram.clear()
-            lookahead.clear()
+        caches = self._thread_caches
+        if any(len(cache) > MAX_CACHED for cache in caches):  # a long-lived decoder's: start afresh
+            for cache in caches:
+                cache.clear()
         symbols = _search(np.ascontiguousarray(log_probs), self._symbol_codes, self._space, self.beam_width,
                           self.prune_logp, self.blank_skip_logp, self._lm, self._fusion, self._bos, self._eos,
-                          (best_unigram, lookahead))
+                          caches)
         return " ".join("".join(self.vocab[s] for s in symbols.tolist()).split())
 
 

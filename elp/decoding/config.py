@@ -9,7 +9,8 @@ from elp.errors import ConfigError
 
 @dataclass
 class LanguageModelConfig:
-    """A word bigram model for CTC beam search with shallow fusion. ``alpha`` weighs the LM's log
+    """A word bigram model (optionally with a trigram level: ``num_trigrams`` under ``num_trigram_histories``
+    two-word histories) for CTC beam search with shallow fusion. ``alpha`` weighs the LM's log
     probability, ``beta`` rewards each word (both tuned on validation clips), ``beam_width`` bounds the
     search. The sizes fix the shapes of the LM tensors stored beside the set's weights, so a set
     whose tensors do not match its config is refused on load like any other.
@@ -34,10 +35,15 @@ class LanguageModelConfig:
     unk_score_offset: float = -10.0
     lookahead: bool = False
     temperature: float = 1.0
+    num_trigrams: int = 0
+    num_trigram_histories: int = 0
 
     def __post_init__(self) -> None:
         if self.num_words < 3 or self.num_word_bytes < self.num_words or self.num_bigrams < 0:
             raise ConfigError("language model sizes are inconsistent")
+        if (self.num_trigrams < 0 or self.num_trigram_histories > self.num_trigrams
+                or (self.num_trigrams > 0) != (self.num_trigram_histories > 0)):
+            raise ConfigError("trigram sizes are inconsistent")
         if not 1 <= self.beam_width <= 1024 or self.alpha < 0:
             raise ConfigError("beam_width must be in [1, 1024] and alpha >= 0")
         if not 0.1 <= self.temperature <= 10.0:

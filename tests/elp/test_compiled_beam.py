@@ -35,24 +35,26 @@ def settings() -> list[dict]:
             dict(alpha=1.2, beta=2.0, beam_width=4, temperature=2.0, lookahead=False, unk_score_offset=-5.0)]
 
 
+@pytest.mark.parametrize("order", [2, 3], ids=["bigram", "trigram"])
 @pytest.mark.parametrize("setting", settings(), ids=["plain", "served", "no-lookahead"])
-def test_compiled_search_gives_the_reference_transcript(setting: dict) -> None:
-    lm = WordBigramLM.build(TEXTS, GENERAL)
+def test_compiled_search_gives_the_reference_transcript(setting: dict, order: int) -> None:
+    lm = WordBigramLM.build(TEXTS, GENERAL, order=order)
     lm.config = dataclasses.replace(lm.config, **setting)
     reference, compiled = CTCBeamDecoder(CTC_VOCAB, lm), CompiledCTCBeamDecoder(CTC_VOCAB, lm)
     sentences = [*TEXTS, "turn on the window light", "the dog opens a turnip", "xq zzv the"]  # out-of-LM words too
-    answers = []
+    misread = 0
     for seed, text in enumerate(sentences * 3):
         log_probs = noisy_log_probs(text, seed, spread=(0.5, 1.5, 3.0)[seed % 3])
         expected = reference.decode(log_probs)
         assert compiled.decode(log_probs) == expected, (text, seed)
-        answers.append(expected)
-    assert len(set(answers)) > len(sentences)  # the noise made the searches disagree with the spelling sometimes
+        misread += expected != text
+    assert misread >= 3  # the noise made the searches disagree with the spelling sometimes
 
 
-def test_a_long_clip_grows_the_prefix_tree_and_still_agrees() -> None:
+@pytest.mark.parametrize("order", [2, 3], ids=["bigram", "trigram"])
+def test_a_long_clip_grows_the_prefix_tree_and_still_agrees(order: int) -> None:
     """Hundreds of frames with many symbols above the floor: more prefix nodes than the search starts with."""
-    lm = WordBigramLM.build(TEXTS, GENERAL, alpha=0.5, beta=0.0, beam_width=32, temperature=3.0)
+    lm = WordBigramLM.build(TEXTS, GENERAL, alpha=0.5, beta=0.0, beam_width=32, temperature=3.0, order=order)
     text = " ".join(TEXTS * 4)
     log_probs = noisy_log_probs(text, seed=7, spread=2.0)
     assert log_probs.shape[0] > 500

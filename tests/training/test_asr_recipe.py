@@ -350,6 +350,30 @@ def test_add_lm_interpolates_a_background_arpa_and_records_it(asr_corpus, backbo
     # the background brings its words (only those the CTC vocabulary can spell) and its pairs
     assert {"kettle", "turn", "lights"} <= words and "NASA" not in words
     assert language_model.log10_prob("the", "kettle") > language_model.log10_prob("the", "door")
+    assert language_model.config.num_trigrams == 0
+
+
+def test_add_lm_builds_a_trigram_level_from_the_text_and_the_background(asr_corpus, backbone_dir, tmp_path):
+    from elp import load_backbone as load
+    from elp.testing import make_random_adapter_set
+    from training import lm
+
+    (tmp_path / "bg.arpa").write_text(
+        "\\data\\\nngram 1=4\nngram 2=2\nngram 3=1\n\n\\1-grams:\n-99 <s> -0.2\n-1 </s>\n-0.6 the -0.3\n"
+        "-0.9 kettle\n\n\\2-grams:\n-0.2 <s> the -0.1\n-0.1 the kettle\n\n\\3-grams:\n-0.05 <s> the kettle\n"
+        "\n\\end\\\n")
+    make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "asr-set")
+    common = [str(tmp_path / "asr-set"), "--backbone", str(backbone_dir), "--corpus", str(asr_corpus),
+              "--general-words", "0", "--alphas", "0.5", "--betas", "1.0", "--unk-offsets", "-10",
+              "--background-arpa", str(tmp_path / "bg.arpa"), "--interpolations", "0.4"]
+    assert lm.main([*common, "--out", str(tmp_path / "bigram")]) == 0
+    assert lm.main([*common, "--out", str(tmp_path / "trigram"), "--order", "3"]) == 0
+    bigram = AdapterSet.load(tmp_path / "bigram").language_model
+    trigram = AdapterSet.load(tmp_path / "trigram").language_model
+    assert bigram.config.num_trigrams == 0 < trigram.config.num_trigrams
+    assert trigram.config.num_bigrams == bigram.config.num_bigrams  # the same pairs under the new level
+    # the background's one triple now scores "kettle" at the start of a sentence above the bigram's guess
+    assert trigram.log10_prob(("<s>", "the"), "kettle") > bigram.log10_prob(("<s>", "the"), "kettle")
 
 
 def test_condition_groups_follow_the_corpus_meta():

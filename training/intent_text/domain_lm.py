@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from elp import AdapterSet
-from elp.decoding.arpa import ArpaBigrams
+from elp.decoding.arpa import ArpaModel
 from elp.decoding.bigram import WordBigramLM
 from elp.tasks.asr import CTCTranscriber
 from training.corpus.text import normalise
@@ -41,7 +41,7 @@ from training.metrics import wer
 from training.suites.guard import held_out_reason
 
 
-def lm_as_arpa(lm: WordBigramLM) -> ArpaBigrams:
+def lm_as_arpa(lm: WordBigramLM) -> ArpaModel:
     """A stored bigram LM as ARPA levels (exact: its unigram, back-off and bigram tables), so that it can
     be the background another LM is interpolated with."""
     words = lm.vocabulary()
@@ -50,7 +50,7 @@ def lm_as_arpa(lm: WordBigramLM) -> ArpaBigrams:
     pairs = lm.bigram_index.cpu().numpy().tolist()
     values = lm.bigram_log10.double().cpu().numpy().tolist()
     bigrams = {(words[v], words[w]): p for (v, w), p in zip(pairs, values, strict=True)}
-    return ArpaBigrams(unigrams, bigrams, {1: len(unigrams), 2: len(bigrams)})
+    return ArpaModel(unigrams, bigrams, {1: len(unigrams), 2: len(bigrams)})
 
 
 def domain_sentences(folders: list[str], alphabet: str) -> tuple[list[str], dict[str, int]]:

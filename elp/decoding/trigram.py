@@ -1,0 +1,132 @@
+"""The optional trigram level of the word LM: how it is built and how it is read.
+
+Why: a bigram scores "the" after any word the same way, so on real read speech the search keeps choosing word pairs
+that are each likely and together wrong. General English trigrams (pocketsphinx's 1.67M, ``training.general_lm``)
+interpolated with the corpus text's own give each word two words of history.
+
+Storage (tensors beside the bigram's, so the level travels in the set's safetensors file): the two-word histories
+that have stored trigrams, sorted by ``before * V + last``, with their back-off weight; the trigrams as (history row,
+word) sorted, with their log10 probability. A history with no stored trigram backs off to the bigram with weight 1,
+so the search's state is the last word plus, where one exists, the row of its two-word history (KenLM's state
+minimisation).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from elp.decoding.arpa import ArpaModel
+
+BOS, EOS = "<s>", "</s>"
+Probability = Callable[[np.ndarray], np.ndarray]  # p(word | history) at bigram keys ``history * V + word``
+
+
+@dataclass
+class TrigramLevel:
+    """The level as arrays (linear probabilities while building, log10 once stored)."""
+
+    histories: np.ndarray  # (H,) int64 ``before * V + last``, sorted
+    history_backoff: np.ndarray  # (H,) back-off weight of each history
+    history_row: np.ndarray  # (T,) int64 row of each trigram's history
+    words: np.ndarray  # (T,) int64, sorted within each history
+    probability: np.ndarray  # (T,)
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Each history's first trigram (H + 1 entries): its trigrams are ``starts[h]:starts[h + 1]``."""
+        return np.searchsorted(self.history_row, np.arange(len(self.histories) + 1))
+
+
+def _corpus_triples(sentences: list[list[str]], index: Mapping[str, int], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted trigram keys ``(before * V + last) * V + word`` of the training text and their counts."""
+    triples: collections.Counter[tuple[str, str, str]] = collections.Counter()
+    for words in sentences:
+        tokens = [BOS, *words, EOS]
+        triples.update(zip(tokens, tokens[1:], tokens[2:], strict=False))
+    keys = np.array([(index[u] * size + index[v]) * size + index[w] for u, v, w in triples], dtype=np.int64)
+    counts = np.array(list(triples.values()), dtype=np.float64)
+    order = np.argsort(keys)
+    return keys[order], counts[order]
+
+
+def _at(sorted_keys: np.ndarray, values: np.ndarray, queries: np.ndarray, missing: float) -> np.ndarray:
+    out = np.full(len(queries), missing, dtype=np.float64)
+    if len(sorted_keys):
+        at = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
+        hit = sorted_keys[at] == queries
+        out[hit] = values[at[hit]]
+    return out
+
+
+def _corpus_probability(keys: np.ndarray, corpus_keys: np.ndarray, corpus_counts: np.ndarray, size: int,
+                        corpus_bigram: Probability, discount: float) -> np.ndarray:
+    """Absolute-discount p(word | before, last) of the training text at ``keys``, backing off to its bigram."""
+    histories, inverse = np.unique(corpus_keys // size, return_inverse=True)
+    history_counts = np.bincount(inverse, corpus_counts)
+    followers = np.bincount(inverse)
+    count = _at(corpus_keys, corpus_counts, keys, 0.0)
+    seen_count = _at(histories, history_counts, keys // size, 0.0)
+    seen_followers = _at(histories, followers.astype(np.float64), keys // size, 0.0)
+    lower = corpus_bigram(keys % (size * size))
+    safe = np.maximum(seen_count, 1.0)
+    return np.where(seen_count > 0, np.maximum(count - discount, 0.0) / safe + discount * seen_followers / safe * lower,
+                    lower)
+
+
+def _background_arrays(background: ArpaModel, index: Mapping[str, int], size: int) -> tuple[np.ndarray, ...]:
+    """The background's trigrams (sorted keys, log10 p) and its two-word histories' back-offs (sorted, log10)."""
+    known = [((index[u] * size + index[v]) * size + index[w], p) for (u, v, w), p in background.trigrams.items()
+             if u in index and v in index and w in index]
+    keys = np.array([k for k, _ in known], dtype=np.int64)
+    log10 = np.array([p for _, p in known], dtype=np.float64)
+    order = np.argsort(keys)
+    backoffs = [(index[u] * size + index[v], b) for (u, v), b in background.bigram_backoffs.items()
+                if u in index and v in index]
+    history_keys = np.array([k for k, _ in backoffs], dtype=np.int64)
+    history_log10 = np.array([b for _, b in backoffs], dtype=np.float64)
+    history_order = np.argsort(history_keys)
+    return keys[order], log10[order], history_keys[history_order], history_log10[history_order]
+
+
+def build_trigram_level(sentences: list[list[str]], index: Mapping[str, int], *, corpus_bigram: Probability,
+                        final_bigram: Probability, background: ArpaModel | None, background_bigram: Probability | None,
+                        background_unigram: np.ndarray | None, interpolation: float, discount: float,
+                        max_background_trigrams: int) -> TrigramLevel:
+    """``interpolation * p_corpus(w | u, v) + (1 - interpolation) * p_background(w | u, v)`` at every trigram of the
+    training text and every kept background trigram (the ``max_background_trigrams`` most frequent by p(u) p(v | u)
+    p(w | u, v); 0 keeps all). Each history's back-off weight makes its distribution sum to one over the final
+    bigram (``final_bigram``), as the bigram level's weights do over the unigram."""
+    size = len(index)
+    corpus_keys, corpus_counts = _corpus_triples(sentences, index, size)
+    keys = corpus_keys
+    background_side = None
+    if background is not None and background.trigrams:
+        assert background_bigram is not None and background_unigram is not None
+        background_keys, background_log10, history_keys, history_log10 = _background_arrays(background, index, size)
+        if max_background_trigrams and len(background_keys) > max_background_trigrams:
+            before, pair = background_keys // (size * size), background_keys // size
+            joint = (background_log10 + np.log10(np.maximum(background_bigram(pair), 1e-30))
+                     + np.log10(np.maximum(background_unigram[before], 1e-30)))
+            starts = before == index[BOS]
+            joint[starts] = (background_log10 + np.log10(np.maximum(background_bigram(pair), 1e-30)))[starts] - 1.0
+            keep = np.sort(np.argpartition(-joint, max_background_trigrams)[:max_background_trigrams])
+            background_keys, background_log10 = background_keys[keep], background_log10[keep]
+        background_side = (background_keys, background_log10, history_keys, history_log10)
+        keys = np.union1d(corpus_keys, background_keys)
+    probability = _corpus_probability(keys, corpus_keys, corpus_counts, size, corpus_bigram, discount)
+    if background_side is not None:
+        background_keys, background_log10, history_keys, history_log10 = background_side
+        explicit = _at(background_keys, background_log10, keys, np.nan)
+        history_backoff = 10.0 ** _at(history_keys, history_log10, keys // size, 0.0)
+        backed_off = history_backoff * background_bigram(keys % (size * size))
+        background_probability = np.where(np.isnan(explicit), backed_off, 10.0 ** explicit)
+        probability = interpolation * probability + (1 - interpolation) * background_probability
+    histories, history_row = np.unique(keys // size, return_inverse=True)
+    mass = np.bincount(history_row, probability, minlength=len(histories))
+    lower_mass = np.bincount(history_row, final_bigram(keys % (size * size)), minlength=len(histories))
+    backoff = np.maximum(1 - mass, 1e-12) / np.maximum(1 - lower_mass, 1e-12)
+    return TrigramLevel(histories, backoff, history_row.astype(np.int64), keys % size, probability)
