@@ -252,6 +252,12 @@ class AdapterSet(nn.Module):
         if wrong:
             raise AdapterFormatError(f"weights have wrong shapes: {wrong[:5]}")
         adapter_set.load_state_dict(tensors, strict=True)
+        for module in adapter_set.modules():  # the compiled search reads an LM's trigram level unchecked: check it now
+            if isinstance(module, WordBigramLM):
+                try:
+                    module.trigram_arrays()
+                except ConfigError as exc:
+                    raise AdapterFormatError(f"{WEIGHTS_NAME}: {exc}") from exc
         return adapter_set.to(device).eval()
 
     @classmethod

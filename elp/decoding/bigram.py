@@ -21,7 +21,7 @@ from torch import nn
 
 from elp.decoding.arpa import ArpaModel
 from elp.decoding.config import LanguageModelConfig
-from elp.decoding.trigram import TrigramLevel, build_trigram_level
+from elp.decoding.trigram import TrigramLevel, build_trigram_level, read_trigram_level
 from elp.errors import ConfigError
 from elp.string_table import join_strings, split_strings
 
@@ -158,7 +158,8 @@ class WordBigramLM(nn.Module):
         if config.num_trigrams:  # only then: a bigram set's tensors stay exactly what they were
             self.register_buffer("trigram_histories", torch.zeros(config.num_trigram_histories, 2, dtype=torch.int32))
             self.register_buffer("trigram_history_backoff_log10", torch.zeros(config.num_trigram_histories))
-            self.register_buffer("trigram_history_row", torch.zeros(config.num_trigrams, dtype=torch.int32))
+            self.register_buffer("trigram_history_start", torch.zeros(config.num_trigram_histories + 1,
+                                                                      dtype=torch.int32))
             self.register_buffer("trigram_word", torch.zeros(config.num_trigrams, dtype=torch.int32))
             self.register_buffer("trigram_log10", torch.zeros(config.num_trigrams))
         self._arrays: tuple[list[str], dict[str, int], np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -243,7 +244,7 @@ class WordBigramLM(nn.Module):
             model.trigram_histories.copy_(torch.from_numpy(
                 np.stack([trigrams.histories // size, trigrams.histories % size], axis=1).astype(np.int32)))
             model.trigram_history_backoff_log10.copy_(torch.from_numpy(np.log10(trigrams.history_backoff)))
-            model.trigram_history_row.copy_(torch.from_numpy(trigrams.history_row.astype(np.int32)))
+            model.trigram_history_start.copy_(torch.from_numpy(trigrams.starts.astype(np.int32)))
             model.trigram_word.copy_(torch.from_numpy(trigrams.words.astype(np.int32)))
             model.trigram_log10.copy_(torch.from_numpy(np.log10(trigrams.probability)))
         model.words_utf8.copy_(torch.frombuffer(bytearray(blob), dtype=torch.uint8))
@@ -276,26 +277,17 @@ class WordBigramLM(nn.Module):
 
     def trigram_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(two-word history keys ``before * V + last`` sorted, their log10 back-off, each history's first trigram
-        (one more entry than histories), the trigrams' words sorted within a history, their log10 p), built once;
-        empty arrays for a bigram model."""
+        (one more entry than histories), the trigrams' words sorted within a history, their log10 p), built and
+        checked once (:func:`read_trigram_level`); empty arrays for a bigram model."""
         if self._trigram_arrays is None:
-            size = self.config.num_words
             if not self.config.num_trigrams:
                 empty = np.zeros(0, np.int64)
                 self._trigram_arrays = (empty, np.zeros(0), np.zeros(1, np.int64), empty, np.zeros(0))
             else:
-                pairs = self.trigram_histories.cpu().numpy().astype(np.int64)
-                history_keys = pairs[:, 0] * size + pairs[:, 1]
-                by_key = np.argsort(history_keys, kind="stable")
-                new_row = np.empty_like(by_key)
-                new_row[by_key] = np.arange(len(by_key))
-                rows = new_row[self.trigram_history_row.cpu().numpy().astype(np.int64)]
-                trigram_words = self.trigram_word.cpu().numpy().astype(np.int64)
-                order = np.argsort(rows * size + trigram_words, kind="stable")
-                self._trigram_arrays = (history_keys[by_key],
-                                        self.trigram_history_backoff_log10.cpu().double().numpy()[by_key],
-                                        np.searchsorted(rows[order], np.arange(len(by_key) + 1)),
-                                        trigram_words[order], self.trigram_log10.cpu().double().numpy()[order])
+                self._trigram_arrays = read_trigram_level(
+                    self.trigram_histories.cpu().numpy(), self.trigram_history_backoff_log10.cpu().double().numpy(),
+                    self.trigram_history_start.cpu().numpy(), self.trigram_word.cpu().numpy(),
+                    self.trigram_log10.cpu().double().numpy(), self.config.num_words)
         return self._trigram_arrays
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]

@@ -1,14 +1,14 @@
 """The optional trigram level of the word LM: how it is built and how it is read.
 
-Why: a bigram scores "the" after any word the same way, so on real read speech the search keeps choosing word pairs
-that are each likely and together wrong. General English trigrams (pocketsphinx's 1.67M, ``training.general_lm``)
-interpolated with the corpus text's own give each word two words of history.
+Why: a bigram sees one word of history ("the" in both "turn on the ..." and "open the ..."), so on real read speech
+the search keeps word pairs that are each likely and together wrong. General English trigrams (pocketsphinx's 1.67M,
+``training.general_lm``) interpolated with the corpus text's own give each word two words of history.
 
 Storage (tensors beside the bigram's, so the level travels in the set's safetensors file): the two-word histories
-that have stored trigrams, sorted by ``before * V + last``, with their back-off weight; the trigrams as (history row,
-word) sorted, with their log10 probability. A history with no stored trigram backs off to the bigram with weight 1,
-so the search's state is the last word plus, where one exists, the row of its two-word history (KenLM's state
-minimisation).
+that have stored trigrams, sorted by ``before * V + last``, with their back-off weight and the index of their first
+trigram; the trigrams' words, sorted within each history, with their log10 probability (8 bytes a trigram). A
+history with no stored trigram backs off to the bigram with weight 1, so the search's state is the last word plus,
+where one exists, the row of its two-word history (KenLM's state minimisation).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from elp.decoding.arpa import ArpaModel
+from elp.errors import ConfigError
 
 BOS, EOS = "<s>", "</s>"
 Probability = Callable[[np.ndarray], np.ndarray]  # p(word | history) at bigram keys ``history * V + word``
@@ -39,6 +40,24 @@ class TrigramLevel:
     def starts(self) -> np.ndarray:
         """Each history's first trigram (H + 1 entries): its trigrams are ``starts[h]:starts[h + 1]``."""
         return np.searchsorted(self.history_row, np.arange(len(self.histories) + 1))
+
+
+def read_trigram_level(histories: np.ndarray, backoff_log10: np.ndarray, starts: np.ndarray, words: np.ndarray,
+                       log10: np.ndarray, num_words: int) -> tuple[np.ndarray, ...]:
+    """The stored level as the searches read it (history keys, back-offs, starts, words, log10 p), refused unless
+    every index is in range and the order is the one ``build`` writes: the compiled search reads these arrays
+    without bounds checks, so a set whose tensors were edited must not reach it."""
+    histories, starts, words = histories.astype(np.int64), starts.astype(np.int64), words.astype(np.int64)
+    keys = histories[:, 0] * num_words + histories[:, 1]
+    ordered = bool(np.all(np.diff(keys) > 0)) and bool(np.all(np.diff(starts) > 0))
+    in_range = (histories.size == 0 or (histories.min() >= 0 and histories.max() < num_words)) and (
+        words.size == 0 or (words.min() >= 0 and words.max() < num_words))
+    if not (ordered and in_range and starts[0] == 0 and starts[-1] == len(words)):
+        raise ConfigError("the language model's trigram level is not stored as build() stores it")
+    rows = np.repeat(np.arange(len(keys)), np.diff(starts))
+    if not np.all(np.diff(rows * num_words + words) > 0):
+        raise ConfigError("the language model's trigrams are not sorted within their histories")
+    return keys, backoff_log10, starts, words, log10
 
 
 def _corpus_triples(sentences: list[list[str]], index: Mapping[str, int], size: int) -> tuple[np.ndarray, np.ndarray]:

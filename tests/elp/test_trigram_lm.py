@@ -105,3 +105,31 @@ def test_inconsistent_trigram_sizes_are_refused(sizes: dict) -> None:
         LanguageModelConfig(num_words=5, num_word_bytes=10, num_bigrams=3, **sizes)
     with pytest.raises(ConfigError):
         WordBigramLM.build(TEXTS, order=4)
+
+
+@pytest.mark.parametrize("tamper", ["word out of range", "start past the end", "histories unsorted"])
+def test_a_set_whose_trigram_level_was_edited_is_refused_at_load(tiny_backbone_dir, tmp_path, tamper: str) -> None:
+    """The compiled search reads the level without bounds checks: an edited one must never reach it."""
+    import hashlib
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from elp.errors import AdapterFormatError
+
+    asr_set = make_random_adapter_set(load_backbone(tiny_backbone_dir("whisper")), "asr", seed=0)
+    asr_set.attach_language_model(WordBigramLM.build(TEXTS, GENERAL, background=BACKGROUND, order=3))
+    folder = asr_set.save(tmp_path / "asr-trigram")
+    tensors = load_file(folder / "adapter_model.safetensors")
+    if tamper == "word out of range":
+        tensors["language_model.trigram_word"][0] = 10_000
+    elif tamper == "start past the end":
+        tensors["language_model.trigram_history_start"][-1] += 5
+    else:
+        tensors["language_model.trigram_histories"] = tensors["language_model.trigram_histories"].flip(0).contiguous()
+    save_file(tensors, folder / "adapter_model.safetensors")
+    config = json.loads((folder / "adapter_config.json").read_text())  # re-signed: only the level is wrong
+    config["weights_sha256"] = hashlib.sha256((folder / "adapter_model.safetensors").read_bytes()).hexdigest()
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(AdapterFormatError, match="trigram"):
+        AdapterSet.load(folder)
