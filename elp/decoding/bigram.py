@@ -281,13 +281,13 @@ class WordBigramLM(nn.Module):
         checked once (:func:`read_trigram_level`); empty arrays for a bigram model."""
         if self._trigram_arrays is None:
             if not self.config.num_trigrams:
-                empty = np.zeros(0, np.int64)
-                self._trigram_arrays = (empty, np.zeros(0), np.zeros(1, np.int64), empty, np.zeros(0))
+                self._trigram_arrays = (np.zeros(0, np.int64), np.zeros(0), np.zeros(1, np.int64),
+                                        np.zeros(0, np.int32), np.zeros(0, np.float32))  # the stored level's types
             else:
                 self._trigram_arrays = read_trigram_level(
                     self.trigram_histories.cpu().numpy(), self.trigram_history_backoff_log10.cpu().double().numpy(),
                     self.trigram_history_start.cpu().numpy(), self.trigram_word.cpu().numpy(),
-                    self.trigram_log10.cpu().double().numpy(), self.config.num_words)
+                    self.trigram_log10.cpu().numpy(), self.config.num_words)
         return self._trigram_arrays
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]

@@ -57,7 +57,8 @@ def read_trigram_level(histories: np.ndarray, backoff_log10: np.ndarray, starts:
     rows = np.repeat(np.arange(len(keys)), np.diff(starts))
     if not np.all(np.diff(rows * num_words + words) > 0):
         raise ConfigError("the language model's trigrams are not sorted within their histories")
-    return keys, backoff_log10, starts, words, log10
+    # the words and their log10 p stay 4 bytes each (as stored): ~14 MB less in every process that decodes
+    return keys, backoff_log10, starts, words.astype(np.int32), log10.astype(np.float32)
 
 
 def _corpus_triples(sentences: list[list[str]], index: Mapping[str, int], size: int) -> tuple[np.ndarray, np.ndarray]:
