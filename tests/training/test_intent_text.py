@@ -159,6 +159,20 @@ def test_a_stored_lm_read_as_arpa_is_the_background_it_was():
     assert domain.log10_prob("kitchen", "lights") > base.log10_prob("kitchen", "lights")
 
 
+def test_a_stored_trigram_lm_read_as_arpa_keeps_its_two_word_histories():
+    from elp.decoding.bigram import WordBigramLM
+    from training.intent_text.domain_lm import lm_as_arpa
+
+    base = WordBigramLM.build(["turn on the lights", "turn off the radio", "turn the music off"],
+                              {"lights": 1e-3, "music": 1e-3, "kitchen": 1e-4}, order=3)
+    arpa = lm_as_arpa(base)
+    assert len(arpa.trigrams) == base.config.num_trigrams and arpa.bigram_backoffs
+    same = WordBigramLM.build(["turn off the kitchen lights"], background=arpa, interpolation=0.0, order=3)
+    for history, word in ((("on", "the"), "lights"), (("off", "the"), "lights"), (("<s>", "turn"), "on"),
+                          (("the", "kitchen"), "lights"), (("off", "the"), "radio")):
+        assert same.log10_prob(history, word) == pytest.approx(base.log10_prob(history, word), abs=1e-6)
+
+
 def test_domain_text_leaves_held_out_validation_and_test_sentences_out(tmp_path):
     from training.intent_text.domain_lm import domain_sentences
 

@@ -27,6 +27,7 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from elp import AdapterSet
@@ -42,15 +43,22 @@ from training.suites.guard import held_out_reason
 
 
 def lm_as_arpa(lm: WordBigramLM) -> ArpaModel:
-    """A stored bigram LM as ARPA levels (exact: its unigram, back-off and bigram tables), so that it can
-    be the background another LM is interpolated with."""
+    """A stored LM as ARPA levels (exact: its unigram, back-off, bigram and, where it has one, trigram tables), so
+    that it can be the background another LM is interpolated with."""
     words = lm.vocabulary()
     table = lm.unigram_log10.double().cpu().numpy()
     unigrams = {w: (float(table[i, 0]), float(table[i, 1])) for i, w in enumerate(words)}
     pairs = lm.bigram_index.cpu().numpy().tolist()
     values = lm.bigram_log10.double().cpu().numpy().tolist()
     bigrams = {(words[v], words[w]): p for (v, w), p in zip(pairs, values, strict=True)}
-    return ArpaModel(unigrams, bigrams, {1: len(unigrams), 2: len(bigrams)})
+    keys, backoffs, starts, trigram_words, trigram_values = lm.trigram_arrays()
+    size = len(words)
+    histories = [(words[k // size], words[k % size]) for k in keys.tolist()]
+    rows = np.repeat(np.arange(len(keys)), np.diff(starts)).tolist()
+    trigrams = {(*histories[r], words[w]): float(p)
+                for r, w, p in zip(rows, trigram_words.tolist(), trigram_values.tolist(), strict=True)}
+    return ArpaModel(unigrams, bigrams, {1: len(unigrams), 2: len(bigrams), 3: len(trigrams)},
+                     dict(zip(histories, backoffs.tolist(), strict=True)), trigrams)
 
 
 def domain_sentences(folders: list[str], alphabet: str) -> tuple[list[str], dict[str, int]]:
@@ -168,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     background = lm_as_arpa(base)
     best = None
     for interpolation in args.interpolations:
-        lm = WordBigramLM.build(sentences, background=background, interpolation=interpolation)
+        lm = WordBigramLM.build(sentences, background=background, interpolation=interpolation,
+                                order=3 if base.config.num_trigrams else 2)
         for alpha, beta in itertools.product(args.alphas or [base.config.alpha], args.betas or [base.config.beta]):
-            lm.config = dataclasses.replace(base.config, num_words=lm.config.num_words,
-                                            num_word_bytes=lm.config.num_word_bytes,
-                                            num_bigrams=lm.config.num_bigrams, alpha=alpha, beta=beta)
+            sizes = {k: getattr(lm.config, k) for k in ("num_words", "num_word_bytes", "num_bigrams", "num_trigrams",
+                                                        "num_trigram_histories")}
+            lm.config = dataclasses.replace(base.config, **sizes, alpha=alpha, beta=beta)
             texts, seconds = decode_all(clips, vocab, lm)
             entry = {"lm": "domain", "interpolation": interpolation, "alpha": alpha, "beta": beta,
                      **score_transcripts(clips, texts, intent, acoustic), "decode_ms": round(1000 * seconds, 1)}
