@@ -14,7 +14,6 @@ upload. Its answers are shaped by ``server.openai_formats``; errors keep this se
 import asyncio
 import base64
 import binascii
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -29,7 +28,7 @@ from server.adapters import AdapterLease
 from server.answering import answer_clips, count_answer, shape_answer
 from server.audio import DecodedAudio
 from server.errors import AdapterNotFoundError, InvalidRequestError, ServerError
-from server.openai_formats import diarized_json, shaped, usage
+from server.openai_formats import diarized_json, shaped, sse_event, usage
 from server.routes import AUDIO_ROUTE, RequestClock, Service, decode_and_lease
 from server.rows import RowPlan
 from server.schemas import ERROR_RESPONSES
@@ -152,10 +151,6 @@ async def diarized_answer(service: InferenceService, spec: TaskSpec, lease: Adap
     return diarized_json(transcript, speakers, clips[0].duration_s), outcome, diarization_lease.entry.label
 
 
-def _event(payload: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
-
-
 async def streamed_transcript(service: InferenceService, spec: TaskSpec, lease: AdapterLease,
                               clips: list[DecodedAudio]) -> StreamingResponse:
     """``stream=true``: OpenAI's transcription events as server-sent events. A long recording's segments are queued
@@ -177,14 +172,14 @@ async def streamed_transcript(service: InferenceService, spec: TaskSpec, lease: 
                 text = str(shape_answer(service, spec, lease, RowPlan(part), rows).get("text") or "")
                 text = text if plan.spans is None else join_texts([text])  # as the whole answer joins segments
                 if text:
-                    yield _event({"type": "transcript.text.delta", "delta": (" " if predictions else "") + text})
+                    yield sse_event({"type": "transcript.text.delta", "delta": (" " if predictions else "") + text})
                 predictions += rows
             answer = shape_answer(service, spec, lease, plan, predictions)
             count_answer(service, spec, clips, plan, answer)
-            yield _event({"type": "transcript.text.done", "text": str(answer.get("text") or ""),
+            yield sse_event({"type": "transcript.text.done", "text": str(answer.get("text") or ""),
                           **usage(clips[0].duration_s)})
         except ServerError as exc:
-            yield _event({"type": "error", "error": {"code": exc.code, "message": exc.message}})
+            yield sse_event({"type": "error", "error": {"code": exc.code, "message": exc.message}})
         finally:
             lease.release()
 

@@ -11,6 +11,7 @@ word confidences, ``compression_ratio`` is computed as Whisper computes it (text
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -68,6 +69,11 @@ def _segment(index: int, start: float, end: float, text: str, words: Sequence[Ma
     return {"id": index, "seek": round(start * 100), "start": round(start, 3), "end": round(end, 3), "text": text,
             "tokens": [], "temperature": 0.0, "avg_logprob": None if logprob is None else round(logprob, 4),
             "compression_ratio": round(compression_ratio(text), 4), "no_speech_prob": 0.0}
+
+
+def sse_event(payload: Mapping[str, Any]) -> bytes:
+    """One server-sent event of OpenAI's transcription stream (``data: {...}`` and a blank line)."""
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
 def usage(duration_s: float) -> dict[str, Any]:

@@ -25,18 +25,19 @@ Ray is optional (``pip install -e ".[ray]"``); ``elp-server`` stays the default.
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket
+from fastapi.responses import StreamingResponse
 from pydantic import Field
 from ray import serve
-from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from ray.serve.exceptions import BackPressureError
 
 from elp.tasks import TASKS, enrolment_task
 from server.errors import error_response, install_error_handlers
 from server.openai_audio import OPENAI_TASK_OF_PATH, adapter_for_model
+from server.ray_forwarding import REPLICA_GONE, ForwardedRequest, ForwardedResponse, call_asgi, relayed, stream_asgi
 from server.ray_metrics import MetricsBoard
 from server.ray_streams import RayAnswers
 from server.settings import Settings
@@ -47,8 +48,8 @@ logger = logging.getLogger("server.ray")
 #: ingress path -> config task whose default adapter a request without ``adapter`` uses
 _TASK_OF_PATH = {spec.route: spec.name for spec in TASKS}
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
-#: replica failures after which the same request may go to another replica (inference is idempotent)
-_REPLICA_GONE = (RayActorError, ReplicaUnavailableError, DeploymentUnavailableError)
+#: what a boolean form field reads as true (pydantic's reading of the OpenAI route's ``stream``)
+_TRUE_FORM_VALUES = {"1", "true", "t", "yes", "y", "on"}
 
 
 class RaySettings(Settings):
@@ -80,27 +81,6 @@ class RaySettings(Settings):
     ray_forward_attempts: int = Field(2, ge=1, description="replicas a request tries before 503")
 
 
-@dataclass
-class ForwardedRequest:
-    """An HTTP request as the ingress received it, for a replica's in-process app."""
-
-    method: str
-    path: str
-    query_string: bytes
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    client: tuple[str, int] | None = None
-
-
-@dataclass
-class ForwardedResponse:
-    status: int
-    headers: list[tuple[bytes, bytes]]
-    body: bytes
-    replica_id: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 def models_per_replica(settings: RaySettings) -> int:
     """How many sets Ray may route to one replica: the configured count, or as many of the store's
     largest set as the cache budget holds beside the pinned defaults (at least 1)."""
@@ -117,42 +97,6 @@ def models_per_replica(settings: RaySettings) -> int:
         return 1
     defaults = len({adapter_id for adapter_id in settings.default_adapter_ids().values() if store.exists(adapter_id)})
     return max(1, settings.adapter_cache_bytes // max(sizes) - defaults)
-
-
-async def call_asgi(app: Any, request: ForwardedRequest) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Run one request through an ASGI app in this process (the replica's own server app)."""
-    scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": request.method,
-        "scheme": "http", "path": request.path, "raw_path": request.path.encode(), "root_path": "",
-        "query_string": request.query_string, "headers": request.headers,
-        "client": request.client or ("127.0.0.1", 0), "server": ("elp-replica", 80),
-    }
-    body_sent = False
-    response_done = asyncio.Event()
-    status, headers, chunks = 500, [], []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal body_sent
-        if not body_sent:
-            body_sent = True
-            return {"type": "http.request", "body": request.body, "more_body": False}
-        await response_done.wait()  # the client stays connected until the answer is complete
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        nonlocal status, headers
-        if message["type"] == "http.response.start":
-            status, headers = message["status"], list(message.get("headers", []))
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                response_done.set()
-
-    try:
-        await app(scope, receive, send)
-    finally:
-        response_done.set()
-    return status, headers, b"".join(chunks)
 
 
 class ReplicaBody:
@@ -180,13 +124,23 @@ class ReplicaBody:
     async def forward(self, request: ForwardedRequest) -> ForwardedResponse:
         """Answer one forwarded request; its multiplexed id (the adapter set) is made resident first
         so that Ray's routing table and this replica's cache agree."""
-        adapter_id = serve.get_multiplexed_model_id()
-        if adapter_id:
-            # unknown or broken ids: the app below answers with the contract's own error
-            with contextlib.suppress(Exception):
-                await self.resident_set(adapter_id)  # type: ignore[attr-defined]
+        await self._make_resident()
         status, headers, body = await call_asgi(self.app, request)
         return ForwardedResponse(status, headers, body, self.replica_id)
+
+    async def forward_stream(self, request: ForwardedRequest) -> AsyncIterator[tuple[int, list] | bytes]:
+        """:meth:`forward` for an answer sent as it is made (OpenAI's ``stream=true`` events): ``(status,
+        headers)``, then the body's chunks, through a streaming handle (``handle.options(stream=True)``)."""
+        await self._make_resident()
+        async for part in stream_asgi(self.app, request):
+            yield part
+
+    async def _make_resident(self) -> None:
+        adapter_id = serve.get_multiplexed_model_id()
+        if adapter_id:
+            # unknown or broken ids: the app answers with the contract's own error
+            with contextlib.suppress(Exception):
+                await self.resident_set(adapter_id)  # type: ignore[attr-defined]
 
     async def _load_set(self, adapter_id: str) -> "_ResidentSet":
         lease = await self.service.cache.acquire(adapter_id)
@@ -287,6 +241,8 @@ class ElpIngress:
         client = (request.client.host, request.client.port) if request.client else None
         forwarded = ForwardedRequest(request.method, request.url.path, request.scope.get("query_string", b""),
                                      headers, body, client)
+        if await self._asks_for_events(request):
+            return await self.forward_events(forwarded, adapter_id)
         return await self.forward(forwarded, adapter_id)
 
     @ingress_api.websocket("/{endpoint}/stream")
@@ -346,6 +302,18 @@ class ElpIngress:
         except Exception:  # no default installed: the replica answers 404 adapter_not_found
             return None
 
+    async def _asks_for_events(self, request: Request) -> bool:
+        """An OpenAI transcription with ``stream=true``: its answer is an event stream, forwarded as it is made."""
+        if request.method != "POST" or request.url.path not in OPENAI_TASK_OF_PATH:
+            return False
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            return False
+        try:
+            flag = (await request.form()).get("stream")  # parsed once already by adapter_for (Starlette keeps it)
+        except Exception:  # malformed body: the replica's app says what is wrong with it
+            return False
+        return isinstance(flag, str) and flag.strip().lower() in _TRUE_FORM_VALUES
+
     def _exists(self, adapter_id: str) -> bool:
         try:
             return self.resolver.store.exists(adapter_id)
@@ -365,13 +333,41 @@ class ElpIngress:
             except BackPressureError:
                 return error_response(503, "overloaded", "every replica is busy; retry shortly",
                                       {"Retry-After": "1"})
-            except _REPLICA_GONE as exc:
+            except REPLICA_GONE as exc:
                 logger.warning("replica gone during %s %s (attempt %d): %s", request.method, request.path,
                                attempt, type(exc).__name__)
                 continue
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers
                        if k.decode("latin-1").lower() not in _HOP_BY_HOP}
             return Response(answer.body, status_code=answer.status, headers=headers)
+        return error_response(503, "overloaded", "the replica serving this request went away; retry",
+                              {"Retry-After": "1"})
+
+
+    async def forward_events(self, request: ForwardedRequest, adapter_id: str | None) -> Response:
+        """:meth:`forward` through a streaming handle: the replica's status and headers, then each chunk as the
+        replica sends it. A replica lost before its first chunk is retried on another; one lost after it ends the
+        stream with an ``error`` event, as the single server ends a stream that fails."""
+        handle = self.replicas.options(multiplexed_model_id=adapter_id) if adapter_id else self.replicas
+        handle = handle.options(stream=True)
+        timeout_s = self.settings.request_deadline_s + 90.0
+        for attempt in range(1, self.settings.ray_forward_attempts + 1):
+            parts = handle.forward_stream.remote(request)
+            try:
+                status, headers = await asyncio.wait_for(parts.__anext__(), timeout_s)
+            except asyncio.TimeoutError:
+                parts.cancel()
+                return error_response(504, "timeout", f"no answer from a replica within {timeout_s:.0f} s")
+            except BackPressureError:
+                return error_response(503, "overloaded", "every replica is busy; retry shortly",
+                                      {"Retry-After": "1"})
+            except (*REPLICA_GONE, StopAsyncIteration) as exc:
+                logger.warning("replica gone during %s %s (attempt %d): %s", request.method, request.path,
+                               attempt, type(exc).__name__)
+                continue
+            kept = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers
+                    if k.decode("latin-1").lower() not in _HOP_BY_HOP}
+            return StreamingResponse(relayed(parts), status_code=status, headers=kept)
         return error_response(503, "overloaded", "the replica serving this request went away; retry",
                               {"Retry-After": "1"})
 

@@ -50,7 +50,7 @@ def stack(tiny_store, tmp_path_factory):
 
 def forwarded(method: str, path: str, **kwargs: Any):
     """A ForwardedRequest with exactly the bytes httpx would send."""
-    from server.ray_app import ForwardedRequest
+    from server.ray_forwarding import ForwardedRequest
 
     request = httpx.Request(method, f"http://elp{path}", **kwargs)
     body = request.read()
@@ -176,7 +176,7 @@ def _contract_requests(extra: list[str]) -> list[tuple[str, str, dict[str, Any]]
         ("POST", "/v1/audio/transcriptions", {"files": clip, "data": {"model": "emotion-default"}}),  # 404
         ("GET", "/v1/models", {}),
         ("GET", "/v1/models/whisper-1", {}),
-        ("POST", "/v1/audio/transcriptions", {"files": clip, "data": {"stream": "true"}}),  # events, forwarded whole
+        ("POST", "/v1/audio/transcriptions", {"files": clip, "data": {"stream": "true"}}),  # events, relayed
         ("GET", "/adapters", {}),
         ("GET", "/healthz", {}),
         ("GET", "/readyz", {}),
@@ -226,6 +226,23 @@ async def test_every_endpoint_answers_as_the_single_server_does(stack, tiny_stor
         metrics = (await ray_client.get("/metrics")).text
     assert 'elp_adapter_loads_total{replica="' in metrics
     assert "elp_batch_adapter_sets_bucket{replica=" in metrics
+
+
+@pytest.mark.anyio
+async def test_an_event_stream_is_relayed_as_it_is_made(stack, tiny_store, tmp_path: Path) -> None:
+    """OpenAI's ``stream=true`` through the ingress: a chunked answer (not one body collected first) with the single
+    server's events, for a recording long enough to be read in segments."""
+    deployment, store, _, _ = stack
+    fields = {"files": {"file": ("long.wav", wav_bytes(45.0, seed=7), "audio/wav")}, "data": {"stream": "true"}}
+    settings = make_settings(tiny_store[0], store, tmp_path, torch_threads=1, api_key=KEY)
+    async with running_app(settings) as (_, single), httpx.AsyncClient(base_url=deployment.url, timeout=120) as ray:
+        expected = await single.post("/v1/audio/transcriptions", **fields)
+        async with ray.stream("POST", "/v1/audio/transcriptions", **fields) as got:
+            assert got.status_code == 200 and got.headers["content-type"].startswith("text/event-stream")
+            assert "content-length" not in got.headers and got.headers.get("transfer-encoding") == "chunked"
+            body = b"".join([chunk async for chunk in got.aiter_raw()])
+    assert body == expected.content and body.endswith(b"\n\n")
+    assert b'"transcript.text.done"' in body
 
 
 @pytest.mark.anyio

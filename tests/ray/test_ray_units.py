@@ -101,3 +101,51 @@ def test_a_streams_set_is_resolved_once_and_again_only_when_a_replica_finds_it_g
     assert label.startswith("asr-default@") and rechecks == [False, True]  # once, then once more after the 404
     assert all(a == ({"text": "hi", "adapter": "asr-default@x"}, {"queue": 1, "inference": 2}) for a in answered)
     assert not replies
+
+
+def test_a_replica_hands_on_each_chunk_as_its_app_sends_it_and_a_client_leaving_stops_the_app() -> None:
+    """stream_asgi: the status first, then every chunk before the app makes the next (each waits on the consumer
+    here); closing the iterator early is a disconnect the app sees."""
+    import asyncio
+
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from server.ray_forwarding import ForwardedRequest, call_asgi, stream_asgi
+
+    async def scenario() -> None:
+        taken = asyncio.Event()
+        finished: list[str] = []
+
+        async def events():
+            try:
+                for index in range(3):
+                    yield f"data: {index}\n\n".encode()
+                    await asyncio.wait_for(taken.wait(), 5)  # the next only once this one was handed on
+                    taken.clear()
+                finished.append("all")
+            finally:
+                finished.append("closed")
+
+        async def endpoint(request):
+            return StreamingResponse(events(), media_type="text/event-stream")
+
+        async def plain(request):
+            return StreamingResponse(iter([b"data: 0\n\n", b"data: 1\n\n"]), media_type="text/event-stream")
+
+        app = Starlette(routes=[Route("/events", endpoint, methods=["POST"]), Route("/plain", plain, methods=["POST"])])
+        request = ForwardedRequest("POST", "/events", b"", [], b"")
+        parts = stream_asgi(app, request)
+        status, headers = await parts.__anext__()
+        assert status == 200 and (b"content-type", b"text/event-stream; charset=utf-8") in headers
+        for index in range(2):
+            assert await parts.__anext__() == f"data: {index}\n\n".encode()
+            taken.set()
+        await parts.aclose()  # the client leaves before the last event
+        await asyncio.sleep(0.05)
+        assert finished == ["closed"]
+        whole = await call_asgi(app, ForwardedRequest("POST", "/plain", b"", [], b""))  # plain requests: whole
+        assert whole[0] == 200 and whole[2] == b"data: 0\n\ndata: 1\n\n"
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
