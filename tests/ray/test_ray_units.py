@@ -149,3 +149,39 @@ def test_a_replica_hands_on_each_chunk_as_its_app_sends_it_and_a_client_leaving_
         assert whole[0] == 200 and whole[2] == b"data: 0\n\ndata: 1\n\n"
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_an_event_stream_whose_replica_is_lost_ends_with_an_error_event_and_is_cancelled() -> None:
+    """The ingress' relay: chunks as they come; a replica lost after the first one ends the stream as the single
+    server ends a failing one (an ``error`` event the SDKs raise), and the replica's generator is cancelled."""
+    import asyncio
+    import json
+
+    from ray.serve.exceptions import ReplicaUnavailableError
+
+    from server.ray_forwarding import relayed
+
+    class LostAfterOne:
+        def __init__(self) -> None:
+            self.sent, self.cancelled = 0, False
+
+        def __aiter__(self):
+            return self
+
+        async def __anext__(self) -> bytes:
+            self.sent += 1
+            if self.sent > 1:
+                raise ReplicaUnavailableError("replica-1")
+            return b'data: {"type":"transcript.text.delta","delta":"hello"}\n\n'
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    async def relay() -> tuple[list[bytes], LostAfterOne]:
+        parts = LostAfterOne()
+        return [chunk async for chunk in relayed(parts)], parts
+
+    chunks, parts = asyncio.run(relay())
+    assert len(chunks) == 2 and parts.cancelled
+    event = json.loads(chunks[1].removeprefix(b"data: "))
+    assert event["type"] == "error" and event["error"]["code"] == "overloaded"
