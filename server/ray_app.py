@@ -209,6 +209,13 @@ ingress_api = FastAPI(title="ELP speech server (Ray Serve ingress)", openapi_url
 install_error_handlers(ingress_api)
 
 
+def _end_to_end(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A replica's answer headers without the hop-by-hop ones (the ingress' own connection sets those). Defined
+    above the ingress: defined below it, the deployed ingress did not find it (NameError in its replica)."""
+    decoded = ((k.decode("latin-1"), v.decode("latin-1")) for k, v in headers)
+    return {k: v for k, v in decoded if k.lower() not in _HOP_BY_HOP}
+
+
 @serve.deployment(name="ElpIngress")
 @serve.ingress(ingress_api)
 class ElpIngress:
@@ -241,9 +248,7 @@ class ElpIngress:
         client = (request.client.host, request.client.port) if request.client else None
         forwarded = ForwardedRequest(request.method, request.url.path, request.scope.get("query_string", b""),
                                      headers, body, client)
-        if await self._asks_for_events(request):
-            return await self.forward_events(forwarded, adapter_id)
-        return await self.forward(forwarded, adapter_id)
+        return await self.forward(forwarded, adapter_id, events=await self._asks_for_events(request))
 
     @ingress_api.websocket("/{endpoint}/stream")
     async def stream(self, websocket: WebSocket, endpoint: str) -> None:
@@ -320,43 +325,20 @@ class ElpIngress:
         except Exception:  # an invalid id
             return False
 
-    async def forward(self, request: ForwardedRequest, adapter_id: str | None) -> Response:
+    async def forward(self, request: ForwardedRequest, adapter_id: str | None, events: bool = False) -> Response:
+        """Send ``request`` to a replica holding ``adapter_id`` and answer as it did. With ``events`` (an event
+        stream) through a streaming handle: the replica's status and headers, then each chunk as it sends it; one
+        lost after its first chunk ends the stream with an ``error`` event, as the single server ends a stream that
+        fails. A replica lost before it answered is retried on another."""
         handle = self.replicas.options(multiplexed_model_id=adapter_id) if adapter_id else self.replicas
+        handle = handle.options(stream=True) if events else handle
         timeout_s = self.settings.request_deadline_s + 90.0
         for attempt in range(1, self.settings.ray_forward_attempts + 1):
-            response = handle.forward.remote(request)
+            call = handle.forward_stream.remote(request) if events else handle.forward.remote(request)
             try:
-                answer: ForwardedResponse = await asyncio.wait_for(_awaited(response), timeout_s)
+                first = await asyncio.wait_for(call.__anext__() if events else _awaited(call), timeout_s)
             except asyncio.TimeoutError:
-                response.cancel()
-                return error_response(504, "timeout", f"no answer from a replica within {timeout_s:.0f} s")
-            except BackPressureError:
-                return error_response(503, "overloaded", "every replica is busy; retry shortly",
-                                      {"Retry-After": "1"})
-            except REPLICA_GONE as exc:
-                logger.warning("replica gone during %s %s (attempt %d): %s", request.method, request.path,
-                               attempt, type(exc).__name__)
-                continue
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in answer.headers
-                       if k.decode("latin-1").lower() not in _HOP_BY_HOP}
-            return Response(answer.body, status_code=answer.status, headers=headers)
-        return error_response(503, "overloaded", "the replica serving this request went away; retry",
-                              {"Retry-After": "1"})
-
-
-    async def forward_events(self, request: ForwardedRequest, adapter_id: str | None) -> Response:
-        """:meth:`forward` through a streaming handle: the replica's status and headers, then each chunk as the
-        replica sends it. A replica lost before its first chunk is retried on another; one lost after it ends the
-        stream with an ``error`` event, as the single server ends a stream that fails."""
-        handle = self.replicas.options(multiplexed_model_id=adapter_id) if adapter_id else self.replicas
-        handle = handle.options(stream=True)
-        timeout_s = self.settings.request_deadline_s + 90.0
-        for attempt in range(1, self.settings.ray_forward_attempts + 1):
-            parts = handle.forward_stream.remote(request)
-            try:
-                status, headers = await asyncio.wait_for(parts.__anext__(), timeout_s)
-            except asyncio.TimeoutError:
-                parts.cancel()
+                call.cancel()
                 return error_response(504, "timeout", f"no answer from a replica within {timeout_s:.0f} s")
             except BackPressureError:
                 return error_response(503, "overloaded", "every replica is busy; retry shortly",
@@ -365,9 +347,11 @@ class ElpIngress:
                 logger.warning("replica gone during %s %s (attempt %d): %s", request.method, request.path,
                                attempt, type(exc).__name__)
                 continue
-            kept = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers
-                    if k.decode("latin-1").lower() not in _HOP_BY_HOP}
-            return StreamingResponse(relayed(parts), status_code=status, headers=kept)
+            if events:
+                status, headers = first
+                return StreamingResponse(relayed(call), status_code=status, headers=_end_to_end(headers))
+            answer: ForwardedResponse = first
+            return Response(answer.body, status_code=answer.status, headers=_end_to_end(answer.headers))
         return error_response(503, "overloaded", "the replica serving this request went away; retry",
                               {"Retry-After": "1"})
 

@@ -21,23 +21,13 @@ from torch import nn
 
 from elp.decoding.arpa import ArpaModel
 from elp.decoding.config import LanguageModelConfig
-from elp.decoding.trigram import TrigramLevel, build_trigram_level, read_trigram_level
+from elp.decoding.trigram import TrigramLevel, build_trigram_level, read_trigram_level, sorted_lookup
 from elp.errors import ConfigError
 from elp.string_table import join_strings, split_strings
 
 BOS, EOS = "<s>", "</s>"
 #: spans whose best unigram is kept (a server's decoder meets new prefixes forever: bounded)
 MAX_CACHED_SPANS = 200_000
-
-
-def _sorted_lookup(sorted_keys: np.ndarray, values: np.ndarray, queries: np.ndarray, missing: float) -> np.ndarray:
-    """``values`` at each query's position in ``sorted_keys``, ``missing`` where the key is absent."""
-    out = np.full(len(queries), missing, dtype=np.float64)
-    if len(sorted_keys):
-        at = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
-        hit = sorted_keys[at] == queries
-        out[hit] = values[at[hit]]
-    return out
 
 
 def _corpus_unigram(sentences: list[list[str]], general: dict[str, float], background_unigram: Mapping[str, float],
@@ -86,7 +76,7 @@ class _CorpusPairs:
     def probability(self, keys: np.ndarray, unigram: np.ndarray, discount: float) -> np.ndarray:
         """Absolute-discount p(word | history) at ``keys``, backing off to ``unigram``."""
         history, word = keys // self.size, keys % self.size
-        count = _sorted_lookup(self.keys, self.counts, keys, 0.0)
+        count = sorted_lookup(self.keys, self.counts, keys, 0.0)
         seen = self.history_counts[history] > 0
         return np.where(seen, np.maximum(count - discount, 0.0) / np.maximum(self.history_counts[history], 1)
                         + self.backoff[history] * unigram[word], unigram[word])
@@ -132,7 +122,7 @@ class _BackgroundSide:
     def probability(self, keys: np.ndarray) -> np.ndarray:
         """p(word | history) at ``keys``: the stored pair's, or back-off x unigram."""
         history, word = keys // self.size, keys % self.size
-        explicit = _sorted_lookup(self.keys, self.log10, keys, np.nan)
+        explicit = sorted_lookup(self.keys, self.log10, keys, np.nan)
         return np.where(np.isnan(explicit), self.backoff[history] * self.unigram[word], 10.0 ** explicit)
 
 
@@ -213,7 +203,7 @@ class WordBigramLM(nn.Module):
             backoff = _bigram_backoff(keys, probability, stored_unigram, len(words))
 
             def final_bigram(queries: np.ndarray) -> np.ndarray:
-                explicit = _sorted_lookup(keys, probability, queries, np.nan)
+                explicit = sorted_lookup(keys, probability, queries, np.nan)
                 backed_off = backoff[queries // len(words)] * stored_unigram[queries % len(words)]
                 return np.where(np.isnan(explicit), backed_off, explicit)
 

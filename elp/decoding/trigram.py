@@ -42,6 +42,17 @@ class TrigramLevel:
         return np.searchsorted(self.history_row, np.arange(len(self.histories) + 1))
 
 
+def sorted_lookup(sorted_keys: np.ndarray, values: np.ndarray, queries: np.ndarray, missing: float) -> np.ndarray:
+    """``values`` at each query's position in ``sorted_keys``, ``missing`` where the key is absent (the bigram and
+    trigram levels' tables are sorted key arrays)."""
+    out = np.full(len(queries), missing, dtype=np.float64)
+    if len(sorted_keys):
+        at = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
+        hit = sorted_keys[at] == queries
+        out[hit] = values[at[hit]]
+    return out
+
+
 def read_trigram_level(histories: np.ndarray, backoff_log10: np.ndarray, starts: np.ndarray, words: np.ndarray,
                        log10: np.ndarray, num_words: int) -> tuple[np.ndarray, ...]:
     """The stored level as the searches read it (history keys, back-offs, starts, words, log10 p), refused unless
@@ -73,24 +84,15 @@ def _corpus_triples(sentences: list[list[str]], index: Mapping[str, int], size: 
     return keys[order], counts[order]
 
 
-def _at(sorted_keys: np.ndarray, values: np.ndarray, queries: np.ndarray, missing: float) -> np.ndarray:
-    out = np.full(len(queries), missing, dtype=np.float64)
-    if len(sorted_keys):
-        at = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
-        hit = sorted_keys[at] == queries
-        out[hit] = values[at[hit]]
-    return out
-
-
 def _corpus_probability(keys: np.ndarray, corpus_keys: np.ndarray, corpus_counts: np.ndarray, size: int,
                         corpus_bigram: Probability, discount: float) -> np.ndarray:
     """Absolute-discount p(word | before, last) of the training text at ``keys``, backing off to its bigram."""
     histories, inverse = np.unique(corpus_keys // size, return_inverse=True)
     history_counts = np.bincount(inverse, corpus_counts)
     followers = np.bincount(inverse)
-    count = _at(corpus_keys, corpus_counts, keys, 0.0)
-    seen_count = _at(histories, history_counts, keys // size, 0.0)
-    seen_followers = _at(histories, followers.astype(np.float64), keys // size, 0.0)
+    count = sorted_lookup(corpus_keys, corpus_counts, keys, 0.0)
+    seen_count = sorted_lookup(histories, history_counts, keys // size, 0.0)
+    seen_followers = sorted_lookup(histories, followers.astype(np.float64), keys // size, 0.0)
     lower = corpus_bigram(keys % (size * size))
     safe = np.maximum(seen_count, 1.0)
     return np.where(seen_count > 0, np.maximum(count - discount, 0.0) / safe + discount * seen_followers / safe * lower,
@@ -140,8 +142,8 @@ def build_trigram_level(sentences: list[list[str]], index: Mapping[str, int], *,
     probability = _corpus_probability(keys, corpus_keys, corpus_counts, size, corpus_bigram, discount)
     if background_side is not None:
         background_keys, background_log10, history_keys, history_log10 = background_side
-        explicit = _at(background_keys, background_log10, keys, np.nan)
-        history_backoff = 10.0 ** _at(history_keys, history_log10, keys // size, 0.0)
+        explicit = sorted_lookup(background_keys, background_log10, keys, np.nan)
+        history_backoff = 10.0 ** sorted_lookup(history_keys, history_log10, keys // size, 0.0)
         backed_off = history_backoff * background_bigram(keys % (size * size))
         background_probability = np.where(np.isnan(explicit), backed_off, 10.0 ** explicit)
         probability = interpolation * probability + (1 - interpolation) * background_probability
