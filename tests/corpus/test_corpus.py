@@ -223,3 +223,18 @@ def test_a_full_corpus_without_the_fortune_files_says_which_package_is_missing(t
     monkeypatch.setattr(text, "FORTUNES_DIR", tmp_path)  # no fortune file there
     with pytest.raises(ValueError, match="apt-get install fortunes fortunes-min"):
         make_plan(0, "full")
+
+
+def test_a_text_manifest_holds_the_plan_s_training_text_beside_the_corpus_held_out_rows(corpora, tmp_path) -> None:
+    """``training.corpus.text_manifest``: what elp-add-lm reads to build an LM from a larger scale's transcripts."""
+    from training.corpus.text_manifest import main
+    from training.data.manifest import filter_split, read_manifest
+
+    generated, _ = corpora
+    assert main(["--scale", "tiny", "--seed", "0", "--corpus", str(generated), "--out", str(tmp_path / "text")]) == 0
+    rows, own = read_manifest(tmp_path / "text" / "asr.jsonl"), read_manifest(generated / "asr.jsonl")
+    for split in ("valid", "test"):  # the generated rows themselves, with their audio
+        assert filter_split(rows, split) == filter_split(own, split)
+    assert sorted(r.text for r in filter_split(rows, "train")) == sorted(r.text for r in filter_split(own, "train"))
+    with pytest.raises(SystemExit, match="not generated from this plan"):
+        main(["--scale", "tiny", "--seed", "1", "--corpus", str(generated), "--out", str(tmp_path / "other")])
