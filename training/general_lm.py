@@ -3,8 +3,8 @@
 The offline source is the US-English trigram that ships inside the ``pocketsphinx`` wheel (PyPI, the
 ``train`` extra; CMU Sphinx, BSD licence): 72,547 words, 2.05M bigrams and 1.67M trigrams of everyday English,
 trained on text that has nothing to do with this project's corpus. pocketsphinx 5.1.1's own ARPA writer dies
-with a segmentation fault before its trigram section (its trie holds 6 bigrams fewer than its header declares,
-and the writer sorts the 6 empty slots), so the trie file is read here directly: the layout of
+with a segmentation fault before its trigram section (probably because its trie holds 6 bigrams fewer than its
+header declares and the writer sorts 6 empty entries), so the trie file is read here directly: the layout of
 ``lm_trie.c`` (unigram records, then bit-packed bigram and trigram arrays, values quantised to 16-bit bins;
 ``read_sphinx_trie``). The values are what pocketsphinx itself scores with (tested against its ``prob``). Users
 with a network can pass any ARPA file instead (e.g. LibriSpeech's ``3-gram.pruned.1e-7.arpa.gz`` from
