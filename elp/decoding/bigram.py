@@ -21,11 +21,19 @@ from torch import nn
 
 from elp.decoding.arpa import ArpaModel
 from elp.decoding.config import LanguageModelConfig
-from elp.decoding.trigram import TrigramLevel, build_trigram_level, read_trigram_level, sorted_lookup
+from elp.decoding.trigram import (
+    BOS,
+    EOS,
+    TrigramLevel,
+    build_trigram_level,
+    likeliest,
+    ngram_counts,
+    read_trigram_level,
+    sorted_lookup,
+)
 from elp.errors import ConfigError
 from elp.string_table import join_strings, split_strings
 
-BOS, EOS = "<s>", "</s>"
 #: spans whose best unigram is kept (a server's decoder meets new prefixes forever: bounded)
 MAX_CACHED_SPANS = 200_000
 
@@ -60,14 +68,7 @@ class _CorpusPairs:
     @classmethod
     def count(cls, sentences: list[list[str]], index: Mapping[str, int], discount: float) -> _CorpusPairs:
         size = len(index)
-        pairs: collections.Counter[tuple[str, str]] = collections.Counter()
-        for words in sentences:
-            tokens = [BOS, *words, EOS]
-            pairs.update(zip(tokens, tokens[1:], strict=False))
-        keys = np.array([index[v] * size + index[w] for v, w in pairs], dtype=np.int64)
-        counts = np.array(list(pairs.values()), dtype=np.float64)
-        order = np.argsort(keys)
-        keys, counts = keys[order], counts[order]
+        keys, counts = ngram_counts(sentences, index, 2)
         history_counts = np.bincount(keys // size, counts, minlength=size)
         followers = np.bincount(keys // size, minlength=size)
         backoff = np.where(history_counts > 0, discount * followers / np.maximum(history_counts, 1), 1.0)
@@ -111,10 +112,8 @@ class _BackgroundSide:
         keys = np.array([k for k, _ in known], dtype=np.int64)
         log10 = np.array([p for _, p in known])
         if max_bigrams and len(keys) > max_bigrams:
-            joint = log10 + np.log10(np.maximum(unigram[keys // size], 1e-30))
-            starts = keys // size == 0  # <s> has no unigram: count it once per ~10 words
-            joint[starts] = log10[starts] - 1.0
-            keep = np.argpartition(-joint, max_bigrams)[:max_bigrams]
+            history = keys // size
+            keep = likeliest(log10, np.log10(np.maximum(unigram[history], 1e-30)), history == 0, max_bigrams)
             keys, log10 = keys[keep], log10[keep]
         order = np.argsort(keys)
         return cls(unigram, backoff, keys[order], log10[order], size)
@@ -198,9 +197,8 @@ class WordBigramLM(nn.Module):
                            + (1 - interpolation) * side.probability(keys))
             stored_unigram = interpolation * unigram + (1 - interpolation) * side.unigram
             stored_unigram /= stored_unigram.sum()
-        trigrams = None
+        backoff, trigrams = _bigram_backoff(keys, probability, stored_unigram, len(words)), None
         if order == 3:
-            backoff = _bigram_backoff(keys, probability, stored_unigram, len(words))
 
             def final_bigram(queries: np.ndarray) -> np.ndarray:
                 explicit = sorted_lookup(keys, probability, queries, np.nan)
@@ -213,17 +211,16 @@ class WordBigramLM(nn.Module):
                 background_bigram=side.probability if side is not None else None,
                 background_unigram=side.unigram if side is not None else None, interpolation=interpolation,
                 discount=discount, max_background_trigrams=max_background_trigrams)
-        return cls._packed(words, keys, probability, stored_unigram, decoder, trigrams)
+        return cls._packed(words, keys, probability, stored_unigram, backoff, decoder, trigrams)
 
     @classmethod
     def _packed(cls, words: list[str], keys: np.ndarray, probability: np.ndarray, unigram: np.ndarray,
-                decoder: Mapping[str, float], trigrams: TrigramLevel | None = None) -> WordBigramLM:
-        """The model's tensors from its bigram keys (``history * size + word``), their probabilities and
-        the unigram (each history's back-off weight keeps its distribution normalised), and the trigram level."""
+                backoff: np.ndarray, decoder: Mapping[str, float],
+                trigrams: TrigramLevel | None = None) -> WordBigramLM:
+        """The model's tensors from its bigram keys (``history * size + word``), their probabilities, the unigram,
+        each history's back-off weight (:func:`_bigram_backoff`: 1 where it has no pairs) and the trigram level."""
         size = len(words)
         history, word = keys // size, keys % size
-        has_pairs = np.bincount(history, minlength=size) > 0
-        backoff = _bigram_backoff(keys, probability, unigram, size)
         blob = join_strings(words)
         levels = {} if trigrams is None else {"num_trigrams": len(trigrams.words),
                                                "num_trigram_histories": len(trigrams.histories)}
@@ -240,7 +237,6 @@ class WordBigramLM(nn.Module):
         model.words_utf8.copy_(torch.frombuffer(bytearray(blob), dtype=torch.uint8))
         table = np.stack([np.log10(np.maximum(unigram, 1e-99)), np.log10(backoff)], axis=1)
         table[0, 0] = -99.0
-        table[~has_pairs, 1] = 0.0
         model.unigram_log10.copy_(torch.from_numpy(table))
         if len(keys):
             model.bigram_index.copy_(torch.from_numpy(np.stack([history, word], axis=1).astype(np.int32)))
@@ -344,7 +340,8 @@ class WordBigramLM(nn.Module):
         upper bound where the bigram's best word has a trigram of its own)."""
         before, last = history if isinstance(history, tuple) else ("", history)
         bigram = self._best_bigram_log10_prob(last, span)
-        row = self._trigram_history(before, self._lookup()[1][last]) if before and last in self._lookup()[1] else -1
+        v = self._lookup()[1].get(last)
+        row = self._trigram_history(before, v) if before and v is not None else -1
         if bigram is None or row < 0:
             return bigram
         _, backoff, starts, trigram_words, trigram_values = self.trigram_arrays()

@@ -14,6 +14,7 @@ where one exists, the row of its two-word history (KenLM's state minimisation).
 from __future__ import annotations
 
 import collections
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ import numpy as np
 from elp.decoding.arpa import ArpaModel
 from elp.errors import ConfigError
 
-BOS, EOS = "<s>", "</s>"
+BOS, EOS = "<s>", "</s>"  # the sentence markers of every level (ARPA's)
 Probability = Callable[[np.ndarray], np.ndarray]  # p(word | history) at bigram keys ``history * V + word``
 
 
@@ -72,16 +73,27 @@ def read_trigram_level(histories: np.ndarray, backoff_log10: np.ndarray, starts:
     return keys, backoff_log10, starts, words.astype(np.int32), log10.astype(np.float32)
 
 
-def _corpus_triples(sentences: list[list[str]], index: Mapping[str, int], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted trigram keys ``(before * V + last) * V + word`` of the training text and their counts."""
-    triples: collections.Counter[tuple[str, str, str]] = collections.Counter()
+def ngram_counts(sentences: list[list[str]], index: Mapping[str, int], order: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted keys of the training text's n-grams of ``order`` (bigrams ``v * V + w``, trigrams ``(u * V + v) * V +
+    w``; ``<s>`` and ``</s>`` around each sentence) and their counts."""
+    size = len(index)
+    grams: collections.Counter[tuple[str, ...]] = collections.Counter()
     for words in sentences:
         tokens = [BOS, *words, EOS]
-        triples.update(zip(tokens, tokens[1:], tokens[2:], strict=False))
-    keys = np.array([(index[u] * size + index[v]) * size + index[w] for u, v, w in triples], dtype=np.int64)
-    counts = np.array(list(triples.values()), dtype=np.float64)
-    order = np.argsort(keys)
-    return keys[order], counts[order]
+        grams.update(zip(*(tokens[i:] for i in range(order)), strict=False))
+    keys = np.array([functools.reduce(lambda key, word: key * size + index[word], gram, 0) for gram in grams],
+                    dtype=np.int64)
+    counts = np.array(list(grams.values()), dtype=np.float64)
+    ordered = np.argsort(keys)
+    return keys[ordered], counts[ordered]
+
+
+def likeliest(log10: np.ndarray, history_log10: np.ndarray, at_start: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the ``count`` n-grams likeliest by ``log10 + history_log10`` (a background level pruned to bound the
+    set's size): p(history) p(word | history). ``<s>`` has no unigram: a history at a sentence start counts as
+    10^-1 (once per ~10 words)."""
+    joint = log10 + np.where(at_start, -1.0, history_log10)
+    return np.argpartition(-joint, count)[:count]
 
 
 def _corpus_probability(keys: np.ndarray, corpus_keys: np.ndarray, corpus_counts: np.ndarray, size: int,
@@ -123,7 +135,7 @@ def build_trigram_level(sentences: list[list[str]], index: Mapping[str, int], *,
     p(w | u, v); 0 keeps all). Each history's back-off weight makes its distribution sum to one over the final
     bigram (``final_bigram``), as the bigram level's weights do over the unigram."""
     size = len(index)
-    corpus_keys, corpus_counts = _corpus_triples(sentences, index, size)
+    corpus_keys, corpus_counts = ngram_counts(sentences, index, 3)
     keys = corpus_keys
     background_side = None
     if background is not None and background.trigrams:
@@ -131,11 +143,9 @@ def build_trigram_level(sentences: list[list[str]], index: Mapping[str, int], *,
         background_keys, background_log10, history_keys, history_log10 = _background_arrays(background, index, size)
         if max_background_trigrams and len(background_keys) > max_background_trigrams:
             before, pair = background_keys // (size * size), background_keys // size
-            joint = (background_log10 + np.log10(np.maximum(background_bigram(pair), 1e-30))
-                     + np.log10(np.maximum(background_unigram[before], 1e-30)))
-            starts = before == index[BOS]
-            joint[starts] = (background_log10 + np.log10(np.maximum(background_bigram(pair), 1e-30)))[starts] - 1.0
-            keep = np.sort(np.argpartition(-joint, max_background_trigrams)[:max_background_trigrams])
+            keep = np.sort(likeliest(background_log10 + np.log10(np.maximum(background_bigram(pair), 1e-30)),
+                                     np.log10(np.maximum(background_unigram[before], 1e-30)), before == index[BOS],
+                                     max_background_trigrams))
             background_keys, background_log10 = background_keys[keep], background_log10[keep]
         background_side = (background_keys, background_log10, history_keys, history_log10)
         keys = np.union1d(corpus_keys, background_keys)
