@@ -30,7 +30,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request, Response, WebSocket
 from fastapi.responses import StreamingResponse
-from pydantic import Field
+from pydantic import Field, TypeAdapter, ValidationError
 from ray import serve
 from ray.serve.exceptions import BackPressureError
 
@@ -48,8 +48,6 @@ logger = logging.getLogger("server.ray")
 #: ingress path -> config task whose default adapter a request without ``adapter`` uses
 _TASK_OF_PATH = {spec.route: spec.name for spec in TASKS}
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
-#: what a boolean form field reads as true (pydantic's reading of the OpenAI route's ``stream``)
-_TRUE_FORM_VALUES = {"1", "true", "t", "yes", "y", "on"}
 
 
 class RaySettings(Settings):
@@ -209,6 +207,15 @@ ingress_api = FastAPI(title="ELP speech server (Ray Serve ingress)", openapi_url
 install_error_handlers(ingress_api)
 
 
+def _form_flag(value: object) -> bool:
+    """A form field read as the OpenAI route reads its ``bool`` ``stream`` (pydantic's rule, so the two never
+    disagree); a value it refuses is not a stream (the replica answers 422)."""
+    try:
+        return TypeAdapter(bool).validate_python(value)
+    except ValidationError:
+        return False
+
+
 def _end_to_end(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """A replica's answer headers without the hop-by-hop ones (the ingress' own connection sets those). Defined
     above the ingress: defined below it, the deployed ingress did not find it (NameError in its replica)."""
@@ -317,7 +324,7 @@ class ElpIngress:
             flag = (await request.form()).get("stream")  # parsed once already by adapter_for (Starlette keeps it)
         except Exception:  # malformed body: the replica's app says what is wrong with it
             return False
-        return isinstance(flag, str) and flag.strip().lower() in _TRUE_FORM_VALUES
+        return _form_flag(flag)
 
     def _exists(self, adapter_id: str) -> bool:
         try:
