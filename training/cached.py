@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from torch import nn
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.heads import build_head
 from elp.tasks import get_task
-from training.data.manifest import filter_split, read_manifest, read_trials
+from training.data.manifest import extra_splits, filter_split, read_manifest, read_trials
 from training.dataset import task_augment
 from training.evaluation import headline, public
 from training.feature_cache import (
@@ -90,23 +89,6 @@ def _save_best_so_far(adapter_set: AdapterSet, featurizer: nn.Module | None, out
         adapter_set.save(out)
     finally:
         adapter_set.featurizer, adapter_set.config.training = cached_featurizer, training
-
-
-def extra_splits(folder: str, task: str, labels: list[str] | None) -> tuple[dict, list, list]:
-    """(record, train rows, valid rows) of one extra corpus' ``<task>.jsonl``; its test rows are left
-    unread. Labels outside the set's own raise (a set cannot learn a class it has no output for)."""
-    manifest = Path(folder) / f"{task}.jsonl"
-    rows = read_manifest(manifest)
-    train, valid = filter_split(rows, "train"), filter_split(rows, "valid")
-    if not train and not valid:
-        raise SystemExit(f"{manifest} has no train or valid rows")
-    if labels is not None:
-        unknown = sorted({r.label for r in (*train, *valid)} - set(labels))
-        if unknown:
-            raise SystemExit(f"{manifest}: labels the set does not have: {unknown[:5]}")
-    record = {"path": str(folder), "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
-              "train": len(train), "valid": len(valid)}
-    return record, train, valid
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from elp import AdapterSet, MultiAdapterModel, config_for_method, load_backbone
 from elp.heads.config import HeadConfig
 from elp.tasks import get_task, set_task_names
-from training.data.manifest import filter_split, read_manifest, read_trials
+from training.data.manifest import extra_splits, filter_split, read_manifest, read_trials, repeated
 from training.dataset import CTC_VOCAB, ClipDataset, LengthBucketSampler, collate, task_augment
 from training.evaluation import evaluate_set, headline, public
 from training.loop import (
@@ -40,7 +40,7 @@ from training.loop import (
     save_checkpoint,
     write_back_metrics,
 )
-from training.suites.guard import check_training_rows
+from training.suites.guard import check_choice_rows, check_training_rows
 
 TRAIN_KEY = "train"
 #: (head, L-adapters/weighted sum, E-adapters) learning-rate presets; each task's values are in its
@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-from", help="start from this adapter set (same backbone) instead of a fresh one")
     p.add_argument("--train-only", default="", help="comma list of e,l,p,head to train; the rest stay frozen")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
+    p.add_argument("--extra-corpus", action="append", default=[], metavar="DIR",
+                   help="another corpus folder (same schema) whose train and valid rows of the task join the run; "
+                        "repeatable; its test rows are never read. Validation then reads every valid row")
+    p.add_argument("--extra-repeat", type=int, default=1, metavar="N",
+                   help="list each extra corpus' training clip N times an epoch (to weigh a small corpus of real "
+                        "voices against a large synthetic one); each copy gets its own id (<id>-r<k>)")
     p.add_argument("--max-train-clips", type=int, default=0)
     p.add_argument("--max-eval-clips", type=int, default=0)
     p.add_argument("--test", action="store_true", help="also evaluate the best set on the test split")
@@ -189,7 +195,14 @@ def _read_splits(args: argparse.Namespace, corpus: Path) -> Splits:
     trials = {split: read_trials(corpus / name) for split, name in trial_files(args.task).items()
               if (corpus / name).exists()}
     labels = sorted({r.label for r in rows if r.label}) if get_task(args.task).target_field == "label" else None
-    return Splits(train_rows, _limit(filter_split(rows, "valid"), args.max_eval_clips, args.seed),
+    valid_rows = filter_split(rows, "valid")
+    for folder in args.extra_corpus:
+        _, extra_train, extra_valid = extra_splits(folder, args.task, labels)
+        check_training_rows(extra_train, f"{Path(folder) / args.task}.jsonl (train split)")
+        check_choice_rows(extra_valid, f"{Path(folder) / args.task}.jsonl (valid split)")
+        train_rows += repeated(extra_train, args.extra_repeat)
+        valid_rows += extra_valid
+    return Splits(train_rows, _limit(valid_rows, args.max_eval_clips, args.seed),
                   _limit(filter_split(rows, "test"), args.max_eval_clips, args.seed), trials, labels)
 
 
@@ -344,7 +357,8 @@ def train(args: argparse.Namespace) -> TrainResult:
         "corpus": str(corpus), "steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
         "learning_rates": rates, "augment": not args.no_augment, "seed": args.seed, "method": method,
         "train_clips": len(splits.train),
-    }
+    } | ({"extra_corpora": [extra_splits(f, args.task, splits.labels)[0] for f in args.extra_corpus],
+          "extra_repeat": args.extra_repeat} if args.extra_corpus else {})
     adapter_set.config.description = f"{method.upper()} {args.task} set trained by elp-train on {corpus.name}"
     output = str(adapter_set.save(args.out)) if args.out and not full else None
     (run_dir / "history.json").write_text(json.dumps(state.history, indent=1))

@@ -13,6 +13,8 @@ torch-free so data preparation runs on any machine.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -254,3 +256,29 @@ def _replace_path(row: ManifestRow, new_path: str) -> ManifestRow:
     d = row.to_dict()
     d["path"] = new_path
     return ManifestRow(**d)
+
+
+def extra_splits(folder: str, task: str, labels: list[str] | None) -> tuple[dict, list, list]:
+    """(record, train rows, valid rows) of one extra corpus' ``<task>.jsonl``; its test rows are left
+    unread. Labels outside the set's own raise (a set cannot learn a class it has no output for)."""
+    manifest = Path(folder) / f"{task}.jsonl"
+    rows = read_manifest(manifest)
+    train, valid = filter_split(rows, "train"), filter_split(rows, "valid")
+    if not train and not valid:
+        raise SystemExit(f"{manifest} has no train or valid rows")
+    if labels is not None:
+        unknown = sorted({r.label for r in (*train, *valid)} - set(labels))
+        if unknown:
+            raise SystemExit(f"{manifest}: labels the set does not have: {unknown[:5]}")
+    record = {"path": str(folder), "manifest_sha256": hashlib.sha256(manifest.read_bytes()).hexdigest(),
+              "train": len(train), "valid": len(valid)}
+    return record, train, valid
+
+
+def repeated(rows: list, times: int) -> list:
+    """Each row ``times`` times in a row, the copies told apart by their ids (``<id>-r<k>``)."""
+    if times < 1:
+        raise SystemExit("--extra-repeat must be 1 or more")
+    if times == 1:
+        return list(rows)
+    return [dataclasses.replace(row, id=f"{row.id}-r{k}") for row in rows for k in range(times)]
