@@ -216,6 +216,19 @@ def _form_flag(value: object) -> bool:
         return False
 
 
+async def _upload_form(request: Request) -> Any | None:
+    """A multipart upload's fields, parsed once for both the adapter and the stream flag (Starlette keeps the parse);
+    None for other bodies, and for a malformed one, whose errors the replica's app reports."""
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return None
+    try:
+        form = await request.form()
+        await form.close()
+    except Exception:
+        return None
+    return form
+
+
 def _end_to_end(headers: list[tuple[bytes, bytes]]) -> dict[str, str]:
     """A replica's answer headers without the hop-by-hop ones (the ingress' own connection sets those). Defined
     above the ingress: defined below it, the deployed ingress did not find it (NameError in its replica)."""
@@ -249,13 +262,15 @@ class ElpIngress:
 
             return Response(await self.board.exposition.remote(), media_type=CONTENT_TYPE_LATEST)
         body = await request.body()
-        adapter_id = await self.adapter_for(request)
+        form = await _upload_form(request)
+        adapter_id = self.adapter_for(request, form)
         headers = [(k, v) for k, v in request.scope["headers"] if k.decode("latin-1").lower() not in _HOP_BY_HOP]
         headers.append((b"content-length", str(len(body)).encode()))
         client = (request.client.host, request.client.port) if request.client else None
         forwarded = ForwardedRequest(request.method, request.url.path, request.scope.get("query_string", b""),
                                      headers, body, client)
-        return await self.forward(forwarded, adapter_id, events=await self._asks_for_events(request))
+        events = request.url.path in OPENAI_TASK_OF_PATH and form is not None and _form_flag(form.get("stream"))
+        return await self.forward(forwarded, adapter_id, events=events)
 
     @ingress_api.websocket("/{endpoint}/stream")
     async def stream(self, websocket: WebSocket, endpoint: str) -> None:
@@ -283,9 +298,9 @@ class ElpIngress:
         headers = [*headers, (b"content-length", str(len(body)).encode())]
         return await self.forward(ForwardedRequest("POST", path, b"", headers, body, None), adapter_id)
 
-    async def adapter_for(self, request: Request) -> str | None:
+    def adapter_for(self, request: Request, form: Any | None) -> str | None:
         """The set a request will use (its multiplexed id), or None when it uses none or names one
-        that does not exist (the replica then answers the contract's error)."""
+        that does not exist (the replica then answers the contract's error). ``form``: its upload's fields."""
         path, method = request.url.path, request.method
         if method == "POST" and path.startswith("/adapters/") and path.endswith("/load"):
             named = path[len("/adapters/"):-len("/load")]
@@ -297,13 +312,8 @@ class ElpIngress:
         task = openai_spec.name if openai_spec is not None else task
         if task is None:
             return None
-        if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-            try:
-                form = await request.form()
-                named = form.get("adapter") if openai_spec is None else form.get("model")
-                await form.close()
-            except Exception:  # malformed body: the replica's app says what is wrong with it
-                return None
+        if form is not None:
+            named = form.get("adapter") if openai_spec is None else form.get("model")
             if openai_spec is not None and isinstance(named, str):  # OpenAI's own model names: the default
                 named = adapter_for_model(openai_spec, named)
             if isinstance(named, str) and named:
@@ -313,18 +323,6 @@ class ElpIngress:
             return default_id if self._exists(default_id) else self.resolver.default_adapter(task, recheck=True)
         except Exception:  # no default installed: the replica answers 404 adapter_not_found
             return None
-
-    async def _asks_for_events(self, request: Request) -> bool:
-        """An OpenAI transcription with ``stream=true``: its answer is an event stream, forwarded as it is made."""
-        if request.method != "POST" or request.url.path not in OPENAI_TASK_OF_PATH:
-            return False
-        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
-            return False
-        try:
-            flag = (await request.form()).get("stream")  # parsed once already by adapter_for (Starlette keeps it)
-        except Exception:  # malformed body: the replica's app says what is wrong with it
-            return False
-        return _form_flag(flag)
 
     def _exists(self, adapter_id: str) -> bool:
         try:

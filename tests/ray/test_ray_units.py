@@ -185,3 +185,50 @@ def test_an_event_stream_whose_replica_is_lost_ends_with_an_error_event_and_is_c
     assert len(chunks) == 2 and parts.cancelled
     event = json.loads(chunks[1].removeprefix(b"data: "))
     assert event["type"] == "error" and event["error"]["code"] == "overloaded"
+
+
+def _request(body: bytes, content_type: str, path: str = "/v1/audio/transcriptions"):
+    from starlette.requests import Request
+
+    async def receive():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]}
+    return Request(scope, receive)
+
+
+def _multipart(fields: dict[str, str]) -> tuple[bytes, str]:
+    boundary = "elpboundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n' for k, v in fields.items()]
+    parts.append('--elpboundary\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+                 'Content-Type: audio/wav\r\n\r\nRIFF\r\n')
+    return ("".join(parts) + f"--{boundary}--\r\n").encode(), f"multipart/form-data; boundary={boundary}"
+
+
+@pytest.mark.parametrize(("fields", "stream"), [({"stream": "true", "model": "whisper-1"}, True),
+                                                ({"stream": "1"}, True), ({"stream": "false"}, False),
+                                                ({"stream": " true"}, False), ({}, False)])
+def test_the_ingress_reads_an_upload_once_for_its_stream_flag_as_the_openai_route_does(fields, stream) -> None:
+    import asyncio
+
+    from server.ray_app import _form_flag, _upload_form
+
+    async def read():
+        request = _request(*_multipart(fields))
+        await request.body()  # the ingress reads the body first, to forward it
+        form = await _upload_form(request)
+        return form, form is not None and _form_flag(form.get("stream"))
+
+    form, flagged = asyncio.run(read())
+    assert form is not None and flagged is stream
+    assert form.get("model") == fields.get("model")
+
+
+def test_a_body_that_is_not_a_readable_upload_has_no_form() -> None:
+    import asyncio
+
+    from server.ray_app import _upload_form
+
+    assert asyncio.run(_upload_form(_request(b'{"stream": true}', "application/json"))) is None
+    assert asyncio.run(_upload_form(_request(b"--x\r\nbroken", "multipart/form-data"))) is None  # no boundary
