@@ -14,7 +14,7 @@ import json
 import random
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +186,7 @@ class Splits:
     test: list
     trials: dict
     labels: list[str] | None
+    extra_corpora: list[dict] = field(default_factory=list)  # what each --extra-corpus held (for the set's record)
 
 
 def _read_splits(args: argparse.Namespace, corpus: Path) -> Splits:
@@ -196,14 +197,18 @@ def _read_splits(args: argparse.Namespace, corpus: Path) -> Splits:
               if (corpus / name).exists()}
     labels = sorted({r.label for r in rows if r.label}) if get_task(args.task).target_field == "label" else None
     valid_rows = filter_split(rows, "valid")
+    if args.extra_corpus and args.extra_repeat < 1:
+        raise SystemExit("--extra-repeat must be 1 or more")
+    extra_records = []
     for folder in args.extra_corpus:
-        _, extra_train, extra_valid = extra_splits(folder, args.task, labels)
+        record, extra_train, extra_valid = extra_splits(folder, args.task, labels)
+        extra_records.append(record)
         check_training_rows(extra_train, f"{Path(folder) / args.task}.jsonl (train split)")
         check_choice_rows(extra_valid, f"{Path(folder) / args.task}.jsonl (valid split)")
         train_rows += repeated(extra_train, args.extra_repeat)
         valid_rows += extra_valid
     return Splits(train_rows, _limit(valid_rows, args.max_eval_clips, args.seed),
-                  _limit(filter_split(rows, "test"), args.max_eval_clips, args.seed), trials, labels)
+                  _limit(filter_split(rows, "test"), args.max_eval_clips, args.seed), trials, labels, extra_records)
 
 
 def _slot_names(task: str, labels: list[str] | None) -> list[str] | None:
@@ -357,8 +362,7 @@ def train(args: argparse.Namespace) -> TrainResult:
         "corpus": str(corpus), "steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
         "learning_rates": rates, "augment": not args.no_augment, "seed": args.seed, "method": method,
         "train_clips": len(splits.train),
-    } | ({"extra_corpora": [extra_splits(f, args.task, splits.labels)[0] for f in args.extra_corpus],
-          "extra_repeat": args.extra_repeat} if args.extra_corpus else {})
+    } | ({"extra_corpora": splits.extra_corpora, "extra_repeat": args.extra_repeat} if splits.extra_corpora else {})
     adapter_set.config.description = f"{method.upper()} {args.task} set trained by elp-train on {corpus.name}"
     output = str(adapter_set.save(args.out)) if args.out and not full else None
     (run_dir / "history.json").write_text(json.dumps(state.history, indent=1))

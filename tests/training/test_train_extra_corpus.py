@@ -38,6 +38,9 @@ def test_extra_rows_join_train_and_valid_each_copy_with_its_own_id_and_its_test_
     assert {r.path for r in splits.train[3:6]} == {str(extra / "audio/x-train-0.flac")}  # copies of one clip
     assert [r.id for r in splits.valid] == ["m-valid-0", "m-valid-1", "x-valid-0"]
     assert [r.id for r in splits.test] == ["m-test-0", "m-test-1"]
+    (record,) = splits.extra_corpora  # kept in the trained set's record
+    assert (record["path"], record["train"], record["valid"]) == (str(extra), 2, 1)
+    assert len(record["manifest_sha256"]) == 64
 
 
 def test_without_a_repeat_the_extra_rows_keep_their_ids_and_two_extras_both_join(tmp_path):

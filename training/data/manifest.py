@@ -278,7 +278,7 @@ def extra_splits(folder: str, task: str, labels: list[str] | None) -> tuple[dict
 def repeated(rows: list, times: int) -> list:
     """Each row ``times`` times in a row, the copies told apart by their ids (``<id>-r<k>``)."""
     if times < 1:
-        raise SystemExit("--extra-repeat must be 1 or more")
+        raise ValueError(f"rows are listed at least once, not {times} times")
     if times == 1:
         return list(rows)
     return [dataclasses.replace(row, id=f"{row.id}-r{k}") for row in rows for k in range(times)]
