@@ -14,7 +14,6 @@ text), or nothing is written.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 
@@ -36,7 +35,7 @@ def text_manifest(scale: str, seed: int, corpus: Path) -> list[ManifestRow]:
     train = [ManifestRow(id=clip.id, path=str(corpus.resolve() / clip.path), duration_s=1.0, split="train",
                          task="asr", speaker=clip.speaker.id, text=clip.text, meta={"text_only": True})
              for clip in clips if clip.split == "train" and clip.text]
-    return train + [dataclasses.replace(row) for row in held_out]
+    return train + held_out
 
 
 def main(argv: list[str] | None = None) -> int:
