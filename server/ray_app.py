@@ -207,11 +207,14 @@ ingress_api = FastAPI(title="ELP speech server (Ray Serve ingress)", openapi_url
 install_error_handlers(ingress_api)
 
 
+_AS_BOOL = TypeAdapter(bool)  # built once: the ingress reads a flag on every OpenAI upload
+
+
 def _form_flag(value: object) -> bool:
     """A form field read as the OpenAI route reads its ``bool`` ``stream`` (pydantic's rule, so the two never
     disagree); a value it refuses is not a stream (the replica answers 422)."""
     try:
-        return TypeAdapter(bool).validate_python(value)
+        return _AS_BOOL.validate_python(value)
     except ValidationError:
         return False
 
