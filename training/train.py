@@ -98,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pooled heads also read pitch/loudness/tilt statistics of the clip (elp.heads.prosody)")
     p.add_argument("--eval-every", type=int, default=200, help="steps between validations")
     p.add_argument("--patience", type=int, default=6, help="validations without improvement before stopping")
+    p.add_argument("--keep-validated", action="store_true",
+                   help="also save the set at every validation (run_dir/step-NNNNNN), e.g. to average checkpoints")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--init-from", help="start from this adapter set (same backbone) instead of a fresh one")
     p.add_argument("--train-only", default="", help="comma list of e,l,p,head to train; the rest stay frozen")
@@ -310,6 +312,8 @@ def _make_loop(args: argparse.Namespace, run_dir: Path, source: LiveFeatures, lo
     def validated(state: LoopState, loss: float, result: Validation) -> None:
         progress.write(f"step {state.step}: loss {loss:.4f} valid {result.name} {result.value:.4f}")
         save_checkpoint(run_dir, checkpoint_modules, optimizer, state.to_dict())
+        if args.keep_validated and not full:
+            adapter_set.save(run_dir / f"step-{state.step:06d}")
 
     def stepped(state: LoopState, loss: float) -> None:
         progress.update(1)

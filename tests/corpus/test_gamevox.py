@@ -3,11 +3,21 @@ character's) lines together, sound effects stay out, and implausible teacher tra
 
 from __future__ import annotations
 
+import json
 import struct
 
 import pytest
 
-from training.corpus.gamevox import DRASCULA, FOTAQ, fotaq_lines, group_of, plausible, seeded_pick
+from training.corpus.gamevox import (
+    DRASCULA,
+    FOTAQ,
+    earlier_labels,
+    fotaq_lines,
+    group_of,
+    plausible,
+    seeded_pick,
+)
+from training.data.manifest import ManifestRow
 
 
 def fotaq_file(tmp_path, entries: dict[str, bytes], compression: int = 1):
@@ -48,3 +58,27 @@ def test_seeded_pick_is_stable_and_capped() -> None:
     assert seeded_pick(names, 10, 0) == seeded_pick(list(reversed(names)), 10, 0)
     assert len(seeded_pick(names, 10, 0)) == 10 and seeded_pick(names, 0, 0) == set(names)
     assert seeded_pick(names, 10, 0) != seeded_pick(names, 10, 1)
+
+
+def extracted(line_id: str, seconds: float = 2.0) -> ManifestRow:
+    return ManifestRow(id=line_id, path=f"/data/gamevox/audio/g/{line_id}.flac", duration_s=seconds, split="train",
+                       task="asr", speaker="g", text=None, meta={"source": FOTAQ, "real_voice": True})
+
+
+def test_a_larger_extraction_reuses_the_same_teachers_labels_only(tmp_path) -> None:
+    manifest = tmp_path / "asr.jsonl"
+    earlier = [
+        {"id": "a", "path": "audio/g/a.flac", "duration_s": 2.0, "text": "open the door",
+         "meta": {"pseudo_label": "asr-whisper"}},
+        {"id": "b", "path": "audio/g/b.flac", "duration_s": 2.0, "text": "look", "meta": {"pseudo_label": "other"}},
+        {"id": "c", "path": "audio/g/c.flac", "duration_s": 3.5, "text": "changed audio",
+         "meta": {"pseudo_label": "asr-whisper"}},
+        {"id": "gone", "path": "audio/g/gone.flac", "duration_s": 2.0, "text": "not extracted now",
+         "meta": {"pseudo_label": "asr-whisper"}},
+    ]
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in earlier))
+    rows = [extracted("a"), extracted("b"), extracted("c"), extracted("new")]
+    reused = earlier_labels(manifest, rows, "asr-whisper")
+    assert [(row.id, row.text) for row in reused] == [("a", "open the door")]
+    assert reused[0].path == rows[0].path and reused[0].meta["pseudo_label"] == "asr-whisper"
+    assert earlier_labels(tmp_path / "missing.jsonl", rows, "asr-whisper") == []

@@ -54,9 +54,13 @@ def _train(corpus, backbone_dir, tmp_path, task, *extra):
 
 @pytest.mark.slow
 def test_train_save_load_evaluate(corpus, backbone_dir, tmp_path):
-    result = _train(corpus, backbone_dir, tmp_path, "emotion", "--max-steps", "9")
+    result = _train(corpus, backbone_dir, tmp_path, "emotion", "--max-steps", "9", "--keep-validated")
     assert result.steps == 9 and result.output
     adapter_set = AdapterSet.load(result.output)
+    kept = sorted(p.name for p in (tmp_path / "run-emotion").glob("step-*"))
+    assert kept == ["step-000003", "step-000006", "step-000009"]  # one set per validation, for averaging
+    best = AdapterSet.load(tmp_path / "run-emotion" / f"step-{adapter_set.config.training['best_step']:06d}")
+    assert all(torch.equal(best.state_dict()[k], v) for k, v in adapter_set.state_dict().items())
     assert adapter_set.config.metrics["valid"]["accuracy"] == result.valid["accuracy"]
     assert adapter_set.config.training["steps"] == 9 and adapter_set.config.labels == ["high", "low"]
     assert (tmp_path / "run-emotion" / "training_curves.png").stat().st_size > 1000

@@ -131,6 +131,24 @@ def plausible(text: str, seconds: float) -> bool:
     return len(trigrams) < 4 or len(set(trigrams)) > len(trigrams) // 2
 
 
+def earlier_labels(manifest: Path, rows: list[ManifestRow], teacher: str) -> list[ManifestRow]:
+    """The rows an earlier ``label`` run already transcribed with the same teacher, so that a run over a larger
+    extraction (``--max-clips 0`` after a subset) only transcribes the new lines. A row is reused only if the
+    extraction still lists it with the same audio file and length; lines the teacher dropped are read again."""
+    if not manifest.is_file():
+        return []
+    current = {row.id: row for row in rows}
+    reused = []
+    for line in manifest.read_text(encoding="utf-8").splitlines():
+        earlier = json.loads(line)
+        row = current.get(earlier["id"])
+        same_audio = row is not None and Path(row.path).name == Path(earlier["path"]).name \
+            and abs(row.duration_s - earlier["duration_s"]) < 1e-3
+        if same_audio and earlier.get("meta", {}).get("pseudo_label") == teacher and earlier.get("text"):
+            reused.append(dataclasses.replace(row, text=earlier["text"], meta={**row.meta, "pseudo_label": teacher}))
+    return reused
+
+
 def label(args: argparse.Namespace) -> dict:
     import torch
 
@@ -142,11 +160,12 @@ def label(args: argparse.Namespace) -> dict:
     lines = (out / "unlabelled.jsonl").read_text(encoding="utf-8").splitlines()
     rows = [ManifestRow(**(json.loads(line) | {"path": str(out.resolve() / json.loads(line)["path"])}))
             for line in lines]
+    kept = earlier_labels(out / "asr.jsonl", rows, Path(args.set).name)
+    reused, dropped = len(kept), 0
     model = MultiAdapterModel(load_backbone(args.backbone))
-    teacher = AdapterSet.load(args.set)
-    model.add_adapter_set("teacher", teacher)
-    kept, dropped = [], 0
-    ordered = sorted(rows, key=lambda r: r.duration_s)
+    model.add_adapter_set("teacher", AdapterSet.load(args.set))
+    labelled = {row.id for row in kept}
+    ordered = sorted((r for r in rows if r.id not in labelled), key=lambda r: r.duration_s)
     with torch.inference_mode():
         for start in range(0, len(ordered), args.batch_size):
             batch = ordered[start: start + args.batch_size]
@@ -163,7 +182,7 @@ def label(args: argparse.Namespace) -> dict:
     kept.sort(key=lambda r: r.id)
     write_manifest(kept, out / "asr.jsonl")
     report = json.loads((out / "gamevox.json").read_text()) | {"labelled": len(kept), "dropped_by_teacher": dropped,
-                                                                "teacher": str(args.set)}
+                                                                "reused_labels": reused, "teacher": str(args.set)}
     (out / "gamevox.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
 
