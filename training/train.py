@@ -55,7 +55,6 @@ def trial_files(task: str) -> dict[str, str]:
     return {split: f"{task}_trials_{split}.txt" for split in ("valid", "test")}
 
 
-
 @dataclass
 class TrainResult:
     task: str
@@ -366,7 +365,8 @@ def train(args: argparse.Namespace) -> TrainResult:
         "corpus": str(corpus), "steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
         "learning_rates": rates, "augment": not args.no_augment, "seed": args.seed, "method": method,
         "train_clips": len(splits.train),
-    } | ({"extra_corpora": splits.extra_corpora, "extra_repeat": args.extra_repeat} if splits.extra_corpora else {})
+    } | ({"extra_corpora": splits.extra_corpora, "extra_repeat": args.extra_repeat} if splits.extra_corpora else {}) \
+      | {name: value for name, value in (("init_from", args.init_from), ("train_only", args.train_only)) if value}
     adapter_set.config.description = f"{method.upper()} {args.task} set trained by elp-train on {corpus.name}"
     output = str(adapter_set.save(args.out)) if args.out and not full else None
     (run_dir / "history.json").write_text(json.dumps(state.history, indent=1))

@@ -125,6 +125,22 @@ def test_refit_on_a_cached_encoder_pass_keeps_e_and_p_and_records_both_results(c
 
 
 @pytest.mark.slow
+def test_a_run_from_a_set_with_frozen_parts_keeps_them_and_records_where_it_started(corpus, backbone_dir, tmp_path):
+    start = _train(corpus, backbone_dir, tmp_path, "emotion", "--max-steps", "3")
+    continued = train.train(train.build_parser().parse_args([
+        "--task", "emotion", "--backbone", str(backbone_dir), "--corpus", str(corpus), "--init-from", start.output,
+        "--train-only", "l,head", "--out", str(tmp_path / "continued"), "--run-dir", str(tmp_path / "run-continued"),
+        "--batch-size", "4", "--num-workers", "0", "--eval-every", "2", "--max-steps", "4", "--lr-head", "5e-2",
+        "--lr-l", "5e-2", "--quiet", "--device", "cpu"]))
+    before, after = AdapterSet.load(start.output).state_dict(), AdapterSet.load(continued.output)
+    frozen = [name for name in before if name.startswith(("e_adapters", "p_adapter"))]
+    assert frozen and all(torch.equal(before[name], after.state_dict()[name]) for name in frozen)
+    assert any(not torch.equal(before[name], tensor) for name, tensor in after.state_dict().items()
+               if name.startswith("head"))  # the head did train
+    assert after.config.training["init_from"] == start.output and after.config.training["train_only"] == "l,head"
+
+
+@pytest.mark.slow
 def test_head_pooling_flag_is_trained_and_saved(corpus, backbone_dir, tmp_path):
     result = _train(corpus, backbone_dir, tmp_path, "emotion", "--max-steps", "2", "--pooling", "stats")
     assert AdapterSet.load(result.output).config.head.pooling == "stats"
