@@ -13,8 +13,12 @@ digits, so one scene's voices stay together; Drascula lines are named by charact
 Whole groups go to ``valid`` (``--valid-fraction``, seeded) so the refit's epoch is chosen on scenes it never saw.
 None of these actors is a suite speaker, and nothing here is a suite folder.
 
-    python -m training.corpus.gamevox extract --out data/gamevox --max-clips 3000
+    python -m training.corpus.gamevox extract --out data/gamevox --max-clips 4000
     python -m training.corpus.gamevox label --out data/gamevox --set adapters_store/asr-whisper
+    python -m training.corpus.gamevox extract --out data/gamevox-all --max-clips 0   # every line, same valid groups
+
+``label`` keeps the transcripts an earlier run by the same teacher wrote in ``asr.jsonl``, so a larger extraction
+only transcribes its new lines.
 
 The audio is 11 kHz (band-limited to 5.5 kHz) and, for FOTAQ, 16 kb/s MP3: real voices through a poor channel.
 """
