@@ -75,6 +75,46 @@ def char_errors(refs: str | Sequence[str], hyps: str | Sequence[str]) -> EditCou
     return EditCounts(out.hits, out.substitutions, out.deletions, out.insertions)
 
 
+def clip_errors(refs: Sequence[str], hyps: Sequence[str], unit: str) -> np.ndarray:
+    """Per clip ``[edits, reference tokens]`` (``unit`` "word" or "char"): the rows a paired comparison resamples.
+    Their column sums give the corpus rate, so the rate of the whole array equals :func:`wer` / :func:`cer`."""
+    count = word_errors if unit == "word" else char_errors
+    rows = [count(ref, hyp) for ref, hyp in zip(*_pairs(refs, hyps), strict=True)]
+    return np.array([[c.substitutions + c.deletions + c.insertions, c.ref_len] for c in rows], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``second``'s corpus rate minus ``first``'s on the same clips, with a paired bootstrap interval.
+
+    Clips are resampled with replacement and both systems are scored on the same draw (Bisani & Ney, 2004), so
+    what the clips share (hard audio, long sentences) cancels; ``better`` is the share of draws where the second
+    system makes fewer errors. An interval that holds zero says the two differ by less than these clips can tell."""
+
+    difference: float
+    low: float
+    high: float
+    better: float
+    clips: int
+
+
+def paired_bootstrap(first: np.ndarray, second: np.ndarray, rounds: int = 2000, level: float = 0.95,
+                     seed: int = 0) -> PairedDifference:
+    """Paired bootstrap of the rate difference between two :func:`clip_errors` arrays of the same clips."""
+    first, second = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    if first.shape != second.shape or first.ndim != 2 or first.shape[1] != 2 or not len(first):
+        raise ValueError(f"two [clips, 2] arrays of the same clips are needed, not {first.shape} and {second.shape}")
+    if not np.array_equal(first[:, 1], second[:, 1]):
+        raise ValueError("the two arrays have different reference lengths: they are not the same clips")
+    draws = np.random.default_rng(seed).integers(0, len(first), size=(rounds, len(first)))
+    totals = np.maximum(first[draws, 1].sum(axis=1), 1.0)
+    differences = (second[draws, 0].sum(axis=1) - first[draws, 0].sum(axis=1)) / totals
+    tail = (1.0 - level) / 2
+    low, high = np.quantile(differences, [tail, 1.0 - tail])
+    point = (second[:, 0].sum() - first[:, 0].sum()) / max(first[:, 1].sum(), 1.0)
+    return PairedDifference(float(point), float(low), float(high), float(np.mean(differences < 0)), len(first))
+
+
 def wer(refs: str | Sequence[str], hyps: str | Sequence[str]) -> float:
     """Corpus WER: (S + D + I) / reference words; texts should already be normalised."""
     return word_errors(refs, hyps).rate

@@ -73,6 +73,22 @@ def test_markdown_puts_the_suites_side_by_side() -> None:
     assert "| asr-x | ours | CER | 10.0% (10) |  | 25.0% (10) |" in text and "elp-evaluate --suite all x" in text
 
 
+def test_markdown_pairs_each_asr_set_with_the_first_on_the_same_clips() -> None:
+    def record(name: str, suite: str, words: list[list[int]]) -> dict:
+        per_clip = {"ids": [f"c{i}" for i in range(len(words))], "word": words, "char": [[2 * e, 3 * n]
+                                                                                     for e, n in words]}
+        return {"set": name, "task": "asr", "system": "ours", "data": suite, "suite": suite, "variant": "",
+                "subset": False, "cer": 0.0, "wer": 0.0, "n": len(words), "per_clip": per_clip}
+
+    old, new = [[2, 10]] * 40, [[1, 10]] * 40
+    text = markdown([record("asr-old", "human", old), record("asr-new", "human", new),
+                     record("asr-new", "far", new)])  # no asr-old row on far: nothing to pair there
+    assert "### Against asr-old" in text
+    assert "| asr-new | human | 40 | -6.7 [-6.7, -6.7] (100%) | -10.0 [-10.0, -10.0] (100%) |" in text
+    assert "| asr-new | far |" not in text
+    assert "Against" not in markdown([record("asr-old", "human", old)])
+
+
 def _tiny_suite(folder: Path) -> None:
     rows, asr = [], []
     for speaker, seed in (("s1", 0), ("s1", 1), ("s2", 2), ("s2", 3), ("s3", 4)):
@@ -129,3 +145,6 @@ def test_suite_records_are_the_metric_codes_numbers(tmp_path: Path, tiny_model) 
     hyps = [p.text or "" for p in tiny_model.predict(list(waves.values()), ["asr-x"] * 5)]
     assert ours["wer"] == pytest.approx(wer(["go forward"] * 5, hyps)) and ours["cer"] == pytest.approx(
         cer(["go forward"] * 5, hyps))
+    words = np.array(ours["per_clip"]["word"])  # the per-clip counts behind the paired comparison add up
+    assert ours["per_clip"]["ids"] == ["a0", "a1", "a2", "a3", "a4"]
+    assert words[:, 0].sum() / words[:, 1].sum() == pytest.approx(ours["wer"])

@@ -9,9 +9,11 @@ from training.metrics import (
     EditCounts,
     cer,
     char_errors,
+    clip_errors,
     compute_eer,
     compute_min_dcf,
     confusion_matrix,
+    paired_bootstrap,
     unweighted_accuracy,
     verification_metrics,
     weighted_accuracy,
@@ -123,3 +125,28 @@ def test_confusion_matrix_rows_true_cols_pred() -> None:
     cm = confusion_matrix(["a", "a", "b", "c"], ["a", "b", "b", "a"], labels=["a", "b", "c"])
     assert cm.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]
     assert confusion_matrix([0, 1], [1, 1]).tolist() == [[0, 1], [0, 1]]
+
+
+def test_clip_errors_sum_to_the_corpus_rates() -> None:
+    refs, hyps = ["go to the door", "open it", "stop"], ["go to a door", "open it now", ""]
+    words, chars = clip_errors(refs, hyps, "word"), clip_errors(refs, hyps, "char")
+    assert words.tolist() == [[1, 4], [1, 2], [1, 1]]
+    assert words[:, 0].sum() / words[:, 1].sum() == pytest.approx(wer(refs, hyps))
+    assert chars[:, 0].sum() / chars[:, 1].sum() == pytest.approx(cer(refs, hyps))
+
+
+def test_paired_bootstrap_tells_a_real_gain_from_noise() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 15, size=300)
+    first = np.stack([rng.binomial(lengths, 0.3), lengths], axis=1)
+    fewer = np.stack([np.maximum(first[:, 0] - rng.binomial(1, 0.8, 300), 0), lengths], axis=1)
+    gain = paired_bootstrap(first, fewer)
+    assert gain.difference < 0 and gain.high < 0 and gain.better > 0.99 and gain.clips == 300
+    assert gain.difference == pytest.approx((fewer[:, 0].sum() - first[:, 0].sum()) / lengths.sum())
+    shuffled = np.stack([rng.permutation(first[:, 0]), lengths], axis=1)  # same errors, other clips: no signal
+    noise = paired_bootstrap(first, shuffled)
+    assert noise.low < 0 < noise.high and 0.05 < noise.better < 0.95
+    same = paired_bootstrap(first, first)
+    assert (same.difference, same.low, same.high, same.better) == (0.0, 0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="same clips"):
+        paired_bootstrap(first, np.stack([first[:, 0], lengths + 1], axis=1))

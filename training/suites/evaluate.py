@@ -30,7 +30,15 @@ from elp.tasks.verification import served_threshold
 from training.data.manifest import ManifestRow, filter_split, read_manifest, read_trials
 from training.dataset import load_audio
 from training.evaluation import gated_trials, predict_rows, trial_clip_rows
-from training.metrics import cer, compute_eer, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
+from training.metrics import (
+    cer,
+    clip_errors,
+    compute_eer,
+    unweighted_accuracy,
+    verification_metrics,
+    weighted_accuracy,
+    wer,
+)
 from training.suites import baselines as B
 
 SUITES = ("near", "far", "human")
@@ -123,7 +131,10 @@ def asr_records(model: MultiAdapterModel, key: str, data: DataSet, rows: list[Ma
     predictions, _ = predict_rows(model, key, rows)
     refs = [r.text or "" for r in rows]
     hyps = [predictions[r.id].text or "" for r in rows]
-    out = [_record(key, task, "ours", data, False, cer=cer(refs, hyps), wer=wer(refs, hyps), n=len(rows))]
+    per_clip = {"ids": [r.id for r in rows], "word": clip_errors(refs, hyps, "word").tolist(),
+                "char": clip_errors(refs, hyps, "char").tolist()}  # for paired comparisons between sets (report)
+    out = [_record(key, task, "ours", data, False, cer=cer(refs, hyps), wer=wer(refs, hyps), n=len(rows),
+                   per_clip=per_clip)]
     if baseline_systems:
         picked = spread(list(range(len(rows))), options.baseline_clips)
         sub_refs = [refs[i] for i in picked]
@@ -240,5 +251,6 @@ def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options,
                         else label_records(model, key, task, data, rows))
         for record in records[done:]:
             log(f"{key}: {data.name}: " + str({k: round(v, 4) if isinstance(v, float) else v
-                                              for k, v in record.items() if k not in ("set", "task", "data")}))
+                                              for k, v in record.items() if k not in ("set", "task", "data",
+                                                                                         "per_clip")}))
     return records

@@ -9,7 +9,10 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from elp.tasks import get_task
+from training.metrics import paired_bootstrap
 from training.suites.evaluate import SUITES
 
 METRICS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -51,10 +54,37 @@ def table(records: list[dict], subset: bool) -> str:
                             for (s, system, metric), cells in rows.items())
 
 
+def paired(records: list[dict]) -> str:
+    """Each later ASR set against the first one on the same clips: the rate differences in points with a 95%
+    paired-bootstrap interval (``training.metrics.paired_bootstrap``), so a refit's gain can be told from noise."""
+    full = [r for r in records if "per_clip" in r and not r.get("subset")]
+    if len({r["set"] for r in full}) < 2:
+        return ""
+    first = full[0]["set"]
+    reference = {(r["data"], r["variant"]): r for r in full if r["set"] == first}
+    lines = []
+    for record in full:
+        base = reference.get((record["data"], record["variant"]))
+        if record["set"] == first or base is None or base["per_clip"]["ids"] != record["per_clip"]["ids"]:
+            continue
+        cells = []
+        for unit in ("char", "word"):
+            d = paired_bootstrap(np.array(base["per_clip"][unit]), np.array(record["per_clip"][unit]))
+            cells.append(f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] ({100 * d.better:.0f}%)")
+        name = record["suite"] + (f" ({record['variant']})" if record["variant"] else "")
+        lines.append(f"| {record['set']} | {name} | {record['n']} | " + " | ".join(cells) + " |\n")
+    if not lines:
+        return ""
+    return (f"\n### Against {first}, on the same clips: difference in points, 95% paired-bootstrap interval "
+            "(share of 2,000 draws where the set makes fewer errors)\n\n"
+            "| set | suite | clips | CER | WER |\n|---|---|---:|---|---|\n" + "".join(lines))
+
+
 def markdown(records: list[dict], command: str = "") -> str:
     missing = sorted({f"{r['set']}: {r['data']}" for r in records if "missing" in r})
     parts = ["Cells: value (clips or trials). Rates are corpus-level (CER/WER) or per trial.\n",
              "### The sets on every suite (every clip unless --max-clips capped them)\n", table(records, subset=False)]
+    parts.append(paired(records))
     if any(r.get("subset") for r in records):
         parts += ["\n### Baselines, on evenly spread subsets of the same clips and trials (the set re-scored on "
                   "exactly those)\n", table(records, subset=True)]
