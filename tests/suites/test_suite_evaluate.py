@@ -73,20 +73,23 @@ def test_markdown_puts_the_suites_side_by_side() -> None:
     assert "| asr-x | ours | CER | 10.0% (10) |  | 25.0% (10) |" in text and "elp-evaluate --suite all x" in text
 
 
-def test_markdown_pairs_each_asr_set_with_the_first_on_the_same_clips() -> None:
-    def record(name: str, suite: str, words: list[list[int]]) -> dict:
-        per_clip = {"ids": [f"c{i}" for i in range(len(words))], "word": words, "char": [[2 * e, 3 * n]
-                                                                                     for e, n in words]}
-        return {"set": name, "task": "asr", "system": "ours", "data": suite, "suite": suite, "variant": "",
-                "subset": False, "cer": 0.0, "wer": 0.0, "n": len(words), "per_clip": per_clip}
+def test_markdown_pairs_each_set_with_the_first_of_its_task_on_the_same_clips() -> None:
+    def record(name: str, task: str, suite: str, **per_clip: list[list[int]]) -> dict:
+        clips = len(next(iter(per_clip.values())))
+        return {"set": name, "task": task, "system": "ours", "data": suite, "suite": suite, "variant": "",
+                "subset": False, "n": clips, "per_clip": {"ids": [f"c{i}" for i in range(clips)], **per_clip}}
 
     old, new = [[2, 10]] * 40, [[1, 10]] * 40
-    text = markdown([record("asr-old", "human", old), record("asr-new", "human", new),
-                     record("asr-new", "far", new)])  # no asr-old row on far: nothing to pair there
-    assert "### Against asr-old" in text
-    assert "| asr-new | human | 40 | -6.7 [-6.7, -6.7] (100%) | -10.0 [-10.0, -10.0] (100%) |" in text
-    assert "| asr-new | far |" not in text
-    assert "Against" not in markdown([record("asr-old", "human", old)])
+    text = markdown([record("asr-old", "asr", "human", word=old, char=[[4, 30]] * 40),
+                     record("asr-new", "asr", "human", word=new, char=[[2, 30]] * 40),
+                     record("asr-new", "asr", "far", word=new),  # no asr-old row on far: nothing to pair there
+                     record("intent-old", "intent", "near", label=[[1, 1]] * 10 + [[0, 1]] * 30),
+                     record("intent-new", "intent", "near", label=[[0, 1]] * 40)])
+    assert "| asr-new | asr-old | human | 40 | CER | -6.7 [-6.7, -6.7] | 100% |" in text
+    assert "| asr-new | asr-old | human | 40 | WER | -10.0 [-10.0, -10.0] | 100% |" in text
+    assert "| asr-new | asr-old | far |" not in text
+    assert "| intent-new | intent-old | near | 40 | accuracy | +25.0 [+" in text  # accuracy rose: a positive gain
+    assert "against" not in markdown([record("asr-old", "asr", "human", word=old)])
 
 
 def _tiny_suite(folder: Path) -> None:

@@ -210,8 +210,9 @@ def label_records(model: MultiAdapterModel, key: str, task: str, data: DataSet, 
     predictions, _ = predict_rows(model, key, rows)
     truth = [r.label for r in rows]
     guess = [predictions[r.id].label for r in rows]
+    per_clip = {"ids": [r.id for r in rows], "label": [[int(g != t), 1] for t, g in zip(truth, guess, strict=True)]}
     return [_record(key, task, "ours", data, False, accuracy=weighted_accuracy(truth, guess),
-                    unweighted_accuracy=unweighted_accuracy(truth, guess), n=len(rows))]
+                    unweighted_accuracy=unweighted_accuracy(truth, guess), n=len(rows), per_clip=per_clip)]
 
 
 def evaluate_on_suites(model: MultiAdapterModel, key: str, options: Options,

@@ -54,30 +54,37 @@ def table(records: list[dict], subset: bool) -> str:
                             for (s, system, metric), cells in rows.items())
 
 
+#: per-clip error counts a suite record can carry -> (metric, sign): accuracy is reported as its own difference
+PAIRED_UNITS = {"char": ("CER", 1), "word": ("WER", 1), "label": ("accuracy", -1)}
+
+
 def paired(records: list[dict]) -> str:
-    """Each later ASR set against the first one on the same clips: the rate differences in points with a 95%
+    """Each later set against the first one of its task on the same clips: the difference in points with a 95%
     paired-bootstrap interval (``training.metrics.paired_bootstrap``), so a refit's gain can be told from noise."""
     full = [r for r in records if "per_clip" in r and not r.get("subset")]
-    if len({r["set"] for r in full}) < 2:
-        return ""
-    first = full[0]["set"]
-    reference = {(r["data"], r["variant"]): r for r in full if r["set"] == first}
+    firsts = {r["task"]: r["set"] for r in reversed(full)}
+    reference = {(r["task"], r["data"], r["variant"]): r for r in full if firsts[r["task"]] == r["set"]}
     lines = []
     for record in full:
-        base = reference.get((record["data"], record["variant"]))
-        if record["set"] == first or base is None or base["per_clip"]["ids"] != record["per_clip"]["ids"]:
+        base = reference.get((record["task"], record["data"], record["variant"]))
+        same_clips = base is not None and base["per_clip"]["ids"] == record["per_clip"]["ids"]
+        if record["set"] == firsts[record["task"]] or not same_clips:
             continue
-        cells = []
-        for unit in ("char", "word"):
-            d = paired_bootstrap(np.array(base["per_clip"][unit]), np.array(record["per_clip"][unit]))
-            cells.append(f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] ({100 * d.better:.0f}%)")
         name = record["suite"] + (f" ({record['variant']})" if record["variant"] else "")
-        lines.append(f"| {record['set']} | {name} | {record['n']} | " + " | ".join(cells) + " |\n")
+        for unit, (metric, sign) in PAIRED_UNITS.items():
+            if unit not in record["per_clip"]:
+                continue
+            d = paired_bootstrap(np.array(base["per_clip"][unit]), np.array(record["per_clip"][unit]))
+            low, high = sorted((sign * d.low, sign * d.high))
+            lines.append(f"| {record['set']} | {firsts[record['task']]} | {name} | {record['n']} | {metric} | "
+                         f"{100 * sign * d.difference:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] | "
+                         f"{100 * d.better:.0f}% |\n")
     if not lines:
         return ""
-    return (f"\n### Against {first}, on the same clips: difference in points, 95% paired-bootstrap interval "
-            "(share of 2,000 draws where the set makes fewer errors)\n\n"
-            "| set | suite | clips | CER | WER |\n|---|---|---:|---|---|\n" + "".join(lines))
+    return ("\n### Each set against the first of its task, on the same clips: difference in points, 95% "
+            "paired-bootstrap interval, share of 2,000 draws where the set makes fewer errors\n\n"
+            "| set | against | suite | clips | metric | difference | fewer errors |\n|---|---|---|---:|---|---|---:|\n"
+            + "".join(lines))
 
 
 def markdown(records: list[dict], command: str = "") -> str:
