@@ -13,9 +13,15 @@ digits, so one scene's voices stay together; Drascula lines are named by charact
 Whole groups go to ``valid`` (``--valid-fraction``, seeded) so the refit's epoch is chosen on scenes it never saw.
 None of these actors is a suite speaker, and nothing here is a suite folder.
 
+A third game, **Beneath a Steel Sky** (``beneath-a-steel-sky``, CD release: ~3,600 RNC-packed 8-bit 11 kHz lines
+inside ``sky.dsk``, read by ``training.corpus.sky_speech``), has a cast found in no other source. It is read only
+when named (``--packages``), so the default extraction and its valid scenes stay as they were; with
+``--valid-fraction 1`` it makes a validation folder of voices that no training line has.
+
     python -m training.corpus.gamevox extract --out data/gamevox --max-clips 4000
     python -m training.corpus.gamevox label --out data/gamevox --set adapters_store/asr-whisper
     python -m training.corpus.gamevox extract --out data/gamevox-all --max-clips 0   # every line, same valid groups
+    python -m training.corpus.gamevox extract --out data/skyvox --packages beneath-a-steel-sky --valid-fraction 1
 
 ``label`` keeps the transcripts an earlier run by the same teacher wrote in ``asr.jsonl``, so a larger extraction
 only transcribes its new lines.
@@ -37,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from training.corpus.sky_speech import section_of, speech_lines
 from training.data.manifest import ManifestRow, write_manifest
 from training.suites.debian import (
     DEFAULT_DEB_CACHE,
@@ -48,7 +55,10 @@ from training.suites.debian import (
     write_flac,
 )
 
-FOTAQ, DRASCULA = "flight-of-the-amazon-queen", "drascula"
+FOTAQ, DRASCULA, SKY = "flight-of-the-amazon-queen", "drascula", "beneath-a-steel-sky"
+#: the packages ``extract`` reads unless told otherwise (the valid scenes are drawn over their groups)
+DEFAULT_PACKAGES = (FOTAQ, DRASCULA)
+RAW_8BIT_11K = ["-f", "u8", "-ar", "11025", "-ac", "1"]
 MIN_SECONDS, MAX_SECONDS = 1.0, 15.0
 #: more letters a second than read speech has (~15-18): a looping or hallucinated transcript
 MAX_LETTERS_PER_SECOND = 22.0
@@ -73,19 +83,28 @@ def group_of(source: str, name: str) -> str:
     stem = Path(name).stem.upper()
     if source == FOTAQ:
         return f"fotaq-{stem[:2]}"
+    if source == SKY:  # a section of the game (its lines are numbered by section)
+        return f"sky-{section_of(int(stem))}"
     prefix = re.match(r"[A-Z_]*", stem).group(0).rstrip("_") or "HACKER"
     return f"drascula-{prefix.lower()}"
 
 
-def candidate_lines(cache: Path, work: Path) -> Iterator[tuple[str, str, bytes, list[str]]]:
-    """(source, name, bytes, ffmpeg input options) of every speech line of both packages."""
-    fotaq = extract_deb(fetch_deb(cache, FOTAQ), work)
-    for name, payload in fotaq_lines(next(fotaq.rglob("queen.1c"))):
-        yield FOTAQ, name, payload, ["-f", "mp3"]
-    drascula = extract_deb(fetch_deb(cache, DRASCULA), work)
-    for path in sorted(drascula.rglob("en/*.ALS")):
-        if not re.fullmatch(r"S\d+", path.stem.upper()):  # S<n>.ALS are sound effects
-            yield DRASCULA, path.name, path.read_bytes(), ["-f", "u8", "-ar", "11025", "-ac", "1"]
+def candidate_lines(cache: Path, work: Path, packages: tuple[str, ...] = DEFAULT_PACKAGES,
+                    ) -> Iterator[tuple[str, str, bytes, list[str]]]:
+    """(source, name, bytes, ffmpeg input options) of every speech line of the packages."""
+    if FOTAQ in packages:
+        fotaq = extract_deb(fetch_deb(cache, FOTAQ), work)
+        for name, payload in fotaq_lines(next(fotaq.rglob("queen.1c"))):
+            yield FOTAQ, name, payload, ["-f", "mp3"]
+    if DRASCULA in packages:
+        drascula = extract_deb(fetch_deb(cache, DRASCULA), work)
+        for path in sorted(drascula.rglob("en/*.ALS")):
+            if not re.fullmatch(r"S\d+", path.stem.upper()):  # S<n>.ALS are sound effects
+                yield DRASCULA, path.name, path.read_bytes(), RAW_8BIT_11K
+    if SKY in packages:
+        sky = extract_deb(fetch_deb(cache, SKY), work)
+        for number, pcm in speech_lines(next(sky.rglob("sky.dnr")), next(sky.rglob("sky.dsk"))):
+            yield SKY, f"{number}.raw", pcm, RAW_8BIT_11K
 
 
 def seeded_pick(names: list[str], count: int, seed: int) -> set[str]:
@@ -95,7 +114,7 @@ def seeded_pick(names: list[str], count: int, seed: int) -> set[str]:
 
 def extract(args: argparse.Namespace) -> dict:
     out = Path(args.out)
-    lines = list(candidate_lines(Path(args.deb_cache), out / "packages"))
+    lines = list(candidate_lines(Path(args.deb_cache), out / "packages", tuple(args.packages)))
     picked = seeded_pick([f"{source}/{name}" for source, name, _, _ in lines], args.max_clips, args.seed)
     groups = sorted({group_of(source, name) for source, name, _, _ in lines})
     valid_groups = seeded_pick(groups, max(1, round(args.valid_fraction * len(groups))), args.seed + 1)
@@ -119,7 +138,7 @@ def extract(args: argparse.Namespace) -> dict:
                                 text=None, meta={"source": source, "real_voice": True}))
     # not a manifest yet: an ASR row needs its text, which ``label`` writes
     (out / "unlabelled.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in rows), encoding="utf-8")
-    report = {"packages": {p: deb_version(fetch_deb(Path(args.deb_cache), p)) for p in (FOTAQ, DRASCULA)},
+    report = {"packages": {p: deb_version(fetch_deb(Path(args.deb_cache), p)) for p in args.packages},
               "lines": len(lines), "picked": len(picked), "kept": len(rows), "skipped_length_or_silent": skipped,
               "valid_groups": sorted(valid_groups), "seed": args.seed}
     (out / "gamevox.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -200,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--max-clips", type=int, default=0, help="a seeded subset of the lines (0: all)")
     e.add_argument("--valid-fraction", type=float, default=0.1, help="share of the groups held out for valid")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--packages", nargs="+", choices=(FOTAQ, DRASCULA, SKY), default=list(DEFAULT_PACKAGES),
+                   help="games to read; Beneath a Steel Sky's cast is in no other source (e.g. with "
+                        "--valid-fraction 1: a validation folder of voices no training line has)")
     lab = sub.add_parser("label", help="transcribe the extracted lines with a decoder set")
     lab.add_argument("--out", default="data/gamevox")
     lab.add_argument("--set", default="adapters_store/asr-whisper")
