@@ -23,6 +23,7 @@ from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.tasks import get_task
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.evaluation import evaluate_set, public
+from training.metrics import PAIRED_UNITS, paired_bootstrap
 from training.plots import plot_confusion_matrix, plot_det_curve
 from training.suites.baselines import ASR_BASELINES, SPEAKER_BASELINES
 
@@ -47,7 +48,26 @@ def evaluate_adapter(
             plot_det_curve(metrics["_scores"], metrics["_labels"], out_dir / f"{key}-det.png", name=key)
         elif "_confusion" in metrics:  # classes
             plot_confusion_matrix(np.array(metrics["_confusion"]), metrics["_labels"], out_dir / f"{key}-confusion.png")
-    return {"adapter": key, "task": task, "split": split, **public(metrics)}
+    clip_errors = {"_clip_errors": metrics["_clip_errors"]} if "_clip_errors" in metrics else {}
+    return {"adapter": key, "task": task, "split": split, **public(metrics), **clip_errors}
+
+
+def paired_with_first(results: list[dict]) -> None:
+    """Each later set's figures against the first set of its task on the same clips, with a 95% paired-bootstrap
+    interval (``training.metrics.paired_bootstrap``), as ``vs_first`` in its result; the per-clip counts go."""
+    firsts: dict[str, dict] = {}
+    for result in results:
+        errors = result.pop("_clip_errors", None)
+        first = firsts.setdefault(result["task"], {"adapter": result["adapter"], "errors": errors})
+        if first["adapter"] == result["adapter"] or not errors or first["errors"]["ids"] != errors["ids"]:
+            continue
+        result["vs_first"] = {"against": first["adapter"]}
+        for unit, (metric, sign) in PAIRED_UNITS.items():
+            if unit in errors:
+                d = paired_bootstrap(first["errors"][unit], errors[unit])
+                low, high = sorted((sign * d.low, sign * d.high))
+                result["vs_first"][metric.lower()] = {"difference": sign * d.difference, "low": low, "high": high,
+                                                      "share_better": d.better}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,8 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         key = Path(folder).name
         model.add_adapter_set(key, served_set(folder))
         result = evaluate_adapter(model, key, Path(args.corpus), args.split, Path(args.plots), args.max_clips)
-        print(json.dumps(result), flush=True)
+        print(json.dumps({k: v for k, v in result.items() if k != "_clip_errors"}), flush=True)
         results.append(result)
+    paired_with_first(results)
+    for result in results:
+        if "vs_first" in result:
+            print(json.dumps({"adapter": result["adapter"], "vs_first": result["vs_first"]}), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1))
     return 0

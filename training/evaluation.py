@@ -15,7 +15,15 @@ from elp.speech_activity import evaluation_gate
 from elp.tasks import get_task
 from training.data.manifest import ManifestRow, Trial
 from training.dataset import SAMPLE_RATE, load_audio
-from training.metrics import cer, confusion_matrix, unweighted_accuracy, verification_metrics, weighted_accuracy, wer
+from training.metrics import (
+    cer,
+    clip_errors,
+    confusion_matrix,
+    unweighted_accuracy,
+    verification_metrics,
+    weighted_accuracy,
+    wer,
+)
 
 
 def length_batches(rows: Sequence[ManifestRow], batch_size: int) -> list[list[ManifestRow]]:
@@ -135,7 +143,9 @@ def evaluate_set(
         refs = [r.text or "" for r in rows]
         hyps = [predictions[r.id].text or "" for r in rows]
         return {"wer": wer(refs, hyps), "cer": cer(refs, hyps), "num_clips": len(rows), "compute_seconds": seconds,
-                "_examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:10]]}
+                "_examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:10]],
+                "_clip_errors": {"ids": [r.id for r in rows], "word": clip_errors(refs, hyps, "word"),
+                                 "char": clip_errors(refs, hyps, "char")}}
     truth = [r.label for r in rows]
     guess = [predictions[r.id].label for r in rows]
     labels = model.adapter_sets[key].config.labels or []
@@ -146,6 +156,8 @@ def evaluate_set(
         "compute_seconds": seconds,
         "_confusion": confusion_matrix(truth, guess, labels=labels).tolist(),
         "_labels": labels,
+        "_clip_errors": {"ids": [r.id for r in rows], "label": np.array([[int(g != t), 1] for t, g in zip(
+            truth, guess, strict=True)], dtype=np.int64).reshape(-1, 2)},
     }
 
 

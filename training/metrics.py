@@ -83,6 +83,10 @@ def clip_errors(refs: Sequence[str], hyps: Sequence[str], unit: str) -> np.ndarr
     return np.array([[c.substitutions + c.deletions + c.insertions, c.ref_len] for c in rows], dtype=np.int64)
 
 
+#: the per-clip error counts a result can carry -> (metric, sign): accuracy is reported as its own difference
+PAIRED_UNITS = {"char": ("CER", 1), "word": ("WER", 1), "label": ("accuracy", -1)}
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """``second``'s corpus rate minus ``first``'s on the same clips, with a paired bootstrap interval.

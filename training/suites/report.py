@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from elp.tasks import get_task
-from training.metrics import paired_bootstrap
+from training.metrics import PAIRED_UNITS, paired_bootstrap
 from training.suites.evaluate import SUITES
 
 METRICS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -52,10 +52,6 @@ def table(records: list[dict], subset: bool) -> str:
     header = "| set | system | metric | " + " | ".join(SUITES) + " |\n|---|---|---|" + "---|" * len(SUITES) + "\n"
     return header + "".join(f"| {s} | {system} | {metric} | " + " | ".join(cells.get(c, "") for c in SUITES) + " |\n"
                             for (s, system, metric), cells in rows.items())
-
-
-#: per-clip error counts a suite record can carry -> (metric, sign): accuracy is reported as its own difference
-PAIRED_UNITS = {"char": ("CER", 1), "word": ("WER", 1), "label": ("accuracy", -1)}
 
 
 def paired(records: list[dict]) -> str:
