@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.signal import fftconvolve, resample_poly
+from scipy.signal import butter, fftconvolve, resample_poly, sosfilt
 from torch.utils.data import Dataset, Sampler
 
 from elp import audio as elp_audio
@@ -23,6 +23,7 @@ from elp.tasks import get_task
 from training.data.manifest import CTC_CHARS, ManifestRow
 
 SAMPLE_RATE = 16000
+MU = 255.0  # G.711 mu-law
 CTC_VOCAB = ["<blank>", *CTC_CHARS]
 
 
@@ -51,6 +52,7 @@ class AugmentConfig:
     time_mask_prob: float = 0.0
     time_masks: int = 2
     time_mask_seconds: float = 0.06
+    telephone_prob: float = 0.0  # share of clips sent through a telephone line (:func:`telephone_band`)
 
 
 def task_augment(task: str, **overrides: object) -> AugmentConfig:
@@ -69,6 +71,25 @@ def time_mask(audio: np.ndarray, rng: np.random.Generator, count: int, max_secon
             start = int(rng.integers(0, audio.size - width))
             audio[start : start + width] = 0.0
     return audio
+
+
+def narrowband(audio: np.ndarray) -> np.ndarray:
+    """The 300-3400 Hz band of a 16 kHz clip, sampled at 8 kHz (a telephone line's channel)."""
+    band = sosfilt(butter(4, [300, 3400], btype="band", fs=SAMPLE_RATE, output="sos"), audio)
+    return resample_poly(band, 1, 2).astype(np.float32)
+
+
+def mu_law(audio: np.ndarray) -> np.ndarray:
+    """G.711 mu-law companding to 8 bits and back (the quantisation noise of a telephone line)."""
+    clipped = np.clip(audio, -1.0, 1.0)
+    encoded = np.sign(clipped) * np.log1p(MU * np.abs(clipped)) / np.log1p(MU)
+    quantised = np.round((encoded + 1) * 127.5) / 127.5 - 1
+    return (np.sign(quantised) * ((1 + MU) ** np.abs(quantised) - 1) / MU).astype(np.float32)
+
+
+def telephone_band(audio: np.ndarray) -> np.ndarray:
+    """A 16 kHz clip as heard through a G.711 telephone line: narrow band, 8 kHz, mu-law, back to 16 kHz."""
+    return resample_poly(mu_law(narrowband(audio)), 2, 1).astype(np.float32)[: audio.size]
 
 
 def _pink_noise(rng: np.random.Generator, length: int) -> np.ndarray:
@@ -98,6 +119,8 @@ def augment(audio: np.ndarray, rng: np.random.Generator, config: AugmentConfig) 
         power = float(np.mean(audio**2)) + 1e-10
         noise = noise * np.sqrt(power / (float(np.mean(noise**2)) + 1e-10) / 10 ** (snr / 10))
         audio = audio + noise.astype(np.float32)
+    if config.telephone_prob and rng.random() < config.telephone_prob:  # the room's noise goes down the line too
+        audio = telephone_band(audio)
     if rng.random() < config.time_mask_prob:
         audio = time_mask(audio, rng, config.time_masks, config.time_mask_seconds)
     audio = audio * 10 ** (rng.uniform(*config.gain_db) / 20)

@@ -13,11 +13,12 @@ import subprocess
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import butter, resample_poly, sosfilt
+from scipy.signal import resample_poly
+
+from training.dataset import narrowband, telephone_band
 
 SAMPLE_RATE = 16000
 SPEEDS = (0.88, 0.94, 1.06, 1.12)
-MU = 255.0
 
 
 @dataclass
@@ -34,14 +35,6 @@ def speed(audio: np.ndarray, factor: float) -> np.ndarray:
     return resample_poly(audio, 100, int(round(100 * factor))).astype(np.float32)
 
 
-def mu_law(audio: np.ndarray) -> np.ndarray:
-    """G.711 mu-law companding to 8 bits and back (the quantisation noise of a telephone line)."""
-    clipped = np.clip(audio, -1.0, 1.0)
-    encoded = np.sign(clipped) * np.log1p(MU * np.abs(clipped)) / np.log1p(MU)
-    quantised = np.round((encoded + 1) * 127.5) / 127.5 - 1
-    return (np.sign(quantised) * ((1 + MU) ** np.abs(quantised) - 1) / MU).astype(np.float32)
-
-
 def gsm(audio: np.ndarray) -> np.ndarray:
     """GSM 06.10 full-rate codec at 8 kHz through sox, back to 16 kHz float."""
     raw = np.clip(audio, -1, 1).astype(np.float32).tobytes()
@@ -55,11 +48,9 @@ def gsm(audio: np.ndarray) -> np.ndarray:
 
 def telephone(audio: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """300-3400 Hz band, 8 kHz sampling, then mu-law or (a third of the time) GSM."""
-    band = sosfilt(butter(4, [300, 3400], btype="band", fs=SAMPLE_RATE, output="sos"), audio)
-    narrow = resample_poly(band, 1, 2).astype(np.float32)
     if rng.random() < 1 / 3:
-        return gsm(resample_poly(narrow, 2, 1).astype(np.float32))
-    return resample_poly(mu_law(narrow), 2, 1).astype(np.float32)[: audio.size]
+        return gsm(resample_poly(narrowband(audio), 2, 1).astype(np.float32))
+    return telephone_band(audio)
 
 
 def add_noise(audio: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, float] = (5.0, 30.0)) -> np.ndarray:

@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-validated", action="store_true",
                    help="also save the set at every validation (run_dir/step-NNNNNN), e.g. to average checkpoints")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--telephone-prob", type=float, default=0.0,
+                   help="share of training clips heard through a G.711 telephone line (300-3400 Hz, 8 kHz, mu-law)")
     p.add_argument("--init-from", help="start from this adapter set (same backbone) instead of a fresh one")
     p.add_argument("--train-only", default="", help="comma list of e,l,p,head to train; the rest stay frozen")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay")
@@ -274,7 +276,7 @@ def _target_classes(task: str, splits: Splits) -> list[str] | None:
 
 
 def _live_features(args: argparse.Namespace, model: MultiAdapterModel, splits: Splits, device) -> LiveFeatures:
-    augment_config = task_augment(args.task, enabled=not args.no_augment)
+    augment_config = task_augment(args.task, enabled=not args.no_augment, telephone_prob=args.telephone_prob)
     dataset = ClipDataset(splits.train, args.task, _target_classes(args.task, splits), augment_config, seed=args.seed)
     sampler = LengthBucketSampler(dataset.lengths(), args.batch_size, shuffle=True, seed=args.seed)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=args.num_workers,
@@ -366,7 +368,8 @@ def train(args: argparse.Namespace) -> TrainResult:
         "learning_rates": rates, "augment": not args.no_augment, "seed": args.seed, "method": method,
         "train_clips": len(splits.train),
     } | ({"extra_corpora": splits.extra_corpora, "extra_repeat": args.extra_repeat} if splits.extra_corpora else {}) \
-      | {name: value for name, value in (("init_from", args.init_from), ("train_only", args.train_only)) if value}
+      | {name: value for name, value in (("init_from", args.init_from), ("train_only", args.train_only),
+                                         ("telephone_prob", args.telephone_prob)) if value}
     adapter_set.config.description = f"{method.upper()} {args.task} set trained by elp-train on {corpus.name}"
     output = str(adapter_set.save(args.out)) if args.out and not full else None
     (run_dir / "history.json").write_text(json.dumps(state.history, indent=1))

@@ -399,3 +399,19 @@ def test_breakdown_scores_every_group_against_the_same_predictions(asr_corpus, b
     rows = filter_split(read_manifest(asr_corpus / "asr.jsonl"), "train")
     assert table["all"]["clips"] == len(rows) == table["speaker=unseen"]["clips"]  # speaker "s" is no spk-train
     assert table["all"]["cer"] == round(evaluate_set(model, "set", rows)["cer"], 4)
+
+
+def test_the_telephone_augmentation_leaves_only_the_phone_band() -> None:
+    from training.dataset import SAMPLE_RATE, AugmentConfig, augment
+
+    rng = np.random.default_rng(0)
+    wide = (0.1 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32)
+    off = AugmentConfig(speed_prob=0.0, noise_prob=0.0, reverb_prob=0.0, gain_db=(0.0, 0.0))
+    phone = AugmentConfig(speed_prob=0.0, noise_prob=0.0, reverb_prob=0.0, gain_db=(0.0, 0.0), telephone_prob=1.0)
+    assert np.array_equal(augment(wide, np.random.default_rng(1), off), wide)  # off by default: clip untouched
+    heard = augment(wide, np.random.default_rng(1), phone)
+    spectrum = np.abs(np.fft.rfft(heard)) ** 2
+    hertz = np.fft.rfftfreq(heard.size, 1 / SAMPLE_RATE)
+    assert heard.size == wide.size
+    assert spectrum[hertz > 4500].sum() < 1e-3 * spectrum[(hertz > 500) & (hertz < 3000)].sum()  # 8 kHz sampling
+    assert spectrum[hertz < 150].mean() < 0.05 * spectrum[(hertz > 500) & (hertz < 3000)].mean()  # no hum band

@@ -13,8 +13,9 @@ import torch
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.testing import save_tiny_backbone, seeded_waveform
 from training import distill
+from training.dataset import mu_law
 from training.distill_cache import cache_shard, plain_encoder, refuse_held_out, save_shard
-from training.distill_views import make_view, mu_law
+from training.distill_views import make_view
 
 DIM = 16
 
