@@ -38,8 +38,10 @@ def crc16(data: bytes) -> int:
 
 
 class _Bits:
-    """The packer's bit reader: 16 bits always visible in ``low`` (the next bits of the stream, LSB first),
-    ``count`` more waiting in ``high``, ``pos`` the byte offset of the word last loaded into ``high``."""
+    """The packer's bit reader. ``low`` shows the next 16 bits, least significant first; ``pos`` is the byte offset
+    of the last word loaded, a look-ahead whose unread rest sits in ``high``; the lowest ``count`` bits of ``low``
+    come from the words before it. A literal run's bytes start at ``pos``: the look-ahead was not bits after all, so
+    only those ``count`` bits are kept and the words after the run refill the rest."""
 
     def __init__(self, data: bytes, pos: int) -> None:
         self.data, self.pos, self.high, self.count = data, pos, 0, 0
