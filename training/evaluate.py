@@ -23,7 +23,7 @@ from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.tasks import get_task
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.evaluation import evaluate_set, public
-from training.metrics import PAIRED_UNITS, paired_bootstrap
+from training.metrics import PAIRED_UNITS, paired_metric
 from training.plots import plot_confusion_matrix, plot_det_curve
 from training.suites.baselines import ASR_BASELINES, SPEAKER_BASELINES
 
@@ -62,11 +62,10 @@ def paired_with_first(results: list[dict]) -> None:
         if first["adapter"] == result["adapter"] or not errors or first["errors"]["ids"] != errors["ids"]:
             continue
         result["vs_first"] = {"against": first["adapter"]}
-        for unit, (metric, sign) in PAIRED_UNITS.items():
+        for unit in PAIRED_UNITS:
             if unit in errors:
-                d = paired_bootstrap(first["errors"][unit], errors[unit])
-                low, high = sorted((sign * d.low, sign * d.high))
-                result["vs_first"][metric.lower()] = {"difference": sign * d.difference, "low": low, "high": high,
+                metric, d = paired_metric(first["errors"][unit], errors[unit], unit)
+                result["vs_first"][metric.lower()] = {"difference": d.difference, "low": d.low, "high": d.high,
                                                       "share_better": d.better}
 
 

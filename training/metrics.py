@@ -119,6 +119,15 @@ def paired_bootstrap(first: np.ndarray, second: np.ndarray, rounds: int = 2000, 
     return PairedDifference(float(point), float(low), float(high), float(np.mean(differences < 0)), len(first))
 
 
+def paired_metric(first: np.ndarray, second: np.ndarray, unit: str) -> tuple[str, PairedDifference]:
+    """The metric a :data:`PAIRED_UNITS` unit is reported as, and the second system's difference in it (an
+    accuracy's rise is positive, so its interval is the error rate's, negated)."""
+    metric, sign = PAIRED_UNITS[unit]
+    d = paired_bootstrap(first, second)
+    low, high = sorted((sign * d.low, sign * d.high))
+    return metric, PairedDifference(sign * d.difference, low, high, d.better, d.clips)
+
+
 def wer(refs: str | Sequence[str], hyps: str | Sequence[str]) -> float:
     """Corpus WER: (S + D + I) / reference words; texts should already be normalised."""
     return word_errors(refs, hyps).rate

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from elp.tasks import get_task
-from training.metrics import PAIRED_UNITS, paired_bootstrap
+from training.metrics import PAIRED_UNITS, paired_metric
 from training.suites.evaluate import SUITES
 
 METRICS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -67,13 +67,12 @@ def paired(records: list[dict]) -> str:
         if record["set"] == firsts[record["task"]] or not same_clips:
             continue
         name = record["suite"] + (f" ({record['variant']})" if record["variant"] else "")
-        for unit, (metric, sign) in PAIRED_UNITS.items():
+        for unit in PAIRED_UNITS:
             if unit not in record["per_clip"]:
                 continue
-            d = paired_bootstrap(np.array(base["per_clip"][unit]), np.array(record["per_clip"][unit]))
-            low, high = sorted((sign * d.low, sign * d.high))
+            metric, d = paired_metric(np.array(base["per_clip"][unit]), np.array(record["per_clip"][unit]), unit)
             lines.append(f"| {record['set']} | {firsts[record['task']]} | {name} | {record['n']} | {metric} | "
-                         f"{100 * sign * d.difference:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] | "
+                         f"{100 * d.difference:+.1f} [{100 * d.low:+.1f}, {100 * d.high:+.1f}] | "
                          f"{100 * d.better:.0f}% |\n")
     if not lines:
         return ""
