@@ -16,13 +16,13 @@ from elp.tasks import get_task
 from training.data.manifest import ManifestRow, Trial
 from training.dataset import SAMPLE_RATE, load_audio
 from training.metrics import (
-    cer,
     clip_errors,
+    clip_rate,
     confusion_matrix,
+    label_errors,
     unweighted_accuracy,
     verification_metrics,
     weighted_accuracy,
-    wer,
 )
 
 
@@ -142,10 +142,10 @@ def evaluate_set(
     if evaluation == "transcripts":
         refs = [r.text or "" for r in rows]
         hyps = [predictions[r.id].text or "" for r in rows]
-        return {"wer": wer(refs, hyps), "cer": cer(refs, hyps), "num_clips": len(rows), "compute_seconds": seconds,
+        words, chars = clip_errors(refs, hyps, "word"), clip_errors(refs, hyps, "char")
+        return {"wer": clip_rate(words), "cer": clip_rate(chars), "num_clips": len(rows), "compute_seconds": seconds,
                 "_examples": [{"ref": r, "hyp": h} for r, h in list(zip(refs, hyps, strict=True))[:10]],
-                "_clip_errors": {"ids": [r.id for r in rows], "word": clip_errors(refs, hyps, "word"),
-                                 "char": clip_errors(refs, hyps, "char")}}
+                "_clip_errors": {"ids": [r.id for r in rows], "word": words, "char": chars}}
     truth = [r.label for r in rows]
     guess = [predictions[r.id].label for r in rows]
     labels = model.adapter_sets[key].config.labels or []
@@ -156,8 +156,7 @@ def evaluate_set(
         "compute_seconds": seconds,
         "_confusion": confusion_matrix(truth, guess, labels=labels).tolist(),
         "_labels": labels,
-        "_clip_errors": {"ids": [r.id for r in rows], "label": np.array([[int(g != t), 1] for t, g in zip(
-            truth, guess, strict=True)], dtype=np.int64).reshape(-1, 2)},
+        "_clip_errors": {"ids": [r.id for r in rows], "label": label_errors(truth, guess)},
     }
 
 

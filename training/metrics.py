@@ -39,10 +39,13 @@ class EditCounts:
     def rate(self) -> float:
         """Edits / reference tokens. With no reference tokens at all: 0.0 if nothing was
         hypothesised, else 1.0 (all wrong), so an empty test set never yields inf or NaN."""
-        errors = self.substitutions + self.deletions + self.insertions
-        if self.ref_len == 0:
-            return 0.0 if errors == 0 else 1.0
-        return errors / self.ref_len
+        return _rate(self.substitutions + self.deletions + self.insertions, self.ref_len)
+
+
+def _rate(errors: int, ref_len: int) -> float:
+    if ref_len == 0:
+        return 0.0 if errors == 0 else 1.0
+    return errors / ref_len
 
 
 def _as_list(x: str | Sequence[str]) -> list[str]:
@@ -81,6 +84,17 @@ def clip_errors(refs: Sequence[str], hyps: Sequence[str], unit: str) -> np.ndarr
     count = word_errors if unit == "word" else char_errors
     rows = [count(ref, hyp) for ref, hyp in zip(*_pairs(refs, hyps), strict=True)]
     return np.array([[c.substitutions + c.deletions + c.insertions, c.ref_len] for c in rows], dtype=np.int64)
+
+
+def clip_rate(counts: np.ndarray) -> float:
+    """The corpus rate of :func:`clip_errors` counts (what :func:`wer` / :func:`cer` give for the same clips), so
+    a caller that keeps the per-clip counts aligns each clip once."""
+    return _rate(int(counts[:, 0].sum()), int(counts[:, 1].sum())) if len(counts) else 0.0
+
+
+def label_errors(truth: Sequence[str | None], guess: Sequence[str | None]) -> np.ndarray:
+    """Per clip ``[wrong, 1]`` for a classification: the :func:`paired_bootstrap` rows of an accuracy."""
+    return np.array([[int(g != t), 1] for t, g in zip(truth, guess, strict=True)], dtype=np.int64).reshape(-1, 2)
 
 
 #: the per-clip error counts a result can carry -> (metric, sign): accuracy is reported as its own difference

@@ -10,9 +10,11 @@ from training.metrics import (
     cer,
     char_errors,
     clip_errors,
+    clip_rate,
     compute_eer,
     compute_min_dcf,
     confusion_matrix,
+    label_errors,
     paired_bootstrap,
     unweighted_accuracy,
     verification_metrics,
@@ -133,6 +135,11 @@ def test_clip_errors_sum_to_the_corpus_rates() -> None:
     assert words.tolist() == [[1, 4], [1, 2], [1, 1]]
     assert words[:, 0].sum() / words[:, 1].sum() == pytest.approx(wer(refs, hyps))
     assert chars[:, 0].sum() / chars[:, 1].sum() == pytest.approx(cer(refs, hyps))
+    assert clip_rate(words) == wer(refs, hyps) and clip_rate(chars) == cer(refs, hyps)
+    for empty_refs, some_hyps in ((["", " "], ["", ""]), (["", ""], ["go", ""])):  # no reference words at all
+        assert clip_rate(clip_errors(empty_refs, some_hyps, "word")) == wer(empty_refs, some_hyps)
+    assert label_errors(["a", "b", "c"], ["a", "c", "c"]).tolist() == [[0, 1], [1, 1], [0, 1]]
+    assert label_errors([], []).shape == (0, 2)
 
 
 def test_paired_bootstrap_tells_a_real_gain_from_noise() -> None:

@@ -33,7 +33,9 @@ from training.evaluation import gated_trials, predict_rows, trial_clip_rows
 from training.metrics import (
     cer,
     clip_errors,
+    clip_rate,
     compute_eer,
+    label_errors,
     unweighted_accuracy,
     verification_metrics,
     weighted_accuracy,
@@ -131,9 +133,9 @@ def asr_records(model: MultiAdapterModel, key: str, data: DataSet, rows: list[Ma
     predictions, _ = predict_rows(model, key, rows)
     refs = [r.text or "" for r in rows]
     hyps = [predictions[r.id].text or "" for r in rows]
-    per_clip = {"ids": [r.id for r in rows], "word": clip_errors(refs, hyps, "word").tolist(),
-                "char": clip_errors(refs, hyps, "char").tolist()}  # for paired comparisons between sets (report)
-    out = [_record(key, task, "ours", data, False, cer=cer(refs, hyps), wer=wer(refs, hyps), n=len(rows),
+    words, chars = clip_errors(refs, hyps, "word"), clip_errors(refs, hyps, "char")
+    per_clip = {"ids": [r.id for r in rows], "word": words.tolist(), "char": chars.tolist()}  # for the report's pairs
+    out = [_record(key, task, "ours", data, False, cer=clip_rate(chars), wer=clip_rate(words), n=len(rows),
                    per_clip=per_clip)]
     if baseline_systems:
         picked = spread(list(range(len(rows))), options.baseline_clips)
@@ -210,7 +212,7 @@ def label_records(model: MultiAdapterModel, key: str, task: str, data: DataSet, 
     predictions, _ = predict_rows(model, key, rows)
     truth = [r.label for r in rows]
     guess = [predictions[r.id].label for r in rows]
-    per_clip = {"ids": [r.id for r in rows], "label": [[int(g != t), 1] for t, g in zip(truth, guess, strict=True)]}
+    per_clip = {"ids": [r.id for r in rows], "label": label_errors(truth, guess).tolist()}
     return [_record(key, task, "ours", data, False, accuracy=weighted_accuracy(truth, guess),
                     unweighted_accuracy=unweighted_accuracy(truth, guess), n=len(rows), per_clip=per_clip)]
 
