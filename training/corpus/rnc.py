@@ -47,9 +47,8 @@ class _Bits:
         self.data, self.pos, self.high, self.count = data, pos, 0, 0
         self.low = self._word(pos)
 
-    def _word(self, at: int) -> int:
-        return self.data[at] | (self.data[at + 1] << 8) if at + 1 < len(self.data) else (
-            self.data[at] if at < len(self.data) else 0)
+    def _word(self, at: int) -> int:  # past the end of the stream: zero bits
+        return int.from_bytes(self.data[at: at + 2], "little")
 
     def read(self, amount: int) -> int:
         value = self.low & ((1 << amount) - 1)
