@@ -82,3 +82,20 @@ def test_a_larger_extraction_reuses_the_same_teachers_labels_only(tmp_path) -> N
     assert [(row.id, row.text) for row in reused] == [("a", "open the door")]
     assert reused[0].path == rows[0].path and reused[0].meta["pseudo_label"] == "asr-whisper"
     assert earlier_labels(tmp_path / "missing.jsonl", rows, "asr-whisper") == []
+
+
+def test_a_rerun_with_every_label_reused_needs_no_teacher(tmp_path) -> None:
+    from training.corpus.gamevox import main
+
+    line = {"id": "a", "path": "audio/g/a.flac", "duration_s": 2.0, "split": "train", "task": "asr", "speaker": "g",
+            "text": None, "label": None, "meta": {"source": FOTAQ, "real_voice": True}}
+    (tmp_path / "unlabelled.jsonl").write_text(json.dumps(line) + "\n")
+    (tmp_path / "asr.jsonl").write_text(json.dumps(line | {"text": "open the door",
+                                                            "meta": {"pseudo_label": "asr-whisper"}}) + "\n")
+    (tmp_path / "gamevox.json").write_text("{}")
+    # neither the backbone nor the set exists: loading either would fail
+    assert main(["label", "--out", str(tmp_path), "--set", str(tmp_path / "asr-whisper"),
+                 "--backbone", str(tmp_path / "no-backbone")]) == 0
+    report = json.loads((tmp_path / "gamevox.json").read_text())
+    assert report["reused_labels"] == 1 and report["labelled"] == 1
+    assert json.loads((tmp_path / "asr.jsonl").read_text())["text"] == "open the door"

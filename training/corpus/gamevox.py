@@ -185,10 +185,11 @@ def label(args: argparse.Namespace) -> dict:
             for line in lines]
     kept = earlier_labels(out / "asr.jsonl", rows, Path(args.set).name)
     reused, dropped = len(kept), 0
-    model = MultiAdapterModel(load_backbone(args.backbone))
-    model.add_adapter_set("teacher", AdapterSet.load(args.set))
     labelled = {row.id for row in kept}
     ordered = sorted((r for r in rows if r.id not in labelled), key=lambda r: r.duration_s)
+    if ordered:  # a rerun with every label reused needs no teacher
+        model = MultiAdapterModel(load_backbone(args.backbone))
+        model.add_adapter_set("teacher", AdapterSet.load(args.set))
     with torch.inference_mode():
         for start in range(0, len(ordered), args.batch_size):
             batch = ordered[start: start + args.batch_size]
