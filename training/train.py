@@ -240,7 +240,7 @@ def _resume(loop: TrainingLoop, run_dir: Path, checkpoint_modules: dict[str, nn.
 
 
 def _make_loop(args: argparse.Namespace, run_dir: Path, source: LiveFeatures, loss_fn: nn.Module,
-               valid: list, valid_trials, started: float) -> tuple[TrainingLoop, dict[str, float], tqdm]:
+               splits: Splits, started: float) -> tuple[TrainingLoop, dict[str, float], tqdm]:
     """The loop over live batches: per-group AdamW, warm-up + cosine over steps or minutes, validation
     every ``--eval-every`` steps, checkpoints at each validation, the best set kept in ``run_dir/best``."""
     model, full = source.model, args.method.lower() == "full"
@@ -251,13 +251,18 @@ def _make_loop(args: argparse.Namespace, run_dir: Path, source: LiveFeatures, lo
     checkpoint_modules = {"adapter_set": adapter_set, "loss": loss_fn} | ({"backbone": model.backbone} if full else {})
 
     def validate() -> Validation:
-        return Validation(*headline(args.task, evaluate_set(model, TRAIN_KEY, valid, valid_trials)))
+        metrics = evaluate_set(model, TRAIN_KEY, splits.valid, splits.trials.get("valid"))
+        return Validation(*headline(args.task, metrics))
+
+    def save_set(state: LoopState, folder: str, best_step: int | None) -> None:
+        adapter_set.config.training = training_record(args, splits, rates, state.step, best_step)
+        adapter_set.save(run_dir / folder)
 
     def validated(state: LoopState, loss: float, result: Validation) -> None:
         progress.write(f"step {state.step}: loss {loss:.4f} valid {result.name} {result.value:.4f}")
         save_checkpoint(run_dir, checkpoint_modules, optimizer, state.to_dict())
         if args.keep_validated and not full:
-            adapter_set.save(run_dir / f"step-{state.step:06d}")
+            save_set(state, f"step-{state.step:06d}", None)
 
     def stepped(state: LoopState, loss: float) -> None:
         progress.update(1)
@@ -269,13 +274,26 @@ def _make_loop(args: argparse.Namespace, run_dir: Path, source: LiveFeatures, lo
         get_task(args.task), source, loss_fn, optimizer, scheduler, validate,
         LoopSettings(total_steps, args.patience, eval_every=args.eval_every, budget_s=budget_s, clip_grad_norm=5.0),
         tracked, best_weights={"adapter_set": copy.deepcopy(adapter_set.state_dict())},
-        on_improved=lambda state: None if full else adapter_set.save(run_dir / "best"),
+        on_improved=lambda state: None if full else save_set(state, "best", state.step),
         on_validated=validated, on_step=stepped, started=started)
     if args.resume and (run_dir / "checkpoint.json").exists():
         _resume(loop, run_dir, checkpoint_modules)
     progress = tqdm(total=total_steps, initial=loop.state.step, disable=args.quiet,
                     desc=f"{args.task}/{args.method.lower()}")
     return loop, rates, progress
+
+
+def training_record(args: argparse.Namespace, splits: Splits, rates: dict[str, float], step: int,
+                    best_step: int | None) -> dict:
+    """How this run trained the set, written into every set it saves: a checkpoint kept at a validation
+    (``best``, ``step-N``) must not carry the record of the set it started from (``--init-from``)."""
+    return {
+        "corpus": str(Path(args.corpus)), "steps": step, "best_step": best_step, "batch_size": args.batch_size,
+        "learning_rates": rates, "augment": not args.no_augment, "seed": args.seed, "method": args.method.lower(),
+        "train_clips": len(splits.train),
+    } | ({"extra_corpora": splits.extra_corpora, "extra_repeat": args.extra_repeat} if splits.extra_corpora else {}) \
+      | {name: value for name, value in (("init_from", args.init_from), ("train_only", args.train_only),
+                                         ("telephone_prob", args.telephone_prob)) if value}
 
 
 def train(args: argparse.Namespace) -> TrainResult:
@@ -297,8 +315,7 @@ def train(args: argparse.Namespace) -> TrainResult:
     classes = _target_classes(args.task, splits)
     loss_fn = get_task(args.task).build_loss(adapter_set, len(classes or [])).to(device)
     source = _live_features(args, model, splits, device)
-    loop, rates, progress = _make_loop(args, run_dir, source, loss_fn, splits.valid, splits.trials.get("valid"),
-                                       started)
+    loop, rates, progress = _make_loop(args, run_dir, source, loss_fn, splits, started)
     state = loop.run()
     progress.close()
     loop.restore_best()
@@ -306,13 +323,7 @@ def train(args: argparse.Namespace) -> TrainResult:
     valid_metrics = evaluate_set(model, TRAIN_KEY, splits.valid, splits.trials.get("valid"))
     test_metrics = evaluate_set(model, TRAIN_KEY, splits.test, splits.trials.get("test")) if args.test else None
     write_back_metrics(adapter_set, valid_metrics, test_metrics)
-    adapter_set.config.training = {
-        "corpus": str(corpus), "steps": state.step, "best_step": state.best_step, "batch_size": args.batch_size,
-        "learning_rates": rates, "augment": not args.no_augment, "seed": args.seed, "method": method,
-        "train_clips": len(splits.train),
-    } | ({"extra_corpora": splits.extra_corpora, "extra_repeat": args.extra_repeat} if splits.extra_corpora else {}) \
-      | {name: value for name, value in (("init_from", args.init_from), ("train_only", args.train_only),
-                                         ("telephone_prob", args.telephone_prob)) if value}
+    adapter_set.config.training = training_record(args, splits, rates, state.step, state.best_step)
     adapter_set.config.description = f"{method.upper()} {args.task} set trained by elp-train on {corpus.name}"
     output = str(adapter_set.save(args.out)) if args.out and not full else None
     (run_dir / "history.json").write_text(json.dumps(state.history, indent=1))

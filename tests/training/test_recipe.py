@@ -138,6 +138,9 @@ def test_a_run_from_a_set_with_frozen_parts_keeps_them_and_records_where_it_star
     assert any(not torch.equal(before[name], tensor) for name, tensor in after.state_dict().items()
                if name.startswith("head"))  # the head did train
     assert after.config.training["init_from"] == start.output and after.config.training["train_only"] == "l,head"
+    # the set kept at a validation says how this run made it, not how the set it started from was made
+    kept = AdapterSet.load(tmp_path / "run-continued" / "best").config.training
+    assert kept["init_from"] == start.output and kept["train_only"] == "l,head" and kept["steps"] in (2, 4)
 
 
 @pytest.mark.slow
