@@ -146,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--task", default="asr")
     p.add_argument("--valid-share", type=float, default=0.25, help="share of the kept lines held out as voices")
-    p.add_argument("--merge-above", type=float, default=0.75, help="average cosine above which clusters merge")
+    p.add_argument("--merge-above", type=float, default=0.65,
+                   help="average cosine above which clusters merge (low: one game line's d-vector is weak, ~30%% EER)")
     p.add_argument("--min-lines", type=int, default=5, help="smaller clusters are not trusted as a voice: dropped")
     p.add_argument("--max-train-cosine", type=float, default=0.80,
                    help="drop a training line at least this near a validation voice's centroid")
