@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import re
 import struct
@@ -44,7 +43,7 @@ import numpy as np
 import soundfile as sf
 
 from training.corpus.sky_speech import section_of, speech_lines
-from training.data.manifest import ManifestRow, write_manifest
+from training.data.manifest import ManifestRow, stable_order, write_manifest
 from training.suites.debian import (
     DEFAULT_DEB_CACHE,
     SAMPLE_RATE,
@@ -108,7 +107,7 @@ def candidate_lines(cache: Path, work: Path, packages: tuple[str, ...] = DEFAULT
 
 
 def seeded_pick(names: list[str], count: int, seed: int) -> set[str]:
-    ranked = sorted(names, key=lambda n: hashlib.sha256(f"{seed}|{n}".encode()).hexdigest())
+    ranked = stable_order(names, seed)
     return set(ranked[:count] if count else ranked)
 
 

@@ -31,7 +31,6 @@ manifest (``cohort.jsonl``) points at the original segments, which stay trainabl
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import os
 import shutil
@@ -43,15 +42,11 @@ from pathlib import Path
 import numpy as np
 
 from training.corpus.generate import make_trials
-from training.data.manifest import ManifestRow, read_manifest, read_trials
+from training.data.manifest import ManifestRow, read_manifest, read_trials, stable_order
 from training.suites.registry import human_speaker_roles
 from training.suites.writer import write_suite
 
 MIN_SECONDS, MAX_SECONDS = 1.0, 20.0
-
-
-def stable_order(names: Iterable[str], seed: int) -> list[str]:
-    return sorted(names, key=lambda n: hashlib.sha256(f"{seed}|{n}".encode()).hexdigest())
 
 
 def voices_of(manifests: Sequence[str]) -> dict[str, list[ManifestRow]]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from training.corpus.realvox import centroid, unit
-from training.data.manifest import ManifestRow, read_manifest, write_manifest
+from training.data.manifest import ManifestRow, read_manifest, stable_order, write_manifest
 
 
 def voice_clusters(vectors: np.ndarray, merge_above: float) -> np.ndarray:
@@ -45,24 +44,20 @@ def voice_clusters(vectors: np.ndarray, merge_above: float) -> np.ndarray:
     return np.array([renumber[c] for c in raw.tolist()], dtype=int)
 
 
-def seeded_rank(names: list[str], seed: int) -> list[str]:
-    return sorted(names, key=lambda n: hashlib.sha256(f"{seed}|{n}".encode()).hexdigest())
-
-
 @dataclasses.dataclass
 class VoiceSplit:
-    """Which cluster each row fell in, which clusters are validation voices, and the rows dropped."""
+    """Which cluster each row fell in, which clusters are validation voices, the rows dropped, each row's split
+    (None: dropped) and the nearest a kept training row comes to a validation voice's centroid."""
 
     cluster: np.ndarray
     valid_clusters: list[int]
     too_small: list[int]
     near_valid: list[int]  # training rows dropped by the leakage guard
+    splits: list[str | None]
+    nearest_train_cosine: float
 
     def split_of(self, index: int) -> str | None:
-        cluster = int(self.cluster[index])
-        if cluster in self.too_small or index in self.near_valid:
-            return None
-        return "valid" if cluster in self.valid_clusters else "train"
+        return self.splits[index]
 
 
 def split_voices(vectors: np.ndarray, valid_share: float, merge_above: float, min_lines: int,
@@ -75,20 +70,33 @@ def split_voices(vectors: np.ndarray, valid_share: float, merge_above: float, mi
     target = valid_share * sum(int(sizes[c]) for c in voices)
     valid: list[int] = []
     taken = 0
-    for name in seeded_rank([f"voice-{c}" for c in voices], seed):
-        c = int(name.split("-")[1])
+    by_name = {f"voice-{c}": c for c in voices}
+    for name in stable_order(by_name, seed):
+        c = by_name[name]
         if taken + sizes[c] <= target * 1.1:  # a voice that would overshoot by more than a tenth waits
             valid.append(c)
             taken += int(sizes[c])
         if taken >= target * 0.9:
             break
-    near: list[int] = []
+    nearest = np.zeros(len(vectors))  # each row's highest cosine to a validation voice's centroid
     if valid:
         centres = np.stack([centroid(vectors[cluster == c]) for c in valid])
-        cosines = unit(vectors) @ centres.T
-        near = [i for i in range(len(vectors)) if cluster[i] not in valid and cluster[i] not in too_small
-                and float(cosines[i].max()) >= max_train_cosine]
-    return VoiceSplit(cluster=cluster, valid_clusters=sorted(valid), too_small=too_small, near_valid=near)
+        nearest = (unit(vectors) @ centres.T).max(axis=1)
+    splits: list[str | None] = []
+    near: list[int] = []
+    for i, c in enumerate(cluster.tolist()):
+        if c in too_small:
+            splits.append(None)
+        elif c in valid:
+            splits.append("valid")
+        elif valid and nearest[i] >= max_train_cosine:
+            splits.append(None)
+            near.append(i)
+        else:
+            splits.append("train")
+    kept_train = [nearest[i] for i, s in enumerate(splits) if s == "train"]
+    return VoiceSplit(cluster=cluster, valid_clusters=sorted(valid), too_small=too_small, near_valid=near,
+                      splits=splits, nearest_train_cosine=float(max(kept_train, default=0.0)))
 
 
 def cached_vectors(cache: Path | None, ids: list[str]) -> np.ndarray | None:
@@ -114,26 +122,21 @@ def split_folder(source: Path, out: Path, teacher: Callable[[np.ndarray], np.nda
     plan = split_voices(vectors, valid_share, merge_above, min_lines, max_train_cosine, seed)
     prefix = rows[0].id.split("-")[0] if rows else "voice"
     kept: list[ManifestRow] = []
-    for index, row in enumerate(rows):
-        split = plan.split_of(index)
+    for index, (row, split) in enumerate(zip(rows, plan.splits, strict=True)):
         if split is not None:
             voice = f"{prefix}-v{int(plan.cluster[index]):02d}"
             kept.append(dataclasses.replace(row, path=str((source / row.path).resolve()), split=split, speaker=voice,
                                             meta={**row.meta, "scene": row.speaker, "voice_cluster": voice}))
     out.mkdir(parents=True, exist_ok=True)
     write_manifest(kept, out / f"{task}.jsonl")
-    train_vectors = [i for i in range(len(rows)) if plan.split_of(i) == "train"]
-    nearest = 0.0
-    if plan.valid_clusters and train_vectors:
-        centres = np.stack([centroid(vectors[plan.cluster == c]) for c in plan.valid_clusters])
-        nearest = float((unit(vectors[train_vectors]) @ centres.T).max())
     sizes = np.bincount(plan.cluster)
     report = {"source": str(source), "lines": len(rows), "voices": int((sizes >= min_lines).sum()),
               "cluster_sizes": sizes.tolist(), "valid_voices": plan.valid_clusters,
               "train_lines": sum(r.split == "train" for r in kept),
               "valid_lines": sum(r.split == "valid" for r in kept),
               "dropped_small_clusters": int(sum(sizes[c] for c in plan.too_small)),
-              "dropped_near_valid": len(plan.near_valid), "nearest_train_to_valid_cosine": round(nearest, 4),
+              "dropped_near_valid": len(plan.near_valid),
+              "nearest_train_to_valid_cosine": round(plan.nearest_train_cosine, 4),
               "settings": {"valid_share": valid_share, "merge_above": merge_above, "min_lines": min_lines,
                            "max_train_cosine": max_train_cosine, "seed": seed, "teacher": "resemblyzer"}}
     (out / "voice_split.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

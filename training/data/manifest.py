@@ -275,6 +275,12 @@ def extra_splits(folder: str, task: str, labels: list[str] | None) -> tuple[dict
     return record, train, valid
 
 
+def stable_order(names: Iterable[str], seed: int) -> list[str]:
+    """``names`` in a seeded hash order: the same names and seed give the same order whatever order they came in,
+    so a seeded draw of groups, voices or rows does not move when the listing does."""
+    return sorted(names, key=lambda n: hashlib.sha256(f"{seed}|{n}".encode()).hexdigest())
+
+
 def repeated(rows: list, times: int) -> list:
     """Each row ``times`` times in a row, the copies told apart by their ids (``<id>-r<k>``)."""
     if times < 1:
