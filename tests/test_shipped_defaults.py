@@ -72,9 +72,10 @@ def test_every_default_set_matches_the_converted_backbone_and_carries_its_metada
     assert model.adapter_sets["intent-default"].config.slot_names == ["action", "object", "location"]
     for adapter_id in DEFAULTS.values():
         assert "test" in model.adapter_sets[adapter_id].config.metrics
-    # the intent set is built on the ASR set's E/P adapters, so the two route as one group
+    # since 2026-12-06 the ASR set's E/P learnt real voices, while the intent set keeps the E/P its acoustic branch
+    # was trained on (two routing groups inside one encoder pass)
     asr, intent = (model.adapter_sets[key] for key in ("asr-default", "intent-default"))
-    assert asr.backbone_change_signature() == intent.backbone_change_signature() is not None
+    assert None not in (asr.backbone_change_signature(), intent.backbone_change_signature())
 
 
 @pytest.mark.slow
@@ -89,9 +90,10 @@ def test_default_sets_answer_real_speech_in_one_mixed_batch(model, tmp_path):
     asr, intent, emotion, reference, same, other = model.predict(rows, keys)
     assert cer(sentence, asr.text) < 0.25, asr.text
     assert intent.label == "activate_lights_kitchen"
-    # the intent set's text branch read the command: the ASR set's own decoding of the same encoder pass
-    command_alone = model.predict([command], ["asr-default"])[0]
-    assert intent.text == command_alone.text and cer("turn on the lights in the kitchen", intent.text) < 0.25
+    # the intent set's text branch read the command (its own copy of an earlier ASR set, on its own encoder pass)
+    assert cer("turn on the lights in the kitchen", intent.text) < 0.25, intent.text
+    # rows routed to other E-adapters in the same pass leave the ASR row's answer as it is alone
+    assert model.predict([speech], ["asr-default"])[0].text == asr.text
     assert emotion.label == "neutral"
     threshold = model.adapter_sets["verify-default"].config.threshold
     assert float(reference.embedding @ same.embedding) > threshold
