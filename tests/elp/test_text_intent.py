@@ -40,7 +40,7 @@ def classifier_weights(strength: float = 4.0) -> tuple[torch.Tensor, torch.Tenso
 
 
 def shares_e_and_p(adapter_set: AdapterSet, asr: AdapterSet) -> AdapterSet:
-    """As the shipped intent set does: the ASR set's E- and P-adapters (one encoder pass for both)."""
+    """As the shipped intent set was built: the ASR set's E- and P-adapters (one routing group for both)."""
     adapter_set.load_state_dict(asr.backbone_change_state(), strict=False)
     return adapter_set
 
