@@ -8,8 +8,8 @@
 # elp/convert/known_checksums.json.
 #
 # Usage: scripts/setup_default_backbone.sh [--base-only] [--no-verify]
-# (also writes the decoder sets adapters_store/asr-whisper and language-whisper from the base checkpoint:
-# elp.convert.whisper_decoder_set)
+# (also writes the decoder sets adapters_store/asr-whisper, language-whisper and translate-whisper from the base
+# checkpoint: elp.convert.whisper_decoder_set)
 #   PYTHON=...          interpreter to use (default: .venv/bin/python if present, else python3)
 #   ELP_MODELS_DIR=...  where to write the checkpoints (default: models)
 set -euo pipefail
@@ -79,3 +79,23 @@ make_decoder_set asr-whisper
 # weight on real validation voices (training.companion_weight); its model card has both
 make_decoder_set language-whisper --labels de en es fr it ru --label-bias 0 -2.5983 -0.2153 0.5694 0.41 1.368 \
     --companion "${ELP_ADAPTERS_DIR:-adapters_store}/language-default" --companion-weight 0.75
+
+# Speech translation into English (adapters_store/translate-whisper: each clip's language detected by the decoder,
+# then <|translate|>). Its weights are asr-whisper's byte for byte (the same decoder, silence frames and token
+# strings; only the config differs), so when the two files are equal the second becomes a hard link to the first:
+# ~200 MB once on disk. Safe because a set's files are replaced by a rename (elp.adapter_files), never rewritten in
+# place: remaking one set gives it a new file and leaves the other's as it was.
+make_decoder_set translate-whisper --translate
+link_equal_weights() {
+    local first="${ELP_ADAPTERS_DIR:-adapters_store}/$1/adapter_model.safetensors"
+    local second="${ELP_ADAPTERS_DIR:-adapters_store}/$2/adapter_model.safetensors"
+    if [[ -f "$first" && -f "$second" && ! "$first" -ef "$second" ]] && cmp -s "$first" "$second"; then
+        local link="$(dirname "$second")/.adapter_model.safetensors.link"
+        if ln -f "$first" "$link" 2>/dev/null && mv -f "$link" "$second"; then
+            echo "hard-linked $second to $first (the same bytes)"
+        else
+            rm -f "$link"  # a file system without hard links: the copy stays
+        fi
+    fi
+}
+link_equal_weights asr-whisper translate-whisper

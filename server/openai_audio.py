@@ -1,8 +1,10 @@
-"""OpenAI's audio API on this server: ``POST /v1/audio/transcriptions`` and ``GET /v1/models``.
+"""OpenAI's audio API on this server: ``POST /v1/audio/transcriptions``, ``/v1/audio/translations`` and
+``GET /v1/models``.
 
 Why: many tools speak only OpenAI's "Whisper API" (the ``openai`` SDKs, note-takers, editors, chat front ends);
 with these routes they reach this server by its base URL (``http://host:8000/v1``) and nothing else. The route
-is made from the registry (:attr:`elp.tasks.TaskSpec.openai_audio`) and answers through the same decoding,
+is made from the registry (:attr:`elp.tasks.TaskSpec.openai_audio`), its form fields those OpenAI's route takes
+(translations: no ``language``, ``stream`` or timestamp granularities), and answers through the same decoding,
 batching worker and task code as the task's own route, so its ``text`` is the task route's ``text`` for the same
 upload. Its answers are shaped by ``server.openai_formats``; errors keep this server's body, which the SDKs read
 (``{"error": {"code", "message"}}``).
@@ -14,6 +16,7 @@ upload. Its answers are shaped by ``server.openai_formats``; errors keep this se
 import asyncio
 import base64
 import binascii
+import inspect
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -22,13 +25,13 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from elp.long_form import join_texts
-from elp.tasks import TASKS, EnrolledVoice, TaskSpec, get_task
+from elp.tasks import TASKS, EnrolledVoice, OpenAIAudio, TaskSpec, get_task
 from elp.tasks.verification import mean_unit_embedding
 from server.adapters import AdapterLease
 from server.answering import answer_clips, count_answer, shape_answer
 from server.audio import DecodedAudio
 from server.errors import AdapterNotFoundError, InvalidRequestError, ServerError
-from server.openai_formats import diarized_json, shaped, sse_event, usage
+from server.openai_formats import RESPONSE_FORMATS, diarized_json, shaped, sse_event, usage
 from server.routes import AUDIO_ROUTE, RequestClock, Service, decode_and_lease
 from server.rows import RowPlan
 from server.schemas import ERROR_RESPONSES
@@ -36,7 +39,6 @@ from server.service import InferenceService
 
 router = APIRouter()
 
-ResponseFormat = Literal["json", "text", "srt", "verbose_json", "vtt", "diarized_json"]
 Granularity = Literal["word", "segment"]
 #: OpenAI's own bounds on known speakers: at most 4, each named once
 MAX_KNOWN_SPEAKERS = 4
@@ -60,8 +62,15 @@ def adapter_for_model(spec: TaskSpec, model: str | None) -> str | None:
     return model
 
 
+def response_formats(openai: OpenAIAudio) -> tuple[str, ...]:
+    """The ``response_format`` values a route takes: OpenAI's five, and ``diarized_json`` where it is offered."""
+    return tuple(name for name in RESPONSE_FORMATS if name != "diarized_json" or openai.diarized_with)
+
+
 def _check_request(spec: TaskSpec, language: str | None, response_format: str, granularities: list[str] | None,
                    stream: bool | None, names: list[str], references: list[str]) -> None:
+    """Refuse what the route's sets cannot answer; each check only where the spec offers the field (a route whose
+    sets detect the language takes no ``language``, so it is checked only against a fixed one)."""
     openai = spec.openai_audio
     assert openai is not None
     if stream and response_format not in ("json", "text"):
@@ -69,7 +78,8 @@ def _check_request(spec: TaskSpec, language: str | None, response_format: str, g
                                   f"live audio use the WebSocket {spec.route}/stream (docs/API.md, 'Live streams')")
     if granularities and response_format != "verbose_json":
         raise InvalidRequestError("timestamp_granularities[] needs response_format=verbose_json")
-    if language is not None and language.strip().lower() not in (openai.language, openai.language_name):
+    if openai.language and language is not None \
+            and language.strip().lower() not in (openai.language, openai.language_name):
         raise InvalidRequestError(f"this server's {spec.heading.lower()} sets read {openai.language_name.capitalize()} "
                                   f"(language '{openai.language}'); got language {language[:40]!r}")
     if response_format == "diarized_json" and not openai.diarized_with:
@@ -187,33 +197,63 @@ async def streamed_transcript(service: InferenceService, spec: TaskSpec, lease: 
                              headers={"X-ELP-Adapter": lease.entry.label, "Cache-Control": "no-cache"})
 
 
+def _openai_parameters(spec: TaskSpec) -> list[inspect.Parameter]:
+    """The form of a task's OpenAI route as OpenAI's API has it (FastAPI reads the handler's signature, so the
+    OpenAPI schema shows it): ``language`` only where the sets read one fixed language, ``timestamp_granularities[]``,
+    ``stream`` and the known speakers only where offered, ``response_format`` within the route's formats."""
+    openai = spec.openai_audio
+    assert openai is not None
+    required = inspect.Parameter.empty
+
+    def field(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+        return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=default)
+
+    aliases = ", ".join(openai.model_aliases)
+    parameters = [
+        field("request", Request, required), field("service", Service, required),
+        field("file", Annotated[UploadFile, File(description="the audio (any format the task route takes)")], required),
+        field("model", Annotated[str | None, Form(description=f"an adapter set id from GET /v1/models; OpenAI's own "
+                                                   f"names ({aliases}) and none mean the default set")]),
+    ]
+    if openai.language:
+        parameters.append(field("language", Annotated[str | None, Form(
+            description=f"ISO-639-1; the sets read '{openai.language}' only")]))
+    parameters += [
+        field("prompt", Annotated[str | None, Form(description="accepted and not used: the sets take no text "
+                                                    "context")]),
+        field("response_format", Annotated[Literal[response_formats(openai)], Form()], "json"),  # type: ignore[misc]
+        field("temperature", Annotated[float | None, Form(ge=0.0, le=1.0, description="accepted and not used: one "
+                                                          "deterministic search, chosen on validation")]),
+    ]
+    if openai.word_timestamps:
+        parameters.append(field("timestamp_granularities", Annotated[list[Granularity] | None, Form(
+            alias="timestamp_granularities[]")]))
+    if openai.diarized_with:
+        parameters += [
+            field("known_speaker_names", Annotated[list[str] | None, Form(
+                alias="known_speaker_names[]", description="diarized_json: names for known_speaker_references[]")]),
+            field("known_speaker_references", Annotated[list[str] | None, Form(
+                alias="known_speaker_references[]", description="diarized_json: a clip of each known speaker as a "
+                "data URL (data:audio/wav;base64,...); a speaker found who matches one is labelled with its name")]),
+        ]
+    if openai.streams:
+        parameters.append(field("stream", Annotated[bool | None, Form(
+            description="true: server-sent events, the text as it is read (transcript.text.delta, then "
+                        "transcript.text.done)")]))
+    return parameters
+
+
 def transcription_handler(spec: TaskSpec) -> Any:
-    """The handler of ``spec``'s OpenAI route: OpenAI's form fields in, OpenAI's answer shapes out."""
+    """The handler of ``spec``'s OpenAI route: OpenAI's form fields in (:func:`_openai_parameters`), OpenAI's answer
+    shapes out."""
     openai = spec.openai_audio
     assert openai is not None
 
-    async def handler(
-        request: Request,
-        service: Service,
-        file: Annotated[UploadFile, File(description="the audio (any format the task route takes)")],
-        model: Annotated[str | None, Form(description=f"an adapter set id from GET /v1/models; OpenAI's own names "
-                                          f"({', '.join(openai.model_aliases)}) and none mean the default set")] = None,
-        language: Annotated[str | None, Form(description=f"ISO-639-1; the sets read '{openai.language}' only")] = None,
-        prompt: Annotated[str | None, Form(description="accepted and not used: the sets take no text context")] = None,
-        response_format: Annotated[ResponseFormat, Form()] = "json",
-        temperature: Annotated[float | None, Form(ge=0.0, le=1.0, description="accepted and not used: one "
-                                                   "deterministic search, chosen on validation")] = None,
-        timestamp_granularities: Annotated[list[Granularity] | None, Form(alias="timestamp_granularities[]")] = None,
-        known_speaker_names: Annotated[list[str] | None, Form(
-            alias="known_speaker_names[]", description="diarized_json: names for known_speaker_references[]")] = None,
-        known_speaker_references: Annotated[list[str] | None, Form(
-            alias="known_speaker_references[]", description="diarized_json: a clip of each known speaker as a data "
-            "URL (data:audio/wav;base64,...); a speaker found who matches one is labelled with its name")] = None,
-        stream: Annotated[bool | None, Form(description="true: server-sent events, the text as it is read "
-                                            "(transcript.text.delta, then transcript.text.done)")] = None,
-    ) -> Response:
-        names, references = known_speaker_names or [], known_speaker_references or []
-        _check_request(spec, language, response_format, timestamp_granularities, stream, names, references)
+    async def handler(request: Request, service: InferenceService, file: UploadFile, model: str | None = None,
+                      response_format: str = "json", **form: Any) -> Response:
+        names, references = form.get("known_speaker_names") or [], form.get("known_speaker_references") or []
+        granularities, stream = form.get("timestamp_granularities") or [], form.get("stream")
+        _check_request(spec, form.get("language"), response_format, granularities, stream, names, references)
         clock = RequestClock()
         clips, lease = await decode_and_lease(service, spec, adapter_for_model(spec, model), [("file", file)], clock)
         if stream:
@@ -226,8 +266,8 @@ def transcription_handler(spec: TaskSpec) -> Any:
                 media_type = "application/json"
             else:
                 answer, outcome = await answer_clips(service, spec, lease, clips, receive=request.receive)
-                body, media_type = shaped(answer, clips[0].duration_s, response_format, openai.language_name,
-                                          timestamp_granularities or [])
+                body, media_type = shaped(answer, clips[0].duration_s, response_format, openai.language_of(answer),
+                                          granularities, openai.whisper_task)
         headers["Server-Timing"] = ", ".join(f"{name};dur={ms}" for name, ms in
                                              clock.timings(outcome.queue_ms, outcome.inference_ms).items())
         if isinstance(body, dict):
@@ -236,8 +276,8 @@ def transcription_handler(spec: TaskSpec) -> Any:
 
     handler.__name__ = f"openai_{openai.route}"
     handler.__doc__ = (f"OpenAI-compatible {spec.heading.lower()} (``{openai_path(spec)}``), answered as "
-                       f"``{spec.route}`` answers; response_format json, text, srt, vtt, verbose_json"
-                       + (" or diarized_json." if openai.diarized_with else "."))
+                       f"``{spec.route}`` answers; response_format {', '.join(response_formats(openai))}.")
+    handler.__signature__ = inspect.Signature(_openai_parameters(spec), return_annotation=Response)  # type: ignore[attr-defined]
     return handler
 
 

@@ -1,4 +1,4 @@
-"""OpenAI's transcription answers (``response_format`` json, text, srt, vtt, verbose_json) made from a
+"""OpenAI's transcription and translation answers (``response_format`` json, text, srt, vtt, verbose_json) made from a
 transcript-shaped task answer (``text``; ``words`` and ``segments`` with their times, as ``/asr`` gives them).
 
 Why a module of its own: the shapes are OpenAI's contract, not this server's (seconds as ``start``/``end``, segment
@@ -45,12 +45,13 @@ def _words_inside(words: Sequence[Mapping[str, Any]], start: float, end: float, 
 
 
 def verbose_json(answer: Mapping[str, Any], duration_s: float, language_name: str,
-                 granularities: Sequence[str]) -> dict[str, Any]:
-    """``verbose_json``: task, language, duration, text, usage, and the ``segments`` and/or ``words`` asked for
-    (``segment`` when none are named, as OpenAI does). ``words`` is absent when the set gives no word times."""
+                 granularities: Sequence[str], task: str = "transcribe") -> dict[str, Any]:
+    """``verbose_json``: task (Whisper's: ``transcribe``, ``translate``), language, duration, text, usage, and the
+    ``segments`` and/or ``words`` asked for (``segment`` when none are named, as OpenAI does). ``words`` is absent
+    when the set gives no word times."""
     asked = set(granularities) or {"segment"}
     words = answer.get("words")
-    body: dict[str, Any] = {"task": "transcribe", "language": language_name, "duration": round(float(duration_s), 3),
+    body: dict[str, Any] = {"task": task, "language": language_name, "duration": round(float(duration_s), 3),
                             "text": str(answer.get("text") or ""), **usage(duration_s)}
     if "segment" in asked:
         spans = _segments(answer, duration_s)
@@ -120,12 +121,13 @@ def diarized_json(transcript: Mapping[str, Any], diarization: Mapping[str, Any],
 
 
 def shaped(answer: Mapping[str, Any], duration_s: float, response_format: str, language_name: str,
-           granularities: Sequence[str]) -> tuple[dict[str, Any] | str, str]:
-    """(body, media type) of ``response_format``: a JSON object, or text (``text``, ``srt``, ``vtt``)."""
+           granularities: Sequence[str], task: str = "transcribe") -> tuple[dict[str, Any] | str, str]:
+    """(body, media type) of ``response_format``: a JSON object, or text (``text``, ``srt``, ``vtt``); ``task`` is
+    ``verbose_json``'s."""
     if response_format == "json":
         return {"text": str(answer.get("text") or ""), **usage(duration_s)}, "application/json"
     if response_format == "verbose_json":
-        return verbose_json(answer, duration_s, language_name, granularities), "application/json"
+        return verbose_json(answer, duration_s, language_name, granularities, task), "application/json"
     if response_format == "text":
         return str(answer.get("text") or "") + "\n", "text/plain"
     timed = subtitle_cues(answer, duration_s)

@@ -272,7 +272,8 @@ class ElpIngress:
         client = (request.client.host, request.client.port) if request.client else None
         forwarded = ForwardedRequest(request.method, request.url.path, request.scope.get("query_string", b""),
                                      headers, body, client)
-        events = request.url.path in OPENAI_TASK_OF_PATH and form is not None and _form_flag(form.get("stream"))
+        spec = OPENAI_TASK_OF_PATH.get(request.url.path)  # a route that streams, asked to (translations do not)
+        events = bool(spec and spec.openai_audio.streams and form is not None and _form_flag(form.get("stream")))
         return await self.forward(forwarded, adapter_id, events=events)
 
     @ingress_api.websocket("/{endpoint}/stream")

@@ -46,6 +46,8 @@ from server.speakers import open_speaker_store
 logger = logging.getLogger("server.service")
 #: task -> the task of the sets that answer it (diarization's are verification sets: ``TaskSpec.answers_with``)
 SET_TASKS = MappingProxyType({spec.name: spec.set_task for spec in TASKS})
+#: the tasks whose default set is loaded, pinned and waited for at start (TaskSpec.default_at_start)
+STARTUP_TASKS = frozenset(spec.name for spec in TASKS if spec.default_at_start)
 
 #: extra seconds a handler waits past the queue deadline for a batch that is already running
 RUNNING_GRACE_S = 60.0
@@ -178,7 +180,7 @@ class InferenceService:
     async def _load_defaults(self) -> None:
         assert self.cache is not None
         for task, adapter_id in self._defaults.items():
-            if adapter_id is None:
+            if adapter_id is None or task not in STARTUP_TASKS:
                 continue
             self.cache.pinned.add(adapter_id)
             try:
@@ -240,7 +242,7 @@ class InferenceService:
             problems.append("decoding processes starting")
         if self.cache is not None:
             for task, adapter_id in self._defaults.items():
-                if adapter_id is not None and self.cache.resident(adapter_id) is None:
+                if adapter_id is not None and task in STARTUP_TASKS and self.cache.resident(adapter_id) is None:
                     problems.append(self._default_problems.get(task, f"default {task} adapter '{adapter_id}' "
                                                                "not resident yet"))
         ready = not problems

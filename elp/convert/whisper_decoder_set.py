@@ -8,6 +8,8 @@ encoder's output on 30 s of silence and the token strings; it is *converted*, ne
         [--draft adapters_store/asr-whisper/draft]
     python -m elp.convert.whisper_decoder_set models/whisper-base adapters_store/language-whisper \
         --labels de en es fr it ru           # language identification: the decoder scores <|de|>, <|en|>, ...
+    python -m elp.convert.whisper_decoder_set models/whisper-base adapters_store/translate-whisper --translate
+                                             # translation: each clip's language detected, then <|translate|>
 
 A label set keeps only the vocabulary rows it reads (end of text, start of transcript, one token per
 label): ~100 MB instead of ~200 MB.
@@ -36,11 +38,15 @@ from elp.heads.config import CompanionConfig, DecoderConfig
 from elp.heads.seq2seq import WhisperDecoderHead
 from elp.model import MultiAdapterModel
 
-SPECIAL_PROMPT = ("<|startoftranscript|>", "<|{language}|>", "<|transcribe|>", "<|notimestamps|>")
+SPECIAL_PROMPT = ("<|startoftranscript|>", "<|{language}|>", "<|{whisper_task}|>", "<|notimestamps|>")
 DESCRIPTION = ("Speech recognition by the Whisper checkpoint's own pretrained decoder (greedy) on the shared "
                "encoder pass: converted from the backbone checkpoint, not trained (elp.convert.whisper_decoder_set).")
 
 
+TRANSLATION_DESCRIPTION = ("Speech translation into English by the Whisper checkpoint's own pretrained decoder "
+                           "(greedy) on the shared encoder pass, each clip's language detected first from its language "
+                           "tokens: converted from the backbone checkpoint, not trained "
+                           "(elp.convert.whisper_decoder_set --translate).")
 LABEL_DESCRIPTION = ("The Whisper checkpoint's own decoder scoring one token per label after <|startoftranscript|> "
                      "(its language identification) on the shared encoder pass: converted, not trained "
                      "(elp.convert.whisper_decoder_set --labels).")
@@ -80,11 +86,12 @@ def assemble(task: str, backbone: Backbone, decoder: DecoderConfig, state: dict[
 
 
 def build_decoder_set(whisper_decoder: nn.Module, backbone: Backbone, tokens: list[str], decoder: DecoderConfig,
-                      description: str = DESCRIPTION) -> AdapterSet:
-    """The set: ``whisper_decoder`` (a ``WhisperDecoder``'s weights), ``tokens`` (ids below ``eot_id``)."""
+                      description: str = DESCRIPTION, task: str = "asr") -> AdapterSet:
+    """The set of ``task`` (ASR, or translation for a decoder that detects its rows' language): ``whisper_decoder``
+    (a ``WhisperDecoder``'s weights), ``tokens`` (ids below ``eot_id``)."""
     if len(tokens) != decoder.eot_id:
         raise ValueError(f"{len(tokens)} token strings for eot id {decoder.eot_id}")
-    adapter_set = assemble("asr", backbone, decoder, whisper_decoder.state_dict(), description)
+    adapter_set = assemble(task, backbone, decoder, whisper_decoder.state_dict(), description)
     adapter_set.head.set_tokens(tokens)
     return adapter_set.eval()
 
@@ -101,19 +108,49 @@ def convert(checkpoint: str | Path, language: str = "en", trailing_silence_s: fl
             stop_repeats: int = 0) -> AdapterSet:
     """A decoder set from a Whisper checkpoint folder with its tokenizer and generation config."""
     whisper, tokenizer = load_checkpoint(checkpoint)
+    decoder = DecoderConfig(**decoder_fields(whisper, tokenizer, language, "transcribe"),
+                            trailing_silence_s=trailing_silence_s, language=language, stop_repeats=stop_repeats,
+                            alignment_heads=[list(pair) for pair in
+                                             getattr(whisper.generation_config, "alignment_heads", None) or []])
+    return build_decoder_set(whisper.model.decoder, load_backbone(str(checkpoint)), tokenizer_tokens(tokenizer),
+                             decoder)
+
+
+def decoder_fields(whisper: nn.Module, tokenizer: object, language: str, whisper_task: str) -> dict:
+    """The ``DecoderConfig`` fields every transcribing or translating set of the checkpoint shares: sizes, the prompt
+    ``<|startoftranscript|><|language|><|whisper_task|><|notimestamps|>``, end of text, suppressed tokens."""
     generation = whisper.generation_config
-    eot = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    prompt = tokenizer.convert_tokens_to_ids([token.format(language=language) for token in SPECIAL_PROMPT])
+    prompt = tokenizer.convert_tokens_to_ids([token.format(language=language, whisper_task=whisper_task)
+                                              for token in SPECIAL_PROMPT])
     if tokenizer.unk_token_id in prompt:
-        raise ValueError(f"the checkpoint's tokenizer has no language token for {language!r}")
-    decoder = DecoderConfig(
-        **decoder_sizes(whisper.config), vocab_size=whisper.config.vocab_size, prompt_ids=list(prompt), eot_id=eot,
-        suppress_ids=list(generation.suppress_tokens or []),
-        begin_suppress_ids=list(generation.begin_suppress_tokens or []),
-        trailing_silence_s=trailing_silence_s, language=language, stop_repeats=stop_repeats,
-        alignment_heads=[list(pair) for pair in getattr(generation, "alignment_heads", None) or []])
-    tokens = tokenizer.convert_ids_to_tokens(list(range(eot)))
-    return build_decoder_set(whisper.model.decoder, load_backbone(str(checkpoint)), tokens, decoder)
+        raise ValueError(f"the checkpoint's tokenizer has no token for language {language!r} or task {whisper_task!r}")
+    return {**decoder_sizes(whisper.config), "vocab_size": whisper.config.vocab_size, "prompt_ids": list(prompt),
+            "eot_id": tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+            "suppress_ids": list(generation.suppress_tokens or []),
+            "begin_suppress_ids": list(generation.begin_suppress_tokens or [])}
+
+
+def tokenizer_tokens(tokenizer: object) -> list[str]:
+    """The token strings below end of text (byte-level BPE symbols)."""
+    return tokenizer.convert_ids_to_tokens(list(range(tokenizer.convert_tokens_to_ids("<|endoftext|>"))))
+
+
+def convert_translation(checkpoint: str | Path, trailing_silence_s: float = 2.0, stop_repeats: int = 0) -> AdapterSet:
+    """A translation set: the decoder detects each clip's language among every language token of the checkpoint
+    (its generation config's ``lang_to_id``, in token order) and writes English after ``<|translate|>``. Its answers
+    keep the decoder's casing, punctuation and digits (a translation is read, not matched against ``/asr``), and it
+    names no alignment heads: the words it writes are not the words spoken, so they have no times in the audio."""
+    whisper, tokenizer = load_checkpoint(checkpoint)
+    language_tokens = getattr(whisper.generation_config, "lang_to_id", None) or {}
+    if not language_tokens:
+        raise ValueError("the checkpoint's generation config names no language tokens (lang_to_id): not multilingual")
+    ordered = sorted(language_tokens, key=language_tokens.__getitem__)
+    decoder = DecoderConfig(**decoder_fields(whisper, tokenizer, "en", "translate"),
+                            trailing_silence_s=trailing_silence_s, language="", stop_repeats=stop_repeats,
+                            spoken_form=False, language_ids=[language_tokens[token] for token in ordered],
+                            languages=[token.strip("<|>") for token in ordered])
+    return build_decoder_set(whisper.model.decoder, load_backbone(str(checkpoint)), tokenizer_tokens(tokenizer),
+                             decoder, TRANSLATION_DESCRIPTION, task="translation")
 
 
 def convert_labels(checkpoint: str | Path, labels: list[str], trailing_silence_s: float = 2.0,
@@ -193,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stop-repeats", type=int, default=0, help="end a row repeating one span this often (0: off)")
     parser.add_argument("--draft", type=Path, help="a CTC draft folder (training.draft_ctc) for drafted decoding")
     parser.add_argument("--labels", nargs="+", help="a language set instead: the decoder scores <|LABEL|> tokens")
+    parser.add_argument("--translate", action="store_true", help="a translation set instead: each clip's language "
+                        "detected from the language tokens, then English written after <|translate|>")
     parser.add_argument("--label-bias", type=float, nargs="+", default=[],
                         help="one prior per label added to its logit (fitted by training.label_bias)")
     parser.add_argument("--companion", type=Path, help="with --labels: a trained classifier set of the same labels "
@@ -204,8 +243,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("a label set scores one step: it has no use for a draft")
     if args.companion is not None and not args.labels:
         parser.error("--companion needs --labels")
+    if args.translate and (args.labels or args.draft is not None or args.language != "en"):
+        parser.error("--translate detects the language and drafts nothing: no --labels, --draft or --language")
     if args.labels:
         adapter_set = convert_labels(args.checkpoint, args.labels, args.trailing_silence, args.label_bias)
+    elif args.translate:
+        adapter_set = convert_translation(args.checkpoint, args.trailing_silence, args.stop_repeats)
     else:
         adapter_set = convert(args.checkpoint, args.language, args.trailing_silence, args.stop_repeats)
     if args.draft is not None:

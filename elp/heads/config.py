@@ -142,7 +142,15 @@ class DecoderConfig:
 
     ``alignment_heads``: ``[layer, head]`` pairs of cross-attention heads that follow the speech as the
     decoder writes it (the checkpoint's generation config names them); a transcribing set with some answers
-    each word's time (``elp.decoding.token_alignment``). Empty: no word times."""
+    each word's time (``elp.decoding.token_alignment``). Empty: no word times.
+
+    ``language_ids`` (their codes in ``languages``, same order): each row's language is detected as Whisper's own
+    ``detect_language`` does it: one decoder step reads ``prompt_ids[0]`` (start of transcript), and the
+    highest-scoring of these tokens takes the place of ``prompt_ids[1]`` before decoding (a translation set:
+    ``<|lang|><|translate|><|notimestamps|>``, ``elp.heads.language_detection``). The row's output then starts with
+    the probabilities of these tokens (a softmax over them). Why per row: a translation set hears any language, and
+    a batch mixes them. Such a set writes another language than it hears, so it has no word times
+    (``alignment_heads``), no draft (characters of the speech) and no ``label_ids``."""
 
     kind: str = "whisper"
     layers: int = 6
@@ -172,6 +180,8 @@ class DecoderConfig:
     label_bias: list[float] = field(default_factory=list)
     float32_encoder: bool = True
     alignment_heads: list[list[int]] = field(default_factory=list)
+    language_ids: list[int] = field(default_factory=list)
+    languages: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind != "whisper":
@@ -180,7 +190,8 @@ class DecoderConfig:
             raise ConfigError("decoder sizes must be positive")
         if not self.prompt_ids or len(self.prompt_ids) >= self.max_target_positions:
             raise ConfigError("a decoder needs a forced prompt shorter than its positions")
-        ids = [*self.prompt_ids, self.eot_id, *self.suppress_ids, *self.begin_suppress_ids, *self.label_ids]
+        ids = [*self.prompt_ids, self.eot_id, *self.suppress_ids, *self.begin_suppress_ids, *self.label_ids,
+               *self.language_ids]
         if any(not 0 <= token < self.vocab_size for token in ids):
             raise ConfigError("decoder token ids must lie inside its vocabulary")
         if not 0.0 <= self.trailing_silence_s <= 5.0 or self.max_tokens_per_second <= 0 or self.extra_tokens < 0:
@@ -197,6 +208,11 @@ class DecoderConfig:
                                                             or not 0.0 <= self.draft_min_confidence <= 1.0)):
             raise ConfigError("a draft needs a blank and symbols, an odd kernel, max tokens / rows >= 1 and a "
                               "min confidence in [0, 1]")
+        if (self.language_ids or self.languages) and (
+                len(self.languages) != len(self.language_ids) or len(self.prompt_ids) < 2 or self.label_ids
+                or self.alignment_heads or self.draft_hidden):
+            raise ConfigError("language detection needs one code per language token, a prompt with a language "
+                              "position, and no label tokens, word times or draft")
 
 
 @dataclass

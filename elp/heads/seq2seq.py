@@ -47,7 +47,8 @@ def _whisper_decoder(config: DecoderConfig, d_model: int) -> nn.Module:
 
 
 class WhisperDecoderHead(nn.Module):
-    """Frames (b, T, d) of the encoder's last layer -> token ids (b, N) as floats, -1 after a row ends.
+    """Frames (b, T, d) of the encoder's last layer -> token ids (b, N) as floats, -1 after a row ends (a set that
+    detects each row's language: the language tokens' probabilities first, (b, L + N)).
 
     Parameters: the checkpoint's decoder (``decoder.*``), the encoder's output on 30 s of silence
     (``silence``) and the token strings below ``eot_id`` (``token_table``, byte-level BPE symbols)."""
@@ -300,6 +301,11 @@ class WhisperDecoderHead(nn.Module):
         if self.config.label_ids:
             return self.label_logits(cross)
         limits = self.token_limits(lengths)
+        if self.config.language_ids:  # no draft and no word times (DecoderConfig)
+            from elp.heads.language_detection import detected_prompts
+
+            probabilities, prompts, cache = detected_prompts(self, cross)
+            return torch.cat([probabilities, self._greedy(cross, limits, prompts, cache)], dim=1)
         if self.speculative(features.shape[0]):
             emitted = self._drafted(features, lengths, cross, limits)
         else:
@@ -361,16 +367,20 @@ class WhisperDecoderHead(nn.Module):
         self.__dict__["last_passes"] = passes
         return emitted
 
-    def _greedy(self, cross: list[tuple[torch.Tensor, torch.Tensor]], limits: list[int]) -> torch.Tensor:
-        """Greedy decoding batched over the rows: one token of every row a decoder pass."""
+    def _greedy(self, cross: list[tuple[torch.Tensor, torch.Tensor]], limits: list[int],
+                prompts: torch.Tensor | None = None, cache: list[list[torch.Tensor]] | None = None) -> torch.Tensor:
+        """Greedy decoding batched over the rows: one token of every row a decoder pass. ``prompts`` (b, P): each
+        row's own (default: the set's), its first tokens already in ``cache`` when one is given."""
         batch, device = cross[0][0].shape[0], cross[0][0].device
-        cache: list[list[torch.Tensor]] = [[] for _ in self.decoder.layers]
-        prompt = torch.tensor(self.config.prompt_ids, device=device).expand(batch, -1)
+        cache = cache if cache is not None else [[] for _ in self.decoder.layers]
+        if prompts is None:
+            prompts = torch.tensor(self.config.prompt_ids, device=device).expand(batch, -1)
+        position = cache[0][0].shape[2] if cache[0] else 0  # prompt tokens the cache holds
         blocked, first_blocked = (mask.to(device) for mask in self._blocked)
         emitted = torch.full((batch, max(limits)), -1.0, device=device)
         row_limits = torch.tensor(limits, device=device)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
-        tokens, position = prompt, 0
+        tokens = prompts[:, position:]
         for step in range(max(limits)):
             last = self._step(tokens, position, cache, cross)[:, -1]
             position += tokens.shape[1]

@@ -41,16 +41,33 @@ def detokenize(token_ids: list[int], tokens: list[str]) -> str:
 class WhisperTranscriber:
     """One row's token ids (floats, -1 after its end) -> ``{"text": ...}``, in the spoken form unless
     the set says otherwise; a timed row (``timed``: ``WhisperDecoderHead.word_times``) also gives
-    ``words`` with their spans and confidences. Cheap: stays on the worker."""
+    ``words`` with their spans and confidences. A set that detects each row's language (``languages``: the codes of
+    ``DecoderConfig.language_ids``) starts the row with their probabilities: the answer then also holds ``label``
+    (the detected code) and ``scores`` (code -> probability). Cheap: stays on the worker."""
 
     offload = False
 
-    def __init__(self, tokens: list[str], spoken_form: bool = True, timed: bool = False) -> None:
+    def __init__(self, tokens: list[str], spoken_form: bool = True, timed: bool = False,
+                 languages: list[str] | None = None) -> None:
         self.tokens = tokens
         self.spoken_form = spoken_form
         self.timed = timed
+        self.languages = list(languages or [])
 
     def __call__(self, output: torch.Tensor) -> dict[str, Any]:
+        if self.languages:
+            detected = self.detected_language(output[: len(self.languages)])
+            return {**self.read(output[len(self.languages):]), **detected}
+        return self.read(output)
+
+    def detected_language(self, probabilities: torch.Tensor) -> dict[str, Any]:
+        """``label`` (the most likely language) and ``scores`` (each language's probability)."""
+        values = probabilities.float().tolist()
+        best = max(range(len(values)), key=values.__getitem__)
+        return {"label": self.languages[best], "scores": dict(zip(self.languages, values, strict=True))}
+
+    def read(self, output: torch.Tensor) -> dict[str, Any]:
+        """The text (and timed words) of the row's token part."""
         from elp.heads.word_timing import TIMED_PARTS, timed_words
 
         ids = output.view(TIMED_PARTS, -1)[0] if self.timed else output

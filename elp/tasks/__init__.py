@@ -47,13 +47,14 @@ def task_names() -> tuple[str, ...]:
 
 
 def set_tasks() -> tuple[TaskSpec, ...]:
-    """The tasks with adapter sets of their own (trained, evaluated, made up for tests and benchmarks); not
-    those that answer with another task's sets (``TaskSpec.answers_with``: diarization)."""
-    return tuple(spec for spec in TASKS if not spec.answers_with)
+    """The tasks with adapter sets of their own that are trained, evaluated, made up for tests and benchmarks; not
+    those that answer with another task's sets (``TaskSpec.answers_with``: diarization) nor those whose sets are only
+    converted from a checkpoint (``TaskSpec.converted_only``: translation)."""
+    return tuple(spec for spec in TASKS if not spec.answers_with and not spec.converted_only)
 
 
 def set_task_names() -> tuple[str, ...]:
-    """The ``task`` values an adapter config or a training manifest may hold."""
+    """The ``task`` values a training manifest may hold (the tasks of :func:`set_tasks`)."""
     return tuple(spec.name for spec in set_tasks())
 
 
@@ -77,6 +78,7 @@ from elp.tasks.emotion import EMOTION  # noqa: E402
 from elp.tasks.identification import IDENTIFICATION  # noqa: E402
 from elp.tasks.intent import INTENT  # noqa: E402
 from elp.tasks.language import LANGUAGE  # noqa: E402
+from elp.tasks.translation import TRANSLATION  # noqa: E402
 from elp.tasks.verification import VERIFICATION  # noqa: E402
 
 register(ASR)
@@ -86,6 +88,7 @@ register(INTENT)
 register(LANGUAGE)
 register(DIARIZATION)
 register(IDENTIFICATION)
+register(TRANSLATION)
 
 __all__ = [
     "TASKS",

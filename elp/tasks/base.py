@@ -25,6 +25,7 @@ from elp.errors import ConfigError
 from elp.long_form import LongFormSplitter
 from elp.speech_activity import SpeechGate, VoiceGate
 from elp.tasks.recipe import TrainingRecipe
+from elp.whisper_languages import language_name
 
 if TYPE_CHECKING:  # torch-free at import time
     import torch
@@ -100,20 +101,33 @@ class TaskOption:
 
 @dataclass(frozen=True)
 class OpenAIAudio:
-    """The task also answers on OpenAI's audio API, ``POST /v1/audio/<route>`` (``transcriptions``), so that tools and
-    SDKs written against it (the ``openai`` package, editors' and note-takers' "Whisper API" settings) reach this
-    server by its base URL alone. The request's ``model`` names one of the task's sets; OpenAI's own model names
-    (``model_aliases``) are answered by the task's default set, since such tools often send one fixed name.
-    ``language``: the ISO-639-1 code of the speech the task's sets read (a request naming another is refused, not
-    silently misread); ``language_name``: how ``verbose_json`` names it. ``diarized_with``: the task whose answer
-    (``turns`` of ``speaker_N``, naming by ``TaskRequest.gallery``) splits the transcript by speaker for OpenAI's
-    ``response_format=diarized_json``; "" = not offered."""
+    """The task also answers on OpenAI's audio API, ``POST /v1/audio/<route>`` (``transcriptions``, ``translations``),
+    so that tools and SDKs written against it (the ``openai`` package, editors' and note-takers' "Whisper API"
+    settings) reach this server by its base URL alone. The request's ``model`` names one of the task's sets; OpenAI's
+    own model names (``model_aliases``) are answered by the task's default set, since such tools often send one fixed
+    name. ``language``: the ISO-639-1 code of the speech the task's sets read, taken as the ``language`` form field (a
+    request naming another is refused, not silently misread); "" = the sets detect the language, and the route takes
+    no ``language`` (OpenAI's translations). ``language_name``: ``verbose_json``'s ``language`` unless the answer
+    names the language it detected (its ``language`` field, a code). ``whisper_task``: ``verbose_json``'s ``task``.
+    ``streams``: ``stream=true`` is offered (server-sent events of the text as it is read); ``word_timestamps``:
+    ``timestamp_granularities[]`` is. ``diarized_with``: the task whose answer (``turns`` of ``speaker_N``, naming by
+    ``TaskRequest.gallery``) splits the transcript by speaker for OpenAI's ``response_format=diarized_json``; "" =
+    not offered. The defaults are OpenAI's transcriptions route's."""
 
     route: str
-    language: str
-    language_name: str
+    language: str = ""
+    language_name: str = ""
     model_aliases: tuple[str, ...] = ()
     diarized_with: str = ""
+    whisper_task: str = "transcribe"
+    streams: bool = True
+    word_timestamps: bool = True
+
+    def language_of(self, answer: Mapping[str, Any]) -> str:
+        """``verbose_json``'s ``language``: the name of the language the answer says it detected (``fr`` ->
+        ``french``), else ``language_name``."""
+        detected = answer.get("language")
+        return language_name(str(detected)) if detected else self.language_name
 
 
 @dataclass
@@ -211,6 +225,12 @@ class TaskSpec:
     #: the task also answers on OpenAI's audio API (:class:`OpenAIAudio`; a task whose answer is a transcript:
     #: ``text``, and ``words`` / ``segments`` with their times)
     openai_audio: OpenAIAudio | None = None
+    #: its sets are only converted from a pretrained checkpoint (translation: Whisper's own decoder), never trained:
+    #: no training, corpus manifest or evaluation of the training code, and no made-up sets in tests and benchmarks
+    converted_only: bool = False
+    #: its default set is loaded and pinned when the server starts (and /readyz waits for it); False: loaded on first
+    #: use like any other set (translation: a ~200 MB decoder that most deployments never call)
+    default_at_start: bool = True
 
     def __post_init__(self) -> None:
         if (self.long_form is not None or self.silence_answer is not None or self.partial_answers) \

@@ -27,7 +27,7 @@ def test_the_registered_tasks_and_their_routes() -> None:
 
 def test_an_unknown_task_and_a_clashing_registration_are_refused() -> None:
     with pytest.raises(ConfigError, match="task must be one of"):
-        get_task("translation")
+        get_task("dictation")
     with pytest.raises(ConfigError, match="clashes"):
         register(ClassifierTask(name="emotion", route="/emotion2", summary="", default_adapter="x", activation="relu"))
     with pytest.raises(ConfigError, match="clashes"):

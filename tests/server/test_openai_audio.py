@@ -142,7 +142,7 @@ def test_the_route_comes_from_the_registry() -> None:
     from server.openai_audio import OPENAI_TASK_OF_PATH, adapter_for_model
 
     asr = get_task("asr")
-    assert {"/v1/audio/transcriptions": asr} == OPENAI_TASK_OF_PATH
+    assert {"/v1/audio/transcriptions": asr, "/v1/audio/translations": get_task("translation")} == OPENAI_TASK_OF_PATH
     assert [adapter_for_model(asr, m) for m in ("whisper-1", "gpt-4o-transcribe", None, " ", "asr-whisper")] == [
         None, None, None, None, "asr-whisper"]
     assert CLIP  # the shared clip the refusals above are sent with
