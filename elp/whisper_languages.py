@@ -2,7 +2,7 @@
 English name OpenAI's audio API answers with (``verbose_json``'s ``language``).
 
 Why a copy here: the answer models and the server's OpenAI routes read it, and neither imports ``transformers``;
-tests/elp/test_translation_task.py keeps it equal to ``transformers``' own table. In Whisper's token order.
+tests/elp/test_translation_decoder.py keeps it equal to ``transformers``' own table. In Whisper's token order.
 """
 
 from __future__ import annotations

@@ -179,9 +179,7 @@ class InferenceService:
 
     async def _load_defaults(self) -> None:
         assert self.cache is not None
-        for task, adapter_id in self._defaults.items():
-            if adapter_id is None or task not in STARTUP_TASKS:
-                continue
+        for task, adapter_id in self._startup_defaults().items():
             self.cache.pinned.add(adapter_id)
             try:
                 lease = await self.cache.acquire(adapter_id, SET_TASKS[task])
@@ -201,8 +199,7 @@ class InferenceService:
         before the server reports ready."""
         assert self.worker is not None and self.cache is not None
         policy, budget_s = self.worker.policy, self.settings.batch_calibration_s
-        residents = [self.cache.resident(adapter_id) for adapter_id in self._defaults.values()
-                     if adapter_id is not None]
+        residents = [self.cache.resident(adapter_id) for adapter_id in self._startup_defaults().values()]
         keys = [resident.model_key for resident in residents if resident is not None]
         if not isinstance(policy, CostAwarePolicy) or not budget_s or not keys:
             self._calibrating = False
@@ -221,6 +218,11 @@ class InferenceService:
         only set of that task, else none (requests then must name an adapter)."""
         self._defaults = resolve_default_ids(self.store, self.settings.default_adapter_ids(), SET_TASKS)
         return self._defaults
+
+    def _startup_defaults(self) -> dict[str, str]:
+        """The resolved default sets loaded, pinned and waited for at start (``TaskSpec.default_at_start``)."""
+        return {task: adapter_id for task, adapter_id in self._defaults.items()
+                if adapter_id is not None and task in STARTUP_TASKS}
 
     def default_adapter(self, task: str, recheck: bool = False) -> str:
         """The task's default set id, as last resolved; ``recheck`` resolves again from the store first
@@ -241,8 +243,8 @@ class InferenceService:
         if self.decoder is not None and self.decoder.warming:
             problems.append("decoding processes starting")
         if self.cache is not None:
-            for task, adapter_id in self._defaults.items():
-                if adapter_id is not None and task in STARTUP_TASKS and self.cache.resident(adapter_id) is None:
+            for task, adapter_id in self._startup_defaults().items():
+                if self.cache.resident(adapter_id) is None:
                     problems.append(self._default_problems.get(task, f"default {task} adapter '{adapter_id}' "
                                                                "not resident yet"))
         ready = not problems
