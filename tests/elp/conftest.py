@@ -41,3 +41,17 @@ def backbone(backbone_dirs, variant):
 def whisper_dir(tiny_backbone_dir):
     """The tiny Whisper checkpoint (pre-LN as Whisper is; the decoder-set tests read its decoder)."""
     return tiny_backbone_dir("whisper", False)
+
+
+@pytest.fixture(scope="module")
+def whisper_model(whisper_dir):
+    """The tiny checkpoint as transformers' whole model (encoder and decoder): the decoder-set tests' reference."""
+    from transformers import WhisperForConditionalGeneration
+
+    return WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
+
+
+@pytest.fixture(scope="module")
+def whisper_backbone(whisper_dir):
+    """The tiny checkpoint loaded as a served backbone (not parametrised, unlike ``backbone``)."""
+    return load_backbone(whisper_dir)

@@ -32,19 +32,9 @@ def translation_config(**changes) -> DecoderConfig:
 
 def translation_set(whisper_dir) -> AdapterSet:
     """A tiny translation set (the route and SDK tests serve it too)."""
-    whisper = WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
-    return build_decoder_set(whisper.model.decoder, load_backbone(whisper_dir), TOKENS, translation_config(),
+    whisper_model = WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
+    return build_decoder_set(whisper_model.model.decoder, load_backbone(whisper_dir), TOKENS, translation_config(),
                              task="translation")
-
-
-@pytest.fixture(scope="module")
-def whisper(whisper_dir):
-    return WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
-
-
-@pytest.fixture(scope="module")
-def backbone(whisper_dir):
-    return load_backbone(whisper_dir)
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +43,14 @@ def translator(whisper_dir):
 
 
 @torch.inference_mode()
-def reference_language(whisper, frames: torch.Tensor, silence: torch.Tensor) -> int:
+def reference_language(whisper_model, frames: torch.Tensor, silence: torch.Tensor) -> int:
     """The language token transformers' forward scores highest right after the start token."""
     window = torch.cat([frames, silence[frames.shape[0]:]]).unsqueeze(0)
-    logits = whisper(encoder_outputs=(window,), decoder_input_ids=torch.tensor([[START]])).logits[0, -1]
+    logits = whisper_model(encoder_outputs=(window,), decoder_input_ids=torch.tensor([[START]])).logits[0, -1]
     return LANGUAGE_IDS[int(logits[LANGUAGE_IDS].argmax())]
 
 
-def test_each_row_is_decoded_after_the_prompt_of_its_top_scoring_language(translator, whisper, monkeypatch):
+def test_each_row_is_decoded_after_the_prompt_of_its_top_scoring_language(translator, whisper_model, monkeypatch):
     head = translator.head
     features = torch.randn(4, 120, 32, generator=torch.Generator().manual_seed(5))
     lengths = torch.tensor([120, 45, 80, 100])
@@ -74,7 +64,7 @@ def test_each_row_is_decoded_after_the_prompt_of_its_top_scoring_language(transl
     monkeypatch.setattr(head, "_step", recording_step)
     with torch.inference_mode():
         output = head(features, lengths)
-    expected = [reference_language(whisper, features[row, :length], head.silence)
+    expected = [reference_language(whisper_model, features[row, :length], head.silence)
                 for row, length in enumerate(lengths.tolist())]
     assert any(language != LANGUAGE_IDS[0] for language in expected)  # the set's own prompt token is not the answer
     assert fed[0] == ([[START]] * 4, 0)  # one step reads the start token alone...
@@ -86,18 +76,18 @@ def test_each_row_is_decoded_after_the_prompt_of_its_top_scoring_language(transl
     for row, length in enumerate(lengths.tolist()):
         prompted = DecoderConfig(**{**vars(config), "prompt_ids": [START, expected[row], TRANSLATE, NO_TIMESTAMPS],
                                     "language_ids": [], "languages": []})
-        reference = reference_ids(whisper, features[row, :length], head.silence, prompted,
+        reference = reference_ids(whisper_model, features[row, :length], head.silence, prompted,
                                   head.token_limits(lengths[row:row + 1])[0])
         assert [int(t) for t in tokens[row].tolist() if t >= 0] == reference and reference
 
 
-def test_served_rows_name_their_language_and_match_alone_after_a_round_trip(translator, backbone, tmp_path):
+def test_served_rows_name_their_language_and_match_alone_after_a_round_trip(translator, whisper_backbone, tmp_path):
     translator.save(tmp_path / "translate-whisper")
     loaded = AdapterSet.load(tmp_path / "translate-whisper")
     assert loaded.config.task == "translation" and loaded.config.decoder.languages == LANGUAGES
-    model = MultiAdapterModel(backbone)
+    model = MultiAdapterModel(whisper_backbone)
     model.add_adapter_set("translate", loaded)
-    model.add_adapter_set("asr-ctc", make_random_adapter_set(backbone, "asr", seed=1))
+    model.add_adapter_set("asr-ctc", make_random_adapter_set(whisper_backbone, "asr", seed=1))
     clips = [seeded_waveform(seconds, seed=seed) for seed, seconds in enumerate((1.5, 0.8, 2.2))]
     keys = ["translate", "asr-ctc", "translate"]
     mixed = model.predict(clips, keys)

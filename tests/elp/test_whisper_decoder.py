@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import WhisperForConditionalGeneration
 
 from elp import MultiAdapterModel, load_backbone
 from elp.adapter_set import AdapterSet
@@ -28,28 +27,19 @@ def decoder_config(**changes) -> DecoderConfig:
 
 
 @pytest.fixture(scope="module")
-def whisper(whisper_dir):
-    return WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
-
-
-@pytest.fixture(scope="module")
-def backbone(whisper_dir):
-    return load_backbone(whisper_dir)
-
-
-@pytest.fixture(scope="module")
-def decoder_set(whisper, backbone):
-    return build_decoder_set(whisper.model.decoder, backbone, TOKENS, decoder_config())
+def decoder_set(whisper_model, whisper_backbone):
+    return build_decoder_set(whisper_model.model.decoder, whisper_backbone, TOKENS, decoder_config())
 
 
 @torch.inference_mode()
-def reference_ids(whisper, frames: torch.Tensor, silence: torch.Tensor, config: DecoderConfig, limit: int) -> list[int]:
+def reference_ids(whisper_model, frames: torch.Tensor, silence: torch.Tensor, config: DecoderConfig,
+                  limit: int) -> list[int]:
     """Greedy decoding by transformers' own forward, one full pass per token (no cache)."""
     window = torch.cat([frames, silence[frames.shape[0]:]]).unsqueeze(0)
     ids = list(config.prompt_ids)
     emitted: list[int] = []
     for step in range(limit):
-        logits = whisper(encoder_outputs=(window,), decoder_input_ids=torch.tensor([ids])).logits[0, -1]
+        logits = whisper_model(encoder_outputs=(window,), decoder_input_ids=torch.tensor([ids])).logits[0, -1]
         logits[config.suppress_ids] = float("-inf")
         if step == 0:
             logits[config.begin_suppress_ids] = float("-inf")
@@ -61,7 +51,7 @@ def reference_ids(whisper, frames: torch.Tensor, silence: torch.Tensor, config: 
     return emitted
 
 
-def test_greedy_decoding_equals_transformers_step_by_step(decoder_set, whisper):
+def test_greedy_decoding_equals_transformers_step_by_step(decoder_set, whisper_model):
     head = decoder_set.head
     generator = torch.Generator().manual_seed(0)
     features = torch.randn(3, 120, 32, generator=generator)
@@ -69,19 +59,19 @@ def test_greedy_decoding_equals_transformers_step_by_step(decoder_set, whisper):
     with torch.inference_mode():
         output = head(features, lengths)
     for row, length in enumerate(lengths.tolist()):
-        expected = reference_ids(whisper, features[row, :length], head.silence, head.config,
+        expected = reference_ids(whisper_model, features[row, :length], head.silence, head.config,
                                  head.token_limits(lengths[row:row + 1])[0])
         got = [int(token) for token in output[row].tolist() if token >= 0]
         assert got == expected and expected  # the tiny random decoder emits something before its limit
 
 
-def test_served_rows_match_alone_in_a_mixed_batch_and_after_a_round_trip(decoder_set, backbone, tmp_path):
+def test_served_rows_match_alone_in_a_mixed_batch_and_after_a_round_trip(decoder_set, whisper_backbone, tmp_path):
     decoder_set.save(tmp_path / "asr-whisper")
     loaded = AdapterSet.load(tmp_path / "asr-whisper")
     assert loaded.head.tokens() == TOKENS
-    model = MultiAdapterModel(backbone)
+    model = MultiAdapterModel(whisper_backbone)
     model.add_adapter_set("asr-whisper", loaded)
-    model.add_adapter_set("asr-ctc", make_random_adapter_set(backbone, "asr", seed=1))
+    model.add_adapter_set("asr-ctc", make_random_adapter_set(whisper_backbone, "asr", seed=1))
     clips = [seeded_waveform(seconds, seed=seed) for seed, seconds in enumerate((1.5, 0.8, 2.2))]
     keys = ["asr-whisper", "asr-ctc", "asr-whisper"]
     mixed = model.predict(clips, keys)
@@ -90,9 +80,9 @@ def test_served_rows_match_alone_in_a_mixed_batch_and_after_a_round_trip(decoder
     assert mixed[0].text  # the tiny random decoder spells some of its made-up tokens
 
 
-def test_decoder_rows_hear_the_clip_then_trailing_zeros(decoder_set, backbone):
+def test_decoder_rows_hear_the_clip_then_trailing_zeros(decoder_set, whisper_backbone):
     """What the head reads is the plain encoder's output on the clip + trailing_silence_s of zeros."""
-    model = MultiAdapterModel(backbone)
+    model = MultiAdapterModel(whisper_backbone)
     model.add_adapter_set("asr-whisper", decoder_set)
     clip = seeded_waveform(1.0, seed=3)
     padded = torch.cat([clip, torch.zeros(round(0.3 * 16000))])
@@ -137,11 +127,11 @@ def test_answers_come_in_the_spoken_form_unless_the_set_keeps_the_decoders_own()
     assert WhisperTranscriber(tokens, spoken_form=False)(ids) == {"text": "Press 1 now. It's"}
 
 
-def test_a_clip_filling_the_window_gets_only_the_zeros_that_fit(decoder_set, backbone):
-    model = MultiAdapterModel(backbone)
+def test_a_clip_filling_the_window_gets_only_the_zeros_that_fit(decoder_set, whisper_backbone):
+    model = MultiAdapterModel(whisper_backbone)
     model.add_adapter_set("asr-whisper", decoder_set)
     clip = seeded_waveform(29.9, seed=4)
-    assert backbone.max_samples == 30 * 16000
+    assert whisper_backbone.max_samples == 30 * 16000
     assert isinstance(model.predict([clip], ["asr-whisper"])[0].text, str)
 
 
@@ -161,9 +151,9 @@ def test_a_row_repeating_one_span_ends_with_the_span_kept_once(decoder_set):
         decoder_config(stop_repeats=1)
 
 
-def test_int8_token_steps_answer_each_row_as_alone_and_stay_near_the_float_decoder(whisper, backbone):
-    float_set = build_decoder_set(whisper.model.decoder, backbone, TOKENS, decoder_config())
-    int8_set = build_decoder_set(whisper.model.decoder, backbone, TOKENS, decoder_config())
+def test_int8_token_steps_answer_each_row_as_alone_and_stay_near_the_float_decoder(whisper_model, whisper_backbone):
+    float_set = build_decoder_set(whisper_model.model.decoder, whisper_backbone, TOKENS, decoder_config())
+    int8_set = build_decoder_set(whisper_model.model.decoder, whisper_backbone, TOKENS, decoder_config())
     int8_set.head.quantize_int8(full_range=True)
     assert int8_set.head.quantized and not float_set.head.quantized
     generator = torch.Generator().manual_seed(1)
@@ -186,9 +176,9 @@ def test_int8_token_steps_answer_each_row_as_alone_and_stay_near_the_float_decod
         int8_set.to_bytes()
 
 
-def test_the_int8_shortlist_picks_the_float32_tokens(whisper, backbone, tmp_path):
-    plain = build_decoder_set(whisper.model.decoder, backbone, TOKENS, decoder_config())
-    shortlisted = build_decoder_set(whisper.model.decoder, backbone, TOKENS, decoder_config())
+def test_the_int8_shortlist_picks_the_float32_tokens(whisper_model, whisper_backbone, tmp_path):
+    plain = build_decoder_set(whisper_model.model.decoder, whisper_backbone, TOKENS, decoder_config())
+    shortlisted = build_decoder_set(whisper_model.model.decoder, whisper_backbone, TOKENS, decoder_config())
     shortlisted.head.use_int8_shortlist(full_range=True)
     generator = torch.Generator().manual_seed(2)
     features = torch.randn(4, 100, 32, generator=generator)
@@ -244,8 +234,10 @@ def features_read(model: MultiAdapterModel, clips: list, keys: list[str], head) 
     return seen, answers
 
 
-def test_on_an_int8_encoder_decoder_rows_read_a_float32_copy_and_the_others_int8(whisper_dir, whisper, backbone):
-    decoder_set = build_decoder_set(whisper.model.decoder, backbone, TOKENS, decoder_config())  # its own: changed
+def test_on_an_int8_encoder_decoder_rows_read_a_float32_copy_and_the_others_int8(whisper_dir, whisper_model,
+                                                                                whisper_backbone):
+    # its own set: the test changes it
+    decoder_set = build_decoder_set(whisper_model.model.decoder, whisper_backbone, TOKENS, decoder_config())
     clips = [seeded_waveform(seconds, seed=seed) for seed, seconds in enumerate((1.3, 0.9, 2.0))]
     ctc_set = make_random_adapter_set(load_backbone(whisper_dir), "asr", seed=2)
     float_model = MultiAdapterModel(load_backbone(whisper_dir))
@@ -272,18 +264,19 @@ def test_on_an_int8_encoder_decoder_rows_read_a_float32_copy_and_the_others_int8
     assert model.decoder_rows.float_copy is None  # freed with the last decoder set
 
 
-def test_a_label_set_scores_the_checkpoints_own_tokens_after_the_start_token(whisper, backbone, tmp_path):
+def test_a_label_set_scores_the_checkpoints_own_tokens_after_the_start_token(whisper_model, whisper_backbone, tmp_path):
     """Language identification: one step after <|startoftranscript|>, the kept label tokens' logits equal
     transformers' full forward at the checkpoint's ids; rows answer as alone in a mixed batch."""
     from elp.convert.whisper_decoder_set import build_label_set
 
     kept = [EOT, 1, 60, 61, 62]  # end of text, start, three "language" tokens of the tiny vocabulary
-    label_set = build_label_set(whisper.model.decoder, backbone, kept, ["de", "en", "fr"], trailing_silence_s=0.3)
+    label_set = build_label_set(whisper_model.model.decoder, whisper_backbone, kept, ["de", "en", "fr"],
+                                trailing_silence_s=0.3)
     assert label_set.config.decoder.vocab_size == 5 and label_set.config.task == "language"
     label_set.save(tmp_path / "language")
-    model = MultiAdapterModel(backbone)
+    model = MultiAdapterModel(whisper_backbone)
     model.add_adapter_set("language", AdapterSet.load(tmp_path / "language"))
-    model.add_adapter_set("speaker", make_random_adapter_set(backbone, "verification", seed=2))
+    model.add_adapter_set("speaker", make_random_adapter_set(whisper_backbone, "verification", seed=2))
     clips = [seeded_waveform(0.7, seed=3), seeded_waveform(1.3, seed=4)]
     mixed = model.predict([clips[0], clips[1], clips[0]], ["language", "language", "speaker"])
     head = model.adapter_sets["language"].head
@@ -293,21 +286,21 @@ def test_a_label_set_scores_the_checkpoints_own_tokens_after_the_start_token(whi
         frames = features_read(model, [clip], ["language"], head)[0][0][0]  # the row's frames, trailing zeros too
         with torch.inference_mode():
             window = torch.cat([frames, head.silence[frames.shape[0]:]]).unsqueeze(0)
-            logits = whisper(encoder_outputs=(window,), decoder_input_ids=torch.tensor([[1]])).logits[0, -1]
+            logits = whisper_model(encoder_outputs=(window,), decoder_input_ids=torch.tensor([[1]])).logits[0, -1]
         expected = logits[[60, 61, 62]].softmax(-1)
         assert [answer.scores[x] for x in ("de", "en", "fr")] == pytest.approx(expected.tolist(), abs=1e-4)
 
 
-def test_a_label_bias_shifts_the_label_logits(whisper, backbone):
+def test_a_label_bias_shifts_the_label_logits(whisper_model, whisper_backbone):
     import dataclasses
 
     from elp.convert.whisper_decoder_set import build_label_set
 
-    plain = build_label_set(whisper.model.decoder, backbone, [EOT, 1, 60, 61, 62], ["de", "en", "fr"])
+    plain = build_label_set(whisper_model.model.decoder, whisper_backbone, [EOT, 1, 60, 61, 62], ["de", "en", "fr"])
     decoder = dataclasses.replace(plain.config.decoder, label_bias=[0.0, -1.5, 0.7])
     biased = AdapterSet(dataclasses.replace(plain.config, decoder=decoder))
     biased.load_state_dict(plain.state_dict())
-    model = MultiAdapterModel(backbone)
+    model = MultiAdapterModel(whisper_backbone)
     model.add_adapter_set("plain", plain)
     model.add_adapter_set("biased", biased.eval())
     clip = seeded_waveform(0.9, seed=7)
@@ -318,11 +311,11 @@ def test_a_label_bias_shifts_the_label_logits(whisper, backbone):
         dataclasses.replace(decoder, label_bias=[0.0])
 
 
-def test_label_sets_need_one_token_per_label_and_are_never_trained(whisper, backbone):
+def test_label_sets_need_one_token_per_label_and_are_never_trained(whisper_model, whisper_backbone):
     from elp.convert.whisper_decoder_set import build_label_set
     from elp.tasks import get_task
 
-    label_set = build_label_set(whisper.model.decoder, backbone, [EOT, 1, 60, 61], ["de", "en"])
+    label_set = build_label_set(whisper_model.model.decoder, whisper_backbone, [EOT, 1, 60, 61], ["de", "en"])
     config = label_set.config
     config.labels = ["de", "en", "fr"]
     with pytest.raises(ConfigError, match="one token per"):
@@ -331,10 +324,10 @@ def test_label_sets_need_one_token_per_label_and_are_never_trained(whisper, back
         get_task("language").build_loss(label_set, 2)
 
 
-def test_a_label_set_reads_the_int8_encoder_and_needs_no_float32_copy(whisper_dir, whisper, backbone):
+def test_a_label_set_reads_the_int8_encoder_and_needs_no_float32_copy(whisper_dir, whisper_model, whisper_backbone):
     from elp.convert.whisper_decoder_set import build_label_set
 
-    label_set = build_label_set(whisper.model.decoder, backbone, [EOT, 1, 60, 61], ["de", "en"])
+    label_set = build_label_set(whisper_model.model.decoder, whisper_backbone, [EOT, 1, 60, 61], ["de", "en"])
     assert label_set.config.decoder.float32_encoder is False
     model = MultiAdapterModel(load_backbone(whisper_dir, quantization="int8"))
     model.add_adapter_set("language", label_set)
