@@ -167,6 +167,11 @@ def outputs_per_row(model, waves: list[torch.Tensor], keys: list[str]) -> list[t
     return [per_row[i] for i in range(len(waves))]
 
 
+def answers_alone(model, clips: list[torch.Tensor], keys: list[str]) -> list:
+    """Each clip's served answer (``predict``) with no batch-mates, in row order: what a mixed batch must equal."""
+    return [model.predict([clip], [key])[0] for clip, key in zip(clips, keys, strict=True)]
+
+
 def voice_rows_alone_and_in_a_batch(branch: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """A voice branch's embeddings of a short and a long clip padded into one batch, and of the short one alone
     (a row's answer must not depend on its batch-mates or the padding)."""

@@ -17,7 +17,7 @@ from elp.errors import ConfigError
 from elp.heads.config import DecoderConfig
 from elp.heads.word_timing import TIMED_PARTS, fitted_to_sound, timed_words
 from elp.spoken_text import normalise
-from elp.testing import seeded_waveform
+from elp.testing import answers_alone, seeded_waveform
 from tests.elp.test_whisper_decoder import EOT
 from tests.elp.test_whisper_decoder import decoder_config as whisper_decoder_config
 
@@ -155,7 +155,7 @@ def test_timed_rows_keep_the_tokens_and_their_words_spell_the_text_in_the_clip(w
         assert " ".join(word for word, *_ in answer.words) == answer.text
         assert all(0.0 <= start < end <= 1.0 and 0.0 < confidence <= 1.0 for _, start, end, confidence in answer.words)
         assert [start for _, start, *_ in answer.words] == sorted(start for _, start, *_ in answer.words)
-    alone = [model.predict([clip], [key])[0] for clip, key in zip(clips, keys, strict=True)]
+    alone = answers_alone(model, clips, keys)
     for mixed, single in zip(answers, alone, strict=True):  # a row's times do not depend on its batch-mates
         assert [w for w, *_ in mixed.words] == [w for w, *_ in single.words]
         assert np.allclose([w[1:] for w in mixed.words], [w[1:] for w in single.words], atol=1e-4)

@@ -8,14 +8,13 @@ import pytest
 import torch
 from transformers import WhisperForConditionalGeneration
 
-from elp import MultiAdapterModel, load_backbone
+from elp import load_backbone
 from elp.adapter_set import AdapterSet
 from elp.convert.whisper_decoder_set import build_decoder_set, main
 from elp.errors import ConfigError
 from elp.heads.config import DecoderConfig
 from elp.tasks import get_task, set_task_names
-from elp.testing import make_random_adapter_set, seeded_waveform
-from tests.elp.test_whisper_decoder import TOKENS, decoder_config, reference_ids
+from tests.elp.test_whisper_decoder import TOKENS, decoder_config, mixed_beside_ctc_and_alone, reference_ids
 
 #: the tiny vocabulary's specials (ids from its end of text, 50, up): start, four languages, translate, no timestamps
 START, LANGUAGE_IDS, TRANSLATE, NO_TIMESTAMPS = 51, [52, 53, 54, 55], 57, 58
@@ -85,13 +84,7 @@ def test_served_rows_name_their_language_and_match_alone_after_a_round_trip(tran
     translator.save(tmp_path / "translate-whisper")
     loaded = AdapterSet.load(tmp_path / "translate-whisper")
     assert loaded.config.task == "translation" and loaded.config.decoder.languages == LANGUAGES
-    model = MultiAdapterModel(whisper_backbone)
-    model.add_adapter_set("translate", loaded)
-    model.add_adapter_set("asr-ctc", make_random_adapter_set(whisper_backbone, "asr", seed=1))
-    clips = [seeded_waveform(seconds, seed=seed) for seed, seconds in enumerate((1.5, 0.8, 2.2))]
-    keys = ["translate", "asr-ctc", "translate"]
-    mixed = model.predict(clips, keys)
-    alone = [model.predict([clip], [key])[0] for clip, key in zip(clips, keys, strict=True)]
+    mixed, alone = mixed_beside_ctc_and_alone(whisper_backbone, "translate", loaded)
     assert [(row.text, row.label) for row in mixed] == [(row.text, row.label) for row in alone]
     for row in (mixed[0], mixed[2]):
         assert row.text and row.label in LANGUAGES and set(row.scores) == set(LANGUAGES)

@@ -13,7 +13,7 @@ from elp.errors import ConfigError
 from elp.heads.config import DecoderConfig
 from elp.heads.seq2seq import detokenize
 from elp.heads.shortlist import Int8Shortlist
-from elp.testing import make_random_adapter_set, seeded_waveform
+from elp.testing import answers_alone, make_random_adapter_set, seeded_waveform
 
 EOT = 50
 TOKENS = [f"t{i}" for i in range(EOT)]
@@ -65,17 +65,22 @@ def test_greedy_decoding_equals_transformers_step_by_step(decoder_set, whisper_m
         assert got == expected and expected  # the tiny random decoder emits something before its limit
 
 
+def mixed_beside_ctc_and_alone(whisper_backbone, key: str, adapter_set: AdapterSet) -> tuple[list, list]:
+    """The answers to three seeded clips routed ``key``, a random CTC set, ``key`` in one batch, and to each alone
+    (the decoder-set tests' mixed-batch check)."""
+    model = MultiAdapterModel(whisper_backbone)
+    model.add_adapter_set(key, adapter_set)
+    model.add_adapter_set("asr-ctc", make_random_adapter_set(whisper_backbone, "asr", seed=1))
+    clips = [seeded_waveform(seconds, seed=seed) for seed, seconds in enumerate((1.5, 0.8, 2.2))]
+    keys = [key, "asr-ctc", key]
+    return model.predict(clips, keys), answers_alone(model, clips, keys)
+
+
 def test_served_rows_match_alone_in_a_mixed_batch_and_after_a_round_trip(decoder_set, whisper_backbone, tmp_path):
     decoder_set.save(tmp_path / "asr-whisper")
     loaded = AdapterSet.load(tmp_path / "asr-whisper")
     assert loaded.head.tokens() == TOKENS
-    model = MultiAdapterModel(whisper_backbone)
-    model.add_adapter_set("asr-whisper", loaded)
-    model.add_adapter_set("asr-ctc", make_random_adapter_set(whisper_backbone, "asr", seed=1))
-    clips = [seeded_waveform(seconds, seed=seed) for seed, seconds in enumerate((1.5, 0.8, 2.2))]
-    keys = ["asr-whisper", "asr-ctc", "asr-whisper"]
-    mixed = model.predict(clips, keys)
-    alone = [model.predict([clip], [key])[0] for clip, key in zip(clips, keys, strict=True)]
+    mixed, alone = mixed_beside_ctc_and_alone(whisper_backbone, "asr-whisper", loaded)
     assert [row.text for row in mixed] == [row.text for row in alone]
     assert mixed[0].text  # the tiny random decoder spells some of its made-up tokens
 
