@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.corpus.generate import stable_tag
+from training.corpus.generate import seeded_order
 from training.suites import registry
 from training.suites.debian import DEFAULT_DEB_CACHE, SAMPLE_RATE, deb_version, decode_file, extract_deb, fetch_deb
 from training.suites.human import TRANSCRIPTS
@@ -91,12 +91,10 @@ def parallel_clips(root: Path, language: str, extension: str, references: dict[s
     files = {path.relative_to(folder).with_suffix("").as_posix(): path
              for path in sorted(folder.rglob(f"*.{extension}"))}
     keys = sorted(set(files) & set(references))
-    order = np.random.default_rng([seed, stable_tag(f"translation-{language}")]).permutation(len(keys))
     clips: list[ParallelClip] = []
-    for index in order:
+    for key in seeded_order(keys, seed, f"translation-{language}"):
         if len(clips) >= count:
             break
-        key = keys[int(index)]
         wave = decode_file(files[key])
         if MIN_SECONDS <= len(wave) / SAMPLE_RATE <= MAX_SECONDS:
             clips.append(ParallelClip(language, key, wave, references[key]))

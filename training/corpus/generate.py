@@ -14,7 +14,9 @@ import json
 import multiprocessing as mp
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import soundfile as sf
@@ -24,6 +26,8 @@ from training.corpus import audio as A
 from training.corpus.manifests import ACTED_SOURCES, MANIFESTS
 from training.corpus.plan import EMOTIONS, NOISES, SCALES, SPLITS, Clip, Speaker, make_plan, speaker_meta
 from training.corpus.synth import Render, render_many
+
+T = TypeVar("T")
 
 TASKS = tuple(MANIFESTS)
 TRIAL_TASK = next(task for task, rule in MANIFESTS.items() if rule.trials)
@@ -162,6 +166,13 @@ def make_trials(entries: list[dict[str, object]], n: int, seed: int, tag: str) -
 
 def stable_tag(tag: str) -> int:
     return int.from_bytes(hashlib.sha256(tag.encode()).digest()[:4], "little")
+
+
+def seeded_order(items: Sequence[T], seed: int, tag: str) -> Iterator[T]:
+    """``items`` in a permutation drawn from ``(seed, tag)``, lazily: the seeded draws of real clips (suites, language
+    corpora, translation prompts) walk it and stop at their count, skipping clips they cannot use."""
+    for index in np.random.default_rng([seed, stable_tag(tag)]).permutation(len(items)):
+        yield items[int(index)]
 
 
 def manifest_files(out: Path) -> list[Path]:

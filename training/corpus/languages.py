@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from training.corpus.generate import stable_tag
+from training.corpus.generate import seeded_order, stable_tag
 from training.corpus.language_text import LANGUAGES, SENTENCES, sentence_split
 from training.data.manifest import ManifestRow, write_manifest
 from training.suites.debian import (
@@ -230,12 +230,10 @@ def real_rows(out: Path, source: RealSource, root: Path, seed: int, role: str) -
         raise ValueError(f"speaker role must be one of {SPEAKER_ROLES}, not {role!r}")
     files = sorted(p for p in (root / source.folder).rglob("*")
                    if p.suffix[1:] in source.extension.split("|") and p.stem.endswith(source.stem_suffix))
-    order = np.random.default_rng([seed, stable_tag(f"{source.speaker}-{source.language}")]).permutation(len(files))
     rows: list[ManifestRow] = []
-    for index in order:
+    for path in seeded_order(files, seed, f"{source.speaker}-{source.language}"):
         if len(rows) >= source.clips:
             break
-        path = files[int(index)]
         name = path.relative_to(root / source.folder).with_suffix("").as_posix().replace("/", "-")
         clip_id = f"{source.speaker}-{source.language}-{name}"
         rel = f"audio/{source.speaker}-{source.language}/{name}.flac"

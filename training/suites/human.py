@@ -22,7 +22,7 @@ import numpy as np
 import soundfile as sf
 
 from elp.tasks import get_task
-from training.corpus.generate import stable_tag
+from training.corpus.generate import seeded_order
 from training.corpus.text import normalise
 from training.data.manifest import ManifestRow
 from training.suites import registry
@@ -127,12 +127,10 @@ def small_set_rows(out: Path, clips: list[HumanClip]) -> tuple[list[ManifestRow]
 def prompt_rows(out: Path, source: registry.HumanSource, root: Path, per_source: int, seed: int) -> list[ManifestRow]:
     """Up to ``per_source`` seeded clips of one asterisk voice, each at least a second long."""
     files = sorted((root / source.folder).rglob(f"*.{source.extension}"))
-    order = np.random.default_rng([seed, stable_tag(f"{source.speaker}-{source.language}")]).permutation(len(files))
     rows: list[ManifestRow] = []
-    for index in order:
+    for path in seeded_order(files, seed, f"{source.speaker}-{source.language}"):
         if len(rows) >= per_source:
             break
-        path = files[int(index)]
         name = path.relative_to(root / source.folder).with_suffix("").as_posix().replace("/", "-")
         rel = f"audio/{source.speaker}-{source.language}/{name}.flac"
         seconds = _save(out, rel, path)
