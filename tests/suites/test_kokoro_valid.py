@@ -34,6 +34,7 @@ def test_two_validation_clips_are_built_and_refused_for_training(tmp_path: Path)
                    corpus / "asr.jsonl")
     summary = build(tmp_path / "out", corpus, clips=2, voices=2, seed=1)
     assert summary["counts"]["asr"]["per_split"] == {"valid": 2}
+    assert summary["runtime"] == kokoro.runtime() and summary["runtime"]["onnxruntime"]  # the audio depends on it
     built = read_manifest(tmp_path / "out" / "asr.jsonl", check_exists=True)
     assert {row.text for row in built} == {"turn it down", "go away"}
     with pytest.raises(HeldOutDataError, match="Kokoro"):

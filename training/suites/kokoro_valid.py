@@ -62,7 +62,7 @@ def build(out: Path, corpus: Path, clips: int, voices: int, seed: int) -> dict:
                                 meta={"synth": KOKORO_SYNTH, "voice_a": voice.voice_a, "voice_b": voice.voice_b,
                                       "weight": voice.weight, "speed": voice.speed, **meta}))
     info = {"suite": "kokoro-asr-valid", "role": "valid", "seed": seed, "synth": KOKORO_SYNTH,
-            "identities": [vars(v) for v in identities],
+            "runtime": kokoro.runtime(), "identities": [vars(v) for v in identities],
             "notes": "corpus valid sentences; Kokoro mixtures apart from the far suite's identities"}
     return write_suite(out, {"asr": rows}, {}, info, started)
 
