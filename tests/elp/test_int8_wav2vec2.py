@@ -13,6 +13,7 @@ from elp.backbones.quantize import Int8Conv1d, quantized_conv_count, quantized_l
 from elp.backbones.wavlm_attention import ProjectedWavLMAttention
 from elp.model import pad_waveforms
 from elp.testing import seeded_waveform, tiny_config
+from tests.elp.int8_support import VNNI
 
 WAVES = [seeded_waveform(seconds, seed=20 + seed) for seed, seconds in enumerate((1.0, 1.6, 0.7))]
 
@@ -128,6 +129,6 @@ def test_int8_conv_matches_conv1d_on_a_wavlm_base_shaped_cnn(tmp_path):
         got, _ = int8_backbone.front_end(batch, lengths)
         cnn_error = _relative_error(int8_backbone.model.feature_extractor(WAVES[1][None]),
                                     extractor(WAVES[1][None]))
-    assert cnn_error < 0.055
+    assert cnn_error < (0.055 if VNNI else 0.075)  # 7-bit activations without VNNI: 6.0% measured
     for row, length in enumerate(frame_lengths.tolist()):
-        assert _relative_error(got[row, :length], want[row, :length]) < 0.07, row
+        assert _relative_error(got[row, :length], want[row, :length]) < (0.07 if VNNI else 0.10), row  # 8.0% 7-bit

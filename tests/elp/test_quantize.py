@@ -30,6 +30,7 @@ from elp.backbones.quantize import (
 from elp.errors import BackboneLoadError
 from elp.model import pad_waveforms
 from elp.testing import make_random_adapter_set, outputs_per_row, seeded_waveform
+from tests.elp.int8_support import needs_vnni
 
 WAVES = [seeded_waveform(seconds, seed=seed) for seed, seconds in enumerate((1.0, 1.6, 0.7, 1.3))]
 TASKS = ("asr", "verification", "emotion", "intent")
@@ -109,6 +110,7 @@ def _calibration(backbone, keep_float=()):
     return Int8Calibration(maxima, set(keep_float), backbone.identity.fingerprint, "seeded test waves")
 
 
+@needs_vnni
 def test_smoothing_is_exact_in_float_and_shrinks_int8_error_on_an_outlier_channel():
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 32)
@@ -127,6 +129,7 @@ def test_smoothing_is_exact_in_float_and_shrinks_int8_error_on_an_outlier_channe
     assert smoothed < 0.02
 
 
+@needs_vnni
 def test_rowwise_int8_linear_gives_each_row_its_answer_alone():
     torch.manual_seed(0)
     linear = torch.nn.Linear(48, 24)

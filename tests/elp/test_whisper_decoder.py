@@ -14,6 +14,7 @@ from elp.heads.config import DecoderConfig
 from elp.heads.seq2seq import detokenize
 from elp.heads.shortlist import Int8Shortlist
 from elp.testing import answers_alone, make_random_adapter_set, seeded_waveform
+from tests.elp.int8_support import needs_vnni
 
 EOT = 50
 TOKENS = [f"t{i}" for i in range(EOT)]
@@ -156,6 +157,7 @@ def test_a_row_repeating_one_span_ends_with_the_span_kept_once(decoder_set):
         decoder_config(stop_repeats=1)
 
 
+@needs_vnni
 def test_int8_token_steps_answer_each_row_as_alone_and_stay_near_the_float_decoder(whisper_model, whisper_backbone):
     float_set = build_decoder_set(whisper_model.model.decoder, whisper_backbone, TOKENS, decoder_config())
     int8_set = build_decoder_set(whisper_model.model.decoder, whisper_backbone, TOKENS, decoder_config())
@@ -194,7 +196,8 @@ def test_the_int8_shortlist_picks_the_float32_tokens(whisper_model, whisper_back
     assert AdapterSet.load(tmp_path / "set").head.shortlist is None
 
 
-@pytest.mark.parametrize(("full_range", "exact_channels"), [(True, None), (False, None), (True, [3, 10])])
+@pytest.mark.parametrize(("full_range", "exact_channels"), [pytest.param(True, None, marks=needs_vnni), (False, None),
+                                                          pytest.param(True, [3, 10], marks=needs_vnni)])
 def test_the_shortlist_bound_holds_and_its_argmax_is_the_float_argmax(full_range, exact_channels):
     generator = torch.Generator().manual_seed(3)
     weight = torch.randn(500, 48, generator=generator) * 0.1
