@@ -105,6 +105,9 @@ class AdapterSet(nn.Module):
         if config.text_branch is not None:
             config.text_branch.l_adapter = config.text_branch.l_adapter.resolve(hidden, layers)
             self.text_branch = TextBranch(config.text_branch, hidden, config.labels or [], config.slot_names or [])
+        #: the checkpoint a rescoring set's decoder is read from: the backbone's folder, set when a model takes
+        #: the set (``MultiAdapterModel.add_adapter_set``); None: the beam's best is answered
+        self.rescorer_source: str | None = None
         self._post_processor: PostProcessor | None = None
 
     # ----------------------------------------------------------------- construction

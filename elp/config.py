@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from elp.config_parsing import build_strict
-from elp.decoding.config import LanguageModelConfig
+from elp.decoding.config import LanguageModelConfig, RescoringConfig
 from elp.errors import ConfigError
 from elp.heads.config import CompanionConfig, DecoderConfig, HeadConfig
 from elp.tasks import get_task
@@ -40,6 +40,8 @@ class AdapterSetConfig:
     ``decoder``: an ASR set's pretrained sequence decoder over the encoder's own output, in place of a
     CTC head (``elp.heads.seq2seq``); its weights and token table live in the weights file.
     ``companion``: a decoder label set's second classifier (``elp.heads.companion``); None = the decoder alone.
+    ``rescoring``: an ASR set's second pass over its beam by the checkpoint's own decoder (``elp.decoding.rescoring``);
+    None = the beam's best.
     """
 
     task: str
@@ -59,6 +61,7 @@ class AdapterSetConfig:
     text_branch: TextBranchConfig | None = None
     decoder: DecoderConfig | None = None
     companion: CompanionConfig | None = None
+    rescoring: RescoringConfig | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -102,6 +105,8 @@ class AdapterSetConfig:
             data["decoder"] = build_strict(DecoderConfig, data["decoder"], "decoder")
         if data.get("companion") is not None:
             data["companion"] = build_strict(CompanionConfig, data["companion"], "companion")
+        if data.get("rescoring") is not None:
+            data["rescoring"] = build_strict(RescoringConfig, data["rescoring"], "rescoring")
         return build_strict(cls, data, "adapter config")
 
 

@@ -72,6 +72,8 @@ class MultiAdapterModel(nn.Module):
         self.backbone.identity.check_compatible(adapter_set.backbone_identity)
         self.adapter_sets[key] = adapter_set.to(device=self.backbone.device, dtype=self.backbone.dtype)
         self.decoder_rows.added(key, adapter_set)
+        if adapter_set.config.rescoring is not None:  # its decoder comes from this encoder's checkpoint
+            adapter_set.rescorer_source = self.backbone.source
         adapter_set.train(self.training)
         # taken once, as registered; only used in eval mode, where the weights do not move
         self._signatures[key] = adapter_set.backbone_change_signature()
@@ -320,6 +322,8 @@ class MultiAdapterModel(nn.Module):
                 outputs[key].output = companion.fuse(outputs[key].output, companion(states, clip_frames))
             if with_text and adapter_set.text_branch is not None:
                 outputs[key].text_log_probs = adapter_set.text_branch(states, group_lengths)
+            if with_text and adapter_set.config.rescoring is not None:
+                outputs[key].frames = states[-1]
         return outputs
 
     def _clip_frames(self, clip_lengths: torch.Tensor, index: torch.Tensor,
@@ -342,18 +346,21 @@ class MultiAdapterModel(nn.Module):
         groups = self.forward(batch, lengths, adapter_keys, with_text=True, clip_lengths=clip_lengths,
                               sample_counts=[int(w.shape[-1]) for w in padded])
         # one device-to-host copy for the whole batch, not one per set or row (each synchronises a GPU)
-        on_device = [tensor for group in groups.values() for tensor in (group.output, group.text_log_probs)
-                     if tensor is not None]
+        on_device = [tensor for group in groups.values()
+                     for tensor in (group.output, group.text_log_probs, group.frames) if tensor is not None]
         home = iter(copy_home(on_device))
         for key, group in groups.items():
             task = self.adapter_sets[key].config.task
             outputs, frame_counts = next(home), group.frame_counts
             text = next(home) if group.text_log_probs is not None else None
+            frames = next(home) if group.frames is not None else None
             sequence = outputs.dim() == 3  # (rows, frames, symbols): keep each row's real frames
             for position, row in enumerate(group.rows):
                 output = outputs[position, : frame_counts[position]] if sequence else outputs[position]
                 if text is not None:  # the transcript's log-probs ride behind the logits (elp.text_intent)
                     output = pack_row(output, text[position, : frame_counts[position]])
+                if frames is not None:  # the encoder's frames ride beside the log-probs (elp.decoding.rescoring)
+                    output = torch.cat([output, frames[position, : frame_counts[position]].to(output.dtype)], -1)
                 rows[row] = RowOutput(task, key, output.clone())  # its own storage: it may be pickled
         return [row for row in rows if row is not None]
 

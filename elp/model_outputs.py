@@ -29,6 +29,8 @@ class GroupOutput:
     frame_counts: list[int]  # ``lengths`` on the host
     #: a set with a text branch (``elp.text_intent``), when asked for: its rows' CTC log-probs (b, T, V)
     text_log_probs: torch.Tensor | None = None
+    #: a set that rescores its beam (``elp.decoding.rescoring``), when asked for: its rows' last encoder layer
+    frames: torch.Tensor | None = None
 
 
 @dataclass

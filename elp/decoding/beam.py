@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Iterable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -28,6 +30,27 @@ MAX_CACHED = 500_000
 # (score of the completed words, (the word before the last, the last completed word), the partial word after it);
 # the word before the last stays "" under a bigram LM, so histories that score the same share cache entries
 _PrefixState = tuple[float, tuple[str, str], str]
+
+
+class Hypothesis(NamedTuple):
+    """One transcript of a search's final beam: its whole score (acoustic + fused LM, the sentence end scored) and
+    its acoustic (CTC) log-probability alone."""
+
+    text: str
+    score: float
+    acoustic: float
+
+
+def distinct_best(ranked: Iterable[tuple[str, float, float]], count: int) -> list[Hypothesis]:
+    """The first ``count`` distinct texts of a best-first ranking (two prefixes may spell one text: "a b" and
+    "a b " before its last word ends), each at its best rank; an empty beam is one empty transcript."""
+    seen: dict[str, Hypothesis] = {}
+    for text, score, acoustic in ranked:
+        if text not in seen:
+            seen[text] = Hypothesis(text, score, acoustic)
+            if len(seen) == count:
+                break
+    return list(seen.values()) or [Hypothesis("", 0.0, 0.0)]
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -174,6 +197,11 @@ class CTCBeamDecoder:
 
     # ------------------------------------------------------------------ search
     def decode(self, log_probs: np.ndarray) -> str:
+        return self.nbest(log_probs, 1)[0].text
+
+    def nbest(self, log_probs: np.ndarray, count: int) -> list[Hypothesis]:
+        """Up to ``count`` distinct transcripts of the final beam, best first (a stable sort: equals keep the
+        beam's order, so the first is what ``decode`` answers), each with its whole and its acoustic score."""
         log_probs = np.asarray(log_probs, dtype=np.float64)
         if self.temperature != 1.0:
             log_probs = tempered(log_probs, self.temperature)
@@ -201,5 +229,6 @@ class CTCBeamDecoder:
                     lm_cache[prefix] = state[0] + self._partial_score(state[1], state[2])
                 scored.append((_logaddexp(b, n) + lm_cache[prefix], prefix))
             beams = {prefix: (nxt[prefix][0], nxt[prefix][1]) for _, prefix in heapq.nlargest(self.beam_width, scored)}
-        best = max(beams, key=lambda p: _logaddexp(*beams[p]) + self._final_score(states[p]))
-        return " ".join(best.split())
+        scored = [(" ".join(p.split()), _logaddexp(*beams[p]) + self._final_score(states[p]), _logaddexp(*beams[p]))
+                  for p in beams]
+        return distinct_best(sorted(scored, key=lambda hypothesis: hypothesis[1], reverse=True), count)

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from elp.decoding.beam import MAX_CACHED, tempered
+from elp.decoding.beam import MAX_CACHED, Hypothesis, distinct_best, tempered
 from elp.decoding.bigram import BOS, EOS, WordBigramLM
 
 try:
@@ -247,23 +247,34 @@ if numba is not None:
         return kept, floats[kept, ENDS_BLANK].copy(), floats[kept, ENDS_SYMBOL].copy()
 
     @njit(cache=True, nogil=True)
-    def _best_symbols(beam, ends_blank, ends_symbol, ints, floats, lm, fusion, eos):
-        """The symbols of the beam's best prefix with its whole LM score (the first of equals)."""
-        best, best_score = beam[0], -np.inf
+    def _ranked(beam, ends_blank, ends_symbol, ints, floats, lm, fusion, eos, count):
+        """The beam's ``count`` best prefixes by their whole score (the last word and the sentence end scored;
+        equals in beam order, so the first is ``CTCBeamDecoder.decode``'s): their symbols end to end, each one's
+        start in ``offsets``, their whole scores and their acoustic (CTC) log-probabilities."""
+        acoustic, totals = np.empty(beam.shape[0]), np.empty(beam.shape[0])
         for i in range(beam.shape[0]):
-            score = _lae(ends_blank[i], ends_symbol[i]) + _final_score(beam[i], ints, floats, lm, fusion, eos)
-            if i == 0 or score > best_score:
-                best, best_score = beam[i], score
-        symbols = []
-        while best > 0:
-            symbols.append(ints[best, SYMBOL])
-            best = ints[best, PARENT]
-        return np.array(symbols[::-1], np.int64)
+            acoustic[i] = _lae(ends_blank[i], ends_symbol[i])
+            totals[i] = acoustic[i] + _final_score(beam[i], ints, floats, lm, fusion, eos)
+        order = np.argsort(-totals, kind="mergesort")[:count]
+        offsets = np.zeros(order.shape[0] + 1, np.int64)
+        for k in range(order.shape[0]):
+            depth, node = 0, beam[order[k]]
+            while node > 0:
+                depth, node = depth + 1, ints[node, PARENT]
+            offsets[k + 1] = offsets[k] + depth
+        symbols = np.empty(offsets[-1], np.int64)
+        for k in range(order.shape[0]):
+            node, at = beam[order[k]], offsets[k + 1]
+            while node > 0:
+                at -= 1
+                symbols[at] = ints[node, SYMBOL]
+                node = ints[node, PARENT]
+        return symbols, offsets, totals[order], acoustic[order]
 
     @njit(cache=True, nogil=True)
     def _search(log_probs, symbol_codes, space, beam_width, prune_logp, blank_skip_logp, lm, fusion, bos, eos,
-                caches):
-        """The best prefix's symbols (vocabulary indices): ``CTCBeamDecoder.decode`` on a tree of prefix nodes."""
+                caches, count):
+        """The ``count`` best prefixes (:func:`_ranked`): ``CTCBeamDecoder.nbest`` on a tree of prefix nodes."""
         num_symbols = log_probs.shape[1]
         ints, floats = np.empty((1024, 8), np.int64), np.empty((1024, 4), np.float64)
         children = Dict.empty(types.int64, types.int64)  # parent * symbols + symbol -> child node
@@ -309,7 +320,7 @@ if numba is not None:
                         _new_node(child, node, index, space, symbol_codes, ints, floats, lm, fusion, caches)
                     count = _add_path(child, value, ENDS_SYMBOL, frame, ints, floats, touched, count)
             beam, ends_blank, ends_symbol = _kept_beams(touched, count, floats, beam_width)
-        return _best_symbols(beam, ends_blank, ends_symbol, ints, floats, lm, fusion, eos)
+        return _ranked(beam, ends_blank, ends_symbol, ints, floats, lm, fusion, eos, count)
 
 
 class CompiledCTCBeamDecoder:
@@ -349,6 +360,10 @@ class CompiledCTCBeamDecoder:
         return caches
 
     def decode(self, log_probs: np.ndarray) -> str:
+        return self.nbest(log_probs, 1)[0].text
+
+    def nbest(self, log_probs: np.ndarray, count: int) -> list[Hypothesis]:
+        """Up to ``count`` distinct transcripts of the final beam, best first (``CTCBeamDecoder.nbest``)."""
         log_probs = np.asarray(log_probs, dtype=np.float64)
         if self.temperature != 1.0:
             log_probs = tempered(log_probs, self.temperature)
@@ -356,10 +371,13 @@ class CompiledCTCBeamDecoder:
         if any(len(cache) > MAX_CACHED for cache in caches):  # a long-lived decoder's: start afresh
             for cache in caches:
                 cache.clear()
-        symbols = _search(np.ascontiguousarray(log_probs), self._symbol_codes, self._space, self.beam_width,
-                          self.prune_logp, self.blank_skip_logp, self._lm, self._fusion, self._bos, self._eos,
-                          caches)
-        return " ".join("".join(self.vocab[s] for s in symbols.tolist()).split())
+        symbols, offsets, totals, acoustic = _search(
+            np.ascontiguousarray(log_probs), self._symbol_codes, self._space, self.beam_width, self.prune_logp,
+            self.blank_skip_logp, self._lm, self._fusion, self._bos, self._eos, caches, 2 * max(count, 1))
+        symbols, offsets = symbols.tolist(), offsets.tolist()
+        texts = (" ".join("".join(self.vocab[s] for s in symbols[offsets[k]:offsets[k + 1]]).split())
+                 for k in range(len(offsets) - 1))
+        return distinct_best(zip(texts, totals.tolist(), acoustic.tolist(), strict=True), count)
 
 
 def beam_decoder(vocab: list[str], lm: WordBigramLM) -> CompiledCTCBeamDecoder | Any:

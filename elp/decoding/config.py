@@ -48,3 +48,26 @@ class LanguageModelConfig:
             raise ConfigError("beam_width must be in [1, 1024] and alpha >= 0")
         if not 0.1 <= self.temperature <= 10.0:
             raise ConfigError("temperature must be in [0.1, 10]")
+
+
+@dataclass
+class RescoringConfig:
+    """A second pass over an ASR set's beam: its ``nbest`` best transcripts scored again by the pretrained decoder of
+    the checkpoint the encoder comes from (Whisper's: trained on real speech, it knows which words real people say
+    where the CTC head and the word LM hesitate), teacher-forced on the set's own last encoder layer in one batched
+    pass. Each transcript scores ``its beam score + weight * log p_decoder(its tokens, end of text) + token_bonus *
+    tokens``; the best is answered. The decoder's weights are not in the set: they are read from the checkpoint
+    folder the backbone was loaded from (``elp.decoding.rescoring``)."""
+
+    weight: float = 1.0
+    token_bonus: float = 0.0
+    nbest: int = 8
+    source: str = "checkpoint"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.nbest <= 64:
+            raise ConfigError("rescoring.nbest must be in [2, 64]")
+        if self.weight <= 0 or abs(self.token_bonus) > 20:
+            raise ConfigError("rescoring.weight must be > 0 and |token_bonus| <= 20")
+        if self.source != "checkpoint":
+            raise ConfigError("rescoring.source must be 'checkpoint' (the backbone's own decoder)")

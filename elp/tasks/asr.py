@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from elp.adapter_set import AdapterSet
     from elp.config import AdapterSetConfig
     from elp.decoding.bigram import WordBigramLM
+    from elp.decoding.config import RescoringConfig
     from elp.heads.config import HeadConfig
     from elp.heads.seq2seq import WhisperTranscriber
 
@@ -38,15 +39,19 @@ class CTCTranscriber:
     Picklable: it travels to a post-processing process whole (vocabulary, LM tensors); the search's
     caches are rebuilt there, not shipped."""
 
-    def __init__(self, vocab: list[str], language_model: WordBigramLM | None, align: bool = True) -> None:
+    def __init__(self, vocab: list[str], language_model: WordBigramLM | None, align: bool = True,
+                 rescoring: RescoringConfig | None = None, rescorer_source: str | None = None) -> None:
         self.vocab = list(vocab)
         self.align = align  # also each word's span (``elp.decoding.alignment``); off for readers of the text alone
         self.language_model = language_model
         self.offload = language_model is not None
+        #: a second pass over the beam (``elp.decoding.rescoring``): rows then carry their encoder frames
+        self.rescoring = rescoring if language_model is not None and rescorer_source is not None else None
+        self.rescorer_source = rescorer_source
         self._decoder: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {**self.__dict__, "_decoder": None}
+        return {**self.__dict__, "_decoder": None}  # the rescorer is shared per process, by its source
 
     @property
     def beam_decoder(self) -> Any:
@@ -61,11 +66,20 @@ class CTCTranscriber:
         """The transcript and its words' spans (fractions of the row's frames, so of its audio)."""
         from elp.decoding.alignment import ctc_word_spans, with_onset_lead
 
-        log_probs = output.float().cpu().numpy()
+        output = output.float().cpu()
+        frames = output[:, len(self.vocab):] if output.shape[-1] > len(self.vocab) else None
+        output = output[:, : len(self.vocab)]
+        log_probs = output.numpy()
         if self.language_model is None:
             from elp.heads.ctc import ctc_greedy_decode
 
             text = ctc_greedy_decode(output, output.shape[0], self.vocab)
+        elif self.rescoring is not None and frames is not None:
+            from elp.decoding.rescoring import checkpoint_rescorer
+
+            hypotheses = self.beam_decoder.nbest(log_probs, self.rescoring.nbest)
+            assert self.rescorer_source is not None
+            text = checkpoint_rescorer(self.rescorer_source).best(frames, hypotheses, self.rescoring).text
         else:
             text = self.beam_decoder.decode(log_probs)
         if not self.align:
@@ -128,6 +142,9 @@ class AsrTask(TaskSpec):
             raise ConfigError("an ASR adapter set needs a CTC vocabulary or a decoder")
         if config.decoder is not None and config.decoder.label_ids:
             raise ConfigError("an ASR decoder set transcribes: no label tokens")
+        if config.rescoring is not None and (config.decoder is not None or config.language_model is None
+                                             or config.backbone.get("model_type") != "whisper"):
+            raise ConfigError("rescoring is a second pass over a CTC set's LM beam on a Whisper encoder")
 
     def num_outputs(self, config: AdapterSetConfig) -> int:
         return config.decoder.vocab_size if config.decoder is not None else len(config.vocab or [])
@@ -158,7 +175,9 @@ class AsrTask(TaskSpec):
 
             head = adapter_set.head
             return WhisperTranscriber(head.tokens(), adapter_set.config.decoder.spoken_form, timed=head.word_times)
-        return CTCTranscriber(adapter_set.config.vocab or [], adapter_set.language_model)
+        rescoring = adapter_set.config.rescoring if adapter_set.rescorer_source is not None else None
+        return CTCTranscriber(adapter_set.config.vocab or [], adapter_set.language_model, rescoring=rescoring,
+                              rescorer_source=adapter_set.rescorer_source)
 
     def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
         """``asr_beam_width`` (``ELP_ASR_BEAM_WIDTH``) in place of a set's own, for sets with an LM; 0 keeps

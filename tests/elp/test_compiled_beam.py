@@ -132,3 +132,23 @@ def test_empty_and_one_frame_clips_agree(frames: int) -> None:
     uniform = np.log(np.full((frames, len(CTC_VOCAB)), 1 / len(CTC_VOCAB)))
     expected = CTCBeamDecoder(CTC_VOCAB, lm).decode(uniform)
     assert CompiledCTCBeamDecoder(CTC_VOCAB, lm).decode(uniform) == expected
+
+
+@pytest.mark.parametrize("order", [2, 3], ids=["bigram", "trigram"])
+def test_both_searches_rank_the_same_distinct_n_best_and_the_first_is_the_answer(order: int) -> None:
+    """The n-best a second pass reads (``elp.decoding.rescoring``): the same texts in the same order from both
+    searches, scores equal to float rounding, no text twice, and the first what ``decode`` answers."""
+    lm = WordBigramLM.build(TEXTS, GENERAL, alpha=0.5, beta=-1.0, beam_width=16, temperature=2.0, order=order)
+    reference, compiled = CTCBeamDecoder(CTC_VOCAB, lm), CompiledCTCBeamDecoder(CTC_VOCAB, lm)
+    longest = 0
+    for seed, text in enumerate(TEXTS * 2):
+        log_probs = noisy_log_probs(text, seed, spread=(1.0, 2.0)[seed % 2])
+        expected, found = reference.nbest(log_probs, 6), compiled.nbest(log_probs, 6)
+        assert [h.text for h in found] == [h.text for h in expected], (text, seed)
+        np.testing.assert_allclose([h.score for h in found], [h.score for h in expected], rtol=1e-9)
+        np.testing.assert_allclose([h.acoustic for h in found], [h.acoustic for h in expected], rtol=1e-9)
+        assert len({h.text for h in found}) == len(found)
+        assert [h.score for h in found] == sorted((h.score for h in found), reverse=True)
+        assert found[0].text == compiled.decode(log_probs) == reference.decode(log_probs)
+        longest = max(longest, len(found))
+    assert longest == 6  # the noise left several spellings in the beams

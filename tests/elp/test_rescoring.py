@@ -1,0 +1,155 @@
+"""The second pass over a CTC set's beam (elp.decoding.rescoring): the tiny checkpoint's own decoder scores the
+n-best teacher-forced as transformers scores them, the served answer is the rescored one (mixed batch = alone),
+and sets that cannot rescore are refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+
+import pytest
+import torch
+
+from elp import MultiAdapterModel
+from elp.adapter_set import AdapterSet
+from elp.config import AdapterSetConfig
+from elp.convert.whisper_decoder_set import build_decoder_set
+from elp.decoding import WordBigramLM
+from elp.decoding.beam import Hypothesis
+from elp.decoding.config import RescoringConfig
+from elp.decoding.rescoring import DecoderRescorer, rescored_index
+from elp.errors import ConfigError
+from elp.heads.config import DecoderConfig
+from elp.testing import answers_alone, make_random_adapter_set, seeded_waveform
+
+EOT = 50
+WORDS = ["on", "off", "the", "light", "door", "open", "a", "no", "one"]
+
+
+def encode(text: str) -> list[int]:
+    """A made-up tokenizer for the tiny decoder: one token a word, ids 5-49."""
+    return [5 + sum(map(ord, word)) % 45 for word in text.split()]
+
+
+@pytest.fixture(scope="module")
+def rescorer(whisper_model, whisper_backbone) -> DecoderRescorer:
+    config = DecoderConfig(layers=1, heads=2, ffn_dim=64, vocab_size=64, max_target_positions=32,
+                           source_positions=1500, prompt_ids=[1, 60, 61, 62], eot_id=EOT, suppress_ids=[3],
+                           begin_suppress_ids=[4, EOT], max_tokens_per_second=6.0, extra_tokens=10,
+                           trailing_silence_s=0.3)
+    decoder_set = build_decoder_set(whisper_model.model.decoder, whisper_backbone, [f"t{i}" for i in range(EOT)],
+                                    config)
+    return DecoderRescorer(decoder_set.head, encode)
+
+
+def test_the_decoder_scores_each_transcript_as_transformers_does(rescorer, whisper_model):
+    """log p(tokens, end of text | the clip's frames, then the stored silence), summed after the prompt."""
+    frames = torch.randn(40, 32, generator=torch.Generator().manual_seed(0))
+    texts = ["on the light", "the door", ""]
+    window = torch.cat([frames, rescorer.head.silence[40:]]).unsqueeze(0)
+    expected = []
+    for text in texts:
+        ids = rescorer.prompt + rescorer.token_ids(text)
+        with torch.inference_mode():
+            logits = whisper_model(encoder_outputs=(window,), decoder_input_ids=torch.tensor([ids[:-1]])).logits[0]
+        after_prompt = torch.tensor(ids[len(rescorer.prompt):])[:, None]
+        chosen = logits.log_softmax(-1)[len(rescorer.prompt) - 1:].gather(1, after_prompt)
+        expected.append(float(chosen.sum()))
+    assert rescorer.log_probs(frames, texts) == pytest.approx(expected, abs=1e-4)
+    assert rescorer.token_ids("") == [EOT]
+
+
+def test_the_winner_adds_weighted_decoder_scores_and_a_token_bonus_to_the_beams():
+    hypotheses = [Hypothesis("a", -1.0, -2.0), Hypothesis("b", -2.0, -2.5), Hypothesis("c", -2.0, -2.0)]
+    decoder = [-5.0, -1.0, -1.0]
+    counts = [2, 2, 5]
+    assert rescored_index(hypotheses, decoder, counts, RescoringConfig(weight=0.1, nbest=4)) == 0
+    assert rescored_index(hypotheses, decoder, counts, RescoringConfig(weight=1.0, nbest=4)) == 1  # "b" first
+    assert rescored_index(hypotheses, decoder, counts, RescoringConfig(weight=1.0, token_bonus=1.0, nbest=4)) == 2
+    assert rescored_index(hypotheses, decoder, counts, RescoringConfig(weight=1.0, nbest=2)) == 1
+    assert rescored_index(hypotheses[:1], decoder, counts, RescoringConfig(weight=9.0, nbest=4)) == 0
+
+
+def test_a_single_or_overlong_beam_keeps_the_searchs_answer(rescorer):
+    frames = torch.zeros(10, 32)
+    alone = [Hypothesis("on", 0.0, 0.0)]
+    assert rescorer.best(frames, alone, RescoringConfig(nbest=4)) is alone[0]
+    too_long = "x " * 40  # more tokens than the tiny decoder's 32 positions
+    ranked = [Hypothesis(too_long, 0.0, 0.0), Hypothesis("on", -1.0, -1.0)]
+    assert rescorer.best(frames, ranked, RescoringConfig(nbest=4)) is ranked[0]
+
+
+def rescoring_set(whisper_backbone, weight: float) -> AdapterSet:
+    """A random CTC set with a word LM over WORDS and a second pass of ``weight``."""
+    adapter_set = make_random_adapter_set(whisper_backbone, "asr", seed=4)
+    adapter_set.attach_language_model(WordBigramLM.build([" ".join(WORDS)], {w: 1.0 for w in WORDS}, alpha=0.5,
+                                                         beta=1.0, beam_width=16, temperature=3.0))
+    adapter_set.config.rescoring = RescoringConfig(weight=weight, nbest=8)
+    return adapter_set
+
+
+def served_model(whisper_backbone, rescorer, monkeypatch, weight: float) -> MultiAdapterModel:
+    monkeypatch.setattr("elp.decoding.rescoring.checkpoint_rescorer", lambda source: rescorer)
+    model = MultiAdapterModel(whisper_backbone)
+    model.add_adapter_set("asr-second", rescoring_set(whisper_backbone, weight))
+    model.add_adapter_set("asr-ctc", make_random_adapter_set(whisper_backbone, "asr", seed=1))
+    return model
+
+
+CLIPS = [seeded_waveform(seconds, seed=seed) for seed, seconds in enumerate((1.5, 0.8, 2.2, 1.1, 1.8))]
+
+
+def test_served_rows_carry_their_frames_and_answer_the_rescored_transcript(whisper_backbone, rescorer, monkeypatch):
+    model = served_model(whisper_backbone, rescorer, monkeypatch, weight=50.0)
+    adapter_set = model.adapter_sets["asr-second"]
+    assert adapter_set.rescorer_source == whisper_backbone.source
+    rows = model.head_outputs(CLIPS, ["asr-second"] * len(CLIPS))
+    vocab = len(adapter_set.config.vocab)
+    assert all(row.output.shape[1] == vocab + 32 for row in rows)  # log-probs, then the last layer's frames
+    answers = [model.post_process(row).text for row in rows]
+    search = adapter_set.post_processor.beam_decoder
+    first_pass, by_decoder = [], []
+    for row in rows:
+        ranked = search.nbest(row.output[:, :vocab].numpy(), 8)
+        scores = rescorer.log_probs(row.output[:, vocab:], [h.text for h in ranked])
+        first_pass.append(ranked[0].text)
+        by_decoder.append(ranked[max(range(len(ranked)), key=scores.__getitem__)].text)
+    assert answers == by_decoder  # weight 50: the decoder's favourite of the beam
+    assert answers != first_pass  # and it disagreed with the search somewhere
+
+
+def test_a_rescoring_set_answers_as_alone_in_a_mixed_batch(whisper_backbone, rescorer, monkeypatch):
+    model = served_model(whisper_backbone, rescorer, monkeypatch, weight=1.0)
+    keys = ["asr-second", "asr-ctc", "asr-second", "asr-second"]
+    mixed = model.predict(CLIPS[:4], keys)
+    alone = answers_alone(model, CLIPS[:4], keys)
+    assert [row.text for row in mixed] == [row.text for row in alone]
+
+
+def test_without_frames_or_a_checkpoint_the_search_answers(whisper_backbone, rescorer, monkeypatch):
+    """Training and ``elp-add-lm`` read bare log-probs; a set no model took has no checkpoint to read."""
+    model = served_model(whisper_backbone, rescorer, monkeypatch, weight=50.0)
+    adapter_set = model.adapter_sets["asr-second"]
+    rows = model.head_outputs(CLIPS, ["asr-second"] * len(CLIPS))
+    vocab = len(adapter_set.config.vocab)
+    search = adapter_set.post_processor.beam_decoder
+    assert [adapter_set.decode_ctc(row.output[:, :vocab]) for row in rows] == [
+        search.decode(row.output[:, :vocab].numpy()) for row in rows]
+    transcriber = pickle.loads(pickle.dumps(adapter_set.post_processor))
+    assert transcriber.rescoring == adapter_set.config.rescoring and transcriber._decoder is None
+    assert len(pickle.dumps(adapter_set.post_processor)) < 200_000  # no decoder weights travel
+
+
+def test_rescoring_round_trips_and_sets_that_cannot_rescore_are_refused(whisper_backbone, tmp_path):
+    adapter_set = rescoring_set(whisper_backbone, weight=0.75)
+    adapter_set.save(tmp_path / "asr-second")
+    assert AdapterSet.load(tmp_path / "asr-second").config.rescoring == RescoringConfig(weight=0.75, nbest=8)
+    data = adapter_set.config.to_dict()
+    for change, message in [({"language_model": None}, "LM beam"),
+                            ({"backbone": {**data["backbone"], "model_type": "wavlm"}}, "Whisper encoder")]:
+        with pytest.raises(ConfigError, match=message):
+            AdapterSetConfig.from_dict({**data, **change})
+    with pytest.raises(ConfigError, match="nbest"):
+        RescoringConfig(nbest=1)
+    with pytest.raises(ConfigError, match="unknown|unexpected"):
+        AdapterSetConfig.from_dict({**data, "rescoring": {**dataclasses.asdict(RescoringConfig()), "beam": 3}})
