@@ -44,21 +44,28 @@ class DecoderRescorer:
 
     @torch.inference_mode()
     def log_probs(self, frames: torch.Tensor, texts: Sequence[str]) -> list[float]:
-        """log p_decoder(tokens, end of text | frames) of each text, and nothing else: one teacher-forced pass."""
+        """log p_decoder(tokens, end of text | frames) of each text: one teacher-forced pass over all of them, and
+        one vocabulary projection (51,865 outputs: most of the cost, reading its weights once) over only the
+        positions that predict a text's own tokens."""
         head = self.head
-        targets = [self.token_ids(text) for text in texts]
-        sequences = [self.prompt + target for target in targets]
-        width = max(len(sequence) for sequence in sequences)
-        ids = torch.tensor([sequence + [self.eot] * (width - len(sequence)) for sequence in sequences],
-                           device=head.silence.device)
-        features = frames.to(head.silence.device, head.silence.dtype).unsqueeze(0)
+        sequences = [self.prompt + self.token_ids(text) for text in texts]
+        width = max(len(sequence) for sequence in sequences) - 1  # the last token predicts nothing
+        device = head.silence.device
+        ids = torch.tensor([sequence[:-1] + [self.eot] * (width + 1 - len(sequence)) for sequence in sequences],
+                           device=device)
+        features = frames.to(device, head.silence.dtype).unsqueeze(0)
         cross = [(keys.expand(len(texts), -1, -1, -1), values.expand(len(texts), -1, -1, -1))
                  for keys, values in head._cross_states(features, torch.tensor([frames.shape[0]]))]
-        hidden = head._step(ids[:, :-1], 0, [[] for _ in head.decoder.layers], cross, keep=width - 1)
-        logits = (hidden @ head.decoder.embed_tokens.weight.t()).float()
-        chosen = F.log_softmax(logits, dim=-1).gather(2, ids[:, 1:, None]).squeeze(2)
-        start = len(self.prompt) - 1  # the position that predicts the first token after the prompt
-        return [float(chosen[row, start: start + len(target)].sum()) for row, target in enumerate(targets)]
+        first = len(self.prompt) - 1  # the position that predicts the first token after the prompt
+        hidden = head._step(ids, 0, [[] for _ in head.decoder.layers], cross, keep=width - first)
+        counts = [len(sequence) - len(self.prompt) for sequence in sequences]
+        row = torch.tensor([row for row, count in enumerate(counts) for _ in range(count)], dtype=torch.long)
+        position = torch.tensor([position for count in counts for position in range(count)], dtype=torch.long)
+        target = torch.tensor([token for sequence in sequences for token in sequence[len(self.prompt):]],
+                              dtype=torch.long, device=device)
+        logits = (hidden[row, position] @ head.decoder.embed_tokens.weight.t()).float()
+        chosen = F.log_softmax(logits, dim=-1).gather(1, target[:, None]).squeeze(1)
+        return [float(part.sum()) for part in torch.split(chosen, counts)]
 
     def best(self, frames: torch.Tensor, hypotheses: Sequence[Hypothesis], config: RescoringConfig) -> Hypothesis:
         """The rescored best of the first ``config.nbest`` ``hypotheses`` (best first from the search)."""

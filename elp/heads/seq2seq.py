@@ -185,8 +185,9 @@ class WhisperDecoderHead(nn.Module):
         spans = [min(int(length), total) for length in lengths.tolist()]
 
         def spliced(real: torch.Tensor, silent: torch.Tensor) -> torch.Tensor:
-            return torch.cat([torch.cat([real[row:row + 1, :, :span], silent[:, :, span:]], dim=2)
-                              for row, span in enumerate(spans)])
+            rows = [torch.cat([real[row:row + 1, :, :span], silent[:, :, span:]], dim=2)
+                    for row, span in enumerate(spans)]
+            return rows[0] if len(rows) == 1 else torch.cat(rows)  # one row: no second copy of the window
 
         states = []
         for layer, (silent_k, silent_v) in zip(self.decoder.layers, self._silence_keys(), strict=True):

@@ -45,7 +45,7 @@ def rescorer(whisper_model, whisper_backbone) -> DecoderRescorer:
 def test_the_decoder_scores_each_transcript_as_transformers_does(rescorer, whisper_model):
     """log p(tokens, end of text | the clip's frames, then the stored silence), summed after the prompt."""
     frames = torch.randn(40, 32, generator=torch.Generator().manual_seed(0))
-    texts = ["on the light", "the door", ""]
+    texts = ["on the light", "on the light door", "on the door", "the door", ""]
     window = torch.cat([frames, rescorer.head.silence[40:]]).unsqueeze(0)
     expected = []
     for text in texts:
@@ -56,6 +56,8 @@ def test_the_decoder_scores_each_transcript_as_transformers_does(rescorer, whisp
         chosen = logits.log_softmax(-1)[len(rescorer.prompt) - 1:].gather(1, after_prompt)
         expected.append(float(chosen.sum()))
     assert rescorer.log_probs(frames, texts) == pytest.approx(expected, abs=1e-4)
+    assert rescorer.log_probs(frames, texts[:3]) == pytest.approx(expected[:3], abs=1e-4)  # 2 shared words
+    assert rescorer.log_probs(frames, texts[:1]) == pytest.approx(expected[:1], abs=1e-4)  # all of it shared
     assert rescorer.token_ids("") == [EOT]
 
 
