@@ -74,6 +74,7 @@ class MultiAdapterModel(nn.Module):
         self.decoder_rows.added(key, adapter_set)
         if adapter_set.config.rescoring is not None:  # its decoder comes from this encoder's checkpoint
             adapter_set.rescorer_source = self.backbone.source
+            adapter_set.refresh_post_processor()
         adapter_set.train(self.training)
         # taken once, as registered; only used in eval mode, where the weights do not move
         self._signatures[key] = adapter_set.backbone_change_signature()

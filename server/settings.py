@@ -130,6 +130,11 @@ class ServerSettings(BaseSettings):
         description="beam width of every ASR set's LM search (0 = each set's own, the width its fusion was "
         "tuned at; wider is more accurate and slower: README, asr-default)",
     )
+    asr_rescoring: bool = Field(
+        True,
+        description="ASR sets that carry a second pass (Whisper's decoder rescoring the beam's best transcripts: "
+        "asr-default) run it; false answers the beam's best: faster, more word errors on real speech (README)",
+    )
     post_workers: int = Field(
         0, ge=0, le=64,
         description="workers running the post-processing that is worth taking off the model worker (ASR "

@@ -1,0 +1,87 @@
+"""``/asr`` with a set that rescores its beam (elp.decoding.rescoring), through the app: the answer is the second
+pass's, and ``asr_rescoring=false`` (``ELP_ASR_RESCORING``) answers the beam's best without rewriting the set.
+The tiny checkpoint has no BPE tokenizer, so its decoder is built here and stands in for ``checkpoint_rescorer``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp.convert.whisper_decoder_set import build_decoder_set
+from elp.decoding import WordBigramLM
+from elp.decoding.config import RescoringConfig
+from elp.decoding.rescoring import DecoderRescorer
+from elp.heads.config import DecoderConfig
+from tests.server.helpers import build_store, make_settings, running_app, wav_bytes
+
+WORDS = ["on", "off", "the", "light", "door", "open", "a", "no", "one"]
+
+
+def encode(text: str) -> list[int]:
+    return [5 + sum(map(ord, word)) % 45 for word in text.split()]  # one made-up token a word
+
+
+@pytest.fixture(scope="module")
+def whisper_store(tmp_path_factory, tiny_backbone_dir):
+    """A store on the tiny Whisper checkpoint whose asr-default has an LM and a heavy second pass."""
+    backbone_dir, store = build_store(tmp_path_factory.mktemp("whisper-store"), tiny_backbone_dir("whisper"))
+    asr = AdapterSet.load(store / "asr-default")
+    asr.attach_language_model(WordBigramLM.build([" ".join(WORDS)], {w: 1.0 for w in WORDS}, alpha=0.5, beta=1.0,
+                                                 beam_width=16, temperature=3.0))
+    asr.config.rescoring = RescoringConfig(weight=50.0, nbest=8)
+    asr.save(store / "asr-default")
+    return backbone_dir, store
+
+
+@pytest.fixture(scope="module")
+def rescorer(whisper_store) -> DecoderRescorer:
+    from transformers import WhisperForConditionalGeneration
+
+    backbone_dir, _ = whisper_store
+    whisper = WhisperForConditionalGeneration.from_pretrained(backbone_dir).eval()
+    config = DecoderConfig(layers=1, heads=2, ffn_dim=64, vocab_size=64, max_target_positions=32,
+                           source_positions=1500, prompt_ids=[1, 60, 61, 62], eot_id=50, suppress_ids=[3],
+                           begin_suppress_ids=[4, 50], max_tokens_per_second=6.0, extra_tokens=10,
+                           trailing_silence_s=0.3)
+    head = build_decoder_set(whisper.model.decoder, load_backbone(backbone_dir), [f"t{i}" for i in range(50)],
+                             config).head
+    return DecoderRescorer(head, encode)
+
+
+CLIPS = [wav_bytes(1.0 + 0.4 * i, seed=i) for i in range(4)]
+
+
+def expected_answers(whisper_store, rescoring: bool) -> list[str]:
+    """What the library answers for CLIPS (the same decoding of the upload as the server's)."""
+    import io
+
+    import soundfile
+
+    backbone_dir, store = whisper_store
+    model = MultiAdapterModel(load_backbone(backbone_dir))
+    adapter_set = AdapterSet.load(store / "asr-default")
+    if not rescoring:
+        adapter_set.config.rescoring = None
+    model.add_adapter_set("asr-default", adapter_set)
+    waves = [torch.from_numpy(soundfile.read(io.BytesIO(clip), dtype="float32")[0]) for clip in CLIPS]
+    return [answer.text for answer in model.predict(waves, ["asr-default"] * len(waves))]
+
+
+@pytest.mark.anyio
+async def test_asr_answers_the_second_pass_unless_the_setting_switches_it_off(whisper_store, rescorer, tmp_path,
+                                                                               monkeypatch) -> None:
+    monkeypatch.setattr("elp.decoding.rescoring.checkpoint_rescorer", lambda source: rescorer)
+    backbone_dir, store = whisper_store
+    on_disk = (store / "asr-default" / "adapter_config.json").read_bytes()
+    served = {}
+    for rescoring in (True, False):
+        settings = make_settings(backbone_dir, store, tmp_path / str(rescoring), dtype="float32",
+                                 asr_rescoring=rescoring)
+        async with running_app(settings) as (_, client):
+            replies = [await client.post("/asr", files={"file": ("a.wav", clip, "audio/wav")}) for clip in CLIPS]
+        assert all(reply.status_code == 200 for reply in replies), [reply.text for reply in replies]
+        served[rescoring] = [reply.json()["text"] for reply in replies]
+        assert served[rescoring] == expected_answers(whisper_store, rescoring)
+    assert served[True] != served[False]  # the heavy second pass changed some answer
+    assert (store / "asr-default" / "adapter_config.json").read_bytes() == on_disk
