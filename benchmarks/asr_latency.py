@@ -7,7 +7,7 @@ on every clip, a different system first each round); reported: the median over r
 system's mean milliseconds a clip, min-max, and the ratio to Whisper ``generate`` in the same run.
 
     python -m benchmarks.asr_latency --adapter adapters_store/asr-default adapters_store/asr-whisper \
-        [--dtype float32 auto] [--clips 20] [--rounds 3] [--without-word-times] [--python-search]
+        [--dtype float32 auto] [--clips 20] [--rounds 3] [--without-word-times] [--python-search] [--rescoring]
 """
 
 from __future__ import annotations
@@ -28,12 +28,13 @@ from benchmarks.stats import load_note
 WHISPER = "whisper base generate"
 
 
-def served_system(backbone_dir: Path, adapter_dir: Path, dtype: str,
-                  word_times: bool = True, python_search: bool = False) -> Callable[[np.ndarray], str]:
+def served_system(backbone_dir: Path, adapter_dir: Path, dtype: str, word_times: bool = True,
+                  python_search: bool = False, rescoring: bool = False) -> Callable[[np.ndarray], str]:
     """The set as the server runs it (``prepare_for_serving``); ``word_times=False``: a decoder set without
     its words' times (the cost of the teacher-forced pass that gives them); ``python_search``: an LM set's
-    beam search in Python (``elp.decoding.beam``, the reference the compiled search replaced)."""
-    model = served_model(backbone_dir, adapter_dir, dtype)
+    beam search in Python (``elp.decoding.beam``, the reference the compiled search replaced); ``rescoring``: its
+    second pass on (``ELP_ASR_RESCORING``)."""
+    model = served_model(backbone_dir, adapter_dir, dtype, rescoring)
     adapter_set = model.adapter_sets[adapter_dir.name]
     if not word_times and adapter_set.config.decoder is not None:
         adapter_set.head.time_words(False)
@@ -50,6 +51,10 @@ def has_language_model(folder: Path) -> bool:
     return json.loads((folder / "adapter_config.json").read_text()).get("language_model") is not None
 
 
+def has_rescoring(folder: Path) -> bool:
+    return json.loads((folder / "adapter_config.json").read_text()).get("rescoring") is not None
+
+
 def is_decoder_set(folder: Path) -> bool:
     return json.loads((folder / "adapter_config.json").read_text()).get("decoder") is not None
 
@@ -62,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time each decoder set without its words' times")
     parser.add_argument("--python-search", action="store_true",
                         help="also time each LM set with its beam search in Python (the compiled one's reference)")
+    parser.add_argument("--rescoring", action="store_true",
+                        help="also time each set that carries a second pass with it on (ELP_ASR_RESCORING)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from training.suites.baselines import whisper_generate
@@ -76,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         systems |= {f"{folder.name} ({dtype}, Python search)": served_system(args.backbone, folder, dtype,
                                                                             python_search=True)
                     for folder in args.adapter for dtype in args.dtype if has_language_model(folder)}
+    if args.rescoring:
+        systems |= {f"{folder.name} ({dtype}, rescoring)": served_system(args.backbone, folder, dtype, rescoring=True)
+                    for folder in args.adapter for dtype in args.dtype if has_rescoring(folder)}
     systems[WHISPER] = whisper_generate(str(args.backbone))
     result = interleaved(systems, waves, args.rounds, args.threads)
     whisper_ms = next(row["ms_per_clip"] for row in result["rows"] if row["system"] == WHISPER)

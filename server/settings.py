@@ -131,9 +131,10 @@ class ServerSettings(BaseSettings):
         "tuned at; wider is more accurate and slower: README, asr-default)",
     )
     asr_rescoring: bool = Field(
-        True,
+        False,
         description="ASR sets that carry a second pass (Whisper's decoder rescoring the beam's best transcripts: "
-        "asr-default) run it; false answers the beam's best: faster, more word errors on real speech (README)",
+        "asr-default) run it: fewer word errors on real speech at about twice the time a clip (README); false "
+        "answers the beam's best",
     )
     post_workers: int = Field(
         0, ge=0, le=64,

@@ -44,28 +44,36 @@ class DecoderRescorer:
 
     @torch.inference_mode()
     def log_probs(self, frames: torch.Tensor, texts: Sequence[str]) -> list[float]:
-        """log p_decoder(tokens, end of text | frames) of each text: one teacher-forced pass over all of them, and
-        one vocabulary projection (51,865 outputs: most of the cost, reading its weights once) over only the
-        positions that predict a text's own tokens."""
+        """log p_decoder(tokens, end of text | frames) of each text, teacher-forced in one pass. The n-best of a beam
+        share most of their tokens, so the pass reads their prefix tree: each distinct prefix is one position that
+        sees only its ancestors (``tree_positions``), and only the positions that predict some text's token reach
+        the vocabulary projection (51,865 outputs a position: most of the cost)."""
         head = self.head
-        sequences = [self.prompt + self.token_ids(text) for text in texts]
-        width = max(len(sequence) for sequence in sequences) - 1  # the last token predicts nothing
         device = head.silence.device
-        ids = torch.tensor([sequence[:-1] + [self.eot] * (width + 1 - len(sequence)) for sequence in sequences],
-                           device=device)
+        sequences = [tuple(self.prompt + self.token_ids(text)) for text in texts]
+        node_of: dict[tuple[int, ...], int] = {}
+        tokens: list[int] = []
+        parents: list[int] = []
+        for sequence in sequences:  # every prefix but the whole sequence (its last token predicts nothing)
+            for end in range(1, len(sequence)):
+                if sequence[:end] not in node_of:
+                    node_of[sequence[:end]] = len(tokens)
+                    tokens.append(sequence[end - 1])
+                    parents.append(node_of.get(sequence[:end - 1], -1))
+        positions, mask = tree_positions(parents)
         features = frames.to(device, head.silence.dtype).unsqueeze(0)
-        cross = [(keys.expand(len(texts), -1, -1, -1), values.expand(len(texts), -1, -1, -1))
-                 for keys, values in head._cross_states(features, torch.tensor([frames.shape[0]]))]
-        first = len(self.prompt) - 1  # the position that predicts the first token after the prompt
-        hidden = head._step(ids, 0, [[] for _ in head.decoder.layers], cross, keep=width - first)
-        counts = [len(sequence) - len(self.prompt) for sequence in sequences]
-        row = torch.tensor([row for row, count in enumerate(counts) for _ in range(count)], dtype=torch.long)
-        position = torch.tensor([position for count in counts for position in range(count)], dtype=torch.long)
-        target = torch.tensor([token for sequence in sequences for token in sequence[len(self.prompt):]],
-                              dtype=torch.long, device=device)
-        logits = (hidden[row, position] @ head.decoder.embed_tokens.weight.t()).float()
-        chosen = F.log_softmax(logits, dim=-1).gather(1, target[:, None]).squeeze(1)
-        return [float(part.sum()) for part in torch.split(chosen, counts)]
+        cross = head._cross_states(features, torch.tensor([frames.shape[0]]))
+        hidden = head._step(torch.tensor([tokens], device=device), 0, [[] for _ in head.decoder.layers], cross,
+                            keep=len(tokens), tree=(positions.to(device), mask.to(device)))[0]
+        # each scored token and the node that predicts it: the prefix before it
+        predictors = [[node_of[sequence[:end]] for end in range(len(self.prompt), len(sequence))]
+                      for sequence in sequences]
+        rows = sorted({node for nodes in predictors for node in nodes})
+        row_of = {node: row for row, node in enumerate(rows)}
+        logits = (hidden[torch.tensor(rows, device=device)] @ head.decoder.embed_tokens.weight.t()).float()
+        predicted = F.log_softmax(logits, dim=-1)
+        return [float(predicted[[row_of[node] for node in nodes], list(sequence[len(self.prompt):])].sum())
+                for nodes, sequence in zip(predictors, sequences, strict=True)]
 
     def best(self, frames: torch.Tensor, hypotheses: Sequence[Hypothesis], config: RescoringConfig) -> Hypothesis:
         """The rescored best of the first ``config.nbest`` ``hypotheses`` (best first from the search)."""
@@ -75,6 +83,20 @@ class DecoderRescorer:
             return hypotheses[0]
         counts = [len(self.token_ids(h.text)) for h in kept]
         return kept[rescored_index(kept, self.log_probs(frames, [h.text for h in kept]), counts, config)]
+
+
+def tree_positions(parents: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A prefix tree given as each node's parent (-1 for a root; parents listed before their children): each node's
+    depth (its position in its sequence) and the attention mask (node, node) of itself and its ancestors."""
+    count = len(parents)
+    depth = [0] * count
+    mask = torch.zeros(count, count, dtype=torch.bool)
+    for node, parent in enumerate(parents):
+        if parent >= 0:
+            depth[node] = depth[parent] + 1
+            mask[node] = mask[parent]
+        mask[node, node] = True
+    return torch.tensor(depth, dtype=torch.long), mask
 
 
 def rescored_index(hypotheses: Sequence[Hypothesis], decoder_log_probs: Sequence[float], token_counts: Sequence[int],

@@ -197,18 +197,22 @@ class WhisperDecoderHead(nn.Module):
 
     def _step(self, tokens: torch.Tensor, start: int, cache: list[list[torch.Tensor]],
               cross: list[tuple[torch.Tensor, torch.Tensor]], keep: int = 1,
-              watched: dict[int, list[int]] | None = None, seen: list[torch.Tensor] | None = None) -> torch.Tensor:
+              watched: dict[int, list[int]] | None = None, seen: list[torch.Tensor] | None = None,
+              tree: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """The final-norm hidden states (b, keep, d) of the last ``keep`` positions after feeding
         ``tokens`` (b, n) at positions start..start+n: ``_logits`` / ``_next_tokens`` read them.
-        ``watched``: heads per layer whose cross-attention probabilities (b, heads, n, S) go to ``seen``."""
+        ``watched``: heads per layer whose cross-attention probabilities (b, heads, n, S) go to ``seen``.
+        ``tree``: (positions (n,), mask (n, n)) for tokens that form a prefix tree (``elp.decoding.rescoring``):
+        each token at its own position, seeing only itself and its ancestors."""
         decoder = self.decoder
         count = tokens.shape[1]
-        positions = decoder.embed_positions.weight[start:start + count]
+        positions = decoder.embed_positions.weight[start:start + count] if tree is None else \
+            decoder.embed_positions.weight[tree[0]]
         hidden = decoder.embed_tokens(tokens) + positions
-        causal = count > 1 and start == 0
+        causal = count > 1 and start == 0 and tree is None
         # several tokens after cached ones (a drafted pass): each sees the cache and the tokens up to it
         mask = (torch.ones(count, start + count, dtype=torch.bool, device=tokens.device).tril(start)
-                if count > 1 and start > 0 else None)
+                if count > 1 and start > 0 else None) if tree is None else tree[1]
         for index, layer in enumerate(decoder.layers):
             attention = layer.self_attn
             normed = layer.self_attn_layer_norm(hidden)

@@ -182,11 +182,12 @@ class AsrTask(TaskSpec):
     def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
         """``asr_beam_width`` (``ELP_ASR_BEAM_WIDTH``) in place of a set's own, for sets with an LM; 0 keeps
         the set's. The LM tensors and fusion weights stay: only the search's latency/accuracy trade moves.
-        A decoder set that names alignment heads answers its words' times, as a CTC set does. ``asr_rescoring``
-        false: a set's second pass (``rescoring``) is switched off, and its beam's best answers."""
+        A decoder set that names alignment heads answers its words' times, as a CTC set does. A set's second pass
+        (``rescoring``) runs only with ``asr_rescoring`` true (``ELP_ASR_RESCORING``, off by default: about twice
+        the time a clip); otherwise its beam's best answers."""
         if adapter_set.config.decoder is not None and adapter_set.head.time_words(True):
             adapter_set.refresh_post_processor()
-        if not options.get("asr_rescoring", True) and adapter_set.config.rescoring is not None:
+        if not options.get("asr_rescoring", False) and adapter_set.config.rescoring is not None:
             adapter_set.config.rescoring = None
             adapter_set.rescorer_source = None
             adapter_set.refresh_post_processor()

@@ -1,5 +1,6 @@
-"""``/asr`` with a set that rescores its beam (elp.decoding.rescoring), through the app: the answer is the second
-pass's, and ``asr_rescoring=false`` (``ELP_ASR_RESCORING``) answers the beam's best without rewriting the set.
+"""``/asr`` with a set that rescores its beam (elp.decoding.rescoring), through the app: with ``asr_rescoring``
+(``ELP_ASR_RESCORING``) the answer is the second pass's; without it (the default) the beam's best, and the set on disk
+is not rewritten.
 The tiny checkpoint has no BPE tokenizer, so its decoder is built here and stands in for ``checkpoint_rescorer``."""
 
 from __future__ import annotations
@@ -75,13 +76,13 @@ async def test_asr_answers_the_second_pass_unless_the_setting_switches_it_off(wh
     backbone_dir, store = whisper_store
     on_disk = (store / "asr-default" / "adapter_config.json").read_bytes()
     served = {}
-    for rescoring in (True, False):
-        settings = make_settings(backbone_dir, store, tmp_path / str(rescoring), dtype="float32",
-                                 asr_rescoring=rescoring)
+    for rescoring in (True, False, None):  # None: the default, off (about twice the time a clip)
+        chosen = {} if rescoring is None else {"asr_rescoring": rescoring}
+        settings = make_settings(backbone_dir, store, tmp_path / str(rescoring), dtype="float32", **chosen)
         async with running_app(settings) as (_, client):
             replies = [await client.post("/asr", files={"file": ("a.wav", clip, "audio/wav")}) for clip in CLIPS]
         assert all(reply.status_code == 200 for reply in replies), [reply.text for reply in replies]
         served[rescoring] = [reply.json()["text"] for reply in replies]
-        assert served[rescoring] == expected_answers(whisper_store, rescoring)
+        assert served[rescoring] == expected_answers(whisper_store, bool(rescoring))
     assert served[True] != served[False]  # the heavy second pass changed some answer
     assert (store / "asr-default" / "adapter_config.json").read_bytes() == on_disk
