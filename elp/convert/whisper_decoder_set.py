@@ -80,7 +80,7 @@ def assemble(task: str, backbone: Backbone, decoder: DecoderConfig, state: dict[
     adapter_set = AdapterSet(config)
     head = adapter_set.head
     assert isinstance(head, WhisperDecoderHead)
-    head.decoder.load_state_dict(state)
+    head.decoder.load_state_dict(state, assign=True)  # the given tensors themselves: no second copy
     head.silence.copy_(silence_frames(backbone, adapter_set))
     return adapter_set
 

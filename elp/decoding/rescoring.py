@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -112,15 +113,35 @@ def rescored_index(hypotheses: Sequence[Hypothesis], decoder_log_probs: Sequence
 
 @functools.lru_cache(maxsize=2)
 def checkpoint_rescorer(source: str) -> DecoderRescorer:
-    """The rescorer of a Whisper checkpoint folder (or hub id): its decoder (``elp.convert.whisper_decoder_set``,
-    float32) and its BPE tokenizer. Built once per folder and shared by every set and thread that rescores."""
-    from transformers import AutoTokenizer
+    """The rescorer of a Whisper checkpoint folder: its decoder (float32) and its BPE tokenizer, built once per
+    folder and shared by every set and thread that rescores. Only the decoder's tensors are read from the
+    checkpoint's safetensors (not the whole model: a served process grows by the decoder, ~210 MB for Whisper base,
+    not by a second copy of everything); the encoder's output on silence comes from a float32 encoder loaded for
+    that one pass and dropped."""
+    from safetensors import safe_open
+    from transformers import AutoTokenizer, GenerationConfig, WhisperConfig
 
-    from elp.convert.whisper_decoder_set import convert
+    from elp.backbones import load_backbone
+    from elp.convert.whisper_decoder_set import SPECIAL_PROMPT, assemble, decoder_sizes, tokenizer_tokens
+    from elp.heads.config import DecoderConfig
 
+    weights = Path(source) / "model.safetensors"
     try:
-        decoder_set = convert(source)
+        config = WhisperConfig.from_pretrained(source)
+        generation = GenerationConfig.from_pretrained(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
+        with safe_open(str(weights), framework="pt") as checkpoint:
+            state = {key.removeprefix("model.decoder."): checkpoint.get_tensor(key).float()
+                     for key in checkpoint.keys() if key.startswith("model.decoder.")}  # noqa: SIM118
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"rescoring needs the backbone checkpoint's decoder and tokenizer: {exc}") from exc
-    return DecoderRescorer(decoder_set.head, functools.partial(tokenizer.encode, add_special_tokens=False))
+        raise ConfigError(f"rescoring needs the backbone checkpoint's decoder and tokenizer ({source}): {exc}") from exc
+    prompt = tokenizer.convert_tokens_to_ids([token.format(language="en", whisper_task="transcribe")
+                                              for token in SPECIAL_PROMPT])
+    decoder = DecoderConfig(**decoder_sizes(config), vocab_size=config.vocab_size, prompt_ids=list(prompt),
+                            eot_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+                            suppress_ids=list(generation.suppress_tokens or []),
+                            begin_suppress_ids=list(generation.begin_suppress_tokens or []))
+    decoder_set = assemble("asr", load_backbone(source), decoder, state, "rescoring decoder")
+    decoder_set.head.set_tokens(tokenizer_tokens(tokenizer))
+    del state
+    return DecoderRescorer(decoder_set.head.eval(), functools.partial(tokenizer.encode, add_special_tokens=False))
