@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import torch
@@ -115,14 +116,14 @@ def rescored_index(hypotheses: Sequence[Hypothesis], decoder_log_probs: Sequence
 def checkpoint_rescorer(source: str) -> DecoderRescorer:
     """The rescorer of a Whisper checkpoint folder: its decoder (float32) and its BPE tokenizer, built once per
     folder and shared by every set and thread that rescores. Only the decoder's tensors are read from the
-    checkpoint's safetensors (not the whole model: a served process grows by the decoder, ~210 MB for Whisper base,
-    not by a second copy of everything); the encoder's output on silence comes from a float32 encoder loaded for
-    that one pass and dropped."""
+    checkpoint's safetensors, not the whole model (a process serving asr-default grew by ~430 MB resident, ~0.7 GB
+    at its peak while this ran); the encoder's output on silence comes from a float32 encoder loaded for that one
+    pass and dropped."""
     from safetensors import safe_open
     from transformers import AutoTokenizer, GenerationConfig, WhisperConfig
 
     from elp.backbones import load_backbone
-    from elp.convert.whisper_decoder_set import SPECIAL_PROMPT, assemble, decoder_sizes, tokenizer_tokens
+    from elp.convert.whisper_decoder_set import assemble, decoder_fields, tokenizer_tokens
     from elp.heads.config import DecoderConfig
 
     weights = Path(source) / "model.safetensors"
@@ -135,12 +136,8 @@ def checkpoint_rescorer(source: str) -> DecoderRescorer:
                      for key in checkpoint.keys() if key.startswith("model.decoder.")}  # noqa: SIM118
     except (OSError, ValueError) as exc:
         raise ConfigError(f"rescoring needs the backbone checkpoint's decoder and tokenizer ({source}): {exc}") from exc
-    prompt = tokenizer.convert_tokens_to_ids([token.format(language="en", whisper_task="transcribe")
-                                              for token in SPECIAL_PROMPT])
-    decoder = DecoderConfig(**decoder_sizes(config), vocab_size=config.vocab_size, prompt_ids=list(prompt),
-                            eot_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-                            suppress_ids=list(generation.suppress_tokens or []),
-                            begin_suppress_ids=list(generation.begin_suppress_tokens or []))
+    checkpoint_parts = SimpleNamespace(config=config, generation_config=generation)  # what decoder_fields reads
+    decoder = DecoderConfig(**decoder_fields(checkpoint_parts, tokenizer, "en", "transcribe"))
     decoder_set = assemble("asr", load_backbone(source), decoder, state, "rescoring decoder")
     decoder_set.head.set_tokens(tokenizer_tokens(tokenizer))
     del state

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,3 +156,32 @@ def test_rescoring_round_trips_and_sets_that_cannot_rescore_are_refused(whisper_
         RescoringConfig(nbest=1)
     with pytest.raises(ConfigError, match="unknown|unexpected"):
         AdapterSetConfig.from_dict({**data, "rescoring": {**dataclasses.asdict(RescoringConfig()), "beam": 3}})
+
+
+def test_a_checkpoint_without_its_tokenizer_cannot_rescore_and_says_why(whisper_dir):
+    from elp.decoding.rescoring import checkpoint_rescorer
+
+    with pytest.raises(ConfigError, match="decoder and tokenizer"):
+        checkpoint_rescorer.__wrapped__(str(whisper_dir))  # the tiny checkpoint ships no tokenizer
+
+
+WHISPER_BASE = Path("models/whisper-base")
+
+
+@pytest.mark.skipif(not (WHISPER_BASE / "tokenizer.json").exists(), reason="needs scripts/setup_default_backbone.sh")
+def test_the_checkpoints_decoder_scores_as_its_converted_decoder_set():
+    """checkpoint_rescorer reads only the decoder's tensors; it must score as the whole checkpoint converted does."""
+    import functools
+
+    from transformers import AutoTokenizer
+
+    from elp.convert.whisper_decoder_set import convert
+    from elp.decoding.rescoring import checkpoint_rescorer
+
+    lean = checkpoint_rescorer.__wrapped__(str(WHISPER_BASE))
+    tokenizer = AutoTokenizer.from_pretrained(WHISPER_BASE)
+    whole = DecoderRescorer(convert(WHISPER_BASE).head, functools.partial(tokenizer.encode, add_special_tokens=False))
+    frames = torch.randn(120, 512, generator=torch.Generator().manual_seed(1))
+    texts = ["turn on the lights in the kitchen", "turn on the light in the kitchen", "turn of the lights"]
+    assert lean.prompt == whole.prompt and lean.eot == whole.eot
+    assert lean.log_probs(frames, texts) == pytest.approx(whole.log_probs(frames, texts), abs=1e-3)
