@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     adapter_set = AdapterSet.load(args.adapter_set)
-    if adapter_set.config.task != "asr" or adapter_set.language_model is None:
+    if not adapter_set.task_spec.supports_language_model or adapter_set.language_model is None:
         raise SystemExit(f"{args.adapter_set}: rescoring needs an ASR set with a word LM (elp-add-lm)")
     adapter_set.config.rescoring = RescoringConfig(nbest=max(args.nbest))  # rows then carry their frames
     model = MultiAdapterModel(load_backbone(args.backbone))
