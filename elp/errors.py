@@ -15,6 +15,11 @@ class ConfigError(ELPError, ValueError):
     """An adapter or head configuration is inconsistent (caught before any tensor is built)."""
 
 
+class RescorerUnavailableError(ConfigError):
+    """A set's second pass (``elp.decoding.rescoring``) needs the backbone checkpoint's decoder and tokenizer, and
+    the folder the backbone was loaded from lacks them."""
+
+
 class AdapterFormatError(ELPError):
     """An adapter-set folder is missing, truncated, tampered with or does not match its config."""
 

@@ -314,8 +314,11 @@ class AdapterCache:
 
 def _load_error(adapter_id: str, exc: Exception) -> InternalError:
     """A clear, safe message for a set that exists but cannot be served."""
-    from elp.errors import AdapterFormatError, BackboneMismatchError
+    from elp.errors import AdapterFormatError, BackboneMismatchError, RescorerUnavailableError
 
+    if isinstance(exc, RescorerUnavailableError):
+        return InternalError(f"adapter '{adapter_id}' has a second pass whose decoder and tokenizer this server's "
+                             "backbone folder lacks: serve it with ELP_ASR_RESCORING=false")
     if isinstance(exc, BackboneMismatchError):
         return InternalError(f"adapter '{adapter_id}' was trained for another backbone and cannot be served here")
     if isinstance(exc, AdapterFormatError):

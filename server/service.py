@@ -158,7 +158,8 @@ class InferenceService:
 
     def _prepared(self, adapter_set: Any) -> Any:
         """A loaded set as this deployment serves it (its task may apply settings: the ASR beam width)."""
-        options = {"asr_beam_width": self.settings.asr_beam_width, "asr_rescoring": self.settings.asr_rescoring}
+        options = {"asr_beam_width": self.settings.asr_beam_width, "asr_rescoring": self.settings.asr_rescoring,
+                   "backbone_source": self.backbone.source if self.backbone is not None else None}
         return adapter_set.task_spec.prepare_for_serving(adapter_set, options)
 
     async def stop(self) -> None:

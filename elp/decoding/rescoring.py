@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from elp.decoding.beam import Hypothesis
 from elp.decoding.config import RescoringConfig
-from elp.errors import ConfigError
+from elp.errors import RescorerUnavailableError
 
 if TYPE_CHECKING:
     from elp.heads.seq2seq import WhisperDecoderHead
@@ -135,7 +135,8 @@ def checkpoint_rescorer(source: str) -> DecoderRescorer:
             state = {key.removeprefix("model.decoder."): checkpoint.get_tensor(key).float()
                      for key in checkpoint.keys() if key.startswith("model.decoder.")}  # noqa: SIM118
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"rescoring needs the backbone checkpoint's decoder and tokenizer ({source}): {exc}") from exc
+        raise RescorerUnavailableError(f"rescoring needs the backbone checkpoint's decoder and tokenizer ({source}): "
+                                       f"{exc}") from exc
     checkpoint_parts = SimpleNamespace(config=config, generation_config=generation)  # what decoder_fields reads
     decoder = DecoderConfig(**decoder_fields(checkpoint_parts, tokenizer, "en", "transcribe"))
     decoder_set = assemble("asr", load_backbone(source), decoder, state, "rescoring decoder")

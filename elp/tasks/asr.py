@@ -184,13 +184,18 @@ class AsrTask(TaskSpec):
         the set's. The LM tensors and fusion weights stay: only the search's latency/accuracy trade moves.
         A decoder set that names alignment heads answers its words' times, as a CTC set does. A set's second pass
         (``rescoring``) runs only with ``asr_rescoring`` true (``ELP_ASR_RESCORING``, off by default: about twice
-        the time a clip); otherwise its beam's best answers."""
+        the time a clip), its decoder built here when ``backbone_source`` names the checkpoint; otherwise its beam's
+        best answers."""
         if adapter_set.config.decoder is not None and adapter_set.head.time_words(True):
             adapter_set.refresh_post_processor()
         if not options.get("asr_rescoring", False) and adapter_set.config.rescoring is not None:
             adapter_set.config.rescoring = None
             adapter_set.rescorer_source = None
             adapter_set.refresh_post_processor()
+        elif adapter_set.config.rescoring is not None and options.get("backbone_source"):
+            from elp.decoding.rescoring import checkpoint_rescorer
+
+            checkpoint_rescorer(options["backbone_source"])  # now: a missing decoder fails the load, not a request
         beam_width = int(options.get("asr_beam_width") or 0)
         language_model = adapter_set.language_model
         if beam_width and language_model is not None and language_model.config.beam_width != beam_width:

@@ -160,8 +160,9 @@ def test_rescoring_round_trips_and_sets_that_cannot_rescore_are_refused(whisper_
 
 def test_a_checkpoint_without_its_tokenizer_cannot_rescore_and_says_why(whisper_dir):
     from elp.decoding.rescoring import checkpoint_rescorer
+    from elp.errors import RescorerUnavailableError
 
-    with pytest.raises(ConfigError, match="decoder and tokenizer"):
+    with pytest.raises(RescorerUnavailableError, match="decoder and tokenizer"):
         checkpoint_rescorer.__wrapped__(str(whisper_dir))  # the tiny checkpoint ships no tokenizer
 
 

@@ -86,3 +86,17 @@ async def test_asr_answers_the_second_pass_unless_the_setting_switches_it_off(wh
         assert served[rescoring] == expected_answers(whisper_store, bool(rescoring))
     assert served[True] != served[False]  # the heavy second pass changed some answer
     assert (store / "asr-default" / "adapter_config.json").read_bytes() == on_disk
+
+
+@pytest.mark.anyio
+async def test_a_second_pass_without_its_checkpoints_tokenizer_fails_the_sets_load_with_the_reason(whisper_store,
+                                                                                                 tmp_path) -> None:
+    """The tiny checkpoint ships no tokenizer: with rescoring on, asr-default cannot load, and says why, while the
+    other tasks serve."""
+    backbone_dir, store = whisper_store
+    settings = make_settings(backbone_dir, store, tmp_path, dtype="float32", asr_rescoring=True)
+    async with running_app(settings, wait_ready=False) as (_, client):
+        reply = await client.post("/asr", files={"file": ("a.wav", CLIPS[0], "audio/wav")})
+        assert reply.status_code == 500 and "ELP_ASR_RESCORING=false" in reply.text, reply.text
+        emotion = await client.post("/emotion", files={"file": ("a.wav", CLIPS[0], "audio/wav")})
+        assert emotion.status_code == 200, emotion.text
