@@ -286,7 +286,8 @@ class MultiAdapterModel(nn.Module):
     ) -> dict[str, GroupOutput]:
         """Head outputs per adapter set: CTC log-probs (b, T, V), speaker embeddings (b, E) or
         class logits (b, C), each for the rows of the batch that use that set. ``with_text``: sets with
-        a text branch also return their rows' transcript log-probs (serving; training never reads them).
+        a text branch also return their rows' transcript log-probs, and sets with a second pass
+        (``rescoring``) their last encoder layer (serving; training never reads them).
         ``clip_lengths``: each row's samples before a decoder set's trailing zeros (default ``lengths``);
         a companion classifier (``elp.heads.companion``) reads those frames and its set answers fused
         log-probabilities. ``sample_counts``: ``lengths`` on the host (serving knows them; no GPU read-back)."""
