@@ -213,3 +213,24 @@ def voice_set_round_trip(backbone: Backbone, branch: torch.nn.Module, voice_weig
         + voice_weight * float(voice_a @ voice_b)
     head = json.loads((folder / "adapter_config.json").read_text())["head"]
     return float(outputs[2].embedding @ outputs[1].embedding), expected, head
+
+
+def tiny_rescorer(checkpoint_dir: str | Path):
+    """A second-pass rescorer (``elp.decoding.rescoring``) on a tiny Whisper checkpoint's own decoder. Such a
+    checkpoint ships no BPE tokenizer (what ``checkpoint_rescorer`` reads), so words get made-up token ids:
+    one a word, 5-49."""
+    from transformers import WhisperForConditionalGeneration
+
+    from elp.backbones import load_backbone
+    from elp.convert.whisper_decoder_set import build_decoder_set
+    from elp.decoding.rescoring import DecoderRescorer
+    from elp.heads.config import DecoderConfig
+
+    whisper = WhisperForConditionalGeneration.from_pretrained(checkpoint_dir).eval()
+    config = DecoderConfig(layers=1, heads=2, ffn_dim=64, vocab_size=64, max_target_positions=32,
+                           source_positions=1500, prompt_ids=[1, 60, 61, 62], eot_id=50, suppress_ids=[3],
+                           begin_suppress_ids=[4, 50], max_tokens_per_second=6.0, extra_tokens=10,
+                           trailing_silence_s=0.3)
+    head = build_decoder_set(whisper.model.decoder, load_backbone(str(checkpoint_dir)),
+                             [f"t{i}" for i in range(50)], config).head
+    return DecoderRescorer(head, lambda text: [5 + sum(map(ord, word)) % 45 for word in text.split()])

@@ -14,33 +14,19 @@ import torch
 from elp import MultiAdapterModel
 from elp.adapter_set import AdapterSet
 from elp.config import AdapterSetConfig
-from elp.convert.whisper_decoder_set import build_decoder_set
 from elp.decoding import WordBigramLM
 from elp.decoding.beam import Hypothesis
 from elp.decoding.config import RescoringConfig
 from elp.decoding.rescoring import DecoderRescorer, rescored_index
 from elp.errors import ConfigError
-from elp.heads.config import DecoderConfig
-from elp.testing import answers_alone, make_random_adapter_set, seeded_waveform
+from elp.testing import answers_alone, make_random_adapter_set, seeded_waveform, tiny_rescorer
 
-EOT = 50
 WORDS = ["on", "off", "the", "light", "door", "open", "a", "no", "one"]
 
 
-def encode(text: str) -> list[int]:
-    """A made-up tokenizer for the tiny decoder: one token a word, ids 5-49."""
-    return [5 + sum(map(ord, word)) % 45 for word in text.split()]
-
-
 @pytest.fixture(scope="module")
-def rescorer(whisper_model, whisper_backbone) -> DecoderRescorer:
-    config = DecoderConfig(layers=1, heads=2, ffn_dim=64, vocab_size=64, max_target_positions=32,
-                           source_positions=1500, prompt_ids=[1, 60, 61, 62], eot_id=EOT, suppress_ids=[3],
-                           begin_suppress_ids=[4, EOT], max_tokens_per_second=6.0, extra_tokens=10,
-                           trailing_silence_s=0.3)
-    decoder_set = build_decoder_set(whisper_model.model.decoder, whisper_backbone, [f"t{i}" for i in range(EOT)],
-                                    config)
-    return DecoderRescorer(decoder_set.head, encode)
+def rescorer(whisper_dir) -> DecoderRescorer:
+    return tiny_rescorer(whisper_dir)
 
 
 def test_the_decoder_scores_each_transcript_as_transformers_does(rescorer, whisper_model):
@@ -59,7 +45,7 @@ def test_the_decoder_scores_each_transcript_as_transformers_does(rescorer, whisp
     assert rescorer.log_probs(frames, texts) == pytest.approx(expected, abs=1e-4)
     assert rescorer.log_probs(frames, texts[:3]) == pytest.approx(expected[:3], abs=1e-4)  # 2 shared words
     assert rescorer.log_probs(frames, texts[:1]) == pytest.approx(expected[:1], abs=1e-4)  # all of it shared
-    assert rescorer.token_ids("") == [EOT]
+    assert rescorer.token_ids("") == [rescorer.eot]
 
 
 def test_the_winner_adds_weighted_decoder_scores_and_a_token_bonus_to_the_beams():

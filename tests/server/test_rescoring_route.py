@@ -9,18 +9,13 @@ import pytest
 import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
-from elp.convert.whisper_decoder_set import build_decoder_set
 from elp.decoding import WordBigramLM
 from elp.decoding.config import RescoringConfig
 from elp.decoding.rescoring import DecoderRescorer
-from elp.heads.config import DecoderConfig
+from elp.testing import tiny_rescorer
 from tests.server.helpers import build_store, make_settings, running_app, wav_bytes
 
 WORDS = ["on", "off", "the", "light", "door", "open", "a", "no", "one"]
-
-
-def encode(text: str) -> list[int]:
-    return [5 + sum(map(ord, word)) % 45 for word in text.split()]  # one made-up token a word
 
 
 @pytest.fixture(scope="module")
@@ -37,17 +32,7 @@ def whisper_store(tmp_path_factory, tiny_backbone_dir):
 
 @pytest.fixture(scope="module")
 def rescorer(whisper_store) -> DecoderRescorer:
-    from transformers import WhisperForConditionalGeneration
-
-    backbone_dir, _ = whisper_store
-    whisper = WhisperForConditionalGeneration.from_pretrained(backbone_dir).eval()
-    config = DecoderConfig(layers=1, heads=2, ffn_dim=64, vocab_size=64, max_target_positions=32,
-                           source_positions=1500, prompt_ids=[1, 60, 61, 62], eot_id=50, suppress_ids=[3],
-                           begin_suppress_ids=[4, 50], max_tokens_per_second=6.0, extra_tokens=10,
-                           trailing_silence_s=0.3)
-    head = build_decoder_set(whisper.model.decoder, load_backbone(backbone_dir), [f"t{i}" for i in range(50)],
-                             config).head
-    return DecoderRescorer(head, encode)
+    return tiny_rescorer(whisper_store[0])
 
 
 CLIPS = [wav_bytes(1.0 + 0.4 * i, seed=i) for i in range(4)]

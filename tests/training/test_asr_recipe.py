@@ -415,3 +415,35 @@ def test_the_telephone_augmentation_leaves_only_the_phone_band() -> None:
     assert heard.size == wide.size
     assert spectrum[hertz > 4500].sum() < 1e-3 * spectrum[(hertz > 500) & (hertz < 3000)].sum()  # 8 kHz sampling
     assert spectrum[hertz < 150].mean() < 0.05 * spectrum[(hertz > 500) & (hertz < 3000)].mean()  # no hum band
+
+
+def test_the_rescoring_tool_chooses_the_second_pass_on_validation_and_changes_only_the_config(
+        asr_corpus, backbone_dir, tmp_path, monkeypatch, capsys):
+    """``python -m training.rescoring``: every (weight, bonus, n) scored on the valid split, the best written into
+    the set's ``rescoring`` with what chose it; weights and LM untouched; a set without an LM refused."""
+    from elp import load_backbone as load
+    from elp.decoding import WordBigramLM
+    from elp.testing import make_random_adapter_set, tiny_rescorer
+    from training import rescoring
+
+    monkeypatch.setattr(rescoring, "checkpoint_rescorer", lambda source, found=tiny_rescorer(backbone_dir): found)
+    asr = make_random_adapter_set(load(backbone_dir), "asr", seed=0)
+    asr.attach_language_model(WordBigramLM.build(["turn on the lights", "open the door"], alpha=0.5, beta=1.0,
+                                                 beam_width=8, temperature=2.0))
+    asr.save(tmp_path / "asr-lm")
+    assert rescoring.main([str(tmp_path / "asr-lm"), "--out", str(tmp_path / "second"), "--backbone",
+                           str(backbone_dir), "--corpus", str(asr_corpus), "--weights", "0.5", "2",
+                           "--bonuses", "0", "--nbest", "2", "4"]) == 0
+    assert capsys.readouterr().out.count("mean wer") == 4  # every setting of the grid, on the valid split
+    second = AdapterSet.load(tmp_path / "second")
+    config = second.config.rescoring
+    assert config.weight in (0.5, 2.0) and config.token_bonus == 0.0 and config.nbest in (2, 4)
+    chosen_on = second.config.metrics["rescoring_chosen_on"]
+    assert set(chosen_on["sources"]) == {"valid"} and chosen_on["weight"] == config.weight
+    before = AdapterSet.load(tmp_path / "asr-lm")
+    for name, tensor in before.state_dict().items():
+        assert torch.equal(second.state_dict()[name], tensor), name
+    assert before.config.rescoring is None  # --out: the input set is not rewritten
+    make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "no-lm")
+    with pytest.raises(SystemExit, match="word LM"):
+        rescoring.main([str(tmp_path / "no-lm"), "--backbone", str(backbone_dir), "--corpus", str(asr_corpus)])
