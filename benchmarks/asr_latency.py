@@ -47,16 +47,9 @@ def served_system(backbone_dir: Path, adapter_dir: Path, dtype: str, word_times:
     return lambda wave: model.predict([torch.from_numpy(wave)], [adapter_dir.name])[0].text or ""
 
 
-def has_language_model(folder: Path) -> bool:
-    return json.loads((folder / "adapter_config.json").read_text()).get("language_model") is not None
-
-
-def has_rescoring(folder: Path) -> bool:
-    return json.loads((folder / "adapter_config.json").read_text()).get("rescoring") is not None
-
-
-def is_decoder_set(folder: Path) -> bool:
-    return json.loads((folder / "adapter_config.json").read_text()).get("decoder") is not None
+def carries(folder: Path, part: str) -> bool:
+    """Whether the set in ``folder`` has ``part`` in its config (``language_model``, ``rescoring``, ``decoder``)."""
+    return json.loads((folder / "adapter_config.json").read_text()).get(part) is not None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
                for folder in args.adapter for dtype in args.dtype}
     if args.without_word_times:  # decoder sets also without their words' times
         systems |= {f"{folder.name} ({dtype}, no word times)": served_system(args.backbone, folder, dtype, False)
-                    for folder in args.adapter for dtype in args.dtype if is_decoder_set(folder)}
+                    for folder in args.adapter for dtype in args.dtype if carries(folder, "decoder")}
     if args.python_search:
         systems |= {f"{folder.name} ({dtype}, Python search)": served_system(args.backbone, folder, dtype,
                                                                             python_search=True)
-                    for folder in args.adapter for dtype in args.dtype if has_language_model(folder)}
+                    for folder in args.adapter for dtype in args.dtype if carries(folder, "language_model")}
     if args.rescoring:
         systems |= {f"{folder.name} ({dtype}, rescoring)": served_system(args.backbone, folder, dtype, rescoring=True)
-                    for folder in args.adapter for dtype in args.dtype if has_rescoring(folder)}
+                    for folder in args.adapter for dtype in args.dtype if carries(folder, "rescoring")}
     systems[WHISPER] = whisper_generate(str(args.backbone))
     result = interleaved(systems, waves, args.rounds, args.threads)
     whisper_ms = next(row["ms_per_clip"] for row in result["rows"] if row["system"] == WHISPER)

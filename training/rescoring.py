@@ -63,9 +63,9 @@ def scored_clips(model: MultiAdapterModel, adapter_set: AdapterSet, rows: list, 
         for row, output in zip(batch, outputs, strict=True):
             log_probs, frames = output.output[:, :vocab_size], output.output[:, vocab_size:]
             hypotheses = search.nbest(log_probs.numpy(), nbest)
-            texts = [h.text for h in hypotheses]
-            clips.append(ScoredClip(row.text or "", hypotheses, rescorer.log_probs(frames, texts),
-                                    [len(rescorer.token_ids(text)) for text in texts]))
+            targets = [rescorer.token_ids(h.text) for h in hypotheses]
+            clips.append(ScoredClip(row.text or "", hypotheses, rescorer.target_log_probs(frames, targets),
+                                    [len(target) for target in targets]))
     return clips
 
 

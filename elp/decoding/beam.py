@@ -229,6 +229,6 @@ class CTCBeamDecoder:
                     lm_cache[prefix] = state[0] + self._partial_score(state[1], state[2])
                 scored.append((_logaddexp(b, n) + lm_cache[prefix], prefix))
             beams = {prefix: (nxt[prefix][0], nxt[prefix][1]) for _, prefix in heapq.nlargest(self.beam_width, scored)}
-        scored = [(" ".join(p.split()), _logaddexp(*beams[p]) + self._final_score(states[p]), _logaddexp(*beams[p]))
-                  for p in beams]
+        acoustic = {prefix: _logaddexp(*ends) for prefix, ends in beams.items()}
+        scored = [(" ".join(p.split()), acoustic[p] + self._final_score(states[p]), acoustic[p]) for p in beams]
         return distinct_best(sorted(scored, key=lambda hypothesis: hypothesis[1], reverse=True), count)

@@ -44,15 +44,19 @@ class DecoderRescorer:
         """A transcript's tokens after the prompt: its BPE tokens (a leading space, as Whisper writes) and the end."""
         return [*(self.encode(" " + text) if text else []), self.eot]
 
-    @torch.inference_mode()
     def log_probs(self, frames: torch.Tensor, texts: Sequence[str]) -> list[float]:
-        """log p_decoder(tokens, end of text | frames) of each text, teacher-forced in one pass. The n-best of a beam
-        share most of their tokens, so the pass reads their prefix tree: each distinct prefix is one position that
-        sees only its ancestors (``tree_positions``), and only the positions that predict some text's token reach
-        the vocabulary projection (51,865 outputs a position: most of the cost)."""
+        """log p_decoder(tokens, end of text | frames) of each text (:meth:`target_log_probs` of its ``token_ids``)."""
+        return self.target_log_probs(frames, [self.token_ids(text) for text in texts])
+
+    @torch.inference_mode()
+    def target_log_probs(self, frames: torch.Tensor, targets: Sequence[Sequence[int]]) -> list[float]:
+        """log p_decoder(target | frames) of each token sequence after the prompt, teacher-forced in one pass. The
+        n-best of a beam share most of their tokens, so the pass reads their prefix tree: each distinct prefix is
+        one position that sees only its ancestors (``tree_positions``), and only the positions that predict some
+        target's token reach the vocabulary projection (51,865 outputs a position: most of the cost)."""
         head = self.head
         device = head.silence.device
-        sequences = [tuple(self.prompt + self.token_ids(text)) for text in texts]
+        sequences = [(*self.prompt, *target) for target in targets]
         node_of: dict[tuple[int, ...], int] = {}
         tokens: list[int] = []
         parents: list[int] = []
@@ -80,11 +84,13 @@ class DecoderRescorer:
     def best(self, frames: torch.Tensor, hypotheses: Sequence[Hypothesis], config: RescoringConfig) -> Hypothesis:
         """The rescored best of the first ``config.nbest`` ``hypotheses`` (best first from the search)."""
         limit = self.head.config.max_target_positions - len(self.prompt)
-        kept = [h for h in hypotheses[: config.nbest] if len(self.token_ids(h.text)) <= limit]
+        tokenized = [(h, self.token_ids(h.text)) for h in hypotheses[: config.nbest]]
+        kept = [(h, target) for h, target in tokenized if len(target) <= limit]
         if len(kept) < 2:  # nothing to choose, or transcripts longer than the decoder reads: the search's answer
             return hypotheses[0]
-        counts = [len(self.token_ids(h.text)) for h in kept]
-        return kept[rescored_index(kept, self.log_probs(frames, [h.text for h in kept]), counts, config)]
+        targets = [target for _, target in kept]
+        scores = self.target_log_probs(frames, targets)
+        return kept[rescored_index([h for h, _ in kept], scores, [len(t) for t in targets], config)][0]
 
 
 def tree_positions(parents: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:

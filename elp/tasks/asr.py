@@ -175,9 +175,8 @@ class AsrTask(TaskSpec):
 
             head = adapter_set.head
             return WhisperTranscriber(head.tokens(), adapter_set.config.decoder.spoken_form, timed=head.word_times)
-        rescoring = adapter_set.config.rescoring if adapter_set.rescorer_source is not None else None
-        return CTCTranscriber(adapter_set.config.vocab or [], adapter_set.language_model, rescoring=rescoring,
-                              rescorer_source=adapter_set.rescorer_source)
+        return CTCTranscriber(adapter_set.config.vocab or [], adapter_set.language_model,
+                              rescoring=adapter_set.config.rescoring, rescorer_source=adapter_set.rescorer_source)
 
     def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
         """``asr_beam_width`` (``ELP_ASR_BEAM_WIDTH``) in place of a set's own, for sets with an LM; 0 keeps
