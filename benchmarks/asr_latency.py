@@ -7,7 +7,8 @@ on every clip, a different system first each round); reported: the median over r
 system's mean milliseconds a clip, min-max, and the ratio to Whisper ``generate`` in the same run.
 
     python -m benchmarks.asr_latency --adapter adapters_store/asr-default adapters_store/asr-whisper \
-        [--dtype float32 auto] [--clips 20] [--rounds 3] [--without-word-times] [--python-search] [--rescoring]
+        [--dtype float32 auto] [--clips 20] [--rounds 3] [--without-word-times] [--python-search] \
+        [--rescoring [float32 bfloat16]]
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ WHISPER = "whisper base generate"
 
 
 def served_system(backbone_dir: Path, adapter_dir: Path, dtype: str, word_times: bool = True,
-                  python_search: bool = False, rescoring: bool = False) -> Callable[[np.ndarray], str]:
+                  python_search: bool = False, rescoring: str | None = None) -> Callable[[np.ndarray], str]:
     """The set as the server runs it (``prepare_for_serving``); ``word_times=False``: a decoder set without
     its words' times (the cost of the teacher-forced pass that gives them); ``python_search``: an LM set's
     beam search in Python (``elp.decoding.beam``, the reference the compiled search replaced); ``rescoring``: its
-    second pass on (``ELP_ASR_RESCORING``)."""
-    model = served_model(backbone_dir, adapter_dir, dtype, rescoring)
+    second pass on (``ELP_ASR_RESCORING=true``) in that precision ("native": this CPU's)."""
+    model = served_model(backbone_dir, adapter_dir, dtype, rescoring is not None,
+                         None if rescoring in (None, "native") else rescoring)
     adapter_set = model.adapter_sets[adapter_dir.name]
     if not word_times and adapter_set.config.decoder is not None:
         adapter_set.head.time_words(False)
@@ -60,8 +62,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time each decoder set without its words' times")
     parser.add_argument("--python-search", action="store_true",
                         help="also time each LM set with its beam search in Python (the compiled one's reference)")
-    parser.add_argument("--rescoring", action="store_true",
-                        help="also time each set that carries a second pass with it on (ELP_ASR_RESCORING)")
+    parser.add_argument("--rescoring", nargs="*", default=None, choices=["native", "float32", "bfloat16"],
+                        help="also time each set that carries a second pass with it on (ELP_ASR_RESCORING=true), "
+                        "in each precision named (none named: this CPU's native one)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from training.suites.baselines import whisper_generate
@@ -76,9 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         systems |= {f"{folder.name} ({dtype}, Python search)": served_system(args.backbone, folder, dtype,
                                                                             python_search=True)
                     for folder in args.adapter for dtype in args.dtype if carries(folder, "language_model")}
-    if args.rescoring:
-        systems |= {f"{folder.name} ({dtype}, rescoring)": served_system(args.backbone, folder, dtype, rescoring=True)
-                    for folder in args.adapter for dtype in args.dtype if carries(folder, "rescoring")}
+    if args.rescoring is not None:
+        systems |= {f"{folder.name} ({dtype}, rescoring {precision})": served_system(args.backbone, folder, dtype,
+                                                                                 rescoring=precision)
+                    for folder in args.adapter for dtype in args.dtype if carries(folder, "rescoring")
+                    for precision in args.rescoring or ["native"]}
     systems[WHISPER] = whisper_generate(str(args.backbone))
     result = interleaved(systems, waves, args.rounds, args.threads)
     whisper_ms = next(row["ms_per_clip"] for row in result["rows"] if row["system"] == WHISPER)

@@ -65,14 +65,16 @@ def interleaved(systems: dict[str, Callable[[np.ndarray], object]], waves: list[
     return {"title": title, "load_start": load_at_start, "load_end": load_at_end, "rows": rows, "rounds": spent}
 
 
-def served_model(backbone_dir: Path, adapter_dir: Path, dtype: str, asr_rescoring: bool = False) -> Any:
+def served_model(backbone_dir: Path, adapter_dir: Path, dtype: str, asr_rescoring: bool = False,
+                 rescoring_dtype: str | None = None) -> Any:
     """A model holding the set (key: its folder's name) as the server prepares it, on the encoder at ``dtype``
-    (``asr_rescoring``: the server's ``ELP_ASR_RESCORING``)."""
+    (``asr_rescoring``: the server's ``ELP_ASR_RESCORING``, its decoder in ``rescoring_dtype`` or this CPU's
+    native precision)."""
     from elp import MultiAdapterModel, load_backbone
     from training.evaluate import served_set
 
     model = MultiAdapterModel(load_backbone(str(backbone_dir), quantization=None if dtype == "float32" else dtype))
-    model.add_adapter_set(adapter_dir.name, served_set(adapter_dir, asr_rescoring))
+    model.add_adapter_set(adapter_dir.name, served_set(adapter_dir, asr_rescoring, rescoring_dtype))
     return model
 
 

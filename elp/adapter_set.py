@@ -108,6 +108,8 @@ class AdapterSet(nn.Module):
         #: the checkpoint a rescoring set's decoder is read from: the backbone's folder, set when a model takes
         #: the set (``MultiAdapterModel.add_adapter_set``); None: the beam's best is answered
         self.rescorer_source: str | None = None
+        #: the precision its decoder runs in (``elp.decoding.rescoring.DTYPES``), chosen when served
+        self.rescorer_dtype = "float32"
         self._post_processor: PostProcessor | None = None
 
     # ----------------------------------------------------------------- construction

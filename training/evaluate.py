@@ -81,8 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "int8", "auto"],
                    help="the encoder as served: int8 / auto quantise it on CPUs (the server's ELP_DTYPE)")
-    p.add_argument("--asr-rescoring", action=argparse.BooleanOptionalAction, default=False,
-                   help="run an ASR set's second pass where it has one (the server's ELP_ASR_RESCORING)")
+    p.add_argument("--asr-rescoring", nargs="?", const="true", default="auto", choices=["auto", "true", "false"],
+                   help="an ASR set's second pass where it has one, as the server's ELP_ASR_RESCORING (auto: where "
+                   "this CPU runs its decoder in bfloat16 natively); a bare --asr-rescoring is true")
+    p.add_argument("--rescoring-dtype", default=None, choices=["float32", "bfloat16"],
+                   help="the second pass' precision (default: bfloat16 where this CPU computes it natively)")
     suites = p.add_argument_group("held-out suites (training.suites)")
     suites.add_argument("--suite", choices=["near", "far", "human", "all"], action="append",
                         help="report near / far / human side by side (repeatable; 'all' = every suite)")
@@ -95,11 +98,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def served_set(folder: str | Path, asr_rescoring: bool = False) -> AdapterSet:
+def served_set(folder: str | Path, asr_rescoring: bool | str = False, rescoring_dtype: str | None = None
+               ) -> AdapterSet:
     """The set as the server prepares it (``TaskSpec.prepare_for_serving`` with the default settings but
-    ``asr_rescoring``: a decoder set times its words), so the figures and compute times are the served path's."""
+    ``asr_rescoring`` / ``rescoring_dtype``: a decoder set times its words), so the figures and compute times are
+    the served path's."""
     adapter_set = AdapterSet.load(folder)
-    return adapter_set.task_spec.prepare_for_serving(adapter_set, {"asr_rescoring": asr_rescoring})
+    options = {"asr_rescoring": asr_rescoring, "rescoring_dtype": rescoring_dtype}
+    return adapter_set.task_spec.prepare_for_serving(adapter_set, options)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for folder in args.adapters:
         key = Path(folder).name
-        model.add_adapter_set(key, served_set(folder, args.asr_rescoring))
+        model.add_adapter_set(key, served_set(folder, args.asr_rescoring, args.rescoring_dtype))
         result = evaluate_adapter(model, key, Path(args.corpus), args.split, Path(args.plots), args.max_clips)
         print(json.dumps({k: v for k, v in result.items() if k != "_clip_errors"}), flush=True)
         results.append(result)
@@ -145,7 +151,7 @@ def run_suites(model: MultiAdapterModel, args: argparse.Namespace, argv: list[st
     records: list[dict] = []
     for folder in args.adapters:
         key = Path(folder).name
-        model.add_adapter_set(key, served_set(folder, args.asr_rescoring))
+        model.add_adapter_set(key, served_set(folder, args.asr_rescoring, args.rescoring_dtype))
         records += evaluate_on_suites(model, key, options)
         out.write_text(json.dumps({"command": command, "records": records}, indent=1))  # after each set
     table = markdown(records, command)

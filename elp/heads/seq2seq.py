@@ -173,7 +173,8 @@ class WhisperDecoderHead(nn.Module):
 
     def _silence_keys(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Cross-attention keys/values of the silence frames, per layer (computed once)."""
-        if self._silence_kv is None or self._silence_kv[0][0].device != self.silence.device:
+        cached = self._silence_kv
+        if cached is None or (cached[0][0].device, cached[0][0].dtype) != (self.silence.device, self.silence.dtype):
             silence = self.silence.unsqueeze(0)
             self._silence_kv = [self._cross_kv(layer, silence) for layer in self.decoder.layers]
         return self._silence_kv

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,8 @@ from elp.errors import ConfigError
 from elp.long_form import LongFormSplitter, join_texts
 from elp.tasks.base import OpenAIAudio, TaskRequest, TaskSpec
 from elp.tasks.recipe import TrainingRecipe
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import torch
@@ -31,6 +34,31 @@ if TYPE_CHECKING:
 CTC_VOCAB = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
 
 
+#: ``asr_rescoring`` (``ELP_ASR_RESCORING``): whether sets that carry a second pass run it
+RESCORING_MODES = ("auto", "true", "false")
+
+
+def rescoring_mode(options: Mapping[str, Any]) -> str:
+    """``options["asr_rescoring"]`` as one of ``RESCORING_MODES`` (library callers may pass a bool); absent: false."""
+    mode = options.get("asr_rescoring", "false")
+    mode = {True: "true", False: "false"}.get(mode, mode) if isinstance(mode, bool) else str(mode)
+    if mode not in RESCORING_MODES:
+        raise ConfigError(f"asr_rescoring must be one of {RESCORING_MODES}, not {mode!r}")
+    return mode
+
+
+def second_pass_dtype(options: Mapping[str, Any]) -> str | None:
+    """The precision a set's second pass runs in, or None when it does not run: ``true`` runs it, ``false`` does
+    not, ``auto`` runs it where its decoder computes in bfloat16 natively, the setting its cost was measured to fit
+    (the asr-default card; float32 there costs about twice a clip). The precision is ``options["rescoring_dtype"]``
+    when given (evaluation tools), else this machine's (``elp.decoding.rescoring.native_dtype``)."""
+    from elp.decoding.rescoring import native_dtype
+
+    mode = rescoring_mode(options)
+    dtype = str(options.get("rescoring_dtype") or native_dtype())
+    return dtype if mode == "true" or (mode == "auto" and dtype == "bfloat16") else None
+
+
 class CTCTranscriber:
     """CTC log-probabilities of one clip (real frames) -> ``{"text": ..., "words": ...}``: beam search under
     the LM when the set has one (``offload``: 15-25 ms a clip, compiled: ``elp.decoding.compiled``), else best
@@ -40,7 +68,8 @@ class CTCTranscriber:
     caches are rebuilt there, not shipped."""
 
     def __init__(self, vocab: list[str], language_model: WordBigramLM | None, align: bool = True,
-                 rescoring: RescoringConfig | None = None, rescorer_source: str | None = None) -> None:
+                 rescoring: RescoringConfig | None = None, rescorer_source: str | None = None,
+                 rescorer_dtype: str = "float32") -> None:
         self.vocab = list(vocab)
         self.align = align  # also each word's span (``elp.decoding.alignment``); off for readers of the text alone
         self.language_model = language_model
@@ -48,6 +77,7 @@ class CTCTranscriber:
         #: a second pass over the beam (``elp.decoding.rescoring``): rows then carry their encoder frames
         self.rescoring = rescoring if language_model is not None and rescorer_source is not None else None
         self.rescorer_source = rescorer_source
+        self.rescorer_dtype = rescorer_dtype  # the decoder's precision (``elp.decoding.rescoring.DTYPES``)
         self._decoder: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -79,7 +109,8 @@ class CTCTranscriber:
 
             hypotheses = self.beam_decoder.nbest(log_probs, self.rescoring.nbest)
             assert self.rescorer_source is not None
-            text = checkpoint_rescorer(self.rescorer_source).best(frames, hypotheses, self.rescoring).text
+            rescorer = checkpoint_rescorer(self.rescorer_source, self.rescorer_dtype)
+            text = rescorer.best(frames, hypotheses, self.rescoring).text
         else:
             text = self.beam_decoder.decode(log_probs)
         if not self.align:
@@ -176,31 +207,49 @@ class AsrTask(TaskSpec):
             head = adapter_set.head
             return WhisperTranscriber(head.tokens(), adapter_set.config.decoder.spoken_form, timed=head.word_times)
         return CTCTranscriber(adapter_set.config.vocab or [], adapter_set.language_model,
-                              rescoring=adapter_set.config.rescoring, rescorer_source=adapter_set.rescorer_source)
+                              rescoring=adapter_set.config.rescoring, rescorer_source=adapter_set.rescorer_source,
+                              rescorer_dtype=adapter_set.rescorer_dtype)
 
     def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
         """``asr_beam_width`` (``ELP_ASR_BEAM_WIDTH``) in place of a set's own, for sets with an LM; 0 keeps
         the set's. The LM tensors and fusion weights stay: only the search's latency/accuracy trade moves.
         A decoder set that names alignment heads answers its words' times, as a CTC set does. A set's second pass
-        (``rescoring``) runs only with ``asr_rescoring`` true (``ELP_ASR_RESCORING``, off by default: about twice
-        the time a clip), its decoder built here when ``backbone_source`` names the checkpoint; otherwise its beam's
-        best answers."""
+        (``rescoring``) runs as ``asr_rescoring`` (``ELP_ASR_RESCORING``) says (``second_pass_dtype``), its decoder
+        built here when ``backbone_source`` names the checkpoint; otherwise its beam's best answers."""
         if adapter_set.config.decoder is not None and adapter_set.head.time_words(True):
             adapter_set.refresh_post_processor()
-        if not options.get("asr_rescoring", False) and adapter_set.config.rescoring is not None:
-            adapter_set.config.rescoring = None
-            adapter_set.rescorer_source = None
-            adapter_set.refresh_post_processor()
-        elif adapter_set.config.rescoring is not None and options.get("backbone_source"):
-            from elp.decoding.rescoring import checkpoint_rescorer
-
-            checkpoint_rescorer(options["backbone_source"])  # now: a missing decoder fails the load, not a request
+        if adapter_set.config.rescoring is not None:
+            self._prepare_second_pass(adapter_set, options)
         beam_width = int(options.get("asr_beam_width") or 0)
         language_model = adapter_set.language_model
         if beam_width and language_model is not None and language_model.config.beam_width != beam_width:
             language_model.config = dataclasses.replace(language_model.config, beam_width=beam_width)
             adapter_set.attach_language_model(language_model)  # a fresh search; the config records the width
         return adapter_set
+
+    @staticmethod
+    def _prepare_second_pass(adapter_set: AdapterSet, options: Mapping[str, Any]) -> None:
+        """Keep the set's second pass at the chosen precision, its decoder built now (a missing one fails the load,
+        not a request), or drop it. Under ``auto`` a backbone folder without the decoder drops it with a warning."""
+        dtype = second_pass_dtype(options)
+        source = options.get("backbone_source")
+        if dtype is not None and source:
+            from elp.decoding.rescoring import checkpoint_rescorer
+            from elp.errors import RescorerUnavailableError
+
+            try:
+                checkpoint_rescorer(source, dtype)
+            except RescorerUnavailableError as exc:
+                if rescoring_mode(options) != "auto":
+                    raise
+                log.warning("ASR second pass off (ELP_ASR_RESCORING=auto): %s", exc)
+                dtype = None
+        if dtype is None:
+            adapter_set.config.rescoring = None
+            adapter_set.rescorer_source = None
+        else:
+            adapter_set.rescorer_dtype = dtype
+        adapter_set.refresh_post_processor()
 
     @functools.cached_property
     def answer_fields(self) -> type[BaseModel]:

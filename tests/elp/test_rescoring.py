@@ -4,6 +4,7 @@ and sets that cannot rescore are refused."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import pickle
 from pathlib import Path
@@ -13,12 +14,14 @@ import torch
 
 from elp import MultiAdapterModel
 from elp.adapter_set import AdapterSet
+from elp.backbones.quantize import cpu_has_native_bf16
 from elp.config import AdapterSetConfig
 from elp.decoding import WordBigramLM
 from elp.decoding.beam import Hypothesis
 from elp.decoding.config import RescoringConfig
 from elp.decoding.rescoring import DecoderRescorer, rescored_index
 from elp.errors import ConfigError
+from elp.tasks.asr import second_pass_dtype
 from elp.testing import answers_alone, make_random_adapter_set, seeded_waveform, tiny_rescorer
 
 WORDS = ["on", "off", "the", "light", "door", "open", "a", "no", "one"]
@@ -78,7 +81,7 @@ def rescoring_set(whisper_backbone, weight: float) -> AdapterSet:
 
 
 def served_model(whisper_backbone, rescorer, monkeypatch, weight: float) -> MultiAdapterModel:
-    monkeypatch.setattr("elp.decoding.rescoring.checkpoint_rescorer", lambda source: rescorer)
+    monkeypatch.setattr("elp.decoding.rescoring.checkpoint_rescorer", lambda source, dtype="float32": rescorer)
     model = MultiAdapterModel(whisper_backbone)
     model.add_adapter_set("asr-second", rescoring_set(whisper_backbone, weight))
     model.add_adapter_set("asr-ctc", make_random_adapter_set(whisper_backbone, "asr", seed=1))
@@ -172,3 +175,32 @@ def test_the_checkpoints_decoder_scores_as_its_converted_decoder_set():
     texts = ["turn on the lights in the kitchen", "turn on the light in the kitchen", "turn of the lights"]
     assert lean.prompt == whole.prompt and lean.eot == whole.eot
     assert lean.log_probs(frames, texts) == pytest.approx(whole.log_probs(frames, texts), abs=1e-3)
+
+
+def test_a_bfloat16_decoder_scores_within_a_rounding_of_float32(rescorer):
+    """What CPUs with native bfloat16 serve (``native_dtype``): the same tree pass in half the bytes."""
+    frames = torch.randn(40, 32, generator=torch.Generator().manual_seed(1))
+    texts = ["on the light", "on the light door", "on the door", "open a door", ""]
+    half = DecoderRescorer(copy.deepcopy(rescorer.head).to(torch.bfloat16), rescorer.encode)
+    exact, rounded = rescorer.log_probs(frames, texts), half.log_probs(frames, texts)
+    assert half.head.silence.dtype == torch.bfloat16 and rounded != exact  # it did compute in bfloat16
+    assert rounded == pytest.approx(exact, abs=0.05 * max(len(rescorer.token_ids(t)) for t in texts))
+
+
+@pytest.mark.parametrize(("mode", "native", "given", "runs"), [
+    ("auto", "bfloat16", None, "bfloat16"), ("auto", "float32", None, None), ("true", "float32", None, "float32"),
+    ("true", "bfloat16", "float32", "float32"), ("false", "bfloat16", None, None), (True, "float32", None, "float32"),
+    (False, "bfloat16", None, None), ("auto", "float32", "bfloat16", "bfloat16")])
+def test_the_setting_runs_the_second_pass_where_its_precision_allows(monkeypatch, mode, native, given, runs):
+    """auto: only where this CPU computes the decoder in bfloat16 natively (the cost it was measured to fit)."""
+    monkeypatch.setattr("elp.decoding.rescoring.native_dtype", lambda: native)
+    assert second_pass_dtype({"asr_rescoring": mode, "rescoring_dtype": given}) == runs
+
+
+def test_native_bfloat16_is_read_from_the_cpus_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags, native in [("fpu avx2 avx512f avx512_vnni", False), ("fpu avx512f avx512_bf16", True),
+                          ("fpu amx_bf16 amx_tile", True)]:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert cpu_has_native_bf16(cpuinfo) is native
+    assert cpu_has_native_bf16(tmp_path / "missing") is False

@@ -1,9 +1,11 @@
 """``/asr`` with a set that rescores its beam (elp.decoding.rescoring), through the app: with ``asr_rescoring``
-(``ELP_ASR_RESCORING``) the answer is the second pass's; without it (the default) the beam's best, and the set on disk
-is not rewritten.
+(``ELP_ASR_RESCORING``) the answer is the second pass's where the setting runs it, else the beam's best, and the set on
+disk is not rewritten.
 The tiny checkpoint has no BPE tokenizer, so its decoder is built here and stands in for ``checkpoint_rescorer``."""
 
 from __future__ import annotations
+
+import logging
 
 import pytest
 import torch
@@ -55,33 +57,52 @@ def expected_answers(whisper_store, rescoring: bool) -> list[str]:
 
 
 @pytest.mark.anyio
-async def test_asr_answers_the_second_pass_unless_the_setting_switches_it_off(whisper_store, rescorer, tmp_path,
-                                                                               monkeypatch) -> None:
-    monkeypatch.setattr("elp.decoding.rescoring.checkpoint_rescorer", lambda source: rescorer)
+@pytest.mark.parametrize("native", ["bfloat16", "float32"])
+async def test_asr_answers_the_second_pass_as_the_setting_says(whisper_store, rescorer, tmp_path, monkeypatch,
+                                                              native) -> None:
+    """true: the second pass; false: the beam's best; auto (the default): the second pass only where this CPU
+    runs its decoder in bfloat16 natively (``native``)."""
+    monkeypatch.setattr("elp.decoding.rescoring.checkpoint_rescorer", lambda source, dtype="float32": rescorer)
+    monkeypatch.setattr("elp.decoding.rescoring.native_dtype", lambda: native)
     backbone_dir, store = whisper_store
     on_disk = (store / "asr-default" / "adapter_config.json").read_bytes()
     served = {}
-    for rescoring in (True, False, None):  # None: the default, off (about twice the time a clip)
+    for rescoring in ("true", "false", None):  # None: the default, auto
         chosen = {} if rescoring is None else {"asr_rescoring": rescoring}
-        settings = make_settings(backbone_dir, store, tmp_path / str(rescoring), dtype="float32", **chosen)
+        settings = make_settings(backbone_dir, store, tmp_path / f"{native}-{rescoring}", dtype="float32", **chosen)
         async with running_app(settings) as (_, client):
             replies = [await client.post("/asr", files={"file": ("a.wav", clip, "audio/wav")}) for clip in CLIPS]
         assert all(reply.status_code == 200 for reply in replies), [reply.text for reply in replies]
         served[rescoring] = [reply.json()["text"] for reply in replies]
-        assert served[rescoring] == expected_answers(whisper_store, bool(rescoring))
-    assert served[True] != served[False]  # the heavy second pass changed some answer
+        runs = rescoring == "true" or (rescoring is None and native == "bfloat16")
+        assert served[rescoring] == expected_answers(whisper_store, runs)
+    assert served["true"] != served["false"]  # the heavy second pass changed some answer
     assert (store / "asr-default" / "adapter_config.json").read_bytes() == on_disk
 
 
 @pytest.mark.anyio
 async def test_a_second_pass_without_its_checkpoints_tokenizer_fails_the_sets_load_with_the_reason(whisper_store,
                                                                                                  tmp_path) -> None:
-    """The tiny checkpoint ships no tokenizer: with rescoring on, asr-default cannot load, and says why, while the
-    other tasks serve."""
+    """The tiny checkpoint ships no tokenizer: with rescoring forced on, asr-default cannot load, and says why,
+    while the other tasks serve."""
     backbone_dir, store = whisper_store
-    settings = make_settings(backbone_dir, store, tmp_path, dtype="float32", asr_rescoring=True)
+    settings = make_settings(backbone_dir, store, tmp_path, dtype="float32", asr_rescoring="true")
     async with running_app(settings, wait_ready=False) as (_, client):
         reply = await client.post("/asr", files={"file": ("a.wav", CLIPS[0], "audio/wav")})
         assert reply.status_code == 500 and "ELP_ASR_RESCORING=false" in reply.text, reply.text
         emotion = await client.post("/emotion", files={"file": ("a.wav", CLIPS[0], "audio/wav")})
         assert emotion.status_code == 200, emotion.text
+
+
+@pytest.mark.anyio
+async def test_under_auto_a_missing_decoder_leaves_the_beams_best(whisper_store, tmp_path, monkeypatch,
+                                                                 caplog) -> None:
+    """auto is best effort: a backbone folder without the decoder's tokenizer serves the first pass, and says so."""
+    monkeypatch.setattr("elp.decoding.rescoring.native_dtype", lambda: "bfloat16")
+    backbone_dir, store = whisper_store
+    settings = make_settings(backbone_dir, store, tmp_path, dtype="float32")
+    with caplog.at_level(logging.WARNING, logger="elp.tasks.asr"):
+        async with running_app(settings) as (_, client):
+            replies = [await client.post("/asr", files={"file": ("a.wav", clip, "audio/wav")}) for clip in CLIPS]
+    assert [reply.json()["text"] for reply in replies] == expected_answers(whisper_store, False)
+    assert any("second pass off" in record.getMessage() for record in caplog.records)
