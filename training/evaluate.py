@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -104,8 +105,13 @@ def served_set(folder: str | Path, asr_rescoring: bool | str = False, rescoring_
     ``asr_rescoring`` / ``rescoring_dtype``: a decoder set times its words), so the figures and compute times are
     the served path's."""
     adapter_set = AdapterSet.load(folder)
+    carries_second_pass = adapter_set.config.rescoring is not None
     options = {"asr_rescoring": asr_rescoring, "rescoring_dtype": rescoring_dtype}
-    return adapter_set.task_spec.prepare_for_serving(adapter_set, options)
+    adapter_set = adapter_set.task_spec.prepare_for_serving(adapter_set, options)
+    if carries_second_pass:  # which ran depends on the setting and this CPU: say so beside the figures
+        ran = adapter_set.rescorer_dtype if adapter_set.config.rescoring is not None else "off"
+        print(f"{Path(folder).name}: second pass {ran} (--asr-rescoring {asr_rescoring})", file=sys.stderr)
+    return adapter_set
 
 
 def main(argv: list[str] | None = None) -> int:

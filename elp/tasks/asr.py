@@ -247,8 +247,10 @@ class AsrTask(TaskSpec):
         if dtype is None:
             adapter_set.config.rescoring = None
             adapter_set.rescorer_source = None
+            log.info("ASR second pass off (ELP_ASR_RESCORING=%s)", rescoring_mode(options))
         else:
             adapter_set.rescorer_dtype = dtype
+            log.info("ASR second pass on, its decoder in %s (ELP_ASR_RESCORING=%s)", dtype, rescoring_mode(options))
         adapter_set.refresh_post_processor()
 
     @functools.cached_property
