@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
-from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp import MultiAdapterModel, load_backbone
 from elp.tasks import get_task
 from training.data.manifest import filter_split, read_manifest
+from training.evaluate import add_rescoring_options, served_set
 from training.evaluation import predict_rows
 from training.metrics import cer, weighted_accuracy
 
@@ -64,9 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--corpus", default="data/corpus")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_rescoring_options(p)
     args = p.parse_args(argv)
     model = MultiAdapterModel(load_backbone(args.backbone, device=args.device))
-    model.add_adapter_set("set", AdapterSet.load(args.adapter))
+    model.add_adapter_set("set", served_set(args.adapter, args.asr_rescoring, args.rescoring_dtype))
     table = breakdown(model, "set", Path(args.corpus), args.split)
     for group, values in table.items():
         print(json.dumps({"group": group, **values}))

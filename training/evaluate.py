@@ -82,11 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "int8", "auto"],
                    help="the encoder as served: int8 / auto quantise it on CPUs (the server's ELP_DTYPE)")
-    p.add_argument("--asr-rescoring", nargs="?", const="true", default="auto", choices=["auto", "true", "false"],
-                   help="an ASR set's second pass where it has one, as the server's ELP_ASR_RESCORING (auto: where "
-                   "this CPU runs its decoder in bfloat16 natively); a bare --asr-rescoring is true")
-    p.add_argument("--rescoring-dtype", default=None, choices=["float32", "bfloat16"],
-                   help="the second pass' precision (default: bfloat16 where this CPU computes it natively)")
+    add_rescoring_options(p)
     suites = p.add_argument_group("held-out suites (training.suites)")
     suites.add_argument("--suite", choices=["near", "far", "human", "all"], action="append",
                         help="report near / far / human side by side (repeatable; 'all' = every suite)")
@@ -97,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     suites.add_argument("--baseline-trials", type=int, default=1000, help="trials per data set for the baselines")
     suites.add_argument("--markdown", default=None, help="also write the table here (default: --out with .md)")
     return p
+
+
+def add_rescoring_options(parser: argparse.ArgumentParser) -> None:
+    """``--asr-rescoring``, ``--rescoring-dtype``: an ASR set's second pass as the server runs it (``served_set``)."""
+    parser.add_argument("--asr-rescoring", nargs="?", const="true", default="auto", choices=["auto", "true", "false"],
+                        help="an ASR set's second pass where it has one, as the server's ELP_ASR_RESCORING (auto: "
+                        "where this CPU runs its decoder in bfloat16 natively); a bare --asr-rescoring is true")
+    parser.add_argument("--rescoring-dtype", default=None, choices=["float32", "bfloat16"],
+                        help="the second pass' precision (default: bfloat16 where this CPU computes it natively)")
 
 
 def served_set(folder: str | Path, asr_rescoring: bool | str = False, rescoring_dtype: str | None = None

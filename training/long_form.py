@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp import MultiAdapterModel, load_backbone
 from elp.long_form import LongFormSplitter, join_texts
 from elp.speech_activity import evaluation_gate, frame_levels_dbfs
 from elp.streaming import Endpointer, EndpointSettings
 from elp.tasks import get_task
 from training.data.manifest import ManifestRow, filter_split, read_manifest
 from training.dataset import SAMPLE_RATE, load_audio
+from training.evaluate import add_rescoring_options, served_set
 from training.evaluation import predict_waveforms
 from training.metrics import char_errors, word_errors
 
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--pause-probability", type=float, nargs="+", default=None)
     p.add_argument("--stream-end-pause", type=float, nargs="*", default=[],
                    help="also as live streams (elp.streaming.Endpointer), one row per end pause (seconds)")
+    add_rescoring_options(p)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="write the JSON here")
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     quantization = None if args.dtype == "float32" else args.dtype
     model = MultiAdapterModel(load_backbone(args.backbone, quantization=quantization)).eval()
     key = Path(args.adapter).name
-    model.add_adapter_set(key, AdapterSet.load(args.adapter))
+    model.add_adapter_set(key, served_set(args.adapter, args.asr_rescoring, args.rescoring_dtype))
     served = get_task("asr").long_form or LongFormSplitter()
     probabilities = args.pause_probability or [served.pause_probability]
     splitters = [dataclasses.replace(served, max_segment_s=longest, min_pause_s=pause, pause_margin_db=margin,
