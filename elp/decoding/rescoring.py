@@ -22,7 +22,6 @@ from types import SimpleNamespace
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
 from elp.decoding.beam import Hypothesis
 from elp.decoding.config import RescoringConfig
@@ -80,9 +79,12 @@ class DecoderRescorer:
         rows = sorted({node for nodes in predictors for node in nodes})
         row_of = {node: row for row, node in enumerate(rows)}
         logits = (hidden[torch.tensor(rows, device=device)] @ head.decoder.embed_tokens.weight.t()).float()
-        predicted = F.log_softmax(logits, dim=-1)
-        return [float(predicted[[row_of[node] for node in nodes], list(sequence[len(self.prompt):])].sum())
-                for nodes, sequence in zip(predictors, sequences, strict=True)]
+        normalisers = torch.logsumexp(logits, dim=-1)  # log_softmax's, without writing every token's value
+        scores = []
+        for nodes, sequence in zip(predictors, sequences, strict=True):
+            at = [row_of[node] for node in nodes]
+            scores.append(float((logits[at, list(sequence[len(self.prompt):])] - normalisers[at]).sum()))
+        return scores
 
     def best(self, frames: torch.Tensor, hypotheses: Sequence[Hypothesis], config: RescoringConfig) -> Hypothesis:
         """The rescored best of the first ``config.nbest`` ``hypotheses`` (best first from the search)."""

@@ -9,12 +9,15 @@ import logging
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.decoding import WordBigramLM
 from elp.decoding.config import RescoringConfig
 from elp.decoding.rescoring import DecoderRescorer
 from elp.testing import tiny_rescorer
+from server.__main__ import settings_from_args
+from server.settings import Settings
 from tests.server.helpers import build_store, make_settings, running_app, wav_bytes
 
 WORDS = ["on", "off", "the", "light", "door", "open", "a", "no", "one"]
@@ -106,3 +109,18 @@ async def test_under_auto_a_missing_decoder_leaves_the_beams_best(whisper_store,
             replies = [await client.post("/asr", files={"file": ("a.wav", clip, "audio/wav")}) for clip in CLIPS]
     assert [reply.json()["text"] for reply in replies] == expected_answers(whisper_store, False)
     assert any("second pass off" in record.getMessage() for record in caplog.records)
+
+
+def test_the_setting_reads_auto_true_false_and_the_booleans_it_was(monkeypatch) -> None:
+    """``auto`` by default; the boolean forms of the setting before ``auto`` (env and code) still mean true / false."""
+    monkeypatch.delenv("ELP_ASR_RESCORING", raising=False)
+    assert settings_from_args([]).asr_rescoring == "auto"
+    assert settings_from_args(["--asr-rescoring", "false"]).asr_rescoring == "false"
+    for value, mode in [("true", "true"), ("1", "true"), ("yes", "true"), ("False", "false"), ("0", "false"),
+                        ("AUTO", "auto")]:
+        monkeypatch.setenv("ELP_ASR_RESCORING", value)
+        assert settings_from_args([]).asr_rescoring == mode, value
+    monkeypatch.delenv("ELP_ASR_RESCORING")
+    assert Settings(asr_rescoring=True).asr_rescoring == "true"
+    with pytest.raises(ValidationError):
+        Settings(asr_rescoring="sometimes")
