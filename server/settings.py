@@ -265,12 +265,14 @@ class ServerSettings(BaseSettings):
     @field_validator("asr_rescoring", mode="before")
     @classmethod
     def _rescoring_mode(cls, value: object) -> object:
-        """Booleans (and 1 / 0, yes / no) as true / false: the setting was a boolean before auto."""
+        """Booleans (and 1 / 0, yes / no, on / off) as true / false: the setting was a boolean before auto."""
         if isinstance(value, bool):
             return "true" if value else "false"
-        if isinstance(value, str) and value.strip().lower() in {"1", "yes", "on", "0", "no", "off"}:
-            return "true" if value.strip().lower() in {"1", "yes", "on"} else "false"
-        return value.strip().lower() if isinstance(value, str) else value
+        if isinstance(value, str):
+            text = value.strip().lower()
+            aliases = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}
+            return aliases.get(text, text)
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -40,8 +40,8 @@ RESCORING_MODES = ("auto", "true", "false")
 
 def rescoring_mode(options: Mapping[str, Any]) -> str:
     """``options["asr_rescoring"]`` as one of ``RESCORING_MODES`` (library callers may pass a bool); absent: false."""
-    mode = options.get("asr_rescoring", "false")
-    mode = {True: "true", False: "false"}.get(mode, mode) if isinstance(mode, bool) else str(mode)
+    value = options.get("asr_rescoring", "false")
+    mode = ("true" if value else "false") if isinstance(value, bool) else str(value)
     if mode not in RESCORING_MODES:
         raise ConfigError(f"asr_rescoring must be one of {RESCORING_MODES}, not {mode!r}")
     return mode
@@ -231,7 +231,8 @@ class AsrTask(TaskSpec):
     def _prepare_second_pass(adapter_set: AdapterSet, options: Mapping[str, Any]) -> None:
         """Keep the set's second pass at the chosen precision, its decoder built now (a missing one fails the load,
         not a request), or drop it. Under ``auto`` a backbone folder without the decoder drops it with a warning."""
-        dtype = second_pass_dtype(options)
+        dtype, mode = second_pass_dtype(options), rescoring_mode(options)
+        reason = "no native bfloat16 on this CPU" if mode == "auto" else "the setting"
         source = options.get("backbone_source")
         if dtype is not None and source:
             from elp.decoding.rescoring import checkpoint_rescorer
@@ -240,17 +241,17 @@ class AsrTask(TaskSpec):
             try:
                 checkpoint_rescorer(source, dtype)
             except RescorerUnavailableError as exc:
-                if rescoring_mode(options) != "auto":
+                if mode != "auto":
                     raise
                 log.warning("ASR second pass off (ELP_ASR_RESCORING=auto): %s", exc)
-                dtype = None
+                dtype, reason = None, "no decoder in the backbone folder"
         if dtype is None:
             adapter_set.config.rescoring = None
             adapter_set.rescorer_source = None
-            log.info("ASR second pass off (ELP_ASR_RESCORING=%s)", rescoring_mode(options))
+            log.info("ASR second pass off (ELP_ASR_RESCORING=%s: %s)", mode, reason)
         else:
             adapter_set.rescorer_dtype = dtype
-            log.info("ASR second pass on, its decoder in %s (ELP_ASR_RESCORING=%s)", dtype, rescoring_mode(options))
+            log.info("ASR second pass on, its decoder in %s (ELP_ASR_RESCORING=%s)", dtype, mode)
         adapter_set.refresh_post_processor()
 
     @functools.cached_property
