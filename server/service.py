@@ -159,7 +159,8 @@ class InferenceService:
     def _prepared(self, adapter_set: Any) -> Any:
         """A loaded set as this deployment serves it (its task may apply settings: the ASR beam width)."""
         options = {"asr_beam_width": self.settings.asr_beam_width, "asr_rescoring": self.settings.asr_rescoring,
-                   "backbone_source": self.backbone.source if self.backbone is not None else None}
+                   "backbone_source": self.backbone.source if self.backbone is not None else None,
+                   "encoder_device": self.backbone.device.type if self.backbone is not None else "cpu"}
         return adapter_set.task_spec.prepare_for_serving(adapter_set, options)
 
     async def stop(self) -> None:

@@ -134,7 +134,8 @@ class ServerSettings(BaseSettings):
         "auto",
         description="ASR sets that carry a second pass (Whisper's decoder rescoring the beam's best transcripts: "
         "asr-default) run it: fewer word errors on real speech (README). auto: where this CPU computes it in "
-        "bfloat16 natively (AVX512-BF16 or AMX; ~60 ms more a clip, 1.6x on 1-10 s clips), off elsewhere; true: "
+        "bfloat16 natively (AVX512-BF16 or AMX; ~60 ms more a clip, 1.6x on 1-10 s clips) and the encoder is on the "
+        "CPU, off elsewhere; true: "
         "always (float32 without native bfloat16: about 2x); false: the beam's best",
     )
     post_workers: int = Field(

@@ -19,7 +19,7 @@ import torch
 from elp import MultiAdapterModel, load_backbone
 from elp.tasks import get_task
 from training.data.manifest import filter_split, read_manifest
-from training.evaluate import add_rescoring_options, served_set
+from training.evaluate import add_rescoring_options, served_set_from_args
 from training.evaluation import predict_rows
 from training.metrics import cer, weighted_accuracy
 
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     add_rescoring_options(p)
     args = p.parse_args(argv)
     model = MultiAdapterModel(load_backbone(args.backbone, device=args.device))
-    model.add_adapter_set("set", served_set(args.adapter, args.asr_rescoring, args.rescoring_dtype))
+    model.add_adapter_set("set", served_set_from_args(args.adapter, args))
     table = breakdown(model, "set", Path(args.corpus), args.split)
     for group, values in table.items():
         print(json.dumps({"group": group, **values}))

@@ -104,14 +104,19 @@ def add_rescoring_options(parser: argparse.ArgumentParser) -> None:
                         help="the second pass' precision (default: bfloat16 where this CPU computes it natively)")
 
 
-def served_set(folder: str | Path, asr_rescoring: bool | str = False, rescoring_dtype: str | None = None
-               ) -> AdapterSet:
+def served_set_from_args(folder: str | Path, args: argparse.Namespace) -> AdapterSet:
+    """``served_set`` under a tool's ``add_rescoring_options`` and ``--device``."""
+    return served_set(folder, args.asr_rescoring, args.rescoring_dtype, torch.device(args.device).type)
+
+
+def served_set(folder: str | Path, asr_rescoring: bool | str = False, rescoring_dtype: str | None = None,
+               encoder_device: str = "cpu") -> AdapterSet:
     """The set as the server prepares it (``TaskSpec.prepare_for_serving`` with the default settings but
-    ``asr_rescoring`` / ``rescoring_dtype``: a decoder set times its words), so the figures and compute times are
-    the served path's."""
+    ``asr_rescoring`` / ``rescoring_dtype``, beside an encoder on ``encoder_device``: a decoder set times its words), so
+    the figures and compute times are the served path's."""
     adapter_set = AdapterSet.load(folder)
     carries_second_pass = adapter_set.config.rescoring is not None
-    options = {"asr_rescoring": asr_rescoring, "rescoring_dtype": rescoring_dtype}
+    options = {"asr_rescoring": asr_rescoring, "rescoring_dtype": rescoring_dtype, "encoder_device": encoder_device}
     adapter_set = adapter_set.task_spec.prepare_for_serving(adapter_set, options)
     if carries_second_pass:  # which ran depends on the setting and this CPU: say so beside the figures
         ran = adapter_set.rescorer_dtype if adapter_set.config.rescoring is not None else "off"
@@ -128,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for folder in args.adapters:
         key = Path(folder).name
-        model.add_adapter_set(key, served_set(folder, args.asr_rescoring, args.rescoring_dtype))
+        model.add_adapter_set(key, served_set_from_args(folder, args))
         result = evaluate_adapter(model, key, Path(args.corpus), args.split, Path(args.plots), args.max_clips)
         print(json.dumps({k: v for k, v in result.items() if k != "_clip_errors"}), flush=True)
         results.append(result)
@@ -162,7 +167,7 @@ def run_suites(model: MultiAdapterModel, args: argparse.Namespace, argv: list[st
     records: list[dict] = []
     for folder in args.adapters:
         key = Path(folder).name
-        model.add_adapter_set(key, served_set(folder, args.asr_rescoring, args.rescoring_dtype))
+        model.add_adapter_set(key, served_set_from_args(folder, args))
         records += evaluate_on_suites(model, key, options)
         out.write_text(json.dumps({"command": command, "records": records}, indent=1))  # after each set
     table = markdown(records, command)

@@ -49,14 +49,17 @@ def rescoring_mode(options: Mapping[str, Any]) -> str:
 
 def second_pass_dtype(options: Mapping[str, Any]) -> str | None:
     """The precision a set's second pass runs in, or None when it does not run: ``true`` runs it, ``false`` does
-    not, ``auto`` runs it where its decoder computes in bfloat16 natively, the setting its cost was measured to fit
-    (the asr-default card; float32 there costs about twice a clip). The precision is ``options["rescoring_dtype"]``
-    when given (evaluation tools), else this machine's (``elp.decoding.rescoring.native_dtype``)."""
+    not, ``auto`` runs it where its decoder computes in bfloat16 natively and the encoder is on the CPU too, the
+    setting its cost was measured to fit (the asr-default card; float32 there costs about twice a clip; beside a GPU
+    encoder the pass, on the CPU, would cost many times the encoder and hold up the batch worker). The precision is
+    ``options["rescoring_dtype"]`` when given (evaluation tools), else this machine's
+    (``elp.decoding.rescoring.native_dtype``)."""
     from elp.decoding.rescoring import native_dtype
 
     mode = rescoring_mode(options)
     dtype = str(options.get("rescoring_dtype") or native_dtype())
-    return dtype if mode == "true" or (mode == "auto" and dtype == "bfloat16") else None
+    on_cpu = options.get("encoder_device", "cpu") == "cpu"
+    return dtype if mode == "true" or (mode == "auto" and dtype == "bfloat16" and on_cpu) else None
 
 
 class CTCTranscriber:
@@ -232,7 +235,8 @@ class AsrTask(TaskSpec):
         """Keep the set's second pass at the chosen precision, its decoder built now (a missing one fails the load,
         not a request), or drop it. Under ``auto`` a backbone folder without the decoder drops it with a warning."""
         dtype, mode = second_pass_dtype(options), rescoring_mode(options)
-        reason = "no native bfloat16 on this CPU" if mode == "auto" else "the setting"
+        reason = ("the setting" if mode != "auto" else "the encoder is on a GPU"
+                  if options.get("encoder_device", "cpu") != "cpu" else "no native bfloat16 on this CPU")
         source = options.get("backbone_source")
         if dtype is not None and source:
             from elp.decoding.rescoring import checkpoint_rescorer

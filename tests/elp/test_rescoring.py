@@ -195,6 +195,9 @@ def test_the_setting_runs_the_second_pass_where_its_precision_allows(monkeypatch
     """auto: only where this CPU computes the decoder in bfloat16 natively (the cost it was measured to fit)."""
     monkeypatch.setattr("elp.decoding.rescoring.native_dtype", lambda: native)
     assert second_pass_dtype({"asr_rescoring": mode, "rescoring_dtype": given}) == runs
+    # beside a GPU encoder auto leaves it off (its CPU cost was bounded against a CPU encoder); true still runs it
+    beside_gpu = second_pass_dtype({"asr_rescoring": mode, "rescoring_dtype": given, "encoder_device": "cuda"})
+    assert beside_gpu == (runs if mode in ("true", True) else None)
 
 
 def test_native_bfloat16_is_read_from_the_cpus_flags(tmp_path):
