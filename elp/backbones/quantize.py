@@ -82,24 +82,24 @@ def smoothing_factors(input_max: torch.Tensor, weight: torch.Tensor, alpha: floa
     return scale.clamp(1e-2, 1e2)
 
 
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
+    """The words of ``/proc/cpuinfo`` (its ``flags`` among them); empty where it cannot be read."""
+    try:
+        return set(cpuinfo.read_text().split())
+    except OSError:
+        return set()
+
+
 def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether fbgemm's int8 kernels accumulate in int32 here (AVX512-VNNI, AVX-VNNI or AMX); without
     VNNI they sum pairs in saturating int16, which is why PyTorch quantises activations to 7 bits."""
-    try:
-        flags = set(cpuinfo.read_text().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    return bool(cpu_flags(cpuinfo) & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): oneDNN's bf16 matmuls then read half
     the bytes of float32 at up to twice its throughput; elsewhere they are emulated and slower than float32."""
-    try:
-        flags = set(cpuinfo.read_text().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags(cpuinfo) & {"avx512_bf16", "amx_bf16"})
 
 
 class SmoothedInt8Linear(nn.Module):
