@@ -47,8 +47,8 @@ def rescoring_mode(options: Mapping[str, Any]) -> str:
     return mode
 
 
-def second_pass_dtype(options: Mapping[str, Any]) -> str | None:
-    """The precision a set's second pass runs in, or None when it does not run: ``true`` runs it, ``false`` does
+def second_pass(options: Mapping[str, Any]) -> tuple[str | None, str]:
+    """The precision a set's second pass runs in (None: it does not run) and why: ``true`` runs it, ``false`` does
     not, ``auto`` runs it where its decoder computes in bfloat16 natively and the encoder is on the CPU too, the
     setting its cost was measured to fit (the asr-default card; float32 there costs about twice a clip; beside a GPU
     encoder the pass, on the CPU, would cost many times the encoder and hold up the batch worker). The precision is
@@ -58,8 +58,13 @@ def second_pass_dtype(options: Mapping[str, Any]) -> str | None:
 
     mode = rescoring_mode(options)
     dtype = str(options.get("rescoring_dtype") or native_dtype())
-    on_cpu = options.get("encoder_device", "cpu") == "cpu"
-    return dtype if mode == "true" or (mode == "auto" and dtype == "bfloat16" and on_cpu) else None
+    if mode != "auto":
+        return (dtype if mode == "true" else None), "the setting"
+    if options.get("encoder_device", "cpu") != "cpu":
+        return None, "the encoder is on a GPU"
+    if dtype != "bfloat16":
+        return None, "no native bfloat16 on this CPU"
+    return dtype, "native bfloat16 on this CPU"
 
 
 class CTCTranscriber:
@@ -217,7 +222,7 @@ class AsrTask(TaskSpec):
         """``asr_beam_width`` (``ELP_ASR_BEAM_WIDTH``) in place of a set's own, for sets with an LM; 0 keeps
         the set's. The LM tensors and fusion weights stay: only the search's latency/accuracy trade moves.
         A decoder set that names alignment heads answers its words' times, as a CTC set does. A set's second pass
-        (``rescoring``) runs as ``asr_rescoring`` (``ELP_ASR_RESCORING``) says (``second_pass_dtype``), its decoder
+        (``rescoring``) runs as ``asr_rescoring`` (``ELP_ASR_RESCORING``) says (``second_pass``), its decoder
         built here when ``backbone_source`` names the checkpoint; otherwise its beam's best answers."""
         if adapter_set.config.decoder is not None and adapter_set.head.time_words(True):
             adapter_set.refresh_post_processor()
@@ -234,9 +239,7 @@ class AsrTask(TaskSpec):
     def _prepare_second_pass(adapter_set: AdapterSet, options: Mapping[str, Any]) -> None:
         """Keep the set's second pass at the chosen precision, its decoder built now (a missing one fails the load,
         not a request), or drop it. Under ``auto`` a backbone folder without the decoder drops it with a warning."""
-        dtype, mode = second_pass_dtype(options), rescoring_mode(options)
-        reason = ("the setting" if mode != "auto" else "the encoder is on a GPU"
-                  if options.get("encoder_device", "cpu") != "cpu" else "no native bfloat16 on this CPU")
+        (dtype, reason), mode = second_pass(options), rescoring_mode(options)
         source = options.get("backbone_source")
         if dtype is not None and source:
             from elp.decoding.rescoring import checkpoint_rescorer
@@ -255,7 +258,7 @@ class AsrTask(TaskSpec):
             log.info("ASR second pass off (ELP_ASR_RESCORING=%s: %s)", mode, reason)
         else:
             adapter_set.rescorer_dtype = dtype
-            log.info("ASR second pass on, its decoder in %s (ELP_ASR_RESCORING=%s)", dtype, mode)
+            log.info("ASR second pass on, its decoder in %s (ELP_ASR_RESCORING=%s: %s)", dtype, mode, reason)
         adapter_set.refresh_post_processor()
 
     @functools.cached_property

@@ -21,7 +21,7 @@ from elp.decoding.beam import Hypothesis
 from elp.decoding.config import RescoringConfig
 from elp.decoding.rescoring import DecoderRescorer, rescored_index
 from elp.errors import ConfigError
-from elp.tasks.asr import second_pass_dtype
+from elp.tasks.asr import second_pass
 from elp.testing import answers_alone, make_random_adapter_set, seeded_waveform, tiny_rescorer
 
 WORDS = ["on", "off", "the", "light", "door", "open", "a", "no", "one"]
@@ -194,9 +194,9 @@ def test_a_bfloat16_decoder_scores_within_a_rounding_of_float32(rescorer):
 def test_the_setting_runs_the_second_pass_where_its_precision_allows(monkeypatch, mode, native, given, runs):
     """auto: only where this CPU computes the decoder in bfloat16 natively (the cost it was measured to fit)."""
     monkeypatch.setattr("elp.decoding.rescoring.native_dtype", lambda: native)
-    assert second_pass_dtype({"asr_rescoring": mode, "rescoring_dtype": given}) == runs
+    assert second_pass({"asr_rescoring": mode, "rescoring_dtype": given})[0] == runs
     # beside a GPU encoder auto leaves it off (its CPU cost was bounded against a CPU encoder); true still runs it
-    beside_gpu = second_pass_dtype({"asr_rescoring": mode, "rescoring_dtype": given, "encoder_device": "cuda"})
+    beside_gpu = second_pass({"asr_rescoring": mode, "rescoring_dtype": given, "encoder_device": "cuda"})[0]
     assert beside_gpu == (runs if mode in ("true", True) else None)
 
 
