@@ -14,7 +14,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -195,10 +195,12 @@ def describe_snapshot(snapshot: AdapterSnapshot) -> AdapterEntry:
 
 
 def resolve_default_ids(store: AdapterStore, configured: dict[str, str],
-                        set_tasks: Mapping[str, str] | None = None) -> dict[str, str | None]:
-    """Per task of ``configured`` (task -> configured id): that id if the store has it for the task, else a set
-    marked ``"default": true``, else the task's only set, else None. ``set_tasks`` names the task whose sets
-    answer a task, when not its own (diarization: verification's)."""
+                        set_tasks: Mapping[str, str] | None = None,
+                        fallbacks: Mapping[str, Sequence[str]] | None = None) -> dict[str, str | None]:
+    """Per task of ``configured`` (task -> configured id): that id if the store has it for the task, else the
+    first of the task's ``fallbacks`` it has (the registry's default, then its fallback sets), else a set marked
+    ``"default": true``, else the task's only set, else None. ``set_tasks`` names the task whose sets answer a
+    task, when not its own (diarization: verification's)."""
     set_of = {task: (set_tasks or {}).get(task, task) for task in configured}
     by_task: dict[str, list[str]] = {task: [] for task in set_of.values()}
     marked: dict[str, list[str]] = {task: [] for task in set_of.values()}
@@ -215,8 +217,10 @@ def resolve_default_ids(store: AdapterStore, configured: dict[str, str],
     defaults: dict[str, str | None] = {}
     for task, adapter_id in configured.items():
         sets, marks = by_task[set_of[task]], marked[set_of[task]]
-        if adapter_id in sets:
-            defaults[task] = adapter_id
+        preferred = [adapter_id, *(fallbacks or {}).get(task, ())]
+        present = [candidate for candidate in preferred if candidate in sets]
+        if present:
+            defaults[task] = present[0]
         elif marks:
             defaults[task] = marks[0]
         else:

@@ -48,6 +48,8 @@ logger = logging.getLogger("server.service")
 SET_TASKS = MappingProxyType({spec.name: spec.set_task for spec in TASKS})
 #: the tasks whose default set is loaded, pinned and waited for at start (TaskSpec.default_at_start)
 STARTUP_TASKS = frozenset(spec.name for spec in TASKS if spec.default_at_start)
+#: per task, the sets that answer when the configured default is not in the store (registry order)
+DEFAULT_FALLBACKS = MappingProxyType({spec.name: (spec.default_adapter, *spec.fallback_adapters) for spec in TASKS})
 
 #: extra seconds a handler waits past the queue deadline for a batch that is already running
 RUNNING_GRACE_S = 60.0
@@ -217,9 +219,11 @@ class InferenceService:
 
     # -- defaults & readiness --------------------------------------------------------------------
     def resolve_defaults(self) -> dict[str, str | None]:
-        """Per task: the configured id if it exists, else a set marked ``"default": true``, else the
-        only set of that task, else none (requests then must name an adapter)."""
-        self._defaults = resolve_default_ids(self.store, self.settings.default_adapter_ids(), SET_TASKS)
+        """Per task: the configured id if it exists, else the registry's default or fallback sets, else a set
+        marked ``"default": true``, else the only set of that task, else none (requests then must name an
+        adapter)."""
+        self._defaults = resolve_default_ids(self.store, self.settings.default_adapter_ids(), SET_TASKS,
+                                             DEFAULT_FALLBACKS)
         return self._defaults
 
     def _startup_defaults(self) -> dict[str, str]:

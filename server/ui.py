@@ -12,7 +12,9 @@ endpoint: no new public API to keep stable, and the page and its description can
 Each entry (all read from the task's ``TaskSpec``):
 
 - ``name`` (adapter configs' ``task``), ``route`` (its endpoint), ``title`` (``heading``), ``summary``;
-- ``default_adapter``: the deployment's default set for the route (``ELP_DEFAULT_<ENDPOINT>_ADAPTER``);
+- ``default_adapter``: the set that answers the route when a request names none: the deployment's default
+  (``ELP_DEFAULT_<ENDPOINT>_ADAPTER``) as the server resolved it against the store (a fallback set where the one
+  named is missing), or the setting itself for a task the server did not resolve;
 - ``answer_fields``: the task's own answer fields in order; ``headline``: the one that states the result;
 - ``extra_clips``: ``[{name, description}]`` uploads besides ``file`` (verification's ``reference``);
 - ``enrolled_reference``: ``{field, instead_of, description}`` or null (an enrolled speaker may
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -62,15 +65,18 @@ _HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-
 TASKS_PLACEHOLDER = b"__ELP_TASKS__"
 
 
-def page_tasks(settings: Settings) -> list[dict[str, Any]]:
-    """The registered tasks as the page reads them (the module docstring lists the fields)."""
+def page_tasks(settings: Settings, resolved: Mapping[str, str | None] | None = None) -> list[dict[str, Any]]:
+    """The registered tasks as the page reads them (the module docstring lists the fields); ``resolved``: the
+    service's default set per task."""
+    resolved = resolved or {}
     return [{
         "name": spec.name,
         "set_task": spec.set_task,
         "route": spec.route,
         "title": spec.heading,
         "summary": spec.summary,
-        "default_adapter": getattr(settings, default_adapter_setting(spec.endpoint), spec.default_adapter),
+        "default_adapter": resolved.get(spec.name) or getattr(settings, default_adapter_setting(spec.endpoint),
+                                                              spec.default_adapter),
         "answer_fields": list(spec.answer_fields.model_fields),
         "headline": spec.headline,
         "extra_clips": [dataclasses.asdict(clip) for clip in spec.extra_clips],
@@ -99,7 +105,7 @@ def read_static(name: str) -> bytes:
 @router.get("/")
 async def ui_page(request: Request) -> Response:
     """The page (HTML), with the registered tasks' description filled in."""
-    described = script_safe_json(page_tasks(request.app.state.settings))
+    described = script_safe_json(page_tasks(request.app.state.settings, request.app.state.service.defaults))
     page = read_static("index.html").replace(TASKS_PLACEHOLDER, described)
     return Response(page, media_type="text/html; charset=utf-8", headers=_HEADERS)
 

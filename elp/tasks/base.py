@@ -175,6 +175,9 @@ class TaskSpec:
     description: str = ""
     #: OpenAPI description of the ``file`` upload
     file_description: str = ""
+    #: sets that answer, in this order, when the default named is not in the store (a default made at setup,
+    #: such as ``language-whisper``, falls back to the trained set that ships in git)
+    fallback_adapters: tuple[str, ...] = ()
     #: width of the head's hidden layer in a new set (0: a linear head)
     head_hidden_dim: int = 256
     supports_prosody: bool = True
@@ -229,7 +232,8 @@ class TaskSpec:
     #: no training, corpus manifest or evaluation of the training code, and no made-up sets in tests and benchmarks
     converted_only: bool = False
     #: its default set is loaded and pinned when the server starts (and /readyz waits for it); False: loaded on first
-    #: use like any other set (translation: a ~200 MB decoder that most deployments never call)
+    #: use like any other set (translation, language: decoders of ~200 and ~100 MB that many deployments never
+    #: call)
     default_at_start: bool = True
 
     def __post_init__(self) -> None:

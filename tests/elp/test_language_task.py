@@ -23,7 +23,8 @@ def whisper(tmp_path_factory: pytest.TempPathFactory):
 def test_language_is_registered_with_its_route_and_default() -> None:
     spec = get_task("language")
     assert task_for_endpoint("language") is spec
-    assert (spec.route, spec.default_adapter, spec.headline_metric) == ("/language", "language-default", "accuracy")
+    assert (spec.route, spec.default_adapter, spec.headline_metric) == ("/language", "language-whisper", "accuracy")
+    assert spec.fallback_adapters == ("language-default",)
 
 
 def test_a_tiny_language_set_answers_a_label_and_scores(whisper, tmp_path: Path) -> None:

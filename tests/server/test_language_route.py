@@ -39,3 +39,32 @@ async def test_language_route_and_client_method(tiny_store, store_copy, tmp_path
         async with AsyncELPClient("http://elp.test", transport=transport) as typed:
             answer = await typed.language(CLIP)
             assert answer.label == body["label"] and answer.scores == pytest.approx(body["scores"], abs=1e-5)
+
+
+async def test_language_whisper_is_the_default_where_the_store_has_it(tiny_store, store_copy, tmp_path) -> None:
+    """The registry names ``language-whisper`` (made at setup) first and ``language-default`` (in git) after it:
+    a store without the first answers with the second even beside another language set, which alone would
+    leave the task without a default; once the setup's set is there, it answers."""
+    backbone, _ = tiny_store
+    whisper = load_backbone(str(backbone))
+    for seed, name in ((9, "language-default"), (10, "language-alt")):
+        make_random_adapter_set(whisper, "language", method="l", labels=LANGUAGES, seed=seed).save(store_copy / name)
+    files = {"file": ("clip.wav", CLIP, "audio/wav")}
+    async with running_app(make_settings(backbone, store_copy, tmp_path)) as (_, client):
+        answer = await client.post("/language", files=files)
+        assert answer.status_code == 200 and answer.json()["adapter"].startswith("language-default@"), answer.text
+    make_random_adapter_set(whisper, "language", method="l", labels=LANGUAGES, seed=11).save(
+        store_copy / "language-whisper")
+    async with running_app(make_settings(backbone, store_copy, tmp_path)) as (app, client):
+        service = app.state.service
+        await service.warmed()  # ready without it: a decoder set many deployments never call loads on first use
+        assert service.cache.resident("language-whisper") is None
+        answer = await client.post("/language", files=files)
+        assert answer.status_code == 200 and answer.json()["adapter"].startswith("language-whisper@"), answer.text
+        assert service.cache.resident("language-whisper") is not None
+        listing = {row["id"]: row for row in (await client.get("/adapters")).json()}
+        assert listing["language-whisper"]["default"] and not listing["language-default"]["default"]
+    faster = make_settings(backbone, store_copy, tmp_path, default_language_adapter="language-default")
+    async with running_app(faster) as (_, client):  # a deployment that wants the faster set says so
+        answer = await client.post("/language", files=files)
+        assert answer.json()["adapter"].startswith("language-default@"), answer.text

@@ -87,7 +87,8 @@ def registered(spec: ClassifierTask) -> Iterator[None]:
 
 
 async def test_the_page_describes_the_registered_tasks_a_new_one_included(tiny_store, tmp_path) -> None:
-    settings = make_settings(*tiny_store, tmp_path, default_emotion_adapter="emotion-other")
+    settings = make_settings(*tiny_store, tmp_path, default_emotion_adapter="emotion-alt",
+                             default_intent_adapter="intent-missing")
     async with running_app(settings) as (_, client):
         with registered(TONE):  # after startup: the settings and the service know only the shipped tasks
             page = (await client.get("/")).text
@@ -106,7 +107,9 @@ async def test_the_page_describes_the_registered_tasks_a_new_one_included(tiny_s
         assert entry["stream"] == spec.streams and entry["partials"] == spec.partial_answers
         assert entry["enrolled_gallery"] is spec.enrolled_gallery
     by_name = {entry["name"]: entry for entry in described}
-    assert by_name["emotion"]["default_adapter"] == "emotion-other"  # the deployment's default, not the registry's
+    assert by_name["emotion"]["default_adapter"] == "emotion-alt"  # the deployment's default, not the registry's
+    # the set that answers: the deployment's intent default is not in this store, so the registry's answers
+    assert by_name["intent"]["default_adapter"] == "intent-default"
     assert by_name["tone"]["default_adapter"] == "tone-default"  # no setting for a task registered after startup
     assert by_name["tone"]["title"] == "Voice tone" and by_name["tone"]["headline"] == "label"
     assert by_name["tone"]["extra_clips"] == [{"name": "example", "description": "a clip of the other tone"}]
