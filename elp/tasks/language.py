@@ -14,5 +14,5 @@ LANGUAGE = ClassifierTask(
     class_noun="language",
     example_labels=("en", "es", "fr"),
     supports_decoder=True,  # a Whisper decoder scores its language tokens (elp.convert.whisper_decoder_set --labels)
-    default_at_start=False,  # language-whisper holds a ~100 MB decoder (~250 MB resident): paid by those who call
+    default_at_start=False,  # language-whisper holds a ~100 MB decoder (~190 MB resident): paid by those who call
 )

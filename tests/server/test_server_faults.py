@@ -138,6 +138,38 @@ async def test_lru_bounded_in_bytes_keeps_pinned_defaults(tiny_store, tmp_path) 
         assert metric(app, "elp_resident_adapters") == 4
 
 
+async def test_each_load_hands_the_freed_parse_buffers_back(tiny_store, tmp_path, monkeypatch) -> None:
+    """A load frees the bytes read and the parsed copy (2-3x the set's tensors); the cache returns them to the OS
+    after every load (glibc's malloc_trim), which nothing else would."""
+    import server.adapters
+
+    trims = []
+    monkeypatch.setattr(server.adapters, "return_freed_memory", lambda: trims.append(1))
+    settings = make_settings(*tiny_store, tmp_path)
+    async with running_app(settings) as (app, client):
+        loads = app.state.service.cache.loads
+        assert loads >= 4 and len(trims) == loads  # the defaults at start
+        assert (await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-alt"})).status_code == 200
+        assert len(trims) == loads + 1
+
+
+def test_returning_freed_memory_is_a_no_op_without_glibc(monkeypatch) -> None:
+    import ctypes
+
+    import server.adapters
+
+    def no_glibc(name: str) -> None:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    server.adapters._malloc_trim.cache_clear()
+    monkeypatch.setattr(ctypes, "CDLL", no_glibc)
+    try:
+        server.adapters.return_freed_memory()  # nothing to call, nothing raised
+        assert server.adapters._malloc_trim() is None
+    finally:
+        server.adapters._malloc_trim.cache_clear()
+
+
 async def test_admin_unload_of_a_default_makes_it_unready_until_reloaded(settings) -> None:
     async with running_app(settings) as (_, client):
         assert (await client.delete("/adapters/emotion-default/resident")).status_code == 200
