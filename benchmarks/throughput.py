@@ -15,14 +15,17 @@ p95 against concurrency, and the load average at the start and end (the machine 
   (``--batch-policy``; ``length`` is the default).
 * ``elp_int8``: the same server with the int8 encoder (``--dtype int8``, CPU).
 * ``elp_gathered``: the same server with gathered E-adapter routing (``--adapter-routing gathered``).
+* ``elp_shipped``: the same server on the shipped sets (``adapters_store``) instead of random ones: what a user's
+  default server does, with the ASR second pass where ``auto`` runs it, verification's converted voice networks and
+  intent's text branch (needs ``--backbone whisper-base``, the embedded checkpoint they were trained on).
 * ``per_task``: four ``python -m server`` processes, one per task, each with its *own* backbone copy
   (same architecture, weights perturbed by N(0, 1e-3): how a per-task fully fine-tuned model is
   emulated) and only that task's set. Requests are routed to the process of their task.
 * ``naive``: ``benchmarks/baselines/naive_hf_app.py``: the plain ``transformers`` encoder called per
   request without batching (for Whisper: 30 s padded input, as ``WhisperEncoder`` requires).
 
-Adapter sets are random (``elp.testing.make_random_adapter_set``): answers are meaningless but the
-compute is real. Peak RSS is summed over each system's process trees (psutil).
+Adapter sets are random (``elp.testing.make_random_adapter_set``) but in ``elp_shipped``: answers are meaningless but
+the compute is real. Peak RSS is summed over each system's process trees (psutil).
 
     python -m benchmarks.throughput --quick [--backbone wavlm-base-plus] [--device cuda]
 """
@@ -40,6 +43,7 @@ from typing import Any
 from benchmarks.common import (
     DEFAULT_IDS,
     MIB,
+    REPO_ROOT,
     RESULTS_DIR,
     add_common_args,
     backbone_label,
@@ -60,7 +64,9 @@ from benchmarks.process_tree import PeakRssSampler
 from benchmarks.stats import load_note, machine_load, median_rows, plot_points, ratio_table, round_robin
 from elp.tasks import set_tasks
 
-SYSTEMS = ("elp", "elp_1w", "elp_2w", "elp_cost", "elp_length", "elp_int8", "elp_gathered", "per_task", "naive")
+SYSTEMS = ("elp", "elp_1w", "elp_2w", "elp_cost", "elp_length", "elp_int8", "elp_gathered", "elp_shipped", "per_task",
+           "naive")
+SHIPPED_STORE = REPO_ROOT / "adapters_store"
 #: extra server flags per ELP system: ``elp_1w`` / ``elp_2w`` one / two batch workers over the one model,
 #: ``elp_cost`` / ``elp_length`` either batch policy (``length`` is the default), ``elp_int8`` the int8 encoder (CPU),
 #: ``elp_gathered`` the gathered E-adapter routing
@@ -100,6 +106,13 @@ def system_commands(system: str, backbone: Path, workdir: Path, device: str, ext
                     ) -> tuple[list[tuple[list[str], dict[str, str], int]], dict[str, int]]:
     """(process commands, task -> port) for one system."""
     variants = variants or {}
+    if system == "elp_shipped":
+        if backbone.resolve() != prepare_backbone("whisper-base", workdir).resolve():
+            raise SystemExit("elp_shipped serves the shipped sets: run it with --backbone whisper-base")
+        port = free_port()
+        speakers = ["--speakers-dir", str(workdir / f"speakers-shipped-{port}")]  # not beside the repo's store
+        return [(server_command(backbone, SHIPPED_STORE, port, device, *extra_server_args, *speakers), {}, port)], \
+            dict.fromkeys(TASKS, port)
     if system in SYSTEM_SERVER_ARGS or system in variants:
         flags, env = variants.get(system, (SYSTEM_SERVER_ARGS.get(system, []), {}))
         store = build_random_store(backbone, workdir / "store-elp", default_sets())

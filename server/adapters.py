@@ -283,9 +283,15 @@ class AdapterCache:
     def _unregister(self, entry: ResidentAdapter) -> None:
         if entry in self._stale:
             self._stale.remove(entry)
-        self._run_on_model(lambda model: model.remove_adapter_set(entry.model_key))
+        removed = self._run_on_model(lambda model: model.remove_adapter_set(entry.model_key))
+        removed.add_done_callback(lambda _: self._after_unload())
         self._metrics.adapter_evictions.inc()
         self._update_gauges()
+
+    def _after_unload(self) -> None:
+        """The removed set's tensors are free: hand them back to the OS, off the model thread."""
+        with contextlib.suppress(RuntimeError):  # the pool is shut down: the process is ending
+            self._executor.submit(return_freed_memory)
 
     def _evict_to_budget(self) -> None:
         """Drop least recently used, unpinned, unleased sets until the resident bytes fit the budget."""

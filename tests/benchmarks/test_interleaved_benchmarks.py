@@ -172,3 +172,18 @@ def test_set_latency_times_every_system_on_every_clip_each_round_in_rotating_ord
     assert [row["system"] for row in result["rows"]] == ["a", "b", "c"] and len(result["rounds"]) == 3
     assert all(row["ms_min"] <= row["ms_per_clip"] <= row["ms_max"] for row in result["rows"])
     assert "3 corpus clips of 1.0-3.0 s, 3 interleaved rounds" in result["title"]
+
+
+def test_the_shipped_system_serves_the_repos_store_on_the_embedded_backbone_only(tiny_store, tmp_path) -> None:
+    """``elp_shipped`` is the user's default server: the shipped sets need the checkpoint they were trained on, and
+    its enrolments go to the run's folder, never beside the repository's store."""
+    from benchmarks.common import prepare_backbone
+
+    with pytest.raises(SystemExit, match="--backbone whisper-base"):
+        throughput.system_commands("elp_shipped", tiny_store[0], tmp_path, "cpu", [])
+    embedded = prepare_backbone("whisper-base", tmp_path)
+    [(argv, _, port)], ports = throughput.system_commands("elp_shipped", embedded, tmp_path, "cpu", [])
+    assert argv[argv.index("--adapters-dir") + 1] == str(throughput.SHIPPED_STORE)
+    speakers = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--speakers-dir"]
+    assert speakers[-1] == str(tmp_path / f"speakers-shipped-{port}")  # the last one given is the one used
+    assert set(ports.values()) == {port}

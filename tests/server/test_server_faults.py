@@ -139,18 +139,29 @@ async def test_lru_bounded_in_bytes_keeps_pinned_defaults(tiny_store, tmp_path) 
 
 
 async def test_each_load_hands_the_freed_parse_buffers_back(tiny_store, tmp_path, monkeypatch) -> None:
-    """A load frees the bytes read and the parsed copy (2-3x the set's tensors); the cache returns them to the OS
-    after every load (glibc's malloc_trim), which nothing else would."""
+    """A load frees the bytes read and the parsed copy (2-3x the set's tensors), an unload the set's tensors; the
+    cache returns them to the OS after each (glibc's malloc_trim), which nothing else would."""
+    import threading
+
     import server.adapters
 
-    trims = []
-    monkeypatch.setattr(server.adapters, "return_freed_memory", lambda: trims.append(1))
-    settings = make_settings(*tiny_store, tmp_path)
+    trims, trimmed = [], threading.Event()
+
+    def trim() -> None:
+        trims.append(1)
+        trimmed.set()
+
+    monkeypatch.setattr(server.adapters, "return_freed_memory", trim)
+    settings = make_settings(*tiny_store, tmp_path, insecure_open_admin=True)
     async with running_app(settings) as (app, client):
         loads = app.state.service.cache.loads
         assert loads >= 4 and len(trims) == loads  # the defaults at start
         assert (await client.post("/emotion", files=clip_files(), data={"adapter": "emotion-alt"})).status_code == 200
         assert len(trims) == loads + 1
+        trimmed.clear()
+        assert (await client.delete("/adapters/emotion-alt/resident")).status_code == 200
+        assert await asyncio.to_thread(trimmed.wait, 30)  # and after the unloaded set's tensors are freed
+        assert len(trims) == loads + 2
 
 
 def test_returning_freed_memory_is_a_no_op_without_glibc(monkeypatch) -> None:
