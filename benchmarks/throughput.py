@@ -17,7 +17,8 @@ p95 against concurrency, and the load average at the start and end (the machine 
 * ``elp_gathered``: the same server with gathered E-adapter routing (``--adapter-routing gathered``).
 * ``elp_shipped``: the same server on the shipped sets (``adapters_store``) instead of random ones: what a user's
   default server does, with the ASR second pass where ``auto`` runs it, verification's converted voice networks and
-  intent's text branch (needs ``--backbone whisper-base``, the embedded checkpoint they were trained on).
+  intent's text branch (needs ``--backbone whisper-base``, the embedded checkpoint they were trained on); a
+  ``--variant`` named ``elp_shipped_*`` serves them too.
 * ``per_task``: four ``python -m server`` processes, one per task, each with its *own* backbone copy
   (same architecture, weights perturbed by N(0, 1e-3): how a per-task fully fine-tuned model is
   emulated) and only that task's set. Requests are routed to the process of their task.
@@ -106,13 +107,14 @@ def system_commands(system: str, backbone: Path, workdir: Path, device: str, ext
                     ) -> tuple[list[tuple[list[str], dict[str, str], int]], dict[str, int]]:
     """(process commands, task -> port) for one system."""
     variants = variants or {}
-    if system == "elp_shipped":
+    if system.startswith("elp_shipped"):  # a variant named elp_shipped_* serves the shipped sets too
         if backbone.resolve() != prepare_backbone("whisper-base", workdir).resolve():
             raise SystemExit("elp_shipped serves the shipped sets: run it with --backbone whisper-base")
+        flags, env = variants.get(system, ([], {}))
         port = free_port()
         speakers = ["--speakers-dir", str(workdir / f"speakers-shipped-{port}")]  # not beside the repo's store
-        return [(server_command(backbone, SHIPPED_STORE, port, device, *extra_server_args, *speakers), {}, port)], \
-            dict.fromkeys(TASKS, port)
+        argv = server_command(backbone, SHIPPED_STORE, port, device, *flags, *extra_server_args, *speakers)
+        return [(argv, env, port)], dict.fromkeys(TASKS, port)
     if system in SYSTEM_SERVER_ARGS or system in variants:
         flags, env = variants.get(system, (SYSTEM_SERVER_ARGS.get(system, []), {}))
         store = build_random_store(backbone, workdir / "store-elp", default_sets())

@@ -187,3 +187,7 @@ def test_the_shipped_system_serves_the_repos_store_on_the_embedded_backbone_only
     speakers = [argv[i + 1] for i, flag in enumerate(argv) if flag == "--speakers-dir"]
     assert speakers[-1] == str(tmp_path / f"speakers-shipped-{port}")  # the last one given is the one used
     assert set(ports.values()) == {port}
+    variants = throughput.parse_variants(["elp_shipped_arena=MALLOC_ARENA_MAX=2 --torch-threads 1"])
+    [(argv, env, _)], _ = throughput.system_commands("elp_shipped_arena", embedded, tmp_path, "cpu", [], variants)
+    assert env == {"MALLOC_ARENA_MAX": "2"} and "--torch-threads" in argv
+    assert argv[argv.index("--adapters-dir") + 1] == str(throughput.SHIPPED_STORE)
