@@ -283,9 +283,12 @@ def stand_in_audio() -> bool:
     return not any(corpus_rows(task) for task in set_task_names())
 
 
-def server_command(backbone: Path, store: Path, port: int, device: str = "cpu", *extra: str) -> list[str]:
+def server_command(backbone: Path, store: Path, port: int, device: str = "cpu", *extra: str,
+                   speakers_dir: Path | None = None) -> list[str]:
+    """A benchmark server's command line; its enrolments go to ``speakers_dir`` (default: beside the store)."""
+    speakers = speakers_dir or store.parent / f"speakers-{port}"
     return [sys.executable, "-m", "server", "--backbone", str(backbone), "--adapters-dir", str(store),
-            "--speakers-dir", str(store.parent / f"speakers-{port}"), "--port", str(port), "--device", device,
+            "--speakers-dir", str(speakers), "--port", str(port), "--device", device,
             "--log-level", "warning", "--api-key", BENCHMARK_API_KEY,
             *(STAND_IN_FLAGS if stand_in_audio() else ()), *extra]
 

@@ -112,8 +112,8 @@ def system_commands(system: str, backbone: Path, workdir: Path, device: str, ext
             raise SystemExit("elp_shipped serves the shipped sets: run it with --backbone whisper-base")
         flags, env = variants.get(system, ([], {}))
         port = free_port()
-        speakers = ["--speakers-dir", str(workdir / f"speakers-shipped-{port}")]  # not beside the repo's store
-        argv = server_command(backbone, SHIPPED_STORE, port, device, *flags, *extra_server_args, *speakers)
+        argv = server_command(backbone, SHIPPED_STORE, port, device, *flags, *extra_server_args,
+                              speakers_dir=workdir / f"speakers-shipped-{port}")  # not beside the repo's store
         return [(argv, env, port)], dict.fromkeys(TASKS, port)
     if system in SYSTEM_SERVER_ARGS or system in variants:
         flags, env = variants.get(system, (SYSTEM_SERVER_ARGS.get(system, []), {}))
