@@ -33,10 +33,17 @@ MAX_LOOP_SPAN = 8  # longest token span ``stop_repeats`` looks for
 EXACT_CHANNELS = 32
 
 
-def _whisper_decoder(config: DecoderConfig, d_model: int) -> nn.Module:
+def _whisper_decoder(config: DecoderConfig, d_model: int, initialise: bool = True) -> nn.Module:
+    """transformers' decoder; ``initialise=False`` leaves its weights uninitialised for a caller that loads them
+    all (it has no buffers: every value is a parameter of the saved set)."""
     from transformers import WhisperConfig
     from transformers.models.whisper.modeling_whisper import WhisperDecoder
 
+    if not initialise:
+        with torch.device("meta"):
+            decoder = _whisper_decoder(config, d_model)
+        if next(decoder.buffers(), None) is None:  # a buffer would not be among the loaded weights
+            return decoder.to_empty(device="cpu")
     return WhisperDecoder(WhisperConfig(
         d_model=d_model, decoder_layers=config.layers, decoder_attention_heads=config.heads,
         decoder_ffn_dim=config.ffn_dim, vocab_size=config.vocab_size,
@@ -56,10 +63,10 @@ class WhisperDecoderHead(nn.Module):
     uses_prosody = False
     reads_clip_frames = True  # the model passes each row's frames before the trailing zeros (word times)
 
-    def __init__(self, config: DecoderConfig, d_model: int) -> None:
+    def __init__(self, config: DecoderConfig, d_model: int, initialise: bool = True) -> None:
         super().__init__()
         self.config = config
-        self.decoder = _whisper_decoder(config, d_model)
+        self.decoder = _whisper_decoder(config, d_model, initialise)
         self.register_buffer("silence", torch.zeros(config.source_positions, d_model))
         self.register_buffer("token_table", torch.zeros(config.token_table_bytes, dtype=torch.uint8))
         self.heads = config.heads

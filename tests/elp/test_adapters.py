@@ -3,6 +3,7 @@ and a mixed batch gives every row what it gets alone (the contract of the core).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 
@@ -220,6 +221,19 @@ def test_damaged_weights_are_refused(saved_set, damage):
     else:
         weights.write_bytes(b"PK\x03\x04 not a safetensors file")
     with pytest.raises(AdapterFormatError):
+        AdapterSet.load(saved_set)
+
+
+@pytest.mark.parametrize("variant", ["wavlm-postln"])
+def test_malformed_weights_with_a_matching_hash_are_refused(saved_set):
+    """The sha256 proves only that the config names this file: a crafted pair is refused by the parser."""
+    weights = (saved_set / "adapter_model.safetensors").read_bytes() + bytes(4)  # bytes no tensor covers
+    config_path = saved_set / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["weights_sha256"] = hashlib.sha256(weights).hexdigest()
+    config_path.write_text(json.dumps(config))
+    (saved_set / "adapter_model.safetensors").write_bytes(weights)
+    with pytest.raises(AdapterFormatError, match="not a readable safetensors"):
         AdapterSet.load(saved_set)
 
 

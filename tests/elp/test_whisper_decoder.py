@@ -86,6 +86,21 @@ def test_served_rows_match_alone_in_a_mixed_batch_and_after_a_round_trip(decoder
     assert mixed[0].text  # the tiny random decoder spells some of its made-up tokens
 
 
+def test_a_loaded_decoder_set_is_the_saved_one_without_a_random_initialisation(decoder_set, tmp_path, monkeypatch):
+    """``from_bytes`` builds the decoder uninitialised (the load sets every value): nothing of a random
+    initialisation runs, and every tensor is the saved one, bit for bit."""
+    decoder_set.save(tmp_path / "set")
+    initialised = []
+    monkeypatch.setattr(torch.nn.init, "normal_", lambda tensor, *a, **k: initialised.append(tensor) or tensor)
+    loaded = AdapterSet.load(tmp_path / "set")
+    assert not [t for t in initialised if not t.is_meta]
+    saved = decoder_set.state_dict()
+    assert saved.keys() == loaded.state_dict().keys()
+    for name, tensor in loaded.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    assert AdapterSet(decoder_set.config).head.decoder.embed_tokens.weight.std() > 0  # built to train: initialised
+
+
 def test_decoder_rows_hear_the_clip_then_trailing_zeros(decoder_set, whisper_backbone):
     """What the head reads is the plain encoder's output on the clip + trailing_silence_s of zeros."""
     model = MultiAdapterModel(whisper_backbone)
