@@ -77,7 +77,7 @@ def assemble(task: str, backbone: Backbone, decoder: DecoderConfig, state: dict[
     config = AdapterSetConfig(task=task, backbone=backbone.identity.to_dict(), method="none",
                               weighted_sum_layers=[backbone.num_layers], decoder=decoder, labels=labels,
                               description=description)
-    adapter_set = AdapterSet(config)
+    adapter_set = AdapterSet(config, initialise=False)  # the decoder's values are all in ``state``
     head = adapter_set.head
     assert isinstance(head, WhisperDecoderHead)
     head.decoder.load_state_dict(state, assign=True)  # the given tensors themselves: no second copy
