@@ -3,10 +3,13 @@ the dashboard only queries metrics the server exports, and the image's entry com
 
 from __future__ import annotations
 
+import glob
 import json
+import os
 import re
 import shlex
 import shutil
+from pathlib import Path
 
 import httpx
 import pytest
@@ -135,3 +138,38 @@ def test_image_entry_command_starts_the_server(tiny_store, tmp_path) -> None:
            "ELP_ADAPTERS_DIR": str(tiny_store[1]), "ELP_SPEAKERS_DIR": str(tmp_path / "speakers")}
     with server_process(command, env=env, port=port):
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200, shlex.join(command)
+
+
+JEMALLOC_LINK = "/usr/local/lib/libjemalloc.so.2"
+
+
+def test_jemalloc_is_installed_but_not_preloaded_and_the_compose_file_names_its_path() -> None:
+    """The opt-in allocator: the image links it at one path on every base, compose names that path, nothing
+    preloads it by default (it failed the rule for a default: benchmarks/README.md, "jemalloc")."""
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert re.search(r"apt-get install[^\n]*\blibjemalloc2\b", dockerfile)
+    assert f"-name libjemalloc.so.2 -print -quit)\" {JEMALLOC_LINK}" in dockerfile
+    assert not re.search(r"^ENV[^\n]*LD_PRELOAD", dockerfile, re.M)
+    assert "LD_PRELOAD" not in compose()["services"]["elp-server"]["environment"]
+    assert f"# LD_PRELOAD: {JEMALLOC_LINK}" in COMPOSE.read_text()
+
+
+def _jemalloc_here() -> str | None:
+    found = [os.environ.get("ELP_TEST_JEMALLOC", ""), JEMALLOC_LINK, *glob.glob("/usr/lib/*/libjemalloc.so.2")]
+    return next((path for path in found if path and os.path.exists(path)), None)
+
+
+@pytest.mark.slow  # a real server process
+@pytest.mark.integration
+@pytest.mark.skipif(_jemalloc_here() is None, reason="no libjemalloc.so.2 here (apt: libjemalloc2)")
+def test_the_entry_command_serves_with_jemalloc_preloaded(tiny_store, tmp_path) -> None:
+    command = _dockerfile_command()
+    if shutil.which("elp-server") is None:
+        command = ["python", "-m", "server", *command[1:]]
+    port = free_port()
+    env = {"ELP_HOST": "127.0.0.1", "ELP_PORT": str(port), "ELP_BACKBONE": str(tiny_store[0]),
+           "ELP_ADAPTERS_DIR": str(tiny_store[1]), "ELP_SPEAKERS_DIR": str(tmp_path / "speakers"),
+           "LD_PRELOAD": _jemalloc_here(), "MALLOC_CONF": "background_thread:true"}
+    with server_process(command, env=env, port=port) as process:
+        assert "libjemalloc" in Path(f"/proc/{process.pid}/maps").read_text()
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
