@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import functools
 import logging
 import time
 from collections import OrderedDict
@@ -27,6 +25,7 @@ from typing import Any
 from elp.adapter_files import CONFIG_NAME, WEIGHTS_NAME
 from server.adapter_store import AdapterSnapshot, AdapterStore, FileSignature, validate_adapter_id
 from server.errors import AdapterNotFoundError, InternalError
+from server.memory import return_freed_memory
 from server.metrics import ServerMetrics
 
 __all__ = ["AdapterCache", "AdapterLease", "ResidentAdapter"]
@@ -320,23 +319,6 @@ class AdapterCache:
     def _update_gauges(self) -> None:
         self._metrics.resident_adapters.set(len(self._current) + len(self._stale))
         self._metrics.resident_adapter_bytes.set(self.resident_bytes)
-
-
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to call
-        return None
-
-
-def return_freed_memory() -> None:
-    """Hand the heap's free pages back to the OS (glibc's ``malloc_trim``; elsewhere nothing). A set's load frees the
-    bytes read and the parsed copy, 2-3x its tensors, and glibc otherwise keeps much of that resident: a 100 MB
-    decoder set left the process ~155 MB larger, ~105 MB after a trim (``language-whisper``, this server's CPU)."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
 
 
 def _load_error(adapter_id: str, exc: Exception) -> InternalError:

@@ -100,6 +100,7 @@ class BatchWorker:
         # running average of model time per row (per worker thread): the admission estimate's unit
         self._row_seconds_ema = _ROW_SECONDS_PRIOR
         self.batches_run = 0
+        self._last_batch_end = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> None:
@@ -195,6 +196,13 @@ class BatchWorker:
             self._cond.notify_all()
         return future
 
+    def idle_for(self, now: float) -> float:
+        """Seconds since the last batch ended, with nothing queued or running since (0 while busy)."""
+        with self._cond:
+            if self._jobs or self._running_batches or self._controls or self._controls_running:
+                return 0.0
+            return max(0.0, now - self._last_batch_end)
+
     def _wait_locked(self, extra_rows: int) -> float:
         rows_ahead = sum(job.rows for job in self._jobs) + self._running_rows
         return (rows_ahead + extra_rows) * self._row_seconds_ema
@@ -231,6 +239,7 @@ class BatchWorker:
                     with self._cond:
                         self._running_batches -= 1
                         self._running_rows -= sum(job.rows for job in batch)
+                        self._last_batch_end = time.monotonic()
                         self._cond.notify_all()
 
     def _next_batch(self) -> list[InferenceJob] | None:

@@ -52,6 +52,7 @@ EXPORTED_METRIC_NAMES: tuple[str, ...] = (
     "elp_queue_depth",
     "elp_abandoned_requests_total",
     "elp_decoder_restarts_total",
+    "elp_heap_trims_total",
     "elp_adapter_cache_hits_total",
     "elp_adapter_cache_misses_total",
     "elp_adapter_loads_total",
@@ -141,6 +142,10 @@ class ServerMetrics:
         self.decoder_restarts = Counter(
             "decoder_restarts", "Decoding processes that stopped and were replaced (ELP_DECODE_POOL=processes): "
             "a crash in the audio decoder, e.g. on a crafted upload", namespace=NAMESPACE, registry=r,
+        )
+        self.heap_trims = Counter(
+            "heap_trims", "Freed heap memory given back to the OS once the model had gone idle (ELP_IDLE_TRIM_S)",
+            namespace=NAMESPACE, registry=r,
         )
         self.abandoned_requests = Counter(
             "abandoned_requests", "Queued requests dropped unrun because their client disconnected",

@@ -37,6 +37,7 @@ from server.deployment import (
     set_torch_threads,
 )
 from server.errors import AdapterNotFoundError, OverloadedError
+from server.memory import IdleTrimmer
 from server.metrics import ServerMetrics
 from server.post_pool import PostPool, PostStage
 from server.rows import RowPlan, plan_rows
@@ -88,6 +89,8 @@ class InferenceService:
         self._defaults: dict[str, str | None] = {}
         self._default_problems: dict[str, str] = {}
         self._warmup: asyncio.Task | None = None
+        self._trimming: asyncio.Task | None = None
+        self.idle_trimmer: IdleTrimmer | None = None
         self._calibrating = False
         self.speech_gates = {spec.name: deployed_gate(spec.speech_gate, settings) for spec in TASKS}
         #: tasks that answer a clip without sound without the model (``TaskSpec.silence_answer``)
@@ -157,6 +160,18 @@ class InferenceService:
         )
         self.resolve_defaults()
         self._warmup = asyncio.create_task(self._load_defaults(), name="elp-load-default-adapters")
+        if self.settings.idle_trim_s > 0:
+            self.idle_trimmer = IdleTrimmer(self.worker, self.settings.idle_trim_s, on_trim=self.metrics.heap_trims.inc)
+            self._trimming = asyncio.create_task(self._trim_when_idle(), name="elp-idle-trim")
+
+    async def _trim_when_idle(self) -> None:
+        """Give the heap's freed memory back once the model has been idle a while (``server.memory``)."""
+        trimmer, loop = self.idle_trimmer, asyncio.get_running_loop()
+        assert trimmer is not None
+        while True:
+            await asyncio.sleep(trimmer.idle_s / 2)
+            if trimmer.due():
+                await loop.run_in_executor(self.io_pool, trimmer.trim_if_due)
 
     def _prepared(self, adapter_set: Any) -> Any:
         """A loaded set as this deployment serves it (its task may apply settings: the ASR beam width)."""
@@ -166,8 +181,9 @@ class InferenceService:
         return adapter_set.task_spec.prepare_for_serving(adapter_set, options)
 
     async def stop(self) -> None:
-        if self._warmup is not None and not self._warmup.done():
-            self._warmup.cancel()
+        for task in (self._warmup, self._trimming):
+            if task is not None and not task.done():
+                task.cancel()
         if self.worker is not None:
             await asyncio.to_thread(self.worker.stop, self.settings.shutdown_drain_s)
         if self.post_stage is not None:  # after the drain: its last rows finish post-processing

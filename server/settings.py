@@ -44,6 +44,10 @@ class ServerSettings(BaseSettings):
     # adapter store and cache
     adapters_dir: Path = Field(Path("adapters_store"), description="folder of adapter set folders")
     adapter_cache_bytes: int = Field(1024 * MIB, ge=0, description="budget of resident adapter tensors (bytes)")
+    idle_trim_s: float = Field(
+        1.0, ge=0, description="once the model has had no batch for this long after some work, give the heap's freed "
+        "memory back to the OS (glibc's malloc_trim; 0 = never): docs/server.md, memory"
+    )
     speakers_dir: Path = Field(Path("speakers_store"), description="folder of enrolled speaker embeddings")
     speakers_url: SecretStr | None = Field(
         None, description="postgresql://user:pass@host/db: enrolled speakers in PostgreSQL instead of "

@@ -139,8 +139,8 @@ async def test_lru_bounded_in_bytes_keeps_pinned_defaults(tiny_store, tmp_path) 
 
 
 async def test_each_load_hands_the_freed_parse_buffers_back(tiny_store, tmp_path, monkeypatch) -> None:
-    """A load frees the bytes read and the parsed copy (2-3x the set's tensors), an unload the set's tensors; the
-    cache returns them to the OS after each (glibc's malloc_trim), which nothing else would."""
+    """A load frees the bytes read, an unload the set's tensors; the cache returns them to the OS after each (glibc's
+    malloc_trim), which nothing else would."""
     import threading
 
     import server.adapters
@@ -167,18 +167,18 @@ async def test_each_load_hands_the_freed_parse_buffers_back(tiny_store, tmp_path
 def test_returning_freed_memory_is_a_no_op_without_glibc(monkeypatch) -> None:
     import ctypes
 
-    import server.adapters
+    import server.memory
 
     def no_glibc(name: str) -> None:
         raise OSError(f"{name}: cannot open shared object file")
 
-    server.adapters._malloc_trim.cache_clear()
+    server.memory._malloc_trim.cache_clear()
     monkeypatch.setattr(ctypes, "CDLL", no_glibc)
     try:
-        server.adapters.return_freed_memory()  # nothing to call, nothing raised
-        assert server.adapters._malloc_trim() is None
+        server.memory.return_freed_memory()  # nothing to call, nothing raised
+        assert server.memory._malloc_trim() is None
     finally:
-        server.adapters._malloc_trim.cache_clear()
+        server.memory._malloc_trim.cache_clear()
 
 
 async def test_admin_unload_of_a_default_makes_it_unready_until_reloaded(settings) -> None:
