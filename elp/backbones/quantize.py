@@ -48,6 +48,7 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from elp.backbones.base import Backbone
 from elp.backbones.calibration import Int8Calibration
@@ -109,7 +110,8 @@ class SmoothedInt8Linear(nn.Module):
 
     def __init__(self, linear: nn.Linear, scale: torch.Tensor | None, full_range: bool) -> None:
         super().__init__()
-        scaled = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
+        # no random init: every value is copied in below (0.25 s of a decoder set's first call otherwise)
+        scaled = skip_init(nn.Linear, linear.in_features, linear.out_features, bias=linear.bias is not None)
         with torch.no_grad():
             scaled.weight.copy_(linear.weight.float() * (scale[None, :] if scale is not None else 1.0))
             if linear.bias is not None:
@@ -134,7 +136,7 @@ class RowwiseInt8Linear(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, full_range: bool,
                  input_max: torch.Tensor | None = None) -> None:
         super().__init__()
-        linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+        linear = skip_init(nn.Linear, weight.shape[1], weight.shape[0], bias=bias is not None)
         with torch.no_grad():
             linear.weight.copy_(weight.detach().float())
             if bias is not None:
@@ -167,7 +169,8 @@ class Int8Conv1d(nn.Module):
             raise ValueError("Int8Conv1d takes ungrouped, padding-free, undilated convolutions")
         self.kernel_size, self.stride = conv.kernel_size, conv.stride  # as a Conv1d names them
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        windows = nn.Linear(conv.in_channels * conv.kernel_size[0], conv.out_channels, bias=conv.bias is not None)
+        windows = skip_init(nn.Linear, conv.in_channels * conv.kernel_size[0], conv.out_channels,
+                            bias=conv.bias is not None)
         with torch.no_grad():
             windows.weight.copy_(conv.weight.detach().float().permute(0, 2, 1).reshape(conv.out_channels, -1))
             if conv.bias is not None:
