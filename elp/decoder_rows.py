@@ -34,7 +34,7 @@ class DecoderRows:
         self.backbone = backbone
         self.float_copy: Backbone | None = None
 
-    def added(self, key: str, adapter_set: AdapterSet) -> None:
+    def added(self, key: str, adapter_set: AdapterSet, shortlist: bool = True) -> None:
         """A set was registered (already on the backbone's device). On an int8 encoder a decoder set's
         rows read a float32 copy of it (a pretrained decoder reads the encoder's output as it was trained
         on; int8 moves it enough to cost accuracy: asr-whisper card, human CER 7.2% -> 9.7%). Its token
@@ -44,7 +44,7 @@ class DecoderRows:
             return
         if self.backbone.quantization and adapter_set.config.decoder.float32_encoder:
             self._add_float_copy(key)
-        if self.backbone.device.type == "cpu":
+        if shortlist and self.backbone.device.type == "cpu":
             self._add_shortlist(key, adapter_set)
 
     @staticmethod

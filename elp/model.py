@@ -67,11 +67,12 @@ class MultiAdapterModel(nn.Module):
         self.eval()  # serving is the default; the training loop calls train() itself
 
     # ----------------------------------------------------------------- adapter registry
-    def add_adapter_set(self, key: str, adapter_set: AdapterSet) -> None:
-        """Register a set; refused (``BackboneMismatchError``) if trained for another backbone."""
+    def add_adapter_set(self, key: str, adapter_set: AdapterSet, *, encode_only: bool = False) -> None:
+        """Register a set; refused (``BackboneMismatchError``) if trained for another backbone. ``encode_only``: its
+        rows are only encoded, its head never runs, so a decoder set skips its serving state (the int8 shortlist)."""
         self.backbone.identity.check_compatible(adapter_set.backbone_identity)
         self.adapter_sets[key] = adapter_set.to(device=self.backbone.device, dtype=self.backbone.dtype)
-        self.decoder_rows.added(key, adapter_set)
+        self.decoder_rows.added(key, adapter_set, shortlist=not encode_only)
         if adapter_set.config.rescoring is not None:  # its decoder comes from this encoder's checkpoint
             adapter_set.rescorer_source = self.backbone.source
             adapter_set.refresh_post_processor()

@@ -58,7 +58,7 @@ def silence_frames(backbone: Backbone, adapter_set: AdapterSet) -> torch.Tensor:
     by the served encoder pass itself (``MultiAdapterModel.encode`` for the set's rows)."""
     samples = backbone.max_samples
     model = MultiAdapterModel(backbone)
-    model.add_adapter_set("decoder", adapter_set)
+    model.add_adapter_set("decoder", adapter_set, encode_only=True)  # no shortlist: its head does not run here
     encoded = model.encode(torch.zeros(1, samples), torch.tensor([samples]), ["decoder"])
     return encoded.hidden_states[-1][0, : int(encoded.lengths[0])].float().cpu()
 

@@ -101,6 +101,17 @@ def test_a_loaded_decoder_set_is_the_saved_one_without_a_random_initialisation(d
     assert AdapterSet(decoder_set.config).head.decoder.embed_tokens.weight.std() > 0  # built to train: initialised
 
 
+def test_building_a_set_makes_no_shortlist_that_only_serving_reads(whisper_model, whisper_backbone):
+    """The silence pass registers the new set to encode zeros only: the int8 shortlist (1.3 s and ~40 MB for
+    Whisper base, at every server start for the second pass' decoder) is left to the model that serves it."""
+    from elp.backbones.quantize import int8_kernels_work
+
+    fresh = build_decoder_set(whisper_model.model.decoder, whisper_backbone, TOKENS, decoder_config())
+    assert fresh.head.shortlist is None
+    MultiAdapterModel(whisper_backbone).add_adapter_set("asr-whisper", fresh)
+    assert (fresh.head.shortlist is not None) == (int8_kernels_work() is None)
+
+
 def test_decoder_rows_hear_the_clip_then_trailing_zeros(decoder_set, whisper_backbone):
     """What the head reads is the plain encoder's output on the clip + trailing_silence_s of zeros."""
     model = MultiAdapterModel(whisper_backbone)
