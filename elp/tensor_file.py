@@ -46,7 +46,10 @@ def parse_safetensors(data: bytes | bytearray | memoryview) -> dict[str, torch.T
     tensors = {}
     for name, (dtype, shape, begin, end) in entries.items():
         if begin == end:  # frombuffer refuses an empty buffer
-            tensors[name] = torch.empty(shape, dtype=dtype)
+            try:
+                tensors[name] = torch.empty(shape, dtype=dtype)
+            except (RuntimeError, TypeError, OverflowError) as exc:  # sizes past int64, even with a zero among them
+                raise ValueError(f"{name}: shape {shape} cannot be a tensor: {exc}") from exc
             continue
         tensor = torch.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=data_start + begin)
         if sys.byteorder == "big":  # the format is little-endian; swapping copies

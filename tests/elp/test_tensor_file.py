@@ -89,6 +89,8 @@ MALFORMED = {
     "past the end": with_header({"a": entry(offsets=[0, 8])}, bytes(4)),
     "bytes left over": with_header({"a": entry()}, bytes(12)),
     "metadata not strings": with_header({"__metadata__": {"n": 1}, "a": entry()}, bytes(8)),
+    "empty, with a dimension past int64": with_header({"a": entry(shape=[0, 2**63], offsets=[0, 0])}),
+    "empty, with sizes whose product overflows": with_header({"a": entry(shape=[2**40, 2**40, 0], offsets=[0, 0])}),
 }
 
 
