@@ -225,8 +225,11 @@ class AdapterSet(nn.Module):
         return write_adapter_files(folder, *self.to_bytes())
 
     @classmethod
-    def from_bytes(cls, config_bytes: bytes, weights_bytes: bytes, device: str | torch.device = "cpu") -> AdapterSet:
-        """Parse a set from bytes already read (the server hashes exactly what it parses)."""
+    def from_bytes(cls, config_bytes: bytes, weights_bytes: bytes, device: str | torch.device = "cpu",
+                   share_decoder: bool = False) -> AdapterSet:
+        """Parse a set from bytes already read (the server hashes exactly what it parses). ``share_decoder``: a
+        pretrained decoder equal to a resident set's is that set's module, not a second copy (``elp.shared_decoders``;
+        the server's loads)."""
         try:
             config = AdapterSetConfig.from_dict(json.loads(config_bytes))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -264,7 +267,12 @@ class AdapterSet(nn.Module):
                     module.trigram_arrays()
                 except ConfigError as exc:
                     raise AdapterFormatError(f"{WEIGHTS_NAME}: {exc}") from exc
-        return adapter_set.to(device).eval()
+        adapter_set = adapter_set.to(device).eval()
+        if share_decoder and config.decoder is not None:
+            from elp.shared_decoders import share_decoder as share
+
+            share(adapter_set.head, config.weights_sha256)
+        return adapter_set
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> AdapterSet:

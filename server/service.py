@@ -152,7 +152,7 @@ class InferenceService:
         self.cache = AdapterCache(
             self.store,
             parse_adapter_set=lambda config, weights: self._prepared(
-                AdapterSet.from_bytes(config, weights, device=device)),
+                AdapterSet.from_bytes(config, weights, device=device, share_decoder=True)),
             run_on_model=self.worker.call,
             budget_bytes=self.settings.adapter_cache_bytes,
             executor=self.io_pool,

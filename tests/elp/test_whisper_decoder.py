@@ -112,6 +112,34 @@ def test_building_a_set_makes_no_shortlist_that_only_serving_reads(whisper_model
     assert (fresh.head.shortlist is not None) == (int8_kernels_work() is None)
 
 
+def test_sets_with_the_same_weights_share_one_decoder_when_asked(decoder_set, whisper_backbone, tmp_path):
+    """asr-whisper and translate-whisper carry the same bytes: the server's loads keep one decoder for both, and
+    the answers are those of separate copies; a changed resident decoder, or other weights, are not shared."""
+    import gc
+
+    decoder_set.save(tmp_path / "a")
+    decoder_set.save(tmp_path / "b")
+    load = AdapterSet.from_bytes
+    files = [((tmp_path / n / "adapter_config.json").read_bytes(), (tmp_path / n / "adapter_model.safetensors")
+              .read_bytes()) for n in ("a", "b")]
+    first, second = (load(*f, share_decoder=True) for f in files)
+    assert second.head.decoder is first.head.decoder
+    separate = load(*files[1])  # the library's default: its own copy
+    assert separate.head.decoder is not first.head.decoder
+    shared_rows = mixed_beside_ctc_and_alone(whisper_backbone, "b", second)
+    separate_rows = mixed_beside_ctc_and_alone(whisper_backbone, "b", separate)
+    assert [r.text for r in shared_rows[0]] == [r.text for r in separate_rows[0]]
+    assert [r.text for r in shared_rows[1]] == [r.text for r in separate_rows[1]]
+
+    with torch.no_grad():  # a resident decoder changed since its load is not handed out
+        first.head.decoder.embed_tokens.weight[0, 0] += 1.0
+    assert load(*files[1], share_decoder=True).head.decoder is not first.head.decoder
+    del first, second, separate
+    gc.collect()
+    third, fourth = (load(*files[0], share_decoder=True) for _ in range(2))
+    assert fourth.head.decoder is third.head.decoder
+
+
 def test_decoder_rows_hear_the_clip_then_trailing_zeros(decoder_set, whisper_backbone):
     """What the head reads is the plain encoder's output on the clip + trailing_silence_s of zeros."""
     model = MultiAdapterModel(whisper_backbone)
