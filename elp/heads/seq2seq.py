@@ -113,10 +113,15 @@ class WhisperDecoderHead(nn.Module):
         from elp.heads.shortlist import Int8Shortlist
 
         if self.shortlist is None and self.logit_projection is None:
-            norm = self.decoder.layer_norm  # its output feeds the projection: 4 sd of a normalised value
-            likely_peak = 4 * norm.weight.detach().abs() + norm.bias.detach().abs()
-            outlying = likely_peak.topk(min(EXACT_CHANNELS, likely_peak.numel())).indices
-            self.__dict__["shortlist"] = Int8Shortlist(self.decoder.embed_tokens.weight, full_range, outlying)
+            # kept with the decoder too: heads that share it (``elp.shared_decoders``) build it once (1.2 s, ~40 MB)
+            built = self.decoder.__dict__.get("int8_shortlist")
+            if built is None or built.full_range != full_range:
+                norm = self.decoder.layer_norm  # its output feeds the projection: 4 sd of a normalised value
+                likely_peak = 4 * norm.weight.detach().abs() + norm.bias.detach().abs()
+                outlying = likely_peak.topk(min(EXACT_CHANNELS, likely_peak.numel())).indices
+                built = Int8Shortlist(self.decoder.embed_tokens.weight, full_range, outlying)
+                self.decoder.__dict__["int8_shortlist"] = built
+            self.__dict__["shortlist"] = built
 
     def use_float_projection(self) -> None:
         """Drop the shortlist: every token from the full float32 projection (benchmarks compare them)."""

@@ -124,6 +124,9 @@ def test_sets_with_the_same_weights_share_one_decoder_when_asked(decoder_set, wh
               .read_bytes()) for n in ("a", "b")]
     first, second = (load(*f, share_decoder=True) for f in files)
     assert second.head.decoder is first.head.decoder
+    first.head.use_int8_shortlist(full_range=True)
+    second.head.use_int8_shortlist(full_range=True)
+    assert second.head.shortlist is first.head.shortlist  # built once for the shared decoder
     separate = load(*files[1])  # the library's default: its own copy
     assert separate.head.decoder is not first.head.decoder
     shared_rows = mixed_beside_ctc_and_alone(whisper_backbone, "b", second)
