@@ -92,6 +92,7 @@ class InferenceService:
         self._trimming: asyncio.Task | None = None
         self.idle_trimmer: IdleTrimmer | None = None
         self._calibrating = False
+        self._compiling = False  # the compiled beam search: ~15 s on a fresh install, then numba's disk cache
         self.speech_gates = {spec.name: deployed_gate(spec.speech_gate, settings) for spec in TASKS}
         #: tasks that answer a clip without sound without the model (``TaskSpec.silence_answer``)
         self.silence_gates = {spec.name: deployed_gate(spec.silence_gate, settings) for spec in TASKS
@@ -159,6 +160,7 @@ class InferenceService:
             metrics=self.metrics,
         )
         self.resolve_defaults()
+        self._compiling = True
         self._warmup = asyncio.create_task(self._load_defaults(), name="elp-load-default-adapters")
         if self.settings.idle_trim_s > 0:
             self.idle_trimmer = IdleTrimmer(self.worker, self.settings.idle_trim_s, on_trim=self.metrics.heap_trims.inc)
@@ -210,7 +212,10 @@ class InferenceService:
                 message = getattr(exc, "message", None) or type(exc).__name__
                 self._default_problems[task] = f"default {task} adapter '{adapter_id}': {message}"
                 logger.error("%s", self._default_problems[task])
-        await asyncio.to_thread(warm_up_search)  # compiled beam search: 0.1 s from numba's cache, ~8 s first
+        try:  # compiled beam search: 0.1 s from numba's cache; a first compile ~15 s, which a first /asr would wait for
+            await asyncio.to_thread(warm_up_search)
+        finally:
+            self._compiling = False
         await self._calibrate_batch_cost()
         self.metrics.ready.set(1 if self.readiness()[0] else 0)
 
@@ -263,6 +268,8 @@ class InferenceService:
             problems.append("backbone or model worker not running")
         if self._calibrating:
             problems.append("timing batches for the batch cost model")
+        if self._compiling:
+            problems.append("compiling the beam search (numba; once per install, then cached)")
         if self.decoder is not None and self.decoder.warming:
             problems.append("decoding processes starting")
         if self.cache is not None:

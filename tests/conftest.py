@@ -43,7 +43,11 @@ def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> TinyBackboneD
 
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_backbone_dir: TinyBackboneDir) -> tuple[Path, Path]:
-    """(backbone folder, adapter store) shared read-only by every test of the session."""
+    """(backbone folder, adapter store) shared read-only by every test of the session. The beam search is
+    compiled first (into numba's cache: ~15 s on a fresh clone, 0.1 s after), since a server is not ready before."""
+    from elp.decoding.compiled import warm_up
+
+    warm_up()
     return build_store(tmp_path_factory.mktemp("elp-tiny"), backbone_dir=tiny_backbone_dir("wavlm"))
 
 

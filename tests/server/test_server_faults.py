@@ -9,7 +9,15 @@ import time
 
 import pytest
 
-from tests.server.helpers import assert_error, assert_serving, clip_files, make_settings, metric, running_app
+from tests.server.helpers import (
+    assert_error,
+    assert_serving,
+    clip_files,
+    make_settings,
+    metric,
+    running_app,
+    wait_until_ready,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -218,3 +226,29 @@ async def test_set_changed_on_disk_is_served_under_its_new_hash(tiny_store, stor
 
 
 # -- mixed batches ---------------------------------------------------------------------------------
+
+
+async def test_not_ready_while_the_beam_search_compiles(tiny_store, tmp_path, monkeypatch) -> None:
+    """A fresh install compiles the beam search for ~15 s after the defaults load; a first /asr would wait for it,
+    so the server is not ready until it is done (a cached compile takes 0.1 s)."""
+    import threading
+
+    import server.service
+
+    compiling, release = threading.Event(), threading.Event()
+
+    def gated_compile() -> None:
+        compiling.set()
+        assert release.wait(30)
+
+    monkeypatch.setattr(server.service, "warm_up_search", gated_compile)
+    settings = make_settings(*tiny_store, tmp_path)
+    async with running_app(settings, wait_ready=False) as (_, client):
+        try:
+            assert await asyncio.to_thread(compiling.wait, 30)
+            answer = await client.get("/readyz")
+            assert answer.status_code == 503
+            assert "compiling the beam search (numba; once per install, then cached)" in answer.json()["problems"]
+        finally:
+            release.set()
+        await wait_until_ready(client)
