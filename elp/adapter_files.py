@@ -83,18 +83,44 @@ def _hash_named(parts: Mapping[str, bytes]) -> str:
     return digest.hexdigest()
 
 
+#: safetensors' own bound on the header (``MAX_HEADER_SIZE`` in the Rust crate)
+MAX_HEADER_BYTES = 100_000_000
+
+
+def read_safetensors_header(data: bytes | memoryview) -> tuple[dict, int]:
+    """(the header's JSON object, where the data area starts), with safetensors' checks on the header itself: at
+    most ``MAX_HEADER_BYTES``, inside the file, a JSON object without a name given twice. Raises ValueError."""
+    if len(data) < 8:
+        raise ValueError("file too short for a safetensors header")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if header_len > MAX_HEADER_BYTES:
+        raise ValueError(f"header of {header_len} bytes is over the {MAX_HEADER_BYTES} byte limit")
+    if 8 + header_len > len(data):
+        raise ValueError("header length past the end of the file")
+    try:
+        header = json.loads(bytes(data[8 : 8 + header_len]), object_pairs_hook=_refuse_duplicates)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ValueError("header is not a JSON object")
+    return header, 8 + header_len
+
+
+def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    """A name given twice would leave one of its byte ranges unchecked: refuse, as safetensors does."""
+    mapping = dict(pairs)
+    if len(mapping) != len(pairs):
+        raise ValueError("a key appears twice in the header")
+    return mapping
+
+
 def safetensors_totals(data: bytes) -> tuple[int, int]:
     """(parameter count, tensor bytes) from the safetensors header alone; an ASR set's language
     model tensors (``language_model.*``, also an intent text branch's copy ``text_branch.language_model.*``:
     word table, n-gram scores) take bytes but are no parameters. Raises ValueError for a file that is
     not safetensors."""
-    if len(data) < 8:
-        raise ValueError("file too short")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > len(data) - 8:
-        raise ValueError("header length past end of file")
+    header, _ = read_safetensors_header(data)
     try:
-        header = json.loads(data[8 : 8 + header_len])
         params = size = 0
         for name, entry in header.items():
             if name == "__metadata__":

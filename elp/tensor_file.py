@@ -14,16 +14,13 @@ byte length equal to its shape times its element size. Anything else raises ``Va
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 import sys
 import warnings
 
 import torch
 
-#: safetensors' own bound on the header (``MAX_HEADER_SIZE`` in the Rust crate)
-MAX_HEADER_BYTES = 100_000_000
+from elp.adapter_files import read_safetensors_header
 
 _DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -41,7 +38,7 @@ warnings.filterwarnings("ignore", message="The given buffer is not writable", ca
 def parse_safetensors(data: bytes | bytearray | memoryview) -> dict[str, torch.Tensor]:
     """name -> tensor viewing ``data`` (no copy on little-endian machines)."""
     data = memoryview(data).cast("B")
-    header, data_start = _read_header(data)
+    header, data_start = read_safetensors_header(data)
     entries = _checked_entries(header, len(data) - data_start)
     tensors = {}
     for name, (dtype, shape, begin, end) in entries.items():
@@ -56,23 +53,6 @@ def parse_safetensors(data: bytes | bytearray | memoryview) -> dict[str, torch.T
             tensor = torch.from_numpy(tensor.numpy().byteswap())
         tensors[name] = tensor.reshape(shape)
     return tensors
-
-
-def _read_header(data: memoryview) -> tuple[dict, int]:
-    if len(data) < 8:
-        raise ValueError("file too short for a safetensors header")
-    (header_len,) = struct.unpack("<Q", data[:8])
-    if header_len > MAX_HEADER_BYTES:
-        raise ValueError(f"header of {header_len} bytes is over the {MAX_HEADER_BYTES} byte limit")
-    if 8 + header_len > len(data):
-        raise ValueError("header length past the end of the file")
-    try:
-        header = json.loads(bytes(data[8 : 8 + header_len]), object_pairs_hook=_refuse_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"header is not JSON: {exc}") from exc
-    if not isinstance(header, dict):
-        raise ValueError("header is not a JSON object")
-    return header, 8 + header_len
 
 
 def _checked_entries(header: dict, data_len: int) -> dict[str, tuple[torch.dtype, list[int], int, int]]:
@@ -105,14 +85,6 @@ def _checked_entries(header: dict, data_len: int) -> dict[str, tuple[torch.dtype
     if position != data_len:
         raise ValueError(f"tensors cover {position} of the {data_len} data bytes")
     return entries
-
-
-def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict:
-    """A name given twice would leave one of its byte ranges unchecked: refuse, as safetensors does."""
-    mapping = dict(pairs)
-    if len(mapping) != len(pairs):
-        raise ValueError("a key appears twice in the header")
-    return mapping
 
 
 def _is_count(value: object) -> bool:

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load as reference_load
 from safetensors.torch import save
 
-from elp.adapter_files import WEIGHTS_NAME
-from elp.tensor_file import MAX_HEADER_BYTES, parse_safetensors
+from elp.adapter_files import MAX_HEADER_BYTES, WEIGHTS_NAME
+from elp.tensor_file import parse_safetensors
 
 STORE = Path(__file__).resolve().parents[2] / "adapters_store"
 
