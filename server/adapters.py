@@ -242,7 +242,7 @@ class AdapterCache:
             files_sha256=snapshot.files_sha256,
             embedding_sha256=snapshot.embedding_sha256,
         )
-        del snapshot  # its bytes are garbage now: with the parse's copies, 2-3x the set's tensors
+        del snapshot  # its bytes (as large as the set's tensors) are garbage now
         await loop.run_in_executor(self._executor, return_freed_memory)
         old = self._current.pop(adapter_id, None)
         self._current[adapter_id] = entry
