@@ -74,7 +74,7 @@ def served_model(backbone_dir: Path, adapter_dir: Path, dtype: str, asr_rescorin
     from training.evaluate import served_set
 
     model = MultiAdapterModel(load_backbone(str(backbone_dir), quantization=None if dtype == "float32" else dtype))
-    model.add_adapter_set(adapter_dir.name, served_set(adapter_dir, asr_rescoring, rescoring_dtype))
+    model.add_adapter_set(adapter_dir.name, served_set(adapter_dir, asr_rescoring, rescoring_dtype, model.backbone))
     return model
 
 

@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="word_confidence", help="results file name (benchmarks/results/NAME.json)")
     args = parser.parse_args(argv)
     model = MultiAdapterModel(load_backbone(args.backbone))
-    model.add_adapter_set("asr", served_set(args.adapter))  # as served: a decoder set times its words
+    # as served: a decoder set times its words
+    model.add_adapter_set("asr", served_set(args.adapter, encoder=model.backbone))
     model.eval()
     rows = []
     for spec in args.data:

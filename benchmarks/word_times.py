@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     model = MultiAdapterModel(load_backbone(args.backbone))
-    model.add_adapter_set("asr", served_set(args.adapter))  # as served: a decoder set times its words
+    # as served: a decoder set times its words
+    model.add_adapter_set("asr", served_set(args.adapter, encoder=model.backbone))
     model.eval()
     rows = filter_split(read_manifest(Path(args.corpus) / "asr.jsonl"), args.split)[: args.sentences]
     starts, ends, total = [], [], 0

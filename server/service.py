@@ -179,7 +179,7 @@ class InferenceService:
         """A loaded set as this deployment serves it (its task may apply settings: the ASR beam width)."""
         options = {"asr_beam_width": self.settings.asr_beam_width, "asr_rescoring": self.settings.asr_rescoring,
                    "backbone_source": self.backbone.source if self.backbone is not None else None,
-                   "encoder_device": self.backbone.device.type if self.backbone is not None else "cpu"}
+                   **(self.backbone.serving_options() if self.backbone is not None else {})}
         return adapter_set.task_spec.prepare_for_serving(adapter_set, options)
 
     async def stop(self) -> None:

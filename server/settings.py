@@ -137,10 +137,10 @@ class ServerSettings(BaseSettings):
     asr_rescoring: Literal["auto", "true", "false"] = Field(
         "auto",
         description="ASR sets that carry a second pass (Whisper's decoder rescoring the beam's best transcripts: "
-        "asr-default) run it: fewer word errors on real speech (README). auto: where this CPU computes it in "
-        "bfloat16 natively (AVX512-BF16 or AMX; ~60 ms more a clip, 1.6x on 1-10 s clips) and the encoder is on the "
-        "CPU, off elsewhere; true: "
-        "always (float32 without native bfloat16: about 2x); false: the beam's best",
+        "asr-default) run it: fewer word errors on real speech (README). auto: beside an encoder on the CPU, where "
+        "this CPU computes it in bfloat16 natively (AVX512-BF16 or AMX; ~60 ms more a clip, 1.6x on 1-10 s clips) "
+        "or the encoder runs in float32 on an AVX2 CPU without AVX-512 (the float32 pass, 1.6x), off elsewhere; "
+        "true: always (float32 beside an int8 encoder: about 2x); false: the beam's best",
     )
     post_workers: int = Field(
         0, ge=0, le=64,

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     add_rescoring_options(p)
     args = p.parse_args(argv)
     model = MultiAdapterModel(load_backbone(args.backbone, device=args.device))
-    model.add_adapter_set("set", served_set_from_args(args.adapter, args))
+    model.add_adapter_set("set", served_set_from_args(args.adapter, args, model.backbone))
     table = breakdown(model, "set", Path(args.corpus), args.split)
     for group, values in table.items():
         print(json.dumps({"group": group, **values}))

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
+from elp.backbones import Backbone
 from elp.tasks import get_task
 from training.data.manifest import filter_split, read_manifest, read_trials
 from training.evaluation import evaluate_set, public
@@ -99,24 +100,27 @@ def add_rescoring_options(parser: argparse.ArgumentParser) -> None:
     """``--asr-rescoring``, ``--rescoring-dtype``: an ASR set's second pass as the server runs it (``served_set``)."""
     parser.add_argument("--asr-rescoring", nargs="?", const="true", default="auto", choices=["auto", "true", "false"],
                         help="an ASR set's second pass where it has one, as the server's ELP_ASR_RESCORING (auto: "
-                        "where this CPU runs its decoder in bfloat16 natively); a bare --asr-rescoring is true")
+                        "where this CPU runs its decoder in bfloat16 natively, or beside a float32 encoder on an "
+                        "AVX2 CPU without AVX-512); a bare --asr-rescoring is true")
     parser.add_argument("--rescoring-dtype", default=None, choices=["float32", "bfloat16"],
                         help="the second pass' precision (default: bfloat16 where this CPU computes it natively)")
 
 
-def served_set_from_args(folder: str | Path, args: argparse.Namespace) -> AdapterSet:
-    """``served_set`` under a tool's ``add_rescoring_options`` and ``--device``."""
-    return served_set(folder, args.asr_rescoring, args.rescoring_dtype, torch.device(args.device).type)
+def served_set_from_args(folder: str | Path, args: argparse.Namespace, encoder: Backbone) -> AdapterSet:
+    """``served_set`` under a tool's ``add_rescoring_options``, beside ``encoder``."""
+    return served_set(folder, args.asr_rescoring, args.rescoring_dtype, encoder)
 
 
 def served_set(folder: str | Path, asr_rescoring: bool | str = False, rescoring_dtype: str | None = None,
-               encoder_device: str = "cpu") -> AdapterSet:
+               encoder: Backbone | None = None) -> AdapterSet:
     """The set as the server prepares it (``TaskSpec.prepare_for_serving`` with the default settings but
-    ``asr_rescoring`` / ``rescoring_dtype``, beside an encoder on ``encoder_device``: a decoder set times its words), so
-    the figures and compute times are the served path's."""
+    ``asr_rescoring`` / ``rescoring_dtype``, beside ``encoder``, its device and precision: a decoder set times its
+    words), so the figures and compute times are the served path's. Without ``encoder``: a CPU one of unknown
+    precision (``auto`` then runs a second pass only in native bfloat16)."""
     adapter_set = AdapterSet.load(folder)
     carries_second_pass = adapter_set.config.rescoring is not None
-    options = {"asr_rescoring": asr_rescoring, "rescoring_dtype": rescoring_dtype, "encoder_device": encoder_device}
+    options = {"asr_rescoring": asr_rescoring, "rescoring_dtype": rescoring_dtype,
+               **(encoder.serving_options() if encoder is not None else {"encoder_device": "cpu"})}
     adapter_set = adapter_set.task_spec.prepare_for_serving(adapter_set, options)
     if carries_second_pass:  # which ran depends on the setting and this CPU: say so beside the figures
         ran = adapter_set.rescorer_dtype if adapter_set.config.rescoring is not None else "off"
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for folder in args.adapters:
         key = Path(folder).name
-        model.add_adapter_set(key, served_set_from_args(folder, args))
+        model.add_adapter_set(key, served_set_from_args(folder, args, model.backbone))
         result = evaluate_adapter(model, key, Path(args.corpus), args.split, Path(args.plots), args.max_clips)
         print(json.dumps({k: v for k, v in result.items() if k != "_clip_errors"}), flush=True)
         results.append(result)
@@ -167,7 +171,7 @@ def run_suites(model: MultiAdapterModel, args: argparse.Namespace, argv: list[st
     records: list[dict] = []
     for folder in args.adapters:
         key = Path(folder).name
-        model.add_adapter_set(key, served_set_from_args(folder, args))
+        model.add_adapter_set(key, served_set_from_args(folder, args, model.backbone))
         records += evaluate_on_suites(model, key, options)
         out.write_text(json.dumps({"command": command, "records": records}, indent=1))  # after each set
     table = markdown(records, command)

@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     quantization = None if args.dtype == "float32" else args.dtype
     model = MultiAdapterModel(load_backbone(args.backbone, quantization=quantization)).eval()
     key = Path(args.adapter).name
-    model.add_adapter_set(key, served_set(args.adapter, args.asr_rescoring, args.rescoring_dtype))
+    model.add_adapter_set(key, served_set(args.adapter, args.asr_rescoring, args.rescoring_dtype,
+                                                model.backbone))
     served = get_task("asr").long_form or LongFormSplitter()
     probabilities = args.pause_probability or [served.pause_probability]
     splitters = [dataclasses.replace(served, max_segment_s=longest, min_pause_s=pause, pause_margin_db=margin,

@@ -128,6 +128,15 @@ class Backbone(nn.Module, ABC):
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
 
+    @property
+    def precision(self) -> str:
+        """What the encoder computes in: its quantisation scheme (``"int8"``) or its weights' dtype (``"float32"``)."""
+        return self.quantization or str(self.dtype).removeprefix("torch.")
+
+    def serving_options(self) -> dict[str, str]:
+        """What a task's ``prepare_for_serving`` reads of the encoder beside it (the ASR second pass' ``auto``)."""
+        return {"encoder_device": self.device.type, "encoder_precision": self.precision}
+
     @abstractmethod
     def encoder_layers(self) -> list[nn.Module]:
         """The transformer layers, in order."""

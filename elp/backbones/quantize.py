@@ -97,6 +97,13 @@ def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return bool(cpu_flags(cpuinfo) & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
+def cpu_is_avx2_class(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this is an x86 CPU with AVX2 and without AVX-512 (AMD Zen 2 and 3, Intel client cores): where the
+    float32 ASR second pass beside a float32 encoder was measured to fit its cost (``elp.tasks.asr.second_pass``)."""
+    flags = cpu_flags(cpuinfo)
+    return "avx2" in flags and "avx512f" not in flags
+
+
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX): oneDNN's bf16 matmuls then read half
     the bytes of float32 at up to twice its throughput; elsewhere they are emulated and slower than float32."""

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 
 from elp.errors import ConfigError
 
@@ -50,6 +51,10 @@ class LanguageModelConfig:
             raise ConfigError("temperature must be in [0.1, 10]")
 
 
+#: the precisions a second pass's decoder runs in (``elp.decoding.rescoring.DTYPES``)
+RESCORING_PRECISIONS = ("float32", "bfloat16")
+
+
 @dataclass
 class RescoringConfig:
     """A second pass over an ASR set's beam: its ``nbest`` best transcripts scored again by the pretrained decoder of
@@ -63,11 +68,27 @@ class RescoringConfig:
     token_bonus: float = 0.0
     nbest: int = 8
     source: str = "checkpoint"
+    #: settings that replace the ones above where the decoder runs in that precision, e.g. ``{"float32": {"nbest":
+    #: 8, "token_bonus": -1.0}}``: a float32 pass costs more a transcript, so it may read fewer (asr-default card)
+    by_precision: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not 2 <= self.nbest <= 64:
-            raise ConfigError("rescoring.nbest must be in [2, 64]")
+        if not isinstance(self.nbest, int) or not 2 <= self.nbest <= 64:
+            raise ConfigError("rescoring.nbest must be an integer in [2, 64]")
         if self.weight <= 0 or abs(self.token_bonus) > 20:
             raise ConfigError("rescoring.weight must be > 0 and |token_bonus| <= 20")
         if self.source != "checkpoint":
             raise ConfigError("rescoring.source must be 'checkpoint' (the backbone's own decoder)")
+        if not isinstance(self.by_precision, dict):
+            raise ConfigError("rescoring.by_precision must be an object of precisions")
+        for precision, changes in self.by_precision.items():
+            if precision not in RESCORING_PRECISIONS or not isinstance(changes, dict):
+                raise ConfigError(f"rescoring.by_precision keys must be among {RESCORING_PRECISIONS}, each an object")
+            if unknown := sorted(set(changes) - {"weight", "token_bonus", "nbest"}):
+                raise ConfigError(f"rescoring.by_precision.{precision}: unknown keys {unknown}")
+            self.at_precision(precision)  # each variant must be valid on its own
+
+    def at_precision(self, precision: str) -> RescoringConfig:
+        """The setting that applies where the decoder runs in ``precision`` (this one where it names none)."""
+        changes = self.by_precision.get(precision)
+        return dataclasses.replace(self, **changes, by_precision={}) if changes else self

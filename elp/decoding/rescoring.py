@@ -135,6 +135,15 @@ def native_dtype() -> str:
     return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
+def float32_pass_fits() -> bool:
+    """Whether a float32 pass beside a float32 encoder fits the cost of a default here: measured at 1.59x a clip with
+    the kernels held to AVX2, 1.71x with this project's AVX-512 machine's own (the asr-default card), so only on x86
+    CPUs with AVX2 and without AVX-512; ARM is not measured."""
+    from elp.backbones.quantize import cpu_is_avx2_class
+
+    return cpu_is_avx2_class()
+
+
 @functools.lru_cache(maxsize=4)
 def checkpoint_rescorer(source: str, dtype: str = "float32") -> DecoderRescorer:
     """The rescorer of a Whisper checkpoint folder: its decoder (in ``dtype``, see ``DTYPES``) and its BPE

@@ -49,12 +49,15 @@ def rescoring_mode(options: Mapping[str, Any]) -> str:
 
 def second_pass(options: Mapping[str, Any]) -> tuple[str | None, str]:
     """The precision a set's second pass runs in (None: it does not run) and why: ``true`` runs it, ``false`` does
-    not, ``auto`` runs it where its decoder computes in bfloat16 natively and the encoder is on the CPU too, the
-    setting its cost was measured to fit (the asr-default card; float32 there costs about twice a clip; beside a GPU
-    encoder the pass, on the CPU, would cost many times the encoder and hold up the batch worker). The precision is
-    ``options["rescoring_dtype"]`` when given (evaluation tools), else this machine's
-    (``elp.decoding.rescoring.native_dtype``)."""
-    from elp.decoding.rescoring import native_dtype
+    not, ``auto`` runs it beside a CPU encoder where its cost was measured to fit (the asr-default card: at most 1.6x
+    a clip): in bfloat16 where the CPU computes that natively; in float32 beside a float32 encoder on an x86 CPU with
+    AVX2 and without AVX-512 (no VNNI there, so ``ELP_DTYPE=auto`` keeps the encoder in float32;
+    ``float32_pass_fits``). Not beside an int8 encoder without native bfloat16 (1.67-1.9x there), a float32 encoder
+    with AVX-512 kernels (1.71x) or on ARM (not measured), an encoder of unknown precision
+    (``options["encoder_precision"]`` absent) or a GPU encoder (the pass, on the CPU, would cost many times the encoder
+    and hold up the batch worker). The precision is ``options["rescoring_dtype"]`` when given (evaluation tools), else
+    this machine's (``elp.decoding.rescoring.native_dtype``)."""
+    from elp.decoding.rescoring import float32_pass_fits, native_dtype
 
     mode = rescoring_mode(options)
     dtype = str(options.get("rescoring_dtype") or native_dtype())
@@ -62,9 +65,14 @@ def second_pass(options: Mapping[str, Any]) -> tuple[str | None, str]:
         return (dtype if mode == "true" else None), "the setting"
     if options.get("encoder_device", "cpu") != "cpu":
         return None, "the encoder is on a GPU"
-    if dtype != "bfloat16":
-        return None, "no native bfloat16 on this CPU"
-    return dtype, "native bfloat16 on this CPU"
+    if dtype == "bfloat16":
+        return dtype, "native bfloat16 on this CPU"
+    encoder = options.get("encoder_precision")
+    if encoder != "float32":
+        return None, f"no native bfloat16 on this CPU, beside an encoder in {encoder or 'an unknown precision'}"
+    if not float32_pass_fits():
+        return None, "no native bfloat16 on this CPU, whose float32 pass is not measured to fit (AVX-512 or not x86)"
+    return dtype, "a float32 encoder on an AVX2 CPU"
 
 
 class CTCTranscriber:
@@ -214,9 +222,10 @@ class AsrTask(TaskSpec):
 
             head = adapter_set.head
             return WhisperTranscriber(head.tokens(), adapter_set.config.decoder.spoken_form, timed=head.word_times)
+        rescoring = adapter_set.config.rescoring
         return CTCTranscriber(adapter_set.config.vocab or [], adapter_set.language_model,
-                              rescoring=adapter_set.config.rescoring, rescorer_source=adapter_set.rescorer_source,
-                              rescorer_dtype=adapter_set.rescorer_dtype)
+                              rescoring=rescoring.at_precision(adapter_set.rescorer_dtype) if rescoring else None,
+                              rescorer_source=adapter_set.rescorer_source, rescorer_dtype=adapter_set.rescorer_dtype)
 
     def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
         """``asr_beam_width`` (``ELP_ASR_BEAM_WIDTH``) in place of a set's own, for sets with an LM; 0 keeps

@@ -14,7 +14,7 @@ import torch
 
 from elp import MultiAdapterModel
 from elp.adapter_set import AdapterSet
-from elp.backbones.quantize import cpu_has_native_bf16
+from elp.backbones.quantize import cpu_has_native_bf16, cpu_is_avx2_class
 from elp.config import AdapterSetConfig
 from elp.decoding import WordBigramLM
 from elp.decoding.beam import Hypothesis
@@ -187,17 +187,69 @@ def test_a_bfloat16_decoder_scores_within_a_rounding_of_float32(rescorer):
     assert rounded == pytest.approx(exact, abs=0.05 * max(len(rescorer.token_ids(t)) for t in texts))
 
 
-@pytest.mark.parametrize(("mode", "native", "given", "runs"), [
-    ("auto", "bfloat16", None, "bfloat16"), ("auto", "float32", None, None), ("true", "float32", None, "float32"),
-    ("true", "bfloat16", "float32", "float32"), ("false", "bfloat16", None, None), (True, "float32", None, "float32"),
-    (False, "bfloat16", None, None), ("auto", "float32", "bfloat16", "bfloat16")])
-def test_the_setting_runs_the_second_pass_where_its_precision_allows(monkeypatch, mode, native, given, runs):
-    """auto: only where this CPU computes the decoder in bfloat16 natively (the cost it was measured to fit)."""
+@pytest.mark.parametrize(("mode", "native", "given", "encoder", "avx2_class", "runs"), [
+    ("auto", "bfloat16", None, "int8", False, "bfloat16"), ("auto", "float32", None, "int8", True, None),
+    ("auto", "float32", None, "float32", True, "float32"), ("auto", "float32", None, "float32", False, None),
+    ("auto", "float32", None, None, True, None), ("auto", "float32", None, "bfloat16", True, None),
+    ("true", "float32", None, "int8", False, "float32"), ("true", "bfloat16", "float32", "int8", False, "float32"),
+    ("false", "bfloat16", None, "float32", True, None), (True, "float32", None, "int8", False, "float32"),
+    (False, "bfloat16", None, "float32", True, None), ("auto", "float32", "bfloat16", "int8", False, "bfloat16")])
+def test_the_setting_runs_the_second_pass_where_its_cost_was_measured_to_fit(monkeypatch, mode, native, given, encoder,
+                                                                            avx2_class, runs):
+    """auto: in bfloat16 where this CPU computes it natively; in float32 only beside a float32 encoder on an AVX2 CPU
+    without AVX-512, not beside an int8 one or one of unknown precision (the costs measured: the asr-default card)."""
     monkeypatch.setattr("elp.decoding.rescoring.native_dtype", lambda: native)
-    assert second_pass({"asr_rescoring": mode, "rescoring_dtype": given})[0] == runs
+    monkeypatch.setattr("elp.decoding.rescoring.float32_pass_fits", lambda: avx2_class)
+    options = {"asr_rescoring": mode, "rescoring_dtype": given}
+    if encoder is not None:
+        options["encoder_precision"] = encoder
+    assert second_pass(options)[0] == runs
     # beside a GPU encoder auto leaves it off (its CPU cost was bounded against a CPU encoder); true still runs it
-    beside_gpu = second_pass({"asr_rescoring": mode, "rescoring_dtype": given, "encoder_device": "cuda"})[0]
+    beside_gpu = second_pass({**options, "encoder_device": "cuda"})[0]
     assert beside_gpu == (runs if mode in ("true", True) else None)
+
+
+def test_the_avx2_class_is_read_from_the_cpus_flags(tmp_path):
+    """Where the float32 pass was measured to fit: AVX2 without AVX-512 (the flags of /proc/cpuinfo)."""
+    cpuinfo = tmp_path / "cpuinfo"
+    for flags, avx2_class in [("fpu sse4_2 avx avx2 fma", True), ("fpu avx2 avx512f avx512_vnni", False),
+                              ("fpu avx2 avx512f avx512bw", False), ("fp asimd asimddp bf16", False)]:
+        cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+        assert cpu_is_avx2_class(cpuinfo) is avx2_class, flags
+    assert cpu_is_avx2_class(tmp_path / "missing") is False
+
+
+def test_a_set_may_read_fewer_transcripts_where_its_decoder_runs_in_float32(whisper_backbone, tmp_path):
+    """``by_precision``: the float32 pass costs more a transcript, so the set may carry a smaller n-best for it; the
+    post-processor reads the setting of the precision its decoder runs in; the config keeps both."""
+    adapter_set = rescoring_set(whisper_backbone, weight=1.5)
+    adapter_set.config.rescoring = RescoringConfig(weight=1.5, nbest=16,
+                                                   by_precision={"float32": {"nbest": 8, "token_bonus": -1.0}})
+    adapter_set.rescorer_source = "checkpoint-folder"
+    adapter_set.save(tmp_path / "asr-second")
+    loaded = AdapterSet.load(tmp_path / "asr-second")
+    assert loaded.config.rescoring == adapter_set.config.rescoring
+    for precision, expected in [("float32", RescoringConfig(weight=1.5, token_bonus=-1.0, nbest=8)),
+                                ("bfloat16", RescoringConfig(weight=1.5, nbest=16))]:
+        loaded.rescorer_source, loaded.rescorer_dtype = "checkpoint-folder", precision
+        loaded.refresh_post_processor()
+        assert dataclasses.replace(loaded.post_processor.rescoring, by_precision={}) == expected, precision
+    assert loaded.config.rescoring.by_precision == {"float32": {"nbest": 8, "token_bonus": -1.0}}
+    for by_precision, message in [({"float16": {"nbest": 4}}, "keys must be among"),
+                                  ({"float32": {"beam": 4}}, "unknown keys"), ({"float32": {"nbest": 1}}, "nbest"),
+                                  ({"float32": {"nbest": 4.0}}, "integer"), ({"float32": {"weight": 0}}, "weight"),
+                                  ([], "object")]:
+        with pytest.raises(ConfigError, match=message):
+            RescoringConfig(by_precision=by_precision)  # type: ignore[arg-type]
+
+
+def test_an_encoder_says_its_device_and_precision_to_the_tasks(whisper_backbone):
+    """What ``auto`` reads (``Backbone.serving_options``): a quantised encoder reports its scheme, not its float
+    parameters' dtype."""
+    assert whisper_backbone.serving_options() == {"encoder_device": "cpu", "encoder_precision": "float32"}
+    quantised = copy.copy(whisper_backbone)
+    quantised.quantization = "int8"
+    assert quantised.serving_options()["encoder_precision"] == "int8"
 
 
 def test_native_bfloat16_is_read_from_the_cpus_flags(tmp_path):

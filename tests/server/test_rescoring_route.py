@@ -30,7 +30,7 @@ def whisper_store(tmp_path_factory, tiny_backbone_dir):
     asr = AdapterSet.load(store / "asr-default")
     asr.attach_language_model(WordBigramLM.build([" ".join(WORDS)], {w: 1.0 for w in WORDS}, alpha=0.5, beta=1.0,
                                                  beam_width=16, temperature=3.0))
-    asr.config.rescoring = RescoringConfig(weight=50.0, nbest=8)
+    asr.config.rescoring = RescoringConfig(weight=50.0, nbest=8, by_precision={"float32": {"nbest": 3, "weight": 5.0}})
     asr.save(store / "asr-default")
     return backbone_dir, store
 
@@ -43,42 +43,52 @@ def rescorer(whisper_store) -> DecoderRescorer:
 CLIPS = [wav_bytes(1.0 + 0.4 * i, seed=i) for i in range(4)]
 
 
-def expected_answers(whisper_store, rescoring: bool) -> list[str]:
-    """What the library answers for CLIPS (the same decoding of the upload as the server's)."""
+def expected_answers(whisper_store, rescoring: str | None, dtype: str = "float32") -> list[str]:
+    """What the library answers for CLIPS (the same decoding of the upload as the server's) on the encoder in
+    ``dtype``, its second pass in ``rescoring`` precision (None: off)."""
     import io
 
     import soundfile
 
     backbone_dir, store = whisper_store
-    model = MultiAdapterModel(load_backbone(backbone_dir))
+    model = MultiAdapterModel(load_backbone(backbone_dir, quantization=None if dtype == "float32" else dtype))
     adapter_set = AdapterSet.load(store / "asr-default")
-    if not rescoring:
+    if rescoring is None:
         adapter_set.config.rescoring = None
+    else:
+        adapter_set.rescorer_dtype = rescoring
+    adapter_set.refresh_post_processor()
     model.add_adapter_set("asr-default", adapter_set)
     waves = [torch.from_numpy(soundfile.read(io.BytesIO(clip), dtype="float32")[0]) for clip in CLIPS]
     return [answer.text for answer in model.predict(waves, ["asr-default"] * len(waves))]
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("native", ["bfloat16", "float32"])
+@pytest.mark.parametrize(("native", "dtype", "avx2_class"), [
+    ("bfloat16", "int8", False), ("float32", "int8", True), ("float32", "float32", True),
+    ("float32", "float32", False)])
 async def test_asr_answers_the_second_pass_as_the_setting_says(whisper_store, rescorer, tmp_path, monkeypatch,
-                                                              native) -> None:
-    """true: the second pass; false: the beam's best; auto (the default): the second pass only where this CPU
-    runs its decoder in bfloat16 natively (``native``)."""
+                                                              native, dtype, avx2_class) -> None:
+    """true: the second pass; false: the beam's best; auto (the default): the second pass where this CPU runs its
+    decoder in bfloat16 natively (``native``) or beside a float32 encoder (``dtype``) on an AVX2 CPU without AVX-512
+    (``avx2_class``), with the set's setting for that precision (float32: 3 transcripts at weight 5, bfloat16: 8 at
+    weight 50)."""
     monkeypatch.setattr("elp.decoding.rescoring.checkpoint_rescorer", lambda source, dtype="float32": rescorer)
     monkeypatch.setattr("elp.decoding.rescoring.native_dtype", lambda: native)
+    monkeypatch.setattr("elp.decoding.rescoring.float32_pass_fits", lambda: avx2_class)
     backbone_dir, store = whisper_store
     on_disk = (store / "asr-default" / "adapter_config.json").read_bytes()
     served = {}
     for rescoring in ("true", "false", None):  # None: the default, auto
         chosen = {} if rescoring is None else {"asr_rescoring": rescoring}
-        settings = make_settings(backbone_dir, store, tmp_path / f"{native}-{rescoring}", dtype="float32", **chosen)
+        settings = make_settings(backbone_dir, store, tmp_path / f"{rescoring}", dtype=dtype, **chosen)
         async with running_app(settings) as (_, client):
             replies = [await client.post("/asr", files={"file": ("a.wav", clip, "audio/wav")}) for clip in CLIPS]
         assert all(reply.status_code == 200 for reply in replies), [reply.text for reply in replies]
         served[rescoring] = [reply.json()["text"] for reply in replies]
-        runs = rescoring == "true" or (rescoring is None and native == "bfloat16")
-        assert served[rescoring] == expected_answers(whisper_store, runs)
+        runs = rescoring == "true" or (rescoring is None and (native == "bfloat16" or (dtype == "float32"
+                                                                                       and avx2_class)))
+        assert served[rescoring] == expected_answers(whisper_store, native if runs else None, dtype)
     assert served["true"] != served["false"]  # the heavy second pass changed some answer
     assert (store / "asr-default" / "adapter_config.json").read_bytes() == on_disk
 
@@ -107,7 +117,7 @@ async def test_under_auto_a_missing_decoder_leaves_the_beams_best(whisper_store,
     with caplog.at_level(logging.WARNING, logger="elp.tasks.asr"):
         async with running_app(settings) as (_, client):
             replies = [await client.post("/asr", files={"file": ("a.wav", clip, "audio/wav")}) for clip in CLIPS]
-    assert [reply.json()["text"] for reply in replies] == expected_answers(whisper_store, False)
+    assert [reply.json()["text"] for reply in replies] == expected_answers(whisper_store, None)
     assert any("second pass off" in record.getMessage() for record in caplog.records)
 
 
