@@ -193,6 +193,15 @@ class AdapterSet(nn.Module):
     def size_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.state_dict().values())
 
+    def tensor_storages(self) -> dict[int, int]:
+        """The memory its tensors occupy, by storage: address -> bytes. Sets that share a module (a pretrained decoder,
+        ``elp.shared_decoders``) share these entries, so a cache that sums the union counts it once."""
+        storages = {}
+        for tensor in self.state_dict().values():
+            storage = tensor.untyped_storage()
+            storages[storage.data_ptr()] = storage.nbytes()
+        return storages
+
     def parameter_report(self) -> dict[str, int]:
         """Trained parameters per component (E, L or weighted sum, P, head)."""
         report = {

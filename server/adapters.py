@@ -55,6 +55,8 @@ class ResidentAdapter:
     last_used: float = field(default_factory=time.monotonic)
     files_sha256: str = ""  # the version under the rule before provenance left the hash
     embedding_sha256: str = ""  # the version of what it computes (threshold left out): keys enrolments
+    #: its tensors' memory by storage (``AdapterSet.tensor_storages``): a decoder two sets share is counted once
+    storages: dict[int, int] = field(default_factory=dict, repr=False)
 
     @property
     def version(self) -> str:
@@ -135,7 +137,15 @@ class AdapterCache:
 
     @property
     def resident_bytes(self) -> int:
-        return sum(e.size_bytes for e in self._current.values()) + sum(e.size_bytes for e in self._stale)
+        """Bytes of the resident sets' tensors, each storage once (sets sharing a decoder hold it once)."""
+        shared: dict[int, int] = {}
+        alone = 0
+        for entry in (*self._current.values(), *self._stale):
+            if entry.storages:
+                shared.update(entry.storages)
+            else:
+                alone += entry.size_bytes
+        return alone + sum(shared.values())
 
     # -- acquire -----------------------------------------------------------------------------------
     async def acquire(self, adapter_id: str, task: str | None = None) -> AdapterLease:
@@ -237,6 +247,7 @@ class AdapterCache:
             task=aset.config.task,
             config=aset.config,
             size_bytes=int(aset.size_bytes),
+            storages=aset.tensor_storages(),
             num_params=int(aset.num_parameters()),
             model_key=model_key,
             files_sha256=snapshot.files_sha256,

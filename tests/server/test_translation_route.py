@@ -193,3 +193,27 @@ async def test_the_translation_default_loads_on_first_use_not_at_start(whisper_s
         assert response.status_code == 200, response.text
         assert service.cache.resident("translate-whisper") is not None
         assert "translate-whisper" not in service.cache.pinned
+
+
+@pytest.mark.anyio
+async def test_two_sets_sharing_a_decoder_count_it_once_in_the_cache_budget(whisper_store, tmp_path) -> None:
+    """Sets with the same decoder weights (asr-whisper and translate-whisper after setup) hold one decoder
+    (``elp.shared_decoders``); the cache's resident bytes, which the budget and the gauge read, count it once."""
+    import shutil
+
+    backbone, source = whisper_store
+    store = tmp_path / "adapters"
+    shutil.copytree(source, store)
+    shutil.copytree(source / "translate-whisper", store / "translate-copy")
+    async with running_app(make_settings(backbone, store, tmp_path)) as (app, client):
+        for adapter in ("translate-whisper", "translate-copy"):
+            response = await client.post(f"/translate?adapter={adapter}", files=clip_files(CLIP))
+            assert response.status_code == 200, response.text
+        cache = app.state.service.cache
+        first, second = cache.resident("translate-whisper"), cache.resident("translate-copy")
+        assert first.size_bytes == second.size_bytes and sum(first.storages.values()) == first.size_bytes
+        decoder = set(first.storages) & set(second.storages)
+        decoder_bytes = sum(first.storages[address] for address in decoder)
+        assert 0 < decoder_bytes < first.size_bytes  # the decoder (the set's own silence frames are apart)
+        assert cache.resident_bytes == first.size_bytes + second.size_bytes - decoder_bytes
+        assert metric(app, "elp_resident_adapter_bytes") == cache.resident_bytes
