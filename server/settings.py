@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, create_model, field_validator, model_vali
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from elp.tasks import TASKS as REGISTERED_TASKS
+from elp.tasks.asr import normalise_rescoring
 
 MIB = 1024 * 1024
 
@@ -269,15 +270,9 @@ class ServerSettings(BaseSettings):
 
     @field_validator("asr_rescoring", mode="before")
     @classmethod
-    def _rescoring_mode(cls, value: object) -> object:
-        """Booleans (and 1 / 0, yes / no, on / off) as true / false: the setting was a boolean before auto."""
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        if isinstance(value, str):
-            text = value.strip().lower()
-            aliases = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}
-            return aliases.get(text, text)
-        return value
+    def _rescoring_mode(cls, value: object) -> str:
+        """Booleans and their spellings as true / false (the ASR task's one reading of the setting)."""
+        return normalise_rescoring(value)
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -38,13 +38,25 @@ CTC_VOCAB = ["<blank>", " ", "'", *"abcdefghijklmnopqrstuvwxyz"]
 RESCORING_MODES = ("auto", "true", "false")
 
 
-def rescoring_mode(options: Mapping[str, Any]) -> str:
-    """``options["asr_rescoring"]`` as one of ``RESCORING_MODES`` (library callers may pass a bool); absent: false."""
-    value = options.get("asr_rescoring", "false")
-    mode = ("true" if value else "false") if isinstance(value, bool) else str(value)
+#: the setting was a boolean before ``auto``: its spellings still mean true / false
+_BOOLEAN_SPELLINGS = {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}
+
+
+def normalise_rescoring(value: object) -> str:
+    """A value of ``asr_rescoring`` (the server's setting, a library caller's option) as one of ``RESCORING_MODES``:
+    booleans and their spellings (1 / 0, yes / no, on / off, any case) as true / false; anything else is refused."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value).strip().lower()
+    mode = _BOOLEAN_SPELLINGS.get(text, text)
     if mode not in RESCORING_MODES:
-        raise ConfigError(f"asr_rescoring must be one of {RESCORING_MODES}, not {mode!r}")
+        raise ConfigError(f"asr_rescoring must be one of {RESCORING_MODES}, not {value!r}")
     return mode
+
+
+def rescoring_mode(options: Mapping[str, Any]) -> str:
+    """``options["asr_rescoring"]`` (``normalise_rescoring``); absent: false."""
+    return normalise_rescoring(options.get("asr_rescoring", "false"))
 
 
 def second_pass(options: Mapping[str, Any]) -> tuple[str | None, str]:

@@ -15,6 +15,7 @@ from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.decoding import WordBigramLM
 from elp.decoding.config import RescoringConfig
 from elp.decoding.rescoring import DecoderRescorer
+from elp.tasks.asr import rescoring_mode
 from elp.testing import tiny_rescorer
 from server.__main__ import settings_from_args
 from server.settings import Settings
@@ -130,6 +131,7 @@ def test_the_setting_reads_auto_true_false_and_the_booleans_it_was(monkeypatch) 
                         ("AUTO", "auto")]:
         monkeypatch.setenv("ELP_ASR_RESCORING", value)
         assert settings_from_args([]).asr_rescoring == mode, value
+        assert rescoring_mode({"asr_rescoring": value}) == mode, value  # the library reads it the same way
     monkeypatch.delenv("ELP_ASR_RESCORING")
     assert Settings(asr_rescoring=True).asr_rescoring == "true"
     with pytest.raises(ValidationError):
