@@ -84,8 +84,8 @@ def models_per_replica(settings: RaySettings) -> int:
     largest set as the cache budget holds beside the pinned defaults (at least 1)."""
     if settings.ray_models_per_replica:
         return settings.ray_models_per_replica
-    from server.adapter_store import AdapterStore, resolve_default_ids
-    from server.service import DEFAULT_FALLBACKS, SET_TASKS
+    from server.adapter_store import AdapterStore
+    from server.default_sets import DefaultSets
 
     store = AdapterStore(settings.adapters_dir)
     sizes = []
@@ -94,7 +94,7 @@ def models_per_replica(settings: RaySettings) -> int:
             sizes.append(store.info(adapter_id).size_bytes)
     if not sizes:
         return 1
-    resolved = resolve_default_ids(store, settings.default_adapter_ids(), SET_TASKS, DEFAULT_FALLBACKS)
+    resolved = DefaultSets(store, settings.default_adapter_ids()).resolve()
     defaults = len({adapter_id for adapter_id in resolved.values() if adapter_id is not None})
     return max(1, settings.adapter_cache_bytes // max(sizes) - defaults)
 

@@ -21,13 +21,14 @@ from elp.decoding.compiled import warm_up as warm_up_search
 from elp.speech_activity import SpeechGate, VoiceGate
 from elp.tasks import TASKS
 from elp.voice_activity import shared_model
-from server.adapter_store import AdapterStore, resolve_default_ids
+from server.adapter_store import AdapterStore
 from server.adapters import AdapterCache, AdapterLease
 from server.admission import await_results, results_in_order
 from server.audio import AudioLimits, DecodedAudio
 from server.batch_policy import BatchPolicy, CostAwarePolicy, LengthRatioPolicy
 from server.batching import BatchWorker, InferenceJob, JobResult, overloaded_message
 from server.decoding import DecodePool
+from server.default_sets import SET_TASKS, DefaultSets
 from server.deployment import (
     DEFAULT_TORCH_THREADS,
     DTYPES,
@@ -45,12 +46,6 @@ from server.settings import Settings
 from server.speakers import open_speaker_store
 
 logger = logging.getLogger("server.service")
-#: task -> the task of the sets that answer it (diarization's are verification sets: ``TaskSpec.answers_with``)
-SET_TASKS = MappingProxyType({spec.name: spec.set_task for spec in TASKS})
-#: the tasks whose default set is loaded, pinned and waited for at start (TaskSpec.default_at_start)
-STARTUP_TASKS = frozenset(spec.name for spec in TASKS if spec.default_at_start)
-#: per task, the sets that answer when the configured default is not in the store (registry order)
-DEFAULT_FALLBACKS = MappingProxyType({spec.name: (spec.default_adapter, *spec.fallback_adapters) for spec in TASKS})
 
 #: extra seconds a handler waits past the queue deadline for a batch that is already running
 RUNNING_GRACE_S = 60.0
@@ -86,8 +81,7 @@ class InferenceService:
         self.worker: BatchWorker | None = None
         self.cache: AdapterCache | None = None
         self.sample_rate = 16000
-        self._defaults: dict[str, str | None] = {}
-        self._default_problems: dict[str, str] = {}
+        self.default_sets = DefaultSets(self.store, settings.default_adapter_ids())
         self._warmup: asyncio.Task | None = None
         self._trimming: asyncio.Task | None = None
         self.idle_trimmer: IdleTrimmer | None = None
@@ -159,7 +153,7 @@ class InferenceService:
             executor=self.io_pool,
             metrics=self.metrics,
         )
-        self.resolve_defaults()
+        self.default_sets.resolve()
         self._compiling = True
         self._warmup = asyncio.create_task(self._load_defaults(), name="elp-load-default-adapters")
         if self.settings.idle_trim_s > 0:
@@ -202,16 +196,7 @@ class InferenceService:
 
     async def _load_defaults(self) -> None:
         assert self.cache is not None
-        for task, adapter_id in self._startup_defaults().items():
-            self.cache.pinned.add(adapter_id)
-            try:
-                lease = await self.cache.acquire(adapter_id, SET_TASKS[task])
-                lease.release()
-                self._default_problems.pop(task, None)
-            except Exception as exc:  # reported by /readyz; requests get the error on demand
-                message = getattr(exc, "message", None) or type(exc).__name__
-                self._default_problems[task] = f"default {task} adapter '{adapter_id}': {message}"
-                logger.error("%s", self._default_problems[task])
+        await self.default_sets.load(self.cache)
         try:  # compiled beam search: 0.1 s from numba's cache; a first compile ~15 s, which a first /asr would wait for
             await asyncio.to_thread(warm_up_search)
         finally:
@@ -225,7 +210,7 @@ class InferenceService:
         before the server reports ready."""
         assert self.worker is not None and self.cache is not None
         policy, budget_s = self.worker.policy, self.settings.batch_calibration_s
-        residents = [self.cache.resident(adapter_id) for adapter_id in self._startup_defaults().values()]
+        residents = [self.cache.resident(adapter_id) for adapter_id in self.default_sets.at_start().values()]
         keys = [resident.model_key for resident in residents if resident is not None]
         if not isinstance(policy, CostAwarePolicy) or not budget_s or not keys:
             self._calibrating = False
@@ -239,28 +224,9 @@ class InferenceService:
             self._calibrating = False
 
     # -- defaults & readiness --------------------------------------------------------------------
-    def resolve_defaults(self) -> dict[str, str | None]:
-        """Per task: the configured id if it exists, else the registry's default or fallback sets, else a set
-        marked ``"default": true``, else the only set of that task, else none (requests then must name an
-        adapter)."""
-        self._defaults = resolve_default_ids(self.store, self.settings.default_adapter_ids(), SET_TASKS,
-                                             DEFAULT_FALLBACKS)
-        return self._defaults
-
-    def _startup_defaults(self) -> dict[str, str]:
-        """The resolved default sets loaded, pinned and waited for at start (``TaskSpec.default_at_start``)."""
-        return {task: adapter_id for task, adapter_id in self._defaults.items()
-                if adapter_id is not None and task in STARTUP_TASKS}
-
     def default_adapter(self, task: str, recheck: bool = False) -> str:
-        """The task's default set id, as last resolved; ``recheck`` resolves again from the store first
-        (after the last resolved one turned out to be gone)."""
-        adapter_id = None if recheck else self._defaults.get(task)
-        if adapter_id is None:
-            adapter_id = self.resolve_defaults().get(task)
-        if adapter_id is None:
-            raise AdapterNotFoundError(f"no default {task} adapter is installed; name one with the 'adapter' field")
-        return adapter_id
+        """The task's default set id (``DefaultSets.adapter_for``)."""
+        return self.default_sets.adapter_for(task, recheck)
 
     def readiness(self) -> tuple[bool, list[str]]:
         problems: list[str] = []
@@ -273,17 +239,14 @@ class InferenceService:
         if self.decoder is not None and self.decoder.warming:
             problems.append("decoding processes starting")
         if self.cache is not None:
-            for task, adapter_id in self._startup_defaults().items():
-                if self.cache.resident(adapter_id) is None:
-                    problems.append(self._default_problems.get(task, f"default {task} adapter '{adapter_id}' "
-                                                               "not resident yet"))
+            problems += self.default_sets.unready(self.cache)
         ready = not problems
         self.metrics.ready.set(1 if ready else 0)
         return ready, problems
 
     @property
     def defaults(self) -> dict[str, str | None]:
-        return dict(self._defaults)
+        return self.default_sets.ids
 
     # -- request path ------------------------------------------------------------------------------
     async def decode(self, data: bytes, field: str = "file", task: str | None = None) -> DecodedAudio:
@@ -414,7 +377,7 @@ class InferenceService:
 
     async def list_adapters(self) -> list[dict[str, Any]]:
         """Listing rows for ``GET /adapters`` (hashing happens off the event loop)."""
-        defaults = set(filter(None, self.resolve_defaults().values()))
+        defaults = set(filter(None, self.default_sets.resolve().values()))
         loop = asyncio.get_running_loop()
 
         def collect() -> list[Any]:

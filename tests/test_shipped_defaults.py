@@ -20,7 +20,7 @@ import torch
 
 from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.adapter_files import CARD_NAME, CONFIG_NAME
-from server.adapter_store import AdapterStore, resolve_default_ids
+from server.adapter_store import AdapterStore
 from training.dataset import load_audio
 from training.metrics import cer
 
@@ -139,13 +139,13 @@ def test_the_language_set_made_at_setup_names_the_language_beside_the_trained_on
     """``language-whisper`` (Whisper base's decoder scoring its language tokens, with ``language-default``'s
     head as its companion; made by the setup script) rides in one batch with ``language-default`` and names
     the language of sentence-length speech; the server answers ``/language`` with it."""
-    from server.service import DEFAULT_FALLBACKS, SET_TASKS
+    from server.default_sets import DefaultSets
     from server.settings import Settings
 
     folder = STORE / "language-whisper"
     if not (folder / "adapter_model.safetensors").exists():
         pytest.fail(f"no language decoder set at {folder}: scripts/setup_default_backbone.sh makes it")
-    resolved = resolve_default_ids(AdapterStore(STORE), Settings().default_adapter_ids(), SET_TASKS, DEFAULT_FALLBACKS)
+    resolved = DefaultSets(AdapterStore(STORE), Settings().default_adapter_ids()).resolve()
     assert resolved["language"] == "language-whisper"
     language_set = AdapterSet.load(folder)
     companion = language_set.config.companion
