@@ -198,8 +198,9 @@ class AdapterSet(nn.Module):
         ``elp.shared_decoders``) share these entries, so a cache that sums the union counts it once."""
         storages = {}
         for tensor in self.state_dict().values():
-            storage = tensor.untyped_storage()
-            storages[storage.data_ptr()] = storage.nbytes()
+            if isinstance(tensor, torch.Tensor):  # a quantised module's state also holds dtypes and packed tuples
+                storage = tensor.untyped_storage()
+                storages[storage.data_ptr()] = storage.nbytes()
         return storages
 
     def parameter_report(self) -> dict[str, int]:
