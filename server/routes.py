@@ -338,6 +338,7 @@ async def readyz(service: Service) -> JSONResponse:
     ready, problems = service.readiness()
     identity = getattr(service.backbone, "identity", None)
     body = {"ready": ready, "backbone": identity.to_dict() if identity is not None else None,
+            "encoder": service.backbone.serving_options() if identity is not None else None,
             "default_adapters": service.defaults, "problems": problems}
     return JSONResponse(body, status_code=200 if ready else 503)
 

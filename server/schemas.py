@@ -81,6 +81,9 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     ready: bool
     backbone: dict[str, Any] | None
+    #: where and in what the encoder computes (``{"encoder_device": "cpu", "encoder_precision": "int8"}``): what
+    #: ``ELP_DTYPE=auto`` chose, and what the ASR second pass' ``auto`` read
+    encoder: dict[str, str] | None = None
     default_adapters: dict[str, str | None]
     problems: list[str]
 

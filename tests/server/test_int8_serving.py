@@ -20,6 +20,9 @@ async def _answers(settings) -> tuple[dict[str, dict], int]:
         answers = {path: (await client.post(path, files=files)).json() for path in ("/asr", "/emotion", "/intent")}
         pair = dict(files, reference=("other.wav", OTHER, "audio/wav"))
         answers["/verify"] = (await client.post("/verify", files=pair)).json()
+        precision = "int8" if settings.dtype == "int8" else "float32"  # auto: no calibration for the tiny backbone
+        assert (await client.get("/readyz")).json()["encoder"] == {"encoder_device": "cpu",
+                                                                   "encoder_precision": precision}
         return answers, quantized_linear_count(app.state.service.backbone)
 
 
