@@ -438,3 +438,59 @@ def test_a_live_stream_through_the_ingress_is_answered_by_the_replicas(stack, sp
         return sample_value(text, "elp_stream_utterances_total", {"endpoint": "asr", "kind": "final"})
 
     assert wait_for(ingress_finals, 30, "the ingress' stream metrics on the board") == 2
+
+
+def test_a_live_stream_outlives_the_replica_that_answered_it(stack, spoken_clip) -> None:
+    """The ingress holds a stream's session and sends each utterance to a replica. The replica that answered the
+    first utterance is killed (after the redeploy above it is the only one); the stream stays open (quiet audio keeps
+    it from idling) while the controller starts a replacement, whose answer to the next utterance is the one a POST
+    of that utterance gets, and the stream ends normally."""
+    import io
+    import json
+
+    import numpy as np
+    import ray
+    import soundfile as sf
+    from websockets.sync.client import connect
+
+    deployment, _, extra, _ = stack
+    rng = np.random.default_rng(11)
+    sent: list[np.ndarray] = []
+
+    def send(ws, audio: np.ndarray) -> None:
+        for at in range(0, len(audio), 1600):
+            ws.send(np.clip(np.round(audio[at:at + 1600] * 32768), -32768, 32767).astype("<i2").tobytes())
+        sent.append(audio)
+
+    def quiet(seconds: float) -> np.ndarray:
+        return (rng.standard_normal(int(seconds * 16000)) * 1e-3).astype(np.float32)
+
+    (victim,) = deployment.replica_actor_names()
+    with connect(f"{deployment.url.replace('http://', 'ws://')}/emotion/stream?adapter={extra[0]}") as ws:
+        ready = json.loads(ws.recv(timeout=60))
+        assert ready["type"] == "ready", ready
+        send(ws, np.concatenate([quiet(0.5), spoken_clip("switch on the kettle"), quiet(1.0)]))
+        messages = [json.loads(ws.recv(timeout=120))]
+        assert messages[0]["type"] == "result", messages
+        ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+        deadline = time.monotonic() + 180
+        while not (victim not in deployment.replica_actor_names() and deployment.running_replicas() == 1):
+            assert time.monotonic() < deadline, "no replacement replica within 180 s"
+            send(ws, quiet(0.2))  # the stream must not idle out while the controller replaces the replica
+            time.sleep(1.0)
+        send(ws, np.concatenate([spoken_clip("how late is it"), quiet(1.0)]))
+        ws.send(json.dumps({"type": "end"}))
+        messages.append(json.loads(ws.recv(timeout=120)))
+        while messages[-1]["type"] not in ("end", "error"):
+            messages.append(json.loads(ws.recv(timeout=120)))
+    results = [m for m in messages if m["type"] == "result"]
+    assert len(results) == 2 and messages[-1]["type"] == "end", messages
+    heard = np.round(np.concatenate(sent) * 32768).clip(-32768, 32767) / 32768
+    start, stop = round(results[1]["start_s"] * 16000), round(results[1]["end_s"] * 16000)
+    clip = io.BytesIO()
+    sf.write(clip, heard[start:stop].astype(np.float32), 16000, subtype="FLOAT", format="WAV")
+    posted = httpx.post(f"{deployment.url}/emotion", files={"file": ("u.wav", clip.getvalue())},
+                        data={"adapter": extra[0]}, timeout=120).json()
+    assert results[1]["adapter"] == ready["adapter"] == posted["adapter"]
+    assert normalised({k: results[1][k] for k in ("label", "scores")}) == normalised(
+        {k: posted[k] for k in ("label", "scores")})
