@@ -22,8 +22,9 @@ _RESIDENT: weakref.WeakValueDictionary[str, nn.Module] = weakref.WeakValueDictio
 
 def share_decoder(head: nn.Module, weights_sha256: str) -> bool:
     """Give ``head`` (a ``WhisperDecoderHead``) the resident decoder equal to its own, else make its own the
-    resident one. True when it now shares. Equal means every tensor: same name, dtype, device and values (a
-    resident decoder cast or quantised since its load is not shared)."""
+    resident one. True when it now shares. Equal means every tensor: same name, device and values, where a resident
+    tensor cast to another float dtype since its load (the server casts every set to a 16-bit encoder's dtype) must
+    equal its own cast the same way; one whose values changed since is not shared."""
     own = head.decoder
     with _LOCK:
         resident = _RESIDENT.get(weights_sha256)
@@ -34,11 +35,18 @@ def share_decoder(head: nn.Module, weights_sha256: str) -> bool:
         return False
 
 
-def _same_tensors(a: nn.Module, b: nn.Module) -> bool:
-    first, second = a.state_dict(), b.state_dict()
+def _same_tensors(resident: nn.Module, own: nn.Module) -> bool:
+    first, second = resident.state_dict(), own.state_dict()
     if first.keys() != second.keys():
         return False
-    return all(
-        x.dtype == y.dtype and x.device == y.device and x.shape == y.shape and torch.equal(x, y)
-        for x, y in ((first[name], second[name]) for name in first)
-    )
+    return all(_same_tensor(first[name], second[name]) for name in first)
+
+
+def _same_tensor(resident: torch.Tensor, own: torch.Tensor) -> bool:
+    if resident.device != own.device or resident.shape != own.shape:
+        return False
+    if resident.dtype != own.dtype:  # cast since its load: equal if ours, cast the same way, is bit for bit
+        if not (resident.is_floating_point() and own.is_floating_point()):
+            return False
+        own = own.to(resident.dtype)
+    return torch.equal(resident, own)

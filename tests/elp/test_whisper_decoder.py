@@ -141,6 +141,12 @@ def test_sets_with_the_same_weights_share_one_decoder_when_asked(decoder_set, wh
     gc.collect()
     third, fourth = (load(*files[0], share_decoder=True) for _ in range(2))
     assert fourth.head.decoder is third.head.decoder
+    third.to(torch.bfloat16)  # what add_adapter_set does to a set beside a 16-bit encoder: shared all the same
+    fifth = load(*files[0], share_decoder=True)
+    assert fifth.head.decoder is third.head.decoder and fifth.head.decoder.embed_tokens.weight.dtype == torch.bfloat16
+    with torch.no_grad():  # changed since its cast: not handed out
+        third.head.decoder.embed_tokens.weight[0, 1] += 1.0
+    assert load(*files[0], share_decoder=True).head.decoder is not third.head.decoder
 
 
 def test_decoder_rows_hear_the_clip_then_trailing_zeros(decoder_set, whisper_backbone):
