@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nbest", type=int, nargs="+", default=[4, 8, 16])
     p.add_argument("--select", choices=["cer", "wer"], default="wer")
     p.add_argument("--max-clips", type=int, default=0, help="score the first N clips of each source only")
+    p.add_argument("--float32-nbest", type=int, default=0, metavar="N",
+                   help="also record, as the set's float32 setting (rescoring.by_precision), the grid's best with N "
+                   "transcripts: where the decoder runs in float32 the pass costs more a transcript (asr-default's "
+                   "card: N 8)")
     return p
 
 
@@ -104,7 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     sources = {"valid": rows, **validation_sources(args.valid_data, args.max_clips)}
     clips = {name: scored_clips(model, adapter_set, source, max(args.nbest)) for name, source in sources.items()}
     report: dict = {"first_pass": {name: rates(c, None) for name, c in clips.items()}}
+    if args.float32_nbest and args.float32_nbest not in args.nbest:
+        raise SystemExit(f"--float32-nbest {args.float32_nbest} is not among --nbest {args.nbest}")
     best: tuple[float, RescoringConfig, dict] | None = None
+    best_float32: tuple[float, RescoringConfig] | None = None
     for weight, bonus, nbest in itertools.product(args.weights, args.bonuses, args.nbest):
         config = RescoringConfig(weight=weight, token_bonus=bonus, nbest=nbest)
         scores = {name: rates(c, config) for name, c in clips.items()}
@@ -113,8 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"weight {weight} bonus {bonus} nbest {nbest}: {shown} mean {args.select} {mean:.4f}", flush=True)
         if best is None or mean < best[0]:
             best = (mean, config, scores)
+        if nbest == args.float32_nbest and (best_float32 is None or mean < best_float32[0]):
+            best_float32 = (mean, config)
     assert best is not None
     _, chosen, scores = best
+    if best_float32 is not None:  # only what differs from the chosen setting
+        changes = {key: getattr(best_float32[1], key) for key in ("weight", "token_bonus", "nbest")
+                   if getattr(best_float32[1], key) != getattr(chosen, key)}
+        chosen = dataclasses.replace(chosen, by_precision={"float32": changes} if changes else {})
     adapter_set.config.rescoring = chosen
     report["rescoring"] = {**dataclasses.asdict(chosen), "sources": scores, "select": args.select,
                            "manifests": {name: spec.split("=", 1)[1] for name, spec in

@@ -447,3 +447,18 @@ def test_the_rescoring_tool_chooses_the_second_pass_on_validation_and_changes_on
     make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "no-lm")
     with pytest.raises(SystemExit, match="word LM"):
         rescoring.main([str(tmp_path / "no-lm"), "--backbone", str(backbone_dir), "--corpus", str(asr_corpus)])
+    # --float32-nbest: the grid's best with that many transcripts, kept beside the chosen setting for float32 passes
+    grid = ["--weights", "0.5", "2", "50", "--bonuses", "0", "--nbest", "2", "4"]
+    assert rescoring.main([str(tmp_path / "asr-lm"), "--out", str(tmp_path / "both"), "--backbone", str(backbone_dir),
+                           "--corpus", str(asr_corpus), *grid, "--float32-nbest", "4"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if " nbest 4: " in line]
+    best_of_two = min(lines, key=lambda line: float(line.rsplit(" ", 1)[1]))  # the first of equals, as the tool
+    weight = float(best_of_two.split()[1])
+    both = AdapterSet.load(tmp_path / "both").config.rescoring
+    assert both.at_precision("float32").nbest == 4 and both.at_precision("float32").weight == weight
+    assert both.nbest == 2 and both.by_precision["float32"]["nbest"] == 4  # the tiny grid's best reads 2 (ties: first)
+    assert both.at_precision("bfloat16") is both  # the overall best, as without the option
+    assert all(getattr(both, key) != value for key, value in both.by_precision.get("float32", {}).items())
+    with pytest.raises(SystemExit, match="not among"):
+        rescoring.main([str(tmp_path / "asr-lm"), "--backbone", str(backbone_dir), "--corpus", str(asr_corpus),
+                        *grid, "--float32-nbest", "8"])
