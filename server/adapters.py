@@ -47,6 +47,8 @@ class ResidentAdapter:
     task: str
     config: Any  # elp AdapterConfig
     size_bytes: int
+    #: its tensors' memory by storage (``AdapterSet.tensor_storages``): a decoder two sets share is counted once
+    storages: dict[int, int] = field(repr=False)
     num_params: int
     model_key: str
     leases: int = 0
@@ -55,8 +57,6 @@ class ResidentAdapter:
     last_used: float = field(default_factory=time.monotonic)
     files_sha256: str = ""  # the version under the rule before provenance left the hash
     embedding_sha256: str = ""  # the version of what it computes (threshold left out): keys enrolments
-    #: its tensors' memory by storage (``AdapterSet.tensor_storages``): a decoder two sets share is counted once
-    storages: dict[int, int] = field(default_factory=dict, repr=False)
 
     @property
     def version(self) -> str:
@@ -138,14 +138,10 @@ class AdapterCache:
     @property
     def resident_bytes(self) -> int:
         """Bytes of the resident sets' tensors, each storage once (sets sharing a decoder hold it once)."""
-        shared: dict[int, int] = {}
-        alone = 0
+        storages: dict[int, int] = {}
         for entry in (*self._current.values(), *self._stale):
-            if entry.storages:
-                shared.update(entry.storages)
-            else:
-                alone += entry.size_bytes
-        return alone + sum(shared.values())
+            storages.update(entry.storages)
+        return sum(storages.values())
 
     # -- acquire -----------------------------------------------------------------------------------
     async def acquire(self, adapter_id: str, task: str | None = None) -> AdapterLease:
