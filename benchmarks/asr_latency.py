@@ -8,7 +8,7 @@ system's mean milliseconds a clip, min-max, and the ratio to Whisper ``generate`
 
     python -m benchmarks.asr_latency --adapter adapters_store/asr-default adapters_store/asr-whisper \
         [--dtype float32 auto] [--clips 20] [--rounds 3] [--without-word-times] [--python-search] \
-        [--rescoring [float32 bfloat16]]
+        [--rescoring [float32 float32-exact bfloat16]]
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time each decoder set without its words' times")
     parser.add_argument("--python-search", action="store_true",
                         help="also time each LM set with its beam search in Python (the compiled one's reference)")
-    parser.add_argument("--rescoring", nargs="*", default=None, choices=["native", "float32", "bfloat16"],
+    parser.add_argument("--rescoring", nargs="*", default=None,
+                        choices=["native", "float32", "float32-exact", "bfloat16"],
                         help="also time each set that carries a second pass with it on (ELP_ASR_RESCORING=true), "
                         "in each precision named (none named: this CPU's native one)")
     args = parser.parse_args(argv)

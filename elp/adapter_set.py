@@ -109,8 +109,10 @@ class AdapterSet(nn.Module):
         #: the checkpoint a rescoring set's decoder is read from: the backbone's folder, set when a model takes
         #: the set (``MultiAdapterModel.add_adapter_set``); None: the beam's best is answered
         self.rescorer_source: str | None = None
-        #: the precision its decoder runs in (``elp.decoding.rescoring.DTYPES``), chosen when served
+        #: the pass its decoder runs (``elp.decoding.rescoring.DTYPES``) and the encoder precision beside it (None:
+        #: unknown), chosen when served: together they pick the set's setting (``RescoringConfig.at_precision``)
         self.rescorer_dtype = "float32"
+        self.rescorer_encoder: str | None = None
         self._post_processor: PostProcessor | None = None
 
     # ----------------------------------------------------------------- construction

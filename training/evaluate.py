@@ -102,8 +102,10 @@ def add_rescoring_options(parser: argparse.ArgumentParser) -> None:
                         help="an ASR set's second pass where it has one, as the server's ELP_ASR_RESCORING (auto: "
                         "where this CPU runs its decoder in bfloat16 natively, or beside a float32 encoder on an "
                         "AVX2 CPU without AVX-512); a bare --asr-rescoring is true")
-    parser.add_argument("--rescoring-dtype", default=None, choices=["float32", "bfloat16"],
-                        help="the second pass' precision (default: bfloat16 where this CPU computes it natively)")
+    parser.add_argument("--rescoring-dtype", default=None, choices=["float32", "float32-exact", "bfloat16"],
+                        help="the second pass' precision (default: bfloat16 where this CPU computes it natively); "
+                        "float32-exact: float32 with the whole vocabulary projection in float32, the reference the "
+                        "served float32 pass (its normalisers mostly from int8) is checked against")
 
 
 def served_set_from_args(folder: str | Path, args: argparse.Namespace, encoder: Backbone) -> AdapterSet:

@@ -26,6 +26,7 @@ from elp import AdapterSet, MultiAdapterModel, load_backbone
 from elp.decoding.beam import Hypothesis
 from elp.decoding.config import RescoringConfig
 from elp.decoding.rescoring import checkpoint_rescorer, rescored_index
+from elp.errors import ConfigError
 from training.data.manifest import filter_split, read_manifest
 from training.dataset import load_audio
 from training.evaluation import length_batches
@@ -56,7 +57,7 @@ def scored_clips(model: MultiAdapterModel, adapter_set: AdapterSet, rows: list, 
     vocab_size = len(adapter_set.config.vocab or [])
     search = adapter_set.post_processor.beam_decoder
     assert adapter_set.rescorer_source is not None
-    rescorer = checkpoint_rescorer(adapter_set.rescorer_source)
+    rescorer = checkpoint_rescorer(adapter_set.rescorer_source, "float32-exact")  # the reference scores
     clips = []
     for batch in length_batches(rows, batch_size):
         outputs = model.head_outputs([torch.from_numpy(load_audio(r.path)) for r in batch], [KEY] * len(batch))
@@ -89,11 +90,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nbest", type=int, nargs="+", default=[4, 8, 16])
     p.add_argument("--select", choices=["cer", "wer"], default="wer")
     p.add_argument("--max-clips", type=int, default=0, help="score the first N clips of each source only")
-    p.add_argument("--float32-nbest", type=int, default=0, metavar="N",
-                   help="also record, as the set's float32 setting (rescoring.by_precision), the grid's best with N "
-                   "transcripts: where the decoder runs in float32 the pass costs more a transcript (asr-default's "
-                   "card: N 8)")
+    p.add_argument("--by-precision", nargs="+", default=[], metavar="KEY=N",
+                   help="also record, as the set's setting for KEY (rescoring.by_precision: float32, or float32@int8 "
+                   "beside an int8 encoder), the grid's best with N transcripts: where the decoder runs in float32 the "
+                   "pass costs more a transcript (asr-default's card: float32=8 float32@int8=4)")
     return p
+
+
+def variant_sizes(specs: list[str], grid: list[int]) -> dict[str, int]:
+    """``--by-precision KEY=N ...`` as {KEY: N}; each N must be among the grid's, each KEY a valid variant."""
+    sizes = {}
+    for spec in specs:
+        key, _, size = spec.partition("=")
+        if not size.isdigit() or int(size) not in grid:
+            raise SystemExit(f"--by-precision {spec}: N must be one of --nbest {grid}")
+        try:
+            RescoringConfig(by_precision={key: {}})  # refuses an unknown precision or encoder
+        except ConfigError as exc:
+            raise SystemExit(f"--by-precision {spec}: {exc}") from exc
+        sizes[key] = int(size)
+    return sizes
+
+
+SETTING_FIELDS = ("weight", "token_bonus", "nbest")
+
+
+def recorded_variants(chosen: RescoringConfig, best: dict[str, tuple[float, RescoringConfig]]) -> dict[str, dict]:
+    """``by_precision`` for the variants' best settings: each as its changes to ``chosen``, and only where the set
+    would otherwise read another setting there (a ``float32@int8`` one is compared with what ``float32`` gives)."""
+    recorded: dict[str, dict] = {}
+    for key, (_, variant) in sorted(best.items(), key=lambda item: "@" in item[0]):  # plain precisions first
+        precision, _, encoder = key.partition("@")
+        wanted = tuple(getattr(variant, name) for name in SETTING_FIELDS)
+        otherwise = dataclasses.replace(chosen, by_precision=recorded).at_precision(precision, encoder or None)
+        if tuple(getattr(otherwise, name) for name in SETTING_FIELDS) != wanted:
+            recorded[key] = {name: getattr(variant, name) for name in SETTING_FIELDS
+                             if getattr(variant, name) != getattr(chosen, name)}
+    return recorded
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,10 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     sources = {"valid": rows, **validation_sources(args.valid_data, args.max_clips)}
     clips = {name: scored_clips(model, adapter_set, source, max(args.nbest)) for name, source in sources.items()}
     report: dict = {"first_pass": {name: rates(c, None) for name, c in clips.items()}}
-    if args.float32_nbest and args.float32_nbest not in args.nbest:
-        raise SystemExit(f"--float32-nbest {args.float32_nbest} is not among --nbest {args.nbest}")
+    variants = variant_sizes(args.by_precision, args.nbest)
     best: tuple[float, RescoringConfig, dict] | None = None
-    best_float32: tuple[float, RescoringConfig] | None = None
+    best_variant: dict[str, tuple[float, RescoringConfig]] = {}
     for weight, bonus, nbest in itertools.product(args.weights, args.bonuses, args.nbest):
         config = RescoringConfig(weight=weight, token_bonus=bonus, nbest=nbest)
         scores = {name: rates(c, config) for name, c in clips.items()}
@@ -120,14 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"weight {weight} bonus {bonus} nbest {nbest}: {shown} mean {args.select} {mean:.4f}", flush=True)
         if best is None or mean < best[0]:
             best = (mean, config, scores)
-        if nbest == args.float32_nbest and (best_float32 is None or mean < best_float32[0]):
-            best_float32 = (mean, config)
+        for key, size in variants.items():
+            if nbest == size and (key not in best_variant or mean < best_variant[key][0]):
+                best_variant[key] = (mean, config)
     assert best is not None
     _, chosen, scores = best
-    if best_float32 is not None:  # only what differs from the chosen setting
-        changes = {key: getattr(best_float32[1], key) for key in ("weight", "token_bonus", "nbest")
-                   if getattr(best_float32[1], key) != getattr(chosen, key)}
-        chosen = dataclasses.replace(chosen, by_precision={"float32": changes} if changes else {})
+    chosen = dataclasses.replace(chosen, by_precision=recorded_variants(chosen, best_variant))
     adapter_set.config.rescoring = chosen
     report["rescoring"] = {**dataclasses.asdict(chosen), "sources": scores, "select": args.select,
                            "manifests": {name: spec.split("=", 1)[1] for name, spec in

@@ -97,11 +97,15 @@ def cpu_has_vnni(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     return bool(cpu_flags(cpuinfo) & {"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
-def cpu_is_avx2_class(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
-    """Whether this is an x86 CPU with AVX2 and without AVX-512 (AMD Zen 2 and 3, Intel client cores): where the
-    float32 ASR second pass beside a float32 encoder was measured to fit its cost (``elp.tasks.asr.second_pass``)."""
+def cpu_kernel_class(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The x86 vector class the ASR second pass' costs were measured per (``elp.decoding.rescoring.float32_pass_fits``):
+    ``"avx512-vnni"`` (AVX-512 with VNNI: Intel Cascade Lake and later, AMD Zen 4), ``"avx512"`` (without VNNI:
+    Intel Skylake-SP), ``"avx2"`` (AVX2 without AVX-512: AMD Zen 2 and 3, Intel client cores), else ``"other"`` (ARM,
+    older x86, or flags that cannot be read)."""
     flags = cpu_flags(cpuinfo)
-    return "avx2" in flags and "avx512f" not in flags
+    if "avx512f" in flags:
+        return "avx512-vnni" if "avx512_vnni" in flags else "avx512"
+    return "avx2" if "avx2" in flags else "other"
 
 
 def cpu_has_native_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:

@@ -53,6 +53,8 @@ class LanguageModelConfig:
 
 #: the precisions a second pass's decoder runs in (``elp.decoding.rescoring.DTYPES``)
 RESCORING_PRECISIONS = ("float32", "bfloat16")
+#: the encoder precisions a ``by_precision`` variant may be keyed by (``precision@encoder``)
+ENCODER_PRECISIONS = ("float32", "int8", "float16", "bfloat16")
 
 
 @dataclass
@@ -69,7 +71,9 @@ class RescoringConfig:
     nbest: int = 8
     source: str = "checkpoint"
     #: settings that replace the ones above where the decoder runs in that precision, e.g. ``{"float32": {"nbest":
-    #: 8, "token_bonus": -1.0}}``: a float32 pass costs more a transcript, so it may read fewer (asr-default card)
+    #: 8, "token_bonus": -1.0}}``: a float32 pass costs more a transcript, so it may read fewer (asr-default card).
+    #: ``"float32@int8"``: only beside an encoder in int8, whose own pass is cheaper, so the float32 pass weighs
+    #: more there; it takes the place of ``"float32"``'s setting (each names its changes to the one above)
     by_precision: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -81,14 +85,19 @@ class RescoringConfig:
             raise ConfigError("rescoring.source must be 'checkpoint' (the backbone's own decoder)")
         if not isinstance(self.by_precision, dict):
             raise ConfigError("rescoring.by_precision must be an object of precisions")
-        for precision, changes in self.by_precision.items():
-            if precision not in RESCORING_PRECISIONS or not isinstance(changes, dict):
-                raise ConfigError(f"rescoring.by_precision keys must be among {RESCORING_PRECISIONS}, each an object")
+        for key, changes in self.by_precision.items():
+            precision, _, encoder = key.partition("@")
+            if precision not in RESCORING_PRECISIONS or (encoder and encoder not in ENCODER_PRECISIONS) \
+                    or not isinstance(changes, dict):
+                raise ConfigError(f"rescoring.by_precision keys must be among {RESCORING_PRECISIONS}, optionally "
+                                  f"@ one of {ENCODER_PRECISIONS}, each an object")
             if unknown := sorted(set(changes) - {"weight", "token_bonus", "nbest"}):
-                raise ConfigError(f"rescoring.by_precision.{precision}: unknown keys {unknown}")
-            self.at_precision(precision)  # each variant must be valid on its own
+                raise ConfigError(f"rescoring.by_precision.{key}: unknown keys {unknown}")
+            self.at_precision(precision, encoder or None)  # each variant must be valid on its own
 
-    def at_precision(self, precision: str) -> RescoringConfig:
-        """The setting that applies where the decoder runs in ``precision`` (this one where it names none)."""
-        changes = self.by_precision.get(precision)
+    def at_precision(self, precision: str, encoder: str | None = None) -> RescoringConfig:
+        """The setting that applies where the decoder runs in ``precision`` beside an encoder in ``encoder``: the
+        ``precision@encoder`` variant, else the ``precision`` one, else this one."""
+        variant = f"{precision}@{encoder}"
+        changes = self.by_precision[variant] if variant in self.by_precision else self.by_precision.get(precision)
         return dataclasses.replace(self, **changes, by_precision={}) if changes else self

@@ -10,12 +10,16 @@ The decoder's weights and BPE tokenizer are not stored in the set: they come fro
 backbone was loaded from (``Backbone.source``), built once per folder and precision and shared
 (:func:`checkpoint_rescorer`). On CPUs that multiply bfloat16 natively the decoder runs in bfloat16
 (:func:`native_dtype`): on the served n-best 89 -> 48 ms a clip, its sequence scores within a few tenths of a nat
-of float32's and validation WER unchanged (the asr-default card); elsewhere float32.
+of float32's and validation WER unchanged (the asr-default card); elsewhere float32, with the vocabulary projection's
+log-softmax normalisers read mostly from int8 (``Int8Shortlist.near_exact_logits``: the transcripts' own tokens and
+every token near the top in float32), a third of the pass, at scores within hundredths of a nat of the full float32
+projection's (``"float32-exact"``, kept for tools to compare against).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,8 +31,11 @@ from elp.decoding.beam import Hypothesis
 from elp.decoding.config import RescoringConfig
 from elp.errors import RescorerUnavailableError
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from elp.heads.seq2seq import WhisperDecoderHead
+    from elp.heads.shortlist import Int8Shortlist
 
 
 class DecoderRescorer:
@@ -36,11 +43,14 @@ class DecoderRescorer:
     tokens``, the decoder teacher-forced on each hypothesis' tokens and its end of text over ``frames`` (the set's
     last encoder layer, (T, d))."""
 
-    def __init__(self, head: WhisperDecoderHead, encode: Callable[[str], list[int]]) -> None:
+    def __init__(self, head: WhisperDecoderHead, encode: Callable[[str], list[int]],
+                 projection: Int8Shortlist | None = None) -> None:
         self.head = head.eval()
         self.encode = encode
         self.prompt = list(head.config.prompt_ids)
         self.eot = head.config.eot_id
+        #: the vocabulary projection's int8 copy (normalisers from int8, the rest exact); None: all float
+        self.projection = projection
 
     def token_ids(self, text: str) -> list[int]:
         """A transcript's tokens after the prompt: its BPE tokens (a leading space, as Whisper writes) and the end."""
@@ -78,7 +88,12 @@ class DecoderRescorer:
                       for sequence in sequences]
         rows = sorted({node for nodes in predictors for node in nodes})
         row_of = {node: row for row, node in enumerate(rows)}
-        logits = (hidden[torch.tensor(rows, device=device)] @ head.decoder.embed_tokens.weight.t()).float()
+        selected, weight = hidden[torch.tensor(rows, device=device)], head.decoder.embed_tokens.weight
+        if self.projection is None:
+            logits = (selected @ weight.t()).float()
+        else:  # every target token among the exact ones: only the normalisers read int8 values
+            targets_seen = torch.tensor(sorted({token for target in targets for token in target}))
+            logits = self.projection.near_exact_logits(selected, weight, NORMALISER_MARGIN, targets_seen)
         normalisers = torch.logsumexp(logits, dim=-1)  # log_softmax's, without writing every token's value
         scores = []
         for nodes, sequence in zip(predictors, sequences, strict=True):
@@ -123,8 +138,19 @@ def rescored_index(hypotheses: Sequence[Hypothesis], decoder_log_probs: Sequence
     return max(kept, key=totals.__getitem__)
 
 
-#: the precisions a rescorer's decoder runs in (``checkpoint_rescorer``)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+#: the passes a rescorer's decoder runs (``checkpoint_rescorer``): its precision, and whether its vocabulary
+#: projection's normalisers come from int8. ``"float32-exact"``: the whole projection in float32, what the served
+#: float32 pass is checked against (tools only: ``--rescoring-dtype``)
+DTYPES = {"float32": (torch.float32, True), "float32-exact": (torch.float32, False),
+          "bfloat16": (torch.bfloat16, False)}
+#: tokens within this many nats of a position's best int8 logit are computed in float32 (speed only: a wider margin
+#: computes more of them exactly; ``Int8Shortlist.near_exact_logits``)
+NORMALISER_MARGIN = 8.0
+
+
+def precision_of(dtype: str) -> str:
+    """The decoder's precision in a pass of ``DTYPES`` (what a set's ``rescoring.by_precision`` is keyed by)."""
+    return dtype.removesuffix("-exact")
 
 
 def native_dtype() -> str:
@@ -135,13 +161,19 @@ def native_dtype() -> str:
     return "bfloat16" if cpu_has_native_bf16() else "float32"
 
 
-def float32_pass_fits() -> bool:
-    """Whether a float32 pass beside a float32 encoder fits the cost of a default here: measured at 1.59x a clip with
-    the kernels held to AVX2, 1.71x with this project's AVX-512 machine's own (the asr-default card), so only on x86
-    CPUs with AVX2 and without AVX-512; ARM is not measured."""
-    from elp.backbones.quantize import cpu_is_avx2_class
+#: (CPU class, encoder precision) where the float32 pass, its normalisers from int8, was measured to cost at most
+#: 1.6x a clip (the asr-default card), and the setting it reads there (``RescoringConfig.at_precision``)
+FLOAT32_PASS_FITS = {("avx2", "float32"), ("avx512", "float32"), ("avx512-vnni", "int8")}
 
-    return cpu_is_avx2_class()
+
+def float32_pass_fits(encoder_precision: str | None) -> bool:
+    """Whether a float32 pass beside an encoder in ``encoder_precision`` fits the cost of a default on this CPU
+    (``FLOAT32_PASS_FITS``, ``elp.backbones.quantize.cpu_kernel_class``): beside the encoder ``ELP_DTYPE=auto`` picks
+    on x86 CPUs without native bfloat16, float32 without VNNI (AVX2, AVX-512 without VNNI) and int8 with AVX-512
+    VNNI; not on ARM (not measured)."""
+    from elp.backbones.quantize import cpu_kernel_class
+
+    return (cpu_kernel_class(), encoder_precision) in FLOAT32_PASS_FITS
 
 
 @functools.lru_cache(maxsize=4)
@@ -176,5 +208,22 @@ def checkpoint_rescorer(source: str, dtype: str = "float32") -> DecoderRescorer:
     decoder_set = assemble("asr", load_backbone(source), decoder, state, "rescoring decoder")
     decoder_set.head.set_tokens(tokenizer_tokens(tokenizer))
     del state
-    head = decoder_set.head.to(DTYPES[dtype]).eval()  # before its silence keys are first computed (lazily)
-    return DecoderRescorer(head, functools.partial(tokenizer.encode, add_special_tokens=False))
+    precision, int8_normalisers = DTYPES[dtype]
+    head = decoder_set.head.to(precision).eval()  # before its silence keys are first computed (lazily)
+    return DecoderRescorer(head, functools.partial(tokenizer.encode, add_special_tokens=False),
+                           int8_projection(head) if int8_normalisers else None)
+
+
+def int8_projection(head: WhisperDecoderHead) -> Int8Shortlist | None:
+    """The int8 copy of a float32 decoder's vocabulary projection, the one its greedy shortlist uses (~33 MB); None
+    where this torch build has no int8 kernels (the whole projection in float32 then)."""
+    from elp.backbones.quantize import cpu_has_vnni, int8_kernels_work
+
+    if (problem := int8_kernels_work()) is not None:
+        log.info("ASR second pass: float32 vocabulary projection (no int8 kernels: %s)", problem)
+        return None
+    head.use_int8_shortlist(cpu_has_vnni())
+    projection = head.shortlist
+    head.use_float_projection()  # the head itself is only ever teacher-forced here
+    assert projection is not None
+    return projection

@@ -62,13 +62,12 @@ def rescoring_mode(options: Mapping[str, Any]) -> str:
 def second_pass(options: Mapping[str, Any]) -> tuple[str | None, str]:
     """The precision a set's second pass runs in (None: it does not run) and why: ``true`` runs it, ``false`` does
     not, ``auto`` runs it beside a CPU encoder where its cost was measured to fit (the asr-default card: at most 1.6x
-    a clip): in bfloat16 where the CPU computes that natively; in float32 beside a float32 encoder on an x86 CPU with
-    AVX2 and without AVX-512 (no VNNI there, so ``ELP_DTYPE=auto`` keeps the encoder in float32;
-    ``float32_pass_fits``). Not beside an int8 encoder without native bfloat16 (1.67-1.9x there), a float32 encoder
-    with AVX-512 kernels (1.71x) or on ARM (not measured), an encoder of unknown precision
-    (``options["encoder_precision"]`` absent) or a GPU encoder (the pass, on the CPU, would cost many times the encoder
-    and hold up the batch worker). The precision is ``options["rescoring_dtype"]`` when given (evaluation tools), else
-    this machine's (``elp.decoding.rescoring.native_dtype``)."""
+    a clip): in bfloat16 where the CPU computes that natively; in float32 beside the encoder ``ELP_DTYPE=auto`` picks
+    on x86 CPUs without native bfloat16 (float32 without VNNI, int8 on AVX-512 VNNI CPUs: ``float32_pass_fits``).
+    Not on ARM (not measured), beside an encoder of unknown precision (``options["encoder_precision"]`` absent) or a
+    GPU encoder (the pass, on the CPU, would cost many times the encoder and hold up the batch worker). The precision
+    is ``options["rescoring_dtype"]`` when given (evaluation tools), else this machine's
+    (``elp.decoding.rescoring.native_dtype``)."""
     from elp.decoding.rescoring import float32_pass_fits, native_dtype
 
     mode = rescoring_mode(options)
@@ -80,11 +79,10 @@ def second_pass(options: Mapping[str, Any]) -> tuple[str | None, str]:
     if dtype == "bfloat16":
         return dtype, "native bfloat16 on this CPU"
     encoder = options.get("encoder_precision")
-    if encoder != "float32":
-        return None, f"no native bfloat16 on this CPU, beside an encoder in {encoder or 'an unknown precision'}"
-    if not float32_pass_fits():
-        return None, "no native bfloat16 on this CPU, whose float32 pass is not measured to fit (AVX-512 or not x86)"
-    return dtype, "a float32 encoder on an AVX2 CPU"
+    if not float32_pass_fits(encoder):
+        return None, (f"no native bfloat16 on this CPU, whose float32 pass beside an encoder in "
+                      f"{encoder or 'an unknown precision'} is not measured to fit")
+    return dtype, f"a float32 pass beside a {encoder} encoder, measured to fit on this CPU class"
 
 
 class CTCTranscriber:
@@ -105,7 +103,7 @@ class CTCTranscriber:
         #: a second pass over the beam (``elp.decoding.rescoring``): rows then carry their encoder frames
         self.rescoring = rescoring if language_model is not None and rescorer_source is not None else None
         self.rescorer_source = rescorer_source
-        self.rescorer_dtype = rescorer_dtype  # the decoder's precision (``elp.decoding.rescoring.DTYPES``)
+        self.rescorer_dtype = rescorer_dtype  # the decoder's pass (``elp.decoding.rescoring.DTYPES``)
         self._decoder: Any = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -234,9 +232,12 @@ class AsrTask(TaskSpec):
 
             head = adapter_set.head
             return WhisperTranscriber(head.tokens(), adapter_set.config.decoder.spoken_form, timed=head.word_times)
+        from elp.decoding.rescoring import precision_of
+
         rescoring = adapter_set.config.rescoring
-        return CTCTranscriber(adapter_set.config.vocab or [], adapter_set.language_model,
-                              rescoring=rescoring.at_precision(adapter_set.rescorer_dtype) if rescoring else None,
+        if rescoring is not None:  # the setting for where the pass runs
+            rescoring = rescoring.at_precision(precision_of(adapter_set.rescorer_dtype), adapter_set.rescorer_encoder)
+        return CTCTranscriber(adapter_set.config.vocab or [], adapter_set.language_model, rescoring=rescoring,
                               rescorer_source=adapter_set.rescorer_source, rescorer_dtype=adapter_set.rescorer_dtype)
 
     def prepare_for_serving(self, adapter_set: AdapterSet, options: Mapping[str, Any]) -> AdapterSet:
@@ -278,7 +279,7 @@ class AsrTask(TaskSpec):
             adapter_set.rescorer_source = None
             log.info("ASR second pass off (ELP_ASR_RESCORING=%s: %s)", mode, reason)
         else:
-            adapter_set.rescorer_dtype = dtype
+            adapter_set.rescorer_dtype, adapter_set.rescorer_encoder = dtype, options.get("encoder_precision")
             log.info("ASR second pass on, its decoder in %s (ELP_ASR_RESCORING=%s: %s)", dtype, mode, reason)
         adapter_set.refresh_post_processor()
 

@@ -14,7 +14,7 @@ import torch
 
 from elp import MultiAdapterModel
 from elp.adapter_set import AdapterSet
-from elp.backbones.quantize import cpu_has_native_bf16, cpu_is_avx2_class
+from elp.backbones.quantize import cpu_has_native_bf16, cpu_kernel_class
 from elp.config import AdapterSetConfig
 from elp.decoding import WordBigramLM
 from elp.decoding.beam import Hypothesis
@@ -168,13 +168,19 @@ def test_the_checkpoints_decoder_scores_as_its_converted_decoder_set():
     from elp.convert.whisper_decoder_set import convert
     from elp.decoding.rescoring import checkpoint_rescorer
 
-    lean = checkpoint_rescorer.__wrapped__(str(WHISPER_BASE))
+    lean = checkpoint_rescorer.__wrapped__(str(WHISPER_BASE), "float32-exact")
     tokenizer = AutoTokenizer.from_pretrained(WHISPER_BASE)
     whole = DecoderRescorer(convert(WHISPER_BASE).head, functools.partial(tokenizer.encode, add_special_tokens=False))
     frames = torch.randn(120, 512, generator=torch.Generator().manual_seed(1))
     texts = ["turn on the lights in the kitchen", "turn on the light in the kitchen", "turn of the lights"]
-    assert lean.prompt == whole.prompt and lean.eot == whole.eot
-    assert lean.log_probs(frames, texts) == pytest.approx(whole.log_probs(frames, texts), abs=1e-3)
+    assert lean.prompt == whole.prompt and lean.eot == whole.eot and lean.projection is None
+    expected = whole.log_probs(frames, texts)
+    assert lean.log_probs(frames, texts) == pytest.approx(expected, abs=1e-3)
+    # what float32 serves: the normalisers mostly from int8, each token within a few hundredths of a nat
+    served = checkpoint_rescorer.__wrapped__(str(WHISPER_BASE), "float32")
+    assert served.projection is not None and served.head.shortlist is None  # the head itself stays float
+    scores = served.log_probs(frames, texts)
+    assert scores != expected and scores == pytest.approx(expected, abs=0.03 * len(served.token_ids(texts[0])))
 
 
 def test_a_bfloat16_decoder_scores_within_a_rounding_of_float32(rescorer):
@@ -187,19 +193,48 @@ def test_a_bfloat16_decoder_scores_within_a_rounding_of_float32(rescorer):
     assert rounded == pytest.approx(exact, abs=0.05 * max(len(rescorer.token_ids(t)) for t in texts))
 
 
-@pytest.mark.parametrize(("mode", "native", "given", "encoder", "avx2_class", "runs"), [
-    ("auto", "bfloat16", None, "int8", False, "bfloat16"), ("auto", "float32", None, "int8", True, None),
-    ("auto", "float32", None, "float32", True, "float32"), ("auto", "float32", None, "float32", False, None),
-    ("auto", "float32", None, None, True, None), ("auto", "float32", None, "bfloat16", True, None),
-    ("true", "float32", None, "int8", False, "float32"), ("true", "bfloat16", "float32", "int8", False, "float32"),
-    ("false", "bfloat16", None, "float32", True, None), (True, "float32", None, "int8", False, "float32"),
-    (False, "bfloat16", None, "float32", True, None), ("auto", "float32", "bfloat16", "int8", False, "bfloat16")])
+def test_int8_normalisers_score_within_hundredths_of_the_float32_projection(rescorer, monkeypatch):
+    """The served float32 pass (``DecoderRescorer.projection``): every transcript token's logit exact, the
+    normalisers from int8 below the margin; at margin 0 nearly every token comes from int8, and the scores still
+    stay within a few hundredths a token of the full projection's."""
+    from elp.backbones.quantize import cpu_has_vnni
+    from elp.decoding import rescoring as rescoring_module
+    from elp.decoding.rescoring import int8_projection
+    from elp.heads.shortlist import Int8Shortlist
+
+    frames = torch.randn(40, 32, generator=torch.Generator().manual_seed(2))
+    texts = ["on the light", "on the light door", "open a door", ""]
+    head = copy.deepcopy(rescorer.head)
+    built = int8_projection(head)  # what checkpoint_rescorer gives a float32 pass
+    assert built is not None and built.full_range == cpu_has_vnni() and head.shortlist is None
+    # the tiny decoder is 32 wide: all of it would be the served copy's float32 channels; here none are
+    served = DecoderRescorer(head, rescorer.encode, Int8Shortlist(head.decoder.embed_tokens.weight, cpu_has_vnni()))
+    monkeypatch.setattr(rescoring_module, "NORMALISER_MARGIN", 0.0)
+    exact, mixed = rescorer.log_probs(frames, texts), served.log_probs(frames, texts)
+    assert mixed != exact  # int8 values did enter the normalisers
+    assert mixed == pytest.approx(exact, abs=0.03 * max(len(rescorer.token_ids(t)) for t in texts))
+    monkeypatch.setattr(rescoring_module, "NORMALISER_MARGIN", 1e9)  # every token exact: the float32 scores
+    assert served.log_probs(frames, texts) == pytest.approx(exact, abs=1e-5)
+
+
+@pytest.mark.parametrize(("mode", "native", "given", "encoder", "cpu_class", "runs"), [
+    ("auto", "bfloat16", None, "int8", "avx512-vnni", "bfloat16"), ("auto", "float32", None, "int8", "avx2", None),
+    ("auto", "float32", None, "int8", "avx512-vnni", "float32"),
+    ("auto", "float32", None, "float32", "avx2", "float32"), ("auto", "float32", None, "float32", "avx512-vnni", None),
+    ("auto", "float32", None, "float32", "avx512", "float32"), ("auto", "float32", None, "int8", "avx512", None),
+    ("auto", "float32", None, "float32", "other", None),
+    ("auto", "float32", None, None, "avx2", None), ("auto", "float32", None, "bfloat16", "avx2", None),
+    ("true", "float32", None, "int8", "other", "float32"), ("true", "bfloat16", "float32", "int8", "other", "float32"),
+    ("false", "bfloat16", None, "float32", "avx2", None), (True, "float32", None, "int8", "other", "float32"),
+    (False, "bfloat16", None, "float32", "avx2", None), ("auto", "float32", "bfloat16", "int8", "other", "bfloat16")])
 def test_the_setting_runs_the_second_pass_where_its_cost_was_measured_to_fit(monkeypatch, mode, native, given, encoder,
-                                                                            avx2_class, runs):
-    """auto: in bfloat16 where this CPU computes it natively; in float32 only beside a float32 encoder on an AVX2 CPU
-    without AVX-512, not beside an int8 one or one of unknown precision (the costs measured: the asr-default card)."""
+                                                                            cpu_class, runs):
+    """auto: in bfloat16 where this CPU computes it natively; in float32 beside the encoder ``ELP_DTYPE=auto`` picks
+    where its cost was measured (float32 on AVX2 and AVX-512 CPUs without VNNI, int8 on AVX-512 VNNI ones), not
+    elsewhere (ARM; an AVX2 CPU's AVX-VNNI int8 encoder) nor beside an encoder of unknown precision (the costs
+    measured: the asr-default card)."""
     monkeypatch.setattr("elp.decoding.rescoring.native_dtype", lambda: native)
-    monkeypatch.setattr("elp.decoding.rescoring.float32_pass_fits", lambda: avx2_class)
+    monkeypatch.setattr("elp.backbones.quantize.cpu_kernel_class", lambda: cpu_class)
     options = {"asr_rescoring": mode, "rescoring_dtype": given}
     if encoder is not None:
         options["encoder_precision"] = encoder
@@ -209,33 +244,41 @@ def test_the_setting_runs_the_second_pass_where_its_cost_was_measured_to_fit(mon
     assert beside_gpu == (runs if mode in ("true", True) else None)
 
 
-def test_the_avx2_class_is_read_from_the_cpus_flags(tmp_path):
-    """Where the float32 pass was measured to fit: AVX2 without AVX-512 (the flags of /proc/cpuinfo)."""
+def test_the_cpus_vector_class_is_read_from_its_flags(tmp_path):
+    """What the float32 pass' costs were measured per (the flags of /proc/cpuinfo)."""
     cpuinfo = tmp_path / "cpuinfo"
-    for flags, avx2_class in [("fpu sse4_2 avx avx2 fma", True), ("fpu avx2 avx512f avx512_vnni", False),
-                              ("fpu avx2 avx512f avx512bw", False), ("fp asimd asimddp bf16", False)]:
+    for flags, kernel_class in [("fpu sse4_2 avx avx2 fma", "avx2"), ("fpu avx2 avx_vnni", "avx2"),
+                                ("fpu avx2 avx512f avx512_vnni", "avx512-vnni"),
+                                ("fpu avx2 avx512f avx512bw", "avx512"),
+                                ("fp asimd asimddp bf16", "other"), ("fpu sse4_2 avx", "other")]:
         cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        assert cpu_is_avx2_class(cpuinfo) is avx2_class, flags
-    assert cpu_is_avx2_class(tmp_path / "missing") is False
+        assert cpu_kernel_class(cpuinfo) == kernel_class, flags
+    assert cpu_kernel_class(tmp_path / "missing") == "other"
 
 
 def test_a_set_may_read_fewer_transcripts_where_its_decoder_runs_in_float32(whisper_backbone, tmp_path):
-    """``by_precision``: the float32 pass costs more a transcript, so the set may carry a smaller n-best for it; the
-    post-processor reads the setting of the precision its decoder runs in; the config keeps both."""
+    """``by_precision``: the float32 pass costs more a transcript, so the set may carry a smaller n-best for it, and a
+    smaller one still beside an int8 encoder (``float32@int8``); the post-processor reads the setting of the
+    precision its decoder runs in and the encoder's beside it; the config keeps them all."""
     adapter_set = rescoring_set(whisper_backbone, weight=1.5)
-    adapter_set.config.rescoring = RescoringConfig(weight=1.5, nbest=16,
-                                                   by_precision={"float32": {"nbest": 8, "token_bonus": -1.0}})
+    variants = {"float32": {"nbest": 8, "token_bonus": -1.0}, "float32@int8": {"nbest": 4, "token_bonus": -1.0}}
+    adapter_set.config.rescoring = RescoringConfig(weight=1.5, nbest=16, by_precision=variants)
     adapter_set.rescorer_source = "checkpoint-folder"
     adapter_set.save(tmp_path / "asr-second")
     loaded = AdapterSet.load(tmp_path / "asr-second")
     assert loaded.config.rescoring == adapter_set.config.rescoring
-    for precision, expected in [("float32", RescoringConfig(weight=1.5, token_bonus=-1.0, nbest=8)),
-                                ("bfloat16", RescoringConfig(weight=1.5, nbest=16))]:
+    eight, four = (RescoringConfig(weight=1.5, token_bonus=-1.0, nbest=n) for n in (8, 4))
+    for precision, encoder, expected in [("float32", "float32", eight), ("float32-exact", None, eight),
+                                         ("float32", "int8", four), ("float32-exact", "int8", four),
+                                         ("bfloat16", "int8", RescoringConfig(weight=1.5, nbest=16))]:
         loaded.rescorer_source, loaded.rescorer_dtype = "checkpoint-folder", precision
+        loaded.rescorer_encoder = encoder
         loaded.refresh_post_processor()
-        assert dataclasses.replace(loaded.post_processor.rescoring, by_precision={}) == expected, precision
-    assert loaded.config.rescoring.by_precision == {"float32": {"nbest": 8, "token_bonus": -1.0}}
+        assert dataclasses.replace(loaded.post_processor.rescoring, by_precision={}) == expected, (precision, encoder)
+    assert loaded.config.rescoring.by_precision == variants
     for by_precision, message in [({"float16": {"nbest": 4}}, "keys must be among"),
+                                  ({"float32@int4": {"nbest": 4}}, "keys must be among"),
+                                  ({"float32@int8": {"nbest": 1}}, "nbest"),
                                   ({"float32": {"beam": 4}}, "unknown keys"), ({"float32": {"nbest": 1}}, "nbest"),
                                   ({"float32": {"nbest": 4.0}}, "integer"), ({"float32": {"weight": 0}}, "weight"),
                                   ([], "object")]:

@@ -283,6 +283,28 @@ def test_the_shortlist_bound_holds_and_its_argmax_is_the_float_argmax(full_range
     assert torch.equal(tight(inputs, weight, blocked), exact.argmax(1)) and tight.full_rows > 0
 
 
+@pytest.mark.parametrize("full_range", [pytest.param(True, marks=needs_vnni), False])
+def test_near_exact_logits_are_float32_near_the_top_and_int8_below(full_range):
+    """The second pass' normalisers (``elp.decoding.rescoring``): the tokens within the margin of a row's best and
+    the asked-for ones exactly float32, the rest int8 (so not all exact), and the log-softmax normalisers close."""
+    generator = torch.Generator().manual_seed(5)
+    weight = torch.randn(4000, 64, generator=generator) * 0.3
+    inputs = torch.randn(5, 64, generator=generator)
+    shortlist = Int8Shortlist(weight, full_range, torch.tensor([0, 1]))
+    exact = inputs @ weight.t()
+    asked = torch.tensor([11, 2999])  # far below the top in some row: exact only because they were asked for
+    with torch.no_grad():
+        mixed = shortlist.near_exact_logits(inputs, weight, 2.0, asked)
+    near = (exact >= exact.amax(1, keepdim=True) - 1.0).any(0)  # inside the margin whatever the int8 rounding
+    near[asked] = True
+    assert torch.allclose(mixed[:, near], exact[:, near], atol=1e-4)
+    assert not torch.allclose(mixed, exact, atol=1e-4)  # most tokens did come from int8
+    assert (mixed.logsumexp(1) - exact.logsumexp(1)).abs().max() < 0.05
+    with torch.no_grad():
+        wide = shortlist.near_exact_logits(inputs, weight, 1e9, asked)
+    assert torch.allclose(wide, exact, atol=1e-4)  # a margin past every token: the float32 projection
+
+
 def test_exact_channels_narrow_the_bounds():
     generator = torch.Generator().manual_seed(4)
     weight = torch.randn(300, 32, generator=generator) * 0.1

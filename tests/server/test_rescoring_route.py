@@ -31,7 +31,8 @@ def whisper_store(tmp_path_factory, tiny_backbone_dir):
     asr = AdapterSet.load(store / "asr-default")
     asr.attach_language_model(WordBigramLM.build([" ".join(WORDS)], {w: 1.0 for w in WORDS}, alpha=0.5, beta=1.0,
                                                  beam_width=16, temperature=3.0))
-    asr.config.rescoring = RescoringConfig(weight=50.0, nbest=8, by_precision={"float32": {"nbest": 3, "weight": 5.0}})
+    variants = {"float32": {"nbest": 3, "weight": 5.0}, "float32@int8": {"nbest": 5, "weight": 2.0}}
+    asr.config.rescoring = RescoringConfig(weight=50.0, nbest=8, by_precision=variants)
     asr.save(store / "asr-default")
     return backbone_dir, store
 
@@ -57,26 +58,34 @@ def expected_answers(whisper_store, rescoring: str | None, dtype: str = "float32
     if rescoring is None:
         adapter_set.config.rescoring = None
     else:
-        adapter_set.rescorer_dtype = rescoring
+        adapter_set.rescorer_dtype, adapter_set.rescorer_encoder = rescoring, dtype
     adapter_set.refresh_post_processor()
     model.add_adapter_set("asr-default", adapter_set)
     waves = [torch.from_numpy(soundfile.read(io.BytesIO(clip), dtype="float32")[0]) for clip in CLIPS]
     return [answer.text for answer in model.predict(waves, ["asr-default"] * len(waves))]
 
 
+def test_the_sets_settings_answer_differently_so_reading_the_wrong_one_shows(whisper_store, rescorer, monkeypatch):
+    """The route test below tells the settings apart by their answers: each gives other transcripts here."""
+    monkeypatch.setattr("elp.decoding.rescoring.checkpoint_rescorer", lambda source, dtype="float32": rescorer)
+    answers = {tuple(expected_answers(whisper_store, precision, encoder))
+               for precision, encoder in [("bfloat16", "int8"), ("float32", "float32"), ("float32", "int8")]}
+    assert len(answers) == 3
+
+
 @pytest.mark.anyio
-@pytest.mark.parametrize(("native", "dtype", "avx2_class"), [
-    ("bfloat16", "int8", False), ("float32", "int8", True), ("float32", "float32", True),
-    ("float32", "float32", False)])
+@pytest.mark.parametrize(("native", "dtype", "cpu_class"), [
+    ("bfloat16", "int8", "avx512-vnni"), ("float32", "int8", "avx2"), ("float32", "int8", "avx512-vnni"),
+    ("float32", "float32", "avx2"), ("float32", "float32", "avx512-vnni")])
 async def test_asr_answers_the_second_pass_as_the_setting_says(whisper_store, rescorer, tmp_path, monkeypatch,
-                                                              native, dtype, avx2_class) -> None:
+                                                              native, dtype, cpu_class) -> None:
     """true: the second pass; false: the beam's best; auto (the default): the second pass where this CPU runs its
-    decoder in bfloat16 natively (``native``) or beside a float32 encoder (``dtype``) on an AVX2 CPU without AVX-512
-    (``avx2_class``), with the set's setting for that precision (float32: 3 transcripts at weight 5, bfloat16: 8 at
-    weight 50)."""
+    decoder in bfloat16 natively (``native``), or in float32 beside the encoder (``dtype``) measured to fit on this
+    CPU class, with the set's setting for that precision and encoder (bfloat16: 8 transcripts at weight 50; float32:
+    3 at weight 5; float32 beside int8: 5 at weight 2)."""
     monkeypatch.setattr("elp.decoding.rescoring.checkpoint_rescorer", lambda source, dtype="float32": rescorer)
     monkeypatch.setattr("elp.decoding.rescoring.native_dtype", lambda: native)
-    monkeypatch.setattr("elp.decoding.rescoring.float32_pass_fits", lambda: avx2_class)
+    monkeypatch.setattr("elp.backbones.quantize.cpu_kernel_class", lambda: cpu_class)
     backbone_dir, store = whisper_store
     on_disk = (store / "asr-default" / "adapter_config.json").read_bytes()
     served = {}
@@ -87,8 +96,8 @@ async def test_asr_answers_the_second_pass_as_the_setting_says(whisper_store, re
             replies = [await client.post("/asr", files={"file": ("a.wav", clip, "audio/wav")}) for clip in CLIPS]
         assert all(reply.status_code == 200 for reply in replies), [reply.text for reply in replies]
         served[rescoring] = [reply.json()["text"] for reply in replies]
-        runs = rescoring == "true" or (rescoring is None and (native == "bfloat16" or (dtype == "float32"
-                                                                                       and avx2_class)))
+        runs = rescoring == "true" or (rescoring is None and (native == "bfloat16" or (cpu_class, dtype) in {
+            ("avx2", "float32"), ("avx512", "float32"), ("avx512-vnni", "int8")}))
         assert served[rescoring] == expected_answers(whisper_store, native if runs else None, dtype)
     assert served["true"] != served["false"]  # the heavy second pass changed some answer
     assert (store / "asr-default" / "adapter_config.json").read_bytes() == on_disk

@@ -426,7 +426,8 @@ def test_the_rescoring_tool_chooses_the_second_pass_on_validation_and_changes_on
     from elp.testing import make_random_adapter_set, tiny_rescorer
     from training import rescoring
 
-    monkeypatch.setattr(rescoring, "checkpoint_rescorer", lambda source, found=tiny_rescorer(backbone_dir): found)
+    found, asked = tiny_rescorer(backbone_dir), []
+    monkeypatch.setattr(rescoring, "checkpoint_rescorer", lambda source, dtype: asked.append(dtype) or found)
     asr = make_random_adapter_set(load(backbone_dir), "asr", seed=0)
     asr.attach_language_model(WordBigramLM.build(["turn on the lights", "open the door"], alpha=0.5, beta=1.0,
                                                  beam_width=8, temperature=2.0))
@@ -435,6 +436,7 @@ def test_the_rescoring_tool_chooses_the_second_pass_on_validation_and_changes_on
                            str(backbone_dir), "--corpus", str(asr_corpus), "--weights", "0.5", "2",
                            "--bonuses", "0", "--nbest", "2", "4"]) == 0
     assert capsys.readouterr().out.count("mean wer") == 4  # every setting of the grid, on the valid split
+    assert asked == ["float32-exact"]  # chosen on the reference scores, not the served pass' int8 normalisers
     second = AdapterSet.load(tmp_path / "second")
     config = second.config.rescoring
     assert config.weight in (0.5, 2.0) and config.token_bonus == 0.0 and config.nbest in (2, 4)
@@ -447,10 +449,11 @@ def test_the_rescoring_tool_chooses_the_second_pass_on_validation_and_changes_on
     make_random_adapter_set(load(backbone_dir), "asr", seed=0).save(tmp_path / "no-lm")
     with pytest.raises(SystemExit, match="word LM"):
         rescoring.main([str(tmp_path / "no-lm"), "--backbone", str(backbone_dir), "--corpus", str(asr_corpus)])
-    # --float32-nbest: the grid's best with that many transcripts, kept beside the chosen setting for float32 passes
+    # --by-precision: the grid's best with that many transcripts, kept beside the chosen setting for float32 passes;
+    # beside an int8 encoder the grid's best reads 2, the chosen setting, which float32's would otherwise replace
     grid = ["--weights", "0.5", "2", "50", "--bonuses", "0", "--nbest", "2", "4"]
     assert rescoring.main([str(tmp_path / "asr-lm"), "--out", str(tmp_path / "both"), "--backbone", str(backbone_dir),
-                           "--corpus", str(asr_corpus), *grid, "--float32-nbest", "4"]) == 0
+                           "--corpus", str(asr_corpus), *grid, "--by-precision", "float32=4", "float32@int8=2"]) == 0
     lines = [line for line in capsys.readouterr().out.splitlines() if " nbest 4: " in line]
     best_of_two = min(lines, key=lambda line: float(line.rsplit(" ", 1)[1]))  # the first of equals, as the tool
     weight = float(best_of_two.split()[1])
@@ -459,6 +462,10 @@ def test_the_rescoring_tool_chooses_the_second_pass_on_validation_and_changes_on
     assert both.nbest == 2 and both.by_precision["float32"]["nbest"] == 4  # the tiny grid's best reads 2 (ties: first)
     assert both.at_precision("bfloat16") is both  # the overall best, as without the option
     assert all(getattr(both, key) != value for key, value in both.by_precision.get("float32", {}).items())
-    with pytest.raises(SystemExit, match="not among"):
-        rescoring.main([str(tmp_path / "asr-lm"), "--backbone", str(backbone_dir), "--corpus", str(asr_corpus),
-                        *grid, "--float32-nbest", "8"])
+    beside_int8 = both.at_precision("float32", "int8")
+    assert (beside_int8.nbest, beside_int8.weight) == (both.nbest, both.weight) and "float32@int8" in both.by_precision
+    for wrong, message in [("float32=8", "one of --nbest"), ("float16=2", "keys must be among"),
+                           ("float32@int4=2", "keys must be among")]:
+        with pytest.raises(SystemExit, match=message):
+            rescoring.main([str(tmp_path / "asr-lm"), "--backbone", str(backbone_dir), "--corpus", str(asr_corpus),
+                            *grid, "--by-precision", wrong])
