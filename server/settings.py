@@ -140,8 +140,8 @@ class ServerSettings(BaseSettings):
         description="ASR sets that carry a second pass (Whisper's decoder rescoring the beam's best transcripts: "
         "asr-default) run it: fewer word errors on real speech (README). auto: beside an encoder on the CPU, where "
         "this CPU computes it in bfloat16 natively (AVX512-BF16 or AMX; ~60 ms more a clip, 1.6x on 1-10 s clips) "
-        "or the encoder runs in float32 on an AVX2 CPU without AVX-512 (the float32 pass, 1.6x), off elsewhere; "
-        "true: always (float32 beside an int8 encoder: about 2x); false: the beam's best",
+        "or else in float32 on another x86 CPU beside the encoder ELP_DTYPE=auto picks there (about 1.5x), off "
+        "elsewhere (ARM, a GPU encoder); true: always; false: the beam's best",
     )
     post_workers: int = Field(
         0, ge=0, le=64,
