@@ -162,7 +162,7 @@ def native_dtype() -> str:
 
 
 #: (CPU class, encoder precision) where the float32 pass, its normalisers from int8, was measured to cost at most
-#: 1.6x a clip (the asr-default card), and the setting it reads there (``RescoringConfig.at_precision``)
+#: 1.6x a clip with the set's setting for that encoder (the asr-default card; ``RescoringConfig.at_precision``)
 FLOAT32_PASS_FITS = {("avx2", "float32"), ("avx512", "float32"), ("avx512-vnni", "int8")}
 
 
@@ -215,7 +215,7 @@ def checkpoint_rescorer(source: str, dtype: str = "float32") -> DecoderRescorer:
 
 
 def int8_projection(head: WhisperDecoderHead) -> Int8Shortlist | None:
-    """The int8 copy of a float32 decoder's vocabulary projection, the one its greedy shortlist uses (~33 MB); None
+    """The int8 copy of a float32 decoder's vocabulary projection, the one its greedy shortlist uses (~34 MB); None
     where this torch build has no int8 kernels (the whole projection in float32 then)."""
     from elp.backbones.quantize import cpu_has_vnni, int8_kernels_work
 
