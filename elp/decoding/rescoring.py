@@ -163,14 +163,14 @@ def native_dtype() -> str:
 
 #: (CPU class, encoder precision) where the float32 pass, its normalisers from int8, was measured to cost at most
 #: 1.6x a clip with the set's setting for that encoder (the asr-default card; ``RescoringConfig.at_precision``)
-FLOAT32_PASS_FITS = {("avx2", "float32"), ("avx512", "float32"), ("avx512-vnni", "int8")}
+FLOAT32_PASS_FITS = {("avx2", "float32"), ("avx2", "int8"), ("avx512", "float32"), ("avx512-vnni", "int8")}
 
 
 def float32_pass_fits(encoder_precision: str | None) -> bool:
     """Whether a float32 pass beside an encoder in ``encoder_precision`` fits the cost of a default on this CPU
     (``FLOAT32_PASS_FITS``, ``elp.backbones.quantize.cpu_kernel_class``): beside the encoder ``ELP_DTYPE=auto`` picks
-    on x86 CPUs without native bfloat16, float32 without VNNI (AVX2, AVX-512 without VNNI) and int8 with AVX-512
-    VNNI; not on ARM (not measured)."""
+    on x86 CPUs with AVX2 and without native bfloat16 (float32 without VNNI, int8 with it: AVX-512 VNNI, or AVX-VNNI
+    on client CPUs without AVX-512); not on ARM (not measured)."""
     from elp.backbones.quantize import cpu_kernel_class
 
     return (cpu_kernel_class(), encoder_precision) in FLOAT32_PASS_FITS

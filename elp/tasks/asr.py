@@ -63,7 +63,7 @@ def second_pass(options: Mapping[str, Any]) -> tuple[str | None, str]:
     """The precision a set's second pass runs in (None: it does not run) and why: ``true`` runs it, ``false`` does
     not, ``auto`` runs it beside a CPU encoder where its cost was measured to fit (the asr-default card: at most 1.6x
     a clip): in bfloat16 where the CPU computes that natively; in float32 beside the encoder ``ELP_DTYPE=auto`` picks
-    on x86 CPUs without native bfloat16 (float32 without VNNI, int8 on AVX-512 VNNI CPUs: ``float32_pass_fits``).
+    on x86 CPUs without native bfloat16 (float32 without VNNI, int8 with it: ``float32_pass_fits``).
     Not on ARM (not measured), beside an encoder of unknown precision (``options["encoder_precision"]`` absent) or a
     GPU encoder (the pass, on the CPU, would cost many times the encoder and hold up the batch worker). The precision
     is ``options["rescoring_dtype"]`` when given (evaluation tools), else this machine's

@@ -218,7 +218,7 @@ def test_int8_normalisers_score_within_hundredths_of_the_float32_projection(resc
 
 
 @pytest.mark.parametrize(("mode", "native", "given", "encoder", "cpu_class", "runs"), [
-    ("auto", "bfloat16", None, "int8", "avx512-vnni", "bfloat16"), ("auto", "float32", None, "int8", "avx2", None),
+    ("auto", "bfloat16", None, "int8", "avx512-vnni", "bfloat16"), ("auto", "float32", None, "int8", "avx2", "float32"),
     ("auto", "float32", None, "int8", "avx512-vnni", "float32"),
     ("auto", "float32", None, "float32", "avx2", "float32"), ("auto", "float32", None, "float32", "avx512-vnni", None),
     ("auto", "float32", None, "float32", "avx512", "float32"), ("auto", "float32", None, "int8", "avx512", None),
@@ -230,9 +230,9 @@ def test_int8_normalisers_score_within_hundredths_of_the_float32_projection(resc
 def test_the_setting_runs_the_second_pass_where_its_cost_was_measured_to_fit(monkeypatch, mode, native, given, encoder,
                                                                             cpu_class, runs):
     """auto: in bfloat16 where this CPU computes it natively; in float32 beside the encoder ``ELP_DTYPE=auto`` picks
-    where its cost was measured (float32 on AVX2 and AVX-512 CPUs without VNNI, int8 on AVX-512 VNNI ones), not
-    elsewhere (ARM; an AVX2 CPU's AVX-VNNI int8 encoder) nor beside an encoder of unknown precision (the costs
-    measured: the asr-default card)."""
+    where its cost was measured (float32 on AVX2 and AVX-512 CPUs without VNNI, int8 with AVX-512 VNNI or AVX-VNNI),
+    not elsewhere (ARM, x86 without AVX2, an encoder in another precision) nor beside an encoder of unknown precision
+    (the costs measured: the asr-default card)."""
     monkeypatch.setattr("elp.decoding.rescoring.native_dtype", lambda: native)
     monkeypatch.setattr("elp.backbones.quantize.cpu_kernel_class", lambda: cpu_class)
     options = {"asr_rescoring": mode, "rescoring_dtype": given}
