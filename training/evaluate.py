@@ -100,8 +100,9 @@ def add_rescoring_options(parser: argparse.ArgumentParser) -> None:
     """``--asr-rescoring``, ``--rescoring-dtype``: an ASR set's second pass as the server runs it (``served_set``)."""
     parser.add_argument("--asr-rescoring", nargs="?", const="true", default="auto", choices=["auto", "true", "false"],
                         help="an ASR set's second pass where it has one, as the server's ELP_ASR_RESCORING (auto: "
-                        "where this CPU runs its decoder in bfloat16 natively, or beside a float32 encoder on an "
-                        "AVX2 CPU without AVX-512); a bare --asr-rescoring is true")
+                        "where this CPU runs its decoder in bfloat16 natively, or else in float32 beside the encoder "
+                        "precision measured to fit on this x86 class: elp.decoding.rescoring.FLOAT32_PASS_FITS); a "
+                        "bare --asr-rescoring is true")
     parser.add_argument("--rescoring-dtype", default=None, choices=["float32", "float32-exact", "bfloat16"],
                         help="the second pass' precision (default: bfloat16 where this CPU computes it natively); "
                         "float32-exact: float32 with the whole vocabulary projection in float32, the reference the "

@@ -131,6 +131,7 @@ def recorded_variants(chosen: RescoringConfig, best: dict[str, tuple[float, Resc
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    variants = variant_sizes(args.by_precision, args.nbest)  # refused before minutes of scoring
     adapter_set = AdapterSet.load(args.adapter_set)
     if not adapter_set.task_spec.supports_language_model or adapter_set.language_model is None:
         raise SystemExit(f"{args.adapter_set}: rescoring needs an ASR set with a word LM (elp-add-lm)")
@@ -141,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     sources = {"valid": rows, **validation_sources(args.valid_data, args.max_clips)}
     clips = {name: scored_clips(model, adapter_set, source, max(args.nbest)) for name, source in sources.items()}
     report: dict = {"first_pass": {name: rates(c, None) for name, c in clips.items()}}
-    variants = variant_sizes(args.by_precision, args.nbest)
     best: tuple[float, RescoringConfig, dict] | None = None
     best_variant: dict[str, tuple[float, RescoringConfig]] = {}
     for weight, bonus, nbest in itertools.product(args.weights, args.bonuses, args.nbest):

@@ -222,8 +222,4 @@ def int8_projection(head: WhisperDecoderHead) -> Int8Shortlist | None:
     if (problem := int8_kernels_work()) is not None:
         log.info("ASR second pass: float32 vocabulary projection (no int8 kernels: %s)", problem)
         return None
-    head.use_int8_shortlist(cpu_has_vnni())
-    projection = head.shortlist
-    head.use_float_projection()  # the head itself is only ever teacher-forced here
-    assert projection is not None
-    return projection
+    return head.int8_shortlist(cpu_has_vnni())  # the head itself, only ever teacher-forced here, keeps none

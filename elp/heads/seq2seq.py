@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,9 @@ from elp.heads.config import DecoderConfig
 from elp.heads.draft import CtcDraft, DraftProposer, WordTokenizer, greedy_words
 from elp.heads.whisper_text import WhisperTranscriber, detokenize, token_bytes  # noqa: F401  (re-exported)
 from elp.string_table import join_strings, split_strings
+
+if TYPE_CHECKING:
+    from elp.heads.shortlist import Int8Shortlist
 
 FRAMES_PER_SECOND = 50  # Whisper encoder frames: 2 x 10 ms hops
 MAX_LOOP_SPAN = 8  # longest token span ``stop_repeats`` looks for
@@ -110,18 +114,23 @@ class WhisperDecoderHead(nn.Module):
     def use_int8_shortlist(self, full_range: bool) -> None:
         """Pick each greedy token from an int8 shortlist rescored in float32 (``elp.heads.shortlist``):
         the same tokens as the float32 projection, reading mostly int8 weights (CPU only). Idempotent."""
+        if self.shortlist is None and self.logit_projection is None:
+            self.__dict__["shortlist"] = self.int8_shortlist(full_range)
+
+    def int8_shortlist(self, full_range: bool) -> Int8Shortlist:
+        """The vocabulary projection's int8 copy (``elp.heads.shortlist``), built on first use and kept with the
+        decoder: heads that share it (``elp.shared_decoders``) build it once (1-2 s, ~34 MB), and a second pass'
+        rescorer reads its normalisers from it (``elp.decoding.rescoring``)."""
         from elp.heads.shortlist import Int8Shortlist
 
-        if self.shortlist is None and self.logit_projection is None:
-            # kept with the decoder too: heads that share it (``elp.shared_decoders``) build it once (1.2 s, ~40 MB)
-            built = self.decoder.__dict__.get("int8_shortlist")
-            if built is None or built.full_range != full_range:
-                norm = self.decoder.layer_norm  # its output feeds the projection: 4 sd of a normalised value
-                likely_peak = 4 * norm.weight.detach().abs() + norm.bias.detach().abs()
-                outlying = likely_peak.topk(min(EXACT_CHANNELS, likely_peak.numel())).indices
-                built = Int8Shortlist(self.decoder.embed_tokens.weight, full_range, outlying)
-                self.decoder.__dict__["int8_shortlist"] = built
-            self.__dict__["shortlist"] = built
+        built = self.decoder.__dict__.get("int8_shortlist")
+        if built is None or built.full_range != full_range:
+            norm = self.decoder.layer_norm  # its output feeds the projection: 4 sd of a normalised value
+            likely_peak = 4 * norm.weight.detach().abs() + norm.bias.detach().abs()
+            outlying = likely_peak.topk(min(EXACT_CHANNELS, likely_peak.numel())).indices
+            built = Int8Shortlist(self.decoder.embed_tokens.weight, full_range, outlying)
+            self.decoder.__dict__["int8_shortlist"] = built
+        return built
 
     def use_float_projection(self) -> None:
         """Drop the shortlist: every token from the full float32 projection (benchmarks compare them)."""
