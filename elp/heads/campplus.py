@@ -14,6 +14,11 @@ at once (no windows). BatchNorm runs on its stored statistics, but the masking a
 read the whole time axis. On a GPU rows of different lengths run in one pass whose padded frames are zeroed
 before every convolution and left out of every mean; on a CPU rows run one by one. Either way a row's answer is
 the one it gets alone (tested).
+
+Computed as published, in fewer operations: the masking's gate once per 100-frame segment (it is constant over
+one), kernel-1 convolutions as matrix products, the 2-D front channels-last on a CPU. On 20 corpus clips the
+branch takes 0.60x its former time, embeddings within 5e-7 (``tests/elp/test_campplus_branch.py`` checks each
+piece against its published form).
 """
 
 from __future__ import annotations
@@ -100,16 +105,27 @@ def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 
 def _segment_means(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Each frame's 100-frame segment mean (segments from each row's start; a row's last one is partial)."""
-    frames = x.shape[-1]
+    """(..., frames) -> (..., segments): the mean of each 100-frame segment (from each row's start; a row's last
+    one is partial, and a segment wholly past a row's end reads 0)."""
     if mask is None:
-        segments = F.avg_pool1d(x, SEGMENT_FRAMES, SEGMENT_FRAMES, ceil_mode=True)
-    else:
-        spare = -frames % SEGMENT_FRAMES
-        sums = F.pad(x * mask, (0, spare)).unflatten(-1, (-1, SEGMENT_FRAMES)).sum(dim=-1)
-        counts = F.pad(mask, (0, spare)).unflatten(-1, (-1, SEGMENT_FRAMES)).sum(dim=-1)
-        segments = sums / counts.clamp(min=1)
-    return segments.repeat_interleave(SEGMENT_FRAMES, dim=-1)[..., :frames]
+        return F.avg_pool1d(x, SEGMENT_FRAMES, SEGMENT_FRAMES, ceil_mode=True)
+    spare = -x.shape[-1] % SEGMENT_FRAMES
+    sums = F.pad(x * mask, (0, spare)).unflatten(-1, (-1, SEGMENT_FRAMES)).sum(dim=-1)
+    counts = F.pad(mask, (0, spare)).unflatten(-1, (-1, SEGMENT_FRAMES)).sum(dim=-1)
+    return sums / counts.clamp(min=1)
+
+
+def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A kernel-1 convolution as the matrix product it is: 1.2-1.8x faster than the convolution call on a CPU at
+    these sizes (128-512 channels, a few hundred frames), the same values."""
+    out = torch.matmul(conv.weight.squeeze(-1), x)
+    return out if conv.bias is None else out + conv.bias.unsqueeze(-1)
+
+
+def _conv_layout(x: torch.Tensor) -> torch.Tensor:
+    """The front's input in the layout its 2-D convolutions run fastest in: channels-last on a CPU (oneDNN: the
+    front ~1.4x faster, the same values; the layout carries through the blocks), as it is elsewhere."""
+    return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
 class _BnRelu(nn.Module):
@@ -158,7 +174,7 @@ class _FrontConv(nn.Module):
     def forward(self, feats: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``mask``: (batch, 1, frames), 1 on each row's real frames (None: every row is whole)."""
         mask = None if mask is None else mask.unsqueeze(1)
-        x = _masked(F.relu(self.bn1(self.conv1(feats.transpose(1, 2).unsqueeze(1)))), mask)
+        x = _masked(F.relu(self.bn1(self.conv1(_conv_layout(feats.transpose(1, 2).unsqueeze(1))))), mask)
         for block in (*self.layer1, *self.layer2):
             x = block(x, mask)
         return _masked(F.relu(self.bn2(self.conv2(x))), mask).flatten(1, 2)
@@ -176,8 +192,11 @@ class _MaskedConv(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = _masked(x, mask)
-        context = F.relu(self.linear1(_masked_mean(x, mask).unsqueeze(-1) + _segment_means(x, mask)))
-        return _masked(self.linear_local(x) * torch.sigmoid(self.linear2(context)), mask)
+        # the gate is constant over a segment (a pointwise function of the clip's and the segment's means), so it
+        # is computed once a segment and then spread over the segment's frames, not once a frame
+        context = F.relu(_pointwise(self.linear1, _masked_mean(x, mask).unsqueeze(-1) + _segment_means(x, mask)))
+        gate = torch.sigmoid(_pointwise(self.linear2, context)).repeat_interleave(SEGMENT_FRAMES, dim=-1)
+        return _masked(self.linear_local(x) * gate[..., : x.shape[-1]], mask)
 
 
 class _DenseLayer(nn.Module):
@@ -189,7 +208,8 @@ class _DenseLayer(nn.Module):
         self.cam_layer = _MaskedConv(BOTTLENECK, GROWTH, dilation)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.cat([x, self.cam_layer(self.nonlinear2(self.linear1(self.nonlinear1(x))), mask)], dim=1)
+        return torch.cat([x, self.cam_layer(self.nonlinear2(_pointwise(self.linear1, self.nonlinear1(x))), mask)],
+                         dim=1)
 
 
 class _Transit(nn.Module):
@@ -199,7 +219,7 @@ class _Transit(nn.Module):
         self.linear = nn.Conv1d(channels, out_channels, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.nonlinear(x))
+        return _pointwise(self.linear, self.nonlinear(x))
 
 
 class _Tdnn(nn.Module):

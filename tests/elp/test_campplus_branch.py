@@ -12,7 +12,8 @@ import torch
 
 from elp.convert import campplus_branch
 from elp.errors import ConfigError
-from elp.heads.campplus import CamppBranch, CamppConfig
+from elp.heads import campplus
+from elp.heads.campplus import SEGMENT_FRAMES, CamppBranch, CamppConfig, _MaskedConv, _pointwise, _segment_means
 from elp.heads.voice import branch_from_record
 from elp.testing import make_random_adapter_set, seeded_waveform, voice_rows_alone_and_in_a_batch, voice_set_round_trip
 
@@ -148,3 +149,43 @@ def test_one_masked_pass_gives_each_row_its_answer_alone(branch):
     assert float((together - alone).abs().max()) < 1e-5 * scale
     gap = float((alone[1] - alone[2]).abs().max())  # rows differ by far more than the paths do
     assert gap > 1e3 * float((together - alone).abs().max())
+
+
+def _masking_per_frame(layer: _MaskedConv, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The published context-aware masking: the gate's convolutions run at every frame on the clip's mean plus the
+    frame's segment mean."""
+    x = x if mask is None else x * mask
+    mean = x.mean(-1, keepdim=True) if mask is None else x.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True)
+    segment = _segment_means(x, mask).repeat_interleave(SEGMENT_FRAMES, dim=-1)[..., : x.shape[-1]]
+    out = layer.linear_local(x) * torch.sigmoid(layer.linear2(torch.relu(layer.linear1(mean + segment))))
+    return out if mask is None else out * mask
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_the_gate_computed_once_a_segment_equals_the_gate_at_every_frame(masked):
+    torch.manual_seed(3)
+    layer = _MaskedConv(16, 8, dilation=2).eval()
+    x = torch.randn(2, 16, 2 * SEGMENT_FRAMES + 57)  # two whole segments and a partial one
+    mask = (torch.arange(x.shape[-1]) < torch.tensor([[x.shape[-1]], [130]])).float().unsqueeze(1) if masked else None
+    with torch.no_grad():
+        fast, published = layer(x, mask), _masking_per_frame(layer, x, mask)
+    assert float((fast - published).abs().max()) < 1e-5 * float(published.abs().max())
+    assert float(published[0].std()) > 0.1  # not a trivially zero comparison
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_a_kernel_one_convolution_as_a_matrix_product(bias):
+    torch.manual_seed(4)
+    conv = torch.nn.Conv1d(12, 5, 1, bias=bias)
+    x = torch.randn(3, 12, 41)
+    with torch.no_grad():
+        assert torch.allclose(_pointwise(conv, x), conv(x), atol=1e-6)
+
+
+def test_the_front_gives_the_same_frames_in_either_memory_layout(branch, monkeypatch):
+    feats = branch.features(seeded_waveform(1.9, seed=13) * 0.3).unsqueeze(0)
+    with torch.no_grad():
+        channels_last = branch.head(feats)
+        monkeypatch.setattr(campplus, "_conv_layout", lambda x: x)
+        contiguous = branch.head(feats)
+    assert float((channels_last - contiguous).abs().max()) < 1e-5 * float(contiguous.abs().max())
