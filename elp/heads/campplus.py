@@ -16,7 +16,7 @@ before every convolution and left out of every mean; on a CPU rows run one by on
 the one it gets alone (tested).
 
 Computed as published, in fewer operations: the masking's gate once per 100-frame segment (it is constant over
-one), kernel-1 convolutions as matrix products, the 2-D front channels-last on a CPU. On 20 corpus clips the
+one); on a CPU also kernel-1 convolutions as matrix products and the 2-D front channels-last. On 20 corpus clips the
 branch takes 0.60x its former time, embeddings within 5e-7 (``tests/elp/test_campplus_branch.py`` checks each
 piece against its published form).
 """
@@ -127,7 +127,7 @@ def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
 
 def _conv_layout(x: torch.Tensor) -> torch.Tensor:
     """The front's input in the layout its 2-D convolutions run fastest in: channels-last on a CPU (oneDNN: the
-    front ~1.4x faster, the same values; the layout carries through the blocks), as it is elsewhere."""
+    front ~1.4x faster, the same values; the layout carries through the blocks); elsewhere as it comes."""
     return x.contiguous(memory_format=torch.channels_last) if x.device.type == "cpu" else x
 
 
