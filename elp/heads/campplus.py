@@ -12,8 +12,8 @@ filterbanks (25 ms Povey window, 10 ms hop, pre-emphasis 0.97, DC removed, 512-p
 Nyquist, no dither, frames inside the clip only) minus their mean over the clip. The whole clip is embedded
 at once (no windows). BatchNorm runs on its stored statistics, but the masking and the statistics pooling
 read the whole time axis. On a GPU rows of different lengths run in one pass whose padded frames are zeroed
-before every convolution and left out of every mean; on a CPU rows run one by one. Either way a row's answer is
-the one it gets alone (tested).
+before every convolution and left out of every mean; on a CPU rows of one length run together (no padding) and
+other lengths apart. Either way a row's answer is the one it gets alone (tested).
 
 Computed as published, in fewer operations: the masking's gate once per 100-frame segment (it is constant over
 one); on a CPU also kernel-1 convolutions as matrix products and the 2-D front channels-last. On 20 corpus clips the
@@ -306,17 +306,24 @@ class CamppBranch(nn.Module):
 
     def embed_rows(self, feats: list[torch.Tensor], one_pass: bool) -> torch.Tensor:
         """Rows' (frames, MEL_BANDS) filterbanks -> (rows, embedding_dim) raw embeddings, in one masked pass or
-        one pass a row; both give a row the answer it gets alone."""
-        if not one_pass or len(feats) == 1:
-            return torch.cat([self.embed_features(f.unsqueeze(0)) for f in feats])
-        frames = torch.tensor([f.shape[0] for f in feats])
-        return self.embed_features(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), frames)
+        one pass for each length (rows of one length need no padding and no mask: diarization's windows, 4 of them
+        at 0.64x the time of one pass a row on a CPU); both give a row the answer it gets alone."""
+        if one_pass and len(feats) > 1:
+            frames = torch.tensor([f.shape[0] for f in feats])
+            return self.embed_features(torch.nn.utils.rnn.pad_sequence(feats, batch_first=True), frames)
+        by_length: dict[int, list[int]] = {}
+        for row, f in enumerate(feats):
+            by_length.setdefault(f.shape[0], []).append(row)
+        grouped = torch.cat([self.embed_features(torch.stack([feats[row] for row in rows]))
+                             for rows in by_length.values()])
+        order = torch.tensor([row for rows in by_length.values() for row in rows])
+        return grouped[order.argsort().to(grouped.device)]  # back in the rows' order
 
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(batch, samples) padded rows and their real lengths -> (batch, embedding_dim) unit embeddings, each
         row's filterbanks from its own samples. On a GPU every row runs in one masked pass (a call costs its
-        kernels there, not its frames); on a CPU a call costs its frames, padding included, so rows run one by
-        one."""
+        kernels there, not its frames); on a CPU a call costs its frames, padding included, so rows run in one
+        pass for each length."""
         feats = [self.features(wave[: int(length)]) for wave, length in zip(waves, lengths, strict=True)]
         return F.normalize(self.embed_rows(feats, one_pass=waves.device.type != "cpu").float(), dim=-1)
 
