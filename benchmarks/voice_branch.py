@@ -2,7 +2,8 @@
 verification row costs a GPU).
 
 ``verify-default`` carries CAM++ (``elp.heads.campplus``). Its masking and pooling read the whole clip, so rows
-either run one by one (the CPU path) or in one padded pass whose padded frames are masked (the GPU path; each
+either run one pass for each length (the CPU path; seeded 1-10 s clips never share a length, so one by one here)
+or in one padded pass whose padded frames are masked (the GPU path; each
 row's answer equals its own pass; a batch of one row runs alone in both). On a batch of ``B`` clips of 1-10 s
 (seeded), each repeat times both modes in turn, a different one first each repeat. Tables give the median with
 min-max, ms a row, the operators one call dispatches (aten operators on a CPU, CUDA kernels on a GPU) and the
